@@ -1,0 +1,92 @@
+"""The error tree of covidcxr.
+
+Every error raised on purpose by the library derives from :class:`CovidCXRError`, so a
+caller can catch everything covidcxr-specific with one ``except`` clause. Subclasses say
+*what kind* of thing went wrong; the message says *which* file, key or option and what to
+do about it. Several errors also derive from the matching built-in exception
+(``ValueError``, ``LookupError``, ``OSError``) so code written against the standard
+library keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "CovidCXRError",
+    "DetectorServiceError",
+    "InvalidImageError",
+    "ModelFormatError",
+    "PluginError",
+    "SourceError",
+    "UnknownLabelError",
+    "UnknownNameError",
+    "WeightsUnavailableError",
+]
+
+
+class CovidCXRError(Exception):
+    """Base class of every error that covidcxr raises on purpose."""
+
+
+class InvalidImageError(CovidCXRError, ValueError):
+    """Input is not a usable radiograph.
+
+    Raised for unreadable, truncated or empty files, files whose content does not match
+    their name, images too small to be a radiograph, decompression bombs, and arrays of
+    the wrong shape or dtype.
+
+    Parameters
+    ----------
+    message
+        What is wrong, in words.
+    source
+        Where the image came from (a path, an archive member, an object key), if known.
+    """
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+
+class UnknownLabelError(CovidCXRError, ValueError):
+    """A class name could not be mapped to one of the canonical labels."""
+
+
+class ConfigurationError(CovidCXRError, ValueError):
+    """An option or a combination of options is invalid."""
+
+
+class PluginError(CovidCXRError):
+    """A plugin failed to load, misdeclared a hook, or registered a clashing name."""
+
+
+class UnknownNameError(PluginError, LookupError):
+    """No plugin registered the requested detector, source scheme or component name."""
+
+
+class SourceError(CovidCXRError, OSError):
+    """A dataset source could not be read: missing bucket or folder, denied access, bad archive."""
+
+
+class WeightsUnavailableError(CovidCXRError):
+    """Pretrained weights could not be obtained (no network, wrong checksum, missing file)."""
+
+
+class ModelFormatError(CovidCXRError, ValueError):
+    """A saved model is incomplete, corrupt, or was written by an incompatible version."""
+
+
+class DetectorServiceError(CovidCXRError):
+    """A remote detection service (such as Watson Visual Recognition) refused or failed a request.
+
+    Parameters
+    ----------
+    message
+        What went wrong, without credentials.
+    status_code
+        The HTTP status code, when the service answered.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)

@@ -1,0 +1,377 @@
+"""The plugin manager, entry-point loading, and name lookups.
+
+covidcxr's own detectors, sources, preprocessors and classifiers are plugins like any
+other: they register through the hooks in :mod:`covidcxr.hookspecs`. Third-party plugins
+are found through the ``covidcxr`` entry-point group; the environment variable
+``COVIDCXR_PLUGINS`` (a comma-separated list of entry-point names; empty for none) limits
+which of them load. Built-in plugins always load.
+
+Registries are rebuilt from the hooks at every lookup, so registering or unregistering a
+plugin object at run time (see :func:`register_plugin` and :mod:`covidcxr.testing`) takes
+effect at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import pluggy
+from attrs import frozen
+
+from covidcxr import hookspecs
+from covidcxr.errors import PluginError, UnknownNameError
+from covidcxr.protocols import Classifier, DatasetSource, LesionDetector, Preprocessor
+
+__all__ = [
+    "ALLOW_LIST_ENV",
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "Registration",
+    "available_classifiers",
+    "available_detectors",
+    "available_preprocessors",
+    "available_sources",
+    "create_classifier",
+    "create_detector",
+    "create_preprocessor",
+    "get_plugin_manager",
+    "open_source",
+    "parse_source_uri",
+    "register_plugin",
+    "unregister_plugin",
+]
+
+ENTRY_POINT_GROUP: Final = hookspecs.PROJECT_NAME
+ALLOW_LIST_ENV: Final = "COVIDCXR_PLUGINS"
+
+#: Modules of the built-in plugins, registered under their module names. Each keeps its
+#: imports light and imports heavy dependencies (TensorFlow, the IBM SDKs) inside factories.
+BUILTIN_PLUGINS: Final[tuple[str, ...]] = ()
+
+_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+_URI_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
+
+_T = TypeVar("_T")
+
+_manager: pluggy.PluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+@frozen
+class Registration:
+    """One registered factory and the plugin that provided it.
+
+    Parameters
+    ----------
+    kind
+        ``"detector"``, ``"source"``, ``"preprocessor"`` or ``"classifier"``.
+    name
+        The name (or URI scheme, for sources) it is looked up by.
+    factory
+        The callable that builds it.
+    plugin
+        The name of the plugin that registered it: an entry-point name, or a module name
+        for built-in plugins.
+    """
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, creating it on first use.
+
+    Creating it adds the hook specifications, loads the allowed entry points of the
+    ``covidcxr`` group, registers the built-in plugins, and checks that every hook
+    implementation matches a specification.
+
+    Raises
+    ------
+    PluginError
+        If a plugin fails to import, declares a hook with wrong arguments, or implements a
+        hook that does not exist (a misspelling, usually). The message names the plugin.
+    """
+    global _manager  # noqa: PLW0603 - one manager per process, created lazily
+    with _manager_lock:
+        if _manager is None:
+            _manager = _create_plugin_manager()
+        return _manager
+
+
+def _create_plugin_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_PLUGINS:
+        _register_checked(manager, importlib.import_module(module_name), module_name)
+    _load_entry_points(manager)
+    return manager
+
+
+def _allowed_entry_points() -> frozenset[str] | None:
+    raw = os.environ.get(ALLOW_LIST_ENV)
+    if raw is None:
+        return None
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    allowed = _allowed_entry_points()
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and entry_point.name not in allowed:
+            continue
+        distribution = entry_point.dist.name if entry_point.dist is not None else "unknown"
+        where = f"{entry_point.name!r} ({entry_point.value}, from distribution {distribution!r})"
+        if manager.has_plugin(entry_point.name):
+            raise PluginError(
+                f"plugin {where} has the same entry-point name as a plugin already loaded; "
+                "rename one of the entry points"
+            )
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {where} failed to import: {exc!r}") from exc
+        _register_checked(manager, plugin, entry_point.name)
+
+
+def _register_checked(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    try:
+        manager.register(plugin, name=name)
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        manager.unregister(name=name)
+        raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
+    except ValueError as exc:  # pluggy: plugin object or name already registered
+        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object (a module or any object with hook implementations).
+
+    Parameters
+    ----------
+    plugin
+        The object whose :data:`covidcxr.hookimpl`-marked functions to register.
+    name
+        The plugin's name in listings and error messages; pluggy chooses one if omitted.
+
+    Returns
+    -------
+    str
+        The name it was registered under; pass it to :func:`unregister_plugin`.
+
+    Raises
+    ------
+    PluginError
+        If the plugin's hooks do not match the specifications or the name is taken.
+
+    Examples
+    --------
+    >>> import covidcxr
+    >>> class Hello:
+    ...     @covidcxr.hookimpl
+    ...     def covidcxr_register_detectors(self, register):
+    ...         register("hello", lambda: None)
+    >>> name = covidcxr.register_plugin(Hello(), name="hello-plugin")
+    >>> covidcxr.available_detectors()["hello"].plugin
+    'hello-plugin'
+    >>> covidcxr.unregister_plugin(name)
+    """
+    manager = get_plugin_manager()
+    registered_name = name if name is not None else manager.get_canonical_name(plugin)
+    _register_checked(manager, plugin, registered_name)
+    return registered_name
+
+
+def unregister_plugin(name: str) -> None:
+    """Unregister the plugin registered under ``name``.
+
+    Raises
+    ------
+    UnknownNameError
+        If no plugin has that name.
+    """
+    manager = get_plugin_manager()
+    if not manager.has_plugin(name):
+        raise UnknownNameError(f"no plugin named {name!r} is registered")
+    manager.unregister(name=name)
+
+
+def _collect(kind: str) -> dict[str, Registration]:
+    manager = get_plugin_manager()
+    hook = getattr(manager.hook, f"covidcxr_register_{kind}s")
+    found: dict[str, Registration] = {}
+    # Built-ins are registered first; pluggy lists implementations last-registered first,
+    # so walk them in reverse to blame a clash on the newcomer.
+    for impl in reversed(hook.get_hookimpls()):
+        plugin_name = impl.plugin_name
+
+        def register(name: str, factory: Callable[..., Any], _plugin: str = plugin_name) -> None:
+            if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+                raise PluginError(
+                    f"plugin {_plugin!r} registered the {kind} name {name!r}; names are lower "
+                    "case letters, digits and '_.+-', starting with a letter or digit"
+                )
+            if not callable(factory):
+                raise PluginError(
+                    f"plugin {_plugin!r} registered {kind} {name!r} with a factory that is "
+                    f"not callable: {factory!r}"
+                )
+            if name in found:
+                raise PluginError(
+                    f"plugin {_plugin!r} registered {kind} {name!r}, which plugin "
+                    f"{found[name].plugin!r} already registered"
+                )
+            found[name] = Registration(kind=kind, name=name, factory=factory, plugin=_plugin)
+
+        try:
+            impl.function(**dict.fromkeys(impl.argnames, register))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {plugin_name!r} raised in covidcxr_register_{kind}s: {exc!r}"
+            ) from exc
+    return dict(sorted(found.items()))
+
+
+def available_detectors() -> Mapping[str, Registration]:
+    """The registered lesion detectors, by name.
+
+    Examples
+    --------
+    >>> "watson" in available_detectors()  # doctest: +SKIP
+    True
+    """
+    return _collect("detector")
+
+
+def available_sources() -> Mapping[str, Registration]:
+    """The registered dataset sources, by URI scheme."""
+    return _collect("source")
+
+
+def available_preprocessors() -> Mapping[str, Registration]:
+    """The registered preprocessors, by name."""
+    return _collect("preprocessor")
+
+
+def available_classifiers() -> Mapping[str, Registration]:
+    """The registered classifiers, by name."""
+    return _collect("classifier")
+
+
+def _lookup(kind: str, name: str, registry: Mapping[str, Registration]) -> Registration:
+    try:
+        return registry[name]
+    except KeyError:
+        known = ", ".join(repr(key) for key in registry) or "none"
+        raise UnknownNameError(
+            f"no {kind} named {name!r} is registered (available: {known}); "
+            "is the plugin that provides it installed and allowed by "
+            f"{ALLOW_LIST_ENV}?"
+        ) from None
+
+
+def _build(registration: Registration, expected: type[_T], *args: Any, **options: Any) -> _T:
+    built = registration.factory(*args, **options)
+    if not isinstance(built, expected):
+        raise PluginError(
+            f"{registration.kind} {registration.name!r} from plugin {registration.plugin!r} "
+            f"built {type(built).__name__}, which is not a {expected.__name__}"
+        )
+    return built
+
+
+def create_detector(name: str, **options: Any) -> LesionDetector:
+    """Build the lesion detector registered under ``name``.
+
+    Parameters
+    ----------
+    name
+        A name from :func:`available_detectors`.
+    **options
+        Passed to the detector's factory.
+
+    Raises
+    ------
+    UnknownNameError
+        If no plugin registered ``name``; the message lists those that did.
+    PluginError
+        If the factory returns something that is not a :class:`~covidcxr.LesionDetector`.
+    """
+    registration = _lookup("detector", name, available_detectors())
+    return _build(registration, LesionDetector, **options)  # type: ignore[type-abstract]
+
+
+def create_preprocessor(name: str, **options: Any) -> Preprocessor:
+    """Build the preprocessor registered under ``name`` (see :func:`create_detector`)."""
+    registration = _lookup("preprocessor", name, available_preprocessors())
+    return _build(registration, Preprocessor, **options)  # type: ignore[type-abstract]
+
+
+def create_classifier(name: str, **options: Any) -> Classifier:
+    """Build the classifier registered under ``name`` (see :func:`create_detector`)."""
+    registration = _lookup("classifier", name, available_classifiers())
+    return _build(registration, Classifier, **options)  # type: ignore[type-abstract]
+
+
+def parse_source_uri(uri: str | os.PathLike[str]) -> tuple[str, str]:
+    """Split a source URI into its scheme and location.
+
+    A plain path (or ``file://`` URI) is a folder, scheme ``"file"``; a plain path ending in
+    ``.zip`` is an archive, scheme ``"zip"``; ``scheme://rest`` gives ``(scheme, rest)``.
+
+    Examples
+    --------
+    >>> parse_source_uri("data/cxr")
+    ('file', 'data/cxr')
+    >>> parse_source_uri("data/cxr.ZIP")
+    ('zip', 'data/cxr.ZIP')
+    >>> parse_source_uri("file:///srv/cxr%20set")
+    ('file', '/srv/cxr set')
+    >>> parse_source_uri("cos://bucket/covid/train")
+    ('cos', 'bucket/covid/train')
+    """
+    text = os.fspath(uri)
+    match = _URI_SCHEME.match(text)
+    if match is None:
+        return ("zip" if Path(text).suffix.lower() == ".zip" else "file", text)
+    scheme = match["scheme"].lower()
+    if scheme == "file":
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise UnknownNameError(f"file URI {text!r} names host {parts.netloc!r}; only local files are supported")
+        return "file", unquote(parts.path)
+    return scheme, match["rest"]
+
+
+def open_source(uri: str | os.PathLike[str], **options: Any) -> DatasetSource:
+    """Open a dataset source by URI.
+
+    Parameters
+    ----------
+    uri
+        A folder path or ``file://`` URI, a ``.zip`` path or ``zip://`` URI,
+        ``cos://bucket/prefix`` for IBM Cloud Object Storage, or any scheme a plugin
+        registered (see :func:`available_sources`).
+    **options
+        Passed to the source's factory (for example ``on_error="skip"``).
+
+    Raises
+    ------
+    UnknownNameError
+        If no plugin handles the URI's scheme; the message lists the schemes that exist.
+    """
+    scheme, location = parse_source_uri(uri)
+    registration = _lookup("source", scheme, available_sources())
+    return _build(registration, DatasetSource, location, **options)  # type: ignore[type-abstract]

@@ -1,0 +1,165 @@
+"""The five roles of the pipeline, as structural protocols.
+
+A plugin implements a role by having the right methods; it never needs to import or
+subclass anything from covidcxr. Each protocol is :func:`typing.runtime_checkable`, so
+``isinstance(obj, LesionDetector)`` checks that the methods exist (not their signatures:
+``mypy`` does that).
+
+Data flows one way::
+
+    DatasetSource ──XRay──▶ Preprocessor ──XRay──▶ Classifier / LesionDetector ──▶ Evaluator
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from covidcxr.records import Detection, XRay
+
+__all__ = [
+    "Classifier",
+    "DatasetSource",
+    "Evaluator",
+    "LesionDetector",
+    "Preprocessor",
+    "Report",
+]
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """A collection of radiographs that can be iterated more than once.
+
+    Contract
+    --------
+    - Iterating yields :class:`~covidcxr.XRay` records, in a stable order, reading lazily
+      (a source over 100,000 files must not hold them all in memory).
+    - Every iteration yields the same images; ``len(source)`` is their number.
+    - :attr:`classes` lists the canonical labels present, in :data:`covidcxr.LABELS` order.
+    - Unreadable items raise :class:`~covidcxr.InvalidImageError` naming the item, or, if the
+      source was opened with ``on_error="skip"``, are recorded and reported, never silently
+      dropped.
+    """
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The canonical labels present in the source."""
+        ...
+
+    def __iter__(self) -> Iterator[XRay]:
+        """Yield the radiographs one at a time."""
+        ...
+
+    def __len__(self) -> int:
+        """The number of radiographs an iteration yields."""
+        ...
+
+
+@runtime_checkable
+class Preprocessor(Protocol):
+    """Turns a radiograph into the form a model expects.
+
+    Contract
+    --------
+    - Returns a *new* :class:`~covidcxr.XRay` (records are immutable) with the same ``id``,
+      ``label`` and ``patient_id``.
+    - Any ``boxes`` are transformed with the pixels, so they still frame the same anatomy.
+    - Deterministic: the same input and parameters give byte-identical output.
+    """
+
+    def __call__(self, xray: XRay) -> XRay:
+        """Preprocess one radiograph."""
+        ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Assigns each radiograph a probability for each class (scikit-learn conventions).
+
+    Contract
+    --------
+    - ``__init__`` only stores parameters; :meth:`fit` learns and returns ``self``.
+    - Learned state ends in an underscore; :attr:`classes_` is set by :meth:`fit` or
+      :meth:`load`.
+    - :meth:`predict_proba` rows sum to 1, columns in :attr:`classes_` order;
+      :meth:`predict` returns the label of the largest probability.
+    - :meth:`save` never leaves a half-written model behind; :meth:`load` refuses models it
+      cannot read correctly, with a :class:`~covidcxr.ModelFormatError`.
+    """
+
+    classes_: tuple[str, ...]
+
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
+        """Learn from labelled radiographs; ``validation`` is used for monitoring only."""
+        ...
+
+    def predict_proba(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
+        """Class probabilities, shape ``(n_images, len(classes_))``."""
+        ...
+
+    def predict(self, xrays: Iterable[XRay]) -> list[str]:
+        """The most probable label of each radiograph."""
+        ...
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted model to ``path`` atomically."""
+        ...
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a model written by :meth:`save`."""
+        ...
+
+
+@runtime_checkable
+class LesionDetector(Protocol):
+    """Finds lesions (opacities) in a radiograph and boxes them.
+
+    Contract
+    --------
+    - Boxes are in the pixel coordinates of the :class:`~covidcxr.XRay` passed in, whatever
+      resizing the detector does internally.
+    - Detections are sorted by descending score; an image with no lesion gives ``[]``.
+    """
+
+    def detect(self, xray: XRay) -> list[Detection]:
+        """Detect lesions in one radiograph."""
+        ...
+
+
+@runtime_checkable
+class Report(Protocol):
+    """The result of an evaluation: any object that can present itself as plain data."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable figures of the report."""
+        ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Turns ground truth and predictions into a :class:`Report`.
+
+    Contract
+    --------
+    - ``truths`` are the labelled radiographs (their ``label`` and ``boxes`` are the ground
+      truth); predictions are aligned with them by position.
+    - ``probabilities`` has one row per radiograph, columns in ``classes`` order.
+    - ``detections``, when given, holds one list of detections per radiograph.
+    """
+
+    def evaluate(
+        self,
+        truths: Sequence[XRay],
+        *,
+        probabilities: NDArray[np.floating[Any]] | None = None,
+        classes: Sequence[str] = (),
+        detections: Sequence[Sequence[Detection]] | None = None,
+    ) -> Report:
+        """Compute the report."""
+        ...

@@ -1,0 +1,231 @@
+"""Immutable records that flow through the pipeline: :class:`XRay`, :class:`Box`, :class:`Detection`.
+
+Records carry data and check it on construction; behaviour lives in functions and in the
+estimator classes. All coordinates are pixels of the :class:`XRay` a box belongs to, with
+the origin at the top-left corner, ``x`` to the right and ``y`` down: the same convention
+as Watson Visual Recognition's ``left``/``top``/``width``/``height``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import numpy as np
+from attrs import field, frozen
+from numpy.typing import NDArray
+
+from covidcxr.errors import InvalidImageError
+from covidcxr.labels import LABELS
+
+__all__ = ["PIXEL_DTYPES", "Box", "Detection", "XRay"]
+
+#: The pixel dtypes an :class:`XRay` accepts: raw 8- and 16-bit radiographs, and float32
+#: after preprocessing.
+PIXEL_DTYPES: tuple[np.dtype[Any], ...] = (
+    np.dtype(np.uint8),
+    np.dtype(np.uint16),
+    np.dtype(np.float32),
+)
+
+# Boxes computed in floating point (after a resize, say) may overshoot the image edge by
+# rounding; anything beyond this many pixels is a real error.
+_EDGE_TOLERANCE = 1e-3
+
+
+def _finite_non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"Box.{attribute.name} must be finite and >= 0, got {value!r}")
+
+
+@frozen
+class Box:
+    """An axis-aligned rectangle in pixel coordinates, origin at the top-left corner.
+
+    Parameters
+    ----------
+    x, y
+        The top-left corner (Watson's ``left`` and ``top``).
+    width, height
+        The size, non-negative.
+
+    Examples
+    --------
+    >>> box = Box(10, 20, width=30, height=40)
+    >>> box.x2, box.y2, box.area
+    (40.0, 60.0, 1200.0)
+    """
+
+    x: float = field(converter=float, validator=_finite_non_negative)
+    y: float = field(converter=float, validator=_finite_non_negative)
+    width: float = field(converter=float, validator=_finite_non_negative)
+    height: float = field(converter=float, validator=_finite_non_negative)
+
+    @property
+    def x2(self) -> float:
+        """The right edge, ``x + width``."""
+        return self.x + self.width
+
+    @property
+    def y2(self) -> float:
+        """The bottom edge, ``y + height``."""
+        return self.y + self.height
+
+    @property
+    def area(self) -> float:
+        """``width * height`` in square pixels."""
+        return self.width * self.height
+
+    @classmethod
+    def from_corners(cls, x1: float, y1: float, x2: float, y2: float) -> Box:
+        """Build a box from its top-left ``(x1, y1)`` and bottom-right ``(x2, y2)`` corners.
+
+        Examples
+        --------
+        >>> Box.from_corners(1, 2, 4, 8)
+        Box(x=1.0, y=2.0, width=3.0, height=6.0)
+        """
+        if x2 < x1 or y2 < y1:
+            raise ValueError(f"corners ({x1}, {y1}) and ({x2}, {y2}) are not top-left, bottom-right")
+        return cls(x1, y1, x2 - x1, y2 - y1)
+
+
+def _score_in_unit_interval(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Detection.score must be in [0, 1], got {value!r}")
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must not be empty")
+
+
+@frozen
+class Detection:
+    """One detected lesion: where, what, and how sure the detector is.
+
+    Parameters
+    ----------
+    box
+        The lesion's bounding box in the coordinates of the :class:`XRay` it was found in.
+    label
+        What was found, for example ``"opacity"``.
+    score
+        Confidence in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> Detection(Box(0, 0, 5, 5), "opacity", 0.9).score
+    0.9
+    """
+
+    box: Box = field(validator=attrs.validators.instance_of(Box))
+    label: str = field(validator=[attrs.validators.instance_of(str), _non_empty])
+    score: float = field(converter=float, validator=_score_in_unit_interval)
+
+
+def _as_readonly_pixels(value: Any) -> NDArray[Any]:
+    if not isinstance(value, np.ndarray):
+        raise InvalidImageError(f"pixels must be a numpy array, got {type(value).__name__}")
+    view = value.view()
+    view.flags.writeable = False
+    return view
+
+
+def _check_pixels(instance: XRay, attribute: attrs.Attribute[NDArray[Any]], value: NDArray[Any]) -> None:
+    where = str(instance.id) if instance.id else None
+    if value.ndim != 2:
+        raise InvalidImageError(
+            f"pixels must be a 2-D grayscale array, got shape {value.shape}", where
+        )
+    if value.dtype not in PIXEL_DTYPES:
+        raise InvalidImageError(
+            f"pixels must be uint8, uint16 or float32, got {value.dtype}", where
+        )
+    if value.size == 0:
+        raise InvalidImageError("pixels must not be empty", where)
+
+
+def _check_label(instance: XRay, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and value not in LABELS:
+        raise ValueError(
+            f"XRay {instance.id!r}: label must be None or one of {LABELS}, got {value!r} "
+            "(use covidcxr.canonical_label to map dataset spellings)"
+        )
+
+
+def _check_boxes(instance: XRay, attribute: attrs.Attribute[tuple[Box, ...]], value: tuple[Box, ...]) -> None:
+    height, width = instance.pixels.shape
+    for box in value:
+        if not isinstance(box, Box):
+            raise TypeError(f"XRay {instance.id!r}: boxes must be Box records, got {type(box).__name__}")
+        if box.x2 > width + _EDGE_TOLERANCE or box.y2 > height + _EDGE_TOLERANCE:
+            raise ValueError(
+                f"XRay {instance.id!r}: {box} lies outside the {width}x{height} image"
+            )
+
+
+def _freeze_meta(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _as_box_tuple(value: Iterable[Box]) -> tuple[Box, ...]:
+    return tuple(value)
+
+
+@frozen(eq=False)
+class XRay:
+    """One chest radiograph with what is known about it.
+
+    Instances compare and hash by identity: two radiographs with equal pixels are still two
+    images (the near-duplicate guard in :mod:`covidcxr.split` is the place to compare
+    content). The pixel array is stored as a read-only view.
+
+    Parameters
+    ----------
+    pixels
+        A 2-D grayscale array: ``uint8`` or ``uint16`` as decoded, ``float32`` after
+        preprocessing.
+    id
+        A stable identifier, usually the file path or object key it was read from.
+    label
+        ``None`` (unknown) or one of the canonical labels ``"covid-19"``, ``"normal"``,
+        ``"pneumonia"``.
+    patient_id
+        The patient the image belongs to, when the dataset says; splits keep one patient's
+        images together.
+    boxes
+        Known lesion boxes (ground truth), in this image's pixel coordinates.
+    meta
+        Anything else: masks, DICOM tags, provenance. Stored as a read-only mapping.
+
+    Raises
+    ------
+    InvalidImageError
+        If ``pixels`` is not a non-empty 2-D array of an accepted dtype.
+    ValueError
+        If ``label`` is not canonical or a box lies outside the image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> xray = XRay(np.zeros((64, 64), np.uint8), id="phantom-1", label="normal")
+    >>> xray.pixels.shape, xray.label
+    ((64, 64), 'normal')
+    """
+
+    pixels: NDArray[Any] = field(converter=_as_readonly_pixels, validator=_check_pixels, repr=False)
+    id: str = field(converter=str)
+    label: str | None = field(default=None, validator=_check_label)
+    patient_id: str | None = field(default=None)
+    boxes: tuple[Box, ...] = field(default=(), converter=_as_box_tuple, validator=_check_boxes)
+    meta: Mapping[str, Any] = field(factory=dict, converter=_freeze_meta, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the image in pixels."""
+        height, width = self.pixels.shape
+        return int(height), int(width)

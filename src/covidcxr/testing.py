@@ -1,0 +1,72 @@
+"""Test helpers for plugin authors (and for covidcxr's own tests).
+
+Register a plugin object for the duration of a test and have it unregistered afterwards,
+even when the test fails::
+
+    # conftest.py
+    pytest_plugins = ["covidcxr.testing"]
+
+    # test_my_plugin.py
+    import covidcxr
+
+    def test_my_detector_is_found(covidcxr_plugin):
+        covidcxr_plugin(my_plugin_module)
+        assert "my-detector" in covidcxr.available_detectors()
+
+Outside pytest, use the :func:`registered_plugin` context manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from covidcxr.plugins import register_plugin, unregister_plugin
+
+__all__ = ["covidcxr_plugin", "registered_plugin"]
+
+
+@contextmanager
+def registered_plugin(plugin: object, name: str | None = None) -> Iterator[str]:
+    """Register ``plugin`` inside a ``with`` block and unregister it on the way out.
+
+    Parameters
+    ----------
+    plugin
+        A module or object with :data:`covidcxr.hookimpl`-marked functions.
+    name
+        The plugin name shown in listings and errors.
+
+    Yields
+    ------
+    str
+        The name the plugin was registered under.
+    """
+    registered_name = register_plugin(plugin, name=name)
+    try:
+        yield registered_name
+    finally:
+        unregister_plugin(registered_name)
+
+
+@pytest.fixture
+def covidcxr_plugin() -> Iterator[Callable[..., str]]:
+    """Pytest fixture: a function that registers plugins until the test ends.
+
+    Call it as ``covidcxr_plugin(plugin, name=None)``; it returns the registered name.
+    Every plugin registered through it is unregistered when the test finishes.
+    """
+    registered: list[str] = []
+
+    def register(plugin: object, name: str | None = None) -> str:
+        registered_name = register_plugin(plugin, name=name)
+        registered.append(registered_name)
+        return registered_name
+
+    try:
+        yield register
+    finally:
+        for registered_name in reversed(registered):
+            unregister_plugin(registered_name)

@@ -1,0 +1,34 @@
+"""Fixtures shared by the whole test suite.
+
+Real data lives beside the repository in ``../shared/data`` (never copied into it). Point
+``COVIDCXR_SHARED_DATA`` elsewhere to use another copy; tests that need it skip with a
+reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["covidcxr.testing"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """Where the shared real data is expected (``$COVIDCXR_SHARED_DATA`` or ``../shared/data``)."""
+    return Path(os.environ.get("COVIDCXR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def covid_qu_ex_dir() -> Path:
+    """The COVID-QU-Ex infection-segmentation data set, or a skip when it is absent."""
+    path = shared_data_dir() / "covid-qu-ex"
+    if not (path / "Train").is_dir():
+        pytest.skip(
+            f"real data not found at {path}: put the shared data beside the repository "
+            "(../shared/data) or set COVIDCXR_SHARED_DATA"
+        )
+    return path
