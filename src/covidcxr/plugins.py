@@ -46,6 +46,7 @@ __all__ = [
     "open_source",
     "parse_source_uri",
     "register_plugin",
+    "reset_plugin_manager",
     "unregister_plugin",
 ]
 
@@ -106,6 +107,17 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             _manager = _create_plugin_manager()
         return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the plugin manager, so the next lookup loads every plugin afresh.
+
+    Call it after installing or removing a plugin package in a running process (a notebook,
+    a test), or after changing ``COVIDCXR_PLUGINS``.
+    """
+    global _manager  # noqa: PLW0603 - see get_plugin_manager
+    with _manager_lock:
+        _manager = None
 
 
 def _create_plugin_manager() -> pluggy.PluginManager:
@@ -210,12 +222,13 @@ def _collect(kind: str) -> dict[str, Registration]:
     manager = get_plugin_manager()
     hook = getattr(manager.hook, f"covidcxr_register_{kind}s")
     found: dict[str, Registration] = {}
-    # Built-ins are registered first; pluggy lists implementations last-registered first,
-    # so walk them in reverse to blame a clash on the newcomer.
-    for impl in reversed(hook.get_hookimpls()):
+    # pluggy lists implementations in registration order (built-ins first), so a clash is
+    # blamed on the newcomer.
+    for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
 
-        def register(name: str, factory: Callable[..., Any], _plugin: str = plugin_name) -> None:
+        # Typed loosely on purpose: plugins are not type-checked, so check at run time.
+        def register(name: object, factory: object, _plugin: str = plugin_name) -> None:
             if not isinstance(name, str) or not _NAME_PATTERN.match(name):
                 raise PluginError(
                     f"plugin {_plugin!r} registered the {kind} name {name!r}; names are lower "
@@ -350,7 +363,9 @@ def parse_source_uri(uri: str | os.PathLike[str]) -> tuple[str, str]:
     if scheme == "file":
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost"):
-            raise UnknownNameError(f"file URI {text!r} names host {parts.netloc!r}; only local files are supported")
+            raise UnknownNameError(
+                f"file URI {text!r} names host {parts.netloc!r}; only local files are supported"
+            )
         return "file", unquote(parts.path)
     return scheme, match["rest"]
 

@@ -1,0 +1,50 @@
+"""The command line's foundation: version, plugin listing, and error handling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner
+
+import covidcxr
+from covidcxr.cli import cli, main
+from covidcxr.hookspecs import Register
+
+
+class ListedPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_preprocessors(self, register: Register) -> None:
+        register("identity", lambda: lambda xray: xray)
+
+
+def test_version_option_prints_the_package_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"covidcxr, version {covidcxr.__version__}"
+
+
+def test_plugins_lists_each_entry_with_its_plugin(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(ListedPlugin(), name="listed")
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    section = lines.index("preprocessors:")
+    assert any(line.split() == ["identity", "from", "listed"] for line in lines[section + 1 :]), (
+        result.output
+    )
+
+
+def test_library_errors_exit_non_zero_with_a_one_line_message(
+    covidcxr_plugin: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Broken:
+        @covidcxr.hookimpl
+        def covidcxr_register_detectors(self, register: Register) -> None:
+            raise RuntimeError("boom")
+
+    covidcxr_plugin(Broken(), name="broken")
+    with pytest.raises(SystemExit) as exited:
+        main(["plugins"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.startswith("error: plugin 'broken' raised")

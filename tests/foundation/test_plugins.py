@@ -1,0 +1,274 @@
+"""The plugin machinery: registration, lookups, and clear errors that name the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import covidcxr
+from covidcxr import PluginError, UnknownNameError
+from covidcxr.hookspecs import Register
+from covidcxr.plugins import ALLOW_LIST_ENV, get_plugin_manager, parse_source_uri
+
+
+class EchoDetector:
+    """A detector that reports a fixed detection, configured by its options."""
+
+    def __init__(self, score: float = 0.5) -> None:
+        self.score = score
+
+    def detect(self, xray: covidcxr.XRay) -> list[covidcxr.Detection]:
+        return [covidcxr.Detection(covidcxr.Box(0, 0, 1, 1), "echo", self.score)]
+
+
+class ListSource:
+    """A source over XRays made in memory; remembers the location it was opened with."""
+
+    def __init__(self, location: str, count: int = 2) -> None:
+        self.location = location
+        self._xrays = [
+            covidcxr.XRay(np.zeros((4, 4), np.uint8), id=f"{location}/{i}", label="normal")
+            for i in range(count)
+        ]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return ("normal",)
+
+    def __iter__(self) -> Iterator[covidcxr.XRay]:
+        return iter(self._xrays)
+
+    def __len__(self) -> int:
+        return len(self._xrays)
+
+
+class TestPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("echo", EchoDetector)
+
+    @covidcxr.hookimpl
+    def covidcxr_register_sources(self, register: Register) -> None:
+        register("mem", ListSource)
+
+
+def test_registered_detector_is_listed_with_its_plugin(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(TestPlugin(), name="test-plugin")
+    registration = covidcxr.available_detectors()["echo"]
+    assert registration.plugin == "test-plugin"
+    assert registration.factory is EchoDetector
+
+
+def test_create_detector_passes_options_to_the_factory(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(TestPlugin())
+    detector = covidcxr.create_detector("echo", score=0.75)
+    assert isinstance(detector, covidcxr.LesionDetector)
+    assert detector.detect(covidcxr.XRay(np.zeros((2, 2), np.uint8), id="x"))[0].score == 0.75
+
+
+def test_open_source_dispatches_on_the_uri_scheme(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(TestPlugin())
+    source = covidcxr.open_source("mem://ward-3/scans", count=3)
+    assert isinstance(source, ListSource)
+    assert source.location == "ward-3/scans"
+    assert len(source) == 3
+
+
+def test_fixture_unregisters_plugins_after_the_test(covidcxr_plugin: Callable[..., str]) -> None:
+    assert "echo" not in covidcxr.available_detectors()
+
+
+def test_registered_plugin_context_manager_unregisters_on_error() -> None:
+    from covidcxr.testing import registered_plugin
+
+    def use_then_fail() -> None:
+        with registered_plugin(TestPlugin()):
+            assert "echo" in covidcxr.available_detectors()
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        use_then_fail()
+    assert "echo" not in covidcxr.available_detectors()
+
+
+def test_unknown_detector_error_lists_the_available_ones(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(TestPlugin())
+    with pytest.raises(UnknownNameError, match=r"'no-such'.*'echo'.*COVIDCXR_PLUGINS"):
+        covidcxr.create_detector("no-such")
+
+
+def test_unknown_source_scheme_is_a_clear_error() -> None:
+    with pytest.raises(UnknownNameError, match=r"no source named 'gopher'"):
+        covidcxr.open_source("gopher://host/path")
+
+
+def test_duplicate_names_name_both_plugins(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(TestPlugin(), name="first")
+    covidcxr_plugin(TestPlugin(), name="second")
+    with pytest.raises(PluginError, match=r"'second' registered detector 'echo'.*'first'"):
+        covidcxr.available_detectors()
+
+
+class BadNamePlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("Has Spaces", EchoDetector)
+
+
+def test_invalid_names_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(BadNamePlugin(), name="bad-name")
+    with pytest.raises(PluginError, match=r"'bad-name' registered the detector name 'Has Spaces'"):
+        covidcxr.available_detectors()
+
+
+class NotCallablePlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("oops", "EchoDetector")  # type: ignore[arg-type]
+
+
+def test_non_callable_factories_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(NotCallablePlugin(), name="not-callable")
+    with pytest.raises(PluginError, match="not callable"):
+        covidcxr.available_detectors()
+
+
+class RaisingPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_sources(self, register: Register) -> None:
+        raise KeyError("config missing")
+
+
+def test_a_plugin_raising_in_its_hook_is_named(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(RaisingPlugin(), name="raiser")
+    with pytest.raises(PluginError, match=r"'raiser' raised in covidcxr_register_sources"):
+        covidcxr.available_sources()
+
+
+class WrongProductPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("not-a-detector", object)
+
+
+def test_factories_must_build_the_right_role(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(WrongProductPlugin(), name="wrong")
+    with pytest.raises(PluginError, match=r"'not-a-detector' from plugin 'wrong'.*LesionDetector"):
+        covidcxr.create_detector("not-a-detector")
+
+
+class MisspelledHookPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detector(self, register: Register) -> None:  # missing "s"
+        register("never", EchoDetector)
+
+
+def test_a_misspelled_hook_is_refused_by_name() -> None:
+    with pytest.raises(PluginError, match=r"'typo'.*covidcxr_register_detector"):
+        covidcxr.register_plugin(MisspelledHookPlugin(), name="typo")
+    assert not get_plugin_manager().has_plugin("typo")
+
+
+class WrongArgumentPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, callback: Register) -> None:
+        callback("never", EchoDetector)
+
+
+def test_a_hook_with_wrong_arguments_is_refused() -> None:
+    with pytest.raises(PluginError, match=r"(?s)'wrong-args'.*callback"):
+        covidcxr.register_plugin(WrongArgumentPlugin(), name="wrong-args")
+
+
+def test_unregistering_an_unknown_plugin_is_an_error() -> None:
+    with pytest.raises(UnknownNameError, match="no plugin named 'ghost'"):
+        covidcxr.unregister_plugin("ghost")
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("data/cxr", ("file", "data/cxr")),
+        (Path("data/cxr"), ("file", "data/cxr")),
+        ("data/cxr.zip", ("zip", "data/cxr.zip")),
+        ("zip://data/cxr.zip", ("zip", "data/cxr.zip")),
+        ("file:///srv/cxr%20set", ("file", "/srv/cxr set")),
+        ("file://localhost/srv/cxr", ("file", "/srv/cxr")),
+        ("COS://bucket/prefix/x", ("cos", "bucket/prefix/x")),
+        ("C:\\data\\cxr", ("file", "C:\\data\\cxr")),
+    ],
+)
+def test_source_uris_split_into_scheme_and_location(uri: Any, expected: tuple[str, str]) -> None:
+    assert parse_source_uri(uri) == expected
+
+
+def test_file_uris_on_other_hosts_are_refused() -> None:
+    with pytest.raises(UnknownNameError, match="only local files"):
+        parse_source_uri("file://server/share")
+
+
+# --- entry points -----------------------------------------------------------------------
+
+GOOD_PLUGIN = """
+import covidcxr
+
+class Detector:
+    def detect(self, xray):
+        return []
+
+@covidcxr.hookimpl
+def covidcxr_register_detectors(register):
+    register("from-entry-point", Detector)
+"""
+
+
+def test_entry_point_plugins_are_discovered(fake_distribution: Callable[..., None]) -> None:
+    fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
+    assert covidcxr.available_detectors()["from-entry-point"].plugin == "good"
+
+
+def test_allow_list_limits_which_entry_points_load(
+    fake_distribution: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
+    monkeypatch.setenv(ALLOW_LIST_ENV, "something-else")
+    assert "from-entry-point" not in covidcxr.available_detectors()
+
+
+def test_empty_allow_list_loads_no_entry_points(
+    fake_distribution: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
+    monkeypatch.setenv(ALLOW_LIST_ENV, "")
+    assert "from-entry-point" not in covidcxr.available_detectors()
+
+
+def test_a_plugin_failing_on_import_is_named_with_its_distribution(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution("broken", "covidcxr_broken_plugin", "import no_such_module_anywhere\n")
+    with pytest.raises(
+        PluginError,
+        match=r"'broken' \(covidcxr_broken_plugin, from distribution "
+        r"'covidcxr_broken_plugin'\) failed to import.*no_such_module_anywhere",
+    ):
+        covidcxr.available_detectors()
+
+
+def test_an_entry_point_with_a_misspelled_hook_is_named(
+    fake_distribution: Callable[..., None],
+) -> None:
+    source = GOOD_PLUGIN.replace("covidcxr_register_detectors", "covidcxr_register_detectorz")
+    fake_distribution("typo", "covidcxr_typo_plugin", source)
+    with pytest.raises(PluginError, match=r"'typo'.*covidcxr_register_detectorz"):
+        covidcxr.available_detectors()

@@ -1,0 +1,126 @@
+"""XRay, Box and Detection validate their data and stay immutable."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from covidcxr import Box, Detection, InvalidImageError, XRay
+
+
+def test_box_exposes_corners_and_area() -> None:
+    box = Box(10, 20, 30, 40)
+    assert (box.x2, box.y2, box.area) == (40.0, 60.0, 1200.0)
+
+
+@pytest.mark.parametrize("field", ["x", "y", "width", "height"])
+def test_box_rejects_negative_or_non_finite_fields(field: str) -> None:
+    values = {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=field):
+            Box(**{**values, field: bad})
+
+
+@given(
+    st.floats(0, 1e4),
+    st.floats(0, 1e4),
+    st.floats(0, 1e4),
+    st.floats(0, 1e4),
+)
+def test_box_from_corners_round_trips(x: float, y: float, w: float, h: float) -> None:
+    box = Box(x, y, w, h)
+    again = Box.from_corners(box.x, box.y, box.x2, box.y2)
+    assert again.x == box.x
+    assert again.y == box.y
+    assert again.width == pytest.approx(box.width, abs=1e-9)
+    assert again.height == pytest.approx(box.height, abs=1e-9)
+
+
+def test_box_from_corners_rejects_swapped_corners() -> None:
+    with pytest.raises(ValueError, match="top-left"):
+        Box.from_corners(5, 5, 1, 1)
+
+
+def test_records_are_frozen() -> None:
+    box = Box(0, 0, 1, 1)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        box.x = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("score", [-0.01, 1.01, float("nan")])
+def test_detection_score_must_be_a_probability(score: float) -> None:
+    with pytest.raises(ValueError, match="score"):
+        Detection(Box(0, 0, 1, 1), "opacity", score)
+
+
+def test_detection_needs_a_label() -> None:
+    with pytest.raises(ValueError, match="label"):
+        Detection(Box(0, 0, 1, 1), "", 0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_xray_accepts_grayscale_pixels(dtype: type[np.generic]) -> None:
+    xray = XRay(np.zeros((8, 12), dtype), id="a")
+    assert xray.shape == (8, 12)
+    assert xray.pixels.dtype == dtype
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (np.zeros((8, 8, 3), np.uint8), "2-D"),
+        (np.zeros((8, 8), np.float64), "uint8, uint16 or float32"),
+        (np.zeros((0, 8), np.uint8), "empty"),
+        ([[0, 1], [1, 0]], "numpy array"),
+    ],
+)
+def test_xray_rejects_unusable_pixels_with_invalid_image_error(
+    pixels: object, message: str
+) -> None:
+    with pytest.raises(InvalidImageError, match=message) as caught:
+        XRay(pixels, id="scan-7.png")
+    assert isinstance(caught.value, ValueError)
+
+
+def test_invalid_image_error_names_the_image() -> None:
+    with pytest.raises(InvalidImageError, match=r"^scan-7\.png: "):
+        XRay(np.zeros((8, 8, 3), np.uint8), id="scan-7.png")
+
+
+def test_xray_pixels_are_read_only_without_copying() -> None:
+    pixels = np.zeros((4, 4), np.uint8)
+    xray = XRay(pixels, id="a")
+    assert np.shares_memory(xray.pixels, pixels)
+    with pytest.raises(ValueError, match="read-only"):
+        xray.pixels[0, 0] = 1
+
+
+@pytest.mark.parametrize("label", ["covid-19", "normal", "pneumonia", None])
+def test_xray_accepts_canonical_labels(label: str | None) -> None:
+    assert XRay(np.zeros((4, 4), np.uint8), id="a", label=label).label == label
+
+
+def test_xray_rejects_non_canonical_labels_and_points_to_the_mapping() -> None:
+    with pytest.raises(ValueError, match="canonical_label"):
+        XRay(np.zeros((4, 4), np.uint8), id="a", label="COVID")
+
+
+def test_xray_rejects_boxes_outside_the_image() -> None:
+    with pytest.raises(ValueError, match="outside the 4x4 image"):
+        XRay(np.zeros((4, 4), np.uint8), id="a", boxes=[Box(2, 2, 3, 1)])
+
+
+def test_xray_stores_boxes_as_a_tuple_and_meta_read_only() -> None:
+    xray = XRay(np.zeros((4, 4), np.uint8), id="a", boxes=[Box(0, 0, 1, 1)], meta={"k": 1})
+    assert xray.boxes == (Box(0, 0, 1, 1),)
+    with pytest.raises(TypeError):
+        xray.meta["k"] = 2  # type: ignore[index]
+
+
+def test_xray_repr_omits_pixels() -> None:
+    text = repr(XRay(np.zeros((4, 4), np.uint8), id="a", label="normal"))
+    assert "id='a'" in text
+    assert "array" not in text
