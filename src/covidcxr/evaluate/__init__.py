@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, detection metrics, plots and reports."""
