@@ -9,7 +9,7 @@ import covidcxr
 
 project = "covidcxr"
 author = "covidcxr developers"
-copyright = "2026, covidcxr developers"  # noqa: A001 - Sphinx's name
+copyright = "2026, covidcxr developers"
 release = covidcxr.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -53,3 +53,8 @@ html_title = f"covidcxr {release}"
 templates_path: list[str] = []
 exclude_patterns = ["_build"]
 doctest_global_setup = "import numpy as np\nimport covidcxr"
+
+# Docstring examples (plain ``>>>`` blocks pulled in by autodoc) run under pytest
+# --doctest-modules, in their module's namespace; the doctest builder runs the
+# ``.. doctest::`` blocks written in these pages.
+doctest_test_doctest_blocks = ""

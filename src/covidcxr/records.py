@@ -1,4 +1,4 @@
-"""Immutable records that flow through the pipeline: :class:`XRay`, :class:`Box`, :class:`Detection`.
+"""The immutable records that flow through the pipeline: XRay, Box, Detection.
 
 Records carry data and check it on construction; behaviour lives in functions and in the
 estimator classes. All coordinates are pixels of the :class:`XRay` a box belongs to, with
@@ -89,11 +89,15 @@ class Box:
         Box(x=1.0, y=2.0, width=3.0, height=6.0)
         """
         if x2 < x1 or y2 < y1:
-            raise ValueError(f"corners ({x1}, {y1}) and ({x2}, {y2}) are not top-left, bottom-right")
+            raise ValueError(
+                f"corners ({x1}, {y1}) and ({x2}, {y2}) are not top-left, bottom-right"
+            )
         return cls(x1, y1, x2 - x1, y2 - y1)
 
 
-def _score_in_unit_interval(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _score_in_unit_interval(
+    instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"Detection.score must be in [0, 1], got {value!r}")
 
@@ -135,7 +139,9 @@ def _as_readonly_pixels(value: Any) -> NDArray[Any]:
     return view
 
 
-def _check_pixels(instance: XRay, attribute: attrs.Attribute[NDArray[Any]], value: NDArray[Any]) -> None:
+def _check_pixels(
+    instance: XRay, attribute: attrs.Attribute[NDArray[Any]], value: NDArray[Any]
+) -> None:
     where = str(instance.id) if instance.id else None
     if value.ndim != 2:
         raise InvalidImageError(
@@ -157,15 +163,17 @@ def _check_label(instance: XRay, attribute: attrs.Attribute[str | None], value: 
         )
 
 
-def _check_boxes(instance: XRay, attribute: attrs.Attribute[tuple[Box, ...]], value: tuple[Box, ...]) -> None:
+def _check_boxes(
+    instance: XRay, attribute: attrs.Attribute[tuple[Box, ...]], value: tuple[Box, ...]
+) -> None:
     height, width = instance.pixels.shape
     for box in value:
         if not isinstance(box, Box):
-            raise TypeError(f"XRay {instance.id!r}: boxes must be Box records, got {type(box).__name__}")
-        if box.x2 > width + _EDGE_TOLERANCE or box.y2 > height + _EDGE_TOLERANCE:
-            raise ValueError(
-                f"XRay {instance.id!r}: {box} lies outside the {width}x{height} image"
+            raise TypeError(
+                f"XRay {instance.id!r}: boxes must be Box records, got {type(box).__name__}"
             )
+        if box.x2 > width + _EDGE_TOLERANCE or box.y2 > height + _EDGE_TOLERANCE:
+            raise ValueError(f"XRay {instance.id!r}: {box} lies outside the {width}x{height} image")
 
 
 def _freeze_meta(value: Mapping[str, Any]) -> Mapping[str, Any]:
