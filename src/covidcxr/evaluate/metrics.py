@@ -1,0 +1,590 @@
+"""Classification figures: confusion matrix, per-class and averaged scores, ROC, calibration.
+
+Everything here works on plain arrays (true class indices and a probability matrix), so it
+can be used without :class:`~covidcxr.XRay` records; :class:`ClassificationEvaluator` in
+:mod:`covidcxr.evaluate.evaluator` wraps it for the pipeline.
+
+Conventions, chosen to be honest about what is measured:
+
+- A ratio whose denominator is zero is *undefined*, stored as ``nan`` and written as
+  ``null`` in JSON (precision of a class that is never predicted; recall, specificity and
+  AUC of a class absent from the ground truth). Averages skip undefined values. F1 is
+  ``2 TP / (2 TP + FP + FN)``, defined (and 0) whenever the class is either present or
+  predicted, so a classifier that never predicts a present class scores F1 = 0 on it.
+- Confidence intervals come from a *stratified* percentile bootstrap: each resample keeps
+  the number of images of each true class, so no class vanishes from a resample and every
+  figure stays defined. The resampling is seeded, so the same inputs give the same
+  intervals.
+- Calibration is measured on the top-label confidence (the largest probability of each
+  row) against whether that label was right, in equal-width bins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from attrs import field, frozen
+from numpy.typing import NDArray
+from sklearn.metrics import roc_curve
+
+from covidcxr.errors import ConfigurationError
+
+__all__ = [
+    "AveragedScores",
+    "Calibration",
+    "ClassScores",
+    "ClassificationMetrics",
+    "ConfidenceInterval",
+    "ReliabilityBin",
+    "RocCurve",
+    "classification_metrics",
+]
+
+# Probability rows may sum to 1 only up to float32 rounding (softmax outputs).
+_ROW_SUM_TOLERANCE = 1e-3
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+@frozen
+class ClassScores:
+    """The one-vs-rest scores of one class.
+
+    Parameters
+    ----------
+    label
+        The class.
+    support
+        How many images truly belong to it.
+    precision, recall, specificity, f1, auc
+        The scores in ``[0, 1]``; ``nan`` where undefined (see the module notes). Recall is
+        the sensitivity.
+    """
+
+    label: str
+    support: int
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    auc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scores as JSON-ready data (``nan`` becomes ``None``)."""
+        return {
+            "label": self.label,
+            "support": self.support,
+            "precision": _json_float(self.precision),
+            "recall": _json_float(self.recall),
+            "specificity": _json_float(self.specificity),
+            "f1": _json_float(self.f1),
+            "auc": _json_float(self.auc),
+        }
+
+
+@frozen
+class AveragedScores:
+    """Scores averaged over classes: ``macro`` (plain mean) or ``weighted`` (by support)."""
+
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    auc: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The averages as JSON-ready data (``nan`` becomes ``None``)."""
+        return {
+            "precision": _json_float(self.precision),
+            "recall": _json_float(self.recall),
+            "specificity": _json_float(self.specificity),
+            "f1": _json_float(self.f1),
+            "auc": _json_float(self.auc),
+        }
+
+
+@frozen
+class RocCurve:
+    """A one-vs-rest ROC curve: false- and true-positive rates at decreasing thresholds."""
+
+    label: str
+    false_positive_rate: tuple[float, ...] = field(converter=_floats)
+    true_positive_rate: tuple[float, ...] = field(converter=_floats)
+    auc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The curve as JSON-ready data."""
+        return {
+            "label": self.label,
+            "false_positive_rate": list(self.false_positive_rate),
+            "true_positive_rate": list(self.true_positive_rate),
+            "auc": _json_float(self.auc),
+        }
+
+
+@frozen
+class ReliabilityBin:
+    """One bin of a reliability diagram: confidences in ``(lower, upper]``.
+
+    ``mean_confidence`` and ``accuracy`` are ``nan`` for an empty bin.
+    """
+
+    lower: float
+    upper: float
+    count: int
+    mean_confidence: float
+    accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The bin as JSON-ready data."""
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "count": self.count,
+            "mean_confidence": _json_float(self.mean_confidence),
+            "accuracy": _json_float(self.accuracy),
+        }
+
+
+@frozen
+class Calibration:
+    """How well the top-label confidence matches the observed accuracy.
+
+    Parameters
+    ----------
+    expected_calibration_error
+        ``sum(count_b / n * |accuracy_b - confidence_b|)`` over the bins: 0 for a perfectly
+        calibrated classifier.
+    maximum_calibration_error
+        The largest ``|accuracy_b - confidence_b|`` over non-empty bins.
+    brier_score
+        The multi-class Brier score, ``mean(sum((p - onehot)**2))``, in ``[0, 2]``.
+    bins
+        The reliability-diagram bins.
+    """
+
+    expected_calibration_error: float
+    maximum_calibration_error: float
+    brier_score: float
+    bins: tuple[ReliabilityBin, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The calibration figures as JSON-ready data."""
+        return {
+            "expected_calibration_error": self.expected_calibration_error,
+            "maximum_calibration_error": self.maximum_calibration_error,
+            "brier_score": self.brier_score,
+            "bins": [b.to_dict() for b in self.bins],
+        }
+
+
+@frozen
+class ConfidenceInterval:
+    """A point estimate with a bootstrap percentile interval ``[low, high]``."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The interval as JSON-ready data."""
+        return {
+            "estimate": _json_float(self.estimate),
+            "low": _json_float(self.low),
+            "high": _json_float(self.high),
+            "level": self.level,
+        }
+
+
+@frozen
+class ClassificationMetrics:
+    """Every classification figure of one evaluation.
+
+    Parameters
+    ----------
+    classes
+        The class labels, in the order of the confusion matrix rows and columns.
+    n_images
+        How many images were evaluated.
+    accuracy
+        The fraction of images whose most probable class is the true one.
+    per_class
+        One :class:`ClassScores` per class, in ``classes`` order.
+    macro, weighted
+        Class-averaged scores.
+    confusion_matrix
+        ``confusion_matrix[i][j]`` counts images of true class ``classes[i]`` predicted as
+        ``classes[j]``.
+    roc_curves
+        One-vs-rest ROC curves, one per class with both positives and negatives.
+    calibration
+        Top-label calibration figures.
+    intervals
+        Bootstrap confidence intervals of the headline figures, by name (``"accuracy"``,
+        ``"macro_f1"``, ``"recall[covid-19]"`` …).
+    n_bootstrap, seed
+        How the intervals were computed.
+    """
+
+    classes: tuple[str, ...]
+    n_images: int
+    accuracy: float
+    per_class: tuple[ClassScores, ...]
+    macro: AveragedScores
+    weighted: AveragedScores
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    roc_curves: tuple[RocCurve, ...]
+    calibration: Calibration
+    intervals: Mapping[str, ConfidenceInterval]
+    n_bootstrap: int
+    seed: int
+
+    def scores(self, label: str) -> ClassScores:
+        """The scores of class ``label``.
+
+        Raises
+        ------
+        KeyError
+            If ``label`` is not one of :attr:`classes`.
+        """
+        for scores in self.per_class:
+            if scores.label == label:
+                return scores
+        raise KeyError(f"no class {label!r} in this evaluation (classes: {self.classes})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """All figures as JSON-ready data."""
+        return {
+            "classes": list(self.classes),
+            "n_images": self.n_images,
+            "accuracy": self.accuracy,
+            "per_class": [s.to_dict() for s in self.per_class],
+            "macro": self.macro.to_dict(),
+            "weighted": self.weighted.to_dict(),
+            "confusion_matrix": [list(row) for row in self.confusion_matrix],
+            "roc_curves": [c.to_dict() for c in self.roc_curves],
+            "calibration": self.calibration.to_dict(),
+            "intervals": {name: ci.to_dict() for name, ci in self.intervals.items()},
+            "n_bootstrap": self.n_bootstrap,
+            "seed": self.seed,
+        }
+
+
+def _divide(numerator: NDArray[Any], denominator: NDArray[Any]) -> NDArray[np.float64]:
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _scores_from_confusion(confusion: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
+    """Per-class ratios from confusion matrices of shape ``(..., k, k)``."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+    support = confusion.sum(axis=-1)
+    predicted = confusion.sum(axis=-2)
+    total = confusion.sum(axis=(-2, -1))[..., None]
+    fp = predicted - tp
+    fn = support - tp
+    tn = total - tp - fp - fn
+    return {
+        "accuracy": _divide(tp.sum(axis=-1), total[..., 0]),
+        "precision": _divide(tp, predicted),
+        "recall": _divide(tp, support),
+        "specificity": _divide(tn, tn + fp),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn),
+        "support": support.astype(np.float64),
+    }
+
+
+def _nanmean(values: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
+    defined = ~np.isnan(values)
+    count = defined.sum(axis=axis)
+    total = np.where(defined, values, 0.0).sum(axis=axis)
+    return _divide(total, count)
+
+
+def _weighted_mean(
+    values: NDArray[np.float64], weights: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    defined = ~np.isnan(values)
+    w = np.where(defined, weights, 0.0)
+    return _divide((np.where(defined, values, 0.0) * w).sum(axis=-1), w.sum(axis=-1))
+
+
+def _rank_auc(scores: NDArray[np.float64], positive: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """One-vs-rest AUC along the last axis: P(score_pos > score_neg) + P(tie) / 2.
+
+    Works on a batch of rows at once (the bootstrap): scores are replaced by their dense
+    rank over the whole batch, and each row's positives and negatives are counted per rank.
+    """
+    _, dense = np.unique(scores, return_inverse=True)
+    dense = dense.reshape(scores.shape)
+    n_ranks = int(dense.max()) + 1
+    rows = dense.reshape(-1, scores.shape[-1])
+    is_pos = positive.reshape(rows.shape)
+    offsets = (np.arange(rows.shape[0]) * n_ranks)[:, None]
+    size = rows.shape[0] * n_ranks
+    pos = np.bincount((offsets + rows)[is_pos], minlength=size).reshape(-1, n_ranks)
+    neg = np.bincount((offsets + rows)[~is_pos], minlength=size).reshape(-1, n_ranks)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    n_pos = pos.sum(axis=1)
+    n_neg = neg.sum(axis=1)
+    auc = _divide(wins, n_pos * n_neg)
+    return auc.reshape(scores.shape[:-1])
+
+
+def _confusion(true_idx: NDArray[np.intp], pred_idx: NDArray[np.intp], k: int) -> NDArray[np.int64]:
+    """Confusion matrices for index arrays of shape ``(..., n)``; result ``(..., k, k)``."""
+    batch_shape = true_idx.shape[:-1]
+    n_batches = int(np.prod(batch_shape)) if batch_shape else 1
+    flat_true = true_idx.reshape(n_batches, -1)
+    flat_pred = pred_idx.reshape(n_batches, -1)
+    offsets = (np.arange(n_batches) * k * k)[:, None]
+    codes = (offsets + flat_true * k + flat_pred).ravel()
+    counts = np.bincount(codes, minlength=n_batches * k * k)
+    return counts.reshape(*batch_shape, k, k).astype(np.int64)
+
+
+def _calibration(
+    probabilities: NDArray[np.float64], true_idx: NDArray[np.intp], n_bins: int
+) -> Calibration:
+    n, k = probabilities.shape
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == true_idx
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # Bins are (lower, upper]; a confidence of exactly 0 joins the first bin.
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    bins: list[ReliabilityBin] = []
+    ece = 0.0
+    mce = 0.0
+    for b in range(n_bins):
+        members = which == b
+        count = int(members.sum())
+        if count:
+            mean_conf = float(confidence[members].mean())
+            acc = float(correct[members].mean())
+            gap = abs(acc - mean_conf)
+            ece += count / n * gap
+            mce = max(mce, gap)
+        else:
+            mean_conf = acc = math.nan
+        bins.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), count, mean_conf, acc))
+    onehot = np.eye(k)[true_idx]
+    brier = float(((probabilities - onehot) ** 2).sum(axis=1).mean())
+    return Calibration(float(ece), float(mce), brier, tuple(bins))
+
+
+def _check_inputs(
+    true_labels: Sequence[str], probabilities: Any, classes: Sequence[str]
+) -> tuple[NDArray[np.intp], NDArray[np.float64], tuple[str, ...]]:
+    classes = tuple(classes)
+    if len(classes) < 2:
+        raise ConfigurationError(f"classes must name at least two classes, got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise ConfigurationError(f"classes must be distinct, got {classes!r}")
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise ConfigurationError(
+            f"probabilities must have shape (n_images, {len(classes)}) for classes "
+            f"{classes}, got {probs.shape}"
+        )
+    if probs.shape[0] != len(true_labels):
+        raise ConfigurationError(
+            f"probabilities has {probs.shape[0]} rows but there are {len(true_labels)} "
+            "true labels; they are aligned by position"
+        )
+    if probs.shape[0] == 0:
+        raise ConfigurationError("nothing to evaluate: no images were given")
+    if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise ConfigurationError("probabilities must be finite and in [0, 1]")
+    row_sums = probs.sum(axis=1)
+    worst = int(np.argmax(np.abs(row_sums - 1.0)))
+    if abs(row_sums[worst] - 1.0) > _ROW_SUM_TOLERANCE:
+        raise ConfigurationError(
+            f"probability rows must sum to 1; row {worst} sums to {row_sums[worst]:.6f}"
+        )
+    index = {label: i for i, label in enumerate(classes)}
+    try:
+        true_idx = np.array([index[label] for label in true_labels], dtype=np.intp)
+    except KeyError as exc:
+        raise ConfigurationError(
+            f"true label {exc.args[0]!r} is not one of the evaluated classes {classes}"
+        ) from None
+    return true_idx, probs, classes
+
+
+def _stratified_resamples(
+    true_idx: NDArray[np.intp], n_resamples: int, rng: np.random.Generator
+) -> NDArray[np.intp]:
+    """Row indices of ``n_resamples`` bootstrap samples, each keeping every class's count."""
+    n = true_idx.shape[0]
+    samples = np.empty((n_resamples, n), dtype=np.intp)
+    start = 0
+    for members in (np.flatnonzero(true_idx == c) for c in np.unique(true_idx)):
+        draws = rng.integers(0, members.size, size=(n_resamples, members.size))
+        samples[:, start : start + members.size] = members[draws]
+        start += members.size
+    return samples
+
+
+def _headline(
+    true_idx: NDArray[np.intp],
+    pred_idx: NDArray[np.intp],
+    probabilities: NDArray[np.float64],
+    classes: tuple[str, ...],
+) -> dict[str, NDArray[np.float64]]:
+    """The headline figures for index arrays of shape ``(..., n)``, as arrays of ``(...)``."""
+    k = len(classes)
+    ratios = _scores_from_confusion(_confusion(true_idx, pred_idx, k))
+    aucs = np.stack([_rank_auc(probabilities[..., c], true_idx == c) for c in range(k)], axis=-1)
+    figures = {
+        "accuracy": ratios["accuracy"],
+        "macro_precision": _nanmean(ratios["precision"]),
+        "macro_recall": _nanmean(ratios["recall"]),
+        "macro_f1": _nanmean(ratios["f1"]),
+        "macro_auc": _nanmean(aucs),
+    }
+    for c, label in enumerate(classes):
+        figures[f"recall[{label}]"] = ratios["recall"][..., c]
+        figures[f"specificity[{label}]"] = ratios["specificity"][..., c]
+    return figures
+
+
+def classification_metrics(
+    true_labels: Sequence[str],
+    probabilities: Any,
+    classes: Sequence[str],
+    *,
+    n_bootstrap: int = 1000,
+    confidence_level: float = 0.95,
+    n_bins: int = 10,
+    seed: int = 0,
+) -> ClassificationMetrics:
+    """Compute every classification figure from true labels and predicted probabilities.
+
+    Parameters
+    ----------
+    true_labels
+        The true class of each image.
+    probabilities
+        An ``(n_images, n_classes)`` array whose rows sum to 1, columns in ``classes``
+        order. The predicted class is each row's most probable one (the first on ties).
+    classes
+        The class labels of the probability columns.
+    n_bootstrap
+        Bootstrap resamples for the confidence intervals; 0 skips them.
+    confidence_level
+        The interval's coverage, 0.95 for 95 % intervals.
+    n_bins
+        Equal-width bins of the reliability diagram.
+    seed
+        Seeds the bootstrap, so the same inputs give the same intervals.
+
+    Returns
+    -------
+    ClassificationMetrics
+
+    Raises
+    ------
+    ConfigurationError
+        If the shapes disagree, a probability row is not a distribution, a true label is not
+        one of ``classes``, or an option is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    >>> m = classification_metrics(["a", "b", "b", "b"], probs, ["a", "b"], n_bootstrap=0)
+    >>> m.accuracy, m.scores("b").recall, m.scores("a").precision
+    (0.75, 0.6666666666666666, 0.5)
+    >>> m.confusion_matrix
+    ((1, 0), (1, 2))
+    """
+    if n_bootstrap < 0:
+        raise ConfigurationError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    if not 0.0 < confidence_level < 1.0:
+        raise ConfigurationError(f"confidence_level must be in (0, 1), got {confidence_level}")
+    if n_bins < 1:
+        raise ConfigurationError(f"n_bins must be >= 1, got {n_bins}")
+    true_idx, probs, classes = _check_inputs(true_labels, probabilities, classes)
+    k = len(classes)
+    pred_idx = probs.argmax(axis=1)
+    confusion = _confusion(true_idx, pred_idx, k)
+    ratios = _scores_from_confusion(confusion)
+    support = ratios["support"]
+
+    per_class: list[ClassScores] = []
+    curves: list[RocCurve] = []
+    aucs = np.full(k, np.nan)
+    for c, label in enumerate(classes):
+        positive = true_idx == c
+        if 0 < positive.sum() < positive.size:
+            fpr, tpr, _ = roc_curve(positive, probs[:, c])
+            aucs[c] = float(_rank_auc(probs[:, c], positive))
+            curves.append(RocCurve(label, fpr, tpr, aucs[c]))
+        per_class.append(
+            ClassScores(
+                label=label,
+                support=int(support[c]),
+                precision=float(ratios["precision"][c]),
+                recall=float(ratios["recall"][c]),
+                specificity=float(ratios["specificity"][c]),
+                f1=float(ratios["f1"][c]),
+                auc=float(aucs[c]),
+            )
+        )
+
+    def average(weights: NDArray[np.float64] | None) -> AveragedScores:
+        def avg(values: NDArray[np.float64]) -> float:
+            return float(_nanmean(values) if weights is None else _weighted_mean(values, weights))
+
+        return AveragedScores(
+            precision=avg(ratios["precision"]),
+            recall=avg(ratios["recall"]),
+            specificity=avg(ratios["specificity"]),
+            f1=avg(ratios["f1"]),
+            auc=avg(aucs),
+        )
+
+    point = _headline(true_idx, pred_idx, probs, classes)
+    intervals: dict[str, ConfidenceInterval] = {}
+    if n_bootstrap:
+        rng = np.random.default_rng(seed)
+        rows = _stratified_resamples(true_idx, n_bootstrap, rng)
+        resampled = _headline(true_idx[rows], pred_idx[rows], probs[rows], classes)
+        tail = (1.0 - confidence_level) / 2 * 100
+        for name, values in resampled.items():
+            defined = values[~np.isnan(values)]
+            low, high = (
+                np.percentile(defined, [tail, 100 - tail]) if defined.size else (math.nan,) * 2
+            )
+            intervals[name] = ConfidenceInterval(
+                float(point[name]), float(low), float(high), confidence_level
+            )
+
+    return ClassificationMetrics(
+        classes=classes,
+        n_images=int(true_idx.size),
+        accuracy=float(ratios["accuracy"]),
+        per_class=tuple(per_class),
+        macro=average(None),
+        weighted=average(support),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
+        roc_curves=tuple(curves),
+        calibration=_calibration(probs, true_idx, n_bins),
+        intervals=intervals,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )

@@ -1,0 +1,247 @@
+"""Classification metrics: hand-computed cases, conventions, and invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate.metrics import classification_metrics
+
+CLASSES = ("covid-19", "normal", "pneumonia")
+
+
+def onehot_probabilities(
+    predicted: list[int], k: int = 3, confidence: float = 0.8
+) -> NDArray[np.float64]:
+    rest = (1.0 - confidence) / (k - 1)
+    probs = np.full((len(predicted), k), rest)
+    probs[np.arange(len(predicted)), predicted] = confidence
+    return probs
+
+
+# Ground truth and predictions for a worked example, counted by hand:
+#   true covid-19 x4 -> predicted covid, covid, covid, normal
+#   true normal   x3 -> predicted normal, normal, pneumonia
+#   true pneumonia x3 -> predicted pneumonia, covid, pneumonia
+TRUE = ["covid-19"] * 4 + ["normal"] * 3 + ["pneumonia"] * 3
+PRED = [0, 0, 0, 1, 1, 1, 2, 2, 0, 2]
+
+
+def worked_example() -> object:
+    return classification_metrics(TRUE, onehot_probabilities(PRED), CLASSES, n_bootstrap=0)
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns() -> None:
+    m = classification_metrics(TRUE, onehot_probabilities(PRED), CLASSES, n_bootstrap=0)
+    assert m.confusion_matrix == ((3, 1, 0), (0, 2, 1), (1, 0, 2))
+
+
+def test_per_class_scores_match_hand_computation() -> None:
+    m = classification_metrics(TRUE, onehot_probabilities(PRED), CLASSES, n_bootstrap=0)
+    covid = m.scores("covid-19")
+    # covid: TP 3, FP 1 (a pneumonia), FN 1, TN 5
+    assert covid.support == 4
+    assert covid.precision == pytest.approx(3 / 4)
+    assert covid.recall == pytest.approx(3 / 4)
+    assert covid.specificity == pytest.approx(5 / 6)
+    assert covid.f1 == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    normal = m.scores("normal")
+    # normal: TP 2, FP 1 (a covid), FN 1, TN 6
+    assert (normal.precision, normal.recall, normal.specificity) == pytest.approx(
+        (2 / 3, 2 / 3, 6 / 7)
+    )
+    assert m.accuracy == pytest.approx(7 / 10)
+
+
+def test_macro_is_plain_mean_and_weighted_uses_support() -> None:
+    m = classification_metrics(TRUE, onehot_probabilities(PRED), CLASSES, n_bootstrap=0)
+    recalls = [3 / 4, 2 / 3, 2 / 3]
+    assert m.macro.recall == pytest.approx(np.mean(recalls))
+    assert m.weighted.recall == pytest.approx(np.average(recalls, weights=[4, 3, 3]))
+    # Weighted recall is accuracy, by definition.
+    assert m.weighted.recall == pytest.approx(m.accuracy)
+
+
+def test_scores_agree_with_scikit_learn() -> None:
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    probs = rng.dirichlet([1, 1, 1], 200)
+    probs[np.arange(200), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = classification_metrics([CLASSES[i] for i in y], probs, CLASSES, n_bootstrap=0)
+    pred = probs.argmax(axis=1)
+    for average in ("macro", "weighted"):
+        ours = getattr(m, average)
+        assert ours.precision == pytest.approx(precision_score(y, pred, average=average))
+        assert ours.recall == pytest.approx(recall_score(y, pred, average=average))
+        assert ours.f1 == pytest.approx(f1_score(y, pred, average=average))
+        assert ours.auc == pytest.approx(
+            roc_auc_score(y, probs, multi_class="ovr", average=average)
+        )
+
+
+def test_precision_of_a_class_never_predicted_is_undefined_not_zero() -> None:
+    probs = onehot_probabilities([0, 0, 0, 0])
+    m = classification_metrics(
+        ["covid-19", "covid-19", "normal", "pneumonia"], probs, CLASSES, n_bootstrap=0
+    )
+    assert math.isnan(m.scores("normal").precision)
+    assert m.scores("normal").recall == 0.0
+    assert m.scores("normal").f1 == 0.0
+    assert m.to_dict()["per_class"][1]["precision"] is None
+
+
+def test_class_absent_from_truth_has_undefined_recall_and_auc_and_no_roc_curve() -> None:
+    probs = onehot_probabilities([0, 1, 0])
+    m = classification_metrics(["covid-19", "normal", "covid-19"], probs, CLASSES, n_bootstrap=0)
+    pneumonia = m.scores("pneumonia")
+    assert pneumonia.support == 0
+    assert math.isnan(pneumonia.recall)
+    assert math.isnan(pneumonia.auc)
+    assert [c.label for c in m.roc_curves] == ["covid-19", "normal"]
+    assert m.macro.recall == 1.0  # averaged over the classes where recall is defined
+
+
+def test_roc_auc_is_one_for_perfect_ranking_and_half_for_constant_scores() -> None:
+    perfect = classification_metrics(
+        TRUE, onehot_probabilities([CLASSES.index(t) for t in TRUE]), CLASSES, n_bootstrap=0
+    )
+    assert all(c.auc == 1.0 for c in perfect.roc_curves)
+    flat = classification_metrics(TRUE, np.full((10, 3), 1 / 3), CLASSES, n_bootstrap=0)
+    assert all(c.auc == pytest.approx(0.5) for c in flat.roc_curves)
+    curve = perfect.roc_curves[0]
+    assert curve.false_positive_rate[0] == 0.0
+    assert curve.true_positive_rate[-1] == 1.0
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # Two images at confidence 0.9 (one right) and two at 0.6 (both right), 10 bins:
+    # bin (0.8, 0.9]: |0.5 - 0.9| * 2/4 = 0.2; bin (0.5, 0.6]: |1.0 - 0.6| * 2/4 = 0.2.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    m = classification_metrics(["a", "b", "a", "a"], probs, ["a", "b"], n_bootstrap=0)
+    assert m.calibration.expected_calibration_error == pytest.approx(0.4)
+    assert m.calibration.maximum_calibration_error == pytest.approx(0.4)
+    counts = [b.count for b in m.calibration.bins]
+    assert counts == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0]
+    full = m.calibration.bins[8]
+    assert (full.lower, full.upper, full.accuracy) == pytest.approx((0.8, 0.9, 0.5))
+
+
+def test_perfectly_confident_correct_classifier_is_perfectly_calibrated() -> None:
+    probs = np.eye(3)[[0, 1, 2, 0]]
+    m = classification_metrics(
+        ["covid-19", "normal", "pneumonia", "covid-19"], probs, CLASSES, n_bootstrap=0
+    )
+    assert m.calibration.expected_calibration_error == 0.0
+    assert m.calibration.brier_score == 0.0
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_are_reproducible() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    probs = rng.dirichlet([1, 1, 1], 120)
+    probs[np.arange(120), y] += 0.4
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = [CLASSES[i] for i in y]
+    first = classification_metrics(labels, probs, CLASSES, n_bootstrap=300, seed=7)
+    again = classification_metrics(labels, probs, CLASSES, n_bootstrap=300, seed=7)
+    other = classification_metrics(labels, probs, CLASSES, n_bootstrap=300, seed=8)
+    assert first.intervals == again.intervals
+    assert first.intervals != other.intervals
+    for name in ("accuracy", "macro_f1", "macro_auc", "recall[covid-19]", "specificity[normal]"):
+        ci = first.intervals[name]
+        assert ci.low <= ci.estimate <= ci.high
+        assert ci.high - ci.low > 0.0
+        assert ci.level == 0.95
+
+
+def test_wider_confidence_level_gives_wider_interval() -> None:
+    labels = TRUE * 5
+    probs = onehot_probabilities(PRED * 5)
+    narrow = classification_metrics(labels, probs, CLASSES, n_bootstrap=400, confidence_level=0.5)
+    wide = classification_metrics(labels, probs, CLASSES, n_bootstrap=400, confidence_level=0.99)
+    n, w = narrow.intervals["accuracy"], wide.intervals["accuracy"]
+    assert w.high - w.low > n.high - n.low
+
+
+def test_report_is_strict_json() -> None:
+    import json
+
+    m = classification_metrics(
+        ["covid-19", "normal"], onehot_probabilities([0, 0]), CLASSES, n_bootstrap=20
+    )
+    json.dumps(m.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs", "message"),
+    [
+        (["covid-19"], np.array([[0.5, 0.5]]), "shape"),
+        (["covid-19", "normal"], np.full((1, 3), 1 / 3), "rows"),
+        (["covid-19"], np.array([[0.9, 0.9, 0.1]]), "sum to 1"),
+        (["covid-19"], np.array([[np.nan, 0.5, 0.5]]), "finite"),
+        (["influenza"], np.full((1, 3), 1 / 3), "influenza"),
+        ([], np.zeros((0, 3)), "no images"),
+    ],
+)
+def test_bad_input_raises_configuration_error_saying_what(
+    labels: list[str], probs: NDArray[np.float64], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        classification_metrics(labels, probs, CLASSES, n_bootstrap=0)
+
+
+@st.composite
+def predictions(draw: st.DrawFn) -> tuple[list[str], NDArray[np.float64]]:
+    n = draw(st.integers(1, 30))
+    truth = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    weights = draw(
+        st.lists(st.lists(st.floats(0.01, 1.0), min_size=3, max_size=3), min_size=n, max_size=n)
+    )
+    probs = np.array(weights)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return [CLASSES[i] for i in truth], probs
+
+
+@settings(max_examples=60, deadline=None)
+@given(predictions())
+def test_every_figure_is_bounded(data: tuple[list[str], NDArray[np.float64]]) -> None:
+    labels, probs = data
+    m = classification_metrics(labels, probs, CLASSES, n_bootstrap=20)
+    values = [m.accuracy, m.calibration.expected_calibration_error]
+    for s in m.per_class:
+        values += [s.precision, s.recall, s.specificity, s.f1, s.auc]
+    for avg in (m.macro, m.weighted):
+        values += [avg.precision, avg.recall, avg.specificity, avg.f1, avg.auc]
+    for ci in m.intervals.values():
+        values += [ci.low, ci.high]
+    assert all(math.isnan(v) or 0.0 <= v <= 1.0 + 1e-12 for v in values)
+    assert 0.0 <= m.calibration.brier_score <= 2.0
+    assert sum(map(sum, m.confusion_matrix)) == len(labels)
+    assert sum(b.count for b in m.calibration.bins) == len(labels)
+
+
+@settings(max_examples=40, deadline=None)
+@given(predictions(), st.randoms(use_true_random=False))
+def test_figures_do_not_depend_on_image_order(
+    data: tuple[list[str], NDArray[np.float64]], random: object
+) -> None:
+    labels, probs = data
+    order = list(range(len(labels)))
+    random.shuffle(order)  # type: ignore[attr-defined]
+    a = classification_metrics(labels, probs, CLASSES, n_bootstrap=0)
+    b = classification_metrics([labels[i] for i in order], probs[order], CLASSES, n_bootstrap=0)
+    assert a.confusion_matrix == b.confusion_matrix
+    for x, y in zip(a.per_class, b.per_class, strict=True):
+        assert x.to_dict() == pytest.approx(y.to_dict(), nan_ok=True)
+    assert a.calibration.expected_calibration_error == pytest.approx(
+        b.calibration.expected_calibration_error
+    )
