@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.sessions = ["tests", "lint", "typing", "docs", "examples"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -46,3 +46,11 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", "docs/_build/doctest"
     )
+
+
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """Install the plugin-author example as a real package, run its tests, run the examples."""
+    session.install("-e", ".[all]", "pytest>=8")
+    session.install("./examples/plugin-author")
+    session.run("pytest", "-q", "examples/plugin-author/tests")
