@@ -1,0 +1,120 @@
+"""Recognise an image format by its magic bytes and read its size without decoding it.
+
+Reading the size from the header first is what makes the pixel limit a real defence: a
+decompression bomb is a tiny file that *declares* an enormous image, so it is refused
+before any pixel buffer is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, Literal
+
+from covidcxr.errors import InvalidImageError
+
+__all__ = ["ImageFormat", "jpeg_size", "png_size", "sniff_format"]
+
+ImageFormat = Literal["png", "jpeg", "dicom"]
+
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI: Final = b"\xff\xd8\xff"
+DICOM_PREAMBLE_LENGTH: Final = 128
+DICOM_MAGIC: Final = b"DICM"
+
+# Start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
+_JPEG_SOF_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field.
+_JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def sniff_format(data: bytes, source: str | None = None) -> ImageFormat:
+    r"""Tell PNG, JPEG and DICOM apart by their magic bytes, whatever the file is named.
+
+    Parameters
+    ----------
+    data
+        The file's content (at least the first 132 bytes).
+    source
+        Where it came from, for error messages.
+
+    Raises
+    ------
+    InvalidImageError
+        If ``data`` is empty or starts like none of the three formats.
+
+    Examples
+    --------
+    >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
+    'png'
+    >>> sniff_format(bytes(128) + b"DICM")
+    'dicom'
+    """
+    if not data:
+        raise InvalidImageError("the file is empty (0 bytes)", source)
+    if data.startswith(PNG_SIGNATURE):
+        return "png"
+    if data.startswith(JPEG_SOI):
+        return "jpeg"
+    if data[DICOM_PREAMBLE_LENGTH : DICOM_PREAMBLE_LENGTH + 4] == DICOM_MAGIC:
+        return "dicom"
+    raise InvalidImageError(
+        f"not a PNG, JPEG or DICOM file (it starts with {data[:16]!r}); "
+        "the content, not the file name, decides the format",
+        source,
+    )
+
+
+def png_size(data: bytes, source: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` from a PNG's IHDR chunk, checking that the file is complete.
+
+    Raises
+    ------
+    InvalidImageError
+        If the header is cut short or malformed, or the ``IEND`` chunk is missing (the file
+        was truncated).
+    """
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise InvalidImageError("truncated or malformed PNG header (no IHDR chunk)", source)
+    width, height = struct.unpack(">II", data[16:24])
+    # The last chunk of a complete PNG is IEND: 4 length bytes, the type, 4 CRC bytes.
+    if b"IEND" not in data[-16:]:
+        raise InvalidImageError("truncated PNG: the closing IEND chunk is missing", source)
+    return int(height), int(width)
+
+
+def jpeg_size(data: bytes, source: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` from a JPEG's start-of-frame segment, checking that it is complete.
+
+    Raises
+    ------
+    InvalidImageError
+        If no start-of-frame segment is found or the end-of-image marker is missing.
+    """
+    size: tuple[int, int] | None = None
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            break
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            offset += 2
+            continue
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        if marker in _JPEG_SOF_MARKERS:
+            if offset + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            size = (int(height), int(width))
+            break
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        offset += 2 + length
+    if size is None:
+        raise InvalidImageError("truncated or malformed JPEG: no frame header found", source)
+    # Encoders may pad after the end-of-image marker; a few bytes of slack allow for it.
+    if b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
+        raise InvalidImageError("truncated JPEG: the end-of-image marker is missing", source)
+    return size
