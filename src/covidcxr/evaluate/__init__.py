@@ -3,13 +3,16 @@
 from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport, ReportExistsError
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
+from covidcxr.evaluate.report import ReportFiles, write_report
 
 __all__ = [
     "ClassificationEvaluator",
     "ClassificationMetrics",
     "EvaluationReport",
     "ReportExistsError",
+    "ReportFiles",
     "classification_metrics",
     "data_fingerprint",
     "software_versions",
+    "write_report",
 ]

@@ -1,0 +1,295 @@
+"""Figures of an evaluation, drawn with matplotlib without a display.
+
+Every function returns a :class:`matplotlib.figure.Figure` built directly (not through
+``pyplot``), so nothing depends on a GUI backend or on pyplot's global state, and figures
+are garbage-collected like any object. :func:`figure_to_png` renders one with the Agg
+renderer. matplotlib is the optional ``report`` extra (``pip install covidcxr[report]``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate.metrics import ClassificationMetrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "figure_to_png",
+    "plot_confusion_matrix",
+    "plot_image_grid",
+    "plot_reliability_diagram",
+    "plot_roc_curves",
+    "plot_training_history",
+]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    try:
+        from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra, import at use
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+        raise ConfigurationError("plots need matplotlib: pip install 'covidcxr[report]'") from exc
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_to_png(figure: Figure, *, dpi: int = 110) -> bytes:
+    r"""Render ``figure`` to PNG bytes with the Agg renderer (no display needed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> png = figure_to_png(plot_image_grid([np.zeros((8, 8, 3), np.uint8)]))
+    >>> png[:8] == b"\x89PNG\r\n\x1a\n"
+    True
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional extra
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def plot_confusion_matrix(metrics: ClassificationMetrics) -> Figure:
+    """The confusion matrix: colour by row share (recall), text with count and share.
+
+    Rows are the true classes, columns the predicted ones, so the diagonal reads as each
+    class's recall whatever the class sizes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from covidcxr.evaluate import classification_metrics
+    >>> m = classification_metrics(["a", "b"], np.eye(2), ["a", "b"], n_bootstrap=0)
+    >>> plot_confusion_matrix(m).axes[0].get_xlabel()
+    'Predicted class'
+    """
+    counts = np.asarray(metrics.confusion_matrix, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    k = len(metrics.classes)
+    figure = _new_figure(1.6 + 1.3 * k, 1.2 + 1.2 * k)
+    axes = figure.add_subplot()
+    image = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, label="Share of the true class")
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if share[i, j] > 0.6 else "black"
+            axes.text(
+                j, i, f"{int(counts[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
+                color=colour, fontsize=10,
+            )  # fmt: skip
+    axes.set_xticks(range(k), metrics.classes, rotation=20)
+    axes.set_yticks(range(k), metrics.classes)
+    axes.set_xlabel("Predicted class")
+    axes.set_ylabel("True class")
+    axes.set_title(f"Confusion matrix (n = {metrics.n_images}, accuracy {metrics.accuracy:.1%})")
+    return figure
+
+
+_HISTORY_PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"))
+
+
+def plot_training_history(history: Mapping[str, Sequence[float]]) -> Figure:
+    """Training curves: loss and accuracy per epoch, training and validation.
+
+    Parameters
+    ----------
+    history
+        Keras-style history: ``{"loss": [...], "val_loss": [...], "accuracy": [...],
+        "val_accuracy": [...]}``. Any of the four may be missing; other keys are ignored.
+
+    Raises
+    ------
+    ConfigurationError
+        If the history has neither ``loss`` nor ``accuracy`` curves.
+
+    Examples
+    --------
+    >>> figure = plot_training_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]})
+    >>> [axes.get_title() for axes in figure.axes]
+    ['Loss']
+    """
+    panels = [
+        (key, title)
+        for key, title in _HISTORY_PANELS
+        if history.get(key) or history.get(f"val_{key}")
+    ]
+    if not panels:
+        raise ConfigurationError(
+            f"training history has no 'loss' or 'accuracy' curve (keys: {sorted(history)})"
+        )
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional extra
+
+    figure = _new_figure(4.2 * len(panels), 3.4)
+    for index, (key, title) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        for name, style, label in ((key, "-o", "training"), (f"val_{key}", "--s", "validation")):
+            values = [float(v) for v in history.get(name, ())]
+            if values:
+                epochs = range(1, len(values) + 1)
+                axes.plot(epochs, values, style, markersize=3, label=label)
+        axes.set_title(title)
+        axes.set_xlabel("Epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if key == "accuracy":
+            axes.set_ylim(0.0, 1.02)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    return figure
+
+
+def plot_roc_curves(metrics: ClassificationMetrics) -> Figure:
+    """One-vs-rest ROC curves with their AUC, and the chance diagonal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from covidcxr.evaluate import classification_metrics
+    >>> probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    >>> m = classification_metrics(["a", "b", "b"], probs, ["a", "b"], n_bootstrap=0)
+    >>> len(plot_roc_curves(m).axes[0].lines)  # two classes and the diagonal
+    3
+    """
+    figure = _new_figure(4.6, 4.2)
+    axes = figure.add_subplot()
+    for curve in metrics.roc_curves:
+        axes.plot(
+            curve.false_positive_rate,
+            curve.true_positive_rate,
+            drawstyle="steps-post",
+            label=f"{curve.label} (AUC {curve.auc:.3f})",
+        )
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    axes.set_xlim(-0.01, 1.01)
+    axes.set_ylim(-0.01, 1.01)
+    axes.set_aspect("equal")
+    axes.set_xlabel("False-positive rate (1 - specificity)")
+    axes.set_ylabel("True-positive rate (sensitivity)")
+    axes.set_title("ROC, one class against the rest")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    return figure
+
+
+def plot_reliability_diagram(metrics: ClassificationMetrics) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, with the bin counts below.
+
+    Bars below the diagonal mean over-confidence; the gap is what the expected calibration
+    error averages.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from covidcxr.evaluate import classification_metrics
+    >>> m = classification_metrics(["a", "b"], np.eye(2), ["a", "b"], n_bootstrap=0)
+    >>> len(plot_reliability_diagram(m).axes)
+    2
+    """
+    calibration = metrics.calibration
+    bins = calibration.bins
+    lowers = np.array([b.lower for b in bins])
+    widths = np.array([b.upper - b.lower for b in bins])
+    accuracy = np.array([0.0 if math.isnan(b.accuracy) else b.accuracy for b in bins])
+    confidence = np.array([b.mean_confidence for b in bins])
+    counts = np.array([b.count for b in bins])
+    figure = _new_figure(4.6, 5.2)
+    grid = figure.add_gridspec(2, 1, height_ratios=(3, 1))
+    top = figure.add_subplot(grid[0])
+    top.bar(
+        lowers, accuracy, width=widths, align="edge", color="tab:blue", alpha=0.75,
+        edgecolor="black", label="accuracy",
+    )  # fmt: skip
+    filled = counts > 0
+    top.bar(
+        lowers[filled],
+        confidence[filled] - accuracy[filled],
+        bottom=accuracy[filled],
+        width=widths[filled],
+        align="edge",
+        facecolor="none",
+        edgecolor="tab:red",
+        hatch="//",
+        label="gap to mean confidence",
+    )
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("Accuracy")
+    top.set_title(
+        f"Reliability (ECE {calibration.expected_calibration_error:.3f}, "
+        f"Brier {calibration.brier_score:.3f})"
+    )
+    top.legend(loc="upper left", fontsize=8)
+    bottom = figure.add_subplot(grid[1], sharex=top)
+    bottom.bar(lowers, counts, width=widths, align="edge", color="grey", edgecolor="black")
+    bottom.set_xlabel("Confidence of the predicted class")
+    bottom.set_ylabel("Images")
+    return figure
+
+
+def plot_image_grid(
+    images: Sequence[NDArray[np.uint8]],
+    titles: Sequence[str] | None = None,
+    *,
+    columns: int = 4,
+    tile_inches: float = 2.6,
+) -> Figure:
+    """A grid of already-drawn images (for example radiographs with their detections).
+
+    Parameters
+    ----------
+    images
+        RGB ``uint8`` arrays of shape ``(height, width, 3)``; sizes may differ.
+    titles
+        One caption per image.
+    columns
+        Images per row.
+    tile_inches
+        The size of each tile.
+
+    Raises
+    ------
+    ConfigurationError
+        If there are no images, an image is not RGB ``uint8``, or titles do not match.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> figure = plot_image_grid([np.zeros((8, 8, 3), np.uint8)] * 5, columns=2)
+    >>> sum(axes.get_visible() for axes in figure.axes)
+    5
+    """
+    if not images:
+        raise ConfigurationError("plot_image_grid needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ConfigurationError(f"{len(titles)} titles were given for {len(images)} images")
+    for index, image in enumerate(images):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ConfigurationError(
+                f"image {index} must be an RGB uint8 array (height, width, 3), got "
+                f"{image.dtype} {image.shape}"
+            )
+    if columns < 1:
+        raise ConfigurationError(f"columns must be >= 1, got {columns}")
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    figure = _new_figure(tile_inches * columns, (tile_inches + 0.3) * rows)
+    for index in range(rows * columns):
+        axes: Any = figure.add_subplot(rows, columns, index + 1)
+        axes.set_axis_off()
+        if index >= len(images):
+            axes.set_visible(False)
+            continue
+        axes.imshow(images[index], interpolation="nearest")
+        if titles is not None:
+            axes.set_title(titles[index], fontsize=8)
+    return figure
