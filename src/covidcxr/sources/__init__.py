@@ -1,0 +1,33 @@
+"""Dataset sources: where radiographs come from.
+
+Every source is a :class:`~covidcxr.DatasetSource`: iterate it to get
+:class:`~covidcxr.XRay` records, read lazily. Sources are registered by URI scheme, so
+:func:`covidcxr.open_source` reaches them:
+
+- ``"file"`` (a folder path): :class:`FolderSource`;
+
+Sources understand the layouts of the public datasets (:mod:`covidcxr.sources.layouts`).
+"""
+
+from covidcxr.sources.base import CatalogSource
+from covidcxr.sources.folder import FolderSource
+from covidcxr.sources.items import INFECTION_MASK, LUNG_MASK, Entry, RawItem, decode_item
+from covidcxr.sources.layouts import LAYOUTS, QU_EX_SPLITS
+from covidcxr.sources.masks import binary_mask, mask_boxes
+from covidcxr.sources.skips import Skipped, SkippedItemsWarning
+
+__all__ = [
+    "INFECTION_MASK",
+    "LAYOUTS",
+    "LUNG_MASK",
+    "QU_EX_SPLITS",
+    "CatalogSource",
+    "Entry",
+    "FolderSource",
+    "RawItem",
+    "Skipped",
+    "SkippedItemsWarning",
+    "binary_mask",
+    "decode_item",
+    "mask_boxes",
+]

@@ -1,0 +1,178 @@
+"""The behaviour every catalogued source shares: lazy reading, error policy, skip records."""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from covidcxr.errors import InvalidImageError
+from covidcxr.records import XRay
+from covidcxr.sources.items import Entry, RawItem, decode_item
+from covidcxr.sources.layouts import Catalog, catalog
+from covidcxr.sources.skips import OnError, Skipped, SkippedItemsWarning, check_on_error
+
+__all__ = ["CatalogSource"]
+
+
+class CatalogSource(ABC):
+    """A :class:`~covidcxr.DatasetSource` over a catalogue of named files.
+
+    Subclasses say how to list names and read bytes; this class applies the layout, reads
+    lazily (one item in memory at a time), and carries out the ``on_error`` policy.
+
+    ``len(source)`` is the number of catalogued items minus those already skipped. With
+    ``on_error="skip"``, an item that fails to decode is only known to be bad once an
+    iteration reaches it; from then on it is excluded from ``len`` and from later
+    iterations, and listed in :attr:`skipped`.
+    """
+
+    def __init__(
+        self,
+        *,
+        where: str,
+        layout: str,
+        split: str | Sequence[str] | None,
+        label_aliases: Mapping[str, str] | None,
+        on_error: str,
+        load_masks: bool,
+        min_side: int,
+        max_pixels: int,
+        min_lesion_area: int,
+    ) -> None:
+        self._where = where
+        self.layout = layout
+        self.on_error: OnError = check_on_error(on_error)
+        self.min_side = min_side
+        self.max_pixels = max_pixels
+        self.min_lesion_area = min_lesion_area
+        names = self._list_names()
+        self._catalog: Catalog = catalog(
+            layout,
+            names,
+            where=where,
+            split=split,
+            label_aliases=label_aliases,
+            read_text=lambda name: self._read(name).decode("utf-8-sig"),
+            load_masks=load_masks,
+        )
+        self._failed: dict[str, Skipped] = {}
+        if self._catalog.excluded:
+            self._warn(len(self._catalog.excluded), len(names), "left out by the layout")
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    @abstractmethod
+    def _list_names(self) -> list[str]:
+        """Every file in the source, as sorted ``/``-separated relative paths."""
+
+    @abstractmethod
+    def _read(self, name: str) -> bytes:
+        """The content of one file; raise :class:`InvalidImageError` naming it on failure."""
+
+    @abstractmethod
+    def _item_id(self, name: str) -> str:
+        """The id of the record read from ``name`` (a path, an archive member, a URI)."""
+
+    # -- DatasetSource ----------------------------------------------------------------------
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The canonical labels present, in :data:`covidcxr.LABELS` order."""
+        return self._catalog.classes
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every catalogued item, including any that later fail to decode."""
+        return self._catalog.entries
+
+    @property
+    def skipped(self) -> tuple[Skipped, ...]:
+        """Items not yielded, with reasons: excluded by the layout, or failed (``skip``)."""
+        return self._catalog.excluded + tuple(self._failed.values())
+
+    def __len__(self) -> int:
+        return len(self._catalog.entries) - len(self._failed)
+
+    def __iter__(self) -> Iterator[XRay]:
+        new_failures = 0
+        for entry in self._catalog.entries:
+            if entry.name in self._failed:
+                continue
+            try:
+                xray = decode_item(
+                    self.read_item(entry),
+                    min_side=self.min_side,
+                    max_pixels=self.max_pixels,
+                    min_lesion_area=self.min_lesion_area,
+                )
+            except InvalidImageError as exc:
+                self.report_invalid(entry.name, exc)
+                new_failures += 1
+                continue
+            yield xray
+        if new_failures:
+            self._warn(new_failures, len(self._catalog.entries), "unreadable")
+
+    def iter_raw(self) -> Iterator[tuple[Entry, RawItem | InvalidImageError]]:
+        """Read items without decoding them, for the batch runner.
+
+        Yields
+        ------
+        tuple
+            Each catalogued entry (skipping those already known bad) with its
+            :class:`RawItem`, or the :class:`InvalidImageError` met reading it; pass errors
+            to :meth:`report_invalid`.
+        """
+        for entry in self._catalog.entries:
+            if entry.name in self._failed:
+                continue
+            try:
+                yield entry, self.read_item(entry)
+            except InvalidImageError as exc:
+                yield entry, exc
+
+    def read_item(self, entry: Entry) -> RawItem:
+        """Read one entry's image and mask files."""
+        meta: dict[str, Any] = {"path": self._item_id(entry.name), **dict(entry.meta)}
+        return RawItem(
+            id=self._item_id(entry.name),
+            label=entry.label,
+            patient_id=entry.patient_id,
+            meta=meta,
+            image=self._read(entry.name),
+            masks={key: self._read(name) for key, name in entry.masks},
+        )
+
+    def report_invalid(self, name: str, error: InvalidImageError) -> None:
+        """Apply the ``on_error`` policy to an item that could not be read or decoded.
+
+        Raises
+        ------
+        InvalidImageError
+            ``error`` itself, when ``on_error="raise"``.
+        """
+        if self.on_error == "raise":
+            raise error
+        self._failed[name] = Skipped(self._item_id(name), str(error))
+
+    def warn_skipped(self, count: int) -> None:
+        """Warn that ``count`` items were skipped in an iteration (used by batch runners)."""
+        if count:
+            self._warn(count, len(self._catalog.entries), "unreadable")
+
+    def _warn(self, count: int, total: int, why: str) -> None:
+        warnings.warn(
+            SkippedItemsWarning(
+                f"{self._where}: skipped {count} of {total} item(s) ({why}); "
+                f"see .skipped for paths and reasons"
+            ),
+            stacklevel=3,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._where!r}, layout={self.layout!r}, "
+            f"items={len(self)}, classes={self.classes})"
+        )

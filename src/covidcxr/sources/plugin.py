@@ -1,0 +1,18 @@
+"""Built-in plugin: registers the dataset sources by URI scheme.
+
+The IBM COS SDK is imported only when a ``cos://`` source is opened, so listing plugins
+stays light.
+"""
+
+from __future__ import annotations
+
+from covidcxr.hookspecs import Register, hookimpl
+from covidcxr.sources.folder import FolderSource
+
+__all__ = ["covidcxr_register_sources"]
+
+
+@hookimpl
+def covidcxr_register_sources(register: Register) -> None:
+    """Register the ``file`` scheme."""
+    register("file", FolderSource)

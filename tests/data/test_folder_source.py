@@ -1,0 +1,253 @@
+"""Specification of FolderSource and the dataset layouts."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import covidcxr
+from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError, UnknownLabelError
+from covidcxr.records import Box
+from covidcxr.sources import FolderSource, SkippedItemsWarning, mask_boxes
+
+
+def test_class_folders_map_case_and_alias_tolerantly(classes_folder: Path) -> None:
+    source = FolderSource(classes_folder)
+    assert len(source) == 5
+    assert source.classes == ("covid-19", "normal", "pneumonia")
+    labels = [str(xray.label) for xray in source]
+    assert sorted(labels) == ["covid-19", "covid-19", "normal", "normal", "pneumonia"]
+
+
+def test_iteration_is_stable_and_repeatable(classes_folder: Path) -> None:
+    source = FolderSource(classes_folder)
+    first = [(xray.id, xray.pixels.tobytes()) for xray in source]
+    second = [(xray.id, xray.pixels.tobytes()) for xray in source]
+    assert first == second
+
+
+def test_records_carry_their_path(classes_folder: Path) -> None:
+    xray = next(iter(FolderSource(classes_folder)))
+    assert Path(xray.meta["path"]).is_file()
+    assert xray.id == xray.meta["path"]
+
+
+def test_unknown_class_folder_is_an_error_listing_what_was_found(
+    classes_folder: Path, make: Any
+) -> None:
+    make.classes_folder(classes_folder, {"Tuberculosis": 1})
+    with pytest.raises(UnknownLabelError) as info:
+        FolderSource(classes_folder)
+    message = str(info.value)
+    assert "Tuberculosis" in message
+    assert "'COVID'" in message
+    assert "'Viral Pneumonia'" in message
+    assert "label_aliases" in message
+
+
+def test_label_aliases_override_and_extend_the_mapping(classes_folder: Path, make: Any) -> None:
+    make.classes_folder(classes_folder, {"Tuberculosis": 1})
+    source = FolderSource(classes_folder, label_aliases={"tuberculosis": "pneumonia"})
+    assert sum(xray.label == "pneumonia" for xray in source) == 2
+
+
+def test_missing_folder_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such folder"):
+        FolderSource(tmp_path / "absent")
+
+
+def test_folder_without_images_is_a_source_error(tmp_path: Path) -> None:
+    (tmp_path / "COVID").mkdir()
+    (tmp_path / "COVID" / "readme.txt").write_text("no images here")
+    with pytest.raises(SourceError, match="no images found"):
+        FolderSource(tmp_path)
+
+
+def test_broken_image_raises_by_default_naming_it(classes_folder: Path) -> None:
+    (classes_folder / "COVID" / "broken.png").write_text("not a png")
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        list(FolderSource(classes_folder))
+
+
+def test_skip_records_broken_items_and_warns_with_a_count(classes_folder: Path) -> None:
+    (classes_folder / "COVID" / "broken.png").write_text("not a png")
+    (classes_folder / "NORMAL" / "empty.png").write_bytes(b"")
+    source = FolderSource(classes_folder, on_error="skip")
+    assert len(source) == 7
+    with pytest.warns(SkippedItemsWarning, match="skipped 2 of 7"):
+        xrays = list(source)
+    assert len(xrays) == 5
+    assert len(source) == 5
+    reasons = {Path(item.path).name: item.reason for item in source.skipped}
+    assert set(reasons) == {"broken.png", "empty.png"}
+    assert "empty" in reasons["empty.png"]
+
+
+def test_on_error_must_be_raise_or_skip(classes_folder: Path) -> None:
+    with pytest.raises(ConfigurationError, match="on_error"):
+        FolderSource(classes_folder, on_error="ignore")
+
+
+def test_hidden_and_non_image_files_are_ignored(classes_folder: Path) -> None:
+    (classes_folder / "COVID" / ".DS_Store").write_bytes(b"\0\1")
+    (classes_folder / "COVID" / "notes.txt").write_text("hello")
+    assert len(FolderSource(classes_folder)) == 5
+
+
+def test_classes_layout_with_split_folders(tmp_path: Path, make: Any) -> None:
+    make.classes_folder(tmp_path / "train", {"covid": 2, "normal": 1})
+    make.classes_folder(tmp_path / "test", {"covid": 1, "normal": 1})
+    source = FolderSource(tmp_path, split="test")
+    assert len(source) == 2
+    assert {xray.meta["split"] for xray in source} == {"test"}
+
+
+def test_qu_ex_layout_reads_splits_masks_and_boxes(qu_ex_folder: Path) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Train")
+    assert len(source) == 6
+    by_label = {xray.label: xray for xray in source}
+    covid = by_label["covid-19"]
+    assert covid.meta["split"] == "Train"
+    assert covid.boxes == (Box(4, 5, 6, 10), Box(30, 30, 14, 10))
+    for key in ("infection_mask", "lung_mask"):
+        mask = covid.meta[key]
+        assert mask.dtype == np.uint8
+        assert mask.shape == covid.shape
+        assert set(np.unique(mask)) <= {0, 255}
+    assert by_label["normal"].boxes == ()
+    assert by_label["pneumonia"].boxes == ()
+    assert by_label["pneumonia"].meta["annotated"] is True
+
+
+def test_qu_ex_split_accepts_a_sequence_case_insensitively(qu_ex_folder: Path) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split=["val", "TEST"])
+    assert {xray.meta["split"] for xray in source} == {"Val", "Test"}
+
+
+def test_qu_ex_test_split_has_no_masks_and_says_so(qu_ex_folder: Path) -> None:
+    xray = next(iter(FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")))
+    assert "infection_mask" not in xray.meta
+    assert xray.meta["annotated"] is False
+
+
+def test_qu_ex_unknown_split_is_a_configuration_error(qu_ex_folder: Path) -> None:
+    with pytest.raises(ConfigurationError, match="Validation"):
+        FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Validation")
+
+
+def test_load_masks_false_reads_images_only(qu_ex_folder: Path) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Train", load_masks=False)
+    assert all("infection_mask" not in xray.meta and not xray.boxes for xray in source)
+
+
+def test_broken_mask_names_the_mask(qu_ex_folder: Path) -> None:
+    mask = qu_ex_folder / "Val" / "COVID-19" / "infection masks" / "covid-19_0.png"
+    mask.write_bytes(mask.read_bytes()[:30])
+    with pytest.raises(InvalidImageError, match=r"covid-19_0\.png \(infection mask\)"):
+        list(FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Val"))
+
+
+def test_radiography_layout_resizes_masks_to_the_image(tmp_path: Path, make: Any) -> None:
+    for folder, name in (("COVID", "COVID-1.png"), ("Lung_Opacity", "Lung_Opacity-1.png")):
+        (tmp_path / folder / "images").mkdir(parents=True)
+        (tmp_path / folder / "masks").mkdir()
+        (tmp_path / folder / "images" / name).write_bytes(make.encode(make.gradient(60, 60)))
+        mask = np.zeros((40, 40), np.uint8)
+        mask[10:30, 10:30] = 255
+        (tmp_path / folder / "masks" / name).write_bytes(make.encode(mask))
+    (tmp_path / "COVID.metadata.xlsx").write_bytes(b"PK\3\4 spreadsheet")
+    source = FolderSource(tmp_path, layout="covid-radiography")
+    xrays = list(source)
+    assert [xray.label for xray in xrays] == ["covid-19", "pneumonia"]
+    assert xrays[0].meta["lung_mask"].shape == (60, 60)
+    assert xrays[0].boxes == ()
+
+
+def _write_ieee(root: Path, make: Any, rows: list[dict[str, str]]) -> None:
+    (root / "images").mkdir(parents=True)
+    for index, row in enumerate(rows):
+        if row.pop("_exists", "yes") == "yes":
+            image = make.encode(make.gradient(seed=index))
+            (root / "images" / row["filename"]).write_bytes(image)
+    with (root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=["patientid", "finding", "view", "modality", "folder", "filename"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_ieee8023_layout_reads_patients_and_findings(tmp_path: Path, make: Any) -> None:
+    base = {"modality": "X-ray", "folder": "images"}
+    rows = [
+        {
+            "patientid": "2",
+            "finding": "Pneumonia/Viral/COVID-19",
+            "view": "PA",
+            "filename": "a.png",
+        },
+        {"patientid": "2", "finding": "Pneumonia/Viral/COVID-19", "view": "L", "filename": "b.png"},
+        {"patientid": "3", "finding": "No Finding", "view": "AP", "filename": "c.png"},
+        {
+            "patientid": "4",
+            "finding": "Pneumonia/Bacterial/Strep",
+            "view": "PA",
+            "filename": "d.png",
+        },
+        {"patientid": "5", "finding": "Todo", "view": "PA", "filename": "e.png"},
+        {"patientid": "6", "finding": "COVID-19", "view": "Axial", "filename": "f.png"},
+        {"patientid": "7", "finding": "No Finding", "view": "PA", "filename": "g.png"},
+    ]
+    rows = [{**base, **row} for row in rows]
+    rows[5]["modality"] = "CT"
+    rows[6]["_exists"] = "no"
+    _write_ieee(tmp_path, make, rows)
+    with pytest.warns(SkippedItemsWarning, match="skipped 4"):
+        source = FolderSource(tmp_path, layout="ieee8023")
+    xrays = list(source)
+    assert [(x.label, x.patient_id) for x in xrays] == [
+        ("covid-19", "2"),
+        ("normal", "3"),
+        ("pneumonia", "4"),
+    ]
+    reasons = " | ".join(item.reason for item in source.skipped)
+    for expected in ("not frontal", "'Todo' has no label", "'CT'", "not found"):
+        assert expected in reasons
+
+
+def test_open_source_reaches_folder_sources_with_options(qu_ex_folder: Path) -> None:
+    source = covidcxr.open_source(str(qu_ex_folder), layout="covid-qu-ex", split="Val")
+    assert isinstance(source, FolderSource)
+    assert len(source) == 6
+
+
+def test_mask_boxes_uses_eight_connectivity_and_min_area() -> None:
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2, 2] = mask[3, 3] = 255  # diagonal neighbours: one component
+    mask[10:14, 10:15] = 255
+    assert mask_boxes(mask) == (Box(2, 2, 2, 2), Box(10, 10, 5, 4))
+    assert mask_boxes(mask, min_area=3) == (Box(10, 10, 5, 4),)
+    assert len(mask_boxes(mask, connectivity=4)) == 3
+
+
+@pytest.mark.shared_data
+def test_real_covid_qu_ex_train_images_have_lesion_boxes(covid_qu_ex_dir: Path) -> None:
+    source = FolderSource(covid_qu_ex_dir, layout="covid-qu-ex", split="Train")
+    assert len(source) == 3728
+    assert source.classes == ("covid-19", "normal", "pneumonia")
+    for xray in itertools.islice(source, 3):
+        assert xray.label == "covid-19"
+        assert xray.shape == (256, 256)
+        assert xray.boxes
+        assert xray.meta["infection_mask"].any()
+
+
+@pytest.mark.shared_data
+def test_real_covid_qu_ex_test_split_counts(covid_qu_ex_dir: Path) -> None:
+    source = FolderSource(covid_qu_ex_dir, layout="covid-qu-ex", split="Test")
+    assert len(source) == 1166
