@@ -63,7 +63,8 @@ def test_covid_opacities_are_bilateral() -> None:
 
 
 def test_pneumonia_is_one_lobar_consolidation_denser_than_covid_haze() -> None:
-    covid_contrast, pneumonia_contrast = [], []
+    covid_contrast: list[float] = []
+    pneumonia_contrast: list[float] = []
     for index in range(6):
         for label, contrasts in (("covid-19", covid_contrast), ("pneumonia", pneumonia_contrast)):
             xray = generate_phantom(label, size=96, index=index)
@@ -71,7 +72,7 @@ def test_pneumonia_is_one_lobar_consolidation_denser_than_covid_haze() -> None:
                 assert len(xray.boxes) == 1
             lesion = xray.meta["infection_mask"] > 0
             clear = (xray.meta["lung_mask"] > 0) & ~lesion
-            contrasts.append(xray.pixels[lesion].mean() - xray.pixels[clear].mean())
+            contrasts.append(float(xray.pixels[lesion].mean() - xray.pixels[clear].mean()))
     assert np.mean(pneumonia_contrast) > np.mean(covid_contrast) > 0
 
 
