@@ -10,7 +10,7 @@ import pytest
 
 from covidcxr import Box, Detection, Evaluator, XRay
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, ReportExistsError
+from covidcxr.evaluate.evaluator import ClassificationEvaluator, OutputExistsError
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
 
 CLASSES = ("covid-19", "normal", "pneumonia")
@@ -94,7 +94,7 @@ def test_write_json_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     )
     target = tmp_path / "report.json"
     target.write_text("precious")
-    with pytest.raises(ReportExistsError, match=r"report\.json"):
+    with pytest.raises(OutputExistsError, match=r"report\.json"):
         report.write_json(target)
     assert target.read_text() == "precious"
     report.write_json(target, overwrite=True)

@@ -12,7 +12,7 @@ import pytest
 
 from covidcxr import Box, Detection, XRay
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport, ReportExistsError
+from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport, OutputExistsError
 from covidcxr.evaluate.metrics import classification_metrics
 from covidcxr.evaluate.plots import (
     figure_to_png,
@@ -132,7 +132,7 @@ def test_report_without_detections_has_no_detection_section(tmp_path: Path) -> N
 
 def test_existing_report_is_not_overwritten_unless_asked(tmp_path: Path) -> None:
     (tmp_path / "report.html").write_text("a colleague's report")
-    with pytest.raises(ReportExistsError, match=r"report\.html"):
+    with pytest.raises(OutputExistsError, match=r"report\.html"):
         write_report(small_report(), tmp_path)
     assert (tmp_path / "report.html").read_text() == "a colleague's report"
     assert not (tmp_path / "report.json").exists()  # nothing half-written

@@ -22,11 +22,15 @@ from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metr
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
 from covidcxr.records import Detection, XRay
 
-__all__ = ["ClassificationEvaluator", "EvaluationReport", "ReportExistsError"]
+__all__ = ["ClassificationEvaluator", "EvaluationReport", "OutputExistsError"]
 
 
-class ReportExistsError(ConfigurationError, FileExistsError):
-    """A report would replace one that is already there; pass ``overwrite=True`` to allow it."""
+class OutputExistsError(ConfigurationError, FileExistsError):
+    """Writing would replace a file or folder that is already there.
+
+    covidcxr never overwrites what the user owns unless asked: pass ``overwrite=True``
+    (``--overwrite`` on the command line) or choose another path.
+    """
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -55,11 +59,11 @@ def write_text_safely(path: Path, text: str, *, overwrite: bool) -> None:
 
     Raises
     ------
-    ReportExistsError
+    OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
     if path.exists() and not overwrite:
-        raise ReportExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -141,7 +145,7 @@ class EvaluationReport:
 
         Raises
         ------
-        ReportExistsError
+        OutputExistsError
             If ``path`` exists and ``overwrite`` is false.
         """
         target = Path(path)

@@ -20,7 +20,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from covidcxr.evaluate.evaluator import EvaluationReport, ReportExistsError, write_text_safely
+from covidcxr.evaluate.evaluator import EvaluationReport, OutputExistsError, write_text_safely
 from covidcxr.evaluate.plots import (
     figure_to_png,
     plot_confusion_matrix,
@@ -294,7 +294,7 @@ def write_report(
 
     Raises
     ------
-    ReportExistsError
+    OutputExistsError
         If a report file exists in ``directory`` and ``overwrite`` is false.
 
     Examples
@@ -320,7 +320,7 @@ def write_report(
     figure_paths = [target / _FIGURES_DIR / f"{f.name}.png" for f in figures]
     existing = [p for p in [*paths.values(), *figure_paths] if p.exists()]
     if existing and not overwrite:
-        raise ReportExistsError(
+        raise OutputExistsError(
             f"{target} already holds a report ({', '.join(p.name for p in existing)}); "
             "choose another directory or pass overwrite=True (--overwrite)"
         )
