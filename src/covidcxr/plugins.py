@@ -55,7 +55,10 @@ ALLOW_LIST_ENV: Final = "COVIDCXR_PLUGINS"
 
 #: Modules of the built-in plugins, registered under their module names. Each keeps its
 #: imports light and imports heavy dependencies (TensorFlow, the IBM SDKs) inside factories.
-BUILTIN_PLUGINS: Final[tuple[str, ...]] = ("covidcxr.sources.plugin",)
+BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "covidcxr.sources.plugin",
+    "covidcxr.preprocess.plugin",
+)
 
 _NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 _URI_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)

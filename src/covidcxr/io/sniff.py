@@ -44,7 +44,7 @@ def sniff_format(data: bytes, source: str | None = None) -> ImageFormat:
 
     Examples
     --------
-    >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
+    >>> sniff_format(b"\x89PNG\r\n\x1a\n" + bytes(24))
     'png'
     >>> sniff_format(bytes(128) + b"DICM")
     'dicom'

@@ -1,0 +1,220 @@
+"""Specification of the Gaussian + CLAHE preprocessor and its geometry."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import covidcxr
+from covidcxr.errors import ConfigurationError, InvalidImageError
+from covidcxr.preprocess import (
+    GaussianClahePreprocessor,
+    IdentityPreprocessor,
+    boxes_to_original,
+    fit_resize,
+    to_uint8,
+    transform_boxes,
+)
+from covidcxr.records import Box, XRay
+from covidcxr.sources import FolderSource, mask_boxes
+
+
+def _xray(make: Any, height: int = 64, width: int = 64, **kwargs: Any) -> XRay:
+    return XRay(make.gradient(height, width), id="x", **kwargs)
+
+
+def test_output_is_float32_in_unit_interval_at_model_size(make: Any) -> None:
+    out = GaussianClahePreprocessor(output_size=32)(_xray(make))
+    assert out.pixels.shape == (32, 32)
+    assert out.pixels.dtype == np.float32
+    assert 0.0 <= out.pixels.min() <= out.pixels.max() <= 1.0
+
+
+def test_uint8_output_matches_blur_then_clahe_then_resize_by_hand(make: Any) -> None:
+    xray = _xray(make)
+    out = GaussianClahePreprocessor(output_size=32, output_dtype="uint8")(xray)
+    blurred = cv2.GaussianBlur(np.asarray(xray.pixels), (5, 5), 0)
+    enhanced = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(blurred)
+    expected = cv2.resize(enhanced, (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(out.pixels, expected)
+
+
+def test_blur_comes_before_clahe(make: Any) -> None:
+    xray = _xray(make)
+    out = GaussianClahePreprocessor(output_size=None, output_dtype="uint8")(xray)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    clahe_first = cv2.GaussianBlur(clahe.apply(np.asarray(xray.pixels)), (5, 5), 0)
+    assert not np.array_equal(out.pixels, clahe_first)
+
+
+def test_output_is_byte_identical_across_calls_and_instances(make: Any) -> None:
+    xray = _xray(make)
+    first = GaussianClahePreprocessor(output_size=40, resize_mode="pad")(xray)
+    second = GaussianClahePreprocessor(output_size=40, resize_mode="pad")(xray)
+    assert first.pixels.tobytes() == second.pixels.tobytes()
+
+
+def test_identity_fields_survive_preprocessing(make: Any) -> None:
+    xray = XRay(make.gradient(), id="a", label="normal", patient_id="p", meta={"split": "Train"})
+    out = GaussianClahePreprocessor(output_size=32)(xray)
+    assert (out.id, out.label, out.patient_id, out.meta["split"]) == ("a", "normal", "p", "Train")
+
+
+def test_16bit_input_is_windowed_by_percentiles_before_clahe(make: Any) -> None:
+    pixels = make.gradient(dtype=np.uint16) // 4 + 1000
+    pixels[0, 0] = 65535  # a dead pixel must not compress the anatomy into a few grays
+    out = to_uint8(pixels)
+    assert out.dtype == np.uint8
+    assert np.count_nonzero(out == 255) <= pixels.size * 0.006 + 1
+    assert len(np.unique(out)) > 200
+
+
+def test_8bit_input_is_not_rewindowed(make: Any) -> None:
+    pixels = make.gradient()
+    assert to_uint8(pixels) is pixels
+
+
+def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
+    once = GaussianClahePreprocessor(output_size=32)(_xray(make))
+    with pytest.raises(InvalidImageError, match="preprocessed already"):
+        GaussianClahePreprocessor()(once)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("kernel_size", 4),
+        ("clip_limit", 0),
+        ("tile_grid_size", (0, 8)),
+        ("output_size", 0),
+        ("resize_mode", "letterbox"),
+        ("output_dtype", "float64"),
+        ("percentile_window", (50, 10)),
+    ],
+)
+def test_invalid_parameters_are_configuration_errors_naming_them(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        GaussianClahePreprocessor(**{option: value})
+
+
+def test_stretch_pad_and_crop_give_square_output(make: Any) -> None:
+    xray = _xray(make, 48, 64)
+    for mode in ("stretch", "pad", "crop"):
+        out = GaussianClahePreprocessor(output_size=32, resize_mode=mode)(xray)
+        assert out.pixels.shape == (32, 32)
+
+
+def test_pad_fills_the_margins_with_black(make: Any) -> None:
+    xray = XRay(np.full((32, 64), 200, np.uint8), id="wide")
+    out = GaussianClahePreprocessor(output_size=32, resize_mode="pad", output_dtype="uint8")(xray)
+    assert np.all(out.pixels[:8] == 0)
+    assert np.all(out.pixels[24:] == 0)
+    assert np.all(out.pixels[8:24] > 0)
+
+
+def test_boxes_and_masks_move_with_the_pixels(make: Any) -> None:
+    mask = np.zeros((48, 64), np.uint8)
+    mask[8:24, 32:56] = 255
+    xray = _xray(make, 48, 64, boxes=mask_boxes(mask), meta={"infection_mask": mask})
+    for mode in ("stretch", "pad", "crop"):
+        out = GaussianClahePreprocessor(output_size=32, resize_mode=mode)(xray)
+        moved = out.meta["infection_mask"]
+        assert moved.shape == (32, 32)
+        assert set(np.unique(moved)) <= {0, 255}
+        (box,) = out.boxes
+        (from_mask,) = mask_boxes(moved)
+        assert abs(box.x - from_mask.x) <= 1
+        assert abs(box.y - from_mask.y) <= 1
+        assert abs(box.x2 - from_mask.x2) <= 1
+        assert abs(box.y2 - from_mask.y2) <= 1
+
+
+def test_mask_of_the_wrong_shape_is_refused_naming_the_key(make: Any) -> None:
+    xray = _xray(make, meta={"lung_mask": np.zeros((10, 10), np.uint8)})
+    with pytest.raises(InvalidImageError, match="lung_mask"):
+        GaussianClahePreprocessor(output_size=32)(xray)
+
+
+def test_transform_maps_boxes_back_to_the_original(make: Any) -> None:
+    xray = _xray(make, 48, 64, boxes=[Box(10, 6, 20, 30)])
+    out = GaussianClahePreprocessor(output_size=32, resize_mode="pad")(xray)
+    (back,) = boxes_to_original(out.boxes, out.meta["transform"])
+    assert back.x == pytest.approx(10)
+    assert back.y == pytest.approx(6)
+    assert back.width == pytest.approx(20)
+    assert back.height == pytest.approx(30)
+
+
+def test_crop_drops_boxes_cut_away_entirely() -> None:
+    transform = fit_resize((32, 64), 32, "crop")
+    assert transform_boxes([Box(0, 0, 8, 8)], transform) == ()
+    assert len(transform_boxes([Box(28, 8, 8, 8)], transform)) == 1
+
+
+shapes = st.tuples(st.integers(32, 300), st.integers(32, 300))
+
+
+@given(
+    shape=shapes, size=st.integers(8, 256), mode=st.sampled_from(["stretch", "pad"]), data=st.data()
+)
+def test_box_round_trip_is_exact_without_cropping(
+    shape: tuple[int, int], size: int, mode: str, data: st.DataObject
+) -> None:
+    height, width = shape
+    x = data.draw(st.floats(0, width - 1))
+    y = data.draw(st.floats(0, height - 1))
+    box = Box(x, y, data.draw(st.floats(0.5, width - x)), data.draw(st.floats(0.5, height - y)))
+    transform = fit_resize(shape, size, mode)
+    (moved,) = transform_boxes([box], transform)
+    assert moved.x2 <= size + 1e-9
+    assert moved.y2 <= size + 1e-9
+    (back,) = boxes_to_original([moved], transform)
+    assert back.x == pytest.approx(box.x, abs=1e-6)
+    assert back.y == pytest.approx(box.y, abs=1e-6)
+    assert back.x2 == pytest.approx(box.x2, abs=1e-6)
+    assert back.y2 == pytest.approx(box.y2, abs=1e-6)
+
+
+@given(shape=shapes, size=st.integers(8, 256), mode=st.sampled_from(["stretch", "pad", "crop"]))
+def test_transformed_boxes_stay_inside_the_output(
+    shape: tuple[int, int], size: int, mode: str
+) -> None:
+    height, width = shape
+    transform = fit_resize(shape, size, mode)
+    for box in transform_boxes([Box(0, 0, width, height)], transform):
+        assert 0 <= box.x <= box.x2 <= size
+        assert 0 <= box.y <= box.y2 <= size
+
+
+def test_registered_as_gaussian_clahe_and_none(make: Any) -> None:
+    preprocessor = covidcxr.create_preprocessor("gaussian-clahe", output_size=32)
+    assert isinstance(preprocessor, GaussianClahePreprocessor)
+    assert isinstance(covidcxr.create_preprocessor("none"), IdentityPreprocessor)
+
+
+def test_cache_token_changes_with_every_parameter() -> None:
+    base = GaussianClahePreprocessor().cache_token()
+    assert GaussianClahePreprocessor(clip_limit=3.0).cache_token() != base
+    assert GaussianClahePreprocessor(resize_mode="pad").cache_token() != base
+    assert GaussianClahePreprocessor().cache_token() == base
+
+
+@pytest.mark.shared_data
+def test_real_radiographs_keep_lesion_boxes_on_the_lesions(covid_qu_ex_dir: Path) -> None:
+    source = FolderSource(covid_qu_ex_dir, layout="covid-qu-ex", split="Val")
+    preprocessor = GaussianClahePreprocessor(output_size=224)
+    for xray in itertools.islice(source, 3):
+        out = preprocessor(xray)
+        assert out.pixels.shape == (224, 224)
+        assert len(out.boxes) == len(xray.boxes) > 0
+        mask = out.meta["infection_mask"]
+        for box in out.boxes:
+            inside = mask[int(box.y) : int(np.ceil(box.y2)), int(box.x) : int(np.ceil(box.x2))]
+            assert inside.any()
