@@ -56,6 +56,7 @@ ALLOW_LIST_ENV: Final = "COVIDCXR_PLUGINS"
 #: Modules of the built-in plugins, registered under their module names. Each keeps its
 #: imports light and imports heavy dependencies (TensorFlow, the IBM SDKs) inside factories.
 BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "covidcxr.detect.plugin",
     "covidcxr.sources.plugin",
     "covidcxr.preprocess.plugin",
 )

@@ -1,0 +1,680 @@
+"""Lesion detection with IBM Watson Visual Recognition v4 object detection.
+
+The published pipeline trained a Visual Recognition *collection* on radiologist-drawn
+boxes and sent radiographs to its ``analyze`` endpoint. IBM retired the service on
+2021-12-01, so this backend is useful against a compatible endpoint (an IBM Cloud Pak
+deployment, a re-implementation of the v4 REST protocol, or the loopback server in
+:mod:`covidcxr.detect.loopback_watson`); give its address as ``url``. It is built on the
+real ``ibm_watson.VisualRecognitionV4`` client from ibm-watson 5.3.1 (the ``watson``
+extra), imported only when a request is made.
+
+Configuration falls back to environment variables when an argument is not given:
+
+=================================  ===========================================================
+``COVIDCXR_WATSON_URL``            service URL (else the SDK's ``VISUAL_RECOGNITION_URL``)
+``COVIDCXR_WATSON_APIKEY``         IAM apikey (else the SDK's ``VISUAL_RECOGNITION_APIKEY``)
+``COVIDCXR_WATSON_IAM_URL``        IAM token server, for private deployments
+``COVIDCXR_WATSON_COLLECTION_IDS`` comma-separated collection ids
+=================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import cv2
+import numpy as np
+from attrs import frozen
+
+from covidcxr.detect._imaging import clip_box, encode_png, scale_box, to_uint8
+from covidcxr.errors import ConfigurationError, DetectorServiceError
+from covidcxr.records import Box, Detection, XRay
+
+__all__ = [
+    "API_VERSION",
+    "ENV_APIKEY",
+    "ENV_COLLECTION_IDS",
+    "ENV_IAM_URL",
+    "ENV_URL",
+    "MAX_IMAGES_PER_REQUEST",
+    "ImageFailure",
+    "ServiceRetiredWarning",
+    "WatsonDetector",
+    "watson_configured",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_URL: Final = "COVIDCXR_WATSON_URL"
+ENV_APIKEY: Final = "COVIDCXR_WATSON_APIKEY"
+ENV_IAM_URL: Final = "COVIDCXR_WATSON_IAM_URL"
+ENV_COLLECTION_IDS: Final = "COVIDCXR_WATSON_COLLECTION_IDS"
+_SDK_ENV_URL: Final = "VISUAL_RECOGNITION_URL"
+_SDK_ENV_APIKEY: Final = "VISUAL_RECOGNITION_APIKEY"
+
+#: The v4 API version date the client asks for (the last one the service published).
+API_VERSION: Final = "2019-02-11"
+#: The service's limit on images in one ``analyze`` or ``add_images`` request.
+MAX_IMAGES_PER_REQUEST: Final = 20
+# The service refuses images under 30 px or over 5400 px on a side; smaller ones are
+# enlarged to 32 px, with a little margin over the limit.
+_MIN_SERVICE_SIDE: Final = 30
+_MIN_UPLOAD_SIDE: Final = 32
+_MAX_SERVICE_SIDE: Final = 5400
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+# redirect_stdout swaps the process-wide sys.stdout; serialise the clients that need it.
+_SDK_PRINT_LOCK = threading.Lock()
+
+
+class ServiceRetiredWarning(UserWarning):
+    """The Watson SDK announced that Visual Recognition is no longer available."""
+
+
+@frozen
+class ImageFailure:
+    """An image the service could not analyse (kept when ``on_error="skip"``).
+
+    Parameters
+    ----------
+    xray_id
+        The :attr:`~covidcxr.XRay.id` of the image.
+    code
+        The service's error code, for example ``"invalid_image"``.
+    message
+        The service's explanation.
+    """
+
+    xray_id: str
+    code: str
+    message: str
+
+
+def watson_configured() -> bool:
+    """Whether the environment names a Watson endpoint, an apikey and collection ids.
+
+    :func:`covidcxr.detect.default_detector_name` uses it to pick ``"watson"`` over the
+    offline ``"local"`` detector.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ.pop("COVIDCXR_WATSON_APIKEY", None) and None
+    >>> watson_configured()
+    False
+    """
+    return all(os.environ.get(name) for name in (ENV_URL, ENV_APIKEY, ENV_COLLECTION_IDS))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@frozen
+class _Upload:
+    filename: str
+    png: bytes
+    # Multiply uploaded-image coordinates by these to get the XRay's coordinates.
+    to_xray_x: float
+    to_xray_y: float
+
+    def as_file(self) -> dict[str, Any]:
+        return {"data": self.png, "filename": self.filename, "content_type": "image/png"}
+
+
+class WatsonDetector:
+    """Detect lesions with a trained Watson Visual Recognition v4 collection.
+
+    Parameters
+    ----------
+    url
+        The service endpoint, for example ``https://vr.example.org``. Falls back to
+        ``$COVIDCXR_WATSON_URL``, then ``$VISUAL_RECOGNITION_URL``. There is no default:
+        IBM's public endpoints were switched off with the service.
+    collection_ids
+        The collection(s) to analyse against: one id, a comma-separated string, or a
+        sequence. Falls back to ``$COVIDCXR_WATSON_COLLECTION_IDS``. Only
+        :meth:`detect` and :meth:`detect_batch` need it.
+    threshold
+        The least score returned, in ``[0, 1]``; sent to the service and applied again to
+        its answer.
+    apikey
+        An IBM Cloud IAM apikey; falls back to ``$COVIDCXR_WATSON_APIKEY``, then
+        ``$VISUAL_RECOGNITION_APIKEY``. Never shown in reprs, logs or error messages.
+    authenticator
+        Any ``ibm_cloud_sdk_core`` ``Authenticator`` (bearer token, Cloud Pak, no-auth ...),
+        used instead of ``apikey``.
+    iam_url
+        The IAM token server for ``apikey`` (private or staging deployments); falls back
+        to ``$COVIDCXR_WATSON_IAM_URL``, then the SDK's default.
+    max_retries
+        Extra attempts after an HTTP 429 or 5xx answer, a timeout or a dropped connection.
+    timeout
+        Seconds to wait for each HTTP response.
+    batch_size
+        Images per ``analyze`` request, 1 to 20 (the service's limit).
+    backoff
+        First wait, in seconds, between attempts when the service gives no ``Retry-After``;
+        it doubles with each attempt.
+    max_wait
+        The longest single wait between attempts, ``Retry-After`` included.
+    on_error
+        What to do when the service reports an error for one image of a batch:
+        ``"raise"`` a :class:`~covidcxr.DetectorServiceError`, or ``"skip"`` the image (it
+        gets no detections, a warning is issued and the failure is appended to
+        :attr:`failures_`).
+    version
+        The API version date sent with every request.
+
+    Examples
+    --------
+    >>> detector = WatsonDetector(url="https://vr.example.org", collection_ids="c-1",
+    ...                           apikey="secret")
+    >>> detector
+    WatsonDetector(url='https://vr.example.org', collection_ids=('c-1',), threshold=0.5, \
+apikey='***', authenticator=None)
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        collection_ids: str | Sequence[str] | None = None,
+        threshold: float = 0.5,
+        *,
+        apikey: str | None = None,
+        authenticator: Any = None,
+        iam_url: str | None = None,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+        batch_size: int = MAX_IMAGES_PER_REQUEST,
+        backoff: float = 1.0,
+        max_wait: float = 60.0,
+        on_error: Literal["raise", "skip"] = "raise",
+        version: str = API_VERSION,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigurationError(f"threshold must be in [0, 1], got {threshold!r}")
+        if not 1 <= batch_size <= MAX_IMAGES_PER_REQUEST:
+            raise ConfigurationError(
+                f"batch_size must be 1 to {MAX_IMAGES_PER_REQUEST} (the service's limit per "
+                f"request), got {batch_size!r}"
+            )
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if apikey is not None and authenticator is not None:
+            raise ConfigurationError("give either apikey or authenticator, not both")
+        self.url = url or os.environ.get(ENV_URL) or os.environ.get(_SDK_ENV_URL)
+        self.collection_ids = _as_ids(
+            collection_ids if collection_ids is not None else os.environ.get(ENV_COLLECTION_IDS)
+        )
+        self.threshold = float(threshold)
+        self.authenticator = authenticator
+        self.iam_url = iam_url or os.environ.get(ENV_IAM_URL)
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.batch_size = batch_size
+        self.backoff = float(backoff)
+        self.max_wait = float(max_wait)
+        self.on_error = on_error
+        self.version = version
+        self._apikey = (
+            apikey
+            if apikey is not None or authenticator is not None
+            else os.environ.get(ENV_APIKEY) or os.environ.get(_SDK_ENV_APIKEY)
+        )
+        self._service: Any = None
+        self._service_lock = threading.Lock()
+        #: Images the service could not analyse, when ``on_error="skip"``.
+        self.failures_: list[ImageFailure] = []
+
+    def __repr__(self) -> str:
+        apikey = "'***'" if self._apikey else "None"
+        authenticator = type(self.authenticator).__name__ if self.authenticator else None
+        return (
+            f"{type(self).__name__}(url={self.url!r}, collection_ids={self.collection_ids!r}, "
+            f"threshold={self.threshold!r}, apikey={apikey}, authenticator={authenticator})"
+        )
+
+    # -- the client ------------------------------------------------------------------------
+
+    def _make_authenticator(self) -> Any:
+        if self.authenticator is not None:
+            return self.authenticator
+        if not self._apikey:
+            raise ConfigurationError(
+                f"Watson needs credentials: pass apikey= or authenticator=, or set ${ENV_APIKEY}"
+            )
+        from ibm_cloud_sdk_core.authenticators import IAMAuthenticator  # noqa: PLC0415
+
+        try:
+            return IAMAuthenticator(self._apikey, url=self.iam_url)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"the Watson apikey was refused: {self._scrub(str(exc))}"
+            ) from None
+
+    def _client(self) -> Any:
+        with self._service_lock:
+            if self._service is not None:
+                return self._service
+            if not self.url:
+                raise ConfigurationError(
+                    f"Watson needs a service url: pass url= or set ${ENV_URL} (IBM retired "
+                    "the public Visual Recognition endpoints on 2021-12-01; point it at a "
+                    "compatible deployment)"
+                )
+            try:
+                # Imported here: the SDK is an optional extra and slow to import.
+                from ibm_watson import VisualRecognitionV4  # noqa: PLC0415
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "the Watson detector needs ibm-watson 5.3.1, the last release with "
+                    "VisualRecognitionV4: pip install 'covidcxr[watson]'"
+                ) from exc
+            authenticator = self._make_authenticator()
+            # The SDK prints its retirement notice to stdout on every construction; a
+            # library must not write to its user's stdout, so it becomes a warning.
+            with _SDK_PRINT_LOCK, contextlib.redirect_stdout(io.StringIO()) as printed:
+                service = VisualRecognitionV4(version=self.version, authenticator=authenticator)
+            notice = printed.getvalue().strip()
+            if notice:
+                warnings.warn(
+                    f"ibm-watson: {notice.removeprefix('warning:').strip()}",
+                    ServiceRetiredWarning,
+                    stacklevel=4,
+                )
+            service.set_service_url(self.url)
+            service.set_http_config({"timeout": self.timeout})
+            self._service = service
+            return service
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._apikey, "***") if self._apikey else text
+
+    def _failure_message(self, action: str, status: int | None, detail: str, where: str) -> str:
+        ids = ", ".join(self.collection_ids) or "none"
+        if where.rstrip("/").endswith("/identity/token"):
+            hint = "the IAM token server refused the apikey; check apikey= and iam_url="
+        elif status == 401:
+            hint = f"the credentials were rejected; check apikey= (or ${ENV_APIKEY}) and iam_url="
+        elif status == 403:
+            hint = f"the credentials may not use collection(s) {ids}"
+        elif status == 404:
+            hint = f"check the url ({self.url}) and the collection id(s) ({ids})"
+        else:
+            hint = ""
+        code = f"HTTP {status}" if status is not None else "no answer"
+        message = f"Watson {action} failed ({code}): {detail}"
+        return self._scrub(f"{message}; {hint}" if hint else message)
+
+    def _call(self, action: str, operation: Callable[..., Any], **arguments: Any) -> Any:
+        """Run one SDK operation, retrying 429/5xx/timeouts; return the JSON result."""
+        from ibm_cloud_sdk_core import ApiException  # noqa: PLC0415
+        from requests.exceptions import ConnectionError as ConnectionFailed  # noqa: PLC0415
+        from requests.exceptions import Timeout  # noqa: PLC0415
+
+        for attempt in itertools.count(1):
+            try:
+                return operation(**arguments).get_result()
+            except ApiException as exc:
+                status: int | None = exc.status_code
+                response = exc.http_response
+                where = str(getattr(response, "url", "") or "")
+                detail = str(exc.message)
+                headers: Mapping[str, str] = response.headers if response is not None else {}
+                retryable = status in _RETRY_STATUSES
+            except (Timeout, ConnectionFailed) as exc:
+                status, where, headers, retryable = None, "", {}, True
+                detail = f"{type(exc).__name__}: {exc}"
+            if not retryable or attempt > self.max_retries:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                raise DetectorServiceError(
+                    self._failure_message(action, status, detail + tries, where), status
+                ) from None
+            wait = _retry_after_seconds(headers.get("Retry-After"))
+            if wait is None:
+                wait = self.backoff * 2 ** (attempt - 1)
+            wait = min(wait, self.max_wait)
+            logger.warning(
+                "Watson %s: %s; attempt %d of %d, retrying in %.1f s",
+                action,
+                f"HTTP {status}" if status is not None else self._scrub(detail),
+                attempt,
+                self.max_retries + 1,
+                wait,
+            )
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- detection -------------------------------------------------------------------------
+
+    def _require_collections(self) -> tuple[str, ...]:
+        if not self.collection_ids:
+            raise ConfigurationError(
+                f"Watson detection needs collection_ids= (or ${ENV_COLLECTION_IDS}): the "
+                "trained collection(s) to analyse against"
+            )
+        return self.collection_ids
+
+    def detect(self, xray: XRay) -> list[Detection]:
+        """Detect lesions in one radiograph.
+
+        Returns
+        -------
+        list of Detection
+            Boxes in the coordinates of ``xray``, by descending score.
+
+        Raises
+        ------
+        DetectorServiceError
+            If the service refuses the request (the message names the HTTP status and
+            what to check) or, with ``on_error="raise"``, cannot analyse the image.
+        ConfigurationError
+            If the url, the credentials or the collection ids are missing.
+        """
+        return self.detect_batch([xray])[0]
+
+    def detect_batch(self, xrays: Iterable[XRay]) -> list[list[Detection]]:
+        """Detect lesions in many radiographs, ``batch_size`` per ``analyze`` request.
+
+        Returns
+        -------
+        list of list of Detection
+            One list per radiograph, in input order.
+        """
+        collection_ids = self._require_collections()
+        images = list(xrays)
+        if not images:
+            return []
+        service = self._client()
+        results: list[list[Detection]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            uploads = [_prepare_upload(xray, index) for index, xray in enumerate(chunk)]
+            answer = self._call(
+                "analyze",
+                service.analyze,
+                collection_ids=list(collection_ids),
+                features=["objects"],
+                images_file=[upload.as_file() for upload in uploads],
+                # The SDK drops a threshold of 0 (falsy), which is also the service default.
+                threshold=self.threshold or None,
+            )
+            results.extend(self._parse_analysis(answer, chunk, uploads))
+        return results
+
+    def _parse_analysis(
+        self, answer: Any, xrays: Sequence[XRay], uploads: Sequence[_Upload]
+    ) -> list[list[Detection]]:
+        try:
+            images = list(answer["images"])
+            by_name = {str(image["source"]["filename"]): image for image in images}
+        except (KeyError, TypeError) as exc:
+            raise DetectorServiceError(
+                f"Watson analyze returned an unexpected document (missing {exc}); is the url "
+                f"({self.url}) a Visual Recognition v4 endpoint?"
+            ) from None
+        parsed: list[list[Detection]] = []
+        for xray, upload in zip(xrays, uploads, strict=True):
+            image = by_name.get(upload.filename)
+            if image is None:
+                self._image_failed(xray, "missing", "the service returned no result for it")
+                parsed.append([])
+                continue
+            errors = image.get("errors") or []
+            if errors:
+                first = errors[0]
+                self._image_failed(
+                    xray, str(first.get("code", "error")), str(first.get("message", first))
+                )
+                parsed.append([])
+                continue
+            parsed.append(self._parse_objects(image, xray, upload))
+        return parsed
+
+    def _image_failed(self, xray: XRay, code: str, message: str) -> None:
+        text = f"Watson could not analyse {xray.id!r}: {code}: {message}"
+        if self.on_error == "raise":
+            raise DetectorServiceError(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=4)
+        self.failures_.append(ImageFailure(xray.id, code, message))
+
+    def _parse_objects(
+        self, image: Mapping[str, Any], xray: XRay, upload: _Upload
+    ) -> list[Detection]:
+        detections: list[Detection] = []
+        try:
+            collections = (image.get("objects") or {}).get("collections") or []
+            for collection in collections:
+                for found in collection.get("objects") or []:
+                    score = float(found["score"])
+                    if score < self.threshold:
+                        continue
+                    location = found["location"]
+                    box = Box(
+                        float(location["left"]),
+                        float(location["top"]),
+                        float(location["width"]),
+                        float(location["height"]),
+                    )
+                    clipped = clip_box(
+                        scale_box(box, upload.to_xray_x, upload.to_xray_y), xray.shape
+                    )
+                    if clipped is not None:
+                        label = str(found["object"])
+                        detections.append(Detection(clipped, label, min(max(score, 0.0), 1.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DetectorServiceError(
+                f"Watson returned a malformed object for {xray.id!r}: {exc!r}"
+            ) from None
+        detections.sort(key=lambda detection: -detection.score)
+        return detections
+
+    # -- training --------------------------------------------------------------------------
+
+    def create_collection(self, name: str, description: str | None = None) -> str:
+        """Create an empty collection and return its id.
+
+        Examples
+        --------
+        >>> detector.create_collection("covid-opacities")  # doctest: +SKIP
+        '5826c5ec-6f86-44b1-ab2b-cca6c75f2fc7'
+        """
+        answer = self._call(
+            "create collection",
+            self._client().create_collection,
+            name=name,
+            description=description,
+        )
+        return _collection_id(answer)
+
+    def add_training_images(
+        self, collection_id: str, xrays: Iterable[XRay], *, object_name: str = "opacity"
+    ) -> list[str]:
+        """Upload radiographs with their :attr:`~covidcxr.XRay.boxes` as training data.
+
+        One image per request: the service accepts ``training_data`` only for a single
+        image. Images without boxes are uploaded without training data.
+
+        Returns
+        -------
+        list of str
+            The service's image ids, in input order.
+        """
+        if not object_name or len(object_name) > 32 or object_name.startswith("sys-"):
+            raise ConfigurationError(
+                f"object_name must be 1 to 32 characters and not start with 'sys-', got "
+                f"{object_name!r}"
+            )
+        service = self._client()
+        image_ids: list[str] = []
+        for xray in xrays:
+            upload = _prepare_upload(xray, 0)
+            objects = [
+                {"object": object_name, "location": _location(box, upload)} for box in xray.boxes
+            ]
+            answer = self._call(
+                "add images",
+                service.add_images,
+                collection_id=collection_id,
+                images_file=[upload.as_file()],
+                training_data=json.dumps({"objects": objects}) if objects else None,
+            )
+            try:
+                image = answer["images"][0]
+            except (KeyError, IndexError, TypeError):
+                raise DetectorServiceError(
+                    f"Watson add images returned no image for {xray.id!r}"
+                ) from None
+            if image.get("errors"):
+                first = image["errors"][0]
+                raise DetectorServiceError(
+                    f"Watson refused training image {xray.id!r}: "
+                    f"{first.get('code', 'error')}: {first.get('message', first)}"
+                )
+            image_ids.append(str(image["image_id"]))
+        return image_ids
+
+    def train(self, collection_id: str) -> None:
+        """Start (or queue) training of ``collection_id``."""
+        self._call("train", self._client().train, collection_id=collection_id)
+
+    def wait_for_training(
+        self, collection_id: str, *, poll_interval: float = 30.0, timeout: float = 6 * 3600.0
+    ) -> Mapping[str, Any]:
+        """Poll ``get_collection`` until object training is finished.
+
+        Returns
+        -------
+        Mapping
+            The collection document once ``training_status.objects`` is ready and no
+            longer in progress.
+
+        Raises
+        ------
+        DetectorServiceError
+            If training failed (with the service's description) or did not finish within
+            ``timeout`` seconds.
+        """
+        service = self._client()
+        deadline = time.monotonic() + timeout
+        while True:
+            collection = self._call(
+                "get collection", service.get_collection, collection_id=collection_id
+            )
+            status = ((collection or {}).get("training_status") or {}).get("objects") or {}
+            if status.get("latest_failed"):
+                raise DetectorServiceError(
+                    f"Watson training of collection {collection_id!r} failed: "
+                    f"{status.get('description') or 'no description given'}"
+                )
+            if status.get("ready") and not status.get("in_progress"):
+                return dict(collection)
+            if time.monotonic() + poll_interval > deadline:
+                raise DetectorServiceError(
+                    f"Watson training of collection {collection_id!r} did not finish within "
+                    f"{timeout:.0f} s (last status: {status})"
+                )
+            time.sleep(poll_interval)
+
+    def train_collection(
+        self,
+        xrays: Iterable[XRay],
+        *,
+        name: str,
+        description: str | None = None,
+        object_name: str = "opacity",
+        poll_interval: float = 30.0,
+        timeout: float = 6 * 3600.0,
+    ) -> str:
+        """The published workflow: create a collection, upload, train, wait; return its id.
+
+        Examples
+        --------
+        >>> collection_id = detector.train_collection(train_xrays, name="cxr")  # doctest: +SKIP
+        >>> trained = WatsonDetector(url=detector.url, collection_ids=collection_id,
+        ...                          apikey="...")  # doctest: +SKIP
+        """
+        collection_id = self.create_collection(name, description)
+        self.add_training_images(collection_id, xrays, object_name=object_name)
+        self.train(collection_id)
+        self.wait_for_training(collection_id, poll_interval=poll_interval, timeout=timeout)
+        return collection_id
+
+
+def _as_ids(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _collection_id(answer: Any) -> str:
+    try:
+        return str(answer["collection_id"])
+    except (KeyError, TypeError):
+        raise DetectorServiceError("Watson create collection returned no collection_id") from None
+
+
+def _prepare_upload(xray: XRay, index: int) -> _Upload:
+    """PNG-encode ``xray``, resized into the service's accepted size range if needed."""
+    pixels = to_uint8(xray.pixels)
+    height, width = pixels.shape
+    scale = 1.0
+    if min(height, width) < _MIN_SERVICE_SIDE:
+        scale = _MIN_UPLOAD_SIDE / min(height, width)
+    if max(height, width) * scale > _MAX_SERVICE_SIDE:
+        scale = _MAX_SERVICE_SIDE / max(height, width)
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        pixels = np.asarray(cv2.resize(pixels, size, interpolation=interpolation), np.uint8)
+    new_height, new_width = pixels.shape
+    return _Upload(
+        filename=f"image-{index:02d}.png",
+        png=encode_png(pixels),
+        to_xray_x=width / new_width,
+        to_xray_y=height / new_height,
+    )
+
+
+def _location(box: Box, upload: _Upload) -> dict[str, int]:
+    """A box in the uploaded image's integer pixel coordinates, as Watson expects."""
+    x1, y1 = box.x / upload.to_xray_x, box.y / upload.to_xray_y
+    x2, y2 = box.x2 / upload.to_xray_x, box.y2 / upload.to_xray_y
+    left, top = math.floor(x1), math.floor(y1)
+    return {
+        "left": left,
+        "top": top,
+        "width": max(1, math.ceil(x2) - left),
+        "height": max(1, math.ceil(y2) - top),
+    }

@@ -1,0 +1,382 @@
+"""WatsonDetector: the real ibm-watson SDK against a loopback Visual Recognition v4 server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+import covidcxr
+from covidcxr.detect import ServiceRetiredWarning, WatsonDetector
+from covidcxr.detect.loopback_watson import LoopbackWatsonServer
+from covidcxr.errors import ConfigurationError, DetectorServiceError
+from covidcxr.records import Box, XRay
+
+pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
+
+APIKEY = "s3cr3t-apikey-for-tests"
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackWatsonServer]:
+    with LoopbackWatsonServer(apikey=APIKEY, training_polls=2) as running:
+        yield running
+
+
+def make_detector(server: LoopbackWatsonServer, **options: Any) -> WatsonDetector:
+    settings: dict[str, Any] = {
+        "url": server.url,
+        "iam_url": server.url,
+        "apikey": APIKEY,
+        "backoff": 0.01,
+        "timeout": 5.0,
+    }
+    settings.update(options)
+    return WatsonDetector(**settings)
+
+
+def xray(index: int = 0, shape: tuple[int, int] = (48, 64), boxes: tuple[Box, ...] = ()) -> XRay:
+    pixels = np.random.default_rng(index).integers(0, 256, shape, dtype=np.uint8)
+    return XRay(pixels, id=f"img-{index}", boxes=boxes)
+
+
+def lesion(score: float, left: int, top: int, width: int, height: int) -> dict[str, Any]:
+    return {
+        "object": "opacity",
+        "score": score,
+        "location": {"left": left, "top": top, "width": width, "height": height},
+    }
+
+
+# --- detection --------------------------------------------------------------------------
+
+
+def test_analyze_request_carries_collections_features_threshold_and_png_parts(
+    server: LoopbackWatsonServer,
+) -> None:
+    first, second = server.add_collection("a"), server.add_collection("b")
+    detector = make_detector(server, collection_ids=[first, second], threshold=0.35)
+    detector.detect_batch([xray(0), xray(1)])
+    (request,) = server.requests_to("/v4/analyze")
+    assert request.values("collection_ids") == [first, second]
+    assert request.values("features") == ["objects"]
+    assert request.values("threshold") == ["0.35"]
+    assert request.query["version"] == ["2019-02-11"]
+    files = request.files("images_file")
+    assert [part.content_type for part in files] == ["image/png", "image/png"]
+    decoded = cv2.imdecode(np.frombuffer(files[1].data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded, xray(1).pixels)
+
+
+def test_apikey_is_exchanged_for_a_bearer_token_at_the_iam_url(
+    server: LoopbackWatsonServer,
+) -> None:
+    make_detector(server, collection_ids=server.add_collection()).detect(xray())
+    (token_request,) = server.requests_to("/identity/token")
+    assert f"apikey={APIKEY}" in token_request.body.decode()
+    (analyze,) = server.requests_to("/v4/analyze")
+    assert analyze.headers["authorization"].startswith("Bearer ey")
+
+
+def test_objects_are_parsed_into_detections_sorted_by_score(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = lambda filename, png, cid: [
+        lesion(0.6, 1, 2, 10, 12),
+        lesion(0.9, 20, 5, 8, 8),
+    ]
+    detections = make_detector(server, collection_ids=server.add_collection()).detect(xray())
+    assert [(d.label, d.score, d.box) for d in detections] == [
+        ("opacity", 0.9, Box(20, 5, 8, 8)),
+        ("opacity", 0.6, Box(1, 2, 10, 12)),
+    ]
+
+
+def test_scores_below_threshold_are_dropped_even_if_the_service_returns_them(
+    server: LoopbackWatsonServer,
+) -> None:
+    # A lenient endpoint may ignore the threshold it is sent.
+    server.objects_for = lambda filename, png, cid: [lesion(0.55, 1, 1, 5, 5)]
+    server.honour_threshold = False
+    detector = make_detector(server, collection_ids=server.add_collection(), threshold=0.6)
+    assert detector.detect(xray()) == []
+
+
+def test_small_images_are_enlarged_for_upload_and_boxes_mapped_back(
+    server: LoopbackWatsonServer,
+) -> None:
+    # 16x24 is below the service's 30 px minimum: it is uploaded at 32x48 (scale 2).
+    server.objects_for = lambda filename, png, cid: [lesion(0.8, 4, 6, 10, 20)]
+    detections = make_detector(server, collection_ids=server.add_collection()).detect(
+        xray(shape=(16, 24))
+    )
+    (upload,) = server.requests_to("/v4/analyze")[0].files("images_file")
+    decoded = cv2.imdecode(np.frombuffer(upload.data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded is not None
+    assert decoded.shape == (32, 48)
+    assert [d.box for d in detections] == [Box(2, 3, 5, 10)]
+
+
+def test_boxes_reaching_past_the_image_are_clipped(server: LoopbackWatsonServer) -> None:
+    server.objects_for = lambda filename, png, cid: [lesion(0.8, 50, 40, 30, 30)]
+    detections = make_detector(server, collection_ids=server.add_collection()).detect(xray())
+    assert [d.box for d in detections] == [Box(50, 40, 14, 8)]
+
+
+def test_batches_hold_at_most_batch_size_images(server: LoopbackWatsonServer) -> None:
+    detector = make_detector(server, collection_ids=server.add_collection(), batch_size=2)
+    results = detector.detect_batch([xray(i) for i in range(5)])
+    assert len(results) == 5
+    sizes = [len(r.files("images_file")) for r in server.requests_to("/v4/analyze")]
+    assert sizes == [2, 2, 1]
+
+
+def test_results_are_matched_to_images_by_filename(server: LoopbackWatsonServer) -> None:
+    server.objects_for = lambda filename, png, cid: (
+        [lesion(0.7, 1, 1, 3, 3)] if filename == "image-01.png" else []
+    )
+    results = make_detector(server, collection_ids=server.add_collection()).detect_batch(
+        [xray(0), xray(1), xray(2)]
+    )
+    assert [len(r) for r in results] == [0, 1, 0]
+
+
+def test_per_image_error_raises_naming_the_image(server: LoopbackWatsonServer) -> None:
+    server.image_errors["image-01.png"] = ("invalid_image", "could not decode the image")
+    detector = make_detector(server, collection_ids=server.add_collection())
+    with pytest.raises(DetectorServiceError, match=r"'img-1'.*invalid_image"):
+        detector.detect_batch([xray(0), xray(1)])
+
+
+def test_per_image_error_is_skipped_and_recorded_when_asked(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.image_errors["image-00.png"] = ("invalid_image", "could not decode the image")
+    server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]
+    detector = make_detector(server, collection_ids=server.add_collection(), on_error="skip")
+    with pytest.warns(RuntimeWarning, match="img-0"):
+        results = detector.detect_batch([xray(0), xray(1)])
+    assert [len(r) for r in results] == [0, 1]
+    assert [(f.xray_id, f.code) for f in detector.failures_] == [("img-0", "invalid_image")]
+
+
+# --- retries and errors -----------------------------------------------------------------
+
+
+def test_429_is_retried_honouring_retry_after(server: LoopbackWatsonServer) -> None:
+    server.fail_next(429, times=2, retry_after="0.3", path_prefix="/v4/analyze")
+    detector = make_detector(server, collection_ids=server.add_collection(), max_wait=5)
+    started = time.monotonic()
+    assert detector.detect(xray()) == []
+    assert time.monotonic() - started >= 0.6
+    assert len(server.requests_to("/v4/analyze")) == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried(server: LoopbackWatsonServer, status: int) -> None:
+    server.fail_next(status, path_prefix="/v4/analyze")
+    make_detector(server, collection_ids=server.add_collection()).detect(xray())
+    assert len(server.requests_to("/v4/analyze")) == 2
+
+
+def test_retries_give_up_after_max_retries(
+    server: LoopbackWatsonServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.fail_next(503, times=10, retry_after="0", path_prefix="/v4/analyze")
+    detector = make_detector(server, collection_ids=server.add_collection(), max_retries=2)
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(DetectorServiceError, match=r"HTTP 503.*after 3 attempts") as raised,
+    ):
+        detector.detect(xray())
+    assert raised.value.status_code == 503
+    assert len(server.requests_to("/v4/analyze")) == 3
+    assert "retrying" in caplog.text
+    assert APIKEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [(401, "credentials were rejected"), (403, "may not use"), (404, "check the url")],
+)
+def test_client_errors_fail_at_once_with_a_hint(
+    server: LoopbackWatsonServer, status: int, hint: str
+) -> None:
+    server.fail_next(status, path_prefix="/v4/analyze")
+    detector = make_detector(server, collection_ids=server.add_collection())
+    with pytest.raises(DetectorServiceError, match=hint) as raised:
+        detector.detect(xray())
+    assert raised.value.status_code == status
+    assert len(server.requests_to("/v4/analyze")) == 1
+
+
+def test_unknown_collection_is_a_404_naming_the_collection(
+    server: LoopbackWatsonServer,
+) -> None:
+    detector = make_detector(server, collection_ids="no-such-collection")
+    with pytest.raises(DetectorServiceError, match="no-such-collection") as raised:
+        detector.detect(xray())
+    assert raised.value.status_code == 404
+
+
+def test_wrong_apikey_fails_without_revealing_it(server: LoopbackWatsonServer) -> None:
+    wrong = "wrong-apikey-0123456789"
+    detector = make_detector(server, collection_ids=server.add_collection(), apikey=wrong)
+    with pytest.raises(DetectorServiceError, match="IAM token server refused") as raised:
+        detector.detect(xray())
+    assert wrong not in str(raised.value)
+    assert wrong not in repr(raised.value)
+
+
+def test_apikey_never_appears_in_repr(server: LoopbackWatsonServer) -> None:
+    detector = make_detector(server, collection_ids="c")
+    assert APIKEY not in repr(detector)
+    assert APIKEY not in str(detector)
+    assert "apikey='***'" in repr(detector)
+
+
+def test_unreachable_endpoint_is_retried_then_reported() -> None:
+    from ibm_cloud_sdk_core.authenticators import NoAuthAuthenticator
+
+    with LoopbackWatsonServer() as closed:
+        url = closed.url
+    detector = WatsonDetector(
+        url=url,
+        collection_ids="c",
+        authenticator=NoAuthAuthenticator(),
+        max_retries=1,
+        backoff=0.01,
+    )
+    with pytest.raises(DetectorServiceError, match=r"no answer.*ConnectionError"):
+        detector.detect(xray())
+
+
+# --- SDK notice, configuration ------------------------------------------------------------
+
+
+def test_sdk_retirement_notice_becomes_a_warning_not_stdout(
+    server: LoopbackWatsonServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    detector = make_detector(server, collection_ids=server.add_collection())
+    images = [xray(0), xray(1)]
+    with pytest.warns(ServiceRetiredWarning, match="1 December 2021") as record:
+        [detector.detect(image) for image in images]
+    assert len(record) == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_environment_variables_configure_the_detector(
+    server: LoopbackWatsonServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = server.add_collection()
+    monkeypatch.setenv("COVIDCXR_WATSON_URL", server.url)
+    monkeypatch.setenv("COVIDCXR_WATSON_IAM_URL", server.url)
+    monkeypatch.setenv("COVIDCXR_WATSON_APIKEY", APIKEY)
+    monkeypatch.setenv("COVIDCXR_WATSON_COLLECTION_IDS", f" {collection} ,")
+    detector = WatsonDetector()
+    assert detector.collection_ids == (collection,)
+    assert detector.detect(xray()) == []
+
+
+def test_missing_url_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("COVIDCXR_WATSON_URL", "VISUAL_RECOGNITION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match="COVIDCXR_WATSON_URL"):
+        WatsonDetector(collection_ids="c", apikey="k").detect(xray())
+
+
+def test_missing_collection_ids_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COVIDCXR_WATSON_COLLECTION_IDS", raising=False)
+    with pytest.raises(ConfigurationError, match="collection_ids"):
+        WatsonDetector(url="http://127.0.0.1:9", apikey="k").detect(xray())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"threshold": 1.5}, {"batch_size": 21}, {"batch_size": 0}, {"on_error": "ignore"}],
+)
+def test_invalid_options_are_rejected(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        WatsonDetector(url="http://127.0.0.1:9", **options)
+
+
+def test_an_authenticator_can_replace_the_apikey(server: LoopbackWatsonServer) -> None:
+    from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator
+
+    server.requests.clear()
+    token_detector = make_detector(server, collection_ids=server.add_collection())
+    token_detector.detect(xray())  # obtains the loopback token through IAM
+    token = server.requests_to("/v4/analyze")[0].headers["authorization"].split()[1]
+    detector = WatsonDetector(
+        url=server.url,
+        collection_ids=server.add_collection(),
+        authenticator=BearerTokenAuthenticator(token),
+    )
+    assert detector.detect(xray()) == []
+    assert "BearerTokenAuthenticator" in repr(detector)
+
+
+def test_registered_as_the_watson_detector(server: LoopbackWatsonServer) -> None:
+    detector = covidcxr.create_detector(
+        "watson", url=server.url, iam_url=server.url, apikey=APIKEY, collection_ids="c"
+    )
+    assert isinstance(detector, WatsonDetector)
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_train_collection_uploads_boxes_trains_and_waits(server: LoopbackWatsonServer) -> None:
+    images = [
+        xray(0, boxes=(Box(2, 3, 10, 12),)),
+        xray(1, boxes=(Box(5.5, 6.2, 4, 4), Box(30, 20, 8, 9))),
+        xray(2),
+    ]
+    detector = make_detector(server)
+    collection_id = detector.train_collection(images, name="cxr", poll_interval=0.01)
+
+    (created,) = server.requests_to("/v4/collections")
+    assert created.json() == {"name": "cxr"}
+    uploads = server.requests_to(f"/v4/collections/{collection_id}/images")
+    assert [len(u.files("images_file")) for u in uploads] == [1, 1, 1]
+    second = json.loads(uploads[1].values("training_data")[0])
+    assert second == {
+        "objects": [
+            {"object": "opacity", "location": {"left": 5, "top": 6, "width": 5, "height": 5}},
+            {"object": "opacity", "location": {"left": 30, "top": 20, "width": 8, "height": 9}},
+        ]
+    }
+    assert uploads[2].values("training_data") == []
+    assert len(server.requests_to(f"/v4/collections/{collection_id}/train")) == 1
+    polls = server.requests_to(f"/v4/collections/{collection_id}", method="GET")
+    assert len(polls) == 3  # in progress twice, then ready
+
+    # The loopback "model" answers with the training boxes of an identical image.
+    trained = make_detector(server, collection_ids=collection_id)
+    assert [d.box for d in trained.detect(images[0])] == [Box(2, 3, 10, 12)]
+
+
+def test_failed_training_is_reported(server: LoopbackWatsonServer) -> None:
+    server.fail_training = True
+    with pytest.raises(DetectorServiceError, match="not enough training data"):
+        make_detector(server).train_collection([xray(0)], name="cxr", poll_interval=0.01)
+
+
+def test_training_that_does_not_finish_in_time_is_reported(server: LoopbackWatsonServer) -> None:
+    server.training_polls = 1000
+    detector = make_detector(server)
+    collection_id = detector.create_collection("slow")
+    detector.train(collection_id)
+    with pytest.raises(DetectorServiceError, match="did not finish"):
+        detector.wait_for_training(collection_id, poll_interval=0.01, timeout=0.05)
+
+
+def test_invalid_object_name_is_rejected(server: LoopbackWatsonServer) -> None:
+    with pytest.raises(ConfigurationError, match="object_name"):
+        make_detector(server).add_training_images("c", [xray()], object_name="sys-opacity")
