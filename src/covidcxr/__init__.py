@@ -25,6 +25,7 @@ from covidcxr.errors import (
     WeightsUnavailableError,
 )
 from covidcxr.hookspecs import hookimpl
+from covidcxr.io import read_image, read_xray
 from covidcxr.labels import LABELS, canonical_label
 from covidcxr.plugins import (
     Registration,
@@ -40,6 +41,7 @@ from covidcxr.plugins import (
     register_plugin,
     unregister_plugin,
 )
+from covidcxr.preprocess import GaussianClahePreprocessor
 from covidcxr.protocols import (
     Classifier,
     DatasetSource,
@@ -49,6 +51,7 @@ from covidcxr.protocols import (
     Report,
 )
 from covidcxr.records import Box, Detection, XRay
+from covidcxr.sources import FolderSource
 
 __all__ = [
     "LABELS",
@@ -60,6 +63,8 @@ __all__ = [
     "Detection",
     "DetectorServiceError",
     "Evaluator",
+    "FolderSource",
+    "GaussianClahePreprocessor",
     "InvalidImageError",
     "LesionDetector",
     "ModelFormatError",
@@ -84,6 +89,8 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "open_source",
+    "read_image",
+    "read_xray",
     "register_plugin",
     "unregister_plugin",
 ]
