@@ -5,10 +5,12 @@ Every source is a :class:`~covidcxr.DatasetSource`: iterate it to get
 :func:`covidcxr.open_source` reaches them:
 
 - ``"file"`` (a folder path): :class:`FolderSource`;
+- ``"zip"`` (a ``.zip`` path): :class:`ZipSource`;
 
 Sources understand the layouts of the public datasets (:mod:`covidcxr.sources.layouts`).
 """
 
+from covidcxr.sources.archive import ZipLimits, ZipSource
 from covidcxr.sources.base import CatalogSource
 from covidcxr.sources.folder import FolderSource
 from covidcxr.sources.items import INFECTION_MASK, LUNG_MASK, Entry, RawItem, decode_item
@@ -27,6 +29,8 @@ __all__ = [
     "RawItem",
     "Skipped",
     "SkippedItemsWarning",
+    "ZipLimits",
+    "ZipSource",
     "binary_mask",
     "decode_item",
     "mask_boxes",

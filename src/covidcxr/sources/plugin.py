@@ -7,6 +7,7 @@ stays light.
 from __future__ import annotations
 
 from covidcxr.hookspecs import Register, hookimpl
+from covidcxr.sources.archive import ZipSource
 from covidcxr.sources.folder import FolderSource
 
 __all__ = ["covidcxr_register_sources"]
@@ -14,5 +15,6 @@ __all__ = ["covidcxr_register_sources"]
 
 @hookimpl
 def covidcxr_register_sources(register: Register) -> None:
-    """Register the ``file`` scheme."""
+    """Register the ``file`` and ``zip`` schemes."""
     register("file", FolderSource)
+    register("zip", ZipSource)

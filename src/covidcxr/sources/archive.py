@@ -1,0 +1,293 @@
+"""Datasets in a zip archive, read by streaming members, never trusting the archive.
+
+The published workflow ships the dataset as one zip. An archive is untrusted input: its
+member names can point outside any folder (``../../.bashrc``, ``/etc/passwd``), members
+can be symbolic links, and a few kilobytes can declare terabytes (a zip bomb).
+:class:`ZipSource` checks the whole central directory when it opens the archive and
+refuses it, naming the member, if any of that is found; it then reads members one at a
+time straight from the archive, with no extraction. :meth:`ZipSource.extract_to` writes
+the members below a folder the caller chooses, never outside it, never over a file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO, Final
+
+from attrs import frozen
+
+from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError, UnknownLabelError
+from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE
+from covidcxr.labels import canonical_label
+from covidcxr.sources.base import CatalogSource
+from covidcxr.sources.layouts import QU_EX_SPLITS
+from covidcxr.sources.skips import OnError
+
+__all__ = ["ZipLimits", "ZipSource"]
+
+_GIB: Final = 1 << 30
+_MIB: Final = 1 << 20
+# Compression ratios are only meaningful for members large enough to matter.
+_RATIO_CHECK_MIN_SIZE: Final = _MIB
+
+
+@frozen
+class ZipLimits:
+    """Limits that make a zip bomb fail fast instead of filling memory or disk.
+
+    Parameters
+    ----------
+    max_members
+        Files in the archive (COVID-QU-Ex has 33,920).
+    max_member_size
+        Uncompressed size of one member.
+    max_total_size
+        Uncompressed size of all members together.
+    max_compression_ratio
+        Uncompressed over compressed size, for members over 1 MiB. Radiographs are
+        already compressed (PNG, JPEG), so their ratio is near 1; text and DICOM reach
+        perhaps 10; bombs reach 1,000 and more.
+    """
+
+    max_members: int = 200_000
+    max_member_size: int = 512 * _MIB
+    max_total_size: int = 64 * _GIB
+    max_compression_ratio: float = 100.0
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member must not be trusted, or ``None``."""
+    name = info.filename
+    if "\\" in name:
+        return "uses backslashes in its path"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "climbs out of the archive with '..'"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if info.flag_bits & 0x1:
+        return "is encrypted"
+    return None
+
+
+class ZipSource(CatalogSource):
+    """Radiographs in a zip archive, read member by member without extracting.
+
+    Takes the same layouts and options as :class:`~covidcxr.sources.FolderSource`.
+    Record ids are ``"{archive}!/{member}"``.
+
+    Parameters
+    ----------
+    archive
+        The archive's path, or a seekable binary file object holding it.
+    layout, split, label_aliases, on_error, load_masks, min_side, max_pixels, min_lesion_area
+        As for :class:`~covidcxr.sources.FolderSource`.
+    root
+        The folder inside the archive that holds the dataset. ``None``: if every member
+        sits in one top-level folder that is not itself a class or split folder (archives
+        usually wrap the dataset in one), that folder.
+    limits
+        See :class:`ZipLimits`.
+
+    Raises
+    ------
+    SourceError
+        If the archive is unreadable, or a member's name escapes the archive, is a symbolic
+        link or is encrypted, or the limits are exceeded; the message names the member.
+
+    Examples
+    --------
+    >>> import cv2, io, numpy as np, zipfile
+    >>> png = cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes()
+    >>> buffer = io.BytesIO()
+    >>> with zipfile.ZipFile(buffer, "w") as archive:
+    ...     archive.writestr("cxr/COVID/a.png", png)
+    ...     archive.writestr("cxr/Normal/b.png", png)
+    >>> source = ZipSource(buffer)
+    >>> [(xray.label, xray.id) for xray in source]
+    [('covid-19', '<stream>!/cxr/COVID/a.png'), ('normal', '<stream>!/cxr/Normal/b.png')]
+    """
+
+    def __init__(
+        self,
+        archive: str | os.PathLike[str] | IO[bytes],
+        *,
+        layout: str = "classes",
+        split: str | Sequence[str] | None = None,
+        label_aliases: Mapping[str, str] | None = None,
+        on_error: str = "raise",
+        load_masks: bool = True,
+        min_side: int = MIN_SIDE,
+        max_pixels: int = MAX_PIXELS,
+        min_lesion_area: int = 1,
+        root: str | None = None,
+        limits: ZipLimits | None = None,
+    ) -> None:
+        self.limits = limits or ZipLimits()
+        if isinstance(archive, str | os.PathLike):
+            self.archive_name = str(archive)
+            if not Path(archive).is_file():
+                raise SourceError(f"{self.archive_name}: no such archive")
+        else:
+            self.archive_name = "<stream>"
+        try:
+            self._zip = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise SourceError(f"{self.archive_name}: not a readable zip archive ({exc})") from exc
+        self._members = self._check_members()
+        self._label_aliases = label_aliases
+        self._root = self._find_root(root)
+        super().__init__(
+            where=self.archive_name,
+            layout=layout,
+            split=split,
+            label_aliases=label_aliases,
+            on_error=on_error,
+            load_masks=load_masks,
+            min_side=min_side,
+            max_pixels=max_pixels,
+            min_lesion_area=min_lesion_area,
+        )
+
+    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
+        infos = self._zip.infolist()
+        limits = self.limits
+        if len(infos) > limits.max_members:
+            raise SourceError(
+                f"{self.archive_name}: {len(infos):,} members, more than the limit of "
+                f"{limits.max_members:,} (raise ZipLimits.max_members if genuine)"
+            )
+        total = 0
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            problem = _member_problem(info)
+            if problem:
+                raise SourceError(
+                    f"{self.archive_name}: member {info.filename!r} {problem}; refusing the archive"
+                )
+            if info.is_dir():
+                continue
+            if info.file_size > limits.max_member_size:
+                raise SourceError(
+                    f"{self.archive_name}: member {info.filename!r} expands to "
+                    f"{info.file_size:,} bytes, more than the limit of {limits.max_member_size:,}"
+                )
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size >= _RATIO_CHECK_MIN_SIZE and ratio > limits.max_compression_ratio:
+                raise SourceError(
+                    f"{self.archive_name}: member {info.filename!r} has a compression ratio of "
+                    f"{ratio:,.0f}:1, over the limit of {limits.max_compression_ratio:,.0f}:1 "
+                    "(a zip bomb?)"
+                )
+            total += info.file_size
+            if total > limits.max_total_size:
+                raise SourceError(
+                    f"{self.archive_name}: members expand to more than the limit of "
+                    f"{limits.max_total_size:,} bytes (a zip bomb?)"
+                )
+            members[info.filename] = info
+        return members
+
+    def _find_root(self, root: str | None) -> str:
+        if root is not None:
+            prefix = root.strip("/") + "/"
+            if not any(name.startswith(prefix) for name in self._members):
+                raise ConfigurationError(f"{self.archive_name}: no member under root {root!r}")
+            return prefix
+        tops = {PurePosixPath(name).parts[0] for name in self._members if "/" in name}
+        loose = any("/" not in name for name in self._members)
+        if len(tops) != 1 or loose:
+            return ""
+        (top,) = tops
+        if top.lower() in {split.lower() for split in QU_EX_SPLITS}:
+            return ""
+        try:
+            canonical_label(top, self._label_aliases)
+        except UnknownLabelError:
+            return top + "/"
+        return ""
+
+    def _list_names(self) -> list[str]:
+        prefix = self._root
+        return sorted(name[len(prefix) :] for name in self._members if name.startswith(prefix))
+
+    def _read(self, name: str) -> bytes:
+        member = self._root + name
+        info = self._members.get(member)
+        where = self._item_id(name)
+        if info is None:
+            raise InvalidImageError("no such member in the archive", where)
+        try:
+            with self._zip.open(info) as handle:
+                # zipfile stops at the declared size, which _check_members bounded.
+                return handle.read()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise InvalidImageError(f"corrupt archive member: {exc}", where) from exc
+
+    def _item_id(self, name: str) -> str:
+        return f"{self.archive_name}!/{self._root}{name}"
+
+    def extract_to(
+        self, directory: str | os.PathLike[str], *, on_exists: OnError = "raise"
+    ) -> Path:
+        """Extract every member below ``directory``, safely.
+
+        Parameters
+        ----------
+        directory
+            Where to extract; created if missing.
+        on_exists
+            ``"raise"``: a file already at a member's destination is an error, and nothing
+            is overwritten. ``"skip"``: such members are left as they are.
+
+        Returns
+        -------
+        pathlib.Path
+            ``directory``, resolved.
+
+        Raises
+        ------
+        SourceError
+            If a destination exists (``on_exists="raise"``), or a member would land outside
+            ``directory`` (through a symlinked folder already there, for example).
+        """
+        target = Path(directory).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        for member, info in self._members.items():
+            destination = (target / member).resolve()
+            if not destination.is_relative_to(target):
+                raise SourceError(
+                    f"{self.archive_name}: member {member!r} would be written to "
+                    f"{destination}, outside {target}; nothing more is extracted"
+                )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                output = destination.open("xb")
+            except FileExistsError:
+                if on_exists == "skip":
+                    continue
+                raise SourceError(
+                    f"{destination} already exists; covidcxr does not overwrite files "
+                    "(extract to an empty folder, or pass on_exists='skip')"
+                ) from None
+            with output, self._zip.open(info) as handle:
+                shutil.copyfileobj(handle, output, length=_MIB)
+        return target
+
+    def close(self) -> None:
+        """Close the archive."""
+        self._zip.close()
+
+    def __enter__(self) -> ZipSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

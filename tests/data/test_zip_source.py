@@ -1,0 +1,174 @@
+"""Specification of ZipSource: streaming reads and an archive that is never trusted."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import covidcxr
+from covidcxr.errors import InvalidImageError, SourceError
+from covidcxr.sources import FolderSource, SkippedItemsWarning, ZipLimits, ZipSource
+
+
+def _zip_folder(folder: Path, archive: Path, *, wrapper: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                handle.write(path, wrapper + path.relative_to(folder).as_posix())
+    return archive
+
+
+def _zip_members(archive: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as handle:
+        for name, data in members.items():
+            handle.writestr(name, data)
+    return archive
+
+
+def test_zip_yields_the_same_records_as_the_folder(classes_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    from_zip = [(x.label, x.pixels.tobytes()) for x in ZipSource(archive)]
+    from_folder = [(x.label, x.pixels.tobytes()) for x in FolderSource(classes_folder)]
+    assert from_zip == from_folder
+
+
+def test_reading_does_not_extract_anything(classes_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    before = set(tmp_path.rglob("*"))
+    list(ZipSource(archive))
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_wrapper_folder_is_detected_and_ids_name_the_member(
+    qu_ex_folder: Path, tmp_path: Path
+) -> None:
+    archive = _zip_folder(qu_ex_folder, tmp_path / "qu.zip", wrapper="Infection Segmentation Data/")
+    source = ZipSource(archive, layout="covid-qu-ex", split="Train")
+    xrays = list(source)
+    assert len(xrays) == 6
+    covid = next(x for x in xrays if x.label == "covid-19")
+    assert len(covid.boxes) == 2
+    assert covid.id.startswith(f"{archive}!/Infection Segmentation Data/Train/COVID-19/images/")
+
+
+def test_open_source_reaches_zip_by_suffix(classes_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    assert isinstance(covidcxr.open_source(str(archive)), ZipSource)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../evil/COVID/a.png", "climbs out"),
+        ("COVID/../../a.png", "climbs out"),
+        ("/etc/COVID/a.png", "absolute path"),
+        ("C:/COVID/a.png", "absolute path"),
+        ("COVID\\..\\..\\a.png", "backslashes"),
+    ],
+)
+def test_path_traversal_refuses_the_archive(
+    tmp_path: Path, make: Any, name: str, problem: str
+) -> None:
+    archive = _zip_members(tmp_path / "evil.zip", {"COVID/ok.png": make.encode(make.gradient())})
+    with zipfile.ZipFile(archive, "a") as handle:
+        handle.writestr(zipfile.ZipInfo(name), b"x")
+    with pytest.raises(SourceError, match=problem):
+        ZipSource(archive)
+
+
+def test_symlink_member_refuses_the_archive(tmp_path: Path, make: Any) -> None:
+    archive = _zip_members(tmp_path / "link.zip", {"COVID/ok.png": make.encode(make.gradient())})
+    link = zipfile.ZipInfo("COVID/passwd.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "a") as handle:
+        handle.writestr(link, "/etc/passwd")
+    with pytest.raises(SourceError, match="symbolic link"):
+        ZipSource(archive)
+
+
+def test_highly_compressed_member_is_refused_as_a_bomb(tmp_path: Path) -> None:
+    archive = _zip_members(tmp_path / "bomb.zip", {"COVID/bomb.png": b"\0" * (8 << 20)})
+    with pytest.raises(SourceError, match="compression ratio"):
+        ZipSource(archive)
+
+
+def test_member_count_limit(tmp_path: Path, make: Any) -> None:
+    png = make.encode(make.gradient())
+    archive = _zip_members(tmp_path / "many.zip", {f"COVID/{i}.png": png for i in range(5)})
+    with pytest.raises(SourceError, match="more than the limit of 4"):
+        ZipSource(archive, limits=ZipLimits(max_members=4))
+
+
+def test_total_size_limit(tmp_path: Path, make: Any) -> None:
+    png = make.encode(make.gradient())
+    archive = _zip_members(tmp_path / "big.zip", {f"COVID/{i}.png": png for i in range(3)})
+    with pytest.raises(SourceError, match="expand to more than"):
+        ZipSource(archive, limits=ZipLimits(max_total_size=len(png) * 2))
+
+
+def test_not_a_zip_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "fake.zip"
+    path.write_text("hello")
+    with pytest.raises(SourceError, match="not a readable zip"):
+        ZipSource(path)
+
+
+def test_corrupt_member_is_skipped_with_a_record(tmp_path: Path, make: Any) -> None:
+    archive = _zip_members(
+        tmp_path / "c.zip",
+        {"COVID/good.png": make.encode(make.gradient()), "COVID/bad.png": b"garbage"},
+    )
+    source = ZipSource(archive, on_error="skip")
+    with pytest.warns(SkippedItemsWarning):
+        assert len(list(source)) == 1
+    (skipped,) = source.skipped
+    assert skipped.path.endswith("!/COVID/bad.png")
+    with pytest.raises(InvalidImageError, match=r"bad\.png"):
+        list(ZipSource(archive))
+
+
+def test_file_object_archives_are_read_too(classes_folder: Path, tmp_path: Path) -> None:
+    data = _zip_folder(classes_folder, tmp_path / "cxr.zip").read_bytes()
+    assert len(ZipSource(io.BytesIO(data))) == 5
+
+
+def test_extract_writes_only_below_the_given_folder(classes_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    target = ZipSource(archive).extract_to(tmp_path / "out")
+    extracted = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert extracted == sorted(
+        p.relative_to(classes_folder).as_posix() for p in classes_folder.rglob("*") if p.is_file()
+    )
+
+
+def test_extract_never_overwrites(classes_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    target = tmp_path / "out"
+    (target / "COVID").mkdir(parents=True)
+    mine = target / "COVID" / "img_0.png"
+    mine.write_bytes(b"the user's own file")
+    with pytest.raises(SourceError, match="already exists"):
+        ZipSource(archive).extract_to(target)
+    assert mine.read_bytes() == b"the user's own file"
+    ZipSource(archive).extract_to(target, on_exists="skip")
+    assert mine.read_bytes() == b"the user's own file"
+    assert (target / "NORMAL" / "img_0.png").is_file()
+
+
+def test_extract_refuses_to_follow_a_symlinked_folder_out(
+    classes_folder: Path, tmp_path: Path
+) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    target = tmp_path / "out"
+    target.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (target / "COVID").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(SourceError, match="outside"):
+        ZipSource(archive).extract_to(target)
+    assert not any(elsewhere.iterdir())
