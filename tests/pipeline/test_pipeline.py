@@ -162,7 +162,7 @@ def test_components_given_as_objects_are_used_as_given(
     classifier = registry["test-softmax"].factory(epochs=5)
     pipeline = Pipeline(test_config, classifier=classifier).fit(phantom_train)
     assert pipeline.classifier_ is classifier
-    assert len(classifier.history_["loss"]) == 5
+    assert len(pipeline.history_["loss"]) == 5
     assert pipeline.describe()["classifier"] == {
         "name": "test-softmax",
         "epochs": 5,
