@@ -10,10 +10,18 @@ All detectors return :class:`~covidcxr.Detection` records in the pixel coordinat
 imported only when a detector needs them.
 """
 
+from covidcxr.detect.draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
+from covidcxr.detect.local import LocalDetector, mask_to_detections
 from covidcxr.detect.watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
 
 __all__ = [
+    "DETECTION_COLOR",
+    "TRUTH_COLOR",
     "ImageFailure",
+    "LocalDetector",
     "ServiceRetiredWarning",
     "WatsonDetector",
+    "draw_detections",
+    "mask_to_detections",
+    "write_png",
 ]

@@ -20,7 +20,21 @@ def _watson(**options: Any) -> LesionDetector:
     return WatsonDetector(**options)
 
 
+def _local(**options: Any) -> LesionDetector:
+    """A new :class:`LocalDetector`, or a saved one with ``model=path``."""
+    from covidcxr.detect.local import LocalDetector  # noqa: PLC0415
+
+    model = options.pop("model", None)
+    if model is not None:
+        detector = LocalDetector.load(model)
+        for name, value in options.items():
+            setattr(detector, name, value)
+        return detector
+    return LocalDetector(**options)
+
+
 @hookimpl
 def covidcxr_register_detectors(register: Register) -> None:
-    """Register ``"watson"``."""
+    """Register ``"watson"`` and ``"local"``."""
     register("watson", _watson)
+    register("local", _local)

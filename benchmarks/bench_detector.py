@@ -1,0 +1,272 @@
+"""Train and score lesion detectors on the real COVID-QU-Ex data.
+
+Protocol (one run = one configuration):
+
+1. COVID-QU-Ex ``Train`` is split deterministically (by a hash of each file's name) into a
+   *fit* part and a *tune* part (``--tune-fraction``, 15 % by default).
+2. The detector is trained on *fit*; *tune* drives early stopping and the choice of the
+   post-processing parameters (mask threshold, least component area), picked by AP@0.5.
+3. The tuned detector is scored **once** on ``Val``: AP@0.5 (VOC, all-point) and COCO
+   mAP@[.5:.95], over all Val images (lesion-free Normal and Non-COVID images included, so
+   false positives on them count) and over the COVID-19 images alone.
+
+Ground-truth boxes are the connected components of the infection masks, in the original
+256x256 pixels; detectors see the (optionally Gaussian+CLAHE enhanced) radiograph and
+answer in the same pixels.
+
+Usage::
+
+    nice -n 10 python benchmarks/bench_detector.py --detector local --name local-128 \\
+        --input-size 128 --epochs 20 --preprocess clahe
+
+    python benchmarks/bench_detector.py --detector gradcam --classifier model.zip \\
+        --name gradcam
+
+Writes ``benchmarks/results/detector_<name>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import covidcxr
+from covidcxr.detect.local import LocalDetector, mask_to_detections
+from covidcxr.evaluate.detection import evaluate_detections
+from covidcxr.records import Detection, XRay
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-qu-ex"
+
+
+def load(root: Path, split: str, preprocess: str, limit: int | None) -> list[XRay]:
+    source = covidcxr.open_source(root, layout="covid-qu-ex", split=split)
+    xrays: Any = iter(source)
+    if limit:
+        # Keep every class: take every k-th image rather than the first ones.
+        step = max(1, len(source) // limit)
+        xrays = itertools.islice(xrays, 0, None, step)
+    loaded = list(xrays)
+    if preprocess == "clahe":
+        from covidcxr.preprocess import GaussianClahePreprocessor
+
+        enhance = GaussianClahePreprocessor(output_size=None)
+        loaded = [enhance(xray) for xray in loaded]
+    return loaded
+
+
+def in_tune_part(xray: XRay, fraction: float) -> bool:
+    digest = hashlib.sha256(Path(xray.id).name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def scores(truths: Sequence[XRay], detections: Sequence[Sequence[Detection]]) -> dict[str, Any]:
+    metrics = evaluate_detections([x.boxes for x in truths], detections)
+    covid = [i for i, x in enumerate(truths) if x.label == "covid-19"]
+    covid_metrics = evaluate_detections(
+        [truths[i].boxes for i in covid], [detections[i] for i in covid]
+    )
+    return {
+        "all": {k: v for k, v in metrics.to_dict().items() if k != "per_image"},
+        "covid19_only": {k: v for k, v in covid_metrics.to_dict().items() if k != "per_image"},
+    }
+
+
+def tune_postprocessing(
+    detector: LocalDetector, tune: list[XRay]
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    maps = detector.predict_masks(tune)
+    grid = []
+    for threshold, min_area in itertools.product(
+        (0.3, 0.4, 0.5, 0.6, 0.7), (0.0005, 0.002, 0.005, 0.01, 0.02)
+    ):
+        detections = [
+            mask_to_detections(
+                m, threshold=threshold, min_area_fraction=min_area, output_shape=x.shape
+            )
+            for m, x in zip(maps, tune, strict=True)
+        ]
+        metrics = evaluate_detections([x.boxes for x in tune], detections)
+        grid.append(
+            {
+                "mask_threshold": threshold,
+                "min_area_fraction": min_area,
+                "ap50": metrics.ap50,
+                "map_50_95": metrics.map_50_95,
+            }
+        )
+    best = max(grid, key=lambda row: (row["ap50"], row["map_50_95"]))
+    return {k: best[k] for k in ("mask_threshold", "min_area_fraction")}, grid
+
+
+def run_local(
+    args: argparse.Namespace, fit: list[XRay], tune: list[XRay]
+) -> tuple[Any, dict[str, Any]]:
+    detector = LocalDetector(
+        input_size=args.input_size,
+        base_filters=args.base_filters,
+        depth=args.depth,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        threads=args.threads,
+        verbose=2,
+    )
+    started = time.perf_counter()
+    detector.fit(fit, validation=tune)
+    train_seconds = time.perf_counter() - started
+    chosen, grid = tune_postprocessing(detector, tune)
+    detector.mask_threshold = chosen["mask_threshold"]
+    detector.min_area_fraction = chosen["min_area_fraction"]
+    if args.save_model:
+        detector.save(args.save_model, overwrite=True)
+    info = {
+        "params": detector.get_params(),
+        "epochs_run": len(detector.history_.get("loss", [])),
+        "history": detector.history_,
+        "train_seconds": round(train_seconds, 1),
+        "tuned": chosen,
+        "tuning_grid": grid,
+    }
+    return detector, info
+
+
+def run_gradcam(
+    args: argparse.Namespace, fit: list[XRay], tune: list[XRay]
+) -> tuple[Any, dict[str, Any]]:
+    from covidcxr.detect.gradcam import GradCAMDetector  # type: ignore[import-not-found]
+
+    from covidcxr.classify import VGG19Classifier
+
+    classifier = VGG19Classifier.load(args.classifier)
+    best: tuple[float, float, float] | None = None
+    grid = []
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7):
+        detector = GradCAMDetector(classifier, cam_threshold=threshold)
+        found = detector.detect_batch(tune)
+        metrics = evaluate_detections([x.boxes for x in tune], found)
+        grid.append(
+            {"cam_threshold": threshold, "ap50": metrics.ap50, "map_50_95": metrics.map_50_95}
+        )
+        key = (metrics.ap50, metrics.map_50_95, threshold)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    detector = GradCAMDetector(classifier, cam_threshold=best[2])
+    return detector, {
+        "classifier": str(args.classifier),
+        "tuned": {"cam_threshold": best[2]},
+        "tuning_grid": grid,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    val = result["val"]
+    lines = [
+        f"# Detector benchmark: {result['name']}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Detector `{result['detector']}`, preprocessing `{result['preprocess']}`; fit on "
+        f"{result['n_fit']} Train images, tuned on {result['n_tune']}, scored once on "
+        f"{result['n_val']} Val images ({result['date']}, {result['machine']}).",
+        "",
+        "| Val subset | images | truth boxes | detections | AP@0.5 | mAP@[.5:.95] "
+        "| precision@0.5 | recall@0.5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for subset, label in (("all", "all classes"), ("covid19_only", "COVID-19 only")):
+        m = val[subset]
+        lines.append(
+            f"| {label} | {m['n_images']} | {m['n_truths']} | {m['n_detections']} | "
+            f"{fmt(m['ap50'])} | {fmt(m['map_50_95'])} | {fmt(m['precision']['0.50'])} | "
+            f"{fmt(m['recall']['0.50'])} |"
+        )
+    lines += [
+        "",
+        f"Tuned post-processing: `{json.dumps(result['run'].get('tuned'))}`; "
+        f"training {result['run'].get('train_seconds', 'n/a')} s; "
+        f"inference {result['inference_ms_per_image']:.1f} ms/image.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("COVIDCXR_QU_EX", DEFAULT_DATA))
+    )
+    parser.add_argument("--detector", choices=("local", "gradcam"), default="local")
+    parser.add_argument("--name", required=True, help="result file stem: detector_<name>")
+    parser.add_argument("--preprocess", choices=("none", "clahe"), default="clahe")
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--tune-fraction", type=float, default=0.15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="images per split (smoke runs)")
+    parser.add_argument("--classifier", type=Path, help="saved VGG19Classifier (gradcam)")
+    parser.add_argument("--save-model", type=Path, help="save the trained local detector here")
+    args = parser.parse_args(argv)
+
+    if not (args.data / "Train").is_dir():
+        sys.exit(f"COVID-QU-Ex not found at {args.data} (set --data or COVIDCXR_QU_EX)")
+    started = time.perf_counter()
+    train = load(args.data, "Train", args.preprocess, args.limit)
+    fit = [x for x in train if not in_tune_part(x, args.tune_fraction)]
+    tune = [x for x in train if in_tune_part(x, args.tune_fraction)]
+    del train
+    print(
+        f"loaded Train: {len(fit)} fit, {len(tune)} tune ({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+
+    n_fit = len(fit)
+    detector, run = (run_local if args.detector == "local" else run_gradcam)(args, fit, tune)
+    del fit
+
+    val = load(args.data, "Val", args.preprocess, args.limit)
+    started = time.perf_counter()
+    found = detector.detect_batch(val)
+    per_image_ms = 1000 * (time.perf_counter() - started) / max(1, len(val))
+    result = {
+        "name": args.name,
+        "detector": args.detector,
+        "preprocess": args.preprocess,
+        "command": " ".join(["python", "benchmarks/bench_detector.py", *(argv or sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "versions": {"covidcxr": covidcxr.__version__, "python": platform.python_version()},
+        "n_fit": n_fit,
+        "n_tune": len(tune),
+        "n_val": len(val),
+        "inference_ms_per_image": per_image_ms,
+        "run": run,
+        "val": scores(val, found),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"detector_{args.name}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""An offline, trainable lesion detector: a small U-Net whose mask components become boxes.
+
+The network segments infected lung (trained on infection masks, or on boxes filled in
+when no mask is known); the connected components of its thresholded probability map are
+the detections, each scored by the mean probability inside it. It is small enough to
+train on a CPU at 128x128 and is the default detector when no Watson credentials are
+configured. Keras 3 on TensorFlow is imported only when a model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final, Self
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from covidcxr.detect._imaging import clip_box, lesion_mask, to_uint8
+from covidcxr.detect._persistence import read_archive, write_archive
+from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
+from covidcxr.records import Box, Detection, XRay
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LocalDetector", "mask_to_detections"]
+
+FORMAT_NAME: Final = "covidcxr.local-detector"
+FORMAT_VERSION: Final = 1
+
+_PARAMS: Final = (
+    "input_size",
+    "base_filters",
+    "depth",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "mask_threshold",
+    "min_area_fraction",
+    "label",
+    "augment",
+    "patience",
+    "seed",
+    "threads",
+    "verbose",
+)
+
+
+def keras_module(threads: int | None = None) -> Any:
+    """Import Keras on TensorFlow, capping TensorFlow's CPU threads when asked.
+
+    The cap only takes effect before TensorFlow runs its first operation in the process.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+    import tensorflow as tf  # noqa: PLC0415
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TensorFlow is already running; its thread pools cannot change now.
+    return keras
+
+
+def mask_to_detections(
+    probabilities: NDArray[np.floating[Any]],
+    *,
+    threshold: float = 0.5,
+    min_area_fraction: float = 0.002,
+    label: str = "opacity",
+    output_shape: tuple[int, int] | None = None,
+) -> list[Detection]:
+    """Turn a lesion probability map into scored boxes, one per connected component.
+
+    Parameters
+    ----------
+    probabilities
+        A 2-D map of lesion probabilities in ``[0, 1]``.
+    threshold
+        Pixels at or above it are lesion.
+    min_area_fraction
+        Components smaller than this fraction of the map are dropped as noise.
+    label
+        The detections' label.
+    output_shape
+        ``(height, width)`` of the image the boxes are for; the map is stretched onto it.
+        ``None`` keeps the map's own coordinates.
+
+    Returns
+    -------
+    list of Detection
+        By descending score, which is the mean probability inside the component.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probabilities = np.zeros((8, 8), np.float32)
+    >>> probabilities[2:4, 1:5] = 0.8
+    >>> mask_to_detections(probabilities, output_shape=(16, 16))
+    [Detection(box=Box(x=2.0, y=4.0, width=8.0, height=4.0), label='opacity', score=0.8...)]
+    """
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must be a 2-D map, got shape {probabilities.shape}")
+    height, width = probabilities.shape
+    out_height, out_width = output_shape or (height, width)
+    scale_x, scale_y = out_width / width, out_height / height
+    binary = (probabilities >= threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    min_area = min_area_fraction * height * width
+    detections: list[Detection] = []
+    for component in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[component])
+        if area < min_area:
+            continue
+        score = float(np.clip(probabilities[labels == component].mean(), 0.0, 1.0))
+        box = clip_box(
+            Box(x * scale_x, y * scale_y, w * scale_x, h * scale_y), (out_height, out_width)
+        )
+        if box is not None:
+            detections.append(Detection(box, label, score))
+    detections.sort(key=lambda detection: -detection.score)
+    return detections
+
+
+def _resize(image: NDArray[Any], size: int) -> NDArray[np.float32]:
+    height, width = image.shape
+    interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_LINEAR
+    resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=interpolation)
+    return np.asarray(resized, np.float32)
+
+
+def _conv_block(keras: Any, x: Any, filters: int) -> Any:
+    layers = keras.layers
+    for _ in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    return x
+
+
+def build_network(keras: Any, input_size: int, base_filters: int, depth: int, augment: bool) -> Any:
+    """A U-Net with a stride-2 stem: it segments at half the input resolution for speed."""
+    layers = keras.layers
+    inputs = keras.Input((input_size, input_size, 1), name="radiograph")
+    x = layers.RandomFlip("horizontal")(inputs) if augment else inputs
+    x = layers.Conv2D(base_filters, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    skips = []
+    for level in range(depth):
+        x = _conv_block(keras, x, base_filters * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _conv_block(keras, x, base_filters * 2**depth)
+    for level in reversed(range(depth)):
+        x = layers.UpSampling2D(interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = _conv_block(keras, x, base_filters * 2**level)
+    x = layers.UpSampling2D(interpolation="bilinear")(x)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="lesion_probability")(x)
+    return keras.Model(inputs, outputs, name="covidcxr_local_unet")
+
+
+def _dice_bce_loss(keras: Any) -> Any:
+    ops = keras.ops
+
+    def dice_bce(y_true: Any, y_pred: Any) -> Any:
+        # Dice counters the imbalance (most pixels are not lesion); BCE keeps gradients
+        # well-behaved on the many lesion-free images.
+        bce = keras.losses.binary_crossentropy(y_true, y_pred)
+        intersection = ops.sum(y_true * y_pred, axis=(1, 2, 3))
+        total = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
+        dice = 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
+        return ops.mean(bce, axis=(1, 2)) + dice
+
+    return dice_bce
+
+
+class LocalDetector:
+    """A small segmentation network trained on infection masks; components become boxes.
+
+    Parameters
+    ----------
+    input_size
+        Side of the square the network sees; radiographs are stretched to it and boxes
+        mapped back to each radiograph's own pixels.
+    base_filters, depth
+        Width of the first level and number of down-sampling levels of the U-Net.
+    epochs, batch_size, learning_rate
+        Training schedule (Adam).
+    mask_threshold
+        Probability at which a pixel counts as lesion when forming boxes.
+    min_area_fraction
+        Components smaller than this fraction of the image are dropped.
+    label
+        Label given to every detection.
+    augment
+        Random horizontal flips while training.
+    patience
+        With validation data, stop after this many epochs without improvement and keep the
+        best weights.
+    seed
+        Seeds Python, NumPy and TensorFlow (through ``keras.utils.set_random_seed``).
+    threads
+        Cap on TensorFlow's CPU threads (effective only before TensorFlow first runs).
+    verbose
+        Keras's training verbosity.
+
+    Examples
+    --------
+    >>> detector = LocalDetector(input_size=64, epochs=2)  # doctest: +SKIP
+    >>> detector.fit(train_xrays).detect(xray)  # doctest: +SKIP
+    [Detection(box=Box(...), label='opacity', score=0.87)]
+    """
+
+    def __init__(
+        self,
+        input_size: int = 128,
+        base_filters: int = 16,
+        depth: int = 3,
+        *,
+        epochs: int = 15,
+        batch_size: int = 16,
+        learning_rate: float = 2e-3,
+        mask_threshold: float = 0.5,
+        min_area_fraction: float = 0.002,
+        label: str = "opacity",
+        augment: bool = True,
+        patience: int = 4,
+        seed: int = 0,
+        threads: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
+            raise ConfigurationError(
+                f"input_size must be a multiple of 2**(depth + 1) = {2 ** (depth + 1)}, "
+                f"got {input_size}"
+            )
+        if not 0.0 < mask_threshold < 1.0:
+            raise ConfigurationError(f"mask_threshold must be in (0, 1), got {mask_threshold!r}")
+        if epochs < 1 or batch_size < 1 or base_filters < 1 or depth < 1:
+            raise ConfigurationError("epochs, batch_size, base_filters and depth must be >= 1")
+        self.input_size = input_size
+        self.base_filters = base_filters
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.mask_threshold = mask_threshold
+        self.min_area_fraction = min_area_fraction
+        self.label = label
+        self.augment = augment
+        self.patience = patience
+        self.seed = seed
+        self.threads = threads
+        self.verbose = verbose
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, by name."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PARAMS[:8])
+        return f"{type(self).__name__}({params})"
+
+    # -- data ------------------------------------------------------------------------------
+
+    def prepare_batch(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
+        """Network inputs, shape ``(n, input_size, input_size, 1)``, in ``[0, 1]``."""
+        batch = np.empty((len(xrays), self.input_size, self.input_size, 1), np.float32)
+        for index, xray in enumerate(xrays):
+            batch[index, ..., 0] = _resize(to_uint8(xray.pixels), self.input_size) / 255.0
+        return batch
+
+    def _arrays(self, xrays: Iterable[XRay]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        images: list[NDArray[np.float32]] = []
+        masks: list[NDArray[np.float32]] = []
+        for xray in xrays:
+            images.append(self.prepare_batch([xray])[0])
+            target = _resize(lesion_mask(xray).astype(np.float32), self.input_size)
+            masks.append((target >= 0.5).astype(np.float32)[..., None])
+        if not images:
+            raise InvalidImageError("fit needs at least one radiograph")
+        return np.stack(images), np.stack(masks)
+
+    # -- training --------------------------------------------------------------------------
+
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
+        """Train on radiographs with infection masks or boxes.
+
+        Each radiograph's target is ``meta["infection_mask"]`` when present, else its
+        :attr:`~covidcxr.XRay.boxes` filled in; radiographs with neither are lesion-free
+        examples.
+
+        Parameters
+        ----------
+        xrays
+            Training radiographs (iterated once).
+        validation
+            Radiographs for early stopping (iterated once).
+
+        Returns
+        -------
+        LocalDetector
+            ``self``, with ``model_`` and ``history_`` set.
+        """
+        keras = keras_module(self.threads)
+        keras.utils.set_random_seed(self.seed)
+        images, masks = self._arrays(xrays)
+        model = build_network(keras, self.input_size, self.base_filters, self.depth, self.augment)
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            loss=_dice_bce_loss(keras),
+        )
+        callbacks = []
+        validation_data = None
+        if validation is not None:
+            validation_data = self._arrays(validation)
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    patience=self.patience, restore_best_weights=True, monitor="val_loss"
+                )
+            )
+        history = model.fit(
+            images,
+            masks,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            shuffle=True,
+            verbose=self.verbose,
+        )
+        self.model_ = model
+        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
+        self.n_training_images_ = int(images.shape[0])
+        return self
+
+    def _require_fitted(self) -> Any:
+        model = getattr(self, "model_", None)
+        if model is None:
+            raise ConfigurationError(
+                "this LocalDetector is not fitted: call fit() or LocalDetector.load(path)"
+            )
+        return model
+
+    # -- detection -------------------------------------------------------------------------
+
+    def predict_masks(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
+        """Lesion probability maps, shape ``(n, input_size, input_size)``."""
+        model = self._require_fitted()
+        if not xrays:
+            return np.zeros((0, self.input_size, self.input_size), np.float32)
+        batch = self.prepare_batch(xrays)
+        predicted = model.predict(batch, batch_size=max(self.batch_size, 32), verbose=0)
+        return np.asarray(predicted, np.float32)[..., 0]
+
+    def detect(self, xray: XRay) -> list[Detection]:
+        """Detect lesions in one radiograph; boxes in its own pixel coordinates.
+
+        Examples
+        --------
+        >>> detector = LocalDetector.load("local-detector.zip")  # doctest: +SKIP
+        >>> detector.detect(xray)[:1]  # doctest: +SKIP
+        [Detection(box=Box(x=31.0, y=52.0, width=70.0, height=96.0), label='opacity', ...)]
+        """
+        return self.detect_batch([xray])[0]
+
+    def detect_batch(self, xrays: Iterable[XRay]) -> list[list[Detection]]:
+        """Detect lesions in many radiographs (one network call per ``batch_size`` chunk)."""
+        images = list(xrays)
+        maps = self.predict_masks(images)
+        return [
+            mask_to_detections(
+                probabilities,
+                threshold=self.mask_threshold,
+                min_area_fraction=self.min_area_fraction,
+                label=self.label,
+                output_shape=xray.shape,
+            )
+            for probabilities, xray in zip(maps, images, strict=True)
+        ]
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write the fitted detector to one file, atomically.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is false, or it is not a saved local
+            detector (then it is never replaced).
+        """
+        model = self._require_fitted()
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "params": self.get_params(),
+            "history": getattr(self, "history_", {}),
+            "n_training_images": getattr(self, "n_training_images_", None),
+        }
+        write_archive(
+            path,
+            FORMAT_NAME,
+            model.save,
+            metadata,
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a detector written by :meth:`save` (Keras safe mode, no arbitrary code).
+
+        Raises
+        ------
+        ModelFormatError
+            If the file is not a saved local detector, is corrupt, or was written by an
+            incompatible format or Keras version.
+        """
+        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
+            metadata, keras_file = read_archive(path, FORMAT_NAME, FORMAT_VERSION, Path(scratch))
+            params = metadata.get("params")
+            if not isinstance(params, dict) or set(params) - set(_PARAMS):
+                raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
+            detector = cls(**params)
+            keras = keras_module(detector.threads)
+            try:
+                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
+            except (ValueError, TypeError, OSError) as exc:
+                raise ModelFormatError(f"{path}: Keras could not load the model ({exc})") from exc
+        expected = (None, detector.input_size, detector.input_size, 1)
+        if tuple(model.input_shape) != expected:
+            raise ModelFormatError(
+                f"{path}: the model takes inputs of shape {model.input_shape}, but its "
+                f"metadata says {expected}"
+            )
+        detector.model_ = model
+        detector.history_ = metadata.get("history") or {}
+        n_training_images = metadata.get("n_training_images")
+        detector.n_training_images_ = int(n_training_images) if n_training_images else 0
+        return detector

@@ -1,0 +1,187 @@
+"""LocalDetector: post-processing, training on tiny phantoms, coordinates, persistence."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import covidcxr
+from covidcxr.detect import LocalDetector, mask_to_detections
+from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.evaluate.detection import iou
+from covidcxr.records import Box, XRay
+
+# --- post-processing --------------------------------------------------------------------
+
+
+def test_each_connected_component_becomes_one_box() -> None:
+    probabilities = np.zeros((16, 16), np.float32)
+    probabilities[1:4, 1:6] = 0.9
+    probabilities[10:15, 8:12] = 0.6
+    detections = mask_to_detections(probabilities, min_area_fraction=0)
+    assert [(d.box, round(d.score, 3)) for d in detections] == [
+        (Box(1, 1, 5, 3), 0.9),
+        (Box(8, 10, 4, 5), 0.6),
+    ]
+
+
+def test_score_is_the_mean_probability_inside_the_component() -> None:
+    probabilities = np.zeros((8, 8), np.float32)
+    probabilities[2, 2:4] = [0.6, 1.0]
+    (detection,) = mask_to_detections(probabilities, min_area_fraction=0)
+    assert detection.score == pytest.approx(0.8)
+
+
+def test_boxes_are_scaled_to_the_output_shape() -> None:
+    probabilities = np.zeros((8, 8), np.float32)
+    probabilities[2:4, 1:5] = 0.8
+    (detection,) = mask_to_detections(probabilities, output_shape=(32, 16))
+    assert detection.box == Box(2, 8, 8, 8)
+
+
+def test_components_below_min_area_are_dropped() -> None:
+    probabilities = np.zeros((10, 10), np.float32)
+    probabilities[0, 0] = 0.9  # 1 % of the map
+    probabilities[5:9, 5:9] = 0.9
+    detections = mask_to_detections(probabilities, min_area_fraction=0.05)
+    assert [d.box for d in detections] == [Box(5, 5, 4, 4)]
+
+
+def test_a_map_below_threshold_gives_no_detection() -> None:
+    assert mask_to_detections(np.full((8, 8), 0.49, np.float32), threshold=0.5) == []
+
+
+# --- training and detection -------------------------------------------------------------
+
+
+def phantom(index: int, size: int = 32) -> XRay:
+    """Noise with a bright rectangular 'opacity' whose mask is known."""
+    rng = np.random.default_rng(index)
+    pixels = rng.integers(20, 70, (size, size)).astype(np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    if index % 4:  # every fourth image is lesion-free
+        x, y = int(rng.integers(2, size // 2)), int(rng.integers(2, size // 2))
+        w, h = int(rng.integers(8, size // 2 - 1)), int(rng.integers(8, size // 2 - 1))
+        pixels[y : y + h, x : x + w] = rng.integers(200, 250, (h, w))
+        mask[y : y + h, x : x + w] = 255
+        boxes: tuple[Box, ...] = (Box(x, y, w, h),)
+    else:
+        boxes = ()
+    return XRay(pixels, id=f"phantom-{index}", boxes=boxes, meta={"infection_mask": mask})
+
+
+@pytest.fixture(scope="module")
+def fitted() -> LocalDetector:
+    detector = LocalDetector(
+        input_size=32,
+        base_filters=4,
+        depth=2,
+        epochs=40,
+        batch_size=8,
+        learning_rate=1e-2,
+        augment=False,
+        threads=2,
+    )
+    return detector.fit([phantom(i) for i in range(48)])
+
+
+@pytest.mark.slow
+def test_fitted_detector_finds_phantom_lesions(fitted: LocalDetector) -> None:
+    tests = [phantom(i) for i in range(100, 116) if i % 4]
+    found = fitted.detect_batch(tests)
+    hits = [bool(d) and iou(d[0].box, x.boxes[0]) >= 0.5 for d, x in zip(found, tests, strict=True)]
+    assert sum(hits) >= 0.75 * len(tests)
+
+
+@pytest.mark.slow
+def test_boxes_are_in_the_coordinates_of_the_xray_passed_in(fitted: LocalDetector) -> None:
+    small = phantom(101)
+    pixels = np.kron(small.pixels, np.ones((2, 3), np.uint8))  # 64 x 96, same content
+    (truth,) = small.boxes
+    large = XRay(pixels, id="large")
+    detections = fitted.detect(large)
+    assert detections
+    expected = Box(truth.x * 3, truth.y * 2, truth.width * 3, truth.height * 2)
+    assert iou(detections[0].box, expected) >= 0.5
+
+
+@pytest.mark.slow
+def test_detections_are_sorted_by_descending_score(fitted: LocalDetector) -> None:
+    for detections in fitted.detect_batch([phantom(i) for i in range(200, 208)]):
+        assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+
+
+@pytest.mark.slow
+def test_boxes_alone_can_supervise_training() -> None:
+    images = [phantom(i) for i in range(8)]
+    without_masks = [XRay(x.pixels, id=x.id, boxes=x.boxes) for x in images]
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
+    assert detector.fit(without_masks).history_["loss"]
+
+
+@pytest.mark.slow
+def test_save_and_load_round_trip_gives_identical_detections(
+    fitted: LocalDetector, tmp_path: Path
+) -> None:
+    path = tmp_path / "detector.zip"
+    fitted.save(path)
+    loaded = LocalDetector.load(path)
+    assert loaded.get_params() == fitted.get_params()
+    images = [phantom(i) for i in range(300, 304)]
+    assert loaded.detect_batch(images) == fitted.detect_batch(images)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["covidcxr.json", "model.keras"]
+    assert [p.name for p in tmp_path.iterdir()] == ["detector.zip"]
+
+
+@pytest.mark.slow
+def test_save_refuses_to_replace_a_users_file(fitted: LocalDetector, tmp_path: Path) -> None:
+    target = tmp_path / "notes.zip"
+    target.write_bytes(b"not a model")
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        fitted.save(target, overwrite=True)
+    assert target.read_bytes() == b"not a model"
+
+
+@pytest.mark.slow
+def test_save_replaces_a_saved_detector_only_when_asked(
+    fitted: LocalDetector, tmp_path: Path
+) -> None:
+    target = tmp_path / "detector.zip"
+    fitted.save(target)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fitted.save(target)
+    fitted.save(target, overwrite=True)
+
+
+def test_load_rejects_a_file_that_is_not_a_saved_detector(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"PK not really")
+    with pytest.raises(ModelFormatError, match="corrupt"):
+        LocalDetector.load(junk)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("covidcxr.json", '{"format": "something-else"}')
+        archive.writestr("model.keras", b"")
+    with pytest.raises(ModelFormatError, match="does not describe"):
+        LocalDetector.load(tmp_path / "other.zip")
+    with pytest.raises(ModelFormatError, match="no saved"):
+        LocalDetector.load(tmp_path / "missing.zip")
+
+
+def test_detecting_before_fitting_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="not fitted"):
+        LocalDetector().detect(phantom(1))
+
+
+def test_input_size_must_suit_the_network_depth() -> None:
+    with pytest.raises(ConfigurationError, match="multiple of"):
+        LocalDetector(input_size=100, depth=3)
+
+
+def test_registered_as_the_local_detector() -> None:
+    detector = covidcxr.create_detector("local", input_size=64)
+    assert isinstance(detector, LocalDetector)
+    assert detector.input_size == 64
