@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,6 +58,264 @@ def plugins_command(as_json: bool) -> None:
         width = max((len(name) for name in entries), default=0)
         for name, reg in entries.items():
             click.echo(f"  {name:<{width}}  from {reg.plugin}")
+
+
+# -- the end-to-end job: train, predict, evaluate, demo ----------------------------------
+# The pipeline pulls in scikit-learn and (when training) TensorFlow: import it inside the
+# commands so that `covidcxr --help` and `covidcxr plugins` stay fast.
+
+_SOURCE_OPTION = click.option(
+    "--source-option",
+    "-s",
+    "source_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option for the dataset source, e.g. -s layout=covid-qu-ex -s split=Val "
+    "(values are read as JSON when they parse, 'none' is None). Repeatable.",
+)
+
+
+def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--source-option")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None if raw.lower() == "none" else raw
+        options[key.strip()] = value
+    return options
+
+
+def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _summary_lines(report: Any) -> list[str]:
+    data = report.to_dict()
+    lines = []
+    classification = data.get("classification")
+    if classification:
+        intervals = classification["intervals"]
+
+        def figure(name: str, value: float | None) -> str:
+            ci = intervals.get(name)
+            if value is None:
+                return "n/a"
+            if ci and ci["low"] is not None:
+                return f"{value:.3f} (95% CI {ci['low']:.3f}-{ci['high']:.3f})"
+            return f"{value:.3f}"
+
+        lines += [
+            f"images:      {classification['n_images']}",
+            f"accuracy:    {figure('accuracy', classification['accuracy'])}",
+            f"macro F1:    {figure('macro_f1', classification['macro']['f1'])}",
+            f"macro AUC:   {figure('macro_auc', classification['macro']['auc'])}",
+        ]
+        for scores in classification["per_class"]:
+            label = scores["label"]
+            lines.append(f"  {label:<10} recall {figure(f'recall[{label}]', scores['recall'])}")
+    detection = data.get("detection")
+    if detection:
+        ap50, ap = detection["ap50"], detection["map_50_95"]
+        lines.append(
+            f"detection:   AP@0.5 {ap50 if ap50 is None else f'{ap50:.3f}'}, "
+            f"mAP@[.5:.95] {ap if ap is None else f'{ap:.3f}'}"
+        )
+    return lines
+
+
+@cli.command("train")
+@click.argument("source")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The model directory to write (not replaced unless --overwrite).",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A pipeline TOML file (components and their options); library defaults otherwise.",
+)
+@click.option("--validation", help="A validation source, for the monitoring curves only.")
+@_SOURCE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def train_command(
+    *,
+    source: str,
+    out: Path,
+    config: Path | None,
+    validation: str | None,
+    source_options: tuple[str, ...],
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Train a pipeline on the labelled radiographs in SOURCE and save it to --out.
+
+    SOURCE is a folder of class subfolders, a .zip archive, or a URI such as
+    cos://bucket/prefix.
+    """
+    from covidcxr.evaluate import OutputExistsError  # noqa: PLC0415 - see above
+    from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
+
+    if out.exists() and not overwrite:  # fail before training, not after
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    options = _parse_source_options(source_options)
+    pipeline = Pipeline.from_toml(config, progress=True) if config else Pipeline(progress=True)
+    train = covidcxr.open_source(source, **options)
+    val = covidcxr.open_source(validation, **options) if validation else None
+    pipeline.fit(train, validation=val)
+    pipeline.save(out, overwrite=overwrite)
+    final = {key: values[-1] for key, values in pipeline.history_.items() if values}
+    payload = {
+        "model_dir": str(out),
+        "classes": list(pipeline.classes_),
+        "n_train": len(train),
+        "final_epoch": final,
+        "training_data_fingerprint": pipeline.training_fingerprint_,
+    }
+    lines = [f"saved {out} (classes: {', '.join(pipeline.classes_)}; {len(train)} images)"]
+    lines += [f"  {key}: {value:.4f}" for key, value in final.items()]
+    _emit(payload, as_json, lines)
+
+
+@cli.command("predict")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source")
+@_SOURCE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print every prediction as JSON.")
+def predict_command(
+    *, model_dir: Path, source: str, source_options: tuple[str, ...], as_json: bool
+) -> None:
+    """Classify the radiographs in SOURCE (and box their lesions) with a saved model."""
+    from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
+
+    options = _parse_source_options(source_options)
+    pipeline = Pipeline.load(model_dir, progress=True)
+    predictions = pipeline.predict(covidcxr.open_source(source, **options))
+    width = max((len(p.id) for p in predictions), default=2)
+    lines = [
+        f"{p.id:<{width}}  {p.label:<9}  {p.probabilities[p.label]:.3f}  "
+        f"{len(p.detections)} lesion(s)"
+        for p in predictions
+    ]
+    _emit([p.to_dict() for p in predictions], as_json, lines)
+
+
+@cli.command("evaluate")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source")
+@click.option(
+    "--report",
+    "report_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write report.html, report.md, report.json and figures/.",
+)
+@_SOURCE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def evaluate_command(
+    *,
+    model_dir: Path,
+    source: str,
+    report_dir: Path,
+    source_options: tuple[str, ...],
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Score a saved model on the labelled radiographs in SOURCE and write a report."""
+    from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
+
+    options = _parse_source_options(source_options)
+    pipeline = Pipeline.load(model_dir, progress=True)
+    report = pipeline.evaluate(
+        covidcxr.open_source(source, **options), report_dir, overwrite=overwrite
+    )
+    lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
+    _emit(report.to_dict(), as_json, lines)
+
+
+@cli.command("demo")
+@click.option(
+    "--data",
+    help="A real dataset folder, archive or URI; without it, synthetic phantoms are used.",
+)
+@click.option(
+    "--out",
+    "out",
+    default="covidcxr-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Gets model/ and report/.",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A pipeline TOML file instead of the demo's small model.",
+)
+@click.option("--size", default=64, show_default=True, help="Image size in pixels.")
+@click.option("--n-per-class", default=40, show_default=True, help="Training phantoms per class.")
+@click.option(
+    "--max-per-class", default=100, show_default=True, help="With --data: images per class used."
+)
+@click.option("--epochs", default=30, show_default=True, help="Training epochs.")
+@click.option("--seed", default=0, show_default=True, help="Seed of everything random.")
+@_SOURCE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace an earlier demo's model and report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def demo_command(
+    *,
+    data: str | None,
+    out: Path,
+    config: Path | None,
+    size: int,
+    n_per_class: int,
+    max_per_class: int,
+    epochs: int,
+    seed: int,
+    source_options: tuple[str, ...],
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Run the whole pipeline offline and write an HTML report.
+
+    Without --data it trains on synthetic chest phantoms with known lesions. They are
+    drawings: they prove the software works end to end, not anything about medicine.
+    """
+    from covidcxr.demo import run_demo  # noqa: PLC0415 - see above
+    from covidcxr.pipeline import PipelineConfig  # noqa: PLC0415 - see above
+
+    result = run_demo(
+        out,
+        data=data,
+        source_options=_parse_source_options(source_options),
+        config=PipelineConfig.from_toml(config) if config else None,
+        size=size,
+        n_per_class=n_per_class,
+        max_per_class=max_per_class,
+        epochs=epochs,
+        seed=seed,
+        progress=True,
+        overwrite=overwrite,
+    )
+    counts = ", ".join(f"{n} {split}" for split, n in result.counts.items())
+    lines = [
+        f"images:      {counts}",
+        *_summary_lines(result.report)[1:],
+        f"model:       {result.model_dir}",
+        f"report:      {result.report_dir / 'report.html'}",
+    ]
+    _emit(result.report.to_dict(), as_json, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -424,6 +424,9 @@ class _Pass:
     truths: list[XRay] = attrs.Factory(list)
     originals: list[XRay] = attrs.Factory(list)
     detections: list[list[Detection]] = attrs.Factory(list)
+    # False when some image says its lesions were not annotated (COVID-QU-Ex's Test split
+    # has no infection masks): an empty box list there means "unknown", not "no lesion".
+    annotated: bool = True
 
 
 def _truth_stub(xray: XRay) -> XRay:
@@ -643,6 +646,8 @@ class Pipeline:
         mapping: tuple[float, float, float, float] | None
         for xray in _progress(source, total=_count(source), desc=desc, enabled=self.progress):
             result.originals.append(_truth_stub(xray))
+            if xray.meta.get("annotated") is False:
+                result.annotated = False
             if self.preprocessor_ is None:
                 prepared, mapping = xray, _IDENTITY
             elif evaluating:
@@ -711,7 +716,9 @@ class Pipeline:
         """Predict on labelled radiographs and score the predictions.
 
         Detections are scored in the preprocessed images' coordinates, where the ground
-        truth boxes are transformed by the preprocessor too. The evaluator receives the
+        truth boxes are transformed by the preprocessor too, and only when every image's
+        lesions were annotated (an image with ``meta["annotated"] = False`` has unknown,
+        not absent, lesions). The evaluator receives the
         truths' labels, ids, boxes and shapes, but not their pixels (so evaluating a large
         set stays in bounded memory); the report's data fingerprint is taken from the
         images as read from the source.
@@ -742,11 +749,18 @@ class Pipeline:
             )
         result = self._run(source, evaluating=True, desc="evaluate")
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
+        score_detections = self.detector_ is not None and result.annotated
+        if self.detector_ is not None and not result.annotated:
+            notes = [
+                *notes,
+                "Detection was not scored: some images carry no lesion annotation "
+                "(meta['annotated'] is false), so their missing boxes are unknown, not absent.",
+            ]
         report = evaluator.evaluate(
             result.truths,
             probabilities=result.probabilities,
             classes=self.classes_,
-            detections=result.detections if self.detector_ is not None else None,
+            detections=result.detections if score_detections else None,
         )
         if isinstance(report, EvaluationReport):
             report = attrs.evolve(
