@@ -57,6 +57,7 @@ ALLOW_LIST_ENV: Final = "COVIDCXR_PLUGINS"
 #: imports light and imports heavy dependencies (TensorFlow, the IBM SDKs) inside factories.
 BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "covidcxr.detect.plugin",
+    "covidcxr.classify.plugin",
     "covidcxr.sources.plugin",
     "covidcxr.preprocess.plugin",
 )

@@ -1,0 +1,301 @@
+"""From radiographs to model input: scaling, range checks, resizing, rotation, normalisation.
+
+Radiographs arrive one at a time from any iterable (a :class:`~covidcxr.DatasetSource`
+reads lazily) and leave as batches of model input through a :mod:`tf.data` pipeline, so
+the whole dataset never sits in memory as float32. Per image, Python only converts the
+pixels to ``[0, 1]`` and checks their range; resizing, rotation and normalisation run as
+TensorFlow ops on parallel threads, and batches are prefetched while the model works.
+
+Normalisation matches the weights:
+
+``"imagenet"``
+    VGG19's own ("caffe") preprocessing: scale to 0-255 and subtract the ImageNet channel
+    means (B, G, R = 103.939, 116.779, 123.68). The grayscale image is replicated to three
+    channels, so the BGR channel swap is a no-op.
+``"symmetric"``
+    ``2 * x - 1``, mapping ``[0, 1]`` to ``[-1, 1]``: used when training from scratch
+    (``weights=None``), where a zero-centred input helps the first layers.
+"""
+
+# TensorFlow/Keras are imported inside functions on purpose: importing covidcxr stays fast.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import numpy as np
+from attrs import define, field
+from numpy.typing import NDArray
+
+from covidcxr.records import XRay
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = [
+    "IMAGENET_BGR_MEAN",
+    "Normalization",
+    "PixelRangeWarning",
+    "ScanStats",
+    "as_unit_float",
+    "make_dataset",
+    "pixel_range_problem",
+]
+
+Normalization = Literal["imagenet", "symmetric"]
+
+#: ImageNet channel means on the 0-255 scale, in the BGR order VGG19's weights expect.
+IMAGENET_BGR_MEAN: Final[tuple[float, float, float]] = (103.939, 116.779, 123.68)
+
+# An image whose values span less than this fraction of the full scale is almost certainly
+# mis-scaled (12-bit data in uint16, a blank frame) and will look uniform to the model.
+_MIN_DYNAMIC_RANGE: Final = 1.0 / 32.0
+_FLOAT_TOLERANCE: Final = 1e-3
+
+
+class PixelRangeWarning(UserWarning):
+    """Pixels outside the range the classifier expects (a common cause of one-class models)."""
+
+
+def as_unit_float(pixels: NDArray[Any]) -> NDArray[np.float32]:
+    """Scale 2-D pixels to float32 in ``[0, 1]`` by their dtype's full range.
+
+    ``uint8`` is divided by 255, ``uint16`` by 65535; ``float32`` is taken as already in
+    ``[0, 1]`` (what :class:`~covidcxr.preprocess.GaussianClahePreprocessor` produces).
+
+    Examples
+    --------
+    >>> as_unit_float(np.array([[0, 255]], np.uint8))
+    array([[0., 1.]], dtype=float32)
+    """
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / np.float32(255.0)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / np.float32(65535.0)
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def pixel_range_problem(pixels: NDArray[Any]) -> str | None:
+    """Say what looks wrong with an image's pixel range, or ``None`` when it looks right.
+
+    Flags float images outside ``[0, 1]`` (0-255 floats, standardised values) and images
+    whose values span less than 1/32 of the full scale (12-bit data stored in uint16, blank
+    or nearly uniform frames).
+
+    Examples
+    --------
+    >>> pixel_range_problem(np.array([[0.0, 200.0]], np.float32))
+    'float pixels span [0, 200], outside [0, 1]'
+    >>> pixel_range_problem(np.array([[0, 255]], np.uint8)) is None
+    True
+    """
+    low, high = float(pixels.min()), float(pixels.max())
+    if pixels.dtype == np.float32:
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return "float pixels contain NaN or infinity"
+        if low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
+            return f"float pixels span [{low:.4g}, {high:.4g}], outside [0, 1]"
+        full_scale = 1.0
+    else:
+        full_scale = float(np.iinfo(pixels.dtype).max)
+    if high - low < _MIN_DYNAMIC_RANGE * full_scale:
+        return (
+            f"{pixels.dtype} pixels span only [{low:.4g}, {high:.4g}] of a full scale of "
+            f"{full_scale:.4g}"
+        )
+    return None
+
+
+@define
+class ScanStats:
+    """What one pass over the radiographs saw: labels, a content fingerprint, range problems."""
+
+    fingerprint: bool = False
+    labels: list[str | None] = field(factory=list)
+    ids: list[str] = field(factory=list)
+    problems: list[tuple[str, str]] = field(factory=list)
+    first_meta: Mapping[str, Any] | None = None
+    _hash: Any = field(factory=hashlib.sha256)
+
+    def see(self, xray: XRay) -> None:
+        """Record one radiograph."""
+        self.labels.append(xray.label)
+        self.ids.append(xray.id)
+        if self.first_meta is None:
+            self.first_meta = xray.meta
+        if self.fingerprint:
+            pixels = np.ascontiguousarray(xray.pixels)
+            header = f"{xray.id}\0{xray.label}\0{pixels.dtype.str}\0{pixels.shape}\0"
+            self._hash.update(header.encode())
+            self._hash.update(pixels.tobytes())
+        problem = pixel_range_problem(xray.pixels)
+        if problem is not None:
+            self.problems.append((xray.id, problem))
+
+    @property
+    def digest(self) -> str:
+        """The sha256 of ids, labels and pixels of every image seen, in order."""
+        return str(self._hash.hexdigest())
+
+    def warn(self, stacklevel: int = 3) -> None:
+        """Issue one :class:`PixelRangeWarning` summarising the images that looked wrong."""
+        if not self.problems:
+            return
+        first_id, first_problem = self.problems[0]
+        warnings.warn(
+            f"{len(self.problems)} of {len(self.ids)} radiographs have a suspicious pixel "
+            f"range (first: {first_id!r}: {first_problem}). The classifier expects uint8, "
+            "uint16 or float32 in [0, 1] with normal contrast; preprocess the images "
+            "(covidcxr.preprocess.GaussianClahePreprocessor) or rescale them, or the model "
+            "may predict one class for everything.",
+            PixelRangeWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _rotation_transform(angle_degrees: Any, size: int) -> Any:
+    import tensorflow as tf
+
+    # ImageProjectiveTransform maps *output* coordinates to input ones; rotating the
+    # sampling grid by +angle about the centre turns the image by -angle, and since
+    # angles are drawn symmetrically that sign is immaterial.
+    theta = angle_degrees * (math.pi / 180.0)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    centre = (size - 1) / 2.0
+    offset_x = centre - cos * centre + sin * centre
+    offset_y = centre - sin * centre - cos * centre
+    zero = tf.zeros_like(cos)
+    return tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zero, zero])[None, :]
+
+
+def _to_model_input(
+    image: Any, angle: Any, *, size: int, normalization: Normalization, rotate: bool
+) -> Any:
+    import tensorflow as tf
+
+    x = tf.image.resize(image[..., None], (size, size), method="bilinear", antialias=True)
+    if rotate:
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x[None],
+            transforms=_rotation_transform(angle, size),
+            output_shape=tf.constant([size, size]),
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="NEAREST",
+        )[0]
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    x = tf.tile(x, (1, 1, 3))
+    if normalization == "imagenet":
+        return x * 255.0 - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
+    return x * 2.0 - 1.0
+
+
+def make_dataset(
+    xrays: Iterable[XRay],
+    *,
+    input_size: int,
+    normalization: Normalization,
+    batch_size: int,
+    stats: ScanStats | None = None,
+    rotation: tuple[float, int] | None = None,
+    views: int = 1,
+    label_map: Mapping[str, int] | None = None,
+    shuffle_seed: int | None = None,
+    shuffle_buffer: int = 1024,
+    order: NDArray[np.intp] | None = None,
+    n_images: int | None = None,
+) -> tf.data.Dataset:
+    """A batched, prefetched :class:`tf.data.Dataset` of model input from radiographs.
+
+    Parameters
+    ----------
+    xrays
+        The radiographs, read one at a time.
+    input_size
+        Side of the square model input.
+    normalization
+        ``"imagenet"`` or ``"symmetric"`` (see the module docstring).
+    batch_size
+        Images per batch.
+    stats
+        Filled with labels, ids, range problems (and a fingerprint, if asked) as the
+        images stream past.
+    rotation
+        ``(max_degrees, seed)``: rotate every image by an angle drawn uniformly from
+        ``[-max_degrees, max_degrees]``, the angles drawn in input order from a generator
+        seeded with ``seed`` (so every iteration, and a resumed run, sees the same angles);
+        ``None`` for no rotation.
+    views
+        Each image is yielded this many times in a row (each with its own angle), for
+        caching several augmented views in one pass.
+    label_map
+        ``{label: class index}``; when given, elements are ``(image, class index)`` pairs
+        and unlabelled radiographs are an error (the caller checks labels first).
+    shuffle_seed
+        Shuffle images in a buffer of ``shuffle_buffer`` decoded images with this seed;
+        ``None`` keeps the input order. A buffer only mixes nearby images, so prefer
+        ``order`` when ``xrays`` supports indexing.
+    order
+        Read ``xrays[i]`` for ``i`` in this order (a full shuffle that holds only
+        references); ``xrays`` must support ``len`` and indexing.
+    n_images
+        How many radiographs ``xrays`` yields, when known: lets Keras see the number of
+        batches (a generator's is otherwise unknown).
+
+    Returns
+    -------
+    tf.data.Dataset
+        Batches of ``(batch, size, size, 3)`` float32, or ``(images, labels)`` pairs.
+    """
+    import tensorflow as tf
+
+    rotate = rotation is not None
+    index_of = dict(label_map) if label_map is not None else None
+
+    def generate() -> Iterator[tuple[NDArray[np.float32], np.int32, np.float32]]:
+        max_degrees, angle_seed = rotation if rotation is not None else (0.0, 0)
+        angles = np.random.default_rng(angle_seed) if rotation is not None else None
+        images: Iterable[XRay] = (
+            xrays if order is None else (xrays[int(i)] for i in order)  # type: ignore[index]
+        )
+        for xray in images:
+            if stats is not None:
+                stats.see(xray)
+            pixels = as_unit_float(xray.pixels)
+            target = np.int32(index_of[str(xray.label)] if index_of is not None else -1)
+            for _ in range(views):
+                angle = 0.0 if angles is None else angles.uniform(-max_degrees, max_degrees)
+                yield pixels, target, np.float32(angle)
+
+    dataset = tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec((None, None), tf.float32),
+            tf.TensorSpec((), tf.int32),
+            tf.TensorSpec((), tf.float32),
+        ),
+    )
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+    def convert(image: Any, target: Any, angle: Any) -> Any:
+        x = _to_model_input(
+            image, angle, size=input_size, normalization=normalization, rotate=rotate
+        )
+        return (x, target) if index_of is not None else x
+
+    options = tf.data.Options()
+    options.deterministic = True
+    batches = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+        batch_size
+    )
+    if n_images is not None:
+        batches = batches.apply(
+            tf.data.experimental.assert_cardinality(-(-n_images * views // batch_size))
+        )
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)

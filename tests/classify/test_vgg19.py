@@ -1,0 +1,578 @@
+"""VGG19Classifier: the published recipe's behaviour, on tiny models and tiny images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import covidcxr
+from covidcxr import (
+    ConfigurationError,
+    ModelFormatError,
+    WeightsUnavailableError,
+    XRay,
+)
+from covidcxr.classify import PixelRangeWarning, VGG19Classifier
+from covidcxr.classify import weights as weights_module
+from covidcxr.classify.persistence import METADATA_MEMBER, MODEL_MEMBER
+
+from .conftest import toy_xrays
+
+# ---------------------------------------------------------------------------- registration
+
+
+def test_is_registered_as_vgg19_through_the_plugin_hooks() -> None:
+    registration = covidcxr.available_classifiers()["vgg19"]
+    assert registration.factory is VGG19Classifier
+    assert registration.plugin == "covidcxr.classify.plugin"
+
+
+def test_create_classifier_builds_it_with_the_given_options() -> None:
+    classifier = covidcxr.create_classifier("vgg19", input_size=64, weights=None, epochs=3)
+    assert isinstance(classifier, VGG19Classifier)
+    assert (classifier.input_size, classifier.weights, classifier.epochs) == (64, None, 3)
+
+
+def test_importing_the_plugin_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys, covidcxr, covidcxr.classify, covidcxr.classify.plugin; "
+        "covidcxr.classify.VGG19Classifier(); "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def test_defaults_are_the_published_recipe() -> None:
+    params = VGG19Classifier().get_params()
+    assert params["input_size"] == 224
+    assert params["weights"] == "imagenet"
+    assert params["trainable_blocks"] == 0
+    assert (params["optimizer"], params["learning_rate"], params["momentum"]) == ("sgd", 1e-3, 0.0)
+    assert (params["batch_size"], params["epochs"]) == (64, 100)
+    assert (params["dense_units"], params["dropout"], params["augmentation"]) == (512, 0.5, 15.0)
+
+
+def test_init_only_stores_parameters() -> None:
+    classifier = VGG19Classifier(input_size=7, optimizer="rmsprop")  # type: ignore[arg-type]
+    assert classifier.get_params()["input_size"] == 7
+    assert not hasattr(classifier, "model_")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("input_size", 16),
+        ("trainable_blocks", 6),
+        ("optimizer", "rmsprop"),
+        ("lr_schedule", "step"),
+        ("augmentation", 400.0),
+        ("class_weight", "inverse"),
+        ("width_multiplier", 0.0),
+        ("early_stopping", 0),
+    ],
+)
+def test_fit_rejects_an_invalid_option_naming_it(
+    option: str, value: Any, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        VGG19Classifier(**{**tiny, option: value}).fit(train_xrays)
+
+
+def test_imagenet_weights_with_batch_norm_are_rejected(train_xrays: list[XRay]) -> None:
+    with pytest.raises(ConfigurationError, match="batch_norm"):
+        VGG19Classifier(weights="imagenet", batch_norm=True).fit(train_xrays)
+
+
+def test_repr_shows_the_parameters_that_differ_from_the_defaults() -> None:
+    assert repr(VGG19Classifier(input_size=64, weights=None)) == (
+        "VGG19Classifier(input_size=64, weights=None)"
+    )
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def test_unreachable_imagenet_weights_raise_an_error_that_says_how_to_supply_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_xrays: list[XRay]
+) -> None:
+    # A real download attempt by Keras, to a loopback port nothing listens on.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights_module, "IMAGENET_NOTOP_URL", "http://127.0.0.1:9/vgg19_notop.h5")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        VGG19Classifier(input_size=32).fit(train_xrays)
+    message = str(caught.value)
+    assert weights_module.IMAGENET_NOTOP_MD5 in message
+    assert str(tmp_path / "keras" / "models" / weights_module.IMAGENET_NOTOP_FILENAME) in message
+    assert "weights=None" in message
+    assert "weights='/path/to/" in message
+
+
+def test_cached_imagenet_weights_with_a_wrong_md5_are_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_xrays: list[XRay]
+) -> None:
+    cache = tmp_path / "keras" / "models"
+    cache.mkdir(parents=True)
+    (cache / weights_module.IMAGENET_NOTOP_FILENAME).write_bytes(b"not the weights")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights_module, "IMAGENET_NOTOP_URL", "http://127.0.0.1:9/vgg19_notop.h5")
+    with pytest.raises(WeightsUnavailableError, match="could not be downloaded"):
+        VGG19Classifier(input_size=32).fit(train_xrays)
+
+
+def test_weights_path_loads_the_backbone_from_a_file(
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    from covidcxr.classify.network import build_backbone
+
+    source = build_backbone(input_size=32, width_multiplier=0.125, seed=123)
+    weights_file = tmp_path / "backbone.weights.h5"
+    source.save_weights(weights_file)
+    classifier = VGG19Classifier(**{**tiny, "weights": weights_file}).fit(train_xrays)
+    np.testing.assert_array_equal(
+        classifier.model_.get_layer("block3_conv2").get_weights()[0],
+        source.get_layer("block3_conv2").get_weights()[0],
+    )
+    assert classifier.input_normalization == "imagenet"
+
+
+def test_a_missing_weights_file_is_named_in_the_error(
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    missing = tmp_path / "nowhere.h5"
+    with pytest.raises(WeightsUnavailableError, match=str(missing)):
+        VGG19Classifier(**{**tiny, "weights": missing}).fit(train_xrays)
+
+
+def test_a_weights_file_for_another_architecture_is_refused(
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    from covidcxr.classify.network import build_backbone
+
+    weights_file = tmp_path / "bn.weights.h5"
+    build_backbone(input_size=32, width_multiplier=0.125, batch_norm=True).save_weights(
+        weights_file
+    )
+    with pytest.raises(WeightsUnavailableError, match="does not match"):
+        VGG19Classifier(**{**tiny, "weights": weights_file}).fit(train_xrays)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank images
+def test_prepare_batch_resizes_replicates_channels_and_normalises_for_imagenet() -> None:
+    white = XRay(np.full((50, 70), 255, np.uint8), id="white")
+    batch = VGG19Classifier(input_size=32, weights="imagenet").prepare_batch([white, white])
+    assert batch.shape == (2, 32, 32, 3)
+    assert batch.dtype == np.float32
+    np.testing.assert_allclose(
+        batch[0, 5, 5], [255 - 103.939, 255 - 116.779, 255 - 123.68], rtol=1e-5
+    )
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank images
+def test_prepare_batch_maps_unit_range_to_symmetric_range_without_pretrained_weights() -> None:
+    images = [XRay(np.full((40, 40), value, np.float32), id=str(value)) for value in (0.0, 1.0)]
+    batch = VGG19Classifier(input_size=32, weights=None).prepare_batch(images)
+    np.testing.assert_allclose(batch[:, 10, 10, 0], [-1.0, 1.0], atol=1e-6)
+
+
+def test_prepare_batch_treats_uint8_uint16_and_unit_float_alike() -> None:
+    ramp = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (48, 1))
+    images = [
+        XRay((ramp * 255).round().astype(np.uint8), id="u8"),
+        XRay((ramp * 65535).round().astype(np.uint16), id="u16"),
+        XRay(ramp, id="f32"),
+    ]
+    batch = VGG19Classifier(input_size=32, weights=None).prepare_batch(images)
+    np.testing.assert_allclose(batch[0], batch[2], atol=2 / 255)
+    np.testing.assert_allclose(batch[1], batch[2], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.linspace(0, 255, 32 * 32, dtype=np.float32).reshape(32, 32),  # 0-255 as float
+        np.full((32, 32), 7, np.uint16),  # blank 16-bit frame
+    ],
+    ids=["float-0-255", "blank-uint16"],
+)
+def test_a_wrong_pixel_range_warns(pixels: np.ndarray) -> None:
+    with pytest.warns(PixelRangeWarning, match="suspicious pixel range"):
+        VGG19Classifier(input_size=32, weights=None).prepare_batch([XRay(pixels, id="odd")])
+
+
+def test_a_normal_pixel_range_does_not_warn(train_xrays: list[XRay]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelRangeWarning)
+        VGG19Classifier(input_size=32, weights=None).prepare_batch(train_xrays[:3])
+
+
+# ---------------------------------------------------------------------------- fit / predict
+
+
+@pytest.fixture(scope="module")
+def fitted(
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+) -> VGG19Classifier:
+    return VGG19Classifier(**{**tiny, "epochs": 3}).fit(train_xrays, validation=valid_xrays)
+
+
+def test_predict_proba_rows_sum_to_one_in_classes_order(
+    fitted: VGG19Classifier, valid_xrays: list[XRay]
+) -> None:
+    probabilities = fitted.predict_proba(valid_xrays)
+    assert fitted.classes_ == ("covid-19", "normal", "pneumonia")
+    assert probabilities.shape == (9, 3)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert fitted.predict(valid_xrays) == [fitted.classes_[i] for i in probabilities.argmax(axis=1)]
+
+
+def test_predict_proba_of_nothing_is_an_empty_array(fitted: VGG19Classifier) -> None:
+    assert fitted.predict_proba([]).shape == (0, 3)
+
+
+def test_history_has_one_entry_per_epoch_with_validation(fitted: VGG19Classifier) -> None:
+    assert set(fitted.history_) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert all(len(values) == 3 for values in fitted.history_.values())
+
+
+def test_feature_layer_is_the_last_convolutional_map(fitted: VGG19Classifier) -> None:
+    layer = fitted.model_.get_layer(fitted.feature_layer_name)
+    assert tuple(layer.output.shape) == (None, 2, 2, 64)
+    batch_norm = VGG19Classifier(batch_norm=True)
+    assert batch_norm.feature_layer_name == "block5_conv4_relu"
+
+
+def test_model_input_is_what_prepare_batch_returns(
+    fitted: VGG19Classifier, valid_xrays: list[XRay]
+) -> None:
+    direct = fitted.model_(fitted.prepare_batch(valid_xrays), training=False).numpy()
+    np.testing.assert_allclose(direct, fitted.predict_proba(valid_xrays), rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_training_on_cached_features_reduces_loss(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    classifier = VGG19Classifier(
+        **{**tiny, "epochs": 40, "optimizer": "adam", "learning_rate": 1e-2}
+    ).fit(train_xrays)
+    assert classifier.uses_feature_cache
+    assert classifier.history_["loss"][-1] < 0.7 * classifier.history_["loss"][0]
+
+
+def test_frozen_base_is_not_changed_by_training(
+    fitted: VGG19Classifier, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    untrained = VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays[:6])
+    np.testing.assert_array_equal(
+        fitted.model_.get_layer("block1_conv1").get_weights()[0],
+        untrained.model_.get_layer("block1_conv1").get_weights()[0],
+    )
+
+
+def test_batch_norm_variant_trained_from_scratch_learns_the_toy_problem(
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    classifier = VGG19Classifier(
+        **{
+            **tiny,
+            "epochs": 6,
+            "batch_norm": True,
+            "trainable_blocks": "all",
+            "optimizer": "adam",
+            "augmentation": None,
+        }
+    ).fit(train_xrays, validation=valid_xrays)
+    assert not classifier.uses_feature_cache
+    assert classifier.history_["loss"][-1] < 0.5 * classifier.history_["loss"][0]
+    assert classifier.history_["val_accuracy"][-1] >= 2 / 3
+
+
+def test_training_accepts_a_one_shot_iterator(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    def stream() -> Iterator[XRay]:
+        yield from train_xrays
+
+    classifier = VGG19Classifier(**{**tiny, "epochs": 1}).fit(stream())
+    assert classifier.fingerprint_["train"]["n_images"] == len(train_xrays)
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank images
+def test_an_unlabelled_training_image_is_refused_by_id(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    unlabelled = XRay(np.zeros((32, 32), np.uint8), id="who-knows")
+    with pytest.raises(ConfigurationError, match="who-knows"):
+        VGG19Classifier(**tiny).fit([*train_xrays, unlabelled])
+
+
+def test_a_single_class_is_refused(tiny: dict[str, Any]) -> None:
+    covid_only = [x for x in toy_xrays(9) if x.label == "covid-19"]
+    with pytest.raises(ConfigurationError, match="at least two"):
+        VGG19Classifier(**tiny).fit(covid_only)
+
+
+def test_class_weight_naming_an_absent_label_is_refused(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    two_classes = [x for x in train_xrays if x.label != "pneumonia"]
+    with pytest.raises(ConfigurationError, match="pneumonia"):
+        VGG19Classifier(**{**tiny, "class_weight": {"pneumonia": 2.0}}).fit(two_classes)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    # A learning rate this high makes validation loss worsen quickly.
+    classifier = VGG19Classifier(
+        **{**tiny, "epochs": 30, "early_stopping": 2, "optimizer": "adam", "learning_rate": 1.0}
+    ).fit(train_xrays, validation=valid_xrays)
+    val_loss = classifier.history_["val_loss"]
+    assert len(val_loss) < 30
+    best = int(np.argmin(val_loss))
+    assert len(val_loss) == best + 1 + 2
+    probabilities = classifier.predict_proba(valid_xrays)
+    targets = [classifier.classes_.index(str(x.label)) for x in valid_xrays]
+    restored_loss = -np.mean(np.log(np.clip(probabilities[np.arange(9), targets], 1e-7, 1)))
+    assert restored_loss == pytest.approx(val_loss[best], rel=1e-3)
+
+
+# ---------------------------------------------------------------------------- reproducibility
+
+
+def test_seeded_runs_give_identical_models(
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    first = VGG19Classifier(**tiny, seed=7).fit(train_xrays)
+    second = VGG19Classifier(**tiny, seed=7).fit(train_xrays)
+    np.testing.assert_array_equal(
+        first.predict_proba(valid_xrays), second.predict_proba(valid_xrays)
+    )
+
+
+class InterruptError(Exception):
+    pass
+
+
+def interrupt_after(epochs: int) -> Any:
+    def on_epoch_end(epoch: int, logs: Any) -> None:
+        if epoch == epochs:
+            raise InterruptError
+
+    return on_epoch_end
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"optimizer": "sgd", "momentum": 0.9},  # frozen base, cached features
+        {
+            "batch_norm": True,
+            "trainable_blocks": "all",
+            "optimizer": "adam",
+            "lr_schedule": "cosine",
+            "warmup_epochs": 1,
+        },  # from scratch, uncached
+    ],
+    ids=["cached-frozen", "from-scratch-bn"],
+)
+def test_resuming_after_an_interruption_ends_like_an_uninterrupted_run(
+    variant: dict[str, Any],
+    tmp_path: Path,
+    train_xrays: list[XRay],
+    valid_xrays: list[XRay],
+    tiny: dict[str, Any],
+) -> None:
+    params = {**tiny, **variant, "epochs": 3, "seed": 3}
+    uninterrupted = VGG19Classifier(**params).fit(train_xrays, validation=valid_xrays)
+
+    checkpoints = tmp_path / "run"
+    with pytest.raises(InterruptError):
+        VGG19Classifier(**params, checkpoint_dir=checkpoints, on_epoch_end=interrupt_after(2)).fit(
+            train_xrays, validation=valid_xrays
+        )
+    resumed_epochs: list[int] = []
+    resumed = VGG19Classifier(
+        **params,
+        checkpoint_dir=checkpoints,
+        on_epoch_end=lambda epoch, logs: resumed_epochs.append(epoch),
+    ).fit(train_xrays, validation=valid_xrays)
+
+    assert resumed_epochs == [3]
+    assert resumed.history_ == uninterrupted.history_
+    for mine, theirs in zip(
+        resumed.model_.get_weights(), uninterrupted.model_.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_checkpoint_from_another_run_is_refused(
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays)
+    with pytest.raises(ConfigurationError, match="other parameters or data"):
+        VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays[:12])
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+def test_save_and_load_round_trip_predicts_identically(
+    fitted: VGG19Classifier, valid_xrays: list[XRay], tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    loaded = VGG19Classifier.load(path)
+    assert loaded.classes_ == fitted.classes_
+    assert loaded.history_ == fitted.history_
+    assert loaded.get_params() == {**fitted.get_params()}
+    np.testing.assert_array_equal(
+        loaded.predict_proba(valid_xrays), fitted.predict_proba(valid_xrays)
+    )
+
+
+def test_saved_metadata_records_what_the_model_needs_and_came_from(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+    assert metadata["classes"] == ["covid-19", "normal", "pneumonia"]
+    assert metadata["input_size"] == 32
+    assert metadata["input_normalization"] == "symmetric"
+    assert metadata["feature_layer_name"] == "block5_conv4"
+    assert set(metadata["versions"]) == {"covidcxr", "keras", "tensorflow"}
+    assert len(metadata["history"]["loss"]) == 3
+    assert metadata["data_fingerprint"]["train"]["n_images"] == 24
+    assert len(metadata["data_fingerprint"]["train"]["sha256"]) == 64
+
+
+def test_an_exception_during_save_leaves_the_existing_model_intact(
+    fitted: VGG19Classifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    before = path.read_bytes()
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        fitted.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.cxr"]
+
+
+def test_a_process_killed_during_save_leaves_the_existing_model_loadable(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    before = path.read_bytes()
+    # The child writes a complete new archive, then dies just before the rename.
+    code = f"""
+import os
+from covidcxr.classify import persistence
+def crash(*args):
+    os._exit(17)
+persistence.Path.replace = crash
+def save_model(target):
+    target.write_bytes(b"x" * 100_000)
+persistence.write_archive({str(path)!r}, save_model, {{"classes": []}})
+"""
+    result = subprocess.run([sys.executable, "-c", code], check=False)
+    assert result.returncode == 17
+    assert path.read_bytes() == before
+    assert VGG19Classifier.load(path).classes_ == fitted.classes_
+
+
+def test_save_refuses_to_overwrite_a_file_that_is_not_a_saved_model(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine")
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        fitted.save(precious)
+    assert precious.read_text() == "mine"
+
+
+def test_saving_an_unfitted_classifier_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not fitted"):
+        VGG19Classifier().save(tmp_path / "model.cxr")
+
+
+def _rewrite_metadata(path: Path, change: dict[str, Any]) -> None:
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+        model = archive.read(MODEL_MEMBER)
+    metadata.update(change)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata))
+        archive.writestr(MODEL_MEMBER, model)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"versions": {"covidcxr": "0.1.0", "keras": "2.15.0", "tensorflow": "2.15.0"}},
+            "saved with Keras 2.15.0",
+        ),
+        ({"format_version": 99}, "format version 99"),
+        ({"format": "something-else"}, "not covidcxr classifier metadata"),
+    ],
+    ids=["other-keras", "future-format", "foreign"],
+)
+def test_load_refuses_mismatched_metadata(
+    change: dict[str, Any], message: str, fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    _rewrite_metadata(path, change)
+    with pytest.raises(ModelFormatError, match=message):
+        VGG19Classifier.load(path)
+
+
+def test_load_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.cxr"
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ModelFormatError, match=r"model\.cxr"):
+        VGG19Classifier.load(path)
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+@pytest.mark.shared_data
+def test_predicts_real_radiographs_without_range_warnings(
+    covid_qu_ex_dir: Path, fitted: VGG19Classifier
+) -> None:
+    from covidcxr.io import read_xray
+
+    paths = sorted((covid_qu_ex_dir / "Test" / "COVID-19" / "images").glob("*.png"))[:3]
+    xrays = [read_xray(p, label="covid-19") for p in paths]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelRangeWarning)
+        probabilities = fitted.predict_proba(xrays)
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
