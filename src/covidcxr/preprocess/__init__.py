@@ -5,6 +5,8 @@ model expects; :func:`preprocess_batch` runs any preprocessor over a whole sourc
 several processes, with an optional on-disk cache.
 """
 
+from covidcxr.preprocess.batch import BatchStats, preprocess_batch, xray_digest
+from covidcxr.preprocess.cache import PreprocessCache
 from covidcxr.preprocess.gaussian_clahe import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
@@ -19,12 +21,16 @@ from covidcxr.preprocess.geometry import (
 )
 
 __all__ = [
+    "BatchStats",
     "GaussianClahePreprocessor",
     "IdentityPreprocessor",
+    "PreprocessCache",
     "ResizeTransform",
     "boxes_to_original",
     "fit_resize",
+    "preprocess_batch",
     "resize_image",
     "to_uint8",
     "transform_boxes",
+    "xray_digest",
 ]

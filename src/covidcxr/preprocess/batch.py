@@ -1,0 +1,475 @@
+"""Preprocess a whole source on several processes, in order, in bounded memory, with a cache.
+
+:func:`preprocess_batch` reads items in the main process and ships them, in chunks, to a
+pool of worker processes that decode and preprocess them. When the input is a catalogued
+source (:class:`~covidcxr.sources.CatalogSource`: folders, zip archives, COS) the workers
+receive the still-encoded file bytes, so decoding runs in parallel too. At most a few
+chunks are in flight at a time, so memory does not grow with the dataset, and results are
+yielded in input order.
+
+Workers are started with ``forkserver`` (or ``spawn`` where that is unavailable), never
+``fork``: a forked child inherits OpenCV's thread pool in whatever state the parent left
+it, and can deadlock in its first parallel call. Each worker runs OpenCV single-threaded,
+so ``workers`` processes use ``workers`` cores.
+
+With ``cache_dir``, each result is stored under a hash of the input's *content* (the file
+bytes, or the pixels, boxes and masks of an :class:`~covidcxr.XRay`) and the
+preprocessor's parameters (see :mod:`covidcxr.preprocess.cache`), and a second pass reads
+it back instead of decoding and preprocessing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any, Final, Literal
+
+import cv2
+import numpy as np
+from attrs import define, field
+
+from covidcxr.errors import ConfigurationError, InvalidImageError
+from covidcxr.preprocess.cache import CachedOutput, PreprocessCache
+from covidcxr.protocols import Preprocessor
+from covidcxr.records import Box, XRay
+from covidcxr.sources.base import CatalogSource
+from covidcxr.sources.items import Entry, RawItem, decode_item
+
+__all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
+
+# Chunks in flight per worker: one being processed, one queued so the worker never idles.
+_CHUNKS_PER_WORKER: Final = 2
+
+_Kind = Literal["raw", "xray"]
+# (id, label, patient_id, pixels, boxes, meta) of an XRay, as plain picklable data.
+_XRayPayload = tuple[
+    str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
+]
+# ("ok", pixels, boxes, meta, derived meta keys) or ("invalid", message, source)
+_Result = tuple[Any, ...]
+
+
+@define
+class BatchStats:
+    """Counters filled in by :func:`preprocess_batch` when passed as ``stats``."""
+
+    items: int = 0
+    cache_hits: int = 0
+    cache_writes: int = 0
+    uncachable: int = 0
+    skipped: int = 0
+
+
+def xray_digest(xray: XRay) -> str:
+    """A hash of what preprocessing an :class:`~covidcxr.XRay` depends on.
+
+    It covers the pixels (with dtype and shape), the boxes, and every ``*_mask`` array in
+    ``meta``; not the id, label or other metadata.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = XRay(np.zeros((40, 40), np.uint8), id="a")
+    >>> b = XRay(np.zeros((40, 40), np.uint8), id="b", label="normal")
+    >>> xray_digest(a) == xray_digest(b)
+    True
+    """
+    hasher = hashlib.blake2b(digest_size=20)
+
+    def add_array(array: np.ndarray[Any, Any]) -> None:
+        contiguous = np.ascontiguousarray(array)
+        hasher.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
+        hasher.update(contiguous.tobytes())
+
+    add_array(xray.pixels)
+    hasher.update(repr([(b.x, b.y, b.width, b.height) for b in xray.boxes]).encode())
+    for key in sorted(xray.meta):
+        value = xray.meta[key]
+        if key.endswith("_mask") and isinstance(value, np.ndarray):
+            hasher.update(key.encode())
+            add_array(value)
+    return hasher.hexdigest()
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _same(value: Any, original: Any) -> bool:
+    if value is original:
+        return True
+    if isinstance(value, np.ndarray) or isinstance(original, np.ndarray):
+        return False
+    try:
+        return bool(value == original)
+    except Exception:  # noqa: BLE001 - exotic __eq__; treat as changed, which is safe
+        return False
+
+
+def _process_one(
+    preprocessor: Preprocessor, kind: _Kind, task: Any, decode_options: Mapping[str, int]
+) -> _Result:
+    if kind == "raw":
+        raw: RawItem = task
+        input_meta: Mapping[str, Any] = raw.meta
+        try:
+            xray = decode_item(raw, **decode_options)
+        except InvalidImageError as exc:
+            return ("invalid", str(exc), exc.source)
+    else:
+        id_, label, patient_id, pixels, boxes, meta = task
+        input_meta = meta
+        xray = XRay(
+            pixels,
+            id=id_,
+            label=label,
+            patient_id=patient_id,
+            boxes=[Box(*b) for b in boxes],
+            meta=meta,
+        )
+    out = preprocessor(xray)
+    out_meta = dict(out.meta)
+    derived = [
+        key
+        for key, value in out_meta.items()
+        if key not in input_meta or not _same(value, input_meta[key])
+    ]
+    boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
+    return ("ok", np.asarray(out.pixels), boxes_out, out_meta, derived, out.patient_id)
+
+
+def _process_chunk(
+    preprocessor: Preprocessor, kind: _Kind, tasks: list[Any], decode_options: Mapping[str, int]
+) -> list[_Result]:
+    return [_process_one(preprocessor, kind, task, decode_options) for task in tasks]
+
+
+@define
+class _Input:
+    """One item on its way through the runner."""
+
+    position: int
+    kind: _Kind
+    task: Any  # RawItem or _XRayPayload
+    digest: str | None
+    id: str
+    label: str | None
+    patient_id: str | None
+    meta: Mapping[str, Any]
+    entry: Entry | None = None
+
+
+@define
+class _Slot:
+    inputs: list[_Input]
+    future: Future[list[_Result]] | None = None
+    results: list[_Result] | None = field(default=None)
+
+    def ready(self) -> bool:
+        return self.results is not None or (self.future is not None and self.future.done())
+
+    def collect(self) -> list[_Result]:
+        if self.results is None:
+            assert self.future is not None  # noqa: S101 - a slot has one or the other
+            self.results = self.future.result()
+        return self.results
+
+
+def _payload(xray: XRay) -> _XRayPayload:
+    boxes = tuple((b.x, b.y, b.width, b.height) for b in xray.boxes)
+    return (xray.id, xray.label, xray.patient_id, np.asarray(xray.pixels), boxes, dict(xray.meta))
+
+
+def _inputs(
+    items: Iterable[XRay] | CatalogSource, use_digest: bool
+) -> Iterator[_Input | tuple[_Input, InvalidImageError]]:
+    if isinstance(items, CatalogSource):
+        for position, (entry, raw) in enumerate(items.iter_raw()):
+            if isinstance(raw, InvalidImageError):
+                failed = _Input(
+                    position,
+                    "raw",
+                    None,
+                    None,
+                    entry.name,
+                    entry.label,
+                    entry.patient_id,
+                    {},
+                    entry,
+                )
+                yield failed, raw
+                continue
+            yield _Input(
+                position,
+                "raw",
+                raw,
+                raw.digest() if use_digest else None,
+                raw.id,
+                raw.label,
+                raw.patient_id,
+                raw.meta,
+                entry,
+            )
+    else:
+        for position, xray in enumerate(items):
+            yield _Input(
+                position,
+                "xray",
+                _payload(xray),
+                xray_digest(xray) if use_digest else None,
+                xray.id,
+                xray.label,
+                xray.patient_id,
+                xray.meta,
+            )
+
+
+def _start_method(requested: str | None) -> str:
+    available = multiprocessing.get_all_start_methods()
+    if requested is None:
+        return "forkserver" if "forkserver" in available else "spawn"
+    if requested == "fork":
+        raise ConfigurationError(
+            "start_method='fork' is refused: forked workers can deadlock in OpenCV; "
+            "use 'forkserver' or 'spawn'"
+        )
+    if requested not in available:
+        raise ConfigurationError(f"start_method {requested!r} is not available here ({available})")
+    return requested
+
+
+def preprocess_batch(
+    xrays_or_source: Iterable[XRay] | CatalogSource,
+    preprocessor: Preprocessor,
+    *,
+    workers: int = 2,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    chunk_size: int = 16,
+    start_method: str | None = None,
+    stats: BatchStats | None = None,
+) -> Iterator[XRay]:
+    """Preprocess every radiograph of a source or iterable, in parallel, in order.
+
+    Parameters
+    ----------
+    xrays_or_source
+        A catalogued source (folder, zip, COS: decoding then runs in the workers too) or
+        any iterable of :class:`~covidcxr.XRay` (read lazily).
+    preprocessor
+        Any :class:`~covidcxr.Preprocessor`; it must be picklable to reach the workers.
+    workers
+        Worker processes; ``0`` runs everything in this process (no pool).
+    cache_dir
+        A folder for the on-disk cache; ``None`` disables it. The preprocessor's
+        ``cache_token()`` (if it has one) keys it, otherwise its ``repr``.
+    progress
+        Show a tqdm progress bar on stderr.
+    chunk_size
+        Items per task sent to a worker: large enough to amortise inter-process overhead,
+        small enough to keep memory low.
+    start_method
+        ``"forkserver"`` (default where available) or ``"spawn"``; ``"fork"`` is refused.
+    stats
+        A :class:`BatchStats` to fill in (items, cache hits and writes, skips).
+
+    Yields
+    ------
+    XRay
+        The preprocessed radiographs, in input order. Items a source with
+        ``on_error="skip"`` cannot decode are left out and recorded on the source.
+
+    Raises
+    ------
+    InvalidImageError
+        For an unreadable item, when the source says ``on_error="raise"`` (or the input is
+        a plain iterable).
+    ConfigurationError
+        For ``workers < 0``, ``chunk_size < 1`` or a refused start method.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from covidcxr import XRay
+    >>> from covidcxr.preprocess import GaussianClahePreprocessor
+    >>> xrays = [XRay(np.full((64, 64), i, np.uint8), id=str(i)) for i in range(3)]
+    >>> out = preprocess_batch(xrays, GaussianClahePreprocessor(output_size=32), workers=0,
+    ...                        progress=False)
+    >>> [(x.id, x.pixels.shape) for x in out]
+    [('0', (32, 32)), ('1', (32, 32)), ('2', (32, 32))]
+    """
+    if workers < 0:
+        raise ConfigurationError(f"workers must be >= 0, got {workers}")
+    if chunk_size < 1:
+        raise ConfigurationError(f"chunk_size must be >= 1, got {chunk_size}")
+    method = _start_method(start_method) if workers > 0 else None
+    runner = _Runner(
+        preprocessor,
+        workers=workers,
+        cache_dir=cache_dir,
+        chunk_size=chunk_size,
+        method=method,
+        stats=stats if stats is not None else BatchStats(),
+    )
+    return runner.run(xrays_or_source, progress)
+
+
+def _cache_token(preprocessor: Preprocessor) -> str:
+    token = getattr(preprocessor, "cache_token", None)
+    return (
+        str(token()) if callable(token) else f"{type(preprocessor).__qualname__}:{preprocessor!r}"
+    )
+
+
+class _Runner:
+    """The state of one :func:`preprocess_batch` run: pool, cache, ordered slots."""
+
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        *,
+        workers: int,
+        cache_dir: str | None,
+        chunk_size: int,
+        method: str | None,
+        stats: BatchStats,
+    ) -> None:
+        self.preprocessor = preprocessor
+        self.workers = workers
+        self.cache = (
+            PreprocessCache(cache_dir, _cache_token(preprocessor))
+            if cache_dir is not None
+            else None
+        )
+        self.chunk_size = chunk_size
+        self.method = method
+        self.stats = stats
+        self.max_in_flight = max(1, workers) * _CHUNKS_PER_WORKER
+        self.slots: deque[_Slot] = deque()
+        self.chunk: list[_Input] = []
+        self.decode_options: dict[str, int] = {}
+        self.executor: Executor | None = None
+
+    def run(self, items: Iterable[XRay] | CatalogSource, progress: bool) -> Iterator[XRay]:
+        from tqdm.auto import tqdm  # noqa: PLC0415 - only needed once a run starts
+
+        source = items if isinstance(items, CatalogSource) else None
+        if source is not None:
+            self.decode_options = {
+                "min_side": source.min_side,
+                "max_pixels": source.max_pixels,
+                "min_lesion_area": source.min_lesion_area,
+            }
+        total = len(items) if isinstance(items, Sized) else None
+        if self.workers > 0 and self.method is not None:
+            self.executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context(self.method),
+                initializer=_worker_init,
+            )
+        skipped_before = len(source.skipped) if source is not None else 0
+        bar = tqdm(total=total, desc="preprocess", unit="img", disable=not progress)
+        try:
+            for produced in _inputs(items, use_digest=self.cache is not None):
+                self._add(produced)
+                while self.slots and self._must_drain():
+                    yield from self._finish(self.slots.popleft(), source, bar)
+            self._submit()
+            while self.slots:
+                yield from self._finish(self.slots.popleft(), source, bar)
+        finally:
+            bar.close()
+            if self.executor is not None:
+                self.executor.shutdown(wait=True, cancel_futures=True)
+            if source is not None:
+                source.warn_skipped(len(source.skipped) - skipped_before)
+
+    def _add(self, produced: _Input | tuple[_Input, InvalidImageError]) -> None:
+        if isinstance(produced, tuple):
+            item, error = produced
+            self._submit()
+            self.slots.append(_Slot([item], results=[("invalid", str(error), error.source)]))
+            return
+        cached = None
+        if self.cache is not None and produced.digest is not None:
+            cached = self.cache.load(produced.digest)
+        if cached is not None:
+            self._submit()
+            self.slots.append(_Slot([produced], results=[("cached", cached)]))
+            return
+        self.chunk.append(produced)
+        if len(self.chunk) >= self.chunk_size:
+            self._submit()
+
+    def _must_drain(self) -> bool:
+        in_flight = sum(1 for slot in self.slots if slot.results is None)
+        return (
+            self.slots[0].ready()
+            or in_flight >= self.max_in_flight
+            or len(self.slots) > self.max_in_flight * self.chunk_size
+        )
+
+    def _submit(self) -> None:
+        if not self.chunk:
+            return
+        chunk, self.chunk = self.chunk, []
+        kind = chunk[0].kind
+        tasks = [item.task for item in chunk]
+        args = (self.preprocessor, kind, tasks, self.decode_options)
+        if self.executor is None:
+            self.slots.append(_Slot(chunk, results=_process_chunk(*args)))
+        else:
+            self.slots.append(_Slot(chunk, future=self.executor.submit(_process_chunk, *args)))
+
+    def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
+        for item, result in zip(slot.inputs, slot.collect(), strict=True):
+            bar.update(1)
+            xray = _finish_one(item, result, self.cache, source, self.stats)
+            if xray is not None:
+                yield xray
+
+
+def _finish_one(
+    item: _Input,
+    result: _Result,
+    cache: PreprocessCache | None,
+    source: CatalogSource | None,
+    stats: BatchStats,
+) -> XRay | None:
+    status = result[0]
+    if status == "invalid":
+        message, where = result[1], result[2]
+        prefix = f"{where}: "
+        error = InvalidImageError(message.removeprefix(prefix) if where else message, where)
+        if source is None or item.entry is None:
+            raise error
+        source.report_invalid(item.entry.name, error)
+        stats.skipped += 1
+        return None
+    stats.items += 1
+    if status == "cached":
+        cached: CachedOutput = result[1]
+        stats.cache_hits += 1
+        meta = {**item.meta, **cached.meta}
+        patient_id = item.patient_id or meta.get("dicom_patient_id")
+        return XRay(
+            cached.pixels,
+            id=item.id,
+            label=item.label,
+            patient_id=patient_id,
+            boxes=cached.boxes,
+            meta=meta,
+        )
+    _, pixels, boxes, meta, derived, patient_id = result
+    box_records = tuple(Box(*values) for values in boxes)
+    if cache is not None and item.digest is not None:
+        if cache.store(item.digest, pixels, box_records, {key: meta[key] for key in derived}):
+            stats.cache_writes += 1
+        else:
+            stats.uncachable += 1
+    return XRay(
+        pixels, id=item.id, label=item.label, patient_id=patient_id, boxes=box_records, meta=meta
+    )
