@@ -41,7 +41,7 @@ from covidcxr.plugins import (
     register_plugin,
     unregister_plugin,
 )
-from covidcxr.preprocess import GaussianClahePreprocessor
+from covidcxr.preprocess import GaussianClahePreprocessor, preprocess_batch
 from covidcxr.protocols import (
     Classifier,
     DatasetSource,
@@ -51,7 +51,8 @@ from covidcxr.protocols import (
     Report,
 )
 from covidcxr.records import Box, Detection, XRay
-from covidcxr.sources import FolderSource
+from covidcxr.sources import FolderSource, ZipSource
+from covidcxr.split import DatasetSplit, split_dataset
 
 __all__ = [
     "LABELS",
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigurationError",
     "CovidCXRError",
     "DatasetSource",
+    "DatasetSplit",
     "Detection",
     "DetectorServiceError",
     "Evaluator",
@@ -77,6 +79,7 @@ __all__ = [
     "UnknownNameError",
     "WeightsUnavailableError",
     "XRay",
+    "ZipSource",
     "__version__",
     "available_classifiers",
     "available_detectors",
@@ -89,8 +92,10 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "open_source",
+    "preprocess_batch",
     "read_image",
     "read_xray",
     "register_plugin",
+    "split_dataset",
     "unregister_plugin",
 ]
