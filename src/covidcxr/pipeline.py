@@ -29,6 +29,7 @@ training and in prediction alike, so a model always sees images prepared the sam
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -435,13 +436,14 @@ def _truth_stub(xray: XRay) -> XRay:
     return XRay(pixels, id=xray.id, label=xray.label, patient_id=xray.patient_id, boxes=xray.boxes)
 
 
-def _annotate(xray: XRay, detections: Sequence[Detection]) -> NDArray[np.uint8] | None:
-    """An RGB rendering of ``xray`` with its detections, or ``None`` without the drawer."""
-    try:
-        from covidcxr.detect import draw_detections  # type: ignore[attr-defined]  # noqa: PLC0415
-    except ImportError:
-        return None
-    return np.asarray(draw_detections(xray, list(detections)), dtype=np.uint8)
+def _annotate(
+    xray: XRay, detections: Sequence[Detection], truths: Sequence[Box]
+) -> NDArray[np.uint8]:
+    """An RGB rendering of ``xray`` with its detections over the ground-truth boxes."""
+    # Drawing lives with the detectors; the pipeline is the one module right of both.
+    from covidcxr.detect import draw_detections  # noqa: PLC0415 - imports OpenCV drawing
+
+    return np.asarray(draw_detections(xray, list(detections), truths=list(truths)), np.uint8)
 
 
 class Pipeline:
@@ -633,7 +635,11 @@ class Pipeline:
         }
         fit_detector = getattr(self.detector_, "fit", None)
         if callable(fit_detector):
-            fit_detector(prepared)
+            accepts_validation = "validation" in inspect.signature(fit_detector).parameters
+            if accepts_validation and prepared_validation is not None:
+                fit_detector(prepared, validation=prepared_validation)
+            else:
+                fit_detector(prepared)
         return self
 
     def _run(self, source: Iterable[XRay], *, evaluating: bool, desc: str) -> _Pass:
@@ -807,10 +813,7 @@ class Pipeline:
             if index not in chosen:
                 continue
             found = detections[index] if self.detector_ is not None else []
-            image = _annotate(_display(xray), found)
-            if image is None:
-                break
-            images.append(image)
+            images.append(_annotate(xray, found, result.truths[index].boxes))
             label = classes[int(predicted[index])]
             confidence = probabilities[index, predicted[index]]
             titles.append(f"true {xray.label} / predicted {label} ({confidence:.2f})")
@@ -999,13 +1002,3 @@ def _example_indices(labels: Sequence[str | None], n_examples: int) -> set[int]:
             elif len(chosen) < n_examples:
                 chosen.append(taken)
     return set(chosen)
-
-
-def _display(xray: XRay) -> XRay:
-    """``xray`` as 8-bit for drawing (float32 preprocessed images are in [0, 1])."""
-    if xray.pixels.dtype == np.uint8:
-        return xray
-    pixels = np.asarray(xray.pixels, np.float64)
-    # float32 after preprocessing is in [0, 1]; uint16 spans 0..65535 = 257 * 255.
-    pixels = pixels * 255.0 if xray.pixels.dtype == np.float32 else pixels / 257.0
-    return attrs.evolve(xray, pixels=np.clip(pixels, 0, 255).astype(np.uint8))
