@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import covidcxr
+from covidcxr.detect.gradcam import cam_to_detections
 from covidcxr.detect.local import LocalDetector, mask_to_detections
 from covidcxr.evaluate.detection import evaluate_detections
 from covidcxr.records import Detection, XRay
@@ -144,30 +145,45 @@ def run_local(
 def run_gradcam(
     args: argparse.Namespace, fit: list[XRay], tune: list[XRay]
 ) -> tuple[Any, dict[str, Any]]:
-    from covidcxr.detect.gradcam import GradCAMDetector  # type: ignore[import-not-found]
-
     from covidcxr.classify import VGG19Classifier
+    from covidcxr.detect.gradcam import GradCAMDetector
 
     classifier = VGG19Classifier.load(args.classifier)
-    best: tuple[float, float, float] | None = None
+    probe = GradCAMDetector(classifier, min_probability=0.0)
+    cams, probabilities = [], []
+    for start in range(0, len(tune), 64):
+        chunk_cams, chunk_probabilities = probe.class_activation_maps(tune[start : start + 64])
+        cams.extend(chunk_cams)
+        probabilities.extend(chunk_probabilities)
     grid = []
-    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7):
-        detector = GradCAMDetector(classifier, cam_threshold=threshold)
-        found = detector.detect_batch(tune)
+    for cam_threshold, min_probability in itertools.product(
+        (0.3, 0.4, 0.5, 0.6, 0.7), (0.0, 0.25, 0.5)
+    ):
+        found = [
+            cam_to_detections(
+                cam,
+                probability=float(p),
+                output_shape=x.shape,
+                lung_mask=x.meta.get("lung_mask"),
+                cam_threshold=cam_threshold,
+            )
+            if p >= min_probability
+            else []
+            for cam, p, x in zip(cams, probabilities, tune, strict=True)
+        ]
         metrics = evaluate_detections([x.boxes for x in tune], found)
         grid.append(
-            {"cam_threshold": threshold, "ap50": metrics.ap50, "map_50_95": metrics.map_50_95}
+            {
+                "cam_threshold": cam_threshold,
+                "min_probability": min_probability,
+                "ap50": metrics.ap50,
+                "map_50_95": metrics.map_50_95,
+            }
         )
-        key = (metrics.ap50, metrics.map_50_95, threshold)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    assert best is not None
-    detector = GradCAMDetector(classifier, cam_threshold=best[2])
-    return detector, {
-        "classifier": str(args.classifier),
-        "tuned": {"cam_threshold": best[2]},
-        "tuning_grid": grid,
-    }
+    best = max(grid, key=lambda row: (row["ap50"], row["map_50_95"]))
+    chosen = {k: best[k] for k in ("cam_threshold", "min_probability")}
+    detector = GradCAMDetector(classifier, **chosen)
+    return detector, {"classifier": str(args.classifier), "tuned": chosen, "tuning_grid": grid}
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -11,16 +11,19 @@ imported only when a detector needs them.
 """
 
 from covidcxr.detect.draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
+from covidcxr.detect.gradcam import GradCAMDetector, cam_to_detections
 from covidcxr.detect.local import LocalDetector, mask_to_detections
 from covidcxr.detect.watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
 
 __all__ = [
     "DETECTION_COLOR",
     "TRUTH_COLOR",
+    "GradCAMDetector",
     "ImageFailure",
     "LocalDetector",
     "ServiceRetiredWarning",
     "WatsonDetector",
+    "cam_to_detections",
     "draw_detections",
     "mask_to_detections",
     "write_png",

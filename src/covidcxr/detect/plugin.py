@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from covidcxr.errors import ConfigurationError
 from covidcxr.hookspecs import Register, hookimpl
 from covidcxr.protocols import LesionDetector
 
@@ -33,8 +34,27 @@ def _local(**options: Any) -> LesionDetector:
     return LocalDetector(**options)
 
 
+def _gradcam(**options: Any) -> LesionDetector:
+    """A :class:`GradCAMDetector` over ``classifier=`` or a saved one at ``model=path``."""
+    from covidcxr.detect.gradcam import GradCAMDetector  # noqa: PLC0415
+
+    classifier = options.pop("classifier", None)
+    model = options.pop("model", None)
+    if classifier is None and model is not None:
+        from covidcxr.classify import VGG19Classifier  # noqa: PLC0415
+
+        classifier = VGG19Classifier.load(model)
+    if classifier is None:
+        raise ConfigurationError(
+            "the gradcam detector needs a fitted classifier: pass classifier= or model= "
+            "(the path of a saved VGG19Classifier)"
+        )
+    return GradCAMDetector(classifier, **options)
+
+
 @hookimpl
 def covidcxr_register_detectors(register: Register) -> None:
-    """Register ``"watson"`` and ``"local"``."""
+    """Register ``"watson"``, ``"local"`` and ``"gradcam"``."""
     register("watson", _watson)
     register("local", _local)
+    register("gradcam", _gradcam)
