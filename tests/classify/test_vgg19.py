@@ -315,6 +315,46 @@ def test_training_accepts_a_one_shot_iterator(
     assert classifier.fingerprint_["train"]["n_images"] == len(train_xrays)
 
 
+class SortedSource:
+    """A re-iterable, non-indexable source, sorted by class like a folder of class folders."""
+
+    def __init__(self, xrays: list[XRay]) -> None:
+        self.xrays = sorted(xrays, key=lambda x: str(x.label))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(sorted({str(x.label) for x in self.xrays}))
+
+    def __iter__(self) -> Iterator[XRay]:
+        return iter(self.xrays)
+
+    def __len__(self) -> int:
+        return len(self.xrays)
+
+
+def test_training_from_a_class_sorted_stream_warns_about_shuffling(
+    train_xrays: list[XRay], tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidcxr.classify import vgg19
+
+    monkeypatch.setattr(vgg19, "SHUFFLE_BUFFER", 8)
+    params = {**tiny, "epochs": 1, "trainable_blocks": "all"}
+    with pytest.warns(UserWarning, match="runs of up to 8 of one class"):
+        VGG19Classifier(**params).fit(SortedSource(train_xrays))
+
+
+def test_training_from_a_list_shuffles_fully_without_warning(
+    train_xrays: list[XRay], tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidcxr.classify import vgg19
+
+    monkeypatch.setattr(vgg19, "SHUFFLE_BUFFER", 8)
+    params = {**tiny, "epochs": 1, "trainable_blocks": "all"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        VGG19Classifier(**params).fit(SortedSource(train_xrays).xrays)
+
+
 @pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank images
 def test_an_unlabelled_training_image_is_refused_by_id(
     train_xrays: list[XRay], tiny: dict[str, Any]

@@ -40,7 +40,10 @@ from covidcxr.records import XRay
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["CHECKPOINT_FILENAME", "EpochCallback", "VGG19Classifier"]
+__all__ = ["CHECKPOINT_FILENAME", "SHUFFLE_BUFFER", "EpochCallback", "VGG19Classifier"]
+
+#: Images held by the shuffle buffer when the training input cannot be indexed.
+SHUFFLE_BUFFER = 1024
 
 #: The file a run's checkpoint is kept in, inside ``checkpoint_dir``.
 CHECKPOINT_FILENAME = "checkpoint.npz"
@@ -574,6 +577,8 @@ class VGG19Classifier:
             ),
         }
         label_map = {label: i for i, label in enumerate(classes)}
+        if not self.uses_feature_cache:
+            _warn_if_class_sorted(train, stats.labels)
         class_weights = self._class_weights(targets, classes)
 
         def run_epoch(epoch: int) -> dict[str, float]:
@@ -610,6 +615,7 @@ class VGG19Classifier:
                         label_map=label_map,
                         order=order,
                         shuffle_seed=None if indexable else epoch_seed,
+                        shuffle_buffer=SHUFFLE_BUFFER,
                         n_images=len(targets),
                     ),
                     epochs=1,
@@ -812,6 +818,30 @@ class VGG19Classifier:
     fingerprint_: dict[str, Any]
     preprocessing_: Any
     _predict_function: Callable[[Any], Any] | None
+
+
+def _longest_run(labels: list[str | None]) -> int:
+    longest = current = 0
+    for i, label in enumerate(labels):
+        current = current + 1 if i and label == labels[i - 1] else 1
+        longest = max(longest, current)
+    return longest
+
+
+def _warn_if_class_sorted(train: Iterable[XRay], labels: list[str | None]) -> None:
+    if hasattr(train, "__getitem__") and hasattr(train, "__len__"):
+        return  # indexable inputs are fully permuted every epoch
+    run = _longest_run(labels)
+    if run > SHUFFLE_BUFFER // 2:
+        warnings.warn(
+            f"the training images come in runs of up to {run} of one class and cannot be "
+            f"indexed, so each epoch is shuffled only within a {SHUFFLE_BUFFER}-image "
+            "buffer: batches will be dominated by one class, which hampers training "
+            "(batch normalisation especially). Pass a list instead, for example the "
+            "preprocessed images: [preprocess(x) for x in source].",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
