@@ -150,7 +150,8 @@ def run_gradcam(
 
     classifier = VGG19Classifier.load(args.classifier)
     probe = GradCAMDetector(classifier, min_probability=0.0)
-    cams, probabilities = [], []
+    cams: list[Any] = []
+    probabilities: list[float] = []
     for start in range(0, len(tune), 64):
         chunk_cams, chunk_probabilities = probe.class_activation_maps(tune[start : start + 64])
         cams.extend(chunk_cams)
@@ -182,7 +183,11 @@ def run_gradcam(
         )
     best = max(grid, key=lambda row: (row["ap50"], row["map_50_95"]))
     chosen = {k: best[k] for k in ("cam_threshold", "min_probability")}
-    detector = GradCAMDetector(classifier, **chosen)
+    detector = GradCAMDetector(
+        classifier,
+        cam_threshold=chosen["cam_threshold"],
+        min_probability=chosen["min_probability"],
+    )
     return detector, {"classifier": str(args.classifier), "tuned": chosen, "tuning_grid": grid}
 
 

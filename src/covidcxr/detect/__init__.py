@@ -13,6 +13,7 @@ imported only when a detector needs them.
 from covidcxr.detect.draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
 from covidcxr.detect.gradcam import GradCAMDetector, cam_to_detections
 from covidcxr.detect.local import LocalDetector, mask_to_detections
+from covidcxr.detect.plugin import default_detector_name
 from covidcxr.detect.watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ServiceRetiredWarning",
     "WatsonDetector",
     "cam_to_detections",
+    "default_detector_name",
     "draw_detections",
     "mask_to_detections",
     "write_png",

@@ -12,7 +12,23 @@ from covidcxr.errors import ConfigurationError
 from covidcxr.hookspecs import Register, hookimpl
 from covidcxr.protocols import LesionDetector
 
-__all__ = ["covidcxr_register_detectors"]
+__all__ = ["covidcxr_register_detectors", "default_detector_name"]
+
+
+def default_detector_name() -> str:
+    """``"watson"`` when the environment configures Watson, else the offline ``"local"``.
+
+    Watson counts as configured when ``COVIDCXR_WATSON_URL``, ``COVIDCXR_WATSON_APIKEY``
+    and ``COVIDCXR_WATSON_COLLECTION_IDS`` are all set.
+
+    Examples
+    --------
+    >>> default_detector_name() in ("local", "watson")
+    True
+    """
+    from covidcxr.detect.watson import watson_configured  # noqa: PLC0415
+
+    return "watson" if watson_configured() else "local"
 
 
 def _watson(**options: Any) -> LesionDetector:

@@ -1,0 +1,117 @@
+"""`covidcxr detect`: annotated PNGs and detections.json from a folder of radiographs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from covidcxr.cli import cli
+from covidcxr.detect.loopback_watson import LoopbackWatsonServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
+
+APIKEY = "cli-test-apikey"
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackWatsonServer]:
+    with LoopbackWatsonServer(apikey=APIKEY) as running:
+        running.objects_for = lambda filename, png, cid: [
+            {
+                "object": "opacity",
+                "score": 0.8,
+                "location": {"left": 4, "top": 6, "width": 20, "height": 12},
+            }
+        ]
+        yield running
+
+
+@pytest.fixture
+def radiographs(tmp_path: Path) -> Path:
+    root = tmp_path / "cxr"
+    rng = np.random.default_rng(0)
+    for folder, names in (("COVID", ["a", "b"]), ("NORMAL", ["a"])):
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            pixels = rng.integers(0, 255, (40, 48), dtype=np.uint8)
+            cv2.imwrite(str(root / folder / f"{name}.png"), pixels)
+    return root
+
+
+def watson_args(server: LoopbackWatsonServer) -> list[str]:
+    return [
+        "--detector",
+        "watson",
+        "-d",
+        f"url={server.url}",
+        "-d",
+        f"iam_url={server.url}",
+        "-d",
+        f"apikey={APIKEY}",
+        "-d",
+        f"collection_ids={server.add_collection()}",
+    ]
+
+
+def run(args: list[str]) -> Any:
+    return CliRunner().invoke(cli, args)
+
+
+def test_detect_writes_one_png_per_radiograph_and_a_json_of_detections(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = run(["detect", str(radiographs), "--out", str(out), *watson_args(server)])
+    assert result.exit_code == 0, result.output
+    assert "3 lesion(s) in 3 image(s)" in result.output
+    document = json.loads((out / "detections.json").read_text())
+    assert document["detector"] == "watson"
+    pngs = [image["png"] for image in document["images"]]
+    assert pngs == ["a.png", "b.png", "a-1.png"]  # the two a.png stay distinct
+    first = document["images"][0]
+    assert (first["width"], first["height"]) == (48, 40)
+    assert first["detections"] == [
+        {
+            "label": "opacity",
+            "score": 0.8,
+            "box": {"x": 4.0, "y": 6.0, "width": 20.0, "height": 12.0},
+        }
+    ]
+    drawn = cv2.imread(str(out / "a.png"), cv2.IMREAD_COLOR)
+    assert drawn is not None
+    assert drawn.shape == (40, 48, 3)
+
+
+def test_detect_refuses_to_replace_earlier_output(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["detect", str(radiographs), "--out", str(out), *watson_args(server)]
+    assert run(args).exit_code == 0
+    again = run(args)
+    assert again.exit_code != 0
+    assert "--overwrite" in again.output
+    assert run([*args, "--overwrite"]).exit_code == 0
+
+
+def test_detect_shows_a_progress_bar_unless_told_not_to(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    args = ["detect", str(radiographs), *watson_args(server)]
+    shown = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert "3/3" in shown.stderr
+    hidden = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--no-progress"])
+    assert "3/3" not in hidden.stderr
+
+
+def test_local_detector_needs_a_model(radiographs: Path, tmp_path: Path) -> None:
+    result = run(["detect", str(radiographs), "--out", str(tmp_path), "--detector", "local"])
+    assert result.exit_code != 0
+    assert "--model" in result.output
