@@ -6,12 +6,14 @@ Every source is a :class:`~covidcxr.DatasetSource`: iterate it to get
 
 - ``"file"`` (a folder path): :class:`FolderSource`;
 - ``"zip"`` (a ``.zip`` path): :class:`ZipSource`;
+- ``"cos"`` (``cos://bucket/prefix``): :class:`COSSource` (IBM Cloud Object Storage).
 
 Sources understand the layouts of the public datasets (:mod:`covidcxr.sources.layouts`).
 """
 
 from covidcxr.sources.archive import ZipLimits, ZipSource
 from covidcxr.sources.base import CatalogSource
+from covidcxr.sources.cos import COSSource, cos_client, upload_folder, upload_folder_as_zip
 from covidcxr.sources.folder import FolderSource
 from covidcxr.sources.items import INFECTION_MASK, LUNG_MASK, Entry, RawItem, decode_item
 from covidcxr.sources.layouts import LAYOUTS, QU_EX_SPLITS
@@ -23,6 +25,7 @@ __all__ = [
     "LAYOUTS",
     "LUNG_MASK",
     "QU_EX_SPLITS",
+    "COSSource",
     "CatalogSource",
     "Entry",
     "FolderSource",
@@ -32,6 +35,9 @@ __all__ = [
     "ZipLimits",
     "ZipSource",
     "binary_mask",
+    "cos_client",
     "decode_item",
     "mask_boxes",
+    "upload_folder",
+    "upload_folder_as_zip",
 ]

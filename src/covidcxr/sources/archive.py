@@ -29,7 +29,7 @@ from covidcxr.sources.base import CatalogSource
 from covidcxr.sources.layouts import QU_EX_SPLITS
 from covidcxr.sources.skips import OnError
 
-__all__ = ["ZipLimits", "ZipSource"]
+__all__ = ["SafeZipArchive", "ZipLimits", "ZipSource"]
 
 _GIB: Final = 1 << 30
 _MIB: Final = 1 << 20
@@ -78,6 +78,143 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+class SafeZipArchive:
+    """A zip archive whose every member was checked before any is read.
+
+    Parameters
+    ----------
+    archive
+        A path or a seekable binary file object.
+    name
+        How to call the archive in ids and messages.
+    limits
+        See :class:`ZipLimits`.
+
+    Raises
+    ------
+    SourceError
+        If the archive is unreadable, a member's name escapes the archive, a member is a
+        symbolic link or encrypted, or the limits are exceeded; the message names the member.
+    """
+
+    def __init__(
+        self, archive: str | os.PathLike[str] | IO[bytes], name: str, limits: ZipLimits
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        try:
+            self._zip = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise SourceError(f"{name}: not a readable zip archive ({exc})") from exc
+        self.members = self._check_members()
+
+    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
+        infos = self._zip.infolist()
+        limits = self.limits
+        if len(infos) > limits.max_members:
+            raise SourceError(
+                f"{self.name}: {len(infos):,} members, more than the limit of "
+                f"{limits.max_members:,} (raise ZipLimits.max_members if genuine)"
+            )
+        total = 0
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            problem = _member_problem(info)
+            if problem:
+                raise SourceError(
+                    f"{self.name}: member {info.filename!r} {problem}; refusing the archive"
+                )
+            if info.is_dir():
+                continue
+            if info.file_size > limits.max_member_size:
+                raise SourceError(
+                    f"{self.name}: member {info.filename!r} expands to "
+                    f"{info.file_size:,} bytes, more than the limit of {limits.max_member_size:,}"
+                )
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size >= _RATIO_CHECK_MIN_SIZE and ratio > limits.max_compression_ratio:
+                raise SourceError(
+                    f"{self.name}: member {info.filename!r} has a compression ratio of "
+                    f"{ratio:,.0f}:1, over the limit of {limits.max_compression_ratio:,.0f}:1 "
+                    "(a zip bomb?)"
+                )
+            total += info.file_size
+            if total > limits.max_total_size:
+                raise SourceError(
+                    f"{self.name}: members expand to more than the limit of "
+                    f"{limits.max_total_size:,} bytes (a zip bomb?)"
+                )
+            members[info.filename] = info
+        return members
+
+    def find_root(self, root: str | None, label_aliases: Mapping[str, str] | None) -> str:
+        """The member-name prefix of the dataset (``""`` or ``"folder/"``).
+
+        ``root=None`` strips a single top-level folder that wraps everything, unless that
+        folder is itself a class or split folder.
+        """
+        if root is not None:
+            prefix = root.strip("/") + "/"
+            if not any(name.startswith(prefix) for name in self.members):
+                raise ConfigurationError(f"{self.name}: no member under root {root!r}")
+            return prefix
+        tops = {PurePosixPath(name).parts[0] for name in self.members if "/" in name}
+        loose = any("/" not in name for name in self.members)
+        if len(tops) != 1 or loose:
+            return ""
+        (top,) = tops
+        if top.lower() in {split.lower() for split in QU_EX_SPLITS}:
+            return ""
+        try:
+            canonical_label(top, label_aliases)
+        except UnknownLabelError:
+            return top + "/"
+        return ""
+
+    def read(self, member: str, where: str) -> bytes:
+        """One member's content; :class:`InvalidImageError` naming ``where`` on failure."""
+        info = self.members.get(member)
+        if info is None:
+            raise InvalidImageError("no such member in the archive", where)
+        try:
+            with self._zip.open(info) as handle:
+                # zipfile stops at the declared size, which _check_members bounded.
+                return handle.read()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise InvalidImageError(f"corrupt archive member: {exc}", where) from exc
+
+    def extract_to(
+        self, directory: str | os.PathLike[str], *, on_exists: OnError = "raise"
+    ) -> Path:
+        """Extract every member below ``directory``, safely (see :meth:`ZipSource.extract_to`)."""
+        target = Path(directory).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        for member, info in self.members.items():
+            destination = (target / member).resolve()
+            if not destination.is_relative_to(target):
+                raise SourceError(
+                    f"{self.name}: member {member!r} would be written to "
+                    f"{destination}, outside {target}; nothing more is extracted"
+                )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                output = destination.open("xb")
+            except FileExistsError:
+                if on_exists == "skip":
+                    continue
+                raise SourceError(
+                    f"{destination} already exists; covidcxr does not overwrite files "
+                    "(extract to an empty folder, or pass on_exists='skip')"
+                ) from None
+            with output, self._zip.open(info) as handle:
+                shutil.copyfileobj(handle, output, length=_MIB)
+        return target
+
+    def close(self) -> None:
+        """Close the archive."""
+        self._zip.close()
+
+
 class ZipSource(CatalogSource):
     """Radiographs in a zip archive, read member by member without extracting.
 
@@ -96,6 +233,8 @@ class ZipSource(CatalogSource):
         usually wrap the dataset in one), that folder.
     limits
         See :class:`ZipLimits`.
+    name
+        How to call the archive in ids and messages (default: its path, or ``<stream>``).
 
     Raises
     ------
@@ -130,23 +269,19 @@ class ZipSource(CatalogSource):
         min_lesion_area: int = 1,
         root: str | None = None,
         limits: ZipLimits | None = None,
+        name: str | None = None,
     ) -> None:
-        self.limits = limits or ZipLimits()
         if isinstance(archive, str | os.PathLike):
-            self.archive_name = str(archive)
+            archive_name = name or str(archive)
             if not Path(archive).is_file():
-                raise SourceError(f"{self.archive_name}: no such archive")
+                raise SourceError(f"{archive_name}: no such archive")
         else:
-            self.archive_name = "<stream>"
-        try:
-            self._zip = zipfile.ZipFile(archive)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise SourceError(f"{self.archive_name}: not a readable zip archive ({exc})") from exc
-        self._members = self._check_members()
-        self._label_aliases = label_aliases
-        self._root = self._find_root(root)
+            archive_name = name or "<stream>"
+        self.archive_name = archive_name
+        self._archive = SafeZipArchive(archive, archive_name, limits or ZipLimits())
+        self._root = self._archive.find_root(root, label_aliases)
         super().__init__(
-            where=self.archive_name,
+            where=archive_name,
             layout=layout,
             split=split,
             label_aliases=label_aliases,
@@ -157,80 +292,14 @@ class ZipSource(CatalogSource):
             min_lesion_area=min_lesion_area,
         )
 
-    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
-        infos = self._zip.infolist()
-        limits = self.limits
-        if len(infos) > limits.max_members:
-            raise SourceError(
-                f"{self.archive_name}: {len(infos):,} members, more than the limit of "
-                f"{limits.max_members:,} (raise ZipLimits.max_members if genuine)"
-            )
-        total = 0
-        members: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            problem = _member_problem(info)
-            if problem:
-                raise SourceError(
-                    f"{self.archive_name}: member {info.filename!r} {problem}; refusing the archive"
-                )
-            if info.is_dir():
-                continue
-            if info.file_size > limits.max_member_size:
-                raise SourceError(
-                    f"{self.archive_name}: member {info.filename!r} expands to "
-                    f"{info.file_size:,} bytes, more than the limit of {limits.max_member_size:,}"
-                )
-            ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size >= _RATIO_CHECK_MIN_SIZE and ratio > limits.max_compression_ratio:
-                raise SourceError(
-                    f"{self.archive_name}: member {info.filename!r} has a compression ratio of "
-                    f"{ratio:,.0f}:1, over the limit of {limits.max_compression_ratio:,.0f}:1 "
-                    "(a zip bomb?)"
-                )
-            total += info.file_size
-            if total > limits.max_total_size:
-                raise SourceError(
-                    f"{self.archive_name}: members expand to more than the limit of "
-                    f"{limits.max_total_size:,} bytes (a zip bomb?)"
-                )
-            members[info.filename] = info
-        return members
-
-    def _find_root(self, root: str | None) -> str:
-        if root is not None:
-            prefix = root.strip("/") + "/"
-            if not any(name.startswith(prefix) for name in self._members):
-                raise ConfigurationError(f"{self.archive_name}: no member under root {root!r}")
-            return prefix
-        tops = {PurePosixPath(name).parts[0] for name in self._members if "/" in name}
-        loose = any("/" not in name for name in self._members)
-        if len(tops) != 1 or loose:
-            return ""
-        (top,) = tops
-        if top.lower() in {split.lower() for split in QU_EX_SPLITS}:
-            return ""
-        try:
-            canonical_label(top, self._label_aliases)
-        except UnknownLabelError:
-            return top + "/"
-        return ""
-
     def _list_names(self) -> list[str]:
         prefix = self._root
-        return sorted(name[len(prefix) :] for name in self._members if name.startswith(prefix))
+        return sorted(
+            name[len(prefix) :] for name in self._archive.members if name.startswith(prefix)
+        )
 
     def _read(self, name: str) -> bytes:
-        member = self._root + name
-        info = self._members.get(member)
-        where = self._item_id(name)
-        if info is None:
-            raise InvalidImageError("no such member in the archive", where)
-        try:
-            with self._zip.open(info) as handle:
-                # zipfile stops at the declared size, which _check_members bounded.
-                return handle.read()
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise InvalidImageError(f"corrupt archive member: {exc}", where) from exc
+        return self._archive.read(self._root + name, self._item_id(name))
 
     def _item_id(self, name: str) -> str:
         return f"{self.archive_name}!/{self._root}{name}"
@@ -259,32 +328,11 @@ class ZipSource(CatalogSource):
             If a destination exists (``on_exists="raise"``), or a member would land outside
             ``directory`` (through a symlinked folder already there, for example).
         """
-        target = Path(directory).resolve()
-        target.mkdir(parents=True, exist_ok=True)
-        for member, info in self._members.items():
-            destination = (target / member).resolve()
-            if not destination.is_relative_to(target):
-                raise SourceError(
-                    f"{self.archive_name}: member {member!r} would be written to "
-                    f"{destination}, outside {target}; nothing more is extracted"
-                )
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                output = destination.open("xb")
-            except FileExistsError:
-                if on_exists == "skip":
-                    continue
-                raise SourceError(
-                    f"{destination} already exists; covidcxr does not overwrite files "
-                    "(extract to an empty folder, or pass on_exists='skip')"
-                ) from None
-            with output, self._zip.open(info) as handle:
-                shutil.copyfileobj(handle, output, length=_MIB)
-        return target
+        return self._archive.extract_to(directory, on_exists=on_exists)
 
     def close(self) -> None:
         """Close the archive."""
-        self._zip.close()
+        self._archive.close()
 
     def __enter__(self) -> ZipSource:
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from covidcxr.hookspecs import Register, hookimpl
 from covidcxr.sources.archive import ZipSource
+from covidcxr.sources.cos import COSSource
 from covidcxr.sources.folder import FolderSource
 
 __all__ = ["covidcxr_register_sources"]
@@ -15,6 +16,7 @@ __all__ = ["covidcxr_register_sources"]
 
 @hookimpl
 def covidcxr_register_sources(register: Register) -> None:
-    """Register the ``file`` and ``zip`` schemes."""
+    """Register the ``file``, ``zip`` and ``cos`` schemes."""
     register("file", FolderSource)
     register("zip", ZipSource)
+    register("cos", COSSource)

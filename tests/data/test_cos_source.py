@@ -1,0 +1,287 @@
+"""Specification of the IBM COS source and uploads, run against a loopback S3 server.
+
+The real ``ibm_boto3`` SDK talks to a real S3-compatible server (moto in server mode) on
+127.0.0.1; a small loopback proxy in front of it injects throttling and denials, so the
+SDK's own retry and error handling is what gets tested.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import logging
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+import covidcxr
+from covidcxr.errors import ConfigurationError, SourceError
+from covidcxr.sources import COSSource, cos_client, upload_folder, upload_folder_as_zip
+
+pytest.importorskip("ibm_boto3")
+moto_server = pytest.importorskip("moto.server")
+
+ACCESS_KEY = "AKIDCOVIDCXRTEST0001"
+SECRET_KEY = "s3cr3t-Do-Not-Leak-7f9c2e41"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+class FaultProxy:
+    """A loopback HTTP proxy to the S3 server that can answer with injected errors."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.fail_next = 0
+        self.fail_status = 503
+        self.fail_code = "SlowDown"
+        self.always: tuple[int, str] | None = None
+        self.requests = 0
+        self.injected = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                proxy.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fault = proxy.always
+                if fault is None and proxy.fail_next > 0:
+                    proxy.fail_next -= 1
+                    fault = (proxy.fail_status, proxy.fail_code)
+                if fault is not None:
+                    proxy.injected += 1
+                    status, code = fault
+                    payload = (
+                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                        f"<Message>injected {code}</Message></Error>"
+                    ).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                connection = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = self.headers.get("Host", "")
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(s3_endpoint)
+    try:
+        yield fault_proxy
+    finally:
+        fault_proxy.close()
+
+
+def _options(endpoint: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint_url": endpoint,
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+        **extra,
+    }
+
+
+_bucket_counter = iter(range(10_000))
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    name = f"cxr-test-{next(_bucket_counter)}"
+    cos_client(**_options(s3_endpoint)).create_bucket(Bucket=name)
+    return name
+
+
+def test_loose_objects_are_read_with_classes_from_key_paths(
+    s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    keys = upload_folder(classes_folder, f"{bucket}/datasets/cxr", **_options(s3_endpoint))
+    assert "datasets/cxr/COVID/img_0.png" in keys
+    source = COSSource(f"{bucket}/datasets/cxr", **_options(s3_endpoint))
+    xrays = list(source)
+    assert len(xrays) == 5
+    assert source.classes == ("covid-19", "normal", "pneumonia")
+    assert xrays[0].id == f"cos://{bucket}/datasets/cxr/COVID/img_0.png"
+
+
+def test_zip_object_is_streamed_and_read_like_a_zip_source(
+    s3_endpoint: str, bucket: str, qu_ex_folder: Path
+) -> None:
+    key = upload_folder_as_zip(
+        qu_ex_folder, f"{bucket}/archives/qu-ex.zip", **_options(s3_endpoint)
+    )
+    assert key == "archives/qu-ex.zip"
+    with COSSource(
+        f"{bucket}/archives/qu-ex.zip", layout="covid-qu-ex", split="Val", **_options(s3_endpoint)
+    ) as source:
+        xrays = list(source)
+    assert len(xrays) == 6
+    covid = next(x for x in xrays if x.label == "covid-19")
+    assert len(covid.boxes) == 2
+    assert covid.id.startswith(f"cos://{bucket}/archives/qu-ex.zip!/Val/COVID-19/images/")
+
+
+def test_open_source_reaches_cos(s3_endpoint: str, bucket: str, classes_folder: Path) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    source = covidcxr.open_source(f"cos://{bucket}/cxr", **_options(s3_endpoint))
+    assert isinstance(source, COSSource)
+    assert len(source) == 5
+
+
+def test_environment_variables_are_the_fallback(
+    s3_endpoint: str, bucket: str, classes_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    monkeypatch.setenv("COS_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("COS_HMAC_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("COS_HMAC_SECRET_ACCESS_KEY", SECRET_KEY)
+    assert len(COSSource(f"{bucket}/cxr")) == 5
+
+
+def test_missing_credentials_are_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("COS_API_KEY_ID", "COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigurationError, match="no COS credentials"):
+        COSSource("bucket/prefix", endpoint_url="http://127.0.0.1:9")
+
+
+def test_missing_bucket_is_a_clear_source_error(s3_endpoint: str) -> None:
+    with pytest.raises(SourceError, match="cos://no-such-bucket/x: the bucket does not exist"):
+        COSSource("no-such-bucket/x", **_options(s3_endpoint))
+
+
+def test_empty_prefix_is_a_source_error(s3_endpoint: str, bucket: str) -> None:
+    with pytest.raises(SourceError, match="no objects under this prefix"):
+        COSSource(f"{bucket}/nothing-here", **_options(s3_endpoint))
+
+
+def test_throttling_is_retried_with_backoff(
+    proxy: FaultProxy, bucket: str, s3_endpoint: str, classes_folder: Path
+) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    proxy.fail_next = 2
+    source = COSSource(f"{bucket}/cxr", **_options(proxy.url, max_attempts=4))
+    assert proxy.injected == 2
+    assert len(list(source)) == 5
+
+
+def test_server_errors_are_retried_then_reported(proxy: FaultProxy, bucket: str) -> None:
+    proxy.fail_next = 10
+    proxy.fail_status, proxy.fail_code = 500, "InternalError"
+    with pytest.raises(SourceError, match="InternalError"):
+        COSSource(f"{bucket}/cxr", **_options(proxy.url, max_attempts=2))
+    assert proxy.injected == 2
+
+
+def test_denied_access_is_a_clear_source_error(proxy: FaultProxy, bucket: str) -> None:
+    proxy.always = (403, "AccessDenied")
+    with pytest.raises(SourceError, match="access denied"):
+        COSSource(f"{bucket}/cxr", **_options(proxy.url))
+
+
+def test_wrong_key_is_reported_as_rejected_credentials(proxy: FaultProxy, bucket: str) -> None:
+    proxy.always = (403, "InvalidAccessKeyId")
+    with pytest.raises(SourceError, match="credentials were rejected"):
+        COSSource(f"{bucket}/cxr", **_options(proxy.url))
+
+
+def test_credentials_never_appear_in_reprs_errors_or_logs(
+    proxy: FaultProxy,
+    s3_endpoint: str,
+    bucket: str,
+    classes_folder: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="covidcxr")
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    source = COSSource(f"{bucket}/cxr", **_options(s3_endpoint))
+    texts = [repr(source), str(source.__dict__)]
+    proxy.always = (403, "SignatureDoesNotMatch")
+    with pytest.raises(SourceError) as info:
+        COSSource(f"{bucket}/cxr", **_options(proxy.url))
+    texts += [str(info.value), repr(info.value), caplog.text]
+    for text in texts:
+        assert SECRET_KEY not in text
+        assert ACCESS_KEY not in text
+
+
+def test_upload_never_replaces_existing_objects_unless_asked(
+    s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    options = _options(s3_endpoint)
+    upload_folder(classes_folder, f"{bucket}/cxr", **options)
+    client = cos_client(**options)
+    client.put_object(Bucket=bucket, Key="cxr/COVID/img_0.png", Body=b"the user's object")
+    with pytest.raises(SourceError, match="already exists"):
+        upload_folder(classes_folder, f"{bucket}/cxr", **options)
+    body = client.get_object(Bucket=bucket, Key="cxr/COVID/img_0.png")["Body"].read()
+    assert body == b"the user's object"
+    upload_folder(classes_folder, f"{bucket}/cxr", overwrite=True, **options)
+    body = client.get_object(Bucket=bucket, Key="cxr/COVID/img_0.png")["Body"].read()
+    assert body == (classes_folder / "COVID" / "img_0.png").read_bytes()
+
+
+def test_zip_upload_refuses_to_replace_and_round_trips(
+    s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    options = _options(s3_endpoint)
+    upload_folder_as_zip(classes_folder, f"{bucket}/cxr.zip", **options)
+    with pytest.raises(SourceError, match="already exists"):
+        upload_folder_as_zip(classes_folder, f"{bucket}/cxr.zip", **options)
+    data = cos_client(**options).get_object(Bucket=bucket, Key="cxr.zip")["Body"].read()
+    names = sorted(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    assert names == sorted(
+        p.relative_to(classes_folder).as_posix() for p in classes_folder.rglob("*") if p.is_file()
+    )
