@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+import weakref
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,6 +252,25 @@ def test_predict_proba_of_nothing_is_an_empty_array(fitted: VGG19Classifier) -> 
 def test_history_has_one_entry_per_epoch_with_validation(fitted: VGG19Classifier) -> None:
     assert set(fitted.history_) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     assert all(len(values) == 3 for values in fitted.history_.values())
+
+
+def test_prediction_streams_its_input_instead_of_holding_it(fitted: VGG19Classifier) -> None:
+    alive: list[weakref.ref[XRay]] = []
+    most_alive = 0
+
+    def stream() -> Iterator[XRay]:
+        nonlocal most_alive
+        rng = np.random.default_rng(5)
+        for i in range(240):
+            xray = XRay(rng.random((32, 32), dtype=np.float32), id=f"stream-{i}")
+            alive.append(weakref.ref(xray))
+            most_alive = max(most_alive, sum(ref() is not None for ref in alive))
+            yield xray
+            del xray
+
+    assert len(fitted.predict_proba(stream())) == 240
+    # A few prefetched batches of 8 may be in flight; the dataset as a whole never is.
+    assert most_alive < 240 // 3
 
 
 def test_feature_layer_is_the_last_convolutional_map(fitted: VGG19Classifier) -> None:
