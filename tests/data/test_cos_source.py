@@ -85,7 +85,7 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 connection = http.client.HTTPConnection(
-                    proxy.upstream.hostname, proxy.upstream.port
+                    str(proxy.upstream.hostname), proxy.upstream.port
                 )
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = self.headers.get("Host", "")
