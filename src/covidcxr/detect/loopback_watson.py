@@ -147,8 +147,6 @@ class LoopbackWatsonServer:
 
     Attributes
     ----------
-    url
-        The base URL, ``http://127.0.0.1:<port>``; also the IAM URL.
     requests
         Every request received, in order (IAM token requests included).
     objects_for
@@ -184,7 +182,7 @@ class LoopbackWatsonServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
+        """The base URL, ``http://127.0.0.1:<port>``; also the IAM URL."""
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def start(self) -> LoopbackWatsonServer:

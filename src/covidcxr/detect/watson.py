@@ -10,12 +10,12 @@ extra), imported only when a request is made.
 
 Configuration falls back to environment variables when an argument is not given:
 
-=================================  ===========================================================
-``COVIDCXR_WATSON_URL``            service URL (else the SDK's ``VISUAL_RECOGNITION_URL``)
-``COVIDCXR_WATSON_APIKEY``         IAM apikey (else the SDK's ``VISUAL_RECOGNITION_APIKEY``)
-``COVIDCXR_WATSON_IAM_URL``        IAM token server, for private deployments
-``COVIDCXR_WATSON_COLLECTION_IDS`` comma-separated collection ids
-=================================  ===========================================================
+==================================  =========================================================
+``COVIDCXR_WATSON_URL``             service URL (else the SDK's ``VISUAL_RECOGNITION_URL``)
+``COVIDCXR_WATSON_APIKEY``          IAM apikey (else the SDK's ``VISUAL_RECOGNITION_APIKEY``)
+``COVIDCXR_WATSON_IAM_URL``         IAM token server, for private deployments
+``COVIDCXR_WATSON_COLLECTION_IDS``  comma-separated collection ids
+==================================  =========================================================
 """
 
 from __future__ import annotations
@@ -111,10 +111,7 @@ def watson_configured() -> bool:
 
     Examples
     --------
-    >>> import os
-    >>> os.environ.pop("COVIDCXR_WATSON_APIKEY", None) and None
-    >>> watson_configured()
-    False
+    >>> detector_name = "watson" if watson_configured() else "local"
     """
     return all(os.environ.get(name) for name in (ENV_URL, ENV_APIKEY, ENV_COLLECTION_IDS))
 
