@@ -169,12 +169,14 @@ def _dice_bce_loss(keras: Any) -> Any:
 
     def dice_bce(y_true: Any, y_pred: Any) -> Any:
         # Dice counters the imbalance (most pixels are not lesion); BCE keeps gradients
-        # well-behaved on the many lesion-free images.
-        bce = keras.losses.binary_crossentropy(y_true, y_pred)
-        intersection = ops.sum(y_true * y_pred, axis=(1, 2, 3))
-        total = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
+        # well-behaved on the many lesion-free images. Dice is taken over the whole batch:
+        # per image it would be ~1 for any faint output on a lesion-free radiograph, and
+        # those dominate the data.
+        bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+        intersection = ops.sum(y_true * y_pred)
+        total = ops.sum(y_true) + ops.sum(y_pred)
         dice = 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
-        return ops.mean(bce, axis=(1, 2)) + dice
+        return bce + dice
 
     return dice_bce
 
@@ -201,7 +203,7 @@ class LocalDetector:
         Random horizontal flips while training.
     patience
         With validation data, stop after this many epochs without improvement and keep the
-        best weights.
+        best weights; the learning rate halves after ``patience // 2`` such epochs.
     seed
         Seeds Python, NumPy and TensorFlow (through ``keras.utils.set_random_seed``).
     threads
@@ -229,7 +231,7 @@ class LocalDetector:
         min_area_fraction: float = 0.002,
         label: str = "opacity",
         augment: bool = True,
-        patience: int = 4,
+        patience: int = 6,
         seed: int = 0,
         threads: int | None = None,
         verbose: int = 0,
@@ -319,11 +321,14 @@ class LocalDetector:
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
-            callbacks.append(
+            callbacks += [
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.5, patience=max(1, self.patience // 2)
+                ),
                 keras.callbacks.EarlyStopping(
                     patience=self.patience, restore_best_weights=True, monitor="val_loss"
-                )
-            )
+                ),
+            ]
         history = model.fit(
             images,
             masks,
