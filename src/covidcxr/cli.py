@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -392,7 +392,7 @@ def detect_command(
     overwrite: bool,
     no_progress: bool,
 ) -> None:
-    """Box the lesions in every radiograph of SOURCE (file folder, .zip, cos://...).
+    """Box the lesions in every radiograph of SOURCE (a file, folder, .zip, cos://...).
 
     Writes one annotated PNG per radiograph and detections.json (boxes in each original
     radiograph's pixels unless --preprocess resizes it) into --out; never replaces a file
@@ -417,7 +417,12 @@ def detect_command(
         if preprocess
         else None
     )
-    dataset = covidcxr.open_source(source, **_parse_source_options(source_options))
+    single = Path(source)
+    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource
+    if single.is_file() and single.suffix.lower() != ".zip":
+        dataset = [covidcxr.read_xray(single)]  # one radiograph file
+    else:
+        dataset = covidcxr.open_source(source, **_parse_source_options(source_options))
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "detections.json"
     if report_path.exists() and not overwrite:

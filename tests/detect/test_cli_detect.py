@@ -115,3 +115,13 @@ def test_local_detector_needs_a_model(radiographs: Path, tmp_path: Path) -> None
     result = run(["detect", str(radiographs), "--out", str(tmp_path), "--detector", "local"])
     assert result.exit_code != 0
     assert "--model" in result.output
+
+
+def test_detect_accepts_a_single_radiograph_file(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    single = radiographs / "COVID" / "b.png"
+    result = run(["detect", str(single), "--out", str(tmp_path / "one"), *watson_args(server)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "one" / "detections.json").read_text())
+    assert [image["png"] for image in document["images"]] == ["b.png"]
