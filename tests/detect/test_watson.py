@@ -257,6 +257,16 @@ def test_unreachable_endpoint_is_retried_then_reported() -> None:
         detector.detect(xray())
 
 
+def test_slow_answers_time_out_and_are_retried(server: LoopbackWatsonServer) -> None:
+    server.response_delay = 0.5
+    detector = make_detector(
+        server, collection_ids=server.add_collection(), timeout=0.1, max_retries=1
+    )
+    with pytest.raises(DetectorServiceError, match=r"no answer.*Timeout.*after 2 attempts"):
+        detector.detect(xray())
+    assert len(server.requests_to("/v4/analyze")) == 2
+
+
 # --- SDK notice, configuration ------------------------------------------------------------
 
 

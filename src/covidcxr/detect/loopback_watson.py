@@ -156,6 +156,8 @@ class LoopbackWatsonServer:
         ``{filename: (code, message)}``: ``analyze`` reports these as per-image errors.
     fail_training
         Make training end with ``latest_failed``.
+    response_delay
+        Seconds to wait before answering any ``/v4/`` request (to test timeouts).
     honour_threshold
         Drop objects scoring under the request's ``threshold`` (the default); set it to
         ``False`` to act as a lenient endpoint that ignores it.
@@ -172,6 +174,7 @@ class LoopbackWatsonServer:
         self.image_errors: dict[str, tuple[str, str]] = {}
         self.fail_training = False
         self.honour_threshold = True
+        self.response_delay = 0.0
         self._images: dict[str, dict[str, Any]] = {}
         self._failures: deque[_Failure] = deque()
         self._polls_left: dict[str, int] = {}
@@ -290,14 +293,19 @@ class LoopbackWatsonServer:
                 with server._lock:
                     server.requests.append(request)
                     status, payload, headers = server._answer(request)
+                if server.response_delay and request.path.startswith("/v4/"):
+                    time.sleep(server.response_delay)
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a timeout test)
 
         return Handler
 
