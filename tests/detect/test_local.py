@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import covidcxr
 from covidcxr.detect import LocalDetector, mask_to_detections
@@ -52,6 +55,30 @@ def test_components_below_min_area_are_dropped() -> None:
 
 def test_a_map_below_threshold_gives_no_detection() -> None:
     assert mask_to_detections(np.full((8, 8), 0.49, np.float32), threshold=0.5) == []
+
+
+@settings(deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 12), st.integers(1, 12)),
+        elements=st.floats(0, 1, width=32),
+    ),
+    st.tuples(st.integers(1, 300), st.integers(1, 300)),
+    st.floats(0.05, 0.95),
+)
+def test_boxes_always_lie_inside_the_output_image_sorted_by_score(
+    probabilities: np.ndarray, output_shape: tuple[int, int], threshold: float
+) -> None:
+    detections = mask_to_detections(
+        probabilities, threshold=threshold, min_area_fraction=0, output_shape=output_shape
+    )
+    height, width = output_shape
+    for detection in detections:
+        assert detection.box.x2 <= width + 1e-9
+        assert detection.box.y2 <= height + 1e-9
+        assert threshold - 1e-6 <= detection.score <= 1.0
+    assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
 
 
 # --- training and detection -------------------------------------------------------------
