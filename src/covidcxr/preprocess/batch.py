@@ -48,7 +48,8 @@ _Kind = Literal["raw", "xray"]
 _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
-# ("ok", pixels, boxes, meta, derived meta keys) or ("invalid", message, source)
+# ("ok", pixels, boxes, meta, stored in cache?, patient_id), ("cached", CachedOutput)
+# or ("invalid", message, source)
 _Result = tuple[Any, ...]
 
 
@@ -110,7 +111,13 @@ def _same(value: Any, original: Any) -> bool:
 
 
 def _process_one(
-    preprocessor: Preprocessor, kind: _Kind, task: Any, decode_options: Mapping[str, int]
+    preprocessor: Preprocessor,
+    kind: _Kind,
+    task: Any,
+    digest: str | None,
+    *,
+    decode_options: Mapping[str, int],
+    cache: PreprocessCache | None,
 ) -> _Result:
     if kind == "raw":
         raw: RawItem = task
@@ -137,14 +144,25 @@ def _process_one(
         for key, value in out_meta.items()
         if key not in input_meta or not _same(value, input_meta[key])
     ]
+    # Workers write their own cache entries, so writing runs in parallel like the rest.
+    stored = None
+    if cache is not None and digest is not None:
+        stored = cache.store(digest, out.pixels, out.boxes, {key: out_meta[key] for key in derived})
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
-    return ("ok", np.asarray(out.pixels), boxes_out, out_meta, derived, out.patient_id)
+    return ("ok", np.asarray(out.pixels), boxes_out, out_meta, stored, out.patient_id)
 
 
 def _process_chunk(
-    preprocessor: Preprocessor, kind: _Kind, tasks: list[Any], decode_options: Mapping[str, int]
+    preprocessor: Preprocessor,
+    kind: _Kind,
+    tasks: list[tuple[Any, str | None]],
+    decode_options: Mapping[str, int],
+    cache: PreprocessCache | None,
 ) -> list[_Result]:
-    return [_process_one(preprocessor, kind, task, decode_options) for task in tasks]
+    return [
+        _process_one(preprocessor, kind, task, digest, decode_options=decode_options, cache=cache)
+        for task, digest in tasks
+    ]
 
 
 @define
@@ -417,8 +435,8 @@ class _Runner:
             return
         chunk, self.chunk = self.chunk, []
         kind = chunk[0].kind
-        tasks = [item.task for item in chunk]
-        args = (self.preprocessor, kind, tasks, self.decode_options)
+        tasks = [(item.task, item.digest) for item in chunk]
+        args = (self.preprocessor, kind, tasks, self.decode_options, self.cache)
         if self.executor is None:
             self.slots.append(_Slot(chunk, results=_process_chunk(*args)))
         else:
@@ -427,7 +445,7 @@ class _Runner:
     def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
         for item, result in zip(slot.inputs, slot.collect(), strict=True):
             bar.update(1)
-            xray = _finish_one(item, result, self.cache, source, self.stats)
+            xray = _finish_one(item, result, source, self.stats)
             if xray is not None:
                 yield xray
 
@@ -435,7 +453,6 @@ class _Runner:
 def _finish_one(
     item: _Input,
     result: _Result,
-    cache: PreprocessCache | None,
     source: CatalogSource | None,
     stats: BatchStats,
 ) -> XRay | None:
@@ -463,13 +480,12 @@ def _finish_one(
             boxes=cached.boxes,
             meta=meta,
         )
-    _, pixels, boxes, meta, derived, patient_id = result
+    _, pixels, boxes, meta, stored, patient_id = result
     box_records = tuple(Box(*values) for values in boxes)
-    if cache is not None and item.digest is not None:
-        if cache.store(item.digest, pixels, box_records, {key: meta[key] for key in derived}):
-            stats.cache_writes += 1
-        else:
-            stats.uncachable += 1
+    if stored is True:
+        stats.cache_writes += 1
+    elif stored is False:
+        stats.uncachable += 1
     return XRay(
         pixels, id=item.id, label=item.label, patient_id=patient_id, boxes=box_records, meta=meta
     )
