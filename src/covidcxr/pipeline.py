@@ -436,13 +436,37 @@ def _truth_stub(xray: XRay) -> XRay:
     return XRay(pixels, id=xray.id, label=xray.label, patient_id=xray.patient_id, boxes=xray.boxes)
 
 
+# Small model inputs (64 px) are drawn at this size at least, so that captions and box
+# outlines stay legible in the report.
+_DISPLAY_SIDE: Final = 256
+
+
+def _scaled_box(box: Box, factor: float) -> Box:
+    return Box(box.x * factor, box.y * factor, box.width * factor, box.height * factor)
+
+
 def _annotate(
     xray: XRay, detections: Sequence[Detection], truths: Sequence[Box]
 ) -> NDArray[np.uint8]:
     """An RGB rendering of ``xray`` with its detections over the ground-truth boxes."""
     # Drawing lives with the detectors; the pipeline is the one module right of both.
+    import cv2  # noqa: PLC0415 - only when a report is drawn
+
     from covidcxr.detect import draw_detections  # noqa: PLC0415 - imports OpenCV drawing
 
+    factor = max(1, -(-_DISPLAY_SIDE // min(xray.shape)))
+    if factor > 1:
+        height, width = xray.shape
+        pixels = cv2.resize(
+            np.asarray(xray.pixels),
+            (width * factor, height * factor),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        if xray.pixels.dtype == np.float32:
+            pixels = np.clip(pixels, 0.0, 1.0)
+        xray = XRay(np.asarray(pixels, xray.pixels.dtype), id=xray.id, label=xray.label)
+        detections = [attrs.evolve(d, box=_scaled_box(d.box, factor)) for d in detections]
+        truths = [_scaled_box(b, factor) for b in truths]
     return np.asarray(draw_detections(xray, list(detections), truths=list(truths)), np.uint8)
 
 
@@ -888,8 +912,16 @@ class Pipeline:
     def _component_name(self, kind: str) -> str:
         given = getattr(self, kind)
         registry = {"classifier": available_classifiers, "detector": available_detectors}[kind]()
+        spec_given: ComponentSpec | None = getattr(self.config, kind)
         if given is not None:
-            return _registered_name(given, registry, kind)
+            try:
+                return _registered_name(given, registry, kind)
+            except ConfigurationError:
+                # A factory function (not the class) registered it: the configured name
+                # still builds the same kind of component.
+                if spec_given is None:
+                    raise
+                return spec_given.name
         spec: ComponentSpec | None = getattr(self.config, kind)
         if spec is None:  # pragma: no cover - only called for components in use
             raise ConfigurationError(f"this pipeline has no {kind}")
@@ -950,21 +982,12 @@ class Pipeline:
                 "that has no load(); register the class itself"
             )
         classifier = load_classifier(root / "classifier")
-        detector: LesionDetector | None = None
         detector_entry = manifest.get("detector")
-        if detector_entry is not None:
-            name = detector_entry["name"]
-            if detector_entry.get("saved"):
-                factory = (
-                    available_detectors()[name].factory if name in available_detectors() else None
-                )
-                load_detector = getattr(factory, "load", None)
-                if not callable(load_detector):
-                    raise ModelFormatError(f"{manifest_path}: detector {name!r} cannot be loaded")
-                detector = load_detector(root / "detector")
-            else:
-                options = {k: v for k, v in detector_entry.items() if k not in ("name", "saved")}
-                detector = create_detector(name, **options, **(detector_options or {}))
+        detector = (
+            _load_detector(manifest_path, detector_entry, detector_options or {})
+            if detector_entry is not None
+            else None
+        )
         preprocessor_entry = manifest.get("preprocessor")
         config = PipelineConfig(
             preprocessor=ComponentSpec.parse(preprocessor_entry, "preprocessor")
@@ -985,6 +1008,30 @@ class Pipeline:
                 f"the manifest's {expected}"
             )
         return pipeline
+
+
+def _load_detector(
+    manifest_path: Path, entry: Mapping[str, Any], detector_options: Mapping[str, Any]
+) -> LesionDetector:
+    """Rebuild the detector a manifest names: from its saved model, or by name and options."""
+    name = entry["name"]
+    if not entry.get("saved"):
+        options = {k: v for k, v in entry.items() if k not in ("name", "saved")}
+        return create_detector(name, **{**options, **detector_options})
+    registry = available_detectors()
+    if name not in registry:
+        raise ModelFormatError(
+            f"{manifest_path}: detector {name!r} is not registered; install the plugin that "
+            "provides it"
+        )
+    saved = manifest_path.parent / "detector"
+    load_detector = getattr(registry[name].factory, "load", None)
+    if callable(load_detector):
+        loaded: LesionDetector = load_detector(saved)
+        return loaded
+    # Detectors registered through a factory function load a saved model from the
+    # ``model=path`` option (the built-in convention).
+    return create_detector(name, model=str(saved), **detector_options)
 
 
 def _example_indices(labels: Sequence[str | None], n_examples: int) -> set[int]:
