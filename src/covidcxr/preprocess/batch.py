@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -264,7 +265,7 @@ def preprocess_batch(
     preprocessor: Preprocessor,
     *,
     workers: int = 2,
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     chunk_size: int = 16,
     start_method: str | None = None,
@@ -350,7 +351,7 @@ class _Runner:
         preprocessor: Preprocessor,
         *,
         workers: int,
-        cache_dir: str | None,
+        cache_dir: str | os.PathLike[str] | None,
         chunk_size: int,
         method: str | None,
         stats: BatchStats,

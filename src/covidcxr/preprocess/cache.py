@@ -75,14 +75,14 @@ class PreprocessCache:
     Parameters
     ----------
     directory
-        The cache folder (created if missing). It may be shared by several
-        configurations and runs.
+        The cache folder (created if missing; ``~`` is expanded). It may be shared by
+        several configurations and runs.
     token
         The preprocessor's cache token: a string that changes whenever its output could.
     """
 
     def __init__(self, directory: str | os.PathLike[str], token: str) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._token = hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
 
