@@ -491,9 +491,8 @@ class Pipeline:
     Attributes
     ----------
     preprocessor_, classifier_, detector_
-        The components in use after :meth:`fit` or :meth:`load`.
-    classes_
-        The classifier's classes.
+        The components in use after :meth:`fit` or :meth:`load`; :attr:`classes_` is the
+        classifier's classes.
     history_
         The classifier's training history (``{}`` if it keeps none).
     training_fingerprint_
