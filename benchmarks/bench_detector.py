@@ -196,14 +196,19 @@ def markdown(result: dict[str, Any]) -> str:
         return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
     val = result["val"]
+    trained = (
+        f"trained on {result['n_fit']} Train images"
+        if result["detector"] == "local"
+        else f"classifier {result['run'].get('classifier')} (trained on class labels only)"
+    )
     lines = [
         f"# Detector benchmark: {result['name']}",
         "",
         f"Command: `{result['command']}`",
         "",
-        f"Detector `{result['detector']}`, preprocessing `{result['preprocess']}`; fit on "
-        f"{result['n_fit']} Train images, tuned on {result['n_tune']}, scored once on "
-        f"{result['n_val']} Val images ({result['date']}, {result['machine']}).",
+        f"Detector `{result['detector']}`, preprocessing `{result['preprocess']}`; {trained}, "
+        f"tuned on {result['n_tune']} Train images, scored once on {result['n_val']} Val "
+        f"images ({result['date']}, {result['machine']}).",
         "",
         "| Val subset | images | truth boxes | detections | AP@0.5 | mAP@[.5:.95] "
         "| precision@0.5 | recall@0.5 |",
