@@ -1,0 +1,57 @@
+"""The demo job with the library's real default components (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import covidcxr
+from covidcxr.demo import PHANTOM_NOTE, demo_config, run_demo
+from covidcxr.evaluate import EvaluationReport, OutputExistsError
+from covidcxr.pipeline import Pipeline, PipelineConfig
+
+
+def tiny_real_config() -> PipelineConfig:
+    config = demo_config(32, epochs=2).to_dict()
+    config["classifier"] |= {"width_multiplier": 0.125, "dense_units": 8, "batch_size": 8}
+    config["detector"] |= {"epochs": 2, "base_filters": 4, "depth": 2}
+    config["evaluation"] = {"n_bootstrap": 20}
+    return PipelineConfig.from_dict(config)
+
+
+def test_demo_configuration_names_the_default_components() -> None:
+    config = demo_config(64)
+    assert config.preprocessor is not None
+    assert config.detector is not None
+    names = (config.preprocessor.name, config.classifier.name, config.detector.name)
+    assert names == ("gaussian-clahe", "vgg19", "local")
+    assert config.classifier.options["weights"] is None  # runs offline
+    registries = (
+        covidcxr.available_preprocessors(),
+        covidcxr.available_classifiers(),
+        covidcxr.available_detectors(),
+    )
+    assert all(name in registry for name, registry in zip(names, registries, strict=True))
+
+
+@pytest.mark.slow
+def test_demo_trains_saves_and_reports_with_the_real_components(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4)
+    assert isinstance(result.report, EvaluationReport)
+    assert result.report.classification is not None
+    assert result.report.detection is not None
+    page = (result.report_dir / "report.html").read_text()
+    assert PHANTOM_NOTE.split(":")[0] in page
+    assert {p.name for p in (result.report_dir / "figures").iterdir()} >= {
+        "confusion_matrix.png",
+        "training_history.png",
+        "annotated_images.png",
+    }
+    loaded = Pipeline.load(result.model_dir)
+    manifest = json.loads((result.model_dir / "pipeline.json").read_text())
+    assert manifest["detector"] == {"name": "local", "saved": True}
+    assert loaded.classes_ == covidcxr.LABELS
+    with pytest.raises(OutputExistsError):
+        run_demo(tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4)
