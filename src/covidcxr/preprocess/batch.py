@@ -384,10 +384,12 @@ class _Runner:
             }
         total = len(items) if isinstance(items, Sized) else None
         if self.workers > 0 and self.method is not None:
+            context = multiprocessing.get_context(self.method)
+            if self.method == "forkserver":
+                # Import the worker code once in the server; workers fork with it loaded.
+                context.set_forkserver_preload([__name__])
             self.executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context(self.method),
-                initializer=_worker_init,
+                max_workers=self.workers, mp_context=context, initializer=_worker_init
             )
         skipped_before = len(source.skipped) if source is not None else 0
         bar = tqdm(total=total, desc="preprocess", unit="img", disable=not progress)

@@ -56,7 +56,7 @@ OUTPUT_DTYPES: Final[tuple[str, ...]] = ("float32", "uint8")
 #: ``meta`` entries whose key ends with this, holding a 2-D array, are transformed as masks.
 MASK_SUFFIX: Final = "_mask"
 # Bump when the algorithm changes, so caches keyed by the parameters are invalidated.
-_ALGORITHM_VERSION: Final = 1
+_ALGORITHM_VERSION: Final = 2
 
 
 def to_uint8(
@@ -262,7 +262,7 @@ class GaussianClahePreprocessor:
         enhanced = resize_image(self.enhance(xray.pixels), transform)
         pixels: NDArray[Any]
         if self.output_dtype == "float32":
-            pixels = enhanced.astype(np.float32) * np.float32(1.0 / 255.0)
+            pixels = np.multiply(enhanced, np.float32(1.0 / 255.0), dtype=np.float32)
         else:
             pixels = enhanced
         meta = dict(xray.meta)

@@ -35,6 +35,8 @@ __all__ = [
 
 ResizeMode = Literal["stretch", "pad", "crop"]
 RESIZE_MODES: Final[tuple[str, ...]] = ("stretch", "pad", "crop")
+# Scale factors below this use area averaging (see resize_image).
+_AREA_BELOW_SCALE: Final = 0.75
 
 
 @frozen
@@ -133,15 +135,17 @@ def resize_image(
         From :func:`fit_resize`.
     nearest
         Nearest-neighbour interpolation (for masks and labels, which must stay binary).
-        Otherwise area averaging when shrinking, which does not alias, and bilinear
-        interpolation when enlarging.
+        Otherwise area averaging when shrinking below 3/4 of the size, where bilinear
+        interpolation would alias, and bilinear interpolation for milder shrinking and for
+        enlarging: its own two-pixel footprint is enough there, at a fifth of the cost of
+        OpenCV's area averaging for non-integer factors (256 to 224 pixels, for example).
     """
     if transform == ResizeTransform.identity(transform.input_shape):
         return image
     new_height, new_width = transform.resized_shape
     if nearest:
         interpolation = cv2.INTER_NEAREST
-    elif transform.scale_x <= 1 and transform.scale_y <= 1:
+    elif min(transform.scale_x, transform.scale_y) < _AREA_BELOW_SCALE:
         interpolation = cv2.INTER_AREA
     else:
         interpolation = cv2.INTER_LINEAR

@@ -1,0 +1,326 @@
+"""Preprocessing throughput, cache speed-up and memory on the real COVID-QU-Ex images.
+
+Measures, in one run, decode + Gaussian blur + CLAHE + resize to 224 (float32 output):
+
+1. the plain per-image loop of the published notebook (``cv2.imread``, ``cvtColor``,
+   ``GaussianBlur``, CLAHE ``apply``, ``resize``), in one process;
+2. ``preprocess_batch`` over a ``FolderSource`` with 2 worker processes, no cache;
+3. ``preprocess_batch`` with an empty on-disk cache (first pass), then again (second
+   pass, served from the cache);
+4. ``preprocess_batch`` over the set repeated 4 times (symbolic links in a temporary
+   folder; the data is never copied), to show that memory does not grow with the dataset.
+
+Peak RSS is sampled from ``/proc`` every 100 ms over the whole process tree (this process,
+the forkserver and the workers): the figure is the largest *sum* seen, i.e. what the run
+really held at once; this process's own ``ru_maxrss`` is reported too.
+
+The machine is shared, so the load average before and after is recorded with the results:
+ratios measured on a busy machine understate the parallel speed-up.
+
+Usage::
+
+    nice -n 10 python benchmarks/bench_preprocess.py [--data PATH] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from covidcxr.preprocess import BatchStats, GaussianClahePreprocessor, preprocess_batch
+from covidcxr.sources import FolderSource
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = Path(
+    os.environ.get(
+        "COVIDCXR_QU_EX",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-qu-ex",
+    )
+)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_usage(root_pid: int) -> tuple[int, dict[int, float]]:
+    """RSS (bytes) of a process and its descendants, and each one's CPU seconds so far."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        pid, parent = int(entry.name), int(fields[1])
+        children.setdefault(parent, []).append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    total, stack, tree_cpu = 0, [root_pid], {}
+    while stack:
+        pid = stack.pop()
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+        tree_cpu[pid] = cpu.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return total, tree_cpu
+
+
+class TreeMonitor:
+    """Samples the process tree's RSS and CPU time in a background thread.
+
+    Peak RSS is the largest sum over the tree seen at one sample; CPU seconds are summed
+    over every process of the tree, from its first to its last sample, minus what the
+    sampling thread itself used (reading /proc is not free: ~2 ms per sample here).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._sampling_cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        rss, cpu = _tree_usage(os.getpid())
+        self.peak = max(self.peak, rss)
+        for pid, seconds in cpu.items():
+            self._first.setdefault(pid, seconds if pid == os.getpid() else 0.0)
+            self._last[pid] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._sampling_cpu = time.thread_time()
+            self._stop.wait(self.interval)
+
+    @property
+    def cpu_seconds(self) -> float:
+        measured = sum(self._last[pid] - self._first[pid] for pid in self._last)
+        return measured - self._sampling_cpu
+
+    def __enter__(self) -> TreeMonitor:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def plain_loop(paths: list[Path]) -> int:
+    """The published notebook's per-image loop."""
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    count = 0
+    for path in paths:
+        image = cv2.imread(str(path))
+        assert image is not None, path
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        blurred = cv2.GaussianBlur(gray, (5, 5), 0)
+        enhanced = clahe.apply(blurred)
+        resized = cv2.resize(enhanced, (224, 224))
+        _ = resized.astype(np.float32) / 255.0
+        count += 1
+    return count
+
+
+def timed(label: str, run: Callable[[], int]) -> dict[str, Any]:
+    with TreeMonitor() as monitor:
+        start = time.perf_counter()
+        count = run()
+        seconds = time.perf_counter() - start
+    result = {
+        "images": count,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(count / seconds, 1),
+        "cpu_ms_per_image": round(1000 * monitor.cpu_seconds / count, 3),
+        "peak_rss_tree_mib": round(monitor.peak / 2**20, 1),
+    }
+    print(
+        f"{label:<28} {count:>6} images {seconds:8.2f} s {result['images_per_s']:>8} img/s "
+        f"{result['cpu_ms_per_image']:>7} CPU ms/img peak RSS {result['peak_rss_tree_mib']} MiB",
+        flush=True,
+    )
+    return result
+
+
+def consume(iterator: Iterator[Any]) -> int:
+    return sum(1 for _ in iterator)
+
+
+def repeated_tree(data: Path, times: int, into: Path) -> Path:
+    """``into`` holding ``times`` symlinks per image, in the COVID-QU-Ex layout (no masks)."""
+    for image in sorted(data.glob("*/*/images/*.png")):
+        relative = image.relative_to(data)
+        folder = into / relative.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for copy in range(times):
+            (folder / f"r{copy}_{image.name}").symlink_to(image)
+    return into
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=4)
+    args = parser.parse_args()
+    if not (args.data / "Train").is_dir():
+        sys.exit(f"COVID-QU-Ex not found at {args.data}; pass --data or set COVIDCXR_QU_EX")
+
+    load_before = os.getloadavg()
+    preprocessor = GaussianClahePreprocessor(output_size=224, output_dtype="float32")
+    paths = sorted(args.data.glob("*/*/images/*.png"))
+    source = FolderSource(args.data, layout="covid-qu-ex", load_masks=False)
+    assert len(source) == len(paths)
+    figures: dict[str, Any] = {}
+
+    figures["plain_loop"] = timed("plain loop (notebook)", lambda: plain_loop(paths))
+    figures["library_in_process"] = timed(
+        "library, in-process",
+        lambda: consume(preprocess_batch(source, preprocessor, workers=0, progress=False)),
+    )
+    figures["batch"] = timed(
+        f"batch, {args.workers} workers",
+        lambda: consume(
+            preprocess_batch(source, preprocessor, workers=args.workers, progress=False)
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="covidcxr-bench-cache-") as cache_dir:
+        first_stats, second_stats = BatchStats(), BatchStats()
+        figures["cache_first_pass"] = timed(
+            "batch + cache, 1st pass",
+            lambda: consume(
+                preprocess_batch(
+                    source,
+                    preprocessor,
+                    workers=args.workers,
+                    cache_dir=cache_dir,
+                    progress=False,
+                    stats=first_stats,
+                )
+            ),
+        )
+        figures["cache_second_pass"] = timed(
+            "batch + cache, 2nd pass",
+            lambda: consume(
+                preprocess_batch(
+                    source,
+                    preprocessor,
+                    workers=args.workers,
+                    cache_dir=cache_dir,
+                    progress=False,
+                    stats=second_stats,
+                )
+            ),
+        )
+        figures["cache_first_pass"]["cache_writes"] = first_stats.cache_writes
+        figures["cache_second_pass"]["cache_hits"] = second_stats.cache_hits
+        figures["cache_size_mib"] = round(
+            sum(p.stat().st_size for p in Path(cache_dir).rglob("*") if p.is_file()) / 2**20, 1
+        )
+    with tempfile.TemporaryDirectory(prefix="covidcxr-bench-repeat-") as tree:
+        repeated = FolderSource(
+            repeated_tree(args.data, args.repeat, Path(tree)), layout="covid-qu-ex"
+        )
+        figures[f"batch_repeated_{args.repeat}x"] = timed(
+            f"batch, set x{args.repeat}",
+            lambda: consume(
+                preprocess_batch(repeated, preprocessor, workers=args.workers, progress=False)
+            ),
+        )
+
+    plain = figures["plain_loop"]["images_per_s"]
+    batch = figures["batch"]["images_per_s"]
+    first = figures["cache_first_pass"]["seconds"]
+    second = figures["cache_second_pass"]["seconds"]
+    rep = figures[f"batch_repeated_{args.repeat}x"]["peak_rss_tree_mib"]
+    one = figures["batch"]["peak_rss_tree_mib"]
+    summary = {
+        "batch_over_plain": round(batch / plain, 2),
+        "cached_pass_speedup": round(first / second, 1),
+        "peak_rss_mib_1x": one,
+        f"peak_rss_mib_{args.repeat}x": rep,
+        "main_process_ru_maxrss_mib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+        "targets": {
+            "batch_over_plain >= 1.5": batch / plain >= 1.5,
+            "cached_pass_speedup >= 10": first / second >= 10,
+            "peak_rss < 1024 MiB": max(one, rep) < 1024,
+            f"rss {args.repeat}x within 10% of 1x": rep <= one * 1.1,
+        },
+    }
+    environment = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "workers": args.workers,
+        "images": len(paths),
+        "preprocessor": preprocessor.cache_token(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"figures": figures, "summary": summary, "environment": environment}
+    (RESULTS / "preprocess.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / "preprocess.md").write_text(markdown(payload))
+    print(json.dumps(summary, indent=2))
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    figures, summary, env = payload["figures"], payload["summary"], payload["environment"]
+    rows = [
+        "| run | images | seconds | images/s | CPU ms / image | peak RSS, process tree (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, figure in figures.items():
+        if isinstance(figure, dict):
+            rows.append(
+                f"| {name} | {figure['images']} | {figure['seconds']} | {figure['images_per_s']} "
+                f"| {figure['cpu_ms_per_image']} | {figure['peak_rss_tree_mib']} |"
+            )
+    targets = "\n".join(
+        f"- {name}: {'met' if met else 'NOT met'}" for name, met in summary["targets"].items()
+    )
+    return (
+        "# Preprocessing benchmark (COVID-QU-Ex, decode + blur + CLAHE + resize 224)\n\n"
+        + "\n".join(rows)
+        + f"\n\n- batch / plain loop: **{summary['batch_over_plain']}x**\n"
+        f"- cached second pass: **{summary['cached_pass_speedup']}x** faster than the first "
+        f"(cache size {figures['cache_size_mib']} MiB)\n"
+        f"- main process ru_maxrss: {summary['main_process_ru_maxrss_mib']} MiB\n\n"
+        f"Targets:\n{targets}\n\n"
+        f"Environment: {env['cpu_count']} CPUs, load average {env['load_average_before']} before, "
+        f"{env['load_average_after']} after (a shared machine), Python {env['python']}, "
+        f"OpenCV {env['opencv']}, {env['workers']} workers, {env['date_utc']}.\n\n"
+        f"Command: `{env['command']}`\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
