@@ -52,7 +52,7 @@ from covidcxr.evaluate.evaluator import (
     OutputExistsError,
     write_text_safely,
 )
-from covidcxr.evaluate.provenance import data_fingerprint
+from covidcxr.evaluate.provenance import DataFingerprint, data_fingerprint
 from covidcxr.evaluate.report import ReportFiles, write_report
 from covidcxr.labels import LABELS
 from covidcxr.plugins import (
@@ -428,6 +428,9 @@ class _Pass:
     # False when some image says its lesions were not annotated (COVID-QU-Ex's Test split
     # has no infection masks): an empty box list there means "unknown", not "no lesion".
     annotated: bool = True
+    fingerprint: DataFingerprint = attrs.Factory(DataFingerprint)
+    # The first preprocessed images of each true class, for the report's examples.
+    examples: dict[str | None, list[tuple[int, XRay]]] = attrs.Factory(dict)
 
 
 def _truth_stub(xray: XRay) -> XRay:
@@ -665,16 +668,23 @@ class Pipeline:
                 fit_detector(prepared)
         return self
 
-    def _run(self, source: Iterable[XRay], *, evaluating: bool, desc: str) -> _Pass:
-        """One pass over ``source``: probabilities, detections and the ground truth."""
+    def _run(
+        self, source: Iterable[XRay], *, evaluating: bool, desc: str, n_examples: int = 0
+    ) -> _Pass:
+        """One pass over ``source``: probabilities, detections, ground truth, fingerprint.
+
+        ``n_examples``: keep up to this many preprocessed images of each true class.
+        """
         self._check_fitted()
         probabilities = np.asarray(
             self.classifier_.predict_proba(_Preprocessed(source, self.preprocessor_)), np.float32
         )
         result = _Pass(probabilities)
         mapping: tuple[float, float, float, float] | None
-        for xray in _progress(source, total=_count(source), desc=desc, enabled=self.progress):
+        progress = _progress(source, total=_count(source), desc=desc, enabled=self.progress)
+        for index, xray in enumerate(progress):
             result.originals.append(_truth_stub(xray))
+            result.fingerprint.update(xray)
             if xray.meta.get("annotated") is False:
                 result.annotated = False
             if self.preprocessor_ is None:
@@ -687,6 +697,9 @@ class Pipeline:
             else:
                 continue
             result.truths.append(_truth_stub(prepared))
+            examples = result.examples.setdefault(xray.label, [])
+            if len(examples) < n_examples:
+                examples.append((index, prepared))
             if self.detector_ is None:
                 continue
             if mapping is None:
@@ -776,7 +789,9 @@ class Pipeline:
                 f"{report_dir} already holds a report; choose another directory or pass "
                 "overwrite=True (--overwrite)"
             )
-        result = self._run(source, evaluating=True, desc="evaluate")
+        result = self._run(
+            source, evaluating=True, desc="evaluate", n_examples=n_examples if report_dir else 0
+        )
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
         score_detections = self.detector_ is not None and result.annotated
         if self.detector_ is not None and not result.annotated:
@@ -798,11 +813,11 @@ class Pipeline:
                     **self.describe(),
                     "training_data_fingerprint": self.training_fingerprint_,
                 },
-                data_fingerprint=data_fingerprint(source),
+                data_fingerprint=result.fingerprint.hexdigest(),
             )
         if report_dir is not None:
             self._write_report(
-                report, source, report_dir, result,
+                report, report_dir, result,
                 overwrite=overwrite, n_examples=n_examples, title=title, notes=notes,
             )  # fmt: skip
         return report
@@ -810,7 +825,6 @@ class Pipeline:
     def _write_report(
         self,
         report: Report,
-        source: Iterable[XRay],
         report_dir: str | os.PathLike[str],
         result: _Pass,
         *,
@@ -819,7 +833,7 @@ class Pipeline:
         title: str,
         notes: Sequence[str],
     ) -> ReportFiles | Path:
-        """Write ``report`` with training curves and annotated examples from ``source``."""
+        """Write ``report`` with the training curves and the annotated examples of ``result``."""
         if not isinstance(report, EvaluationReport):
             path = Path(report_dir) / "report.json"
             text = json.dumps(report.to_dict(), indent=2) + "\n"
@@ -829,12 +843,9 @@ class Pipeline:
         probabilities = result.probabilities
         detections = result.detections
         predicted = probabilities.argmax(axis=1)
-        chosen = _example_indices([x.label for x in result.truths], n_examples)
         images: list[NDArray[np.uint8]] = []
         titles: list[str] = []
-        for index, xray in enumerate(_Preprocessed(source, self.preprocessor_)):
-            if index not in chosen:
-                continue
+        for index, xray in _round_robin(result.examples, n_examples):
             found = detections[index] if self.detector_ is not None else []
             images.append(_annotate(xray, found, result.truths[index].boxes))
             label = classes[int(predicted[index])]
@@ -1033,18 +1044,14 @@ def _load_detector(
     return create_detector(name, model=str(saved), **detector_options)
 
 
-def _example_indices(labels: Sequence[str | None], n_examples: int) -> set[int]:
-    """Up to ``n_examples`` indices, taken round-robin over the true classes."""
-    by_class: dict[str | None, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    chosen: list[int] = []
-    queues = [iter(indices) for _, indices in sorted(by_class.items(), key=lambda kv: str(kv[0]))]
-    while len(chosen) < n_examples and queues:
-        for queue in list(queues):
-            taken = next(queue, None)
-            if taken is None:
-                queues.remove(queue)
-            elif len(chosen) < n_examples:
-                chosen.append(taken)
-    return set(chosen)
+def _round_robin(
+    examples: Mapping[str | None, Sequence[tuple[int, XRay]]], n_examples: int
+) -> list[tuple[int, XRay]]:
+    """Up to ``n_examples`` examples, taken in turn from each true class, in index order."""
+    queues = [list(examples[label]) for label in sorted(examples, key=str)]
+    chosen: list[tuple[int, XRay]] = []
+    while len(chosen) < n_examples and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < n_examples:
+                chosen.append(queue.pop(0))
+    return sorted(chosen, key=lambda item: item[0])

@@ -11,7 +11,7 @@ import numpy as np
 
 from covidcxr.records import XRay
 
-__all__ = ["data_fingerprint", "software_versions"]
+__all__ = ["DataFingerprint", "data_fingerprint", "software_versions"]
 
 # The distributions whose versions can change a result; missing ones are reported as absent.
 _DISTRIBUTIONS = (
@@ -23,6 +23,37 @@ _DISTRIBUTIONS = (
     "keras",
     "matplotlib",
 )
+
+
+class DataFingerprint:
+    """An incremental :func:`data_fingerprint`: feed radiographs one at a time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from covidcxr import XRay
+    >>> xray = XRay(np.zeros((8, 8), np.uint8), id="a.png", label="normal")
+    >>> running = DataFingerprint()
+    >>> running.update(xray)
+    >>> running.hexdigest() == data_fingerprint([xray])
+    True
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def update(self, xray: XRay) -> None:
+        """Add one radiograph (its pixels, label and boxes)."""
+        pixels = np.ascontiguousarray(xray.pixels)
+        header = f"{pixels.dtype.str}|{pixels.shape}|{xray.label}|" + ";".join(
+            f"{b.x:g},{b.y:g},{b.width:g},{b.height:g}" for b in xray.boxes
+        )
+        self._digest.update(header.encode())
+        self._digest.update(pixels.tobytes())
+
+    def hexdigest(self) -> str:
+        """``"sha256:"`` and 64 hexadecimal digits."""
+        return f"sha256:{self._digest.hexdigest()}"
 
 
 def data_fingerprint(xrays: Iterable[XRay]) -> str:
@@ -53,15 +84,10 @@ def data_fingerprint(xrays: Iterable[XRay]) -> str:
     >>> data_fingerprint([a]).startswith("sha256:")
     True
     """
-    digest = hashlib.sha256()
+    running = DataFingerprint()
     for xray in xrays:
-        pixels = np.ascontiguousarray(xray.pixels)
-        header = f"{pixels.dtype.str}|{pixels.shape}|{xray.label}|" + ";".join(
-            f"{b.x:g},{b.y:g},{b.width:g},{b.height:g}" for b in xray.boxes
-        )
-        digest.update(header.encode())
-        digest.update(pixels.tobytes())
-    return f"sha256:{digest.hexdigest()}"
+        running.update(xray)
+    return running.hexdigest()
 
 
 def software_versions() -> dict[str, str]:
