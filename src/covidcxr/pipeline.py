@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
@@ -299,6 +299,16 @@ class _Preprocessed:
             yield self._preprocessor(xray)
 
 
+_SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
+
+
+def _accepts(factory: Callable[..., Any], parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some C extensions have no signature
+        return False
+
+
 def _as_source(source: SourceLike, what: str) -> Iterable[XRay]:
     if isinstance(source, str | os.PathLike):
         return open_source(source)
@@ -513,6 +523,7 @@ class Pipeline:
     detector_: LesionDetector | None
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
+    _epoch_bar: Any = None
 
     def __init__(
         self,
@@ -563,15 +574,38 @@ class Pipeline:
         if self.classifier is not None:
             self.classifier_ = self.classifier
         else:
-            self.classifier_ = create_classifier(
-                config.classifier.name, **config.classifier.options
-            )
+            options = dict(config.classifier.options)
+            self._epoch_bar = None
+            if self.progress and "on_epoch_end" not in options:
+                # Classifiers that report epochs (the built-in VGG19 does) get a progress
+                # bar; the callback is not part of the configuration and is never saved.
+                factory = available_classifiers().get(config.classifier.name)
+                if factory is not None and _accepts(factory.factory, "on_epoch_end"):
+                    options["on_epoch_end"] = self._epoch_progress(options.get("epochs"))
+            self.classifier_ = create_classifier(config.classifier.name, **options)
         if self.detector is not None:
             self.detector_ = self.detector
         elif config.detector is not None:
             self.detector_ = create_detector(config.detector.name, **config.detector.options)
         else:
             self.detector_ = None
+
+    def _epoch_progress(self, total: object) -> Callable[[int, Mapping[str, float]], None]:
+        from tqdm.auto import tqdm  # noqa: PLC0415 - only when a progress bar is asked for
+
+        def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
+            if self._epoch_bar is None:
+                self._epoch_bar = tqdm(
+                    total=total if isinstance(total, int) else None,
+                    desc="train",
+                    unit="epoch",
+                    leave=False,
+                )
+            shown = {k: f"{v:.3f}" for k, v in logs.items() if k in _SHOWN_LOGS}
+            self._epoch_bar.set_postfix(shown, refresh=False)
+            self._epoch_bar.update(1)
+
+        return on_epoch_end
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classifier_"):
@@ -654,7 +688,12 @@ class Pipeline:
             if validation is not None
             else None
         )
-        self.classifier_.fit(prepared, validation=prepared_validation)
+        try:
+            self.classifier_.fit(prepared, validation=prepared_validation)
+        finally:
+            if getattr(self, "_epoch_bar", None) is not None:
+                self._epoch_bar.close()
+                self._epoch_bar = None
         self.history_ = {
             k: [float(v) for v in vs]
             for k, vs in dict(getattr(self.classifier_, "history_", None) or {}).items()

@@ -37,8 +37,13 @@ def test_demo_configuration_names_the_default_components() -> None:
 
 
 @pytest.mark.slow
-def test_demo_trains_saves_and_reports_with_the_real_components(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4)
+def test_demo_trains_saves_and_reports_with_the_real_components(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_demo(
+        tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4, progress=True
+    )
+    assert "epoch" in capsys.readouterr().err  # the training progress bar
     assert isinstance(result.report, EvaluationReport)
     assert result.report.classification is not None
     assert result.report.detection is not None
