@@ -300,6 +300,9 @@ class _Preprocessed:
 
 
 _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
+# Images handed to a detector's detect_batch at once: amortises a network call without
+# holding more than this many preprocessed images.
+_DETECTION_CHUNK: Final = 32
 
 
 def _accepts(factory: Callable[..., Any], parameter: str) -> bool:
@@ -720,6 +723,23 @@ class Pipeline:
         )
         result = _Pass(probabilities)
         mapping: tuple[float, float, float, float] | None
+        pending: list[tuple[XRay, tuple[float, float, float, float], tuple[int, int]]] = []
+
+        def flush() -> None:
+            # Detectors with detect_batch (the built-ins) run one network call or service
+            # request per chunk instead of one per image.
+            if not pending or self.detector_ is None:
+                return
+            images = [prepared for prepared, _, _ in pending]
+            detect_batch = getattr(self.detector_, "detect_batch", None)
+            if callable(detect_batch):
+                found_lists = list(detect_batch(images))
+            else:
+                found_lists = [self.detector_.detect(image) for image in images]
+            for (_, frame, shape), found in zip(pending, found_lists, strict=True):
+                result.detections.append([_map_back(d, frame, shape) for d in found])
+            pending.clear()
+
         progress = _progress(source, total=_count(source), desc=desc, enabled=self.progress)
         for index, xray in enumerate(progress):
             result.originals.append(_truth_stub(xray))
@@ -748,8 +768,10 @@ class Pipeline:
                     "the pixels (see the Preprocessor contract)"
                 )
             # The detector must not see the ground truth it is scored against.
-            found = list(self.detector_.detect(attrs.evolve(prepared, boxes=())))
-            result.detections.append([_map_back(d, mapping, xray.shape) for d in found])
+            pending.append((attrs.evolve(prepared, boxes=()), mapping, xray.shape))
+            if len(pending) >= _DETECTION_CHUNK:
+                flush()
+        flush()
         if probabilities.shape[0] != len(result.originals):
             raise ConfigurationError(
                 f"the classifier returned {probabilities.shape[0]} rows for "

@@ -183,6 +183,9 @@ class FixedBoxDetector:
     def detect(self, xray: XRay) -> list[Detection]:
         return [Detection(Box(self.x, self.y, self.size, self.size), "opacity", 0.7)]
 
+    def detect_batch(self, xrays: Iterable[XRay]) -> list[list[Detection]]:
+        return [self.detect(xray) for xray in xrays]
+
 
 class ComponentsPlugin:
     """The plugin object: registers the components above under test names."""
