@@ -33,7 +33,12 @@ import numpy as np
 from attrs import define, field
 
 from covidcxr.errors import ConfigurationError, InvalidImageError
-from covidcxr.preprocess.cache import CachedOutput, PreprocessCache
+from covidcxr.preprocess.cache import (
+    CachedOutput,
+    PreprocessCache,
+    compact_pixels,
+    expand_pixels,
+)
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources.base import CatalogSource
@@ -49,8 +54,8 @@ _Kind = Literal["raw", "xray"]
 _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
-# ("ok", pixels, boxes, meta, stored in cache?, patient_id), ("cached", CachedOutput)
-# or ("invalid", message, source)
+# ("ok", (pixel encoding, pixels), boxes, meta, stored in cache?, patient_id),
+# ("cached", CachedOutput) or ("invalid", message, source)
 _Result = tuple[Any, ...]
 
 
@@ -150,7 +155,9 @@ def _process_one(
     if cache is not None and digest is not None:
         stored = cache.store(digest, out.pixels, out.boxes, {key: out_meta[key] for key in derived})
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
-    return ("ok", np.asarray(out.pixels), boxes_out, out_meta, stored, out.patient_id)
+    # Sending uint8 instead of float32 quarters the bytes piped back to the main process.
+    encoding, pixels = compact_pixels(np.asarray(out.pixels))
+    return ("ok", (encoding, pixels), boxes_out, out_meta, stored, out.patient_id)
 
 
 def _process_chunk(
@@ -483,7 +490,8 @@ def _finish_one(
             boxes=cached.boxes,
             meta=meta,
         )
-    _, pixels, boxes, meta, stored, patient_id = result
+    _, (encoding, packed), boxes, meta, stored, patient_id = result
+    pixels = expand_pixels(encoding, packed)
     box_records = tuple(Box(*values) for values in boxes)
     if stored is True:
         stats.cache_writes += 1

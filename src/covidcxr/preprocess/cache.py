@@ -30,11 +30,52 @@ from attrs import frozen
 from covidcxr.preprocess.geometry import ResizeTransform
 from covidcxr.records import Box
 
-__all__ = ["CachedOutput", "PreprocessCache"]
+__all__ = ["CachedOutput", "PreprocessCache", "compact_pixels", "expand_pixels"]
 
-_MAGIC: Final = b"CXRCACHE1\n"
+_MAGIC: Final = b"CXRCACHE2\n"
 _HEADER_LENGTH: Final = struct.Struct("<I")
 _TRANSFORM_TAG: Final = "__resize_transform__"
+_UNIT_SCALE: Final = np.float32(1.0 / 255.0)
+#: Marks a float32 array stored as the uint8 values it was scaled from.
+UINT8_OVER_255: Final = "u8/255"
+
+
+def compact_pixels(pixels: np.ndarray[Any, Any]) -> tuple[str, np.ndarray[Any, Any]]:
+    """Store float32 pixels that are exactly ``uint8 / 255`` as the ``uint8`` values.
+
+    Preprocessed radiographs usually are (8-bit enhancement, then scaling), so this
+    quarters what the cache writes and what workers send back, and
+    :func:`expand_pixels` restores the identical float32 array. Anything else is kept as
+    it is.
+
+    Returns
+    -------
+    tuple
+        ``(encoding, array)``: ``("u8/255", uint8 array)`` or ``("raw", pixels)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pixels = np.multiply(np.arange(4, dtype=np.uint8), np.float32(1 / 255), dtype=np.float32)
+    >>> encoding, stored = compact_pixels(pixels)
+    >>> encoding, stored.dtype, expand_pixels(encoding, stored).tobytes() == pixels.tobytes()
+    ('u8/255', dtype('uint8'), True)
+    """
+    if pixels.dtype == np.float32 and pixels.size:
+        candidate = np.rint(pixels * np.float32(255.0))
+        if candidate.min() >= 0 and candidate.max() <= 255:
+            as_uint8 = candidate.astype(np.uint8)
+            if np.array_equal(expand_pixels(UINT8_OVER_255, as_uint8), pixels):
+                return UINT8_OVER_255, as_uint8
+    return "raw", pixels
+
+
+def expand_pixels(encoding: str, stored: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Undo :func:`compact_pixels`."""
+    if encoding == UINT8_OVER_255:
+        expanded: np.ndarray[Any, Any] = np.multiply(stored, _UNIT_SCALE, dtype=np.float32)
+        return expanded
+    return stored
 
 
 @frozen
@@ -130,7 +171,8 @@ class PreprocessCache:
             ``False`` (nothing written) if a metadata value is neither an array nor plain
             JSON: such results are recomputed on every pass rather than cached wrongly.
         """
-        arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(pixels)}
+        encoding, stored = compact_pixels(np.asarray(pixels))
+        arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(stored)}
         plain: dict[str, Any] = {}
         try:
             for key, value in meta.items():
@@ -150,6 +192,7 @@ class PreprocessCache:
                 "arrays": layout,
                 "boxes": [[box.x, box.y, box.width, box.height] for box in boxes],
                 "meta": plain,
+                "pixels": encoding,
             }
         ).encode()
         path = self.path_for(content_digest)
@@ -187,4 +230,5 @@ def _parse(data: bytes) -> CachedOutput:
         if name.startswith("meta:"):
             meta[name[5:]] = array
     boxes = tuple(Box(*values) for values in header["boxes"])
-    return CachedOutput(pixels=arrays["pixels"], boxes=boxes, meta=meta)
+    pixels = expand_pixels(header["pixels"], arrays["pixels"])
+    return CachedOutput(pixels=pixels, boxes=boxes, meta=meta)
