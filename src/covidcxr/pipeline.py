@@ -424,7 +424,9 @@ def _map_back(
     y1 = min(max(box.y * sy + oy, 0.0), float(height))
     x2 = min(max(box.x2 * sx + ox, x1), float(width))
     y2 = min(max(box.y2 * sy + oy, y1), float(height))
-    return attrs.evolve(detection, box=Box.from_corners(x1, y1, x2, y2))
+    # Rounded to a thousandth of a pixel: the affine map leaves float noise (17.999999…).
+    corners = (round(x1, 3), round(y1, 3), round(x2, 3), round(y2, 3))
+    return attrs.evolve(detection, box=Box.from_corners(*corners))
 
 
 _IDENTITY: Final = (1.0, 0.0, 1.0, 0.0)
