@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 import covidcxr
-from covidcxr.errors import CovidCXRError
+from covidcxr.errors import CovidCXRError, OutputExistsError
 from covidcxr.plugins import Registration
 
 __all__ = ["cli", "main"]
@@ -164,7 +164,6 @@ def train_command(
     SOURCE is a folder of class subfolders, a .zip archive, or a URI such as
     cos://bucket/prefix.
     """
-    from covidcxr.evaluate import OutputExistsError  # noqa: PLC0415 - see above
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
     if out.exists() and not overwrite:  # fail before training, not after

@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 from attrs import frozen
 
-from covidcxr.evaluate.evaluator import OutputExistsError
+from covidcxr.errors import OutputExistsError
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
 from covidcxr.plugins import open_source

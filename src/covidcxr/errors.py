@@ -16,6 +16,7 @@ __all__ = [
     "DetectorServiceError",
     "InvalidImageError",
     "ModelFormatError",
+    "OutputExistsError",
     "PluginError",
     "SourceError",
     "UnknownLabelError",
@@ -54,6 +55,14 @@ class UnknownLabelError(CovidCXRError, ValueError):
 
 class ConfigurationError(CovidCXRError, ValueError):
     """An option or a combination of options is invalid."""
+
+
+class OutputExistsError(ConfigurationError, FileExistsError):
+    """Writing would replace a file or folder that is already there.
+
+    covidcxr never overwrites what the user owns unless asked: pass ``overwrite=True``
+    (``--overwrite`` on the command line) or choose another path.
+    """
 
 
 class PluginError(CovidCXRError):

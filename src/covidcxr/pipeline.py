@@ -45,11 +45,10 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from covidcxr._version import __version__
-from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
 from covidcxr.evaluate.evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
-    OutputExistsError,
     write_text_safely,
 )
 from covidcxr.evaluate.provenance import DataFingerprint, data_fingerprint

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from covidcxr import Box, Detection, Evaluator, XRay
-from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, OutputExistsError
+from covidcxr.errors import ConfigurationError, OutputExistsError
+from covidcxr.evaluate.evaluator import ClassificationEvaluator
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
 
 CLASSES = ("covid-19", "normal", "pneumonia")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from covidcxr import Box, Detection, XRay
-from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport, OutputExistsError
+from covidcxr.errors import ConfigurationError, OutputExistsError
+from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate.metrics import classification_metrics
 from covidcxr.evaluate.plots import (
     figure_to_png,

@@ -9,7 +9,8 @@ import pytest
 
 import covidcxr
 from covidcxr.demo import PHANTOM_NOTE, demo_config, run_demo
-from covidcxr.evaluate import EvaluationReport, OutputExistsError
+from covidcxr.errors import OutputExistsError
+from covidcxr.evaluate import EvaluationReport
 from covidcxr.pipeline import Pipeline, PipelineConfig
 
 

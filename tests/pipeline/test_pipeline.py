@@ -11,8 +11,13 @@ import pytest
 
 import covidcxr
 from covidcxr import XRay
-from covidcxr.errors import ConfigurationError, ModelFormatError, UnknownNameError
-from covidcxr.evaluate import EvaluationReport, OutputExistsError, data_fingerprint
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    OutputExistsError,
+    UnknownNameError,
+)
+from covidcxr.evaluate import EvaluationReport, data_fingerprint
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import MANIFEST_NAME, ComponentSpec, Pipeline, PipelineConfig
 

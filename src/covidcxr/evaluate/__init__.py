@@ -1,6 +1,6 @@
 """Evaluation: classification metrics, detection metrics, plots and reports."""
 
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport, OutputExistsError
+from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
 from covidcxr.evaluate.report import ReportFiles, write_report
@@ -9,7 +9,6 @@ __all__ = [
     "ClassificationEvaluator",
     "ClassificationMetrics",
     "EvaluationReport",
-    "OutputExistsError",
     "ReportFiles",
     "classification_metrics",
     "data_fingerprint",

@@ -16,21 +16,13 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate.detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
 from covidcxr.records import Detection, XRay
 
-__all__ = ["ClassificationEvaluator", "EvaluationReport", "OutputExistsError"]
-
-
-class OutputExistsError(ConfigurationError, FileExistsError):
-    """Writing would replace a file or folder that is already there.
-
-    covidcxr never overwrites what the user owns unless asked: pass ``overwrite=True``
-    (``--overwrite`` on the command line) or choose another path.
-    """
+__all__ = ["ClassificationEvaluator", "EvaluationReport"]
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:

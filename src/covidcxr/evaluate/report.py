@@ -20,7 +20,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from covidcxr.evaluate.evaluator import EvaluationReport, OutputExistsError, write_text_safely
+from covidcxr.errors import OutputExistsError
+from covidcxr.evaluate.evaluator import EvaluationReport, write_text_safely
 from covidcxr.evaluate.plots import (
     figure_to_png,
     plot_confusion_matrix,
