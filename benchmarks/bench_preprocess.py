@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -165,6 +166,14 @@ def timed(label: str, run: Callable[[], int]) -> dict[str, Any]:
     return result
 
 
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput, with every round's throughput beside it."""
+    ordered = sorted(results, key=lambda run: run["images_per_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["images_per_s_by_round"] = [run["images_per_s"] for run in results]
+    return median
+
+
 def consume(iterator: Iterator[Any]) -> int:
     return sum(1 for _ in iterator)
 
@@ -185,6 +194,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if not (args.data / "Train").is_dir():
         sys.exit(f"COVID-QU-Ex not found at {args.data}; pass --data or set COVIDCXR_QU_EX")
@@ -194,52 +204,58 @@ def main() -> None:
     paths = sorted(args.data.glob("*/*/images/*.png"))
     source = FolderSource(args.data, layout="covid-qu-ex", load_masks=False)
     assert len(source) == len(paths)
-    figures: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
 
-    figures["plain_loop"] = timed("plain loop (notebook)", lambda: plain_loop(paths))
-    figures["library_in_process"] = timed(
-        "library, in-process",
-        lambda: consume(preprocess_batch(source, preprocessor, workers=0, progress=False)),
-    )
-    figures["batch"] = timed(
-        f"batch, {args.workers} workers",
-        lambda: consume(
-            preprocess_batch(source, preprocessor, workers=args.workers, progress=False)
-        ),
-    )
-    with tempfile.TemporaryDirectory(prefix="covidcxr-bench-cache-") as cache_dir:
-        first_stats, second_stats = BatchStats(), BatchStats()
-        figures["cache_first_pass"] = timed(
-            "batch + cache, 1st pass",
-            lambda: consume(
-                preprocess_batch(
-                    source,
-                    preprocessor,
-                    workers=args.workers,
-                    cache_dir=cache_dir,
-                    progress=False,
-                    stats=first_stats,
-                )
-            ),
+    def record(name: str, label: str, run: Callable[[], int]) -> dict[str, Any]:
+        result = timed(label, run)
+        runs.setdefault(name, []).append(result)
+        return result
+
+    def batch_run(items: Any, **options: Any) -> Callable[[], int]:
+        return lambda: consume(
+            preprocess_batch(items, preprocessor, workers=args.workers, progress=False, **options)
         )
-        figures["cache_second_pass"] = timed(
-            "batch + cache, 2nd pass",
-            lambda: consume(
-                preprocess_batch(
-                    source,
-                    preprocessor,
-                    workers=args.workers,
-                    cache_dir=cache_dir,
-                    progress=False,
-                    stats=second_stats,
-                )
-            ),
+
+    cache_mib = 0.0
+    # Rounds interleave the configurations, so each round's ratios compare runs made under
+    # the same (shared-machine) conditions; the medians over rounds are reported.
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1} of {args.rounds}", flush=True)
+        record("plain_loop", "plain loop (notebook)", lambda: plain_loop(paths))
+        record(
+            "library_in_process",
+            "library, in-process",
+            lambda: consume(preprocess_batch(source, preprocessor, workers=0, progress=False)),
         )
-        figures["cache_first_pass"]["cache_writes"] = first_stats.cache_writes
-        figures["cache_second_pass"]["cache_hits"] = second_stats.cache_hits
-        figures["cache_size_mib"] = round(
-            sum(p.stat().st_size for p in Path(cache_dir).rglob("*") if p.is_file()) / 2**20, 1
-        )
+        record("batch", f"batch, {args.workers} workers", batch_run(source))
+        with tempfile.TemporaryDirectory(prefix="covidcxr-bench-cache-") as cache_dir:
+            first_stats, second_stats = BatchStats(), BatchStats()
+            first = record(
+                "cache_first_pass",
+                "batch + cache, 1st pass",
+                batch_run(source, cache_dir=cache_dir, stats=first_stats),
+            )
+            second = record(
+                "cache_second_pass",
+                "batch + cache, 2nd pass",
+                batch_run(source, cache_dir=cache_dir, stats=second_stats),
+            )
+            first["cache_writes"] = first_stats.cache_writes
+            second["cache_hits"] = second_stats.cache_hits
+            cache_mib = round(
+                sum(p.stat().st_size for p in Path(cache_dir).rglob("*") if p.is_file()) / 2**20,
+                1,
+            )
+
+    def ratio(numerator: str, denominator: str, key: str) -> float:
+        values = [
+            top[key] / bottom[key]
+            for top, bottom in zip(runs[numerator], runs[denominator], strict=True)
+        ]
+        return float(round(statistics.median(values), 2))
+
+    figures: dict[str, Any] = {name: _median_run(results) for name, results in runs.items()}
+    figures["cache_size_mib"] = cache_mib
     with tempfile.TemporaryDirectory(prefix="covidcxr-bench-repeat-") as tree:
         repeated = FolderSource(
             repeated_tree(args.data, args.repeat, Path(tree)), layout="covid-qu-ex"
@@ -251,29 +267,36 @@ def main() -> None:
             ),
         )
 
-    plain = figures["plain_loop"]["images_per_s"]
-    batch = figures["batch"]["images_per_s"]
-    first = figures["cache_first_pass"]["seconds"]
-    second = figures["cache_second_pass"]["seconds"]
     rep = figures[f"batch_repeated_{args.repeat}x"]["peak_rss_tree_mib"]
-    one = figures["batch"]["peak_rss_tree_mib"]
+    one = max(run["peak_rss_tree_mib"] for run in runs["batch"])
     plain_cpu = figures["plain_loop"]["cpu_ms_per_image"]
     batch_cpu = figures["batch"]["cpu_ms_per_image"]
+    batch_over_plain = ratio("batch", "plain_loop", "images_per_s")
+    cached_speedup = ratio("cache_first_pass", "cache_second_pass", "seconds")
     summary = {
-        "batch_over_plain": round(batch / plain, 2),
+        "rounds": args.rounds,
+        "batch_over_plain": batch_over_plain,
+        "batch_over_plain_by_round": [
+            round(b["images_per_s"] / p["images_per_s"], 2)
+            for b, p in zip(runs["batch"], runs["plain_loop"], strict=True)
+        ],
         # What the CPU time implies for an idle machine: the plain loop is one process on
         # one core; the batch path spreads its CPU time (main + workers) over the workers.
         "batch_over_plain_projected_idle": round(plain_cpu / (batch_cpu / args.workers), 2),
-        "cached_pass_speedup": round(first / second, 1),
-        "cached_pass_over_uncached_batch": round(figures["batch"]["seconds"] / second, 1),
+        "cached_pass_speedup": cached_speedup,
+        "cached_pass_speedup_by_round": [
+            round(f["seconds"] / s["seconds"], 1)
+            for f, s in zip(runs["cache_first_pass"], runs["cache_second_pass"], strict=True)
+        ],
+        "cached_pass_over_uncached_batch": ratio("batch", "cache_second_pass", "seconds"),
         "peak_rss_mib_1x": one,
         f"peak_rss_mib_{args.repeat}x": rep,
         "main_process_ru_maxrss_mib": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),
         "targets": {
-            "batch_over_plain >= 1.5": batch / plain >= 1.5,
-            "cached_pass_speedup >= 10": first / second >= 10,
+            "batch_over_plain >= 1.5": batch_over_plain >= 1.5,
+            "cached_pass_speedup >= 10": cached_speedup >= 10,
             "peak_rss < 1024 MiB": max(one, rep) < 1024,
             f"rss {args.repeat}x within 10% of 1x": rep <= one * 1.1,
         },
@@ -301,13 +324,15 @@ def main() -> None:
 def markdown(payload: dict[str, Any]) -> str:
     figures, summary, env = payload["figures"], payload["summary"], payload["environment"]
     rows = [
-        "| run | images | seconds | images/s | CPU ms / image | peak RSS, process tree (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run (median round) | images | seconds | images/s | images/s, every round "
+        "| CPU ms / image | peak RSS, process tree (MiB) |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for name, figure in figures.items():
         if isinstance(figure, dict):
             rows.append(
                 f"| {name} | {figure['images']} | {figure['seconds']} | {figure['images_per_s']} "
+                f"| {', '.join(str(v) for v in figure.get('images_per_s_by_round', []))} "
                 f"| {figure['cpu_ms_per_image']} | {figure['peak_rss_tree_mib']} |"
             )
     targets = "\n".join(
@@ -316,12 +341,16 @@ def markdown(payload: dict[str, Any]) -> str:
     return (
         "# Preprocessing benchmark (COVID-QU-Ex, decode + blur + CLAHE + resize 224)\n\n"
         + "\n".join(rows)
-        + f"\n\n- batch / plain loop: **{summary['batch_over_plain']}x** measured; "
+        + f"\n\nMedians over {summary['rounds']} interleaved rounds (ratios are taken within a "
+        "round, then the median is reported).\n\n"
+        f"- batch / plain loop: **{summary['batch_over_plain']}x** measured (by round: "
+        f"{summary['batch_over_plain_by_round']}); "
         f"{summary['batch_over_plain_projected_idle']}x projected for idle cores from the CPU "
         "time per image (plain loop on one core, batch CPU time spread over the workers)\n"
         f"- cached second pass: **{summary['cached_pass_speedup']}x** faster than the first "
-        f"(which writes the cache), {summary['cached_pass_over_uncached_batch']}x faster than "
-        f"the uncached batch (cache size {figures['cache_size_mib']} MiB)\n"
+        f"(by round: {summary['cached_pass_speedup_by_round']}; the first writes the cache), "
+        f"{summary['cached_pass_over_uncached_batch']}x faster than the uncached batch "
+        f"(cache size {figures['cache_size_mib']} MiB)\n"
         f"- main process ru_maxrss: {summary['main_process_ru_maxrss_mib']} MiB\n\n"
         f"Targets:\n{targets}\n\n"
         f"Environment: {env['cpu_count']} CPUs, load average {env['load_average_before']} before, "

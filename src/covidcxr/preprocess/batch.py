@@ -20,6 +20,7 @@ it back instead of decoding and preprocessing again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -124,6 +125,7 @@ def _process_one(
     *,
     decode_options: Mapping[str, int],
     cache: PreprocessCache | None,
+    compact: bool,
 ) -> _Result:
     if kind == "raw":
         raw: RawItem = task
@@ -155,8 +157,12 @@ def _process_one(
     if cache is not None and digest is not None:
         stored = cache.store(digest, out.pixels, out.boxes, {key: out_meta[key] for key in derived})
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
-    # Sending uint8 instead of float32 quarters the bytes piped back to the main process.
-    encoding, pixels = compact_pixels(np.asarray(out.pixels))
+    # Sending uint8 instead of float32 quarters the bytes piped back to the main process;
+    # in-process there is nothing to send.
+    if compact:
+        encoding, pixels = compact_pixels(np.asarray(out.pixels))
+    else:
+        encoding, pixels = "raw", np.asarray(out.pixels)
     return ("ok", (encoding, pixels), boxes_out, out_meta, stored, out.patient_id)
 
 
@@ -164,11 +170,21 @@ def _process_chunk(
     preprocessor: Preprocessor,
     kind: _Kind,
     tasks: list[tuple[Any, str | None]],
+    *,
     decode_options: Mapping[str, int],
     cache: PreprocessCache | None,
+    compact: bool,
 ) -> list[_Result]:
     return [
-        _process_one(preprocessor, kind, task, digest, decode_options=decode_options, cache=cache)
+        _process_one(
+            preprocessor,
+            kind,
+            task,
+            digest,
+            decode_options=decode_options,
+            cache=cache,
+            compact=compact,
+        )
         for task, digest in tasks
     ]
 
@@ -446,11 +462,20 @@ class _Runner:
         chunk, self.chunk = self.chunk, []
         kind = chunk[0].kind
         tasks = [(item.task, item.digest) for item in chunk]
-        args = (self.preprocessor, kind, tasks, self.decode_options, self.cache)
+        job = functools.partial(
+            _process_chunk,
+            self.preprocessor,
+            kind,
+            tasks,
+            decode_options=self.decode_options,
+            cache=self.cache,
+            compact=self.executor is not None,
+        )
         if self.executor is None:
-            self.slots.append(_Slot(chunk, results=_process_chunk(*args)))
+            self.slots.append(_Slot(chunk, results=job()))
         else:
-            self.slots.append(_Slot(chunk, future=self.executor.submit(_process_chunk, *args)))
+            future = self.executor.submit(job)
+            self.slots.append(_Slot(chunk, future=future))
 
     def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
         for item, result in zip(slot.inputs, slot.collect(), strict=True):
