@@ -6,6 +6,9 @@ needs only ``pip install nox``.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typing", "docs", "examples"]
@@ -54,3 +57,10 @@ def examples(session: nox.Session) -> None:
     session.install("-e", ".[all]", "pytest>=8")
     session.install("./examples/plugin-author")
     session.run("pytest", "-q", "examples/plugin-author/tests")
+    # The real-data example, at its small default size, where the shared data is present.
+    data = Path(os.environ.get("COVIDCXR_SHARED_DATA", Path("..") / "shared" / "data"))
+    if (data / "covid-qu-ex" / "Train").is_dir():
+        out = Path(session.create_tmp()) / "covid-qu-ex-report"
+        session.run("python", "examples/covid_qu_ex_small.py", "--out", str(out), "--overwrite")
+    else:
+        session.warn(f"skipping examples/covid_qu_ex_small.py: no COVID-QU-Ex data under {data}")
