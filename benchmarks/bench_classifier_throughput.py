@@ -17,9 +17,13 @@ Run::
     nice -n 10 python benchmarks/bench_classifier_throughput.py
 """
 
+# Markdown rows and result labels read better unbroken.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -75,8 +79,11 @@ def main() -> int:
     configure_tensorflow(args.threads)
     from covidcxr.classify import VGG19Classifier
 
+    # On a shared machine other jobs depress any single measurement; the roofline is
+    # measured before and after the model runs and the best is kept (the conservative
+    # choice for the fractions), and the load average is recorded.
+    load_before = os.getloadavg()
     roofline = matmul_roofline()
-    peak = max(roofline.values())
     rows = []
     for size, n_images in ((224, args.images), (128, args.images * 3)):
         gflop = 2 * vgg19_macs(size) / 1e9
@@ -100,7 +107,7 @@ def main() -> int:
                     "seconds": round(seconds, 3),
                     "images_per_s": round(n_images / seconds, 2),
                     "gflop_per_image": round(gflop, 2),
-                    "fraction_of_roofline": round(n_images / seconds * gflop / peak, 3),
+                    "fraction_of_roofline": 0.0,
                 }
             )
         prepared = classifier.prepare_batch(xrays)
@@ -121,13 +128,19 @@ def main() -> int:
                 "seconds": round(seconds, 3),
                 "images_per_s": round(n_images / seconds, 2),
                 "gflop_per_image": round(gflop, 2),
-                "fraction_of_roofline": round(n_images / seconds * gflop / peak, 3),
+                "fraction_of_roofline": 0.0,
             }
         )
         del prepared
 
+    roofline_after = matmul_roofline()
+    roofline = {n: max(roofline[n], roofline_after[n]) for n in roofline}
+    peak = max(roofline.values())
+    for row in rows:
+        row["fraction_of_roofline"] = round(row["images_per_s"] * row["gflop_per_image"] / peak, 3)
     result = {
         "benchmark": "classifier_throughput",
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "matmul_roofline_gflop_per_s": roofline,
         "roofline_gflop_per_s": peak,
         "vgg19_macs_per_224_image": vgg19_macs(224),
@@ -141,6 +154,9 @@ def main() -> int:
         f"fp32 matmul roofline: **{peak} GFLOP/s** (best of n = {', '.join(roofline)}: "
         f"{', '.join(str(v) for v in roofline.values())}); {args.threads} threads; batch {args.batch_size}.",
         f"VGG19: {vgg19_macs(224) / 1e9:.2f} G multiply-accumulates = {2 * vgg19_macs(224) / 1e9:.1f} GFLOP per 224² image.",
+        f"1-minute load average before / after: {result['load_average_before_after'][0]} / "
+        f"{result['load_average_before_after'][1]} on {os.cpu_count()} cores (other jobs shared the CPU; "
+        "the roofline is the best of a measurement before and one after the model runs).",
         "",
         "| input | path | images | s | images/s | GFLOP/image | fraction of roofline |",
         "|---|---|---|---|---|---|---|",

@@ -14,6 +14,9 @@ Run::
     nice -n 10 python benchmarks/bench_classifier_training_cost.py
 """
 
+# Markdown rows and result labels read better unbroken.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 import argparse

@@ -160,7 +160,7 @@ class VGG19Classifier:
     Attributes
     ----------
     classes_ : tuple[str, ...]
-        The labels, in the order of :meth:`predict_proba`'s columns.
+        The labels, in the order of :meth:`predict_proba`'s columns (empty before fitting).
     model_ : keras.Model
         The fitted Keras model, images (:meth:`prepare_batch` output) to probabilities.
         One flat functional model: ``model_.get_layer(feature_layer_name)`` is the last
@@ -184,9 +184,9 @@ class VGG19Classifier:
     (6, 3)
     """
 
-    #: Empty until :meth:`fit` or :meth:`load` sets it. Declared on the class because
-    #: :class:`covidcxr.Classifier` lists ``classes_`` as a member, and on Python 3.11
-    #: ``isinstance`` against a runtime-checkable protocol needs it to exist already.
+    # Empty until fit() or load() sets it. Declared on the class because the Classifier
+    # protocol lists classes_ as a member, and on Python 3.11 isinstance() against a
+    # runtime-checkable protocol needs it to exist before fitting.
     classes_: tuple[str, ...] = ()
 
     #: The name :mod:`covidcxr.classify.plugin` registers it under.
@@ -551,7 +551,7 @@ class VGG19Classifier:
         stats.warn()
 
         classes, targets = self._encode_labels(stats)
-        val_targets = self._encode_labels(val_stats, classes)[1] if val_stats else None
+        val_targets = self._encode_labels(val_stats, classes)[1] if val_stats is not None else None
         model = attach_head(
             backbone,
             n_classes=len(classes),
@@ -573,7 +573,9 @@ class VGG19Classifier:
         fingerprint = {
             "train": {"sha256": stats.digest, "n_images": len(stats.ids)},
             "validation": (
-                {"sha256": val_stats.digest, "n_images": len(val_stats.ids)} if val_stats else None
+                {"sha256": val_stats.digest, "n_images": len(val_stats.ids)}
+                if val_stats is not None
+                else None
             ),
         }
         label_map = {label: i for i, label in enumerate(classes)}
