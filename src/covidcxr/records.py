@@ -237,3 +237,12 @@ class XRay:
         """``(height, width)`` of the image in pixels."""
         height, width = self.pixels.shape
         return int(height), int(width)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickle through __init__, so that an unpickled XRay is validated and read-only
+        # like any other (a read-only mapping proxy cannot be pickled as it is). This is
+        # what lets XRays cross process boundaries (multiprocessing, joblib).
+        return (
+            type(self),
+            (self.pixels, self.id, self.label, self.patient_id, self.boxes, dict(self.meta)),
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import attrs
 import numpy as np
 import pytest
@@ -124,3 +126,26 @@ def test_xray_repr_omits_pixels() -> None:
     text = repr(XRay(np.zeros((4, 4), np.uint8), id="a", label="normal"))
     assert "id='a'" in text
     assert "array" not in text
+
+
+def test_xray_survives_pickling_validated_and_read_only() -> None:
+    xray = XRay(
+        np.arange(16, dtype=np.uint16).reshape(4, 4),
+        id="a",
+        label="covid-19",
+        patient_id="p1",
+        boxes=[Box(0, 0, 2, 2)],
+        meta={"infection_mask": np.ones((4, 4), np.uint8)},
+    )
+    again = pickle.loads(pickle.dumps(xray))  # noqa: S301 - our own bytes
+    assert (again.id, again.label, again.patient_id, again.boxes) == (
+        "a",
+        "covid-19",
+        "p1",
+        xray.boxes,
+    )
+    np.testing.assert_array_equal(again.pixels, xray.pixels)
+    np.testing.assert_array_equal(again.meta["infection_mask"], xray.meta["infection_mask"])
+    assert not again.pixels.flags.writeable
+    with pytest.raises(TypeError):
+        again.meta["k"] = 1
