@@ -212,3 +212,16 @@ def test_registered_as_the_local_detector() -> None:
     detector = covidcxr.create_detector("local", input_size=64)
     assert isinstance(detector, LocalDetector)
     assert detector.input_size == 64
+
+
+@pytest.mark.slow
+def test_a_saved_detector_loads_by_name_with_new_post_processing(
+    fitted: LocalDetector, tmp_path: Path
+) -> None:
+    path = tmp_path / "detector.zip"
+    fitted.save(path)
+    detector = covidcxr.create_detector("local", model=str(path), mask_threshold=0.7)
+    assert isinstance(detector, LocalDetector)
+    assert detector.mask_threshold == 0.7
+    with pytest.raises(ConfigurationError, match="mask_treshold"):
+        covidcxr.create_detector("local", model=str(path), mask_treshold=0.7)
