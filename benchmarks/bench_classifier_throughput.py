@@ -8,9 +8,9 @@ Measures, in one run:
 - the plain baseline: ``model.predict`` on an already prepared numpy array;
 
 and the implied fraction of the roofline. VGG19's cost is counted from the network itself:
-19.6 G multiply-accumulates per 224^2 image (the figure usually quoted as "19.6 GFLOPs"),
-i.e. 39.3 GFLOP at 2 FLOP per multiply-accumulate, the same convention as the matmul
-roofline. Full-width VGG19 with ``weights=None``: the weights' values do not change speed.
+19.5 G multiply-accumulates in the convolutions per 224^2 image (the figure usually
+quoted as "19.6 GFLOPs" adds the dense top), i.e. 39.0 GFLOP at 2 FLOP per
+multiply-accumulate, the same convention as the matmul roofline. Full-width VGG19 with ``weights=None``: the weights' values do not change speed.
 
 Run::
 

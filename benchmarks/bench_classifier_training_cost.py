@@ -28,7 +28,7 @@ from bench_classifier_common import configure_tensorflow, synthetic_xrays, write
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--uncached-epochs", type=int, default=2)
     args = parser.parse_args()
     configure_tensorflow(args.threads)
@@ -57,8 +57,11 @@ def main() -> int:
     started = time.perf_counter()
     cached = VGG19Classifier(**recipe, on_epoch_end=timer).fit(xrays)
     cached_seconds = time.perf_counter() - started
-    extraction_seconds = cached_seconds - sum(epoch_times)
-    head_seconds = sum(epoch_times)
+    # The first epoch's callback also covers building the model and the backbone passes
+    # that fill the cache; its head-training share is estimated by the median later epoch.
+    later_epochs = sorted(epoch_times[1:])
+    head_seconds = sum(epoch_times[1:]) + later_epochs[len(later_epochs) // 2]
+    extraction_seconds = cached_seconds - head_seconds
 
     uncached_times: list[float] = []
 
@@ -75,8 +78,11 @@ def main() -> int:
         on_epoch_end=uncached_timer,
     ).fit(xrays)
     uncached_total = time.perf_counter() - started
-    # The first epoch also pays for tracing; the steadiest estimate is the last epoch.
+    # The first epoch also pays one-time costs (building, tracing, oneDNN kernel creation,
+    # the labelling pass); the steady epoch cost is the last one. A 3-epoch uncached run
+    # costs its first epoch plus two steady ones.
     uncached_epoch = uncached_times[-1]
+    three_epoch_run = uncached_times[0] + 2 * uncached_epoch
     result = {
         "benchmark": "classifier_training_cost",
         "images": args.images,
@@ -93,11 +99,14 @@ def main() -> int:
             "measured_total_seconds": round(uncached_total, 1),
             "extrapolated_100_epochs_seconds": round(100 * uncached_epoch, 1),
         },
-        "cached_100_epochs_in_uncached_epochs": round(cached_seconds / uncached_epoch, 2),
-        "speedup_100_epochs": round(100 * uncached_epoch / cached_seconds, 1),
+        "uncached_3_epoch_run_seconds": round(three_epoch_run, 1),
+        "cached_100_epochs_in_steady_uncached_epochs": round(cached_seconds / uncached_epoch, 2),
+        "speedup_100_epochs": round((uncached_times[0] + 99 * uncached_epoch) / cached_seconds, 1),
         "target": "cached 100 epochs < 3 uncached epochs",
-        "target_met": cached_seconds < 3 * uncached_epoch,
+        "target_met_vs_3_epoch_run": cached_seconds < three_epoch_run,
+        "target_met_vs_3_steady_epochs": cached_seconds < 3 * uncached_epoch,
     }
+    verdict = {True: "met", False: "NOT met"}
     markdown = "\n".join(
         [
             "# Frozen-recipe training cost: cached features vs uncached",
@@ -108,14 +117,18 @@ def main() -> int:
             "| run | wall time |",
             "|---|---|",
             f"| cached, 100 epochs (total) | {cached_seconds:.1f} s |",
-            f"| ... of which backbone passes + setup | {extraction_seconds:.1f} s |",
+            f"| ... of which backbone passes + one-time setup | {extraction_seconds:.1f} s |",
             f"| ... of which 100 head epochs | {head_seconds:.1f} s |",
-            f"| uncached, one epoch (measured, last of {args.uncached_epochs}) | {uncached_epoch:.1f} s |",
-            f"| uncached, 100 epochs (extrapolated) | {100 * uncached_epoch:.0f} s |",
+            f"| uncached, first epoch (with one-time setup) | {uncached_times[0]:.1f} s |",
+            f"| uncached, steady epoch (last of {args.uncached_epochs}) | {uncached_epoch:.1f} s |",
+            f"| uncached, 3-epoch run (first + 2 steady) | {three_epoch_run:.1f} s |",
+            f"| uncached, 100 epochs (first + 99 steady, extrapolated) | {uncached_times[0] + 99 * uncached_epoch:.0f} s |",
             "",
-            f"Cached 100 epochs = **{cached_seconds / uncached_epoch:.2f} uncached epochs** "
-            f"({100 * uncached_epoch / cached_seconds:.0f}x faster); target < 3: "
-            f"{'met' if result['target_met'] else 'NOT met'}.",
+            f"Cached 100 epochs: {cached_seconds:.1f} s, against {three_epoch_run:.1f} s for a 3-epoch "
+            f"uncached run (target < 3 uncached epochs: {verdict[result['target_met_vs_3_epoch_run']]}); "
+            f"counted in steady uncached epochs, which carry no one-time setup: "
+            f"**{cached_seconds / uncached_epoch:.2f}** ({verdict[result['target_met_vs_3_steady_epochs']]}). "
+            f"Over 100 epochs caching is {result['speedup_100_epochs']}x faster.",
         ]
     )
     write_result("classifier_training_cost", result, markdown)
