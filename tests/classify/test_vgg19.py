@@ -624,13 +624,16 @@ def test_load_refuses_a_corrupt_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_predicts_real_radiographs_without_range_warnings(
+def test_predicts_preprocessed_real_radiographs_without_range_warnings(
     covid_qu_ex_dir: Path, fitted: VGG19Classifier
 ) -> None:
-    from covidcxr.io import read_xray
+    import itertools
 
-    paths = sorted((covid_qu_ex_dir / "Test" / "COVID-19" / "images").glob("*.png"))[:3]
-    xrays = [read_xray(p, label="covid-19") for p in paths]
+    from covidcxr.preprocess import GaussianClahePreprocessor
+
+    source = covidcxr.open_source(covid_qu_ex_dir, layout="covid-qu-ex", split="Test")
+    preprocess = GaussianClahePreprocessor()
+    xrays = [preprocess(xray) for xray in itertools.islice(source, 3)]
     with warnings.catch_warnings():
         warnings.simplefilter("error", PixelRangeWarning)
         probabilities = fitted.predict_proba(xrays)
