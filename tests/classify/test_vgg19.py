@@ -566,6 +566,15 @@ persistence.write_archive({str(path)!r}, save_model, {{"classes": []}})
     assert VGG19Classifier.load(path).classes_ == fitted.classes_
 
 
+def test_a_saved_model_gets_the_permissions_of_an_ordinary_new_file(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    ordinary = tmp_path / "ordinary"
+    ordinary.write_bytes(b"")
+    fitted.save(tmp_path / "model.cxr")
+    assert (tmp_path / "model.cxr").stat().st_mode == ordinary.stat().st_mode
+
+
 def test_save_refuses_to_overwrite_a_file_that_is_not_a_saved_model(
     fitted: VGG19Classifier, tmp_path: Path
 ) -> None:

@@ -64,6 +64,15 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _file_mode(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
@@ -89,6 +98,10 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
+            # mkstemp creates the file 0600; give it the mode the target has, or the mode a
+            # plain open() would have given a new file.
+            if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
+                os.fchmod(handle.fileno(), _file_mode(target))
             os.fsync(handle.fileno())
         Path(temporary).replace(target)
     except BaseException:
