@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import pluggy
@@ -300,14 +300,34 @@ def _lookup(kind: str, name: str, registry: Mapping[str, Registration]) -> Regis
         ) from None
 
 
+# What a freshly built component must have, by role. Methods only: fitted attributes such
+# as a classifier's ``classes_`` exist only after ``fit`` (scikit-learn's convention), so
+# ``isinstance`` against the runtime-checkable protocol (which also checks data members)
+# would wrongly refuse every unfitted estimator.
+_REQUIRED_METHODS: Final[Mapping[str, tuple[str, ...]]] = {
+    "detector": ("detect",),
+    "source": ("__iter__", "__len__"),
+    "preprocessor": ("__call__",),
+    "classifier": ("fit", "predict_proba", "predict", "save", "load"),
+}
+
+
 def _build(registration: Registration, expected: type[_T], *args: Any, **options: Any) -> _T:
     built = registration.factory(*args, **options)
-    if not isinstance(built, expected):
+    missing = [
+        name
+        for name in _REQUIRED_METHODS[registration.kind]
+        if not callable(getattr(built, name, None))
+    ]
+    if registration.kind == "source" and not hasattr(built, "classes"):
+        missing.append("classes")
+    if missing:
         raise PluginError(
             f"{registration.kind} {registration.name!r} from plugin {registration.plugin!r} "
-            f"built {type(built).__name__}, which is not a {expected.__name__}"
+            f"built {type(built).__name__}, which is not a {expected.__name__} "
+            f"(it lacks {', '.join(missing)})"
         )
-    return built
+    return cast(_T, built)
 
 
 def create_detector(name: str, **options: Any) -> LesionDetector:

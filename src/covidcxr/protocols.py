@@ -90,6 +90,10 @@ class Classifier(Protocol):
       :meth:`predict` returns the label of the largest probability.
     - :meth:`save` never leaves a half-written model behind; :meth:`load` refuses models it
       cannot read correctly, with a :class:`~covidcxr.ModelFormatError`.
+
+    ``isinstance(obj, Classifier)`` is true only for a *fitted* classifier, because the
+    runtime check also looks for :attr:`classes_`; :func:`covidcxr.create_classifier`
+    checks unfitted ones by their methods.
     """
 
     classes_: tuple[str, ...]

@@ -272,3 +272,54 @@ def test_an_entry_point_with_a_misspelled_hook_is_named(
     fake_distribution("typo", "covidcxr_typo_plugin", source)
     with pytest.raises(PluginError, match=r"'typo'.*covidcxr_register_detectorz"):
         covidcxr.available_detectors()
+
+
+class UnfittedClassifier:
+    """A scikit-learn style classifier: ``classes_`` appears only after ``fit``."""
+
+    def fit(self, xrays: Any, validation: Any = None) -> UnfittedClassifier:
+        self.classes_ = ("normal",)
+        return self
+
+    def predict_proba(self, xrays: Any) -> Any:
+        return np.ones((len(list(xrays)), 1), np.float32)
+
+    def predict(self, xrays: Any) -> list[str]:
+        return ["normal" for _ in xrays]
+
+    def save(self, path: Any) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Any) -> UnfittedClassifier:
+        return cls()
+
+
+class HalfClassifier:
+    """Has ``fit`` and nothing else a classifier needs."""
+
+    def fit(self, xrays: Any) -> HalfClassifier:
+        return self
+
+
+class ClassifierPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_classifiers(self, register: Register) -> None:
+        register("unfitted", UnfittedClassifier)
+        register("half", HalfClassifier)
+
+
+def test_unfitted_classifiers_are_accepted_by_their_methods(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(ClassifierPlugin(), name="classifiers")
+    classifier = covidcxr.create_classifier("unfitted")
+    assert not hasattr(classifier, "classes_")
+
+
+def test_a_classifier_missing_methods_is_refused_naming_them(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(ClassifierPlugin(), name="classifiers")
+    with pytest.raises(PluginError, match=r"lacks predict_proba, predict, save, load"):
+        covidcxr.create_classifier("half")

@@ -184,10 +184,8 @@ class VGG19Classifier:
     (6, 3)
     """
 
-    # Empty until fit() or load() sets it. Declared on the class because the Classifier
-    # protocol lists classes_ as a member, and on Python 3.11 isinstance() against a
-    # runtime-checkable protocol needs it to exist before fitting.
-    classes_: tuple[str, ...] = ()
+    # Set by fit() or load(); absent before, as scikit-learn's fitted attributes are.
+    classes_: tuple[str, ...]
 
     #: The name :mod:`covidcxr.classify.plugin` registers it under.
     registered_name: ClassVar[str] = "vgg19"
