@@ -19,6 +19,8 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    # MyST renders the Markdown result tables that the benchmark scripts write.
+    "myst_parser",
 ]
 
 autodoc_typehints = "description"
