@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,13 @@ def test_real_radiographs_keep_lesion_boxes_on_the_lesions(covid_qu_ex_dir: Path
         for box in out.boxes:
             inside = mask[int(box.y) : int(np.ceil(box.y2)), int(box.x) : int(np.ceil(box.x2))]
             assert inside.any()
+
+
+def test_outputs_record_the_preprocessing_parameters_as_plain_data() -> None:
+    preprocessor = GaussianClahePreprocessor(output_size=32, clip_limit=3.0)
+    out = preprocessor(covidcxr.XRay(np.zeros((64, 64), np.uint8), id="a"))
+    recorded = out.meta["preprocessing"]
+    assert recorded["name"] == "gaussian-clahe"
+    assert recorded["clip_limit"] == 3.0
+    assert recorded["tile_grid_size"] == [8, 8]
+    assert json.loads(json.dumps(recorded)) == recorded

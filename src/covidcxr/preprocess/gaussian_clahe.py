@@ -231,6 +231,25 @@ class GaussianClahePreprocessor:
         payload = {"name": "gaussian-clahe", "version": _ALGORITHM_VERSION, "params": params}
         return f"{json.dumps(payload, sort_keys=True)}|opencv-{cv2.__version__}"
 
+    def describe(self) -> dict[str, Any]:
+        """The preprocessing parameters as plain JSON data.
+
+        Every output records them in ``meta["preprocessing"]``, so a model trained on the
+        output (see :meth:`covidcxr.classify.VGG19Classifier.save`) can say how its input
+        was prepared.
+
+        Examples
+        --------
+        >>> GaussianClahePreprocessor(output_size=64).describe()["clip_limit"]
+        2.0
+        """
+        described: dict[str, Any] = json.loads(
+            json.dumps(
+                {"name": "gaussian-clahe", "version": _ALGORITHM_VERSION, **attrs.asdict(self)}
+            )
+        )
+        return described
+
     def enhance(self, pixels: NDArray[Any]) -> NDArray[np.uint8]:
         """The intensity steps alone: to 8 bits, blur, CLAHE (no resize, ``uint8`` out)."""
         image = to_uint8(pixels, self.percentile_window)
@@ -278,6 +297,7 @@ class GaussianClahePreprocessor:
                 mask.flags.writeable = False
                 meta[key] = mask
         meta["transform"] = transform
+        meta["preprocessing"] = self.describe()
         return attrs.evolve(
             xray, pixels=pixels, boxes=transform_boxes(xray.boxes, transform), meta=meta
         )
