@@ -49,10 +49,10 @@ from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsEr
 from covidcxr.evaluate.evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
-    write_text_safely,
 )
 from covidcxr.evaluate.provenance import DataFingerprint, data_fingerprint
 from covidcxr.evaluate.report import ReportFiles, write_report
+from covidcxr.files import write_text
 from covidcxr.labels import LABELS
 from covidcxr.plugins import (
     Registration,
@@ -899,7 +899,7 @@ class Pipeline:
         if not isinstance(report, EvaluationReport):
             path = Path(report_dir) / "report.json"
             text = json.dumps(report.to_dict(), indent=2) + "\n"
-            write_text_safely(path, text, overwrite=overwrite)
+            write_text(path, text, overwrite=overwrite)
             return path
         classes = self.classes_
         probabilities = result.probabilities
@@ -965,7 +965,7 @@ class Pipeline:
                 else:
                     described = self._describe_component("detector", strict=True) or {}
                     manifest["detector"] = {**described, "name": name, "saved": False}
-            write_text_safely(
+            write_text(
                 staging / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", overwrite=False
             )
             staging.chmod(0o755)

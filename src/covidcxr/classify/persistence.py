@@ -13,24 +13,23 @@ mode (no deserialisation of arbitrary code: the model holds only built-in layers
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from covidcxr._version import __version__
-from covidcxr.errors import ModelFormatError
+from covidcxr.errors import ModelFormatError, OutputExistsError
+from covidcxr.files import atomic_write
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "METADATA_MEMBER",
     "MODEL_MEMBER",
-    "atomic_write",
     "check_metadata",
     "is_saved_classifier",
     "read_archive",
@@ -51,64 +50,6 @@ def runtime_versions() -> dict[str, str]:
     import tensorflow as tf
 
     return {"covidcxr": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on Windows.
-    if os.name == "nt":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _file_mode(target: Path) -> int:
-    try:
-        return target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
-
-    If the ``with`` block raises (or the process dies), ``path`` is untouched and the
-    temporary file is removed (or, after a hard crash, left as ``.<name>.*.tmp``).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
-    >>> with atomic_write(target) as handle:
-    ...     _ = handle.write(b"complete")
-    >>> target.read_bytes()
-    b'complete'
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path()
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            # mkstemp creates the file 0600; give it the mode the target has, or the mode a
-            # plain open() would have given a new file.
-            if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
-                os.fchmod(handle.fileno(), _file_mode(target))
-            os.fsync(handle.fileno())
-        Path(temporary).replace(target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(temporary).unlink()
-        raise
-    _fsync_directory(directory)
 
 
 def is_saved_classifier(path: Path) -> bool:
@@ -139,12 +80,12 @@ def write_archive(
 
     Raises
     ------
-    FileExistsError
-        If ``path`` exists and is not a saved classifier.
+    OutputExistsError
+        If ``path`` exists and is not a saved classifier (also a :class:`FileExistsError`).
     """
     target = Path(path)
     if target.exists() and not is_saved_classifier(target):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{target} exists and is not a saved covidcxr classifier; refusing to overwrite "
             "it (choose another path or remove it)"
         )

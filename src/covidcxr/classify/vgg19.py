@@ -28,12 +28,12 @@ from numpy.typing import NDArray
 
 from covidcxr.classify.inputs import Normalization, ScanStats, make_dataset
 from covidcxr.classify.persistence import (
-    atomic_write,
     read_archive,
     runtime_versions,
     write_archive,
 )
 from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.files import atomic_write
 from covidcxr.labels import LABELS
 from covidcxr.records import XRay
 

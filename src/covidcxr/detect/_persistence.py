@@ -8,17 +8,17 @@ one, never a torn one. Keras loads the model in safe mode (no arbitrary code).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from covidcxr._version import __version__
-from covidcxr.errors import ModelFormatError
+from covidcxr.errors import ModelFormatError, OutputExistsError
+from covidcxr.files import atomic_write
 
 MODEL_MEMBER: Final = "model.keras"
 METADATA_MEMBER: Final = "covidcxr.json"
@@ -30,34 +30,6 @@ def runtime_versions() -> dict[str, str]:
     import tensorflow as tf  # noqa: PLC0415
 
     return {"covidcxr": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name == "nt":  # directories cannot be fsynced there (nor need to be)
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside ``path``, fsynced and renamed to ``path`` on success."""
-    directory = path.parent
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temporary).replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(temporary).unlink()
-        raise
-    _fsync_directory(directory)
 
 
 def _is_archive_of(path: Path, format_name: str) -> bool:
@@ -84,11 +56,11 @@ def write_archive(
     target = Path(path)
     if target.exists():
         if not _is_archive_of(target, format_name):
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{target} exists and is not a saved {format_name}; refusing to overwrite it"
             )
         if not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
     document = {"format": format_name, "versions": runtime_versions(), **metadata}
     with tempfile.TemporaryDirectory(prefix="covidcxr-save-") as scratch:
         keras_file = Path(scratch) / MODEL_MEMBER

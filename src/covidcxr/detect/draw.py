@@ -6,9 +6,7 @@ readable on the black background of a radiograph as well as on bright bone and o
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.detect._imaging import encode_png, to_uint8
+from covidcxr.files import write_bytes
 from covidcxr.records import Box, Detection, XRay
 
 __all__ = ["DETECTION_COLOR", "TRUTH_COLOR", "draw_detections", "write_png"]
@@ -136,7 +135,7 @@ def write_png(
     Parameters
     ----------
     path
-        Where to write; the folder must exist.
+        Where to write; missing parent folders are created.
     image
         ``(height, width)`` grey or ``(height, width, 3)`` RGB, ``uint8``.
     overwrite
@@ -149,8 +148,8 @@ def write_png(
 
     Raises
     ------
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is false.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false (also a :class:`FileExistsError`).
     ValueError
         If ``image`` is not ``uint8`` grey or RGB.
 
@@ -163,7 +162,7 @@ def write_png(
     >>> write_png(target, np.zeros((8, 8), np.uint8))
     Traceback (most recent call last):
     ...
-    FileExistsError: ... exists; pass overwrite=True to replace it
+    covidcxr.errors.OutputExistsError: ... already exists; pass overwrite=True to replace it
     """
     array = np.asarray(image)
     if array.dtype != np.uint8 or not (
@@ -172,26 +171,4 @@ def write_png(
         raise ValueError(
             f"image must be uint8 of shape (h, w) or (h, w, 3), got {array.dtype} {array.shape}"
         )
-    target = Path(path)
-    data = encode_png(np.ascontiguousarray(array))
-    if not overwrite:
-        try:
-            # "x" creates the file only if it does not exist, atomically: no race between
-            # checking for the file and creating it.
-            with target.open("xb") as handle:
-                handle.write(data)
-        except FileExistsError:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
-        return target
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        Path(temporary).replace(target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(temporary).unlink()
-        raise
-    return target
+    return write_bytes(path, encode_png(np.ascontiguousarray(array)), overwrite=overwrite)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +15,11 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import ConfigurationError, OutputExistsError
+from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate.detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate.provenance import data_fingerprint, software_versions
+from covidcxr.files import write_text
 from covidcxr.records import Detection, XRay
 
 __all__ = ["ClassificationEvaluator", "EvaluationReport"]
@@ -44,31 +44,6 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
-
-
-def write_text_safely(path: Path, text: str, *, overwrite: bool) -> None:
-    """Write ``text`` to ``path`` atomically, refusing to replace a file unless asked.
-
-    Raises
-    ------
-    OutputExistsError
-        If ``path`` exists and ``overwrite`` is false.
-    """
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file private (0600); a report is an ordinary document.
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @frozen
@@ -141,7 +116,7 @@ class EvaluationReport:
             If ``path`` exists and ``overwrite`` is false.
         """
         target = Path(path)
-        write_text_safely(target, self.to_json() + "\n", overwrite=overwrite)
+        write_text(target, self.to_json() + "\n", overwrite=overwrite)
         return target
 
 

@@ -21,7 +21,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from covidcxr.errors import OutputExistsError
-from covidcxr.evaluate.evaluator import EvaluationReport, write_text_safely
+from covidcxr.evaluate.evaluator import EvaluationReport
 from covidcxr.evaluate.plots import (
     figure_to_png,
     plot_confusion_matrix,
@@ -30,6 +30,7 @@ from covidcxr.evaluate.plots import (
     plot_roc_curves,
     plot_training_history,
 )
+from covidcxr.files import write_text
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -330,9 +331,9 @@ def write_report(
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(figure.png)
         tmp.replace(path)
-    write_text_safely(paths["json"], report.to_json() + "\n", overwrite=True)
-    write_text_safely(paths["markdown"], _markdown(report, title, notes, figures), overwrite=True)
-    write_text_safely(paths["html"], _html(report, title, notes, figures), overwrite=True)
+    write_text(paths["json"], report.to_json() + "\n", overwrite=True)
+    write_text(paths["markdown"], _markdown(report, title, notes, figures), overwrite=True)
+    write_text(paths["html"], _html(report, title, notes, figures), overwrite=True)
     return ReportFiles(
         html=paths["html"],
         markdown=paths["markdown"],

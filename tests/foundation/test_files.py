@@ -1,0 +1,70 @@
+"""Safe writing: atomic replacement, and nothing the user owns overwritten unless asked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from covidcxr import OutputExistsError
+from covidcxr.files import atomic_write, write_bytes, write_text
+
+
+def test_write_bytes_creates_missing_folders(tmp_path: Path) -> None:
+    target = write_bytes(tmp_path / "a" / "b" / "model.bin", b"weights")
+    assert target.read_bytes() == b"weights"
+
+
+def test_an_existing_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "mine.txt"
+    target.write_text("the user's notes")
+    with pytest.raises(OutputExistsError, match=r"mine\.txt already exists.*overwrite=True"):
+        write_text(target, "ours")
+    assert target.read_text() == "the user's notes"
+    assert isinstance(OutputExistsError("x"), FileExistsError)
+
+
+def test_overwrite_replaces_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    write_text(target, "old")
+    write_text(target, "new", overwrite=True)
+    assert target.read_text() == "new"
+
+
+def test_a_failure_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"old model")
+
+    def write_half_then_fail() -> None:
+        with atomic_write(target) as handle:
+            handle.write(b"half a mod")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_half_then_fail()
+    assert target.read_bytes() == b"old model"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_a_file_created_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+
+    def race() -> None:
+        with atomic_write(target, overwrite=False) as handle:
+            handle.write(b"ours")
+            target.write_bytes(b"someone else's")  # appears while we write
+
+    with pytest.raises(OutputExistsError):
+        race()
+    assert target.read_bytes() == b"someone else's"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.png"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_replacing_keeps_the_files_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "shared.bin"
+    target.write_bytes(b"v1")
+    target.chmod(0o640)
+    write_bytes(target, b"v2", overwrite=True)
+    assert target.stat().st_mode & 0o777 == 0o640
