@@ -18,6 +18,7 @@ import click
 import covidcxr
 from covidcxr.errors import CovidCXRError, OutputExistsError
 from covidcxr.plugins import Registration
+from covidcxr.records import detection_to_dict
 
 __all__ = ["cli", "main"]
 
@@ -448,19 +449,7 @@ def detect_command(
                     "png": png_name,
                     "width": width,
                     "height": height,
-                    "detections": [
-                        {
-                            "label": d.label,
-                            "score": d.score,
-                            "box": {
-                                "x": d.box.x,
-                                "y": d.box.y,
-                                "width": d.box.width,
-                                "height": d.box.height,
-                            },
-                        }
-                        for d in detections
-                    ],
+                    "detections": [detection_to_dict(d) for d in detections],
                 }
             )
             progress.update()

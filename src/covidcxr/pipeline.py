@@ -65,7 +65,7 @@ from covidcxr.plugins import (
     open_source,
 )
 from covidcxr.protocols import Classifier, Evaluator, LesionDetector, Preprocessor, Report
-from covidcxr.records import Box, Detection, XRay
+from covidcxr.records import Box, Detection, XRay, detection_to_dict
 
 __all__ = [
     "MANIFEST_NAME",
@@ -256,19 +256,7 @@ class Prediction:
             "id": self.id,
             "label": self.label,
             "probabilities": dict(self.probabilities),
-            "detections": [
-                {
-                    "label": d.label,
-                    "score": d.score,
-                    "box": {
-                        "x": d.box.x,
-                        "y": d.box.y,
-                        "width": d.box.width,
-                        "height": d.box.height,
-                    },
-                }
-                for d in self.detections
-            ],
+            "detections": [detection_to_dict(d) for d in self.detections],
         }
 
 

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from covidcxr.errors import InvalidImageError
 from covidcxr.labels import LABELS
 
-__all__ = ["PIXEL_DTYPES", "Box", "Detection", "XRay"]
+__all__ = ["PIXEL_DTYPES", "Box", "Detection", "XRay", "detection_to_dict"]
 
 #: The pixel dtypes an :class:`XRay` accepts: raw 8- and 16-bit radiographs, and float32
 #: after preprocessing.
@@ -129,6 +129,22 @@ class Detection:
     box: Box = field(validator=attrs.validators.instance_of(Box))
     label: str = field(validator=[attrs.validators.instance_of(str), _non_empty])
     score: float = field(converter=float, validator=_score_in_unit_interval)
+
+
+def detection_to_dict(detection: Detection) -> dict[str, Any]:
+    """The JSON-ready form of a detection, as the CLI and predictions write it.
+
+    Examples
+    --------
+    >>> detection_to_dict(Detection(Box(1, 2, 3, 4), "opacity", 0.5))
+    {'label': 'opacity', 'score': 0.5, 'box': {'x': 1.0, 'y': 2.0, 'width': 3.0, 'height': 4.0}}
+    """
+    box = detection.box
+    return {
+        "label": detection.label,
+        "score": detection.score,
+        "box": {"x": box.x, "y": box.y, "width": box.width, "height": box.height},
+    }
 
 
 def _as_readonly_pixels(value: Any) -> NDArray[Any]:
