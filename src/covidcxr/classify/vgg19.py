@@ -365,7 +365,8 @@ class VGG19Classifier:
         >>> import numpy as np
         >>> from covidcxr import XRay
         >>> clf = VGG19Classifier(input_size=32, weights=None)
-        >>> clf.prepare_batch([XRay(np.zeros((50, 40), np.uint8), "x")]).shape
+        >>> ramp = np.linspace(0, 255, 50 * 40).astype(np.uint8).reshape(50, 40)
+        >>> clf.prepare_batch([XRay(ramp, "x")]).shape
         (1, 32, 32, 3)
         """
         stats = ScanStats()
