@@ -783,7 +783,7 @@ class VGG19Classifier:
         >>> VGG19Classifier.load("no-such-model.cxr")
         Traceback (most recent call last):
         ...
-        covidcxr.errors.ModelFormatError: no-such-model.cxr: no saved classifier at this path
+        covidcxr.errors.ModelFormatError: no-such-model.cxr: no saved covidcxr classifier ...
         """
         import keras
 

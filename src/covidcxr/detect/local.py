@@ -20,14 +20,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.detect._imaging import clip_box, lesion_mask, to_uint8
-from covidcxr.detect._persistence import read_archive, write_archive
 from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
+from covidcxr.model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr.records import Box, Detection, XRay
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LocalDetector", "mask_to_detections"]
 
 FORMAT_NAME: Final = "covidcxr.local-detector"
 FORMAT_VERSION: Final = 1
+_FORMAT: Final = ArchiveFormat(FORMAT_NAME, FORMAT_VERSION, "covidcxr local detector")
 
 _PARAMS: Final = (
     "input_size",
@@ -402,18 +403,11 @@ class LocalDetector:
         """
         model = self._require_fitted()
         metadata = {
-            "format_version": FORMAT_VERSION,
             "params": self.get_params(),
             "history": getattr(self, "history_", {}),
             "n_training_images": getattr(self, "n_training_images_", None),
         }
-        write_archive(
-            path,
-            FORMAT_NAME,
-            model.save,
-            metadata,
-            overwrite=overwrite,
-        )
+        write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -426,7 +420,7 @@ class LocalDetector:
             incompatible format or Keras version.
         """
         with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
-            metadata, keras_file = read_archive(path, FORMAT_NAME, FORMAT_VERSION, Path(scratch))
+            metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
             params = metadata.get("params")
             if not isinstance(params, dict) or set(params) - set(_PARAMS):
                 raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")

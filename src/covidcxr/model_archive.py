@@ -1,0 +1,207 @@
+"""Saved models: one zip file holding a Keras model and its covidcxr metadata.
+
+The classifier and the local detector save themselves the same way. An archive holds
+``model.keras`` (the Keras model) and ``covidcxr.json`` (format, format version, the
+versions it was saved with, and whatever the estimator records). It is written through
+:func:`covidcxr.files.atomic_write`, so a crash leaves the old file or the new one, never a
+torn one. Loading checks the metadata before Keras sees the model: another format, another
+format version, or another Keras major.minor version is refused, because Keras has changed
+layer serialisation between minor releases and a model that loads "successfully" under
+another one may not compute the same function.
+
+TensorFlow and Keras are imported inside the functions, so importing this module is cheap.
+"""
+
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from attrs import frozen
+
+from covidcxr._version import __version__
+from covidcxr.errors import ModelFormatError, OutputExistsError
+from covidcxr.files import atomic_write
+
+__all__ = [
+    "METADATA_MEMBER",
+    "MODEL_MEMBER",
+    "ArchiveFormat",
+    "check_metadata",
+    "is_archive_of",
+    "read_model_archive",
+    "runtime_versions",
+    "write_model_archive",
+]
+
+MODEL_MEMBER: Final = "model.keras"
+METADATA_MEMBER: Final = "covidcxr.json"
+
+
+@frozen
+class ArchiveFormat:
+    """What kind of model an archive holds.
+
+    Parameters
+    ----------
+    name
+        The ``format`` written into the metadata, e.g. ``"covidcxr.classifier"``.
+    version
+        Bumped whenever the layout or metadata keys change incompatibly.
+    description
+        How messages name it, e.g. ``"covidcxr classifier"``.
+    """
+
+    name: str
+    version: int
+    description: str
+
+
+def runtime_versions() -> dict[str, str]:
+    """The versions of covidcxr, Keras and TensorFlow in this process."""
+    import keras
+    import tensorflow as tf
+
+    return {"covidcxr": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+def is_archive_of(path: Path, archive_format: ArchiveFormat) -> bool:
+    """Whether ``path`` is an archive of ``archive_format`` (and so safe to replace)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read(METADATA_MEMBER))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return isinstance(metadata, dict) and metadata.get("format") == archive_format.name
+
+
+def write_model_archive(
+    path: str | os.PathLike[str],
+    archive_format: ArchiveFormat,
+    save_model: Callable[[Path], None],
+    metadata: Mapping[str, Any],
+    *,
+    overwrite: bool,
+) -> None:
+    """Write a model archive atomically.
+
+    Parameters
+    ----------
+    path
+        The target file.
+    archive_format
+        The kind of model.
+    save_model
+        Writes the Keras model to the ``.keras`` path it is given.
+    metadata
+        JSON-serialisable metadata; ``format``, ``format_version`` and ``versions`` are
+        added (entries in ``metadata`` take precedence).
+    overwrite
+        Whether an existing archive of the same format may be replaced. Any other file is
+        never replaced: it belongs to the user.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and is not an archive of this format, or ``overwrite`` is false.
+    """
+    target = Path(path)
+    if target.exists():
+        if not is_archive_of(target, archive_format):
+            raise OutputExistsError(
+                f"{target} exists and is not a saved {archive_format.description}; refusing "
+                "to overwrite it (choose another path or remove it)"
+            )
+        if not overwrite:
+            raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
+    document = {
+        "format": archive_format.name,
+        "format_version": archive_format.version,
+        "versions": runtime_versions(),
+        **metadata,
+    }
+    with tempfile.TemporaryDirectory(prefix="covidcxr-save-") as scratch:
+        keras_file = Path(scratch) / MODEL_MEMBER
+        save_model(keras_file)
+        with atomic_write(target) as handle, zipfile.ZipFile(handle, "w") as archive:
+            archive.writestr(METADATA_MEMBER, json.dumps(document, indent=2, sort_keys=True))
+            # .keras is itself a zip archive: storing it uncompressed costs nothing.
+            archive.write(keras_file, MODEL_MEMBER, compress_type=zipfile.ZIP_STORED)
+
+
+def read_model_archive(
+    path: str | os.PathLike[str], archive_format: ArchiveFormat, scratch: Path
+) -> tuple[dict[str, Any], Path]:
+    """Read an archive's metadata and extract its Keras model into ``scratch``.
+
+    Returns
+    -------
+    tuple[dict, Path]
+        The metadata (checked with :func:`check_metadata`) and the extracted model path.
+
+    Raises
+    ------
+    ModelFormatError
+        If the file is missing, not an archive, lacks a member, or fails the checks.
+    """
+    source = Path(path)
+    what = archive_format.description
+    if not source.is_file():
+        raise ModelFormatError(f"{source}: no saved {what} at this path")
+    try:
+        with zipfile.ZipFile(source) as archive:
+            missing = {METADATA_MEMBER, MODEL_MEMBER} - set(archive.namelist())
+            if missing:
+                raise ModelFormatError(
+                    f"{source}: not a saved {what} (missing {', '.join(sorted(missing))})"
+                )
+            metadata = json.loads(archive.read(METADATA_MEMBER))
+            extracted = Path(archive.extract(MODEL_MEMBER, scratch))
+    except (zipfile.BadZipFile, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise ModelFormatError(f"{source}: corrupt {what} archive ({exc})") from exc
+    check_metadata(metadata, archive_format, source)
+    return metadata, extracted
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -> None:
+    """Refuse metadata of another format, format version, or Keras major.minor version.
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the file, the mismatch, and what to do.
+    """
+    what = archive_format.description
+    if not isinstance(metadata, dict) or metadata.get("format") != archive_format.name:
+        raise ModelFormatError(
+            f"{source}: {METADATA_MEMBER} does not describe a {what}: it is not {what} metadata"
+        )
+    if metadata.get("format_version") != archive_format.version:
+        saved_by = metadata.get("versions", {}).get("covidcxr", "unknown")
+        raise ModelFormatError(
+            f"{source}: saved in {what} format version {metadata.get('format_version')!r}, "
+            f"this covidcxr reads version {archive_format.version}; load it with the covidcxr "
+            f"version that saved it ({saved_by})"
+        )
+    saved = metadata.get("versions", {})
+    if not isinstance(saved, dict) or "keras" not in saved:
+        raise ModelFormatError(f"{source}: metadata lacks the Keras version it was saved with")
+    import keras
+
+    if _major_minor(str(saved["keras"])) != _major_minor(keras.__version__):
+        raise ModelFormatError(
+            f"{source}: saved with Keras {saved['keras']}, but Keras {keras.__version__} is "
+            f"installed; install keras=={'.'.join(_major_minor(str(saved['keras'])))}.* to "
+            "load it, or retrain"
+        )
