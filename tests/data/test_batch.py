@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from covidcxr.preprocess import (
     preprocess_batch,
 )
 from covidcxr.records import XRay
-from covidcxr.sources import FolderSource, SkippedItemsWarning, mask_boxes
+from covidcxr.sources import FolderSource, SkippedItemsWarning, ZipSource, mask_boxes
+from covidcxr.sources import folder as folder_module
 
 PREPROCESSOR = GaussianClahePreprocessor(output_size=32)
 
@@ -104,16 +108,142 @@ def test_damaged_cache_entries_are_misses(qu_ex_folder: Path, tmp_path: Path) ->
     source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
     cache = tmp_path / "cache"
     list(preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=str(cache), progress=False))
-    for entry in cache.rglob("*.cxr"):
-        entry.write_bytes(entry.read_bytes()[:50])
+    packs = list(cache.rglob("*.cxrpack"))
+    assert packs
+    for pack in packs:
+        pack.write_bytes(pack.read_bytes()[:50])  # a writer that died in its first record
     stats = BatchStats()
     out = list(
         preprocess_batch(
             source, PREPROCESSOR, workers=0, cache_dir=str(cache), progress=False, stats=stats
         )
     )
-    assert stats.cache_hits == 0
+    assert (stats.cache_hits, stats.cache_writes) == (0, 6)
     assert len(out) == 6
+
+
+def test_a_garbled_entry_header_is_a_miss_not_an_error(qu_ex_folder: Path, tmp_path: Path) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    cache = tmp_path / "cache"
+    expected = [
+        _signature(x)
+        for x in preprocess_batch(
+            source, PREPROCESSOR, workers=0, cache_dir=str(cache), progress=False
+        )
+    ]
+    (pack,) = cache.rglob("*.cxrpack")
+    data = bytearray(pack.read_bytes())
+    header_start = data.index(b'{"arrays"')
+    data[header_start : header_start + 9] = b"#garbled#"
+    pack.write_bytes(bytes(data))
+    stats = BatchStats()
+    got = [
+        _signature(x)
+        for x in preprocess_batch(
+            source, PREPROCESSOR, workers=0, cache_dir=str(cache), progress=False, stats=stats
+        )
+    ]
+    assert got == expected
+    assert (stats.cache_hits, stats.cache_writes) == (5, 1)
+
+
+def test_warm_pass_over_unchanged_files_reads_only_the_cache(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    cache = str(tmp_path / "cache")
+    first = [
+        _signature(x)
+        for x in preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False)
+    ]
+    reads: list[str] = []
+    original = folder_module._read_file
+
+    def counting(prefix: str, name: str) -> bytes:
+        reads.append(name)
+        return original(prefix, name)
+
+    monkeypatch.setattr(folder_module, "_read_file", counting)
+    stats = BatchStats()
+    second = [
+        _signature(x)
+        for x in preprocess_batch(
+            source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
+        )
+    ]
+    assert second == first
+    assert stats.cache_hits == 18
+    assert reads == []  # neither images nor masks were opened
+
+
+def test_a_file_rewritten_with_its_old_timestamps_is_read_again(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    cache = str(tmp_path / "cache")
+    list(preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    images = qu_ex_folder / "Test" / "Normal" / "images"
+    target = images / "normal_0.png"
+    before = target.stat()
+    target.write_bytes((images / "normal_1.png").read_bytes())
+    # What `cp -p` or an archive tool does: the old modification time is put back. The
+    # change time cannot be, so the fingerprint still changes.
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    out = {
+        Path(x.id).name: x.pixels.tobytes()
+        for x in preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False)
+    }
+    assert out["normal_0.png"] == out["normal_1.png"]
+
+
+def test_recently_changed_files_have_no_fingerprint(qu_ex_folder: Path) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    entry = source.entries[0]
+    assert source.fingerprint(entry) is None  # just written: within RACY_SECONDS
+    old = time.time() - 3600
+    for name in (entry.name, *(mask for _, mask in entry.masks)):
+        os.utime(qu_ex_folder / name, (old, old))
+    # The change time is still recent (utime itself sets it), so still none.
+    assert source.fingerprint(entry) is None
+
+
+def test_fingerprints_name_every_file_of_an_entry(
+    qu_ex_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    with_masks = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Val")
+    without = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Val", load_masks=False)
+    entry = with_masks.entries[0]
+    assert entry.masks
+    printed = with_masks.fingerprint(entry)
+    assert printed is not None
+    assert all(name in printed for _, name in entry.masks)
+    assert printed != without.fingerprint(without.entries[0])
+    (qu_ex_folder / entry.masks[0][1]).unlink()
+    assert with_masks.fingerprint(entry) is None
+
+
+def test_zip_sources_are_cached_by_content(classes_folder: Path, tmp_path: Path) -> None:
+    archive = shutil.make_archive(str(tmp_path / "data"), "zip", classes_folder)
+    cache = str(tmp_path / "cache")
+    with ZipSource(archive) as source:
+        first = [
+            _signature(x)
+            for x in preprocess_batch(
+                source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False
+            )
+        ]
+        stats = BatchStats()
+        second = [
+            _signature(x)
+            for x in preprocess_batch(
+                source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
+            )
+        ]
+    assert second == first
+    assert stats.cache_hits == len(first) > 0
 
 
 def test_unreadable_items_follow_the_sources_on_error_policy(classes_folder: Path) -> None:
@@ -171,3 +301,34 @@ def test_values_that_are_not_plain_json_are_not_cached(tmp_path: Path, make: Any
     cache = PreprocessCache(tmp_path, "token")
     assert not cache.store("d", make.gradient(), (), {"odd": object()})
     assert cache.load("d") is None
+
+
+@pytest.mark.slow
+def test_worker_pool_reads_caches_and_skips_like_this_process(
+    classes_folder: Path, tmp_path: Path
+) -> None:
+    (classes_folder / "COVID" / "broken.png").write_text("not a png")
+    with pytest.warns(SkippedItemsWarning, match="skipped 1"):
+        expected = [
+            _signature(x)
+            for x in preprocess_batch(
+                FolderSource(classes_folder, on_error="skip"),
+                PREPROCESSOR,
+                workers=0,
+                progress=False,
+            )
+        ]
+    cache = str(tmp_path / "cache")
+    for hits in (0, 5):
+        stats = BatchStats()
+        source = FolderSource(classes_folder, on_error="skip")
+        with pytest.warns(SkippedItemsWarning, match="skipped 1"):
+            got = [
+                _signature(x)
+                for x in preprocess_batch(
+                    source, PREPROCESSOR, workers=2, cache_dir=cache, progress=False, stats=stats
+                )
+            ]
+        assert got == expected
+        assert (stats.cache_hits, stats.skipped) == (hits, 1)
+        assert [Path(s.path).name for s in source.skipped] == ["broken.png"]

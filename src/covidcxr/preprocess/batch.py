@@ -1,11 +1,19 @@
 """Preprocess a whole source on several processes, in order, in bounded memory, with a cache.
 
-:func:`preprocess_batch` reads items in the main process and ships them, in chunks, to a
-pool of worker processes that decode and preprocess them. When the input is a catalogued
-source (:class:`~covidcxr.sources.CatalogSource`: folders, zip archives, COS) the workers
-receive the still-encoded file bytes, so decoding runs in parallel too. At most a few
-chunks are in flight at a time, so memory does not grow with the dataset, and results are
-yielded in input order.
+:func:`preprocess_batch` ships items, in chunks, to a pool of worker processes that decode
+and preprocess them. A local folder (:class:`~covidcxr.sources.FolderSource`) is read by
+the workers themselves: they receive only the catalogue entries, so reading, decoding and
+preprocessing all run in parallel and the file bytes never pass through the main process.
+Other catalogued sources (zip archives, COS) are read in the main process and the workers
+receive the still-encoded bytes. At most a few chunks are in flight at a time, so memory
+does not grow with the dataset, and results are yielded in input order.
+
+Workers send their results back as ``uint8`` when the float32 output is exactly
+``uint8 / 255`` (:mod:`covidcxr.preprocess.pixels`), a quarter of the bytes; the main
+process restores the float32 pixels bit for bit. A preprocessor may offer a
+``packed(xray) -> (record, encoding)`` method, as
+:meth:`~covidcxr.preprocess.GaussianClahePreprocessor.packed` does, so that workers never
+make the float32 array at all.
 
 Workers are started with ``forkserver`` (or ``spawn`` where that is unavailable), never
 ``fork``: a forked child inherits OpenCV's thread pool in whatever state the parent left
@@ -15,7 +23,10 @@ so ``workers`` processes use ``workers`` cores.
 With ``cache_dir``, each result is stored under a hash of the input's *content* (the file
 bytes, or the pixels, boxes and masks of an :class:`~covidcxr.XRay`) and the
 preprocessor's parameters (see :mod:`covidcxr.preprocess.cache`), and a second pass reads
-it back instead of decoding and preprocessing again.
+it back instead of decoding and preprocessing again. For a source that can fingerprint
+its files (a local folder: see :meth:`~covidcxr.sources.CatalogSource.fingerprint`), the
+content digest of each unchanged file is remembered, so the second pass opens neither
+images nor masks: it reads the cache and nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import hashlib
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, Final, Literal
 
@@ -34,29 +45,30 @@ import numpy as np
 from attrs import define, field
 
 from covidcxr.errors import ConfigurationError, InvalidImageError
-from covidcxr.preprocess.cache import (
-    CachedOutput,
-    PreprocessCache,
-    compact_pixels,
-    expand_pixels,
-)
+from covidcxr.preprocess.cache import CachedOutput, PreprocessCache
+from covidcxr.preprocess.pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources.base import CatalogSource
-from covidcxr.sources.items import Entry, RawItem, decode_item
+from covidcxr.sources.items import Entry, RawItem, decode_item, entry_meta
 
 __all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
 
 # Chunks in flight per worker: one being processed, one queued so the worker never idles.
 _CHUNKS_PER_WORKER: Final = 2
+# Items per task when the caller does not say and the input's length is unknown, and the
+# most chosen automatically. A worker needs about a millisecond per 256 px radiograph, so
+# a task of 64 takes some 70 ms: long enough that handing it over costs little.
+_DEFAULT_CHUNK: Final = 32
+_MAX_AUTO_CHUNK: Final = 64
 
-_Kind = Literal["raw", "xray"]
+_Kind = Literal["entry", "raw", "xray", "cached"]
 # (id, label, patient_id, pixels, boxes, meta) of an XRay, as plain picklable data.
 _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
-# ("ok", (pixel encoding, pixels), boxes, meta, stored in cache?, patient_id),
-# ("cached", CachedOutput) or ("invalid", message, source)
+# ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), stored in cache?,
+#  content digest, served from the cache?), ("cached", XRay) or ("invalid", message, source)
 _Result = tuple[Any, ...]
 
 
@@ -123,10 +135,23 @@ def _process_one(
     task: Any,
     digest: str | None,
     *,
+    reader: Callable[[Entry], RawItem] | None,
     decode_options: Mapping[str, int],
     cache: PreprocessCache | None,
     compact: bool,
 ) -> _Result:
+    if kind == "entry":
+        assert reader is not None  # noqa: S101 - entries are only sent with a reader
+        try:
+            task = reader(task)
+        except InvalidImageError as exc:
+            return ("invalid", str(exc), exc.source)
+        kind = "raw"
+        if cache is not None:
+            digest = task.digest()
+            cached = cache.load(digest)
+            if cached is not None:
+                return _cached_result(task, cached, digest)
     if kind == "raw":
         raw: RawItem = task
         input_meta: Mapping[str, Any] = raw.meta
@@ -145,7 +170,17 @@ def _process_one(
             boxes=[Box(*b) for b in boxes],
             meta=meta,
         )
-    out = preprocessor(xray)
+    pack = compact or cache is not None
+    packed: PackedPixels
+    packer = getattr(preprocessor, "packed", None) if pack else None
+    if callable(packer):
+        # The preprocessor hands over its float32 output as the uint8 values it scales,
+        # so no float32 array is made here only to be packed again.
+        out, encoding = packer(xray)
+        packed = (encoding, np.asarray(out.pixels))
+    else:
+        out = preprocessor(xray)
+        packed = compact_pixels(np.asarray(out.pixels)) if pack else ("raw", np.asarray(out.pixels))
     out_meta = dict(out.meta)
     derived = [
         key
@@ -155,15 +190,21 @@ def _process_one(
     # Workers write their own cache entries, so writing runs in parallel like the rest.
     stored = None
     if cache is not None and digest is not None:
-        stored = cache.store(digest, out.pixels, out.boxes, {key: out_meta[key] for key in derived})
+        derived_meta = {key: out_meta[key] for key in derived}
+        stored = cache.store(digest, packed[1], out.boxes, derived_meta, packed=packed)
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
-    # Sending uint8 instead of float32 quarters the bytes piped back to the main process;
-    # in-process there is nothing to send.
-    if compact:
-        encoding, pixels = compact_pixels(np.asarray(out.pixels))
-    else:
-        encoding, pixels = "raw", np.asarray(out.pixels)
-    return ("ok", (encoding, pixels), boxes_out, out_meta, stored, out.patient_id)
+    if not compact and packed[0] != "raw":
+        packed = ("raw", expand_pixels(*packed))  # in this process: nothing to send
+    record = (out.id, out.label, out.patient_id, packed, boxes_out, out_meta)
+    return ("ok", record, stored, digest, False)
+
+
+def _cached_result(raw: RawItem, cached: CachedOutput, digest: str) -> _Result:
+    meta = {**raw.meta, **cached.meta}
+    patient_id = raw.patient_id or meta.get("dicom_patient_id")
+    boxes = tuple((b.x, b.y, b.width, b.height) for b in cached.boxes)
+    packed = compact_pixels(np.asarray(cached.pixels))
+    return ("ok", (raw.id, raw.label, patient_id, packed, boxes, meta), None, digest, True)
 
 
 def _process_chunk(
@@ -171,6 +212,7 @@ def _process_chunk(
     kind: _Kind,
     tasks: list[tuple[Any, str | None]],
     *,
+    reader: Callable[[Entry], RawItem] | None,
     decode_options: Mapping[str, int],
     cache: PreprocessCache | None,
     compact: bool,
@@ -181,6 +223,7 @@ def _process_chunk(
             kind,
             task,
             digest,
+            reader=reader,
             decode_options=decode_options,
             cache=cache,
             compact=compact,
@@ -195,12 +238,9 @@ class _Input:
 
     position: int
     kind: _Kind
-    task: Any  # RawItem or _XRayPayload
-    digest: str | None
-    id: str
-    label: str | None
-    patient_id: str | None
-    meta: Mapping[str, Any]
+    task: Any  # Entry, RawItem, _XRayPayload or (for "cached") the record's XRay
+    digest: str | None = None
+    fingerprint: str | None = None
     entry: Entry | None = None
 
 
@@ -225,48 +265,54 @@ def _payload(xray: XRay) -> _XRayPayload:
     return (xray.id, xray.label, xray.patient_id, np.asarray(xray.pixels), boxes, dict(xray.meta))
 
 
+def _from_cache(source: CatalogSource, entry: Entry, cached: CachedOutput) -> XRay:
+    identifier = source.record_id(entry)
+    meta = {**entry_meta(entry, identifier), **cached.meta}
+    return XRay(
+        cached.pixels,
+        id=identifier,
+        label=entry.label,
+        patient_id=entry.patient_id or meta.get("dicom_patient_id"),
+        boxes=cached.boxes,
+        meta=meta,
+    )
+
+
+def _source_inputs(
+    source: CatalogSource, cache: PreprocessCache | None, read_in_workers: bool
+) -> Iterator[_Input | tuple[_Input, InvalidImageError]]:
+    for position, entry in enumerate(source.pending_entries()):
+        fingerprint = source.fingerprint(entry) if cache is not None else None
+        if cache is not None and fingerprint is not None:
+            # An unchanged file whose digest is remembered: the cache alone answers.
+            digest = cache.digest_for(fingerprint)
+            cached = cache.load(digest) if digest is not None else None
+            if cached is not None:
+                yield _Input(position, "cached", _from_cache(source, entry, cached), entry=entry)
+                continue
+        if read_in_workers:
+            yield _Input(position, "entry", entry, fingerprint=fingerprint, entry=entry)
+            continue
+        try:
+            raw = source.read_item(entry)
+        except InvalidImageError as exc:
+            yield _Input(position, "raw", None, entry=entry), exc
+            continue
+        digest = raw.digest() if cache is not None else None
+        yield _Input(position, "raw", raw, digest, fingerprint, entry)
+
+
 def _inputs(
-    items: Iterable[XRay] | CatalogSource, use_digest: bool
+    items: Iterable[XRay] | CatalogSource,
+    cache: PreprocessCache | None,
+    read_in_workers: bool,
 ) -> Iterator[_Input | tuple[_Input, InvalidImageError]]:
     if isinstance(items, CatalogSource):
-        for position, (entry, raw) in enumerate(items.iter_raw()):
-            if isinstance(raw, InvalidImageError):
-                failed = _Input(
-                    position,
-                    "raw",
-                    None,
-                    None,
-                    entry.name,
-                    entry.label,
-                    entry.patient_id,
-                    {},
-                    entry,
-                )
-                yield failed, raw
-                continue
-            yield _Input(
-                position,
-                "raw",
-                raw,
-                raw.digest() if use_digest else None,
-                raw.id,
-                raw.label,
-                raw.patient_id,
-                raw.meta,
-                entry,
-            )
-    else:
-        for position, xray in enumerate(items):
-            yield _Input(
-                position,
-                "xray",
-                _payload(xray),
-                xray_digest(xray) if use_digest else None,
-                xray.id,
-                xray.label,
-                xray.patient_id,
-                xray.meta,
-            )
+        yield from _source_inputs(items, cache, read_in_workers)
+        return
+    for position, xray in enumerate(items):
+        digest = xray_digest(xray) if cache is not None else None
+        yield _Input(position, "xray", _payload(xray), digest)
 
 
 def _start_method(requested: str | None) -> str:
@@ -290,7 +336,7 @@ def preprocess_batch(
     workers: int = 2,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     start_method: str | None = None,
     stats: BatchStats | None = None,
 ) -> Iterator[XRay]:
@@ -312,7 +358,9 @@ def preprocess_batch(
         Show a tqdm progress bar on stderr.
     chunk_size
         Items per task sent to a worker: large enough to amortise inter-process overhead,
-        small enough to keep memory low.
+        small enough to keep memory low and the workers evenly loaded. ``None`` (the
+        default) chooses a quarter of each worker's share, at most 64 (32 when the
+        input's length is unknown).
     start_method
         ``"forkserver"`` (default where available) or ``"spawn"``; ``"fork"`` is refused.
     stats
@@ -345,7 +393,7 @@ def preprocess_batch(
     """
     if workers < 0:
         raise ConfigurationError(f"workers must be >= 0, got {workers}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ConfigurationError(f"chunk_size must be >= 1, got {chunk_size}")
     method = _start_method(start_method) if workers > 0 else None
     runner = _Runner(
@@ -375,7 +423,7 @@ class _Runner:
         *,
         workers: int,
         cache_dir: str | os.PathLike[str] | None,
-        chunk_size: int,
+        chunk_size: int | None,
         method: str | None,
         stats: BatchStats,
     ) -> None:
@@ -386,13 +434,15 @@ class _Runner:
             if cache_dir is not None
             else None
         )
-        self.chunk_size = chunk_size
+        self.requested_chunk_size = chunk_size
+        self.chunk_size = chunk_size or _DEFAULT_CHUNK
         self.method = method
         self.stats = stats
         self.max_in_flight = max(1, workers) * _CHUNKS_PER_WORKER
         self.slots: deque[_Slot] = deque()
         self.chunk: list[_Input] = []
         self.decode_options: dict[str, int] = {}
+        self.reader: Callable[[Entry], RawItem] | None = None
         self.executor: Executor | None = None
 
     def run(self, items: Iterable[XRay] | CatalogSource, progress: bool) -> Iterator[XRay]:
@@ -405,7 +455,14 @@ class _Runner:
                 "max_pixels": source.max_pixels,
                 "min_lesion_area": source.min_lesion_area,
             }
+            # Where the source can be read from another process, the workers read the
+            # files themselves: the bytes never pass through this process.
+            self.reader = source.item_reader()
         total = len(items) if isinstance(items, Sized) else None
+        if self.requested_chunk_size is None and total is not None and self.workers > 0:
+            # Large chunks amortise the cost of each task; several per worker keep the
+            # workers evenly loaded to the end.
+            self.chunk_size = max(1, min(_MAX_AUTO_CHUNK, total // (4 * self.workers)))
         if self.workers > 0 and self.method is not None:
             context = multiprocessing.get_context(self.method)
             if self.method == "forkserver":
@@ -417,7 +474,7 @@ class _Runner:
         skipped_before = len(source.skipped) if source is not None else 0
         bar = tqdm(total=total, desc="preprocess", unit="img", disable=not progress)
         try:
-            for produced in _inputs(items, use_digest=self.cache is not None):
+            for produced in _inputs(items, self.cache, self.reader is not None):
                 self._add(produced)
                 while self.slots and self._must_drain():
                     yield from self._finish(self.slots.popleft(), source, bar)
@@ -428,6 +485,8 @@ class _Runner:
             bar.close()
             if self.executor is not None:
                 self.executor.shutdown(wait=True, cancel_futures=True)
+            if self.cache is not None:
+                self.cache.close()
             if source is not None:
                 source.warn_skipped(len(source.skipped) - skipped_before)
 
@@ -437,16 +496,31 @@ class _Runner:
             self._submit()
             self.slots.append(_Slot([item], results=[("invalid", str(error), error.source)]))
             return
-        cached = None
+        if produced.kind == "cached":
+            self._submit()
+            self.slots.append(_Slot([produced], results=[("cached", produced.task)]))
+            return
         if self.cache is not None and produced.digest is not None:
             cached = self.cache.load(produced.digest)
-        if cached is not None:
+            if cached is not None:
+                xray = (
+                    _cached_xray(produced.task, cached)
+                    if produced.kind == "raw"
+                    else _restore_xray(produced.task, cached)
+                )
+                self._remember(produced, produced.digest)
+                self._submit()
+                self.slots.append(_Slot([produced], results=[("cached", xray)]))
+                return
+        if self.chunk and self.chunk[0].kind != produced.kind:
             self._submit()
-            self.slots.append(_Slot([produced], results=[("cached", cached)]))
-            return
         self.chunk.append(produced)
         if len(self.chunk) >= self.chunk_size:
             self._submit()
+
+    def _remember(self, item: _Input, digest: str | None) -> None:
+        if self.cache is not None and item.fingerprint is not None and digest is not None:
+            self.cache.remember_digest(item.fingerprint, digest)
 
     def _must_drain(self) -> bool:
         in_flight = sum(1 for slot in self.slots if slot.results is None)
@@ -467,6 +541,7 @@ class _Runner:
             self.preprocessor,
             kind,
             tasks,
+            reader=self.reader if kind == "entry" else None,
             decode_options=self.decode_options,
             cache=self.cache,
             compact=self.executor is not None,
@@ -480,48 +555,67 @@ class _Runner:
     def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
         for item, result in zip(slot.inputs, slot.collect(), strict=True):
             bar.update(1)
-            xray = _finish_one(item, result, source, self.stats)
+            xray = self._finish_one(item, result, source)
             if xray is not None:
                 yield xray
 
-
-def _finish_one(
-    item: _Input,
-    result: _Result,
-    source: CatalogSource | None,
-    stats: BatchStats,
-) -> XRay | None:
-    status = result[0]
-    if status == "invalid":
-        message, where = result[1], result[2]
-        prefix = f"{where}: "
-        error = InvalidImageError(message.removeprefix(prefix) if where else message, where)
-        if source is None or item.entry is None:
-            raise error
-        source.report_invalid(item.entry.name, error)
-        stats.skipped += 1
-        return None
-    stats.items += 1
-    if status == "cached":
-        cached: CachedOutput = result[1]
-        stats.cache_hits += 1
-        meta = {**item.meta, **cached.meta}
-        patient_id = item.patient_id or meta.get("dicom_patient_id")
+    def _finish_one(
+        self, item: _Input, result: _Result, source: CatalogSource | None
+    ) -> XRay | None:
+        stats = self.stats
+        status = result[0]
+        if status == "invalid":
+            message, where = result[1], result[2]
+            prefix = f"{where}: "
+            error = InvalidImageError(message.removeprefix(prefix) if where else message, where)
+            if source is None or item.entry is None:
+                raise error
+            source.report_invalid(item.entry.name, error)
+            stats.skipped += 1
+            return None
+        stats.items += 1
+        if status == "cached":
+            stats.cache_hits += 1
+            cached_xray: XRay = result[1]
+            return cached_xray
+        _, record, stored, digest, hit = result
+        self._remember(item, digest)
+        identifier, label, patient_id, (encoding, packed), boxes, meta = record
+        if hit:
+            stats.cache_hits += 1
+        elif stored is True:
+            stats.cache_writes += 1
+        elif stored is False:
+            stats.uncachable += 1
         return XRay(
-            cached.pixels,
-            id=item.id,
-            label=item.label,
+            expand_pixels(encoding, packed),
+            id=identifier,
+            label=label,
             patient_id=patient_id,
-            boxes=cached.boxes,
+            boxes=tuple(Box(*values) for values in boxes),
             meta=meta,
         )
-    _, (encoding, packed), boxes, meta, stored, patient_id = result
-    pixels = expand_pixels(encoding, packed)
-    box_records = tuple(Box(*values) for values in boxes)
-    if stored is True:
-        stats.cache_writes += 1
-    elif stored is False:
-        stats.uncachable += 1
+
+
+def _cached_xray(raw: RawItem, cached: CachedOutput) -> XRay:
+    meta = {**raw.meta, **cached.meta}
     return XRay(
-        pixels, id=item.id, label=item.label, patient_id=patient_id, boxes=box_records, meta=meta
+        cached.pixels,
+        id=raw.id,
+        label=raw.label,
+        patient_id=raw.patient_id or meta.get("dicom_patient_id"),
+        boxes=cached.boxes,
+        meta=meta,
+    )
+
+
+def _restore_xray(payload: _XRayPayload, cached: CachedOutput) -> XRay:
+    identifier, label, patient_id, _, _, meta = payload
+    return XRay(
+        cached.pixels,
+        id=identifier,
+        label=label,
+        patient_id=patient_id,
+        boxes=cached.boxes,
+        meta={**meta, **cached.meta},
     )

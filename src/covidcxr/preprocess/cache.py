@@ -1,25 +1,37 @@
 """An on-disk cache of preprocessed radiographs, keyed by content and parameters.
 
-A cache entry is addressed by a hash of (the preprocessor's cache token, the input's
-content digest): a changed parameter, OpenCV version or input file gives a different
-address, so stale entries are never returned, only left unused. Entries hold what
-preprocessing derived from the content (pixels, boxes, masks, the geometric transform,
-and any other new metadata that is plain JSON); ids, labels and provenance come from the
-input on every pass, so one cached result serves every copy of a file.
+An entry is addressed by a hash of (the preprocessor's cache token, the input's content
+digest): a changed parameter, OpenCV version or input file gives a different address, so
+stale entries are never returned, only left unused. Entries hold what preprocessing
+derived from the content (pixels, boxes, masks, the geometric transform, and any other
+new metadata that is plain JSON); ids, labels and provenance come from the input on every
+pass, so one cached result serves every copy of a file.
 
-The file format is a small JSON header followed by the raw array bytes, read with one
-``read`` and no copies: a cache hit costs tens of microseconds. Files are written to a
-temporary name and renamed into place, so a crash never leaves a half-written entry and
-concurrent runs can share a cache folder.
+On disk, a cache folder holds::
+
+    CACHEDIR.TAG                 marks the folder as a cache for backup tools
+    entries/<token hash>/*.cxrpack   entries of one preprocessor configuration
+    digests/*.digests            content digests remembered under source fingerprints
+
+Entries are records in append-only pack files (:mod:`covidcxr.preprocess.packs`): a small
+JSON header followed by the raw array bytes, read with one system call. Every writing
+process appends to a pack of its own, so worker processes and concurrent runs can share
+a folder without locks, and a crash leaves at most an incomplete last record, which
+readers ignore. Float32 pixels that are exactly ``uint8 / 255`` (the usual output) are
+stored as the ``uint8`` values, a quarter of the bytes, and restored bit for bit.
+
+With a source that can fingerprint its items (a local folder), the content digest of an
+unchanged file is remembered (:mod:`covidcxr.preprocess.digests`), so a warm pass reads
+neither the images nor their masks, only the cache. Delete the folder to clear the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
-import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -27,55 +39,22 @@ from typing import Any, Final
 import numpy as np
 from attrs import frozen
 
+from covidcxr.preprocess.digests import DigestMemo
 from covidcxr.preprocess.geometry import ResizeTransform
+from covidcxr.preprocess.packs import PackStore
+from covidcxr.preprocess.pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.records import Box
 
-__all__ = ["CachedOutput", "PreprocessCache", "compact_pixels", "expand_pixels"]
+__all__ = ["CachedOutput", "PreprocessCache"]
 
-_MAGIC: Final = b"CXRCACHE2\n"
-_HEADER_LENGTH: Final = struct.Struct("<I")
 _TRANSFORM_TAG: Final = "__resize_transform__"
-_UNIT_SCALE: Final = np.float32(1.0 / 255.0)
-#: Marks a float32 array stored as the uint8 values it was scaled from.
-UINT8_OVER_255: Final = "u8/255"
-
-
-def compact_pixels(pixels: np.ndarray[Any, Any]) -> tuple[str, np.ndarray[Any, Any]]:
-    """Store float32 pixels that are exactly ``uint8 / 255`` as the ``uint8`` values.
-
-    Preprocessed radiographs usually are (8-bit enhancement, then scaling), so this
-    quarters what the cache writes and what workers send back, and
-    :func:`expand_pixels` restores the identical float32 array. Anything else is kept as
-    it is.
-
-    Returns
-    -------
-    tuple
-        ``(encoding, array)``: ``("u8/255", uint8 array)`` or ``("raw", pixels)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> pixels = np.multiply(np.arange(4, dtype=np.uint8), np.float32(1 / 255), dtype=np.float32)
-    >>> encoding, stored = compact_pixels(pixels)
-    >>> encoding, stored.dtype, expand_pixels(encoding, stored).tobytes() == pixels.tobytes()
-    ('u8/255', dtype('uint8'), True)
-    """
-    if pixels.dtype == np.float32 and pixels.size:
-        candidate = np.rint(pixels * np.float32(255.0))
-        if candidate.min() >= 0 and candidate.max() <= 255:
-            as_uint8 = candidate.astype(np.uint8)
-            if np.array_equal(expand_pixels(UINT8_OVER_255, as_uint8), pixels):
-                return UINT8_OVER_255, as_uint8
-    return "raw", pixels
-
-
-def expand_pixels(encoding: str, stored: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Undo :func:`compact_pixels`."""
-    if encoding == UINT8_OVER_255:
-        expanded: np.ndarray[Any, Any] = np.multiply(stored, _UNIT_SCALE, dtype=np.float32)
-        return expanded
-    return stored
+# Part of every entry address: bump when the entry format changes.
+_FORMAT: Final = "cxrpack-1"
+_CACHEDIR_TAG: Final = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by covidcxr.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
 
 
 @frozen
@@ -117,35 +96,62 @@ class PreprocessCache:
     ----------
     directory
         The cache folder (created if missing; ``~`` is expanded). It may be shared by
-        several configurations and runs.
+        several configurations, runs and processes.
     token
         The preprocessor's cache token: a string that changes whenever its output could.
+
+    Notes
+    -----
+    An instance sees the entries that existed when it first looked one up; it pickles to
+    its folder and token only, and each process that unpickles it shares one instance per
+    folder and token (so worker processes index the packs once, not once per task).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> cache = PreprocessCache(tempfile.mkdtemp(), token="gaussian-clahe:v2")
+    >>> cache.store("content-digest", np.zeros((4, 4), np.float32), (), {})
+    True
+    >>> PreprocessCache(cache.directory, "gaussian-clahe:v2").load("content-digest").pixels.shape
+    (4, 4)
+    >>> PreprocessCache(cache.directory, "other-parameters").load("content-digest") is None
+    True
     """
 
     def __init__(self, directory: str | os.PathLike[str], token: str) -> None:
         self.directory = Path(directory).expanduser()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._token = hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
-
-    def path_for(self, content_digest: str) -> Path:
-        """Where the entry for an input with ``content_digest`` lives."""
-        key = hashlib.blake2b(
-            f"{self._token}:{content_digest}".encode(), digest_size=20
+        tag = self.directory / "CACHEDIR.TAG"
+        if not tag.exists():
+            with contextlib.suppress(OSError):  # a read-only cache still serves hits
+                tag.write_text(_CACHEDIR_TAG, encoding="ascii")
+        self.token = token
+        self._token_hash = hashlib.blake2b(
+            f"{_FORMAT}:{token}".encode(), digest_size=16
         ).hexdigest()
-        return self.directory / key[:2] / f"{key[2:]}.cxr"
+        self._packs = PackStore(self.directory / "entries" / self._token_hash)
+        self._memo = DigestMemo(self.directory / "digests")
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return _shared_cache, (str(self.directory), self.token)
+
+    def __repr__(self) -> str:
+        return f"PreprocessCache({str(self.directory)!r})"
+
+    def _key(self, content_digest: str) -> bytes:
+        return hashlib.blake2b(
+            f"{self._token_hash}:{content_digest}".encode(), digest_size=20
+        ).digest()
 
     def load(self, content_digest: str) -> CachedOutput | None:
         """The cached output, or ``None`` when absent or unreadable (a miss)."""
-        path = self.path_for(content_digest)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        record = self._packs.get(self._key(content_digest))
+        if record is None:
             return None
         try:
-            return _parse(data)
-        except (ValueError, KeyError, TypeError, struct.error):
-            # A damaged entry is a miss; the next store replaces it.
-            return None
+            return _parse(*record)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None  # a damaged entry is a miss; the next store writes a new one
 
     def store(
         self,
@@ -153,8 +159,10 @@ class PreprocessCache:
         pixels: np.ndarray[Any, Any],
         boxes: tuple[Box, ...],
         meta: Mapping[str, Any],
+        *,
+        packed: PackedPixels | None = None,
     ) -> bool:
-        """Write an entry atomically.
+        """Write an entry.
 
         Parameters
         ----------
@@ -164,14 +172,18 @@ class PreprocessCache:
             The preprocessed pixels and boxes.
         meta
             The metadata preprocessing added or changed: arrays and plain JSON values.
+        packed
+            ``compact_pixels(pixels)``, when the caller has it already.
 
         Returns
         -------
         bool
             ``False`` (nothing written) if a metadata value is neither an array nor plain
-            JSON: such results are recomputed on every pass rather than cached wrongly.
+            JSON (such results are recomputed on every pass rather than cached wrongly),
+            or if the entry could not be written (a full disk: the cache then stops
+            writing for this run).
         """
-        encoding, stored = compact_pixels(np.asarray(pixels))
+        encoding, stored = packed if packed is not None else compact_pixels(np.asarray(pixels))
         arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(stored)}
         plain: dict[str, Any] = {}
         try:
@@ -195,29 +207,30 @@ class PreprocessCache:
                 "pixels": encoding,
             }
         ).encode()
-        path = self.path_for(content_digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(_MAGIC + _HEADER_LENGTH.pack(len(header)) + header)
-                for array in arrays.values():
-                    handle.write(array.tobytes())
-            Path(temporary).replace(path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return True
+        body = [array.reshape(-1).view(np.uint8).data for array in arrays.values()]
+        return self._packs.put(self._key(content_digest), header, body)
+
+    def digest_for(self, fingerprint: str) -> str | None:
+        """The content digest remembered for a source fingerprint, or ``None``."""
+        return self._memo.get(fingerprint)
+
+    def remember_digest(self, fingerprint: str, content_digest: str) -> None:
+        """Remember a content digest under a source fingerprint (written by :meth:`close`)."""
+        self._memo.add(fingerprint, content_digest)
+
+    def close(self) -> None:
+        """Write the remembered digests and close the open files."""
+        self._memo.flush()
+        self._packs.close()
 
 
-def _parse(data: bytes) -> CachedOutput:
-    if not data.startswith(_MAGIC):
-        raise ValueError("not a cache entry")
-    start = len(_MAGIC)
-    (length,) = _HEADER_LENGTH.unpack_from(data, start)
-    start += _HEADER_LENGTH.size
-    header = json.loads(data[start : start + length])
-    body = memoryview(data)[start + length :]
+@functools.lru_cache(maxsize=8)
+def _shared_cache(directory: str, token: str) -> PreprocessCache:
+    return PreprocessCache(directory, token)
+
+
+def _parse(header_bytes: bytes, body: memoryview) -> CachedOutput:
+    header = json.loads(header_bytes)
     arrays = {}
     for name, dtype, shape, offset, nbytes in header["arrays"]:
         if offset + nbytes > len(body):

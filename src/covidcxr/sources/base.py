@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from covidcxr.errors import InvalidImageError
 from covidcxr.records import XRay
-from covidcxr.sources.items import Entry, RawItem, decode_item
+from covidcxr.sources.items import Entry, RawItem, decode_item, read_entry
 from covidcxr.sources.layouts import Catalog, catalog
 from covidcxr.sources.skips import OnError, Skipped, SkippedItemsWarning, check_on_error
 
@@ -97,9 +96,7 @@ class CatalogSource(ABC):
 
     def __iter__(self) -> Iterator[XRay]:
         new_failures = 0
-        for entry in self._catalog.entries:
-            if entry.name in self._failed:
-                continue
+        for entry in self.pending_entries():
             try:
                 xray = decode_item(
                     self.read_item(entry),
@@ -125,9 +122,7 @@ class CatalogSource(ABC):
             :class:`RawItem`, or the :class:`InvalidImageError` met reading it; pass errors
             to :meth:`report_invalid`.
         """
-        for entry in self._catalog.entries:
-            if entry.name in self._failed:
-                continue
+        for entry in self.pending_entries():
             try:
                 yield entry, self.read_item(entry)
             except InvalidImageError as exc:
@@ -135,15 +130,37 @@ class CatalogSource(ABC):
 
     def read_item(self, entry: Entry) -> RawItem:
         """Read one entry's image and mask files."""
-        meta: dict[str, Any] = {"path": self._item_id(entry.name), **dict(entry.meta)}
-        return RawItem(
-            id=self._item_id(entry.name),
-            label=entry.label,
-            patient_id=entry.patient_id,
-            meta=meta,
-            image=self._read(entry.name),
-            masks={key: self._read(name) for key, name in entry.masks},
-        )
+        return read_entry(entry, self._read, self._item_id)
+
+    def record_id(self, entry: Entry) -> str:
+        """The id of the record read from ``entry`` (a path, an archive member, a URI)."""
+        return self._item_id(entry.name)
+
+    def pending_entries(self) -> Iterator[Entry]:
+        """The catalogued entries, less those already found unreadable (``skip``)."""
+        return (entry for entry in self._catalog.entries if entry.name not in self._failed)
+
+    def item_reader(self) -> Callable[[Entry], RawItem] | None:
+        """A picklable function that reads entries in another process, or ``None``.
+
+        Batch runners give it to their worker processes, so that file reading runs in
+        parallel too and the bytes never pass through the main process. Sources whose
+        reading depends on state that cannot cross processes (an open archive, a network
+        client) return ``None``, and are read in the main process.
+        """
+        return None
+
+    def fingerprint(self, entry: Entry) -> str | None:
+        """A cheap identity of an entry's files, or ``None`` when there is none.
+
+        Two calls return the same string only if the files' content has not changed in
+        between; it is found without reading the files (a local folder uses the files'
+        status: device, inode, size, modification and change times). The preprocessing
+        cache keeps each fingerprint's content digest, so a second pass over unchanged
+        files reads only the cache. The default, ``None``, means "read and hash the
+        content every time", which is always correct.
+        """
+        return None
 
     def report_invalid(self, name: str, error: InvalidImageError) -> None:
         """Apply the ``on_error`` policy to an item that could not be read or decoded.

@@ -9,7 +9,7 @@ so the batch runner can ship it to a worker process and decode there, and its
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import field, frozen
@@ -18,7 +18,15 @@ from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE, decode_image
 from covidcxr.records import Box, XRay
 from covidcxr.sources.masks import binary_mask, mask_boxes
 
-__all__ = ["INFECTION_MASK", "LUNG_MASK", "Entry", "RawItem", "decode_item"]
+__all__ = [
+    "INFECTION_MASK",
+    "LUNG_MASK",
+    "Entry",
+    "RawItem",
+    "decode_item",
+    "entry_meta",
+    "read_entry",
+]
 
 #: ``XRay.meta`` key of the infection (lesion) mask; its components become ``XRay.boxes``.
 INFECTION_MASK = "infection_mask"
@@ -98,6 +106,37 @@ class RawItem:
             hasher.update(len(self.masks[key]).to_bytes(8, "little"))
             hasher.update(self.masks[key])
         return hasher.hexdigest()
+
+
+def entry_meta(entry: Entry, identifier: str) -> dict[str, Any]:
+    """The metadata a record read from ``entry`` starts with: its path, then the layout's."""
+    return {"path": identifier, **dict(entry.meta)}
+
+
+def read_entry(
+    entry: Entry, read: Callable[[str], bytes], item_id: Callable[[str], str]
+) -> RawItem:
+    """Read one entry's image and mask files into a :class:`RawItem`.
+
+    Parameters
+    ----------
+    entry
+        The catalogued item.
+    read
+        Returns the content of a file named as in the catalogue; raises
+        :class:`~covidcxr.InvalidImageError` naming it on failure.
+    item_id
+        The record id of a file named as in the catalogue (a path, a member, a URI).
+    """
+    identifier = item_id(entry.name)
+    return RawItem(
+        id=identifier,
+        label=entry.label,
+        patient_id=entry.patient_id,
+        meta=entry_meta(entry, identifier),
+        image=read(entry.name),
+        masks={key: read(name) for key, name in entry.masks},
+    )
 
 
 def decode_item(

@@ -1,0 +1,212 @@
+"""Specification of the cache's storage: pack files, remembered digests, packed pixels."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from covidcxr.preprocess import GaussianClahePreprocessor, PreprocessCache
+from covidcxr.preprocess.digests import MERGE_ABOVE, DigestMemo
+from covidcxr.preprocess.packs import KEY_SIZE, PackStore, scan_pack
+from covidcxr.preprocess.pixels import UINT8_OVER_255, compact_pixels, expand_pixels
+from covidcxr.records import XRay
+
+
+def _key(n: int) -> bytes:
+    return n.to_bytes(KEY_SIZE, "big")
+
+
+def test_records_round_trip_across_instances_and_writers(tmp_path: Path) -> None:
+    first, second = PackStore(tmp_path), PackStore(tmp_path)
+    assert first.put(_key(1), b"h1", [b"body-1"])
+    assert second.put(_key(2), b"h2", [b"bo", memoryview(b"dy-2")])
+    first.close()
+    second.close()
+    assert len(list(tmp_path.glob("*.cxrpack"))) == 2  # one pack per writer, no locks
+    reader = PackStore(tmp_path)
+    for n in (1, 2):
+        record = reader.get(_key(n))
+        assert record is not None
+        header, body = record
+        assert (header, bytes(body)) == (f"h{n}".encode(), f"body-{n}".encode())
+    assert reader.get(_key(3)) is None
+
+
+def test_an_instance_sees_the_records_present_when_it_first_looked(tmp_path: Path) -> None:
+    reader, writer = PackStore(tmp_path), PackStore(tmp_path)
+    assert reader.get(_key(1)) is None
+    writer.put(_key(1), b"h", [b"b"])
+    assert reader.get(_key(1)) is None  # a miss, never a wrong answer
+    assert PackStore(tmp_path).get(_key(1)) is not None
+
+
+def test_an_incomplete_last_record_is_ignored(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    store.put(_key(1), b"h", [b"complete"])
+    store.put(_key(2), b"h", [b"cut short by a crash"])
+    store.close()
+    (pack,) = tmp_path.glob("*.cxrpack")
+    pack.write_bytes(pack.read_bytes()[:-5])
+    assert [key for key, *_ in scan_pack(pack)] == [_key(1)]
+    reader = PackStore(tmp_path)
+    assert reader.get(_key(1)) is not None
+    assert reader.get(_key(2)) is None
+
+
+def test_nothing_after_damage_is_trusted(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    for n in range(3):
+        store.put(_key(n), b"h", [b"body"])
+    store.close()
+    (pack,) = tmp_path.glob("*.cxrpack")
+    data = bytearray(pack.read_bytes())
+    record_length = len(data) // 3
+    data[record_length : record_length + 4] = b"XXXX"  # the second record's magic
+    pack.write_bytes(bytes(data))
+    assert [key for key, *_ in scan_pack(pack)] == [_key(0)]
+
+
+def test_a_record_changed_after_indexing_is_a_miss(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    store.put(_key(1), b"h", [b"body"])
+    assert store.get(_key(1)) is not None
+    (pack,) = tmp_path.glob("*.cxrpack")
+    data = bytearray(pack.read_bytes())
+    data[8] ^= 0xFF  # the body length, in the prefix
+    pack.write_bytes(bytes(data))
+    assert store.get(_key(1)) is None
+
+
+def test_a_failed_write_stops_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackStore(tmp_path)
+    assert store.put(_key(1), b"h", [b"fine"])
+
+    def full(descriptor: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    assert not store.put(_key(2), b"h", [b"lost"])
+    monkeypatch.undo()
+    assert not store.put(_key(3), b"h", [b"not after a failure"])
+    reader = PackStore(tmp_path)
+    assert reader.get(_key(1)) is not None
+    assert reader.get(_key(3)) is None
+
+
+def test_keys_must_be_twenty_bytes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="20 bytes"):
+        PackStore(tmp_path).put(b"short", b"h", [])
+
+
+def test_digest_memo_merges_many_files_into_one(tmp_path: Path) -> None:
+    for n in range(MERGE_ABOVE):
+        memo = DigestMemo(tmp_path)
+        memo.add(f"file-{n}", f"{n:016x}")
+        memo.flush()
+    assert len(list(tmp_path.glob("*.digests"))) == MERGE_ABOVE
+    memo = DigestMemo(tmp_path)
+    memo.add("one more", "f" * 16)
+    memo.flush()
+    assert len(list(tmp_path.glob("*.digests"))) == 1
+    merged = DigestMemo(tmp_path)
+    assert [merged.get(f"file-{n}") for n in range(MERGE_ABOVE)] == [
+        f"{n:016x}" for n in range(MERGE_ABOVE)
+    ]
+    assert merged.get("one more") == "f" * 16
+
+
+def test_digest_memo_ignores_lines_it_did_not_write(tmp_path: Path) -> None:
+    memo = DigestMemo(tmp_path)
+    memo.add("a", "0" * 40)
+    memo.flush()
+    (tmp_path / "junk.digests").write_text("not a memo line\n\xff\nabc def\n", encoding="latin-1")
+    assert DigestMemo(tmp_path).get("a") == "0" * 40
+
+
+def test_digest_memo_is_silent_when_it_cannot_write(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    memo = DigestMemo(blocked / "digests")
+    memo.add("a", "0" * 40)
+    memo.flush()  # an optimisation: a failure only costs hashing again
+    assert memo.get("a") == "0" * 40
+
+
+def test_cache_folder_is_tagged_and_pickles_to_one_instance_per_process(
+    tmp_path: Path,
+) -> None:
+    cache = PreprocessCache(tmp_path / "cache", "token")
+    assert (
+        (tmp_path / "cache" / "CACHEDIR.TAG")
+        .read_text()
+        .startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
+    first = pickle.loads(pickle.dumps(cache))  # noqa: S301 - our own object
+    second = pickle.loads(pickle.dumps(cache))  # noqa: S301
+    assert first is second
+    assert first.directory == cache.directory
+    assert first.token == cache.token
+    assert "token" not in repr(cache)
+
+
+def test_remembered_digests_are_written_on_close(tmp_path: Path) -> None:
+    cache = PreprocessCache(tmp_path, "token")
+    cache.remember_digest("fingerprint", "ab" * 20)
+    assert PreprocessCache(tmp_path, "token").digest_for("fingerprint") is None
+    cache.close()
+    assert PreprocessCache(tmp_path, "token").digest_for("fingerprint") == "ab" * 20
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [np.nan, 0.0],
+        [-1 / 255, 0.0],
+        [-0.0, 1.0],
+        [0.5 / 255, 1.0],
+        [256 / 255, 0.0],
+        [np.inf, 0.0],
+    ],
+)
+def test_pixels_that_are_not_uint8_over_255_stay_raw(values: list[float]) -> None:
+    pixels = np.array([values * 8] * 16, dtype=np.float32)
+    encoding, stored = compact_pixels(pixels)
+    assert encoding == "raw"
+    assert stored is pixels
+
+
+def test_every_uint8_value_packs_and_expands_bit_for_bit() -> None:
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = np.multiply(values, np.float32(1 / 255), dtype=np.float32)
+    encoding, stored = compact_pixels(pixels)
+    assert encoding == UINT8_OVER_255
+    np.testing.assert_array_equal(stored, values)
+    assert expand_pixels(encoding, stored).tobytes() == pixels.tobytes()
+
+
+@pytest.mark.parametrize("output_dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_packed_output_expands_to_the_called_output(
+    make: Any, output_dtype: str, dtype: type[np.integer[Any]]
+) -> None:
+    pixels = make.gradient(80, 96).astype(dtype) * (257 if dtype is np.uint16 else 1)
+    xray = XRay(pixels, id="a")
+    preprocessor = GaussianClahePreprocessor(output_size=48, output_dtype=output_dtype)
+    record, encoding = preprocessor.packed(xray)
+    called = preprocessor(xray)
+    assert expand_pixels(encoding, np.asarray(record.pixels)).tobytes() == called.pixels.tobytes()
+    assert record.meta["preprocessing"] == called.meta["preprocessing"]
+    assert record.boxes == called.boxes
+
+
+def test_store_writes_nothing_for_values_that_are_not_plain_json(tmp_path: Path) -> None:
+    cache = PreprocessCache(tmp_path, "token")
+    assert not cache.store("d", np.zeros((4, 4), np.uint8), (), {"odd": object()})
+    cache.close()
+    assert not any((tmp_path / "entries").rglob("*.cxrpack"))
+    assert (tmp_path / "CACHEDIR.TAG").exists()
