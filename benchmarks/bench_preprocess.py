@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if not (args.data / "Train").is_dir():
         sys.exit(f"COVID-QU-Ex not found at {args.data}; pass --data or set COVIDCXR_QU_EX")
@@ -369,7 +369,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"- batch / plain loop: **{summary['batch_over_plain']}x** measured (by round: "
         f"{summary['batch_over_plain_by_round']}); the batch run's processes waited "
         f"{summary['batch_runqueue_wait_per_cpu_second']} s in the run queue per CPU-second "
-        "they ran (other jobs held the cores)\n"
+        "they ran (near 0 when nothing else runs)\n"
         f"- cached second pass: **{summary['cached_pass_speedup']}x** faster than the first "
         f"(by round: {summary['cached_pass_speedup_by_round']}; the first writes the cache), "
         f"{summary['cached_pass_over_uncached_batch']}x faster than the uncached batch "

@@ -166,8 +166,8 @@ def _file_path(prefix: str, name: str) -> str:
 def _read_file(prefix: str, name: str) -> bytes:
     path = _file_path(prefix, name)
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        with open(path, "rb", buffering=0) as handle:  # one read: no buffer needed
+            return handle.readall()
     except OSError as exc:
         raise InvalidImageError(f"could not read the file: {exc.strerror or exc}", path) from exc
 
