@@ -58,9 +58,15 @@ __all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
 _CHUNKS_PER_WORKER: Final = 2
 # Items per task when the caller does not say and the input's length is unknown, and the
 # most chosen automatically. A worker needs about a millisecond per 256 px radiograph, so
-# a task of 64 takes some 70 ms: long enough that handing it over costs little.
+# a task of 128 takes some 140 ms: long enough that handing it over, and waking the main
+# process to collect it, costs little (measured: 16 per task ran ~15 % slower than 64,
+# and 64 ~3 % slower than 128, on 2 cores).
 _DEFAULT_CHUNK: Final = 32
-_MAX_AUTO_CHUNK: Final = 64
+_MAX_AUTO_CHUNK: Final = 128
+# Automatic chunks shrink towards the end of a run (to half of each worker's share of what
+# is left, "guided" scheduling), so the workers finish together instead of one waiting for
+# the other's last large chunk; never below this.
+_MIN_AUTO_CHUNK: Final = 8
 
 _Kind = Literal["entry", "raw", "xray", "cached"]
 # (id, label, patient_id, pixels, boxes, meta) of an XRay, as plain picklable data.
@@ -182,15 +188,16 @@ def _process_one(
         out = preprocessor(xray)
         packed = compact_pixels(np.asarray(out.pixels)) if pack else ("raw", np.asarray(out.pixels))
     out_meta = dict(out.meta)
-    derived = [
-        key
-        for key, value in out_meta.items()
-        if key not in input_meta or not _same(value, input_meta[key])
-    ]
     # Workers write their own cache entries, so writing runs in parallel like the rest.
     stored = None
     if cache is not None and digest is not None:
-        derived_meta = {key: out_meta[key] for key in derived}
+        # Only what preprocessing added or changed is cached; the rest comes from the
+        # input on every pass.
+        derived_meta = {
+            key: value
+            for key, value in out_meta.items()
+            if key not in input_meta or not _same(value, input_meta[key])
+        }
         stored = cache.store(digest, packed[1], out.boxes, derived_meta, packed=packed)
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
     if not compact and packed[0] != "raw":
@@ -359,8 +366,8 @@ def preprocess_batch(
     chunk_size
         Items per task sent to a worker: large enough to amortise inter-process overhead,
         small enough to keep memory low and the workers evenly loaded. ``None`` (the
-        default) chooses a quarter of each worker's share, at most 64 (32 when the
-        input's length is unknown).
+        default) starts at 128 and shrinks towards the end of the input, so the workers
+        finish together (32 throughout when the input's length is unknown).
     start_method
         ``"forkserver"`` (default where available) or ``"spawn"``; ``"fork"`` is refused.
     stats
@@ -436,6 +443,8 @@ class _Runner:
         )
         self.requested_chunk_size = chunk_size
         self.chunk_size = chunk_size or _DEFAULT_CHUNK
+        self.total: int | None = None
+        self.seen = 0
         self.method = method
         self.stats = stats
         self.max_in_flight = max(1, workers) * _CHUNKS_PER_WORKER
@@ -458,11 +467,7 @@ class _Runner:
             # Where the source can be read from another process, the workers read the
             # files themselves: the bytes never pass through this process.
             self.reader = source.item_reader()
-        total = len(items) if isinstance(items, Sized) else None
-        if self.requested_chunk_size is None and total is not None and self.workers > 0:
-            # Large chunks amortise the cost of each task; several per worker keep the
-            # workers evenly loaded to the end.
-            self.chunk_size = max(1, min(_MAX_AUTO_CHUNK, total // (4 * self.workers)))
+        total = self.total = len(items) if isinstance(items, Sized) else None
         if self.workers > 0 and self.method is not None:
             context = multiprocessing.get_context(self.method)
             if self.method == "forkserver":
@@ -491,6 +496,7 @@ class _Runner:
                 source.warn_skipped(len(source.skipped) - skipped_before)
 
     def _add(self, produced: _Input | tuple[_Input, InvalidImageError]) -> None:
+        self.seen += 1
         if isinstance(produced, tuple):
             item, error = produced
             self._submit()
@@ -515,8 +521,17 @@ class _Runner:
         if self.chunk and self.chunk[0].kind != produced.kind:
             self._submit()
         self.chunk.append(produced)
-        if len(self.chunk) >= self.chunk_size:
+        if len(self.chunk) >= self._chunk_target():
             self._submit()
+
+    def _chunk_target(self) -> int:
+        """How many items the chunk being filled should hold."""
+        if self.requested_chunk_size is not None or self.total is None or self.workers == 0:
+            return self.chunk_size
+        # Large chunks amortise the cost of each task; shrinking them as the input runs
+        # out keeps the workers evenly loaded to the end.
+        remaining = max(0, self.total - self.seen)
+        return max(_MIN_AUTO_CHUNK, min(_MAX_AUTO_CHUNK, remaining // (2 * self.workers)))
 
     def _remember(self, item: _Input, digest: str | None) -> None:
         if self.cache is not None and item.fingerprint is not None and digest is not None:

@@ -245,7 +245,7 @@ class GaussianClahePreprocessor:
         >>> GaussianClahePreprocessor(output_size=64).describe()["clip_limit"]
         2.0
         """
-        described: dict[str, Any] = json.loads(_description(self))
+        described: dict[str, Any] = _plain_copy(_description(self))
         return described
 
     def enhance(self, pixels: NDArray[Any]) -> NDArray[np.uint8]:
@@ -330,12 +330,24 @@ class GaussianClahePreprocessor:
 
 
 @functools.lru_cache(maxsize=64)
-def _description(preprocessor: GaussianClahePreprocessor) -> str:
-    # Every output carries the description: build its JSON once per configuration (the
-    # preprocessor is frozen and hashable), and hand each output its own parsed copy.
-    return json.dumps(
-        {"name": "gaussian-clahe", "version": _ALGORITHM_VERSION, **attrs.asdict(preprocessor)}
+def _description(preprocessor: GaussianClahePreprocessor) -> dict[str, Any]:
+    # Every output carries the description: build it once per configuration (the
+    # preprocessor is frozen and hashable), as plain JSON data, and hand each output its
+    # own copy (see _plain_copy) so that no two records share a mutable dict.
+    described: dict[str, Any] = json.loads(
+        json.dumps(
+            {"name": "gaussian-clahe", "version": _ALGORITHM_VERSION, **attrs.asdict(preprocessor)}
+        )
     )
+    return described
+
+
+def _plain_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_copy(item) for item in value]
+    return value
 
 
 @frozen
