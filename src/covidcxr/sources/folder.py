@@ -141,8 +141,13 @@ class FolderSource(CatalogSource):
         exception is a change within the file system's timestamp resolution of the last
         one; like git's index, this is avoided by giving no fingerprint to files changed
         in the last :data:`RACY_SECONDS`, which are therefore always read and hashed.
-        ``None`` too when a file cannot be found (reading it will report why).
+        ``None`` too when a file cannot be found (reading it will report why), and on
+        systems other than POSIX ones: on Windows ``st_ctime`` is the creation time, which
+        a write does not change, so a same-size rewrite that restores the modification
+        time would keep its fingerprint.
         """
+        if os.name != "posix":
+            return None
         parts = [self._prefix]
         recent = time.time_ns() - int(RACY_SECONDS * 1e9)
         for key, name in (("", entry.name), *entry.masks):
