@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 
@@ -27,12 +28,27 @@ PREPROCESSOR = GaussianClahePreprocessor(output_size=32)
 
 
 def _signature(xray: XRay) -> tuple[Any, ...]:
-    masks = tuple(
-        (key, value.tobytes())
+    """Everything a record holds: arrays by their bytes, other metadata by value."""
+    arrays = tuple(
+        (key, value.dtype.str, value.shape, value.tobytes())
         for key, value in sorted(xray.meta.items())
-        if key.endswith("_mask") and isinstance(value, np.ndarray)
+        if isinstance(value, np.ndarray)
     )
-    return (xray.id, xray.label, xray.pixels.tobytes(), xray.boxes, masks, xray.meta["transform"])
+    plain = tuple(
+        (key, repr(value))
+        for key, value in sorted(xray.meta.items())
+        if not isinstance(value, np.ndarray)
+    )
+    return (
+        xray.id,
+        xray.label,
+        xray.patient_id,
+        xray.pixels.dtype.str,
+        xray.pixels.tobytes(),
+        xray.boxes,
+        arrays,
+        plain,
+    )
 
 
 def test_in_process_batch_equals_calling_the_preprocessor(qu_ex_folder: Path) -> None:
@@ -177,36 +193,62 @@ def test_warm_pass_over_unchanged_files_reads_only_the_cache(
     assert reads == []  # neither images nor masks were opened
 
 
-def test_a_file_rewritten_with_its_old_timestamps_is_read_again(
-    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_same_size_rewrite_with_its_old_timestamps_is_read_again(
+    classes_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Any
 ) -> None:
     monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
-    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    target = classes_folder / "COVID" / "img_0.png"
+    before_image, after_image = (
+        make.encode(np.full((48, 48), value, np.uint8)) for value in (60, 200)
+    )
+    assert len(before_image) == len(after_image)  # the size cannot give the change away
+    target.write_bytes(before_image)
     cache = str(tmp_path / "cache")
+    source = FolderSource(classes_folder)
     list(preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
-    images = qu_ex_folder / "Test" / "Normal" / "images"
-    target = images / "normal_0.png"
-    before = target.stat()
-    target.write_bytes((images / "normal_1.png").read_bytes())
+    status = target.stat()
+    target.write_bytes(after_image)
     # What `cp -p` or an archive tool does: the old modification time is put back. The
     # change time cannot be, so the fingerprint still changes.
-    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (
+        status.st_size,
+        status.st_mtime_ns,
+    )
+    stats = BatchStats()
     out = {
-        Path(x.id).name: x.pixels.tobytes()
-        for x in preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False)
+        x.id: x
+        for x in preprocess_batch(
+            source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
+        )
     }
-    assert out["normal_0.png"] == out["normal_1.png"]
+    assert (stats.memo_hits, stats.cache_writes) == (len(out) - 1, 1)
+    fresh = PREPROCESSOR(XRay(np.full((48, 48), 200, np.uint8), id="x"))
+    assert out[str(target)].pixels.tobytes() == fresh.pixels.tobytes()
 
 
-def test_recently_changed_files_have_no_fingerprint(qu_ex_folder: Path) -> None:
+def test_recently_changed_files_have_no_fingerprint(
+    qu_ex_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
     entry = source.entries[0]
-    assert source.fingerprint(entry) is None  # just written: within RACY_SECONDS
-    old = time.time() - 3600
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    assert source.fingerprint(entry) is not None
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 3600.0)
+    assert source.fingerprint(entry) is None  # changed within the last RACY_SECONDS
+    old = time.time() - 7200
     for name in (entry.name, *(mask for _, mask in entry.masks)):
         os.utime(qu_ex_folder / name, (old, old))
     # The change time is still recent (utime itself sets it), so still none.
     assert source.fingerprint(entry) is None
+
+
+def test_fingerprints_can_be_turned_off(
+    qu_ex_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", fingerprints=False)
+    assert source.fingerprint(source.entries[0]) is None
 
 
 def test_fingerprints_name_every_file_of_an_entry(
@@ -288,6 +330,7 @@ def test_cache_round_trips_arrays_boxes_and_transform(tmp_path: Path, make: Any)
     cache = PreprocessCache(tmp_path, PREPROCESSOR.cache_token())
     derived = {key: out.meta[key] for key in ("infection_mask", "transform")}
     assert cache.store("digest", out.pixels, out.boxes, derived)
+    cache.close()  # seals the pack: readers see it from now on
     restored = cache.load("digest")
     assert restored is not None
     assert restored.pixels.tobytes() == out.pixels.tobytes()
@@ -332,3 +375,97 @@ def test_worker_pool_reads_caches_and_skips_like_this_process(
         assert got == expected
         assert (stats.cache_hits, stats.skipped) == (hits, 1)
         assert [Path(s.path).name for s in source.skipped] == ["broken.png"]
+
+
+def test_decoding_options_key_the_cache(classes_folder: Path, tmp_path: Path, make: Any) -> None:
+    mask_source = FolderSource(classes_folder)
+    cache = str(tmp_path / "cache")
+    list(preprocess_batch(mask_source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    stats = BatchStats()
+    stricter = FolderSource(classes_folder, min_side=40)
+    list(
+        preprocess_batch(
+            stricter, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
+        )
+    )
+    assert stats.cache_hits == 0
+
+
+def test_real_lesion_boxes_follow_min_lesion_area_through_the_cache(
+    qu_ex_folder: Path, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+
+    def boxes(min_area: int) -> list[int]:
+        source = FolderSource(qu_ex_folder, layout="covid-qu-ex", min_lesion_area=min_area)
+        return [
+            len(x.boxes)
+            for x in preprocess_batch(
+                source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False
+            )
+        ]
+
+    with_small = boxes(1)
+    assert any(with_small)
+    assert not any(boxes(10**6))  # not the boxes cached under min_lesion_area=1
+    assert boxes(1) == with_small
+
+
+class _Tagging(GaussianClahePreprocessor):
+    """A subclass that overrides __call__ but inherits packed()."""
+
+    def __call__(self, xray: XRay) -> XRay:
+        out = super().__call__(xray)
+        return attrs.evolve(out, meta={**out.meta, "tagged": True})
+
+
+def test_a_subclass_overriding_call_is_not_bypassed(classes_folder: Path, tmp_path: Path) -> None:
+    preprocessor = _Tagging(output_size=32)
+    source = FolderSource(classes_folder)
+    for cache in (None, str(tmp_path / "cache")):
+        out = list(
+            preprocess_batch(source, preprocessor, workers=0, cache_dir=cache, progress=False)
+        )
+        assert all(x.meta["tagged"] is True for x in out)
+
+
+def test_hits_among_misses_keep_their_order(classes_folder: Path, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    half = [x for x in FolderSource(classes_folder)][::2]
+    list(preprocess_batch(half, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    every = list(FolderSource(classes_folder))
+    stats = BatchStats()
+    got = [
+        _signature(x)
+        for x in preprocess_batch(
+            every,
+            PREPROCESSOR,
+            workers=0,
+            cache_dir=cache,
+            progress=False,
+            stats=stats,
+            chunk_size=4,
+        )
+    ]
+    assert got == [_signature(PREPROCESSOR(x)) for x in every]
+    assert (stats.cache_hits, stats.cache_writes) == (len(half), len(every) - len(half))
+
+
+@pytest.mark.slow
+def test_worker_pool_warm_pass_reads_nothing_and_matches(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)  # fingerprints are made here
+    cache = str(tmp_path / "cache")
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    expected = [_signature(PREPROCESSOR(x)) for x in source]
+    for memo_hits in (0, len(expected)):
+        stats = BatchStats()
+        got = [
+            _signature(x)
+            for x in preprocess_batch(
+                source, PREPROCESSOR, workers=2, cache_dir=cache, progress=False, stats=stats
+            )
+        ]
+        assert got == expected
+        assert stats.memo_hits == memo_hits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -37,12 +38,37 @@ def test_records_round_trip_across_instances_and_writers(tmp_path: Path) -> None
     assert reader.get(_key(3)) is None
 
 
-def test_an_instance_sees_the_records_present_when_it_first_looked(tmp_path: Path) -> None:
+def test_readers_see_only_sealed_packs(tmp_path: Path) -> None:
     reader, writer = PackStore(tmp_path), PackStore(tmp_path)
     assert reader.get(_key(1)) is None
     writer.put(_key(1), b"h", [b"b"])
-    assert reader.get(_key(1)) is None  # a miss, never a wrong answer
+    assert [path.suffix for path in tmp_path.iterdir()] == [".open"]
+    assert PackStore(tmp_path).get(_key(1)) is None  # still being written: not read
+    writer.seal()
+    assert [path.suffix for path in tmp_path.iterdir()] == [".cxrpack"]
+    assert reader.get(_key(1)) is None  # indexed before the seal: a miss, never wrong
     assert PackStore(tmp_path).get(_key(1)) is not None
+
+
+def test_a_pack_is_sealed_when_its_store_is_collected(tmp_path: Path) -> None:
+    writer = PackStore(tmp_path)
+    writer.put(_key(1), b"h", [b"b"])
+    del writer
+    gc.collect()
+    assert PackStore(tmp_path).get(_key(1)) is not None
+
+
+def test_a_forked_child_writes_a_pack_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PackStore(tmp_path)
+    store.put(_key(1), b"h", [b"parent"])
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
+    store.put(_key(2), b"h", [b"child"])
+    store.seal()
+    monkeypatch.undo()
+    assert len(list(tmp_path.glob("*.open"))) == 2  # neither appended to the other's
+    store.close()
 
 
 def test_an_incomplete_last_record_is_ignored(tmp_path: Path) -> None:
@@ -74,6 +100,7 @@ def test_nothing_after_damage_is_trusted(tmp_path: Path) -> None:
 def test_a_record_changed_after_indexing_is_a_miss(tmp_path: Path) -> None:
     store = PackStore(tmp_path)
     store.put(_key(1), b"h", [b"body"])
+    store.seal()
     assert store.get(_key(1)) is not None
     (pack,) = tmp_path.glob("*.cxrpack")
     data = bytearray(pack.read_bytes())
@@ -93,9 +120,25 @@ def test_a_failed_write_stops_writing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not store.put(_key(2), b"h", [b"lost"])
     monkeypatch.undo()
     assert not store.put(_key(3), b"h", [b"not after a failure"])
-    reader = PackStore(tmp_path)
-    assert reader.get(_key(1)) is not None
-    assert reader.get(_key(3)) is None
+    store.close()
+    assert list(tmp_path.iterdir()) == []  # the damaged pack was dropped, not sealed
+    assert PackStore(tmp_path).get(_key(1)) is None
+
+
+def test_an_interrupted_write_drops_the_pack_and_propagates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PackStore(tmp_path)
+
+    def interrupted(descriptor: int, data: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(_key(1), b"h", [b"body"])
+    monkeypatch.undo()
+    assert not store.put(_key(2), b"h", [b"body"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_keys_must_be_twenty_bytes(tmp_path: Path) -> None:
@@ -210,3 +253,14 @@ def test_store_writes_nothing_for_values_that_are_not_plain_json(tmp_path: Path)
     cache.close()
     assert not any((tmp_path / "entries").rglob("*.cxrpack"))
     assert (tmp_path / "CACHEDIR.TAG").exists()
+
+
+def test_an_entry_header_of_the_wrong_shape_is_a_miss(tmp_path: Path) -> None:
+    cache = PreprocessCache(tmp_path, "token")
+    assert cache.store("d", np.zeros((4, 4), np.uint8), (), {})
+    cache.close()
+    (pack,) = tmp_path.rglob("*.cxrpack")
+    data = pack.read_bytes()
+    assert data.count(b'"meta": {}') == 1
+    pack.write_bytes(data.replace(b'"meta": {}', b'"meta": []'))  # valid JSON, wrong type
+    assert PreprocessCache(tmp_path, "token").load("d") is None

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import multiprocessing
 import os
 from collections import deque
@@ -74,7 +75,8 @@ _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
 # ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), stored in cache?,
-#  content digest, served from the cache?), ("cached", XRay) or ("invalid", message, source)
+#  content digest, served from the cache?), ("cached", XRay, found from a remembered
+#  digest?) or ("invalid", message, source)
 _Result = tuple[Any, ...]
 
 
@@ -82,10 +84,17 @@ _Result = tuple[Any, ...]
 class BatchStats:
     """Counters filled in by :func:`preprocess_batch` when passed as ``stats``."""
 
+    #: Radiographs yielded.
     items: int = 0
+    #: Of those, served from the cache.
     cache_hits: int = 0
+    #: Of the hits, found from a remembered digest without reading the input's files.
+    memo_hits: int = 0
+    #: Results written to the cache.
     cache_writes: int = 0
+    #: Results that could not be cached (metadata that is not plain JSON, a full disk).
     uncachable: int = 0
+    #: Unreadable items left out (``on_error="skip"``).
     skipped: int = 0
 
 
@@ -178,8 +187,8 @@ def _process_one(
         )
     pack = compact or cache is not None
     packed: PackedPixels
-    packer = getattr(preprocessor, "packed", None) if pack else None
-    if callable(packer):
+    packer = _packer(preprocessor) if pack else None
+    if packer is not None:
         # The preprocessor hands over its float32 output as the uint8 values it scales,
         # so no float32 array is made here only to be packed again.
         out, encoding = packer(xray)
@@ -204,6 +213,26 @@ def _process_one(
         packed = ("raw", expand_pixels(*packed))  # in this process: nothing to send
     record = (out.id, out.label, out.patient_id, packed, boxes_out, out_meta)
     return ("ok", record, stored, digest, False)
+
+
+def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | None:
+    """The preprocessor's ``packed`` method, if it has one that matches its ``__call__``.
+
+    A subclass that overrides ``__call__`` but inherits ``packed`` would have its override
+    skipped: ``packed`` is used only when it is defined by the same class as ``__call__``,
+    or by a subclass of it.
+    """
+    mro = type(preprocessor).__mro__
+    owner = {
+        name: next((index for index, cls in enumerate(mro) if name in vars(cls)), None)
+        for name in ("packed", "__call__")
+    }
+    if owner["packed"] is None or owner["__call__"] is None:
+        return None
+    if owner["packed"] > owner["__call__"]:
+        return None
+    packed: Callable[[XRay], tuple[XRay, str]] = preprocessor.packed  # type: ignore[attr-defined]
+    return packed
 
 
 def _cached_result(raw: RawItem, cached: CachedOutput, digest: str) -> _Result:
@@ -253,17 +282,29 @@ class _Input:
 
 @define
 class _Slot:
+    """A chunk, in input order: some results known at once, the rest from one task.
+
+    ``prefilled`` holds the known ones by position (cache hits, unreadable items).
+    """
+
     inputs: list[_Input]
+    prefilled: dict[int, _Result]
     future: Future[list[_Result]] | None = None
+    computed: list[_Result] | None = None
     results: list[_Result] | None = field(default=None)
 
     def ready(self) -> bool:
-        return self.results is not None or (self.future is not None and self.future.done())
+        return self.future is None or self.future.done()
 
     def collect(self) -> list[_Result]:
         if self.results is None:
-            assert self.future is not None  # noqa: S101 - a slot has one or the other
-            self.results = self.future.result()
+            if self.computed is None:
+                self.computed = self.future.result() if self.future is not None else []
+            computed = iter(self.computed)
+            self.results = [
+                self.prefilled[position] if position in self.prefilled else next(computed)
+                for position in range(len(self.inputs))
+            ]
         return self.results
 
 
@@ -436,11 +477,8 @@ class _Runner:
     ) -> None:
         self.preprocessor = preprocessor
         self.workers = workers
-        self.cache = (
-            PreprocessCache(cache_dir, _cache_token(preprocessor))
-            if cache_dir is not None
-            else None
-        )
+        self.cache_dir = cache_dir
+        self.cache: PreprocessCache | None = None
         self.requested_chunk_size = chunk_size
         self.chunk_size = chunk_size or _DEFAULT_CHUNK
         self.total: int | None = None
@@ -450,6 +488,8 @@ class _Runner:
         self.max_in_flight = max(1, workers) * _CHUNKS_PER_WORKER
         self.slots: deque[_Slot] = deque()
         self.chunk: list[_Input] = []
+        self.prefilled: dict[int, _Result] = {}
+        self.chunk_kind: _Kind | None = None
         self.decode_options: dict[str, int] = {}
         self.reader: Callable[[Entry], RawItem] | None = None
         self.executor: Executor | None = None
@@ -467,6 +507,13 @@ class _Runner:
             # Where the source can be read from another process, the workers read the
             # files themselves: the bytes never pass through this process.
             self.reader = source.item_reader()
+        if self.cache_dir is not None:
+            # How files are decoded (the size limits, the smallest lesion that gets a box)
+            # changes the result as much as the preprocessor's own parameters do.
+            token = _cache_token(self.preprocessor)
+            if self.decode_options:
+                token += "|decode:" + json.dumps(self.decode_options, sort_keys=True)
+            self.cache = PreprocessCache(self.cache_dir, token)
         total = self.total = len(items) if isinstance(items, Sized) else None
         if self.workers > 0 and self.method is not None:
             context = multiprocessing.get_context(self.method)
@@ -497,32 +544,37 @@ class _Runner:
 
     def _add(self, produced: _Input | tuple[_Input, InvalidImageError]) -> None:
         self.seen += 1
+        # Results known here (an unreadable item, a cache hit) keep their place in the
+        # chunk being filled, so that hits among misses do not cut the tasks short.
         if isinstance(produced, tuple):
             item, error = produced
-            self._submit()
-            self.slots.append(_Slot([item], results=[("invalid", str(error), error.source)]))
-            return
-        if produced.kind == "cached":
-            self._submit()
-            self.slots.append(_Slot([produced], results=[("cached", produced.task)]))
-            return
-        if self.cache is not None and produced.digest is not None:
-            cached = self.cache.load(produced.digest)
-            if cached is not None:
-                xray = (
-                    _cached_xray(produced.task, cached)
-                    if produced.kind == "raw"
-                    else _restore_xray(produced.task, cached)
-                )
-                self._remember(produced, produced.digest)
+            self._keep(item, ("invalid", str(error), error.source))
+        elif produced.kind == "cached":
+            self._keep(produced, ("cached", produced.task, True))
+        elif (cached := self._main_process_hit(produced)) is not None:
+            self._keep(produced, ("cached", cached, False))
+        else:
+            if self.chunk_kind not in (None, produced.kind):
                 self._submit()
-                self.slots.append(_Slot([produced], results=[("cached", xray)]))
-                return
-        if self.chunk and self.chunk[0].kind != produced.kind:
-            self._submit()
-        self.chunk.append(produced)
+            self.chunk_kind = produced.kind
+            self.chunk.append(produced)
         if len(self.chunk) >= self._chunk_target():
             self._submit()
+
+    def _keep(self, item: _Input, result: _Result) -> None:
+        self.prefilled[len(self.chunk)] = result
+        self.chunk.append(item)
+
+    def _main_process_hit(self, item: _Input) -> XRay | None:
+        if self.cache is None or item.digest is None:
+            return None
+        cached = self.cache.load(item.digest)
+        if cached is None:
+            return None
+        self._remember(item, item.digest)
+        if item.kind == "raw":
+            return _cached_xray(item.task, cached)
+        return _restore_xray(item.task, cached)
 
     def _chunk_target(self) -> int:
         """How many items the chunk being filled should hold."""
@@ -538,7 +590,9 @@ class _Runner:
             self.cache.remember_digest(item.fingerprint, digest)
 
     def _must_drain(self) -> bool:
-        in_flight = sum(1 for slot in self.slots if slot.results is None)
+        in_flight = sum(
+            1 for slot in self.slots if slot.future is not None and slot.results is None
+        )
         return (
             self.slots[0].ready()
             or in_flight >= self.max_in_flight
@@ -548,9 +602,16 @@ class _Runner:
     def _submit(self) -> None:
         if not self.chunk:
             return
-        chunk, self.chunk = self.chunk, []
-        kind = chunk[0].kind
-        tasks = [(item.task, item.digest) for item in chunk]
+        chunk, prefilled, kind = self.chunk, self.prefilled, self.chunk_kind
+        self.chunk, self.prefilled, self.chunk_kind = [], {}, None
+        tasks = [
+            (item.task, item.digest)
+            for position, item in enumerate(chunk)
+            if position not in prefilled
+        ]
+        if kind is None:  # every result is known already
+            self.slots.append(_Slot(chunk, prefilled))
+            return
         job = functools.partial(
             _process_chunk,
             self.preprocessor,
@@ -562,10 +623,9 @@ class _Runner:
             compact=self.executor is not None,
         )
         if self.executor is None:
-            self.slots.append(_Slot(chunk, results=job()))
+            self.slots.append(_Slot(chunk, prefilled, computed=job()))
         else:
-            future = self.executor.submit(job)
-            self.slots.append(_Slot(chunk, future=future))
+            self.slots.append(_Slot(chunk, prefilled, future=self.executor.submit(job)))
 
     def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
         for item, result in zip(slot.inputs, slot.collect(), strict=True):
@@ -591,6 +651,7 @@ class _Runner:
         stats.items += 1
         if status == "cached":
             stats.cache_hits += 1
+            stats.memo_hits += result[2]
             cached_xray: XRay = result[1]
             return cached_xray
         _, record, stored, digest, hit = result

@@ -16,8 +16,9 @@ On disk, a cache folder holds::
 Entries are records in append-only pack files (:mod:`covidcxr.preprocess.packs`): a small
 JSON header followed by the raw array bytes, read with one system call. Every writing
 process appends to a pack of its own, so worker processes and concurrent runs can share
-a folder without locks, and a crash leaves at most an incomplete last record, which
-readers ignore. Float32 pixels that are exactly ``uint8 / 255`` (the usual output) are
+a folder without locks; readers use a pack only once its writer has flushed it to disk
+and sealed it (:meth:`PreprocessCache.close`, or the writing process's exit), so a crash
+leaves an ignored pack, never a torn entry. Float32 pixels that are exactly ``uint8 / 255`` (the usual output) are
 stored as the ``uint8`` values, a quarter of the bytes, and restored bit for bit.
 
 With a source that can fingerprint its items (a local folder), the content digest of an
@@ -102,9 +103,11 @@ class PreprocessCache:
 
     Notes
     -----
-    An instance sees the entries that existed when it first looked one up; it pickles to
-    its folder and token only, and each process that unpickles it shares one instance per
-    folder and token (so worker processes index the packs once, not once per task).
+    An instance sees the entries sealed when it first looked one up, including none of
+    its own until :meth:`close`; create a new instance to see later ones. It pickles to
+    its folder and token only, and each process that unpickles (or copies) it shares one
+    instance per folder and token, so worker processes index the packs once, not once
+    per task.
 
     Examples
     --------
@@ -112,6 +115,7 @@ class PreprocessCache:
     >>> cache = PreprocessCache(tempfile.mkdtemp(), token="gaussian-clahe:v2")
     >>> cache.store("content-digest", np.zeros((4, 4), np.float32), (), {})
     True
+    >>> cache.close()  # seals what was written: other instances read it from now on
     >>> PreprocessCache(cache.directory, "gaussian-clahe:v2").load("content-digest").pixels.shape
     (4, 4)
     >>> PreprocessCache(cache.directory, "other-parameters").load("content-digest") is None
@@ -150,8 +154,8 @@ class PreprocessCache:
             return None
         try:
             return _parse(*record)
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None  # a damaged entry is a miss; the next store writes a new one
+        except Exception:  # noqa: BLE001 - a damaged entry of any shape is a miss, not an error
+            return None
 
     def store(
         self,
@@ -219,7 +223,10 @@ class PreprocessCache:
         self._memo.add(fingerprint, content_digest)
 
     def close(self) -> None:
-        """Write the remembered digests and close the open files."""
+        """Seal the entries written, write the remembered digests, close the open files.
+
+        The instance can still be used afterwards.
+        """
         self._memo.flush()
         self._packs.close()
 

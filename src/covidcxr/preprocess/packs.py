@@ -7,13 +7,16 @@ index: opening a :class:`PackStore` walks the prefixes (no record bodies are rea
 maps every key to where its record lies.
 
 Each writing process appends to a pack of its own, created with a unique name and never
-shared, so concurrent writers (worker processes, other runs) need no locks. A record is
-written with as few ``write`` calls as the system allows; if a process dies, or a write
-fails, part-way through a record, the tail of its pack is incomplete: readers stop at the
-first record that does not fit in the file or does not start with the magic, and the
-writer never appends after a failed write. Readers see the records that were complete
-when they opened the folder; a record written later is a miss for them, never a wrong
-answer.
+shared, so concurrent writers (worker processes, other runs) need no locks. While it is
+being written a pack is named ``*.cxrpack.open`` and readers ignore it. The writer
+*seals* it when it closes (at the end of a run, when it is garbage-collected, or when its
+process exits normally): it flushes the file to disk with ``fsync``, then renames it to
+``*.cxrpack``. Only then do readers use it, so the records they read are complete and on
+disk: a process killed mid-run, or a machine that loses power, leaves an unsealed pack
+(ignored, its records are misses), never a record with a torn or zeroed body. Readers
+still stop at the first record of a sealed pack that does not fit in the file or does not
+start with the magic, in case a pack is damaged later. Readers see the packs sealed when
+they first looked; anything sealed later is a miss for them, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
+from multiprocessing import util as multiprocessing_util
 from pathlib import Path
 from typing import IO, Final
 
@@ -34,6 +38,10 @@ _PREFIX: Final = struct.Struct("<4sIQ20s")
 #: Length of a record key in bytes.
 KEY_SIZE: Final = 20
 _SUFFIX: Final = ".cxrpack"
+_OPEN_SUFFIX: Final = ".cxrpack.open"
+# Open read handles kept at once (least recently used closed first): a folder that many
+# runs wrote to holds many packs, and each open one costs a file descriptor.
+_MAX_READERS: Final = 32
 
 Buffer = bytes | bytearray | memoryview
 
@@ -77,9 +85,9 @@ class PackStore:
 
     Notes
     -----
-    The index of existing records is built on the first :meth:`get`; records appended
-    after that (by this or another process) are not seen by this instance. When a key
-    was written more than once, the record met last is used; all are equivalent for a
+    The index of sealed records is built on the first :meth:`get`; packs sealed after
+    that (by this or another process) are not seen by this instance. When a key was
+    written more than once, the record met last is used; all are equivalent for a
     content-addressed cache.
     """
 
@@ -87,7 +95,8 @@ class PackStore:
         self.folder = Path(folder)
         self._index: dict[bytes, tuple[str, int, int, int]] | None = None
         self._readers: dict[str, IO[bytes]] = {}
-        self._writer: int | None = None
+        self._writer: _Writer | None = None
+        self._finalizer: multiprocessing_util.Finalize | None = None
         self._writer_failed = False
 
     # -- reading ----------------------------------------------------------------------------
@@ -119,10 +128,7 @@ class PackStore:
         path, offset, header_length, body_length = found
         length = _PREFIX.size + header_length + body_length
         try:
-            handle = self._readers.get(path)
-            if handle is None:
-                handle = self._readers[path] = open(path, "rb", buffering=0)  # noqa: SIM115
-            data = _read_at(handle, offset, length)
+            data = _read_at(self._reader(path), offset, length)
         except OSError:
             return None
         if len(data) != length or data[: _PREFIX.size] != _PREFIX.pack(
@@ -133,6 +139,15 @@ class PackStore:
         return bytes(view[_PREFIX.size : _PREFIX.size + header_length]), view[
             _PREFIX.size + header_length :
         ]
+
+    def _reader(self, path: str) -> IO[bytes]:
+        handle = self._readers.pop(path, None)
+        if handle is None:
+            if len(self._readers) >= _MAX_READERS:
+                self._readers.pop(next(iter(self._readers))).close()
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open for reuse
+        self._readers[path] = handle  # most recently used last
+        return handle
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -149,31 +164,91 @@ class PackStore:
         body_length = sum(memoryview(part).nbytes for part in body)
         record = b"".join([_PREFIX.pack(_MAGIC, len(header), body_length, key), header, *body])
         try:
+            if self._writer is not None and self._writer.pid != os.getpid():
+                # A forked child must not append to its parent's pack: start its own.
+                self._writer = self._finalizer = None
             if self._writer is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self._writer, _ = tempfile.mkstemp(dir=self.folder, prefix="pack-", suffix=_SUFFIX)
+                self._open_writer()
+            assert self._writer is not None  # noqa: S101 - just opened
             view = memoryview(record)
             while view:
-                written = os.write(self._writer, view)
+                written = os.write(self._writer.descriptor, view)
                 view = view[written:]
-        except OSError:
+        except BaseException as exc:
+            # Whatever interrupted the write (a full disk, KeyboardInterrupt) may have left
+            # part of a record: this pack is dropped, never sealed, and the store writes
+            # no more.
             self._writer_failed = True
-            self._close_writer()
-            return False
+            self._abandon_writer()
+            if isinstance(exc, OSError):
+                return False
+            raise
         return True
 
-    def _close_writer(self) -> None:
-        if self._writer is not None:
+    def _open_writer(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        descriptor, path = tempfile.mkstemp(dir=self.folder, prefix="pack-", suffix=_OPEN_SUFFIX)
+        self._writer = _Writer(descriptor, path, os.getpid())
+        # Seal when this store is garbage-collected, or at a normal exit of the process:
+        # worker processes have no other moment to do it (multiprocessing runs these
+        # finalizers as a worker exits; the plain atexit module does not run there).
+        self._finalizer = multiprocessing_util.Finalize(
+            self, _seal, args=(self._writer,), exitpriority=10
+        )
+
+    def _abandon_writer(self) -> None:
+        writer, finalizer = self._writer, self._finalizer
+        self._writer = self._finalizer = None
+        if finalizer is not None:
+            finalizer.cancel()
+        if writer is not None and writer.pid == os.getpid():
             with contextlib.suppress(OSError):
-                os.close(self._writer)
-            self._writer = None
+                os.close(writer.descriptor)
+            with contextlib.suppress(OSError):
+                os.unlink(writer.path)
+
+    def seal(self) -> None:
+        """Flush the pack being written to disk and make it visible to readers.
+
+        Records written after this go to a new pack. Does nothing when nothing was
+        written; a pack that cannot be flushed or renamed is left unsealed (its records
+        become misses).
+        """
+        finalizer = self._finalizer
+        self._writer = self._finalizer = None
+        if finalizer is not None:
+            finalizer()  # runs _seal once, and unregisters it
 
     def close(self) -> None:
-        """Close the open files (the store can still be used; it reopens them)."""
-        self._close_writer()
+        """Seal the pack being written and close the open files.
+
+        The store can still be used; it reopens what it needs.
+        """
+        self.seal()
         for handle in self._readers.values():
             handle.close()
         self._readers.clear()
 
-    def __del__(self) -> None:
-        self.close()
+
+class _Writer:
+    """The pack a process is writing: its descriptor, path, and the process's id."""
+
+    __slots__ = ("descriptor", "path", "pid")
+
+    def __init__(self, descriptor: int, path: str, pid: int) -> None:
+        self.descriptor, self.path, self.pid = descriptor, path, pid
+
+
+def _seal(writer: _Writer) -> None:
+    if writer.pid != os.getpid():
+        return  # a forked child's copy: the parent seals its own pack
+    try:
+        os.fsync(writer.descriptor)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.close(writer.descriptor)
+        return  # not known to be on disk: left unsealed, so never read
+    with contextlib.suppress(OSError):
+        os.close(writer.descriptor)
+    with contextlib.suppress(OSError):
+        os.replace(writer.path, writer.path.removesuffix(_OPEN_SUFFIX) + _SUFFIX)

@@ -54,6 +54,12 @@ class FolderSource(CatalogSource):
         Size limits for images, as for :func:`covidcxr.io.read_image`.
     min_lesion_area
         Infection-mask components smaller than this many pixels give no box.
+    fingerprints
+        Let the preprocessing cache recognise unchanged files from their status, without
+        reading them (see :meth:`fingerprint`). Turn it off where the status cannot be
+        trusted to change with the content: network file systems that cache attributes
+        (NFS), or FUSE file systems that do not keep change times. Off, every pass reads
+        and hashes the files, which is always correct.
 
     Raises
     ------
@@ -90,8 +96,10 @@ class FolderSource(CatalogSource):
         min_side: int = MIN_SIDE,
         max_pixels: int = MAX_PIXELS,
         min_lesion_area: int = 1,
+        fingerprints: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.fingerprints = fingerprints
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: no such folder")
         super().__init__(
@@ -136,8 +144,10 @@ class FolderSource(CatalogSource):
         """The status of the entry's image and mask files, or ``None`` for a recent change.
 
         The status is the device, inode, size, and modification and change times in
-        nanoseconds of each file. Writing to a file updates its change time, which no
-        program can set back, so changed content gives a changed fingerprint. The one
+        nanoseconds of each file. On a local POSIX file system, writing to a file updates
+        its change time, which no program can set back, so changed content gives a changed
+        fingerprint (network and FUSE file systems may not keep that promise: see the
+        ``fingerprints`` parameter). The one
         exception is a change within the file system's timestamp resolution of the last
         one; like git's index, this is avoided by giving no fingerprint to files changed
         in the last :data:`RACY_SECONDS`, which are therefore always read and hashed.
@@ -146,7 +156,7 @@ class FolderSource(CatalogSource):
         a write does not change, so a same-size rewrite that restores the modification
         time would keep its fingerprint.
         """
-        if os.name != "posix":
+        if not self.fingerprints or os.name != "posix":
             return None
         parts = [self._prefix]
         recent = time.time_ns() - int(RACY_SECONDS * 1e9)
