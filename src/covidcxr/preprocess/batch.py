@@ -544,7 +544,7 @@ class _Runner:
 
     def _add(self, produced: _Input | tuple[_Input, InvalidImageError]) -> None:
         self.seen += 1
-        # Results known here (an unreadable item, a cache hit) keep their place in the
+        # Results known here (an unreadable item, a cache hit) take their place in the
         # chunk being filled, so that hits among misses do not cut the tasks short.
         if isinstance(produced, tuple):
             item, error = produced
@@ -562,6 +562,11 @@ class _Runner:
             self._submit()
 
     def _keep(self, item: _Input, result: _Result) -> None:
+        if self.chunk_kind is None:
+            # Nothing in the chunk being filled waits for a worker: pass it on at once (a
+            # warm pass then yields each hit as it is read, and reuses its memory).
+            self.slots.append(_Slot([item], {0: result}))
+            return
         self.prefilled[len(self.chunk)] = result
         self.chunk.append(item)
 
