@@ -18,8 +18,9 @@ JSON header followed by the raw array bytes, read with one system call. Every wr
 process appends to a pack of its own, so worker processes and concurrent runs can share
 a folder without locks; readers use a pack only once its writer has flushed it to disk
 and sealed it (:meth:`PreprocessCache.close`, or the writing process's exit), so a crash
-leaves an ignored pack, never a torn entry. Float32 pixels that are exactly ``uint8 / 255`` (the usual output) are
-stored as the ``uint8`` values, a quarter of the bytes, and restored bit for bit.
+leaves an ignored pack, never a torn entry. Float32 pixels that are exactly
+``uint8 / 255`` (the usual output) are stored as the ``uint8`` values, a quarter of the
+bytes, and restored bit for bit.
 
 With a source that can fingerprint its items (a local folder), the content digest of an
 unchanged file is remembered (:mod:`covidcxr.preprocess.digests`), so a warm pass reads
