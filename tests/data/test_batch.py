@@ -420,13 +420,41 @@ class _Tagging(GaussianClahePreprocessor):
 
 
 def test_a_subclass_overriding_call_is_not_bypassed(classes_folder: Path, tmp_path: Path) -> None:
-    preprocessor = _Tagging(output_size=32)
     source = FolderSource(classes_folder)
-    for cache in (None, str(tmp_path / "cache")):
+    cache = str(tmp_path / "cache")
+    # The parent first, into the same cache: the subclass must not be served its results.
+    list(preprocess_batch(source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    preprocessor = _Tagging(output_size=32)
+    for cache_dir in (None, cache, cache):
         out = list(
-            preprocess_batch(source, preprocessor, workers=0, cache_dir=cache, progress=False)
+            preprocess_batch(source, preprocessor, workers=0, cache_dir=cache_dir, progress=False)
         )
         assert all(x.meta["tagged"] is True for x in out)
+
+
+class _FailsOn(GaussianClahePreprocessor):
+    """Raises on one id, to show which results come out before the error."""
+
+    def __call__(self, xray: XRay) -> XRay:
+        if xray.id.endswith("img_1.png") and "NORMAL" in xray.id:
+            raise RuntimeError("this one is broken")
+        return super().__call__(xray)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_results_before_a_failing_item_come_out_before_its_error(
+    classes_folder: Path, workers: int
+) -> None:
+    source = FolderSource(classes_folder)
+    ids = [source.record_id(entry) for entry in source.entries]
+    failing = next(i for i, name in enumerate(ids) if name.endswith("NORMAL/img_1.png"))
+    batch = preprocess_batch(
+        source, _FailsOn(output_size=32), workers=workers, chunk_size=16, progress=False
+    )
+    got = [next(batch).id for _ in range(failing)]
+    with pytest.raises(RuntimeError, match="broken"):
+        next(batch)
+    assert got == ids[:failing]
 
 
 def test_hits_among_misses_keep_their_order(classes_folder: Path, tmp_path: Path) -> None:
@@ -469,3 +497,28 @@ def test_worker_pool_warm_pass_reads_nothing_and_matches(
         ]
         assert got == expected
         assert stats.memo_hits == memo_hits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk_size", [1, 3, None])
+def test_worker_pool_merges_hits_and_misses_in_order(
+    classes_folder: Path, tmp_path: Path, chunk_size: int | None
+) -> None:
+    every = list(FolderSource(classes_folder))
+    cache = str(tmp_path / "cache")
+    list(preprocess_batch(every[1::3], PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    stats = BatchStats()
+    got = [
+        _signature(x)
+        for x in preprocess_batch(
+            every,
+            PREPROCESSOR,
+            workers=2,
+            cache_dir=cache,
+            chunk_size=chunk_size,
+            progress=False,
+            stats=stats,
+        )
+    ]
+    assert got == [_signature(PREPROCESSOR(x)) for x in every]
+    assert stats.cache_hits == len(every[1::3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from covidcxr.preprocess import GaussianClahePreprocessor, PreprocessCache
 from covidcxr.preprocess.digests import MERGE_ABOVE, DigestMemo
-from covidcxr.preprocess.packs import KEY_SIZE, PackStore, scan_pack
+from covidcxr.preprocess.packs import KEY_SIZE, STALE_OPEN_SECONDS, PackStore, scan_pack
 from covidcxr.preprocess.pixels import UINT8_OVER_255, compact_pixels, expand_pixels
 from covidcxr.records import XRay
 
@@ -58,17 +59,38 @@ def test_a_pack_is_sealed_when_its_store_is_collected(tmp_path: Path) -> None:
     assert PackStore(tmp_path).get(_key(1)) is not None
 
 
-def test_a_forked_child_writes_a_pack_of_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_writes_and_seals_a_pack_of_its_own(tmp_path: Path) -> None:
     store = PackStore(tmp_path)
     store.put(_key(1), b"h", [b"parent"])
-    monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
-    store.put(_key(2), b"h", [b"child"])
-    store.seal()
-    monkeypatch.undo()
-    assert len(list(tmp_path.glob("*.open"))) == 2  # neither appended to the other's
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            store.put(_key(2), b"h", [b"child"])
+            store.seal()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    sealed = PackStore(tmp_path)
+    assert sealed.get(_key(1)) is None  # the parent's pack is still being written
+    record = sealed.get(_key(2))
+    assert record is not None
+    assert bytes(record[1]) == b"child"
+    assert len(list(tmp_path.glob("*.open"))) == 1  # the parent's, untouched by the child
     store.close()
+    assert PackStore(tmp_path).get(_key(1)) is not None
+
+
+def test_stale_unsealed_packs_are_removed_by_the_next_writer(tmp_path: Path) -> None:
+    dead = tmp_path / "pack-dead.cxrpack.open"
+    dead.write_bytes(b"a killed writer's records")
+    recent = tmp_path / "pack-live.cxrpack.open"
+    recent.write_bytes(b"a running writer's records")
+    old = time.time() - STALE_OPEN_SECONDS - 60
+    os.utime(dead, (old, old))
+    PackStore(tmp_path).put(_key(1), b"h", [b"b"])
+    assert not dead.exists()
+    assert recent.exists()
 
 
 def test_an_incomplete_last_record_is_ignored(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -76,7 +77,7 @@ _XRayPayload = tuple[
 ]
 # ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), stored in cache?,
 #  content digest, served from the cache?), ("cached", XRay, found from a remembered
-#  digest?) or ("invalid", message, source)
+#  digest?), ("invalid", message, source) or ("error", the exception the item raised)
 _Result = tuple[Any, ...]
 
 
@@ -253,19 +254,28 @@ def _process_chunk(
     cache: PreprocessCache | None,
     compact: bool,
 ) -> list[_Result]:
-    return [
-        _process_one(
-            preprocessor,
-            kind,
-            task,
-            digest,
-            reader=reader,
-            decode_options=decode_options,
-            cache=cache,
-            compact=compact,
-        )
-        for task, digest in tasks
-    ]
+    results: list[_Result] = []
+    for task, digest in tasks:
+        try:
+            results.append(
+                _process_one(
+                    preprocessor,
+                    kind,
+                    task,
+                    digest,
+                    reader=reader,
+                    decode_options=decode_options,
+                    cache=cache,
+                    compact=compact,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - re-raised in order by the main process
+            # One item's failure must not take the items before it down with it: the
+            # error is raised when the runner reaches this item's place in the input.
+            if compact:  # it crosses to the main process, which loses the traceback
+                exc.add_note(f"Raised in a worker process:\n{traceback.format_exc()}")
+            results.append(("error", exc))
+    return results
 
 
 @define
@@ -305,6 +315,7 @@ class _Slot:
                 self.prefilled[position] if position in self.prefilled else next(computed)
                 for position in range(len(self.inputs))
             ]
+            assert next(computed, None) is None  # noqa: S101 - one result per task
         return self.results
 
 
@@ -456,10 +467,12 @@ def preprocess_batch(
 
 
 def _cache_token(preprocessor: Preprocessor) -> str:
+    # The class is always part of it: a subclass that changes what __call__ does but
+    # inherits cache_token() must not be served its parent's results.
+    cls = type(preprocessor)
     token = getattr(preprocessor, "cache_token", None)
-    return (
-        str(token()) if callable(token) else f"{type(preprocessor).__qualname__}:{preprocessor!r}"
-    )
+    own = str(token()) if callable(token) else repr(preprocessor)
+    return f"{cls.__module__}.{cls.__qualname__}:{own}"
 
 
 class _Runner:
@@ -644,6 +657,8 @@ class _Runner:
     ) -> XRay | None:
         stats = self.stats
         status = result[0]
+        if status == "error":
+            raise result[1]
         if status == "invalid":
             message, where = result[1], result[2]
             prefix = f"{where}: "

@@ -155,8 +155,8 @@ class PreprocessCache:
             return None
         try:
             return _parse(*record)
-        except Exception:  # noqa: BLE001 - a damaged entry of any shape is a miss, not an error
-            return None
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return None  # a damaged entry of any shape is a miss, not an error
 
     def store(
         self,

@@ -13,7 +13,8 @@ being written a pack is named ``*.cxrpack.open`` and readers ignore it. The writ
 process exits normally): it flushes the file to disk with ``fsync``, then renames it to
 ``*.cxrpack``. Only then do readers use it, so the records they read are complete and on
 disk: a process killed mid-run, or a machine that loses power, leaves an unsealed pack
-(ignored, its records are misses), never a record with a torn or zeroed body. Readers
+(ignored, its records are misses; the next writer in the folder deletes it once it is a
+day old), never a record with a torn or zeroed body. Readers
 still stop at the first record of a sealed pack that does not fit in the file or does not
 start with the magic, in case a pack is damaged later. Readers see the packs sealed when
 they first looked; anything sealed later is a miss for them, never a wrong answer.
@@ -25,12 +26,13 @@ import contextlib
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from multiprocessing import util as multiprocessing_util
 from pathlib import Path
 from typing import IO, Final
 
-__all__ = ["KEY_SIZE", "PackStore", "scan_pack"]
+__all__ = ["KEY_SIZE", "STALE_OPEN_SECONDS", "PackStore", "scan_pack"]
 
 _MAGIC: Final = b"CXPK"
 #: magic, header length, body length, key.
@@ -42,6 +44,9 @@ _OPEN_SUFFIX: Final = ".cxrpack.open"
 # Open read handles kept at once (least recently used closed first): a folder that many
 # runs wrote to holds many packs, and each open one costs a file descriptor.
 _MAX_READERS: Final = 32
+#: An unsealed pack not written to for this long belongs to a process that died (killed,
+#: out of memory): the next writer in the folder deletes it.
+STALE_OPEN_SECONDS: Final = 24 * 3600
 
 Buffer = bytes | bytearray | memoryview
 
@@ -187,6 +192,7 @@ class PackStore:
 
     def _open_writer(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_open_packs(self.folder)
         descriptor, path = tempfile.mkstemp(dir=self.folder, prefix="pack-", suffix=_OPEN_SUFFIX)
         self._writer = _Writer(descriptor, path, os.getpid())
         # Seal when this store is garbage-collected, or at a normal exit of the process:
@@ -228,6 +234,17 @@ class PackStore:
         for handle in self._readers.values():
             handle.close()
         self._readers.clear()
+
+
+def _remove_stale_open_packs(folder: Path) -> None:
+    """Delete unsealed packs untouched for :data:`STALE_OPEN_SECONDS` (their writer died)."""
+    cutoff = time.time() - STALE_OPEN_SECONDS
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.endswith(_OPEN_SUFFIX):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
 
 
 class _Writer:
