@@ -51,6 +51,29 @@ def _signature(xray: XRay) -> tuple[Any, ...]:
     )
 
 
+def _signatures(
+    items: Any,
+    *,
+    cache: str | None = None,
+    stats: BatchStats | None = None,
+    workers: int = 0,
+    **options: Any,
+) -> list[tuple[Any, ...]]:
+    """The signatures of a whole batch run with the default preprocessor."""
+    return [
+        _signature(x)
+        for x in preprocess_batch(
+            items,
+            PREPROCESSOR,
+            workers=workers,
+            cache_dir=cache,
+            progress=False,
+            stats=stats,
+            **options,
+        )
+    ]
+
+
 def test_in_process_batch_equals_calling_the_preprocessor(qu_ex_folder: Path) -> None:
     source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
     expected = [_signature(PREPROCESSOR(xray)) for xray in source]
@@ -182,12 +205,7 @@ def test_warm_pass_over_unchanged_files_reads_only_the_cache(
 
     monkeypatch.setattr(folder_module, "_read_file", counting)
     stats = BatchStats()
-    second = [
-        _signature(x)
-        for x in preprocess_batch(
-            source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
-        )
-    ]
+    second = _signatures(source, cache=cache, stats=stats)
     assert second == first
     assert stats.cache_hits == 18
     assert reads == []  # neither images nor masks were opened
@@ -271,19 +289,9 @@ def test_zip_sources_are_cached_by_content(classes_folder: Path, tmp_path: Path)
     archive = shutil.make_archive(str(tmp_path / "data"), "zip", classes_folder)
     cache = str(tmp_path / "cache")
     with ZipSource(archive) as source:
-        first = [
-            _signature(x)
-            for x in preprocess_batch(
-                source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False
-            )
-        ]
+        first = _signatures(source, cache=cache)
         stats = BatchStats()
-        second = [
-            _signature(x)
-            for x in preprocess_batch(
-                source, PREPROCESSOR, workers=0, cache_dir=cache, progress=False, stats=stats
-            )
-        ]
+        second = _signatures(source, cache=cache, stats=stats)
     assert second == first
     assert stats.cache_hits == len(first) > 0
 
@@ -366,12 +374,7 @@ def test_worker_pool_reads_caches_and_skips_like_this_process(
         stats = BatchStats()
         source = FolderSource(classes_folder, on_error="skip")
         with pytest.warns(SkippedItemsWarning, match="skipped 1"):
-            got = [
-                _signature(x)
-                for x in preprocess_batch(
-                    source, PREPROCESSOR, workers=2, cache_dir=cache, progress=False, stats=stats
-                )
-            ]
+            got = _signatures(source, cache=cache, stats=stats, workers=2)
         assert got == expected
         assert (stats.cache_hits, stats.skipped) == (hits, 1)
         assert [Path(s.path).name for s in source.skipped] == ["broken.png"]
@@ -457,28 +460,6 @@ def test_results_before_a_failing_item_come_out_before_its_error(
     assert got == ids[:failing]
 
 
-def test_hits_among_misses_keep_their_order(classes_folder: Path, tmp_path: Path) -> None:
-    cache = str(tmp_path / "cache")
-    half = [x for x in FolderSource(classes_folder)][::2]
-    list(preprocess_batch(half, PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
-    every = list(FolderSource(classes_folder))
-    stats = BatchStats()
-    got = [
-        _signature(x)
-        for x in preprocess_batch(
-            every,
-            PREPROCESSOR,
-            workers=0,
-            cache_dir=cache,
-            progress=False,
-            stats=stats,
-            chunk_size=4,
-        )
-    ]
-    assert got == [_signature(PREPROCESSOR(x)) for x in every]
-    assert (stats.cache_hits, stats.cache_writes) == (len(half), len(every) - len(half))
-
-
 @pytest.mark.slow
 def test_worker_pool_warm_pass_reads_nothing_and_matches(
     qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -489,36 +470,21 @@ def test_worker_pool_warm_pass_reads_nothing_and_matches(
     expected = [_signature(PREPROCESSOR(x)) for x in source]
     for memo_hits in (0, len(expected)):
         stats = BatchStats()
-        got = [
-            _signature(x)
-            for x in preprocess_batch(
-                source, PREPROCESSOR, workers=2, cache_dir=cache, progress=False, stats=stats
-            )
-        ]
+        got = _signatures(source, cache=cache, stats=stats, workers=2)
         assert got == expected
         assert stats.memo_hits == memo_hits
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("chunk_size", [1, 3, None])
-def test_worker_pool_merges_hits_and_misses_in_order(
-    classes_folder: Path, tmp_path: Path, chunk_size: int | None
+def test_hits_among_misses_keep_their_order(
+    classes_folder: Path, tmp_path: Path, workers: int, chunk_size: int | None
 ) -> None:
     every = list(FolderSource(classes_folder))
+    cached = every[1::3]
     cache = str(tmp_path / "cache")
-    list(preprocess_batch(every[1::3], PREPROCESSOR, workers=0, cache_dir=cache, progress=False))
+    _signatures(cached, cache=cache)
     stats = BatchStats()
-    got = [
-        _signature(x)
-        for x in preprocess_batch(
-            every,
-            PREPROCESSOR,
-            workers=2,
-            cache_dir=cache,
-            chunk_size=chunk_size,
-            progress=False,
-            stats=stats,
-        )
-    ]
+    got = _signatures(every, cache=cache, stats=stats, workers=workers, chunk_size=chunk_size)
     assert got == [_signature(PREPROCESSOR(x)) for x in every]
-    assert stats.cache_hits == len(every[1::3])
+    assert (stats.cache_hits, stats.cache_writes) == (len(cached), len(every) - len(cached))
