@@ -671,7 +671,7 @@ class _Runner:
         stats.items += 1
         if status == "cached":
             stats.cache_hits += 1
-            stats.memo_hits += result[2]
+            stats.memo_hits += int(result[2])
             cached_xray: XRay = result[1]
             return cached_xray
         _, record, stored, digest, hit = result

@@ -147,10 +147,10 @@ class FolderSource(CatalogSource):
         nanoseconds of each file. On a local POSIX file system, writing to a file updates
         its change time, which no program can set back, so changed content gives a changed
         fingerprint (network and FUSE file systems may not keep that promise: see the
-        ``fingerprints`` parameter). The one
-        exception is a change within the file system's timestamp resolution of the last
-        one; like git's index, this is avoided by giving no fingerprint to files changed
-        in the last :data:`RACY_SECONDS`, which are therefore always read and hashed.
+        ``fingerprints`` parameter). The one exception is a change within the file
+        system's timestamp resolution of the last one; like git's index, this is avoided
+        by giving no fingerprint to files changed in the last :data:`RACY_SECONDS`, which
+        are therefore always read and hashed.
         ``None`` too when a file cannot be found (reading it will report why), and on
         systems other than POSIX ones: on Windows ``st_ctime`` is the creation time, which
         a write does not change, so a same-size rewrite that restores the modification
