@@ -237,11 +237,11 @@ def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | 
 
 
 def _cached_result(raw: RawItem, cached: CachedOutput, digest: str) -> _Result:
-    meta = {**raw.meta, **cached.meta}
-    patient_id = raw.patient_id or meta.get("dicom_patient_id")
-    boxes = tuple((b.x, b.y, b.width, b.height) for b in cached.boxes)
-    packed = compact_pixels(np.asarray(cached.pixels))
-    return ("ok", (raw.id, raw.label, patient_id, packed, boxes, meta), None, digest, True)
+    xray = _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
+    boxes = tuple((b.x, b.y, b.width, b.height) for b in xray.boxes)
+    packed = compact_pixels(np.asarray(xray.pixels))
+    record = (xray.id, xray.label, xray.patient_id, packed, boxes, dict(xray.meta))
+    return ("ok", record, None, digest, True)
 
 
 def _process_chunk(
@@ -324,17 +324,33 @@ def _payload(xray: XRay) -> _XRayPayload:
     return (xray.id, xray.label, xray.patient_id, np.asarray(xray.pixels), boxes, dict(xray.meta))
 
 
-def _from_cache(source: CatalogSource, entry: Entry, cached: CachedOutput) -> XRay:
-    identifier = source.record_id(entry)
-    meta = {**entry_meta(entry, identifier), **cached.meta}
+def _cached_record(
+    identifier: str,
+    label: str | None,
+    patient_id: str | None,
+    meta: Mapping[str, Any],
+    cached: CachedOutput,
+) -> XRay:
+    """The record a cache entry restores.
+
+    Identity and metadata come from the input; what preprocessing derived (pixels, boxes,
+    masks, transform) comes from the entry.
+    """
+    merged = {**meta, **cached.meta}
     return XRay(
         cached.pixels,
         id=identifier,
-        label=entry.label,
-        patient_id=entry.patient_id or meta.get("dicom_patient_id"),
+        label=label,
+        patient_id=patient_id or merged.get("dicom_patient_id"),
         boxes=cached.boxes,
-        meta=meta,
+        meta=merged,
     )
+
+
+def _from_cache(source: CatalogSource, entry: Entry, cached: CachedOutput) -> XRay:
+    identifier = source.record_id(entry)
+    meta = entry_meta(entry, identifier)
+    return _cached_record(identifier, entry.label, entry.patient_id, meta, cached)
 
 
 def _source_inputs(
@@ -591,8 +607,10 @@ class _Runner:
             return None
         self._remember(item, item.digest)
         if item.kind == "raw":
-            return _cached_xray(item.task, cached)
-        return _restore_xray(item.task, cached)
+            raw: RawItem = item.task
+            return _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
+        identifier, label, patient_id, _, _, meta = item.task
+        return _cached_record(identifier, label, patient_id, meta, cached)
 
     def _chunk_target(self) -> int:
         """How many items the chunk being filled should hold."""
@@ -691,27 +709,3 @@ class _Runner:
             boxes=tuple(Box(*values) for values in boxes),
             meta=meta,
         )
-
-
-def _cached_xray(raw: RawItem, cached: CachedOutput) -> XRay:
-    meta = {**raw.meta, **cached.meta}
-    return XRay(
-        cached.pixels,
-        id=raw.id,
-        label=raw.label,
-        patient_id=raw.patient_id or meta.get("dicom_patient_id"),
-        boxes=cached.boxes,
-        meta=meta,
-    )
-
-
-def _restore_xray(payload: _XRayPayload, cached: CachedOutput) -> XRay:
-    identifier, label, patient_id, _, _, meta = payload
-    return XRay(
-        cached.pixels,
-        id=identifier,
-        label=label,
-        patient_id=patient_id,
-        boxes=cached.boxes,
-        meta={**meta, **cached.meta},
-    )
