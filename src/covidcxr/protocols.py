@@ -8,26 +8,39 @@ subclass anything from covidcxr. Each protocol is :func:`typing.runtime_checkabl
 Data flows one way::
 
     DatasetSource ──XRay──▶ Preprocessor ──XRay──▶ Classifier / LesionDetector ──▶ Evaluator
+
+Optional abilities are declared by small protocols of their own: a component that has the
+methods of :class:`BatchDetector`, :class:`TrainableDetector`, :class:`Persistable`,
+:class:`ReportsEpochs` or :class:`CacheablePreprocessor` is used that way by the
+:class:`~covidcxr.Pipeline`; one that has not is used through its role's methods alone.
+The pipeline asks with ``isinstance`` against these protocols, never by probing for
+attributes, so a plugin author can read here everything the pipeline may call.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol, Self, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.records import Detection, XRay
+from covidcxr.records import Detection, GroundTruth, Prediction, XRay
 
 __all__ = [
+    "BatchDetector",
+    "CacheablePreprocessor",
     "Classifier",
     "DatasetSource",
+    "EpochCallback",
     "Evaluator",
     "LesionDetector",
+    "Persistable",
     "Preprocessor",
     "Report",
+    "ReportsEpochs",
+    "TrainableDetector",
 ]
 
 
@@ -151,19 +164,96 @@ class Evaluator(Protocol):
 
     Contract
     --------
-    - ``truths`` are the labelled radiographs (their ``label`` and ``boxes`` are the ground
-      truth); predictions are aligned with them by position.
-    - ``probabilities`` has one row per radiograph, columns in ``classes`` order.
-    - ``detections``, when given, holds one list of detections per radiograph.
+    - ``truths`` and ``predictions`` are aligned by position (and share their ids).
+    - A prediction's ``probabilities`` hold one value per class of ``classes``.
+    - Detections are scored against the truths' boxes only when ``detections`` is true and
+      every truth is ``annotated``; both are in the same pixel coordinates.
     """
 
     def evaluate(
         self,
-        truths: Sequence[XRay],
+        truths: Sequence[GroundTruth],
+        predictions: Sequence[Prediction],
         *,
-        probabilities: NDArray[np.floating[Any]] | None = None,
-        classes: Sequence[str] = (),
-        detections: Sequence[Sequence[Detection]] | None = None,
+        classes: Sequence[str],
+        detections: bool = True,
     ) -> Report:
         """Compute the report."""
+        ...
+
+
+# -- optional abilities -------------------------------------------------------------------
+
+#: ``on_epoch_end(epoch, logs)``: called after each training epoch (1-based) with its logs.
+EpochCallback: TypeAlias = Callable[[int, Mapping[str, float]], None]
+
+
+@runtime_checkable
+class BatchDetector(Protocol):
+    """A detector that is faster on many radiographs at once (one network call, one request).
+
+    The pipeline hands it chunks of preprocessed radiographs instead of one at a time.
+    """
+
+    def detect_batch(self, xrays: Sequence[XRay]) -> list[list[Detection]]:
+        """Detect lesions in each radiograph; one list per radiograph, in input order."""
+        ...
+
+
+@runtime_checkable
+class TrainableDetector(Protocol):
+    """A detector that learns from radiographs with ground-truth ``boxes``.
+
+    :meth:`covidcxr.Pipeline.fit` trains it on the same prepared radiographs as the
+    classifier, after the classifier.
+    """
+
+    def fit(self, xrays: Sequence[XRay], validation: Sequence[XRay] | None = None) -> Self:
+        """Learn from the radiographs' boxes; ``validation`` is for monitoring only."""
+        ...
+
+
+@runtime_checkable
+class Persistable(Protocol):
+    """A component that writes its fitted state and reads it back.
+
+    A saved pipeline stores such a detector's model; a detector that is not persistable is
+    saved by name and options and rebuilt from them (a remote service, for example).
+    """
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted state to ``path`` atomically."""
+        ...
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read what :meth:`save` wrote."""
+        ...
+
+
+@runtime_checkable
+class ReportsEpochs(Protocol):
+    """A classifier that calls ``on_epoch_end`` after each training epoch.
+
+    With ``Pipeline(progress=True)`` the pipeline sets it for the duration of
+    :meth:`~covidcxr.Pipeline.fit` (to drive a progress bar) and restores it afterwards.
+    """
+
+    on_epoch_end: EpochCallback | None
+
+
+@runtime_checkable
+class CacheablePreprocessor(Protocol):
+    """A preprocessor whose results may be cached under a token of its parameters.
+
+    ``cache_token()`` must change whenever the output would; the preprocessing cache also
+    keys on the class. A preprocessor without it is cached under its ``repr``.
+    """
+
+    def __call__(self, xray: XRay) -> XRay:
+        """Preprocess one radiograph."""
+        ...
+
+    def cache_token(self) -> str:
+        """A string that identifies everything the output depends on."""
         ...

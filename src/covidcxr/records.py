@@ -21,7 +21,15 @@ from numpy.typing import NDArray
 from covidcxr.errors import InvalidImageError
 from covidcxr.labels import LABELS
 
-__all__ = ["PIXEL_DTYPES", "Box", "Detection", "XRay", "detection_to_dict"]
+__all__ = [
+    "PIXEL_DTYPES",
+    "Box",
+    "Detection",
+    "GroundTruth",
+    "Prediction",
+    "XRay",
+    "detection_to_dict",
+]
 
 #: The pixel dtypes an :class:`XRay` accepts: raw 8- and 16-bit radiographs, and float32
 #: after preprocessing.
@@ -171,7 +179,7 @@ def _check_pixels(
         raise InvalidImageError("pixels must not be empty", where)
 
 
-def _check_label(instance: XRay, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+def _check_label(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and value not in LABELS:
         raise ValueError(
             f"XRay {instance.id!r}: label must be None or one of {LABELS}, got {value!r} "
@@ -262,3 +270,83 @@ class XRay:
             type(self),
             (self.pixels, self.id, self.label, self.patient_id, self.boxes, dict(self.meta)),
         )
+
+
+@frozen
+class GroundTruth:
+    """What is known about one radiograph, without its pixels: what an evaluator scores.
+
+    Parameters
+    ----------
+    id
+        The radiograph's id.
+    label
+        The true class, or ``None`` when unknown.
+    boxes
+        The true lesion boxes, in the coordinates the predictions' boxes are given in.
+    annotated
+        ``False`` when the radiograph's lesions were never annotated (COVID-QU-Ex's Test
+        split has no infection masks): then an empty ``boxes`` means "unknown", not "no
+        lesion", and detections cannot be scored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> GroundTruth.of(XRay(np.zeros((8, 8), np.uint8), id="a", label="normal"))
+    GroundTruth(id='a', label='normal', boxes=(), annotated=True)
+    """
+
+    id: str = field(converter=str)
+    label: str | None = field(default=None, validator=_check_label)
+    boxes: tuple[Box, ...] = field(default=(), converter=_as_box_tuple)
+    annotated: bool = True
+
+    @classmethod
+    def of(cls, xray: XRay) -> GroundTruth:
+        """The ground truth an :class:`XRay` carries (``meta["annotated"]`` included)."""
+        return cls(xray.id, xray.label, xray.boxes, xray.meta.get("annotated") is not False)
+
+
+def _probabilities(value: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType({str(k): float(v) for k, v in value.items()})
+
+
+def _as_detection_tuple(value: Iterable[Detection]) -> tuple[Detection, ...]:
+    return tuple(value)
+
+
+@frozen
+class Prediction:
+    """What a fitted pipeline says about one radiograph.
+
+    Parameters
+    ----------
+    id
+        The radiograph's id.
+    label
+        The most probable class.
+    probabilities
+        Every class's probability, in the classifier's class order (read-only).
+    detections
+        Lesions found, in the pixel coordinates of the radiograph as read from the source.
+
+    Examples
+    --------
+    >>> p = Prediction("a", "normal", {"normal": 0.75, "pneumonia": 0.25})
+    >>> p.to_dict()["probabilities"], p.to_dict()["detections"]
+    ({'normal': 0.75, 'pneumonia': 0.25}, [])
+    """
+
+    id: str = field(converter=str)
+    label: str
+    probabilities: Mapping[str, float] = field(converter=_probabilities)
+    detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "probabilities": dict(self.probabilities),
+            "detections": [detection_to_dict(d) for d in self.detections],
+        }

@@ -35,6 +35,7 @@ from covidcxr.classify.persistence import (
 from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
 from covidcxr.files import atomic_write
 from covidcxr.labels import LABELS
+from covidcxr.protocols import EpochCallback
 from covidcxr.records import XRay
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ SHUFFLE_BUFFER = 1024
 CHECKPOINT_FILENAME = "checkpoint.npz"
 
 #: ``on_epoch_end(epoch, logs)``: called after each epoch (1-based) and its checkpoint.
-EpochCallback = Callable[[int, Mapping[str, float]], None]
 
 # Parameters that change neither the trained model nor how a run proceeds, so a checkpoint
 # written under other values of them can still be resumed.
