@@ -17,6 +17,18 @@ Conventions, chosen to be honest about what is measured:
   intervals.
 - Calibration is measured on the top-label confidence (the largest probability of each
   row) against whether that label was right, in equal-width bins.
+
+Where the figures come from: the point estimates are scikit-learn's
+(:func:`~sklearn.metrics.confusion_matrix`, :func:`~sklearn.metrics.accuracy_score`,
+:func:`~sklearn.metrics.precision_recall_fscore_support` with ``zero_division=nan``,
+:func:`~sklearn.metrics.roc_auc_score` and :func:`~sklearn.metrics.roc_curve`, one class
+against the rest). Computed here by hand, because scikit-learn has no equivalent: the
+specificity; the class averages, which skip undefined values (scikit-learn's weighted
+average instead falls back to an unweighted mean when every defined value has zero
+support, and its multi-class AUC refuses a class absent from the truth); the calibration
+bins and the Brier score (multi-class ``brier_score_loss`` needs scikit-learn 1.7); and
+the bootstrap, which scores all resamples at once on arrays rather than calling
+scikit-learn once per resample.
 """
 
 from __future__ import annotations
@@ -28,7 +40,13 @@ from typing import Any
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
-from sklearn.metrics import roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 from covidcxr.errors import ConfigurationError
 
@@ -520,10 +538,22 @@ def classification_metrics(
         raise ConfigurationError(f"n_bins must be >= 1, got {n_bins}")
     true_idx, probs, classes = _check_inputs(true_labels, probabilities, classes)
     k = len(classes)
+    labels = np.arange(k)
     pred_idx = probs.argmax(axis=1)
-    confusion = _confusion(true_idx, pred_idx, k)
-    ratios = _scores_from_confusion(confusion)
-    support = ratios["support"]
+    confusion = confusion_matrix(true_idx, pred_idx, labels=labels)
+    # zero_division=nan gives this module's conventions: precision of a class never
+    # predicted and recall of a class absent from the truth are nan, and F1 is
+    # 2 TP / (2 TP + FP + FN), nan only when the class is neither present nor predicted.
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_idx, pred_idx, labels=labels, average=None, zero_division=np.nan
+    )
+    ratios = {
+        "precision": np.asarray(precision, dtype=np.float64),
+        "recall": np.asarray(recall, dtype=np.float64),
+        "specificity": _scores_from_confusion(confusion)["specificity"],
+        "f1": np.asarray(f1, dtype=np.float64),
+    }
+    support = np.asarray(support, dtype=np.float64)
 
     per_class: list[ClassScores] = []
     curves: list[RocCurve] = []
@@ -532,7 +562,7 @@ def classification_metrics(
         positive = true_idx == c
         if 0 < positive.sum() < positive.size:
             fpr, tpr, _ = roc_curve(positive, probs[:, c])
-            aucs[c] = float(_rank_auc(probs[:, c], positive))
+            aucs[c] = float(roc_auc_score(positive, probs[:, c]))
             curves.append(RocCurve(label, fpr, tpr, aucs[c]))
         per_class.append(
             ClassScores(
@@ -558,7 +588,20 @@ def classification_metrics(
             auc=avg(aucs),
         )
 
-    point = _headline(true_idx, pred_idx, probs, classes)
+    accuracy = float(accuracy_score(true_idx, pred_idx))
+    macro = average(None)
+    # The intervals' estimates are the figures reported above; only the resamples are
+    # scored by the vectorised _headline.
+    point = {
+        "accuracy": accuracy,
+        "macro_precision": macro.precision,
+        "macro_recall": macro.recall,
+        "macro_f1": macro.f1,
+        "macro_auc": macro.auc,
+    }
+    for scores in per_class:
+        point[f"recall[{scores.label}]"] = scores.recall
+        point[f"specificity[{scores.label}]"] = scores.specificity
     intervals: dict[str, ConfidenceInterval] = {}
     if n_bootstrap:
         rng = np.random.default_rng(seed)
@@ -571,15 +614,15 @@ def classification_metrics(
                 np.percentile(defined, [tail, 100 - tail]) if defined.size else (math.nan,) * 2
             )
             intervals[name] = ConfidenceInterval(
-                float(point[name]), float(low), float(high), confidence_level
+                point[name], float(low), float(high), confidence_level
             )
 
     return ClassificationMetrics(
         classes=classes,
         n_images=int(true_idx.size),
-        accuracy=float(ratios["accuracy"]),
+        accuracy=accuracy,
         per_class=tuple(per_class),
-        macro=average(None),
+        macro=macro,
         weighted=average(support),
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
         roc_curves=tuple(curves),
