@@ -63,7 +63,7 @@ from covidcxr.protocols import (
     Preprocessor,
     Report,
 )
-from covidcxr.records import Box, Detection, XRay
+from covidcxr.records import Box, Detection, GroundTruth, Prediction, XRay
 from covidcxr.sources import COSSource, FolderSource, ZipSource
 from covidcxr.split import DatasetSplit, split_dataset
 
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from covidcxr.demo import run_demo
     from covidcxr.evaluate import ClassificationEvaluator, EvaluationReport, write_report
     from covidcxr.evaluate.detection import DetectionMetrics, evaluate_detections
-    from covidcxr.pipeline import Pipeline, PipelineConfig, Prediction
+    from covidcxr.pipeline import Pipeline, PipelineConfig
 
 # Names whose modules import scikit-learn or matplotlib (about a second): loaded on first
 # use, so that ``import covidcxr`` stays fast for plugin lookups and the command line.
@@ -81,7 +81,6 @@ _LAZY: dict[str, str] = {
     "EvaluationReport": "covidcxr.evaluate",
     "Pipeline": "covidcxr.pipeline",
     "PipelineConfig": "covidcxr.pipeline",
-    "Prediction": "covidcxr.pipeline",
     "evaluate_detections": "covidcxr.evaluate.detection",
     "run_demo": "covidcxr.demo",
     "write_report": "covidcxr.evaluate",
@@ -115,6 +114,7 @@ __all__ = [
     "FolderSource",
     "GaussianClahePreprocessor",
     "GradCAMDetector",
+    "GroundTruth",
     "InvalidImageError",
     "LesionDetector",
     "LocalDetector",

@@ -82,6 +82,11 @@ class Preprocessor(Protocol):
     - Returns a *new* :class:`~covidcxr.XRay` (records are immutable) with the same ``id``,
       ``label`` and ``patient_id``.
     - Any ``boxes`` are transformed with the pixels, so they still frame the same anatomy.
+    - A preprocessor that changes the geometry (resizing, padding, cropping) records it in
+      ``meta["transform"]`` as a :class:`~covidcxr.preprocess.ResizeTransform`, which
+      knows its inverse: the pipeline maps detections found on the output back onto the
+      radiograph as read with it (in the spirit of MONAI's ``InvertibleTransform``). One
+      that records no transform must leave the geometry alone.
     - Deterministic: the same input and parameters give byte-identical output.
     """
 

@@ -26,6 +26,7 @@ import covidcxr
 from covidcxr import Box, Detection, XRay
 from covidcxr.errors import ModelFormatError
 from covidcxr.phantoms import generate_phantoms
+from covidcxr.preprocess import ResizeTransform
 
 
 @attrs.frozen
@@ -44,7 +45,11 @@ class ShrinkPreprocessor:
         )
         boxes = [Box(b.x * sx, b.y * sy, b.width * sx, b.height * sy) for b in xray.boxes]
         scaled = np.asarray(pixels, np.float32) / 255.0
-        return attrs.evolve(xray, pixels=scaled, boxes=boxes)
+        size = (self.output_size, self.output_size)
+        # The Preprocessor contract: a change of geometry is recorded, with its inverse.
+        transform = ResizeTransform(sx, sy, 0.0, 0.0, xray.shape, size)
+        meta = {**xray.meta, "transform": transform}
+        return attrs.evolve(xray, pixels=scaled, boxes=boxes, meta=meta)
 
 
 class SoftmaxClassifier:
@@ -143,7 +148,7 @@ class BrightestSpotDetector:
         self.box_size = box_size
         self.apikey = apikey
 
-    def fit(self, xrays: Iterable[XRay]) -> Self:
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
         sizes = [b.width for x in xrays for b in x.boxes]
         self.box_size = float(np.median(sizes)) if sizes else self.box_size
         return self

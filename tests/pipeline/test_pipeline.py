@@ -138,10 +138,14 @@ def test_evaluate_reports_classification_detection_and_provenance(
     assert report.classification.n_bootstrap == 50
     assert report.detection is not None
     assert report.detection.n_truths == sum(len(x.boxes) for x in phantom_test)
-    assert report.data_fingerprint == data_fingerprint(phantom_test)
+    # Fingerprints are of the data as the models saw it: the prepared images.
+    prepare = pipeline.preprocessor_
+    assert prepare is not None
+    assert report.data_fingerprint == data_fingerprint(prepare(x) for x in phantom_test)
     configuration = report.configuration
     assert configuration["classifier"] == {"name": "test-softmax", "epochs": 40}
-    assert configuration["training_data_fingerprint"] == data_fingerprint(phantom_train)
+    expected_training = data_fingerprint(prepare(x) for x in phantom_train)
+    assert configuration["training_data_fingerprint"] == expected_training
     predicted = pipeline.predict(phantom_test)
     expected = np.mean([p.label == x.label for p, x in zip(predicted, phantom_test, strict=True)])
     assert report.classification.accuracy == pytest.approx(expected)

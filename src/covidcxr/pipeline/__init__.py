@@ -1,0 +1,45 @@
+"""The end-to-end job: source → preprocessor → classifier → detector → evaluator.
+
+A :class:`Pipeline` names its components (looked up in the plugin registry, so a plugin's
+detector or classifier is used exactly like a built-in one) or takes them as objects, and
+is configured from Python or from a TOML file::
+
+    # pipeline.toml
+    [preprocessor]
+    name = "gaussian-clahe"
+    output_size = 128
+
+    [classifier]
+    name = "vgg19"
+    input_size = 128
+    weights = "none"        # TOML has no null; "none" means None for any option
+    epochs = 20
+
+    [detector]              # leave the table out, or name = "none", for no detector
+    name = "local"
+
+    [evaluation]
+    n_bootstrap = 1000
+    seed = 0
+
+Every key of a component's table other than ``name`` is passed to its factory. The
+preprocessor runs on every image before the classifier and the detector see it, in
+training and in prediction alike, so a model always sees images prepared the same way;
+each call reads and preprocesses every item of its source once (see :class:`Pipeline`).
+"""
+
+from covidcxr.pipeline._config import ComponentSpec, PipelineConfig
+from covidcxr.pipeline._estimator import Pipeline
+from covidcxr.pipeline._persistence import MANIFEST_NAME
+from covidcxr.pipeline._prepared import DataPass, PreparedSet
+from covidcxr.records import Prediction
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ComponentSpec",
+    "DataPass",
+    "Pipeline",
+    "PipelineConfig",
+    "Prediction",
+    "PreparedSet",
+]

@@ -1,0 +1,214 @@
+"""A pipeline's configuration: which components, with which options.
+
+See :mod:`covidcxr.pipeline` for the TOML form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Self
+
+import attrs
+from attrs import field, frozen
+
+from covidcxr.errors import ConfigurationError
+from covidcxr.plugins import Registration
+
+__all__ = ["ComponentSpec", "PipelineConfig"]
+
+_NONE: Final = "none"
+# Options that look like secrets are never written into a saved pipeline.
+_SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
+COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
+_CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation"})
+_EVALUATION_KEYS: Final = frozenset({"n_bootstrap", "confidence_level", "n_bins", "seed"})
+
+
+def _none_strings(value: Any) -> Any:
+    # TOML has no null: the string "none" stands for None in option values.
+    return None if isinstance(value, str) and value.lower() == _NONE else value
+
+
+def _frozen_options(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return dict(value)
+
+
+@frozen
+class ComponentSpec:
+    """A component chosen by its registered name, with the options for its factory.
+
+    Examples
+    --------
+    >>> ComponentSpec.parse({"name": "vgg19", "epochs": 3, "weights": "none"}, "classifier")
+    ComponentSpec(name='vgg19', options={'epochs': 3, 'weights': None})
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(factory=dict, converter=_frozen_options)
+
+    @classmethod
+    def parse(cls, table: Mapping[str, Any], where: str) -> Self:
+        """Read ``{"name": ..., **options}``; ``where`` names the table in errors."""
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"[{where}] must be a table, got {type(table).__name__}")
+        name = table.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"[{where}] needs a 'name' (a registered {where} name)")
+        options = {k: _none_strings(v) for k, v in table.items() if k != "name"}
+        return cls(name, options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a table: ``{"name": ..., **options}``."""
+        return {"name": self.name, **self.options}
+
+
+@frozen
+class PipelineConfig:
+    """What a :class:`Pipeline` is made of, as plain data (from TOML, JSON or Python).
+
+    Parameters
+    ----------
+    preprocessor
+        ``None`` for no preprocessing.
+    classifier
+        Required.
+    detector
+        ``None`` for classification only.
+    evaluation
+        Options of :class:`~covidcxr.evaluate.ClassificationEvaluator`: ``n_bootstrap``,
+        ``confidence_level``, ``n_bins``, ``seed``.
+
+    Examples
+    --------
+    >>> config = PipelineConfig.from_dict({
+    ...     "classifier": {"name": "vgg19", "epochs": 2},
+    ...     "detector": {"name": "none"},
+    ... })
+    >>> config.preprocessor.name, config.classifier.options, config.detector
+    ('gaussian-clahe', {'epochs': 2}, None)
+    """
+
+    preprocessor: ComponentSpec | None = ComponentSpec("gaussian-clahe")
+    classifier: ComponentSpec = ComponentSpec("vgg19")
+    detector: ComponentSpec | None = ComponentSpec("local")
+    evaluation: Mapping[str, Any] = field(factory=dict, converter=_frozen_options)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Read a configuration; missing tables keep their defaults.
+
+        Raises
+        ------
+        ConfigurationError
+            For an unknown table or evaluation option, or a table without ``name``.
+        """
+        unknown = sorted(set(data) - _CONFIG_KEYS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown configuration table(s) {unknown}; expected {sorted(_CONFIG_KEYS)}"
+            )
+        defaults = cls()
+        specs: dict[str, ComponentSpec | None] = {}
+        for key in COMPONENT_KEYS:
+            if key not in data:
+                specs[key] = getattr(defaults, key)
+                continue
+            table = data[key]
+            if table is None or (isinstance(table, Mapping) and table.get("name") == _NONE):
+                if key == "classifier":
+                    raise ConfigurationError("[classifier] cannot be 'none': a pipeline classifies")
+                specs[key] = None
+            else:
+                specs[key] = ComponentSpec.parse(table, key)
+        evaluation = dict(data.get("evaluation", {}))
+        bad = sorted(set(evaluation) - _EVALUATION_KEYS)
+        if bad:
+            raise ConfigurationError(
+                f"unknown [evaluation] option(s) {bad}; expected {sorted(_EVALUATION_KEYS)}"
+            )
+        classifier = specs["classifier"]
+        if classifier is None:  # pragma: no cover - refused above
+            raise ConfigurationError("[classifier] is required")
+        return cls(specs["preprocessor"], classifier, specs["detector"], evaluation)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a TOML configuration file.
+
+        Raises
+        ------
+        ConfigurationError
+            If the file cannot be read or parsed, naming the file.
+        """
+        try:
+            with Path(path).open("rb") as handle:
+                data = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read the configuration: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: invalid TOML: {exc}") from exc
+        try:
+            return cls.from_dict(data)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (``None`` for absent components)."""
+        return {
+            "preprocessor": self.preprocessor.to_dict() if self.preprocessor else None,
+            "classifier": self.classifier.to_dict(),
+            "detector": self.detector.to_dict() if self.detector else None,
+            "evaluation": dict(self.evaluation),
+        }
+
+
+def registered_name(obj: object, registry: Mapping[str, Registration], kind: str) -> str:
+    for registration in registry.values():
+        if registration.factory is type(obj):
+            return registration.name
+    raise ConfigurationError(
+        f"the {kind} {type(obj).__name__} is not registered under any name, so a saved "
+        f"pipeline could not build it again; register it through a plugin "
+        f"(covidcxr_register_{kind}s) or pass it by name"
+    )
+
+
+def object_options(obj: object, kind: str) -> dict[str, Any]:
+    get_params = getattr(obj, "get_params", None)
+    if callable(get_params):
+        return dict(get_params())
+    if attrs.has(type(obj)):
+        return attrs.asdict(obj, recurse=False)  # type: ignore[arg-type]
+    raise ConfigurationError(
+        f"cannot read the options of the {kind} {type(obj).__name__} (it has neither "
+        "get_params() nor attrs fields); pass it by name with options instead"
+    )
+
+
+def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> dict[str, Any]:
+    """Options as JSON data, without anything that looks like a credential.
+
+    ``strict``: a value JSON cannot hold is an error (saving); otherwise its ``repr`` is
+    shown instead (describing, for reports).
+    """
+    kept: dict[str, Any] = {}
+    for key, value in options.items():
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            continue
+        plain = list(value) if isinstance(value, tuple) else value
+        try:
+            json.dumps(plain)
+        except TypeError as exc:
+            if not strict:
+                plain = repr(plain)
+            else:
+                raise ConfigurationError(
+                    f"{where} option {key!r} = {plain!r} cannot be saved as JSON; pass a "
+                    "plain value (number, string, list, table)"
+                ) from exc
+        kept[key] = plain
+    return kept

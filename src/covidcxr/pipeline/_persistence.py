@@ -1,0 +1,167 @@
+"""Writing a fitted pipeline to a directory and reading it back.
+
+A saved pipeline is a directory holding ``pipeline.json`` (component names, options,
+classes, training history and fingerprint, versions), the classifier's own saved model
+and, for a :class:`~covidcxr.protocols.Persistable` detector, the detector's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from covidcxr._version import __version__
+from covidcxr.errors import ModelFormatError, OutputExistsError
+from covidcxr.files import write_text
+from covidcxr.plugins import available_classifiers, available_detectors, create_detector
+from covidcxr.protocols import Classifier, LesionDetector, Persistable
+
+__all__ = ["MANIFEST_NAME", "SavedPipeline", "read_pipeline", "write_pipeline"]
+
+#: The file in a saved pipeline directory that says what it holds.
+MANIFEST_NAME: Final = "pipeline.json"
+_FORMAT: Final = "covidcxr-pipeline"
+_FORMAT_VERSION: Final = 1
+
+
+def write_pipeline(
+    target: Path,
+    *,
+    manifest: dict[str, Any],
+    classifier: Classifier,
+    detector: LesionDetector | None,
+    detector_entry: dict[str, Any] | None,
+    overwrite: bool,
+) -> Path:
+    """Write a fitted pipeline to ``target`` through a staging directory and a rename.
+
+    ``manifest`` is completed with the format, versions and the detector entry; a
+    :class:`~covidcxr.protocols.Persistable` detector saves its model (``saved: true``),
+    any other is recorded by ``detector_entry`` (name and options) only.
+    """
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{target} already exists; pass overwrite=True to replace it")
+    manifest = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "covidcxr_version": __version__,
+        **manifest,
+        "detector": None,
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        classifier.save(staging / "classifier")
+        if detector is not None and detector_entry is not None:
+            if isinstance(detector, Persistable):
+                detector.save(staging / "detector")
+                manifest["detector"] = {"name": detector_entry["name"], "saved": True}
+            else:
+                manifest["detector"] = {**detector_entry, "saved": False}
+        write_text(staging / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", overwrite=False)
+        staging.chmod(0o755)
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            target.replace(backup)
+            staging.replace(target)
+            shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+        else:
+            staging.replace(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+class SavedPipeline:
+    """What :func:`read_pipeline` found: the manifest and the loaded components."""
+
+    def __init__(
+        self, manifest: Mapping[str, Any], classifier: Classifier, detector: LesionDetector | None
+    ) -> None:
+        self.manifest = manifest
+        self.classifier = classifier
+        self.detector = detector
+
+
+def read_pipeline(
+    directory: str | os.PathLike[str], detector_options: Mapping[str, Any]
+) -> SavedPipeline:
+    """Read the manifest of a saved pipeline and load its classifier and detector.
+
+    Raises
+    ------
+    ModelFormatError
+        If the directory is not a saved pipeline, was written by an incompatible version,
+        or names a component that is not available.
+    """
+    root = Path(directory)
+    manifest_path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFormatError(
+            f"{root} is not a saved covidcxr pipeline (no {MANIFEST_NAME})"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{manifest_path}: unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        raise ModelFormatError(f"{manifest_path} is not a covidcxr pipeline manifest")
+    if manifest.get("format_version") != _FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
+            f"covidcxr ({__version__}) reads version {_FORMAT_VERSION}"
+        )
+    try:
+        classifier_name = manifest["classifier"]["name"]
+        classifier_factory: object = available_classifiers()[classifier_name].factory
+    except (KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{manifest_path}: classifier {exc} is not available") from exc
+    if not isinstance(classifier_factory, Persistable):
+        raise ModelFormatError(
+            f"{manifest_path}: classifier {classifier_name!r} is registered with a factory "
+            "that has no load(); register the class itself"
+        )
+    classifier: object = classifier_factory.load(root / "classifier")
+    if not isinstance(classifier, Classifier):
+        raise ModelFormatError(
+            f"{manifest_path}: {classifier_name!r}.load() did not return a fitted classifier"
+        )
+    detector_entry = manifest.get("detector")
+    detector = (
+        _load_detector(manifest_path, detector_entry, detector_options)
+        if detector_entry is not None
+        else None
+    )
+    return SavedPipeline(manifest, classifier, detector)
+
+
+def _load_detector(
+    manifest_path: Path, entry: Mapping[str, Any], detector_options: Mapping[str, Any]
+) -> LesionDetector:
+    """Rebuild the detector a manifest names: from its saved model, or by name and options."""
+    name = entry["name"]
+    if not entry.get("saved"):
+        options = {k: v for k, v in entry.items() if k not in ("name", "saved")}
+        return create_detector(name, **{**options, **detector_options})
+    registry = available_detectors()
+    if name not in registry:
+        raise ModelFormatError(
+            f"{manifest_path}: detector {name!r} is not registered; install the plugin that "
+            "provides it"
+        )
+    saved = manifest_path.parent / "detector"
+    factory: object = registry[name].factory
+    if isinstance(factory, type) and isinstance(factory, Persistable):
+        loaded: object = factory.load(saved)
+        if not isinstance(loaded, LesionDetector):
+            raise ModelFormatError(f"{manifest_path}: {name!r}.load() did not return a detector")
+        return loaded
+    # Detectors registered through a factory function load a saved model from the
+    # ``model=path`` option (the built-in convention).
+    return create_detector(name, model=str(saved), **detector_options)
