@@ -75,6 +75,14 @@ _SOURCE_OPTION = click.option(
     "(values are read as JSON when they parse, 'none' is None). Repeatable.",
 )
 
+_CACHE_OPTION = click.option(
+    "--cache-dir",
+    envvar="COVIDCXR_CACHE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep preprocessed images here, so a second run on the same files reads neither "
+    "images nor masks [env: COVIDCXR_CACHE_DIR]; no cache without it.",
+)
+
 
 def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
@@ -148,6 +156,7 @@ def _summary_lines(report: Any) -> list[str]:
 )
 @click.option("--validation", help="A validation source, for the monitoring curves only.")
 @_SOURCE_OPTION
+@_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_command(
@@ -157,6 +166,7 @@ def train_command(
     config: Path | None,
     validation: str | None,
     source_options: tuple[str, ...],
+    cache_dir: Path | None,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -170,7 +180,8 @@ def train_command(
     if out.exists() and not overwrite:  # fail before training, not after
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     options = _parse_source_options(source_options)
-    pipeline = Pipeline.from_toml(config, progress=True) if config else Pipeline(progress=True)
+    settings: dict[str, Any] = {"progress": True, "cache_dir": cache_dir}
+    pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
     train = covidcxr.open_source(source, **options)
     val = covidcxr.open_source(validation, **options) if validation else None
     pipeline.fit(train, validation=val)
@@ -192,15 +203,21 @@ def train_command(
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("source")
 @_SOURCE_OPTION
+@_CACHE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print every prediction as JSON.")
 def predict_command(
-    *, model_dir: Path, source: str, source_options: tuple[str, ...], as_json: bool
+    *,
+    model_dir: Path,
+    source: str,
+    source_options: tuple[str, ...],
+    cache_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Classify the radiographs in SOURCE (and box their lesions) with a saved model."""
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
     options = _parse_source_options(source_options)
-    pipeline = Pipeline.load(model_dir, progress=True)
+    pipeline = Pipeline.load(model_dir, progress=True, cache_dir=cache_dir)
     predictions = pipeline.predict(covidcxr.open_source(source, **options))
     width = max((len(p.id) for p in predictions), default=2)
     lines = [
@@ -222,6 +239,7 @@ def predict_command(
     help="Where to write report.html, report.md, report.json and figures/.",
 )
 @_SOURCE_OPTION
+@_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate_command(
@@ -230,6 +248,7 @@ def evaluate_command(
     source: str,
     report_dir: Path,
     source_options: tuple[str, ...],
+    cache_dir: Path | None,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -237,7 +256,7 @@ def evaluate_command(
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
     options = _parse_source_options(source_options)
-    pipeline = Pipeline.load(model_dir, progress=True)
+    pipeline = Pipeline.load(model_dir, progress=True, cache_dir=cache_dir)
     report = pipeline.evaluate(
         covidcxr.open_source(source, **options), report_dir, overwrite=overwrite
     )

@@ -81,6 +81,28 @@ def test_train_predict_evaluate_round_trip(
     assert (report_dir / "report.html").is_file()
 
 
+def test_cache_dir_serves_a_second_prediction_from_the_cache(
+    config_file: Path,
+    phantom_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, cache = tmp_path / "model", tmp_path / "cache"
+    run(["train", str(phantom_dir), "--out", str(model), "--config", str(config_file)], capsys)
+    monkeypatch.setenv("COVIDCXR_CACHE_DIR", str(cache))
+    code, first, _ = run(["predict", str(model), str(phantom_dir), "--json"], capsys)
+    assert code == 0
+    assert (cache / "CACHEDIR.TAG").is_file()
+    entries = sorted(p.name for p in cache.rglob("*.cxrpack"))
+    assert entries
+    code, second, _ = run(["predict", str(model), str(phantom_dir), "--json"], capsys)
+    assert code == 0
+    assert json.loads(second) == json.loads(first)
+    # Served from the cache: nothing new was written.
+    assert sorted(p.name for p in cache.rglob("*.cxrpack")) == entries
+
+
 def test_train_refuses_an_existing_model_directory_before_training(
     config_file: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
