@@ -137,9 +137,12 @@ class Pipeline:
         evaluation, the next training run) reads the prepared images from it instead of
         decoding and preprocessing again. ``None`` (the default) caches nothing.
     workers
-        Worker processes for preprocessing; ``None`` chooses (this process for small
-        sources and while a model consumes the stream, two workers to collect a large
-        folder, zip or COS source for training).
+        Worker processes for preprocessing; 0 (the default) preprocesses in this
+        process. Workers pay off only where preprocessing, not the model, is the cost
+        (large images, a cold cache before a long training run); they compete with
+        TensorFlow's threads for the same cores while a model predicts, and, as with any
+        :mod:`multiprocessing` code, a script that uses them needs an
+        ``if __name__ == "__main__":`` guard.
 
     Attributes
     ----------
@@ -177,7 +180,7 @@ class Pipeline:
         evaluator: Evaluator | None = None,
         progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
-        workers: int | None = None,
+        workers: int = 0,
     ) -> None:
         if config is None:
             config = PipelineConfig()
@@ -316,7 +319,7 @@ class Pipeline:
 
     # -- the data path ----------------------------------------------------------------
 
-    def _prepared(self, source: Iterable[XRay], *, streaming: bool) -> Iterator[XRay]:
+    def _prepared(self, source: Iterable[XRay]) -> Iterator[XRay]:
         """The prepared radiographs of ``source``, each item read once (see data_stats_)."""
         self.data_stats_ = DataPass()
         return prepare(
@@ -325,12 +328,11 @@ class Pipeline:
             cache_dir=self.cache_dir,
             workers=self.workers,
             progress=self.progress,
-            streaming=streaming,
             stats=self.data_stats_,
         )
 
     def _collect(self, source: SourceLike, what: str) -> PreparedSet:
-        return PreparedSet.collect(self._prepared(as_source(source, what), streaming=False))
+        return PreparedSet.collect(self._prepared(as_source(source, what)))
 
     def _detect(self, prepared: Sequence[XRay]) -> list[list[Detection]]:
         """Detections on each prepared radiograph (in its coordinates), in order."""
@@ -412,7 +414,7 @@ class Pipeline:
             In source order; detection boxes in the coordinates of the source's images.
         """
         self._check_fitted()
-        prepared = self._prepared(as_source(source, "source"), streaming=True)
+        prepared = self._prepared(as_source(source, "source"))
         for chunk in chunks(prepared, _CHUNK):
             probabilities, found = self._score_chunk(chunk)
             for xray, row, detections in zip(chunk, probabilities, found, strict=True):
@@ -512,7 +514,7 @@ class Pipeline:
 
     def _evaluation_pass(self, source: Iterable[XRay], n_examples: int) -> _Evaluation:
         collected = _Evaluation()
-        prepared = self._prepared(source, streaming=True)
+        prepared = self._prepared(source)
         index = 0
         for chunk in chunks(prepared, _CHUNK):
             probabilities, found = self._score_chunk(chunk)
@@ -628,7 +630,7 @@ class Pipeline:
         detector_options: Mapping[str, Any] | None = None,
         progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
-        workers: int | None = None,
+        workers: int = 0,
     ) -> Self:
         """Read a pipeline written by :meth:`save`.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, overload
+from typing import Any, overload
 
 import numpy as np
 from attrs import define, field
@@ -25,17 +25,12 @@ from covidcxr.preprocess import BatchStats, preprocess_batch
 from covidcxr.preprocess.pixels import compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
-from covidcxr.sources.base import CatalogSource
 
 __all__ = ["DataPass", "PreparedSet", "SourceLike", "as_source", "prepare"]
 
 #: What the pipeline's methods accept as data: a :class:`~covidcxr.DatasetSource`, a path
 #: or URI for :func:`~covidcxr.open_source`, or any iterable of :class:`~covidcxr.XRay`.
 SourceLike = Any
-
-# Sources with fewer items than this are preprocessed in this process: starting worker
-# processes (about 0.3 s) costs more than two cores save on a few hundred small images.
-_POOL_FROM_ITEMS: Final = 1000
 
 
 def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
@@ -68,26 +63,13 @@ class DataPass:
     workers: int = 0
 
 
-def _workers(requested: int | None, source: Iterable[XRay], *, streaming: bool) -> int:
-    if requested is not None:
-        return requested
-    if streaming or not isinstance(source, CatalogSource):
-        # Streaming into a model: the workers would compete with TensorFlow's threads for
-        # the same cores (measured slower than one process on 2 cores at 64 px).
-        return 0
-    if len(source) < _POOL_FROM_ITEMS:
-        return 0
-    return min(2, os.cpu_count() or 1)
-
-
 def prepare(
     source: Iterable[XRay],
     preprocessor: Preprocessor | None,
     *,
     cache_dir: str | os.PathLike[str] | None,
-    workers: int | None,
+    workers: int,
     progress: bool,
-    streaming: bool,
     stats: DataPass,
 ) -> Iterator[XRay]:
     """The preprocessed radiographs of ``source``, in order, each item read once.
@@ -101,12 +83,9 @@ def prepare(
     cache_dir
         The preprocessing cache (see :func:`~covidcxr.preprocess.preprocess_batch`).
     workers
-        Worker processes; ``None`` chooses: in this process for small sources and while
-        a model consumes the stream, two workers to collect a large catalogued source.
+        Worker processes; 0 preprocesses in this process.
     progress
         Show a progress bar.
-    streaming
-        Whether a model consumes the results as they come (``predict``, ``evaluate``).
     stats
         Filled in as the pass goes.
     """
@@ -116,7 +95,7 @@ def prepare(
             stats.reads += 1
             yield xray
         return
-    stats.workers = _workers(workers, source, streaming=streaming)
+    stats.workers = workers
     yield from preprocess_batch(
         source,
         preprocessor,
