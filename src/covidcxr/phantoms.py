@@ -38,9 +38,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.boxes import mask_boxes
 from covidcxr.errors import ConfigurationError
 from covidcxr.labels import COVID19, LABELS, NORMAL, PNEUMONIA
-from covidcxr.records import Box, XRay
+from covidcxr.records import XRay
 
 __all__ = [
     "MAX_SIZE",
@@ -124,16 +125,6 @@ def _lesion_blob(
     a = (du * cos + dv * sin) / axes[0]
     b = (-du * sin + dv * cos) / axes[1]
     return np.asarray(np.exp(-0.5 * (a * a + b * b)))
-
-
-def _components(mask: NDArray[np.uint8], min_area: int) -> tuple[Box, ...]:
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    boxes = [
-        Box(int(x), int(y), int(w), int(h))
-        for x, y, w, h, area in stats[1:count]
-        if area >= min_area
-    ]
-    return tuple(sorted(boxes, key=lambda b: (b.y, b.x)))
 
 
 def _draw(
@@ -241,7 +232,7 @@ def generate_phantom(label: str, *, size: int = 128, seed: int = 0, index: int =
         raise ConfigurationError(f"phantom label must be one of {LABELS}, got {label!r}")
     rng = np.random.default_rng([seed, LABELS.index(label), index])
     pixels, infection_mask, lung_mask = _draw(label, size, rng)
-    boxes = _components(infection_mask, max(2, round(_MIN_LESION_FRACTION * size * size)))
+    boxes = mask_boxes(infection_mask, min_area=max(2, round(_MIN_LESION_FRACTION * size * size)))
     infection_mask.flags.writeable = False
     lung_mask.flags.writeable = False
     return XRay(

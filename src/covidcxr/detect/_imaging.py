@@ -1,4 +1,7 @@
-"""Small pixel helpers shared by the detectors and the drawing code."""
+"""Small pixel helpers shared by the detectors and the drawing code.
+
+Box arithmetic (clipping, scaling, filling boxes into masks) lives in :mod:`covidcxr.boxes`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.boxes import fill_boxes
 from covidcxr.errors import InvalidImageError
-from covidcxr.records import Box, XRay
+from covidcxr.records import XRay
 
 
 def to_uint8(pixels: NDArray[Any]) -> NDArray[np.uint8]:
@@ -42,21 +46,6 @@ def encode_png(pixels: NDArray[np.uint8]) -> bytes:
     return bytes(encoded.tobytes())
 
 
-def clip_box(box: Box, shape: tuple[int, int]) -> Box | None:
-    """``box`` cut to an image of ``shape`` (height, width); ``None`` if nothing is left."""
-    height, width = shape
-    x1, y1 = min(max(box.x, 0.0), width), min(max(box.y, 0.0), height)
-    x2, y2 = min(max(box.x2, 0.0), width), min(max(box.y2, 0.0), height)
-    if x2 <= x1 or y2 <= y1:
-        return None
-    return Box.from_corners(x1, y1, x2, y2)
-
-
-def scale_box(box: Box, sx: float, sy: float) -> Box:
-    """``box`` with its x coordinates multiplied by ``sx`` and y by ``sy``."""
-    return Box(box.x * sx, box.y * sy, box.width * sx, box.height * sy)
-
-
 def lesion_mask(xray: XRay, key: str = "infection_mask") -> NDArray[np.bool_]:
     """The lesion mask of ``xray``: ``meta[key]`` when present, else its boxes filled in."""
     mask = xray.meta.get(key)
@@ -68,9 +57,4 @@ def lesion_mask(xray: XRay, key: str = "infection_mask") -> NDArray[np.bool_]:
                 xray.id,
             )
         return array > 0
-    filled = np.zeros(xray.shape, bool)
-    for box in xray.boxes:
-        x1, y1 = int(np.floor(box.x)), int(np.floor(box.y))
-        x2, y2 = int(np.ceil(box.x2)), int(np.ceil(box.y2))
-        filled[y1:y2, x1:x2] = True
-    return filled
+    return fill_boxes(xray.boxes, xray.shape)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.boxes import pixel_corners
 from covidcxr.detect._imaging import encode_png, to_uint8
 from covidcxr.files import write_bytes
 from covidcxr.records import Box, Detection, XRay
@@ -29,19 +30,10 @@ _OUTLINE = (0, 0, 0)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _corners(box: Box, shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    height, width = shape
-    x1 = min(max(round(box.x), 0), width - 1)
-    y1 = min(max(round(box.y), 0), height - 1)
-    x2 = min(max(round(box.x2) - 1, x1), width - 1)
-    y2 = min(max(round(box.y2) - 1, y1), height - 1)
-    return (x1, y1), (x2, y2)
-
-
 def _outlined_rectangle(
     canvas: NDArray[np.uint8], box: Box, color: tuple[int, int, int], thickness: int
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    top_left, bottom_right = _corners(box, (canvas.shape[0], canvas.shape[1]))
+    top_left, bottom_right = pixel_corners(box, (canvas.shape[0], canvas.shape[1]))
     # Axis-aligned lines need no anti-aliasing; crisp edges keep the colour exact.
     cv2.rectangle(canvas, top_left, bottom_right, _OUTLINE, thickness + 2, cv2.LINE_8)
     cv2.rectangle(canvas, top_left, bottom_right, color, thickness, cv2.LINE_8)

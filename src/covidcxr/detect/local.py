@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.detect._imaging import clip_box, lesion_mask, to_uint8
+from covidcxr.boxes import ResizeTransform, mask_components
+from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
 from covidcxr.model_archive import ArchiveFormat, read_model_archive, write_model_archive
-from covidcxr.records import Box, Detection, XRay
+from covidcxr.records import Detection, XRay
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LocalDetector", "mask_to_detections"]
 
@@ -106,22 +107,16 @@ def mask_to_detections(
     if probabilities.ndim != 2:
         raise ValueError(f"probabilities must be a 2-D map, got shape {probabilities.shape}")
     height, width = probabilities.shape
-    out_height, out_width = output_shape or (height, width)
-    scale_x, scale_y = out_width / width, out_height / height
-    binary = (probabilities >= threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    min_area = min_area_fraction * height * width
+    to_output = ResizeTransform.stretch((height, width), output_shape or (height, width))
+    labels, boxes = mask_components(
+        probabilities >= threshold, min_area=min_area_fraction * height * width
+    )
     detections: list[Detection] = []
-    for component in range(1, count):
-        x, y, w, h, area = (int(v) for v in stats[component])
-        if area < min_area:
-            continue
+    for component, box in enumerate(boxes, start=1):
         score = float(np.clip(probabilities[labels == component].mean(), 0.0, 1.0))
-        box = clip_box(
-            Box(x * scale_x, y * scale_y, w * scale_x, h * scale_y), (out_height, out_width)
-        )
-        if box is not None:
-            detections.append(Detection(box, label, score))
+        mapped = to_output.map_box(box)
+        if mapped is not None:
+            detections.append(Detection(mapped, label, score))
     detections.sort(key=lambda detection: -detection.score)
     return detections
 

@@ -26,7 +26,6 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -39,9 +38,10 @@ import cv2
 import numpy as np
 from attrs import frozen
 
-from covidcxr.detect._imaging import clip_box, encode_png, scale_box, to_uint8
+from covidcxr.boxes import ResizeTransform, box_from_location, box_to_location
+from covidcxr.detect._imaging import encode_png, to_uint8
 from covidcxr.errors import ConfigurationError, DetectorServiceError
-from covidcxr.records import Box, Detection, XRay
+from covidcxr.records import Detection, XRay
 
 __all__ = [
     "API_VERSION",
@@ -136,9 +136,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
 class _Upload:
     filename: str
     png: bytes
-    # Multiply uploaded-image coordinates by these to get the XRay's coordinates.
-    to_xray_x: float
-    to_xray_y: float
+    # From the XRay's pixels to the uploaded image's (a stretch; identity when not resized).
+    transform: ResizeTransform
 
     def as_file(self) -> dict[str, Any]:
         return {"data": self.png, "filename": self.filename, "content_type": "image/png"}
@@ -469,6 +468,7 @@ apikey='***', authenticator=None)
         self, image: Mapping[str, Any], xray: XRay, upload: _Upload
     ) -> list[Detection]:
         detections: list[Detection] = []
+        to_xray = upload.transform.inverse()
         try:
             collections = (image.get("objects") or {}).get("collections") or []
             for collection in collections:
@@ -476,19 +476,10 @@ apikey='***', authenticator=None)
                     score = float(found["score"])
                     if score < self.threshold:
                         continue
-                    location = found["location"]
-                    box = Box(
-                        float(location["left"]),
-                        float(location["top"]),
-                        float(location["width"]),
-                        float(location["height"]),
-                    )
-                    clipped = clip_box(
-                        scale_box(box, upload.to_xray_x, upload.to_xray_y), xray.shape
-                    )
-                    if clipped is not None:
+                    box = to_xray.map_box(box_from_location(found["location"]))
+                    if box is not None:
                         label = str(found["object"])
-                        detections.append(Detection(clipped, label, min(max(score, 0.0), 1.0)))
+                        detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise DetectorServiceError(
                 f"Watson returned a malformed object for {xray.id!r}: {exc!r}"
@@ -520,7 +511,9 @@ apikey='***', authenticator=None)
         """Upload radiographs with their :attr:`~covidcxr.XRay.boxes` as training data.
 
         One image per request: the service accepts ``training_data`` only for a single
-        image. Images without boxes are uploaded without training data.
+        image. Images without boxes are uploaded without training data. Each box is sent
+        as the smallest whole-pixel rectangle covering it, clipped to the image; a box of
+        zero area marks no pixel and is left out.
 
         Returns
         -------
@@ -536,8 +529,9 @@ apikey='***', authenticator=None)
         image_ids: list[str] = []
         for xray in xrays:
             upload = _prepare_upload(xray, 0)
+            on_upload = upload.transform.map_boxes(xray.boxes)
             objects = [
-                {"object": object_name, "location": _location(box, upload)} for box in xray.boxes
+                {"object": object_name, "location": box_to_location(box)} for box in on_upload
             ]
             answer = self._call(
                 "add images",
@@ -655,23 +649,8 @@ def _prepare_upload(xray: XRay, index: int) -> _Upload:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         pixels = np.asarray(cv2.resize(pixels, size, interpolation=interpolation), np.uint8)
-    new_height, new_width = pixels.shape
     return _Upload(
         filename=f"image-{index:02d}.png",
         png=encode_png(pixels),
-        to_xray_x=width / new_width,
-        to_xray_y=height / new_height,
+        transform=ResizeTransform.stretch((height, width), (pixels.shape[0], pixels.shape[1])),
     )
-
-
-def _location(box: Box, upload: _Upload) -> dict[str, int]:
-    """A box in the uploaded image's integer pixel coordinates, as Watson expects."""
-    x1, y1 = box.x / upload.to_xray_x, box.y / upload.to_xray_y
-    x2, y2 = box.x2 / upload.to_xray_x, box.y2 / upload.to_xray_y
-    left, top = math.floor(x1), math.floor(y1)
-    return {
-        "left": left,
-        "top": top,
-        "width": max(1, math.ceil(x2) - left),
-        "height": max(1, math.ceil(y2) - top),
-    }

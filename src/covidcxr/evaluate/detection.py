@@ -12,6 +12,10 @@ it is a false positive. Average precision pools the ranked detections of all ima
 integrates the precision-recall curve with all-point interpolation (PASCAL VOC 2010 and
 later); the COCO figure averages it over the IoU thresholds 0.50, 0.55, ..., 0.95.
 
+Overlap is measured by :func:`~covidcxr.boxes.iou` and :func:`~covidcxr.boxes.iou_matrix`,
+which live in :mod:`covidcxr.boxes` with the rest of the box arithmetic and are
+re-exported here.
+
 When the ground truth holds no box at all, recall, and with it AP, is undefined: those
 functions return ``nan`` rather than a number that would look like a measurement.
 """
@@ -26,6 +30,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr.boxes import iou, iou_matrix
 from covidcxr.records import Box, Detection
 
 __all__ = [
@@ -45,63 +50,6 @@ __all__ = [
 COCO_IOU_THRESHOLDS: Final[tuple[float, ...]] = tuple(
     round(0.5 + 0.05 * step, 2) for step in range(10)
 )
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes.
-
-    Two empty boxes (zero area) have IoU 0: they cover nothing, so nothing overlaps.
-
-    Parameters
-    ----------
-    a, b
-        Boxes in the same pixel coordinates.
-
-    Returns
-    -------
-    float
-        A value in ``[0, 1]``; 1 for identical non-empty boxes.
-
-    Examples
-    --------
-    >>> iou(Box(0, 0, 10, 10), Box(5, 0, 10, 10))
-    0.3333333333333333
-    >>> iou(Box(0, 0, 10, 10), Box(20, 20, 5, 5))
-    0.0
-    """
-    overlap_w = min(a.x2, b.x2) - max(a.x, b.x)
-    overlap_h = min(a.y2, b.y2) - max(a.y, b.y)
-    if overlap_w <= 0 or overlap_h <= 0:
-        return 0.0
-    intersection = overlap_w * overlap_h
-    union = a.area + b.area - intersection
-    return min(1.0, intersection / union) if union > 0 else 0.0
-
-
-def _corners(boxes: Sequence[Box]) -> NDArray[np.float64]:
-    if not boxes:
-        return np.zeros((0, 4), np.float64)
-    return np.array([(box.x, box.y, box.x2, box.y2) for box in boxes], np.float64)
-
-
-def iou_matrix(first: Sequence[Box], second: Sequence[Box]) -> NDArray[np.float64]:
-    """Pairwise IoU, shape ``(len(first), len(second))``.
-
-    Examples
-    --------
-    >>> iou_matrix([Box(0, 0, 10, 10)], [Box(0, 0, 10, 10), Box(5, 0, 10, 10)]).round(3)
-    array([[1.   , 0.333]])
-    """
-    a, b = _corners(first), _corners(second)
-    overlap_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    overlap_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    intersection = np.clip(overlap_w, 0, None) * np.clip(overlap_h, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
-    return np.clip(result, 0.0, 1.0)
 
 
 @frozen

@@ -1,4 +1,8 @@
-"""Segmentation masks: normalising them and turning infection masks into lesion boxes."""
+"""Segmentation masks: normalising them and turning infection masks into lesion boxes.
+
+:func:`mask_boxes` lives in :mod:`covidcxr.boxes` with the rest of the box arithmetic and
+is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.records import Box
+from covidcxr.boxes import mask_boxes
 
 __all__ = ["binary_mask", "mask_boxes"]
 
@@ -39,38 +43,3 @@ def binary_mask(mask: NDArray[Any], shape: tuple[int, int] | None = None) -> NDA
         )
     binary.flags.writeable = False
     return binary
-
-
-def mask_boxes(mask: NDArray[Any], *, min_area: int = 1, connectivity: int = 8) -> tuple[Box, ...]:
-    """The bounding boxes of a mask's connected components, one per lesion.
-
-    Parameters
-    ----------
-    mask
-        A 2-D mask; non-zero pixels are foreground.
-    min_area
-        Components with fewer pixels are ignored (specks of annotation noise).
-    connectivity
-        8 (diagonal neighbours touch) or 4.
-
-    Returns
-    -------
-    tuple of Box
-        Sorted top-to-bottom, then left-to-right; empty for an empty mask.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mask = np.zeros((10, 10), np.uint8)
-    >>> mask[1:3, 2:5] = 255
-    >>> mask_boxes(mask)
-    (Box(x=2.0, y=1.0, width=3.0, height=2.0),)
-    """
-    foreground = (np.asarray(mask) > 0).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=connectivity)
-    boxes = [
-        Box(int(x), int(y), int(width), int(height))
-        for x, y, width, height, area in stats[1:count]
-        if area >= min_area
-    ]
-    return tuple(sorted(boxes, key=lambda box: (box.y, box.x)))
