@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.boxes import ResizeTransform
 from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
 from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate.provenance import DataFingerprint
@@ -44,7 +45,6 @@ from covidcxr.plugins import (
     create_detector,
     create_preprocessor,
 )
-from covidcxr.preprocess.geometry import ResizeTransform, boxes_to_original
 from covidcxr.protocols import (
     BatchDetector,
     Classifier,
@@ -88,11 +88,12 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
             f"{prepared.id}: meta['transform'] is a {type(transform).__name__}, not a "
             "ResizeTransform, so detections cannot be mapped back to the original image"
         )
+    inverse = transform.inverse()
     mapped = []
     for detection in detections:
-        boxes = boxes_to_original([detection.box], transform)
-        if boxes:
-            mapped.append(attrs.evolve(detection, box=boxes[0]))
+        box = inverse.map_box(detection.box)
+        if box is not None:  # a detection lying wholly in padding has nothing to frame
+            mapped.append(attrs.evolve(detection, box=box))
     return tuple(mapped)
 
 

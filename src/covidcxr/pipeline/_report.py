@@ -9,6 +9,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.boxes import scale_box
 from covidcxr.records import Box, Detection, XRay
 
 __all__ = ["annotate", "round_robin"]
@@ -16,10 +17,6 @@ __all__ = ["annotate", "round_robin"]
 # Small model inputs (64 px) are drawn at this size at least, so that captions and box
 # outlines stay legible in the report.
 _DISPLAY_SIDE: Final = 256
-
-
-def _scaled_box(box: Box, factor: float) -> Box:
-    return Box(box.x * factor, box.y * factor, box.width * factor, box.height * factor)
 
 
 def annotate(
@@ -42,8 +39,8 @@ def annotate(
         if xray.pixels.dtype == np.float32:
             pixels = np.clip(pixels, 0.0, 1.0)
         xray = XRay(np.asarray(pixels, xray.pixels.dtype), id=xray.id, label=xray.label)
-        detections = [attrs.evolve(d, box=_scaled_box(d.box, factor)) for d in detections]
-        truths = [_scaled_box(b, factor) for b in truths]
+        detections = [attrs.evolve(d, box=scale_box(d.box, factor)) for d in detections]
+        truths = [scale_box(b, factor) for b in truths]
     return np.asarray(draw_detections(xray, list(detections), truths=list(truths)), np.uint8)
 
 
