@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from covidcxr import Box, Detection, Evaluator, XRay
+from covidcxr import Box, Detection, Evaluator, GroundTruth, Prediction, XRay
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate.evaluator import ClassificationEvaluator
-from covidcxr.evaluate.provenance import data_fingerprint, software_versions
+from covidcxr.evaluate.provenance import data_fingerprint, software_versions, truth_fingerprint
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 
@@ -21,52 +22,185 @@ def xray(label: str | None, i: int = 0, boxes: tuple[Box, ...] = ()) -> XRay:
     return XRay(pixels, id=f"img-{i}.png", label=label, boxes=boxes)
 
 
+def truth(
+    label: str | None, i: int = 0, boxes: tuple[Box, ...] = (), *, annotated: bool = True
+) -> GroundTruth:
+    return GroundTruth(f"img-{i}.png", label, boxes, annotated)
+
+
+def prediction(
+    i: int, probabilities: Sequence[float], detections: Sequence[Detection] = ()
+) -> Prediction:
+    """A prediction for ``img-{i}.png``, ``probabilities`` in :data:`CLASSES` order."""
+    label = CLASSES[int(np.argmax(probabilities))]
+    return Prediction(
+        f"img-{i}.png", label, dict(zip(CLASSES, probabilities, strict=True)), detections
+    )
+
+
 def test_evaluator_satisfies_the_protocol() -> None:
     assert isinstance(ClassificationEvaluator(), Evaluator)
 
 
 def test_report_carries_classification_figures_and_provenance() -> None:
-    truths = [xray("covid-19", 0), xray("normal", 1), xray("pneumonia", 2)]
+    truths = [truth("covid-19", 0), truth("normal", 1), truth("pneumonia", 2)]
+    predictions = [prediction(i, row) for i, row in enumerate(np.eye(3).tolist())]
     evaluator = ClassificationEvaluator(n_bootstrap=10, configuration={"classifier": "toy"})
-    report = evaluator.evaluate(truths, probabilities=np.eye(3), classes=CLASSES)
+    report = evaluator.evaluate(truths, predictions, classes=CLASSES, detections=False)
     assert report.classification is not None
     assert report.classification.accuracy == 1.0
     assert report.detection is None
+    assert report.notes == ()
     assert report.configuration == {"classifier": "toy"}
-    assert report.data_fingerprint == data_fingerprint(truths)
+    assert report.data_fingerprint == truth_fingerprint(truths)
     assert report.versions["numpy"] == np.__version__
     data = json.loads(report.to_json())
     assert data["classification"]["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     assert data["configuration"] == {"classifier": "toy"}
+    assert data["notes"] == []
+
+
+def test_probabilities_are_read_in_classes_order() -> None:
+    # The predictions hold their classes in another order than ``classes``.
+    truths = [truth("pneumonia", 0), truth("normal", 1)]
+    predictions = [
+        Prediction("img-0.png", "pneumonia", {"pneumonia": 0.7, "normal": 0.3}),
+        Prediction("img-1.png", "normal", {"pneumonia": 0.4, "normal": 0.6}),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=("normal", "pneumonia"), detections=False
+    )
+    assert report.classification is not None
+    assert report.classification.confusion_matrix == ((1, 0), (0, 1))
 
 
 def test_detections_are_scored_against_the_truth_boxes() -> None:
     lesion = Box(2, 2, 6, 6)
-    truths = [xray("covid-19", 0, (lesion,)), xray("normal", 1)]
-    detections = [[Detection(lesion, "opacity", 0.9)], [Detection(Box(0, 0, 4, 4), "opacity", 0.3)]]
-    report = ClassificationEvaluator().evaluate(truths, detections=detections)
-    assert report.classification is None
+    truths = [truth("covid-19", 0, (lesion,)), truth("normal", 1)]
+    predictions = [
+        prediction(0, [0.8, 0.1, 0.1], [Detection(lesion, "opacity", 0.9)]),
+        prediction(1, [0.1, 0.8, 0.1], [Detection(Box(0, 0, 4, 4), "opacity", 0.3)]),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(truths, predictions, classes=CLASSES)
+    assert report.classification is not None
+    assert report.classification.accuracy == 1.0
     assert report.detection is not None
     assert report.detection.ap50 == 1.0
     assert report.detection.precision[0.5] == 0.5  # the box on the normal image is a false positive
+    assert report.notes == ()
     assert json.loads(report.to_json())["detection"]["n_truths"] == 1
 
 
-def test_detections_must_align_with_truths() -> None:
-    with pytest.raises(ConfigurationError, match="one \\(possibly empty\\) list per radiograph"):
-        ClassificationEvaluator().evaluate([xray("normal")], detections=[[], []])
+def test_detections_alone_are_scored_when_no_classes_are_given() -> None:
+    lesion = Box(2, 2, 6, 6)
+    truths = [truth(None, 0, (lesion,)), truth(None, 1)]  # unlabelled: no class is scored
+    predictions = [
+        Prediction("img-0.png", "", {}, [Detection(lesion, "opacity", 0.9)]),
+        Prediction("img-1.png", "", {}),
+    ]
+    report = ClassificationEvaluator().evaluate(truths, predictions, classes=())
+    assert report.classification is None
+    assert report.detection is not None
+    assert (report.detection.ap50, report.detection.precision[0.5]) == (1.0, 1.0)
+
+
+def test_unannotated_truths_skip_detection_with_a_note() -> None:
+    lesion = Box(2, 2, 6, 6)
+    truths = [truth("covid-19", 0, (lesion,)), truth("covid-19", 1, annotated=False)]
+    predictions = [
+        prediction(0, [0.8, 0.1, 0.1], [Detection(lesion, "opacity", 0.9)]),
+        prediction(1, [0.8, 0.1, 0.1], [Detection(Box(0, 0, 4, 4), "opacity", 0.3)]),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(truths, predictions, classes=CLASSES)
+    assert report.classification is not None
+    assert report.detection is None
+    [note] = report.notes
+    assert note.startswith("Detection was not scored: 1 of 2 radiograph(s)")
+    assert "'img-1.png'" in note
+    assert json.loads(report.to_json())["notes"] == [note]
+
+
+def test_no_note_when_detections_are_not_asked_for() -> None:
+    truths = [truth("covid-19", 0, annotated=False), truth("normal", 1)]
+    predictions = [prediction(0, [1, 0, 0]), prediction(1, [0, 1, 0])]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert (report.detection, report.notes) == (None, ())
+
+
+def test_truths_and_predictions_must_have_the_same_length() -> None:
+    with pytest.raises(ConfigurationError, match=r"1 truth\(s\) but 2 prediction\(s\)"):
+        ClassificationEvaluator().evaluate(
+            [truth("normal", 0)],
+            [prediction(0, [0, 1, 0]), prediction(1, [0, 1, 0])],
+            classes=CLASSES,
+        )
+
+
+def test_the_first_id_mismatch_is_named() -> None:
+    truths = [truth("normal", 0), truth("normal", 1), truth("normal", 2)]
+    predictions = [prediction(0, [0, 1, 0]), prediction(2, [0, 1, 0]), prediction(1, [0, 1, 0])]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"position 1 the truth is 'img-1\.png' but the prediction is 'img-2\.png'",
+    ):
+        ClassificationEvaluator().evaluate(truths, predictions, classes=CLASSES)
+
+
+def test_a_prediction_without_a_class_is_named() -> None:
+    predictions = [
+        prediction(0, [0, 1, 0]),
+        Prediction("img-1.png", "normal", {"covid-19": 0.0, "normal": 1.0}),
+    ]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"prediction 'img-1\.png' has no probability for class 'pneumonia'",
+    ):
+        ClassificationEvaluator().evaluate(
+            [truth("normal", 0), truth("normal", 1)], predictions, classes=CLASSES
+        )
+
+
+def test_a_prediction_with_a_class_outside_classes_is_named() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"prediction 'img-0\.png' has a probability for class 'covid-19', which is not",
+    ):
+        ClassificationEvaluator().evaluate(
+            [truth("normal", 0)], [prediction(0, [0, 1, 0])], classes=("normal", "pneumonia")
+        )
 
 
 def test_nothing_to_evaluate_is_an_error() -> None:
-    with pytest.raises(ConfigurationError, match="nothing to evaluate"):
-        ClassificationEvaluator().evaluate([xray("normal")])
+    with pytest.raises(ConfigurationError, match="nothing to evaluate: no truths"):
+        ClassificationEvaluator().evaluate([], [], classes=CLASSES)
+    with pytest.raises(ConfigurationError, match=r"nothing to evaluate.*detections=False"):
+        ClassificationEvaluator().evaluate(
+            [truth("normal")], [prediction(0, [0, 1, 0])], classes=(), detections=False
+        )
+    with pytest.raises(ConfigurationError, match=r"nothing to evaluate.*not annotated"):
+        ClassificationEvaluator().evaluate(
+            [truth("normal", annotated=False)], [prediction(0, [0, 1, 0])], classes=()
+        )
 
 
 def test_unlabelled_truth_is_named_in_the_error() -> None:
     with pytest.raises(ConfigurationError, match=r"img-4\.png"):
         ClassificationEvaluator().evaluate(
-            [xray(None, 4)], probabilities=np.array([[1.0, 0.0, 0.0]]), classes=CLASSES
+            [truth(None, 4)], [prediction(4, [1.0, 0.0, 0.0])], classes=CLASSES
         )
+
+
+def test_truth_fingerprint_changes_with_ids_labels_boxes_annotation_and_order() -> None:
+    base = truth_fingerprint([truth("normal", 1)])
+    assert truth_fingerprint([truth("normal", 1)]) == base
+    assert truth_fingerprint([truth("normal", 2)]) != base
+    assert truth_fingerprint([truth("pneumonia", 1)]) != base
+    assert truth_fingerprint([truth("normal", 1, (Box(0, 0, 2, 2),))]) != base
+    assert truth_fingerprint([truth("normal", 1, annotated=False)]) != base
+    a, b = truth("normal", 1), truth("normal", 2)
+    assert truth_fingerprint([a, b]) != truth_fingerprint([b, a])
 
 
 def test_fingerprint_changes_with_pixels_labels_and_boxes_but_not_ids() -> None:
@@ -90,7 +224,10 @@ def test_versions_name_python_and_the_numerical_stack() -> None:
 
 def test_write_json_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     report = ClassificationEvaluator(n_bootstrap=0).evaluate(
-        [xray("normal"), xray("covid-19", 1)], probabilities=np.eye(3)[[1, 0]], classes=CLASSES
+        [truth("normal", 0), truth("covid-19", 1)],
+        [prediction(0, [0, 1, 0]), prediction(1, [1, 0, 0])],
+        classes=CLASSES,
+        detections=False,
     )
     target = tmp_path / "report.json"
     target.write_text("precious")

@@ -7,10 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
-from covidcxr import Box, Detection, XRay
+from covidcxr import Box, Detection, GroundTruth, Prediction
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate.metrics import classification_metrics
@@ -37,20 +38,21 @@ def small_report(detections: bool = True) -> EvaluationReport:
     probs /= probs.sum(axis=1, keepdims=True)
     lesion = Box(2, 2, 5, 5)
     truths = [
-        XRay(
-            np.full((16, 16), i, np.uint8),
-            id=f"{i}.png",
-            label=CLASSES[t],
-            boxes=(lesion,) if t == 0 else (),
-        )
+        GroundTruth(f"{i}.png", CLASSES[t], (lesion,) if t == 0 else ())
         for i, t in enumerate(truth)
     ]
-    found = [[Detection(lesion, "opacity", 0.9)] if t == 0 else [] for t in truth]
+    predictions = [
+        Prediction(
+            f"{i}.png",
+            CLASSES[int(np.argmax(row))],
+            dict(zip(CLASSES, row.tolist(), strict=True)),
+            [Detection(lesion, "opacity", 0.9)] if t == 0 else [],
+        )
+        for i, (t, row) in enumerate(zip(truth, probs, strict=True))
+    ]
     return ClassificationEvaluator(
         n_bootstrap=50, configuration={"classifier": {"name": "toy <b>"}}
-    ).evaluate(
-        truths, probabilities=probs, classes=CLASSES, detections=found if detections else None
-    )
+    ).evaluate(truths, predictions, classes=CLASSES, detections=detections)
 
 
 def test_confusion_matrix_figure_writes_count_and_row_share_in_each_cell() -> None:
@@ -128,6 +130,17 @@ def test_html_report_is_self_contained_and_escapes_text(tmp_path: Path) -> None:
 def test_report_without_detections_has_no_detection_section(tmp_path: Path) -> None:
     files = write_report(small_report(detections=False), tmp_path)
     assert "Detection" not in files.markdown.read_text()
+
+
+def test_the_reports_own_notes_follow_the_callers_and_are_shown_once(tmp_path: Path) -> None:
+    report = attrs.evolve(small_report(detections=False), notes=["Evaluator note.", "Shared."])
+    files = write_report(report, tmp_path, notes=["Caller note.", "Shared."])
+    markdown = files.markdown.read_text()
+    assert markdown.count("> Shared.") == 1
+    positions = [markdown.index(f"> {n}") for n in ("Caller note.", "Shared.", "Evaluator note.")]
+    assert positions == sorted(positions)
+    assert markdown.index("> Evaluator note.") < markdown.index("## Classification summary")
+    assert files.html.read_text().count('<p class="note">') == 3
 
 
 def test_existing_report_is_not_overwritten_unless_asked(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
-from covidcxr.evaluate.provenance import data_fingerprint, software_versions
+from covidcxr.evaluate.provenance import data_fingerprint, software_versions, truth_fingerprint
 from covidcxr.evaluate.report import ReportFiles, write_report
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "classification_metrics",
     "data_fingerprint",
     "software_versions",
+    "truth_fingerprint",
     "write_report",
 ]

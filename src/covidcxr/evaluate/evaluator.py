@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -18,15 +18,19 @@ from numpy.typing import NDArray
 from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate.detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate.metrics import ClassificationMetrics, classification_metrics
-from covidcxr.evaluate.provenance import data_fingerprint, software_versions
+from covidcxr.evaluate.provenance import software_versions, truth_fingerprint
 from covidcxr.files import write_text
-from covidcxr.records import Detection, XRay
+from covidcxr.records import GroundTruth, Prediction
 
 __all__ = ["ClassificationEvaluator", "EvaluationReport"]
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
 
 
 def _json_ready(value: Any) -> Any:
@@ -60,21 +64,28 @@ class EvaluationReport:
     configuration
         How the predictions were made (component names and options), as plain data.
     data_fingerprint
-        :func:`~covidcxr.evaluate.provenance.data_fingerprint` of the evaluated images.
+        What was evaluated, as ``"sha256:"`` and 64 hexadecimal digits:
+        :func:`~covidcxr.evaluate.provenance.truth_fingerprint` of the ground truth when
+        the report comes straight from :meth:`ClassificationEvaluator.evaluate` (it sees no
+        pixels); a caller that read the images, such as the :class:`~covidcxr.Pipeline`,
+        replaces it with their :func:`~covidcxr.evaluate.provenance.data_fingerprint`.
     versions
         :func:`~covidcxr.evaluate.provenance.software_versions` at evaluation time.
     created
         When the report was made, ISO 8601 in UTC.
+    notes
+        What the evaluator wants the reader to know about the figures, above all why one
+        is missing (detections not scored because some radiographs are not annotated).
+        :func:`~covidcxr.evaluate.write_report` shows them at the top of the report.
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from covidcxr import XRay
-    >>> truths = [XRay(np.zeros((8, 8), np.uint8), id=str(i), label=label)
-    ...           for i, label in enumerate(["normal", "pneumonia"])]
+    >>> from covidcxr import GroundTruth, Prediction
+    >>> truths = [GroundTruth("a", "normal"), GroundTruth("b", "pneumonia")]
+    >>> predictions = [Prediction("a", "normal", {"normal": 0.8, "pneumonia": 0.2}),
+    ...                Prediction("b", "pneumonia", {"normal": 0.4, "pneumonia": 0.6})]
     >>> report = ClassificationEvaluator(n_bootstrap=0).evaluate(
-    ...     truths, probabilities=np.array([[0.8, 0.2], [0.4, 0.6]]),
-    ...     classes=["normal", "pneumonia"])
+    ...     truths, predictions, classes=["normal", "pneumonia"], detections=False)
     >>> report.classification.accuracy
     1.0
     >>> report.to_dict()["classification"]["confusion_matrix"]
@@ -87,16 +98,20 @@ class EvaluationReport:
     data_fingerprint: str | None = None
     versions: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
     created: str = field(factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    notes: tuple[str, ...] = field(default=(), converter=_str_tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure and the provenance, as JSON-ready data."""
+        """Every figure, the notes and the provenance, as JSON-ready data."""
         return {
             "created": self.created,
             "data_fingerprint": self.data_fingerprint,
             "versions": dict(self.versions),
             "configuration": _json_ready(self.configuration),
+            "notes": list(self.notes),
             "classification": (
-                self.classification.to_dict() if self.classification is not None else None
+                _json_ready(self.classification.to_dict())
+                if self.classification is not None
+                else None
             ),
             "detection": (
                 _json_ready(self.detection.to_dict()) if self.detection is not None else None
@@ -152,25 +167,45 @@ class ClassificationEvaluator:
 
     def evaluate(
         self,
-        truths: Sequence[XRay],
+        truths: Sequence[GroundTruth],
+        predictions: Sequence[Prediction],
         *,
-        probabilities: NDArray[np.floating[Any]] | None = None,
-        classes: Sequence[str] = (),
-        detections: Sequence[Sequence[Detection]] | None = None,
+        classes: Sequence[str],
+        detections: bool = True,
     ) -> EvaluationReport:
-        """Score predictions against the labels and boxes of ``truths``.
+        """Score ``predictions`` against ``truths``, radiograph by radiograph.
+
+        Classification is scored when ``classes`` is non-empty: the probability matrix is
+        built from each prediction's ``probabilities``, which must hold exactly the classes
+        of ``classes`` (in any order), columns in ``classes`` order. With ``classes=()``
+        the probabilities are not read and only detections are scored.
+
+        Detections are scored when ``detections`` is true and every truth is
+        ``annotated``: each prediction's ``detections`` against its truth's ``boxes`` (a
+        truth without boxes counts every detection on it as a false positive). When some
+        truths are not annotated their empty ``boxes`` mean "unknown", so the detection
+        figures are left out (``report.detection is None``) and a note in
+        ``report.notes`` says why, rather than counting possibly real lesions as false
+        positives. Detections are scored even when no prediction has any (every true
+        box is then missed), so pass ``detections=False`` to score classification only.
+
+        The report's ``data_fingerprint`` is
+        :func:`~covidcxr.evaluate.provenance.truth_fingerprint` of ``truths``: a SHA-256
+        over their ids, labels, boxes and ``annotated`` flags, in order (the evaluator sees
+        no pixels; a caller that read the images may replace it with their
+        :func:`~covidcxr.evaluate.provenance.data_fingerprint`).
 
         Parameters
         ----------
         truths
-            The labelled radiographs; their ``label`` and ``boxes`` are the ground truth.
-        probabilities
-            One row per radiograph, columns in ``classes`` order.
+            The ground truth, one per radiograph.
+        predictions
+            One per radiograph, aligned with ``truths`` by position and sharing their ids.
         classes
-            The labels of the probability columns.
+            The classes to score, in the order of the report's columns; every prediction
+            has a probability for each and for no other. Empty for detections only.
         detections
-            One list of detections per radiograph, scored against its ``boxes`` (an image
-            without boxes counts every detection on it as a false positive).
+            Score the predictions' detections too (when every truth is annotated).
 
         Returns
         -------
@@ -179,14 +214,58 @@ class ClassificationEvaluator:
         Raises
         ------
         ConfigurationError
-            If neither probabilities nor detections are given, the shapes disagree, or a
-            radiograph has no label while probabilities are scored.
+            If ``truths`` is empty; ``truths`` and ``predictions`` differ in length or, at
+            some position, in id (the first mismatch is named); a prediction's
+            probabilities lack one of ``classes`` or hold another class; a truth has no
+            label while classification is scored; or there is nothing to score (no
+            ``classes``, and detections not asked for or not scorable).
+
+        Examples
+        --------
+        >>> from covidcxr import Box, Detection, GroundTruth, Prediction
+        >>> lesion = Box(2, 2, 4, 4)
+        >>> truths = [GroundTruth("a", "covid-19", boxes=[lesion]), GroundTruth("b", "normal")]
+        >>> predictions = [
+        ...     Prediction("a", "covid-19", {"covid-19": 0.9, "normal": 0.1},
+        ...                detections=[Detection(lesion, "opacity", 0.8)]),
+        ...     Prediction("b", "normal", {"covid-19": 0.3, "normal": 0.7}),
+        ... ]
+        >>> evaluator = ClassificationEvaluator(n_bootstrap=0)
+        >>> report = evaluator.evaluate(truths, predictions, classes=["covid-19", "normal"])
+        >>> report.classification.accuracy, report.detection.ap50
+        (1.0, 1.0)
+
+        Truths whose lesions were never annotated leave the detection figures out:
+
+        >>> unknown = [GroundTruth("a", "covid-19", annotated=False), truths[1]]
+        >>> report = evaluator.evaluate(unknown, predictions, classes=["covid-19", "normal"])
+        >>> report.detection is None, report.notes[0].startswith("Detection was not scored")
+        (True, True)
         """
         truths = list(truths)
-        if probabilities is None and detections is None:
-            raise ConfigurationError("nothing to evaluate: give probabilities, detections or both")
+        predictions = list(predictions)
+        _check_alignment(truths, predictions)
+        classes = tuple(classes)
+        notes: list[str] = []
+        unannotated = [t.id for t in truths if not t.annotated]
+        score_detections = detections and not unannotated
+        if detections and unannotated:
+            notes.append(
+                f"Detection was not scored: {len(unannotated)} of {len(truths)} radiograph(s) "
+                f"carry no lesion annotation (first: {unannotated[0]!r}), so their missing "
+                "boxes are unknown, not absent."
+            )
+        if not classes and not score_detections:
+            why = (
+                f"{len(unannotated)} radiograph(s) are not annotated (first: {unannotated[0]!r})"
+                if unannotated
+                else "detections=False"
+            )
+            raise ConfigurationError(
+                f"nothing to evaluate: no classes were given, and detections are not scored: {why}"
+            )
         classification = None
-        if probabilities is not None:
+        if classes:
             unlabelled = [t.id for t in truths if t.label is None]
             if unlabelled:
                 raise ConfigurationError(
@@ -195,7 +274,7 @@ class ClassificationEvaluator:
                 )
             classification = classification_metrics(
                 [str(t.label) for t in truths],
-                probabilities,
+                _probability_matrix(predictions, classes),
                 classes,
                 n_bootstrap=self.n_bootstrap,
                 confidence_level=self.confidence_level,
@@ -203,17 +282,54 @@ class ClassificationEvaluator:
                 seed=self.seed,
             )
         detection = None
-        if detections is not None:
-            if len(detections) != len(truths):
-                raise ConfigurationError(
-                    f"detections has {len(detections)} entries but there are {len(truths)} "
-                    "radiographs; give one (possibly empty) list per radiograph"
-                )
-            detection = evaluate_detections([t.boxes for t in truths], detections)
+        if score_detections:
+            detection = evaluate_detections(
+                [t.boxes for t in truths], [p.detections for p in predictions]
+            )
         return EvaluationReport(
             classification=classification,
             detection=detection,
             configuration=self.configuration,
-            data_fingerprint=data_fingerprint(truths),
+            data_fingerprint=truth_fingerprint(truths),
             versions=software_versions(),
+            notes=notes,
         )
+
+
+def _check_alignment(truths: Sequence[GroundTruth], predictions: Sequence[Prediction]) -> None:
+    """Raise unless ``truths`` and ``predictions`` are non-empty and agree id by id."""
+    if len(truths) != len(predictions):
+        raise ConfigurationError(
+            f"{len(truths)} truth(s) but {len(predictions)} prediction(s); give one "
+            "prediction per truth, in the same order"
+        )
+    if not truths:
+        raise ConfigurationError("nothing to evaluate: no truths were given")
+    for position, (truth, prediction) in enumerate(zip(truths, predictions, strict=True)):
+        if truth.id != prediction.id:
+            raise ConfigurationError(
+                f"truths and predictions are not aligned: at position {position} the truth "
+                f"is {truth.id!r} but the prediction is {prediction.id!r}"
+            )
+
+
+def _probability_matrix(
+    predictions: Sequence[Prediction], classes: Sequence[str]
+) -> NDArray[np.float64]:
+    """One row per prediction, its probabilities in ``classes`` order."""
+    for prediction in predictions:
+        missing = [c for c in classes if c not in prediction.probabilities]
+        if missing:
+            raise ConfigurationError(
+                f"prediction {prediction.id!r} has no probability for class {missing[0]!r} "
+                f"(it has {sorted(prediction.probabilities)}); every prediction needs one "
+                f"for each of {list(classes)}"
+            )
+        extra = [c for c in prediction.probabilities if c not in classes]
+        if extra:
+            raise ConfigurationError(
+                f"prediction {prediction.id!r} has a probability for class {extra[0]!r}, "
+                f"which is not one of {list(classes)}; pass every class the classifier "
+                "predicts"
+            )
+    return np.array([[p.probabilities[c] for c in classes] for p in predictions], dtype=np.float64)

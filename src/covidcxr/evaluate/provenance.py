@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections.abc import Iterable
 from importlib import metadata
 
 import numpy as np
 
-from covidcxr.records import XRay
+from covidcxr.records import GroundTruth, XRay
 
-__all__ = ["DataFingerprint", "data_fingerprint", "software_versions"]
+__all__ = ["DataFingerprint", "data_fingerprint", "software_versions", "truth_fingerprint"]
 
 # The distributions whose versions can change a result; missing ones are reported as absent.
 _DISTRIBUTIONS = (
@@ -88,6 +89,50 @@ def data_fingerprint(xrays: Iterable[XRay]) -> str:
     for xray in xrays:
         running.update(xray)
     return running.hexdigest()
+
+
+def truth_fingerprint(truths: Iterable[GroundTruth]) -> str:
+    """A SHA-256 digest of ground truth without pixels: ids, labels, boxes, ``annotated``.
+
+    What :meth:`~covidcxr.evaluate.ClassificationEvaluator.evaluate` puts in a report's
+    ``data_fingerprint``, since it sees no pixels. Unlike :func:`data_fingerprint` it
+    includes the ids, which are all that tells one radiograph from another here; so the
+    two kinds of fingerprint never coincide, and a report from a caller that read the
+    images (the :class:`~covidcxr.Pipeline`) carries :func:`data_fingerprint` instead.
+
+    Parameters
+    ----------
+    truths
+        The ground truth, read once, in order.
+
+    Returns
+    -------
+    str
+        ``"sha256:"`` followed by 64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> from covidcxr import GroundTruth
+    >>> a = GroundTruth("a.png", "normal")
+    >>> truth_fingerprint([a]) == truth_fingerprint([GroundTruth("a.png", "normal")])
+    True
+    >>> truth_fingerprint([a]) == truth_fingerprint([GroundTruth("b.png", "normal")])
+    False
+    >>> truth_fingerprint([a]).startswith("sha256:")
+    True
+    """
+    digest = hashlib.sha256()
+    for truth in truths:
+        # One JSON line per truth: unambiguous whatever characters an id holds, and exact
+        # for the box coordinates (JSON writes floats by their shortest round-trip repr).
+        record = [
+            truth.id,
+            truth.label,
+            [[b.x, b.y, b.width, b.height] for b in truth.boxes],
+            truth.annotated,
+        ]
+        digest.update(json.dumps(record).encode() + b"\n")
+    return f"sha256:{digest.hexdigest()}"
 
 
 def software_versions() -> dict[str, str]:

@@ -285,7 +285,9 @@ def write_report(
     title
         The page title.
     notes
-        Paragraphs shown prominently at the top (what the data is, what it is not).
+        Paragraphs shown prominently at the top (what the data is, what it is not),
+        followed by the report's own :attr:`~EvaluationReport.notes` (a note given both
+        ways is shown once).
     overwrite
         Replace an existing report in ``directory``. Without it nothing is written when any
         of the files exists.
@@ -301,18 +303,20 @@ def write_report(
 
     Examples
     --------
-    >>> import numpy as np, tempfile
-    >>> from covidcxr import XRay
+    >>> import tempfile
+    >>> from covidcxr import GroundTruth, Prediction
     >>> from covidcxr.evaluate import ClassificationEvaluator
-    >>> truths = [XRay(np.zeros((8, 8), np.uint8), id=str(i), label=label)
-    ...           for i, label in enumerate(["normal", "pneumonia"])]
+    >>> truths = [GroundTruth("a", "normal"), GroundTruth("b", "pneumonia")]
+    >>> predictions = [Prediction("a", "normal", {"normal": 1.0, "pneumonia": 0.0}),
+    ...                Prediction("b", "pneumonia", {"normal": 0.0, "pneumonia": 1.0})]
     >>> report = ClassificationEvaluator(n_bootstrap=0).evaluate(
-    ...     truths, probabilities=np.eye(2), classes=["normal", "pneumonia"])
+    ...     truths, predictions, classes=["normal", "pneumonia"], detections=False)
     >>> files = write_report(report, tempfile.mkdtemp())
     >>> files.html.name, [f.name for f in files.figures][:1]
     ('report.html', ['confusion_matrix.png'])
     """
     target = Path(directory)
+    notes = list(dict.fromkeys([*notes, *report.notes]))
     figures = _figures(report, history, images, image_titles)
     paths = {
         "html": target / "report.html",
