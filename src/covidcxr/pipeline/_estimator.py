@@ -484,13 +484,6 @@ class Pipeline:
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(as_source(source, "source"), keep)
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
-        annotated = all(truth.annotated for truth in collected.truths)
-        if self.detector_ is not None and not annotated:
-            notes = [
-                *notes,
-                "Detection was not scored: some images carry no lesion annotation "
-                "(meta['annotated'] is false), so their missing boxes are unknown, not absent.",
-            ]
         report = evaluator.evaluate(
             collected.truths,
             collected.predictions,
