@@ -147,12 +147,24 @@ def detection_to_dict(detection: Detection) -> dict[str, Any]:
     >>> detection_to_dict(Detection(Box(1, 2, 3, 4), "opacity", 0.5))
     {'label': 'opacity', 'score': 0.5, 'box': {'x': 1.0, 'y': 2.0, 'width': 3.0, 'height': 4.0}}
     """
-    box = detection.box
-    return {
-        "label": detection.label,
-        "score": detection.score,
-        "box": {"x": box.x, "y": box.y, "width": box.width, "height": box.height},
-    }
+    fields = attrs.asdict(detection)
+    return {key: fields[key] for key in _DETECTION_JSON_ORDER}
+
+
+# The key order JSON readers have always seen; the fields are declared box, label, score.
+_DETECTION_JSON_ORDER = ("label", "score", "box")
+
+
+def _prediction_json_value(
+    instance: object, attribute: attrs.Attribute[Any] | None, value: Any
+) -> Any:
+    # attrs.asdict copies dicts but leaves a read-only MappingProxyType as it is, and it
+    # would write detections in field order; both get their JSON form here.
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    if attribute is not None and attribute.name == "detections":
+        return [detection_to_dict(detection) for detection in value]
+    return value
 
 
 def _as_readonly_pixels(value: Any) -> NDArray[Any]:
@@ -179,7 +191,9 @@ def _check_pixels(
         raise InvalidImageError("pixels must not be empty", where)
 
 
-def _check_label(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+def _check_label(
+    instance: XRay | GroundTruth, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
     if value is not None and value not in LABELS:
         raise ValueError(
             f"XRay {instance.id!r}: label must be None or one of {LABELS}, got {value!r} "
@@ -343,10 +357,5 @@ class Prediction:
     detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data."""
-        return {
-            "id": self.id,
-            "label": self.label,
-            "probabilities": dict(self.probabilities),
-            "detections": [detection_to_dict(d) for d in self.detections],
-        }
+        """JSON-ready data: the fields in order, detections as :func:`detection_to_dict`."""
+        return attrs.asdict(self, value_serializer=_prediction_json_value)

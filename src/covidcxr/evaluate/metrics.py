@@ -37,6 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
@@ -65,8 +66,9 @@ __all__ = [
 _ROW_SUM_TOLERANCE = 1e-3
 
 
-def _json_float(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+def _json_value(instance: object, attribute: attrs.Attribute[Any] | None, value: Any) -> Any:
+    # attrs.asdict's value_serializer: undefined figures (nan) become JSON null.
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _floats(values: Any) -> tuple[float, ...]:
@@ -98,15 +100,7 @@ class ClassScores:
 
     def to_dict(self) -> dict[str, Any]:
         """The scores as JSON-ready data (``nan`` becomes ``None``)."""
-        return {
-            "label": self.label,
-            "support": self.support,
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "specificity": _json_float(self.specificity),
-            "f1": _json_float(self.f1),
-            "auc": _json_float(self.auc),
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -121,13 +115,7 @@ class AveragedScores:
 
     def to_dict(self) -> dict[str, float | None]:
         """The averages as JSON-ready data (``nan`` becomes ``None``)."""
-        return {
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "specificity": _json_float(self.specificity),
-            "f1": _json_float(self.f1),
-            "auc": _json_float(self.auc),
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -141,12 +129,7 @@ class RocCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """The curve as JSON-ready data."""
-        return {
-            "label": self.label,
-            "false_positive_rate": list(self.false_positive_rate),
-            "true_positive_rate": list(self.true_positive_rate),
-            "auc": _json_float(self.auc),
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -164,13 +147,7 @@ class ReliabilityBin:
 
     def to_dict(self) -> dict[str, Any]:
         """The bin as JSON-ready data."""
-        return {
-            "lower": self.lower,
-            "upper": self.upper,
-            "count": self.count,
-            "mean_confidence": _json_float(self.mean_confidence),
-            "accuracy": _json_float(self.accuracy),
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -197,12 +174,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """The calibration figures as JSON-ready data."""
-        return {
-            "expected_calibration_error": self.expected_calibration_error,
-            "maximum_calibration_error": self.maximum_calibration_error,
-            "brier_score": self.brier_score,
-            "bins": [b.to_dict() for b in self.bins],
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -216,12 +188,7 @@ class ConfidenceInterval:
 
     def to_dict(self) -> dict[str, float | None]:
         """The interval as JSON-ready data."""
-        return {
-            "estimate": _json_float(self.estimate),
-            "low": _json_float(self.low),
-            "high": _json_float(self.high),
-            "level": self.level,
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 @frozen
@@ -282,20 +249,7 @@ class ClassificationMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """All figures as JSON-ready data."""
-        return {
-            "classes": list(self.classes),
-            "n_images": self.n_images,
-            "accuracy": self.accuracy,
-            "per_class": [s.to_dict() for s in self.per_class],
-            "macro": self.macro.to_dict(),
-            "weighted": self.weighted.to_dict(),
-            "confusion_matrix": [list(row) for row in self.confusion_matrix],
-            "roc_curves": [c.to_dict() for c in self.roc_curves],
-            "calibration": self.calibration.to_dict(),
-            "intervals": {name: ci.to_dict() for name, ci in self.intervals.items()},
-            "n_bootstrap": self.n_bootstrap,
-            "seed": self.seed,
-        }
+        return attrs.asdict(self, value_serializer=_json_value)
 
 
 def _divide(numerator: NDArray[Any], denominator: NDArray[Any]) -> NDArray[np.float64]:
