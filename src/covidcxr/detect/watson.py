@@ -334,6 +334,15 @@ apikey='***', authenticator=None)
 
     def _call(self, action: str, operation: Callable[..., Any], **arguments: Any) -> Any:
         """Run one SDK operation, retrying 429/5xx/timeouts; return the JSON result."""
+        # Hand-written on purpose. ibm-cloud-sdk-core's BaseService.enable_retries (3.28:
+        # urllib3 Retry on the session; 429/500/502/503/504, POST included, Retry-After
+        # honoured) would retry the same requests, but: when it gives up it raises
+        # requests' RetryError, which has no status code, headers or service message, so
+        # DetectorServiceError could say neither "HTTP 503" nor why; it does not cap
+        # Retry-After (urllib3's retry_after_max, 6 h, is left as is), so max_wait is lost;
+        # its backoff factor is fixed at 1 s with an immediate first retry, so backoff is
+        # lost; it logs retries only at DEBUG; a timeout that exhausts it surfaces as a
+        # ConnectionError; and IAM token requests bypass the session, so are not retried.
         from ibm_cloud_sdk_core import ApiException  # noqa: PLC0415
         from requests.exceptions import ConnectionError as ConnectionFailed  # noqa: PLC0415
         from requests.exceptions import Timeout  # noqa: PLC0415
