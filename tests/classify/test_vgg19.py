@@ -415,6 +415,45 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(
     assert restored_loss == pytest.approx(val_loss[best], rel=1e-3)
 
 
+def validation_loss(classifier: VGG19Classifier, xrays: list[XRay]) -> float:
+    probabilities = classifier.predict_proba(xrays)
+    targets = [classifier.classes_.index(str(x.label)) for x in xrays]
+    picked = probabilities[np.arange(len(xrays)), targets]
+    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1))))
+
+
+def test_weight_averaging_validates_and_ends_with_the_averaged_weights(
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    params = {**tiny, "epochs": 3, "batch_norm": True, "trainable_blocks": "all"}
+    averaged = VGG19Classifier(**params, weight_averaging=0.6).fit(
+        train_xrays, validation=valid_xrays
+    )
+    # The logged validation loss is the fitted model's: the average was validated.
+    assert validation_loss(averaged, valid_xrays) == pytest.approx(
+        averaged.history_["val_loss"][-1], rel=1e-3
+    )
+    plain = VGG19Classifier(**params).fit(train_xrays, validation=valid_xrays)
+    assert averaged.history_["loss"] == plain.history_["loss"]  # training is unchanged
+    assert averaged.history_["val_loss"] != plain.history_["val_loss"]
+
+
+def test_weight_averaging_with_momentum_zero_is_no_averaging(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    plain = VGG19Classifier(**tiny).fit(train_xrays)
+    averaged = VGG19Classifier(**tiny, weight_averaging=0.0).fit(train_xrays)
+    for mine, theirs in zip(averaged.model_.get_weights(), plain.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_weight_averaging_outside_0_1_is_refused(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigurationError, match="weight_averaging"):
+        VGG19Classifier(**tiny, weight_averaging=1.0).fit(train_xrays)
+
+
 # ---------------------------------------------------------------------------- reproducibility
 
 
@@ -451,8 +490,14 @@ def interrupt_after(epochs: int) -> Any:
             "lr_schedule": "cosine",
             "warmup_epochs": 1,
         },  # from scratch, uncached
+        {
+            "batch_norm": True,
+            "trainable_blocks": "all",
+            "optimizer": "adam",
+            "weight_averaging": 0.6,
+        },  # from scratch, weights averaged over epochs
     ],
-    ids=["cached-frozen", "from-scratch-bn"],
+    ids=["cached-frozen", "from-scratch-bn", "from-scratch-averaged"],
 )
 def test_resuming_after_an_interruption_ends_like_an_uninterrupted_run(
     variant: dict[str, Any],

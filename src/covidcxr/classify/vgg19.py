@@ -139,6 +139,13 @@ class VGG19Classifier:
         CPU runs and tests. Needs ``weights=None`` or a matching file.
     dense_units, dropout
         The head's hidden width (512) and dropout rate (0.5).
+    weight_averaging
+        ``None``, or the momentum ``m`` of an exponential moving average of the weights
+        (batch-norm statistics included) taken at the end of every epoch,
+        ``average = m * average + (1 - m) * weights``. Validation, early stopping and
+        the fitted model use the average while training continues from the raw weights
+        (Polyak averaging): the validation curve no longer jumps with each epoch's last
+        few noisy steps. ``0.6`` averages over about the last 2.5 epochs.
     feature_cache
         With ``trainable_blocks=0``, train the head on cached backbone features (the
         default); ``False`` runs the frozen base every epoch (for comparison).
@@ -212,6 +219,7 @@ class VGG19Classifier:
         width_multiplier: float = 1.0,
         dense_units: int = 512,
         dropout: float = 0.5,
+        weight_averaging: float | None = None,
         feature_cache: bool = True,
         normalization: Literal["auto"] | Normalization = "auto",
         checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -238,6 +246,7 @@ class VGG19Classifier:
         self.width_multiplier = width_multiplier
         self.dense_units = dense_units
         self.dropout = dropout
+        self.weight_averaging = weight_averaging
         self.feature_cache = feature_cache
         self.normalization = normalization
         self.checkpoint_dir = checkpoint_dir
@@ -331,6 +340,8 @@ class VGG19Classifier:
             fail(f"width_multiplier must be > 0, got {p['width_multiplier']!r}")
         if not 0 <= p["dropout"] < 1:
             fail(f"dropout must be in [0, 1), got {p['dropout']!r}")
+        if p["weight_averaging"] is not None and not 0 <= p["weight_averaging"] < 1:
+            fail(f"weight_averaging must be None or in [0, 1), got {p['weight_averaging']!r}")
         if p["normalization"] not in ("auto", "imagenet", "symmetric"):
             fail(
                 f"normalization must be 'auto', 'imagenet' or 'symmetric', got "
@@ -624,7 +635,10 @@ class VGG19Classifier:
                     class_weight=class_weights,
                     verbose=0,
                 )
-            logs = {key: float(values[-1]) for key, values in result.history.items()}
+            return {key: float(values[-1]) for key, values in result.history.items()}
+
+        def validate() -> dict[str, float]:
+            logs: dict[str, float] = {}
             if valid is not None and val_targets is not None:
                 if self.uses_feature_cache and val_features is not None:
                     scores = trained.evaluate(
@@ -648,7 +662,7 @@ class VGG19Classifier:
             trained=trained,
             optimizer=optimizer,
             run_key=self._run_key(fingerprint),
-        ).run(run_epoch, monitor="val_loss" if valid is not None else "loss")
+        ).run(run_epoch, validate, monitor="val_loss" if valid is not None else "loss")
         self.model_ = model
         self.classes_ = classes
         self.fingerprint_ = fingerprint
@@ -861,6 +875,24 @@ def _reseed_dropout(model: keras.Model, epoch_seed: int) -> None:
             layer.seed_generator.state.assign(np.array([epoch_seed, 0], np.int64))
 
 
+def _moving_average(
+    average: list[NDArray[Any]] | None, weights: list[NDArray[Any]], momentum: float
+) -> list[NDArray[Any]]:
+    """``momentum * average + (1 - momentum) * weights``; the first average is the weights.
+
+    Only floating-point arrays are averaged; counters and random-generator states (the
+    dropout layers' seeds) keep their current values.
+    """
+    if average is None:
+        return [np.array(w) for w in weights]
+    return [
+        (momentum * a + (1.0 - momentum) * w).astype(w.dtype)
+        if np.issubdtype(w.dtype, np.floating)
+        else np.array(w)
+        for a, w in zip(average, weights, strict=True)
+    ]
+
+
 class _ForeignCheckpoint(Exception):  # noqa: N818 - internal control flow, never escapes
     pass
 
@@ -884,14 +916,25 @@ class _TrainingLoop:
         self.checkpoint = Path(directory) / CHECKPOINT_FILENAME if directory is not None else None
 
     def run(
-        self, run_epoch: Callable[[int], dict[str, float]], *, monitor: str
+        self,
+        run_epoch: Callable[[int], dict[str, float]],
+        validate: Callable[[], dict[str, float]],
+        *,
+        monitor: str,
     ) -> dict[str, list[float]]:
+        """Train, validate and checkpoint epoch by epoch; return the history.
+
+        With ``weight_averaging``, validation (and so early stopping) sees the moving
+        average of the weights, swapped in for it, while training goes on from the raw
+        weights; the model ends with the best, or else the last, average.
+        """
         estimator = self.estimator
         history: dict[str, list[float]] = {}
         best_score, best_weights, wait, start = math.inf, None, 0, 0
+        averaged: list[NDArray[Any]] | None = None
         resumed = self._restore()
         if resumed is not None:
-            history, best_score, best_weights, wait, start = resumed
+            history, best_score, best_weights, wait, start, averaged = resumed
         stopped = estimator.early_stopping is not None and wait >= estimator.early_stopping
         for epoch in range(start, estimator.epochs):
             if stopped:
@@ -899,6 +942,12 @@ class _TrainingLoop:
             learning_rate = estimator._epoch_learning_rate(epoch)
             self.optimizer.learning_rate = learning_rate
             logs = {**run_epoch(epoch), "lr": learning_rate}
+            raw: list[NDArray[Any]] | None = None
+            if estimator.weight_averaging is not None:
+                raw = [np.array(w) for w in self.trained.get_weights()]
+                averaged = _moving_average(averaged, raw, estimator.weight_averaging)
+                self.trained.set_weights(averaged)
+            logs.update(validate())
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             score = logs.get(monitor, math.inf)
@@ -908,24 +957,36 @@ class _TrainingLoop:
                     best_weights = [np.array(w) for w in self.trained.get_weights()]
             else:
                 wait += 1
+            if raw is not None:
+                self.trained.set_weights(raw)
             stopped = estimator.early_stopping is not None and wait >= estimator.early_stopping
-            self._save(epoch + 1, history, best_score, best_weights, wait)
+            self._save(
+                epoch + 1,
+                history=history,
+                best_score=best_score,
+                best_weights=best_weights,
+                wait=wait,
+                averaged=averaged,
+            )
             if estimator.verbose:
                 shown = " ".join(f"{key}={value:.4g}" for key, value in logs.items())
                 print(f"epoch {epoch + 1}/{estimator.epochs}: {shown}", flush=True)
             if estimator.on_epoch_end is not None:
                 estimator.on_epoch_end(epoch + 1, logs)
-        if best_weights is not None:
-            self.trained.set_weights(best_weights)
+        final = best_weights if best_weights is not None else averaged
+        if final is not None:
+            self.trained.set_weights(final)
         return history
 
     def _save(
         self,
         epoch: int,
+        *,
         history: dict[str, list[float]],
         best_score: float,
         best_weights: list[NDArray[Any]] | None,
         wait: int,
+        averaged: list[NDArray[Any]] | None,
     ) -> None:
         if self.checkpoint is None:
             return
@@ -937,6 +998,7 @@ class _TrainingLoop:
             "best_score": best_score if math.isfinite(best_score) else None,
             "wait": wait,
             "has_best": best_weights is not None,
+            "has_average": averaged is not None,
         }
         arrays: dict[str, NDArray[Any]] = {"state": np.array(json.dumps(state))}
         for i, weight in enumerate(self.trained.get_weights()):
@@ -945,6 +1007,8 @@ class _TrainingLoop:
             arrays[f"optimizer_{i}"] = variable.numpy()
         for i, weight in enumerate(best_weights or []):
             arrays[f"best_{i}"] = weight
+        for i, weight in enumerate(averaged or []):
+            arrays[f"average_{i}"] = weight
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         with atomic_write(self.checkpoint) as handle:
@@ -952,7 +1016,17 @@ class _TrainingLoop:
 
     def _restore(
         self,
-    ) -> tuple[dict[str, list[float]], float, list[NDArray[Any]] | None, int, int] | None:
+    ) -> (
+        tuple[
+            dict[str, list[float]],
+            float,
+            list[NDArray[Any]] | None,
+            int,
+            int,
+            list[NDArray[Any]] | None,
+        ]
+        | None
+    ):
         if self.checkpoint is None or not self.checkpoint.is_file():
             return None
         try:
@@ -967,6 +1041,11 @@ class _TrainingLoop:
                 best = (
                     [saved[f"best_{i}"] for i in range(len(weights))] if state["has_best"] else None
                 )
+                average = (
+                    [saved[f"average_{i}"] for i in range(len(weights))]
+                    if state.get("has_average")
+                    else None
+                )
         except _ForeignCheckpoint:
             raise ConfigurationError(
                 f"{self.checkpoint} belongs to a run with other parameters or data; use "
@@ -978,4 +1057,11 @@ class _TrainingLoop:
         for variable, value in zip(self.optimizer.variables, optimizer_state, strict=True):
             variable.assign(value)
         best_score = state["best_score"] if state["best_score"] is not None else math.inf
-        return state["history"], best_score, best, int(state["wait"]), int(state["epoch"])
+        return (
+            state["history"],
+            best_score,
+            best,
+            int(state["wait"]),
+            int(state["epoch"]),
+            average,
+        )
