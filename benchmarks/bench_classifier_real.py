@@ -1,19 +1,32 @@
-"""Benchmark 3: train VGG19Classifier from scratch on COVID-QU-Ex, report on Test once.
+"""Benchmark 3: train through ``Pipeline`` on COVID-QU-Ex over several seeds; score Test.
 
-Train on ``Train``, choose the epoch on ``Val`` (best validation loss; Val is never trained
-on), then read ``Test`` exactly once and report accuracy, per-class precision / recall /
-F1, the confusion matrix, wall time, peak RSS and the full configuration, plus the per-epoch
-learning curve. Writes ``<out>.json`` and ``<out>.md``.
+A user of the library, end to end: for each seed, a fresh :class:`covidcxr.Pipeline`
+(``gaussian-clahe`` → ``vgg19`` from scratch, no detector) is fitted on
+``open_source(data, layout="covid-qu-ex", split="Train")`` with the ``Val`` split as
+validation (the classifier keeps the epoch with the best Val loss; Val is never trained
+on), and then ``pipeline.evaluate(open_source(..., split="Test"))`` scores Test once, with
+the library's evaluator. No preprocessing, shuffling or metric is written here: the
+pipeline reads and preprocesses each item once per call, through the preprocessing cache
+at ``--cache-dir``, which the seeds share (the seeds after the first read prepared images
+from it; ``data_stats`` in the results says how each pass went).
 
-Images are read and preprocessed (grayscale, 5x5 Gaussian blur, CLAHE clip 2.0 on 8x8
-tiles, area-resize to the model size, uint8) once, in this script: the library's
-preprocessor (issue #3) was not committed when this benchmark was written and run. The
-preprocessed images are tiny (64 px uint8: 4 KiB each), so they are kept in memory; the
-classifier streams them through tf.data as it would any source.
+Reported per seed and as mean ± sample standard deviation (and min / max) over the
+seeds: Test accuracy, per-class precision / recall / F1 (COVID-19 recall above all), macro
+F1, the confusion matrix, the Val-accuracy learning curve and its largest epoch-to-epoch
+swing (``max |Δ val_accuracy|``, the stability measure), wall times, peak RSS (process
+tree, sampled from ``/proc``), the configuration, the environment and the command. Targets:
+mean Test accuracy >= 0.90 and mean COVID-19 recall >= 0.95. Results are rewritten after
+every seed, so an interrupted run keeps the seeds it finished; an interrupted seed resumes
+from its checkpoint (one folder per recipe and seed under ``--checkpoint-dir``).
 
-Run (about an hour on a 2-core CPU)::
+Run (about 35 min per seed at 30 epochs on 2 CPU cores)::
 
-    nice -n 10 python benchmarks/bench_classifier_real.py --epochs 30
+    nice -n 10 python benchmarks/bench_classifier_real.py --epochs 30 --seeds 0 1 2
+
+Smoke run (a few minutes; ``--limit`` keeps N images of each split, every class)::
+
+    nice -n 10 python benchmarks/bench_classifier_real.py --limit 60 --epochs 1 \\
+        --seeds 0 1 --out /tmp/classifier_real_smoke
 """
 
 # Markdown rows and result labels read better unbroken.
@@ -22,241 +35,488 @@ Run (about an hour on a 2-core CPU)::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
-import os
-import platform
+import math
 import resource
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import cv2
-import numpy as np
+from bench_classifier_common import (
+    DEFAULT_DATA,
+    RESULTS,
+    configure_tensorflow,
+    library_environment,
+    require_data,
+    spread,
+    subset_tree,
+    write_outputs,
+)
+from bench_preprocess import TreeMonitor
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "covid-qu-ex"
-FOLDERS = {"COVID-19": "covid-19", "Normal": "normal", "Non-COVID": "pneumonia"}
-
-
-def load_split(root: Path, split: str, size: int) -> list:
-    from covidcxr import XRay
-
-    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-    xrays = []
-    for folder, label in FOLDERS.items():
-        for path in sorted((root / split / folder / "images").glob("*.png")):
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if gray is None:
-                raise OSError(f"cannot read {path}")
-            blurred = cv2.GaussianBlur(gray, (5, 5), 0)
-            enhanced = clahe.apply(blurred)
-            small = cv2.resize(enhanced, (size, size), interpolation=cv2.INTER_AREA)
-            xrays.append(XRay(small, id=str(path.relative_to(root)), label=label))
-    return xrays
+TMP = Path(tempfile.gettempdir())
+COVID = "covid-19"
+TARGET_ACCURACY = 0.90
+TARGET_COVID_RECALL = 0.95
 
 
-def main() -> int:  # noqa: PLR0915 - a linear script
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("COVIDCXR_QU_EX", DEFAULT_DATA))
+    data = parser.add_argument_group("data and runs")
+    data.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    data.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    data.add_argument(
+        "--limit",
+        type=int,
+        help="use only N images of each split (classes in turn), for a smoke run",
     )
-    parser.add_argument("--input-size", type=int, default=64)
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--schedule", default="cosine")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--augmentation", type=float, default=10.0)
-    parser.add_argument("--dense-units", type=int, default=256)
-    parser.add_argument("--no-batch-norm", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    data.add_argument("--cache-dir", type=Path, default=TMP / "covidcxr-bench-real-cache")
+    data.add_argument(
         "--checkpoint-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "covidcxr-bench-real-ckpt",
+        default=TMP / "covidcxr-bench-real-ckpt",
+        help="checkpoints and saved pipelines go to <dir>/<recipe hash>/seed-<s>/",
     )
-    parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "classifier_real"
+    data.add_argument(
+        "--workers", type=int, default=0, help="preprocessing worker processes (0: in this process)"
     )
-    args = parser.parse_args()
+    data.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    data.add_argument("--n-bootstrap", type=int, default=1000, help="evaluator bootstrap resamples")
+    data.add_argument("--out", type=Path, default=RESULTS / "classifier_real", help="output stem")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    pre = parser.add_argument_group("preprocessor (gaussian-clahe)")
+    pre.add_argument("--preprocess-size", type=int, help="output_size (default: --input-size)")
+    pre.add_argument("--kernel-size", type=int, default=5)
+    pre.add_argument("--clip-limit", type=float, default=2.0)
+    pre.add_argument("--tile-grid", type=int, default=8)
+    pre.add_argument("--resize-mode", default="stretch", choices=["stretch", "pad", "crop"])
+    pre.add_argument("--output-dtype", default="float32", choices=["float32", "uint8"])
 
-    from covidcxr.classify import VGG19Classifier
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
-    started = time.perf_counter()
-    train = load_split(args.data, "Train", args.input_size)
-    val = load_split(args.data, "Val", args.input_size)
-    load_seconds = time.perf_counter() - started
-    print(f"loaded {len(train)} train, {len(val)} val in {load_seconds:.1f}s", flush=True)
-
-    curve: list[dict] = []
-    epoch_started = [time.perf_counter()]
-
-    def on_epoch_end(epoch: int, logs) -> None:
-        now = time.perf_counter()
-        curve.append({"epoch": epoch, "seconds": round(now - epoch_started[0], 1), **logs})
-        epoch_started[0] = now
-        print(json.dumps(curve[-1]), flush=True)
-
-    classifier = VGG19Classifier(
-        input_size=args.input_size,
-        weights=None,
-        trainable_blocks="all",
-        batch_norm=not args.no_batch_norm,
-        width_multiplier=args.width,
-        dense_units=args.dense_units,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        lr_schedule=args.schedule,
-        warmup_epochs=args.warmup,
-        augmentation=args.augmentation or None,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        # Patience = all epochs: never stops early, but restores the epoch with the best
-        # Val loss, which is how Val selects the model.
-        early_stopping=args.epochs,
-        seed=args.seed,
-        checkpoint_dir=args.checkpoint_dir,
-        on_epoch_end=on_epoch_end,
+    clf = parser.add_argument_group("classifier (vgg19, from scratch)")
+    clf.add_argument("--input-size", type=int, default=64)
+    clf.add_argument("--weights", default=None, help="None (scratch) or an .h5 backbone file")
+    clf.add_argument("--trainable-blocks", default="all")
+    clf.add_argument("--no-batch-norm", action="store_true")
+    clf.add_argument("--width", type=float, default=0.25, help="width_multiplier")
+    clf.add_argument("--dense-units", type=int, default=256)
+    clf.add_argument("--dropout", type=float, default=0.5)
+    clf.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    clf.add_argument("--momentum", type=float, default=0.0)
+    clf.add_argument("--learning-rate", type=float, default=1e-3)
+    clf.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    clf.add_argument("--warmup", type=int, default=1, help="warm-up epochs (at most --epochs - 1)")
+    clf.add_argument("--augmentation", type=float, default=10.0, help="rotation degrees (0: none)")
+    clf.add_argument("--class-weight", default=None, choices=["balanced"])
+    clf.add_argument("--epochs", type=int, default=30)
+    clf.add_argument("--batch-size", type=int, default=64)
+    clf.add_argument(
+        "--early-stopping",
+        type=int,
+        help="patience in epochs (default: --epochs, i.e. never stop early but keep the epoch "
+        "with the best Val loss; 0: no early stopping, keep the last epoch)",
     )
-    train_started = time.perf_counter()
-    classifier.fit(train, validation=val)
-    train_seconds = time.perf_counter() - train_started
-    model_path = args.checkpoint_dir / "model.cxr"
-    classifier.save(model_path)
+    return parser.parse_args()
 
-    # Test is read here, once, after the model is fixed.
-    test = load_split(args.data, "Test", args.input_size)
-    predict_started = time.perf_counter()
-    predicted = classifier.predict(test)
-    predict_seconds = time.perf_counter() - predict_started
-    truth = [x.label for x in test]
-    labels = list(classifier.classes_)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        truth, predicted, labels=labels, zero_division=0
-    )
-    best_epoch = int(np.argmin(classifier.history_["val_loss"])) + 1
-    result = {
-        "benchmark": "classifier_real",
-        "dataset": "COVID-QU-Ex infection segmentation data: Train (fit) / Val (epoch selection) / Test (report)",
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_test": len(test),
-        "test_accuracy": accuracy_score(truth, predicted),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
+
+def recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline configuration, seed left out (as plain data, for the results)."""
+    trainable: int | str = args.trainable_blocks
+    if trainable != "all":
+        trainable = int(trainable)
+    patience = args.epochs if args.early_stopping is None else args.early_stopping
+    return {
+        "preprocessor": {
+            "name": "gaussian-clahe",
+            "kernel_size": args.kernel_size,
+            "clip_limit": args.clip_limit,
+            "tile_grid_size": [args.tile_grid, args.tile_grid],
+            "output_size": args.preprocess_size or args.input_size,
+            "resize_mode": args.resize_mode,
+            "output_dtype": args.output_dtype,
         },
-        "confusion_matrix": {
-            "labels": labels,
-            "rows_true_columns_predicted": confusion_matrix(
-                truth, predicted, labels=labels
-            ).tolist(),
+        "classifier": {
+            "name": "vgg19",
+            "input_size": args.input_size,
+            "weights": None if args.weights in (None, "None", "none") else args.weights,
+            "trainable_blocks": trainable,
+            "batch_norm": not args.no_batch_norm,
+            "width_multiplier": args.width,
+            "dense_units": args.dense_units,
+            "dropout": args.dropout,
+            "optimizer": args.optimizer,
+            "momentum": args.momentum,
+            "learning_rate": args.learning_rate,
+            "lr_schedule": args.schedule,
+            # The classifier needs warm-up < epochs: a one-epoch smoke run has none.
+            "warmup_epochs": min(args.warmup, args.epochs - 1),
+            "augmentation": args.augmentation or None,
+            "class_weight": args.class_weight,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "early_stopping": patience or None,
+        },
+        "detector": None,
+        "evaluation": {"n_bootstrap": args.n_bootstrap, "seed": 0},
+    }
+
+
+def max_swing(values: list[float]) -> float | None:
+    """The largest ``|values[i + 1] - values[i]|``, ``None`` for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return max(abs(b - a) for a, b in itertools.pairwise(values))
+
+
+def finite(value: float) -> float | None:
+    """``value``, or ``None`` where it is undefined (``nan``), as the evaluator's JSON has it."""
+    return None if math.isnan(value) else float(value)
+
+
+def pass_stats(pipeline: Any) -> dict[str, Any]:
+    stats = pipeline.data_stats_
+    batch = stats.batch
+    return {
+        "items": batch.items,
+        "reads": stats.reads,
+        "cache_hits": batch.cache_hits,
+        "memo_hits": batch.memo_hits,
+        "cache_writes": batch.cache_writes,
+        "workers": stats.workers,
+    }
+
+
+def run_seed(
+    seed: int,
+    config: Mapping[str, Any],
+    root: Path,
+    args: argparse.Namespace,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Fit one fresh pipeline on Train (Val for monitoring) and evaluate it on Test."""
+    from covidcxr import Pipeline, open_source
+
+    def source(split: str) -> Any:
+        # Classification only: the masks (and the lesion boxes made from them) are not read.
+        return open_source(root, layout="covid-qu-ex", split=split, load_masks=False)
+
+    seed_dir = run_dir / f"seed-{seed}"
+    epochs_run: list[dict[str, Any]] = []
+    clock = [time.perf_counter()]
+
+    def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        epochs_run.append({"epoch": epoch, "seconds": round(now - clock[0], 1)})
+        clock[0] = now
+        shown = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        print(f"  seed {seed} epoch {epoch}: {shown} ({epochs_run[-1]['seconds']} s)", flush=True)
+
+    classifier = {
+        **config["classifier"],
+        "seed": seed,
+        "checkpoint_dir": str(seed_dir / "checkpoint"),
+        # Progress and epoch times only; not part of the recipe, never saved.
+        "on_epoch_end": on_epoch_end,
+    }
+    pipeline = Pipeline(
+        {**config, "classifier": classifier}, cache_dir=args.cache_dir, workers=args.workers
+    )
+    with TreeMonitor(interval=1.0) as monitor:
+        started = time.perf_counter()
+        clock[0] = started
+        pipeline.fit(source("Train"), validation=source("Val"))
+        fit_seconds = time.perf_counter() - started
+        fit_pass = pass_stats(pipeline)
+        # Test is read here, once per seed, after the model is fixed.
+        evaluate_started = time.perf_counter()
+        report = pipeline.evaluate(source("Test"))
+        evaluate_seconds = time.perf_counter() - evaluate_started
+        test_pass = pass_stats(pipeline)
+    saved = pipeline.save(seed_dir / "pipeline", overwrite=True)
+
+    metrics = report.classification
+    history = pipeline.history_
+    val_accuracy = history.get("val_accuracy", [])
+    best_epoch = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__) + 1
+    intervals = {name: ci.to_dict() for name, ci in metrics.intervals.items()}
+    return {
+        "seed": seed,
+        "test": {
+            "n_images": metrics.n_images,
+            "accuracy": finite(metrics.accuracy),
+            "macro_f1": finite(metrics.macro.f1),
+            "per_class": {s.label: s.to_dict() for s in metrics.per_class},
+            "confusion_matrix": {
+                "labels": list(metrics.classes),
+                "rows_true_columns_predicted": [list(row) for row in metrics.confusion_matrix],
+            },
+            "intervals_95": intervals,
+            "expected_calibration_error": finite(metrics.calibration.expected_calibration_error),
+            "data_fingerprint": report.data_fingerprint,
         },
         "best_epoch_by_val_loss": best_epoch,
-        "val_accuracy_at_best_epoch": classifier.history_["val_accuracy"][best_epoch - 1],
-        "learning_curve": curve,
+        "val_accuracy_at_best_epoch": val_accuracy[best_epoch - 1] if val_accuracy else None,
+        "val_accuracy_curve": val_accuracy,
+        "val_accuracy_max_swing": max_swing(val_accuracy),
+        "history": history,
+        "epochs_trained_this_run": len(epochs_run),
+        "epochs_resumed_from_checkpoint": len(history.get("loss", [])) - len(epochs_run),
+        "epoch_seconds": [e["seconds"] for e in epochs_run],
         "wall_seconds": {
-            "load_and_preprocess_train_val": round(load_seconds, 1),
-            "train": round(train_seconds, 1),
-            "predict_test": round(predict_seconds, 2),
-            "total": round(time.perf_counter() - started, 1),
+            # fit includes reading and preprocessing Train and Val and building the model:
+            # the first epoch's time counts from the start of fit.
+            "fit": round(fit_seconds, 1),
+            "evaluate_test": round(evaluate_seconds, 2),
         },
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "config": {
-            **{
-                k: (str(v) if isinstance(v, Path) else v)
-                for k, v in classifier.get_params().items()
-                if k != "on_epoch_end"
-            },
-            "preprocessing": "grayscale, GaussianBlur 5x5 (sigma from kernel), CLAHE clip 2.0 tiles 8x8, INTER_AREA resize, uint8",
-            "tf_intra_op_threads": args.threads,
-            "resumed_epochs": args.epochs - len(curve),
-        },
-        "environment": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "gpu": bool(tf.config.list_physical_devices("GPU")),
-        },
-        "command": " ".join(["python", *sys.argv]),
+        "data_stats": {"fit_train": fit_pass, "evaluate_test": test_pass},
+        "peak_rss_tree_mib": round(monitor.peak / 2**20, 1),
+        "cpu_seconds_tree": round(monitor.cpu_seconds, 1),
+        "training_data_fingerprint": pipeline.training_fingerprint_,
+        "saved_pipeline": str(saved),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+
+
+def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = list(seeds[0]["test"]["per_class"])
+    summary: dict[str, Any] = {
+        "test_accuracy": spread([s["test"]["accuracy"] for s in seeds]),
+        "covid_19_recall": spread([s["test"]["per_class"][COVID]["recall"] for s in seeds]),
+        "macro_f1": spread([s["test"]["macro_f1"] for s in seeds]),
+        "recall": {
+            label: spread([s["test"]["per_class"][label]["recall"] for s in seeds])
+            for label in labels
+        },
+        "precision": {
+            label: spread([s["test"]["per_class"][label]["precision"] for s in seeds])
+            for label in labels
+        },
+        "f1": {
+            label: spread([s["test"]["per_class"][label]["f1"] for s in seeds]) for label in labels
+        },
+        "val_accuracy_max_swing": spread([s["val_accuracy_max_swing"] for s in seeds]),
+        "fit_seconds": spread([s["wall_seconds"]["fit"] for s in seeds]),
+    }
+    accuracy = summary["test_accuracy"]["mean"]
+    covid = summary["covid_19_recall"]["mean"]
+    summary["targets"] = {
+        f"mean Test accuracy >= {TARGET_ACCURACY}": accuracy is not None
+        and accuracy >= TARGET_ACCURACY,
+        f"mean COVID-19 recall >= {TARGET_COVID_RECALL}": covid is not None
+        and covid >= TARGET_COVID_RECALL,
+    }
+    return summary
+
+
+def subset(data: Path, limit: int) -> Path:
+    """A folder of symbolic links to ``limit`` images of each split, made once per size.
+
+    It stays at the same path between runs, so the images keep their ids: the classifier's
+    checkpoint (keyed by the data, ids included) resumes, and the cache's remembered digests
+    answer, as they do for the full data set.
+    """
+    tag = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8]
+    root = TMP / "covidcxr-bench-real-subsets" / f"{limit}-{tag}"
+    if not (root / "complete").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        for split in ("Train", "Val", "Test"):
+            subset_tree(data, split, limit, root)
+        (root / "complete").touch()
+    return root
+
+
+def main() -> int:
+    args = parse_args()
+    require_data(args.data)
+    configure_tensorflow(args.threads)
+    config = recipe(args)
+    # One checkpoint folder per recipe (and subset), so that a rerun with the same options
+    # resumes an interrupted seed and a run with other options never meets its checkpoint.
+    key = json.dumps({"config": config, "limit": args.limit}, sort_keys=True)
+    run_dir = args.checkpoint_dir / hashlib.sha256(key.encode()).hexdigest()[:12]
+    started = time.perf_counter()
+    root = subset(args.data, args.limit) if args.limit else args.data
+    seeds: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        print(f"seed {seed}: fitting", flush=True)
+        seeds.append(run_seed(seed, config, root, args, run_dir))
+        result = build_result(args, config, seeds, run_dir, time.perf_counter() - started)
+        write_outputs(args.out, result, markdown(result))
+        print(
+            f"seed {seed}: Test accuracy {seeds[-1]['test']['accuracy']:.4f}, "
+            f"COVID-19 recall {seeds[-1]['test']['per_class'][COVID]['recall']:.4f}",
+            flush=True,
+        )
     print(markdown(result))
     return 0
 
 
-def markdown(result: dict) -> str:
-    cfg = result["config"]
+def build_result(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    seeds: list[dict[str, Any]],
+    run_dir: Path,
+    total_seconds: float,
+) -> dict[str, Any]:
+    first = seeds[0]
+    n = {
+        split: first["data_stats"][key]["items"]
+        for split, key in (("train", "fit_train"), ("test", "evaluate_test"))
+    }
+    return {
+        "benchmark": "classifier_real",
+        "dataset": "COVID-QU-Ex infection segmentation data: Train (fit) / Val (epoch selection) / Test (report)",
+        "data": str(args.data),
+        "limit_per_split": args.limit,
+        "n_train": n["train"],
+        "n_test": n["test"],
+        "seeds": [s["seed"] for s in seeds],
+        "summary": summarise(seeds),
+        "per_seed": seeds,
+        "config": config,
+        "run": {
+            "cache_dir": str(args.cache_dir),
+            "checkpoint_dir": str(run_dir),
+            "workers": args.workers,
+            "tf_intra_op_threads": args.threads,
+            "total_seconds": round(total_seconds, 1),
+            "main_process_ru_maxrss_mib": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+            ),
+        },
+        "environment": library_environment(),
+        "command": " ".join(["python", *sys.argv]),
+    }
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ms(figure: Mapping[str, Any], digits: int = 4) -> str:
+    """``mean ± std`` of a :func:`spread` figure."""
+    if figure["std"] is None:
+        return _f(figure["mean"], digits)
+    return f"{figure['mean']:.{digits}f} ± {figure['std']:.{digits}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]["classifier"]
+    pre = result["config"]["preprocessor"]
+    summary = result["summary"]
+    seeds = result["per_seed"]
+    labels = list(seeds[0]["test"]["per_class"])
+    subset = (
+        f" (--limit {result['limit_per_split']}: smoke run)" if result["limit_per_split"] else ""
+    )
     lines = [
-        "# Classifier on real data (COVID-QU-Ex, from scratch)",
+        "# Classifier on real data (COVID-QU-Ex, from scratch, through `Pipeline`)",
         "",
-        f"`{result['command']}`",
+        f"`nice -n 10 {result['command']}`",
         "",
-        f"VGG19{'-BN' if cfg['batch_norm'] else ''}, width x{cfg['width_multiplier']}, "
-        f"{cfg['input_size']} px, {cfg['optimizer']} lr {cfg['learning_rate']} ({cfg['lr_schedule']}, "
-        f"{cfg['warmup_epochs']} warm-up), batch {cfg['batch_size']}, rotation ±{cfg['augmentation']}°, "
-        f"{cfg['epochs']} epochs; epoch chosen on Val: {result['best_epoch_by_val_loss']} "
-        f"(Val accuracy {result['val_accuracy_at_best_epoch']:.3f}).",
+        f"`Pipeline`: gaussian-clahe (kernel {pre['kernel_size']}, clip {pre['clip_limit']}, "
+        f"tiles {pre['tile_grid_size']}, {pre['output_size']} px {pre['resize_mode']}, {pre['output_dtype']}) → "
+        f"VGG19{'-BN' if cfg['batch_norm'] else ''}, width x{cfg['width_multiplier']}, {cfg['input_size']} px, "
+        f"weights {cfg['weights']}, dense {cfg['dense_units']}, {cfg['optimizer']} lr {cfg['learning_rate']} "
+        f"({cfg['lr_schedule']}, {cfg['warmup_epochs']} warm-up), batch {cfg['batch_size']}, "
+        f"rotation ±{cfg['augmentation']}°, {cfg['epochs']} epochs, patience {cfg['early_stopping']} "
+        f"(the epoch with the best Val loss is kept); no detector. Train {result['n_train']} images, "
+        f"Test {result['n_test']}{subset}; seeds {result['seeds']}.",
         "",
-        f"**Test accuracy: {result['test_accuracy']:.4f}** on {result['n_test']} images "
-        "(targets: >= 0.90 accuracy, COVID-19 recall >= 0.95).",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        "| seed | Test accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " | macro F1 | best epoch (Val loss) | Val acc at best | max \\|Δ val acc\\| | fit s | evaluate s | peak RSS MiB |",
+        "|---|---|" + "---|" * len(labels) + "---|---|---|---|---|---|---|",
     ]
-    for label, m in result["per_class"].items():
+    for s in seeds:
+        test = s["test"]
         lines.append(
-            f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+            f"| {s['seed']} | {_f(test['accuracy'])} | "
+            + " | ".join(_f(test["per_class"][label]["recall"]) for label in labels)
+            + f" | {_f(test['macro_f1'])} | {s['best_epoch_by_val_loss']} | {_f(s['val_accuracy_at_best_epoch'])} "
+            f"| {_f(s['val_accuracy_max_swing'])} | {s['wall_seconds']['fit']} | {s['wall_seconds']['evaluate_test']} "
+            f"| {s['peak_rss_tree_mib']} |"
         )
-    labels = result["confusion_matrix"]["labels"]
+    lines.append(
+        f"| **mean ± std** | **{_ms(summary['test_accuracy'])}** | "
+        + " | ".join(_ms(summary["recall"][label]) for label in labels)
+        + f" | {_ms(summary['macro_f1'])} | | | {_ms(summary['val_accuracy_max_swing'])} | {_ms(summary['fit_seconds'], 1)} | | |"
+    )
+
+    def span(figure: Mapping[str, Any]) -> str:
+        return f"{_f(figure['min'])} to {_f(figure['max'])}"
+
+    lines.append(
+        f"| min to max | {span(summary['test_accuracy'])} | "
+        + " | ".join(span(summary["recall"][label]) for label in labels)
+        + f" | {span(summary['macro_f1'])} | | | {span(summary['val_accuracy_max_swing'])} | | | |"
+    )
     lines += [
         "",
-        "Confusion matrix (rows true, columns predicted):",
+        "Standard deviations are sample ones (ddof = 1) over the seeds. Targets:",
         "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
-        "|---" * (len(labels) + 1) + "|",
+        *(
+            f"- {name}: **{'met' if met else 'not met'}**"
+            for name, met in summary["targets"].items()
+        ),
+        "",
+        "Per-class precision / F1 (mean ± std): "
+        + "; ".join(
+            f"{label} {_ms(summary['precision'][label], 3)} / {_ms(summary['f1'][label], 3)}"
+            for label in labels
+        )
+        + ".",
+        "",
+        "Confusion matrices (rows true, columns predicted, order " + ", ".join(labels) + "):",
+        "",
     ]
-    for label, row in zip(
-        labels, result["confusion_matrix"]["rows_true_columns_predicted"], strict=True
-    ):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    wall = result["wall_seconds"]
+    for s in seeds:
+        matrix = s["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+        lines.append(f"- seed {s['seed']}: {matrix}")
+    curves = [s["val_accuracy_curve"] for s in seeds]
     lines += [
         "",
-        f"Wall time: train {wall['train']} s, predict Test {wall['predict_test']} s, "
-        f"total {wall['total']} s; peak RSS {result['peak_rss_mib']} MiB.",
+        "Val accuracy by epoch (the learning curve; `max |Δ val acc|` above is its largest "
+        "epoch-to-epoch swing):",
         "",
-        "Learning curve:",
-        "",
-        "| epoch | s | lr | loss | acc | val loss | val acc |",
-        "|---|---|---|---|---|---|---|",
+        "| epoch | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
     ]
-    for e in result["learning_curve"]:
+    for epoch in range(max(len(curve) for curve in curves)):
         lines.append(
-            f"| {e['epoch']} | {e['seconds']} | {e['lr']:.2e} | {e['loss']:.4f} | {e['accuracy']:.4f} "
-            f"| {e.get('val_loss', float('nan')):.4f} | {e.get('val_accuracy', float('nan')):.4f} |"
+            f"| {epoch + 1} | "
+            + " | ".join(_f(curve[epoch]) if epoch < len(curve) else "" for curve in curves)
+            + " |"
         )
+    lines += ["", "Data passes (items, files read, cache hits, of which by remembered digest):", ""]
+    for s in seeds:
+        fit, test = s["data_stats"]["fit_train"], s["data_stats"]["evaluate_test"]
+        lines.append(
+            f"- seed {s['seed']}: fit Train {fit['items']} items, {fit['reads']} read, "
+            f"{fit['cache_hits']} hits ({fit['memo_hits']} memo), {fit['workers']} workers; "
+            f"evaluate Test {test['items']} items, {test['reads']} read, {test['cache_hits']} hits "
+            f"({test['memo_hits']} memo); epochs trained {s['epochs_trained_this_run']}, resumed "
+            f"{s['epochs_resumed_from_checkpoint']}"
+        )
+    resumed = [s["seed"] for s in seeds if s["epochs_resumed_from_checkpoint"]]
+    if resumed:
+        lines += [
+            "",
+            f"**Seeds {resumed} resumed epochs from a checkpoint: their fit times do not cover "
+            "those epochs.**",
+        ]
+    env = result["environment"]
+    lines += [
+        "",
+        f"Total {result['run']['total_seconds']} s. Environment: {env['cpu_count']} CPUs, "
+        f"{env['intra_op_threads']} TF intra-op threads, load average {env['load_average']} at the end, "
+        f"Python {env['python']}, TensorFlow {env['tensorflow']}, OpenCV {env['opencv']}, "
+        f"covidcxr {env['covidcxr']}, GPU {env['gpu']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
