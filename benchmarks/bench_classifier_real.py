@@ -106,6 +106,13 @@ def parse_args() -> argparse.Namespace:
     clf.add_argument("--width", type=float, default=0.25, help="width_multiplier")
     clf.add_argument("--dense-units", type=int, default=256)
     clf.add_argument("--dropout", type=float, default=0.5)
+    clf.add_argument(
+        "--weight-averaging",
+        type=float,
+        default=0.6,
+        help="momentum of the epoch-wise weight average (VGG19Classifier.weight_averaging); "
+        "-1: none",
+    )
     clf.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     clf.add_argument("--momentum", type=float, default=0.0)
     clf.add_argument("--learning-rate", type=float, default=1e-3)
@@ -149,6 +156,7 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
             "width_multiplier": args.width,
             "dense_units": args.dense_units,
             "dropout": args.dropout,
+            "weight_averaging": None if args.weight_averaging < 0 else args.weight_averaging,
             "optimizer": args.optimizer,
             "momentum": args.momentum,
             "learning_rate": args.learning_rate,
