@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from covidcxr import XRay
+from covidcxr import ConfigurationError, XRay
 from covidcxr.labels import LABELS
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline, PreparedSet
@@ -168,3 +168,25 @@ def test_detections_map_back_through_the_recorded_transform(
     (prediction, *_) = pipeline.predict(phantom_test)
     box = prediction.detections[0].box
     assert (box.x, box.y, box.width, box.height) == (16.0, 16.0, 16.0, 16.0)
+
+
+def test_validation_reads_are_reported_beside_the_training_reads(
+    test_config: dict[str, Any], phantom_train: list[XRay], phantom_test: list[XRay]
+) -> None:
+    pipeline = Pipeline(test_config).fit(phantom_train, validation=phantom_test)
+    assert pipeline.data_stats_.batch.items == len(phantom_train)
+    assert pipeline.validation_data_stats_.batch.items == len(phantom_test)
+
+
+@pytest.mark.parametrize("workers", [None, -1, 1.5, True])
+def test_workers_must_be_a_whole_number(
+    workers: Any, test_config: dict[str, Any], phantom_train: list[XRay]
+) -> None:
+    with pytest.raises(ConfigurationError, match="workers must be a whole number"):
+        Pipeline(test_config, workers=workers).fit(phantom_train)
+
+
+def test_callable_options_are_wiring_not_configuration(test_config: dict[str, Any]) -> None:
+    test_config["classifier"]["on_epoch_end"] = print
+    described = Pipeline(test_config).describe(strict=True)
+    assert "on_epoch_end" not in described["classifier"]

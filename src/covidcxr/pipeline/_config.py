@@ -192,12 +192,13 @@ def object_options(obj: object, kind: str) -> dict[str, Any]:
 def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> dict[str, Any]:
     """Options as JSON data, without anything that looks like a credential.
 
-    ``strict``: a value JSON cannot hold is an error (saving); otherwise its ``repr`` is
-    shown instead (describing, for reports).
+    Callables (``on_epoch_end`` and other hooks) are run-time wiring, not configuration:
+    they are left out. ``strict``: any other value JSON cannot hold is an error (saving);
+    otherwise its ``repr`` is shown instead (describing, for reports).
     """
     kept: dict[str, Any] = {}
     for key, value in options.items():
-        if any(word in key.lower() for word in _SECRET_WORDS):
+        if any(word in key.lower() for word in _SECRET_WORDS) or callable(value):
             continue
         plain = list(value) if isinstance(value, tuple) else value
         try:

@@ -155,7 +155,10 @@ class Pipeline:
     training_fingerprint_
         The data fingerprint of the prepared training set.
     data_stats_
-        How the last call's pass over its source went (items, reads, cache hits).
+        How the last call's pass over its source went (items, reads, cache hits); for
+        :meth:`fit`, over the training source.
+    validation_data_stats_
+        The same for :meth:`fit`'s validation source.
 
     Examples
     --------
@@ -170,6 +173,7 @@ class Pipeline:
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
     data_stats_: DataPass
+    validation_data_stats_: DataPass
 
     def __init__(
         self,
@@ -322,6 +326,11 @@ class Pipeline:
 
     def _prepared(self, source: Iterable[XRay]) -> Iterator[XRay]:
         """The prepared radiographs of ``source``, each item read once (see data_stats_)."""
+        workers: object = self.workers  # checked here: callers may pass anything
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigurationError(
+                f"Pipeline: workers must be a whole number >= 0, got {self.workers!r}"
+            )
         self.data_stats_ = DataPass()
         return prepare(
             source,
@@ -394,7 +403,10 @@ class Pipeline:
         self._build()
         train_set = self._collect(train, "train")
         train_stats = self.data_stats_
-        validation_set = self._collect(validation, "validation") if validation is not None else None
+        validation_set = None
+        if validation is not None:
+            validation_set = self._collect(validation, "validation")
+            self.validation_data_stats_ = self.data_stats_
         self.data_stats_ = train_stats
         self.training_fingerprint_ = train_set.fingerprint
         with self._epoch_progress():
