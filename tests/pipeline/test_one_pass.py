@@ -16,6 +16,7 @@ from covidcxr import ConfigurationError, XRay
 from covidcxr.labels import LABELS
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline, PreparedSet
+from covidcxr.pipeline import _estimator as estimator_module
 from covidcxr.sources import FolderSource
 from covidcxr.sources import folder as folder_module
 from covidcxr.sources.items import Entry, RawItem
@@ -190,3 +191,19 @@ def test_callable_options_are_wiring_not_configuration(test_config: dict[str, An
     test_config["classifier"]["on_epoch_end"] = print
     described = Pipeline(test_config).describe(strict=True)
     assert "on_epoch_end" not in described["classifier"]
+
+
+def test_predictions_do_not_depend_on_how_the_stream_is_chunked(
+    test_config: dict[str, Any],
+    phantom_train: list[XRay],
+    phantom_test: list[XRay],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipeline = Pipeline(test_config).fit(phantom_train)
+    whole = pipeline.predict(phantom_test)
+    monkeypatch.setattr(estimator_module, "_CHUNK_ITEMS", 4)
+    chunked = pipeline.predict(phantom_test)
+    assert len(phantom_test) > 4
+    assert chunked == whole
+    report = pipeline.evaluate(phantom_test)
+    assert report.to_dict()["classification"]["n_images"] == len(phantom_test)

@@ -63,9 +63,11 @@ __all__ = ["Pipeline"]
 
 _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # Prepared radiographs handed to the classifier and the detector at once while streaming:
-# large enough that one predict call and one detector batch amortise their set-up, small
-# enough that memory does not grow with the source.
-_CHUNK: Final = 256
+# each call into a model has a set-up cost (a tf.data pipeline, a service request), so
+# chunks are as large as 16 M pixels allow (64 MB as float32: 4,096 images of 64 px, 334
+# of 224 px), keeping memory bounded whatever the size of the source.
+_CHUNK_PIXELS: Final = 16 * 2**20
+_CHUNK_ITEMS: Final = 4096
 
 
 def _without_boxes(xray: XRay) -> XRay:
@@ -428,7 +430,7 @@ class Pipeline:
         """
         self._check_fitted()
         prepared = self._prepared(as_source(source, "source"))
-        for chunk in chunks(prepared, _CHUNK):
+        for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
             probabilities, found = self._score_chunk(chunk)
             for xray, row, detections in zip(chunk, probabilities, found, strict=True):
                 yield self._prediction(xray, row, _to_original(detections, xray))
@@ -522,7 +524,7 @@ class Pipeline:
         collected = _Evaluation()
         prepared = self._prepared(source)
         index = 0
-        for chunk in chunks(prepared, _CHUNK):
+        for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
             probabilities, found = self._score_chunk(chunk)
             for xray, row, detections in zip(chunk, probabilities, found, strict=True):
                 collected.fingerprint.update(xray)

@@ -107,14 +107,30 @@ def prepare(
     stats.reads = stats.batch.items - stats.batch.memo_hits
 
 
-def chunks(xrays: Iterable[XRay], size: int) -> Iterator[list[XRay]]:
-    """``xrays`` in lists of ``size`` (the last one shorter)."""
+def chunks(xrays: Iterable[XRay], *, max_pixels: int, max_items: int) -> Iterator[list[XRay]]:
+    """``xrays`` in consecutive lists of at most ``max_items`` and about ``max_pixels``.
+
+    A list is closed as soon as its images hold ``max_pixels`` pixels or more, so small
+    images come in large lists (fewer calls into the model, each with its set-up cost)
+    and large images in small ones (bounded memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = [XRay(np.zeros((10, 10), np.uint8), id=str(i)) for i in range(5)]
+    >>> [len(c) for c in chunks(images, max_pixels=250, max_items=100)]
+    [3, 2]
+    >>> [len(c) for c in chunks(images, max_pixels=10**6, max_items=2)]
+    [2, 2, 1]
+    """
     chunk: list[XRay] = []
+    pixels = 0
     for xray in xrays:
         chunk.append(xray)
-        if len(chunk) >= size:
+        pixels += xray.pixels.size
+        if pixels >= max_pixels or len(chunk) >= max_items:
             yield chunk
-            chunk = []
+            chunk, pixels = [], 0
     if chunk:
         yield chunk
 
