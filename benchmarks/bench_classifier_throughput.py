@@ -49,7 +49,7 @@ def matmul_roofline(seconds: float = 3.0) -> dict[str, float]:
 
 def vgg19_macs(input_size: int) -> float:
     """Multiply-accumulates of VGG19's convolutions for one image (the head is negligible)."""
-    from covidcxr.classify.network import BLOCK_CONVS, BLOCK_FILTERS
+    from covidcxr.classify._network import BLOCK_CONVS, BLOCK_FILTERS
 
     macs, side, channels = 0.0, input_size, 3
     for convs, filters in zip(BLOCK_CONVS, BLOCK_FILTERS, strict=True):

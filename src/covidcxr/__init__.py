@@ -70,18 +70,18 @@ from covidcxr.split import DatasetSplit, split_dataset
 if TYPE_CHECKING:
     from covidcxr.demo import run_demo
     from covidcxr.evaluate import ClassificationEvaluator, EvaluationReport, write_report
-    from covidcxr.evaluate.detection import DetectionMetrics, evaluate_detections
+    from covidcxr.evaluate._detection import DetectionMetrics, evaluate_detections
     from covidcxr.pipeline import Pipeline, PipelineConfig
 
 # Names whose modules import scikit-learn or matplotlib (about a second): loaded on first
 # use, so that ``import covidcxr`` stays fast for plugin lookups and the command line.
 _LAZY: dict[str, str] = {
     "ClassificationEvaluator": "covidcxr.evaluate",
-    "DetectionMetrics": "covidcxr.evaluate.detection",
+    "DetectionMetrics": "covidcxr.evaluate._detection",
     "EvaluationReport": "covidcxr.evaluate",
     "Pipeline": "covidcxr.pipeline",
     "PipelineConfig": "covidcxr.pipeline",
-    "evaluate_detections": "covidcxr.evaluate.detection",
+    "evaluate_detections": "covidcxr.evaluate._detection",
     "run_demo": "covidcxr.demo",
     "write_report": "covidcxr.evaluate",
 }

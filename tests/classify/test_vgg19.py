@@ -23,8 +23,8 @@ from covidcxr import (
     XRay,
 )
 from covidcxr.classify import PixelRangeWarning, VGG19Classifier
-from covidcxr.classify import weights as weights_module
-from covidcxr.classify.persistence import METADATA_MEMBER, MODEL_MEMBER
+from covidcxr.classify import _weights as weights_module
+from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
 
 from .conftest import toy_xrays
 
@@ -138,7 +138,7 @@ def test_cached_imagenet_weights_with_a_wrong_md5_are_not_used(
 def test_weights_path_loads_the_backbone_from_a_file(
     tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
 ) -> None:
-    from covidcxr.classify.network import build_backbone
+    from covidcxr.classify._network import build_backbone
 
     source = build_backbone(input_size=32, width_multiplier=0.125, seed=123)
     weights_file = tmp_path / "backbone.weights.h5"
@@ -162,7 +162,7 @@ def test_a_missing_weights_file_is_named_in_the_error(
 def test_a_weights_file_for_another_architecture_is_refused(
     tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
 ) -> None:
-    from covidcxr.classify.network import build_backbone
+    from covidcxr.classify._network import build_backbone
 
     weights_file = tmp_path / "bn.weights.h5"
     build_backbone(input_size=32, width_multiplier=0.125, batch_norm=True).save_weights(
@@ -355,7 +355,7 @@ class SortedSource:
 def test_training_from_a_class_sorted_stream_warns_about_shuffling(
     train_xrays: list[XRay], tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from covidcxr.classify import vgg19
+    from covidcxr.classify import _vgg19 as vgg19
 
     monkeypatch.setattr(vgg19, "SHUFFLE_BUFFER", 8)
     params = {**tiny, "epochs": 1, "trainable_blocks": "all"}
@@ -366,7 +366,7 @@ def test_training_from_a_class_sorted_stream_warns_about_shuffling(
 def test_training_from_a_list_shuffles_fully_without_warning(
     train_xrays: list[XRay], tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from covidcxr.classify import vgg19
+    from covidcxr.classify import _vgg19 as vgg19
 
     monkeypatch.setattr(vgg19, "SHUFFLE_BUFFER", 8)
     params = {**tiny, "epochs": 1, "trainable_blocks": "all"}
@@ -597,7 +597,7 @@ def test_a_process_killed_during_save_leaves_the_existing_model_loadable(
     # The child writes a complete new archive, then dies just before the rename.
     code = f"""
 import os
-from covidcxr.classify import persistence
+from covidcxr.classify import _persistence as persistence
 def crash(*args):
     os._exit(17)
 persistence.Path.replace = crash

@@ -22,7 +22,7 @@ from covidcxr.preprocess import (
 )
 from covidcxr.records import XRay
 from covidcxr.sources import FolderSource, SkippedItemsWarning, ZipSource, mask_boxes
-from covidcxr.sources import folder as folder_module
+from covidcxr.sources import _folder as folder_module
 
 PREPROCESSOR = GaussianClahePreprocessor(output_size=32)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from covidcxr.preprocess import GaussianClahePreprocessor, PreprocessCache
-from covidcxr.preprocess.digests import MERGE_ABOVE, DigestMemo
-from covidcxr.preprocess.packs import KEY_SIZE, STALE_OPEN_SECONDS, PackStore, scan_pack
-from covidcxr.preprocess.pixels import UINT8_OVER_255, compact_pixels, expand_pixels
+from covidcxr.preprocess._digests import MERGE_ABOVE, DigestMemo
+from covidcxr.preprocess._packs import KEY_SIZE, STALE_OPEN_SECONDS, PackStore, scan_pack
+from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_pixels
 from covidcxr.records import XRay
 
 

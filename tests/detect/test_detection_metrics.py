@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from covidcxr.evaluate.detection import (
+from covidcxr.evaluate._detection import (
     COCO_IOU_THRESHOLDS,
     average_precision,
     evaluate_detections,

@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 import covidcxr
 from covidcxr.detect import LocalDetector, mask_to_detections
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.evaluate.detection import iou
+from covidcxr.evaluate._detection import iou
 from covidcxr.records import Box, XRay
 
 # --- post-processing --------------------------------------------------------------------

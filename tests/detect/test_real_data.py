@@ -10,8 +10,8 @@ import pytest
 
 import covidcxr
 from covidcxr.detect import LocalDetector, WatsonDetector, draw_detections
-from covidcxr.detect.loopback_watson import LoopbackWatsonServer
-from covidcxr.evaluate.detection import evaluate_detections
+from covidcxr.detect._loopback_watson import LoopbackWatsonServer
+from covidcxr.evaluate._detection import evaluate_detections
 from covidcxr.records import XRay
 
 pytestmark = [

@@ -14,7 +14,7 @@ import pytest
 
 import covidcxr
 from covidcxr.detect import ServiceRetiredWarning, WatsonDetector
-from covidcxr.detect.loopback_watson import LoopbackWatsonServer
+from covidcxr.detect._loopback_watson import LoopbackWatsonServer
 from covidcxr.errors import ConfigurationError, DetectorServiceError
 from covidcxr.records import Box, XRay
 

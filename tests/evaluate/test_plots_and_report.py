@@ -13,9 +13,9 @@ import pytest
 
 from covidcxr import Box, Detection, GroundTruth, Prediction
 from covidcxr.errors import ConfigurationError, OutputExistsError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
-from covidcxr.evaluate.metrics import classification_metrics
-from covidcxr.evaluate.plots import (
+from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
+from covidcxr.evaluate._metrics import classification_metrics
+from covidcxr.evaluate._plots import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
@@ -23,7 +23,7 @@ from covidcxr.evaluate.plots import (
     plot_roc_curves,
     plot_training_history,
 )
-from covidcxr.evaluate.report import write_report
+from covidcxr.evaluate._report import write_report
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,8 +18,8 @@ from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline, PreparedSet
 from covidcxr.pipeline import _estimator as estimator_module
 from covidcxr.sources import FolderSource
-from covidcxr.sources import folder as folder_module
-from covidcxr.sources.items import Entry, RawItem
+from covidcxr.sources import _folder as folder_module
+from covidcxr.sources._items import Entry, RawItem
 
 pytestmark = pytest.mark.usefixtures("test_components")
 

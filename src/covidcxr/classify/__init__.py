@@ -4,7 +4,7 @@
 registered as ``"vgg19"``. Importing this package does not import TensorFlow.
 """
 
-from covidcxr.classify.inputs import PixelRangeWarning
-from covidcxr.classify.vgg19 import VGG19Classifier
+from covidcxr.classify._inputs import PixelRangeWarning
+from covidcxr.classify._vgg19 import VGG19Classifier
 
 __all__ = ["PixelRangeWarning", "VGG19Classifier"]

@@ -6,7 +6,7 @@ predicts, saves or loads.
 
 from __future__ import annotations
 
-from covidcxr.classify.vgg19 import VGG19Classifier
+from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.hookspecs import Register, hookimpl
 
 __all__ = ["covidcxr_register_classifiers"]

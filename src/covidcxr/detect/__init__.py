@@ -10,11 +10,11 @@ All detectors return :class:`~covidcxr.Detection` records in the pixel coordinat
 imported only when a detector needs them.
 """
 
-from covidcxr.detect.draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
-from covidcxr.detect.gradcam import GradCAMDetector, cam_to_detections
-from covidcxr.detect.local import LocalDetector, mask_to_detections
+from covidcxr.detect._draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
+from covidcxr.detect._gradcam import GradCAMDetector, cam_to_detections
+from covidcxr.detect._local import LocalDetector, mask_to_detections
+from covidcxr.detect._watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
 from covidcxr.detect.plugin import default_detector_name
-from covidcxr.detect.watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
 
 __all__ = [
     "DETECTION_COLOR",

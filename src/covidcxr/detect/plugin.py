@@ -26,20 +26,20 @@ def default_detector_name() -> str:
     >>> default_detector_name() in ("local", "watson")
     True
     """
-    from covidcxr.detect.watson import watson_configured  # noqa: PLC0415
+    from covidcxr.detect._watson import watson_configured  # noqa: PLC0415
 
     return "watson" if watson_configured() else "local"
 
 
 def _watson(**options: Any) -> LesionDetector:
-    from covidcxr.detect.watson import WatsonDetector  # noqa: PLC0415 - keep lookups light
+    from covidcxr.detect._watson import WatsonDetector  # noqa: PLC0415 - keep lookups light
 
     return WatsonDetector(**options)
 
 
 def _local(**options: Any) -> LesionDetector:
     """A new :class:`LocalDetector`, or a saved one with ``model=path``."""
-    from covidcxr.detect.local import LocalDetector  # noqa: PLC0415
+    from covidcxr.detect._local import LocalDetector  # noqa: PLC0415
 
     model = options.pop("model", None)
     if model is not None:
@@ -59,7 +59,7 @@ def _local(**options: Any) -> LesionDetector:
 
 def _gradcam(**options: Any) -> LesionDetector:
     """A :class:`GradCAMDetector` over ``classifier=`` or a saved one at ``model=path``."""
-    from covidcxr.detect.gradcam import GradCAMDetector  # noqa: PLC0415
+    from covidcxr.detect._gradcam import GradCAMDetector  # noqa: PLC0415
 
     classifier = options.pop("classifier", None)
     model = options.pop("model", None)

@@ -7,7 +7,7 @@ images, ``uint16`` for 16-bit PNG and DICOM. Bad input of every kind raises
 :class:`~covidcxr.InvalidImageError` naming the file.
 """
 
-from covidcxr.io.reader import (
+from covidcxr.io._reader import (
     MAX_PIXELS,
     MIN_SIDE,
     DecodedImage,
@@ -15,7 +15,7 @@ from covidcxr.io.reader import (
     read_image,
     read_xray,
 )
-from covidcxr.io.sniff import ImageFormat, sniff_format
+from covidcxr.io._sniff import ImageFormat, sniff_format
 
 __all__ = [
     "MAX_PIXELS",

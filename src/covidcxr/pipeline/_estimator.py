@@ -15,9 +15,9 @@ from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
 from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
-from covidcxr.evaluate.evaluator import ClassificationEvaluator, EvaluationReport
-from covidcxr.evaluate.provenance import DataFingerprint
-from covidcxr.evaluate.report import ReportFiles, write_report
+from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
+from covidcxr.evaluate._provenance import DataFingerprint
+from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import write_text
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,

@@ -18,11 +18,11 @@ import numpy as np
 from attrs import define, field
 
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.provenance import DataFingerprint
+from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.labels import LABELS
 from covidcxr.plugins import open_source
 from covidcxr.preprocess import BatchStats, preprocess_batch
-from covidcxr.preprocess.pixels import compact_pixels, expand_pixels
+from covidcxr.preprocess._pixels import compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 
@@ -191,7 +191,7 @@ class PreparedSet(Sequence[XRay]):
 
     @property
     def fingerprint(self) -> str:
-        """:func:`~covidcxr.evaluate.provenance.data_fingerprint` of the prepared images."""
+        """:func:`~covidcxr.evaluate._provenance.data_fingerprint` of the prepared images."""
         return self._fingerprint.hexdigest()
 
     @property

@@ -5,14 +5,14 @@ model expects; :func:`preprocess_batch` runs any preprocessor over a whole sourc
 several processes, with an optional on-disk cache.
 """
 
-from covidcxr.preprocess.batch import BatchStats, preprocess_batch, xray_digest
-from covidcxr.preprocess.cache import PreprocessCache
-from covidcxr.preprocess.gaussian_clahe import (
+from covidcxr.preprocess._batch import BatchStats, preprocess_batch, xray_digest
+from covidcxr.preprocess._cache import PreprocessCache
+from covidcxr.preprocess._gaussian_clahe import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
     to_uint8,
 )
-from covidcxr.preprocess.geometry import (
+from covidcxr.preprocess._geometry import (
     ResizeTransform,
     boxes_to_original,
     fit_resize,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from covidcxr.hookspecs import Register, hookimpl
-from covidcxr.preprocess.gaussian_clahe import GaussianClahePreprocessor, IdentityPreprocessor
+from covidcxr.preprocess._gaussian_clahe import GaussianClahePreprocessor, IdentityPreprocessor
 
 __all__ = ["covidcxr_register_preprocessors"]
 

@@ -7,9 +7,9 @@ stays light.
 from __future__ import annotations
 
 from covidcxr.hookspecs import Register, hookimpl
-from covidcxr.sources.archive import ZipSource
-from covidcxr.sources.cos import COSSource
-from covidcxr.sources.folder import FolderSource
+from covidcxr.sources._archive import ZipSource
+from covidcxr.sources._cos import COSSource
+from covidcxr.sources._folder import FolderSource
 
 __all__ = ["covidcxr_register_sources"]
 

@@ -33,9 +33,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
 
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
-from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE
-from covidcxr.sources.archive import SafeZipArchive, ZipLimits
-from covidcxr.sources.base import CatalogSource
+from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
+from covidcxr.sources._archive import SafeZipArchive, ZipLimits
+from covidcxr.sources._base import CatalogSource
 
 __all__ = [
     "COSSource",

@@ -14,9 +14,9 @@ from typing import Any
 
 from attrs import field, frozen
 
-from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE, decode_image
+from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE, decode_image
 from covidcxr.records import Box, XRay
-from covidcxr.sources.masks import binary_mask, mask_boxes
+from covidcxr.sources._masks import binary_mask, mask_boxes
 
 __all__ = [
     "INFECTION_MASK",

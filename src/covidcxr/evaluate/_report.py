@@ -21,8 +21,8 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from covidcxr.errors import OutputExistsError
-from covidcxr.evaluate.evaluator import EvaluationReport
-from covidcxr.evaluate.plots import (
+from covidcxr.evaluate._evaluator import EvaluationReport
+from covidcxr.evaluate._plots import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
@@ -277,7 +277,7 @@ def write_report(
         Where to write; created if missing.
     history
         Keras-style training history to plot (see
-        :func:`~covidcxr.evaluate.plots.plot_training_history`).
+        :func:`~covidcxr.evaluate._plots.plot_training_history`).
     images
         Already-annotated RGB ``uint8`` images to show in a grid.
     image_titles

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Final
 
 from covidcxr.errors import InvalidImageError, SourceError
-from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE
-from covidcxr.sources.base import CatalogSource
-from covidcxr.sources.items import Entry, RawItem, read_entry
+from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
+from covidcxr.sources._base import CatalogSource
+from covidcxr.sources._items import Entry, RawItem, read_entry
 
 __all__ = ["RACY_SECONDS", "FolderSource"]
 
@@ -37,7 +37,7 @@ class FolderSource(CatalogSource):
         The dataset folder.
     layout
         ``"classes"`` (one subfolder per class), ``"covid-qu-ex"``, ``"covid-radiography"``
-        or ``"ieee8023"``; see :mod:`covidcxr.sources.layouts`.
+        or ``"ieee8023"``; see :mod:`covidcxr.sources._layouts`.
     split
         For ``"covid-qu-ex"``: ``"Train"``, ``"Val"``, ``"Test"`` or a sequence of them
         (``None``: all). For ``"classes"``: the name(s) of split folders above the class

@@ -15,7 +15,7 @@ The steps and their order follow the published method:
    first would amplify the noise and then blur only part of it away. Denoise, then
    enhance.
 4. **Resize** to ``output_size`` (stretch, pad or centre-crop; see
-   :mod:`covidcxr.preprocess.geometry`). Boxes and every ``*_mask`` array in ``meta`` go
+   :mod:`covidcxr.preprocess._geometry`). Boxes and every ``*_mask`` array in ``meta`` go
    through the same geometric transform (masks with nearest-neighbour interpolation), and
    ``meta["transform"]`` records it.
 5. **dtype**: ``float32`` scaled to ``[0, 1]``, or ``uint8``.
@@ -36,14 +36,14 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError, InvalidImageError
-from covidcxr.preprocess.geometry import (
+from covidcxr.preprocess._geometry import (
     RESIZE_MODES,
     ResizeTransform,
     fit_resize,
     resize_image,
     transform_boxes,
 )
-from covidcxr.preprocess.pixels import UINT8_OVER_255, expand_pixels
+from covidcxr.preprocess._pixels import UINT8_OVER_255, expand_pixels
 from covidcxr.records import XRay
 
 __all__ = [
@@ -187,7 +187,7 @@ class GaussianClahePreprocessor:
         Side of the square output, or ``None`` to keep the input size.
     resize_mode
         ``"stretch"``, ``"pad"`` or ``"crop"``: see
-        :func:`covidcxr.preprocess.geometry.fit_resize`.
+        :func:`covidcxr.preprocess._geometry.fit_resize`.
     output_dtype
         ``"float32"`` (scaled to ``[0, 1]``) or ``"uint8"``.
     percentile_window
@@ -282,7 +282,7 @@ class GaussianClahePreprocessor:
         The result is the record :meth:`__call__` returns, except that with
         ``output_dtype="float32"`` its pixels are the ``uint8`` values the float32 pixels
         are scaled from, and the encoding says so (see
-        :func:`covidcxr.preprocess.pixels.expand_pixels`, which restores them bit for
+        :func:`covidcxr.preprocess._pixels.expand_pixels`, which restores them bit for
         bit). The batch runner uses this to send and cache a quarter of the bytes without
         ever making the float32 array.
 
@@ -294,7 +294,7 @@ class GaussianClahePreprocessor:
         Examples
         --------
         >>> import numpy as np
-        >>> from covidcxr.preprocess.pixels import expand_pixels
+        >>> from covidcxr.preprocess._pixels import expand_pixels
         >>> xray = XRay(np.tile(np.arange(64, dtype=np.uint8), (64, 1)), id="a")
         >>> preprocessor = GaussianClahePreprocessor(output_size=32)
         >>> record, encoding = preprocessor.packed(xray)

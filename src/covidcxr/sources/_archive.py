@@ -23,11 +23,11 @@ from typing import IO, Final
 from attrs import frozen
 
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError, UnknownLabelError
-from covidcxr.io.reader import MAX_PIXELS, MIN_SIDE
+from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.labels import canonical_label
-from covidcxr.sources.base import CatalogSource
-from covidcxr.sources.layouts import QU_EX_SPLITS
-from covidcxr.sources.skips import OnError
+from covidcxr.sources._base import CatalogSource
+from covidcxr.sources._layouts import QU_EX_SPLITS
+from covidcxr.sources._skips import OnError
 
 __all__ = ["SafeZipArchive", "ZipLimits", "ZipSource"]
 

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate.metrics import ClassificationMetrics
+from covidcxr.evaluate._metrics import ClassificationMetrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

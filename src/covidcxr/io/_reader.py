@@ -11,9 +11,9 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from covidcxr.errors import InvalidImageError
-from covidcxr.io.dicom import decode_dicom
-from covidcxr.io.raster import decode_raster
-from covidcxr.io.sniff import ImageFormat, jpeg_size, png_size, sniff_format
+from covidcxr.io._dicom import decode_dicom
+from covidcxr.io._raster import decode_raster
+from covidcxr.io._sniff import ImageFormat, jpeg_size, png_size, sniff_format
 from covidcxr.labels import canonical_label
 from covidcxr.records import XRay
 

@@ -9,7 +9,7 @@ receive the still-encoded bytes. At most a few chunks are in flight at a time, s
 does not grow with the dataset, and results are yielded in input order.
 
 Workers send their results back as ``uint8`` when the float32 output is exactly
-``uint8 / 255`` (:mod:`covidcxr.preprocess.pixels`), a quarter of the bytes; the main
+``uint8 / 255`` (:mod:`covidcxr.preprocess._pixels`), a quarter of the bytes; the main
 process restores the float32 pixels bit for bit. A preprocessor may offer a
 ``packed(xray) -> (record, encoding)`` method, as
 :meth:`~covidcxr.preprocess.GaussianClahePreprocessor.packed` does, so that workers never
@@ -22,7 +22,7 @@ so ``workers`` processes use ``workers`` cores.
 
 With ``cache_dir``, each result is stored under a hash of the input's *content* (the file
 bytes, or the pixels, boxes and masks of an :class:`~covidcxr.XRay`) and the
-preprocessor's parameters (see :mod:`covidcxr.preprocess.cache`), and a second pass reads
+preprocessor's parameters (see :mod:`covidcxr.preprocess._cache`), and a second pass reads
 it back instead of decoding and preprocessing again. For a source that can fingerprint
 its files (a local folder: see :meth:`~covidcxr.sources.CatalogSource.fingerprint`), the
 content digest of each unchanged file is remembered, so the second pass opens neither
@@ -47,12 +47,12 @@ import numpy as np
 from attrs import define, field
 
 from covidcxr.errors import ConfigurationError, InvalidImageError
-from covidcxr.preprocess.cache import CachedOutput, PreprocessCache
-from covidcxr.preprocess.pixels import PackedPixels, compact_pixels, expand_pixels
+from covidcxr.preprocess._cache import CachedOutput, PreprocessCache
+from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
-from covidcxr.sources.base import CatalogSource
-from covidcxr.sources.items import Entry, RawItem, decode_item, entry_meta
+from covidcxr.sources._base import CatalogSource
+from covidcxr.sources._items import Entry, RawItem, decode_item, entry_meta
 
 __all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
 

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
-from covidcxr.model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr.records import Detection, XRay
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LocalDetector", "mask_to_detections"]

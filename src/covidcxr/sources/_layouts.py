@@ -1,7 +1,7 @@
 """Dataset layouts: how a public dataset arranges its files, classes, masks and patients.
 
 A layout turns the list of file names in a source (a folder, a zip archive, a bucket
-prefix) into :class:`~covidcxr.sources.items.Entry` records, from names alone. The same
+prefix) into :class:`~covidcxr.sources._items.Entry` records, from names alone. The same
 layouts therefore work for every source.
 
 ``"classes"``
@@ -33,8 +33,8 @@ from attrs import frozen
 
 from covidcxr.errors import ConfigurationError, SourceError, UnknownLabelError
 from covidcxr.labels import COVID19, LABELS, NORMAL, PNEUMONIA, canonical_label
-from covidcxr.sources.items import INFECTION_MASK, LUNG_MASK, Entry
-from covidcxr.sources.skips import Skipped
+from covidcxr.sources._items import INFECTION_MASK, LUNG_MASK, Entry
+from covidcxr.sources._skips import Skipped
 
 __all__ = [
     "IMAGE_SUFFIXES",

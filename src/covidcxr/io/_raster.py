@@ -28,7 +28,7 @@ def decode_raster(data: bytes, source: str | None = None) -> NDArray[Any]:
     """Decode PNG or JPEG bytes to a 2-D ``uint8`` or ``uint16`` array.
 
     The caller has already checked the format and the declared size (see
-    :mod:`covidcxr.io.sniff`).
+    :mod:`covidcxr.io._sniff`).
 
     Raises
     ------

@@ -13,7 +13,7 @@ On disk, a cache folder holds::
     entries/<token hash>/*.cxrpack   entries of one preprocessor configuration
     digests/*.digests            content digests remembered under source fingerprints
 
-Entries are records in append-only pack files (:mod:`covidcxr.preprocess.packs`): a small
+Entries are records in append-only pack files (:mod:`covidcxr.preprocess._packs`): a small
 JSON header followed by the raw array bytes, read with one system call. Every writing
 process appends to a pack of its own, so worker processes and concurrent runs can share
 a folder without locks; readers use a pack only once its writer has flushed it to disk
@@ -23,7 +23,7 @@ leaves an ignored pack, never a torn entry. Float32 pixels that are exactly
 bytes, and restored bit for bit.
 
 With a source that can fingerprint its items (a local folder), the content digest of an
-unchanged file is remembered (:mod:`covidcxr.preprocess.digests`), so a warm pass reads
+unchanged file is remembered (:mod:`covidcxr.preprocess._digests`), so a warm pass reads
 neither the images nor their masks, only the cache. Delete the folder to clear the cache.
 """
 
@@ -41,10 +41,10 @@ from typing import Any, Final
 import numpy as np
 from attrs import frozen
 
-from covidcxr.preprocess.digests import DigestMemo
-from covidcxr.preprocess.geometry import ResizeTransform
-from covidcxr.preprocess.packs import PackStore
-from covidcxr.preprocess.pixels import PackedPixels, compact_pixels, expand_pixels
+from covidcxr.preprocess._digests import DigestMemo
+from covidcxr.preprocess._geometry import ResizeTransform
+from covidcxr.preprocess._packs import PackStore
+from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.records import Box
 
 __all__ = ["CachedOutput", "PreprocessCache"]

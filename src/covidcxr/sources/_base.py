@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from covidcxr.errors import InvalidImageError
 from covidcxr.records import XRay
-from covidcxr.sources.items import Entry, RawItem, decode_item, read_entry
-from covidcxr.sources.layouts import Catalog, catalog
-from covidcxr.sources.skips import OnError, Skipped, SkippedItemsWarning, check_on_error
+from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
+from covidcxr.sources._layouts import Catalog, catalog
+from covidcxr.sources._skips import OnError, Skipped, SkippedItemsWarning, check_on_error
 
 __all__ = ["CatalogSource"]
 

@@ -1,6 +1,6 @@
 """Saving and loading fitted classifiers: one file, written atomically, checked on load.
 
-A saved classifier is a :mod:`covidcxr.model_archive` archive of format
+A saved classifier is a :mod:`covidcxr._model_archive` archive of format
 ``covidcxr.classifier``: ``model.keras`` plus ``covidcxr.json`` (what it was trained on and
 with). Keras loads the model in safe mode (the model holds only built-in layers). Unlike a
 detector, a saved classifier is replaced by a new save without asking; any other file at
@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from covidcxr import model_archive
-from covidcxr.model_archive import METADATA_MEMBER, MODEL_MEMBER, runtime_versions
+from covidcxr import _model_archive as model_archive
+from covidcxr._model_archive import METADATA_MEMBER, MODEL_MEMBER, runtime_versions
 
 __all__ = [
     "FORMAT",

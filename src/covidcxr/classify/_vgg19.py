@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.classify.inputs import Normalization, ScanStats, make_dataset
-from covidcxr.classify.persistence import (
+from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset
+from covidcxr.classify._persistence import (
     read_archive,
     runtime_versions,
     write_archive,
@@ -151,7 +151,7 @@ class VGG19Classifier:
         default); ``False`` runs the frozen base every epoch (for comparison).
     normalization
         ``"auto"`` (``"imagenet"`` with pretrained weights, ``"symmetric"`` without),
-        ``"imagenet"`` or ``"symmetric"``; see :mod:`covidcxr.classify.inputs`.
+        ``"imagenet"`` or ``"symmetric"``; see :mod:`covidcxr.classify._inputs`.
     checkpoint_dir
         Write a checkpoint here after every epoch; a later :meth:`fit` with the same
         parameters and data resumes from it and ends with the same model as an
@@ -293,7 +293,7 @@ class VGG19Classifier:
         ``"block5_conv4_relu"`` for the batch-normalised variant: in both cases the
         post-ReLU ``(n, s/16, s/16, filters)`` map that Grad-CAM weighs by its gradients.
         """
-        from covidcxr.classify.network import feature_layer_name
+        from covidcxr.classify._network import feature_layer_name
 
         return feature_layer_name(self.batch_norm)
 
@@ -399,8 +399,8 @@ class VGG19Classifier:
     # ------------------------------------------------------------------ model building
 
     def _build_backbone(self) -> keras.Model:
-        from covidcxr.classify.network import build_backbone
-        from covidcxr.classify.weights import resolve_imagenet_weights, resolve_weights_file
+        from covidcxr.classify._network import build_backbone
+        from covidcxr.classify._weights import resolve_imagenet_weights, resolve_weights_file
 
         weights_file: Path | None = None
         if isinstance(self.weights, str) and self.weights == "imagenet":
@@ -432,7 +432,7 @@ class VGG19Classifier:
         return backbone
 
     def _freeze(self, model: keras.Model) -> None:
-        from covidcxr.classify.network import block_of_layer
+        from covidcxr.classify._network import block_of_layer
 
         first_trainable = _N_BLOCKS - self.n_trainable_blocks + 1
         for layer in model.layers:
@@ -534,7 +534,7 @@ class VGG19Classifier:
         WeightsUnavailableError
             If the requested pretrained weights cannot be obtained.
         """
-        from covidcxr.classify.network import attach_head, head_model
+        from covidcxr.classify._network import attach_head, head_model
 
         self._check_params()
         train = _reiterable(xrays)
