@@ -43,9 +43,8 @@ from typing import Any
 import numpy as np
 
 import covidcxr
-from covidcxr.detect._gradcam import cam_to_detections
-from covidcxr.detect._local import LocalDetector, mask_to_detections
-from covidcxr.evaluate._detection import evaluate_detections
+from covidcxr.detect import LocalDetector, cam_to_detections, mask_to_detections
+from covidcxr.evaluate import evaluate_detections
 from covidcxr.records import Detection, XRay
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,7 +152,7 @@ def run_gradcam(
     args: argparse.Namespace, fit: list[XRay], tune: list[XRay]
 ) -> tuple[Any, dict[str, Any]]:
     from covidcxr.classify import VGG19Classifier
-    from covidcxr.detect._gradcam import GradCAMDetector
+    from covidcxr.detect import GradCAMDetector
 
     classifier = VGG19Classifier.load(args.classifier)
     probe = GradCAMDetector(classifier, min_probability=0.0)

@@ -23,10 +23,10 @@ from covidcxr.records import detection_to_dict
 __all__ = ["cli", "main"]
 
 _LISTINGS: tuple[tuple[str, Callable[[], Mapping[str, Registration]]], ...] = (
-    ("detectors", covidcxr.available_detectors),
-    ("sources", covidcxr.available_sources),
-    ("preprocessors", covidcxr.available_preprocessors),
-    ("classifiers", covidcxr.available_classifiers),
+    ("detectors", covidcxr.plugins.available_detectors),
+    ("sources", covidcxr.plugins.available_sources),
+    ("preprocessors", covidcxr.plugins.available_preprocessors),
+    ("classifiers", covidcxr.plugins.available_classifiers),
 )
 
 

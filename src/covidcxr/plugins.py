@@ -198,10 +198,10 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     ...     @covidcxr.hookimpl
     ...     def covidcxr_register_detectors(self, register):
     ...         register("hello", lambda: None)
-    >>> name = covidcxr.register_plugin(Hello(), name="hello-plugin")
-    >>> covidcxr.available_detectors()["hello"].plugin
+    >>> name = covidcxr.plugins.register_plugin(Hello(), name="hello-plugin")
+    >>> covidcxr.plugins.available_detectors()["hello"].plugin
     'hello-plugin'
-    >>> covidcxr.unregister_plugin(name)
+    >>> covidcxr.plugins.unregister_plugin(name)
     """
     manager = get_plugin_manager()
     registered_name = name if name is not None else manager.get_canonical_name(plugin)

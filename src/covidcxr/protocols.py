@@ -107,7 +107,7 @@ class Classifier(Protocol):
     - :meth:`predict_proba` rows sum to 1, columns in :attr:`classes_` order;
       :meth:`predict` returns the label of the largest probability.
     - :meth:`save` never leaves a half-written model behind; :meth:`load` refuses models it
-      cannot read correctly, with a :class:`~covidcxr.ModelFormatError`.
+      cannot read correctly, with a :class:`~covidcxr.errors.ModelFormatError`.
 
     ``isinstance(obj, Classifier)`` is true only for a *fitted* classifier, because the
     runtime check also looks for :attr:`classes_`; :func:`covidcxr.create_classifier`

@@ -197,7 +197,7 @@ def _check_label(
     if value is not None and value not in LABELS:
         raise ValueError(
             f"XRay {instance.id!r}: label must be None or one of {LABELS}, got {value!r} "
-            "(use covidcxr.canonical_label to map dataset spellings)"
+            "(use covidcxr.labels.canonical_label to map dataset spellings)"
         )
 
 

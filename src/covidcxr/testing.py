@@ -11,7 +11,7 @@ even when the test fails::
 
     def test_my_detector_is_found(covidcxr_plugin):
         covidcxr_plugin(my_plugin_module)
-        assert "my-detector" in covidcxr.available_detectors()
+        assert "my-detector" in covidcxr.plugins.available_detectors()
 
 Outside pytest, use the :func:`registered_plugin` context manager.
 """

@@ -32,7 +32,7 @@ from .conftest import toy_xrays
 
 
 def test_is_registered_as_vgg19_through_the_plugin_hooks() -> None:
-    registration = covidcxr.available_classifiers()["vgg19"]
+    registration = covidcxr.plugins.available_classifiers()["vgg19"]
     assert registration.factory is VGG19Classifier
     assert registration.plugin == "covidcxr.classify.plugin"
 

@@ -12,10 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from covidcxr.preprocess import GaussianClahePreprocessor, PreprocessCache
+from covidcxr.preprocess import (
+    UINT8_OVER_255,
+    GaussianClahePreprocessor,
+    PreprocessCache,
+    compact_pixels,
+    expand_pixels,
+)
 from covidcxr.preprocess._digests import MERGE_ABOVE, DigestMemo
 from covidcxr.preprocess._packs import KEY_SIZE, STALE_OPEN_SECONDS, PackStore, scan_pack
-from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_pixels
 from covidcxr.records import XRay
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from covidcxr.cli import cli
-from covidcxr.detect._loopback_watson import LoopbackWatsonServer
+from covidcxr.detect import LoopbackWatsonServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
 

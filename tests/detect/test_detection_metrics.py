@@ -10,12 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from covidcxr.evaluate._detection import (
+from covidcxr.boxes import iou, iou_matrix
+from covidcxr.evaluate import (
     COCO_IOU_THRESHOLDS,
     average_precision,
     evaluate_detections,
-    iou,
-    iou_matrix,
     match_detections,
     mean_average_precision,
 )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr.detect._gradcam import GradCAMDetector, cam_to_detections
+from covidcxr.detect import GradCAMDetector, cam_to_detections
 from covidcxr.errors import ConfigurationError
 from covidcxr.records import Box, XRay
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import covidcxr
+from covidcxr.boxes import iou
 from covidcxr.detect import LocalDetector, mask_to_detections
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.evaluate._detection import iou
 from covidcxr.records import Box, XRay
 
 # --- post-processing --------------------------------------------------------------------

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr.detect import LocalDetector, WatsonDetector, draw_detections
-from covidcxr.detect._loopback_watson import LoopbackWatsonServer
-from covidcxr.evaluate._detection import evaluate_detections
+from covidcxr.detect import LocalDetector, LoopbackWatsonServer, WatsonDetector, draw_detections
+from covidcxr.evaluate import evaluate_detections
 from covidcxr.records import XRay
 
 pytestmark = [

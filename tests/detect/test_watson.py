@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr.detect import ServiceRetiredWarning, WatsonDetector
-from covidcxr.detect._loopback_watson import LoopbackWatsonServer
+from covidcxr.detect import LoopbackWatsonServer, ServiceRetiredWarning, WatsonDetector
 from covidcxr.errors import ConfigurationError, DetectorServiceError
 from covidcxr.records import Box, XRay
 

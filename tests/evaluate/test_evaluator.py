@@ -11,8 +11,12 @@ import pytest
 
 from covidcxr import Box, Detection, Evaluator, GroundTruth, Prediction, XRay
 from covidcxr.errors import ConfigurationError, OutputExistsError
-from covidcxr.evaluate._evaluator import ClassificationEvaluator
-from covidcxr.evaluate._provenance import data_fingerprint, software_versions, truth_fingerprint
+from covidcxr.evaluate import (
+    ClassificationEvaluator,
+    data_fingerprint,
+    software_versions,
+    truth_fingerprint,
+)
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate._metrics import classification_metrics
+from covidcxr.evaluate import classification_metrics
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 

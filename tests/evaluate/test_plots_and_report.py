@@ -13,17 +13,18 @@ import pytest
 
 from covidcxr import Box, Detection, GroundTruth, Prediction
 from covidcxr.errors import ConfigurationError, OutputExistsError
-from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
-from covidcxr.evaluate._metrics import classification_metrics
-from covidcxr.evaluate._plots import (
+from covidcxr.evaluate import (
+    ClassificationEvaluator,
+    EvaluationReport,
+    classification_metrics,
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
     plot_reliability_diagram,
     plot_roc_curves,
     plot_training_history,
+    write_report,
 )
-from covidcxr.evaluate._report import write_report
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("example_plugin_installed")
 
 
 def test_installed_plugin_is_discovered_through_its_entry_point() -> None:
-    assert covidcxr.available_detectors()["bright-region"].plugin == "example"
-    assert covidcxr.available_sources()["npy"].plugin == "example"
+    assert covidcxr.plugins.available_detectors()["bright-region"].plugin == "example"
+    assert covidcxr.plugins.available_sources()["npy"].plugin == "example"
 
 
 def test_installed_detector_is_usable_through_create_detector() -> None:

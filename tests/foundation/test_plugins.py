@@ -60,7 +60,7 @@ def test_registered_detector_is_listed_with_its_plugin(
     covidcxr_plugin: Callable[..., str],
 ) -> None:
     covidcxr_plugin(TestPlugin(), name="test-plugin")
-    registration = covidcxr.available_detectors()["echo"]
+    registration = covidcxr.plugins.available_detectors()["echo"]
     assert registration.plugin == "test-plugin"
     assert registration.factory is EchoDetector
 
@@ -83,7 +83,7 @@ def test_open_source_dispatches_on_the_uri_scheme(covidcxr_plugin: Callable[...,
 
 
 def test_fixture_unregisters_plugins_after_the_test(covidcxr_plugin: Callable[..., str]) -> None:
-    assert "echo" not in covidcxr.available_detectors()
+    assert "echo" not in covidcxr.plugins.available_detectors()
 
 
 def test_registered_plugin_context_manager_unregisters_on_error() -> None:
@@ -91,12 +91,12 @@ def test_registered_plugin_context_manager_unregisters_on_error() -> None:
 
     def use_then_fail() -> None:
         with registered_plugin(TestPlugin()):
-            assert "echo" in covidcxr.available_detectors()
+            assert "echo" in covidcxr.plugins.available_detectors()
             raise RuntimeError
 
     with pytest.raises(RuntimeError):
         use_then_fail()
-    assert "echo" not in covidcxr.available_detectors()
+    assert "echo" not in covidcxr.plugins.available_detectors()
 
 
 def test_unknown_detector_error_lists_the_available_ones(
@@ -116,7 +116,7 @@ def test_duplicate_names_name_both_plugins(covidcxr_plugin: Callable[..., str]) 
     covidcxr_plugin(TestPlugin(), name="first")
     covidcxr_plugin(TestPlugin(), name="second")
     with pytest.raises(PluginError, match=r"'second' registered detector 'echo'.*'first'"):
-        covidcxr.available_detectors()
+        covidcxr.plugins.available_detectors()
 
 
 class BadNamePlugin:
@@ -128,7 +128,7 @@ class BadNamePlugin:
 def test_invalid_names_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
     covidcxr_plugin(BadNamePlugin(), name="bad-name")
     with pytest.raises(PluginError, match=r"'bad-name' registered the detector name 'Has Spaces'"):
-        covidcxr.available_detectors()
+        covidcxr.plugins.available_detectors()
 
 
 class NotCallablePlugin:
@@ -140,7 +140,7 @@ class NotCallablePlugin:
 def test_non_callable_factories_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
     covidcxr_plugin(NotCallablePlugin(), name="not-callable")
     with pytest.raises(PluginError, match="not callable"):
-        covidcxr.available_detectors()
+        covidcxr.plugins.available_detectors()
 
 
 class RaisingPlugin:
@@ -152,7 +152,7 @@ class RaisingPlugin:
 def test_a_plugin_raising_in_its_hook_is_named(covidcxr_plugin: Callable[..., str]) -> None:
     covidcxr_plugin(RaisingPlugin(), name="raiser")
     with pytest.raises(PluginError, match=r"'raiser' raised in covidcxr_register_sources"):
-        covidcxr.available_sources()
+        covidcxr.plugins.available_sources()
 
 
 class WrongProductPlugin:
@@ -175,7 +175,7 @@ class MisspelledHookPlugin:
 
 def test_a_misspelled_hook_is_refused_by_name() -> None:
     with pytest.raises(PluginError, match=r"'typo'.*covidcxr_register_detector"):
-        covidcxr.register_plugin(MisspelledHookPlugin(), name="typo")
+        covidcxr.plugins.register_plugin(MisspelledHookPlugin(), name="typo")
     assert not get_plugin_manager().has_plugin("typo")
 
 
@@ -187,12 +187,12 @@ class WrongArgumentPlugin:
 
 def test_a_hook_with_wrong_arguments_is_refused() -> None:
     with pytest.raises(PluginError, match=r"(?s)'wrong-args'.*callback"):
-        covidcxr.register_plugin(WrongArgumentPlugin(), name="wrong-args")
+        covidcxr.plugins.register_plugin(WrongArgumentPlugin(), name="wrong-args")
 
 
 def test_unregistering_an_unknown_plugin_is_an_error() -> None:
     with pytest.raises(UnknownNameError, match="no plugin named 'ghost'"):
-        covidcxr.unregister_plugin("ghost")
+        covidcxr.plugins.unregister_plugin("ghost")
 
 
 @pytest.mark.parametrize(
@@ -234,7 +234,7 @@ def covidcxr_register_detectors(register):
 
 def test_entry_point_plugins_are_discovered(fake_distribution: Callable[..., None]) -> None:
     fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
-    assert covidcxr.available_detectors()["from-entry-point"].plugin == "good"
+    assert covidcxr.plugins.available_detectors()["from-entry-point"].plugin == "good"
 
 
 def test_allow_list_limits_which_entry_points_load(
@@ -242,7 +242,7 @@ def test_allow_list_limits_which_entry_points_load(
 ) -> None:
     fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
     monkeypatch.setenv(ALLOW_LIST_ENV, "something-else")
-    assert "from-entry-point" not in covidcxr.available_detectors()
+    assert "from-entry-point" not in covidcxr.plugins.available_detectors()
 
 
 def test_empty_allow_list_loads_no_entry_points(
@@ -250,7 +250,7 @@ def test_empty_allow_list_loads_no_entry_points(
 ) -> None:
     fake_distribution("good", "covidcxr_good_plugin", GOOD_PLUGIN)
     monkeypatch.setenv(ALLOW_LIST_ENV, "")
-    assert "from-entry-point" not in covidcxr.available_detectors()
+    assert "from-entry-point" not in covidcxr.plugins.available_detectors()
 
 
 def test_a_plugin_failing_on_import_is_named_with_its_distribution(
@@ -262,7 +262,7 @@ def test_a_plugin_failing_on_import_is_named_with_its_distribution(
         match=r"'broken' \(covidcxr_broken_plugin, from distribution "
         r"'covidcxr_broken_plugin'\) failed to import.*no_such_module_anywhere",
     ):
-        covidcxr.available_detectors()
+        covidcxr.plugins.available_detectors()
 
 
 def test_an_entry_point_with_a_misspelled_hook_is_named(
@@ -271,7 +271,7 @@ def test_an_entry_point_with_a_misspelled_hook_is_named(
     source = GOOD_PLUGIN.replace("covidcxr_register_detectors", "covidcxr_register_detectorz")
     fake_distribution("typo", "covidcxr_typo_plugin", source)
     with pytest.raises(PluginError, match=r"'typo'.*covidcxr_register_detectorz"):
-        covidcxr.available_detectors()
+        covidcxr.plugins.available_detectors()
 
 
 class UnfittedClassifier:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+
+import pytest
 
 import covidcxr
 
@@ -28,3 +31,46 @@ def test_importing_covidcxr_loads_neither_tensorflow_nor_scikit_learn() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+def test_the_top_level_api_fits_on_one_screen() -> None:
+    assert len(covidcxr.__all__) <= 28
+    assert sorted(dir(covidcxr)) == sorted(covidcxr.__all__)
+
+
+def test_importing_covidcxr_loads_only_the_concept_modules() -> None:
+    code = (
+        "import json, sys, covidcxr;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('covidcxr'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(result.stdout))
+    assert not {"covidcxr.classify", "covidcxr.detect", "covidcxr.preprocess"} & loaded
+
+
+def test_namespaces_are_reachable_after_a_plain_import() -> None:
+    code = "import covidcxr; print(covidcxr.sources.ZipSource.__name__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "ZipSource"
+
+
+@pytest.mark.parametrize("name", sorted(covidcxr._MOVED))
+def test_a_name_that_left_the_top_level_still_resolves_with_a_deprecation_warning(
+    name: str,
+) -> None:
+    home = importlib.import_module(covidcxr._MOVED[name])
+    with pytest.warns(DeprecationWarning, match=rf"covidcxr\.{name} has moved to {home.__name__}"):
+        value = getattr(covidcxr, name)
+    assert value is getattr(home, name)
+    assert name in home.__all__
+
+
+def test_every_public_namespace_lists_only_names_it_has() -> None:
+    for name in sorted(covidcxr._NAMESPACES):
+        module = importlib.import_module(f"covidcxr.{name}")
+        missing = [item for item in module.__all__ if not hasattr(module, item)]
+        assert missing == [], name

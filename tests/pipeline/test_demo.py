@@ -30,9 +30,9 @@ def test_demo_configuration_names_the_default_components() -> None:
     assert names == ("gaussian-clahe", "vgg19", "local")
     assert config.classifier.options["weights"] is None  # runs offline
     registries = (
-        covidcxr.available_preprocessors(),
-        covidcxr.available_classifiers(),
-        covidcxr.available_detectors(),
+        covidcxr.plugins.available_preprocessors(),
+        covidcxr.plugins.available_classifiers(),
+        covidcxr.plugins.available_detectors(),
     )
     assert all(name in registry for name, registry in zip(names, registries, strict=True))
 

@@ -17,9 +17,8 @@ from covidcxr.labels import LABELS
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline, PreparedSet
 from covidcxr.pipeline import _estimator as estimator_module
-from covidcxr.sources import FolderSource
+from covidcxr.sources import Entry, FolderSource, RawItem
 from covidcxr.sources import _folder as folder_module
-from covidcxr.sources._items import Entry, RawItem
 
 pytestmark = pytest.mark.usefixtures("test_components")
 

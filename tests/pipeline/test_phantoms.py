@@ -126,7 +126,7 @@ def test_dataset_is_not_written_over_existing_files(tmp_path: Path) -> None:
 
 
 def test_folder_source_reads_the_written_dataset(tmp_path: Path) -> None:
-    if "file" not in covidcxr.available_sources():
+    if "file" not in covidcxr.plugins.available_sources():
         pytest.skip("the folder source (issue #3) is not registered in this checkout")
     root = write_phantom_dataset(tmp_path, n_per_class=2, size=48)
     source = covidcxr.open_source(root)

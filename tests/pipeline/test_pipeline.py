@@ -167,7 +167,7 @@ def test_evaluate_writes_a_report_and_will_not_overwrite_it(
 def test_components_given_as_objects_are_used_as_given(
     test_config: dict[str, Any], phantom_train: list[XRay], phantom_test: list[XRay]
 ) -> None:
-    registry = covidcxr.available_classifiers()
+    registry = covidcxr.plugins.available_classifiers()
     classifier = registry["test-softmax"].factory(epochs=5)
     pipeline = Pipeline(test_config, classifier=classifier).fit(phantom_train)
     assert pipeline.classifier_ is classifier
@@ -183,7 +183,7 @@ def test_components_given_as_objects_are_used_as_given(
 def test_fit_reads_a_folder_source_by_path(
     test_config: dict[str, Any], phantom_test: list[XRay], tmp_path: Path
 ) -> None:
-    if "file" not in covidcxr.available_sources():
+    if "file" not in covidcxr.plugins.available_sources():
         pytest.skip("the folder source (issue #3) is not registered in this checkout")
     root = write_phantom_dataset(tmp_path / "phantoms", n_per_class=8, size=64)
     test_config["detector"] = None

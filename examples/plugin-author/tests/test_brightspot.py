@@ -15,7 +15,7 @@ pytest_plugins = ["covidcxr.testing"]
 
 
 def test_the_installed_plugin_is_found_through_its_entry_point() -> None:
-    assert covidcxr.available_detectors()["bright-spot"].plugin == "brightspot"
+    assert covidcxr.plugins.available_detectors()["bright-spot"].plugin == "brightspot"
 
 
 def test_bright_regions_are_boxed_brightest_first() -> None:
@@ -53,5 +53,5 @@ class StrictVariant:
 
 def test_the_fixture_registers_a_plugin_for_one_test(covidcxr_plugin: Callable[..., str]) -> None:
     covidcxr_plugin(StrictVariant(), name="strict")
-    assert covidcxr.available_detectors()["bright-spot-strict"].plugin == "strict"
+    assert covidcxr.plugins.available_detectors()["bright-spot-strict"].plugin == "strict"
     assert isinstance(covidcxr.create_detector("bright-spot-strict"), covidcxr.LesionDetector)

@@ -1,7 +1,20 @@
-"""Classifiers: the VGG19 transfer-learning model and its building blocks.
+"""Classifiers: the VGG19 transfer-learning model.
 
 :class:`VGG19Classifier` is the library's default :class:`~covidcxr.Classifier`,
 registered as ``"vgg19"``. Importing this package does not import TensorFlow.
+
+Radiographs reach the model through a :mod:`tf.data` pipeline: Python converts each
+image's pixels to ``[0, 1]`` and checks their range (a :class:`PixelRangeWarning` when
+they look wrong); resizing, rotation and normalisation run as TensorFlow ops. The
+normalisation matches the weights:
+
+``"imagenet"``
+    VGG19's own ("caffe") preprocessing: scale to 0-255 and subtract the ImageNet channel
+    means (B, G, R = 103.939, 116.779, 123.68). The grayscale image is replicated to three
+    channels, so the BGR channel swap is a no-op.
+``"symmetric"``
+    ``2 * x - 1``, mapping ``[0, 1]`` to ``[-1, 1]``: used when training from scratch
+    (``weights=None``), where a zero-centred input helps the first layers.
 """
 
 from covidcxr.classify._inputs import PixelRangeWarning

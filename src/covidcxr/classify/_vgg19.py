@@ -92,7 +92,7 @@ class VGG19Classifier:
         resized to it (bilinear, antialiased).
     weights
         ``"imagenet"`` (Keras's VGG19 weights, downloaded on first use; see
-        :class:`~covidcxr.WeightsUnavailableError`), ``None`` (train from scratch) or the
+        :class:`~covidcxr.errors.WeightsUnavailableError`), ``None`` (train from scratch) or the
         path of an ``.h5`` file with backbone weights (Keras's ImageNet file, or one written
         by ``backbone.save_weights`` for the same architecture).
     trainable_blocks
@@ -151,7 +151,7 @@ class VGG19Classifier:
         default); ``False`` runs the frozen base every epoch (for comparison).
     normalization
         ``"auto"`` (``"imagenet"`` with pretrained weights, ``"symmetric"`` without),
-        ``"imagenet"`` or ``"symmetric"``; see :mod:`covidcxr.classify._inputs`.
+        ``"imagenet"`` or ``"symmetric"``; see :mod:`covidcxr.classify`.
     checkpoint_dir
         Write a checkpoint here after every epoch; a later :meth:`fit` with the same
         parameters and data resumes from it and ends with the same model as an

@@ -4,7 +4,7 @@ ImageNet weights for VGG19 are the ones Keras publishes (the "no top" file, conv
 layers only). Keras downloads them on first use into its cache
 (``$KERAS_HOME/models``, by default ``~/.keras/models``) and checks their md5. Without
 network access the download fails; :func:`resolve_imagenet_weights` turns that into a
-:class:`~covidcxr.WeightsUnavailableError` that says how to supply the file by hand.
+:class:`~covidcxr.errors.WeightsUnavailableError` that says how to supply the file by hand.
 """
 
 # TensorFlow/Keras are imported inside functions on purpose: importing covidcxr stays fast.

@@ -11,22 +11,33 @@ imported only when a detector needs them.
 """
 
 from covidcxr.detect._draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections, write_png
-from covidcxr.detect._gradcam import GradCAMDetector, cam_to_detections
+from covidcxr.detect._gradcam import CamClassifier, GradCAMDetector, cam_to_detections
 from covidcxr.detect._local import LocalDetector, mask_to_detections
-from covidcxr.detect._watson import ImageFailure, ServiceRetiredWarning, WatsonDetector
+from covidcxr.detect._loopback_watson import FormPart, LoopbackWatsonServer, RecordedRequest
+from covidcxr.detect._watson import (
+    ImageFailure,
+    ServiceRetiredWarning,
+    WatsonDetector,
+    watson_configured,
+)
 from covidcxr.detect.plugin import default_detector_name
 
 __all__ = [
     "DETECTION_COLOR",
     "TRUTH_COLOR",
+    "CamClassifier",
+    "FormPart",
     "GradCAMDetector",
     "ImageFailure",
     "LocalDetector",
+    "LoopbackWatsonServer",
+    "RecordedRequest",
     "ServiceRetiredWarning",
     "WatsonDetector",
     "cam_to_detections",
     "default_detector_name",
     "draw_detections",
     "mask_to_detections",
+    "watson_configured",
     "write_png",
 ]

@@ -4,7 +4,7 @@ The published pipeline trained a Visual Recognition *collection* on radiologist-
 boxes and sent radiographs to its ``analyze`` endpoint. IBM retired the service on
 2021-12-01, so this backend is useful against a compatible endpoint (an IBM Cloud Pak
 deployment, a re-implementation of the v4 REST protocol, or the loopback server in
-:mod:`covidcxr.detect._loopback_watson`); give its address as ``url``. It is built on the
+:class:`~covidcxr.detect.LoopbackWatsonServer`); give its address as ``url``. It is built on the
 real ``ibm_watson.VisualRecognitionV4`` client from ibm-watson 5.3.1 (the ``watson``
 extra), imported only when a request is made.
 
@@ -181,7 +181,7 @@ class WatsonDetector:
         The longest single wait between attempts, ``Retry-After`` included.
     on_error
         What to do when the service reports an error for one image of a batch:
-        ``"raise"`` a :class:`~covidcxr.DetectorServiceError`, or ``"skip"`` the image (it
+        ``"raise"`` a :class:`~covidcxr.errors.DetectorServiceError`, or ``"skip"`` the image (it
         gets no detections, a warning is issued and the failure is appended to
         :attr:`failures_`).
     version

@@ -59,18 +59,18 @@ class EvaluationReport:
     classification
         The classification figures, or ``None`` when only detections were evaluated.
     detection
-        The detection figures (see :func:`covidcxr.evaluate._detection.evaluate_detections`),
+        The detection figures (see :func:`covidcxr.evaluate.evaluate_detections`),
         or ``None`` when no detections were evaluated.
     configuration
         How the predictions were made (component names and options), as plain data.
     data_fingerprint
         What was evaluated, as ``"sha256:"`` and 64 hexadecimal digits:
-        :func:`~covidcxr.evaluate._provenance.truth_fingerprint` of the ground truth when
+        :func:`~covidcxr.evaluate.truth_fingerprint` of the ground truth when
         the report comes straight from :meth:`ClassificationEvaluator.evaluate` (it sees no
         pixels); a caller that read the images, such as the :class:`~covidcxr.Pipeline`,
-        replaces it with their :func:`~covidcxr.evaluate._provenance.data_fingerprint`.
+        replaces it with their :func:`~covidcxr.evaluate.data_fingerprint`.
     versions
-        :func:`~covidcxr.evaluate._provenance.software_versions` at evaluation time.
+        :func:`~covidcxr.evaluate.software_versions` at evaluation time.
     created
         When the report was made, ISO 8601 in UTC.
     notes
@@ -190,10 +190,10 @@ class ClassificationEvaluator:
         box is then missed), so pass ``detections=False`` to score classification only.
 
         The report's ``data_fingerprint`` is
-        :func:`~covidcxr.evaluate._provenance.truth_fingerprint` of ``truths``: a SHA-256
+        :func:`~covidcxr.evaluate.truth_fingerprint` of ``truths``: a SHA-256
         over their ids, labels, boxes and ``annotated`` flags, in order (the evaluator sees
         no pixels; a caller that read the images may replace it with their
-        :func:`~covidcxr.evaluate._provenance.data_fingerprint`).
+        :func:`~covidcxr.evaluate.data_fingerprint`).
 
         Parameters
         ----------

@@ -2,7 +2,7 @@
 
 Everything here works on plain arrays (true class indices and a probability matrix), so it
 can be used without :class:`~covidcxr.XRay` records; :class:`ClassificationEvaluator` in
-:mod:`covidcxr.evaluate._evaluator` wraps it for the pipeline.
+:mod:`covidcxr.evaluate` wraps it for the pipeline.
 
 Conventions, chosen to be honest about what is measured:
 

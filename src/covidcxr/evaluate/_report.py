@@ -277,7 +277,7 @@ def write_report(
         Where to write; created if missing.
     history
         Keras-style training history to plot (see
-        :func:`~covidcxr.evaluate._plots.plot_training_history`).
+        :func:`~covidcxr.evaluate.plot_training_history`).
     images
         Already-annotated RGB ``uint8`` images to show in a grid.
     image_titles

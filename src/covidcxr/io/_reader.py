@@ -190,7 +190,7 @@ def read_xray(
     path
         A PNG, JPEG or DICOM file.
     label
-        The class, in any spelling :func:`covidcxr.canonical_label` understands.
+        The class, in any spelling :func:`covidcxr.labels.canonical_label` understands.
     patient_id
         The patient; for DICOM files it defaults to the ``PatientID`` tag.
     id
@@ -198,7 +198,7 @@ def read_xray(
     meta
         Extra metadata; ``"path"`` and ``"format"`` (and DICOM tags) are added.
     label_aliases
-        Extra spellings for ``label``, as for :func:`covidcxr.canonical_label`.
+        Extra spellings for ``label``, as for :func:`covidcxr.labels.canonical_label`.
     min_side, max_pixels
         As for :func:`read_image`.
 

@@ -295,7 +295,7 @@ class Pipeline:
         Parameters
         ----------
         strict
-            Raise :class:`~covidcxr.ConfigurationError` for an option JSON cannot hold,
+            Raise :class:`~covidcxr.errors.ConfigurationError` for an option JSON cannot hold,
             instead of showing its ``repr``.
         """
         described: dict[str, Any] = {

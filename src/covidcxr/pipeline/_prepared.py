@@ -191,7 +191,7 @@ class PreparedSet(Sequence[XRay]):
 
     @property
     def fingerprint(self) -> str:
-        """:func:`~covidcxr.evaluate._provenance.data_fingerprint` of the prepared images."""
+        """:func:`~covidcxr.evaluate.data_fingerprint` of the prepared images."""
         return self._fingerprint.hexdigest()
 
     @property

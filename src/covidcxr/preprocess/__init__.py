@@ -1,12 +1,19 @@
 """Preprocessing: the published Gaussian + CLAHE pipeline, geometry, and the batch runner.
 
 :class:`GaussianClahePreprocessor` turns one :class:`~covidcxr.XRay` into the form a
-model expects; :func:`preprocess_batch` runs any preprocessor over a whole source on
-several processes, with an optional on-disk cache.
+model expects, recording in ``meta["transform"]`` the :class:`ResizeTransform` that maps
+boxes back to the original image; :func:`preprocess_batch` runs any preprocessor over a
+whole source on several processes, with an optional on-disk cache
+(:class:`PreprocessCache`). Float32 pixels that are exactly ``uint8 / 255`` travel and are
+cached as their ``uint8`` values (:func:`compact_pixels`, :func:`expand_pixels`), a
+quarter of the bytes, and come back bit for bit.
+
+:class:`ResizeTransform`, :func:`transform_boxes` and :func:`boxes_to_original` live in
+:mod:`covidcxr.boxes` and are re-exported here.
 """
 
 from covidcxr.preprocess._batch import BatchStats, preprocess_batch, xray_digest
-from covidcxr.preprocess._cache import PreprocessCache
+from covidcxr.preprocess._cache import CachedOutput, PreprocessCache
 from covidcxr.preprocess._gaussian_clahe import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
@@ -19,14 +26,19 @@ from covidcxr.preprocess._geometry import (
     resize_image,
     transform_boxes,
 )
+from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_pixels
 
 __all__ = [
+    "UINT8_OVER_255",
     "BatchStats",
+    "CachedOutput",
     "GaussianClahePreprocessor",
     "IdentityPreprocessor",
     "PreprocessCache",
     "ResizeTransform",
     "boxes_to_original",
+    "compact_pixels",
+    "expand_pixels",
     "fit_resize",
     "preprocess_batch",
     "resize_image",

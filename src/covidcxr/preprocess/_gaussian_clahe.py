@@ -187,7 +187,7 @@ class GaussianClahePreprocessor:
         Side of the square output, or ``None`` to keep the input size.
     resize_mode
         ``"stretch"``, ``"pad"`` or ``"crop"``: see
-        :func:`covidcxr.preprocess._geometry.fit_resize`.
+        :func:`covidcxr.preprocess.fit_resize`.
     output_dtype
         ``"float32"`` (scaled to ``[0, 1]``) or ``"uint8"``.
     percentile_window
@@ -282,7 +282,7 @@ class GaussianClahePreprocessor:
         The result is the record :meth:`__call__` returns, except that with
         ``output_dtype="float32"`` its pixels are the ``uint8`` values the float32 pixels
         are scaled from, and the encoding says so (see
-        :func:`covidcxr.preprocess._pixels.expand_pixels`, which restores them bit for
+        :func:`covidcxr.preprocess.expand_pixels`, which restores them bit for
         bit). The batch runner uses this to send and cache a quarter of the bytes without
         ever making the float32 array.
 
@@ -294,7 +294,7 @@ class GaussianClahePreprocessor:
         Examples
         --------
         >>> import numpy as np
-        >>> from covidcxr.preprocess._pixels import expand_pixels
+        >>> from covidcxr.preprocess import expand_pixels
         >>> xray = XRay(np.tile(np.arange(64, dtype=np.uint8), (64, 1)), id="a")
         >>> preprocessor = GaussianClahePreprocessor(output_size=32)
         >>> record, encoding = preprocessor.packed(xray)

@@ -37,7 +37,7 @@ class FolderSource(CatalogSource):
         The dataset folder.
     layout
         ``"classes"`` (one subfolder per class), ``"covid-qu-ex"``, ``"covid-radiography"``
-        or ``"ieee8023"``; see :mod:`covidcxr.sources._layouts`.
+        or ``"ieee8023"``; see :mod:`covidcxr.sources`.
     split
         For ``"covid-qu-ex"``: ``"Train"``, ``"Val"``, ``"Test"`` or a sequence of them
         (``None``: all). For ``"classes"``: the name(s) of split folders above the class

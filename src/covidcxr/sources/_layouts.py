@@ -1,7 +1,7 @@
 """Dataset layouts: how a public dataset arranges its files, classes, masks and patients.
 
 A layout turns the list of file names in a source (a folder, a zip archive, a bucket
-prefix) into :class:`~covidcxr.sources._items.Entry` records, from names alone. The same
+prefix) into :class:`~covidcxr.sources.Entry` records, from names alone. The same
 layouts therefore work for every source.
 
 ``"classes"``
@@ -158,7 +158,7 @@ def catalog(
     split
         See :func:`normalize_splits`.
     label_aliases
-        Extra class spellings, as for :func:`covidcxr.canonical_label`.
+        Extra class spellings, as for :func:`covidcxr.labels.canonical_label`.
     read_text
         Reads a text file of the source by name (``ieee8023`` reads ``metadata.csv``).
     load_masks
@@ -294,7 +294,7 @@ def _ieee_label(finding: str, aliases: Mapping[str, str] | None) -> str | None:
 
 
 def canonical_label_or_none(name: str) -> str | None:
-    """:func:`covidcxr.canonical_label`, or ``None`` where it raises."""
+    """:func:`covidcxr.labels.canonical_label`, or ``None`` where it raises."""
     try:
         return canonical_label(name)
     except UnknownLabelError:

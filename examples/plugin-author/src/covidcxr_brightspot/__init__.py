@@ -64,20 +64,20 @@ class NpyFolderSource:
     def __init__(self, location: str) -> None:
         self.root = Path(location)
         if not self.root.is_dir():
-            raise covidcxr.SourceError(f"{self.root}: no such folder")
+            raise covidcxr.errors.SourceError(f"{self.root}: no such folder")
         self._files = sorted(self.root.glob("*/*.npy"))
 
     @property
     def classes(self) -> tuple[str, ...]:
         """The canonical labels of the class folders present."""
-        present = {covidcxr.canonical_label(path.parent.name) for path in self._files}
+        present = {covidcxr.labels.canonical_label(path.parent.name) for path in self._files}
         return tuple(label for label in covidcxr.LABELS if label in present)
 
     def __iter__(self) -> Iterator[covidcxr.XRay]:
         """Yield one radiograph per ``.npy`` file, in path order."""
         for path in self._files:
             pixels = np.load(path, allow_pickle=False)
-            label = covidcxr.canonical_label(path.parent.name)
+            label = covidcxr.labels.canonical_label(path.parent.name)
             yield covidcxr.XRay(pixels, id=str(path), label=label)
 
     def __len__(self) -> int:

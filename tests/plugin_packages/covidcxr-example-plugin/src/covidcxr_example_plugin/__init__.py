@@ -43,18 +43,18 @@ class NpyFolderSource:
     def __init__(self, location: str, **options: Any) -> None:
         self.root = Path(location)
         if not self.root.is_dir():
-            raise covidcxr.SourceError(f"{self.root}: not a folder")
+            raise covidcxr.errors.SourceError(f"{self.root}: not a folder")
         self._files = sorted(self.root.glob("*/*.npy"))
 
     @property
     def classes(self) -> tuple[str, ...]:
         """The canonical labels of the class folders present."""
-        found = {covidcxr.canonical_label(path.parent.name) for path in self._files}
+        found = {covidcxr.labels.canonical_label(path.parent.name) for path in self._files}
         return tuple(label for label in covidcxr.LABELS if label in found)
 
     def __iter__(self) -> Iterator[covidcxr.XRay]:
         for path in self._files:
-            label = covidcxr.canonical_label(path.parent.name)
+            label = covidcxr.labels.canonical_label(path.parent.name)
             yield covidcxr.XRay(np.load(path), id=str(path), label=label)
 
     def __len__(self) -> int:
