@@ -250,7 +250,7 @@ def test_figures_do_not_depend_on_image_order(
 def test_vectorised_bootstrap_scores_agree_with_scikit_learn_point_estimates() -> None:
     # The intervals' resamples are scored by hand-written array code (all resamples at
     # once); on the unresampled data it must give the scikit-learn figures reported.
-    from covidcxr.evaluate._metrics import _headline
+    from covidcxr.evaluate._bootstrap import _headline
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 150)

@@ -14,12 +14,8 @@ from covidcxr.detect._draw import DETECTION_COLOR, TRUTH_COLOR, draw_detections,
 from covidcxr.detect._gradcam import CamClassifier, GradCAMDetector, cam_to_detections
 from covidcxr.detect._local import LocalDetector, mask_to_detections
 from covidcxr.detect._loopback_watson import FormPart, LoopbackWatsonServer, RecordedRequest
-from covidcxr.detect._watson import (
-    ImageFailure,
-    ServiceRetiredWarning,
-    WatsonDetector,
-    watson_configured,
-)
+from covidcxr.detect._watson import ImageFailure, WatsonDetector
+from covidcxr.detect._watson_service import ServiceRetiredWarning, watson_configured
 from covidcxr.detect.plugin import default_detector_name
 
 __all__ = [

@@ -8,80 +8,39 @@ deployment, a re-implementation of the v4 REST protocol, or the loopback server 
 real ``ibm_watson.VisualRecognitionV4`` client from ibm-watson 5.3.1 (the ``watson``
 extra), imported only when a request is made.
 
-Configuration falls back to environment variables when an argument is not given:
-
-==================================  =========================================================
-``COVIDCXR_WATSON_URL``             service URL (else the SDK's ``VISUAL_RECOGNITION_URL``)
-``COVIDCXR_WATSON_APIKEY``          IAM apikey (else the SDK's ``VISUAL_RECOGNITION_APIKEY``)
-``COVIDCXR_WATSON_IAM_URL``         IAM token server, for private deployments
-``COVIDCXR_WATSON_COLLECTION_IDS``  comma-separated collection ids
-==================================  =========================================================
+The HTTP side (client, retries, uploads) is in :mod:`covidcxr.detect._watson_service`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import io
-import itertools
 import json
-import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
-import cv2
-import numpy as np
 from attrs import frozen
 
-from covidcxr.boxes import ResizeTransform, box_from_location, box_to_location
-from covidcxr.detect._imaging import encode_png, to_uint8
+from covidcxr.boxes import box_from_location, box_to_location
+from covidcxr.detect._watson_service import (
+    _SDK_ENV_APIKEY,
+    _SDK_ENV_URL,
+    API_VERSION,
+    ENV_APIKEY,
+    ENV_COLLECTION_IDS,
+    ENV_IAM_URL,
+    ENV_URL,
+    MAX_IMAGES_PER_REQUEST,
+    _prepare_upload,
+    _ServiceConnection,
+    _Upload,
+)
 from covidcxr.errors import ConfigurationError, DetectorServiceError
 from covidcxr.records import Detection, XRay
 
-__all__ = [
-    "API_VERSION",
-    "ENV_APIKEY",
-    "ENV_COLLECTION_IDS",
-    "ENV_IAM_URL",
-    "ENV_URL",
-    "MAX_IMAGES_PER_REQUEST",
-    "ImageFailure",
-    "ServiceRetiredWarning",
-    "WatsonDetector",
-    "watson_configured",
-]
-
-logger = logging.getLogger(__name__)
-
-ENV_URL: Final = "COVIDCXR_WATSON_URL"
-ENV_APIKEY: Final = "COVIDCXR_WATSON_APIKEY"
-ENV_IAM_URL: Final = "COVIDCXR_WATSON_IAM_URL"
-ENV_COLLECTION_IDS: Final = "COVIDCXR_WATSON_COLLECTION_IDS"
-_SDK_ENV_URL: Final = "VISUAL_RECOGNITION_URL"
-_SDK_ENV_APIKEY: Final = "VISUAL_RECOGNITION_APIKEY"
-
-#: The v4 API version date the client asks for (the last one the service published).
-API_VERSION: Final = "2019-02-11"
-#: The service's limit on images in one ``analyze`` or ``add_images`` request.
-MAX_IMAGES_PER_REQUEST: Final = 20
-# The service refuses images under 30 px or over 5400 px on a side; smaller ones are
-# enlarged to 32 px, with a little margin over the limit.
-_MIN_SERVICE_SIDE: Final = 30
-_MIN_UPLOAD_SIDE: Final = 32
-_MAX_SERVICE_SIDE: Final = 5400
-_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-
-# redirect_stdout swaps the process-wide sys.stdout; serialise the clients that need it.
-_SDK_PRINT_LOCK = threading.Lock()
-
-
-class ServiceRetiredWarning(UserWarning):
-    """The Watson SDK announced that Visual Recognition is no longer available."""
+__all__ = ["ImageFailure", "WatsonDetector"]
 
 
 @frozen
@@ -103,47 +62,7 @@ class ImageFailure:
     message: str
 
 
-def watson_configured() -> bool:
-    """Whether the environment names a Watson endpoint, an apikey and collection ids.
-
-    :func:`covidcxr.detect.default_detector_name` uses it to pick ``"watson"`` over the
-    offline ``"local"`` detector.
-
-    Examples
-    --------
-    >>> detector_name = "watson" if watson_configured() else "local"
-    """
-    return all(os.environ.get(name) for name in (ENV_URL, ENV_APIKEY, ENV_COLLECTION_IDS))
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    text = value.strip()
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-@frozen
-class _Upload:
-    filename: str
-    png: bytes
-    # From the XRay's pixels to the uploaded image's (a stretch; identity when not resized).
-    transform: ResizeTransform
-
-    def as_file(self) -> dict[str, Any]:
-        return {"data": self.png, "filename": self.filename, "content_type": "image/png"}
-
-
-class WatsonDetector:
+class WatsonDetector(_ServiceConnection):
     """Detect lesions with a trained Watson Visual Recognition v4 collection.
 
     Parameters
@@ -259,126 +178,6 @@ apikey='***', authenticator=None)
             f"{type(self).__name__}(url={self.url!r}, collection_ids={self.collection_ids!r}, "
             f"threshold={self.threshold!r}, apikey={apikey}, authenticator={authenticator})"
         )
-
-    # -- the client ------------------------------------------------------------------------
-
-    def _make_authenticator(self) -> Any:
-        if self.authenticator is not None:
-            return self.authenticator
-        if not self._apikey:
-            raise ConfigurationError(
-                f"Watson needs credentials: pass apikey= or authenticator=, or set ${ENV_APIKEY}"
-            )
-        from ibm_cloud_sdk_core.authenticators import IAMAuthenticator  # noqa: PLC0415
-
-        try:
-            return IAMAuthenticator(self._apikey, url=self.iam_url)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"the Watson apikey was refused: {self._scrub(str(exc))}"
-            ) from None
-
-    def _client(self) -> Any:
-        with self._service_lock:
-            if self._service is not None:
-                return self._service
-            if not self.url:
-                raise ConfigurationError(
-                    f"Watson needs a service url: pass url= or set ${ENV_URL} (IBM retired "
-                    "the public Visual Recognition endpoints on 2021-12-01; point it at a "
-                    "compatible deployment)"
-                )
-            try:
-                # Imported here: the SDK is an optional extra and slow to import.
-                from ibm_watson import VisualRecognitionV4  # noqa: PLC0415
-            except ImportError as exc:
-                raise ConfigurationError(
-                    "the Watson detector needs ibm-watson 5.3.1, the last release with "
-                    "VisualRecognitionV4: pip install 'covidcxr[watson]'"
-                ) from exc
-            authenticator = self._make_authenticator()
-            # The SDK prints its retirement notice to stdout on every construction; a
-            # library must not write to its user's stdout, so it becomes a warning.
-            with _SDK_PRINT_LOCK, contextlib.redirect_stdout(io.StringIO()) as printed:
-                service = VisualRecognitionV4(version=self.version, authenticator=authenticator)
-            notice = printed.getvalue().strip()
-            if notice:
-                warnings.warn(
-                    f"ibm-watson: {notice.removeprefix('warning:').strip()}",
-                    ServiceRetiredWarning,
-                    stacklevel=4,
-                )
-            service.set_service_url(self.url)
-            service.set_http_config({"timeout": self.timeout})
-            self._service = service
-            return service
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._apikey, "***") if self._apikey else text
-
-    def _failure_message(self, action: str, status: int | None, detail: str, where: str) -> str:
-        ids = ", ".join(self.collection_ids) or "none"
-        if where.rstrip("/").endswith("/identity/token"):
-            hint = "the IAM token server refused the apikey; check apikey= and iam_url="
-        elif status == 401:
-            hint = f"the credentials were rejected; check apikey= (or ${ENV_APIKEY}) and iam_url="
-        elif status == 403:
-            hint = f"the credentials may not use collection(s) {ids}"
-        elif status == 404:
-            hint = f"check the url ({self.url}) and the collection id(s) ({ids})"
-        else:
-            hint = ""
-        code = f"HTTP {status}" if status is not None else "no answer"
-        message = f"Watson {action} failed ({code}): {detail}"
-        return self._scrub(f"{message}; {hint}" if hint else message)
-
-    def _call(self, action: str, operation: Callable[..., Any], **arguments: Any) -> Any:
-        """Run one SDK operation, retrying 429/5xx/timeouts; return the JSON result."""
-        # Hand-written on purpose. ibm-cloud-sdk-core's BaseService.enable_retries (3.28:
-        # urllib3 Retry on the session; 429/500/502/503/504, POST included, Retry-After
-        # honoured) would retry the same requests, but: when it gives up it raises
-        # requests' RetryError, which has no status code, headers or service message, so
-        # DetectorServiceError could say neither "HTTP 503" nor why; it does not cap
-        # Retry-After (urllib3's retry_after_max, 6 h, is left as is), so max_wait is lost;
-        # its backoff factor is fixed at 1 s with an immediate first retry, so backoff is
-        # lost; it logs retries only at DEBUG; a timeout that exhausts it surfaces as a
-        # ConnectionError; and IAM token requests bypass the session, so are not retried.
-        from ibm_cloud_sdk_core import ApiException  # noqa: PLC0415
-        from requests.exceptions import ConnectionError as ConnectionFailed  # noqa: PLC0415
-        from requests.exceptions import Timeout  # noqa: PLC0415
-
-        for attempt in itertools.count(1):
-            try:
-                return operation(**arguments).get_result()
-            except ApiException as exc:
-                status: int | None = exc.status_code
-                response = exc.http_response
-                where = str(getattr(response, "url", "") or "")
-                detail = str(exc.message)
-                headers: Mapping[str, str] = response.headers if response is not None else {}
-                retryable = status in _RETRY_STATUSES
-            except (Timeout, ConnectionFailed) as exc:
-                status, where, headers, retryable = None, "", {}, True
-                detail = f"{type(exc).__name__}: {exc}"
-            if not retryable or attempt > self.max_retries:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
-                raise DetectorServiceError(
-                    self._failure_message(action, status, detail + tries, where), status
-                ) from None
-            wait = _retry_after_seconds(headers.get("Retry-After"))
-            if wait is None:
-                wait = self.backoff * 2 ** (attempt - 1)
-            wait = min(wait, self.max_wait)
-            logger.warning(
-                "Watson %s: %s; attempt %d of %d, retrying in %.1f s",
-                action,
-                f"HTTP {status}" if status is not None else self._scrub(detail),
-                attempt,
-                self.max_retries + 1,
-                wait,
-            )
-            time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- detection -------------------------------------------------------------------------
 
@@ -643,23 +442,3 @@ def _collection_id(answer: Any) -> str:
         return str(answer["collection_id"])
     except (KeyError, TypeError):
         raise DetectorServiceError("Watson create collection returned no collection_id") from None
-
-
-def _prepare_upload(xray: XRay, index: int) -> _Upload:
-    """PNG-encode ``xray``, resized into the service's accepted size range if needed."""
-    pixels = to_uint8(xray.pixels)
-    height, width = pixels.shape
-    scale = 1.0
-    if min(height, width) < _MIN_SERVICE_SIDE:
-        scale = _MIN_UPLOAD_SIDE / min(height, width)
-    if max(height, width) * scale > _MAX_SERVICE_SIDE:
-        scale = _MAX_SERVICE_SIDE / max(height, width)
-    if scale != 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
-        pixels = np.asarray(cv2.resize(pixels, size, interpolation=interpolation), np.uint8)
-    return _Upload(
-        filename=f"image-{index:02d}.png",
-        png=encode_png(pixels),
-        transform=ResizeTransform.stretch((height, width), (pixels.shape[0], pixels.shape[1])),
-    )

@@ -26,7 +26,7 @@ def default_detector_name() -> str:
     >>> default_detector_name() in ("local", "watson")
     True
     """
-    from covidcxr.detect._watson import watson_configured  # noqa: PLC0415
+    from covidcxr.detect._watson_service import watson_configured  # noqa: PLC0415
 
     return "watson" if watson_configured() else "local"
 

@@ -14,7 +14,7 @@ Conventions, chosen to be honest about what is measured:
 - Confidence intervals come from a *stratified* percentile bootstrap: each resample keeps
   the number of images of each true class, so no class vanishes from a resample and every
   figure stays defined. The resampling is seeded, so the same inputs give the same
-  intervals.
+  intervals. It is computed in :mod:`covidcxr.evaluate._bootstrap`.
 - Calibration is measured on the top-label confidence (the largest probability of each
   row) against whether that label was right, in equal-width bins.
 
@@ -50,6 +50,12 @@ from sklearn.metrics import (
 )
 
 from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate._bootstrap import (
+    _bootstrap_bounds,
+    _nanmean,
+    _scores_from_confusion,
+    _weighted_mean,
+)
 
 __all__ = [
     "AveragedScores",
@@ -252,83 +258,6 @@ class ClassificationMetrics:
         return attrs.asdict(self, value_serializer=_json_value)
 
 
-def _divide(numerator: NDArray[Any], denominator: NDArray[Any]) -> NDArray[np.float64]:
-    num = np.asarray(numerator, dtype=np.float64)
-    den = np.asarray(denominator, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def _scores_from_confusion(confusion: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
-    """Per-class ratios from confusion matrices of shape ``(..., k, k)``."""
-    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
-    support = confusion.sum(axis=-1)
-    predicted = confusion.sum(axis=-2)
-    total = confusion.sum(axis=(-2, -1))[..., None]
-    fp = predicted - tp
-    fn = support - tp
-    tn = total - tp - fp - fn
-    return {
-        "accuracy": _divide(tp.sum(axis=-1), total[..., 0]),
-        "precision": _divide(tp, predicted),
-        "recall": _divide(tp, support),
-        "specificity": _divide(tn, tn + fp),
-        "f1": _divide(2 * tp, 2 * tp + fp + fn),
-        "support": support.astype(np.float64),
-    }
-
-
-def _nanmean(values: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
-    defined = ~np.isnan(values)
-    count = defined.sum(axis=axis)
-    total = np.where(defined, values, 0.0).sum(axis=axis)
-    return _divide(total, count)
-
-
-def _weighted_mean(
-    values: NDArray[np.float64], weights: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    defined = ~np.isnan(values)
-    w = np.where(defined, weights, 0.0)
-    return _divide((np.where(defined, values, 0.0) * w).sum(axis=-1), w.sum(axis=-1))
-
-
-def _rank_auc(scores: NDArray[np.float64], positive: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """One-vs-rest AUC along the last axis: P(score_pos > score_neg) + P(tie) / 2.
-
-    Works on a batch of rows at once (the bootstrap): scores are replaced by their dense
-    rank over the whole batch, and each row's positives and negatives are counted per rank.
-    """
-    _, dense = np.unique(scores, return_inverse=True)
-    dense = dense.reshape(scores.shape)
-    n_ranks = int(dense.max()) + 1
-    rows = dense.reshape(-1, scores.shape[-1])
-    is_pos = positive.reshape(rows.shape)
-    offsets = (np.arange(rows.shape[0]) * n_ranks)[:, None]
-    size = rows.shape[0] * n_ranks
-    pos = np.bincount((offsets + rows)[is_pos], minlength=size).reshape(-1, n_ranks)
-    neg = np.bincount((offsets + rows)[~is_pos], minlength=size).reshape(-1, n_ranks)
-    below = np.cumsum(neg, axis=1) - neg
-    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-    n_pos = pos.sum(axis=1)
-    n_neg = neg.sum(axis=1)
-    auc = _divide(wins, n_pos * n_neg)
-    return auc.reshape(scores.shape[:-1])
-
-
-def _confusion(true_idx: NDArray[np.intp], pred_idx: NDArray[np.intp], k: int) -> NDArray[np.int64]:
-    """Confusion matrices for index arrays of shape ``(..., n)``; result ``(..., k, k)``."""
-    batch_shape = true_idx.shape[:-1]
-    n_batches = int(np.prod(batch_shape)) if batch_shape else 1
-    flat_true = true_idx.reshape(n_batches, -1)
-    flat_pred = pred_idx.reshape(n_batches, -1)
-    offsets = (np.arange(n_batches) * k * k)[:, None]
-    codes = (offsets + flat_true * k + flat_pred).ravel()
-    counts = np.bincount(codes, minlength=n_batches * k * k)
-    return counts.reshape(*batch_shape, k, k).astype(np.int64)
-
-
 def _calibration(
     probabilities: NDArray[np.float64], true_idx: NDArray[np.intp], n_bins: int
 ) -> Calibration:
@@ -395,43 +324,6 @@ def _check_inputs(
             f"true label {exc.args[0]!r} is not one of the evaluated classes {classes}"
         ) from None
     return true_idx, probs, classes
-
-
-def _stratified_resamples(
-    true_idx: NDArray[np.intp], n_resamples: int, rng: np.random.Generator
-) -> NDArray[np.intp]:
-    """Row indices of ``n_resamples`` bootstrap samples, each keeping every class's count."""
-    n = true_idx.shape[0]
-    samples = np.empty((n_resamples, n), dtype=np.intp)
-    start = 0
-    for members in (np.flatnonzero(true_idx == c) for c in np.unique(true_idx)):
-        draws = rng.integers(0, members.size, size=(n_resamples, members.size))
-        samples[:, start : start + members.size] = members[draws]
-        start += members.size
-    return samples
-
-
-def _headline(
-    true_idx: NDArray[np.intp],
-    pred_idx: NDArray[np.intp],
-    probabilities: NDArray[np.float64],
-    classes: tuple[str, ...],
-) -> dict[str, NDArray[np.float64]]:
-    """The headline figures for index arrays of shape ``(..., n)``, as arrays of ``(...)``."""
-    k = len(classes)
-    ratios = _scores_from_confusion(_confusion(true_idx, pred_idx, k))
-    aucs = np.stack([_rank_auc(probabilities[..., c], true_idx == c) for c in range(k)], axis=-1)
-    figures = {
-        "accuracy": ratios["accuracy"],
-        "macro_precision": _nanmean(ratios["precision"]),
-        "macro_recall": _nanmean(ratios["recall"]),
-        "macro_f1": _nanmean(ratios["f1"]),
-        "macro_auc": _nanmean(aucs),
-    }
-    for c, label in enumerate(classes):
-        figures[f"recall[{label}]"] = ratios["recall"][..., c]
-        figures[f"specificity[{label}]"] = ratios["specificity"][..., c]
-    return figures
 
 
 def classification_metrics(
@@ -558,18 +450,17 @@ def classification_metrics(
         point[f"specificity[{scores.label}]"] = scores.specificity
     intervals: dict[str, ConfidenceInterval] = {}
     if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        rows = _stratified_resamples(true_idx, n_bootstrap, rng)
-        resampled = _headline(true_idx[rows], pred_idx[rows], probs[rows], classes)
-        tail = (1.0 - confidence_level) / 2 * 100
-        for name, values in resampled.items():
-            defined = values[~np.isnan(values)]
-            low, high = (
-                np.percentile(defined, [tail, 100 - tail]) if defined.size else (math.nan,) * 2
-            )
-            intervals[name] = ConfidenceInterval(
-                point[name], float(low), float(high), confidence_level
-            )
+        bounds = _bootstrap_bounds(
+            true_idx,
+            pred_idx,
+            probs,
+            classes,
+            n_bootstrap=n_bootstrap,
+            confidence_level=confidence_level,
+            seed=seed,
+        )
+        for name, (low, high) in bounds.items():
+            intervals[name] = ConfidenceInterval(point[name], low, high, confidence_level)
 
     return ClassificationMetrics(
         classes=classes,
