@@ -418,7 +418,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
 
 def pipeline_prepared(source: Any, preprocessor: Any, workers: int) -> Iterable[XRay]:
     """The prepared Test images, through the library's batch runner (for ``model_alone``)."""
-    from covidcxr import preprocess_batch
+    from covidcxr.preprocess import preprocess_batch
 
     return preprocess_batch(source, preprocessor, workers=workers, progress=False)
 

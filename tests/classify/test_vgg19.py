@@ -16,15 +16,11 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr import (
-    ConfigurationError,
-    ModelFormatError,
-    WeightsUnavailableError,
-    XRay,
-)
+from covidcxr import XRay
 from covidcxr.classify import PixelRangeWarning, VGG19Classifier
 from covidcxr.classify import _weights as weights_module
 from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
+from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
 
 from .conftest import toy_xrays
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from covidcxr import OutputExistsError
+from covidcxr.errors import OutputExistsError
 from covidcxr.files import atomic_write, write_bytes, write_text
 
 

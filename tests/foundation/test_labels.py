@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from covidcxr import LABELS, UnknownLabelError, canonical_label
+from covidcxr import LABELS
+from covidcxr.errors import UnknownLabelError
+from covidcxr.labels import canonical_label
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr import PluginError, UnknownNameError
+from covidcxr.errors import PluginError, UnknownNameError
 from covidcxr.hookspecs import Register
 from covidcxr.plugins import ALLOW_LIST_ENV, get_plugin_manager, parse_source_uri
 

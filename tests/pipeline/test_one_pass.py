@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from covidcxr import ConfigurationError, XRay
+from covidcxr import XRay
+from covidcxr.errors import ConfigurationError
 from covidcxr.labels import LABELS
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline, PreparedSet
