@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import sys
 from pathlib import Path
+from typing import Any
+
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 
 import covidcxr
 
@@ -24,6 +31,9 @@ extensions = [
 ]
 
 autodoc_typehints = "description"
+# Type hints name classes by their defining (often private) module; show the bare name,
+# linked to where the class is documented.
+python_use_unqualified_type_names = True
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_numpy_docstring = True
@@ -60,3 +70,75 @@ doctest_global_setup = "import numpy as np\nimport covidcxr"
 # --doctest-modules, in their module's namespace; the doctest builder runs the
 # ``.. doctest::`` blocks written in these pages.
 doctest_test_doctest_blocks = ""
+
+
+def _public_bases(
+    app: object, name: str, obj: object, options: object, bases: list[object]
+) -> None:
+    """Show a base class from a private module by its public name, or not at all.
+
+    A base such as ``covidcxr.sources._base.CatalogSource`` is listed as
+    ``covidcxr.sources.CatalogSource``, where it is documented; a private helper base
+    (one that no public namespace exports) is left out.
+    """
+    for index in reversed(range(len(bases))):
+        base = bases[index]
+        module = getattr(base, "__module__", "") or ""
+        parts = module.split(".")
+        if parts[0] != "covidcxr" or not any(part.startswith("_") for part in parts):
+            continue
+        base_name = getattr(base, "__name__", "")
+        # Top-level names are documented as covidcxr.<name>, the rest in their namespace.
+        candidates = ["covidcxr"] + [
+            ".".join(parts[:depth])
+            for depth in range(len(parts) - 1, 1, -1)
+            if not parts[depth - 1].startswith("_")
+        ]
+        public = None
+        for namespace in candidates:
+            module_object = importlib.import_module(namespace)
+            exported = getattr(module_object, "__all__", ())
+            if base_name in exported and getattr(module_object, base_name, None) is base:
+                public = f"{namespace}.{base_name}"
+                break
+        if public is None:
+            del bases[index]
+        else:
+            bases[index] = f":py:class:`{public}`"
+
+
+# The public namespaces re-export constants defined in private modules; such a constant
+# keeps the ``#:`` comment written where it is defined (autodoc reads these comments from
+# the documented module only). api.rst lists the re-exported constants with autodata:
+# autodoc does not find them by itself, as they have no comment in the namespace.
+_MISSING = object()
+
+
+def _defining_comment(name: str, obj: object) -> list[str]:
+    short = name.rsplit(".", 1)[-1]
+    for module_name in sorted(m for m in sys.modules if m.split(".")[0] == "covidcxr"):
+        if getattr(sys.modules[module_name], short, _MISSING) is not obj:
+            continue
+        try:
+            comments = ModuleAnalyzer.for_module(module_name).find_attr_docs()
+        except PycodeError:
+            continue
+        if ("", short) in comments:
+            return list(comments[("", short)])
+    return []
+
+
+def _public_docstring(  # noqa: PLR0917 - the signature of Sphinx's event
+    app: object, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    if what == "data":
+        # Without a comment where it is documented, autodoc falls back to the docstring of
+        # the value's type ("Convert a string or number to a floating point number").
+        type_doc = inspect.cleandoc(getattr(type(obj), "__doc__", None) or "")
+        if "\n".join(lines).strip() in {"", type_doc.strip()}:
+            lines[:] = _defining_comment(name, obj)
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-process-docstring", _public_docstring)

@@ -62,7 +62,7 @@ def canonical_label(name: str, aliases: Mapping[str, str] | None = None) -> str:
     Returns
     -------
     str
-        One of :data:`LABELS`.
+        One of :data:`~covidcxr.LABELS`.
 
     Raises
     ------

@@ -336,7 +336,7 @@ def create_detector(name: str, **options: Any) -> LesionDetector:
     Parameters
     ----------
     name
-        A name from :func:`available_detectors`.
+        A name from :func:`~covidcxr.plugins.available_detectors`.
     **options
         Passed to the detector's factory.
 
@@ -403,7 +403,7 @@ def open_source(uri: str | os.PathLike[str], **options: Any) -> DatasetSource:
     uri
         A folder path or ``file://`` URI, a ``.zip`` path or ``zip://`` URI,
         ``cos://bucket/prefix`` for IBM Cloud Object Storage, or any scheme a plugin
-        registered (see :func:`available_sources`).
+        registered (see :func:`~covidcxr.plugins.available_sources`).
     **options
         Passed to the source's factory (for example ``on_error="skip"``).
 

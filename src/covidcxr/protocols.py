@@ -83,7 +83,7 @@ class Preprocessor(Protocol):
       ``label`` and ``patient_id``.
     - Any ``boxes`` are transformed with the pixels, so they still frame the same anatomy.
     - A preprocessor that changes the geometry (resizing, padding, cropping) records it in
-      ``meta["transform"]`` as a :class:`~covidcxr.preprocess.ResizeTransform`, which
+      ``meta["transform"]`` as a :class:`~covidcxr.boxes.ResizeTransform`, which
       knows its inverse: the pipeline maps detections found on the output back onto the
       radiograph as read with it (in the spirit of MONAI's ``InvertibleTransform``). One
       that records no transform must leave the geometry alone.
@@ -165,7 +165,7 @@ class Report(Protocol):
 
 @runtime_checkable
 class Evaluator(Protocol):
-    """Turns ground truth and predictions into a :class:`Report`.
+    """Turns ground truth and predictions into a :class:`~covidcxr.protocols.Report`.
 
     Contract
     --------

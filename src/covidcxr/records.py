@@ -357,5 +357,5 @@ class Prediction:
     detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data: the fields in order, detections as :func:`detection_to_dict`."""
+        """JSON-ready data, detections as :func:`~covidcxr.records.detection_to_dict` gives them."""
         return attrs.asdict(self, value_serializer=_prediction_json_value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -74,3 +75,18 @@ def test_every_public_namespace_lists_only_names_it_has() -> None:
         module = importlib.import_module(f"covidcxr.{name}")
         missing = [item for item in module.__all__ if not hasattr(module, item)]
         assert missing == [], name
+
+
+def test_every_public_class_and_function_has_a_docstring() -> None:
+    # ruff's pydocstyle rules treat everything in an _private module as private, so they
+    # no longer ask for the docstrings of the classes and functions re-exported from one.
+    undocumented = []
+    for name in sorted(covidcxr._NAMESPACES):
+        module = importlib.import_module(f"covidcxr.{name}")
+        for item in module.__all__:
+            value = getattr(module, item)
+            if (inspect.isclass(value) or inspect.isroutine(value)) and not (
+                value.__doc__ or ""
+            ).strip():
+                undocumented.append(f"covidcxr.{name}.{item}")
+    assert undocumented == []

@@ -1,6 +1,6 @@
 """Classifiers: the VGG19 transfer-learning model.
 
-:class:`VGG19Classifier` is the library's default :class:`~covidcxr.Classifier`,
+:class:`~covidcxr.VGG19Classifier` is the library's default :class:`~covidcxr.Classifier`,
 registered as ``"vgg19"``. Importing this package does not import TensorFlow.
 
 Radiographs reach the model through a :mod:`tf.data` pipeline: Python converts each

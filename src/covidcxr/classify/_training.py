@@ -1,4 +1,4 @@
-"""The epoch loop of :class:`~covidcxr.classify.VGG19Classifier`.
+"""The epoch loop of :class:`~covidcxr.VGG19Classifier`.
 
 :class:`_TrainingLoop` runs the epochs the estimator prepares: it sets each epoch's
 learning rate, keeps the moving average of the weights (``weight_averaging``), stops early

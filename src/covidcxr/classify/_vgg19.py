@@ -190,7 +190,7 @@ class VGG19Classifier:
     # Set by fit() or load(); absent before, as scikit-learn's fitted attributes are.
     classes_: tuple[str, ...]
 
-    #: The name :mod:`covidcxr.classify.plugin` registers it under.
+    #: The name ``covidcxr.classify.plugin`` registers it under.
     registered_name: ClassVar[str] = "vgg19"
 
     def __init__(

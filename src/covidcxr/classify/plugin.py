@@ -1,4 +1,4 @@
-"""The built-in plugin that registers :class:`~covidcxr.classify.VGG19Classifier` as ``"vgg19"``.
+"""The built-in plugin that registers :class:`~covidcxr.VGG19Classifier` as ``"vgg19"``.
 
 Importing it is cheap: the classifier imports TensorFlow only when it builds, trains,
 predicts, saves or loads.

@@ -1,7 +1,7 @@
 """Lesion detectors, and drawing their boxes.
 
-- :class:`WatsonDetector` (``"watson"``): IBM Watson Visual Recognition v4 collections.
-- :class:`LocalDetector` (``"local"``): a small trainable segmentation network, offline.
+- :class:`~covidcxr.WatsonDetector` (``"watson"``): IBM Watson Visual Recognition v4 collections.
+- :class:`~covidcxr.LocalDetector` (``"local"``): a small trainable segmentation network, offline.
 - :class:`GradCAMDetector` (``"gradcam"``): weakly supervised boxes from a classifier.
 - :func:`draw_detections` and :func:`write_png`: annotated images.
 

@@ -7,7 +7,7 @@ so the map, cut to the lung fields and thresholded, yields lesion boxes without 
 box or mask in training: only class labels. It is coarse (the map of a VGG19 is 1/16 of
 its input) and should be read as a localisation hint, not a segmentation.
 
-It works with :class:`covidcxr.classify.VGG19Classifier` or any classifier offering the
+It works with :class:`covidcxr.VGG19Classifier` or any classifier offering the
 same three members: ``model_`` (a fitted Keras model from :meth:`prepare_batch` output to
 class probabilities), ``prepare_batch(xrays)`` and ``feature_layer_name``.
 """
@@ -121,7 +121,7 @@ class GradCAMDetector:
     Parameters
     ----------
     classifier
-        A fitted :class:`~covidcxr.classify.VGG19Classifier` (or a classifier with
+        A fitted :class:`~covidcxr.VGG19Classifier` (or a classifier with
         ``model_``, ``prepare_batch`` and ``feature_layer_name``).
     target_label
         The class whose evidence is mapped.

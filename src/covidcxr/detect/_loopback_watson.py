@@ -1,6 +1,6 @@
 """An in-memory Visual Recognition v4 server on 127.0.0.1, for tests and offline demos.
 
-IBM retired Watson Visual Recognition on 2021-12-01, so :class:`~covidcxr.detect.WatsonDetector`
+IBM retired Watson Visual Recognition on 2021-12-01, so :class:`~covidcxr.WatsonDetector`
 can no longer be exercised against IBM. This server speaks the part of the v4 REST protocol
 the detector uses (``analyze``, collections, images with training data, ``train``,
 ``get_collection``) plus an IAM token endpoint, records every request it receives, and

@@ -1,6 +1,6 @@
 """The Watson detector's plumbing: configuration, the SDK client, retries and uploads.
 
-:class:`_ServiceConnection` is the part of :class:`~covidcxr.detect.WatsonDetector` that
+:class:`_ServiceConnection` is the part of :class:`~covidcxr.WatsonDetector` that
 talks HTTP: it builds the ``ibm_watson.VisualRecognitionV4`` client (imported only when a
 request is made), authenticates, and runs each SDK operation with retries on HTTP 429 and
 5xx answers, timeouts and dropped connections, honouring ``Retry-After``. Images are
@@ -114,7 +114,7 @@ class _Upload:
 
 
 class _ServiceConnection:
-    """The SDK client of a :class:`~covidcxr.detect.WatsonDetector`, and its requests.
+    """The SDK client of a :class:`~covidcxr.WatsonDetector`, and its requests.
 
     The detector sets these attributes in its ``__init__``; this class only reads them.
     """

@@ -65,8 +65,8 @@ class EvaluationReport:
         How the predictions were made (component names and options), as plain data.
     data_fingerprint
         What was evaluated, as ``"sha256:"`` and 64 hexadecimal digits:
-        :func:`~covidcxr.evaluate.truth_fingerprint` of the ground truth when
-        the report comes straight from :meth:`ClassificationEvaluator.evaluate` (it sees no
+        :func:`~covidcxr.evaluate.truth_fingerprint` of the ground truth when the report
+        comes straight from :meth:`~covidcxr.ClassificationEvaluator.evaluate` (it sees no
         pixels); a caller that read the images, such as the :class:`~covidcxr.Pipeline`,
         replaces it with their :func:`~covidcxr.evaluate.data_fingerprint`.
     versions

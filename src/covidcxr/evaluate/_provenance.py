@@ -94,7 +94,7 @@ def data_fingerprint(xrays: Iterable[XRay]) -> str:
 def truth_fingerprint(truths: Iterable[GroundTruth]) -> str:
     """A SHA-256 digest of ground truth without pixels: ids, labels, boxes, ``annotated``.
 
-    What :meth:`~covidcxr.evaluate.ClassificationEvaluator.evaluate` puts in a report's
+    What :meth:`~covidcxr.ClassificationEvaluator.evaluate` puts in a report's
     ``data_fingerprint``, since it sees no pixels. Unlike :func:`data_fingerprint` it
     includes the ids, which are all that tells one radiograph from another here; so the
     two kinds of fingerprint never coincide, and a report from a caller that read the

@@ -200,7 +200,7 @@ def read_xray(
     label_aliases
         Extra spellings for ``label``, as for :func:`covidcxr.labels.canonical_label`.
     min_side, max_pixels
-        As for :func:`read_image`.
+        As for :func:`~covidcxr.io.read_image`.
 
     Raises
     ------

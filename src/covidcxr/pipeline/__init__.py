@@ -1,6 +1,6 @@
 """The end-to-end job: source → preprocessor → classifier → detector → evaluator.
 
-A :class:`Pipeline` names its components (looked up in the plugin registry, so a plugin's
+A :class:`~covidcxr.Pipeline` names its components (looked up in the plugin registry, so a plugin's
 detector or classifier is used exactly like a built-in one) or takes them as objects, and
 is configured from Python or from a TOML file::
 
@@ -25,7 +25,7 @@ is configured from Python or from a TOML file::
 Every key of a component's table other than ``name`` is passed to its factory. The
 preprocessor runs on every image before the classifier and the detector see it, in
 training and in prediction alike, so a model always sees images prepared the same way;
-each call reads and preprocesses every item of its source once (see :class:`Pipeline`).
+each call reads and preprocesses every item of its source once (see :class:`~covidcxr.Pipeline`).
 """
 
 from covidcxr.pipeline._config import ComponentSpec, PipelineConfig

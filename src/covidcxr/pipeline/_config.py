@@ -79,7 +79,7 @@ class PipelineConfig:
     detector
         ``None`` for classification only.
     evaluation
-        Options of :class:`~covidcxr.evaluate.ClassificationEvaluator`: ``n_bootstrap``,
+        Options of :class:`~covidcxr.ClassificationEvaluator`: ``n_bootstrap``,
         ``confidence_level``, ``n_bins``, ``seed``.
 
     Examples

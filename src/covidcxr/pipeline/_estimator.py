@@ -79,7 +79,7 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
     """Map detections on a prepared radiograph back onto the radiograph as read.
 
     The preprocessor records its geometry in ``meta["transform"]`` (a
-    :class:`~covidcxr.preprocess.ResizeTransform`); a preprocessor that records none must
+    :class:`~covidcxr.boxes.ResizeTransform`); a preprocessor that records none must
     leave the geometry alone.
     """
     transform = prepared.meta.get("transform")
@@ -132,7 +132,7 @@ class Pipeline:
         ``None`` (``Pipeline({"detector": None})``).
     evaluator
         An :class:`~covidcxr.Evaluator`; defaults to
-        :class:`~covidcxr.evaluate.ClassificationEvaluator` with the configured options.
+        :class:`~covidcxr.ClassificationEvaluator` with the configured options.
     progress
         Show progress bars on long steps.
     cache_dir

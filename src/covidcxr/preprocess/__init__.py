@@ -1,15 +1,17 @@
 """Preprocessing: the published Gaussian + CLAHE pipeline, geometry, and the batch runner.
 
-:class:`GaussianClahePreprocessor` turns one :class:`~covidcxr.XRay` into the form a
-model expects, recording in ``meta["transform"]`` the :class:`ResizeTransform` that maps
-boxes back to the original image; :func:`preprocess_batch` runs any preprocessor over a
-whole source on several processes, with an optional on-disk cache
-(:class:`PreprocessCache`). Float32 pixels that are exactly ``uint8 / 255`` travel and are
-cached as their ``uint8`` values (:func:`compact_pixels`, :func:`expand_pixels`), a
-quarter of the bytes, and come back bit for bit.
+:class:`~covidcxr.GaussianClahePreprocessor` turns one :class:`~covidcxr.XRay` into the
+form a model expects, recording in ``meta["transform"]`` the
+:class:`~covidcxr.boxes.ResizeTransform` that maps boxes back to the original image;
+:func:`preprocess_batch` runs any preprocessor over a whole source on several processes,
+with an optional on-disk cache (:class:`PreprocessCache`). Float32 pixels that are
+exactly ``uint8 / 255`` travel and are cached as their ``uint8`` values
+(:func:`compact_pixels`, :func:`expand_pixels`), a quarter of the bytes, and come back
+bit for bit.
 
-:class:`ResizeTransform`, :func:`transform_boxes` and :func:`boxes_to_original` live in
-:mod:`covidcxr.boxes` and are re-exported here.
+:class:`~covidcxr.boxes.ResizeTransform`, :func:`~covidcxr.boxes.transform_boxes` and
+:func:`~covidcxr.boxes.boxes_to_original` live in :mod:`covidcxr.boxes` and are
+re-exported here.
 """
 
 from covidcxr.preprocess._batch import BatchStats, preprocess_batch, xray_digest

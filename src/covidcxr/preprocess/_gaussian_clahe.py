@@ -237,7 +237,7 @@ class GaussianClahePreprocessor:
         """The preprocessing parameters as plain JSON data.
 
         Every output records them in ``meta["preprocessing"]``, so a model trained on the
-        output (see :meth:`covidcxr.classify.VGG19Classifier.save`) can say how its input
+        output (see :meth:`covidcxr.VGG19Classifier.save`) can say how its input
         was prepared.
 
         Examples

@@ -119,8 +119,8 @@ class CatalogSource(ABC):
         ------
         tuple
             Each catalogued entry (skipping those already known bad) with its
-            :class:`RawItem`, or the :class:`InvalidImageError` met reading it; pass errors
-            to :meth:`report_invalid`.
+            :class:`RawItem`, or the :class:`~covidcxr.InvalidImageError` met reading it;
+            pass errors to :meth:`report_invalid`.
         """
         for entry in self.pending_entries():
             try:
