@@ -689,3 +689,20 @@ def test_predicts_preprocessed_real_radiographs_without_range_warnings(
         probabilities = fitted.predict_proba(xrays)
     assert probabilities.shape == (3, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_sklearn_clone_copies_the_parameters_not_the_fit(
+    fitted: VGG19Classifier,
+) -> None:
+    from sklearn.base import clone
+
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "model_")
+
+
+def test_set_params_refuses_an_unknown_name() -> None:
+    classifier = VGG19Classifier().set_params(epochs=3)
+    assert classifier.epochs == 3
+    with pytest.raises(ConfigurationError, match="no parameter 'epoch'"):
+        classifier.set_params(epoch=3)

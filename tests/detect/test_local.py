@@ -225,3 +225,10 @@ def test_a_saved_detector_loads_by_name_with_new_post_processing(
     assert detector.mask_threshold == 0.7
     with pytest.raises(ConfigurationError, match="mask_treshold"):
         covidcxr.create_detector("local", model=str(path), mask_treshold=0.7)
+
+
+def test_sklearn_clone_copies_the_parameters() -> None:
+    from sklearn.base import clone
+
+    detector = LocalDetector(epochs=2)
+    assert clone(detector).get_params() == detector.get_params()

@@ -252,10 +252,32 @@ class VGG19Classifier:
 
     # ------------------------------------------------------------------ parameters
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as scikit-learn's ``get_params`` returns them."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, as scikit-learn's ``get_params`` returns them.
+
+        ``deep`` is accepted for :func:`sklearn.base.clone` and ignored: no parameter is
+        itself an estimator. (Inheriting :class:`sklearn.base.BaseEstimator` would cost
+        every plugin lookup about a second of importing SciPy.)
+        """
         names = inspect.signature(type(self).__init__).parameters
         return {name: getattr(self, name) for name in names if name != "self"}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters by name, as scikit-learn's ``set_params`` does.
+
+        Raises
+        ------
+        ConfigurationError
+            For a name that is not a constructor parameter.
+        """
+        known = self.get_params()
+        for name, value in params.items():
+            if name not in known:
+                raise ConfigurationError(
+                    f"VGG19Classifier has no parameter {name!r}; known: {', '.join(known)}"
+                )
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         defaults = {

@@ -256,8 +256,8 @@ class LocalDetector:
         self.threads = threads
         self.verbose = verbose
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, by name."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, by name (``deep`` is for :func:`sklearn.base.clone`)."""
         return {name: getattr(self, name) for name in _PARAMS}
 
     def __repr__(self) -> str:
