@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 import covidcxr
+from covidcxr._plain import option_from_text
 from covidcxr.errors import CovidCXRError, OutputExistsError
 from covidcxr.plugins import Registration
 from covidcxr.records import detection_to_dict
@@ -90,11 +91,7 @@ def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--source-option")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = None if raw.lower() == "none" else raw
-        options[key.strip()] = value
+        options[key.strip()] = option_from_text(raw)
     return options
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset
 from covidcxr.classify._persistence import (
     read_archive,
@@ -57,18 +58,6 @@ def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
     # Training passes over the data more than once; a one-shot iterator is kept as the
     # XRay records it yields (native dtype, not float32). Sources and lists pass through.
     return list(xrays) if iter(xrays) is xrays else xrays
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return repr(value)
 
 
 class VGG19Classifier:
@@ -684,7 +673,7 @@ class VGG19Classifier:
         self.model_ = model
         self.classes_ = classes
         self.fingerprint_ = fingerprint
-        self.preprocessing_ = _json_safe((stats.first_meta or {}).get("preprocessing"))
+        self.preprocessing_ = plain_data((stats.first_meta or {}).get("preprocessing"))
         self._predict_function = None
         return self
 
@@ -717,7 +706,7 @@ class VGG19Classifier:
 
     def _run_key(self, fingerprint: Mapping[str, Any]) -> str:
         params = {k: v for k, v in self.get_params().items() if k not in _RUN_NEUTRAL}
-        document = json.dumps({"params": _json_safe(params), "data": fingerprint}, sort_keys=True)
+        document = json.dumps({"params": plain_data(params), "data": fingerprint}, sort_keys=True)
         return hashlib.sha256(document.encode()).hexdigest()
 
     # ------------------------------------------------------------------ prediction
@@ -788,7 +777,7 @@ class VGG19Classifier:
         }
         metadata = {
             "classes": list(self.classes_),
-            "params": _json_safe(params),
+            "params": plain_data(params),
             "input_size": self.input_size,
             "input_normalization": self.input_normalization,
             "feature_layer_name": self.feature_layer_name,

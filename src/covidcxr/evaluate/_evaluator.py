@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr._plain import plain_data
 from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate._detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate._metrics import ClassificationMetrics, classification_metrics
@@ -31,23 +31,6 @@ def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
-
-
-def _json_ready(value: Any) -> Any:
-    """Plain JSON data: nan and infinities become ``None``, numpy scalars Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 @frozen
@@ -106,15 +89,15 @@ class EvaluationReport:
             "created": self.created,
             "data_fingerprint": self.data_fingerprint,
             "versions": dict(self.versions),
-            "configuration": _json_ready(self.configuration),
+            "configuration": plain_data(self.configuration),
             "notes": list(self.notes),
             "classification": (
-                _json_ready(self.classification.to_dict())
+                plain_data(self.classification.to_dict())
                 if self.classification is not None
                 else None
             ),
             "detection": (
-                _json_ready(self.detection.to_dict()) if self.detection is not None else None
+                plain_data(self.detection.to_dict()) if self.detection is not None else None
             ),
         }
 

@@ -15,22 +15,17 @@ from typing import Any, Final, Self
 import attrs
 from attrs import field, frozen
 
+from covidcxr._plain import NONE, option_value, plain_data
 from covidcxr.errors import ConfigurationError
 from covidcxr.plugins import Registration
 
 __all__ = ["ComponentSpec", "PipelineConfig"]
 
-_NONE: Final = "none"
 # Options that look like secrets are never written into a saved pipeline.
 _SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
 COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
 _CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation"})
 _EVALUATION_KEYS: Final = frozenset({"n_bootstrap", "confidence_level", "n_bins", "seed"})
-
-
-def _none_strings(value: Any) -> Any:
-    # TOML has no null: the string "none" stands for None in option values.
-    return None if isinstance(value, str) and value.lower() == _NONE else value
 
 
 def _frozen_options(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -58,7 +53,7 @@ class ComponentSpec:
         name = table.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"[{where}] needs a 'name' (a registered {where} name)")
-        options = {k: _none_strings(v) for k, v in table.items() if k != "name"}
+        options = {k: option_value(v) for k, v in table.items() if k != "name"}
         return cls(name, options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +113,7 @@ class PipelineConfig:
                 specs[key] = getattr(defaults, key)
                 continue
             table = data[key]
-            if table is None or (isinstance(table, Mapping) and table.get("name") == _NONE):
+            if table is None or (isinstance(table, Mapping) and table.get("name") == NONE):
                 if key == "classifier":
                     raise ConfigurationError("[classifier] cannot be 'none': a pipeline classifies")
                 specs[key] = None
@@ -200,15 +195,15 @@ def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> di
     for key, value in options.items():
         if any(word in key.lower() for word in _SECRET_WORDS) or callable(value):
             continue
-        plain = list(value) if isinstance(value, tuple) else value
+        plain = plain_data(value, unknown="keep")
         try:
             json.dumps(plain)
         except TypeError as exc:
             if not strict:
-                plain = repr(plain)
+                plain = plain_data(value)
             else:
                 raise ConfigurationError(
-                    f"{where} option {key!r} = {plain!r} cannot be saved as JSON; pass a "
+                    f"{where} option {key!r} = {value!r} cannot be saved as JSON; pass a "
                     "plain value (number, string, list, table)"
                 ) from exc
         kept[key] = plain
