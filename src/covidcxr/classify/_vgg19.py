@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset
 from covidcxr.classify._persistence import (
@@ -60,7 +61,7 @@ def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
     return list(xrays) if iter(xrays) is xrays else xrays
 
 
-class VGG19Classifier:
+class VGG19Classifier(SetParamsMixin):
     """VGG19 transfer learning for COVID-19 / normal / pneumonia radiographs.
 
     The defaults are the published recipe: VGG19 with ImageNet weights and a frozen
@@ -250,23 +251,6 @@ class VGG19Classifier:
         """
         names = inspect.signature(type(self).__init__).parameters
         return {name: getattr(self, name) for name in names if name != "self"}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor parameters by name, as scikit-learn's ``set_params`` does.
-
-        Raises
-        ------
-        ConfigurationError
-            For a name that is not a constructor parameter.
-        """
-        known = self.get_params()
-        for name, value in params.items():
-            if name not in known:
-                raise ConfigurationError(
-                    f"VGG19Classifier has no parameter {name!r}; known: {', '.join(known)}"
-                )
-            setattr(self, name, value)
-        return self
 
     def __repr__(self) -> str:
         defaults = {

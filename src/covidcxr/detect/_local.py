@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._params import SetParamsMixin
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
@@ -177,7 +178,7 @@ def _dice_bce_loss(keras: Any) -> Any:
     return dice_bce
 
 
-class LocalDetector:
+class LocalDetector(SetParamsMixin):
     """A small segmentation network trained on infection masks; components become boxes.
 
     Parameters

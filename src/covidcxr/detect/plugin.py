@@ -43,16 +43,9 @@ def _local(**options: Any) -> LesionDetector:
 
     model = options.pop("model", None)
     if model is not None:
-        detector = LocalDetector.load(model)
-        known = detector.get_params()
-        for name, value in options.items():
-            if name not in known:
-                raise ConfigurationError(
-                    f"unknown option {name!r} for the local detector; known: {', '.join(known)}"
-                )
-            # Post-processing options (mask_threshold, min_area_fraction, label ...) may
-            # be changed on a loaded model; the network's own are fixed by its weights.
-            setattr(detector, name, value)
+        # Post-processing options (mask_threshold, min_area_fraction, label ...) may be
+        # changed on a loaded model; the network's own are fixed by its weights.
+        detector = LocalDetector.load(model).set_params(**options)
         return detector
     return LocalDetector(**options)
 
