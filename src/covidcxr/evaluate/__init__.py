@@ -10,7 +10,12 @@ from covidcxr.evaluate._detection import (
     match_detections,
     mean_average_precision,
 )
-from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
+from covidcxr.evaluate._evaluator import (
+    ClassificationEvaluator,
+    EvaluationReport,
+    OneClassPredictionWarning,
+    one_class_warning,
+)
 from covidcxr.evaluate._metrics import (
     AveragedScores,
     Calibration,
@@ -50,6 +55,7 @@ __all__ = [
     "EvaluationReport",
     "ImageDetectionFigures",
     "ImageMatch",
+    "OneClassPredictionWarning",
     "ReliabilityBin",
     "ReportFiles",
     "RocCurve",
@@ -60,6 +66,7 @@ __all__ = [
     "figure_to_png",
     "match_detections",
     "mean_average_precision",
+    "one_class_warning",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_reliability_diagram",
