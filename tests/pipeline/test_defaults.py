@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from covidcxr import XRay
+from covidcxr import LocalDetector, XRay
+from covidcxr.demo import NO_LESIONS_NOTE, run_demo
 from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate import OneClassPredictionWarning
+from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline
 
 pytestmark = pytest.mark.usefixtures("test_components")
@@ -96,3 +98,21 @@ def test_a_model_that_learned_gives_no_one_class_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error", OneClassPredictionWarning)
         Pipeline(test_config).fit(phantom_train, validation=phantom_train).evaluate(phantom_train)
+
+
+def test_the_demo_on_class_folders_classifies_only_and_says_why(tmp_path: Path) -> None:
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=8, size=32)
+    result = run_demo(tmp_path / "demo", data=str(data), size=32, max_per_class=8, epochs=1)
+    assert result.report.to_dict()["detection"] is None
+    assert NO_LESIONS_NOTE in (result.report_dir / "report.md").read_text()
+    assert Pipeline.load(result.model_dir).detector_ is None
+
+
+def test_progress_shows_a_bar_for_detector_training(
+    test_config: dict[str, Any], phantom_train: list[XRay], capsys: pytest.CaptureFixture[str]
+) -> None:
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=2, augment=False)
+    test_config["preprocessor"] = None  # the test preprocessor leaves the masks unscaled
+    Pipeline(test_config, detector=detector, progress=True).fit(phantom_train)
+    assert "detector" in capsys.readouterr().err
+    assert detector.on_epoch_end is None  # the bar's callback is removed after fit
