@@ -102,7 +102,7 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false (checked again, atomically, at the
-        end; the existing file is never touched).
+        end; the existing file is never touched), or ``path`` is a directory.
 
     Examples
     --------
@@ -114,6 +114,10 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     b'complete'
     """
     target = Path(path)
+    if target.is_dir() and not target.is_symlink():
+        raise OutputExistsError(
+            f"{target} is a directory; refusing to replace it with a file (choose another path)"
+        )
     if not overwrite and target.exists():  # fail before the caller does the work
         raise OutputExistsError(f"{target} already exists; pass overwrite=True to replace it")
     directory = target.parent if str(target.parent) else Path()

@@ -255,3 +255,10 @@ def test_check_new_files_never_lets_a_file_replace_a_directory(tmp_path: Path) -
     (tmp_path / "a.png").mkdir()
     with pytest.raises(OutputExistsError, match="is a directory"):
         check_new_files([tmp_path / "a.png"], overwrite=True)
+
+
+def test_a_file_never_replaces_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(OutputExistsError, match="is a directory"):
+        write_text(tmp_path / "out.png", "x", overwrite=True)
+    assert (tmp_path / "out.png").is_dir()
