@@ -198,7 +198,15 @@ def _foreign_entry(directory: Path, allowed: Callable[[str], bool]) -> str | Non
     Symbolic links are never allowed (covidcxr writes none); directories are allowed when
     everything in them is.
     """
-    for root, dirs, files in os.walk(directory):
+
+    def unreadable(error: OSError) -> None:
+        raise error  # a folder that cannot be listed cannot be known to be ours
+
+    try:
+        walk = list(os.walk(directory, onerror=unreadable))
+    except OSError as error:
+        return f"{error.filename} (cannot be read)"
+    for root, dirs, files in walk:
         base = Path(root)
         for name in sorted([*dirs, *files]):
             path = base / name
