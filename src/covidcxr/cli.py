@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import click
 import covidcxr
 from covidcxr._plain import option_from_text
 from covidcxr.errors import CovidCXRError, OutputExistsError
+from covidcxr.files import check_new_files, check_output_directory, write_text
 from covidcxr.plugins import Registration
 from covidcxr.records import detection_to_dict
 
@@ -174,8 +175,7 @@ def train_command(
     """
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
-    if out.exists() and not overwrite:  # fail before training, not after
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    check_output_directory(out, "pipeline", overwrite=overwrite)  # before training, not after
     options = _parse_source_options(source_options)
     settings: dict[str, Any] = {"progress": True, "cache_dir": cache_dir}
     pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
@@ -346,6 +346,23 @@ def _png_name(image_id: str, used: dict[str, int]) -> str:
     return f"{stem}.png" if count == 0 else f"{stem}-{count}.png"
 
 
+def _planned_png_names(
+    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource, used: dict[str, int]
+) -> dict[str, list[str]]:
+    """The PNG names of every radiograph id, in order, known before any is detected."""
+    from covidcxr.sources import CatalogSource  # noqa: PLC0415 - see above
+
+    ids: Iterable[str]
+    if isinstance(dataset, CatalogSource):
+        ids = (dataset.record_id(entry) for entry in dataset.pending_entries())  # no reads
+    else:  # a list, or a plugin's source: its ids are only known by reading it
+        ids = (xray.id for xray in dataset)
+    names: dict[str, list[str]] = {}
+    for image_id in ids:
+        names.setdefault(image_id, []).append(_png_name(image_id, used))
+    return names
+
+
 @cli.command("detect")
 @click.argument("source")
 @click.option(
@@ -439,20 +456,25 @@ def detect_command(
         dataset = [covidcxr.read_xray(single)]  # one radiograph file
     else:
         dataset = covidcxr.open_source(source, **_parse_source_options(source_options))
-    out.mkdir(parents=True, exist_ok=True)
     report_path = out / "detections.json"
-    if report_path.exists() and not overwrite:
-        raise click.UsageError(f"{report_path} exists; pass --overwrite to replace it")
+    used_names: dict[str, int] = {}
+    png_names = _planned_png_names(dataset, used_names)
+    planned = [out / name for names in png_names.values() for name in names]
+    try:  # every output name is checked before anything is written
+        check_new_files([report_path, *planned], overwrite=overwrite)
+    except OutputExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []
-    used_names: dict[str, int] = {}
     with tqdm(
         total=len(dataset), unit="image", desc="detect", disable=no_progress, file=sys.stderr
     ) as progress:
         for xray in dataset:
             image = enhance(xray) if enhance is not None else xray
             detections = detector.detect(image)
-            png_name = _png_name(image.id, used_names)
+            queued = png_names.get(image.id)
+            png_name = queued.pop(0) if queued else _png_name(image.id, used_names)
             drawn = draw_detections(image, detections, truths=image.boxes if truths else None)
             try:
                 write_png(out / png_name, drawn, overwrite=overwrite)
@@ -470,7 +492,7 @@ def detect_command(
             )
             progress.update()
     document = {"detector": name, "source": source, "images": records}
-    report_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_text(report_path, json.dumps(document, indent=2) + "\n", overwrite=overwrite)
     found = sum(len(r["detections"]) for r in records)
     click.echo(f"{found} lesion(s) in {len(records)} image(s); wrote {out}")
 

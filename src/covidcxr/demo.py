@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 from attrs import frozen
 
-from covidcxr.errors import OutputExistsError
+from covidcxr.files import check_output_directory, output_directory
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
 from covidcxr.plugins import open_source
@@ -168,7 +168,9 @@ def run_demo(
     Parameters
     ----------
     out_dir
-        Gets ``model/`` (the saved pipeline) and ``report/`` (``report.html`` and friends).
+        Gets ``model/`` (the saved pipeline) and ``report/`` (``report.html`` and friends),
+        written as a unit: it must be new or empty, or an earlier demo's (with
+        ``overwrite``).
     data
         A dataset folder, archive or URI for :func:`covidcxr.open_source`; ``None`` for
         phantoms. A folder with ``Train``, ``Val`` and ``Test`` subfolders is read with the
@@ -188,7 +190,8 @@ def run_demo(
     progress
         Show progress bars.
     overwrite
-        Replace an earlier demo's model and report in ``out_dir``.
+        Replace an earlier demo's output in ``out_dir``. A folder holding anything
+        covidcxr did not write is never replaced.
 
     Returns
     -------
@@ -197,18 +200,13 @@ def run_demo(
     Raises
     ------
     OutputExistsError
-        If ``out_dir`` already holds a model or report and ``overwrite`` is false (checked
-        before any training starts).
+        If ``out_dir`` already holds a demo and ``overwrite`` is false, or holds anything
+        covidcxr did not write (checked before any training starts, and again before the
+        output is renamed into place).
     """
     out = Path(out_dir)
     model_dir, report_dir = out / "model", out / "report"
-    if not overwrite:
-        existing = [p for p in (model_dir, report_dir / "report.html") if p.exists()]
-        if existing:
-            raise OutputExistsError(
-                f"{out} already holds a demo ({', '.join(str(p) for p in existing)}); "
-                "choose another directory or pass overwrite=True (--overwrite)"
-            )
+    check_output_directory(out, "demo", overwrite=overwrite)  # before training, not after
     pipeline = Pipeline(config or demo_config(size, epochs=epochs, seed=seed), progress=progress)
     if data is None:
         held_out = max(n_per_class // 2, 2)
@@ -229,8 +227,10 @@ def run_demo(
         notes = [REAL_DATA_NOTE]
         title = f"covidcxr demo on {Path(data).name}"
     pipeline.fit(train, validation=validation)
-    pipeline.save(model_dir, overwrite=overwrite)
-    report = pipeline.evaluate(test, report_dir, overwrite=overwrite, title=title, notes=notes)
+    # The demo's folder is written as a unit: a second run replaces the first's whole.
+    with output_directory(out, "demo", overwrite=overwrite) as staging:
+        pipeline.save(staging / "model")
+        report = pipeline.evaluate(test, staging / "report", title=title, notes=notes)
     return DemoResult(
         model_dir=model_dir,
         report_dir=report_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -172,3 +173,24 @@ def test_extract_refuses_to_follow_a_symlinked_folder_out(
     with pytest.raises(SourceError, match="outside"):
         ZipSource(archive).extract_to(target)
     assert not any(elsewhere.iterdir())
+
+
+def test_an_interrupted_extraction_leaves_no_truncated_file(
+    classes_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    target = tmp_path / "out"
+    real_copy = shutil.copyfileobj
+
+    def copy_half_then_fail(source: Any, destination: Any, length: int = 0) -> None:
+        destination.write(source.read(10))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        ZipSource(archive).extract_to(target)
+    assert not [p for p in target.rglob("*") if p.is_file()]  # nothing half-written kept
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    ZipSource(archive).extract_to(target, on_exists="skip")  # a rerun completes the set
+    for path in classes_folder.rglob("*.png"):
+        assert (target / path.relative_to(classes_folder)).read_bytes() == path.read_bytes()

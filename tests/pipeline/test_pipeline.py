@@ -216,13 +216,26 @@ def test_save_refuses_to_replace_a_directory_unless_asked(
 ) -> None:
     pipeline = fitted(test_config, phantom_train)
     target = tmp_path / "model"
-    target.mkdir()
-    (target / "notes.txt").write_text("mine")
+    pipeline.save(target)
+    first = (target / MANIFEST_NAME).stat().st_ino
     with pytest.raises(OutputExistsError, match="model"):
         pipeline.save(target)
-    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / MANIFEST_NAME).stat().st_ino == first
     pipeline.save(target, overwrite=True)
-    assert (target / MANIFEST_NAME).is_file()
+    assert (target / MANIFEST_NAME).stat().st_ino != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
+
+
+def test_save_never_replaces_a_directory_holding_the_users_files(
+    test_config: dict[str, Any], phantom_train: list[XRay], tmp_path: Path
+) -> None:
+    pipeline = fitted(test_config, phantom_train)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"model .*notes\.txt was not written by covidcxr"):
+        pipeline.save(target, overwrite=True)
+    assert (target / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
 
 

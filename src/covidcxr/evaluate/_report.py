@@ -20,7 +20,6 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import OutputExistsError
 from covidcxr.evaluate._evaluator import EvaluationReport
 from covidcxr.evaluate._plots import (
     figure_to_png,
@@ -30,7 +29,7 @@ from covidcxr.evaluate._plots import (
     plot_roc_curves,
     plot_training_history,
 )
-from covidcxr.files import write_text
+from covidcxr.files import output_directory, write_bytes, write_text
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -289,8 +288,9 @@ def write_report(
         followed by the report's own :attr:`~EvaluationReport.notes` (a note given both
         ways is shown once).
     overwrite
-        Replace an existing report in ``directory``. Without it nothing is written when any
-        of the files exists.
+        Replace a report covidcxr wrote in ``directory`` earlier. The folder is written as
+        a unit (staged, then renamed into place); without ``overwrite`` it must be new or
+        empty, and a folder holding anything covidcxr did not write is never replaced.
 
     Returns
     -------
@@ -299,7 +299,8 @@ def write_report(
     Raises
     ------
     OutputExistsError
-        If a report file exists in ``directory`` and ``overwrite`` is false.
+        If ``directory`` holds a report and ``overwrite`` is false, or holds anything
+        covidcxr did not write (see :func:`covidcxr.files.check_output_directory`).
 
     Examples
     --------
@@ -324,20 +325,14 @@ def write_report(
         "json": target / "report.json",
     }
     figure_paths = [target / _FIGURES_DIR / f"{f.name}.png" for f in figures]
-    existing = [p for p in [*paths.values(), *figure_paths] if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"{target} already holds a report ({', '.join(p.name for p in existing)}); "
-            "choose another directory or pass overwrite=True (--overwrite)"
-        )
-    (target / _FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    for figure, path in zip(figures, figure_paths, strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(figure.png)
-        tmp.replace(path)
-    write_text(paths["json"], report.to_json() + "\n", overwrite=True)
-    write_text(paths["markdown"], _markdown(report, title, notes, figures), overwrite=True)
-    write_text(paths["html"], _html(report, title, notes, figures), overwrite=True)
+    # The report folder is written as a unit: staged, then renamed into place, replacing
+    # only a report covidcxr wrote (never a folder holding the user's files).
+    with output_directory(target, "report", overwrite=overwrite) as staging:
+        for figure in figures:
+            write_bytes(staging / _FIGURES_DIR / f"{figure.name}.png", figure.png)
+        write_text(staging / "report.json", report.to_json() + "\n")
+        write_text(staging / "report.md", _markdown(report, title, notes, figures))
+        write_text(staging / "report.html", _html(report, title, notes, figures))
     return ReportFiles(
         html=paths["html"],
         markdown=paths["markdown"],

@@ -14,11 +14,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
-from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
+from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
-from covidcxr.files import write_text
+from covidcxr.files import check_output_directory, output_directory, write_text
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
@@ -478,7 +478,8 @@ class Pipeline:
         report_dir
             Where to write the HTML/Markdown/JSON report, if anywhere.
         overwrite
-            Replace a report already in ``report_dir``.
+            Replace a report covidcxr wrote in ``report_dir`` earlier (a folder holding
+            other files is never replaced).
         n_examples
             How many annotated images the report shows (spread over the classes).
         title, notes
@@ -488,13 +489,17 @@ class Pipeline:
         -------
         Report
             An :class:`~covidcxr.evaluate.EvaluationReport` with the default evaluator.
+
+        Raises
+        ------
+        OutputExistsError
+            Before any work, if ``report_dir`` holds a report and ``overwrite`` is false,
+            or holds anything covidcxr did not write (see
+            :func:`covidcxr.files.check_output_directory`).
         """
         self._check_fitted()
-        if report_dir is not None and not overwrite and (Path(report_dir) / "report.html").exists():
-            raise OutputExistsError(
-                f"{report_dir} already holds a report; choose another directory or pass "
-                "overwrite=True (--overwrite)"
-            )
+        if report_dir is not None:  # fail before the work, not after
+            check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(as_source(source, "source"), keep)
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
@@ -550,10 +555,10 @@ class Pipeline:
     ) -> ReportFiles | Path:
         """Write ``report`` with the training curves and the annotated examples."""
         if not isinstance(report, EvaluationReport):
-            path = Path(report_dir) / "report.json"
             text = json.dumps(report.to_dict(), indent=2) + "\n"
-            write_text(path, text, overwrite=overwrite)
-            return path
+            with output_directory(report_dir, "report", overwrite=overwrite) as staging:
+                write_text(staging / "report.json", text)
+            return Path(report_dir) / "report.json"
         images: list[NDArray[np.uint8]] = []
         titles: list[str] = []
         for index, xray in round_robin(collected.examples, n_examples):
@@ -581,7 +586,9 @@ class Pipeline:
         Raises
         ------
         OutputExistsError
-            If ``directory`` exists and ``overwrite`` is false.
+            If ``directory`` exists and ``overwrite`` is false, or it is anything but a
+            pipeline covidcxr saved (a folder holding other files, a file, a symbolic
+            link): that is never replaced.
         ConfigurationError
             If a component given as an object is not registered under a name.
         """
