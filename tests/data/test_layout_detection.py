@@ -203,3 +203,20 @@ def test_detect_layout_works_from_names_alone() -> None:
     assert "Train, Test" in detected.reason
     with pytest.raises(SourceError, match="no images found"):
         detect_layout(["README.md"], where="docs")
+
+
+def test_loose_images_beside_class_folders_are_not_left_out_silently(
+    classes_folder: Path, make: Any
+) -> None:
+    _write(classes_folder / "stray.png", make.encode(make.gradient()))
+    with pytest.raises(ConfigurationError, match="more than one layout") as info:
+        _open(classes_folder)
+    assert "layout='unlabelled'" in str(info.value)
+    assert len(_open(classes_folder, layout="classes")) == 5
+
+
+def test_mask_folders_skipped_in_an_unlabelled_folder_are_named(qu_ex_folder: Path) -> None:
+    source = _open(qu_ex_folder / "Train" / "COVID-19")
+    assert source.layout == "unlabelled"
+    assert len(source) == 2
+    assert "mask folders ['infection masks', 'lung masks'] skipped" in source.layout_reason

@@ -321,6 +321,12 @@ def detect_layout(
                 f"split folders {sorted(split_tops)} holding class folders",
             )
         )
+    loose = sum(len(parts) == 1 for parts in images)
+    if loose and any(c.layout == "classes" for c in candidates):
+        # The classes layout would leave them out without a word.
+        candidates.append(
+            DetectedLayout("unlabelled", None, f"{loose} image(s) directly in the folder")
+        )
     if len(candidates) > 1:
         options = "; ".join(
             f"layout={c.layout!r}"
@@ -336,7 +342,12 @@ def detect_layout(
     if label_aliases:
         # Aliases say the folders are classes: let the classes layout name the unknown ones.
         return DetectedLayout("classes", given, "label_aliases were given")
-    where_found = f"folders {sorted(tops)}" if tops else "images directly in the folder"
+    skipped = sorted(top for top in tops if is_mask_folder(top))
+    where_found = (
+        f"folders {sorted(tops)}" + (f"; mask folders {skipped} skipped" if skipped else "")
+        if tops
+        else "images directly in the folder"
+    )
     return DetectedLayout(
         "unlabelled", given, f"no class folders ({where_found}); images are read without labels"
     )
