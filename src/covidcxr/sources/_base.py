@@ -106,7 +106,10 @@ class CatalogSource(ABC):
         binary = 0
         for entry in probes:
             try:
-                pixels = decode_image(self._read(entry.name), entry.name, min_side=1).pixels
+                data = self._read(entry.name)
+                pixels = decode_image(
+                    data, entry.name, min_side=1, max_pixels=self.max_pixels
+                ).pixels
             except InvalidImageError:
                 return  # reading will report it, under the on_error policy
             values = np.unique(pixels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ __all__ = ["RACY_SECONDS", "FilesSource", "FolderSource", "is_glob_pattern", "op
 #: :meth:`FolderSource.fingerprint`): a later change within the same timestamp tick could
 #: leave their status unchanged. Two seconds covers the coarsest common clock (FAT's).
 RACY_SECONDS: Final = 2.0
+# The characters that make a glob pattern (what the glob module itself looks for).
+_GLOB_MAGIC: Final = re.compile(r"[*?[]")
 
 
 class FolderSource(CatalogSource):
@@ -217,7 +220,7 @@ def is_glob_pattern(text: str) -> bool:
     >>> is_glob_pattern("scans/**/*.png"), is_glob_pattern("scans/a.png")
     (True, False)
     """
-    return glob.has_magic(text)
+    return _GLOB_MAGIC.search(text) is not None
 
 
 PathLike = str | os.PathLike[str]
@@ -227,6 +230,8 @@ class FilesSource(FolderSource):
     """Radiographs named one by one: files, glob patterns and folders, read without labels.
 
     What a user has at hand for prediction: one scan, a few files, ``scans/**/*.png``.
+    Files are read as a :class:`FolderSource` reads them (in worker processes by the batch
+    runner, with fingerprints for the preprocessing cache), their paths standing for names.
     Records have ``label=None`` and the path as ``id``, in the order given (the files a
     pattern or folder yields are sorted). Named files are read whatever their suffix (the
     content decides the format); folders are read like ``FolderSource(folder,
