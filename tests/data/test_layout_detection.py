@@ -220,3 +220,16 @@ def test_mask_folders_skipped_in_an_unlabelled_folder_are_named(qu_ex_folder: Pa
     assert source.layout == "unlabelled"
     assert len(source) == 2
     assert "mask folders ['infection masks', 'lung masks'] skipped" in source.layout_reason
+
+
+@pytest.mark.parametrize("layout", ["auto", "classes"])
+def test_mask_folders_inside_class_folders_are_not_radiographs(
+    classes_folder: Path, make: Any, layout: str
+) -> None:
+    mask = np.zeros((48, 48), np.uint8)
+    mask[8:40, 8:40] = 255
+    _write(classes_folder / "COVID" / "lung masks" / "img_0.png", make.encode(mask))
+    _write(classes_folder / "Normal" / "masks" / "x.png", make.encode(mask))
+    source = _open(classes_folder, layout=layout)
+    assert len(source) == 5
+    assert not [entry.name for entry in source.entries if "mask" in entry.name]

@@ -5,8 +5,8 @@ prefix) into :class:`~covidcxr.sources.Entry` records, from names alone. The sam
 layouts therefore work for every source.
 
 ``"classes"``
-    ``{class}/**/*.png``: one folder per class, any nesting below it. With ``split``,
-    ``{split}/{class}/**``.
+    ``{class}/**/*.png``: one folder per class, any nesting below it (but never in a
+    mask folder). With ``split``, ``{split}/{class}/**``.
 ``"covid-qu-ex"``
     COVID-QU-Ex: ``{Train,Val,Test}/{class}/images/*.png`` with masks of the same name in
     the sibling folders ``infection masks`` and ``lung masks`` (the Test split of the
@@ -422,7 +422,7 @@ def _classes(
     chosen: list[tuple[str, str, str | None]] = []  # (name, class folder, split)
     for name in names:
         parts = PurePosixPath(name).parts
-        if not _is_image(name):
+        if not _is_image(name) or _in_mask_folder(name):
             continue
         if by_split is None:
             if len(parts) >= 2:
