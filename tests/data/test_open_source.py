@@ -76,6 +76,9 @@ def test_a_pattern_matching_nothing_is_a_source_error(scans: Path) -> None:
 def test_a_missing_path_is_a_source_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"absent\.png: no such file or folder"):
         covidcxr.open_source(tmp_path / "absent.png")
+    # Whatever the options: a mistyped dataset folder is not "files with a split".
+    with pytest.raises(SourceError, match=r"qu-ex: no such file or folder"):
+        covidcxr.open_source(tmp_path / "qu-ex", layout="covid-qu-ex", split="Val")
 
 
 def test_archives_cannot_be_mixed_with_loose_files(scans: Path, tmp_path: Path) -> None:

@@ -357,8 +357,13 @@ def open_local(
     **options
         Passed to the source (``on_error="skip"``, ``layout="covid-qu-ex"`` ...).
     """
-    if isinstance(location, str | os.PathLike) and os.path.isdir(location):
-        return FolderSource(location, **options)
+    if isinstance(location, str | os.PathLike):
+        if os.path.isdir(location):
+            return FolderSource(location, **options)
+        path = os.fspath(location)
+        if not os.path.exists(path) and not is_glob_pattern(path):
+            # Said before any option is checked: a mistyped folder is the likely cause.
+            raise SourceError(f"{path}: no such file or folder")
     return FilesSource(location, **options)
 
 
