@@ -48,6 +48,7 @@ from covidcxr.plugins import (
 from covidcxr.protocols import (
     BatchDetector,
     Classifier,
+    DatasetSource,
     EpochCallback,
     Evaluator,
     LesionDetector,
@@ -68,6 +69,18 @@ _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 4096
+
+
+def _labelled(data: Iterable[XRay], what: str) -> Iterable[XRay]:
+    """``data``, refused before any pass when it is a source that holds no labels."""
+    if isinstance(data, DatasetSource) and not data.classes:
+        raise ConfigurationError(
+            f"{what}: {data!r} has no labels, and training and evaluation need them; open "
+            "a folder with one subfolder per class (COVID/, Normal/, Pneumonia/), a known "
+            "dataset layout (layout='covid-qu-ex', split='Val' ...), or map class folders "
+            "with label_aliases=; predict and detect read unlabelled scans"
+        )
+    return data
 
 
 def _without_boxes(xray: XRay) -> XRay:
@@ -344,7 +357,7 @@ class Pipeline:
         )
 
     def _collect(self, source: SourceLike, what: str) -> PreparedSet:
-        return PreparedSet.collect(self._prepared(as_source(source, what)))
+        return PreparedSet.collect(self._prepared(_labelled(as_source(source, what), what)))
 
     def _detect(self, prepared: Sequence[XRay]) -> list[list[Detection]]:
         """Detections on each prepared radiograph (in its coordinates), in order."""
@@ -501,7 +514,7 @@ class Pipeline:
         if report_dir is not None:  # fail before the work, not after
             check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
-        collected = self._evaluation_pass(as_source(source, "source"), keep)
+        collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
         report = evaluator.evaluate(
             collected.truths,

@@ -270,7 +270,7 @@ class ZipSource(CatalogSource):
         self,
         archive: str | os.PathLike[str] | IO[bytes],
         *,
-        layout: str = "classes",
+        layout: str = "auto",
         split: str | Sequence[str] | None = None,
         label_aliases: Mapping[str, str] | None = None,
         on_error: str = "raise",
