@@ -75,3 +75,10 @@ def test_evaluate_refuses_unlabelled_scans_naming_the_fix(
     with pytest.raises(ConfigurationError, match="has no labels") as info:
         fitted_pipeline.evaluate(covidcxr.open_source(new_scans))
     assert "layout=" in str(info.value)
+
+
+def test_predict_takes_paths_directly(fitted_pipeline: Pipeline, new_scans: Path) -> None:
+    # A list of paths is opened as a source, not mistaken for a list of radiographs.
+    paths = [new_scans / "scan_2.png", str(new_scans / "scan_1.png")]
+    predictions = fitted_pipeline.predict(paths)
+    assert [Path(p.id).name for p in predictions] == ["scan_2.png", "scan_1.png"]

@@ -41,6 +41,12 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
     """
     if isinstance(source, str | os.PathLike):
         return open_source(source)
+    if (
+        isinstance(source, Sequence)
+        and source
+        and all(isinstance(item, str | os.PathLike) for item in source)
+    ):
+        return open_source(source)  # several files, folders or patterns
     if isinstance(source, Iterator):
         return list(source)
     if not isinstance(source, Iterable):
