@@ -102,4 +102,7 @@ def build(root: Path) -> Path:
         for path in sorted((data / "cxr").rglob("*.png")):
             archive.write(path, path.relative_to(data / "cxr").as_posix())
     write_qu_ex_phantoms(root / "covid-qu-ex", per_class=6)
+    with zipfile.ZipFile(root / "covid-qu-ex.zip", "w") as archive:
+        for path in sorted((root / "covid-qu-ex").rglob("*.png")):
+            archive.write(path, path.relative_to(root).as_posix())
     return root
