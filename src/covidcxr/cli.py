@@ -107,17 +107,24 @@ def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
 def _summary_lines(report: Any) -> list[str]:
     data = report.to_dict()
     lines = []
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     classification = data.get("classification")
     if classification:
         intervals = classification["intervals"]
 
         def figure(name: str, value: float | None) -> str:
             ci = intervals.get(name)
-            if value is None:
-                return "n/a"
-            if ci and ci["low"] is not None:
-                return f"{value:.3f} (95% CI {ci['low']:.3f}-{ci['high']:.3f})"
-            return f"{value:.3f}"
+            if value is None or not ci:
+                return number(value)
+            bounds = (
+                "n/a"
+                if ci["low"] is None or ci["high"] is None
+                else f"{ci['low']:.3f}-{ci['high']:.3f}"
+            )
+            return f"{value:.3f} ({ci['level']:.0%} CI {bounds}, {ci['method']})"
 
         lines += [
             f"images:      {classification['n_images']}",
@@ -130,10 +137,9 @@ def _summary_lines(report: Any) -> list[str]:
             lines.append(f"  {label:<10} recall {figure(f'recall[{label}]', scores['recall'])}")
     detection = data.get("detection")
     if detection:
-        ap50, ap = detection["ap50"], detection["map_50_95"]
         lines.append(
-            f"detection:   AP@0.5 {ap50 if ap50 is None else f'{ap50:.3f}'}, "
-            f"mAP@[.5:.95] {ap if ap is None else f'{ap:.3f}'}"
+            f"detection:   AP@0.5 {number(detection['ap50'])}, "
+            f"mAP@[.5:.95] {number(detection['map_50_95'])}"
         )
     return lines
 

@@ -5,6 +5,7 @@ from covidcxr.evaluate._detection import (
     DetectionMetrics,
     ImageDetectionFigures,
     ImageMatch,
+    PrecisionRecallCurve,
     average_precision,
     evaluate_detections,
     match_detections,
@@ -25,6 +26,7 @@ from covidcxr.evaluate._plots import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
+    plot_precision_recall_curve,
     plot_reliability_diagram,
     plot_roc_curves,
     plot_training_history,
@@ -35,10 +37,11 @@ from covidcxr.evaluate._provenance import (
     software_versions,
     truth_fingerprint,
 )
-from covidcxr.evaluate._report import ReportFiles, write_report
+from covidcxr.evaluate._report import DRAWN_BOX_LEGEND, ReportFiles, write_report
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
+    "DRAWN_BOX_LEGEND",
     "AveragedScores",
     "Calibration",
     "ClassScores",
@@ -50,6 +53,7 @@ __all__ = [
     "EvaluationReport",
     "ImageDetectionFigures",
     "ImageMatch",
+    "PrecisionRecallCurve",
     "ReliabilityBin",
     "ReportFiles",
     "RocCurve",
@@ -62,6 +66,7 @@ __all__ = [
     "mean_average_precision",
     "plot_confusion_matrix",
     "plot_image_grid",
+    "plot_precision_recall_curve",
     "plot_reliability_diagram",
     "plot_roc_curves",
     "plot_training_history",

@@ -337,6 +337,36 @@ class Pipeline:
                 raise
             return {"object": f"{type(obj).__module__}.{type(obj).__qualname__}"}
 
+    def _describe_built(self, evaluator: Evaluator) -> dict[str, Any]:
+        """What the fitted pipeline is made of: every parameter's effective value.
+
+        :meth:`describe` shows the options that were set; a report needs the values the
+        components were built with, defaults included, so it reads each built component's
+        own parameters (``get_params()`` or its attrs fields), as :meth:`describe` does
+        for components given as objects.
+        """
+        described: dict[str, Any] = {}
+        for key in COMPONENT_KEYS:
+            built = getattr(self, f"{key}_", None)
+            given = self._describe_component(key, strict=False)
+            if built is None:
+                described[key] = given
+                continue
+            try:
+                options = plain_options(object_options(built, key), key, strict=False)
+            except ConfigurationError:  # neither get_params() nor attrs: the options set
+                described[key] = given
+                continue
+            named = {"name": given["name"]} if given and "name" in given else (given or {})
+            described[key] = {**named, **options}
+        try:
+            settings = object_options(evaluator, "evaluator")
+        except ConfigurationError:
+            settings = dict(self.config.evaluation)
+        settings.pop("configuration", None)  # the evaluator's copy of this very mapping
+        described["evaluation"] = plain_options(settings, "evaluation", strict=False)
+        return described
+
     # -- the data path ----------------------------------------------------------------
 
     def _prepared(self, source: Iterable[XRay]) -> Iterator[XRay]:
@@ -526,7 +556,7 @@ class Pipeline:
             report = attrs.evolve(
                 report,
                 configuration={
-                    **self.describe(),
+                    **self._describe_built(evaluator),
                     "training_data_fingerprint": self.training_fingerprint_,
                 },
                 data_fingerprint=collected.fingerprint.hexdigest(),
@@ -574,14 +604,17 @@ class Pipeline:
             return Path(report_dir) / "report.json"
         images: list[NDArray[np.uint8]] = []
         titles: list[str] = []
+        classes: list[str] = []
         for index, xray in round_robin(collected.examples, n_examples):
             prediction = collected.predictions[index]
             images.append(annotate(xray, prediction.detections, collected.truths[index].boxes))
             confidence = prediction.probabilities[prediction.label]
             titles.append(f"true {xray.label} / predicted {prediction.label} ({confidence:.2f})")
+            classes.append(str(xray.label))
         return write_report(
             report, report_dir, history=self.history_ or None, images=images or None,
-            image_titles=titles or None, title=title, notes=notes, overwrite=overwrite,
+            image_titles=titles or None, image_classes=classes or None, title=title,
+            notes=notes, overwrite=overwrite,
         )  # fmt: skip
 
     # -- persistence ------------------------------------------------------------------
