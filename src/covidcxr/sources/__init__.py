@@ -42,7 +42,7 @@ from covidcxr.sources._layouts import (
     normalize_splits,
 )
 from covidcxr.sources._masks import binary_mask, mask_boxes
-from covidcxr.sources._skips import Skipped, SkippedItemsWarning
+from covidcxr.sources._skips import ReportsSkips, Skipped, SkippedItemsWarning
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -57,6 +57,7 @@ __all__ = [
     "Entry",
     "FolderSource",
     "RawItem",
+    "ReportsSkips",
     "Skipped",
     "SkippedItemsWarning",
     "ZipLimits",
