@@ -119,6 +119,12 @@ def _source_options(pairs: tuple[str, ...], on_error: str) -> dict[str, Any]:
     return options
 
 
+def _show_progress() -> bool:
+    # Progress bars only where a person watches: a log (stderr to a file or pipe) gets
+    # the messages, one line each, and no bar redrawn a hundred times.
+    return sys.stderr.isatty()
+
+
 def _skipping(options: Mapping[str, Any]) -> bool:
     return options.get("on_error") == "skip"
 
@@ -235,7 +241,7 @@ def train_command(
     if out.exists() and not overwrite:  # fail before training, not after
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     options = _source_options(source_options, on_error)
-    settings: dict[str, Any] = {"progress": True, "cache_dir": cache_dir}
+    settings: dict[str, Any] = {"progress": _show_progress(), "cache_dir": cache_dir}
     pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
     train = covidcxr.open_source(source, **options)
     val = covidcxr.open_source(validation, **options) if validation else None
@@ -295,8 +301,7 @@ def predict_command(
     for target in (output, skipped_file):  # fail before predicting, not after
         if target is not None and target.exists() and not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-    # A progress bar only where a person watches: piped stderr stays one line per message.
-    pipeline = Pipeline.load(model_dir, progress=sys.stderr.isatty(), cache_dir=cache_dir)
+    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     source = _open_sources(sources, options)
     if output is not None:
         count = write_predictions(
@@ -349,7 +354,7 @@ def evaluate_command(
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
     options = _source_options(source_options, on_error)
-    pipeline = Pipeline.load(model_dir, progress=True, cache_dir=cache_dir)
+    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     opened = covidcxr.open_source(source, **options)
     report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
     if _skipping(options):
@@ -422,7 +427,7 @@ def demo_command(
         max_per_class=max_per_class,
         epochs=epochs,
         seed=seed,
-        progress=True,
+        progress=_show_progress(),
         overwrite=overwrite,
     )
     if data is not None and on_error == "skip":

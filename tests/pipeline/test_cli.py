@@ -287,6 +287,7 @@ def test_train_and_evaluate_on_error_skip_list_skips_in_their_output_folders(
     train = ["train", str(broken_dir), "--out", str(model), "--config", str(config_file)]
     code, _, err = run(train, capsys)
     assert code == 1
+    assert len(err.splitlines()) == 1, err
     assert "broken.png" in err
     code, out, err = run([*train, "--on-error", "skip", "--json"], capsys)
     assert code == 0, err
