@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,12 @@ from covidcxr.errors import OutputExistsError
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
 
 APIKEY = "cli-test-apikey"
+PARQUET = pytest.param(
+    ".parquet",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("pyarrow") is None, reason="needs the parquet extra (pyarrow)"
+    ),
+)
 NEEDS_PLAIN_FILES = pytest.mark.xfail(
     strict=False, reason="needs open_source of plain files (issue 11 sources slice)"
 )
@@ -133,7 +140,7 @@ def test_detect_accepts_a_single_radiograph_file(
     assert [image["png"] for image in document["images"]] == ["b.png"]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
 def test_detect_also_writes_a_table_with_one_row_per_radiograph(
     server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path, suffix: str
 ) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from covidcxr.cli import main
@@ -165,6 +165,12 @@ def test_demo_runs_end_to_end_on_phantoms_and_writes_a_report(
 # -- what predict reads and writes, and what an unreadable image does ------------------
 
 BROKEN_PNG = b"\x89PNG\r\n\x1a\nnot really"
+PARQUET = pytest.param(
+    ".parquet",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("pyarrow") is None, reason="needs the parquet extra (pyarrow)"
+    ),
+)
 NEEDS_PLAIN_FILES = pytest.mark.xfail(
     strict=False, reason="needs open_source of plain files (issue 11 sources slice)"
 )
@@ -194,7 +200,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
 def test_predict_writes_one_row_per_image_to_the_output_table(
     model_dir: Path,
     phantom_dir: Path,
@@ -213,6 +219,8 @@ def test_predict_writes_one_row_per_image_to_the_output_table(
     elif suffix == ".jsonl":
         rows = [json.loads(line) for line in output.read_text().splitlines()]
     else:
+        import pyarrow.parquet as pq
+
         rows = pq.read_table(output).to_pylist()
     assert len(rows) == 18
     assert {"id", "label", "detections"} <= rows[0].keys()

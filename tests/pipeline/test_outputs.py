@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import sys
 import weakref
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from covidcxr import Box, Detection, Prediction, XRay
@@ -25,6 +25,10 @@ from covidcxr.pipeline import (
 )
 from covidcxr.sources import Skipped
 
+NEEDS_PYARROW = pytest.mark.skipif(
+    importlib.util.find_spec("pyarrow") is None, reason="needs the parquet extra (pyarrow)"
+)
+PARQUET = pytest.param(".parquet", marks=NEEDS_PYARROW)
 CLASSES = ("covid-19", "normal", "pneumonia")
 LESION = Detection(Box(4, 6, 20, 12), "opacity", 0.8)
 LESION_DICT = {
@@ -71,7 +75,10 @@ def test_jsonl_lines_are_the_records_json_form(tmp_path: Path) -> None:
     assert [json.loads(line) for line in lines] == [p.to_dict() for p in predictions]
 
 
+@NEEDS_PYARROW
 def test_parquet_keeps_boxes_as_nested_records(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
     path = tmp_path / "predictions.parquet"
     assert write_predictions((prediction(i) for i in range(5)), path) == 5
     table = pq.read_table(path)
@@ -84,7 +91,10 @@ def test_parquet_keeps_boxes_as_nested_records(tmp_path: Path) -> None:
     assert [row["n_lesions"] for row in rows] == [0, 1, 0, 1, 0]
 
 
+@NEEDS_PYARROW
 def test_parquet_is_written_in_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
     from covidcxr.pipeline import _outputs
 
     monkeypatch.setattr(_outputs, "_ROW_GROUP", 4)
@@ -94,7 +104,7 @@ def test_parquet_is_written_in_row_groups(tmp_path: Path, monkeypatch: pytest.Mo
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [4, 4, 2]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
 def test_rows_are_written_as_they_come_not_held(tmp_path: Path, suffix: str) -> None:
     alive: list[weakref.ref[Prediction]] = []
     most_alive = 0
@@ -129,6 +139,7 @@ def test_an_existing_file_is_refused_before_anything_is_read(tmp_path: Path) -> 
     assert len(read_csv(path)) == 1
 
 
+@NEEDS_PYARROW
 def test_a_failure_half_way_leaves_no_file_behind(tmp_path: Path) -> None:
     def stream() -> Iterator[Prediction]:
         yield prediction(0)
@@ -172,7 +183,7 @@ def test_no_predictions_make_a_table_with_only_the_given_columns(tmp_path: Path)
     ]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
 def test_detections_table_has_one_row_per_radiograph(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"detections{suffix}"
     image = XRay(np.zeros((40, 48), np.uint8), "a.png", meta={"path": "/data/a.png"})
@@ -182,6 +193,8 @@ def test_detections_table_has_one_row_per_radiograph(tmp_path: Path, suffix: str
         assert table.rows == 2
     rows: list[dict[str, Any]]
     if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
         rows = pq.read_table(path).to_pylist()
     elif suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines()]
