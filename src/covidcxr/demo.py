@@ -29,6 +29,7 @@ from covidcxr.pipeline import Pipeline, PipelineConfig
 from covidcxr.plugins import open_source
 from covidcxr.protocols import Report
 from covidcxr.records import XRay
+from covidcxr.sources import ReportsSkips, Skipped
 
 __all__ = ["DEMO_DIR", "PHANTOM_NOTE", "DemoResult", "demo_config", "run_demo", "sample_per_class"]
 
@@ -108,12 +109,16 @@ class DemoResult:
         The evaluation.
     counts
         Images per split: ``{"train": n, "validation": n, "test": n}``.
+    skipped
+        With ``data``: the items the source did not yield, with reasons (see
+        ``on_error``).
     """
 
     model_dir: Path
     report_dir: Path
     report: Report
     counts: Mapping[str, int]
+    skipped: tuple[Skipped, ...] = ()
 
 
 def _is_covid_qu_ex(path: Path) -> bool:
@@ -154,6 +159,7 @@ def run_demo(
     *,
     data: str | os.PathLike[str] | None = None,
     source_options: Mapping[str, Any] | None = None,
+    on_error: str = "raise",
     config: PipelineConfig | None = None,
     size: int = 64,
     n_per_class: int = 40,
@@ -177,6 +183,9 @@ def run_demo(
         ``covid-qu-ex`` layout (Train and Val, which carry infection masks).
     source_options
         Options for :func:`covidcxr.open_source` (``layout``, ``split`` …).
+    on_error
+        With ``data``: ``"skip"`` leaves unreadable images out (listed in
+        :attr:`DemoResult.skipped`) instead of stopping with an error.
     config
         The pipeline; defaults to :func:`demo_config` at ``size``.
     size
@@ -208,6 +217,7 @@ def run_demo(
     model_dir, report_dir = out / "model", out / "report"
     check_output_directory(out, "demo", overwrite=overwrite)  # before training, not after
     pipeline = Pipeline(config or demo_config(size, epochs=epochs, seed=seed), progress=progress)
+    skipped: tuple[Skipped, ...] = ()
     if data is None:
         held_out = max(n_per_class // 2, 2)
         train = generate_phantoms(n_per_class, size=size, seed=seed)
@@ -221,7 +231,12 @@ def run_demo(
         options = dict(source_options or {})
         if not options and _is_covid_qu_ex(Path(data)):
             options = {"layout": "covid-qu-ex", "split": ["Train", "Val"]}
-        sample = sample_per_class(open_source(data, **options), max_per_class, seed)
+        if on_error != "raise":
+            options = {**options, "on_error": on_error}
+        source = open_source(data, **options)
+        sample = sample_per_class(source, max_per_class, seed)
+        if isinstance(source, ReportsSkips):
+            skipped = tuple(source.skipped)
         parts = split_dataset(sample, test_size=0.25, val_size=0.15, seed=seed)
         train, validation, test = list(parts.train), list(parts.val), list(parts.test)
         notes = [REAL_DATA_NOTE]
@@ -236,4 +251,5 @@ def run_demo(
         report_dir=report_dir,
         report=report,
         counts={"train": len(train), "validation": len(validation), "test": len(test)},
+        skipped=skipped,
     )

@@ -170,8 +170,9 @@ class Pipeline:
     training_fingerprint_
         The data fingerprint of the prepared training set.
     data_stats_
-        How the last call's pass over its source went (items, reads, cache hits); for
-        :meth:`fit`, over the training source.
+        How the last call's pass over its source went (items, reads, cache hits, and the
+        items the source skipped, with reasons); for :meth:`fit`, over the training
+        source.
     validation_data_stats_
         The same for :meth:`fit`'s validation source.
 

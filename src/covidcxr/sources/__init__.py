@@ -63,7 +63,7 @@ from covidcxr.sources._layouts import (
     normalize_splits,
 )
 from covidcxr.sources._masks import binary_mask, mask_boxes
-from covidcxr.sources._skips import Skipped, SkippedItemsWarning
+from covidcxr.sources._skips import ReportsSkips, Skipped, SkippedItemsWarning
 
 __all__ = [
     "AUTO",
@@ -81,6 +81,7 @@ __all__ = [
     "FilesSource",
     "FolderSource",
     "RawItem",
+    "ReportsSkips",
     "Skipped",
     "SkippedItemsWarning",
     "ZipLimits",
