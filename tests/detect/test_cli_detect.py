@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from covidcxr.cli import cli
 from covidcxr.detect import LoopbackWatsonServer
-from covidcxr.errors import OutputExistsError
 
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
 
@@ -161,7 +160,10 @@ def test_detect_also_writes_a_table_with_one_row_per_radiograph(
         ["detect", str(radiographs), "--out", str(tmp_path / "elsewhere"), "-o", str(table),
          *watson_args(server)]
     )  # fmt: skip
-    assert isinstance(again.exception, OutputExistsError)
+    # Refused with the PNG names, before anything is written.
+    assert again.exit_code == 2
+    assert str(table) in again.output
+    assert not (tmp_path / "elsewhere").exists()
     assert table.read_bytes() == written
 
 
