@@ -7,21 +7,32 @@ already a dependency of much of the scientific Python stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 import covidcxr
 from covidcxr._logging import configure_console, import_tensorflow
 from covidcxr._plain import option_from_text
-from covidcxr.errors import CovidCXRError, OutputExistsError, WeightsUnavailableError
+from covidcxr.errors import (
+    CovidCXRError,
+    InvalidImageError,
+    OutputExistsError,
+    WeightsUnavailableError,
+)
+from covidcxr.files import check_new_files, check_output_directory, write_text
 from covidcxr.plugins import Registration
 from covidcxr.records import detection_to_dict
+
+if TYPE_CHECKING:
+    from covidcxr.pipeline import DetectionsTable
+    from covidcxr.sources import Skipped
 
 __all__ = ["cli", "main"]
 
@@ -101,6 +112,17 @@ _CACHE_OPTION = click.option(
 )
 
 
+_ON_ERROR_OPTION = click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="What an unreadable image does: stop the command with an error (raise), or be "
+    "left out (skip), counted, and listed with the reason in a skipped.csv file beside "
+    "the output.",
+)
+
+
 def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -109,6 +131,52 @@ def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--source-option")
         options[key.strip()] = option_from_text(raw)
     return options
+
+
+def _source_options(pairs: tuple[str, ...], on_error: str) -> dict[str, Any]:
+    """The options of ``-s KEY=VALUE`` with ``--on-error``; "skip" is the source's own option."""
+    options = _parse_source_options(pairs)
+    if on_error == "skip":
+        options["on_error"] = "skip"
+    return options
+
+
+def _show_progress() -> bool:
+    # Progress bars only where a person watches: a log (stderr to a file or pipe) gets
+    # the messages, one line each, and no bar redrawn a hundred times.
+    return sys.stderr.isatty()
+
+
+def _skipping(options: Mapping[str, Any]) -> bool:
+    return options.get("on_error") == "skip"
+
+
+def _open_sources(sources: Sequence[str], options: Mapping[str, Any]) -> covidcxr.DatasetSource:
+    """One SOURCE is opened as it is; several as one source over all of them, in order."""
+    if len(sources) == 1:
+        return covidcxr.open_source(sources[0], **options)
+    return covidcxr.open_source(cast(Any, list(sources)), **options)
+
+
+def _skipped_items(*sources: object) -> list[Skipped]:
+    from covidcxr.sources import ReportsSkips  # noqa: PLC0415 - keep `covidcxr --help` fast
+
+    return [
+        item for source in sources if isinstance(source, ReportsSkips) for item in source.skipped
+    ]
+
+
+def _report_skipped(skipped: Sequence[Skipped], where: Path | None, *, overwrite: bool) -> None:
+    """Say how many items were skipped; list them in ``where`` (or on stderr, without one)."""
+    from covidcxr.pipeline import write_skipped  # noqa: PLC0415 - see above
+
+    if where is None:
+        for item in skipped:
+            click.echo(f"skipped {item.path}: {item.reason}", err=True)
+        click.echo(f"skipped {len(skipped)} item(s)", err=True)
+        return
+    write_skipped(skipped, where, overwrite=overwrite)
+    click.echo(f"skipped {len(skipped)} item(s); listed with reasons in {where}", err=True)
 
 
 def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
@@ -122,17 +190,24 @@ def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
 def _summary_lines(report: Any) -> list[str]:
     data = report.to_dict()
     lines = []
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     classification = data.get("classification")
     if classification:
         intervals = classification["intervals"]
 
         def figure(name: str, value: float | None) -> str:
             ci = intervals.get(name)
-            if value is None:
-                return "n/a"
-            if ci and ci["low"] is not None:
-                return f"{value:.3f} (95% CI {ci['low']:.3f}-{ci['high']:.3f})"
-            return f"{value:.3f}"
+            if value is None or not ci:
+                return number(value)
+            bounds = (
+                "n/a"
+                if ci["low"] is None or ci["high"] is None
+                else f"{ci['low']:.3f}-{ci['high']:.3f}"
+            )
+            return f"{value:.3f} ({ci['level']:.0%} CI {bounds}, {ci['method']})"
 
         lines += [
             f"images:      {classification['n_images']}",
@@ -145,10 +220,9 @@ def _summary_lines(report: Any) -> list[str]:
             lines.append(f"  {label:<10} recall {figure(f'recall[{label}]', scores['recall'])}")
     detection = data.get("detection")
     if detection:
-        ap50, ap = detection["ap50"], detection["map_50_95"]
         lines.append(
-            f"detection:   AP@0.5 {ap50 if ap50 is None else f'{ap50:.3f}'}, "
-            f"mAP@[.5:.95] {ap if ap is None else f'{ap:.3f}'}"
+            f"detection:   AP@0.5 {number(detection['ap50'])}, "
+            f"mAP@[.5:.95] {number(detection['map_50_95'])}"
         )
     return lines
 
@@ -169,6 +243,7 @@ def _summary_lines(report: Any) -> list[str]:
 )
 @click.option("--validation", help="A validation source, for the monitoring curves only.")
 @_SOURCE_OPTION
+@_ON_ERROR_OPTION
 @_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -179,6 +254,7 @@ def train_command(
     config: Path | None,
     validation: str | None,
     source_options: tuple[str, ...],
+    on_error: str,
     cache_dir: Path | None,
     overwrite: bool,
     as_json: bool,
@@ -190,15 +266,16 @@ def train_command(
     """
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
-    if out.exists() and not overwrite:  # fail before training, not after
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    options = _parse_source_options(source_options)
-    settings: dict[str, Any] = {"progress": True, "cache_dir": cache_dir}
+    check_output_directory(out, "pipeline", overwrite=overwrite)  # before training, not after
+    options = _source_options(source_options, on_error)
+    settings: dict[str, Any] = {"progress": _show_progress(), "cache_dir": cache_dir}
     pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
     train = covidcxr.open_source(source, **options)
     val = covidcxr.open_source(validation, **options) if validation else None
     pipeline.fit(train, validation=val)
     pipeline.save(out, overwrite=overwrite)
+    if _skipping(options):
+        _report_skipped(_skipped_items(train, val), out / "skipped.csv", overwrite=True)
     final = {key: values[-1] for key, values in pipeline.history_.items() if values}
     payload = {
         "model_dir": str(out),
@@ -214,24 +291,55 @@ def train_command(
 
 @cli.command("predict")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one row per radiograph (id, class, probabilities, boxes) to this .csv, "
+    ".jsonl or .parquet file as the predictions are made, for any number of images; not "
+    "replaced unless --overwrite.",
+)
 @_SOURCE_OPTION
+@_ON_ERROR_OPTION
 @_CACHE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print every prediction as JSON.")
 def predict_command(
     *,
     model_dir: Path,
-    source: str,
+    sources: tuple[str, ...],
+    output: Path | None,
     source_options: tuple[str, ...],
+    on_error: str,
     cache_dir: Path | None,
+    overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Classify the radiographs in SOURCE (and box their lesions) with a saved model."""
-    from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
+    """Classify the radiographs in each SOURCE (and box their lesions) with a saved model.
 
-    options = _parse_source_options(source_options)
-    pipeline = Pipeline.load(model_dir, progress=True, cache_dir=cache_dir)
-    predictions = pipeline.predict(covidcxr.open_source(source, **options))
+    A SOURCE is an image file, a glob, a folder (of class subfolders, or of images), a
+    .zip archive or a URI such as cos://bucket/prefix; labels are not needed.
+    """
+    from covidcxr.pipeline import Pipeline, skipped_path_for, write_predictions  # noqa: PLC0415
+
+    options = _source_options(source_options, on_error)
+    skipped_file = skipped_path_for(output) if output is not None and _skipping(options) else None
+    for target in (output, skipped_file):  # fail before predicting, not after
+        if target is not None and target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
+    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    source = _open_sources(sources, options)
+    if output is not None:
+        count = write_predictions(
+            pipeline.iter_predict(source), output, classes=pipeline.classes_, overwrite=overwrite
+        )
+        summary = {"output": str(output), "n_images": count}
+        _emit(summary, as_json, [f"wrote {count} prediction(s) to {output}"])
+        if _skipping(options):
+            _report_skipped(_skipped_items(source), skipped_file, overwrite=overwrite)
+        return
+    predictions = pipeline.predict(source)
     width = max((len(p.id) for p in predictions), default=2)
     lines = [
         f"{p.id:<{width}}  {p.label:<9}  {p.probabilities[p.label]:.3f}  "
@@ -239,6 +347,8 @@ def predict_command(
         for p in predictions
     ]
     _emit([p.to_dict() for p in predictions], as_json, lines)
+    if _skipping(options):
+        _report_skipped(_skipped_items(source), None, overwrite=overwrite)
 
 
 @cli.command("evaluate")
@@ -252,6 +362,7 @@ def predict_command(
     help="Where to write report.html, report.md, report.json and figures/.",
 )
 @_SOURCE_OPTION
+@_ON_ERROR_OPTION
 @_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
@@ -261,6 +372,7 @@ def evaluate_command(
     source: str,
     report_dir: Path,
     source_options: tuple[str, ...],
+    on_error: str,
     cache_dir: Path | None,
     overwrite: bool,
     as_json: bool,
@@ -268,11 +380,13 @@ def evaluate_command(
     """Score a saved model on the labelled radiographs in SOURCE and write a report."""
     from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
 
-    options = _parse_source_options(source_options)
-    pipeline = Pipeline.load(model_dir, progress=True, cache_dir=cache_dir)
-    report = pipeline.evaluate(
-        covidcxr.open_source(source, **options), report_dir, overwrite=overwrite
-    )
+    options = _source_options(source_options, on_error)
+    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    opened = covidcxr.open_source(source, **options)
+    report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
+    if _skipping(options):
+        skipped = _skipped_items(opened)
+        _report_skipped(skipped, report_dir / "skipped.csv", overwrite=overwrite)
     lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
     _emit(report.to_dict(), as_json, lines)
 
@@ -303,6 +417,7 @@ def evaluate_command(
 @click.option("--epochs", default=30, show_default=True, help="Training epochs.")
 @click.option("--seed", default=0, show_default=True, help="Seed of everything random.")
 @_SOURCE_OPTION
+@_ON_ERROR_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's model and report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def demo_command(
@@ -316,6 +431,7 @@ def demo_command(
     epochs: int,
     seed: int,
     source_options: tuple[str, ...],
+    on_error: str,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -331,15 +447,18 @@ def demo_command(
         out,
         data=data,
         source_options=_parse_source_options(source_options),
+        on_error=on_error,
         config=PipelineConfig.from_toml(config) if config else None,
         size=size,
         n_per_class=n_per_class,
         max_per_class=max_per_class,
         epochs=epochs,
         seed=seed,
-        progress=True,
+        progress=_show_progress(),
         overwrite=overwrite,
     )
+    if data is not None and on_error == "skip":
+        _report_skipped(result.skipped, out / "skipped.csv", overwrite=overwrite)
     counts = ", ".join(f"{n} {split}" for split, n in result.counts.items())
     lines = [
         f"images:      {counts}",
@@ -362,8 +481,25 @@ def _png_name(image_id: str, used: dict[str, int]) -> str:
     return f"{stem}.png" if count == 0 else f"{stem}-{count}.png"
 
 
+def _planned_png_names(
+    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource, used: dict[str, int]
+) -> dict[str, list[str]]:
+    """The PNG names of every radiograph id, in order, known before any is detected."""
+    from covidcxr.sources import CatalogSource  # noqa: PLC0415 - see above
+
+    ids: Iterable[str]
+    if isinstance(dataset, CatalogSource):
+        ids = (dataset.record_id(entry) for entry in dataset.pending_entries())  # no reads
+    else:  # a list, or a plugin's source: its ids are only known by reading it
+        ids = (xray.id for xray in dataset)
+    names: dict[str, list[str]] = {}
+    for image_id in ids:
+        names.setdefault(image_id, []).append(_png_name(image_id, used))
+    return names
+
+
 @cli.command("detect")
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option(
     "--out",
     "out",
@@ -406,25 +542,35 @@ def _png_name(image_id: str, used: dict[str, int]) -> str:
     metavar="KEY=VALUE",
     help="An option for the preprocessor. Repeatable.",
 )
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write one row per radiograph (id, path, size, boxes) to this .csv, .jsonl or "
+    ".parquet file, as the detections are made.",
+)
 @_SOURCE_OPTION
+@_ON_ERROR_OPTION
 @click.option("--truths/--no-truths", default=True, help="Also draw known lesion boxes.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 def detect_command(
     *,
-    source: str,
+    sources: tuple[str, ...],
     out: Path,
+    output: Path | None,
     detector_name: str | None,
     model: Path | None,
     detector_options: tuple[str, ...],
     preprocess: str | None,
     preprocess_options: tuple[str, ...],
     source_options: tuple[str, ...],
+    on_error: str,
     truths: bool,
     overwrite: bool,
     no_progress: bool,
 ) -> None:
-    """Box the lesions in every radiograph of SOURCE (a file, folder, .zip, cos://...).
+    """Box the lesions in every radiograph of each SOURCE (a file, glob, folder, .zip, cos://...).
 
     Writes one annotated PNG per radiograph and detections.json (boxes in each original
     radiograph's pixels unless --preprocess resizes it) into --out; never replaces a file
@@ -449,26 +595,35 @@ def detect_command(
         if preprocess
         else None
     )
-    single = Path(source)
-    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource
-    if single.is_file() and single.suffix.lower() != ".zip":
-        dataset = [covidcxr.read_xray(single)]  # one radiograph file
-    else:
-        dataset = covidcxr.open_source(source, **_parse_source_options(source_options))
-    out.mkdir(parents=True, exist_ok=True)
+    source_opts = _source_options(source_options, on_error)
+    dataset = _open_sources(sources, source_opts)
     report_path = out / "detections.json"
-    if report_path.exists() and not overwrite:
-        raise click.UsageError(f"{report_path} exists; pass --overwrite to replace it")
+    used_names: dict[str, int] = {}
+    png_names = _planned_png_names(dataset, used_names)
+    planned = [out / name for names in png_names.values() for name in names]
+    try:  # every output name is checked before anything is written
+        check_new_files(
+            [report_path, *planned, *([output] if output is not None else [])],
+            overwrite=overwrite,
+        )
+    except OutputExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []
-    used_names: dict[str, int] = {}
-    with tqdm(
-        total=len(dataset), unit="image", desc="detect", disable=no_progress, file=sys.stderr
-    ) as progress:
+    with (
+        tqdm(
+            total=len(dataset), unit="image", desc="detect", disable=no_progress, file=sys.stderr
+        ) as progress,
+        _detections_output(output, overwrite) as table,
+    ):
         for xray in dataset:
             image = enhance(xray) if enhance is not None else xray
             detections = detector.detect(image)
-            png_name = _png_name(image.id, used_names)
+            if table is not None:
+                table.add(image, detections)
+            queued = png_names.get(image.id)
+            png_name = queued.pop(0) if queued else _png_name(image.id, used_names)
             drawn = draw_detections(image, detections, truths=image.boxes if truths else None)
             try:
                 write_png(out / png_name, drawn, overwrite=overwrite)
@@ -485,10 +640,24 @@ def detect_command(
                 }
             )
             progress.update()
+    source = sources[0] if len(sources) == 1 else list(sources)
     document = {"detector": name, "source": source, "images": records}
-    report_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_text(report_path, json.dumps(document, indent=2) + "\n", overwrite=overwrite)
     found = sum(len(r["detections"]) for r in records)
     click.echo(f"{found} lesion(s) in {len(records)} image(s); wrote {out}")
+    if _skipping(source_opts):
+        _report_skipped(_skipped_items(dataset), out / "skipped.csv", overwrite=overwrite)
+
+
+def _detections_output(
+    output: Path | None, overwrite: bool
+) -> contextlib.AbstractContextManager[DetectionsTable | None]:
+    """The ``--output`` table of ``detect``, or nothing."""
+    from covidcxr.pipeline import detections_table  # noqa: PLC0415 - see above
+
+    if output is None:
+        return contextlib.nullcontext()
+    return detections_table(output, overwrite=overwrite)
 
 
 def _command_line_advice(error: WeightsUnavailableError) -> str:
@@ -519,5 +688,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {_command_line_advice(exc)}", err=True)
         sys.exit(1)
     except CovidCXRError as exc:
-        click.echo(f"error: {exc}", err=True)
+        # One line, whatever the message holds: a log shows one line per failure.
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if isinstance(exc, InvalidImageError):
+            message += " (pass --on-error skip to leave unreadable images out)"
+        click.echo(f"error: {message}", err=True)
         sys.exit(1)

@@ -24,12 +24,13 @@ import attrs
 import numpy as np
 from attrs import frozen
 
-from covidcxr.errors import OutputExistsError
+from covidcxr.files import check_output_directory, output_directory
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
 from covidcxr.plugins import open_source
 from covidcxr.protocols import Report
 from covidcxr.records import XRay
+from covidcxr.sources import ReportsSkips, Skipped
 
 __all__ = ["DEMO_DIR", "PHANTOM_NOTE", "DemoResult", "demo_config", "run_demo", "sample_per_class"]
 
@@ -120,12 +121,16 @@ class DemoResult:
         The evaluation.
     counts
         Images per split: ``{"train": n, "validation": n, "test": n}``.
+    skipped
+        With ``data``: the items the source did not yield, with reasons (see
+        ``on_error``).
     """
 
     model_dir: Path
     report_dir: Path
     report: Report
     counts: Mapping[str, int]
+    skipped: tuple[Skipped, ...] = ()
 
 
 def _is_covid_qu_ex(path: Path) -> bool:
@@ -166,6 +171,7 @@ def run_demo(
     *,
     data: str | os.PathLike[str] | None = None,
     source_options: Mapping[str, Any] | None = None,
+    on_error: str = "raise",
     config: PipelineConfig | None = None,
     size: int = 64,
     n_per_class: int = 40,
@@ -180,13 +186,18 @@ def run_demo(
     Parameters
     ----------
     out_dir
-        Gets ``model/`` (the saved pipeline) and ``report/`` (``report.html`` and friends).
+        Gets ``model/`` (the saved pipeline) and ``report/`` (``report.html`` and friends),
+        written as a unit: it must be new or empty, or an earlier demo's (with
+        ``overwrite``).
     data
         A dataset folder, archive or URI for :func:`covidcxr.open_source`; ``None`` for
         phantoms. A folder with ``Train``, ``Val`` and ``Test`` subfolders is read with the
         ``covid-qu-ex`` layout (Train and Val, which carry infection masks).
     source_options
         Options for :func:`covidcxr.open_source` (``layout``, ``split`` …).
+    on_error
+        With ``data``: ``"skip"`` leaves unreadable images out (listed in
+        :attr:`DemoResult.skipped`) instead of stopping with an error.
     config
         The pipeline; defaults to :func:`demo_config` at ``size``.
     size
@@ -200,7 +211,8 @@ def run_demo(
     progress
         Show progress bars.
     overwrite
-        Replace an earlier demo's model and report in ``out_dir``.
+        Replace an earlier demo's output in ``out_dir``. A folder holding anything
+        covidcxr did not write is never replaced.
 
     Returns
     -------
@@ -209,19 +221,15 @@ def run_demo(
     Raises
     ------
     OutputExistsError
-        If ``out_dir`` already holds a model or report and ``overwrite`` is false (checked
-        before any training starts).
+        If ``out_dir`` already holds a demo and ``overwrite`` is false, or holds anything
+        covidcxr did not write (checked before any training starts, and again before the
+        output is renamed into place).
     """
     out = Path(out_dir)
     model_dir, report_dir = out / "model", out / "report"
-    if not overwrite:
-        existing = [p for p in (model_dir, report_dir / "report.html") if p.exists()]
-        if existing:
-            raise OutputExistsError(
-                f"{out} already holds a demo ({', '.join(str(p) for p in existing)}); "
-                "choose another directory or pass overwrite=True (--overwrite)"
-            )
+    check_output_directory(out, "demo", overwrite=overwrite)  # before training, not after
     pipeline = Pipeline(config or demo_config(size, epochs=epochs, seed=seed), progress=progress)
+    skipped: tuple[Skipped, ...] = ()
     if data is None:
         held_out = max(n_per_class // 2, 2)
         train = generate_phantoms(n_per_class, size=size, seed=seed)
@@ -235,7 +243,12 @@ def run_demo(
         options = dict(source_options or {})
         if not options and _is_covid_qu_ex(Path(data)):
             options = {"layout": "covid-qu-ex", "split": ["Train", "Val"]}
-        sample = sample_per_class(open_source(data, **options), max_per_class, seed)
+        if on_error != "raise":
+            options = {**options, "on_error": on_error}
+        source = open_source(data, **options)
+        sample = sample_per_class(source, max_per_class, seed)
+        if isinstance(source, ReportsSkips):
+            skipped = tuple(source.skipped)
         parts = split_dataset(sample, test_size=0.25, val_size=0.15, seed=seed)
         train, validation, test = list(parts.train), list(parts.val), list(parts.test)
         notes = [REAL_DATA_NOTE]
@@ -245,11 +258,14 @@ def run_demo(
             notes.append(NO_LESIONS_NOTE)
         title = f"covidcxr demo on {Path(data).name}"
     pipeline.fit(train, validation=validation)
-    pipeline.save(model_dir, overwrite=overwrite)
-    report = pipeline.evaluate(test, report_dir, overwrite=overwrite, title=title, notes=notes)
+    # The demo's folder is written as a unit: a second run replaces the first's whole.
+    with output_directory(out, "demo", overwrite=overwrite) as staging:
+        pipeline.save(staging / "model")
+        report = pipeline.evaluate(test, staging / "report", title=title, notes=notes)
     return DemoResult(
         model_dir=model_dir,
         report_dir=report_dir,
         report=report,
         counts={"train": len(train), "validation": len(validation), "test": len(test)},
+        skipped=skipped,
     )

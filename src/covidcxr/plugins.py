@@ -518,23 +518,50 @@ def parse_source_uri(uri: str | os.PathLike[str]) -> tuple[str, str]:
     return scheme, match["rest"]
 
 
-def open_source(uri: str | os.PathLike[str], **options: Any) -> DatasetSource:
-    """Open a dataset source by URI.
+def open_source(
+    uri: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **options: Any
+) -> DatasetSource:
+    """Open a dataset source: a folder, files, a glob pattern, an archive or a URI.
 
     Parameters
     ----------
     uri
-        A folder path or ``file://`` URI, a ``.zip`` path or ``zip://`` URI,
-        ``cos://bucket/prefix`` for IBM Cloud Object Storage, or any scheme a plugin
-        registered (see :func:`~covidcxr.plugins.available_sources`).
+        A folder path or ``file://`` URI (its layout is chosen from the file names unless
+        ``layout=`` says; without class folders its images are read unlabelled); a single
+        image file; a glob pattern such as ``"scans/**/*.png"``; a sequence of files,
+        folders and patterns (read unlabelled, in the order given); a ``.zip`` path or
+        ``zip://`` URI; ``cos://bucket/prefix`` for IBM Cloud Object Storage; or any
+        scheme a plugin registered (see :func:`~covidcxr.plugins.available_sources`). A
+        sequence of one item is that item.
     **options
-        Passed to the source's factory (for example ``on_error="skip"``).
+        Passed to the source's factory (for example ``on_error="skip"``,
+        ``layout="covid-qu-ex"``, ``split="Val"``).
 
     Raises
     ------
     UnknownNameError
         If no plugin handles the URI's scheme; the message lists the schemes that exist.
+    SourceError
+        If a path does not exist or a pattern matches nothing (from the source).
+
+    Examples
+    --------
+    >>> import cv2, numpy as np, pathlib, tempfile
+    >>> scans = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.png", "b.png"):
+    ...     _ = cv2.imwrite(str(scans / name), np.full((64, 64), 9, np.uint8))
+    >>> source = open_source(scans)
+    >>> source.layout, len(source), [xray.label for xray in source]
+    ('unlabelled', 2, [None, None])
+    >>> len(open_source(scans / "a.png")), len(open_source([scans / "a.png", scans / "b.png"]))
+    (1, 2)
     """
+    if not isinstance(uri, str | os.PathLike):
+        paths = [os.fspath(path) for path in uri]
+        if len(paths) == 1:
+            return open_source(paths[0], **options)
+        registration = _lookup("source", "file", available_sources())
+        return _build(registration, DatasetSource, paths, **options)  # type: ignore[type-abstract]
     scheme, location = parse_source_uri(uri)
     registration = _lookup("source", scheme, available_sources())
     return _build(registration, DatasetSource, location, **options)  # type: ignore[type-abstract]

@@ -20,7 +20,12 @@ from covidcxr import XRay
 from covidcxr.classify import FROM_SCRATCH, PixelRangeWarning, VGG19Classifier
 from covidcxr.classify import _weights as weights_module
 from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
-from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    ModelFormatError,
+    WeightsUnavailableError,
+)
 
 from .conftest import toy_xrays
 
@@ -289,6 +294,42 @@ def test_prediction_streams_its_input_instead_of_holding_it(fitted: VGG19Classif
     assert len(fitted.predict_proba(stream())) == 240
     # A few prefetched batches of 8 may be in flight; the dataset as a whole never is.
     assert most_alive < 240 // 3
+
+
+class _BreaksAt:
+    """Radiographs that can be iterated again, the ``index``-th unreadable (as a source's)."""
+
+    def __init__(self, xrays: list[XRay], index: int) -> None:
+        self.xrays, self.index = xrays, index
+
+    def __len__(self) -> int:
+        return len(self.xrays)
+
+    def __iter__(self) -> Iterator[XRay]:
+        for i, xray in enumerate(self.xrays):
+            if i == self.index:
+                raise InvalidImageError("truncated PNG", f"{xray.id}.png")
+            yield xray
+
+
+def test_an_unreadable_source_file_raises_its_own_error_not_a_tensorflow_one(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    # The generator feeding tf.data raises; the caller gets that error, not TF's wrapper.
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "NORMAL" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    source = covidcxr.open_source(tmp_path)
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        fitted.predict_proba(source)
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        fitted.prepare_batch(source)
+
+
+def test_training_on_an_unreadable_item_raises_its_own_error(
+    train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidImageError, match=r"toy-1-5\.png: truncated PNG"):
+        VGG19Classifier(**tiny).fit(_BreaksAt(train_xrays, 5))
 
 
 def test_feature_layer_is_the_last_convolutional_map(fitted: VGG19Classifier) -> None:

@@ -285,3 +285,26 @@ def test_zip_upload_refuses_to_replace_and_round_trips(
     assert names == sorted(
         p.relative_to(classes_folder).as_posix() for p in classes_folder.rglob("*") if p.is_file()
     )
+
+
+def test_a_prefix_of_loose_scans_is_read_unlabelled(
+    s3_endpoint: str, bucket: str, tmp_path: Path, make: Any
+) -> None:
+    scans = tmp_path / "new-scans"
+    (scans / "ward-2").mkdir(parents=True)
+    (scans / "a.png").write_bytes(make.encode(make.gradient(seed=1)))
+    (scans / "ward-2" / "b.png").write_bytes(make.encode(make.gradient(seed=2)))
+    upload_folder(scans, f"{bucket}/incoming", **_options(s3_endpoint))
+    source = covidcxr.open_source(f"cos://{bucket}/incoming", **_options(s3_endpoint))
+    assert isinstance(source, COSSource)
+    assert source.layout == "unlabelled"
+    assert [x.label for x in source] == [None, None]
+
+
+def test_a_zipped_qu_ex_root_is_recognised_without_options(
+    s3_endpoint: str, bucket: str, qu_ex_folder: Path
+) -> None:
+    upload_folder_as_zip(qu_ex_folder, f"{bucket}/qu-ex.zip", **_options(s3_endpoint))
+    with COSSource(f"{bucket}/qu-ex.zip", split="Val", **_options(s3_endpoint)) as source:
+        assert source.layout == "covid-qu-ex"
+        assert len(source) == 6

@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -68,7 +69,7 @@ def test_zero_byte_file_is_refused_naming_the_file(tmp_path: Path) -> None:
 def test_text_named_png_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "notes.png"
     path.write_text("patient notes, not pixels")
-    with pytest.raises(InvalidImageError, match=r"notes\.png: not a PNG, JPEG or DICOM"):
+    with pytest.raises(InvalidImageError, match=r"notes\.png: not a PNG, JPEG, WebP or DICOM"):
         read_image(path)
 
 
@@ -121,10 +122,51 @@ def test_corrupt_image_data_is_refused(make: Any) -> None:
         read_image(bytes(data), source="corrupt.png")
 
 
-def test_sniff_tells_the_three_formats_apart(make: Any) -> None:
+def test_sniff_tells_the_four_formats_apart(make: Any) -> None:
     assert sniff_format(make.encode(make.gradient())) == "png"
     assert sniff_format(make.encode(make.gradient(), ".jpg")) == "jpeg"
+    assert sniff_format(make.encode(make.gradient(), ".webp")) == "webp"
     assert sniff_format(make.dicom(make.gradient(dtype=np.uint16))) == "dicom"
+
+
+@pytest.mark.parametrize("quality", [101, 80], ids=["lossless", "lossy"])
+@pytest.mark.parametrize("name", ["scan.webp", "scan.jpg", "scan.png"])
+def test_webp_decodes_whatever_the_file_is_named(
+    make: Any, tmp_path: Path, name: str, quality: int
+) -> None:
+    # Public datasets ship WebP images under .jpg and .png names; the content decides.
+    pixels = make.gradient(48, 40)
+    ok, buffer = cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    assert ok
+    path = tmp_path / name
+    path.write_bytes(buffer.tobytes())
+    xray = read_xray(path)
+    assert xray.meta["format"] == "webp"
+    assert xray.pixels.shape == (48, 40)
+    assert xray.pixels.dtype == np.uint8
+    if quality > 100:
+        assert np.array_equal(xray.pixels, pixels)
+
+
+def test_colour_webp_becomes_gray(make: Any) -> None:
+    gray = make.gradient()
+    data = cv2.imencode(".webp", np.dstack([gray, gray, gray]), [cv2.IMWRITE_WEBP_QUALITY, 101])
+    assert np.array_equal(read_image(data[1].tobytes()), gray)
+
+
+def test_truncated_webp_is_refused(make: Any) -> None:
+    data = cv2.imencode(".webp", make.gradient())[1].tobytes()
+    with pytest.raises(InvalidImageError, match=r"cut\.webp: truncated WebP"):
+        read_image(data[: len(data) // 2], source="cut.webp")
+
+
+def test_webp_bomb_is_refused_from_its_header() -> None:
+    # An extended (VP8X) WebP declaring a 16,000 x 16,000 canvas, with no pixel data.
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + bytes(4)
+    body += (16_000 - 1).to_bytes(3, "little") + (16_000 - 1).to_bytes(3, "little")
+    bomb = b"RIFF" + struct.pack("<I", len(body)) + body
+    with pytest.raises(InvalidImageError, match="decompression bomb"):
+        read_image(bomb, source="bomb.webp", max_pixels=1_000_000)
 
 
 def test_dicom_monochrome2_is_stretched_to_uint16(make: Any) -> None:

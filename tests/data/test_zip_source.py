@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -12,7 +13,20 @@ import pytest
 
 import covidcxr
 from covidcxr.errors import InvalidImageError, SourceError
-from covidcxr.sources import FolderSource, SkippedItemsWarning, ZipLimits, ZipSource
+from covidcxr.sources import (
+    CatalogSource,
+    FolderSource,
+    SkippedItemsWarning,
+    ZipLimits,
+    ZipSource,
+)
+
+
+def _open(uri: Any, **options: Any) -> CatalogSource:
+    """:func:`covidcxr.open_source`, typed as the catalogue source it returns here."""
+    source = covidcxr.open_source(uri, **options)
+    assert isinstance(source, CatalogSource)
+    return source
 
 
 def _zip_folder(folder: Path, archive: Path, *, wrapper: str = "") -> Path:
@@ -172,3 +186,75 @@ def test_extract_refuses_to_follow_a_symlinked_folder_out(
     with pytest.raises(SourceError, match="outside"):
         ZipSource(archive).extract_to(target)
     assert not any(elsewhere.iterdir())
+
+
+def test_an_interrupted_extraction_leaves_no_truncated_file(
+    classes_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip")
+    target = tmp_path / "out"
+    real_copy = shutil.copyfileobj
+
+    def copy_half_then_fail(source: Any, destination: Any, length: int = 0) -> None:
+        destination.write(source.read(10))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        ZipSource(archive).extract_to(target)
+    assert not [p for p in target.rglob("*") if p.is_file()]  # nothing half-written kept
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    ZipSource(archive).extract_to(target, on_exists="skip")  # a rerun completes the set
+    for path in classes_folder.rglob("*.png"):
+        assert (target / path.relative_to(classes_folder)).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("wrapper", ["train/", "test/", "cxr/train/"])
+def test_a_zip_wrapped_in_a_split_folder_reads_its_class_folders(
+    classes_folder: Path, tmp_path: Path, wrapper: str
+) -> None:
+    # docs/data.rst: "A single folder wrapping the whole dataset is stripped
+    # automatically". A split folder wrapping the class folders was read as a class.
+    archive = _zip_folder(classes_folder, tmp_path / "cxr.zip", wrapper=wrapper)
+    source = _open(archive)
+    assert source.layout == "classes"
+    assert source.classes == ("covid-19", "normal", "pneumonia")
+    assert len(source) == 5
+    split = wrapper.rstrip("/").split("/")[-1]
+    assert {x.meta["split"] for x in source} == {split}
+
+
+def test_a_zip_of_train_and_test_folders_reads_both(
+    classes_folder: Path, tmp_path: Path, make: Any
+) -> None:
+    archive = tmp_path / "cxr.zip"
+    members = {
+        f"{split}/{path.relative_to(classes_folder).as_posix()}": path.read_bytes()
+        for split in ("train", "test")
+        for path in sorted(classes_folder.rglob("*.png"))
+    }
+    _zip_members(archive, members)
+    source = ZipSource(archive)
+    assert len(source) == 10
+    assert len(ZipSource(archive, split="test")) == 5
+
+
+def test_a_zipped_qu_ex_split_folder_yields_no_masks(qu_ex_folder: Path, tmp_path: Path) -> None:
+    archive = _zip_folder(qu_ex_folder / "Val", tmp_path / "val.zip", wrapper="Val/")
+    source = _open(archive)
+    assert source.layout == "covid-qu-ex"
+    assert len(source) == 6
+    assert all("/images/" in entry.name for entry in source.entries)
+
+
+def test_a_zip_of_loose_scans_is_read_unlabelled(tmp_path: Path, make: Any) -> None:
+    archive = _zip_members(
+        tmp_path / "scans.zip",
+        {
+            "new-scans/a.png": make.encode(make.gradient()),
+            "new-scans/x/b.png": make.encode(make.gradient(seed=2)),
+        },
+    )
+    source = _open(archive)
+    assert source.layout == "unlabelled"
+    assert [x.label for x in source] == [None, None]

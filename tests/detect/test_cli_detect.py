@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,12 @@ from covidcxr.detect import LoopbackWatsonServer
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
 
 APIKEY = "cli-test-apikey"
-
+PARQUET = pytest.param(
+    ".parquet",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("pyarrow") is None, reason="needs the parquet extra (pyarrow)"
+    ),
+)
 
 @pytest.fixture
 def server() -> Iterator[LoopbackWatsonServer]:
@@ -125,3 +132,67 @@ def test_detect_accepts_a_single_radiograph_file(
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "one" / "detections.json").read_text())
     assert [image["png"] for image in document["images"]] == ["b.png"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
+def test_detect_also_writes_a_table_with_one_row_per_radiograph(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path, suffix: str
+) -> None:
+    table = tmp_path / f"detections{suffix}"
+    args = ["detect", str(radiographs), "--out", str(tmp_path / "out"), "-o", str(table)]
+    result = run([*args, *watson_args(server)])
+    assert result.exit_code == 0, result.output
+    if suffix == ".csv":
+        with table.open(newline="") as handle:
+            rows: list[dict[str, Any]] = list(csv.DictReader(handle))
+        for row in rows:
+            row["detections"] = json.loads(row["detections"])
+    elif suffix == ".jsonl":
+        rows = [json.loads(line) for line in table.read_text().splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(table).to_pylist()
+    assert [Path(row["path"]).name for row in rows] == ["a.png", "b.png", "a.png"]
+    assert rows[0]["detections"][0]["box"] == {"x": 4.0, "y": 6.0, "width": 20.0, "height": 12.0}
+    written = table.read_bytes()
+    again = run(
+        ["detect", str(radiographs), "--out", str(tmp_path / "elsewhere"), "-o", str(table),
+         *watson_args(server)]
+    )  # fmt: skip
+    # Refused with the PNG names, before anything is written.
+    assert again.exit_code == 2
+    assert str(table) in again.output
+    assert not (tmp_path / "elsewhere").exists()
+    assert table.read_bytes() == written
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_detect_on_error_skip_leaves_an_unreadable_file_out_and_lists_it(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    broken = radiographs / "NORMAL" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    failed = run(["detect", str(radiographs), "--out", str(out), *watson_args(server)])
+    assert failed.exit_code == 1
+    result = run(
+        ["detect", str(radiographs), "--out", str(out), "--on-error", "skip", "--overwrite",
+         *watson_args(server)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "3 lesion(s) in 3 image(s)" in result.output
+    assert "skipped 1 item(s)" in result.stderr
+    with (out / "skipped.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(broken)]
+
+
+def test_detect_accepts_several_radiograph_files(
+    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+) -> None:
+    files = [radiographs / "COVID" / "b.png", radiographs / "NORMAL" / "a.png"]
+    out = tmp_path / "two"
+    result = run(["detect", *map(str, files), "--out", str(out), *watson_args(server)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "detections.json").read_text())
+    assert [image["png"] for image in document["images"]] == ["b.png", "a.png"]

@@ -241,3 +241,20 @@ def test_write_json_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     report.write_json(target, overwrite=True)
     assert json.loads(target.read_text())["classification"]["accuracy"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary left behind
+
+
+def test_cli_summary_writes_missing_figures_as_n_a_not_none() -> None:
+    from covidcxr.cli import _summary_lines
+
+    # No lesion anywhere: AP is undefined. Every image right: the bootstrap cannot vary.
+    truths = [truth("normal", 0), truth("pneumonia", 1)]
+    predictions = [prediction(0, [0.0, 1.0, 0.0]), prediction(1, [0.0, 0.0, 1.0])]
+    report = ClassificationEvaluator(n_bootstrap=20).evaluate(
+        truths, predictions, classes=("covid-19", "normal", "pneumonia")
+    )
+    lines = _summary_lines(report)
+    assert "detection:   AP@0.5 n/a, mAP@[.5:.95] n/a" in lines
+    assert not [line for line in lines if "None" in line or "nan" in line]
+    assert "macro F1:    1.000 (95% CI n/a, bootstrap)" in lines
+    (accuracy,) = [line for line in lines if line.startswith("accuracy:")]
+    assert accuracy.startswith("accuracy:    1.000 (95% CI 0.342-1.000, wilson)")

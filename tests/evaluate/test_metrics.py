@@ -258,8 +258,77 @@ def test_vectorised_bootstrap_scores_agree_with_scikit_learn_point_estimates() -
     probs /= probs.sum(axis=1, keepdims=True)
     m = classification_metrics([CLASSES[i] for i in y], probs, CLASSES, n_bootstrap=10)
     vectorised = _headline(y, probs.argmax(axis=1), probs, CLASSES)
-    assert set(vectorised) == set(m.intervals)
+    bootstrapped = {name for name, ci in m.intervals.items() if ci.method == "bootstrap"}
+    assert set(vectorised) == bootstrapped
     for name, value in vectorised.items():
         assert float(value) == pytest.approx(m.intervals[name].estimate), name
-    assert m.intervals["accuracy"].estimate == m.accuracy
     assert m.intervals["macro_auc"].estimate == m.macro.auc
+    assert m.intervals["auc[normal]"].estimate == m.scores("normal").auc
+
+
+# Wilson score interval at 95 %, z = 1.959964: for k of n successes the bounds are
+# (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n); at k = n the lower bound is
+# n / (n + z²) (Wilson 1927; Newcombe 1998, method 3). Written out here so the test does
+# not merely repeat the library call the code makes.
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+
+
+def test_proportions_at_100_percent_get_a_wilson_interval_not_a_zero_width_one() -> None:
+    # 60 of 60 correct: the old bootstrap said "100.0 % (100.0 % to 100.0 %)".
+    truth = [0] * 20 + [1] * 20 + [2] * 20
+    m = classification_metrics(
+        [CLASSES[i] for i in truth], onehot_probabilities(truth), CLASSES, n_bootstrap=200
+    )
+    accuracy = m.intervals["accuracy"]
+    assert accuracy.method == "wilson"
+    assert (accuracy.estimate, accuracy.high) == (1.0, 1.0)
+    assert accuracy.low == pytest.approx(60 / (60 + 1.959963984540054**2))
+    assert accuracy.low == pytest.approx(0.939828, abs=1e-6)
+    recall = m.intervals["recall[normal]"]
+    assert recall.low == pytest.approx(wilson(20, 20)[0])  # denominator: 20 normal images
+    specificity = m.intervals["specificity[normal]"]
+    assert specificity.low == pytest.approx(wilson(40, 40)[0])  # the 40 other images
+    assert not accuracy.degenerate
+
+
+def test_proportion_intervals_use_each_figures_own_denominator() -> None:
+    # Worked example: covid-19 has 4 images, 3 found; predicted covid-19 4 times, 3 right;
+    # 6 other images, of which 5 were not called covid-19 (1 false positive).
+    m = classification_metrics(TRUE, onehot_probabilities(PRED), CLASSES, n_bootstrap=0)
+    for name, (k, n) in {
+        "accuracy": (7, 10),
+        "recall[covid-19]": (3, 4),
+        "precision[covid-19]": (3, 4),
+        "specificity[covid-19]": (5, 6),
+        "precision[pneumonia]": (2, 3),
+    }.items():
+        ci = m.intervals[name]
+        assert ci.method == "wilson", name
+        assert ci.estimate == pytest.approx(k / n), name
+        assert (ci.low, ci.high) == pytest.approx(wilson(k, n)), name
+
+
+def test_a_proportion_with_no_images_has_no_interval() -> None:
+    m = classification_metrics(
+        ["covid-19", "normal"], onehot_probabilities([0, 1]), CLASSES, n_bootstrap=0
+    )
+    ci = m.intervals["recall[pneumonia]"]  # no pneumonia image: recall undefined
+    assert [math.isnan(v) for v in (ci.estimate, ci.low, ci.high)] == [True] * 3
+    assert not ci.degenerate
+
+
+def test_a_bootstrap_whose_resamples_do_not_vary_has_no_interval() -> None:
+    truth = [0] * 20 + [1] * 20 + [2] * 20
+    m = classification_metrics(
+        [CLASSES[i] for i in truth], onehot_probabilities(truth), CLASSES, n_bootstrap=200
+    )
+    for name in ("macro_f1", "macro_auc", "f1[covid-19]", "auc[pneumonia]"):
+        ci = m.intervals[name]
+        assert ci.method == "bootstrap", name
+        assert ci.estimate == 1.0, name
+        assert [math.isnan(ci.low), math.isnan(ci.high)] == [True, True], name  # not 1.0, 1.0
+        assert ci.degenerate, name

@@ -10,8 +10,10 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from covidcxr import Box, Detection, GroundTruth, Prediction
+from covidcxr.detect import DETECTION_COLOR, TRUTH_COLOR
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate import (
     ClassificationEvaluator,
@@ -20,6 +22,7 @@ from covidcxr.evaluate import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
+    plot_precision_recall_curve,
     plot_reliability_diagram,
     plot_roc_curves,
     plot_training_history,
@@ -98,14 +101,22 @@ def test_report_writes_html_markdown_json_and_figures(tmp_path: Path) -> None:
     report = small_report()
     images = [np.zeros((12, 12, 3), np.uint8), np.full((12, 12, 3), 200, np.uint8)]
     files = write_report(
-        report, tmp_path / "out", history=HISTORY, images=images, notes=["Synthetic."]
+        report,
+        tmp_path / "out",
+        history=HISTORY,
+        images=images,
+        image_classes=["covid-19", "normal"],
+        notes=["Synthetic."],
     )
     names = {
         "confusion_matrix",
         "roc_curves",
         "reliability",
+        "precision_recall",
         "training_history",
         "annotated_images",
+        "example_covid-19",
+        "example_normal",
     }
     assert {p.stem for p in files.figures} == names
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in files.figures)
@@ -120,7 +131,7 @@ def test_html_report_is_self_contained_and_escapes_text(tmp_path: Path) -> None:
     files = write_report(small_report(), tmp_path, history=HISTORY)
     page = files.html.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4
+    assert len(images) == 5  # three classification figures, the PR curve, the history
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
     assert 'src="http' not in page
     assert "toy &lt;b&gt;" in page  # configuration text is escaped, not interpreted
@@ -152,3 +163,134 @@ def test_existing_report_is_not_overwritten_unless_asked(tmp_path: Path) -> None
     assert not (tmp_path / "report.json").exists()  # nothing half-written
     write_report(small_report(), tmp_path, overwrite=True)
     assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_image_grid_wraps_captions_inside_the_figure() -> None:
+    # The old grid let a long caption in the last column run past the right edge.
+    caption = "true pneumonia / predicted covid-19 (0.87), a caption longer than its tile"
+    figure = plot_image_grid([np.zeros((64, 64, 3), np.uint8)] * 3, [caption] * 3, columns=3)
+    figure_to_png(figure)  # lays the figure out
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    for axes in figure.axes:
+        extent = axes.title.get_window_extent(renderer)
+        assert figure.bbox.x0 <= extent.x0
+        assert extent.x1 <= figure.bbox.x1
+        assert extent.y1 <= figure.bbox.y1
+    assert "\n" in figure.axes[2].get_title()
+    large = plot_image_grid([np.zeros((64, 64, 3), np.uint8)], [caption], tile_inches=6.0)
+    figure_to_png(large)
+    extent = large.axes[0].title.get_window_extent(large.canvas.get_renderer())  # type: ignore[attr-defined]
+    assert extent.y1 <= large.bbox.y1
+
+
+def test_image_grid_legend_names_each_box_colour() -> None:
+    legend = {"ground truth": TRUTH_COLOR, "detection": DETECTION_COLOR}
+    figure = plot_image_grid([np.zeros((8, 8, 3), np.uint8)], legend=legend)
+    (shown,) = figure.legends
+    assert [t.get_text() for t in shown.get_texts()] == ["ground truth", "detection"]
+    edges = [tuple(round(c * 255) for c in to_rgb(p.get_edgecolor())) for p in shown.get_patches()]
+    assert edges == [TRUTH_COLOR, DETECTION_COLOR]
+
+
+def test_report_shows_the_box_legend_and_one_large_example_per_class(tmp_path: Path) -> None:
+    images = [np.full((12, 12, 3), v, np.uint8) for v in (0, 60, 120, 180)]
+    files = write_report(
+        small_report(),
+        tmp_path,
+        images=images,
+        image_titles=["a", "b", "c", "d"],
+        image_classes=["covid-19", "normal", "covid-19", "pneumonia"],
+    )
+    examples = sorted(p.stem for p in files.figures if p.stem.startswith("example_"))
+    assert examples == ["example_covid-19", "example_normal", "example_pneumonia"]
+    page = files.html.read_text()
+    assert '<span class="swatch" style="border-color: #00dc5a"></span>ground truth' in page
+    assert '<span class="swatch" style="border-color: #ff8c00"></span>detection' in page
+    assert "<figcaption>Example: normal" in page
+    markdown = files.markdown.read_text()
+    assert "![Example: pneumonia](figures/example_pneumonia.png)" in markdown
+    assert "Boxes: ground truth: #00dc5a outline; detection (with its score): #ff8c00" in markdown
+
+
+def test_report_refuses_image_classes_that_do_not_match_the_images(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="1 image classes were given for 2 images"):
+        write_report(
+            small_report(),
+            tmp_path,
+            images=[np.zeros((8, 8, 3), np.uint8)] * 2,
+            image_classes=["normal"],
+        )
+
+
+def test_precision_recall_curve_follows_the_ranked_detections() -> None:
+    report = small_report()
+    assert report.detection is not None
+    curve = report.detection.pr_curve
+    assert curve is not None
+    assert curve.average_precision == report.detection.ap50
+    axes = plot_precision_recall_curve(report.detection).axes[0]
+    recall = np.asarray(axes.lines[0].get_xdata()).tolist()
+    assert recall == [0.0, *curve.recall]
+    assert axes.get_title() == "Detection precision-recall at IoU 0.5 (AP 1.000)"
+
+
+def test_report_has_the_precision_recall_figure(tmp_path: Path) -> None:
+    files = write_report(small_report(), tmp_path)
+    assert "precision_recall" in {p.stem for p in files.figures}
+    assert "](figures/precision_recall.png)" in files.markdown.read_text()
+    assert "Detection precision-recall curve at IoU 0.5" in files.html.read_text()
+
+
+def perfect_report(n_per_class: int = 20) -> EvaluationReport:
+    truths = [GroundTruth(f"{c}-{i}.png", c) for c in CLASSES for i in range(n_per_class)]
+    predictions = [
+        Prediction(t.id, str(t.label), {c: float(c == t.label) for c in CLASSES}) for t in truths
+    ]
+    return ClassificationEvaluator(n_bootstrap=100).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+
+
+def test_report_never_prints_a_zero_width_interval_and_names_each_method(
+    tmp_path: Path,
+) -> None:
+    # 60 of 60 right: the old report said "100.0% (100.0% to 100.0%)".
+    files = write_report(perfect_report(), tmp_path)
+    for text in (files.html.read_text(), files.markdown.read_text()):
+        assert "(100.0% to 100.0%)" not in text
+        assert "(1.000 to 1.000)" not in text
+        assert "100.0% (94.0% to 100.0%)" in text  # accuracy, Wilson
+        assert "100.0% (CI n/a†)" in text  # macro F1: the bootstrap did not vary
+        assert "Wilson score" in text
+        assert "stratified percentile bootstrap intervals (100 resamples, seed 0)" in text
+    markdown = files.markdown.read_text()
+    assert "| Accuracy | 100.0% (94.0% to 100.0%) | Wilson score |" in markdown
+    assert "| Macro F1 | 100.0% (CI n/a†) | bootstrap |" in markdown
+    assert "| Brier score | 0.000 | none |" in markdown
+
+
+def test_report_writes_missing_figures_as_n_a(tmp_path: Path) -> None:
+    truths = [GroundTruth("a.png", "normal", ()), GroundTruth("b.png", "normal", ())]
+    predictions = [Prediction(t.id, "normal", {"normal": 1.0, "pneumonia": 0.0}) for t in truths]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=("normal", "pneumonia")
+    )
+    assert report.detection is not None
+    files = write_report(report, tmp_path)
+    for text in (files.html.read_text(), files.markdown.read_text()):
+        assert re.search(r"\b(None|nan|NaN|null)\b", text) is None
+    assert "| AP@0.5 (VOC, all points) | n/a |" in files.markdown.read_text()
+
+
+def test_configuration_table_lists_every_value(tmp_path: Path) -> None:
+    report = attrs.evolve(
+        small_report(detections=False),
+        configuration={
+            "classifier": {"name": "vgg19", "epochs": 30, "weights": None},
+            "training_data_fingerprint": None,
+        },
+    )
+    markdown = write_report(report, tmp_path).markdown.read_text()
+    assert "| classifier | epochs | 30 |" in markdown
+    assert "| classifier | weights | none |" in markdown
+    assert "| training_data_fingerprint |  | none |" in markdown

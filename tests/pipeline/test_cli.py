@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +161,213 @@ def test_demo_runs_end_to_end_on_phantoms_and_writes_a_report(
     code, _, err = run(argv, capsys)
     assert code == 1
     assert "already holds a demo" in err
+
+
+# -- what predict reads and writes, and what an unreadable image does ------------------
+
+BROKEN_PNG = b"\x89PNG\r\n\x1a\nnot really"
+PARQUET = pytest.param(
+    ".parquet",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("pyarrow") is None, reason="needs the parquet extra (pyarrow)"
+    ),
+)
+
+@pytest.fixture
+def model_dir(
+    config_file: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Path:
+    model = tmp_path / "model"
+    code, _, err = run(
+        ["train", str(phantom_dir), "--out", str(model), "--config", str(config_file)], capsys
+    )
+    assert code == 0, err
+    return model
+
+
+@pytest.fixture
+def broken_dir(tmp_path: Path) -> Path:
+    root = write_phantom_dataset(tmp_path / "with-broken", n_per_class=3, size=64)
+    (root / "normal" / "broken.png").write_bytes(BROKEN_PNG)
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
+def test_predict_writes_one_row_per_image_to_the_output_table(
+    model_dir: Path,
+    phantom_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    suffix: str,
+) -> None:
+    output = tmp_path / f"predictions{suffix}"
+    code, out, err = run(
+        ["predict", str(model_dir), str(phantom_dir), "--output", str(output), "--json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"output": str(output), "n_images": 18}
+    if suffix == ".csv":
+        rows: list[dict[str, Any]] = read_csv(output)
+    elif suffix == ".jsonl":
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(output).to_pylist()
+    assert len(rows) == 18
+    assert {"id", "label", "detections"} <= rows[0].keys()
+    assert rows[0]["id"].endswith(".png")
+
+
+def test_predict_refuses_an_existing_output_unless_overwrite(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "predictions.csv"
+    output.write_text("keep me\n")
+    argv = ["predict", str(model_dir), str(phantom_dir), "--output", str(output)]
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert "--overwrite" in err
+    assert output.read_text() == "keep me\n"
+    code, out, err = run([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    assert "wrote 18 prediction(s)" in out
+    assert len(read_csv(output)) == 18
+
+
+def test_an_unreadable_image_fails_predict_with_one_line_that_says_what_to_do(
+    model_dir: Path, broken_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["predict", str(model_dir), str(broken_dir)], capsys)
+    assert code == 1
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert str(broken_dir / "normal" / "broken.png") in lines[0]
+    assert "--on-error skip" in lines[0]
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_predict_on_error_skip_leaves_it_out_and_lists_it_beside_the_output(
+    model_dir: Path, broken_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out" / "predictions.csv"
+    code, out, err = run(
+        ["predict", str(model_dir), str(broken_dir), "-o", str(output), "--on-error", "skip"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "wrote 9 prediction(s)" in out
+    assert len(read_csv(output)) == 9
+    skipped = read_csv(tmp_path / "out" / "predictions.skipped.csv")
+    assert [row["path"] for row in skipped] == [str(broken_dir / "normal" / "broken.png")]
+    assert "PNG" in skipped[0]["reason"]
+    assert "skipped 1 item(s)" in err
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_predict_on_error_skip_without_an_output_lists_skips_on_stderr(
+    model_dir: Path, broken_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        ["predict", str(model_dir), str(broken_dir), "--on-error", "skip", "--json"], capsys
+    )
+    assert code == 0, err
+    assert len(json.loads(out)) == 9
+    assert f"skipped {broken_dir / 'normal' / 'broken.png'}: " in err
+    assert "skipped 1 item(s)" in err
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_train_and_evaluate_on_error_skip_list_skips_in_their_output_folders(
+    config_file: Path, broken_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, report = tmp_path / "model", tmp_path / "report"
+    train = ["train", str(broken_dir), "--out", str(model), "--config", str(config_file)]
+    code, _, err = run(train, capsys)
+    assert code == 1
+    assert len(err.splitlines()) == 1, err
+    assert "broken.png" in err
+    code, out, err = run([*train, "--on-error", "skip", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_train"] == 9
+    assert [row["path"] for row in read_csv(model / "skipped.csv")] == [
+        str(broken_dir / "normal" / "broken.png")
+    ]
+    code, _, err = run(
+        ["evaluate", str(model), str(broken_dir), "--report", str(report), "--on-error", "skip"],
+        capsys,
+    )
+    assert code == 0, err
+    assert len(read_csv(report / "skipped.csv")) == 1
+    assert "skipped 1 item(s)" in err
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_demo_on_data_with_on_error_skip_lists_skips(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=8, size=64)
+    (data / "normal" / "broken.png").write_bytes(BROKEN_PNG)
+    out_dir = tmp_path / "demo"
+    argv = ["demo", "--data", str(data), "--out", str(out_dir), "--config", str(config_file)]
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert "--on-error skip" in err
+    code, _, err = run([*argv, "--on-error", "skip"], capsys)
+    assert code == 0, err
+    assert len(read_csv(out_dir / "skipped.csv")) == 1
+
+
+def test_predict_reads_a_zip_archive(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = Path(shutil.make_archive(str(tmp_path / "scans"), "zip", phantom_dir))
+    code, out, err = run(["predict", str(model_dir), str(archive), "--json"], capsys)
+    assert code == 0, err
+    assert len(json.loads(out)) == 18
+
+
+def test_predict_reads_a_flat_folder_of_unlabelled_images(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat = tmp_path / "new-scans"
+    flat.mkdir()
+    for i, path in enumerate(sorted(phantom_dir.rglob("*.png"))[:5]):
+        shutil.copy(path, flat / f"scan-{i}.png")
+    code, out, err = run(["predict", str(model_dir), str(flat), "--json"], capsys)
+    assert code == 0, err
+    assert len(json.loads(out)) == 5
+
+
+def test_predict_reads_a_single_image_file(
+    model_dir: Path, phantom_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    single = sorted(phantom_dir.rglob("*.png"))[0]
+    code, out, err = run(["predict", str(model_dir), str(single), "--json"], capsys)
+    assert code == 0, err
+    assert [Path(p["id"]).name for p in json.loads(out)] == [single.name]
+
+
+def test_predict_reads_several_sources_in_order(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = sorted(phantom_dir.rglob("*.png"))[:3]
+    code, _, err = run(
+        ["predict", str(model_dir), *map(str, files), "-o", str(tmp_path / "p.csv")], capsys
+    )
+    assert code == 0, err
+    ids = [Path(row["id"]).name for row in read_csv(tmp_path / "p.csv")]
+    assert ids == [f.name for f in files]
+
+
+def test_predict_needs_a_source(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["predict", str(model_dir)], capsys)
+    assert code == 2
+    assert "SOURCE" in err

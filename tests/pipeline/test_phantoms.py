@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 import covidcxr
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.phantoms import generate_phantom, generate_phantoms, write_phantom_dataset
 
 
@@ -132,3 +132,17 @@ def test_folder_source_reads_the_written_dataset(tmp_path: Path) -> None:
     source = covidcxr.open_source(root)
     assert len(source) == 6
     assert sorted(str(x.label) for x in source) == sorted(covidcxr.LABELS * 2)
+
+
+def test_a_readme_of_the_users_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "README.txt").write_text("my project's notes")
+    with pytest.raises(OutputExistsError, match=r"README\.txt .*not written by covidcxr"):
+        write_phantom_dataset(tmp_path, n_per_class=1, size=32, overwrite=True)
+    assert (tmp_path / "README.txt").read_text() == "my project's notes"
+    assert not (tmp_path / "covid-19").exists()
+
+
+def test_overwrite_rewrites_an_earlier_phantom_dataset(tmp_path: Path) -> None:
+    write_phantom_dataset(tmp_path, n_per_class=1, size=32)
+    write_phantom_dataset(tmp_path, n_per_class=1, size=32, seed=1, overwrite=True)
+    assert "seed=1" in (tmp_path / "README.txt").read_text()

@@ -143,7 +143,19 @@ def test_evaluate_reports_classification_detection_and_provenance(
     assert prepare is not None
     assert report.data_fingerprint == data_fingerprint(prepare(x) for x in phantom_test)
     configuration = report.configuration
-    assert configuration["classifier"] == {"name": "test-softmax", "epochs": 40}
+    # Effective values: the defaults the component was built with are there too.
+    assert configuration["classifier"] == {
+        "name": "test-softmax",
+        "epochs": 40,
+        "learning_rate": 0.5,
+        "seed": 0,
+    }
+    assert configuration["evaluation"] == {
+        "n_bootstrap": 50,
+        "confidence_level": 0.95,
+        "n_bins": 10,
+        "seed": 1,
+    }
     expected_training = data_fingerprint(prepare(x) for x in phantom_train)
     assert configuration["training_data_fingerprint"] == expected_training
     predicted = pipeline.predict(phantom_test)
@@ -159,9 +171,29 @@ def test_evaluate_writes_a_report_and_will_not_overwrite_it(
     page = (tmp_path / "report" / "report.html").read_text()
     assert "Synthetic phantoms." in page
     assert (tmp_path / "report" / "figures" / "training_history.png").is_file()
+    for label in {str(x.label) for x in phantom_test}:  # one large example per class
+        assert (tmp_path / "report" / "figures" / f"example_{label}.png").is_file()
+    assert "Boxes: ground truth: #00dc5a outline" in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(OutputExistsError):
         pipeline.evaluate(phantom_test, tmp_path / "report")
     pipeline.evaluate(phantom_test, tmp_path / "report", overwrite=True)
+
+
+def test_report_configuration_shows_defaults_that_were_not_set(
+    test_config: dict[str, Any], phantom_train: list[XRay], phantom_test: list[XRay], tmp_path: Path
+) -> None:
+    # Only the name is set: the report used to list no parameter at all.
+    test_config["classifier"] = {"name": "test-softmax"}
+    test_config["evaluation"] = {}
+    pipeline = fitted(test_config, phantom_train)
+    report = pipeline.evaluate(phantom_test, tmp_path / "report")
+    assert isinstance(report, EvaluationReport)
+    assert report.configuration["classifier"]["epochs"] == 30  # SoftmaxClassifier's default
+    assert report.configuration["evaluation"]["n_bootstrap"] == 1000
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| classifier | epochs | 30 |" in markdown
+    assert "| evaluation | n_bootstrap | 1000 |" in markdown
+    assert "| preprocessor | output_size | 32 |" in markdown
 
 
 def test_components_given_as_objects_are_used_as_given(
@@ -216,13 +248,26 @@ def test_save_refuses_to_replace_a_directory_unless_asked(
 ) -> None:
     pipeline = fitted(test_config, phantom_train)
     target = tmp_path / "model"
-    target.mkdir()
-    (target / "notes.txt").write_text("mine")
+    pipeline.save(target)
+    first = (target / MANIFEST_NAME).stat().st_ino
     with pytest.raises(OutputExistsError, match="model"):
         pipeline.save(target)
-    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / MANIFEST_NAME).stat().st_ino == first
     pipeline.save(target, overwrite=True)
-    assert (target / MANIFEST_NAME).is_file()
+    assert (target / MANIFEST_NAME).stat().st_ino != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
+
+
+def test_save_never_replaces_a_directory_holding_the_users_files(
+    test_config: dict[str, Any], phantom_train: list[XRay], tmp_path: Path
+) -> None:
+    pipeline = fitted(test_config, phantom_train)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"model .*notes\.txt was not written by covidcxr"):
+        pipeline.save(target, overwrite=True)
+    assert (target / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
 
 

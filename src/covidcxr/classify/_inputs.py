@@ -22,6 +22,8 @@ Normalisation matches the weights:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
 import warnings
@@ -44,6 +46,7 @@ __all__ = [
     "ScanStats",
     "as_unit_float",
     "make_dataset",
+    "original_errors",
     "pixel_range_problem",
 ]
 
@@ -56,6 +59,38 @@ IMAGENET_BGR_MEAN: Final[tuple[float, float, float]] = (103.939, 116.779, 123.68
 # mis-scaled (12-bit data in uint16, a blank frame) and will look uniform to the model.
 _MIN_DYNAMIC_RANGE: Final = 1.0 / 32.0
 _FLOAT_TOLERANCE: Final = 1e-3
+
+
+# Where the generators of the datasets made inside an ``original_errors()`` block put the
+# exception they raised: TensorFlow runs them on its own threads and hands the caller only
+# a wrapper (InvalidArgumentError, UnknownError) whose text repeats the original's
+# traceback, so the original is kept here to be raised instead.
+_GENERATOR_ERRORS: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "covidcxr_generator_errors", default=None
+)
+
+
+@contextlib.contextmanager
+def original_errors() -> Iterator[None]:
+    """Raise the exception a :func:`make_dataset` input raised, not TensorFlow's wrapper.
+
+    An error raised while reading the radiographs (an unreadable file's
+    :class:`~covidcxr.InvalidImageError`, say) reaches the caller of a :mod:`tf.data`
+    pipeline as a TensorFlow error that wraps its text. Around code that builds datasets
+    with :func:`make_dataset` and consumes them (iterating, ``keras.Model.fit``), this
+    re-raises the original exception, with its own type and traceback. Also usable as a
+    decorator.
+    """
+    failures: list[BaseException] = []
+    token = _GENERATOR_ERRORS.set(failures)
+    try:
+        yield
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
+    finally:
+        _GENERATOR_ERRORS.reset(token)
 
 
 class PixelRangeWarning(UserWarning):
@@ -251,13 +286,24 @@ def make_dataset(
     -------
     tf.data.Dataset
         Batches of ``(batch, size, size, 3)`` float32, or ``(images, labels)`` pairs.
+        Consume it inside :func:`original_errors` to get the exceptions reading
+        ``xrays`` raises as they are, not wrapped in a TensorFlow error.
     """
     import tensorflow as tf
 
     rotate = rotation is not None
     index_of = dict(label_map) if label_map is not None else None
+    failures = _GENERATOR_ERRORS.get()
 
     def generate() -> Iterator[tuple[NDArray[np.float32], np.int32, np.float32]]:
+        try:
+            yield from read()
+        except Exception as exc:
+            if failures is not None:
+                failures.append(exc)
+            raise
+
+    def read() -> Iterator[tuple[NDArray[np.float32], np.int32, np.float32]]:
         max_degrees, angle_seed = rotation if rotation is not None else (0.0, 0)
         angles = np.random.default_rng(angle_seed) if rotation is not None else None
         images: Iterable[XRay] = (

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
-from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset
+from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset, original_errors
 from covidcxr.classify._persistence import (
     read_archive,
     runtime_versions,
@@ -392,6 +392,7 @@ class VGG19Classifier(SetParamsMixin):
 
     # ------------------------------------------------------------------ inputs
 
+    @original_errors()
     def prepare_batch(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
         """The exact input :attr:`model_` receives for these radiographs.
 
@@ -534,6 +535,7 @@ class VGG19Classifier(SetParamsMixin):
         width = int(backbone.output.shape[-1])
         return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
+    @original_errors()
     def fit(  # noqa: PLR0915 - the recipe reads best as one story
         self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None
     ) -> Self:
@@ -738,6 +740,7 @@ class VGG19Classifier(SetParamsMixin):
                 "this VGG19Classifier is not fitted yet; call fit() or VGG19Classifier.load()"
             )
 
+    @original_errors()
     def predict_proba(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
         """Class probabilities, one row per radiograph, columns in :attr:`classes_` order.
 

@@ -5,6 +5,7 @@ from covidcxr.evaluate._detection import (
     DetectionMetrics,
     ImageDetectionFigures,
     ImageMatch,
+    PrecisionRecallCurve,
     average_precision,
     evaluate_detections,
     match_detections,
@@ -30,6 +31,7 @@ from covidcxr.evaluate._plots import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
+    plot_precision_recall_curve,
     plot_reliability_diagram,
     plot_roc_curves,
     plot_training_history,
@@ -40,10 +42,11 @@ from covidcxr.evaluate._provenance import (
     software_versions,
     truth_fingerprint,
 )
-from covidcxr.evaluate._report import ReportFiles, write_report
+from covidcxr.evaluate._report import DRAWN_BOX_LEGEND, ReportFiles, write_report
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
+    "DRAWN_BOX_LEGEND",
     "AveragedScores",
     "Calibration",
     "ClassScores",
@@ -56,6 +59,7 @@ __all__ = [
     "ImageDetectionFigures",
     "ImageMatch",
     "OneClassPredictionWarning",
+    "PrecisionRecallCurve",
     "ReliabilityBin",
     "ReportFiles",
     "RocCurve",
@@ -69,6 +73,7 @@ __all__ = [
     "one_class_warning",
     "plot_confusion_matrix",
     "plot_image_grid",
+    "plot_precision_recall_curve",
     "plot_reliability_diagram",
     "plot_roc_curves",
     "plot_training_history",

@@ -1,9 +1,15 @@
 """The bootstrap of :func:`~covidcxr.evaluate.classification_metrics`, vectorised.
 
-Confidence intervals come from a *stratified* percentile bootstrap: each resample keeps
-the number of images of each true class, so no class vanishes from a resample and every
-figure stays defined. The resampling is seeded, so the same inputs give the same
-intervals.
+The bootstrap serves the figures that are not simple proportions: macro averages, and
+each class's F1 and one-vs-rest AUC (accuracy, recall, precision and specificity are
+binomial proportions and get Wilson score intervals instead, see
+:mod:`covidcxr.evaluate._metrics`). Intervals come from a *stratified* percentile
+bootstrap: each resample keeps the number of images of each true class, so no class
+vanishes from a resample and every figure stays defined. The resampling is seeded, so the
+same inputs give the same intervals. A bootstrap whose percentile bounds coincide (every
+resample, or nearly every one, gave the same value, as with a perfect classifier) says
+nothing about the uncertainty: its bounds are reported as undefined (``nan``), never as a
+zero-width interval.
 
 scikit-learn would score the resamples one call at a time; here every function works on
 a whole batch of them at once: confusion matrices of shape ``(..., k, k)``, ratios and
@@ -120,20 +126,22 @@ def _headline(
     probabilities: NDArray[np.float64],
     classes: tuple[str, ...],
 ) -> dict[str, NDArray[np.float64]]:
-    """The headline figures for index arrays of shape ``(..., n)``, as arrays of ``(...)``."""
+    """The bootstrapped figures for index arrays of shape ``(..., n)``, as arrays of ``(...)``.
+
+    Only the figures that are not simple proportions: macro averages, per-class F1 and AUC.
+    """
     k = len(classes)
     ratios = _scores_from_confusion(_confusion(true_idx, pred_idx, k))
     aucs = np.stack([_rank_auc(probabilities[..., c], true_idx == c) for c in range(k)], axis=-1)
     figures = {
-        "accuracy": ratios["accuracy"],
         "macro_precision": _nanmean(ratios["precision"]),
         "macro_recall": _nanmean(ratios["recall"]),
         "macro_f1": _nanmean(ratios["f1"]),
         "macro_auc": _nanmean(aucs),
     }
     for c, label in enumerate(classes):
-        figures[f"recall[{label}]"] = ratios["recall"][..., c]
-        figures[f"specificity[{label}]"] = ratios["specificity"][..., c]
+        figures[f"f1[{label}]"] = ratios["f1"][..., c]
+        figures[f"auc[{label}]"] = aucs[..., c]
     return figures
 
 
@@ -147,7 +155,12 @@ def _bootstrap_bounds(
     confidence_level: float,
     seed: int,
 ) -> dict[str, tuple[float, float]]:
-    """``{figure: (low, high)}``: percentile bounds of the headline figures over resamples."""
+    """``{figure: (low, high)}``: percentile bounds of the headline figures over resamples.
+
+    Bounds are ``nan`` when no resample defines the figure, and when they coincide: a
+    zero-width interval would read as certainty, while it only says the resamples did not
+    vary.
+    """
     rng = np.random.default_rng(seed)
     rows = _stratified_resamples(true_idx, n_bootstrap, rng)
     resampled = _headline(true_idx[rows], pred_idx[rows], probabilities[rows], classes)
@@ -156,5 +169,7 @@ def _bootstrap_bounds(
     for name, values in resampled.items():
         defined = values[~np.isnan(values)]
         low, high = np.percentile(defined, [tail, 100 - tail]) if defined.size else (math.nan,) * 2
+        if low == high:
+            low = high = math.nan
         bounds[name] = (float(low), float(high))
     return bounds

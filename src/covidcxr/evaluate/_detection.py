@@ -38,6 +38,7 @@ __all__ = [
     "DetectionMetrics",
     "ImageDetectionFigures",
     "ImageMatch",
+    "PrecisionRecallCurve",
     "average_precision",
     "evaluate_detections",
     "iou",
@@ -90,6 +91,14 @@ class ImageMatch:
     def n_false_negatives(self) -> int:
         """Lesions no detection matched."""
         return self.n_truths - self.n_true_positives
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
 
 
 def _check_threshold(iou_threshold: float) -> None:
@@ -165,27 +174,93 @@ def _check_aligned(
         )
 
 
-def _all_point_ap(matches: Sequence[ImageMatch]) -> float:
+@frozen
+class PrecisionRecallCurve:
+    """The detection precision-recall curve at one IoU threshold, pooled over images.
+
+    The pooled detections are ranked by descending score; point ``i`` is the precision
+    and recall of keeping the ``i + 1`` best (the operating point of score threshold
+    ``scores[i]``). :attr:`interpolated_precision` is the all-point interpolation (the
+    best precision at any recall at least as high), whose area is the AP.
+
+    Parameters
+    ----------
+    iou_threshold
+        The least IoU that counted as finding a lesion.
+    scores
+        The detections' scores, in descending order.
+    precision, recall
+        At each rank.
+    interpolated_precision
+        The precision envelope the AP integrates.
+    n_truths
+        Ground-truth boxes, the denominator of recall.
+    average_precision
+        The area under the interpolated curve (``nan`` without ground-truth boxes).
+    """
+
+    iou_threshold: float
+    scores: tuple[float, ...] = field(converter=_floats)
+    precision: tuple[float, ...] = field(converter=_floats)
+    recall: tuple[float, ...] = field(converter=_floats)
+    interpolated_precision: tuple[float, ...] = field(converter=_floats)
+    n_truths: int
+    average_precision: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable curve (``nan`` becomes ``None``)."""
+        return {
+            "iou_threshold": self.iou_threshold,
+            "scores": list(self.scores),
+            "precision": list(self.precision),
+            "recall": [_json_number(r) for r in self.recall],
+            "interpolated_precision": list(self.interpolated_precision),
+            "n_truths": self.n_truths,
+            "average_precision": _json_number(self.average_precision),
+        }
+
+
+def _precision_recall_curve(
+    matches: Sequence[ImageMatch], iou_threshold: float
+) -> PrecisionRecallCurve:
+    """Rank the pooled detections of ``matches`` and integrate the all-point AP."""
     n_truths = sum(match.n_truths for match in matches)
-    if n_truths == 0:
-        return math.nan
-    if not matches or not any(match.scores.size for match in matches):
-        return 0.0
-    scores = np.concatenate([match.scores for match in matches])
-    hits = np.concatenate([match.true_positive for match in matches])
+    if matches and any(match.scores.size for match in matches):
+        scores = np.concatenate([match.scores for match in matches])
+        hits = np.concatenate([match.true_positive for match in matches])
+    else:
+        scores, hits = np.zeros(0), np.zeros(0, bool)
     order = np.argsort(-scores, kind="stable")
-    hits = hits[order]
+    scores, hits = scores[order], hits[order]
     true_positives = np.cumsum(hits)
     false_positives = np.cumsum(~hits)
-    recall = true_positives / n_truths
     precision = true_positives / np.maximum(true_positives + false_positives, 1)
+    recall = true_positives / n_truths if n_truths else np.full(scores.size, np.nan)
     # All-point interpolation: the precision at recall r is the best precision at any
     # recall >= r; the area is then a sum of rectangles where recall steps up.
-    recall = np.concatenate(([0.0], recall, [1.0]))
-    precision = np.concatenate(([0.0], precision, [0.0]))
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    steps = np.flatnonzero(recall[1:] != recall[:-1])
-    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1] if precision.size else precision
+    if n_truths == 0:
+        ap = math.nan
+    elif scores.size == 0:
+        ap = 0.0
+    else:
+        edges = np.concatenate(([0.0], recall, [1.0]))
+        heights = np.concatenate(([0.0], envelope, [0.0]))
+        steps = np.flatnonzero(edges[1:] != edges[:-1])
+        ap = float(np.sum((edges[steps + 1] - edges[steps]) * heights[steps + 1]))
+    return PrecisionRecallCurve(
+        iou_threshold=iou_threshold,
+        scores=scores,
+        precision=precision,
+        recall=recall,
+        interpolated_precision=envelope,
+        n_truths=n_truths,
+        average_precision=ap,
+    )
+
+
+def _all_point_ap(matches: Sequence[ImageMatch]) -> float:
+    return _precision_recall_curve(matches, math.nan).average_precision
 
 
 def _matches(
@@ -300,10 +375,6 @@ class ImageDetectionFigures:
     average_precision: float
 
 
-def _json_number(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
 @frozen
 class DetectionMetrics:
     """Detection figures for a data set, from :func:`evaluate_detections`.
@@ -327,6 +398,8 @@ class DetectionMetrics:
         Totals.
     per_image
         One :class:`ImageDetectionFigures` per image, in input order.
+    pr_curve
+        The precision-recall curve at IoU 0.5, from the same matching as ``ap50``.
     """
 
     ap50: float
@@ -338,6 +411,7 @@ class DetectionMetrics:
     n_truths: int
     n_detections: int
     per_image: tuple[ImageDetectionFigures, ...] = field(repr=False)
+    pr_curve: PrecisionRecallCurve | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable figures (``nan`` becomes ``None``).
@@ -374,6 +448,7 @@ class DetectionMetrics:
                 }
                 for fig in self.per_image
             ],
+            "pr_curve": self.pr_curve.to_dict() if self.pr_curve is not None else None,
         }
 
 
@@ -459,4 +534,5 @@ def evaluate_detections(
         n_truths=n_truths,
         n_detections=n_detections,
         per_image=per_image,
+        pr_curve=_precision_recall_curve(matches_at_half, 0.5),
     )

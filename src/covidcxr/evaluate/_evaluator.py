@@ -188,9 +188,11 @@ class ClassificationEvaluator:
     Parameters
     ----------
     n_bootstrap
-        Bootstrap resamples for the 95 % confidence intervals (0 skips them).
+        Bootstrap resamples for the intervals of the figures that are not proportions
+        (macro averages, per-class F1 and AUC; 0 skips them). Accuracy and per-class
+        recall, precision and specificity always get Wilson score intervals.
     confidence_level
-        Coverage of the intervals.
+        Coverage of the intervals (0.95 for 95 % intervals).
     n_bins
         Bins of the reliability diagram.
     seed

@@ -11,10 +11,19 @@ Conventions, chosen to be honest about what is measured:
   AUC of a class absent from the ground truth). Averages skip undefined values. F1 is
   ``2 TP / (2 TP + FP + FN)``, defined (and 0) whenever the class is either present or
   predicted, so a classifier that never predicts a present class scores F1 = 0 on it.
-- Confidence intervals come from a *stratified* percentile bootstrap: each resample keeps
-  the number of images of each true class, so no class vanishes from a resample and every
-  figure stays defined. The resampling is seeded, so the same inputs give the same
-  intervals. It is computed in :mod:`covidcxr.evaluate._bootstrap`.
+- Confidence intervals depend on what the figure is. Accuracy and each class's recall,
+  precision and specificity are binomial proportions (successes out of a known number of
+  images: all images, the class's images, the images predicted as the class, the images
+  of the other classes): they get Wilson score intervals (scipy's
+  :meth:`~scipy.stats._result_classes.BinomTestResult.proportion_ci`), which stay inside
+  ``[0, 1]`` and do not collapse at 0 % or 100 %: 60 of 60 correct gives 94.0 % to 100 %,
+  not 100 % to 100 %. The figures that are not proportions (macro averages, per-class F1
+  and AUC) get a *stratified* percentile bootstrap: each resample keeps the number of
+  images of each true class, so no class vanishes from a resample and every figure stays
+  defined; the resampling is seeded, so the same inputs give the same intervals. It is
+  computed in :mod:`covidcxr.evaluate._bootstrap`. A bootstrap whose resamples do not
+  vary (a perfect classifier) has no interval: its bounds are ``nan``, never a zero-width
+  interval that would read as certainty.
 - Calibration is measured on the top-label confidence (the largest probability of each
   row) against whether that label was right, in equal-width bins.
 
@@ -35,12 +44,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -183,14 +193,41 @@ class Calibration:
         return attrs.asdict(self, value_serializer=_json_value)
 
 
+#: :attr:`ConfidenceInterval.method` of a Wilson score interval (binomial proportions).
+_WILSON: Final = "wilson"
+#: :attr:`ConfidenceInterval.method` of a stratified percentile bootstrap interval.
+_BOOTSTRAP: Final = "bootstrap"
+
+
 @frozen
 class ConfidenceInterval:
-    """A point estimate with a bootstrap percentile interval ``[low, high]``."""
+    """A point estimate with an interval ``[low, high]`` and how it was computed.
+
+    Parameters
+    ----------
+    estimate
+        The figure itself.
+    low, high
+        The bounds; ``nan`` when there is no interval: the figure is undefined, or (for a
+        bootstrap) the resamples did not vary, so the data say nothing about the
+        uncertainty (see :attr:`degenerate`).
+    level
+        The coverage, 0.95 for a 95 % interval.
+    method
+        ``"wilson"`` (Wilson score interval of a binomial proportion) or ``"bootstrap"``
+        (stratified percentile bootstrap).
+    """
 
     estimate: float
     low: float
     high: float
     level: float
+    method: str = _BOOTSTRAP
+
+    @property
+    def degenerate(self) -> bool:
+        """Whether the figure is defined but has no interval (resamples that did not vary)."""
+        return not math.isnan(self.estimate) and (math.isnan(self.low) or math.isnan(self.high))
 
     def to_dict(self) -> dict[str, float | None]:
         """The interval as JSON-ready data."""
@@ -221,10 +258,13 @@ class ClassificationMetrics:
     calibration
         Top-label calibration figures.
     intervals
-        Bootstrap confidence intervals of the headline figures, by name (``"accuracy"``,
-        ``"macro_f1"``, ``"recall[covid-19]"`` …).
+        Confidence intervals of the headline figures, by name. Wilson score intervals for
+        the proportions ``"accuracy"``, ``"recall[<class>]"``, ``"precision[<class>]"``
+        and ``"specificity[<class>]"``; bootstrap intervals (when ``n_bootstrap > 0``) for
+        ``"macro_precision"``, ``"macro_recall"``, ``"macro_f1"``, ``"macro_auc"``,
+        ``"f1[<class>]"`` and ``"auc[<class>]"``. Each says its ``method``.
     n_bootstrap, seed
-        How the intervals were computed.
+        How the bootstrap intervals were computed.
     """
 
     classes: tuple[str, ...]
@@ -256,6 +296,38 @@ class ClassificationMetrics:
     def to_dict(self) -> dict[str, Any]:
         """All figures as JSON-ready data."""
         return attrs.asdict(self, value_serializer=_json_value)
+
+
+def _proportion_interval(successes: int, trials: int, level: float) -> ConfidenceInterval:
+    """The Wilson score interval of ``successes / trials`` (undefined when ``trials == 0``)."""
+    if trials == 0:
+        return ConfidenceInterval(math.nan, math.nan, math.nan, level, _WILSON)
+    bounds = binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
+    return ConfidenceInterval(
+        successes / trials, float(bounds.low), float(bounds.high), level, _WILSON
+    )
+
+
+def _proportion_intervals(
+    confusion: NDArray[np.int64], classes: tuple[str, ...], level: float
+) -> dict[str, ConfidenceInterval]:
+    """Wilson intervals of accuracy and each class's recall, precision and specificity."""
+    tp = np.diagonal(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    total = int(confusion.sum())
+    negatives = total - support
+    true_negatives = negatives - (predicted - tp)
+    intervals = {"accuracy": _proportion_interval(int(tp.sum()), total, level)}
+    for c, label in enumerate(classes):
+        intervals[f"recall[{label}]"] = _proportion_interval(int(tp[c]), int(support[c]), level)
+        intervals[f"precision[{label}]"] = _proportion_interval(
+            int(tp[c]), int(predicted[c]), level
+        )
+        intervals[f"specificity[{label}]"] = _proportion_interval(
+            int(true_negatives[c]), int(negatives[c]), level
+        )
+    return intervals
 
 
 def _calibration(
@@ -348,7 +420,9 @@ def classification_metrics(
     classes
         The class labels of the probability columns.
     n_bootstrap
-        Bootstrap resamples for the confidence intervals; 0 skips them.
+        Bootstrap resamples for the intervals of the figures that are not proportions
+        (macro averages, per-class F1 and AUC); 0 skips them. The proportions (accuracy,
+        per-class recall, precision, specificity) always get Wilson score intervals.
     confidence_level
         The interval's coverage, 0.95 for 95 % intervals.
     n_bins
@@ -436,20 +510,19 @@ def classification_metrics(
 
     accuracy = float(accuracy_score(true_idx, pred_idx))
     macro = average(None)
-    # The intervals' estimates are the figures reported above; only the resamples are
-    # scored by the vectorised _headline.
-    point = {
-        "accuracy": accuracy,
-        "macro_precision": macro.precision,
-        "macro_recall": macro.recall,
-        "macro_f1": macro.f1,
-        "macro_auc": macro.auc,
-    }
-    for scores in per_class:
-        point[f"recall[{scores.label}]"] = scores.recall
-        point[f"specificity[{scores.label}]"] = scores.specificity
-    intervals: dict[str, ConfidenceInterval] = {}
+    intervals = _proportion_intervals(confusion, classes, confidence_level)
     if n_bootstrap:
+        # The intervals' estimates are the figures reported above; only the resamples are
+        # scored by the vectorised _headline.
+        point = {
+            "macro_precision": macro.precision,
+            "macro_recall": macro.recall,
+            "macro_f1": macro.f1,
+            "macro_auc": macro.auc,
+        }
+        for scores in per_class:
+            point[f"f1[{scores.label}]"] = scores.f1
+            point[f"auc[{scores.label}]"] = scores.auc
         bounds = _bootstrap_bounds(
             true_idx,
             pred_idx,
@@ -460,7 +533,9 @@ def classification_metrics(
             seed=seed,
         )
         for name, (low, high) in bounds.items():
-            intervals[name] = ConfidenceInterval(point[name], low, high, confidence_level)
+            intervals[name] = ConfidenceInterval(
+                point[name], low, high, confidence_level, _BOOTSTRAP
+            )
 
     return ClassificationMetrics(
         classes=classes,

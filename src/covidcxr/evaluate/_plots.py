@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate._detection import DetectionMetrics
 from covidcxr.evaluate._metrics import ClassificationMetrics
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "figure_to_png",
     "plot_confusion_matrix",
     "plot_image_grid",
+    "plot_precision_recall_curve",
     "plot_reliability_diagram",
     "plot_roc_curves",
     "plot_training_history",
@@ -180,6 +183,63 @@ def plot_roc_curves(metrics: ClassificationMetrics) -> Figure:
     return figure
 
 
+def plot_precision_recall_curve(metrics: DetectionMetrics) -> Figure:
+    """The detection precision-recall curve at IoU 0.5, and the envelope its AP integrates.
+
+    Each step is one more detection kept, from the highest score down (the pooled ranking
+    of :func:`~covidcxr.evaluate.evaluate_detections`); the dashed envelope is the
+    all-point interpolation whose area is AP@0.5.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``metrics`` carries no curve (made by hand without ``pr_curve``).
+
+    Examples
+    --------
+    >>> from covidcxr import Box, Detection
+    >>> from covidcxr.evaluate import evaluate_detections
+    >>> lesion = Box(0, 0, 10, 10)
+    >>> metrics = evaluate_detections(
+    ...     [[lesion], [lesion]],
+    ...     [[Detection(lesion, "opacity", 0.9)], [Detection(Box(20, 20, 5, 5), "opacity", 0.8)]])
+    >>> plot_precision_recall_curve(metrics).axes[0].get_title()
+    'Detection precision-recall at IoU 0.5 (AP 0.500)'
+    """
+    curve = metrics.pr_curve
+    if curve is None:
+        raise ConfigurationError(
+            "these detection metrics carry no precision-recall curve; compute them with "
+            "covidcxr.evaluate.evaluate_detections"
+        )
+    figure = _new_figure(4.6, 4.2)
+    axes = figure.add_subplot()
+    ap = "n/a" if math.isnan(curve.average_precision) else f"{curve.average_precision:.3f}"
+    if curve.n_truths and curve.scores:
+        # The curve starts at recall 0 with the first detection's precision.
+        recall = [0.0, *curve.recall]
+        axes.plot(
+            recall, [curve.precision[0], *curve.precision], drawstyle="steps-post",
+            marker="o", markersize=3, label="precision at each score threshold",
+        )  # fmt: skip
+        axes.plot(
+            recall, [curve.interpolated_precision[0], *curve.interpolated_precision],
+            drawstyle="steps-post", linestyle="--", color="tab:red",
+            label="interpolated (area = AP)",
+        )  # fmt: skip
+        axes.legend(loc="lower left", fontsize=8)
+    else:
+        why = "no ground-truth boxes" if not curve.n_truths else "no detections"
+        axes.text(0.5, 0.5, f"{why}: no curve", ha="center", va="center")
+    axes.set_xlim(-0.01, 1.01)
+    axes.set_ylim(-0.01, 1.01)
+    axes.set_xlabel(f"Recall (of {curve.n_truths} lesion boxes)")
+    axes.set_ylabel("Precision")
+    axes.set_title(f"Detection precision-recall at IoU {curve.iou_threshold:g} (AP {ap})")
+    axes.grid(alpha=0.3)
+    return figure
+
+
 def plot_reliability_diagram(metrics: ClassificationMetrics) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, with the bin counts below.
 
@@ -242,8 +302,11 @@ def plot_image_grid(
     *,
     columns: int = 4,
     tile_inches: float = 2.6,
+    legend: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> Figure:
     """A grid of already-drawn images (for example radiographs with their detections).
+
+    Captions are wrapped to the width of their tile, so none runs past the edge.
 
     Parameters
     ----------
@@ -255,6 +318,11 @@ def plot_image_grid(
         Images per row.
     tile_inches
         The size of each tile.
+    legend
+        What each box colour means, shown under the grid: ``{"ground truth": (0, 220, 90),
+        "detection": (255, 140, 0)}`` for images drawn by
+        :func:`~covidcxr.detect.draw_detections` (its ``TRUTH_COLOR`` and
+        ``DETECTION_COLOR``).
 
     Raises
     ------
@@ -267,6 +335,9 @@ def plot_image_grid(
     >>> figure = plot_image_grid([np.zeros((8, 8, 3), np.uint8)] * 5, columns=2)
     >>> sum(axes.get_visible() for axes in figure.axes)
     5
+    >>> figure = plot_image_grid([np.zeros((8, 8, 3), np.uint8)], legend={"truth": (0, 220, 90)})
+    >>> [text.get_text() for text in figure.legends[0].get_texts()]
+    ['truth']
     """
     if not images:
         raise ConfigurationError("plot_image_grid needs at least one image")
@@ -282,7 +353,18 @@ def plot_image_grid(
         raise ConfigurationError(f"columns must be >= 1, got {columns}")
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
-    figure = _new_figure(tile_inches * columns, (tile_inches + 0.3) * rows)
+    font_size = 8 if tile_inches < 4 else 11
+    # At most about 0.6 em per character of the default sans-serif font.
+    line_chars = max(8, int(tile_inches * 72 / (font_size * 0.6)))
+    wrapped = [textwrap.fill(t, line_chars) for t in titles] if titles is not None else None
+    title_lines = max((t.count("\n") + 1 for t in wrapped), default=0) if wrapped else 0
+    # Room for the caption lines (1.4 line heights each) and the legend, so that the
+    # layout engine never has to squeeze them off the page.
+    caption_inches = 0.15 + title_lines * font_size * 1.4 / 72
+    legend_inches = (0.3 + 2 * font_size * 1.4 / 72) if legend else 0.0
+    figure = _new_figure(
+        tile_inches * columns, (tile_inches + caption_inches) * rows + legend_inches
+    )
     for index in range(rows * columns):
         axes: Any = figure.add_subplot(rows, columns, index + 1)
         axes.set_axis_off()
@@ -290,6 +372,18 @@ def plot_image_grid(
             axes.set_visible(False)
             continue
         axes.imshow(images[index], interpolation="nearest")
-        if titles is not None:
-            axes.set_title(titles[index], fontsize=8)
+        if wrapped is not None:
+            axes.set_title(wrapped[index], fontsize=font_size)
+    if legend:
+        from matplotlib.patches import Patch  # noqa: PLC0415 - optional extra
+
+        handles = [
+            Patch(facecolor="none", edgecolor=(r / 255, g / 255, b / 255), linewidth=2.5,
+                  label=label)
+            for label, (r, g, b) in legend.items()
+        ]  # fmt: skip
+        figure.legend(
+            handles=handles, loc="outside lower center", ncols=len(handles), fontsize=font_size,
+            title="Boxes", title_fontsize=font_size, frameon=False,
+        )  # fmt: skip
     return figure

@@ -4,6 +4,10 @@ The HTML page embeds its figures as base64 PNG, so it can be mailed or archived 
 file; the Markdown page links the same figures, written beside it under ``figures/``; the
 JSON holds every number. All three carry the configuration, the data fingerprint and the
 software versions, so two runs can be compared.
+
+Every interval says how it was computed (Wilson score for proportions, bootstrap for the
+rest), and a missing figure or interval is written ``n/a``, never as a number or as a
+zero-width interval.
 """
 
 from __future__ import annotations
@@ -13,28 +17,40 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
 
 import numpy as np
-from attrs import frozen
+from attrs import field, frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import OutputExistsError
+from covidcxr.detect import DETECTION_COLOR, TRUTH_COLOR
+from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate._evaluator import EvaluationReport
+from covidcxr.evaluate._metrics import ClassificationMetrics
 from covidcxr.evaluate._plots import (
     figure_to_png,
     plot_confusion_matrix,
     plot_image_grid,
+    plot_precision_recall_curve,
     plot_reliability_diagram,
     plot_roc_curves,
     plot_training_history,
 )
-from covidcxr.files import write_text
+from covidcxr.files import output_directory, write_bytes, write_text
 
-__all__ = ["ReportFiles", "write_report"]
+__all__ = ["DRAWN_BOX_LEGEND", "ReportFiles", "write_report"]
 
 _FIGURES_DIR = "figures"
+
+#: What the box colours of :func:`~covidcxr.detect.draw_detections` mean: the default
+#: legend of the report's annotated images.
+DRAWN_BOX_LEGEND: Final[Mapping[str, tuple[int, int, int]]] = MappingProxyType(
+    {"ground truth": TRUTH_COLOR, "detection (with its score)": DETECTION_COLOR}
+)
 
 
 @frozen
@@ -52,6 +68,20 @@ class _Figure:
     name: str
     caption: str
     png: bytes
+    legend: Mapping[str, tuple[int, int, int]] = field(factory=dict)
+
+
+@frozen
+class _Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+# Marks an interval the bootstrap could not give; explained under the table.
+_NO_SPREAD = "†"
+_METHOD_NAMES: Final = {"wilson": "Wilson score", "bootstrap": "bootstrap"}
 
 
 def _pct(value: float | None) -> str:
@@ -63,59 +93,127 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _with_interval(
-    report: EvaluationReport,
+    metrics: ClassificationMetrics,
     name: str,
     value: float,
     show: Callable[[float | None], str] = _pct,
 ) -> str:
-    interval = report.classification.intervals.get(name) if report.classification else None
-    if interval is None:
+    """``value (low to high)``; ``n/a`` for a missing interval, never a zero-width one."""
+    interval = metrics.intervals.get(name)
+    if interval is None or math.isnan(value):
         return show(value)
+    if interval.degenerate:
+        return f"{show(value)} (CI n/a{_NO_SPREAD})"
     return f"{show(value)} ({show(interval.low)} to {show(interval.high)})"
 
 
-def _tables(report: EvaluationReport) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table in the report, for both HTML and Markdown."""
-    tables: list[tuple[str, list[str], list[list[str]]]] = []
-    metrics = report.classification
-    if metrics is not None:
-        level = next(iter(metrics.intervals.values())).level if metrics.intervals else None
-        ci = f" ({level:.0%} CI)" if level is not None else ""
-        macro = metrics.macro
-        summary = [
-            ["Images", str(metrics.n_images)],
-            ["Accuracy", _with_interval(report, "accuracy", metrics.accuracy)],
-            ["Macro precision", _with_interval(report, "macro_precision", macro.precision)],
-            ["Macro recall (sensitivity)", _with_interval(report, "macro_recall", macro.recall)],
-            ["Macro F1", _with_interval(report, "macro_f1", macro.f1)],
-            ["Macro one-vs-rest AUC", _with_interval(report, "macro_auc", macro.auc, _num)],
-            ["Weighted F1", _pct(metrics.weighted.f1)],
-            ["Expected calibration error", _num(metrics.calibration.expected_calibration_error)],
-            ["Brier score", _num(metrics.calibration.brier_score)],
+def _method(metrics: ClassificationMetrics, name: str) -> str:
+    interval = metrics.intervals.get(name)
+    return "none" if interval is None else _METHOD_NAMES.get(interval.method, interval.method)
+
+
+def _interval_note(metrics: ClassificationMetrics) -> str:
+    level = next(iter(metrics.intervals.values())).level if metrics.intervals else 0.95
+    bootstrap = (
+        f"{level:.0%} stratified percentile bootstrap intervals ({metrics.n_bootstrap} "
+        f"resamples, seed {metrics.seed})"
+        if metrics.n_bootstrap
+        else "no interval (the bootstrap was switched off: n_bootstrap = 0)"
+    )
+    return (
+        f"Intervals: accuracy, precision, recall and specificity are proportions of images "
+        f"and carry {level:.0%} Wilson score intervals (denominators: all images, the "
+        f"images predicted as the class, the images of the class, the images of the other "
+        f"classes); macro averages, F1 and AUC carry {bootstrap}. "
+        f"CI n/a{_NO_SPREAD}: every bootstrap resample gave (nearly) the same value, so the "
+        "resampling says nothing about the uncertainty; no interval is shown rather than a "
+        "zero-width one. n/a alone: the figure is undefined for these data."
+    )
+
+
+def _classification_tables(metrics: ClassificationMetrics) -> list[_Table]:
+    level = next(iter(metrics.intervals.values())).level if metrics.intervals else None
+    ci = f" ({level:.0%} CI)" if level is not None else ""
+    macro = metrics.macro
+    calibration = metrics.calibration
+    figures: list[tuple[str, str, float, Callable[[float | None], str]]] = [
+        ("Accuracy", "accuracy", metrics.accuracy, _pct),
+        ("Macro precision", "macro_precision", macro.precision, _pct),
+        ("Macro recall (sensitivity)", "macro_recall", macro.recall, _pct),
+        ("Macro F1", "macro_f1", macro.f1, _pct),
+        ("Macro one-vs-rest AUC", "macro_auc", macro.auc, _num),
+        ("Weighted F1", "weighted_f1", metrics.weighted.f1, _pct),
+        ("Expected calibration error", "ece", calibration.expected_calibration_error, _num),
+        ("Brier score", "brier", calibration.brier_score, _num),
+    ]
+    summary = [["Images", str(metrics.n_images), "none"]]
+    summary += [
+        [title, _with_interval(metrics, name, value, show), _method(metrics, name)]
+        for title, name, value, show in figures
+    ]
+    per_class = [
+        [
+            s.label,
+            str(s.support),
+            _with_interval(metrics, f"precision[{s.label}]", s.precision),
+            _with_interval(metrics, f"recall[{s.label}]", s.recall),
+            _with_interval(metrics, f"specificity[{s.label}]", s.specificity),
+            _with_interval(metrics, f"f1[{s.label}]", s.f1),
+            _with_interval(metrics, f"auc[{s.label}]", s.auc, _num),
         ]
-        tables.append(("Classification summary", ["Figure", f"Value{ci}"], summary))
-        tables.append(
-            (
-                "Per class",
-                ["Class", "Support", "Precision", f"Recall{ci}", f"Specificity{ci}", "F1", "AUC"],
-                [
-                    [
-                        s.label,
-                        str(s.support),
-                        _pct(s.precision),
-                        _with_interval(report, f"recall[{s.label}]", s.recall),
-                        _with_interval(report, f"specificity[{s.label}]", s.specificity),
-                        _pct(s.f1),
-                        _num(s.auc),
-                    ]
-                    for s in metrics.per_class
-                ],
-            )
-        )
+        for s in metrics.per_class
+    ]
+    note = _interval_note(metrics)
+    return [
+        _Table("Classification summary", ["Figure", f"Value{ci}", "Interval"], summary),
+        _Table(
+            "Per class",
+            ["Class", "Support", *(f"{h}{ci}" for h in ("Precision", "Recall", "Specificity")),
+             f"F1{ci}", f"AUC{ci}"],
+            per_class,
+            note,
+        ),
+    ]  # fmt: skip
+
+
+def _config_value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _configuration_table(configuration: Mapping[str, Any]) -> _Table:
+    rows: list[list[str]] = []
+    for part, value in configuration.items():
+        if isinstance(value, Mapping) and value:
+            rows += [[part, str(key), _config_value(option)] for key, option in value.items()]
+        else:
+            rows.append([part, "", _config_value(value)])
+    return _Table(
+        "Configuration",
+        ["Part", "Parameter", "Value"],
+        rows,
+        "As given with the evaluation. A Pipeline's report lists the effective value of "
+        "every parameter of each component as it was built, defaults included, and of "
+        "the evaluator; options that look like credentials are left out.",
+    )
+
+
+def _tables(report: EvaluationReport) -> list[_Table]:
+    """Every table in the report, for both HTML and Markdown."""
+    tables: list[_Table] = []
+    if report.classification is not None:
+        tables += _classification_tables(report.classification)
     detection = report.detection
     if detection is not None:
         tables.append(
-            (
+            _Table(
                 "Detection",
                 ["Figure", "Value"],
                 [
@@ -127,10 +225,12 @@ def _tables(report: EvaluationReport) -> list[tuple[str, list[str], list[list[st
                     ["Precision at IoU 0.5", _pct(detection.precision.get(0.5))],
                     ["Recall at IoU 0.5", _pct(detection.recall.get(0.5))],
                 ],
+                "Point figures, no interval. Precision and recall count every detection "
+                "given; the precision-recall curve below shows every score threshold.",
             )
         )
     tables.append(
-        (
+        _Table(
             "Provenance",
             ["Item", "Value"],
             [
@@ -140,7 +240,12 @@ def _tables(report: EvaluationReport) -> list[tuple[str, list[str], list[list[st
             ],
         )
     )
+    tables.append(_configuration_table(report.to_dict()["configuration"]))
     return tables
+
+
+def _file_stem(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._") or "class"
 
 
 def _figures(
@@ -148,6 +253,9 @@ def _figures(
     history: Mapping[str, Sequence[float]] | None,
     images: Sequence[NDArray[np.uint8]] | None,
     image_titles: Sequence[str] | None,
+    *,
+    image_classes: Sequence[str] | None = None,
+    image_legend: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> list[_Figure]:
     figures: list[_Figure] = []
     metrics = report.classification
@@ -170,6 +278,15 @@ def _figures(
                 figure_to_png(plot_reliability_diagram(metrics)),
             )
         )
+    if report.detection is not None and report.detection.pr_curve is not None:
+        figures.append(
+            _Figure(
+                "precision_recall",
+                "Detection precision-recall curve at IoU 0.5 (each step: one more detection "
+                "kept, from the highest score down; dashed: the envelope whose area is AP@0.5)",
+                figure_to_png(plot_precision_recall_curve(report.detection)),
+            )
+        )
     if history:
         figures.append(
             _Figure(
@@ -177,14 +294,47 @@ def _figures(
             )
         )
     if images:
+        legend = dict(image_legend or {})
         figures.append(
             _Figure(
                 "annotated_images",
                 "Annotated images",
-                figure_to_png(plot_image_grid(images, image_titles)),
+                figure_to_png(plot_image_grid(images, image_titles, legend=legend)),
+                legend,
             )
         )
+        figures += _class_examples(images, image_titles, image_classes, legend)
     return figures  # fmt: skip
+
+
+def _class_examples(
+    images: Sequence[NDArray[np.uint8]],
+    titles: Sequence[str] | None,
+    classes: Sequence[str] | None,
+    legend: Mapping[str, tuple[int, int, int]],
+) -> list[_Figure]:
+    """The first image of each class again, large enough to see its boxes."""
+    if classes is None:
+        return []
+    if len(classes) != len(images):
+        raise ConfigurationError(
+            f"{len(classes)} image classes were given for {len(images)} images"
+        )
+    first = {label: index for index, label in reversed(list(enumerate(classes)))}
+    stems: set[str] = set()
+    examples: list[_Figure] = []
+    for label in sorted(first, key=lambda label: first[label]):
+        index = first[label]
+        stem = _file_stem(label)
+        while stem in stems:
+            stem += "_"
+        stems.add(stem)
+        title = [titles[index]] if titles is not None else None
+        grid = plot_image_grid([images[index]], title, columns=1, tile_inches=6.0, legend=legend)
+        examples.append(
+            _Figure(f"example_{stem}", f"Example: {label}", figure_to_png(grid), legend)
+        )
+    return examples
 
 
 _STYLE = """
@@ -195,8 +345,19 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
 th { background: #f1f3f5; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 1rem; }
+.table-note { font-size: 0.9em; color: #444; margin-top: -1rem; }
+.swatch { display: inline-block; width: 1.4em; height: 0.8em; border: 3px solid;
+          vertical-align: middle; margin: 0 0.3em 0 0.8em; }
 pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; }
 """
+
+
+def _hex(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def _legend_text(legend: Mapping[str, tuple[int, int, int]]) -> str:
+    return "; ".join(f"{label}: {_hex(colour)} outline" for label, colour in legend.items())
 
 
 def _html(
@@ -210,25 +371,39 @@ def _html(
         f"<h1>{esc(title)}</h1>",
     ]
     parts += [f'<p class="note">{esc(note)}</p>' for note in notes]
-    for heading, header, rows in _tables(report):
-        parts.append(f"<h2>{esc(heading)}</h2><table><thead><tr>")
-        parts += [f"<th>{esc(cell)}</th>" for cell in header]
-        parts.append("</tr></thead><tbody>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>")
-        parts.append("</tbody></table>")
+    tables = _tables(report)
+    configuration = tables.pop()  # after the figures: the figures matter more
+    for table in tables:
+        parts += _html_table(table)
     if figures:
         parts.append("<h2>Figures</h2>")
     for figure in figures:
         data = base64.b64encode(figure.png).decode("ascii")
+        legend = "".join(
+            f'<span class="swatch" style="border-color: {_hex(colour)}"></span>{esc(label)}'
+            for label, colour in figure.legend.items()
+        )
         parts.append(
             f'<figure><img alt="{esc(figure.caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(figure.caption)}</figcaption></figure>"
+            f"<figcaption>{esc(figure.caption)}"
+            f"{f'<br>Boxes: {legend}' if legend else ''}</figcaption></figure>"
         )
-    configuration = json.dumps(report.to_dict()["configuration"], indent=2, sort_keys=True)
-    parts.append(f"<h2>Configuration</h2><pre>{esc(configuration)}</pre>")
+    parts += _html_table(configuration)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_table(table: _Table) -> list[str]:
+    esc = html.escape
+    parts = [f"<h2>{esc(table.title)}</h2><table><thead><tr>"]
+    parts += [f"<th>{esc(cell)}</th>" for cell in table.header]
+    parts.append("</tr></thead><tbody>")
+    for row in table.rows:
+        parts.append("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>")
+    parts.append("</tbody></table>")
+    if table.note:
+        parts.append(f'<p class="table-note">{esc(table.note)}</p>')
+    return parts
 
 
 def _md_cell(text: str) -> str:
@@ -241,19 +416,29 @@ def _markdown(
     lines = [f"# {title}", ""]
     for note in notes:
         lines += [f"> {note}", ""]
-    for heading, header, rows in _tables(report):
-        lines += [f"## {heading}", ""]
-        lines.append("| " + " | ".join(_md_cell(c) for c in header) + " |")
-        lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-        lines.append("")
+    tables = _tables(report)
+    configuration = tables.pop()
+    for table in tables:
+        lines += _markdown_table(table)
     if figures:
         lines += ["## Figures", ""]
     for figure in figures:
         lines += [f"![{figure.caption}]({_FIGURES_DIR}/{figure.name}.png)", ""]
-    configuration = json.dumps(report.to_dict()["configuration"], indent=2, sort_keys=True)
-    lines += ["## Configuration", "", "```json", configuration, "```", ""]
+        lines += [f"*{figure.caption}.*" + (
+            f" Boxes: {_legend_text(figure.legend)}." if figure.legend else ""), ""]  # fmt: skip
+    lines += _markdown_table(configuration)
     return "\n".join(lines)
+
+
+def _markdown_table(table: _Table) -> list[str]:
+    lines = [f"## {table.title}", ""]
+    lines.append("| " + " | ".join(_md_cell(c) for c in table.header) + " |")
+    lines.append("|" + "---|" * len(table.header))
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    lines.append("")
+    if table.note:
+        lines += [f"*{table.note}*", ""]
+    return lines
 
 
 def write_report(
@@ -263,6 +448,8 @@ def write_report(
     history: Mapping[str, Sequence[float]] | None = None,
     images: Sequence[NDArray[np.uint8]] | None = None,
     image_titles: Sequence[str] | None = None,
+    image_classes: Sequence[str] | None = None,
+    image_legend: Mapping[str, tuple[int, int, int]] | None = DRAWN_BOX_LEGEND,
     title: str = "covidcxr evaluation",
     notes: Sequence[str] = (),
     overwrite: bool = False,
@@ -282,6 +469,13 @@ def write_report(
         Already-annotated RGB ``uint8`` images to show in a grid.
     image_titles
         One caption per image.
+    image_classes
+        The true class of each image: the report then shows the first image of each class
+        again, large enough to read its boxes.
+    image_legend
+        What the box colours of ``images`` mean, shown with the grid and the examples; the
+        default is :data:`DRAWN_BOX_LEGEND`, the colours of
+        :func:`~covidcxr.detect.draw_detections`. ``None`` for no legend.
     title
         The page title.
     notes
@@ -289,8 +483,9 @@ def write_report(
         followed by the report's own :attr:`~EvaluationReport.notes` (a note given both
         ways is shown once).
     overwrite
-        Replace an existing report in ``directory``. Without it nothing is written when any
-        of the files exists.
+        Replace a report covidcxr wrote in ``directory`` earlier. The folder is written as
+        a unit (staged, then renamed into place); without ``overwrite`` it must be new or
+        empty, and a folder holding anything covidcxr did not write is never replaced.
 
     Returns
     -------
@@ -299,7 +494,10 @@ def write_report(
     Raises
     ------
     OutputExistsError
-        If a report file exists in ``directory`` and ``overwrite`` is false.
+        If ``directory`` holds a report and ``overwrite`` is false, or holds anything
+        covidcxr did not write (see :func:`covidcxr.files.check_output_directory`).
+    ConfigurationError
+        If ``image_titles`` or ``image_classes`` do not match ``images`` one for one.
 
     Examples
     --------
@@ -317,27 +515,24 @@ def write_report(
     """
     target = Path(directory)
     notes = list(dict.fromkeys([*notes, *report.notes]))
-    figures = _figures(report, history, images, image_titles)
+    figures = _figures(
+        report, history, images, image_titles, image_classes=image_classes,
+        image_legend=image_legend,
+    )  # fmt: skip
     paths = {
         "html": target / "report.html",
         "markdown": target / "report.md",
         "json": target / "report.json",
     }
     figure_paths = [target / _FIGURES_DIR / f"{f.name}.png" for f in figures]
-    existing = [p for p in [*paths.values(), *figure_paths] if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"{target} already holds a report ({', '.join(p.name for p in existing)}); "
-            "choose another directory or pass overwrite=True (--overwrite)"
-        )
-    (target / _FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    for figure, path in zip(figures, figure_paths, strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(figure.png)
-        tmp.replace(path)
-    write_text(paths["json"], report.to_json() + "\n", overwrite=True)
-    write_text(paths["markdown"], _markdown(report, title, notes, figures), overwrite=True)
-    write_text(paths["html"], _html(report, title, notes, figures), overwrite=True)
+    # The report folder is written as a unit: staged, then renamed into place, replacing
+    # only a report covidcxr wrote (never a folder holding the user's files).
+    with output_directory(target, "report", overwrite=overwrite) as staging:
+        for figure in figures:
+            write_bytes(staging / _FIGURES_DIR / f"{figure.name}.png", figure.png)
+        write_text(staging / "report.json", report.to_json() + "\n")
+        write_text(staging / "report.md", _markdown(report, title, notes, figures))
+        write_text(staging / "report.html", _html(report, title, notes, figures))
     return ReportFiles(
         html=paths["html"],
         markdown=paths["markdown"],

@@ -1,4 +1,4 @@
-"""Decode PNG and JPEG radiographs to 2-D grayscale arrays with OpenCV.
+"""Decode PNG, JPEG and WebP radiographs to 2-D grayscale arrays with OpenCV.
 
 8-bit images stay ``uint8`` and 16-bit PNGs stay ``uint16``: mapping 16 bits to 8 is a
 preprocessing decision (see :mod:`covidcxr.preprocess`), not a decoding one. Colour images
@@ -25,7 +25,7 @@ _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
 def decode_raster(data: bytes, source: str | None = None) -> NDArray[Any]:
-    """Decode PNG or JPEG bytes to a 2-D ``uint8`` or ``uint16`` array.
+    """Decode PNG, JPEG or WebP bytes to a 2-D ``uint8`` or ``uint16`` array.
 
     The caller has already checked the format and the declared size (see
     :mod:`covidcxr.io._sniff`).

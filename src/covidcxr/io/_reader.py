@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from covidcxr.errors import InvalidImageError
 from covidcxr.io._dicom import decode_dicom
 from covidcxr.io._raster import decode_raster
-from covidcxr.io._sniff import ImageFormat, jpeg_size, png_size, sniff_format
+from covidcxr.io._sniff import ImageFormat, jpeg_size, png_size, sniff_format, webp_size
 from covidcxr.labels import canonical_label
 from covidcxr.records import XRay
 
@@ -24,6 +24,8 @@ __all__ = ["MAX_PIXELS", "MIN_SIDE", "DecodedImage", "decode_image", "read_image
 MAX_PIXELS: Final = 64_000_000
 #: Images with a side shorter than this are too small to be a radiograph.
 MIN_SIDE: Final = 32
+
+_RASTER_SIZES: Final = {"png": png_size, "jpeg": jpeg_size, "webp": webp_size}
 
 PathOrBytes = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -37,7 +39,7 @@ class DecodedImage:
     pixels
         2-D ``uint8`` or ``uint16``.
     format
-        ``"png"``, ``"jpeg"`` or ``"dicom"``.
+        ``"png"``, ``"jpeg"``, ``"webp"`` or ``"dicom"``.
     tags
         Identifying DICOM tags (empty for PNG and JPEG).
     """
@@ -54,7 +56,7 @@ def decode_image(
     min_side: int = MIN_SIDE,
     max_pixels: int = MAX_PIXELS,
 ) -> DecodedImage:
-    """Decode the bytes of a PNG, JPEG or DICOM file, checking them first.
+    """Decode the bytes of a PNG, JPEG, WebP or DICOM file, checking them first.
 
     Parameters
     ----------
@@ -83,7 +85,7 @@ def decode_image(
     if image_format == "dicom":
         pixels, tags = decode_dicom(data, source, max_pixels)
     else:
-        height, width = png_size(data, source) if image_format == "png" else jpeg_size(data, source)
+        height, width = _RASTER_SIZES[image_format](data, source)
         if height * width > max_pixels:
             raise InvalidImageError(
                 f"the image declares {width}x{height} = {width * height:,} pixels, more than "
@@ -129,7 +131,7 @@ def read_image(
     min_side: int = MIN_SIDE,
     max_pixels: int = MAX_PIXELS,
 ) -> NDArray[Any]:
-    """Read a radiograph's pixels from a PNG, JPEG or DICOM file or its bytes.
+    """Read a radiograph's pixels from a PNG, JPEG, WebP or DICOM file or its bytes.
 
     The format is recognised by the content's magic bytes, never by the file name.
 
@@ -166,7 +168,7 @@ def read_image(
     >>> read_image(b"not an image", source="notes.png")
     Traceback (most recent call last):
     ...
-    covidcxr.errors.InvalidImageError: notes.png: not a PNG, JPEG or DICOM file ...
+    covidcxr.errors.InvalidImageError: notes.png: not a PNG, JPEG, WebP or DICOM file ...
     """
     data, where = _read_bytes(path_or_bytes, source)
     return decode_image(data, where, min_side=min_side, max_pixels=max_pixels).pixels
@@ -188,7 +190,7 @@ def read_xray(
     Parameters
     ----------
     path
-        A PNG, JPEG or DICOM file.
+        A PNG, JPEG, WebP or DICOM file.
     label
         The class, in any spelling :func:`covidcxr.labels.canonical_label` understands.
     patient_id

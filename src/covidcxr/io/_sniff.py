@@ -12,14 +12,17 @@ from typing import Final, Literal
 
 from covidcxr.errors import InvalidImageError
 
-__all__ = ["ImageFormat", "jpeg_size", "png_size", "sniff_format"]
+__all__ = ["ImageFormat", "jpeg_size", "png_size", "sniff_format", "webp_size"]
 
-ImageFormat = Literal["png", "jpeg", "dicom"]
+ImageFormat = Literal["png", "jpeg", "webp", "dicom"]
 
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI: Final = b"\xff\xd8\xff"
 DICOM_PREAMBLE_LENGTH: Final = 128
 DICOM_MAGIC: Final = b"DICM"
+#: A WebP file is a RIFF container (``RIFF``, a 4-byte length, ``WEBP``).
+RIFF_MAGIC: Final = b"RIFF"
+WEBP_MAGIC: Final = b"WEBP"
 
 # Start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -28,7 +31,9 @@ _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
 def sniff_format(data: bytes, source: str | None = None) -> ImageFormat:
-    r"""Tell PNG, JPEG and DICOM apart by their magic bytes, whatever the file is named.
+    r"""Tell PNG, JPEG, WebP and DICOM apart by their magic bytes, whatever the file is named.
+
+    Public datasets ship WebP images under ``.jpg`` and ``.png`` names; the content decides.
 
     Parameters
     ----------
@@ -40,12 +45,14 @@ def sniff_format(data: bytes, source: str | None = None) -> ImageFormat:
     Raises
     ------
     InvalidImageError
-        If ``data`` is empty or starts like none of the three formats.
+        If ``data`` is empty or starts like none of the four formats.
 
     Examples
     --------
     >>> sniff_format(b"\x89PNG\r\n\x1a\n" + bytes(24))
     'png'
+    >>> sniff_format(b"RIFF" + bytes(4) + b"WEBPVP8L")
+    'webp'
     >>> sniff_format(bytes(128) + b"DICM")
     'dicom'
     """
@@ -55,10 +62,12 @@ def sniff_format(data: bytes, source: str | None = None) -> ImageFormat:
         return "png"
     if data.startswith(JPEG_SOI):
         return "jpeg"
+    if data[:4] == RIFF_MAGIC and data[8:12] == WEBP_MAGIC:
+        return "webp"
     if data[DICOM_PREAMBLE_LENGTH : DICOM_PREAMBLE_LENGTH + 4] == DICOM_MAGIC:
         return "dicom"
     raise InvalidImageError(
-        f"not a PNG, JPEG or DICOM file (it starts with {data[:16]!r}); "
+        f"not a PNG, JPEG, WebP or DICOM file (it starts with {data[:16]!r}); "
         "the content, not the file name, decides the format",
         source,
     )
@@ -118,3 +127,39 @@ def jpeg_size(data: bytes, source: str | None = None) -> tuple[int, int]:
     if b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
         raise InvalidImageError("truncated JPEG: the end-of-image marker is missing", source)
     return size
+
+
+def webp_size(data: bytes, source: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` from a WebP's first chunk, checking that the file is complete.
+
+    The three WebP forms store the size differently: ``VP8X`` (extended) as 24-bit canvas
+    sizes minus one, ``VP8L`` (lossless) as 14-bit sizes minus one after a ``0x2f``
+    signature byte, ``VP8`` (lossy) as 14-bit sizes after the key frame's start code.
+
+    Raises
+    ------
+    InvalidImageError
+        If the file is shorter than its RIFF header declares (truncated), or its first
+        chunk is none of the three or is malformed.
+    """
+    if len(data) < 30:
+        raise InvalidImageError("truncated or malformed WebP header", source)
+    (riff_size,) = struct.unpack("<I", data[4:8])
+    if len(data) < riff_size + 8:
+        raise InvalidImageError(
+            f"truncated WebP: the header declares {riff_size + 8:,} bytes, the file has "
+            f"{len(data):,}",
+            source,
+        )
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        width = 1 + int.from_bytes(data[24:27], "little")
+        height = 1 + int.from_bytes(data[27:30], "little")
+        return height, width
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        (bits,) = struct.unpack("<I", data[21:25])
+        return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return int(height) & 0x3FFF, int(width) & 0x3FFF
+    raise InvalidImageError(f"malformed WebP: unknown first chunk {chunk!r}", source)

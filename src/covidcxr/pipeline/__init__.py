@@ -30,16 +30,32 @@ each call reads and preprocesses every item of its source once (see :class:`~cov
 
 from covidcxr.pipeline._config import ComponentSpec, PipelineConfig
 from covidcxr.pipeline._estimator import Pipeline
+from covidcxr.pipeline._outputs import (
+    OUTPUT_FORMATS,
+    DetectionsTable,
+    detections_table,
+    output_format,
+    skipped_path_for,
+    write_predictions,
+    write_skipped,
+)
 from covidcxr.pipeline._persistence import MANIFEST_NAME
 from covidcxr.pipeline._prepared import DataPass, PreparedSet
 from covidcxr.records import Prediction
 
 __all__ = [
     "MANIFEST_NAME",
+    "OUTPUT_FORMATS",
     "ComponentSpec",
     "DataPass",
+    "DetectionsTable",
     "Pipeline",
     "PipelineConfig",
     "Prediction",
     "PreparedSet",
+    "detections_table",
+    "output_format",
+    "skipped_path_for",
+    "write_predictions",
+    "write_skipped",
 ]

@@ -15,12 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
-from covidcxr.errors import (
-    ConfigurationError,
-    ModelFormatError,
-    OutputExistsError,
-    WeightsUnavailableError,
-)
+from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
@@ -29,7 +24,7 @@ from covidcxr.evaluate._evaluator import (
 )
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
-from covidcxr.files import write_text
+from covidcxr.files import check_output_directory, output_directory, write_text
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
@@ -59,6 +54,7 @@ from covidcxr.plugins import (
 from covidcxr.protocols import (
     BatchDetector,
     Classifier,
+    DatasetSource,
     EpochCallback,
     Evaluator,
     LesionDetector,
@@ -79,6 +75,18 @@ _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 4096
+
+
+def _labelled(data: Iterable[XRay], what: str) -> Iterable[XRay]:
+    """``data``, refused before any pass when it is a source that holds no labels."""
+    if isinstance(data, DatasetSource) and not data.classes:
+        raise ConfigurationError(
+            f"{what}: {data!r} has no labels, and training and evaluation need them; open "
+            "a folder with one subfolder per class (COVID/, Normal/, Pneumonia/), a known "
+            "dataset layout (layout='covid-qu-ex', split='Val' ...), or map class folders "
+            "with label_aliases=; predict and detect read unlabelled scans"
+        )
+    return data
 
 
 def _has_lesion_annotation(xray: XRay) -> bool:
@@ -196,8 +204,9 @@ class Pipeline:
     training_fingerprint_
         The data fingerprint of the prepared training set.
     data_stats_
-        How the last call's pass over its source went (items, reads, cache hits); for
-        :meth:`fit`, over the training source.
+        How the last call's pass over its source went (items, reads, cache hits, and the
+        items the source skipped, with reasons); for :meth:`fit`, over the training
+        source.
     validation_data_stats_
         The same for :meth:`fit`'s validation source.
 
@@ -369,6 +378,36 @@ class Pipeline:
                 raise
             return {"object": f"{type(obj).__module__}.{type(obj).__qualname__}"}
 
+    def _describe_built(self, evaluator: Evaluator) -> dict[str, Any]:
+        """What the fitted pipeline is made of: every parameter's effective value.
+
+        :meth:`describe` shows the options that were set; a report needs the values the
+        components were built with, defaults included, so it reads each built component's
+        own parameters (``get_params()`` or its attrs fields), as :meth:`describe` does
+        for components given as objects.
+        """
+        described: dict[str, Any] = {}
+        for key in COMPONENT_KEYS:
+            built = getattr(self, f"{key}_", None)
+            given = self._describe_component(key, strict=False)
+            if built is None:
+                described[key] = given
+                continue
+            try:
+                options = plain_options(object_options(built, key), key, strict=False)
+            except ConfigurationError:  # neither get_params() nor attrs: the options set
+                described[key] = given
+                continue
+            named = {"name": given["name"]} if given and "name" in given else (given or {})
+            described[key] = {**named, **options}
+        try:
+            settings = object_options(evaluator, "evaluator")
+        except ConfigurationError:
+            settings = dict(self.config.evaluation)
+        settings.pop("configuration", None)  # the evaluator's copy of this very mapping
+        described["evaluation"] = plain_options(settings, "evaluation", strict=False)
+        return described
+
     # -- the data path ----------------------------------------------------------------
 
     def _prepared(self, source: Iterable[XRay]) -> Iterator[XRay]:
@@ -389,7 +428,7 @@ class Pipeline:
         )
 
     def _collect(self, source: SourceLike, what: str) -> PreparedSet:
-        return PreparedSet.collect(self._prepared(as_source(source, what)))
+        return PreparedSet.collect(self._prepared(_labelled(as_source(source, what), what)))
 
     def _detect(self, prepared: Sequence[XRay]) -> list[list[Detection]]:
         """Detections on each prepared radiograph (in its coordinates), in order."""
@@ -561,7 +600,8 @@ class Pipeline:
         report_dir
             Where to write the HTML/Markdown/JSON report, if anywhere.
         overwrite
-            Replace a report already in ``report_dir``.
+            Replace a report covidcxr wrote in ``report_dir`` earlier (a folder holding
+            other files is never replaced).
         n_examples
             How many annotated images the report shows (spread over the classes).
         title, notes
@@ -571,15 +611,19 @@ class Pipeline:
         -------
         Report
             An :class:`~covidcxr.evaluate.EvaluationReport` with the default evaluator.
+
+        Raises
+        ------
+        OutputExistsError
+            Before any work, if ``report_dir`` holds a report and ``overwrite`` is false,
+            or holds anything covidcxr did not write (see
+            :func:`covidcxr.files.check_output_directory`).
         """
         self._check_fitted()
-        if report_dir is not None and not overwrite and (Path(report_dir) / "report.html").exists():
-            raise OutputExistsError(
-                f"{report_dir} already holds a report; choose another directory or pass "
-                "overwrite=True (--overwrite)"
-            )
+        if report_dir is not None:  # fail before the work, not after
+            check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
-        collected = self._evaluation_pass(as_source(source, "source"), keep)
+        collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
         report = evaluator.evaluate(
             collected.truths,
@@ -591,7 +635,7 @@ class Pipeline:
             report = attrs.evolve(
                 report,
                 configuration={
-                    **self.describe(),
+                    **self._describe_built(evaluator),
                     "training_data_fingerprint": self.training_fingerprint_,
                 },
                 data_fingerprint=collected.fingerprint.hexdigest(),
@@ -633,20 +677,23 @@ class Pipeline:
     ) -> ReportFiles | Path:
         """Write ``report`` with the training curves and the annotated examples."""
         if not isinstance(report, EvaluationReport):
-            path = Path(report_dir) / "report.json"
             text = json.dumps(report.to_dict(), indent=2) + "\n"
-            write_text(path, text, overwrite=overwrite)
-            return path
+            with output_directory(report_dir, "report", overwrite=overwrite) as staging:
+                write_text(staging / "report.json", text)
+            return Path(report_dir) / "report.json"
         images: list[NDArray[np.uint8]] = []
         titles: list[str] = []
+        classes: list[str] = []
         for index, xray in round_robin(collected.examples, n_examples):
             prediction = collected.predictions[index]
             images.append(annotate(xray, prediction.detections, collected.truths[index].boxes))
             confidence = prediction.probabilities[prediction.label]
             titles.append(f"true {xray.label} / predicted {prediction.label} ({confidence:.2f})")
+            classes.append(str(xray.label))
         return write_report(
             report, report_dir, history=self.history_ or None, images=images or None,
-            image_titles=titles or None, title=title, notes=notes, overwrite=overwrite,
+            image_titles=titles or None, image_classes=classes or None, title=title,
+            notes=notes, overwrite=overwrite,
         )  # fmt: skip
 
     # -- persistence ------------------------------------------------------------------
@@ -664,7 +711,9 @@ class Pipeline:
         Raises
         ------
         OutputExistsError
-            If ``directory`` exists and ``overwrite`` is false.
+            If ``directory`` exists and ``overwrite`` is false, or it is anything but a
+            pipeline covidcxr saved (a folder holding other files, a file, a symbolic
+            link): that is never replaced.
         ConfigurationError
             If a component given as an object is not registered under a name.
         """

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from covidcxr._version import __version__
-from covidcxr.errors import ModelFormatError, OutputExistsError
-from covidcxr.files import write_text
+from covidcxr.errors import ModelFormatError
+from covidcxr.files import output_directory, write_text
 from covidcxr.plugins import available_classifiers, available_detectors, create_detector
 from covidcxr.protocols import Classifier, LesionDetector, Persistable
 
@@ -40,12 +38,13 @@ def write_pipeline(
 ) -> Path:
     """Write a fitted pipeline to ``target`` through a staging directory and a rename.
 
+    ``target`` is replaced only when ``overwrite`` is given and covidcxr saved a pipeline
+    there (see :func:`covidcxr.files.check_output_directory`).
+
     ``manifest`` is completed with the format, versions and the detector entry; a
     :class:`~covidcxr.protocols.Persistable` detector saves its model (``saved: true``),
     any other is recorded by ``detector_entry`` (name and options) only.
     """
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} already exists; pass overwrite=True to replace it")
     manifest = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -53,9 +52,9 @@ def write_pipeline(
         **manifest,
         "detector": None,
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    # Staged beside the target and renamed into place; only a pipeline covidcxr saved
+    # (never a folder holding the user's files) is replaced.
+    with output_directory(target, "pipeline", overwrite=overwrite) as staging:
         classifier.save(staging / "classifier")
         if detector is not None and detector_entry is not None:
             if isinstance(detector, Persistable):
@@ -64,17 +63,6 @@ def write_pipeline(
             else:
                 manifest["detector"] = {**detector_entry, "saved": False}
         write_text(staging / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", overwrite=False)
-        staging.chmod(0o755)
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            target.replace(backup)
-            staging.replace(target)
-            shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
-        else:
-            staging.replace(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -25,6 +25,7 @@ from covidcxr.preprocess import BatchStats, preprocess_batch
 from covidcxr.preprocess._pixels import compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
+from covidcxr.sources import ReportsSkips, Skipped
 
 __all__ = ["DataPass", "PreparedSet", "SourceLike", "as_source", "prepare"]
 
@@ -41,6 +42,12 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
     """
     if isinstance(source, str | os.PathLike):
         return open_source(source)
+    if (
+        isinstance(source, Sequence)
+        and source
+        and all(isinstance(item, str | os.PathLike) for item in source)
+    ):
+        return open_source(source)  # several files, folders or patterns
     if isinstance(source, Iterator):
         return list(source)
     if not isinstance(source, Iterable):
@@ -61,6 +68,9 @@ class DataPass:
     reads: int = 0
     #: Worker processes used (0: this process).
     workers: int = 0
+    #: What the source did not yield, with reasons, as it stood when the pass ended: items
+    #: its layout left out and, opened with ``on_error="skip"``, unreadable ones.
+    skipped: tuple[Skipped, ...] = ()
 
 
 def prepare(
@@ -94,17 +104,19 @@ def prepare(
             stats.batch.items += 1
             stats.reads += 1
             yield xray
-        return
-    stats.workers = workers
-    yield from preprocess_batch(
-        source,
-        preprocessor,
-        workers=stats.workers,
-        cache_dir=cache_dir,
-        progress=progress,
-        stats=stats.batch,
-    )
-    stats.reads = stats.batch.items - stats.batch.memo_hits
+    else:
+        stats.workers = workers
+        yield from preprocess_batch(
+            source,
+            preprocessor,
+            workers=stats.workers,
+            cache_dir=cache_dir,
+            progress=progress,
+            stats=stats.batch,
+        )
+        stats.reads = stats.batch.items - stats.batch.memo_hits
+    if isinstance(source, ReportsSkips):
+        stats.skipped = tuple(source.skipped)
 
 
 def chunks(xrays: Iterable[XRay], *, max_pixels: int, max_items: int) -> Iterator[list[XRay]]:

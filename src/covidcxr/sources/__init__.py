@@ -4,7 +4,9 @@ Every source is a :class:`~covidcxr.DatasetSource`: iterate it to get
 :class:`~covidcxr.XRay` records, read lazily. Sources are registered by URI scheme, so
 :func:`covidcxr.open_source` reaches them:
 
-- ``"file"`` (a folder path): :class:`FolderSource`;
+- ``"file"``: a folder path gives a :class:`FolderSource`; a file, a glob pattern
+  (``"scans/**/*.png"``) or a sequence of paths gives a :class:`FilesSource` of
+  unlabelled radiographs (:func:`open_local` decides);
 - ``"zip"`` (a ``.zip`` path): :class:`ZipSource`;
 - ``"cos"`` (``cos://bucket/prefix``): :class:`COSSource` (IBM Cloud Object Storage).
 
@@ -26,25 +28,45 @@ from names alone, so the same layouts work for every source (:func:`catalog`):
     The ieee8023 COVID-19 image data collection: ``metadata.csv`` with ``patientid``,
     ``finding``, ``view``, ``modality``, ``folder`` and ``filename`` columns. Only frontal
     X-rays are used; other rows are recorded as excluded.
+``"unlabelled"``
+    Every image below the folder, at any depth, without a label (for prediction). Folders
+    of segmentation masks (``masks``, ``lung masks``, ``infection masks`` ...) are skipped.
+
+With ``layout="auto"``, the default, the source chooses among them from the file names
+(:func:`detect_layout`), logs its choice at INFO level on the ``covidcxr.sources`` logger,
+and keeps it in ``source.layout`` (with ``source.layout_reason``). A folder of masks is
+refused, and names that fit more than one layout are an error listing the ``layout=`` and
+``split=`` to pass.
 """
 
 from covidcxr.sources._archive import ZipLimits, ZipSource
 from covidcxr.sources._base import CatalogSource
 from covidcxr.sources._cos import COSSource, cos_client, upload_folder, upload_folder_as_zip
-from covidcxr.sources._folder import RACY_SECONDS, FolderSource
+from covidcxr.sources._folder import (
+    RACY_SECONDS,
+    FilesSource,
+    FolderSource,
+    is_glob_pattern,
+    open_local,
+)
 from covidcxr.sources._items import INFECTION_MASK, LUNG_MASK, Entry, RawItem, decode_item
 from covidcxr.sources._layouts import (
+    AUTO,
     IMAGE_SUFFIXES,
     LAYOUTS,
     QU_EX_SPLITS,
     Catalog,
+    DetectedLayout,
     catalog,
+    detect_layout,
+    is_mask_folder,
     normalize_splits,
 )
 from covidcxr.sources._masks import binary_mask, mask_boxes
-from covidcxr.sources._skips import Skipped, SkippedItemsWarning
+from covidcxr.sources._skips import ReportsSkips, Skipped, SkippedItemsWarning
 
 __all__ = [
+    "AUTO",
     "IMAGE_SUFFIXES",
     "INFECTION_MASK",
     "LAYOUTS",
@@ -54,9 +76,12 @@ __all__ = [
     "COSSource",
     "Catalog",
     "CatalogSource",
+    "DetectedLayout",
     "Entry",
+    "FilesSource",
     "FolderSource",
     "RawItem",
+    "ReportsSkips",
     "Skipped",
     "SkippedItemsWarning",
     "ZipLimits",
@@ -65,8 +90,12 @@ __all__ = [
     "catalog",
     "cos_client",
     "decode_item",
+    "detect_layout",
+    "is_glob_pattern",
+    "is_mask_folder",
     "mask_boxes",
     "normalize_splits",
+    "open_local",
     "upload_folder",
     "upload_folder_as_zip",
 ]

@@ -22,7 +22,14 @@ from typing import IO, Final
 
 from attrs import frozen
 
-from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError, UnknownLabelError
+from covidcxr.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    OutputExistsError,
+    SourceError,
+    UnknownLabelError,
+)
+from covidcxr.files import atomic_write
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.labels import canonical_label
 from covidcxr.sources._base import CatalogSource
@@ -197,17 +204,21 @@ class SafeZipArchive:
                     f"{destination}, outside {target}; nothing more is extracted"
                 )
             destination.parent.mkdir(parents=True, exist_ok=True)
+            # Atomic: an interrupted extraction leaves no truncated file that a rerun with
+            # on_exists="skip" would keep as if it were whole.
             try:
-                output = destination.open("xb")
-            except FileExistsError:
+                with (
+                    atomic_write(destination, overwrite=False) as output,
+                    self._zip.open(info) as handle,
+                ):
+                    shutil.copyfileobj(handle, output, length=_MIB)
+            except OutputExistsError:
                 if on_exists == "skip":
                     continue
                 raise SourceError(
                     f"{destination} already exists; covidcxr does not overwrite files "
                     "(extract to an empty folder, or pass on_exists='skip')"
                 ) from None
-            with output, self._zip.open(info) as handle:
-                shutil.copyfileobj(handle, output, length=_MIB)
         return target
 
     def close(self) -> None:
@@ -259,7 +270,7 @@ class ZipSource(CatalogSource):
         self,
         archive: str | os.PathLike[str] | IO[bytes],
         *,
-        layout: str = "classes",
+        layout: str = "auto",
         split: str | Sequence[str] | None = None,
         label_aliases: Mapping[str, str] | None = None,
         on_error: str = "raise",

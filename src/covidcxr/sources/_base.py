@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Final
 
-from covidcxr.errors import InvalidImageError
+import numpy as np
+
+from covidcxr.errors import InvalidImageError, SourceError
+from covidcxr.io._reader import decode_image
 from covidcxr.records import XRay
 from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
-from covidcxr.sources._layouts import Catalog, catalog
+from covidcxr.sources._layouts import AUTO, Catalog, catalog, detect_layout
 from covidcxr.sources._skips import OnError, Skipped, SkippedItemsWarning, check_on_error
 
 __all__ = ["CatalogSource"]
+
+_log = logging.getLogger("covidcxr.sources")
+
+# How many images of an automatically unlabelled source are looked at to tell
+# segmentation masks from radiographs.
+_MASK_PROBES: Final = 3
 
 
 class CatalogSource(ABC):
@@ -41,24 +52,77 @@ class CatalogSource(ABC):
         min_lesion_area: int,
     ) -> None:
         self._where = where
-        self.layout = layout
         self.on_error: OnError = check_on_error(on_error)
         self.min_side = min_side
         self.max_pixels = max_pixels
         self.min_lesion_area = min_lesion_area
         names = self._list_names()
-        self._catalog: Catalog = catalog(
-            layout,
+        self._failed: dict[str, Skipped] = {}
+        #: Why :attr:`layout` was chosen, in words.
+        self.layout_reason = f"layout={layout!r} was given"
+        automatic = layout == AUTO
+        if automatic:
+            detected = detect_layout(names, where=where, split=split, label_aliases=label_aliases)
+            layout, split, self.layout_reason = detected.layout, detected.split, detected.reason
+            _log.info("%s: layout %r: %s", where, layout, self.layout_reason)
+        #: The layout the files are read with (the one chosen, with ``layout="auto"``).
+        self.layout = layout
+        self._catalog: Catalog = self._make_catalog(
+            names, split=split, label_aliases=label_aliases, load_masks=load_masks
+        )
+        if automatic and layout == "unlabelled":
+            self._refuse_masks()
+        if self._catalog.excluded:
+            self._warn(len(self._catalog.excluded), len(names), "left out by the layout")
+
+    def _make_catalog(
+        self,
+        names: list[str],
+        *,
+        split: str | Sequence[str] | None,
+        label_aliases: Mapping[str, str] | None,
+        load_masks: bool,
+    ) -> Catalog:
+        """Catalogue the names with :attr:`layout` (sources of loose files override it)."""
+        return catalog(
+            self.layout,
             names,
-            where=where,
+            where=self._where,
             split=split,
             label_aliases=label_aliases,
             read_text=lambda name: self._read(name).decode("utf-8-sig"),
             load_masks=load_masks,
         )
-        self._failed: dict[str, Skipped] = {}
-        if self._catalog.excluded:
-            self._warn(len(self._catalog.excluded), len(names), "left out by the layout")
+
+    def _refuse_masks(self) -> None:
+        """Refuse a source whose images, read without labels, are all binary masks.
+
+        Radiographs have many grey levels; segmentation masks have two (0 and the
+        maximum). A few images spread over the catalogue are decoded; if every one of them
+        is binary and at least one is not blank, the folder holds masks.
+        """
+        entries = self._catalog.entries
+        probes = entries[:: max(1, len(entries) // _MASK_PROBES)][:_MASK_PROBES]
+        binary = 0
+        for entry in probes:
+            try:
+                data = self._read(entry.name)
+                pixels = decode_image(
+                    data, entry.name, min_side=1, max_pixels=self.max_pixels
+                ).pixels
+            except InvalidImageError:
+                return  # reading will report it, under the on_error policy
+            values = np.unique(pixels)
+            top = np.iinfo(pixels.dtype).max
+            if not set(values.tolist()) <= {0, top}:
+                return
+            binary += len(values) == 2
+        if binary:
+            raise SourceError(
+                f"{self._where}: the images look like segmentation masks (only the values 0 "
+                f"and the maximum in {len(probes)} sampled), not radiographs; open the images "
+                "folder beside them, or pass layout='unlabelled' to read them anyway"
+            )
 
     # -- what subclasses provide ------------------------------------------------------------
 

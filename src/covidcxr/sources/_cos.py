@@ -253,7 +253,7 @@ class COSSource(CatalogSource):
         self,
         bucket_prefix: str,
         *,
-        layout: str = "classes",
+        layout: str = "auto",
         split: str | Sequence[str] | None = None,
         label_aliases: Mapping[str, str] | None = None,
         on_error: str = "raise",

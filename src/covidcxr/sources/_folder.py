@@ -1,25 +1,30 @@
-"""Datasets in a local folder."""
+"""Radiographs in local files: a dataset folder, or files named one by one."""
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from covidcxr.errors import InvalidImageError, SourceError
+from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.sources._base import CatalogSource
 from covidcxr.sources._items import Entry, RawItem, read_entry
+from covidcxr.sources._layouts import AUTO, Catalog, catalog, is_mask_folder
 
-__all__ = ["RACY_SECONDS", "FolderSource"]
+__all__ = ["RACY_SECONDS", "FilesSource", "FolderSource", "is_glob_pattern", "open_local"]
 
 #: Files changed less than this many seconds ago get no fingerprint (see
 #: :meth:`FolderSource.fingerprint`): a later change within the same timestamp tick could
 #: leave their status unchanged. Two seconds covers the coarsest common clock (FAT's).
 RACY_SECONDS: Final = 2.0
+# The characters that make a glob pattern (what the glob module itself looks for).
+_GLOB_MAGIC: Final = re.compile(r"[*?[]")
 
 
 class FolderSource(CatalogSource):
@@ -36,12 +41,15 @@ class FolderSource(CatalogSource):
     root
         The dataset folder.
     layout
-        ``"classes"`` (one subfolder per class), ``"covid-qu-ex"``, ``"covid-radiography"``
-        or ``"ieee8023"``; see :mod:`covidcxr.sources`.
+        ``"auto"`` (choose from the file names, see
+        :func:`~covidcxr.sources.detect_layout`; the choice is logged and kept in
+        :attr:`layout`), ``"classes"`` (one subfolder per class), ``"covid-qu-ex"``,
+        ``"covid-radiography"``, ``"ieee8023"`` or ``"unlabelled"`` (every image below
+        ``root``, without labels); see :mod:`covidcxr.sources`.
     split
         For ``"covid-qu-ex"``: ``"Train"``, ``"Val"``, ``"Test"`` or a sequence of them
         (``None``: all). For ``"classes"``: the name(s) of split folders above the class
-        folders.
+        folders (``None`` with ``"auto"``: every split folder found).
     label_aliases
         Extra or overriding class-folder spellings, ``{folder name: canonical label}``.
     on_error
@@ -61,14 +69,23 @@ class FolderSource(CatalogSource):
         (NFS), or FUSE file systems that do not keep change times. Off, every pass reads
         and hashes the files, which is always correct.
 
+    Attributes
+    ----------
+    layout
+        The layout the files are read with (the one chosen, with ``"auto"``).
+    layout_reason
+        What decided it, in words.
+
     Raises
     ------
     SourceError
-        If ``root`` is not a folder or holds no images for the layout.
+        If ``root`` is not a folder or holds no images for the layout, or (``"auto"``) it
+        is a folder of segmentation masks.
     UnknownLabelError
         If a class folder is not a known spelling; the message lists the folders found.
     ConfigurationError
-        For an unknown layout, split or ``on_error``.
+        For an unknown layout, split or ``on_error``, or (``"auto"``) files that fit more
+        than one layout; the message lists them.
 
     Examples
     --------
@@ -82,13 +99,15 @@ class FolderSource(CatalogSource):
     (2, ('covid-19', 'normal'))
     >>> [xray.label for xray in source]
     ['covid-19', 'normal']
+    >>> source.layout, source.layout_reason
+    ('classes', "class folders ['COVID', 'NORMAL']")
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         *,
-        layout: str = "classes",
+        layout: str = "auto",
         split: str | Sequence[str] | None = None,
         label_aliases: Mapping[str, str] | None = None,
         on_error: str = "raise",
@@ -191,3 +210,199 @@ def _read_folder_item(prefix: str, entry: Entry) -> RawItem:
     return read_entry(
         entry, functools.partial(_read_file, prefix), functools.partial(_file_path, prefix)
     )
+
+
+def is_glob_pattern(text: str) -> bool:
+    """Whether ``text`` has the wildcards of a :mod:`glob` pattern (``*``, ``?``, ``[``).
+
+    Examples
+    --------
+    >>> is_glob_pattern("scans/**/*.png"), is_glob_pattern("scans/a.png")
+    (True, False)
+    """
+    return _GLOB_MAGIC.search(text) is not None
+
+
+PathLike = str | os.PathLike[str]
+
+
+class FilesSource(FolderSource):
+    """Radiographs named one by one: files, glob patterns and folders, read without labels.
+
+    What a user has at hand for prediction: one scan, a few files, ``scans/**/*.png``.
+    Files are read as a :class:`FolderSource` reads them (in worker processes by the batch
+    runner, with fingerprints for the preprocessing cache), their paths standing for names.
+    Records have ``label=None`` and the path as ``id``, in the order given (the files a
+    pattern or folder yields are sorted). Named files are read whatever their suffix (the
+    content decides the format); folders are read like ``FolderSource(folder,
+    layout="unlabelled")``: every image below, none from mask folders.
+
+    Parameters
+    ----------
+    paths
+        A path or glob pattern, or a sequence of them. Patterns are expanded with
+        :func:`glob.glob` (``**`` matches any depth) when no file has that very name.
+    layout
+        ``"auto"`` or ``"unlabelled"`` (the same here): loose files have no layout.
+    split
+        Must be ``None``.
+    label_aliases
+        Accepted for symmetry with the other sources; loose files have no class folders.
+    on_error, load_masks, min_side, max_pixels, min_lesion_area, fingerprints
+        As for :class:`FolderSource`.
+
+    Raises
+    ------
+    SourceError
+        If a path does not exist, a pattern matches nothing, a folder holds no images or
+        is a folder of masks, or an entry is a zip archive or URI (open those on their own).
+    ConfigurationError
+        For a ``layout`` other than ``"auto"``/``"unlabelled"``, or a ``split``.
+
+    Examples
+    --------
+    >>> import cv2, numpy as np, pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.png", "b.png"):
+    ...     _ = cv2.imwrite(str(folder / name), np.full((64, 64), 9, np.uint8))
+    >>> source = FilesSource([folder / "b.png", folder / "a.png"])
+    >>> [(pathlib.Path(xray.id).name, xray.label) for xray in source]
+    [('b.png', None), ('a.png', None)]
+    >>> len(FilesSource(str(folder / "*.png")))
+    2
+    """
+
+    def __init__(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        *,
+        layout: str = AUTO,
+        split: str | Sequence[str] | None = None,
+        label_aliases: Mapping[str, str] | None = None,
+        on_error: str = "raise",
+        load_masks: bool = True,
+        min_side: int = MIN_SIDE,
+        max_pixels: int = MAX_PIXELS,
+        min_lesion_area: int = 1,
+        fingerprints: bool = True,
+    ) -> None:
+        if layout not in (AUTO, "unlabelled"):
+            raise ConfigurationError(
+                f"files named one by one have no layout; got layout={layout!r} (open a "
+                "dataset folder on its own to use a layout)"
+            )
+        if split is not None:
+            raise ConfigurationError("files named one by one have no splits; leave split=None")
+        del label_aliases, load_masks  # loose files have neither class folders nor masks
+        given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        if not given:
+            raise SourceError("no files given")
+        self._given = [os.fspath(path) for path in given]
+        # Names are the paths themselves, read relative to the working directory.
+        self.root = Path(".")
+        self.fingerprints = fingerprints
+        where = self._given[0] if len(self._given) == 1 else f"{len(self._given)} paths"
+        CatalogSource.__init__(
+            self,
+            where=where,
+            layout="unlabelled",
+            split=None,
+            label_aliases=None,
+            on_error=on_error,
+            load_masks=False,
+            min_side=min_side,
+            max_pixels=max_pixels,
+            min_lesion_area=min_lesion_area,
+        )
+        self.layout_reason = "files named one by one; images are read without labels"
+
+    @functools.cached_property
+    def _prefix(self) -> str:
+        return ""
+
+    def _list_names(self) -> list[str]:
+        names: dict[str, None] = {}  # ordered and without repeats
+        for path in self._given:
+            for name in _expand(path):
+                names[name] = None
+        return list(names)
+
+    def _make_catalog(
+        self,
+        names: list[str],
+        *,
+        split: str | Sequence[str] | None,
+        label_aliases: Mapping[str, str] | None,
+        load_masks: bool,
+    ) -> Catalog:
+        return Catalog(tuple(Entry(name) for name in names), ())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r}, items={len(self)})"
+
+
+def open_local(
+    location: PathLike | Sequence[PathLike], **options: Any
+) -> FolderSource | FilesSource:
+    """Open local radiographs: a folder as a dataset, anything else as loose files.
+
+    The factory of the ``file`` scheme of :func:`covidcxr.open_source`. A folder becomes a
+    :class:`FolderSource` (its layout chosen automatically unless ``layout=`` says); a
+    file, a glob pattern or a sequence of paths becomes a :class:`FilesSource`.
+
+    Parameters
+    ----------
+    location
+        A folder, a file, a glob pattern, or a sequence of files, folders and patterns.
+    **options
+        Passed to the source (``on_error="skip"``, ``layout="covid-qu-ex"`` ...).
+    """
+    if isinstance(location, str | os.PathLike):
+        if os.path.isdir(location):
+            return FolderSource(location, **options)
+        path = os.fspath(location)
+        if not os.path.exists(path) and not is_glob_pattern(path):
+            # Said before any option is checked: a mistyped folder is the likely cause.
+            raise SourceError(f"{path}: no such file or folder")
+    return FilesSource(location, **options)
+
+
+def _expand(path: str) -> list[str]:
+    """The files one entry of :class:`FilesSource` names, as ``/``-separated paths."""
+    if "://" in path or path.lower().endswith(".zip"):
+        raise SourceError(
+            f"{path}: archives and URIs cannot be mixed with loose files; open it on its "
+            "own with covidcxr.open_source"
+        )
+    if os.path.isfile(path):
+        return [Path(path).as_posix()]
+    if os.path.isdir(path):
+        return _folder_images(path)
+    if is_glob_pattern(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise SourceError(f"{path}: no file matches this pattern")
+        names: list[str] = []
+        for match in matches:
+            names.extend(
+                _folder_images(match) if os.path.isdir(match) else [Path(match).as_posix()]
+            )
+        return names
+    raise SourceError(f"{path}: no such file or folder")
+
+
+def _folder_images(folder: str) -> list[str]:
+    """Every image below ``folder`` (none from mask folders), as ``/``-separated paths."""
+    if is_mask_folder(Path(folder).resolve().name):
+        raise SourceError(
+            f"{folder}: a folder of segmentation masks, not radiographs; name the images "
+            "folder beside it"
+        )
+    root = Path(folder)
+    relative: list[str] = []
+    for directory, folders, files in os.walk(root, followlinks=False):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        base = Path(directory).relative_to(root)
+        relative.extend((base / file).as_posix() for file in files)
+    entries = catalog("unlabelled", sorted(relative), where=folder).entries
+    return [(root / entry.name).as_posix() for entry in entries]

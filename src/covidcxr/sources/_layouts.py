@@ -5,8 +5,8 @@ prefix) into :class:`~covidcxr.sources.Entry` records, from names alone. The sam
 layouts therefore work for every source.
 
 ``"classes"``
-    ``{class}/**/*.png``: one folder per class, any nesting below it. With ``split``,
-    ``{split}/{class}/**``.
+    ``{class}/**/*.png``: one folder per class, any nesting below it (but never in a
+    mask folder). With ``split``, ``{split}/{class}/**``.
 ``"covid-qu-ex"``
     COVID-QU-Ex: ``{Train,Val,Test}/{class}/images/*.png`` with masks of the same name in
     the sibling folders ``infection masks`` and ``lung masks`` (the Test split of the
@@ -18,12 +18,20 @@ layouts therefore work for every source.
     The ieee8023 COVID-19 image data collection: ``metadata.csv`` with ``patientid``,
     ``finding``, ``view``, ``modality``, ``folder`` and ``filename`` columns. Only frontal
     X-rays are used; other rows are recorded as excluded.
+``"unlabelled"``
+    Every image below the folder, at any depth, without a label (for prediction).
+    Folders of segmentation masks (``masks``, ``lung masks``, ``infection masks`` ...) are
+    never read as radiographs.
+
+``"auto"`` (:data:`AUTO`, the sources' default) chooses among them from the names
+(:func:`detect_layout`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
@@ -37,23 +45,41 @@ from covidcxr.sources._items import INFECTION_MASK, LUNG_MASK, Entry
 from covidcxr.sources._skips import Skipped
 
 __all__ = [
+    "AUTO",
     "IMAGE_SUFFIXES",
     "LAYOUTS",
     "QU_EX_SPLITS",
     "Catalog",
+    "DetectedLayout",
     "catalog",
+    "detect_layout",
+    "is_mask_folder",
     "normalize_splits",
 ]
 
-LAYOUTS: Final[tuple[str, ...]] = ("classes", "covid-qu-ex", "covid-radiography", "ieee8023")
+LAYOUTS: Final[tuple[str, ...]] = (
+    "classes",
+    "covid-qu-ex",
+    "covid-radiography",
+    "ieee8023",
+    "unlabelled",
+)
+#: The ``layout=`` value that asks the source to choose the layout (:func:`detect_layout`).
+AUTO: Final = "auto"
 #: The split folders of COVID-QU-Ex, spelled as in the archive.
 QU_EX_SPLITS: Final[tuple[str, ...]] = ("Train", "Val", "Test")
 #: File suffixes (lower case) treated as images; everything else is ignored.
-IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
+IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".dcm", ".dicom"})
 
 _QU_EX_MASK_FOLDERS: Final = ((INFECTION_MASK, "infection masks"), (LUNG_MASK, "lung masks"))
 _IEEE_METADATA: Final = "metadata.csv"
 _IEEE_REQUIRED_COLUMNS: Final = ("patientid", "finding", "filename")
+# Folder names that usually hold one split of a dataset (compared in lower case).
+_SPLIT_LIKE: Final = frozenset(
+    {"train", "training", "val", "valid", "validation", "dev", "test", "testing"}
+    | {split.lower() for split in QU_EX_SPLITS}
+)
+_SEPARATORS: Final = re.compile(r"[\s_-]+")
 
 
 @frozen
@@ -127,12 +153,204 @@ def _labels_for(
         except UnknownLabelError:
             unknown.append(folder)
     if unknown:
+        splits = [folder for folder in unknown if folder.lower() in _SPLIT_LIKE]
+        if splits:
+            hint = (
+                f"{splits} look like split folders, not classes: pass split={splits[0]!r} "
+                "(or layout='covid-qu-ex' for COVID-QU-Ex), or leave layout='auto'"
+            )
+        else:
+            hint = (
+                f"pass label_aliases={{{unknown[0]!r}: 'pneumonia'}} (or another label) to "
+                "map them, or layout='unlabelled' to read the images without labels"
+            )
         raise UnknownLabelError(
             f"{where}: class folder(s) {unknown} are not a known spelling of "
-            f"{', '.join(LABELS)} (folders found: {folders}); pass "
-            f"label_aliases={{{unknown[0]!r}: 'pneumonia'}} (or another label) to map them"
+            f"{', '.join(LABELS)} (folders found: {folders}); {hint}"
         )
     return labels
+
+
+def is_mask_folder(name: str) -> bool:
+    """Whether a folder name says it holds segmentation masks, not radiographs.
+
+    Examples
+    --------
+    >>> [is_mask_folder(name) for name in ("lung masks", "Infection_Masks", "masks", "images")]
+    [True, True, True, False]
+    """
+    words = _SEPARATORS.sub(" ", name.lower()).strip()
+    return words in {"mask", "masks"} or words.endswith((" mask", " masks"))
+
+
+def _in_mask_folder(name: str) -> bool:
+    return any(is_mask_folder(part) for part in PurePosixPath(name).parts[:-1])
+
+
+def _is_label(folder: str, aliases: Mapping[str, str] | None) -> bool:
+    try:
+        canonical_label(folder, aliases)
+    except UnknownLabelError:
+        return False
+    return True
+
+
+@frozen
+class DetectedLayout:
+    """The layout :func:`detect_layout` chose, and why.
+
+    Parameters
+    ----------
+    layout
+        One of :data:`LAYOUTS`.
+    split
+        The ``split`` option to catalogue with (the caller's, or the split folders found).
+    reason
+        What in the names decided it, in words, for logs and ``repr``.
+    """
+
+    layout: str
+    split: tuple[str, ...] | None
+    reason: str
+
+
+def detect_layout(
+    names: Sequence[str],
+    *,
+    where: str,
+    split: str | Sequence[str] | None = None,
+    label_aliases: Mapping[str, str] | None = None,
+) -> DetectedLayout:
+    """Choose the layout of a source from its file names.
+
+    ``"ieee8023"`` when ``metadata.csv`` is at the top; ``"covid-qu-ex"`` for a
+    COVID-QU-Ex root (``{Train,Val,Test}/{class}/images``, every split unless ``split``
+    says otherwise) or one split folder of it (``{class}/images`` beside ``{class}/lung
+    masks``); ``"covid-radiography"`` for ``{class}/images`` (beside ``{class}/masks``);
+    ``"classes"`` when top folders are class names, or split folders
+    (``train/``, ``test/`` ...) holding class folders (every split unless ``split`` says
+    otherwise); otherwise ``"unlabelled"``: every image below, without labels.
+
+    Parameters
+    ----------
+    names
+        Every file in the source, as ``/``-separated relative paths.
+    where
+        The source's location; a last component naming a mask folder is refused.
+    split, label_aliases
+        As for :func:`catalog`; aliases make more folder names count as classes.
+
+    Raises
+    ------
+    SourceError
+        If ``where`` is a folder of segmentation masks, or holds no images.
+    ConfigurationError
+        If the names fit more than one layout; the message lists them and the ``layout=``
+        and ``split=`` to pass.
+
+    Examples
+    --------
+    >>> detect_layout(["Val/COVID-19/images/a.png", "Val/COVID-19/lung masks/a.png"],
+    ...               where="qu-ex").layout
+    'covid-qu-ex'
+    >>> detect_layout(["scan1.png", "more/scan2.dcm"], where="new-scans").layout
+    'unlabelled'
+    """
+    base = PurePosixPath(where.replace("\\", "/").rstrip("/")).name
+    if base and is_mask_folder(base):
+        raise SourceError(
+            f"{where}: {base!r} is a folder of segmentation masks, not radiographs; open "
+            "the images folder beside it (or pass layout='unlabelled' to read it anyway)"
+        )
+    images = [PurePosixPath(name).parts for name in names if _is_image(name)]
+    if not images:
+        raise SourceError(
+            f"{where}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files)"
+        )
+    given = None if split is None else ((split,) if isinstance(split, str) else tuple(split))
+    wanted = None if given is None else {name.lower() for name in given}
+    qu_ex_splits = {s.lower(): s for s in QU_EX_SPLITS}
+    mask_folders = {folder for _, folder in _QU_EX_MASK_FOLDERS}
+    qu_root = sorted(
+        {qu_ex_splits[p[0].lower()] for p in images
+         if len(p) == 4 and p[2] == "images" and p[0].lower() in qu_ex_splits},
+        key=QU_EX_SPLITS.index,
+    )  # fmt: skip
+    image_folders = {p[0] for p in images if len(p) == 3 and p[1] == "images"}
+    qu_split = bool(image_folders) and any(
+        len(parts) == 3 and parts[1] in mask_folders
+        for parts in (PurePosixPath(name).parts for name in names)
+    )
+    tops = {p[0] for p in images if len(p) >= 2}
+    labelled_tops = {top for top in tops if _is_label(top, label_aliases)}
+    split_tops = {
+        top for top in tops
+        if top.lower() in _SPLIT_LIKE or (wanted is not None and top.lower() in wanted)
+    }  # fmt: skip
+    wrapped = (
+        bool(tops)
+        and tops == split_tops
+        and any(len(p) >= 3 and _is_label(p[1], label_aliases) for p in images)
+    )
+
+    candidates: list[DetectedLayout] = []
+    if _IEEE_METADATA in names:
+        candidates.append(DetectedLayout("ieee8023", given, f"{_IEEE_METADATA} at the top"))
+    if qu_root:
+        chosen = "all splits" if given is None else f"split={list(given)}"
+        candidates.append(
+            DetectedLayout(
+                "covid-qu-ex", given, f"a COVID-QU-Ex root with {', '.join(qu_root)} ({chosen})"
+            )
+        )
+    elif qu_split:
+        candidates.append(
+            DetectedLayout("covid-qu-ex", given, "one COVID-QU-Ex split folder ({class}/images "
+                           "beside {class}/lung masks)")
+        )  # fmt: skip
+    elif image_folders & labelled_tops:
+        candidates.append(DetectedLayout("covid-radiography", given, "{class}/images folders"))
+    if labelled_tops and not qu_split and not (image_folders & labelled_tops):
+        candidates.append(DetectedLayout("classes", given, f"class folders {sorted(tops)}"))
+    elif wrapped and not qu_root:
+        chosen_splits = given if given is not None else tuple(sorted(split_tops))
+        candidates.append(
+            DetectedLayout(
+                "classes",
+                chosen_splits,
+                f"split folders {sorted(split_tops)} holding class folders",
+            )
+        )
+    loose = sum(len(parts) == 1 for parts in images)
+    if loose and any(c.layout == "classes" for c in candidates):
+        # The classes layout would leave them out without a word.
+        candidates.append(
+            DetectedLayout("unlabelled", None, f"{loose} image(s) directly in the folder")
+        )
+    if len(candidates) > 1:
+        options = "; ".join(
+            f"layout={c.layout!r}"
+            + (f", split={list(c.split)!r}" if c.split else "")
+            + f" ({c.reason})"
+            for c in candidates
+        )
+        raise ConfigurationError(
+            f"{where}: the files fit more than one layout; choose one: {options}"
+        )
+    if candidates:
+        return candidates[0]
+    if label_aliases:
+        # Aliases say the folders are classes: let the classes layout name the unknown ones.
+        return DetectedLayout("classes", given, "label_aliases were given")
+    skipped = sorted(top for top in tops if is_mask_folder(top))
+    where_found = (
+        f"folders {sorted(tops)}" + (f"; mask folders {skipped} skipped" if skipped else "")
+        if tops
+        else "images directly in the folder"
+    )
+    return DetectedLayout(
+        "unlabelled", given, f"no class folders ({where_found}); images are read without labels"
+    )
 
 
 def catalog(
@@ -150,7 +368,7 @@ def catalog(
     Parameters
     ----------
     layout
-        One of :data:`LAYOUTS`.
+        One of :data:`LAYOUTS` (choose with :func:`detect_layout` for :data:`AUTO`).
     names
         Every file in the source, as ``/``-separated relative paths.
     where
@@ -178,6 +396,8 @@ def catalog(
     splits = normalize_splits(layout, split)
     if layout == "classes":
         result = _classes(names, splits, label_aliases, where)
+    elif layout == "unlabelled":
+        result = _unlabelled(names)
     elif layout == "covid-qu-ex":
         result = _qu_ex(names, splits, label_aliases, where, load_masks)
     elif layout == "covid-radiography":
@@ -202,7 +422,7 @@ def _classes(
     chosen: list[tuple[str, str, str | None]] = []  # (name, class folder, split)
     for name in names:
         parts = PurePosixPath(name).parts
-        if not _is_image(name):
+        if not _is_image(name) or _in_mask_folder(name):
             continue
         if by_split is None:
             if len(parts) >= 2:
@@ -217,6 +437,11 @@ def _classes(
     return Catalog(tuple(entries), ())
 
 
+def _unlabelled(names: Sequence[str]) -> Catalog:
+    entries = [Entry(name) for name in names if _is_image(name) and not _in_mask_folder(name)]
+    return Catalog(tuple(sorted(entries, key=lambda entry: entry.name)), ())
+
+
 def _qu_ex(
     names: Sequence[str],
     splits: tuple[str, ...] | None,
@@ -226,26 +451,56 @@ def _qu_ex(
 ) -> Catalog:
     wanted = {name.lower(): name for name in (splits or QU_EX_SPLITS)}
     present = set(names)
-    images: list[tuple[str, str, str, str]] = []  # (name, split, class folder, file name)
+    # (name, split, folder holding the class folders ("" or "Val/"), class folder, file name)
+    images: list[tuple[str, str | None, str, str, str]] = []
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) != 4 or parts[2] != "images" or not _is_image(name):
-            continue
-        if parts[0].lower() in wanted:
-            images.append((name, wanted[parts[0].lower()], parts[1], parts[3]))
-    labels = _labels_for((folder for _, _, folder, _ in images), aliases, where)
+        if (
+            len(parts) == 4
+            and parts[2] == "images"
+            and _is_image(name)
+            and parts[0].lower() in wanted
+        ):
+            images.append((name, wanted[parts[0].lower()], parts[0] + "/", parts[1], parts[3]))
+    if not images:
+        images = _qu_ex_split_folder(names, splits, where)
+    labels = _labels_for((folder for _, _, _, folder, _ in images), aliases, where)
     entries = []
-    for name, split, folder, file_name in sorted(images):
+    for name, split, base, folder, file_name in sorted(images, key=lambda image: image[0]):
         masks = {}
         for key, mask_folder in _QU_EX_MASK_FOLDERS:
-            mask_name = f"{PurePosixPath(name).parts[0]}/{folder}/{mask_folder}/{file_name}"
+            mask_name = f"{base}{folder}/{mask_folder}/{file_name}"
             if mask_name in present:
                 masks[key] = mask_name
-        meta = {"split": split, "annotated": INFECTION_MASK in masks}
+        meta: dict[str, object] = {"annotated": INFECTION_MASK in masks}
+        if split is not None:
+            meta["split"] = split
         entries.append(
             Entry(name, label=labels[folder], masks=masks if load_masks else {}, meta=meta)
         )
     return Catalog(tuple(entries), ())
+
+
+def _qu_ex_split_folder(
+    names: Sequence[str], splits: tuple[str, ...] | None, where: str
+) -> list[tuple[str, str | None, str, str, str]]:
+    """The images of one COVID-QU-Ex split folder: ``{class}/images/*``."""
+    images = [
+        (name, parts[0], parts[2])
+        for name in names
+        if _is_image(name) and len(parts := PurePosixPath(name).parts) == 3 and parts[1] == "images"
+    ]
+    if not images:
+        return []
+    if splits is not None:
+        raise ConfigurationError(
+            f"{where}: this is one COVID-QU-Ex split folder ({{class}}/images), not the "
+            "root holding Train, Val and Test; leave split=None, or open the root"
+        )
+    # The folder's own name says which split it is, when it is spelled as in the archive.
+    base = PurePosixPath(where.replace("\\", "/").rstrip("/")).name.lower()
+    split = {name.lower(): name for name in QU_EX_SPLITS}.get(base)
+    return [(name, split, "", folder, file_name) for name, folder, file_name in images]
 
 
 def _radiography(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal, cast
+from typing import Final, Literal, Protocol, cast, runtime_checkable
 
 from attrs import frozen
 
 from covidcxr.errors import ConfigurationError
 
-__all__ = ["ON_ERROR_CHOICES", "OnError", "Skipped", "SkippedItemsWarning", "check_on_error"]
+__all__ = [
+    "ON_ERROR_CHOICES",
+    "OnError",
+    "ReportsSkips",
+    "Skipped",
+    "SkippedItemsWarning",
+    "check_on_error",
+]
 
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES: Final[tuple[str, ...]] = ("raise", "skip")
@@ -33,6 +40,20 @@ class Skipped:
 
     path: str
     reason: str
+
+
+@runtime_checkable
+class ReportsSkips(Protocol):
+    """A source that lists the items it did not yield (every catalogued source does).
+
+    Items appear in :attr:`skipped` when the layout leaves them out, or, with
+    ``on_error="skip"``, once an iteration has found them unreadable.
+    """
+
+    @property
+    def skipped(self) -> tuple[Skipped, ...]:
+        """The items not yielded, with reasons."""
+        ...
 
 
 class SkippedItemsWarning(UserWarning):
