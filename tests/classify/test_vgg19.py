@@ -769,3 +769,11 @@ def test_set_params_refuses_an_unknown_name() -> None:
     assert classifier.epochs == 3
     with pytest.raises(ConfigurationError, match="no parameter 'epoch'"):
         classifier.set_params(epoch=3)
+
+
+def test_feature_extraction_is_logged_for_covidcxr_verbose(
+    train_xrays: list[XRay], tiny: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="covidcxr"):
+        VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays[:6])
+    assert any("frozen backbone's features" in r.getMessage() for r in caplog.records)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import os
 import tempfile
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     import keras
 
 __all__ = ["FROM_SCRATCH", "SHUFFLE_BUFFER", "VGG19Classifier"]
+
+_log = logging.getLogger(__name__)
 
 #: Images held by the shuffle buffer when the training input cannot be indexed.
 SHUFFLE_BUFFER = 1024
@@ -573,6 +576,13 @@ class VGG19Classifier(SetParamsMixin):
 
         if self.uses_feature_cache:
             views = self.augmentation_views if self.augmentation else 1
+            # The longest silent step of the frozen recipe: shown with ``covidcxr -v``.
+            _log.info(
+                "computing the frozen backbone's features (%d view(s) of every training "
+                "image) before the %d head epochs",
+                views,
+                self.epochs,
+            )
             rotation = (float(self.augmentation), self.seed) if self.augmentation else None
             stats = ScanStats(fingerprint=True)
             features = self._extract(
