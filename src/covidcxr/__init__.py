@@ -33,6 +33,7 @@ with an underscore are private.
 """
 
 import importlib
+import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,10 @@ from covidcxr.labels import LABELS
 from covidcxr.plugins import create_classifier, create_detector, create_preprocessor, open_source
 from covidcxr.protocols import Classifier, DatasetSource, Evaluator, LesionDetector, Preprocessor
 from covidcxr.records import Box, Detection, GroundTruth, Prediction, XRay
+
+# A library logs and lets the application decide what is shown (the command line does,
+# from its -v count): without this handler, Python would print WARNING records itself.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from covidcxr.classify import VGG19Classifier

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,8 +18,14 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 import covidcxr
+from covidcxr._logging import configure_console, import_tensorflow
 from covidcxr._plain import option_from_text
-from covidcxr.errors import CovidCXRError, InvalidImageError, OutputExistsError
+from covidcxr.errors import (
+    CovidCXRError,
+    InvalidImageError,
+    OutputExistsError,
+    WeightsUnavailableError,
+)
 from covidcxr.files import check_new_files, check_output_directory, write_text
 from covidcxr.plugins import Registration
 from covidcxr.records import detection_to_dict
@@ -37,10 +44,24 @@ _LISTINGS: tuple[tuple[str, Callable[[], Mapping[str, Registration]]], ...] = (
 )
 
 
+# Commands that run a Keras model: TensorFlow is imported (quietly) before they start.
+_TENSORFLOW_COMMANDS = frozenset({"train", "predict", "evaluate", "demo", "detect"})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(covidcxr.__version__, prog_name="covidcxr")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Show more: -v adds the library's log, -vv also TensorFlow's own messages.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Chest X-ray analysis: classify radiographs and box their lesions."""
+    configure_console(verbose)
+    if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS:
+        import_tensorflow(verbose)
 
 
 @cli.command("plugins")
@@ -639,6 +660,20 @@ def _detections_output(
     return detections_table(output, overwrite=overwrite)
 
 
+def _command_line_advice(error: WeightsUnavailableError) -> str:
+    """The error's advice in the command line's terms: TOML options, not Python arguments."""
+    text = str(error).replace("weights=None", 'weights = "none"')
+    text = re.sub(r"weights='([^']*)'", r'weights = "\1"', text)
+    text = re.sub(r"\bpass (weights = )", r"set \1", text)
+    text = re.sub(r"\b(\w+)=True\b", r"\1 = true", text)
+    return (
+        f"{text} On the command line these are [classifier] options of the pipeline TOML "
+        'file given with --config (with weights = "none" use the from-scratch options of '
+        "covidcxr.classify.FROM_SCRATCH; without --config, train falls back to them "
+        "itself when the ImageNet weights cannot be downloaded)."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; covidcxr errors become a one-line message and exit status 1."""
     try:
@@ -649,6 +684,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except WeightsUnavailableError as exc:
+        click.echo(f"error: {_command_line_advice(exc)}", err=True)
+        sys.exit(1)
     except CovidCXRError as exc:
         # One line, whatever the message holds: a log shows one line per failure.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import numpy as np
 from attrs import frozen
 
@@ -93,6 +94,17 @@ def demo_config(size: int = 64, *, epochs: int = 30, seed: int = 0) -> PipelineC
             "evaluation": {"n_bootstrap": 1000, "seed": seed},
         }
     )
+
+
+NO_LESIONS_NOTE: Final = (
+    "The data carry no lesion boxes or infection masks, so the demo classifies only: "
+    "the lesion detector needs them to learn."
+)
+
+
+def _shows_a_lesion(xray: XRay) -> bool:
+    mask = xray.meta.get("infection_mask")
+    return bool(xray.boxes) or (mask is not None and bool(np.any(np.asarray(mask))))
 
 
 @frozen
@@ -240,6 +252,10 @@ def run_demo(
         parts = split_dataset(sample, test_size=0.25, val_size=0.15, seed=seed)
         train, validation, test = list(parts.train), list(parts.val), list(parts.test)
         notes = [REAL_DATA_NOTE]
+        if config is None and not any(_shows_a_lesion(xray) for xray in train):
+            # Class folders carry no lesion annotation: a detector could learn nothing.
+            pipeline = Pipeline(attrs.evolve(pipeline.config, detector=None), progress=progress)
+            notes.append(NO_LESIONS_NOTE)
         title = f"covidcxr demo on {Path(data).name}"
     pipeline.fit(train, validation=validation)
     # The demo's folder is written as a unit: a second run replaces the first's whole.

@@ -13,11 +13,13 @@ effect at once.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
@@ -27,7 +29,7 @@ import pluggy
 from attrs import frozen
 
 from covidcxr import hookspecs
-from covidcxr.errors import PluginError, UnknownNameError
+from covidcxr.errors import ConfigurationError, PluginError, UnknownNameError
 from covidcxr.protocols import Classifier, DatasetSource, LesionDetector, Preprocessor
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "available_detectors",
     "available_preprocessors",
     "available_sources",
+    "check_options",
     "create_classifier",
     "create_detector",
     "create_preprocessor",
@@ -63,6 +66,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
 )
 
 _NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+_UNEXPECTED_KEYWORD: Final = re.compile(r"unexpected keyword argument '(?P<key>[^']+)'")
 _URI_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
 
 _T = TypeVar("_T")
@@ -288,16 +292,117 @@ def available_classifiers() -> Mapping[str, Registration]:
     return _collect("classifier")
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``choices``, or ``""`` if none is close.
+
+    Examples
+    --------
+    >>> did_you_mean("epoch", ["epochs", "seed"])
+    " Did you mean 'epochs'?"
+    >>> did_you_mean("zzz", ["epochs"])
+    ''
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def _lookup(kind: str, name: str, registry: Mapping[str, Registration]) -> Registration:
     try:
         return registry[name]
     except KeyError:
         known = ", ".join(repr(key) for key in registry) or "none"
         raise UnknownNameError(
-            f"no {kind} named {name!r} is registered (available: {known}); "
-            "is the plugin that provides it installed and allowed by "
+            f"no {kind} named {name!r} is registered.{did_you_mean(name, registry)} "
+            f"Available: {known}; is the plugin that provides it installed and allowed by "
             f"{ALLOW_LIST_ENV}?"
         ) from None
+
+
+def _declared_options(factory: Callable[..., Any]) -> tuple[str, ...] | None:
+    """The keyword options ``factory`` declares, or ``None`` if it takes ``**options``."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in keywords)
+
+
+def _default_options(registration: Registration) -> tuple[str, ...] | None:
+    """The options a ``**options`` factory forwards, from a default build's ``get_params()``.
+
+    ``None`` when that cannot be had (the factory needs options to build anything).
+    """
+    if registration.kind == "source":
+        return None  # a source needs its location; nothing to build by default
+    try:
+        built = registration.factory()
+        params = built.get_params()
+    except Exception:  # noqa: BLE001 - only a hint for an error message is at stake
+        return None
+    return tuple(params) if isinstance(params, Mapping) else None
+
+
+def check_options(
+    kind: str, name: str, options: Mapping[str, Any], *, where: str | None = None
+) -> None:
+    """Refuse options the factory registered as ``name`` does not declare.
+
+    Only factories with an explicit signature (a class such as
+    :class:`~covidcxr.VGG19Classifier`) are checked; one that takes ``**options`` is left
+    to refuse unknown options itself when it is called.
+
+    Parameters
+    ----------
+    kind
+        ``"detector"``, ``"source"``, ``"preprocessor"`` or ``"classifier"``.
+    name
+        The registered name.
+    options
+        The options that would be passed.
+    where
+        What to name in the message instead of the component (a configuration table).
+
+    Raises
+    ------
+    UnknownNameError
+        If nothing is registered as ``name`` (the message suggests the closest name).
+    ConfigurationError
+        For an option the factory does not take; the message names it, suggests the
+        closest valid option and lists them all.
+
+    Examples
+    --------
+    >>> check_options("classifier", "vgg19", {"epoch": 3})
+    Traceback (most recent call last):
+    ...
+    covidcxr.errors.ConfigurationError: classifier 'vgg19' has no option 'epoch'. Did you ...
+    """
+    registry = _collect(kind)
+    registration = _lookup(kind, name, registry)
+    declared = _declared_options(registration.factory)
+    if declared is None:
+        return
+    _refuse_unknown(registration, options, declared, where)
+
+
+def _refuse_unknown(
+    registration: Registration,
+    options: Mapping[str, Any],
+    declared: Sequence[str],
+    where: str | None,
+) -> None:
+    unknown = [key for key in options if key not in declared]
+    if not unknown:
+        return
+    key = unknown[0]
+    what = where or f"{registration.kind} {registration.name!r}"
+    raise ConfigurationError(
+        f"{what} has no option {key!r}.{did_you_mean(key, declared)} "
+        f"Its options: {', '.join(declared)}"
+    )
 
 
 # What a freshly built component must have, by role. Methods only: fitted attributes such
@@ -313,7 +418,25 @@ _REQUIRED_METHODS: Final[Mapping[str, tuple[str, ...]]] = {
 
 
 def _build(registration: Registration, expected: type[_T], *args: Any, **options: Any) -> _T:
-    built = registration.factory(*args, **options)
+    declared = _declared_options(registration.factory)
+    if declared is not None:
+        _refuse_unknown(registration, options, declared, None)
+    try:
+        built = registration.factory(*args, **options)
+    except TypeError as exc:
+        # A ``**options`` factory passed on an option its class does not take: say which
+        # component it was for, and what it could have been.
+        unexpected = _UNEXPECTED_KEYWORD.search(str(exc))
+        if unexpected is None or unexpected["key"] not in options:
+            raise
+        known = _default_options(registration)
+        if known is None:
+            raise ConfigurationError(
+                f"{registration.kind} {registration.name!r} has no option "
+                f"{unexpected['key']!r} ({exc})"
+            ) from exc
+        _refuse_unknown(registration, {unexpected["key"]: None}, known, None)
+        raise  # pragma: no cover - the option is not among ``known``, so refused above
     missing = [
         name
         for name in _REQUIRED_METHODS[registration.kind]

@@ -54,6 +54,10 @@ def valid_xrays() -> list[XRay]:
 TINY: dict[str, Any] = {
     "input_size": 32,
     "weights": None,
+    # A frozen random base: only the head trains, on cached features. Never a model
+    # anyone wants (so "auto" does not choose it), but the quickest way to test the
+    # training machinery.
+    "trainable_blocks": 0,
     "width_multiplier": 0.125,
     "dense_units": 16,
     "batch_size": 8,

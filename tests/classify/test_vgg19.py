@@ -17,7 +17,7 @@ import pytest
 
 import covidcxr
 from covidcxr import XRay
-from covidcxr.classify import PixelRangeWarning, VGG19Classifier
+from covidcxr.classify import FROM_SCRATCH, PixelRangeWarning, VGG19Classifier
 from covidcxr.classify import _weights as weights_module
 from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
 from covidcxr.errors import (
@@ -63,10 +63,32 @@ def test_defaults_are_the_published_recipe() -> None:
     params = VGG19Classifier().get_params()
     assert params["input_size"] == 224
     assert params["weights"] == "imagenet"
-    assert params["trainable_blocks"] == 0
+    assert params["trainable_blocks"] == "auto"
+    assert VGG19Classifier().n_trainable_blocks == 0  # ImageNet weights: a frozen base
     assert (params["optimizer"], params["learning_rate"], params["momentum"]) == ("sgd", 1e-3, 0.0)
     assert (params["batch_size"], params["epochs"]) == (64, 100)
     assert (params["dense_units"], params["dropout"], params["augmentation"]) == (512, 0.5, 15.0)
+
+
+def test_without_pretrained_weights_the_whole_network_trains_by_default() -> None:
+    # A frozen random base predicts one class for everything; weights=None alone must
+    # not give that.
+    scratch = VGG19Classifier(weights=None)
+    assert scratch.n_trainable_blocks == 5
+    assert not scratch.uses_feature_cache
+    assert VGG19Classifier(weights="backbone.weights.h5").n_trainable_blocks == 0
+
+
+def test_the_from_scratch_recipe_learns_the_toy_problem(
+    train_xrays: list[XRay], valid_xrays: list[XRay]
+) -> None:
+    # At 32 px and an eighth of the width, with batches of 8, for speed.
+    recipe = {**FROM_SCRATCH, "input_size": 32, "width_multiplier": 0.125, "batch_size": 8}
+    classifier = VGG19Classifier(**{**recipe, "dense_units": 16}).fit(train_xrays)
+    accuracy = np.mean(
+        [p == x.label for p, x in zip(classifier.predict(valid_xrays), valid_xrays, strict=True)]
+    )
+    assert accuracy >= 2 / 3
 
 
 def test_init_only_stores_parameters() -> None:
@@ -747,3 +769,11 @@ def test_set_params_refuses_an_unknown_name() -> None:
     assert classifier.epochs == 3
     with pytest.raises(ConfigurationError, match="no parameter 'epoch'"):
         classifier.set_params(epoch=3)
+
+
+def test_feature_extraction_is_logged_for_covidcxr_verbose(
+    train_xrays: list[XRay], tiny: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="covidcxr"):
+        VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays[:6])
+    assert any("frozen backbone's features" in r.getMessage() for r in caplog.records)

@@ -36,6 +36,8 @@ def data_with_a_broken_file(tmp_path: Path) -> Path:
 @pytest.fixture(params=["preprocessed", "as read"])
 def config(request: pytest.FixtureRequest, test_config: dict[str, Any]) -> dict[str, Any]:
     # Both data paths: through preprocess_batch, and straight from the source.
+    # A detector that is not trained: class folders carry no lesion boxes to learn from.
+    test_config["detector"] = {"name": "test-fixed"}
     if request.param == "as read":
         test_config["preprocessor"] = None
     return test_config

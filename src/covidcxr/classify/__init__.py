@@ -18,6 +18,6 @@ normalisation matches the weights:
 """
 
 from covidcxr.classify._inputs import PixelRangeWarning
-from covidcxr.classify._vgg19 import VGG19Classifier
+from covidcxr.classify._vgg19 import FROM_SCRATCH, VGG19Classifier
 
-__all__ = ["PixelRangeWarning", "VGG19Classifier"]
+__all__ = ["FROM_SCRATCH", "PixelRangeWarning", "VGG19Classifier"]

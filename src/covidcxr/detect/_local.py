@@ -24,6 +24,7 @@ from covidcxr._params import SetParamsMixin
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
+from covidcxr.protocols import EpochCallback
 from covidcxr.records import Detection, XRay
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LocalDetector", "mask_to_detections"]
@@ -47,7 +48,10 @@ _PARAMS: Final = (
     "seed",
     "threads",
     "verbose",
+    "on_epoch_end",
 )
+# Run-time wiring, not configuration: never written into a saved detector.
+_UNSAVED: Final = frozenset({"on_epoch_end"})
 
 
 def keras_module(threads: int | None = None) -> Any:
@@ -206,7 +210,12 @@ class LocalDetector(SetParamsMixin):
     threads
         Cap on TensorFlow's CPU threads (effective only before TensorFlow first runs).
     verbose
-        Keras's training verbosity.
+        Keras's training verbosity (``1`` prints a progress bar per epoch).
+    on_epoch_end
+        ``on_epoch_end(epoch, logs)``, called after each training epoch (1-based) with
+        its ``loss`` (and ``val_loss``): progress reporting, as
+        :class:`~covidcxr.VGG19Classifier` does; ``Pipeline(progress=True)`` sets it to
+        drive a progress bar. Never saved.
 
     Examples
     --------
@@ -232,6 +241,7 @@ class LocalDetector(SetParamsMixin):
         seed: int = 0,
         threads: int | None = None,
         verbose: int = 0,
+        on_epoch_end: EpochCallback | None = None,
     ) -> None:
         if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
             raise ConfigurationError(
@@ -256,6 +266,7 @@ class LocalDetector(SetParamsMixin):
         self.seed = seed
         self.threads = threads
         self.verbose = verbose
+        self.on_epoch_end = on_epoch_end
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters, by name (``deep`` is for :func:`sklearn.base.clone`)."""
@@ -285,6 +296,19 @@ class LocalDetector(SetParamsMixin):
             raise InvalidImageError("fit needs at least one radiograph")
         return np.stack(images), np.stack(masks)
 
+    def _lesion_targets(self, xrays: Iterable[XRay]) -> tuple[NDArray[Any], NDArray[Any]]:
+        images, masks = self._arrays(xrays)
+        if not masks.any():
+            # With nothing to find, the network learns a constant map; thresholded, that
+            # is either nothing or one box over every image, never a detector.
+            raise ConfigurationError(
+                f"LocalDetector.fit: none of the {len(images)} training radiographs has a "
+                "lesion box or infection mask (meta['infection_mask']), so there is "
+                "nothing to learn; train on data with lesion masks or boxes (a COVID-QU-Ex "
+                "checkout, layout='covid-qu-ex'), or leave the detector out"
+            )
+        return images, masks
+
     # -- training --------------------------------------------------------------------------
 
     def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
@@ -292,7 +316,7 @@ class LocalDetector(SetParamsMixin):
 
         Each radiograph's target is ``meta["infection_mask"]`` when present, else its
         :attr:`~covidcxr.XRay.boxes` filled in; radiographs with neither are lesion-free
-        examples.
+        examples, but at least one radiograph must show a lesion.
 
         Parameters
         ----------
@@ -305,16 +329,30 @@ class LocalDetector(SetParamsMixin):
         -------
         LocalDetector
             ``self``, with ``model_`` and ``history_`` set.
+
+        Raises
+        ------
+        ConfigurationError
+            If no training radiograph has a lesion box or a non-empty infection mask.
         """
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
-        images, masks = self._arrays(xrays)
+        images, masks = self._lesion_targets(xrays)
         model = build_network(keras, self.input_size, self.base_filters, self.depth, self.augment)
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=_dice_bce_loss(keras),
         )
-        callbacks = []
+        callbacks: list[Any] = []
+        if self.on_epoch_end is not None:
+            report = self.on_epoch_end
+            callbacks.append(
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: report(
+                        epoch + 1, {key: float(value) for key, value in (logs or {}).items()}
+                    )
+                )
+            )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
@@ -399,7 +437,7 @@ class LocalDetector(SetParamsMixin):
         """
         model = self._require_fitted()
         metadata = {
-            "params": self.get_params(),
+            "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": getattr(self, "history_", {}),
             "n_training_images": getattr(self, "n_training_images_", None),
         }

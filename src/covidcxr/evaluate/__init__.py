@@ -11,7 +11,12 @@ from covidcxr.evaluate._detection import (
     match_detections,
     mean_average_precision,
 )
-from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
+from covidcxr.evaluate._evaluator import (
+    ClassificationEvaluator,
+    EvaluationReport,
+    OneClassPredictionWarning,
+    one_class_warning,
+)
 from covidcxr.evaluate._metrics import (
     AveragedScores,
     Calibration,
@@ -53,6 +58,7 @@ __all__ = [
     "EvaluationReport",
     "ImageDetectionFigures",
     "ImageMatch",
+    "OneClassPredictionWarning",
     "PrecisionRecallCurve",
     "ReliabilityBin",
     "ReportFiles",
@@ -64,6 +70,7 @@ __all__ = [
     "figure_to_png",
     "match_detections",
     "mean_average_precision",
+    "one_class_warning",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_precision_recall_curve",

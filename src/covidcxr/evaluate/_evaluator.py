@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,68 @@ from covidcxr.evaluate._provenance import software_versions, truth_fingerprint
 from covidcxr.files import write_text
 from covidcxr.records import GroundTruth, Prediction
 
-__all__ = ["ClassificationEvaluator", "EvaluationReport"]
+__all__ = [
+    "ClassificationEvaluator",
+    "EvaluationReport",
+    "OneClassPredictionWarning",
+    "one_class_warning",
+]
+
+# A model "answers one class" when this share of at least this many predictions is one
+# class while the truths hold two classes or more.
+_ONE_CLASS_SHARE = 0.95
+_ONE_CLASS_MIN_PREDICTIONS = 20
+
+
+class OneClassPredictionWarning(UserWarning):
+    """A model predicted one class for (nearly) every radiograph of a set holding several.
+
+    Issued by :meth:`ClassificationEvaluator.evaluate` (which also adds the message to
+    the report's notes) and by :meth:`covidcxr.Pipeline.fit` on its validation set. The
+    usual causes: a backbone that did not train (a frozen *random* base), too few
+    epochs, or mis-scaled pixels (see :class:`~covidcxr.classify.PixelRangeWarning`).
+    """
+
+
+def one_class_warning(
+    truths: Sequence[str | None], predicted: Sequence[str], *, what: str
+) -> str | None:
+    """Say so when ``predicted`` is (nearly) one class although ``truths`` are not.
+
+    Parameters
+    ----------
+    truths
+        The true labels (``None`` for unlabelled radiographs, which are not counted).
+    predicted
+        The predicted labels, aligned with ``truths``.
+    what
+        Names the set in the message (``"test"``, ``"validation"``).
+
+    Returns
+    -------
+    str or None
+        The message, or ``None`` when at least 5 % of at least 20 predictions differ from
+        the most common one, or the truths hold fewer than two classes.
+
+    Examples
+    --------
+    >>> one_class_warning(["normal", "pneumonia"] * 10, ["normal"] * 20, what="test")[:58]
+    "The model predicted 'normal' for 20 of 20 test radiographs"
+    >>> one_class_warning(["normal", "pneumonia"] * 10, ["normal", "pneumonia"] * 10, what="test")
+    """
+    true_classes = {label for label in truths if label is not None}
+    if len(predicted) < _ONE_CLASS_MIN_PREDICTIONS or len(true_classes) < 2:
+        return None
+    label, count = Counter(predicted).most_common(1)[0]
+    if count < _ONE_CLASS_SHARE * len(predicted):
+        return None
+    return (
+        f"The model predicted {label!r} for {count} of {len(predicted)} {what} radiographs, "
+        f"which hold {len(true_classes)} classes: it answers one class whatever it sees. "
+        "Usual causes: a backbone that did not learn (weights=None with a frozen base: "
+        "train it from scratch, see covidcxr.classify.FROM_SCRATCH), too few epochs, or "
+        "mis-scaled pixels."
+    )
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -251,6 +314,12 @@ class ClassificationEvaluator:
             )
         classification = None
         if classes:
+            one_class = one_class_warning(
+                [t.label for t in truths], [p.label for p in predictions], what="evaluated"
+            )
+            if one_class is not None:
+                notes.append(one_class)
+                warnings.warn(one_class, OneClassPredictionWarning, stacklevel=2)
             unlabelled = [t.id for t in truths if t.label is None]
             if unlabelled:
                 raise ConfigurationError(

@@ -16,8 +16,8 @@ import attrs
 from attrs import field, frozen
 
 from covidcxr._plain import NONE, option_value, plain_data
-from covidcxr.errors import ConfigurationError
-from covidcxr.plugins import Registration
+from covidcxr.errors import ConfigurationError, UnknownNameError
+from covidcxr.plugins import Registration, check_options, did_you_mean
 
 __all__ = ["ComponentSpec", "PipelineConfig"]
 
@@ -99,12 +99,18 @@ class PipelineConfig:
         Raises
         ------
         ConfigurationError
-            For an unknown table or evaluation option, or a table without ``name``.
+            For an unknown table, component option or evaluation option (the message
+            names the table and the key and suggests the closest valid one), or a table
+            without ``name``.
+        UnknownNameError
+            For a component name that no plugin registered (the closest is suggested).
         """
         unknown = sorted(set(data) - _CONFIG_KEYS)
         if unknown:
+            tables = ", ".join(f"[{key}]" for key in sorted(_CONFIG_KEYS))
             raise ConfigurationError(
-                f"unknown configuration table(s) {unknown}; expected {sorted(_CONFIG_KEYS)}"
+                f"unknown configuration table [{unknown[0]}]."
+                f"{did_you_mean(unknown[0], _CONFIG_KEYS)} The tables are {tables}"
             )
         defaults = cls()
         specs: dict[str, ComponentSpec | None] = {}
@@ -118,12 +124,14 @@ class PipelineConfig:
                     raise ConfigurationError("[classifier] cannot be 'none': a pipeline classifies")
                 specs[key] = None
             else:
-                specs[key] = ComponentSpec.parse(table, key)
+                specs[key] = spec = ComponentSpec.parse(table, key)
+                _check_component(key, spec)
         evaluation = dict(data.get("evaluation", {}))
         bad = sorted(set(evaluation) - _EVALUATION_KEYS)
         if bad:
             raise ConfigurationError(
-                f"unknown [evaluation] option(s) {bad}; expected {sorted(_EVALUATION_KEYS)}"
+                f"[evaluation] has no option {bad[0]!r}.{did_you_mean(bad[0], _EVALUATION_KEYS)}"
+                f" Its options: {', '.join(sorted(_EVALUATION_KEYS))}"
             )
         classifier = specs["classifier"]
         if classifier is None:  # pragma: no cover - refused above
@@ -137,7 +145,10 @@ class PipelineConfig:
         Raises
         ------
         ConfigurationError
-            If the file cannot be read or parsed, naming the file.
+            If the file cannot be read or parsed, or holds an unknown table or option;
+            the message names the file, the table and the key.
+        UnknownNameError
+            For a component name that no plugin registered, naming the file.
         """
         try:
             with Path(path).open("rb") as handle:
@@ -150,6 +161,8 @@ class PipelineConfig:
             return cls.from_dict(data)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{path}: {exc}") from exc
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"{path}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (``None`` for absent components)."""
@@ -159,6 +172,17 @@ class PipelineConfig:
             "detector": self.detector.to_dict() if self.detector else None,
             "evaluation": dict(self.evaluation),
         }
+
+
+def _check_component(table: str, spec: ComponentSpec) -> None:
+    """Refuse an unregistered name or an option its factory does not take.
+
+    The message names the table and the key, with the closest valid choice.
+    """
+    try:
+        check_options(table, spec.name, spec.options, where=f"[{table}] {spec.name!r}")
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"[{table}] name = {spec.name!r}: {exc}") from exc
 
 
 def registered_name(obj: object, registry: Mapping[str, Registration], kind: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self
@@ -14,8 +15,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
-from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.evaluate._evaluator import ClassificationEvaluator, EvaluationReport
+from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.evaluate._evaluator import (
+    ClassificationEvaluator,
+    EvaluationReport,
+    OneClassPredictionWarning,
+    one_class_warning,
+)
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
@@ -81,6 +87,34 @@ def _labelled(data: Iterable[XRay], what: str) -> Iterable[XRay]:
             "with label_aliases=; predict and detect read unlabelled scans"
         )
     return data
+
+
+def _has_lesion_annotation(xray: XRay) -> bool:
+    """Whether ``xray`` shows a detector a lesion: boxes, or a non-empty infection mask."""
+    mask = xray.meta.get("infection_mask")
+    return bool(xray.boxes) or (mask is not None and bool(np.any(np.asarray(mask))))
+
+
+def _default_classifier_spec(default: ComponentSpec) -> ComponentSpec:
+    """The default classifier, or the from-scratch recipe when ImageNet weights are out of reach.
+
+    The fallback (offline machines) comes with a one-line notice.
+    """
+    from covidcxr.classify._vgg19 import FROM_SCRATCH  # noqa: PLC0415 - light, but lazy
+    from covidcxr.classify._weights import resolve_imagenet_weights  # noqa: PLC0415
+
+    try:
+        resolve_imagenet_weights()
+    except WeightsUnavailableError:
+        warnings.warn(
+            "VGG19's ImageNet weights cannot be downloaded, so the default classifier "
+            "trains from scratch (covidcxr.classify.FROM_SCRATCH: 64 px, 24 epochs); "
+            "configure [classifier] weights to choose.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return ComponentSpec(default.name, dict(FROM_SCRATCH))
+    return default
 
 
 def _without_boxes(xray: XRay) -> XRay:
@@ -244,6 +278,13 @@ class Pipeline:
         if self.classifier is not None:
             self.classifier_ = self.classifier
         else:
+            if config.classifier == PipelineConfig().classifier:
+                # Left at the library default: ImageNet transfer learning where the
+                # weights can be had, a recipe that learns offline where not.
+                config = attrs.evolve(
+                    config, classifier=_default_classifier_spec(config.classifier)
+                )
+                self.config = config
             self.classifier_ = create_classifier(
                 config.classifier.name, **config.classifier.options
             )
@@ -255,22 +296,21 @@ class Pipeline:
             self.detector_ = None
 
     @contextlib.contextmanager
-    def _epoch_progress(self) -> Iterator[None]:
-        """Show a bar of training epochs, for a classifier that reports them."""
-        classifier = self.classifier_
-        if not self.progress or not isinstance(classifier, ReportsEpochs):
+    def _epoch_progress(self, component: object, desc: str) -> Iterator[None]:
+        """Show a bar of training epochs, for a classifier or detector that reports them."""
+        if not self.progress or not isinstance(component, ReportsEpochs):
             yield
             return
         from tqdm.auto import tqdm  # noqa: PLC0415 - only when a progress bar is asked for
 
-        epochs = getattr(classifier, "epochs", None)
+        epochs = getattr(component, "epochs", None)
         bar = tqdm(
             total=epochs if isinstance(epochs, int) else None,
-            desc="train",
+            desc=desc,
             unit="epoch",
             leave=False,
         )
-        previous = classifier.on_epoch_end
+        previous = component.on_epoch_end
 
         def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
             shown = {k: f"{v:.3f}" for k, v in logs.items() if k in _SHOWN_LOGS}
@@ -280,12 +320,12 @@ class Pipeline:
                 previous(epoch, logs)
 
         reporter: EpochCallback = on_epoch_end
-        classifier.on_epoch_end = reporter
+        component.on_epoch_end = reporter
         try:
             yield
         finally:
             # The callback is not part of the configuration and is never saved.
-            classifier.on_epoch_end = previous
+            component.on_epoch_end = previous
             bar.close()
 
     def _check_fitted(self) -> None:
@@ -455,14 +495,52 @@ class Pipeline:
             self.validation_data_stats_ = self.data_stats_
         self.data_stats_ = train_stats
         self.training_fingerprint_ = train_set.fingerprint
-        with self._epoch_progress():
+        self._check_detector_data(train_set)
+        with self._epoch_progress(self.classifier_, "train"):
             self.classifier_.fit(train_set, validation=validation_set)
         history = getattr(self.classifier_, "history_", None) or {}
         self.history_ = {k: [float(v) for v in vs] for k, vs in dict(history).items()}
+        if validation_set is not None:
+            one_class = one_class_warning(
+                [xray.label for xray in validation_set],
+                list(self.classifier_.predict(validation_set)),
+                what="validation",
+            )
+            if one_class is not None:
+                warnings.warn(one_class, OneClassPredictionWarning, stacklevel=2)
         detector: object = self.detector_
         if isinstance(detector, TrainableDetector):
-            detector.fit(train_set, validation=validation_set)
+            with self._epoch_progress(detector, "detector"):
+                detector.fit(train_set, validation=validation_set)
         return self
+
+    def _check_detector_data(self, train_set: PreparedSet) -> None:
+        """Refuse to train a detector on radiographs that show it no lesion.
+
+        A detector left at the library default is dropped instead, with a notice.
+        """
+        detector: object = self.detector_
+        if not isinstance(detector, TrainableDetector) or any(
+            _has_lesion_annotation(xray) for xray in train_set
+        ):
+            return
+        if self.detector is None and self.config.detector == PipelineConfig().detector:
+            warnings.warn(
+                "the training radiographs carry no lesion boxes or masks, so the pipeline "
+                "classifies only (the default lesion detector needs them to learn)",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.config = attrs.evolve(self.config, detector=None)
+            self.detector_ = None
+            return
+        raise ConfigurationError(
+            f"the detector {type(detector).__name__} learns from lesion boxes or "
+            f"infection masks, and none of the {len(train_set)} training radiographs has "
+            'any: drop the detector (detector=None; [detector] name = "none" in a TOML '
+            "file) or train on data with lesion masks or boxes (a COVID-QU-Ex checkout, "
+            'layout="covid-qu-ex")'
+        )
 
     def iter_predict(self, source: SourceLike) -> Iterator[Prediction]:
         """Like :meth:`predict`, one prediction at a time, in bounded memory.

@@ -1,0 +1,111 @@
+"""The command line as a user meets it: offline defaults that learn, quiet output, advice."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from covidcxr.cli import cli, main
+from covidcxr.phantoms import generate_phantoms, write_phantom_dataset
+from covidcxr.pipeline import Pipeline
+
+# What TensorFlow prints at start-up unless told not to ("failed call to cuInit" on
+# machines without a GPU among them).
+NOISE = ("cuInit", "TensorFlow", "tensorflow", "oneDNN", "absl", "cudart", "cuda")
+
+
+def offline_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment of a machine that cannot download anything: an empty Keras cache,
+    and every HTTP(S) request sent to a proxy port that nothing listens on."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
+    dead = "http://127.0.0.1:9"
+    env.update(
+        KERAS_HOME=str(tmp_path / "keras"),
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+    )
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+@pytest.mark.slow
+def test_train_without_a_config_learns_offline_and_prints_no_tensorflow_noise(
+    tmp_path: Path,
+) -> None:
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=16, size=64, seed=0)
+    model = tmp_path / "model"
+    result = subprocess.run(
+        [sys.executable, "-m", "covidcxr", "train", str(data), "--out", str(model)],
+        capture_output=True,
+        text=True,
+        env=offline_environment(tmp_path),
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert not [line for line in lines if any(word in line for word in NOISE)], result.stderr
+    notices = [line for line in lines if line.startswith("warning: ")]
+    assert any("trains from scratch" in line for line in notices), result.stderr
+    assert any("no lesion boxes or masks" in line for line in notices), result.stderr
+
+    test = generate_phantoms(8, size=64, seed=7)
+    predicted = Pipeline.load(model).predict(test)
+    accuracy = np.mean([p.label == x.label for p, x in zip(predicted, test, strict=True)])
+    assert accuracy > 0.5  # chance is 1/3
+
+
+def test_a_weights_error_gives_command_line_advice_not_python(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=2, size=32, seed=0)
+    config = tmp_path / "pipeline.toml"
+    missing = tmp_path / "missing.h5"
+    config.write_text(
+        f'[classifier]\nname = "vgg19"\ninput_size = 32\nweights = "{missing}"\n'
+        '[detector]\nname = "none"\n'
+    )
+    argv = ["train", str(data), "--out", str(tmp_path / "model"), "--config", str(config)]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 1
+    (message,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert message.startswith("error: ")
+    assert "weights=None" not in message
+    assert 'weights = "none"' in message
+    assert "--config" in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "level"), [([], "WARNING"), (["-v"], "INFO"), (["-vv"], "DEBUG")]
+)
+def test_verbose_is_counted_and_sets_the_library_log_level(flags: list[str], level: str) -> None:
+    logger = logging.getLogger("covidcxr")
+    before = logger.level
+    try:
+        result = CliRunner().invoke(cli, [*flags, "plugins"])
+        assert result.exit_code == 0, result.output
+        assert logging.getLevelName(logger.level) == level
+    finally:
+        logger.setLevel(before)
+
+
+def test_the_library_logger_prints_nothing_unless_configured() -> None:
+    code = (
+        "import logging, covidcxr; "
+        "logging.getLogger('covidcxr.pipeline').warning('should not be shown')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stderr == ""
