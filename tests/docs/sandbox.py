@@ -81,6 +81,21 @@ def write_qu_ex_phantoms(root: Path, *, per_class: int, seed: int = 0) -> Path:
     return root
 
 
+def _train_model(out: Path, data: Path) -> None:
+    """``model/``, as ``covidcxr train data/cxr-train --out model/`` would save it (small)."""
+    from covidcxr import Pipeline
+
+    pipeline = Pipeline.from_dict(
+        {
+            "preprocessor": {"name": "gaussian-clahe", "output_size": 32},
+            "classifier": {"name": "vgg19", "input_size": 32, "weights": None,
+                           "batch_norm": True, "width_multiplier": 0.125, "epochs": 2},
+            "detector": None,
+        }
+    )  # fmt: skip
+    pipeline.fit(data).save(out)
+
+
 def build(root: Path) -> Path:
     """Write every file the examples name under ``root`` and return it."""
     data = root / "data"
@@ -102,6 +117,7 @@ def build(root: Path) -> Path:
         for path in sorted((data / "cxr").rglob("*.png")):
             archive.write(path, path.relative_to(data / "cxr").as_posix())
     write_qu_ex_phantoms(root / "covid-qu-ex", per_class=6)
+    _train_model(root / "model", data / "cxr-train")
     with zipfile.ZipFile(root / "covid-qu-ex.zip", "w") as archive:
         for path in sorted((root / "covid-qu-ex").rglob("*.png")):
             archive.write(path, path.relative_to(root).as_posix())

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import covidcxr
 from covidcxr.cli import main
 from covidcxr.phantoms import write_phantom_dataset
 
@@ -344,6 +345,27 @@ def test_predict_reads_a_flat_folder_of_unlabelled_images(
     code, out, err = run(["predict", str(model_dir), str(flat), "--json"], capsys)
     assert code == 0, err
     assert len(json.loads(out)) == 5
+
+
+def test_predict_writes_a_csv_for_a_folder_of_unlabelled_scans(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 11's "done when": `covidcxr predict MODEL some/folder --output preds.csv`.
+    folder = tmp_path / "some" / "folder"
+    (folder / "ward-3").mkdir(parents=True)
+    scans = sorted(phantom_dir.rglob("*.png"))[:6]
+    for i, path in enumerate(scans):
+        shutil.copy(path, (folder / "ward-3" if i % 2 else folder) / f"scan-{i}.png")
+    preds = tmp_path / "preds.csv"
+    code, _, err = run(["predict", str(model_dir), str(folder), "--output", str(preds)], capsys)
+    assert code == 0, err
+    rows = read_csv(preds)
+    assert sorted(Path(row["id"]).name for row in rows) == [f"scan-{i}.png" for i in range(6)]
+    for row in rows:
+        probabilities = [float(v) for k, v in row.items() if k.startswith("p_")]
+        assert len(probabilities) == 3
+        assert abs(sum(probabilities) - 1) < 1e-4
+        assert row["label"] in covidcxr.LABELS
 
 
 def test_predict_reads_a_single_image_file(
