@@ -27,6 +27,7 @@ PARQUET = pytest.param(
     ),
 )
 
+
 @pytest.fixture
 def server() -> Iterator[LoopbackWatsonServer]:
     with LoopbackWatsonServer(apikey=APIKEY) as running:

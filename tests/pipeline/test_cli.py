@@ -174,6 +174,7 @@ PARQUET = pytest.param(
     ),
 )
 
+
 @pytest.fixture
 def model_dir(
     config_file: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
