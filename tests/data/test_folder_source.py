@@ -88,6 +88,18 @@ def test_skip_records_broken_items_and_warns_with_a_count(classes_folder: Path) 
     assert "empty" in reasons["empty.png"]
 
 
+def test_skip_records_a_dicom_with_a_zero_window_width(classes_folder: Path, make: Any) -> None:
+    bad = make.dicom(make.gradient(dtype=np.uint16), window=(2000.0, 0.0))
+    (classes_folder / "COVID" / "zero_window.dcm").write_bytes(bad)
+    source = FolderSource(classes_folder, on_error="skip")
+    with pytest.warns(SkippedItemsWarning, match="skipped 1 of 6"):
+        xrays = list(source)
+    assert len(xrays) == 5
+    [skipped] = source.skipped
+    assert Path(skipped.path).name == "zero_window.dcm"
+    assert "WindowWidth" in skipped.reason
+
+
 def test_on_error_must_be_raise_or_skip(classes_folder: Path) -> None:
     with pytest.raises(ConfigurationError, match="on_error"):
         FolderSource(classes_folder, on_error="ignore")
