@@ -36,7 +36,10 @@ class FolderSource(CatalogSource):
     at a time, on every iteration. Records get the file path as ``id`` and
     ``meta["path"]``, the split (for layouts with splits) as ``meta["split"]``, masks as
     0/255 ``uint8`` arrays in ``meta`` (``"infection_mask"``, ``"lung_mask"``), and the
-    connected components of the infection mask as ``boxes``.
+    connected components of the infection mask as ``boxes``. A subfolder that is a
+    symbolic link is followed when its target is inside ``root``; otherwise (outside, or a
+    loop) it is listed in :attr:`skipped` with the reason and a
+    :class:`~covidcxr.sources.SkippedItemsWarning` names it.
 
     Parameters
     ----------
