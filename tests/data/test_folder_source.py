@@ -88,6 +88,59 @@ def test_skip_records_broken_items_and_warns_with_a_count(classes_folder: Path) 
     assert "empty" in reasons["empty.png"]
 
 
+def test_skip_records_a_dicom_with_a_zero_window_width(classes_folder: Path, make: Any) -> None:
+    bad = make.dicom(make.gradient(dtype=np.uint16), window=(2000.0, 0.0))
+    (classes_folder / "COVID" / "zero_window.dcm").write_bytes(bad)
+    source = FolderSource(classes_folder, on_error="skip")
+    with pytest.warns(SkippedItemsWarning, match="skipped 1 of 6"):
+        xrays = list(source)
+    assert len(xrays) == 5
+    [skipped] = source.skipped
+    assert Path(skipped.path).name == "zero_window.dcm"
+    assert "WindowWidth" in skipped.reason
+
+
+def test_a_class_folder_linked_from_inside_the_root_is_followed(
+    classes_folder: Path, tmp_path: Path
+) -> None:
+    store = classes_folder / ".store"  # hidden, so only reached through the link
+    (classes_folder / "Viral Pneumonia").rename(store)
+    (classes_folder / "Viral Pneumonia").symlink_to(store, target_is_directory=True)
+    source = FolderSource(classes_folder)
+    assert len(source) == 5
+    assert source.classes == ("covid-19", "normal", "pneumonia")
+    assert source.skipped == ()
+    ids = [xray.id for xray in source if str(xray.label) == "pneumonia"]
+    assert ids == [str(classes_folder / "Viral Pneumonia" / "img_0.png")]
+
+
+def test_a_class_folder_linked_from_outside_the_root_is_reported_not_dropped(
+    classes_folder: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    (classes_folder / "Viral Pneumonia").rename(outside)
+    link = classes_folder / "Viral Pneumonia"
+    link.symlink_to(outside, target_is_directory=True)
+    with pytest.warns(SkippedItemsWarning, match=r"symbolic link.*Viral Pneumonia"):
+        source = FolderSource(classes_folder)
+    assert len(source) == 4
+    [skipped] = source.skipped
+    assert skipped.path == str(link)
+    assert "outside" in skipped.reason
+    assert str(outside) in skipped.reason
+
+
+def test_a_folder_link_that_loops_is_reported_once_and_not_followed(
+    classes_folder: Path,
+) -> None:
+    (classes_folder / "COVID" / "again").symlink_to(classes_folder, target_is_directory=True)
+    with pytest.warns(SkippedItemsWarning, match="symbolic link"):
+        source = FolderSource(classes_folder)
+    assert len(source) == 5
+    [skipped] = source.skipped
+    assert "loop" in skipped.reason
+
+
 def test_on_error_must_be_raise_or_skip(classes_folder: Path) -> None:
     with pytest.raises(ConfigurationError, match="on_error"):
         FolderSource(classes_folder, on_error="ignore")

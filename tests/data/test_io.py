@@ -235,3 +235,36 @@ def test_read_xray_rejects_unknown_labels(make: Any, tmp_path: Path) -> None:
     path.write_bytes(make.encode(make.gradient()))
     with pytest.raises(UnknownLabelError, match="tuberculosis"):
         read_xray(path, label="tuberculosis")
+
+
+@pytest.mark.parametrize("slope", [0.0, float("nan")])
+def test_dicom_with_a_degenerate_rescale_slope_is_refused_naming_the_tag(
+    make: Any, slope: float
+) -> None:
+    data = make.dicom(make.gradient(dtype=np.uint16), slope=slope, intercept=100.0)
+    with pytest.raises(InvalidImageError, match=r"flat\.dcm: RescaleSlope \(0028,1053\)"):
+        read_image(data, source="flat.dcm")
+
+
+@pytest.mark.parametrize("width", [0.0, float("nan")])
+def test_dicom_with_a_degenerate_window_width_is_an_invalid_image(make: Any, width: float) -> None:
+    data = make.dicom(make.gradient(dtype=np.uint16), window=(2000.0, width))
+    with pytest.raises(InvalidImageError, match=r"win\.dcm: WindowWidth \(0028,1051\)"):
+        read_image(data, source="win.dcm")
+
+
+def test_dicom_voi_lut_shorter_than_its_descriptor_is_an_invalid_image(make: Any) -> None:
+    import io
+
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    dataset = pydicom.dcmread(io.BytesIO(make.dicom(make.gradient(dtype=np.uint16))))
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.LUTData = np.arange(100, dtype=np.uint16).tobytes()
+    dataset.VOILUTSequence = [lut]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    with pytest.raises(InvalidImageError, match=r"lut\.dcm: VOILUTSequence item 0: LUTData"):
+        read_image(buffer.getvalue(), source="lut.dcm")

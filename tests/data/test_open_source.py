@@ -12,7 +12,7 @@ import pytest
 
 import covidcxr
 from covidcxr.errors import ConfigurationError, SourceError
-from covidcxr.sources import FilesSource, FolderSource
+from covidcxr.sources import FilesSource, FolderSource, SkippedItemsWarning
 
 
 @pytest.fixture
@@ -60,6 +60,20 @@ def test_folders_in_a_sequence_give_every_image_below_them(scans: Path, make: An
     (other / "d.png").write_bytes(make.encode(make.gradient(seed=4)))
     source = covidcxr.open_source([other, scans / "old"])
     assert [Path(x.id).name for x in source] == ["d.png", "c.png"]
+
+
+def test_a_linked_folder_outside_a_listed_folder_is_reported(scans: Path, make: Any) -> None:
+    other = scans.parent / "more"
+    other.mkdir()
+    (other / "d.png").write_bytes(make.encode(make.gradient(seed=4)))
+    (scans / "old" / "linked").symlink_to(other, target_is_directory=True)
+    with pytest.warns(SkippedItemsWarning, match="linked"):
+        source = covidcxr.open_source([scans / "a.png", scans / "old"])
+    assert isinstance(source, FilesSource)
+    assert [Path(x.id).name for x in source] == ["a.png", "c.png"]
+    [skipped] = source.skipped
+    assert skipped.path == str(scans / "old" / "linked")
+    assert "outside" in skipped.reason
 
 
 def test_a_glob_pattern_is_expanded_recursively_and_sorted(scans: Path) -> None:

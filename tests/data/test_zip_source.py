@@ -105,6 +105,17 @@ def test_symlink_member_refuses_the_archive(tmp_path: Path, make: Any) -> None:
         ZipSource(archive)
 
 
+def test_a_member_name_given_twice_refuses_the_archive(tmp_path: Path, make: Any) -> None:
+    archive = tmp_path / "twice.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("COVID/a.png", make.encode(make.gradient(seed=1)))
+        handle.writestr("Normal/b.png", make.encode(make.gradient(seed=2)))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            handle.writestr("COVID/a.png", make.encode(make.gradient(seed=3)))
+    with pytest.raises(SourceError, match=r"twice\.zip: member 'COVID/a\.png' appears more"):
+        ZipSource(archive)
+
+
 def test_highly_compressed_member_is_refused_as_a_bomb(tmp_path: Path) -> None:
     archive = _zip_members(tmp_path / "bomb.zip", {"COVID/bomb.png": b"\0" * (8 << 20)})
     with pytest.raises(SourceError, match="compression ratio"):

@@ -18,6 +18,8 @@ with 8 bits and no LUTs stay ``uint8``.
 from __future__ import annotations
 
 import io
+import math
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,8 +65,11 @@ def decode_dicom(
     Raises
     ------
     InvalidImageError
-        For unreadable files, multi-frame or colour images, images over ``max_pixels``, and
-        compressed transfer syntaxes no installed pydicom plugin can decode.
+        For unreadable files, multi-frame or colour images, images over ``max_pixels``,
+        compressed transfer syntaxes no installed pydicom plugin can decode, and display
+        tags that would turn the image into something else than what was scanned (a
+        ``RescaleSlope`` of 0 or NaN, a ``WindowWidth`` below 1, a VOI LUT shorter than its
+        descriptor).
     ImportError
         If pydicom is not installed (``pip install covidcxr[dicom]``).
     """
@@ -100,7 +105,7 @@ def decode_dicom(
         for keyword, key in _META_KEYWORDS.items()
         if dataset.get(keyword) not in (None, "")
     }
-    return _display_values(stored, dataset, photometric), meta
+    return _display_values(stored, dataset, photometric, source), meta
 
 
 def _check_dataset(dataset: Any, source: str | None, max_pixels: int) -> str:
@@ -131,7 +136,75 @@ def _check_dataset(dataset: Any, source: str | None, max_pixels: int) -> str:
     return photometric
 
 
-def _display_values(stored: NDArray[Any], dataset: Any, photometric: str) -> NDArray[Any]:
+def _check_display_tags(dataset: Any, source: str | None) -> None:
+    """Refuse modality and VOI tags that would flatten or garble the image silently.
+
+    pydicom applies a ``RescaleSlope`` of 0 or NaN as given (every pixel becomes the
+    intercept, or NaN, and the stretch then yields an all-zero image), so both are refused
+    here; the other checks give a clear error where pydicom would raise a bare one.
+    """
+    for keyword, tag in (("RescaleSlope", "(0028,1053)"), ("RescaleIntercept", "(0028,1052)")):
+        if keyword not in dataset:
+            continue
+        value = _as_float(dataset[keyword].value, keyword, tag, source)
+        if not math.isfinite(value) or (keyword == "RescaleSlope" and value == 0.0):
+            raise InvalidImageError(
+                f"{keyword} {tag} is {value}: the modality LUT would blank the "
+                "image; fix the tag (a plain image has slope 1, intercept 0)",
+                source,
+            )
+    if "WindowWidth" in dataset and "VOILUTSequence" not in dataset:
+        widths = dataset["WindowWidth"].value
+        for width in widths if _is_multi(widths) else [widths]:
+            value = _as_float(width, "WindowWidth", "(0028,1051)", source)
+            if not math.isfinite(value) or value < 1.0:
+                raise InvalidImageError(
+                    f"WindowWidth (0028,1051) is {value}: a display window must be at least "
+                    "1 wide; fix or remove the window tags",
+                    source,
+                )
+    for index, item in enumerate(dataset.get("VOILUTSequence") or []):
+        descriptor = item.get("LUTDescriptor")
+        data = item.get("LUTData")
+        if descriptor is None or data is None or len(descriptor) != 3:
+            raise InvalidImageError(
+                f"VOILUTSequence item {index} has no LUTDescriptor (0028,3002) of 3 values "
+                "or no LUTData (0028,3006)",
+                source,
+            )
+        entries = int(descriptor[0]) or 65536  # 0 means 2**16 entries (PS3.3 C.11.2.1.2)
+        bits = int(descriptor[2])
+        present = (
+            len(data) // (2 if bits > 8 else 1)
+            if isinstance(data, bytes)
+            else len(data)
+            if _is_multi(data)
+            else 1
+        )
+        if present < entries:
+            raise InvalidImageError(
+                f"VOILUTSequence item {index}: LUTData (0028,3006) holds {present} entries, "
+                f"fewer than the {entries} its LUTDescriptor (0028,3002) declares",
+                source,
+            )
+
+
+def _is_multi(value: Any) -> bool:
+    from pydicom.multival import MultiValue  # noqa: PLC0415
+
+    return isinstance(value, MultiValue)
+
+
+def _as_float(value: Any, keyword: str, tag: str, source: str | None) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidImageError(f"{keyword} {tag} is not a number: {value!r}", source) from exc
+
+
+def _display_values(
+    stored: NDArray[Any], dataset: Any, photometric: str, source: str | None
+) -> NDArray[Any]:
     """Apply the modality LUT, the VOI LUT and MONOCHROME1 inversion; keep 16 bits."""
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut  # noqa: PLC0415
 
@@ -144,9 +217,21 @@ def _display_values(stored: NDArray[Any], dataset: Any, photometric: str) -> NDA
             pixels8 = np.uint8(255) - pixels8
         return np.ascontiguousarray(pixels8)
 
-    values = np.asarray(apply_modality_lut(stored, dataset), dtype=np.float64)
-    if has_voi_lut:
-        values = np.asarray(apply_voi_lut(values, dataset, index=0), dtype=np.float64)
+    _check_display_tags(dataset, source)
+    try:
+        values = np.asarray(apply_modality_lut(stored, dataset), dtype=np.float64)
+        if has_voi_lut:
+            values = np.asarray(apply_voi_lut(values, dataset, index=0), dtype=np.float64)
+    except (ValueError, IndexError, KeyError, TypeError, struct.error) as exc:
+        # pydicom raises bare errors for malformed LUT tags; a source's on_error="skip"
+        # can only skip (and record) the file if the error says it is a bad image.
+        raise InvalidImageError(f"could not apply the DICOM display LUTs: {exc}", source) from exc
+    if not np.isfinite(values).all():
+        raise InvalidImageError(
+            "the DICOM display LUTs give non-finite pixel values; check the rescale and "
+            "window tags",
+            source,
+        )
     low, high = float(values.min()), float(values.max())
     if photometric == "MONOCHROME1":
         values = high + low - values

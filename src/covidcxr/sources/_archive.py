@@ -100,8 +100,9 @@ class SafeZipArchive:
     Raises
     ------
     SourceError
-        If the archive is unreadable, a member's name escapes the archive, a member is a
-        symbolic link or encrypted, or the limits are exceeded; the message names the member.
+        If the archive is unreadable, a member's name escapes the archive or appears twice,
+        a member is a symbolic link or encrypted, or the limits are exceeded; the message
+        names the member.
     """
 
     def __init__(
@@ -133,6 +134,13 @@ class SafeZipArchive:
                 )
             if info.is_dir():
                 continue
+            if info.filename in members:
+                # zipfile resolves a name to its last entry, so one of the two would be
+                # read and the other silently lost; which one the author meant is unknowable.
+                raise SourceError(
+                    f"{self.name}: member {info.filename!r} appears more than once; the "
+                    "archive is ambiguous, refusing it (rebuild it with unique member names)"
+                )
             if info.file_size > limits.max_member_size:
                 raise SourceError(
                     f"{self.name}: member {info.filename!r} expands to "
@@ -250,8 +258,9 @@ class ZipSource(CatalogSource):
     Raises
     ------
     SourceError
-        If the archive is unreadable, or a member's name escapes the archive, is a symbolic
-        link or is encrypted, or the limits are exceeded; the message names the member.
+        If the archive is unreadable, or a member's name escapes the archive, appears twice,
+        is a symbolic link or is encrypted, or the limits are exceeded; the message names
+        the member.
 
     Examples
     --------

@@ -134,6 +134,10 @@ class CatalogSource(ABC):
     def _read(self, name: str) -> bytes:
         """The content of one file; raise :class:`InvalidImageError` naming it on failure."""
 
+    def _skipped_while_listing(self) -> tuple[Skipped, ...]:
+        """What :meth:`_list_names` found and left out (unfollowed links, for example)."""
+        return ()
+
     @abstractmethod
     def _item_id(self, name: str) -> str:
         """The id of the record read from ``name`` (a path, an archive member, a URI)."""
@@ -153,7 +157,7 @@ class CatalogSource(ABC):
     @property
     def skipped(self) -> tuple[Skipped, ...]:
         """Items not yielded, with reasons: excluded by the layout, or failed (``skip``)."""
-        return self._catalog.excluded + tuple(self._failed.values())
+        return self._skipped_while_listing() + self._catalog.excluded + tuple(self._failed.values())
 
     def __len__(self) -> int:
         return len(self._catalog.entries) - len(self._failed)

@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -16,6 +17,7 @@ from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.sources._base import CatalogSource
 from covidcxr.sources._items import Entry, RawItem, read_entry
 from covidcxr.sources._layouts import AUTO, Catalog, catalog, is_mask_folder
+from covidcxr.sources._skips import Skipped, SkippedItemsWarning
 
 __all__ = ["RACY_SECONDS", "FilesSource", "FolderSource", "is_glob_pattern", "open_local"]
 
@@ -34,7 +36,10 @@ class FolderSource(CatalogSource):
     at a time, on every iteration. Records get the file path as ``id`` and
     ``meta["path"]``, the split (for layouts with splits) as ``meta["split"]``, masks as
     0/255 ``uint8`` arrays in ``meta`` (``"infection_mask"``, ``"lung_mask"``), and the
-    connected components of the infection mask as ``boxes``.
+    connected components of the infection mask as ``boxes``. A subfolder that is a
+    symbolic link is followed when its target is inside ``root``; otherwise (outside, or a
+    loop) it is listed in :attr:`skipped` with the reason and a
+    :class:`~covidcxr.sources.SkippedItemsWarning` names it.
 
     Parameters
     ----------
@@ -134,12 +139,12 @@ class FolderSource(CatalogSource):
         )
 
     def _list_names(self) -> list[str]:
-        names: list[str] = []
-        for directory, folders, files in os.walk(self.root, followlinks=False):
-            folders[:] = [folder for folder in folders if not folder.startswith(".")]
-            relative = Path(directory).relative_to(self.root)
-            names.extend((relative / file).as_posix() for file in files)
+        names, self._unfollowed_links = _walk_files(self.root)
+        _warn_unfollowed(self._unfollowed_links)
         return sorted(names)
+
+    def _skipped_while_listing(self) -> tuple[Skipped, ...]:
+        return self._unfollowed_links
 
     def _read(self, name: str) -> bytes:
         return _read_file(self._prefix, name)
@@ -322,9 +327,12 @@ class FilesSource(FolderSource):
 
     def _list_names(self) -> list[str]:
         names: dict[str, None] = {}  # ordered and without repeats
+        unfollowed: list[Skipped] = []
         for path in self._given:
-            for name in _expand(path):
+            for name in _expand(path, unfollowed):
                 names[name] = None
+        self._unfollowed_links = tuple(unfollowed)
+        _warn_unfollowed(self._unfollowed_links)
         return list(names)
 
     def _make_catalog(
@@ -367,7 +375,7 @@ def open_local(
     return FilesSource(location, **options)
 
 
-def _expand(path: str) -> list[str]:
+def _expand(path: str, unfollowed: list[Skipped]) -> list[str]:
     """The files one entry of :class:`FilesSource` names, as ``/``-separated paths."""
     if "://" in path or path.lower().endswith(".zip"):
         raise SourceError(
@@ -377,7 +385,7 @@ def _expand(path: str) -> list[str]:
     if os.path.isfile(path):
         return [Path(path).as_posix()]
     if os.path.isdir(path):
-        return _folder_images(path)
+        return _folder_images(path, unfollowed)
     if is_glob_pattern(path):
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
@@ -385,13 +393,15 @@ def _expand(path: str) -> list[str]:
         names: list[str] = []
         for match in matches:
             names.extend(
-                _folder_images(match) if os.path.isdir(match) else [Path(match).as_posix()]
+                _folder_images(match, unfollowed)
+                if os.path.isdir(match)
+                else [Path(match).as_posix()]
             )
         return names
     raise SourceError(f"{path}: no such file or folder")
 
 
-def _folder_images(folder: str) -> list[str]:
+def _folder_images(folder: str, unfollowed: list[Skipped]) -> list[str]:
     """Every image below ``folder`` (none from mask folders), as ``/``-separated paths."""
     if is_mask_folder(Path(folder).resolve().name):
         raise SourceError(
@@ -399,10 +409,67 @@ def _folder_images(folder: str) -> list[str]:
             "folder beside it"
         )
     root = Path(folder)
-    relative: list[str] = []
-    for directory, folders, files in os.walk(root, followlinks=False):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        base = Path(directory).relative_to(root)
-        relative.extend((base / file).as_posix() for file in files)
+    relative, links = _walk_files(root)
+    unfollowed.extend(links)
     entries = catalog("unlabelled", sorted(relative), where=folder).entries
     return [(root / entry.name).as_posix() for entry in entries]
+
+
+def _walk_files(root: Path) -> tuple[list[str], tuple[Skipped, ...]]:
+    """Every file below ``root`` (hidden folders left out), and the links not followed.
+
+    A symbolic link to a folder inside ``root`` is followed, its files listed under the
+    link's name (datasets often link a class folder to where the images really are). A
+    link that points outside ``root``, or back to a folder it is inside (a loop), is not
+    followed: it is returned as a :class:`Skipped` with the reason, never dropped silently.
+
+    Returns
+    -------
+    tuple
+        The files as ``/``-separated paths relative to ``root``, and the unfollowed links.
+    """
+    real_root = root.resolve()
+    names: list[str] = []
+    unfollowed: list[Skipped] = []
+
+    def visit(directory: Path, relative: Path, followed: frozenset[Path]) -> None:
+        for current, folders, files in os.walk(directory, followlinks=False):
+            here = Path(current)
+            base = relative / here.relative_to(directory)
+            kept: list[str] = []
+            for folder in folders:
+                if folder.startswith("."):
+                    continue
+                path = here / folder
+                if not path.is_symlink():
+                    kept.append(folder)
+                    continue
+                target = path.resolve()
+                if not target.is_relative_to(real_root):
+                    reason = (
+                        f"a symbolic link to {target}, outside {real_root}; not followed "
+                        "(move or copy the folder in, or open it as a source of its own)"
+                    )
+                elif target in followed or here.resolve().is_relative_to(target):
+                    reason = f"a symbolic link to {target}, a folder it is inside (a loop)"
+                else:
+                    visit(target, base / folder, followed | {target})
+                    continue
+                unfollowed.append(Skipped(str(path), reason))
+            folders[:] = kept
+            names.extend((base / file).as_posix() for file in files)
+
+    visit(root, Path(), frozenset())
+    return names, tuple(unfollowed)
+
+
+def _warn_unfollowed(unfollowed: Sequence[Skipped]) -> None:
+    if unfollowed:
+        warnings.warn(
+            SkippedItemsWarning(
+                f"{len(unfollowed)} symbolic link(s) to folders not followed, the images in "
+                f"them left out: {', '.join(item.path for item in unfollowed)}; see .skipped "
+                "for the reasons"
+            ),
+            stacklevel=4,
+        )
