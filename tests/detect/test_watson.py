@@ -389,3 +389,51 @@ def test_training_that_does_not_finish_in_time_is_reported(server: LoopbackWatso
 def test_invalid_object_name_is_rejected(server: LoopbackWatsonServer) -> None:
     with pytest.raises(ConfigurationError, match="object_name"):
         make_detector(server).add_training_images("c", [xray()], object_name="sys-opacity")
+
+
+# --- answers of an unexpected shape (issue 12, item 14) ---------------------------------
+
+
+def _reshape_first_image(key: str, value: Any) -> Any:
+    def rewrite(document: dict[str, Any]) -> dict[str, Any]:
+        document["images"][0][key] = value
+        return document
+
+    return rewrite
+
+
+def _reshape_collections(value: Any) -> Any:
+    def rewrite(document: dict[str, Any]) -> dict[str, Any]:
+        document["images"][0]["objects"]["collections"] = value
+        return document
+
+    return rewrite
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "named"),
+    [
+        (_reshape_first_image("objects", [{"collections": []}]), "'objects'"),
+        (_reshape_collections({"collection_id": "c", "objects": []}), "'objects.collections'"),
+        (_reshape_first_image("errors", "invalid_image"), "'errors'"),
+        (_reshape_first_image("errors", ["invalid_image"]), r"errors\[0\]"),
+        (_reshape_collections(["not-a-collection"]), r"objects.collections\[0\]"),
+        (_reshape_collections([{"objects": {"score": 1}}]), r"collections\[0\].objects"),
+        (_reshape_collections([{"objects": ["box"]}]), r"collections\[0\].objects\[0\]"),
+        (
+            _reshape_collections([{"objects": [{"score": 0.9, "object": "x", "location": 3}]}]),
+            r"collections\[0\].objects\[0\]",
+        ),
+        (lambda document: ["not", "an", "object"], "the analyze answer"),
+        (lambda document: {"images": {"image-00.png": {}}}, "'images'"),
+        (lambda document: {"images": [{"source": "image-00.png"}]}, r"images\[0\].source"),
+    ],
+)
+def test_answers_of_an_unexpected_shape_raise_naming_what_is_malformed(
+    server: LoopbackWatsonServer, rewrite: Any, named: str
+) -> None:
+    server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]
+    server.rewrite_analysis = rewrite
+    detector = make_detector(server, collection_ids=server.add_collection(), on_error="skip")
+    with pytest.raises(DetectorServiceError, match=f"malformed.*{named}"):
+        detector.detect(xray())

@@ -239,14 +239,14 @@ apikey='***', authenticator=None)
     def _parse_analysis(
         self, answer: Any, xrays: Sequence[XRay], uploads: Sequence[_Upload]
     ) -> list[list[Detection]]:
-        try:
-            images = list(answer["images"])
-            by_name = {str(image["source"]["filename"]): image for image in images}
-        except (KeyError, TypeError) as exc:
-            raise DetectorServiceError(
-                f"Watson analyze returned an unexpected document (missing {exc}); is the url "
-                f"({self.url}) a Visual Recognition v4 endpoint?"
-            ) from None
+        hint = f"; is the url ({self.url}) a Visual Recognition v4 endpoint?"
+        document = _object(answer, "the analyze answer", hint)
+        images = _array(document.get("images"), "'images'", hint)
+        by_name: dict[str, Mapping[str, Any]] = {}
+        for position, entry in enumerate(images):
+            named = _object(entry, f"images[{position}]", hint)
+            source = _object(named.get("source"), f"images[{position}].source", hint)
+            by_name[str(source.get("filename"))] = named
         parsed: list[list[Detection]] = []
         for xray, upload in zip(xrays, uploads, strict=True):
             image = by_name.get(upload.filename)
@@ -254,9 +254,10 @@ apikey='***', authenticator=None)
                 self._image_failed(xray, "missing", "the service returned no result for it")
                 parsed.append([])
                 continue
-            errors = image.get("errors") or []
+            where = f" for {xray.id!r}"
+            errors = _array(image.get("errors") or [], "'errors'", where)
             if errors:
-                first = errors[0]
+                first = _object(errors[0], "errors[0]", where)
                 self._image_failed(
                     xray, str(first.get("code", "error")), str(first.get("message", first))
                 )
@@ -277,21 +278,29 @@ apikey='***', authenticator=None)
     ) -> list[Detection]:
         detections: list[Detection] = []
         to_xray = upload.transform.inverse()
-        try:
-            collections = (image.get("objects") or {}).get("collections") or []
-            for collection in collections:
-                for found in collection.get("objects") or []:
+        where = f" for {xray.id!r}"
+        objects = _object(image.get("objects") or {}, "'objects'", where)
+        collections = _array(objects.get("collections") or [], "'objects.collections'", where)
+        for index, entry in enumerate(collections):
+            collection = _object(entry, f"objects.collections[{index}]", where)
+            found_list = _array(
+                collection.get("objects") or [], f"objects.collections[{index}].objects", where
+            )
+            for position, item in enumerate(found_list):
+                name = f"objects.collections[{index}].objects[{position}]"
+                found = _object(item, name, where)
+                try:
                     score = float(found["score"])
                     if score < self.threshold:
                         continue
                     box = to_xray.map_box(box_from_location(found["location"]))
-                    if box is not None:
-                        label = str(found["object"])
-                        detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DetectorServiceError(
-                f"Watson returned a malformed object for {xray.id!r}: {exc!r}"
-            ) from None
+                    label = str(found["object"])
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                    raise DetectorServiceError(
+                        f"Watson returned a malformed {name}{where}: {exc!r}"
+                    ) from None
+                if box is not None:
+                    detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
         detections.sort(key=lambda detection: -detection.score)
         return detections
 
@@ -435,6 +444,27 @@ def _as_ids(value: str | Sequence[str] | None) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(item.strip() for item in items if item.strip())
+
+
+def _object(value: Any, what: str, where: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else a DetectorServiceError naming ``what``."""
+    if isinstance(value, Mapping):
+        return value
+    raise _malformed(what, "a JSON object", value, where)
+
+
+def _array(value: Any, what: str, where: str) -> list[Any]:
+    """``value`` if it is a JSON array, else a DetectorServiceError naming ``what``."""
+    if isinstance(value, list):
+        return value
+    raise _malformed(what, "a JSON array", value, where)
+
+
+def _malformed(what: str, expected: str, value: Any, where: str) -> DetectorServiceError:
+    return DetectorServiceError(
+        f"Watson analyze returned a malformed document: {what} should be {expected}, "
+        f"got {type(value).__name__}{where}"
+    )
 
 
 def _collection_id(answer: Any) -> str:
