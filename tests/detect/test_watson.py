@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus, urlencode
 
 import cv2
 import numpy as np
@@ -437,3 +439,48 @@ def test_answers_of_an_unexpected_shape_raise_naming_what_is_malformed(
     detector = make_detector(server, collection_ids=server.add_collection(), on_error="skip")
     with pytest.raises(DetectorServiceError, match=f"malformed.*{named}"):
         detector.detect(xray())
+
+
+# --- secrets in every encoding (issue 12, item 21) --------------------------------------
+
+PLUS_APIKEY = "k3y+with/slash=and+plus=="
+
+
+def _encodings(secret: str) -> list[str]:
+    return [
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="").lower(),
+        quote_plus(secret),
+        base64.b64encode(secret.encode()).decode(),
+    ]
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda key: "bad form: " + urlencode({"grant_type": "apikey", "apikey": key}),
+        lambda key: f"bad form: apikey={quote(key, safe='').lower()}",
+        lambda key: "bad header: Basic " + base64.b64encode(f"apikey:{key}".encode()).decode(),
+        lambda key: "bad key: " + base64.b64encode(key.encode()).decode(),
+    ],
+)
+def test_an_iam_error_echoing_the_apikey_encoded_does_not_leak_it(echo: Any) -> None:
+    with LoopbackWatsonServer(apikey=PLUS_APIKEY) as server:
+        server.fail_next(400, path_prefix="/identity/token", message=echo(PLUS_APIKEY))
+        detector = make_detector(server, collection_ids=server.add_collection(), apikey=PLUS_APIKEY)
+        with pytest.raises(DetectorServiceError, match="IAM token server refused") as raised:
+            detector.detect(xray())
+    text = str(raised.value) + repr(raised.value)
+    assert "***" in text
+    for encoded in _encodings(PLUS_APIKEY):
+        assert encoded not in text
+    assert "k3y" not in text
+
+
+@pytest.mark.parametrize("option", ["url", "iam_url"])
+def test_urls_carrying_credentials_are_refused_without_echoing_them(option: str) -> None:
+    with pytest.raises(ConfigurationError, match="must not carry credentials") as raised:
+        WatsonDetector(**{option: "https://user:pa%2Bss%2Fword@vr.example.org"}, apikey="k")
+    assert "pa%2Bss" not in str(raised.value)
+    assert "pa+ss" not in str(raised.value)

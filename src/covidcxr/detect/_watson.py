@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from attrs import frozen
 
+from covidcxr._secrets import refuse_url_credentials
 from covidcxr.boxes import box_from_location, box_to_location
 from covidcxr.detect._watson_service import (
     _SDK_ENV_APIKEY,
@@ -80,7 +81,8 @@ class WatsonDetector(_ServiceConnection):
         its answer.
     apikey
         An IBM Cloud IAM apikey; falls back to ``$COVIDCXR_WATSON_APIKEY``, then
-        ``$VISUAL_RECOGNITION_APIKEY``. Never shown in reprs, logs or error messages.
+        ``$VISUAL_RECOGNITION_APIKEY``. Never shown in reprs, logs or error messages,
+        raw or encoded (URL-encoded, base64).
     authenticator
         Any ``ibm_cloud_sdk_core`` ``Authenticator`` (bearer token, Cloud Pak, no-auth ...),
         used instead of ``apikey``.
@@ -148,12 +150,14 @@ apikey='***', authenticator=None)
         if apikey is not None and authenticator is not None:
             raise ConfigurationError("give either apikey or authenticator, not both")
         self.url = url or os.environ.get(ENV_URL) or os.environ.get(_SDK_ENV_URL)
+        refuse_url_credentials(self.url, "the Watson url")
         self.collection_ids = _as_ids(
             collection_ids if collection_ids is not None else os.environ.get(ENV_COLLECTION_IDS)
         )
         self.threshold = float(threshold)
         self.authenticator = authenticator
         self.iam_url = iam_url or os.environ.get(ENV_IAM_URL)
+        refuse_url_credentials(self.iam_url, "the Watson iam_url")
         self.max_retries = max_retries
         self.timeout = float(timeout)
         self.batch_size = batch_size

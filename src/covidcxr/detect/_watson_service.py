@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from attrs import frozen
 
+from covidcxr._secrets import Redactor
 from covidcxr.boxes import ResizeTransform
 from covidcxr.detect._imaging import encode_png, to_uint8
 from covidcxr.errors import ConfigurationError, DetectorServiceError
@@ -184,7 +185,8 @@ class _ServiceConnection:
             return service
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._apikey, "***") if self._apikey else text
+        # Every encoding: an IAM error may echo the form body, with the apikey URL-encoded.
+        return Redactor([self._apikey])(text)
 
     def _failure_message(self, action: str, status: int | None, detail: str, where: str) -> str:
         ids = ", ".join(self.collection_ids) or "none"
