@@ -484,3 +484,49 @@ def test_urls_carrying_credentials_are_refused_without_echoing_them(option: str)
         WatsonDetector(**{option: "https://user:pa%2Bss%2Fword@vr.example.org"}, apikey="k")
     assert "pa%2Bss" not in str(raised.value)
     assert "pa+ss" not in str(raised.value)
+
+
+# --- caps on detections and on the answer's size (issue 12, item 18) --------------------
+
+
+def _many_lesions(count: int) -> Any:
+    return lambda filename, png, cid: [
+        lesion(0.5 + 0.4 * i / count, i % 40, i % 30, 5, 5) for i in range(count)
+    ]
+
+
+def test_detections_past_max_detections_are_dropped_lowest_scores_first_with_a_warning(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = _many_lesions(300)
+    detector = make_detector(server, collection_ids=server.add_collection())
+    assert detector.max_detections == 100
+    with pytest.warns(RuntimeWarning, match=r"300 detections.*'img-0'.*kept the 100"):
+        detections = detector.detect(xray())
+    assert len(detections) == 100
+    expected = sorted((0.5 + 0.4 * i / 300 for i in range(300)), reverse=True)[:100]
+    assert [d.score for d in detections] == pytest.approx(expected)
+
+
+def test_max_detections_is_configurable_and_validated(server: LoopbackWatsonServer) -> None:
+    server.objects_for = _many_lesions(10)
+    detector = make_detector(server, collection_ids=server.add_collection(), max_detections=3)
+    with pytest.warns(RuntimeWarning, match="kept the 3"):
+        assert len(detector.detect(xray())) == 3
+    with pytest.raises(ConfigurationError, match="max_detections"):
+        make_detector(server, max_detections=0)
+
+
+def test_an_answer_larger_than_max_response_bytes_is_abandoned(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = _many_lesions(500)
+    detector = make_detector(
+        server, collection_ids=server.add_collection(), max_response_bytes=20_000
+    )
+    with pytest.raises(DetectorServiceError, match="larger than max_response_bytes=20000"):
+        detector.detect(xray())
+    assert len(server.requests_to("/v4/analyze")) == 1  # not retried
+    # Under the limit it is read as usual.
+    server.objects_for = _many_lesions(2)
+    assert len(detector.detect(xray())) == 2

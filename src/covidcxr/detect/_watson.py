@@ -13,13 +13,14 @@ The HTTP side (client, retries, uploads) is in :mod:`covidcxr.detect._watson_ser
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from attrs import frozen
 
@@ -29,6 +30,7 @@ from covidcxr.detect._watson_service import (
     _SDK_ENV_APIKEY,
     _SDK_ENV_URL,
     API_VERSION,
+    DEFAULT_MAX_RESPONSE_BYTES,
     ENV_APIKEY,
     ENV_COLLECTION_IDS,
     ENV_IAM_URL,
@@ -42,6 +44,9 @@ from covidcxr.errors import ConfigurationError, DetectorServiceError
 from covidcxr.records import Detection, XRay
 
 __all__ = ["ImageFailure", "WatsonDetector"]
+
+#: The default cap on detections kept per image.
+DEFAULT_MAX_DETECTIONS: Final = 100
 
 
 @frozen
@@ -107,6 +112,16 @@ class WatsonDetector(_ServiceConnection):
         :attr:`failures_`).
     version
         The API version date sent with every request.
+    max_detections
+        The most detections kept per image. When the service returns more (at or above
+        ``threshold``), the ``max_detections`` highest-scoring are kept and a
+        :class:`RuntimeWarning` names the image and how many were dropped: a chest
+        radiograph has a handful of lesions, so a flood of boxes means a misconfigured
+        collection or endpoint, and must not exhaust memory downstream.
+    max_response_bytes
+        The largest answer body read, in bytes (after any gzip decoding); a larger one
+        is abandoned while it arrives and raises
+        :class:`~covidcxr.errors.DetectorServiceError`, before it is parsed.
 
     Examples
     --------
@@ -133,6 +148,8 @@ apikey='***', authenticator=None)
         max_wait: float = 60.0,
         on_error: Literal["raise", "skip"] = "raise",
         version: str = API_VERSION,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigurationError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -147,6 +164,10 @@ apikey='***', authenticator=None)
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if on_error not in ("raise", "skip"):
             raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_detections < 1:
+            raise ConfigurationError(f"max_detections must be >= 1, got {max_detections!r}")
+        if max_response_bytes < 1:
+            raise ConfigurationError(f"max_response_bytes must be >= 1, got {max_response_bytes!r}")
         if apikey is not None and authenticator is not None:
             raise ConfigurationError("give either apikey or authenticator, not both")
         self.url = url or os.environ.get(ENV_URL) or os.environ.get(_SDK_ENV_URL)
@@ -165,6 +186,8 @@ apikey='***', authenticator=None)
         self.max_wait = float(max_wait)
         self.on_error = on_error
         self.version = version
+        self.max_detections = max_detections
+        self.max_response_bytes = max_response_bytes
         self._apikey = (
             apikey
             if apikey is not None or authenticator is not None
@@ -280,7 +303,8 @@ apikey='***', authenticator=None)
     def _parse_objects(
         self, image: Mapping[str, Any], xray: XRay, upload: _Upload
     ) -> list[Detection]:
-        detections: list[Detection] = []
+        # (score, collection index, object index, object): names are built only for errors.
+        candidates: list[tuple[float, int, int, Mapping[str, Any]]] = []
         to_xray = upload.transform.inverse()
         where = f" for {xray.id!r}"
         objects = _object(image.get("objects") or {}, "'objects'", where)
@@ -291,20 +315,36 @@ apikey='***', authenticator=None)
                 collection.get("objects") or [], f"objects.collections[{index}].objects", where
             )
             for position, item in enumerate(found_list):
-                name = f"objects.collections[{index}].objects[{position}]"
-                found = _object(item, name, where)
+                found = _object(item, _object_name(index, position), where)
                 try:
                     score = float(found["score"])
-                    if score < self.threshold:
-                        continue
-                    box = to_xray.map_box(box_from_location(found["location"]))
-                    label = str(found["object"])
-                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError) as exc:
                     raise DetectorServiceError(
-                        f"Watson returned a malformed {name}{where}: {exc!r}"
+                        f"Watson returned a malformed {_object_name(index, position)}{where}: "
+                        f"{exc!r}"
                     ) from None
-                if box is not None:
-                    detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
+                if score >= self.threshold:
+                    candidates.append((score, index, position, found))
+        if len(candidates) > self.max_detections:
+            warnings.warn(
+                f"Watson returned {len(candidates)} detections at or above the threshold "
+                f"for {xray.id!r}; kept the {self.max_detections} highest-scoring "
+                "(max_detections)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            candidates = heapq.nlargest(self.max_detections, candidates, key=lambda c: c[0])
+        detections: list[Detection] = []
+        for score, index, position, found in candidates:
+            try:
+                label = str(found["object"])
+                box = to_xray.map_box(box_from_location(found["location"]))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise DetectorServiceError(
+                    f"Watson returned a malformed {_object_name(index, position)}{where}: {exc!r}"
+                ) from None
+            if box is not None:
+                detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
         detections.sort(key=lambda detection: -detection.score)
         return detections
 
@@ -448,6 +488,10 @@ def _as_ids(value: str | Sequence[str] | None) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(item.strip() for item in items if item.strip())
+
+
+def _object_name(collection: int, position: int) -> str:
+    return f"objects.collections[{collection}].objects[{position}]"
 
 
 def _object(value: Any, what: str, where: str) -> Mapping[str, Any]:
