@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 
@@ -308,3 +308,36 @@ def test_a_zipped_qu_ex_root_is_recognised_without_options(
     with COSSource(f"{bucket}/qu-ex.zip", split="Val", **_options(s3_endpoint)) as source:
         assert source.layout == "covid-qu-ex"
         assert len(source) == 6
+
+
+# --- secrets in every encoding (issue 12, item 21) --------------------------------------
+
+PLUS_SECRET = "s3cr3t+Do/Not=Leak+7f9c=="
+# The same, with lower-case hex digits in its percent-escapes.
+PLUS_SECRET_LOWER_HEX = quote(PLUS_SECRET, safe="").replace("%2B", "%2b").replace("%2F", "%2f")
+
+
+@pytest.mark.parametrize("option", ["endpoint_url", "ibm_auth_endpoint"])
+def test_endpoints_carrying_credentials_are_refused_without_echoing_them(option: str) -> None:
+    url = f"http://user:{quote(PLUS_SECRET, safe='')}@127.0.0.1:9"
+    options = _options("http://127.0.0.1:9", **{option: url})
+    with pytest.raises(ConfigurationError, match="must not carry credentials") as raised:
+        cos_client(**options)
+    text = str(raised.value)
+    assert quote(PLUS_SECRET, safe="") not in text
+    assert PLUS_SECRET not in text
+
+
+def test_an_error_echoing_the_secret_url_encoded_does_not_leak_it(
+    proxy: FaultProxy, bucket: str
+) -> None:
+    proxy.always = (500, f"Echo{quote_plus(PLUS_SECRET)}{PLUS_SECRET_LOWER_HEX}")
+    with pytest.raises(SourceError) as raised:
+        COSSource(
+            f"{bucket}/cxr",
+            **_options(proxy.url, aws_secret_access_key=PLUS_SECRET, max_attempts=1),
+        )
+    text = str(raised.value)
+    assert "Echo***" in text
+    for encoded in (quote_plus(PLUS_SECRET), PLUS_SECRET_LOWER_HEX):
+        assert encoded not in text

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus, urlencode
 
 import cv2
 import numpy as np
@@ -389,3 +391,142 @@ def test_training_that_does_not_finish_in_time_is_reported(server: LoopbackWatso
 def test_invalid_object_name_is_rejected(server: LoopbackWatsonServer) -> None:
     with pytest.raises(ConfigurationError, match="object_name"):
         make_detector(server).add_training_images("c", [xray()], object_name="sys-opacity")
+
+
+# --- answers of an unexpected shape (issue 12, item 14) ---------------------------------
+
+
+def _reshape_first_image(key: str, value: Any) -> Any:
+    def rewrite(document: dict[str, Any]) -> dict[str, Any]:
+        document["images"][0][key] = value
+        return document
+
+    return rewrite
+
+
+def _reshape_collections(value: Any) -> Any:
+    def rewrite(document: dict[str, Any]) -> dict[str, Any]:
+        document["images"][0]["objects"]["collections"] = value
+        return document
+
+    return rewrite
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "named"),
+    [
+        (_reshape_first_image("objects", [{"collections": []}]), "'objects'"),
+        (_reshape_collections({"collection_id": "c", "objects": []}), "'objects.collections'"),
+        (_reshape_first_image("errors", "invalid_image"), "'errors'"),
+        (_reshape_first_image("errors", ["invalid_image"]), r"errors\[0\]"),
+        (_reshape_collections(["not-a-collection"]), r"objects.collections\[0\]"),
+        (_reshape_collections([{"objects": {"score": 1}}]), r"collections\[0\].objects"),
+        (_reshape_collections([{"objects": ["box"]}]), r"collections\[0\].objects\[0\]"),
+        (
+            _reshape_collections([{"objects": [{"score": 0.9, "object": "x", "location": 3}]}]),
+            r"collections\[0\].objects\[0\]",
+        ),
+        (lambda document: ["not", "an", "object"], "the analyze answer"),
+        (lambda document: {"images": {"image-00.png": {}}}, "'images'"),
+        (lambda document: {"images": [{"source": "image-00.png"}]}, r"images\[0\].source"),
+    ],
+)
+def test_answers_of_an_unexpected_shape_raise_naming_what_is_malformed(
+    server: LoopbackWatsonServer, rewrite: Any, named: str
+) -> None:
+    server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]
+    server.rewrite_analysis = rewrite
+    detector = make_detector(server, collection_ids=server.add_collection(), on_error="skip")
+    with pytest.raises(DetectorServiceError, match=f"malformed.*{named}"):
+        detector.detect(xray())
+
+
+# --- secrets in every encoding (issue 12, item 21) --------------------------------------
+
+PLUS_APIKEY = "k3y+with/slash=and+plus=="
+
+
+def _encodings(secret: str) -> list[str]:
+    return [
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="").lower(),
+        quote_plus(secret),
+        base64.b64encode(secret.encode()).decode(),
+    ]
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda key: "bad form: " + urlencode({"grant_type": "apikey", "apikey": key}),
+        lambda key: f"bad form: apikey={quote(key, safe='').lower()}",
+        lambda key: "bad header: Basic " + base64.b64encode(f"apikey:{key}".encode()).decode(),
+        lambda key: "bad key: " + base64.b64encode(key.encode()).decode(),
+    ],
+)
+def test_an_iam_error_echoing_the_apikey_encoded_does_not_leak_it(echo: Any) -> None:
+    with LoopbackWatsonServer(apikey=PLUS_APIKEY) as server:
+        server.fail_next(400, path_prefix="/identity/token", message=echo(PLUS_APIKEY))
+        detector = make_detector(server, collection_ids=server.add_collection(), apikey=PLUS_APIKEY)
+        with pytest.raises(DetectorServiceError, match="IAM token server refused") as raised:
+            detector.detect(xray())
+    text = str(raised.value) + repr(raised.value)
+    assert "***" in text
+    for encoded in _encodings(PLUS_APIKEY):
+        assert encoded not in text
+    assert "k3y" not in text
+
+
+@pytest.mark.parametrize("option", ["url", "iam_url"])
+def test_urls_carrying_credentials_are_refused_without_echoing_them(option: str) -> None:
+    with pytest.raises(ConfigurationError, match="must not carry credentials") as raised:
+        WatsonDetector(**{option: "https://user:pa%2Bss%2Fword@vr.example.org"}, apikey="k")
+    assert "pa%2Bss" not in str(raised.value)
+    assert "pa+ss" not in str(raised.value)
+
+
+# --- caps on detections and on the answer's size (issue 12, item 18) --------------------
+
+
+def _many_lesions(count: int) -> Any:
+    return lambda filename, png, cid: [
+        lesion(0.5 + 0.4 * i / count, i % 40, i % 30, 5, 5) for i in range(count)
+    ]
+
+
+def test_detections_past_max_detections_are_dropped_lowest_scores_first_with_a_warning(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = _many_lesions(300)
+    detector = make_detector(server, collection_ids=server.add_collection())
+    assert detector.max_detections == 100
+    with pytest.warns(RuntimeWarning, match=r"300 detections.*'img-0'.*kept the 100"):
+        detections = detector.detect(xray())
+    assert len(detections) == 100
+    expected = sorted((0.5 + 0.4 * i / 300 for i in range(300)), reverse=True)[:100]
+    assert [d.score for d in detections] == pytest.approx(expected)
+
+
+def test_max_detections_is_configurable_and_validated(server: LoopbackWatsonServer) -> None:
+    server.objects_for = _many_lesions(10)
+    detector = make_detector(server, collection_ids=server.add_collection(), max_detections=3)
+    with pytest.warns(RuntimeWarning, match="kept the 3"):
+        assert len(detector.detect(xray())) == 3
+    with pytest.raises(ConfigurationError, match="max_detections"):
+        make_detector(server, max_detections=0)
+
+
+def test_an_answer_larger_than_max_response_bytes_is_abandoned(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = _many_lesions(500)
+    detector = make_detector(
+        server, collection_ids=server.add_collection(), max_response_bytes=20_000
+    )
+    with pytest.raises(DetectorServiceError, match="larger than max_response_bytes=20000"):
+        detector.detect(xray())
+    assert len(server.requests_to("/v4/analyze")) == 1  # not retried
+    # Under the limit it is read as usual.
+    server.objects_for = _many_lesions(2)
+    assert len(detector.detect(xray())) == 2

@@ -161,6 +161,10 @@ class LoopbackWatsonServer:
     honour_threshold
         Drop objects scoring under the request's ``threshold`` (the default); set it to
         ``False`` to act as a lenient endpoint that ignores it.
+    rewrite_analysis
+        ``rewrite_analysis(document)``: what ``analyze`` sends instead of the document it
+        built (any JSON value), to test answers of an unexpected shape; ``None`` (the
+        default) sends the document as built.
     """
 
     def __init__(self, *, apikey: str = "loopback-apikey", training_polls: int = 1) -> None:
@@ -175,6 +179,7 @@ class LoopbackWatsonServer:
         self.fail_training = False
         self.honour_threshold = True
         self.response_delay = 0.0
+        self.rewrite_analysis: Callable[[dict[str, Any]], Any] | None = None
         self._images: dict[str, dict[str, Any]] = {}
         self._failures: deque[_Failure] = deque()
         self._polls_left: dict[str, int] = {}
@@ -450,7 +455,10 @@ class LoopbackWatsonServer:
                     collections.append({"collection_id": collection_id, "objects": found})
                 result["objects"] = {"collections": collections}
             images.append(result)
-        return 200, {"images": images, "trace": uuid.uuid4().hex}, {}
+        document: dict[str, Any] = {"images": images, "trace": uuid.uuid4().hex}
+        if self.rewrite_analysis is not None:
+            return 200, self.rewrite_analysis(document), {}
+        return 200, document, {}
 
 
 def _errors(code: str, message: str) -> dict[str, Any]:

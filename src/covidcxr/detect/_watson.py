@@ -13,21 +13,24 @@ The HTTP side (client, retries, uploads) is in :mod:`covidcxr.detect._watson_ser
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from attrs import frozen
 
+from covidcxr._secrets import refuse_url_credentials
 from covidcxr.boxes import box_from_location, box_to_location
 from covidcxr.detect._watson_service import (
     _SDK_ENV_APIKEY,
     _SDK_ENV_URL,
     API_VERSION,
+    DEFAULT_MAX_RESPONSE_BYTES,
     ENV_APIKEY,
     ENV_COLLECTION_IDS,
     ENV_IAM_URL,
@@ -41,6 +44,9 @@ from covidcxr.errors import ConfigurationError, DetectorServiceError
 from covidcxr.records import Detection, XRay
 
 __all__ = ["ImageFailure", "WatsonDetector"]
+
+#: The default cap on detections kept per image.
+DEFAULT_MAX_DETECTIONS: Final = 100
 
 
 @frozen
@@ -80,7 +86,8 @@ class WatsonDetector(_ServiceConnection):
         its answer.
     apikey
         An IBM Cloud IAM apikey; falls back to ``$COVIDCXR_WATSON_APIKEY``, then
-        ``$VISUAL_RECOGNITION_APIKEY``. Never shown in reprs, logs or error messages.
+        ``$VISUAL_RECOGNITION_APIKEY``. Never shown in reprs, logs or error messages,
+        raw or encoded (URL-encoded, base64).
     authenticator
         Any ``ibm_cloud_sdk_core`` ``Authenticator`` (bearer token, Cloud Pak, no-auth ...),
         used instead of ``apikey``.
@@ -105,6 +112,16 @@ class WatsonDetector(_ServiceConnection):
         :attr:`failures_`).
     version
         The API version date sent with every request.
+    max_detections
+        The most detections kept per image. When the service returns more (at or above
+        ``threshold``), the ``max_detections`` highest-scoring are kept and a
+        :class:`RuntimeWarning` names the image and how many were dropped: a chest
+        radiograph has a handful of lesions, so a flood of boxes means a misconfigured
+        collection or endpoint, and must not exhaust memory downstream.
+    max_response_bytes
+        The largest answer body read, in bytes (after any gzip decoding); a larger one
+        is abandoned while it arrives and raises
+        :class:`~covidcxr.errors.DetectorServiceError`, before it is parsed.
 
     Examples
     --------
@@ -131,6 +148,8 @@ apikey='***', authenticator=None)
         max_wait: float = 60.0,
         on_error: Literal["raise", "skip"] = "raise",
         version: str = API_VERSION,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigurationError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -145,15 +164,21 @@ apikey='***', authenticator=None)
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if on_error not in ("raise", "skip"):
             raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_detections < 1:
+            raise ConfigurationError(f"max_detections must be >= 1, got {max_detections!r}")
+        if max_response_bytes < 1:
+            raise ConfigurationError(f"max_response_bytes must be >= 1, got {max_response_bytes!r}")
         if apikey is not None and authenticator is not None:
             raise ConfigurationError("give either apikey or authenticator, not both")
         self.url = url or os.environ.get(ENV_URL) or os.environ.get(_SDK_ENV_URL)
+        refuse_url_credentials(self.url, "the Watson url")
         self.collection_ids = _as_ids(
             collection_ids if collection_ids is not None else os.environ.get(ENV_COLLECTION_IDS)
         )
         self.threshold = float(threshold)
         self.authenticator = authenticator
         self.iam_url = iam_url or os.environ.get(ENV_IAM_URL)
+        refuse_url_credentials(self.iam_url, "the Watson iam_url")
         self.max_retries = max_retries
         self.timeout = float(timeout)
         self.batch_size = batch_size
@@ -161,6 +186,8 @@ apikey='***', authenticator=None)
         self.max_wait = float(max_wait)
         self.on_error = on_error
         self.version = version
+        self.max_detections = max_detections
+        self.max_response_bytes = max_response_bytes
         self._apikey = (
             apikey
             if apikey is not None or authenticator is not None
@@ -239,14 +266,14 @@ apikey='***', authenticator=None)
     def _parse_analysis(
         self, answer: Any, xrays: Sequence[XRay], uploads: Sequence[_Upload]
     ) -> list[list[Detection]]:
-        try:
-            images = list(answer["images"])
-            by_name = {str(image["source"]["filename"]): image for image in images}
-        except (KeyError, TypeError) as exc:
-            raise DetectorServiceError(
-                f"Watson analyze returned an unexpected document (missing {exc}); is the url "
-                f"({self.url}) a Visual Recognition v4 endpoint?"
-            ) from None
+        hint = f"; is the url ({self.url}) a Visual Recognition v4 endpoint?"
+        document = _object(answer, "the analyze answer", hint)
+        images = _array(document.get("images"), "'images'", hint)
+        by_name: dict[str, Mapping[str, Any]] = {}
+        for position, entry in enumerate(images):
+            named = _object(entry, f"images[{position}]", hint)
+            source = _object(named.get("source"), f"images[{position}].source", hint)
+            by_name[str(source.get("filename"))] = named
         parsed: list[list[Detection]] = []
         for xray, upload in zip(xrays, uploads, strict=True):
             image = by_name.get(upload.filename)
@@ -254,9 +281,10 @@ apikey='***', authenticator=None)
                 self._image_failed(xray, "missing", "the service returned no result for it")
                 parsed.append([])
                 continue
-            errors = image.get("errors") or []
+            where = f" for {xray.id!r}"
+            errors = _array(image.get("errors") or [], "'errors'", where)
             if errors:
-                first = errors[0]
+                first = _object(errors[0], "errors[0]", where)
                 self._image_failed(
                     xray, str(first.get("code", "error")), str(first.get("message", first))
                 )
@@ -275,23 +303,48 @@ apikey='***', authenticator=None)
     def _parse_objects(
         self, image: Mapping[str, Any], xray: XRay, upload: _Upload
     ) -> list[Detection]:
-        detections: list[Detection] = []
+        # (score, collection index, object index, object): names are built only for errors.
+        candidates: list[tuple[float, int, int, Mapping[str, Any]]] = []
         to_xray = upload.transform.inverse()
-        try:
-            collections = (image.get("objects") or {}).get("collections") or []
-            for collection in collections:
-                for found in collection.get("objects") or []:
+        where = f" for {xray.id!r}"
+        objects = _object(image.get("objects") or {}, "'objects'", where)
+        collections = _array(objects.get("collections") or [], "'objects.collections'", where)
+        for index, entry in enumerate(collections):
+            collection = _object(entry, f"objects.collections[{index}]", where)
+            found_list = _array(
+                collection.get("objects") or [], f"objects.collections[{index}].objects", where
+            )
+            for position, item in enumerate(found_list):
+                found = _object(item, _object_name(index, position), where)
+                try:
                     score = float(found["score"])
-                    if score < self.threshold:
-                        continue
-                    box = to_xray.map_box(box_from_location(found["location"]))
-                    if box is not None:
-                        label = str(found["object"])
-                        detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DetectorServiceError(
-                f"Watson returned a malformed object for {xray.id!r}: {exc!r}"
-            ) from None
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise DetectorServiceError(
+                        f"Watson returned a malformed {_object_name(index, position)}{where}: "
+                        f"{exc!r}"
+                    ) from None
+                if score >= self.threshold:
+                    candidates.append((score, index, position, found))
+        if len(candidates) > self.max_detections:
+            warnings.warn(
+                f"Watson returned {len(candidates)} detections at or above the threshold "
+                f"for {xray.id!r}; kept the {self.max_detections} highest-scoring "
+                "(max_detections)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            candidates = heapq.nlargest(self.max_detections, candidates, key=lambda c: c[0])
+        detections: list[Detection] = []
+        for score, index, position, found in candidates:
+            try:
+                label = str(found["object"])
+                box = to_xray.map_box(box_from_location(found["location"]))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise DetectorServiceError(
+                    f"Watson returned a malformed {_object_name(index, position)}{where}: {exc!r}"
+                ) from None
+            if box is not None:
+                detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
         detections.sort(key=lambda detection: -detection.score)
         return detections
 
@@ -435,6 +488,31 @@ def _as_ids(value: str | Sequence[str] | None) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(item.strip() for item in items if item.strip())
+
+
+def _object_name(collection: int, position: int) -> str:
+    return f"objects.collections[{collection}].objects[{position}]"
+
+
+def _object(value: Any, what: str, where: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else a DetectorServiceError naming ``what``."""
+    if isinstance(value, Mapping):
+        return value
+    raise _malformed(what, "a JSON object", value, where)
+
+
+def _array(value: Any, what: str, where: str) -> list[Any]:
+    """``value`` if it is a JSON array, else a DetectorServiceError naming ``what``."""
+    if isinstance(value, list):
+        return value
+    raise _malformed(what, "a JSON array", value, where)
+
+
+def _malformed(what: str, expected: str, value: Any, where: str) -> DetectorServiceError:
+    return DetectorServiceError(
+        f"Watson analyze returned a malformed document: {what} should be {expected}, "
+        f"got {type(value).__name__}{where}"
+    )
 
 
 def _collection_id(answer: Any) -> str:

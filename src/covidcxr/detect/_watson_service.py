@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from attrs import frozen
 
+from covidcxr._secrets import Redactor
 from covidcxr.boxes import ResizeTransform
 from covidcxr.detect._imaging import encode_png, to_uint8
 from covidcxr.errors import ConfigurationError, DetectorServiceError
@@ -34,6 +35,7 @@ from covidcxr.records import XRay
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "ENV_APIKEY",
     "ENV_COLLECTION_IDS",
     "ENV_IAM_URL",
@@ -58,6 +60,9 @@ _SDK_ENV_APIKEY: Final = "VISUAL_RECOGNITION_APIKEY"
 API_VERSION: Final = "2019-02-11"
 #: The service's limit on images in one ``analyze`` or ``add_images`` request.
 MAX_IMAGES_PER_REQUEST: Final = 20
+#: The default cap on an answer's body: 20 images of 100 detections are about 300 kB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 << 20
+_READ_CHUNK: Final = 1 << 16
 # The service refuses images under 30 px or over 5400 px on a side; smaller ones are
 # enlarged to 32 px, with a little margin over the limit.
 _MIN_SERVICE_SIDE: Final = 30
@@ -128,6 +133,7 @@ class _ServiceConnection:
     backoff: float
     max_wait: float
     version: str
+    max_response_bytes: int
     _apikey: str | None
     _service: Any
     _service_lock: threading.Lock
@@ -180,11 +186,15 @@ class _ServiceConnection:
                 )
             service.set_service_url(self.url)
             service.set_http_config({"timeout": self.timeout})
+            # The SDK reads whole bodies (a 600 MB answer took 1.9 GB); a response hook
+            # runs before requests reads the body, so it can read it with a limit.
+            service.get_http_client().hooks["response"].append(_body_limit(self.max_response_bytes))
             self._service = service
             return service
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._apikey, "***") if self._apikey else text
+        # Every encoding: an IAM error may echo the form body, with the apikey URL-encoded.
+        return Redactor([self._apikey])(text)
 
     def _failure_message(self, action: str, status: int | None, detail: str, where: str) -> str:
         ids = ", ".join(self.collection_ids) or "none"
@@ -249,6 +259,37 @@ class _ServiceConnection:
             )
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _body_limit(limit: int) -> Callable[..., Any]:
+    """A requests response hook that reads the body, refusing more than ``limit`` bytes."""
+
+    def read_with_limit(response: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("stream"):
+            return response
+        declared = str(response.headers.get("Content-Length") or "")
+        size = 0
+        chunks: list[bytes] = []
+        if not (declared.isdigit() and int(declared) > limit):
+            # iter_content decodes gzip, so a compressed bomb is counted as it inflates.
+            for chunk in response.iter_content(_READ_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        if size > limit or (declared.isdigit() and int(declared) > limit):
+            response.close()
+            raise DetectorServiceError(
+                f"Watson's answer from {response.url.split('?')[0]} is larger than "
+                f"max_response_bytes={limit}; it was abandoned before parsing (raise the "
+                "limit only for an endpoint you trust)",
+                response.status_code,
+            )
+        # What requests would have read itself; Response.content returns it as is.
+        response._content = b"".join(chunks)
+        return response
+
+    return read_with_limit
 
 
 def _prepare_upload(xray: XRay, index: int) -> _Upload:

@@ -25,13 +25,13 @@ or error message of covidcxr.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
 
+from covidcxr._secrets import Redactor, refuse_url_credentials
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.sources._archive import SafeZipArchive, ZipLimits
@@ -80,22 +80,6 @@ def parse_bucket_location(location: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-class _Redactor:
-    """Replaces credential values in text; holds them only to recognise them."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        values = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
-        self._pattern = (
-            re.compile("|".join(re.escape(value) for value in values)) if values else None
-        )
-
-    def __call__(self, text: str) -> str:
-        return self._pattern.sub("***", text) if self._pattern else text
-
-    def __repr__(self) -> str:
-        return "_Redactor(***)"
-
-
 def cos_client(
     *,
     endpoint_url: str | None = None,
@@ -130,7 +114,8 @@ def cos_client(
     Raises
     ------
     ConfigurationError
-        If no endpoint or no credentials are given or found, or ``max_attempts < 1``.
+        If no endpoint or no credentials are given or found, if an endpoint carries
+        ``user:password@`` (the error does not repeat it), or ``max_attempts < 1``.
     ImportError
         If ``ibm-cos-sdk`` is not installed (``pip install covidcxr[cos]``).
     """
@@ -149,6 +134,8 @@ def cos_client(
         raise ConfigurationError(
             f"no COS endpoint: pass endpoint_url or set {_ENV['endpoint_url']}"
         )
+    for key in ("endpoint_url", "ibm_auth_endpoint"):
+        refuse_url_credentials(options[key], f"the COS {key} (or {_ENV[key]})")
     use_api_key = bool(options["ibm_api_key_id"])
     if not use_api_key and not (options["aws_access_key_id"] and options["aws_secret_access_key"]):
         raise ConfigurationError(
@@ -179,7 +166,7 @@ def cos_client(
         kwargs["aws_access_key_id"] = options["aws_access_key_id"]
         kwargs["aws_secret_access_key"] = options["aws_secret_access_key"]
     client = ibm_boto3.client("s3", **kwargs)
-    client._covidcxr_redact = _Redactor([options[key] or "" for key in _SECRET_OPTIONS])
+    client._covidcxr_redact = Redactor([options[key] for key in _SECRET_OPTIONS])
     return client
 
 
