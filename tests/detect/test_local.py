@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -255,3 +256,23 @@ def test_saving_a_network_with_non_finite_weights_is_refused(tmp_path: Path) -> 
     with pytest.raises(TrainingDivergedError, match=r"detector\.zip"):
         detector.save(tmp_path / "detector.zip")
     assert not (tmp_path / "detector.zip").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"versions": "x"}, "versions"), ({"n_training_images": "many"}, "n_training_images")],
+)
+def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
+    change: dict[str, object], field: str, tmp_path: Path
+) -> None:
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
+    path = tmp_path / "detector.zip"
+    detector.fit([phantom(i) for i in range(4)]).save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+        model = archive.read("model.keras")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("covidcxr.json", json.dumps({**metadata, **change}))
+        archive.writestr("model.keras", model)
+    with pytest.raises(ModelFormatError, match=rf"detector\.zip: covidcxr\.json field '{field}'"):
+        LocalDetector.load(path)
