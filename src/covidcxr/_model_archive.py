@@ -170,6 +170,57 @@ def read_model_archive(
     return metadata, extracted
 
 
+def _is_str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _is_history(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(values, list)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        for values in value.values()
+    )
+
+
+def _is_count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+# The shape of every metadata field a loader reads, checked once here so that a damaged
+# or hand-edited covidcxr.json fails with the file and field named, not an AttributeError
+# deep inside a loader. Fields may be absent (the loaders say which they require).
+_FIELD_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "versions": ("an object of version strings", _is_str_map),
+    "params": ("an object", lambda value: isinstance(value, dict)),
+    "classes": (
+        "a list of strings",
+        lambda value: isinstance(value, list) and all(isinstance(c, str) for c in value),
+    ),
+    "history": ("an object of lists of numbers", _is_history),
+    "data_fingerprint": ("an object", lambda value: isinstance(value, dict)),
+    "n_training_images": ("a count or null", _is_count),
+}
+
+
+def check_metadata_shape(metadata: dict[str, Any], source: Path) -> None:
+    """Refuse metadata whose fields have the wrong JSON type, naming the file and field.
+
+    Raises
+    ------
+    ModelFormatError
+        If a field that a loader reads is present with the wrong shape.
+    """
+    for field, (expected, matches) in _FIELD_SHAPES.items():
+        if field in metadata and not matches(metadata[field]):
+            raise ModelFormatError(
+                f"{source}: {METADATA_MEMBER} field {field!r} should be {expected}, not "
+                f"{type(metadata[field]).__name__} {metadata[field]!r:.60}; the file is damaged "
+                "or was edited by hand: save the model again"
+            )
+
+
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
@@ -187,6 +238,7 @@ def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -
         raise ModelFormatError(
             f"{source}: {METADATA_MEMBER} does not describe a {what}: it is not {what} metadata"
         )
+    check_metadata_shape(metadata, source)
     if metadata.get("format_version") != archive_format.version:
         saved_by = metadata.get("versions", {}).get("covidcxr", "unknown")
         raise ModelFormatError(

@@ -19,6 +19,7 @@ __all__ = [
     "OutputExistsError",
     "PluginError",
     "SourceError",
+    "TrainingDivergedError",
     "UnknownLabelError",
     "UnknownNameError",
     "WeightsUnavailableError",
@@ -83,6 +84,15 @@ class WeightsUnavailableError(CovidCXRError):
 
 class ModelFormatError(CovidCXRError, ValueError):
     """A saved model is incomplete, corrupt, or was written by an incompatible version."""
+
+
+class TrainingDivergedError(CovidCXRError, ArithmeticError):
+    """Training produced a non-finite loss or non-finite weights (NaN or infinity).
+
+    Usually a learning rate that is too high, or input with non-finite values. Nothing is
+    saved from such a run: a model with NaN weights would predict the same class for
+    every image. Lower the learning rate (or check the data) and train again.
+    """
 
 
 class DetectorServiceError(CovidCXRError):

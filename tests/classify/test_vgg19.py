@@ -726,6 +726,29 @@ def test_load_refuses_mismatched_metadata(
         VGG19Classifier.load(path)
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"versions": "x"}, "versions"),
+        ({"versions": "x", "format_version": 99}, "versions"),
+        ({"versions": {"keras": 3}}, "versions"),
+        ({"classes": "abc"}, "classes"),
+        ({"history": [1]}, "history"),
+        ({"history": {"loss": "x"}}, "history"),
+        ({"params": []}, "params"),
+        ({"data_fingerprint": "x"}, "data_fingerprint"),
+    ],
+)
+def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
+    change: dict[str, Any], field: str, fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    _rewrite_metadata(path, change)
+    with pytest.raises(ModelFormatError, match=rf"model\.cxr: covidcxr\.json field '{field}'"):
+        VGG19Classifier.load(path)
+
+
 def test_load_refuses_a_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "model.cxr"
     path.write_bytes(b"PK\x03\x04 truncated")

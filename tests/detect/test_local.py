@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 import covidcxr
 from covidcxr.boxes import iou
 from covidcxr.detect import LocalDetector, mask_to_detections
-from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.records import Box, XRay
 
 # --- post-processing --------------------------------------------------------------------
@@ -232,3 +233,46 @@ def test_sklearn_clone_copies_the_parameters() -> None:
 
     detector = LocalDetector(epochs=2)
     assert clone(detector).get_params() == detector.get_params()
+
+
+# --- divergence (issue 12) ----------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_with_a_clear_error() -> None:
+    detector = LocalDetector(
+        input_size=32, base_filters=2, depth=1, epochs=2, threads=2, learning_rate=1e30
+    )
+    with pytest.raises(TrainingDivergedError, match=r"epoch \d+ \(loss=nan\).*learning_rate"):
+        detector.fit([phantom(i) for i in range(8)])
+    assert not hasattr(detector, "model_")
+
+
+def test_saving_a_network_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
+    detector.fit([phantom(i) for i in range(4)])
+    weights = detector.model_.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    detector.model_.set_weights(weights)
+    with pytest.raises(TrainingDivergedError, match=r"detector\.zip"):
+        detector.save(tmp_path / "detector.zip")
+    assert not (tmp_path / "detector.zip").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"versions": "x"}, "versions"), ({"n_training_images": "many"}, "n_training_images")],
+)
+def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
+    change: dict[str, object], field: str, tmp_path: Path
+) -> None:
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
+    path = tmp_path / "detector.zip"
+    detector.fit([phantom(i) for i in range(4)]).save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+        model = archive.read("model.keras")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("covidcxr.json", json.dumps({**metadata, **change}))
+        archive.writestr("model.keras", model)
+    with pytest.raises(ModelFormatError, match=rf"detector\.zip: covidcxr\.json field '{field}'"):
+        LocalDetector.load(path)

@@ -293,3 +293,28 @@ def test_loading_something_else_is_a_model_format_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelFormatError, match="format version 99"):
         Pipeline.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"detector": "x"}, "detector"),
+        ({"classifier": "x"}, "classifier"),
+        ({"history": ["x"]}, "history"),
+        ({"classes": "abc"}, "classes"),
+        ({"evaluation": 3}, "evaluation"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_names_the_file_and_field(
+    change: dict[str, Any],
+    field: str,
+    test_config: dict[str, Any],
+    phantom_train: list[XRay],
+    tmp_path: Path,
+) -> None:
+    fitted(test_config, phantom_train).save(tmp_path / "model")
+    manifest_path = tmp_path / "model" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(ModelFormatError, match=rf"pipeline\.json: field '{field}'"):
+        Pipeline.load(tmp_path / "model")

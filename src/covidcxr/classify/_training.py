@@ -16,14 +16,15 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.files import atomic_write
 
 if TYPE_CHECKING:
@@ -69,6 +70,28 @@ def _moving_average(
         else np.array(w)
         for a, w in zip(average, weights, strict=True)
     ]
+
+
+def all_finite(arrays: Iterable[NDArray[Any]]) -> bool:
+    """Whether every floating-point value in ``arrays`` is finite (no NaN, no infinity)."""
+    return all(
+        bool(np.isfinite(array).all())
+        for array in arrays
+        if np.issubdtype(np.asarray(array).dtype, np.floating)
+    )
+
+
+def _check_finite_logs(logs: dict[str, float], epoch: int) -> None:
+    # A diverged run must stop here: its NaN weights would otherwise be checkpointed,
+    # saved and used, and predict one class for every image.
+    bad = {key: value for key, value in logs.items() if not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{key}={value}" for key, value in bad.items())
+        raise TrainingDivergedError(
+            f"training diverged in epoch {epoch + 1} ({shown}) at learning rate "
+            f"{logs.get('lr')}; lower learning_rate (or check the data for non-finite "
+            "values) and train again"
+        )
 
 
 class _ForeignCheckpoint(Exception):  # noqa: N818 - internal control flow, never escapes
@@ -126,6 +149,7 @@ class _TrainingLoop:
                 averaged = _moving_average(averaged, raw, estimator.weight_averaging)
                 self.trained.set_weights(averaged)
             logs.update(validate())
+            _check_finite_logs(logs, epoch)
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             score = logs.get(monitor, math.inf)
@@ -205,11 +229,13 @@ class _TrainingLoop:
         ]
         | None
     ):
-        if self.checkpoint is None or not self.checkpoint.is_file():
+        if self.checkpoint is None or not self.checkpoint.exists():
             return None
         try:
             with np.load(self.checkpoint, allow_pickle=False) as saved:
                 state = json.loads(str(saved["state"]))
+                if not isinstance(state, dict):
+                    raise TypeError(f"state is {type(state).__name__}, not an object")  # noqa: TRY301
                 if state.get("run_key") != self.run_key:
                     raise _ForeignCheckpoint  # noqa: TRY301 - leaves the with block first
                 weights = [saved[f"weight_{i}"] for i in range(len(self.trained.weights))]
@@ -224,22 +250,39 @@ class _TrainingLoop:
                     if state.get("has_average")
                     else None
                 )
+            history = state["history"]
+            if not isinstance(history, dict) or not all(
+                isinstance(values, list) for values in history.values()
+            ):
+                raise TypeError("history is not a mapping of lists")  # noqa: TRY301
+            best_score = float(state["best_score"]) if state["best_score"] is not None else math.inf
+            wait, epoch = int(state["wait"]), int(state["epoch"])
+            if not 0 <= epoch <= self.estimator.epochs or wait < 0:
+                raise ValueError(f"epoch {epoch} or wait {wait} out of range")  # noqa: TRY301
+            if not all_finite([*weights, *(best or []), *(average or [])]):
+                raise ValueError("non-finite (NaN or infinite) weights")  # noqa: TRY301
+            self.trained.set_weights(weights)
+            for variable, value in zip(self.optimizer.variables, optimizer_state, strict=True):
+                if tuple(variable.shape) != value.shape:
+                    raise ValueError(  # noqa: TRY301
+                        f"optimizer state of shape {value.shape}, expected {variable.shape}"
+                    )
+                variable.assign(value)
         except _ForeignCheckpoint:
             raise ConfigurationError(
                 f"{self.checkpoint} belongs to a run with other parameters or data; use "
                 "another checkpoint_dir, or delete the checkpoint to start afresh"
             ) from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelFormatError(f"{self.checkpoint}: unreadable checkpoint ({exc})") from exc
-        self.trained.set_weights(weights)
-        for variable, value in zip(self.optimizer.variables, optimizer_state, strict=True):
-            variable.assign(value)
-        best_score = state["best_score"] if state["best_score"] is not None else math.inf
-        return (
-            state["history"],
-            best_score,
-            best,
-            int(state["wait"]),
-            int(state["epoch"]),
-            average,
-        )
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            EOFError,
+            zipfile.BadZipFile,
+        ) as exc:
+            raise ModelFormatError(
+                f"{self.checkpoint}: unreadable or damaged checkpoint ({exc}); delete it to "
+                "start afresh"
+            ) from exc
+        return history, best_score, best, wait, epoch, average

@@ -35,8 +35,13 @@ from covidcxr.classify._persistence import (
     runtime_versions,
     write_archive,
 )
-from covidcxr.classify._training import _epoch_seed, _reseed_dropout, _TrainingLoop
-from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.classify._training import _epoch_seed, _reseed_dropout, _TrainingLoop, all_finite
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    TrainingDivergedError,
+    WeightsUnavailableError,
+)
 from covidcxr.labels import LABELS
 from covidcxr.protocols import EpochCallback
 from covidcxr.records import XRay
@@ -802,8 +807,16 @@ class VGG19Classifier(SetParamsMixin):
             If the classifier is not fitted.
         FileExistsError
             If ``path`` exists and is not a saved classifier.
+        TrainingDivergedError
+            If the model's weights are not finite (NaN or infinity): such a model would
+            predict one class for every image.
         """
         self._check_fitted()
+        if not all_finite(self.model_.get_weights()):
+            raise TrainingDivergedError(
+                f"not saving to {os.fspath(path)}: the model has non-finite (NaN or infinite) "
+                "weights, so training diverged; lower learning_rate and train again"
+            )
         params = {
             key: value
             for key, value in self.get_params().items()

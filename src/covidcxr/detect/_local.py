@@ -23,7 +23,12 @@ from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_mod
 from covidcxr._params import SetParamsMixin
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
-from covidcxr.errors import ConfigurationError, InvalidImageError, ModelFormatError
+from covidcxr.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    ModelFormatError,
+    TrainingDivergedError,
+)
 from covidcxr.protocols import EpochCallback
 from covidcxr.records import Detection, XRay
 
@@ -140,6 +145,16 @@ def _conv_block(keras: Any, x: Any, filters: int) -> Any:
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
     return x
+
+
+def _stop_if_diverged(epoch: int, logs: dict[str, Any] | None) -> None:
+    bad = {key: float(value) for key, value in (logs or {}).items() if not np.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{key}={value}" for key, value in bad.items())
+        raise TrainingDivergedError(
+            f"LocalDetector training diverged in epoch {epoch + 1} ({shown}); lower "
+            "learning_rate (or check the data for non-finite values) and train again"
+        )
 
 
 def build_network(keras: Any, input_size: int, base_filters: int, depth: int, augment: bool) -> Any:
@@ -334,6 +349,8 @@ class LocalDetector(SetParamsMixin):
         ------
         ConfigurationError
             If no training radiograph has a lesion box or a non-empty infection mask.
+        TrainingDivergedError
+            If an epoch ends with a non-finite loss (NaN or infinity).
         """
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
@@ -343,7 +360,9 @@ class LocalDetector(SetParamsMixin):
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=_dice_bce_loss(keras),
         )
-        callbacks: list[Any] = []
+        # Stop at the first non-finite loss: a diverged network would otherwise be kept
+        # (and saved), and find nothing, or everything, in every image.
+        callbacks: list[Any] = [keras.callbacks.LambdaCallback(on_epoch_end=_stop_if_diverged)]
         if self.on_epoch_end is not None:
             report = self.on_epoch_end
             callbacks.append(
@@ -434,8 +453,15 @@ class LocalDetector(SetParamsMixin):
         FileExistsError
             If ``path`` exists and ``overwrite`` is false, or it is not a saved local
             detector (then it is never replaced).
+        TrainingDivergedError
+            If the network's weights are not finite (NaN or infinity).
         """
         model = self._require_fitted()
+        if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
+            raise TrainingDivergedError(
+                f"not saving to {os.fspath(path)}: the network has non-finite (NaN or "
+                "infinite) weights, so training diverged; lower learning_rate and train again"
+            )
         metadata = {
             "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": getattr(self, "history_", {}),

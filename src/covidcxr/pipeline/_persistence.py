@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +66,49 @@ def write_pipeline(
     return target
 
 
+def _is_component(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str) and bool(value["name"])
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+# The shape of every manifest field that loading reads: a damaged or hand-edited
+# pipeline.json fails naming the file and field, not with a TypeError deep in load().
+_MANIFEST_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "classifier": ("an object with a 'name'", _is_component),
+    "detector": ("null or an object with a 'name'", _optional(_is_component)),
+    "preprocessor": ("null or an object with a 'name'", _optional(_is_component)),
+    "evaluation": ("an object", _is_object),
+    "history": ("null or an object", _optional(_is_object)),
+    "training_data_fingerprint": (
+        "null or a string",
+        _optional(lambda value: isinstance(value, str)),
+    ),
+    "classes": (
+        "a list of strings",
+        lambda value: isinstance(value, list) and all(isinstance(c, str) for c in value),
+    ),
+}
+
+
+def _check_manifest_shape(manifest: dict[str, Any], manifest_path: Path) -> None:
+    if "classifier" not in manifest:
+        raise ModelFormatError(f"{manifest_path}: field 'classifier' is missing")
+    for field, (expected, matches) in _MANIFEST_SHAPES.items():
+        if field in manifest and not matches(manifest[field]):
+            raise ModelFormatError(
+                f"{manifest_path}: field {field!r} should be {expected}, not "
+                f"{type(manifest[field]).__name__} {manifest[field]!r:.60}; the file is "
+                "damaged or was edited by hand: save the pipeline again"
+            )
+
+
 class SavedPipeline:
     """What :func:`read_pipeline` found: the manifest and the loaded components."""
 
@@ -105,6 +148,7 @@ def read_pipeline(
             f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
             f"covidcxr ({__version__}) reads version {_FORMAT_VERSION}"
         )
+    _check_manifest_shape(manifest, manifest_path)
     try:
         classifier_name = manifest["classifier"]["name"]
         classifier_factory: object = available_classifiers()[classifier_name].factory
