@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -472,29 +473,53 @@ def demo_command(
 # -- lesion detection --------------------------------------------------------------------
 
 
-def _png_name(image_id: str, used: dict[str, int]) -> str:
-    """A filesystem-safe PNG name for an image id, distinct from those in ``used``."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(image_id).stem)
-    stem = stem.strip("._") or "image"
-    count = used.get(stem, 0)
-    used[stem] = count + 1
-    return f"{stem}.png" if count == 0 else f"{stem}-{count}.png"
+def _png_name(image_id: str, used: set[str], base: PurePath | None = None) -> str:
+    """A filesystem-safe PNG name for an image id, distinct from every name in ``used``.
+
+    The name keeps the id's path below ``base`` (``COVID/1.png`` -> ``COVID__1.png``), so
+    radiographs of the same file name in different folders keep apart; a clash that is
+    left gets a counter.
+    """
+    path = PurePath(image_id)
+    if base is not None and path.is_relative_to(base) and path != base:
+        path = path.relative_to(base)
+    else:
+        path = PurePath(path.name)
+    flat = "__".join((*path.parent.parts, path.stem)) if path.parent.parts else path.stem
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in flat).strip("._") or "image"
+    name, count = f"{stem}.png", 0
+    while name in used:
+        count += 1
+        name = f"{stem}-{count}.png"
+    used.add(name)
+    return name
+
+
+def _common_folder(ids: Sequence[str]) -> PurePath | None:
+    """The folder all ids are below, if they share one (``None`` for one id or none)."""
+    if len(ids) < 2:
+        return None
+    try:
+        return PurePath(os.path.commonpath(ids))
+    except ValueError:  # absolute and relative ids mixed
+        return None
 
 
 def _planned_png_names(
-    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource, used: dict[str, int]
+    dataset: Sequence[covidcxr.XRay] | covidcxr.DatasetSource, used: set[str]
 ) -> dict[str, list[str]]:
     """The PNG names of every radiograph id, in order, known before any is detected."""
     from covidcxr.sources import CatalogSource  # noqa: PLC0415 - see above
 
-    ids: Iterable[str]
+    ids: list[str]
     if isinstance(dataset, CatalogSource):
-        ids = (dataset.record_id(entry) for entry in dataset.pending_entries())  # no reads
+        ids = [dataset.record_id(entry) for entry in dataset.pending_entries()]  # no reads
     else:  # a list, or a plugin's source: its ids are only known by reading it
-        ids = (xray.id for xray in dataset)
+        ids = [xray.id for xray in dataset]
+    base = _common_folder(ids)
     names: dict[str, list[str]] = {}
     for image_id in ids:
-        names.setdefault(image_id, []).append(_png_name(image_id, used))
+        names.setdefault(image_id, []).append(_png_name(image_id, used, base))
     return names
 
 
@@ -598,7 +623,7 @@ def detect_command(
     source_opts = _source_options(source_options, on_error)
     dataset = _open_sources(sources, source_opts)
     report_path = out / "detections.json"
-    used_names: dict[str, int] = {}
+    used_names: set[str] = set()
     png_names = _planned_png_names(dataset, used_names)
     planned = [out / name for names in png_names.values() for name in names]
     try:  # every output name is checked before anything is written

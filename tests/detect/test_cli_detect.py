@@ -82,7 +82,8 @@ def test_detect_writes_one_png_per_radiograph_and_a_json_of_detections(
     document = json.loads((out / "detections.json").read_text())
     assert document["detector"] == "watson"
     pngs = [image["png"] for image in document["images"]]
-    assert pngs == ["a.png", "b.png", "a-1.png"]  # the two a.png stay distinct
+    # The names keep the folders, so the two a.png stay apart and say where they came from.
+    assert pngs == ["COVID__a.png", "COVID__b.png", "NORMAL__a.png"]
     first = document["images"][0]
     assert (first["width"], first["height"]) == (48, 40)
     assert first["detections"] == [
@@ -92,7 +93,7 @@ def test_detect_writes_one_png_per_radiograph_and_a_json_of_detections(
             "box": {"x": 4.0, "y": 6.0, "width": 20.0, "height": 12.0},
         }
     ]
-    drawn = cv2.imread(str(out / "a.png"), cv2.IMREAD_COLOR)
+    drawn = cv2.imread(str(out / "COVID__a.png"), cv2.IMREAD_COLOR)
     assert drawn is not None
     assert drawn.shape == (40, 48, 3)
 
@@ -196,4 +197,26 @@ def test_detect_accepts_several_radiograph_files(
     result = run(["detect", *map(str, files), "--out", str(out), *watson_args(server)])
     assert result.exit_code == 0, result.output
     document = json.loads((out / "detections.json").read_text())
-    assert [image["png"] for image in document["images"]] == ["b.png", "a.png"]
+    assert [image["png"] for image in document["images"]] == ["COVID__b.png", "NORMAL__a.png"]
+
+
+def test_output_names_are_unique_per_radiograph_whatever_the_file_names(
+    server: LoopbackWatsonServer, tmp_path: Path
+) -> None:
+    # Issue 12, item 10: COVID/1.png, Normal/1.png and Normal/1-1.png once mapped to
+    # colliding names ("1.png", "1-1.png", "1-1.png").
+    root = tmp_path / "scans"
+    for index, name in enumerate(("COVID/1.png", "Normal/1.png", "Normal/1-1.png")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.full((40, 48), 40 + 60 * index, np.uint8)
+        pixels[5:15, 5:20] = 250
+        cv2.imwrite(str(root / name), pixels)
+    out = tmp_path / "out"
+    for attempt in ("first", "again"):
+        flags = ["--overwrite"] if attempt == "again" else []
+        result = run(["detect", str(root), "--out", str(out), *flags, *watson_args(server)])
+        assert result.exit_code == 0, result.output
+        document = json.loads((out / "detections.json").read_text())
+        pngs = [image["png"] for image in document["images"]]
+        assert len(set(pngs)) == 3
+        assert sorted(p.name for p in out.glob("*.png")) == sorted(pngs)

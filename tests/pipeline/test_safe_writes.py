@@ -206,11 +206,11 @@ def test_detect_with_one_clashing_name_writes_nothing_at_all(
     phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = users_folder(tmp_path / "results")
-    (out / "phantom-normal-0-0001.png").write_bytes(b"the user's picture")
+    (out / "normal__phantom-normal-0-0001.png").write_bytes(b"the user's picture")
     before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     code, _, err = run(detect_args(phantom_dir, out), capsys)
     assert code == 2
-    assert "phantom-normal-0-0001.png already exists" in err
+    assert "normal__phantom-normal-0-0001.png already exists" in err
     assert "--overwrite" in err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
-    assert (out / "phantom-normal-0-0001.png").read_bytes() == b"the user's picture"
+    assert (out / "normal__phantom-normal-0-0001.png").read_bytes() == b"the user's picture"
