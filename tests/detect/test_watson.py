@@ -480,8 +480,9 @@ def test_an_iam_error_echoing_the_apikey_encoded_does_not_leak_it(echo: Any) -> 
 
 @pytest.mark.parametrize("option", ["url", "iam_url"])
 def test_urls_carrying_credentials_are_refused_without_echoing_them(option: str) -> None:
+    options: dict[str, Any] = {option: "https://user:pa%2Bss%2Fword@vr.example.org"}
     with pytest.raises(ConfigurationError, match="must not carry credentials") as raised:
-        WatsonDetector(**{option: "https://user:pa%2Bss%2Fword@vr.example.org"}, apikey="k")
+        WatsonDetector(**options, apikey="k")
     assert "pa%2Bss" not in str(raised.value)
     assert "pa+ss" not in str(raised.value)
 
