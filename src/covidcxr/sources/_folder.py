@@ -112,7 +112,7 @@ class FolderSource(CatalogSource):
         self,
         root: str | os.PathLike[str],
         *,
-        layout: str = "auto",
+        layout: str = AUTO,
         split: str | Sequence[str] | None = None,
         label_aliases: Mapping[str, str] | None = None,
         on_error: str = "raise",
