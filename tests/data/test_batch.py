@@ -476,3 +476,30 @@ def test_hits_among_misses_keep_their_order(
     got = _signatures(every, cache=cache, stats=stats, workers=workers, chunk_size=chunk_size)
     assert got == [_signature(PREPROCESSOR(x)) for x in every]
     assert (stats.cache_hits, stats.cache_writes) == (len(cached), len(every) - len(cached))
+
+
+def test_a_flipped_byte_in_a_sealed_entry_is_recomputed_not_served(
+    qu_ex_folder: Path, tmp_path: Path
+) -> None:
+    from covidcxr.preprocess._packs import scan_pack
+
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    cache = tmp_path / "cache"
+    expected = _signatures(source, cache=str(cache))
+    (pack,) = cache.rglob("*.cxrpack")
+    _, offset, header_length, body_length = list(scan_pack(pack))[2]
+    data = bytearray(pack.read_bytes())
+    body = offset + 40 + header_length  # prefix (36) and checksum (4), then the header
+    data[body + body_length // 2] ^= 0x01  # one pixel of the third entry
+    pack.write_bytes(bytes(data))
+    # Damage on disk (a flipped bit) leaves the time stamps as they were; the rewrite
+    # goes to a newer pack, found first from then on.
+    os.utime(pack, ns=(1, 1))
+    for damaged, hits, writes in ((1, 5, 1), (0, 6, 0)):  # recomputed, then served again
+        stats = BatchStats()
+        assert _signatures(source, cache=str(cache), stats=stats) == expected
+        assert (stats.cache_damaged, stats.cache_hits, stats.cache_writes) == (
+            damaged,
+            hits,
+            writes,
+        )

@@ -76,8 +76,9 @@ _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
 # ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), stored in cache?,
-#  content digest, served from the cache?), ("cached", XRay, found from a remembered
-#  digest?), ("invalid", message, source) or ("error", the exception the item raised)
+#  content digest, served from the cache?, a damaged entry found?), ("cached", XRay, found
+#  from a remembered digest?), ("invalid", message, source) or ("error", the exception the
+#  item raised)
 _Result = tuple[Any, ...]
 
 
@@ -95,6 +96,9 @@ class BatchStats:
     cache_writes: int = 0
     #: Results that could not be cached (metadata that is not plain JSON, a full disk).
     uncachable: int = 0
+    #: Cache entries found damaged (their checksum did not match): not served, computed
+    #: again (and stored again).
+    cache_damaged: int = 0
     #: Unreadable items left out (``on_error="skip"``).
     skipped: int = 0
 
@@ -156,6 +160,7 @@ def _process_one(
     cache: PreprocessCache | None,
     compact: bool,
 ) -> _Result:
+    damaged = False  # a damaged cache entry was found (and not served)
     if kind == "entry":
         assert reader is not None  # noqa: S101 - entries are only sent with a reader
         try:
@@ -165,9 +170,9 @@ def _process_one(
         kind = "raw"
         if cache is not None:
             digest = task.digest()
-            cached = cache.load(digest)
+            cached, damaged = cache.lookup(digest)
             if cached is not None:
-                return _cached_result(task, cached, digest)
+                return _cached_result(task, cached, digest, damaged)
     if kind == "raw":
         raw: RawItem = task
         input_meta: Mapping[str, Any] = raw.meta
@@ -213,7 +218,7 @@ def _process_one(
     if not compact and packed[0] != "raw":
         packed = ("raw", expand_pixels(*packed))  # in this process: nothing to send
     record = (out.id, out.label, out.patient_id, packed, boxes_out, out_meta)
-    return ("ok", record, stored, digest, False)
+    return ("ok", record, stored, digest, False, damaged)
 
 
 def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | None:
@@ -236,12 +241,12 @@ def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | 
     return packed
 
 
-def _cached_result(raw: RawItem, cached: CachedOutput, digest: str) -> _Result:
+def _cached_result(raw: RawItem, cached: CachedOutput, digest: str, damaged: bool) -> _Result:
     xray = _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
     boxes = tuple((b.x, b.y, b.width, b.height) for b in xray.boxes)
     packed = compact_pixels(np.asarray(xray.pixels))
     record = (xray.id, xray.label, xray.patient_id, packed, boxes, dict(xray.meta))
-    return ("ok", record, None, digest, True)
+    return ("ok", record, None, digest, True, damaged)
 
 
 def _process_chunk(
@@ -288,6 +293,8 @@ class _Input:
     digest: str | None = None
     fingerprint: str | None = None
     entry: Entry | None = None
+    #: A damaged cache entry was found for it (and not served).
+    damaged: bool = False
 
 
 @define
@@ -358,15 +365,19 @@ def _source_inputs(
 ) -> Iterator[_Input | tuple[_Input, InvalidImageError]]:
     for position, entry in enumerate(source.pending_entries()):
         fingerprint = source.fingerprint(entry) if cache is not None else None
+        damaged = False
         if cache is not None and fingerprint is not None:
             # An unchanged file whose digest is remembered: the cache alone answers.
             digest = cache.digest_for(fingerprint)
-            cached = cache.load(digest) if digest is not None else None
+            cached, damaged = cache.lookup(digest) if digest is not None else (None, False)
             if cached is not None:
-                yield _Input(position, "cached", _from_cache(source, entry, cached), entry=entry)
+                xray = _from_cache(source, entry, cached)
+                yield _Input(position, "cached", xray, entry=entry, damaged=damaged)
                 continue
         if read_in_workers:
-            yield _Input(position, "entry", entry, fingerprint=fingerprint, entry=entry)
+            yield _Input(
+                position, "entry", entry, fingerprint=fingerprint, entry=entry, damaged=damaged
+            )
             continue
         try:
             raw = source.read_item(entry)
@@ -374,7 +385,7 @@ def _source_inputs(
             yield _Input(position, "raw", None, entry=entry), exc
             continue
         digest = raw.digest() if cache is not None else None
-        yield _Input(position, "raw", raw, digest, fingerprint, entry)
+        yield _Input(position, "raw", raw, digest, fingerprint, entry, damaged)
 
 
 def _inputs(
@@ -602,7 +613,8 @@ class _Runner:
     def _main_process_hit(self, item: _Input) -> XRay | None:
         if self.cache is None or item.digest is None:
             return None
-        cached = self.cache.load(item.digest)
+        cached, damaged = self.cache.lookup(item.digest)
+        item.damaged |= damaged
         if cached is None:
             return None
         self._remember(item, item.digest)
@@ -690,11 +702,13 @@ class _Runner:
         if status == "cached":
             stats.cache_hits += 1
             stats.memo_hits += int(result[2])
+            stats.cache_damaged += int(item.damaged)
             cached_xray: XRay = result[1]
             return cached_xray
-        _, record, stored, digest, hit = result
+        _, record, stored, digest, hit, damaged = result
         self._remember(item, digest)
         identifier, label, patient_id, (encoding, packed), boxes, meta = record
+        stats.cache_damaged += int(item.damaged or damaged)
         if hit:
             stats.cache_hits += 1
         elif stored is True:

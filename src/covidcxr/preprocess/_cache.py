@@ -18,7 +18,9 @@ JSON header followed by the raw array bytes, read with one system call. Every wr
 process appends to a pack of its own, so worker processes and concurrent runs can share
 a folder without locks; readers use a pack only once its writer has flushed it to disk
 and sealed it (:meth:`PreprocessCache.close`, or the writing process's exit), so a crash
-leaves an ignored pack, never a torn entry. Float32 pixels that are exactly
+leaves an ignored pack, never a torn entry. Every entry carries a checksum, checked on
+every read: an entry damaged later is a miss (:meth:`PreprocessCache.lookup` says so), is
+recomputed and written again, and is never served. Float32 pixels that are exactly
 ``uint8 / 255`` (the usual output) are stored as the ``uint8`` values, a quarter of the
 bytes, and restored bit for bit.
 
@@ -51,7 +53,8 @@ __all__ = ["CachedOutput", "PreprocessCache"]
 
 _TRANSFORM_TAG: Final = "__resize_transform__"
 # Part of every entry address: bump when the entry format changes.
-_FORMAT: Final = "cxrpack-1"
+# cxrpack-2: records carry a checksum. Entries of cxrpack-1 are in other folders, unread.
+_FORMAT: Final = "cxrpack-2"
 _CACHEDIR_TAG: Final = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by covidcxr.\n"
@@ -149,14 +152,25 @@ class PreprocessCache:
         ).digest()
 
     def load(self, content_digest: str) -> CachedOutput | None:
-        """The cached output, or ``None`` when absent or unreadable (a miss)."""
+        """The cached output, or ``None`` when absent or damaged (a miss)."""
+        return self.lookup(content_digest)[0]
+
+    def lookup(self, content_digest: str) -> tuple[CachedOutput | None, bool]:
+        """The cached output (or ``None``: a miss), and whether a damaged entry was found.
+
+        A damaged entry (its checksum does not match, or its header is not one this
+        version wrote) is never returned: the lookup is a miss, and the caller recomputes
+        and stores the result again.
+        """
+        damaged_before = self._packs.damaged
         record = self._packs.get(self._key(content_digest))
+        damaged = self._packs.damaged != damaged_before
         if record is None:
-            return None
+            return None, damaged
         try:
-            return _parse(*record)
+            return _parse(*record), damaged
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-            return None  # a damaged entry of any shape is a miss, not an error
+            return None, True  # a damaged entry of any shape is a miss, not an error
 
     def store(
         self,
