@@ -145,6 +145,8 @@ def test_a_failed_write_stops_writing(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(os, "write", full)
     assert not store.put(_key(2), b"h", [b"lost"])
+    assert isinstance(store.error, OSError)
+    assert store.error.errno == 28  # why the store writes no more
     monkeypatch.undo()
     assert not store.put(_key(3), b"h", [b"not after a failure"])
     store.close()
@@ -382,3 +384,21 @@ def test_a_flipped_pixel_byte_makes_the_cache_entry_a_miss(tmp_path: Path) -> No
     reader = PreprocessCache(tmp_path, token="t")
     assert reader.lookup("digest") == (None, True)
     assert reader.load("digest") is None
+
+
+def test_a_sealing_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackStore(tmp_path)
+    assert store.put(_key(1), b"h", [b"body"])
+    sealed = store.sealed_path
+    assert sealed is not None
+    assert sealed.endswith(".cxrpack")
+
+    def no_space(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    store.seal()
+    assert isinstance(store.error, OSError)
+    assert store.error.errno == 28
+    assert not Path(sealed).exists()
+    assert store.sealed_path is None

@@ -49,7 +49,7 @@ from covidcxr.preprocess._packs import PackStore
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.records import Box
 
-__all__ = ["CachedOutput", "PreprocessCache"]
+__all__ = ["CacheNotFilledWarning", "CachedOutput", "PreprocessCache"]
 
 _TRANSFORM_TAG: Final = "__resize_transform__"
 # Part of every entry address: bump when the entry format changes.
@@ -60,6 +60,16 @@ _CACHEDIR_TAG: Final = (
     "# This file is a cache directory tag created by covidcxr.\n"
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
+
+
+class CacheNotFilledWarning(UserWarning):
+    """The preprocessing cache could not be written (a full or read-only disk).
+
+    Results are still computed and correct; they are only not cached, so the next pass
+    computes them again. The message names the cache folder and the reason (such as
+    ``ENOSPC``); :attr:`BatchStats.uncachable <covidcxr.preprocess.BatchStats.uncachable>`
+    counts the results that were not kept.
+    """
 
 
 @frozen
@@ -200,7 +210,9 @@ class PreprocessCache:
             ``False`` (nothing written) if a metadata value is neither an array nor plain
             JSON (such results are recomputed on every pass rather than cached wrongly),
             or if the entry could not be written (a full disk: the cache then stops
-            writing for this run).
+            writing for this run, and :attr:`write_error` says why). ``True`` when the
+            entry was appended to the pack being written: it is in the cache once that
+            pack is sealed (:attr:`sealed_path` exists), which a later failure prevents.
         """
         encoding, stored = packed if packed is not None else compact_pixels(np.asarray(pixels))
         arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(stored)}
@@ -228,6 +240,20 @@ class PreprocessCache:
         ).encode()
         body = [array.reshape(-1).view(np.uint8).data for array in arrays.values()]
         return self._packs.put(self._key(content_digest), header, body)
+
+    @property
+    def sealed_path(self) -> str | None:
+        """The file that will hold the entries stored since the last seal, once sealed.
+
+        ``None`` when none is being written. The entries :meth:`store` accepted are in
+        the cache only once this file exists (see :meth:`close`).
+        """
+        return self._packs.sealed_path
+
+    @property
+    def write_error(self) -> OSError | None:
+        """Why the cache stopped writing or could not seal its entries; ``None`` if it did not."""
+        return self._packs.error
 
     def digest_for(self, fingerprint: str) -> str | None:
         """The content digest remembered for a source fingerprint, or ``None``."""

@@ -111,6 +111,9 @@ class PackStore:
     ----------
     damaged
         Records this store found damaged (their checksum did not match) and did not serve.
+    error
+        Why this store stopped writing (a full disk: ``ENOSPC``), or why the last pack it
+        sealed could not be flushed or renamed; ``None`` while all is well.
 
     Notes
     -----
@@ -131,6 +134,7 @@ class PackStore:
         self._writer: _Writer | None = None
         self._finalizer: multiprocessing_util.Finalize | None = None
         self._writer_failed = False
+        self.error: OSError | None = None
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -242,9 +246,22 @@ class PackStore:
             self._writer_failed = True
             self._abandon_writer()
             if isinstance(exc, OSError):
+                self.error = exc
                 return False
             raise
         return True
+
+    @property
+    def sealed_path(self) -> str | None:
+        """The name the pack being written will have once sealed; ``None`` if none is open.
+
+        The records :meth:`put` accepted are in the cache once a file of this name
+        exists: a pack that could not be written to the end, flushed or renamed never
+        gets it (the records are lost, however many :meth:`put` accepted).
+        """
+        if self._writer is None or self._writer.pid != os.getpid():
+            return None
+        return self._writer.path.removesuffix(_OPEN_SUFFIX) + _SUFFIX
 
     def _open_writer(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -276,10 +293,12 @@ class PackStore:
         written; a pack that cannot be flushed or renamed is left unsealed (its records
         become misses).
         """
-        finalizer = self._finalizer
+        finalizer, writer = self._finalizer, self._writer
         self._writer = self._finalizer = None
         if finalizer is not None:
             finalizer()  # runs _seal once, and unregisters it
+        if writer is not None and writer.error is not None:
+            self.error = writer.error
 
     def close(self) -> None:
         """Seal the pack being written and close the open files.
@@ -306,10 +325,11 @@ def _remove_stale_open_packs(folder: Path) -> None:
 class _Writer:
     """The pack a process is writing: its descriptor, path, and the process's id."""
 
-    __slots__ = ("descriptor", "path", "pid")
+    __slots__ = ("descriptor", "error", "path", "pid")
 
     def __init__(self, descriptor: int, path: str, pid: int) -> None:
         self.descriptor, self.path, self.pid = descriptor, path, pid
+        self.error: OSError | None = None  # why sealing failed
 
 
 def _seal(writer: _Writer) -> None:
@@ -317,11 +337,14 @@ def _seal(writer: _Writer) -> None:
         return  # a forked child's copy: the parent seals its own pack
     try:
         os.fsync(writer.descriptor)
-    except OSError:
+    except OSError as exc:
+        writer.error = exc
         with contextlib.suppress(OSError):
             os.close(writer.descriptor)
         return  # not known to be on disk: left unsealed, so never read
     with contextlib.suppress(OSError):
         os.close(writer.descriptor)
-    with contextlib.suppress(OSError):
+    try:
         os.replace(writer.path, writer.path.removesuffix(_OPEN_SUFFIX) + _SUFFIX)
+    except OSError as exc:
+        writer.error = exc
