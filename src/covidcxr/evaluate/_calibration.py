@@ -49,10 +49,12 @@ __all__ = [
     "CalibrationSummary",
     "CalibrationWarning",
     "ClassOperatingPoint",
+    "DecisionScores",
     "OperatingPoints",
     "ReliabilityCurve",
     "RiskCoverageCurve",
     "TemperatureScaling",
+    "decision_scores",
     "expected_calibration_error",
     "reliability_curve",
     "risk_coverage_curve",
@@ -1071,4 +1073,158 @@ def risk_coverage_curve(
         thresholds=confidence[ends],
         aurc=float((widths * risk).sum()),
         n_items=int(n),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring the decisions as made (operating points, abstentions)
+
+
+def _mapping(value: Mapping[str, float]) -> Mapping[str, float]:
+    return {str(k): float(v) for k, v in value.items()}
+
+
+@frozen
+class DecisionScores:
+    """How the labels a model gave score, abstentions (:data:`UNCERTAIN`) included.
+
+    The classification figures of an evaluation score each radiograph's most probable
+    class; these score the label each prediction carries, which operating points may
+    have moved off the argmax and abstention may have replaced by :data:`UNCERTAIN`.
+
+    Parameters
+    ----------
+    n_items
+        How many predictions were scored.
+    n_abstained
+        How many were :data:`UNCERTAIN`.
+    coverage
+        The share that were not: ``1 - n_abstained / n_items``.
+    accuracy_covered
+        The share of right labels among the predictions that were not abstentions
+        (``nan`` when every one was).
+    accuracy_overall
+        The share of right labels among all predictions, abstentions counted wrong.
+    sensitivity, specificity
+        Per class, over all predictions: an abstention on an item of the class is a miss
+        (lowers its sensitivity); on an item of another class it does not call the class
+        (counts towards its specificity). ``nan`` where the class has no item, or every
+        item is of the class.
+    n_differing_from_argmax
+        Labels (not abstentions) that are not the prediction's most probable class: the
+        work of the operating points.
+    """
+
+    n_items: int
+    n_abstained: int
+    coverage: float
+    accuracy_covered: float
+    accuracy_overall: float
+    sensitivity: Mapping[str, float] = field(converter=_mapping)
+    specificity: Mapping[str, float] = field(converter=_mapping)
+    n_differing_from_argmax: int = 0
+
+    @property
+    def differs_from_argmax(self) -> bool:
+        """Whether any label is an abstention or not the most probable class."""
+        return bool(self.n_abstained or self.n_differing_from_argmax)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as JSON-ready data (``nan`` becomes ``None``)."""
+        return {
+            "n_items": self.n_items,
+            "n_abstained": self.n_abstained,
+            "coverage": self.coverage,
+            "accuracy_covered": _nan_to_none(None, None, self.accuracy_covered),
+            "accuracy_overall": self.accuracy_overall,
+            "sensitivity": {k: _nan_to_none(None, None, v) for k, v in self.sensitivity.items()},
+            "specificity": {k: _nan_to_none(None, None, v) for k, v in self.specificity.items()},
+            "n_differing_from_argmax": self.n_differing_from_argmax,
+        }
+
+
+def decision_scores(
+    true_labels: Sequence[str],
+    predicted_labels: Sequence[str],
+    classes: Sequence[str],
+    *,
+    probabilities: ArrayLike | None = None,
+) -> DecisionScores:
+    """Score predicted labels that may include abstentions (:data:`UNCERTAIN`).
+
+    Parameters
+    ----------
+    true_labels
+        The true class of each item.
+    predicted_labels
+        The label given to each item: one of ``classes`` or :data:`UNCERTAIN`.
+    classes
+        The classes.
+    probabilities
+        ``(n_items, n_classes)`` in ``classes`` order, to count the labels that are not
+        the most probable class; ``None`` leaves that count at 0.
+
+    Returns
+    -------
+    DecisionScores
+
+    Raises
+    ------
+    ConfigurationError
+        If the lengths differ, there are no items, or a label is neither a class nor
+        :data:`UNCERTAIN` (a true label may not be :data:`UNCERTAIN`).
+
+    Examples
+    --------
+    >>> scores = decision_scores(["a", "a", "b", "b"], ["a", UNCERTAIN, "b", "a"], ["a", "b"])
+    >>> scores.coverage, round(scores.accuracy_covered, 3), scores.accuracy_overall
+    (0.75, 0.667, 0.5)
+    >>> dict(scores.sensitivity)
+    {'a': 0.5, 'b': 0.5}
+    """
+    classes = tuple(classes)
+    truth = list(true_labels)
+    given = list(predicted_labels)
+    if len(truth) != len(given):
+        raise ConfigurationError(
+            f"{len(truth)} true label(s) but {len(given)} predicted label(s); they are "
+            "aligned by position"
+        )
+    if not truth:
+        raise ConfigurationError("nothing to score: no labels were given")
+    unknown = [label for label in truth if label not in classes]
+    if unknown:
+        raise ConfigurationError(f"true label {unknown[0]!r} is not one of {classes}")
+    unknown = [label for label in given if label not in classes and label != UNCERTAIN]
+    if unknown:
+        raise ConfigurationError(
+            f"predicted label {unknown[0]!r} is neither one of {classes} nor {UNCERTAIN!r}"
+        )
+    index = {label: i for i, label in enumerate(classes)}
+    true_idx = np.array([index[label] for label in truth], dtype=np.intp)
+    decided = np.array([index.get(label, -1) for label in given], dtype=np.intp)
+    covered = decided >= 0
+    right = decided == true_idx
+    n = true_idx.size
+    differing = 0
+    if probabilities is not None:
+        probs = _check_probabilities(probabilities)
+        if probs.shape != (n, len(classes)):
+            raise ConfigurationError(
+                f"probabilities must have shape ({n}, {len(classes)}), got {probs.shape}"
+            )
+        differing = int((covered & (decided != probs.argmax(axis=1))).sum())
+    sensitivity: dict[str, float] = {}
+    specificity: dict[str, float] = {}
+    for c, label in enumerate(classes):
+        sensitivity[label], specificity[label] = _sensitivity_specificity(decided, true_idx, c)
+    return DecisionScores(
+        n_items=int(n),
+        n_abstained=int(n - covered.sum()),
+        coverage=float(covered.mean()),
+        accuracy_covered=float(right[covered].mean()) if covered.any() else math.nan,
+        accuracy_overall=float(right.mean()),
+        sensitivity=sensitivity,
+        specificity=specificity,
+        n_differing_from_argmax=differing,
     )
