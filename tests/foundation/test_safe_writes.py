@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from covidcxr import files
 from covidcxr.errors import OutputExistsError
 from covidcxr.files import (
     MARKER_NAME,
@@ -145,6 +146,8 @@ def test_a_failed_rename_into_place_puts_the_old_directory_back(
     target = tmp_path / "report"
     write_report_dir(target)
     real_rename = Path.rename
+    # Where the system cannot exchange two folders atomically: the two renames.
+    monkeypatch.setattr(files, "_exchange", lambda first, second: False)
 
     def failing_rename(self: Path, destination: str | os.PathLike[str]) -> Path:
         if self.name.endswith(".new"):  # the staging folder's move into place
