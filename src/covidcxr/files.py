@@ -84,12 +84,24 @@ def _refusal(error: OSError, target: Path) -> OutputError | None:
         if not concerned.is_relative_to(target.absolute().parent):
             return None
     reason = _WRITE_REASONS[error.errno]
-    where = f" ({os.fsdecode(error.filename)})" if error.filename is not None else ""
-    return OutputError(
+    where = ""
+    if error.filename is not None:  # named unless it is covidcxr's own staging
+        concerned = Path(os.fsdecode(error.filename)).absolute()
+        if not concerned.is_relative_to(target.absolute().parent):
+            where = f" ({concerned})"
+    return _output_error(
         error.errno,
         f"cannot write {target}: {reason}{where}; nothing was replaced there: choose "
         "another location or free space, and run again",
     )
+
+
+def _output_error(code: int, message: str) -> OutputError:
+    # OutputError(code, message) would print as "[Errno 30] ...": the message alone
+    # reads better on one line, and errno is still there for code that checks it.
+    error = OutputError(message)
+    error.errno = code
+    return error
 
 
 @contextlib.contextmanager
@@ -931,7 +943,7 @@ def check_output_location(path: str | os.PathLike[str]) -> None:
     while not os.path.lexists(folder) and folder.parent != folder:
         folder = folder.parent
     if not folder.is_dir():
-        raise OutputError(
+        raise _output_error(
             errno.ENOTDIR,
             f"cannot write {target}: {folder} is a file, not a folder; choose another location",
         )
@@ -973,8 +985,9 @@ def check_new_files(paths: Iterable[str | os.PathLike[str]], *, overwrite: bool 
     covidcxr.errors.OutputExistsError: ...b.png already exists; pass overwrite=True ...
     """
     targets = [Path(path) for path in paths]
-    for folder in sorted({target.absolute().parent for target in targets}):
-        check_output_location(folder / ".covidcxr-probe")
+    by_folder = {target.absolute().parent: target for target in reversed(targets)}
+    for target in by_folder.values():
+        check_output_location(target)
     folders = [t for t in targets if t.is_dir() and not t.is_symlink()]
     if folders:
         raise OutputExistsError(
