@@ -27,7 +27,12 @@ from covidcxr.errors import (
     OutputExistsError,
     WeightsUnavailableError,
 )
-from covidcxr.files import check_new_files, check_output_directory, write_text
+from covidcxr.files import (
+    check_new_files,
+    check_output_directory,
+    check_output_location,
+    write_text,
+)
 from covidcxr.plugins import Registration
 from covidcxr.records import detection_to_dict
 
@@ -329,6 +334,8 @@ def predict_command(
     for target in (output, skipped_file):  # fail before predicting, not after
         if target is not None and target.exists() and not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if output is not None:
+        check_output_location(output)  # a read-only or full disk, before predicting
     pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     source = _open_sources(sources, options)
     if output is not None:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from covidcxr._version import __version__
 from covidcxr.errors import ModelFormatError
-from covidcxr.files import output_directory, write_text
+from covidcxr.files import output_directory, recover_output_directory, write_text
 from covidcxr.plugins import available_classifiers, available_detectors, create_detector
 from covidcxr.protocols import Classifier, LesionDetector, Persistable
 
@@ -125,6 +125,9 @@ def read_pipeline(
 ) -> SavedPipeline:
     """Read the manifest of a saved pipeline and load its classifier and detector.
 
+    A pipeline a killed save had moved aside is put back first, and what killed saves
+    left beside the directory is removed (:func:`covidcxr.files.recover_output_directory`).
+
     Raises
     ------
     ModelFormatError
@@ -132,6 +135,9 @@ def read_pipeline(
         or names a component that is not available.
     """
     root = Path(directory)
+    # A save killed between its two renames may have left the previous pipeline beside
+    # the path, not at it: put it back (and remove what killed saves left) first.
+    recover_output_directory(root, "pipeline")
     manifest_path = root / MANIFEST_NAME
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
