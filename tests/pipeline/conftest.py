@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +27,7 @@ from covidcxr import Box, Detection, XRay
 from covidcxr.errors import ModelFormatError
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import ResizeTransform
+from covidcxr.testing import registered_plugin
 
 
 @attrs.frozen
@@ -223,6 +224,19 @@ TEST_CONFIG: dict[str, Any] = {
 def test_components(covidcxr_plugin: Callable[..., str]) -> str:
     """Register the small test components for the duration of a test."""
     return covidcxr_plugin(ComponentsPlugin(), name="pipeline-test-components")
+
+
+@pytest.fixture(scope="module")
+def module_test_components() -> Iterator[str]:
+    """The test components, registered for a whole module (for module-scoped fits)."""
+    with registered_plugin(ComponentsPlugin(), name="pipeline-test-components-module") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def module_test_config() -> dict[str, Any]:
+    """:data:`TEST_CONFIG`, for module-scoped fixtures (copy it before changing it)."""
+    return copy.deepcopy(TEST_CONFIG)
 
 
 @pytest.fixture

@@ -54,8 +54,8 @@ def test_csv_has_one_flat_row_per_image_with_every_class_probability(tmp_path: P
     assert write_predictions((prediction(i) for i in range(3)), path) == 3
     rows = read_csv(path)
     assert list(rows[0]) == [
-        "id", "label", "probability", "p_covid-19", "p_normal", "p_pneumonia",
-        "n_lesions", "detections",
+        "id", "label", "status", "probability", "p_covid-19", "p_normal", "p_pneumonia",
+        "ood_score", "reason", "n_lesions", "detections",
     ]  # fmt: skip
     assert [row["id"] for row in rows] == ["scans/0.png", "scans/1.png", "scans/2.png"]
     second = rows[1]
@@ -82,8 +82,8 @@ def test_parquet_keeps_boxes_as_nested_records(tmp_path: Path) -> None:
     path = tmp_path / "predictions.parquet"
     assert write_predictions((prediction(i) for i in range(5)), path) == 5
     table = pq.read_table(path)
-    assert table.column_names[:6] == [
-        "id", "label", "probability", "p_covid-19", "p_normal", "p_pneumonia",
+    assert table.column_names[:7] == [
+        "id", "label", "status", "probability", "p_covid-19", "p_normal", "p_pneumonia",
     ]  # fmt: skip
     rows = table.to_pylist()
     assert rows[1]["detections"] == [LESION_DICT]
@@ -179,7 +179,8 @@ def test_no_predictions_make_a_table_with_only_the_given_columns(tmp_path: Path)
     path = tmp_path / "p.csv"
     assert write_predictions([], path, classes=CLASSES) == 0
     assert path.read_text().splitlines() == [
-        "id,label,probability,p_covid-19,p_normal,p_pneumonia,n_lesions,detections"
+        "id,label,status,probability,p_covid-19,p_normal,p_pneumonia,ood_score,reason,"
+        "n_lesions,detections"
     ]
 
 
@@ -225,3 +226,23 @@ def test_skipped_items_are_listed_with_their_reasons(tmp_path: Path) -> None:
         {"path": "COVID/a.png", "reason": "truncated PNG"},
         {"path": "b, c.png", "reason": 'say "no"'},
     ]
+
+
+def test_rejected_and_uncertain_predictions_have_their_status_and_reason(tmp_path: Path) -> None:
+    """A radiograph the gate refused has no probabilities; an abstention keeps them."""
+    from covidcxr.records import REJECTED, UNCERTAIN
+
+    rejected = Prediction("r.png", REJECTED, {}, status=REJECTED, ood_score=4.2,
+                          reason="blank image")  # fmt: skip
+    uncertain = Prediction("u.png", UNCERTAIN, {"covid-19": 0.4, "normal": 0.35,
+                           "pneumonia": 0.25}, status=UNCERTAIN, ood_score=0.1,
+                           reason="confidence 0.40 is below 0.55")  # fmt: skip
+    path = tmp_path / "p.csv"
+    # The classes come from the first prediction that has probabilities.
+    assert write_predictions([rejected, uncertain], path) == 2
+    rows = read_csv(path)
+    assert [r["status"] for r in rows] == ["rejected", "uncertain"]
+    assert rows[0]["p_normal"] == "" and rows[0]["probability"] == ""
+    assert rows[0]["reason"] == "blank image" and float(rows[0]["ood_score"]) == 4.2
+    assert float(rows[1]["probability"]) == pytest.approx(0.4)
+    assert list(rows[0])[4:7] == ["p_covid-19", "p_normal", "p_pneumonia"]

@@ -28,7 +28,7 @@ training and in prediction alike, so a model always sees images prepared the sam
 each call reads and preprocesses every item of its source once (see :class:`~covidcxr.Pipeline`).
 """
 
-from covidcxr.pipeline._config import ComponentSpec, PipelineConfig
+from covidcxr.pipeline._config import ComponentSpec, PipelineConfig, TrustConfig
 from covidcxr.pipeline._estimator import Pipeline
 from covidcxr.pipeline._outputs import (
     OUTPUT_FORMATS,
@@ -41,6 +41,7 @@ from covidcxr.pipeline._outputs import (
 )
 from covidcxr.pipeline._persistence import MANIFEST_NAME
 from covidcxr.pipeline._prepared import DataPass, PreparedSet
+from covidcxr.pipeline._trust import TrustState
 from covidcxr.records import Prediction
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "PipelineConfig",
     "Prediction",
     "PreparedSet",
+    "TrustConfig",
+    "TrustState",
     "detections_table",
     "output_format",
     "skipped_path_for",

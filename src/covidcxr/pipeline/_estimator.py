@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
 from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.evaluate._calibration import reliability_curve
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
@@ -596,21 +597,67 @@ class Pipeline:
         self.history_ = {k: [float(v) for v in vs] for k, vs in dict(history).items()}
         self._fit_gate(train_set)
         if validation_set is not None:
-            probabilities = self._classify(validation_set)
-            truth = [xray.label for xray in validation_set]
-            one_class = one_class_warning(
-                truth,
-                [self.classes_[i] for i in probabilities.argmax(axis=1)],
-                what="validation",
-            )
-            if one_class is not None:
-                warnings.warn(one_class, OneClassPredictionWarning, stacklevel=2)
-            self.trust_ = fit_trust(self.config.trust, probabilities, truth, self.classes_)
+            self._fit_validation_trust(validation_set)
         detector: object = self.detector_
         if isinstance(detector, TrainableDetector):
             with self._epoch_progress(detector, "detector"):
                 detector.fit(train_set, validation=validation_set)
         return self
+
+    def fit_trust(
+        self,
+        train: SourceLike | None = None,
+        validation: SourceLike | None = None,
+        *,
+        trust: TrustConfig | Mapping[str, Any] | None = None,
+    ) -> Self:
+        """Fit the input gate, calibration and operating points of a fitted pipeline.
+
+        The classifier and the detector are left as they are: this is how a pipeline
+        saved before it had a gate gets one, and how operating points are chosen again
+        for another target sensitivity without training again. :meth:`fit` does the same
+        after training.
+
+        Parameters
+        ----------
+        train
+            The training radiographs, to fit the input gate on (no gate is fitted without
+            them; the one the pipeline has is kept).
+        validation
+            Labelled radiographs the classifier was not trained on, to fit calibration and
+            operating points on (those are kept as they are without them).
+        trust
+            The ``[trust]`` options to use from now on (see
+            :class:`~covidcxr.pipeline.TrustConfig`); by default the configured ones.
+
+        Returns
+        -------
+        Pipeline
+            ``self``.
+        """
+        self._check_fitted()
+        if trust is not None:
+            trust = trust if isinstance(trust, TrustConfig) else TrustConfig.from_dict(trust)
+            self.config = attrs.evolve(self.config, trust=trust)
+        if train is not None:
+            if self.gate is None:
+                self.gate_ = _configured_gate(self.config)
+            self._fit_gate(self._collect(train, "train"))
+        if validation is not None:
+            self._fit_validation_trust(self._collect(validation, "validation"))
+            self.validation_data_stats_ = self.data_stats_
+        return self
+
+    def _fit_validation_trust(self, validation_set: PreparedSet) -> None:
+        """Calibrate and set operating points on the validation radiographs."""
+        probabilities = self._classify(validation_set)
+        truth = [xray.label for xray in validation_set]
+        one_class = one_class_warning(
+            truth, [self.classes_[i] for i in probabilities.argmax(axis=1)], what="validation"
+        )
+        if one_class is not None:
+            warnings.warn(one_class, OneClassPredictionWarning, stacklevel=3)
+        self.trust_ = fit_trust(self.config.trust, probabilities, truth, self.classes_)
 
     def _fit_gate(self, train_set: PreparedSet) -> None:
         """Fit the input gate on the training radiographs alone: it never sees an outlier.
@@ -747,9 +794,18 @@ class Pipeline:
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
         evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
+        # Radiographs the input gate refused have no diagnosis to score: the report lists
+        # them, and the figures cover the others.
+        admitted = [i for i, p in enumerate(collected.predictions) if p.status != REJECTED]
+        if not admitted:
+            raise ConfigurationError(
+                f"the input gate refused all {len(collected.predictions)} radiographs, so "
+                "there is nothing to score (first reason: "
+                f"{collected.predictions[0].reason}); are these frontal chest radiographs?"
+            )
         report = evaluator.evaluate(
-            collected.truths,
-            collected.predictions,
+            [collected.truths[i] for i in admitted],
+            [collected.predictions[i] for i in admitted],
             classes=self.classes_,
             detections=self.detector_ is not None,
         )
@@ -762,12 +818,42 @@ class Pipeline:
                 },
                 data_fingerprint=collected.fingerprint.hexdigest(),
             )
+            report = self._with_trust(report, collected, admitted)
         if report_dir is not None:
             self._write_report(
                 report, report_dir, collected,
                 overwrite=overwrite, n_examples=n_examples, title=title, notes=notes,
             )  # fmt: skip
         return report
+
+    def _with_trust(
+        self, report: EvaluationReport, collected: _Evaluation, admitted: Sequence[int]
+    ) -> EvaluationReport:
+        """Add what the gate refused and the calibration before and after to ``report``."""
+        rejected = [p for p in collected.predictions if p.status == REJECTED]
+        notes = list(report.notes)
+        if rejected:
+            listed = "; ".join(f"{p.id}: {p.reason}" for p in rejected[:20])
+            more = f" (and {len(rejected) - 20} more)" if len(rejected) > 20 else ""
+            notes.append(
+                f"The input gate refused {len(rejected)} of {len(collected.predictions)} "
+                f"radiograph(s), which are not scored here: {listed}{more}."
+            )
+        calibration = report.calibration
+        calibrator = self.trust_.calibration
+        if calibration is not None and calibrator is not None and collected.uncalibrated:
+            truth = [collected.truths[i].label for i in admitted]
+            labels = [str(label) for label in truth]
+            before = reliability_curve(
+                np.stack(collected.uncalibrated),
+                labels,
+                len(calibration.after.bin_edges) - 1,
+                classes=self.classes_,
+            )
+            calibration = attrs.evolve(
+                calibration, before=before, temperature=calibrator.temperature_
+            )
+        return attrs.evolve(report, notes=notes, calibration=calibration)
 
     def _evaluation_pass(self, source: Iterable[XRay], n_examples: int) -> _Evaluation:
         collected = _Evaluation()
@@ -811,8 +897,9 @@ class Pipeline:
         for index, xray in round_robin(collected.examples, n_examples):
             prediction = collected.predictions[index]
             images.append(annotate(xray, prediction.detections, collected.truths[index].boxes))
-            confidence = prediction.probabilities[prediction.label]
-            titles.append(f"true {xray.label} / predicted {prediction.label} ({confidence:.2f})")
+            confidence = prediction.confidence
+            shown = "" if confidence is None else f" ({confidence:.2f})"
+            titles.append(f"true {xray.label} / predicted {prediction.label}{shown}")
             classes.append(str(xray.label))
         return write_report(
             report, report_dir, history=self.history_ or None, images=images or None,

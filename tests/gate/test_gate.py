@@ -1,0 +1,137 @@
+"""The input gate: what it learns from training radiographs alone, and what it refuses."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covidcxr import XRay
+from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.gate import ChestXrayGate, n_versions, version_of
+from covidcxr.phantoms import generate_phantoms
+from covidcxr.preprocess import GaussianClahePreprocessor
+from covidcxr.protocols import InputGate
+
+PREPROCESS = GaussianClahePreprocessor(output_size=64)
+
+
+def prepared(xrays: list[XRay]) -> list[XRay]:
+    return [PREPROCESS(x) for x in xrays]
+
+
+@pytest.fixture(scope="module")
+def train() -> list[XRay]:
+    return prepared(generate_phantoms(40, size=64, seed=0))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[XRay]:
+    return prepared(generate_phantoms(10, size=64, seed=5))
+
+
+@pytest.fixture(scope="module")
+def gate(train: list[XRay]) -> ChestXrayGate:
+    return ChestXrayGate(input_size=16, epochs=3, seed=0).fit(train)
+
+
+def accepted(gate: ChestXrayGate, xrays: list[XRay]) -> float:
+    return float(np.mean([d.accepted for d in gate.assess(xrays)]))
+
+
+def test_versions_are_the_quarter_turns_with_and_without_inversion() -> None:
+    ramp = np.arange(12, dtype=np.float32).reshape(1, 3, 4) / 11
+    assert n_versions() == 8
+    np.testing.assert_array_equal(version_of(ramp, 0), ramp)
+    np.testing.assert_array_equal(version_of(ramp, 2)[0], ramp[0, ::-1, ::-1])
+    np.testing.assert_allclose(version_of(ramp, 5), 1 - version_of(ramp, 1))
+    assert version_of(ramp, 1).shape == (1, 4, 3)
+    with pytest.raises(ValueError, match="version"):
+        version_of(ramp, 8)
+
+
+def test_the_gate_is_an_input_gate_and_accepts_radiographs_like_its_training_ones(
+    gate: ChestXrayGate, held_out: list[XRay]
+) -> None:
+    assert isinstance(gate, InputGate)
+    assert accepted(gate, held_out) >= 0.9
+    # The threshold accepts the configured share of the held-out training radiographs.
+    assert np.mean(gate.holdout_scores_ <= gate.threshold_) >= gate.acceptance - 1e-9
+    assert gate.n_fitted_ == 120
+    summary = gate.summary()
+    assert summary["threshold"] == gate.threshold_
+    assert summary["n_holdout"] == 24
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        pytest.param(lambda p: np.rot90(p, 2), id="upside down"),
+        pytest.param(lambda p: np.rot90(p, 1), id="rotated 90"),
+        pytest.param(lambda p: 1.0 - p, id="inverted"),
+    ],
+)
+def test_radiographs_rotated_or_inverted_are_refused(
+    gate: ChestXrayGate, held_out: list[XRay], transform: object
+) -> None:
+    assert callable(transform)
+    changed = [XRay(np.ascontiguousarray(transform(x.pixels)), x.id) for x in held_out]
+    decisions = gate.assess(changed)
+    assert np.mean([not d.accepted for d in decisions]) >= 0.9
+    refused = next(d for d in decisions if not d.accepted)
+    assert refused.reason is not None
+    assert "not a frontal chest radiograph" in refused.reason
+    assert refused.score > refused.threshold == gate.threshold_
+
+
+def test_noise_and_blank_frames_are_refused_with_a_plain_reason(gate: ChestXrayGate) -> None:
+    rng = np.random.default_rng(0)
+    noise = prepared(
+        [XRay(rng.integers(0, 256, (64, 64), dtype=np.uint8), f"n{i}") for i in range(8)]
+    )
+    assert accepted(gate, noise) == 0.0
+    blank = gate.assess([XRay(np.full((64, 64), 0.5, np.float32), "grey")])[0]
+    assert not blank.accepted
+    assert blank.reason is not None
+    assert blank.reason.startswith("blank image")
+
+
+def test_a_saved_gate_scores_the_same_and_a_damaged_one_is_refused(
+    gate: ChestXrayGate, held_out: list[XRay], tmp_path: Path
+) -> None:
+    path = tmp_path / "gate.cxr"
+    gate.save(path)
+    loaded = ChestXrayGate.load(path)
+    np.testing.assert_allclose(loaded.score(held_out), gate.score(held_out), rtol=1e-5)
+    assert loaded.threshold_ == gate.threshold_
+    assert loaded.get_params() == gate.get_params()
+    damaged = tmp_path / "damaged.cxr"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "covidcxr.json":
+                data = data.replace(b'"threshold"', b'"threshold_was"')
+            target.writestr(item, data)
+    with pytest.raises(ModelFormatError, match="incomplete"):
+        ChestXrayGate.load(damaged)
+    with pytest.raises(ModelFormatError):
+        ChestXrayGate.load(tmp_path / "missing.cxr")
+
+
+def test_too_few_radiographs_or_bad_options_are_refused(train: list[XRay]) -> None:
+    with pytest.raises(ConfigurationError, match="at least 100"):
+        ChestXrayGate(epochs=1).fit(train[:50])
+    with pytest.raises(ConfigurationError, match="acceptance"):
+        ChestXrayGate(acceptance=1.5).fit(train)
+    with pytest.raises(ConfigurationError, match="epochs"):
+        ChestXrayGate(epochs=0).fit(train)
+    with pytest.raises(ConfigurationError, match="not fitted"):
+        ChestXrayGate().assess(train[:1])

@@ -1,0 +1,245 @@
+"""Trust through the Pipeline: the input gate, calibration, operating points, abstention.
+
+The classifier is the test plugin's softmax regression (fast); the gate is the real
+:class:`~covidcxr.gate.ChestXrayGate`, made small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from covidcxr import Pipeline, Prediction, XRay
+from covidcxr.cli import cli
+from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate import EvaluationReport
+from covidcxr.gate import ChestXrayGate
+from covidcxr.phantoms import generate_phantoms
+from covidcxr.pipeline import MANIFEST_NAME, PipelineConfig, TrustConfig
+from covidcxr.records import ACCEPTED, REJECTED, UNCERTAIN
+
+SMALL_GATE = {"input_size": 16, "epochs": 4, "batch_size": 4, "seed": 0}
+
+
+def trusted_config(base: dict[str, Any], **trust: Any) -> dict[str, Any]:
+    config = copy.deepcopy(base)
+    config["detector"] = {"name": "test-fixed"}
+    config["trust"] = {"gate": SMALL_GATE, **trust}
+    return config
+
+
+def strangers() -> list[XRay]:
+    """Inputs that are not chest radiographs: noise and a blank frame."""
+    rng = np.random.default_rng(3)
+    noise = [XRay(rng.integers(0, 256, (64, 64), dtype=np.uint8), f"noise-{i}") for i in range(4)]
+    return [*noise, XRay(np.full((64, 64), 200, np.uint8), "blank")]
+
+
+@pytest.fixture(scope="module")
+def base(module_test_components: str, module_test_config: dict[str, Any]) -> dict[str, Any]:
+    """The test components' configuration, with them registered for the module."""
+    return module_test_config
+
+
+@pytest.fixture(scope="module")
+def trusted(base: dict[str, Any]) -> Pipeline:
+    train = generate_phantoms(40, size=64, seed=0)
+    validation = generate_phantoms(10, size=64, seed=2)
+    config = trusted_config(base, sensitivity={"covid-19": 0.95})
+    return Pipeline(config).fit(train, validation=validation)
+
+
+def test_fit_fits_the_gate_on_training_data_and_calibration_on_validation(
+    trusted: Pipeline,
+) -> None:
+    assert isinstance(trusted.gate_, ChestXrayGate)
+    assert trusted.gate_.n_fitted_ == 120
+    assert trusted.trust_.calibration is not None
+    assert trusted.trust_.calibration.temperature_ > 0
+    points = trusted.trust_.operating_points
+    assert points is not None
+    assert set(points.thresholds) == {"covid-19"}
+    assert points.points[0].sensitivity >= 0.95
+    assert trusted.trust_.validation["n"] == 30
+
+
+def test_inputs_the_gate_refuses_get_no_diagnosis(trusted: Pipeline) -> None:
+    radiographs = generate_phantoms(4, size=64, seed=7)
+    predictions = trusted.predict([*radiographs, *strangers()])
+    kept, refused = predictions[: len(radiographs)], predictions[len(radiographs) :]
+    assert sum(p.status == ACCEPTED for p in kept) >= len(kept) - 1
+    for prediction in refused:
+        assert prediction.status == REJECTED
+        assert prediction.label == REJECTED
+        assert prediction.probabilities == {}
+        assert prediction.detections == ()  # the detector never saw it
+        assert prediction.reason
+        assert prediction.ood_score is not None
+        assert prediction.confidence is None
+    assert refused[-1].reason is not None
+    assert refused[-1].reason.startswith("blank image")
+    for prediction in kept:
+        assert prediction.ood_score is not None
+        assert prediction.ood_score <= trusted.gate_.threshold_ or prediction.status == REJECTED  # type: ignore[union-attr]
+
+
+def test_probabilities_are_calibrated_and_the_operating_point_decides(trusted: Pipeline) -> None:
+    radiographs = generate_phantoms(5, size=64, seed=8)
+    raw = trusted.classifier_.predict_proba(trusted.preprocessor_(x) for x in radiographs)  # type: ignore[misc]
+    calibration = trusted.trust_.calibration
+    points = trusted.trust_.operating_points
+    assert calibration is not None
+    assert points is not None
+    expected = calibration.transform(raw)
+    predictions = [p for p in trusted.predict(radiographs) if p.status != REJECTED]
+    assert predictions
+    for prediction in predictions:
+        row = expected[[x.id for x in radiographs].index(prediction.id)]
+        assert list(prediction.probabilities.values()) == pytest.approx(list(row), abs=1e-5)
+        assert prediction.label == points.apply(row[None, :])[0]
+
+
+def test_a_saved_pipeline_keeps_its_gate_calibration_and_operating_points(
+    trusted: Pipeline, tmp_path: Path
+) -> None:
+    inputs = [*generate_phantoms(3, size=64, seed=9), *strangers()]
+    trusted.save(tmp_path / "model")
+    manifest = json.loads((tmp_path / "model" / MANIFEST_NAME).read_text())
+    trust = manifest["trust"]
+    assert trust["gate"]["threshold"] == pytest.approx(trusted.gate_.threshold_)  # type: ignore[union-attr]
+    assert trust["calibration"]["temperature"] > 0
+    assert trust["operating_points"]["points"][0]["label"] == "covid-19"
+    assert trust["config"]["sensitivity"] == {"covid-19": 0.95}
+    loaded = Pipeline.load(tmp_path / "model")
+    before, after = trusted.predict(inputs), loaded.predict(inputs)
+    assert [p.ood_score for p in after] == pytest.approx([p.ood_score for p in before])
+    assert [attrs.evolve(p, ood_score=None).to_dict() for p in after] == [
+        attrs.evolve(p, ood_score=None).to_dict() for p in before
+    ]
+
+
+def test_the_report_lists_what_the_gate_refused_and_calibration_before_and_after(
+    trusted: Pipeline,
+) -> None:
+    labelled = generate_phantoms(5, size=64, seed=10)
+    stranger = XRay(np.full((64, 64), 90, np.uint8), "blank-one", label="normal")
+    report = trusted.evaluate([*labelled, stranger])
+    assert isinstance(report, EvaluationReport)
+    assert any("refused 1 of 16" in note and "blank-one" in note for note in report.notes)
+    assert report.classification is not None
+    assert report.classification.n_images == 15
+    assert report.calibration is not None
+    assert report.calibration.before is not None
+    assert report.calibration.temperature == trusted.trust_.calibration.temperature_  # type: ignore[union-attr]
+
+
+def test_coverage_makes_the_pipeline_abstain_on_its_least_confident_radiographs(
+    trusted: Pipeline,
+) -> None:
+    validation = generate_phantoms(10, size=64, seed=2)
+    trusted_copy = copy.copy(trusted)
+    trusted_copy.fit_trust(validation=validation, trust={"gate": SMALL_GATE, "coverage": 0.7})
+    points = trusted_copy.trust_.operating_points
+    assert points is not None
+    assert points.abstain_below is not None
+    predictions = trusted_copy.predict(generate_phantoms(10, size=64, seed=11))
+    uncertain = [p for p in predictions if p.status == UNCERTAIN]
+    assert uncertain, "a 70 % coverage abstains on some radiographs"
+    for prediction in uncertain:
+        assert prediction.label == UNCERTAIN
+        assert prediction.probabilities  # the probabilities are still shown
+        assert prediction.reason is not None
+        assert "abstention threshold" in prediction.reason
+
+
+def test_fit_trust_gives_a_pipeline_without_a_gate_one(base: dict[str, Any]) -> None:
+    train = generate_phantoms(40, size=64, seed=0)
+    config = copy.deepcopy(base)
+    pipeline = Pipeline(config).fit(train)
+    assert pipeline.gate_ is None
+    assert pipeline.trust_.calibration is None
+    assert all(p.ood_score is None for p in pipeline.predict(strangers()))
+    pipeline.fit_trust(train, trust={"gate": SMALL_GATE})
+    assert isinstance(pipeline.gate_, ChestXrayGate)
+    assert all(p.status == REJECTED for p in pipeline.predict(strangers()))
+
+
+def test_the_default_gate_is_dropped_with_a_notice_on_a_toy_data_set(
+    base: dict[str, Any],
+) -> None:
+    config = copy.deepcopy(base)
+    del config["trust"]
+    with pytest.warns(UserWarning, match="too few to fit the input gate"):
+        pipeline = Pipeline(config).fit(generate_phantoms(10, size=64, seed=0))
+    assert pipeline.gate_ is None
+    assert pipeline.config.trust.gate is False
+    asked = trusted_config(base)
+    with pytest.raises(ConfigurationError, match="at least 100"):
+        Pipeline(asked).fit(generate_phantoms(10, size=64, seed=0))
+
+
+def test_the_cli_shows_and_counts_rejected_images(trusted: Pipeline, tmp_path: Path) -> None:
+    trusted.save(tmp_path / "model")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    import cv2
+
+    for xray in [*generate_phantoms(2, size=64, seed=12), *strangers()]:
+        cv2.imwrite(str(folder / f"{xray.id}.png"), np.asarray(xray.pixels))
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "model"), str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "rejected by the input gate" in result.output
+    assert "blank image" in result.output
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(
+        cli, ["predict", str(tmp_path / "model"), str(folder), "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rejected" in out.read_text()
+
+
+def test_the_trust_table_is_checked() -> None:
+    assert PipelineConfig.from_dict({}).trust == TrustConfig()
+    with pytest.raises(ConfigurationError, match="Did you mean 'coverage'"):
+        PipelineConfig.from_dict({"trust": {"coverge": 0.9}})
+    with pytest.raises(ConfigurationError, match="sensitivity"):
+        TrustConfig.from_dict({"sensitivity": {"covid-19": 1.5}})
+    with pytest.raises(ConfigurationError, match="coverage"):
+        TrustConfig.from_dict({"coverage": 0})
+    with pytest.raises(ConfigurationError, match="gate"):
+        TrustConfig.from_dict({"gate": "yes"})
+    config = TrustConfig.from_dict({"gate": {"epochs": 2}, "coverage": 0.9})
+    assert TrustConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_target_for_a_class_the_classifier_lacks_is_refused(base: dict[str, Any]) -> None:
+    config = copy.deepcopy(base)
+    config["trust"] = {"gate": False, "sensitivity": {"covid": 0.95}}
+    with pytest.raises(ConfigurationError, match="'covid'"):
+        Pipeline(config).fit(
+            generate_phantoms(10, size=64, seed=0),
+            validation=generate_phantoms(10, size=64, seed=1),
+        )
+
+
+def test_a_prediction_s_status_matches_its_label() -> None:
+    with pytest.raises(ValueError, match="rejected"):
+        Prediction("a", REJECTED, {"normal": 1.0}, status=REJECTED)
+    with pytest.raises(ValueError, match="uncertain"):
+        Prediction("a", "normal", {"normal": 1.0}, status=UNCERTAIN)
+    with pytest.raises(ValueError, match="names a class"):
+        Prediction("a", REJECTED, {})
+    assert Prediction("a", UNCERTAIN, {"normal": 0.4}, status=UNCERTAIN).confidence == 0.4
