@@ -15,7 +15,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
-from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    SyntheticModelWarning,
+    WeightsUnavailableError,
+)
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
@@ -25,6 +30,7 @@ from covidcxr.evaluate._evaluator import (
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
+from covidcxr.pipeline._card import model_facts, model_note, training_data_facts
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
@@ -203,6 +209,12 @@ class Pipeline:
         The classifier's training history (``{}`` if it keeps none).
     training_fingerprint_
         The data fingerprint of the prepared training set.
+    training_data_
+        What the model card says about the training data (``None`` for a model saved
+        before covidcxr recorded it): ``source`` (its ``repr``, without credentials),
+        ``citation``, ``split``, ``fingerprint``, ``n_items``, ``class_counts`` and
+        ``synthetic`` (true when any training image was a phantom; then :meth:`predict`
+        warns with :class:`~covidcxr.errors.SyntheticModelWarning`).
     data_stats_
         How the last call's pass over its source went (items, reads, cache hits, and the
         items the source skipped, with reasons); for :meth:`fit`, over the training
@@ -222,6 +234,9 @@ class Pipeline:
     detector_: LesionDetector | None
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
+    training_data_: dict[str, Any] | None
+    # The evaluations and changelog a loaded model's card had, kept by the next save.
+    _card_records: dict[str, list[Any]]
     data_stats_: DataPass
     validation_data_stats_: DataPass
 
@@ -487,6 +502,7 @@ class Pipeline:
             ``self``.
         """
         self._build()
+        train = as_source(train, "train")
         train_set = self._collect(train, "train")
         train_stats = self.data_stats_
         validation_set = None
@@ -495,6 +511,8 @@ class Pipeline:
             self.validation_data_stats_ = self.data_stats_
         self.data_stats_ = train_stats
         self.training_fingerprint_ = train_set.fingerprint
+        self.training_data_ = training_data_facts(train, train_set, train_set.fingerprint)
+        self._card_records = {}  # a new model starts a new card
         self._check_detector_data(train_set)
         with self._epoch_progress(self.classifier_, "train"):
             self.classifier_.fit(train_set, validation=validation_set)
@@ -551,6 +569,9 @@ class Pipeline:
             In source order; detection boxes in the coordinates of the source's images.
         """
         self._check_fitted()
+        note = model_note(getattr(self, "training_data_", None))
+        if note is not None:
+            warnings.warn(note, SyntheticModelWarning, stacklevel=2)
         prepared = self._prepared(as_source(source, "source"))
         for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
             probabilities, found = self._score_chunk(chunk)
@@ -624,7 +645,7 @@ class Pipeline:
             check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
-        evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
+        evaluator = self._evaluator()
         report = evaluator.evaluate(
             collected.truths,
             collected.predictions,
@@ -632,8 +653,10 @@ class Pipeline:
             detections=self.detector_ is not None,
         )
         if isinstance(report, EvaluationReport):
+            note = model_note(getattr(self, "training_data_", None))
             report = attrs.evolve(
                 report,
+                notes=(*report.notes, note) if note is not None else report.notes,
                 configuration={
                     **self._describe_built(evaluator),
                     "training_data_fingerprint": self.training_fingerprint_,
@@ -646,6 +669,9 @@ class Pipeline:
                 overwrite=overwrite, n_examples=n_examples, title=title, notes=notes,
             )  # fmt: skip
         return report
+
+    def _evaluator(self) -> Evaluator:
+        return self.evaluator or ClassificationEvaluator(**self.config.evaluation)
 
     def _evaluation_pass(self, source: Iterable[XRay], n_examples: int) -> _Evaluation:
         collected = _Evaluation()
@@ -703,7 +729,9 @@ class Pipeline:
 
         The directory holds ``pipeline.json`` (component names, options, classes, training
         history and fingerprint, versions) and the classifier's and a
-        :class:`~covidcxr.protocols.Persistable` detector's own saved models. It is written
+        :class:`~covidcxr.protocols.Persistable` detector's own saved models, with the
+        model card (``metadata.json`` and ``model_card.md``, see :doc:`/model-cards`),
+        whose changelog gains an entry for this save. It is written
         next to ``directory`` first and renamed into place, so a crash never leaves a
         half-written model where a good one was. Options that look like credentials
         (``apikey``, ``password``, ``token`` …) are never written.
@@ -735,6 +763,10 @@ class Pipeline:
             "classes": list(self.classes_),
             "history": self.history_,
             "training_data_fingerprint": self.training_fingerprint_,
+            # For the model card: what it learnt from, how, and what it has been through.
+            "training_data": getattr(self, "training_data_", None),
+            "model": model_facts(self._describe_built(self._evaluator()), self.classifier_),
+            **getattr(self, "_card_records", {}),
         }
         return write_pipeline(
             Path(directory),
@@ -813,6 +845,10 @@ class Pipeline:
         pipeline._build()
         pipeline.history_ = dict(manifest.get("history") or {})
         pipeline.training_fingerprint_ = manifest.get("training_data_fingerprint")
+        pipeline.training_data_ = manifest.get("training_data")
+        pipeline._card_records = {
+            key: list(manifest.get(key) or []) for key in ("evaluations", "changelog")
+        }
         expected = tuple(manifest.get("classes", ()))
         if expected and tuple(pipeline.classes_) != expected:
             raise ModelFormatError(
