@@ -385,3 +385,16 @@ def test_a_save_with_trust_sections_renders_them_and_says_so_in_the_changelog(
         {**manifest, "changelog": [covidcxr.pipeline._card.save_entry(manifest)]}
     )["changelog"][0]
     assert entry["description"].endswith("fitted: gate, calibration, operating points")
+
+
+def test_non_finite_figures_in_the_manifest_become_null_in_metadata(
+    phantom_model: tuple[Pipeline, Path],
+) -> None:
+    _, model = phantom_model
+    calibration = {**TRUST["calibration"], "ece_before": float("nan")}
+    manifest = {**json.loads((model / "pipeline.json").read_text()), "trust": {
+        **TRUST, "calibration": calibration}}  # fmt: skip
+    text = covidcxr.pipeline._card.card_files(manifest)[METADATA_NAME]
+    metadata = json.loads(text)  # strict JSON: NaN would not be valid
+    assert metadata["calibration"]["ece_before"] is None
+    jsonschema.validate(metadata, METADATA_SCHEMA)

@@ -97,12 +97,32 @@ def test_predict_with_a_phantom_model_says_so_on_stderr_and_on_every_row(
     assert all("synthetic phantoms" in p["model_note"] for p in json.loads(out))
 
 
+def test_a_model_trained_on_a_phantom_folder_written_to_disk_is_marked_too(
+    phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(
+        '[preprocessor]\nname = "test-shrink"\n[classifier]\nname = "test-softmax"\n'
+        '[detector]\nname = "none"\n'
+    )
+    model = tmp_path / "model"
+    code, _, err = run(
+        ["train", str(phantom_dir), "--out", str(model), "--config", str(config)], capsys
+    )
+    assert code == 0, err
+    assert json.loads((model / METADATA_NAME).read_text())["synthetic"] is True
+    code, _, err = run(["predict", str(model), str(phantom_dir)], capsys)
+    assert code == 0, err
+    assert "warning: This model was trained on synthetic phantoms" in err
+
+
 def test_predict_with_a_model_trained_on_image_files_adds_no_note(
     test_config: dict[str, Any],
     phantom_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    (phantom_dir / "README.txt").unlink()  # now just a folder of PNG images
     model = Pipeline({**test_config, "detector": None}).fit(phantom_dir).save(tmp_path / "m")
     output = tmp_path / "predictions.csv"
     code, _, err = run(["predict", str(model), str(phantom_dir), "--output", str(output)], capsys)

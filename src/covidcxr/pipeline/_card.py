@@ -33,9 +33,11 @@ from covidcxr.evaluate._evaluator import EvaluationReport
 from covidcxr.evaluate._metrics import ConfidenceInterval
 from covidcxr.files import MARKER_NAME, write_text
 from covidcxr.labels import LABELS
+from covidcxr.phantoms import is_phantom_dataset
 from covidcxr.pipeline._config import _SECRET_WORDS
 from covidcxr.protocols import DatasetSource
 from covidcxr.records import XRay
+from covidcxr.sources import FolderSource
 
 __all__ = [
     "CARD_FORMAT",
@@ -137,12 +139,13 @@ def training_data_facts(
     """What a model card says about the training data, as plain JSON data.
 
     ``synthetic`` is true when *any* prepared image carries ``meta["synthetic"] = True``
-    (as :mod:`covidcxr.phantoms` sets it): one phantom in the training set already makes
-    the model's figures say nothing certain about radiographs.
+    (as :mod:`covidcxr.phantoms` sets it), or the source is a folder
+    :func:`~covidcxr.phantoms.write_phantom_dataset` wrote: one phantom in the training
+    set already makes the model's figures say nothing certain about radiographs.
     """
     counts: Counter[str] = Counter()
     n_items = 0
-    synthetic = False
+    synthetic = isinstance(source, FolderSource) and is_phantom_dataset(source.root)
     for xray in prepared:
         n_items += 1
         counts[str(xray.label)] += 1
@@ -909,9 +912,20 @@ def render_model_card(metadata: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite number as ``None``: ``metadata.json`` is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def card_files(manifest: Mapping[str, Any]) -> dict[str, str]:
     """The card files of ``manifest``: ``{file name: text}`` for ``metadata.json`` and the card."""
-    metadata = card_metadata(manifest)
+    metadata = _strict_json(card_metadata(manifest))
     return {
         METADATA_NAME: json.dumps(metadata, indent=2, allow_nan=False) + "\n",
         MODEL_CARD_NAME: render_model_card(metadata),
