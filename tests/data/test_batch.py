@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
+import subprocess
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import pytest
 from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.preprocess import (
     BatchStats,
+    CacheNotFilledWarning,
     GaussianClahePreprocessor,
     PreprocessCache,
     preprocess_batch,
@@ -377,6 +382,8 @@ def test_worker_pool_reads_caches_and_skips_like_this_process(
             got = _signatures(source, cache=cache, stats=stats, workers=2)
         assert got == expected
         assert (stats.cache_hits, stats.skipped) == (hits, 1)
+        # The workers' packs are sealed as they exit: their entries count as written.
+        assert stats.cache_writes == 5 - hits
         assert [Path(s.path).name for s in source.skipped] == ["broken.png"]
 
 
@@ -476,3 +483,128 @@ def test_hits_among_misses_keep_their_order(
     got = _signatures(every, cache=cache, stats=stats, workers=workers, chunk_size=chunk_size)
     assert got == [_signature(PREPROCESSOR(x)) for x in every]
     assert (stats.cache_hits, stats.cache_writes) == (len(cached), len(every) - len(cached))
+
+
+def test_a_flipped_byte_in_a_sealed_entry_is_recomputed_not_served(
+    qu_ex_folder: Path, tmp_path: Path
+) -> None:
+    from covidcxr.preprocess._packs import scan_pack
+
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    cache = tmp_path / "cache"
+    expected = _signatures(source, cache=str(cache))
+    (pack,) = cache.rglob("*.cxrpack")
+    _, offset, header_length, body_length = list(scan_pack(pack))[2]
+    data = bytearray(pack.read_bytes())
+    body = offset + 40 + header_length  # prefix (36) and checksum (4), then the header
+    data[body + body_length // 2] ^= 0x01  # one pixel of the third entry
+    pack.write_bytes(bytes(data))
+    # Damage on disk (a flipped bit) leaves the time stamps as they were; the rewrite
+    # goes to a newer pack, found first from then on.
+    os.utime(pack, ns=(1, 1))
+    for damaged, hits, writes in ((1, 5, 1), (0, 6, 0)):  # recomputed, then served again
+        stats = BatchStats()
+        assert _signatures(source, cache=str(cache), stats=stats) == expected
+        assert (stats.cache_damaged, stats.cache_hits, stats.cache_writes) == (
+            damaged,
+            hits,
+            writes,
+        )
+
+
+def _full_after(writes: int) -> Any:
+    """An ``os.write`` that writes ``writes`` times, then fails as a full disk does."""
+    real_write = os.write
+    calls = itertools.count()
+
+    def write(descriptor: int, data: Any) -> int:
+        if next(calls) >= writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(descriptor, data)
+
+    return write
+
+
+def test_a_disk_that_fills_up_counts_nothing_written_and_warns_once(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    expected = _signatures(source)
+    cache = str(tmp_path / "cache")
+    stats = BatchStats()
+    monkeypatch.setattr(os, "write", _full_after(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _signatures(source, cache=cache, stats=stats)
+    monkeypatch.undo()
+    assert got == expected  # the results, without the cache
+    # Three entries went into the pack before the disk was full; the pack, with its
+    # torn fourth entry, was dropped: nothing is in the cache.
+    assert (stats.cache_writes, stats.uncachable) == (0, 18)
+    not_filled = [w for w in caught if issubclass(w.category, CacheNotFilledWarning)]
+    assert len(not_filled) == 1
+    assert "ENOSPC" in str(not_filled[0].message)
+    assert cache in str(not_filled[0].message)
+    assert not_filled[0].filename == __file__  # points at the code iterating
+    again = BatchStats()
+    assert _signatures(source, cache=cache, stats=again) == expected
+    assert (again.cache_hits, again.cache_writes) == (0, 18)
+
+
+def test_entries_whose_pack_cannot_be_flushed_are_not_counted_as_written(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
+    cache = str(tmp_path / "cache")
+
+    def no_space(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    stats = BatchStats()
+    with pytest.warns(CacheNotFilledWarning, match="ENOSPC"):
+        _signatures(source, cache=cache, stats=stats)
+    assert (stats.cache_writes, stats.uncachable) == (0, 6)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, mounted for the test (needs root; skipped where it cannot be)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    mount = shutil.which("mount")
+    if mount is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run([shutil.which("umount") or "umount", str(mount_point)], check=False)
+
+
+def test_a_real_full_disk_counts_only_what_the_cache_holds(
+    qu_ex_folder: Path, small_tmpfs: Path
+) -> None:
+    from covidcxr.preprocess._packs import scan_pack
+
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    expected = _signatures(source)
+    cache = small_tmpfs / "cache"
+    PreprocessCache(cache, token="tags the folder")
+    # Fill the file system to two pages short: room for a couple of entries, not 18.
+    free = os.statvfs(small_tmpfs)
+    (small_tmpfs / "filler").write_bytes(b"\0" * ((free.f_bavail - 2) * free.f_frsize))
+    stats = BatchStats()
+    with pytest.warns(CacheNotFilledWarning, match="ENOSPC") as caught:
+        got = _signatures(source, cache=str(cache), stats=stats)
+    assert got == expected
+    assert len([w for w in caught if issubclass(w.category, CacheNotFilledWarning)]) == 1
+    on_disk = sum(len(list(scan_pack(pack))) for pack in cache.rglob("*.cxrpack"))
+    assert stats.cache_writes == on_disk
+    assert stats.cache_writes + stats.uncachable == 18

@@ -145,6 +145,8 @@ def test_a_failed_write_stops_writing(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(os, "write", full)
     assert not store.put(_key(2), b"h", [b"lost"])
+    assert isinstance(store.error, OSError)
+    assert store.error.errno == 28  # why the store writes no more
     monkeypatch.undo()
     assert not store.put(_key(3), b"h", [b"not after a failure"])
     store.close()
@@ -291,3 +293,112 @@ def test_an_entry_header_of_the_wrong_shape_is_a_miss(tmp_path: Path) -> None:
     assert data.count(b'"meta": {}') == 1
     pack.write_bytes(data.replace(b'"meta": {}', b'"meta": []'))  # valid JSON, wrong type
     assert PreprocessCache(tmp_path, "token").load("d") is None
+
+
+def _sealed_record(folder: Path) -> tuple[Path, int, int, int]:
+    """The only pack in ``folder``, and its one record's offset, header and body lengths."""
+    (pack,) = folder.glob("*.cxrpack")
+    ((_, offset, header_length, body_length),) = scan_pack(pack)
+    return pack, offset, header_length, body_length
+
+
+def test_a_flipped_byte_anywhere_in_a_record_is_never_served(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    store.put(_key(1), b'{"header": 1}', [b"pixels " * 10])
+    store.close()
+    pack, offset, header_length, body_length = _sealed_record(tmp_path)
+    sound = pack.read_bytes()
+    body_start = len(sound) - body_length
+    for position in range(offset, len(sound)):  # prefix, checksum, header and body
+        damaged = bytearray(sound)
+        damaged[position] ^= 0x01
+        pack.write_bytes(bytes(damaged))
+        reader = PackStore(tmp_path)
+        assert reader.get(_key(1)) is None, position
+        if position >= body_start - header_length - 4:  # the checksum, header or body
+            assert reader.damaged == 1, position
+    pack.write_bytes(sound)
+    record = PackStore(tmp_path).get(_key(1))
+    assert record is not None
+    assert bytes(record[1]) == b"pixels " * 10
+
+
+def test_a_damaged_record_is_counted_once_and_not_tried_again(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    store.put(_key(1), b"h", [b"body"])
+    store.close()
+    pack = next(tmp_path.glob("*.cxrpack"))
+    data = bytearray(pack.read_bytes())
+    data[-1] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    reader = PackStore(tmp_path)
+    assert reader.get(_key(1)) is None
+    assert reader.get(_key(1)) is None
+    assert reader.damaged == 1
+
+
+def test_the_newest_copy_of_a_key_is_served_and_an_older_one_when_it_is_damaged(
+    tmp_path: Path,
+) -> None:
+    older = PackStore(tmp_path)
+    older.put(_key(1), b"h", [b"older"])
+    older.close()
+    newer = PackStore(tmp_path)
+    newer.put(_key(1), b"h", [b"newer"])
+    newer.close()
+    old_pack, new_pack = sorted(tmp_path.glob("*.cxrpack"), key=lambda p: p.stat().st_mtime_ns)
+    # Names are random: the newer pack must win by age, not by name.
+    os.utime(old_pack, ns=(1, 1))
+    record = PackStore(tmp_path).get(_key(1))
+    assert record is not None
+    assert bytes(record[1]) == b"newer"
+    data = bytearray(new_pack.read_bytes())
+    data[-1] ^= 0xFF
+    new_pack.write_bytes(bytes(data))
+    reader = PackStore(tmp_path)
+    record = reader.get(_key(1))
+    assert record is not None
+    assert bytes(record[1]) == b"older"
+    assert reader.damaged == 1
+
+
+def test_packs_of_the_format_without_checksums_are_not_read(tmp_path: Path) -> None:
+    import struct
+
+    # A record as covidcxr wrote them before records had checksums.
+    record = struct.pack("<4sIQ20s", b"CXPK", 1, 4, _key(1)) + b"h" + b"body"
+    (tmp_path / "pack-old.cxrpack").write_bytes(record)
+    assert list(scan_pack(tmp_path / "pack-old.cxrpack")) == []
+    assert PackStore(tmp_path).get(_key(1)) is None
+
+
+def test_a_flipped_pixel_byte_makes_the_cache_entry_a_miss(tmp_path: Path) -> None:
+    cache = PreprocessCache(tmp_path, token="t")
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert cache.store("digest", pixels, (), {})
+    cache.close()
+    (pack,) = tmp_path.rglob("*.cxrpack")
+    data = bytearray(pack.read_bytes())
+    data[-10] ^= 0x01  # one pixel
+    pack.write_bytes(bytes(data))
+    reader = PreprocessCache(tmp_path, token="t")
+    assert reader.lookup("digest") == (None, True)
+    assert reader.load("digest") is None
+
+
+def test_a_sealing_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PackStore(tmp_path)
+    assert store.put(_key(1), b"h", [b"body"])
+    sealed = store.sealed_path
+    assert sealed is not None
+    assert sealed.endswith(".cxrpack")
+
+    def no_space(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    store.seal()
+    assert isinstance(store.error, OSError)
+    assert store.error.errno == 28
+    assert not Path(sealed).exists()
+    assert store.sealed_path is None

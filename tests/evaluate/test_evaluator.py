@@ -12,6 +12,7 @@ import pytest
 from covidcxr import Box, Detection, Evaluator, GroundTruth, Prediction, XRay
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate import (
+    UNCERTAIN,
     ClassificationEvaluator,
     data_fingerprint,
     software_versions,
@@ -258,3 +259,95 @@ def test_cli_summary_writes_missing_figures_as_n_a_not_none() -> None:
     assert "macro F1:    1.000 (95% CI n/a, bootstrap)" in lines
     (accuracy,) = [line for line in lines if line.startswith("accuracy:")]
     assert accuracy.startswith("accuracy:    1.000 (95% CI 0.342-1.000, wilson)")
+
+
+# --- calibration, risk-coverage and abstentions (issue 13) ---------------------------------
+
+
+def abstaining_set() -> tuple[list[GroundTruth], list[Prediction]]:
+    """Four radiographs: two right, one wrong, one abstained on (its argmax is right)."""
+    truths = [truth("covid-19", 0), truth("normal", 1), truth("pneumonia", 2), truth("normal", 3)]
+    predictions = [
+        prediction(0, [0.9, 0.05, 0.05]),
+        prediction(1, [0.1, 0.8, 0.1]),
+        prediction(2, [0.1, 0.7, 0.2]),  # wrong: normal for pneumonia
+        Prediction("img-3.png", UNCERTAIN, dict(zip(CLASSES, [0.3, 0.4, 0.3], strict=True))),
+    ]
+    return truths, predictions
+
+
+def test_abstentions_are_counted_and_scored_covered_and_overall() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    decisions = report.decisions
+    assert decisions is not None
+    assert decisions.n_abstained == 1
+    assert decisions.coverage == 0.75
+    assert decisions.accuracy_covered == pytest.approx(2 / 3)
+    assert decisions.accuracy_overall == 0.5
+    assert decisions.sensitivity["normal"] == 0.5  # the abstention on a normal is a miss
+    # The classification figures still score every radiograph's most probable class.
+    assert report.classification is not None
+    assert report.classification.accuracy == 0.75
+    assert report.classification.confusion_matrix == ((1, 0, 0), (0, 2, 0), (0, 1, 0))
+    note = next(n for n in report.notes if "abstained" in n)
+    assert "1 of 4 prediction(s) abstained" in note
+    assert "overall (abstentions counted wrong) 50.0%" in note
+    assert report.to_dict()["decisions"]["n_abstained"] == 1
+
+
+def test_labels_moved_off_the_argmax_by_operating_points_are_scored_as_given() -> None:
+    truths = [truth("covid-19", 0), truth("normal", 1)]
+    predictions = [
+        Prediction("img-0.png", "covid-19", dict(zip(CLASSES, [0.4, 0.5, 0.1], strict=True))),
+        prediction(1, [0.1, 0.8, 0.1]),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.decisions is not None
+    assert report.decisions.n_differing_from_argmax == 1
+    assert report.decisions.accuracy_overall == 1.0
+    assert report.classification is not None
+    assert report.classification.accuracy == 0.5
+    assert any("operating points" in n for n in report.notes)
+
+
+def test_plain_predictions_get_no_decision_note() -> None:
+    truths = [truth("covid-19", 0), truth("normal", 1)]
+    predictions = [prediction(0, [0.9, 0.05, 0.05]), prediction(1, [0.1, 0.8, 0.1])]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.notes == ()
+    assert report.decisions is not None
+    assert not report.decisions.differs_from_argmax
+
+
+def test_report_carries_the_calibration_and_risk_coverage_of_its_probabilities() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0, n_bins=10).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.classification is not None
+    assert report.calibration is not None
+    assert report.calibration.before is None
+    assert report.calibration.after.expected_calibration_error == pytest.approx(
+        report.classification.calibration.expected_calibration_error
+    )
+    assert report.risk_coverage is not None
+    assert report.risk_coverage.full_coverage_risk == 0.25
+    data = json.loads(report.to_json())
+    assert data["calibration"]["before"] is None
+    assert data["risk_coverage"]["coverage"][-1] == 1.0
+
+
+def test_detections_only_report_has_no_calibration_section() -> None:
+    truths = [truth(None, 0, (Box(1, 1, 4, 4),))]
+    predictions = [Prediction("img-0.png", "normal", {}, [Detection(Box(1, 1, 4, 4), "o", 0.9)])]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(truths, predictions, classes=())
+    assert report.calibration is None
+    assert report.risk_coverage is None
+    assert report.decisions is None

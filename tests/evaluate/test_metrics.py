@@ -332,3 +332,67 @@ def test_a_bootstrap_whose_resamples_do_not_vary_has_no_interval() -> None:
         assert ci.estimate == 1.0, name
         assert [math.isnan(ci.low), math.isnan(ci.high)] == [True, True], name  # not 1.0, 1.0
         assert ci.degenerate, name
+
+
+# The bootstrap bounds of one fixed case, as the unchunked bootstrap (all 1,000 resamples
+# scored at once) computed them: chunking must not change a single bit.
+_BOUNDS_SEED_11 = {
+    "macro_precision": (0.496456319044435, 0.6231695121200934),
+    "macro_recall": (0.49683298989304286, 0.6176736249401144),
+    "macro_f1": (0.49133406461939844, 0.6159195524186646),
+    "macro_auc": (0.7699009710881232, 0.8388500006076126),
+    "f1[covid-19]": (0.38616710875331567, 0.5772095091776502),
+    "auc[covid-19]": (0.7480873440285205, 0.8544046345811052),
+    "f1[normal]": (0.5127586206896552, 0.6842564259485924),
+    "auc[normal]": (0.7890239840106595, 0.8848267821452365),
+    "f1[pneumonia]": (0.49142857142857144, 0.6458333333333334),
+    "auc[pneumonia]": (0.7120497731140103, 0.8263063669880885),
+}
+
+
+def _bootstrap_case(
+    n: int, seed: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet([1, 1, 1], n)
+    probs[np.arange(n), y] += 0.3
+    probs /= probs.sum(axis=1, keepdims=True)
+    return y, probs.argmax(axis=1), probs
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 997])
+def test_chunked_bootstrap_gives_the_bounds_of_scoring_every_resample_at_once(
+    chunk_elements: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidcxr.evaluate import _bootstrap
+
+    if chunk_elements is not None:  # 3 resamples a chunk: many chunk boundaries
+        monkeypatch.setattr(_bootstrap, "_CHUNK_ELEMENTS", chunk_elements)
+    y, pred, probs = _bootstrap_case(250, seed=3)
+    bounds = _bootstrap._bootstrap_bounds(
+        y, pred, probs, CLASSES, n_bootstrap=1000, confidence_level=0.95, seed=11
+    )
+    assert bounds == _BOUNDS_SEED_11
+
+
+def test_bootstrap_memory_does_not_grow_with_the_resamples() -> None:
+    import tracemalloc
+
+    from covidcxr.evaluate._bootstrap import _bootstrap_bounds
+
+    y, pred, probs = _bootstrap_case(2000, seed=0)
+    peaks = []
+    for n_bootstrap in (100, 1000):
+        tracemalloc.start()
+        try:
+            _bootstrap_bounds(
+                y, pred, probs, CLASSES, n_bootstrap=n_bootstrap, confidence_level=0.95, seed=0
+            )
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # Scoring all 1,000 resamples of 2,000 images at once peaked at 180 MB; in chunks
+    # the peak is some 25 MB, and ten times the resamples cost almost nothing more.
+    assert peaks[1] < 48 * 2**20
+    assert peaks[1] < 1.5 * peaks[0]

@@ -398,3 +398,26 @@ def test_non_finite_figures_in_the_manifest_become_null_in_metadata(
     metadata = json.loads(text)  # strict JSON: NaN would not be valid
     assert metadata["calibration"]["ece_before"] is None
     jsonschema.validate(metadata, METADATA_SCHEMA)
+
+
+def test_the_trust_sections_render_from_the_estimators_own_shapes_too(
+    phantom_model: tuple[Pipeline, Path],
+) -> None:
+    _, model = phantom_model
+    trust = {
+        "gate": {"method": "rotation prediction", "threshold": 2.5, "holdout_acceptance": 0.99,
+                 "n_fitted": 300},
+        "calibration": None,
+        "operating_points": {
+            "classes": ["covid-19", "normal", "pneumonia"],
+            "points": [{"label": "covid-19", "target_sensitivity": 0.95, "threshold": 0.3,
+                        "sensitivity": 0.96, "specificity": 0.8}],
+            "abstain_below": None,
+        },
+    }  # fmt: skip
+    manifest = {**json.loads((model / "pipeline.json").read_text()), "trust": trust}
+    card = render_model_card(card_metadata(manifest))
+    assert "Acceptance rate on held-out training images: 99.0%" in card
+    assert "| covid-19 | 0.300 | 0.950 | 0.960 | 0.800 |" in card
+    assert "No abstention" in card
+    assert card.count("Not fitted") == 1  # calibration

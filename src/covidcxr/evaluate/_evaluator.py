@@ -18,6 +18,15 @@ from numpy.typing import NDArray
 
 from covidcxr._plain import plain_data
 from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate._calibration import (
+    UNCERTAIN,
+    CalibrationSummary,
+    DecisionScores,
+    RiskCoverageCurve,
+    decision_scores,
+    reliability_curve,
+    risk_coverage_curve,
+)
 from covidcxr.evaluate._detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate._metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate._provenance import software_versions, truth_fingerprint
@@ -123,6 +132,22 @@ class EvaluationReport:
         What the evaluator wants the reader to know about the figures, above all why one
         is missing (detections not scored because some radiographs are not annotated).
         :func:`~covidcxr.evaluate.write_report` shows them at the top of the report.
+    calibration
+        ECE and reliability curve of the evaluated probabilities (``after``) and, when a
+        caller supplies them (the :class:`~covidcxr.Pipeline` of a calibrated model
+        does, with :func:`attrs.evolve`), those of the same items before calibration
+        (``before``); ``None`` when classification was not scored.
+    risk_coverage
+        The risk-coverage curve of abstaining on the least confident radiographs first
+        (see :func:`~covidcxr.evaluate.risk_coverage_curve`); ``None`` when
+        classification was not scored.
+    decisions
+        The labels the predictions carry, scored as given: abstentions
+        (:data:`~covidcxr.evaluate.UNCERTAIN`), coverage, accuracy on the covered
+        radiographs and overall, and per-class sensitivity and specificity of the
+        decisions (after operating points). ``classification`` instead scores each
+        radiograph's most probable class. ``None`` when classification was not scored
+        or a label is neither a class nor :data:`~covidcxr.evaluate.UNCERTAIN`.
 
     Examples
     --------
@@ -145,6 +170,9 @@ class EvaluationReport:
     versions: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
     created: str = field(factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     notes: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    calibration: CalibrationSummary | None = None
+    risk_coverage: RiskCoverageCurve | None = None
+    decisions: DecisionScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the notes and the provenance, as JSON-ready data."""
@@ -161,6 +189,15 @@ class EvaluationReport:
             ),
             "detection": (
                 plain_data(self.detection.to_dict()) if self.detection is not None else None
+            ),
+            "calibration": (
+                plain_data(self.calibration.to_dict()) if self.calibration is not None else None
+            ),
+            "risk_coverage": (
+                plain_data(self.risk_coverage.to_dict()) if self.risk_coverage is not None else None
+            ),
+            "decisions": (
+                plain_data(self.decisions.to_dict()) if self.decisions is not None else None
             ),
         }
 
@@ -313,6 +350,7 @@ class ClassificationEvaluator:
                 f"nothing to evaluate: no classes were given, and detections are not scored: {why}"
             )
         classification = None
+        calibration = risk_coverage = decisions = None
         if classes:
             one_class = one_class_warning(
                 [t.label for t in truths], [p.label for p in predictions], what="evaluated"
@@ -326,15 +364,24 @@ class ClassificationEvaluator:
                     f"{len(unlabelled)} radiograph(s) have no label, so their predicted class "
                     f"cannot be scored (first: {unlabelled[0]!r})"
                 )
+            true_labels = [str(t.label) for t in truths]
+            probabilities = _probability_matrix(predictions, classes)
             classification = classification_metrics(
-                [str(t.label) for t in truths],
-                _probability_matrix(predictions, classes),
+                true_labels,
+                probabilities,
                 classes,
                 n_bootstrap=self.n_bootstrap,
                 confidence_level=self.confidence_level,
                 n_bins=self.n_bins,
                 seed=self.seed,
             )
+            calibration = CalibrationSummary(
+                after=reliability_curve(probabilities, true_labels, self.n_bins, classes=classes)
+            )
+            risk_coverage = risk_coverage_curve(probabilities, true_labels, classes=classes)
+            decisions, note = _decisions(true_labels, predictions, classes, probabilities)
+            if note:
+                notes.append(note)
         detection = None
         if score_detections:
             detection = evaluate_detections(
@@ -347,7 +394,43 @@ class ClassificationEvaluator:
             data_fingerprint=truth_fingerprint(truths),
             versions=software_versions(),
             notes=notes,
+            calibration=calibration,
+            risk_coverage=risk_coverage,
+            decisions=decisions,
         )
+
+
+def _decisions(
+    true_labels: Sequence[str],
+    predictions: Sequence[Prediction],
+    classes: Sequence[str],
+    probabilities: NDArray[np.float64],
+) -> tuple[DecisionScores | None, str | None]:
+    """The predictions' own labels scored, and a note when they are not the argmax."""
+    given = [p.label for p in predictions]
+    if any(label not in classes and label != UNCERTAIN for label in given):
+        return None, None
+    scores = decision_scores(true_labels, given, classes, probabilities=probabilities)
+    if not scores.differs_from_argmax:
+        return scores, None
+    parts = []
+    if scores.n_abstained:
+        parts.append(
+            f"{scores.n_abstained} of {scores.n_items} prediction(s) abstained "
+            f"({UNCERTAIN!r}; coverage {scores.coverage:.1%})"
+        )
+    if scores.n_differing_from_argmax:
+        parts.append(
+            f"{scores.n_differing_from_argmax} label(s) differ from the most probable class "
+            "(operating points)"
+        )
+    return scores, (
+        "; ".join(parts).capitalize()
+        + ". The classification figures score each radiograph's most probable class, "
+        "abstentions included; the decision figures score the labels as given: accuracy "
+        f"on the covered radiographs {scores.accuracy_covered:.1%}, overall (abstentions "
+        f"counted wrong) {scores.accuracy_overall:.1%}."
+    )
 
 
 def _check_alignment(truths: Sequence[GroundTruth], predictions: Sequence[Prediction]) -> None:

@@ -31,7 +31,7 @@ from covidcxr._version import __version__
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate._evaluator import EvaluationReport
 from covidcxr.evaluate._metrics import ConfidenceInterval
-from covidcxr.files import MARKER_NAME, write_text
+from covidcxr.files import MARKER_NAME, recover_output_directory, write_text
 from covidcxr.labels import LABELS
 from covidcxr.phantoms import is_phantom_dataset
 from covidcxr.pipeline._config import _SECRET_WORDS
@@ -810,11 +810,18 @@ def _calibration_lines(calibration: Any) -> list[str]:
 def _gate_lines(gate: Any) -> list[str]:
     if not isinstance(gate, Mapping):
         return [_NOT_FITTED.capitalize() + ": every input is classified, whatever it shows."]
-    acceptance = _number(gate.get("validation_acceptance"))
+    # Measured on validation images, or on training images held out from the gate's fit.
+    measured = [
+        (f"- Acceptance rate on {where}: {rate:.1%}", rate)
+        for key, where in (
+            ("validation_acceptance", "validation"),
+            ("holdout_acceptance", "held-out training images"),
+        )
+        if (rate := _number(gate.get(key))) is not None
+    ]
     return [
         f"- Method: {gate.get('method', 'n/a')}; threshold {_fmt(gate.get('threshold'), 4)}",
-        "- Acceptance rate on validation: "
-        + (f"{acceptance:.1%}" if acceptance is not None else "not measured"),
+        *([line for line, _ in measured] or ["- Acceptance rate: not measured"]),
         f"- Fitted on {_fmt(gate.get('n_fitted'))} images",
     ]
 
@@ -822,9 +829,16 @@ def _gate_lines(gate: Any) -> list[str]:
 def _operating_point_lines(points: Any) -> list[str]:
     if not isinstance(points, Mapping):
         return [_NOT_FITTED.capitalize() + ": each image gets its most probable class."]
-    thresholds = points.get("thresholds") or {}
-    targets = points.get("targets") or {}
-    validation = points.get("validation") or {}
+    thresholds = dict(points.get("thresholds") or {})
+    targets = dict(points.get("targets") or {})
+    validation = dict(points.get("validation") or {})
+    # The same facts as a list of per-class points (OperatingPoints.to_dict()).
+    for point in points.get("points") or []:
+        if isinstance(point, Mapping) and "label" in point:
+            label = str(point["label"])
+            thresholds[label] = point.get("threshold")
+            targets[label] = point.get("target_sensitivity")
+            validation[label] = point
     lines = [
         "| class | threshold | target sensitivity | validation sensitivity | "
         "validation specificity |",
@@ -938,6 +952,8 @@ def card_files(manifest: Mapping[str, Any]) -> dict[str, str]:
 def _read_manifest(root: Path) -> dict[str, Any]:
     from covidcxr.pipeline._persistence import check_manifest  # noqa: PLC0415 - cycle
 
+    # As loading does: a save killed between its renames may have left the model aside.
+    recover_output_directory(root, "pipeline")
     path = root / _MANIFEST_NAME
     if not root.is_dir() or not path.is_file():
         raise ModelFormatError(

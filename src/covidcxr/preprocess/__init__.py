@@ -15,7 +15,7 @@ re-exported here.
 """
 
 from covidcxr.preprocess._batch import BatchStats, preprocess_batch, xray_digest
-from covidcxr.preprocess._cache import CachedOutput, PreprocessCache
+from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._gaussian_clahe import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
@@ -33,6 +33,7 @@ from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_p
 __all__ = [
     "UINT8_OVER_255",
     "BatchStats",
+    "CacheNotFilledWarning",
     "CachedOutput",
     "GaussianClahePreprocessor",
     "IdentityPreprocessor",

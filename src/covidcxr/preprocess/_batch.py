@@ -31,15 +31,18 @@ images nor masks: it reads the cache and nothing else.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import traceback
-from collections import deque
+import warnings
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import cv2
@@ -47,7 +50,7 @@ import numpy as np
 from attrs import define, field
 
 from covidcxr.errors import ConfigurationError, InvalidImageError
-from covidcxr.preprocess._cache import CachedOutput, PreprocessCache
+from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
@@ -75,10 +78,14 @@ _Kind = Literal["entry", "raw", "xray", "cached"]
 _XRayPayload = tuple[
     str, str | None, str | None, np.ndarray[Any, Any], tuple[tuple[float, ...], ...], dict[str, Any]
 ]
-# ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), stored in cache?,
-#  content digest, served from the cache?), ("cached", XRay, found from a remembered
-#  digest?), ("invalid", message, source) or ("error", the exception the item raised)
+# ("ok", (id, label, patient_id, (pixel encoding, pixels), boxes, meta), _Stored | None,
+#  content digest, served from the cache?, a damaged entry found?), ("cached", XRay, found
+#  from a remembered digest?), ("invalid", message, source) or ("error", the exception the
+#  item raised)
 _Result = tuple[Any, ...]
+# How storing a result went: ("pack", the pack's sealed name: written once that exists),
+# ("uncachable", None: metadata that is not plain JSON) or ("failed", why: a full disk).
+_Stored = tuple[Literal["pack", "uncachable", "failed"], str | None]
 
 
 @define
@@ -91,10 +98,15 @@ class BatchStats:
     cache_hits: int = 0
     #: Of the hits, found from a remembered digest without reading the input's files.
     memo_hits: int = 0
-    #: Results written to the cache.
+    #: Results written to the cache: in packs flushed to disk and sealed when the run
+    #: ended (counted then), so readers will find them.
     cache_writes: int = 0
-    #: Results that could not be cached (metadata that is not plain JSON, a full disk).
+    #: Results that could not be cached (metadata that is not plain JSON, a full disk),
+    #: including those accepted by a pack that could not then be written to the end.
     uncachable: int = 0
+    #: Cache entries found damaged (their checksum did not match): not served, computed
+    #: again (and stored again).
+    cache_damaged: int = 0
     #: Unreadable items left out (``on_error="skip"``).
     skipped: int = 0
 
@@ -156,6 +168,7 @@ def _process_one(
     cache: PreprocessCache | None,
     compact: bool,
 ) -> _Result:
+    damaged = False  # a damaged cache entry was found (and not served)
     if kind == "entry":
         assert reader is not None  # noqa: S101 - entries are only sent with a reader
         try:
@@ -165,9 +178,9 @@ def _process_one(
         kind = "raw"
         if cache is not None:
             digest = task.digest()
-            cached = cache.load(digest)
+            cached, damaged = cache.lookup(digest)
             if cached is not None:
-                return _cached_result(task, cached, digest)
+                return _cached_result(task, cached, digest, damaged)
     if kind == "raw":
         raw: RawItem = task
         input_meta: Mapping[str, Any] = raw.meta
@@ -199,7 +212,7 @@ def _process_one(
         packed = compact_pixels(np.asarray(out.pixels)) if pack else ("raw", np.asarray(out.pixels))
     out_meta = dict(out.meta)
     # Workers write their own cache entries, so writing runs in parallel like the rest.
-    stored = None
+    stored: _Stored | None = None
     if cache is not None and digest is not None:
         # Only what preprocessing added or changed is cached; the rest comes from the
         # input on every pass.
@@ -208,12 +221,33 @@ def _process_one(
             for key, value in out_meta.items()
             if key not in input_meta or not _same(value, input_meta[key])
         }
-        stored = cache.store(digest, packed[1], out.boxes, derived_meta, packed=packed)
+        stored = _store(cache, digest, packed, out.boxes, derived_meta)
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
     if not compact and packed[0] != "raw":
         packed = ("raw", expand_pixels(*packed))  # in this process: nothing to send
     record = (out.id, out.label, out.patient_id, packed, boxes_out, out_meta)
-    return ("ok", record, stored, digest, False)
+    return ("ok", record, stored, digest, False, damaged)
+
+
+def _store(
+    cache: PreprocessCache,
+    digest: str,
+    packed: PackedPixels,
+    boxes: tuple[Box, ...],
+    meta: Mapping[str, Any],
+) -> _Stored:
+    if cache.store(digest, packed[1], boxes, meta, packed=packed):
+        return ("pack", cache.sealed_path)
+    if cache.write_error is not None:
+        return ("failed", _reason(cache.write_error))
+    return ("uncachable", None)
+
+
+def _reason(error: OSError) -> str:
+    """An OS error in words, with its symbolic name: ``ENOSPC (No space left on device)``."""
+    name = errno.errorcode.get(error.errno or 0)
+    text = error.strerror or str(error)
+    return f"{name} ({text})" if name else text
 
 
 def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | None:
@@ -236,12 +270,12 @@ def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | 
     return packed
 
 
-def _cached_result(raw: RawItem, cached: CachedOutput, digest: str) -> _Result:
+def _cached_result(raw: RawItem, cached: CachedOutput, digest: str, damaged: bool) -> _Result:
     xray = _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
     boxes = tuple((b.x, b.y, b.width, b.height) for b in xray.boxes)
     packed = compact_pixels(np.asarray(xray.pixels))
     record = (xray.id, xray.label, xray.patient_id, packed, boxes, dict(xray.meta))
-    return ("ok", record, None, digest, True)
+    return ("ok", record, None, digest, True, damaged)
 
 
 def _process_chunk(
@@ -288,6 +322,8 @@ class _Input:
     digest: str | None = None
     fingerprint: str | None = None
     entry: Entry | None = None
+    #: A damaged cache entry was found for it (and not served).
+    damaged: bool = False
 
 
 @define
@@ -358,15 +394,19 @@ def _source_inputs(
 ) -> Iterator[_Input | tuple[_Input, InvalidImageError]]:
     for position, entry in enumerate(source.pending_entries()):
         fingerprint = source.fingerprint(entry) if cache is not None else None
+        damaged = False
         if cache is not None and fingerprint is not None:
             # An unchanged file whose digest is remembered: the cache alone answers.
             digest = cache.digest_for(fingerprint)
-            cached = cache.load(digest) if digest is not None else None
+            cached, damaged = cache.lookup(digest) if digest is not None else (None, False)
             if cached is not None:
-                yield _Input(position, "cached", _from_cache(source, entry, cached), entry=entry)
+                xray = _from_cache(source, entry, cached)
+                yield _Input(position, "cached", xray, entry=entry, damaged=damaged)
                 continue
         if read_in_workers:
-            yield _Input(position, "entry", entry, fingerprint=fingerprint, entry=entry)
+            yield _Input(
+                position, "entry", entry, fingerprint=fingerprint, entry=entry, damaged=damaged
+            )
             continue
         try:
             raw = source.read_item(entry)
@@ -374,7 +414,7 @@ def _source_inputs(
             yield _Input(position, "raw", None, entry=entry), exc
             continue
         digest = raw.digest() if cache is not None else None
-        yield _Input(position, "raw", raw, digest, fingerprint, entry)
+        yield _Input(position, "raw", raw, digest, fingerprint, entry, damaged)
 
 
 def _inputs(
@@ -522,6 +562,9 @@ class _Runner:
         self.decode_options: dict[str, int] = {}
         self.reader: Callable[[Entry], RawItem] | None = None
         self.executor: Executor | None = None
+        # Results each pack accepted: they are in the cache once it is sealed.
+        self.pending_writes: Counter[str] = Counter()
+        self.warned_not_filled = False
 
     def run(self, items: Iterable[XRay] | CatalogSource, progress: bool) -> Iterator[XRay]:
         from tqdm.auto import tqdm  # noqa: PLC0415 - only needed once a run starts
@@ -568,6 +611,7 @@ class _Runner:
                 self.executor.shutdown(wait=True, cancel_futures=True)
             if self.cache is not None:
                 self.cache.close()
+                self._count_sealed_writes()
             if source is not None:
                 source.warn_skipped(len(source.skipped) - skipped_before)
 
@@ -602,7 +646,8 @@ class _Runner:
     def _main_process_hit(self, item: _Input) -> XRay | None:
         if self.cache is None or item.digest is None:
             return None
-        cached = self.cache.load(item.digest)
+        cached, damaged = self.cache.lookup(item.digest)
+        item.damaged |= damaged
         if cached is None:
             return None
         self._remember(item, item.digest)
@@ -690,17 +735,23 @@ class _Runner:
         if status == "cached":
             stats.cache_hits += 1
             stats.memo_hits += int(result[2])
+            stats.cache_damaged += int(item.damaged)
             cached_xray: XRay = result[1]
             return cached_xray
-        _, record, stored, digest, hit = result
+        _, record, stored, digest, hit, damaged = result
         self._remember(item, digest)
         identifier, label, patient_id, (encoding, packed), boxes, meta = record
+        stats.cache_damaged += int(item.damaged or damaged)
         if hit:
             stats.cache_hits += 1
-        elif stored is True:
-            stats.cache_writes += 1
-        elif stored is False:
-            stats.uncachable += 1
+        elif stored is not None:
+            outcome, detail = stored
+            if outcome == "pack" and detail is not None:
+                self.pending_writes[detail] += 1  # counted once the pack is sealed
+            else:
+                stats.uncachable += 1
+                if outcome == "failed":
+                    self._warn_not_filled(detail, stacklevel=5)
         return XRay(
             expand_pixels(encoding, packed),
             id=identifier,
@@ -708,4 +759,43 @@ class _Runner:
             patient_id=patient_id,
             boxes=tuple(Box(*values) for values in boxes),
             meta=meta,
+        )
+
+    def _count_sealed_writes(self) -> None:
+        """Count the results in packs that were sealed; warn if some were not.
+
+        Run when every writer has sealed its pack (this process closed its cache, the
+        workers have exited). A pack that failed later (a full disk), or could not be
+        flushed or renamed, lost every result it had accepted.
+        """
+        assert self.cache is not None  # noqa: S101 - only called with a cache
+        lost = 0
+        for pack, count in self.pending_writes.items():
+            if Path(pack).exists():
+                self.stats.cache_writes += count
+            else:
+                lost += count
+        self.pending_writes.clear()
+        if lost:
+            self.stats.uncachable += lost
+            error = self.cache.write_error
+            self._warn_not_filled(
+                _reason(error) if error is not None else "its pack files could not be sealed",
+                stacklevel=4,
+            )
+
+    def _warn_not_filled(self, reason: str | None, *, stacklevel: int) -> None:
+        """Warn, once a run, that the cache is not being written.
+
+        ``stacklevel`` counts from here to the code iterating over the run.
+        """
+        if self.warned_not_filled:
+            return
+        self.warned_not_filled = True
+        warnings.warn(
+            f"the preprocessing cache in {self.cache_dir} is not being filled: {reason}. "
+            "Preprocessing goes on without writing to it (results are unchanged, but the "
+            "next pass computes them again); free space there or pass another cache_dir",
+            CacheNotFilledWarning,
+            stacklevel=stacklevel,
         )

@@ -18,7 +18,9 @@ JSON header followed by the raw array bytes, read with one system call. Every wr
 process appends to a pack of its own, so worker processes and concurrent runs can share
 a folder without locks; readers use a pack only once its writer has flushed it to disk
 and sealed it (:meth:`PreprocessCache.close`, or the writing process's exit), so a crash
-leaves an ignored pack, never a torn entry. Float32 pixels that are exactly
+leaves an ignored pack, never a torn entry. Every entry carries a checksum, checked on
+every read: an entry damaged later is a miss (:meth:`PreprocessCache.lookup` says so), is
+recomputed and written again, and is never served. Float32 pixels that are exactly
 ``uint8 / 255`` (the usual output) are stored as the ``uint8`` values, a quarter of the
 bytes, and restored bit for bit.
 
@@ -47,16 +49,27 @@ from covidcxr.preprocess._packs import PackStore
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.records import Box
 
-__all__ = ["CachedOutput", "PreprocessCache"]
+__all__ = ["CacheNotFilledWarning", "CachedOutput", "PreprocessCache"]
 
 _TRANSFORM_TAG: Final = "__resize_transform__"
 # Part of every entry address: bump when the entry format changes.
-_FORMAT: Final = "cxrpack-1"
+# cxrpack-2: records carry a checksum. Entries of cxrpack-1 are in other folders, unread.
+_FORMAT: Final = "cxrpack-2"
 _CACHEDIR_TAG: Final = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by covidcxr.\n"
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
+
+
+class CacheNotFilledWarning(UserWarning):
+    """The preprocessing cache could not be written (a full or read-only disk).
+
+    Results are still computed and correct; they are only not cached, so the next pass
+    computes them again. The message names the cache folder and the reason (such as
+    ``ENOSPC``); :attr:`BatchStats.uncachable <covidcxr.preprocess.BatchStats.uncachable>`
+    counts the results that were not kept.
+    """
 
 
 @frozen
@@ -149,14 +162,25 @@ class PreprocessCache:
         ).digest()
 
     def load(self, content_digest: str) -> CachedOutput | None:
-        """The cached output, or ``None`` when absent or unreadable (a miss)."""
+        """The cached output, or ``None`` when absent or damaged (a miss)."""
+        return self.lookup(content_digest)[0]
+
+    def lookup(self, content_digest: str) -> tuple[CachedOutput | None, bool]:
+        """The cached output (or ``None``: a miss), and whether a damaged entry was found.
+
+        A damaged entry (its checksum does not match, or its header is not one this
+        version wrote) is never returned: the lookup is a miss, and the caller recomputes
+        and stores the result again.
+        """
+        damaged_before = self._packs.damaged
         record = self._packs.get(self._key(content_digest))
+        damaged = self._packs.damaged != damaged_before
         if record is None:
-            return None
+            return None, damaged
         try:
-            return _parse(*record)
+            return _parse(*record), damaged
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-            return None  # a damaged entry of any shape is a miss, not an error
+            return None, True  # a damaged entry of any shape is a miss, not an error
 
     def store(
         self,
@@ -186,7 +210,9 @@ class PreprocessCache:
             ``False`` (nothing written) if a metadata value is neither an array nor plain
             JSON (such results are recomputed on every pass rather than cached wrongly),
             or if the entry could not be written (a full disk: the cache then stops
-            writing for this run).
+            writing for this run, and :attr:`write_error` says why). ``True`` when the
+            entry was appended to the pack being written: it is in the cache once that
+            pack is sealed (:attr:`sealed_path` exists), which a later failure prevents.
         """
         encoding, stored = packed if packed is not None else compact_pixels(np.asarray(pixels))
         arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(stored)}
@@ -214,6 +240,20 @@ class PreprocessCache:
         ).encode()
         body = [array.reshape(-1).view(np.uint8).data for array in arrays.values()]
         return self._packs.put(self._key(content_digest), header, body)
+
+    @property
+    def sealed_path(self) -> str | None:
+        """The file that will hold the entries stored since the last seal, once sealed.
+
+        ``None`` when none is being written. The entries :meth:`store` accepted are in
+        the cache only once this file exists (see :meth:`close`).
+        """
+        return self._packs.sealed_path
+
+    @property
+    def write_error(self) -> OSError | None:
+        """Why the cache stopped writing or could not seal its entries; ``None`` if it did not."""
+        return self._packs.error
 
     def digest_for(self, fingerprint: str) -> str | None:
         """The content digest remembered for a source fingerprint, or ``None``."""
