@@ -328,7 +328,12 @@ def predict_command(
     A SOURCE is an image file, a glob, a folder (of class subfolders, or of images), a
     .zip archive or a URI such as cos://bucket/prefix; labels are not needed.
     """
-    from covidcxr.pipeline import Pipeline, skipped_path_for, write_predictions  # noqa: PLC0415
+    from covidcxr.pipeline import (  # noqa: PLC0415
+        Pipeline,
+        model_note,
+        skipped_path_for,
+        write_predictions,
+    )
 
     options = _source_options(source_options, on_error)
     skipped_file = skipped_path_for(output) if output is not None and _skipping(options) else None
@@ -338,10 +343,17 @@ def predict_command(
     if output is not None:
         check_output_location(output)  # a read-only or full disk, before predicting
     pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    # A model trained on phantoms says so: predicting warns (one "warning:" line on
+    # stderr), and every row written or printed carries the note.
+    note = model_note(pipeline.training_data_)
     source = _open_sources(sources, options)
     if output is not None:
         count = write_predictions(
-            pipeline.iter_predict(source), output, classes=pipeline.classes_, overwrite=overwrite
+            pipeline.iter_predict(source),
+            output,
+            classes=pipeline.classes_,
+            overwrite=overwrite,
+            note=note,
         )
         summary = {"output": str(output), "n_images": count}
         _emit(summary, as_json, [f"wrote {count} prediction(s) to {output}"])
@@ -349,7 +361,8 @@ def predict_command(
             _report_skipped(_skipped_items(source), skipped_file, overwrite=overwrite)
         return
     predictions = pipeline.predict(source)
-    _emit([p.to_dict() for p in predictions], as_json, _prediction_lines(predictions))
+    noted = {"model_note": note} if note is not None else {}
+    _emit([{**p.to_dict(), **noted} for p in predictions], as_json, _prediction_lines(predictions))
     if _skipping(options):
         _report_skipped(_skipped_items(source), None, overwrite=overwrite)
 
@@ -385,6 +398,12 @@ def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
 @_SOURCE_OPTION
 @_ON_ERROR_OPTION
 @_CACHE_OPTION
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Also add this evaluation (data fingerprint, figures with confidence intervals) "
+    "to the model's card (metadata.json, model_card.md) and changelog.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate_command(
@@ -395,11 +414,17 @@ def evaluate_command(
     source_options: tuple[str, ...],
     on_error: str,
     cache_dir: Path | None,
+    record: bool,
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Score a saved model on the labelled radiographs in SOURCE and write a report."""
-    from covidcxr.pipeline import Pipeline  # noqa: PLC0415 - see above
+    """Score a saved model on the labelled radiographs in SOURCE and write a report.
+
+    With --record the evaluation is added to the model's card, so that external
+    validations accumulate with the model.
+    """
+    from covidcxr.evaluate import EvaluationReport  # noqa: PLC0415 - see above
+    from covidcxr.pipeline import Pipeline, record_evaluation  # noqa: PLC0415
 
     options = _source_options(source_options, on_error)
     pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
@@ -409,6 +434,9 @@ def evaluate_command(
         skipped = _skipped_items(opened)
         _report_skipped(skipped, report_dir / "skipped.csv", overwrite=overwrite)
     lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
+    if record and isinstance(report, EvaluationReport):
+        record_evaluation(model_dir, report, source=repr(opened))
+        lines.append(f"recorded:    {model_dir / 'model_card.md'}")
     _emit(report.to_dict(), as_json, lines)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "OutputExistsError",
     "PluginError",
     "SourceError",
+    "SyntheticModelWarning",
     "TrainingDivergedError",
     "UnknownLabelError",
     "UnknownNameError",
@@ -121,3 +122,12 @@ class DetectorServiceError(CovidCXRError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         self.status_code = status_code
         super().__init__(message)
+
+
+class SyntheticModelWarning(UserWarning):
+    """The model was trained on synthetic images (phantoms), not on radiographs.
+
+    Its predictions show that the software runs; they say nothing about a real chest
+    X-ray. :meth:`covidcxr.Pipeline.predict` warns once per call with such a model, and
+    its model card says so at the top.
+    """

@@ -346,11 +346,18 @@ def _marker(directory: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) and marker.get("written_by") == _WRITER else None
 
 
+_LEGACY_PIPELINE_FILES: Final = frozenset(
+    {"pipeline.json", "classifier", "detector", "metadata.json", "model_card.md"}
+)
+
+
 def _legacy_pipeline(directory: Path) -> str | None:
     # What covidcxr wrote before markers: pipeline.json (format covidcxr-pipeline) beside
-    # the classifier's and detector's saved models.
+    # the classifier's and detector's saved models, and the model card an evaluation
+    # recorded into such a folder adds (covidcxr.pipeline.record_evaluation).
     foreign = _written_by_others(
-        directory, lambda path: path.split("/")[0] in ("pipeline.json", "classifier", "detector")
+        directory,
+        lambda path: path.split("/")[0] in _LEGACY_PIPELINE_FILES,
     )
     if foreign is not None:
         return foreign

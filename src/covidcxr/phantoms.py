@@ -49,6 +49,7 @@ __all__ = [
     "MIN_SIZE",
     "generate_phantom",
     "generate_phantoms",
+    "is_phantom_dataset",
     "write_phantom_dataset",
 ]
 
@@ -286,7 +287,8 @@ def write_phantom_dataset(
     """Write phantoms as PNGs in one folder per class, readable by the folder source.
 
     The layout is ``directory/{covid-19,normal,pneumonia}/phantom-*.png``. A
-    ``README.txt`` beside the class folders says that the images are synthetic.
+    ``README.txt`` beside the class folders says that the images are synthetic (and lets
+    :func:`is_phantom_dataset` recognise the folder).
 
     Parameters
     ----------
@@ -348,3 +350,25 @@ def write_phantom_dataset(
         overwrite=True,  # checked above: absent, or a README covidcxr wrote
     )
     return root
+
+
+def is_phantom_dataset(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` is a folder :func:`write_phantom_dataset` wrote.
+
+    Phantoms read back from PNG files no longer carry ``meta["synthetic"]``; the
+    ``README.txt`` beside their class folders still says what they are, so a model
+    trained on the folder is known to be trained on phantoms.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = write_phantom_dataset(tempfile.mkdtemp(), n_per_class=1, size=32)
+    >>> is_phantom_dataset(root), is_phantom_dataset(root / "normal")
+    (True, False)
+    """
+    readme = Path(directory) / "README.txt"
+    try:
+        with readme.open("rb") as handle:
+            return handle.read(len(_README_START)) == _README_START.encode()
+    except OSError:  # no README (or none readable): not a folder covidcxr wrote
+        return False

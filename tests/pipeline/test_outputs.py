@@ -242,7 +242,9 @@ def test_rejected_and_uncertain_predictions_have_their_status_and_reason(tmp_pat
     assert write_predictions([rejected, uncertain], path) == 2
     rows = read_csv(path)
     assert [r["status"] for r in rows] == ["rejected", "uncertain"]
-    assert rows[0]["p_normal"] == "" and rows[0]["probability"] == ""
-    assert rows[0]["reason"] == "blank image" and float(rows[0]["ood_score"]) == 4.2
+    assert rows[0]["p_normal"] == ""
+    assert rows[0]["probability"] == ""
+    assert rows[0]["reason"] == "blank image"
+    assert float(rows[0]["ood_score"]) == 4.2
     assert float(rows[1]["probability"]) == pytest.approx(0.4)
     assert list(rows[0])[4:7] == ["p_covid-19", "p_normal", "p_pneumonia"]

@@ -311,9 +311,7 @@ class ChestXrayGate(SetParamsMixin):
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         self.holdout_scores_ = self._scores(held)
         # An observed score ("higher"), so at least ``acceptance`` of them is accepted.
-        self.threshold_ = float(
-            np.quantile(self.holdout_scores_, self.acceptance, method="higher")
-        )
+        self.threshold_ = float(np.quantile(self.holdout_scores_, self.acceptance, method="higher"))
         self.n_fitted_ = len(images)
         return self
 

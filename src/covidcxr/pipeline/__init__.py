@@ -26,8 +26,22 @@ Every key of a component's table other than ``name`` is passed to its factory. T
 preprocessor runs on every image before the classifier and the detector see it, in
 training and in prediction alike, so a model always sees images prepared the same way;
 each call reads and preprocesses every item of its source once (see :class:`~covidcxr.Pipeline`).
+
+Every saved pipeline carries a model card, ``metadata.json`` and ``model_card.md``
+(:func:`card_metadata`, :func:`render_model_card`); :func:`record_evaluation` adds an
+evaluation to a saved model's card.
 """
 
+from covidcxr.pipeline._card import (
+    METADATA_NAME,
+    METADATA_SCHEMA,
+    MODEL_CARD_NAME,
+    card_metadata,
+    evaluation_entry,
+    model_note,
+    record_evaluation,
+    render_model_card,
+)
 from covidcxr.pipeline._config import ComponentSpec, PipelineConfig, TrustConfig
 from covidcxr.pipeline._estimator import Pipeline
 from covidcxr.pipeline._outputs import (
@@ -46,6 +60,9 @@ from covidcxr.records import Prediction
 
 __all__ = [
     "MANIFEST_NAME",
+    "METADATA_NAME",
+    "METADATA_SCHEMA",
+    "MODEL_CARD_NAME",
     "OUTPUT_FORMATS",
     "ComponentSpec",
     "DataPass",
@@ -56,8 +73,13 @@ __all__ = [
     "PreparedSet",
     "TrustConfig",
     "TrustState",
+    "card_metadata",
     "detections_table",
+    "evaluation_entry",
+    "model_note",
     "output_format",
+    "record_evaluation",
+    "render_model_card",
     "skipped_path_for",
     "write_predictions",
     "write_skipped",

@@ -15,7 +15,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
-from covidcxr.errors import ConfigurationError, ModelFormatError, WeightsUnavailableError
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    SyntheticModelWarning,
+    WeightsUnavailableError,
+)
 from covidcxr.evaluate._calibration import reliability_curve
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
@@ -27,6 +32,7 @@ from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
 from covidcxr.gate import ChestXrayGate
+from covidcxr.pipeline._card import model_facts, model_note, training_data_facts
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
@@ -262,6 +268,12 @@ class Pipeline:
         The classifier's training history (``{}`` if it keeps none).
     training_fingerprint_
         The data fingerprint of the prepared training set.
+    training_data_
+        What the model card says about the training data (``None`` for a model saved
+        before covidcxr recorded it): ``source`` (its ``repr``, without credentials),
+        ``citation``, ``split``, ``fingerprint``, ``n_items``, ``class_counts`` and
+        ``synthetic`` (true when any training image was a phantom; then :meth:`predict`
+        warns with :class:`~covidcxr.errors.SyntheticModelWarning`).
     data_stats_
         How the last call's pass over its source went (items, reads, cache hits, and the
         items the source skipped, with reasons); for :meth:`fit`, over the training
@@ -283,6 +295,9 @@ class Pipeline:
     trust_: TrustState
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
+    training_data_: dict[str, Any] | None
+    # The evaluations and changelog a loaded model's card had, kept by the next save.
+    _card_records: dict[str, list[Any]]
     data_stats_: DataPass
     validation_data_stats_: DataPass
 
@@ -582,6 +597,7 @@ class Pipeline:
             ``self``.
         """
         self._build()
+        train = as_source(train, "train")
         train_set = self._collect(train, "train")
         train_stats = self.data_stats_
         validation_set = None
@@ -590,6 +606,8 @@ class Pipeline:
             self.validation_data_stats_ = self.data_stats_
         self.data_stats_ = train_stats
         self.training_fingerprint_ = train_set.fingerprint
+        self.training_data_ = training_data_facts(train, train_set, train_set.fingerprint)
+        self._card_records = {}  # a new model starts a new card
         self._check_detector_data(train_set)
         with self._epoch_progress(self.classifier_, "train"):
             self.classifier_.fit(train_set, validation=validation_set)
@@ -721,6 +739,9 @@ class Pipeline:
             In source order; detection boxes in the coordinates of the source's images.
         """
         self._check_fitted()
+        note = model_note(getattr(self, "training_data_", None))
+        if note is not None:
+            warnings.warn(note, SyntheticModelWarning, stacklevel=2)
         prepared = self._prepared(as_source(source, "source"))
         for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
             for scored in self._score_chunk(chunk):
@@ -793,7 +814,7 @@ class Pipeline:
             check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
-        evaluator = self.evaluator or ClassificationEvaluator(**self.config.evaluation)
+        evaluator = self._evaluator()
         # Radiographs the input gate refused have no diagnosis to score: the report lists
         # them, and the figures cover the others.
         admitted = [i for i, p in enumerate(collected.predictions) if p.status != REJECTED]
@@ -810,8 +831,10 @@ class Pipeline:
             detections=self.detector_ is not None,
         )
         if isinstance(report, EvaluationReport):
+            note = model_note(getattr(self, "training_data_", None))
             report = attrs.evolve(
                 report,
+                notes=(*report.notes, note) if note is not None else report.notes,
                 configuration={
                     **self._describe_built(evaluator),
                     "training_data_fingerprint": self.training_fingerprint_,
@@ -854,6 +877,9 @@ class Pipeline:
                 calibration, before=before, temperature=calibrator.temperature_
             )
         return attrs.evolve(report, notes=notes, calibration=calibration)
+
+    def _evaluator(self) -> Evaluator:
+        return self.evaluator or ClassificationEvaluator(**self.config.evaluation)
 
     def _evaluation_pass(self, source: Iterable[XRay], n_examples: int) -> _Evaluation:
         collected = _Evaluation()
@@ -914,7 +940,9 @@ class Pipeline:
 
         The directory holds ``pipeline.json`` (component names, options, classes, training
         history and fingerprint, versions) and the classifier's and a
-        :class:`~covidcxr.protocols.Persistable` detector's own saved models. It is written
+        :class:`~covidcxr.protocols.Persistable` detector's own saved models, with the
+        model card (``metadata.json`` and ``model_card.md``, see :doc:`/model-cards`),
+        whose changelog gains an entry for this save. It is written
         next to ``directory`` first and renamed into place, so a crash never leaves a
         half-written model where a good one was. Options that look like credentials
         (``apikey``, ``password``, ``token`` …) are never written.
@@ -951,6 +979,10 @@ class Pipeline:
                 "gate": self._gate_summary(),
                 **self.trust_.to_dict(),
             },
+            # For the model card: what it learnt from, how, and what it has been through.
+            "training_data": getattr(self, "training_data_", None),
+            "model": model_facts(self._describe_built(self._evaluator()), self.classifier_),
+            **getattr(self, "_card_records", {}),
         }
         return write_pipeline(
             Path(directory),
@@ -1048,6 +1080,10 @@ class Pipeline:
         pipeline.trust_ = TrustState.from_dict(
             manifest.get("trust") or {}, Path(directory) / MANIFEST_NAME
         )
+        pipeline.training_data_ = manifest.get("training_data")
+        pipeline._card_records = {
+            key: list(manifest.get(key) or []) for key in ("evaluations", "changelog")
+        }
         expected = tuple(manifest.get("classes", ()))
         if expected and tuple(pipeline.classes_) != expected:
             raise ModelFormatError(

@@ -17,6 +17,8 @@ why a radiograph was rejected or left uncertain), ``n_lesions`` and ``detections
 of ``{label, score, box: {x, y, width, height}}`` in Parquet, the same list as JSON text
 in CSV. A JSON Lines row is the
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
+Predictions of a model trained on synthetic phantoms carry one more column (or key),
+``model_note``, which says so (see :func:`~covidcxr.pipeline.model_note`).
 """
 
 from __future__ import annotations
@@ -231,6 +233,7 @@ def write_predictions(
     *,
     classes: Sequence[str] | None = None,
     overwrite: bool = False,
+    note: str | None = None,
 ) -> int:
     """Write predictions to a CSV, JSON Lines or Parquet table, one row per radiograph.
 
@@ -253,6 +256,10 @@ def write_predictions(
         first prediction (:attr:`~covidcxr.Pipeline.classes_` is the usual choice).
     overwrite
         Replace an existing file.
+    note
+        A notice every row carries in a ``model_note`` column (for a model trained on
+        synthetic phantoms: :func:`~covidcxr.pipeline.model_note`); no column when
+        ``None``.
 
     Returns
     -------
@@ -305,6 +312,9 @@ def write_predictions(
         ("n_lesions", "int"),
         ("detections", "detections"),
     ]
+    if note is not None:
+        columns.append(("model_note", "string"))
+    noted = {"model_note": note} if note is not None else {}
     with _open_table(path, fmt, columns, overwrite=overwrite) as table:
         if first is None:
             return 0
@@ -326,8 +336,9 @@ def write_predictions(
                 "reason": prediction.reason,
                 "n_lesions": len(detections),
                 "detections": detections,
+                **noted,
             }
-            table.write(row, prediction.to_dict())
+            table.write(row, {**prediction.to_dict(), **noted})
     return table.rows
 
 

@@ -1,8 +1,10 @@
 """Writing a fitted pipeline to a directory and reading it back.
 
 A saved pipeline is a directory holding ``pipeline.json`` (component names, options,
-classes, training history and fingerprint, versions), the classifier's own saved model
-and, for a :class:`~covidcxr.protocols.Persistable` detector, the detector's.
+classes, training history and fingerprint, training data, recorded evaluations,
+changelog, versions), the classifier's own saved model, for a
+:class:`~covidcxr.protocols.Persistable` detector the detector's, and the model card made
+from the manifest (``metadata.json`` and ``model_card.md``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from covidcxr._version import __version__
 from covidcxr.errors import ModelFormatError
 from covidcxr.files import output_directory, recover_output_directory, write_text
 from covidcxr.gate import ChestXrayGate
+from covidcxr.pipeline._card import card_files, save_entry
 from covidcxr.plugins import available_classifiers, available_detectors, create_detector
 from covidcxr.protocols import Classifier, InputGate, LesionDetector, Persistable
 
-__all__ = ["GATE_NAME", "MANIFEST_NAME", "SavedPipeline", "read_pipeline", "write_pipeline"]
+__all__ = [
+    "GATE_NAME",
+    "MANIFEST_NAME",
+    "SavedPipeline",
+    "check_manifest",
+    "read_pipeline",
+    "write_pipeline",
+]
 
 #: The file in a saved pipeline directory that says what it holds.
 MANIFEST_NAME: Final = "pipeline.json"
@@ -70,7 +80,11 @@ def write_pipeline(
                 manifest["detector"] = {"name": detector_entry["name"], "saved": True}
             else:
                 manifest["detector"] = {**detector_entry, "saved": False}
+        manifest["changelog"] = [*(manifest.get("changelog") or []), save_entry(manifest)]
         write_text(staging / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n", overwrite=False)
+        # The model card travels with the model: part of the same atomic save.
+        for name, text in card_files(manifest).items():
+            write_text(staging / name, text, overwrite=False)
     return target
 
 
@@ -84,6 +98,10 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def _is_object(value: Any) -> bool:
     return isinstance(value, dict)
+
+
+def _is_list_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 # The shape of every manifest field that loading reads: a damaged or hand-edited
@@ -103,7 +121,29 @@ _MANIFEST_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
         "a list of strings",
         lambda value: isinstance(value, list) and all(isinstance(c, str) for c in value),
     ),
+    "training_data": ("null or an object", _optional(_is_object)),
+    "model": ("null or an object", _optional(_is_object)),
+    "evaluations": ("a list of objects", _is_list_of_objects),
+    "changelog": ("a list of objects", _is_list_of_objects),
 }
+
+
+def check_manifest(manifest: Any, manifest_path: Path) -> None:
+    """Refuse a ``pipeline.json`` of another format or version, or of a damaged shape.
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the file and what is wrong with it.
+    """
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        raise ModelFormatError(f"{manifest_path} is not a covidcxr pipeline manifest")
+    if manifest.get("format_version") != _FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
+            f"covidcxr ({__version__}) reads version {_FORMAT_VERSION}"
+        )
+    _check_manifest_shape(manifest, manifest_path)
 
 
 def _check_manifest_shape(manifest: dict[str, Any], manifest_path: Path) -> None:
@@ -161,14 +201,7 @@ def read_pipeline(
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{manifest_path}: unreadable: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise ModelFormatError(f"{manifest_path} is not a covidcxr pipeline manifest")
-    if manifest.get("format_version") != _FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
-            f"covidcxr ({__version__}) reads version {_FORMAT_VERSION}"
-        )
-    _check_manifest_shape(manifest, manifest_path)
+    check_manifest(manifest, manifest_path)
     try:
         classifier_name = manifest["classifier"]["name"]
         classifier_factory: object = available_classifiers()[classifier_name].factory

@@ -14,7 +14,7 @@ from covidcxr.errors import InvalidImageError, SourceError
 from covidcxr.io._reader import decode_image
 from covidcxr.records import XRay
 from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
-from covidcxr.sources._layouts import AUTO, Catalog, catalog, detect_layout
+from covidcxr.sources._layouts import AUTO, CITATIONS, Catalog, catalog, detect_layout
 from covidcxr.sources._skips import OnError, Skipped, SkippedItemsWarning, check_on_error
 
 __all__ = ["CatalogSource"]
@@ -67,6 +67,9 @@ class CatalogSource(ABC):
             _log.info("%s: layout %r: %s", where, layout, self.layout_reason)
         #: The layout the files are read with (the one chosen, with ``layout="auto"``).
         self.layout = layout
+        #: The split folders read (as given, or as chosen with ``layout="auto"``); ``None``
+        #: for every split, or a layout without splits.
+        self.split = split
         self._catalog: Catalog = self._make_catalog(
             names, split=split, label_aliases=label_aliases, load_masks=load_masks
         )
@@ -255,6 +258,18 @@ class CatalogSource(ABC):
             ),
             stacklevel=3,
         )
+
+    @property
+    def citation(self) -> str | None:
+        """The reference to cite for the public dataset read, when the layout is one.
+
+        Examples
+        --------
+        >>> from covidcxr.sources._layouts import CITATIONS
+        >>> CITATIONS["covid-qu-ex"].startswith("A. M. Tahir et al.")
+        True
+        """
+        return CITATIONS.get(self.layout)
 
     def __repr__(self) -> str:
         return (

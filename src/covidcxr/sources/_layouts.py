@@ -46,6 +46,7 @@ from covidcxr.sources._skips import Skipped
 
 __all__ = [
     "AUTO",
+    "CITATIONS",
     "IMAGE_SUFFIXES",
     "LAYOUTS",
     "QU_EX_SPLITS",
@@ -66,6 +67,14 @@ LAYOUTS: Final[tuple[str, ...]] = (
 )
 #: The ``layout=`` value that asks the source to choose the layout (:func:`detect_layout`).
 AUTO: Final = "auto"
+#: The reference to cite for the public dataset a layout reads, by layout name (model
+#: cards name it as the training data's source).
+CITATIONS: Final[Mapping[str, str]] = {
+    "covid-qu-ex": (
+        'A. M. Tahir et al., "COVID-19 infection localization and severity grading from '
+        'chest X-ray images", Computers in Biology and Medicine 139:105002 (2021)'
+    ),
+}
 #: The split folders of COVID-QU-Ex, spelled as in the archive.
 QU_EX_SPLITS: Final[tuple[str, ...]] = ("Train", "Val", "Test")
 #: File suffixes (lower case) treated as images; everything else is ignored.
