@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.calibration import calibration_curve
 
@@ -392,3 +394,32 @@ def test_a_perfect_ranking_has_lower_aurc_than_a_reversed_one() -> None:
     assert good.full_coverage_risk == bad.full_coverage_risk == 0.5
     assert good.aurc < bad.aurc
     assert json.loads(json.dumps(good.to_dict()))["aurc"] == good.aurc
+
+
+# --- properties ----------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 60),
+    k=st.integers(2, 5),
+    temperature=st.floats(0.05, 20.0),
+)
+def test_scaling_keeps_argmax_and_measures_stay_in_bounds(
+    seed: int, n: int, k: int, temperature: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(k, 0.5), n)
+    labels = rng.integers(0, k, n)
+    scaled = TemperatureScaling.from_dict({"temperature": temperature}).transform(probs)
+    np.testing.assert_array_equal(scaled.argmax(axis=1), probs.argmax(axis=1))
+    np.testing.assert_allclose(scaled.sum(axis=1), 1.0)
+    curve = reliability_curve(scaled, labels, n_bins=7)
+    assert 0.0 <= curve.expected_calibration_error <= curve.maximum_calibration_error + 1e-12
+    assert curve.maximum_calibration_error <= 1.0
+    assert curve.n_items == n
+    risk = risk_coverage_curve(probs, labels)
+    assert risk.coverage[-1] == 1.0
+    assert 0.0 <= risk.aurc <= 1.0
+    assert risk.full_coverage_risk == pytest.approx(np.mean(probs.argmax(axis=1) != labels))
