@@ -213,6 +213,25 @@ def test_a_large_two_class_set_fits_without_warning() -> None:
         TemperatureScaling().fit(probs, labels)
 
 
+def test_scaler_parameters_follow_scikit_learns_conventions() -> None:
+    scaler = TemperatureScaling(min_items=20)
+    assert scaler.get_params() == {"bounds": (0.05, 20.0), "min_items": 20}
+    assert scaler.set_params(min_items=5).min_items == 5
+    with pytest.raises(ConfigurationError, match="no parameter 'temperature'"):
+        scaler.set_params(temperature=2.0)
+    assert "temperature_" not in repr(scaler)
+    probs, labels = over_confident(60, 2.0, seed=18)
+    assert "temperature_=" in repr(scaler.fit(probs, labels))
+
+
+def test_a_coverage_too_high_to_drop_anything_keeps_everything() -> None:
+    probs, labels = three_class_set(19, n=20)
+    points = OperatingPoints.fit(probs, labels, CLASSES, coverage=0.99)
+    assert points.abstain_below is None
+    assert points.fitted_coverage == 1.0
+    assert UNCERTAIN not in points.apply(probs)
+
+
 def test_unfitted_scaler_refuses_to_transform() -> None:
     with pytest.raises(ConfigurationError, match="not fitted"):
         TemperatureScaling().transform([[0.5, 0.5]])
