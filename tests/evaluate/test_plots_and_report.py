@@ -387,9 +387,12 @@ def test_report_shows_abstentions_covered_and_overall(tmp_path: Path) -> None:
     )
     markdown = write_report(report, tmp_path / "out").markdown.read_text()
     assert "## Decisions as given" in markdown
-    assert "| Abstained ('uncertain') | 1 |" in markdown
-    assert "| Accuracy on the answered images | 50.0% |" in markdown
-    assert "| Accuracy overall (abstentions counted wrong) | 33.3% |" in markdown
+    # As given, then the most probable class (argmax: normal, normal, normal).
+    assert "| Abstained ('uncertain') | 1 | 0 |" in markdown
+    assert "| Accuracy on the answered images | 50.0% | 66.7% |" in markdown
+    assert "| Accuracy overall (abstentions counted wrong) | 33.3% | 66.7% |" in markdown
+    assert "| Sensitivity [normal] | 50.0% | 100.0% |" in markdown
+    assert "| Specificity [normal] | 0.0% | 0.0% |" in markdown
     assert "1 of 3 prediction(s) abstained" in markdown
 
 

@@ -235,26 +235,41 @@ def _risk_coverage_table(curve: RiskCoverageCurve) -> _Table:
     )
 
 
-def _decisions_table(decisions: DecisionScores) -> _Table:
+def _decisions_table(decisions: DecisionScores, metrics: ClassificationMetrics | None) -> _Table:
+    def argmax_accuracy() -> str:
+        return "n/a" if metrics is None else _pct(metrics.accuracy)
+
+    def argmax_class(label: str, figure: str) -> str:
+        return "n/a" if metrics is None else _pct(getattr(metrics.scores(label), figure))
+
     rows = [
-        ["Images", str(decisions.n_items)],
-        [f"Abstained ({UNCERTAIN!r})", str(decisions.n_abstained)],
-        ["Coverage (answered)", _pct(decisions.coverage)],
-        ["Accuracy on the answered images", _pct(decisions.accuracy_covered)],
-        ["Accuracy overall (abstentions counted wrong)", _pct(decisions.accuracy_overall)],
-        ["Labels other than the most probable class", str(decisions.n_differing_from_argmax)],
-    ]
+        ["Images", str(decisions.n_items), str(decisions.n_items)],
+        [f"Abstained ({UNCERTAIN!r})", str(decisions.n_abstained), "0"],
+        ["Coverage (answered)", _pct(decisions.coverage), _pct(1.0)],
+        ["Accuracy on the answered images", _pct(decisions.accuracy_covered), argmax_accuracy()],
+        ["Accuracy overall (abstentions counted wrong)", _pct(decisions.accuracy_overall),
+         argmax_accuracy()],
+        ["Labels other than the most probable class",
+         str(decisions.n_differing_from_argmax), "0"],
+    ]  # fmt: skip
     for label in decisions.sensitivity:
-        rows.append([f"Sensitivity [{label}]", _pct(decisions.sensitivity[label])])
-        rows.append([f"Specificity [{label}]", _pct(decisions.specificity[label])])
+        rows.append(
+            [f"Sensitivity [{label}]", _pct(decisions.sensitivity[label]),
+             argmax_class(label, "recall")]
+        )  # fmt: skip
+        rows.append(
+            [f"Specificity [{label}]", _pct(decisions.specificity[label]),
+             argmax_class(label, "specificity")]
+        )  # fmt: skip
     return _Table(
         "Decisions as given",
-        ["Figure", "Value"],
+        ["Figure", "As given (operating points, abstention)", "Most probable class"],
         rows,
-        "The labels the predictions carry, after operating points and abstention; the "
-        "classification tables above score each image's most probable class instead. An "
-        "abstention on an image of a class is a miss for its sensitivity and does not "
-        "call any class. Point figures, no interval.",
+        "The labels the predictions carry, after operating points and abstention, next to "
+        "the most probable class of every image (the figures of the tables above): the "
+        "difference is what the operating points and abstention cost or gain. An abstention "
+        "on an image of a class is a miss for its sensitivity and does not call any class. "
+        "Point figures, no interval.",
     )
 
 
@@ -295,7 +310,7 @@ def _tables(report: EvaluationReport) -> list[_Table]:
     if report.calibration is not None:
         tables.append(_calibration_table(report.calibration))
     if report.decisions is not None and report.decisions.differs_from_argmax:
-        tables.append(_decisions_table(report.decisions))
+        tables.append(_decisions_table(report.decisions, report.classification))
     if report.risk_coverage is not None:
         tables.append(_risk_coverage_table(report.risk_coverage))
     detection = report.detection
