@@ -351,3 +351,28 @@ def test_detections_only_report_has_no_calibration_section() -> None:
     assert report.calibration is None
     assert report.risk_coverage is None
     assert report.decisions is None
+
+
+def test_the_uncalibrated_curve_is_binned_like_the_calibrated_one() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0, n_bins=4).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    sharp = np.eye(3)[[0, 1, 1, 1]]
+    labels = [t.label or "" for t in truths]
+    report = report.with_calibration_before(sharp, labels, classes=CLASSES, temperature=1.5)
+    assert report.calibration is not None
+    assert report.calibration.before is not None
+    assert len(report.calibration.before.counts) == 4
+    assert report.calibration.before.expected_calibration_error == pytest.approx(0.25)
+    assert report.calibration.temperature == 1.5
+    assert report.to_dict()["calibration"]["before"]["counts"] == [0, 0, 0, 4]
+
+
+def test_an_uncalibrated_curve_of_other_radiographs_is_refused() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    with pytest.raises(ConfigurationError, match="3 uncalibrated row\\(s\\) for a report of 4"):
+        report.with_calibration_before(np.eye(3), ["normal"] * 3, classes=CLASSES)

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
@@ -200,6 +201,67 @@ class EvaluationReport:
                 plain_data(self.decisions.to_dict()) if self.decisions is not None else None
             ),
         }
+
+    def with_calibration_before(
+        self,
+        probabilities: NDArray[np.float64] | Sequence[Sequence[float]],
+        true_labels: Sequence[str],
+        *,
+        classes: Sequence[str],
+        temperature: float | None = None,
+    ) -> EvaluationReport:
+        """A copy with the reliability curve of the same items before calibration added.
+
+        The curve is binned like :attr:`calibration`'s ``after``, so the two ECEs compare.
+
+        Parameters
+        ----------
+        probabilities
+            The uncalibrated probabilities, one row per evaluated radiograph, in the
+            report's order, columns in ``classes`` order.
+        true_labels
+            The true class of each row.
+        classes
+            The class of each column.
+        temperature
+            The calibration's temperature, shown in the report.
+
+        Raises
+        ------
+        ConfigurationError
+            If the report has no calibration section (classification was not scored),
+            or the rows do not match the evaluated radiographs.
+
+        Examples
+        --------
+        >>> from covidcxr import GroundTruth, Prediction
+        >>> truths = [GroundTruth("a", "normal"), GroundTruth("b", "pneumonia")]
+        >>> calibrated = [Prediction("a", "normal", {"normal": 0.7, "pneumonia": 0.3}),
+        ...               Prediction("b", "normal", {"normal": 0.6, "pneumonia": 0.4})]
+        >>> report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        ...     truths, calibrated, classes=["normal", "pneumonia"], detections=False)
+        >>> report = report.with_calibration_before(
+        ...     [[0.9, 0.1], [0.8, 0.2]], ["normal", "pneumonia"],
+        ...     classes=["normal", "pneumonia"], temperature=2.0)
+        >>> round(report.calibration.before.expected_calibration_error, 3)
+        0.45
+        """
+        if self.calibration is None:
+            raise ConfigurationError(
+                "this report has no calibration section (classification was not scored), "
+                "so there is nothing to compare the uncalibrated probabilities with"
+            )
+        after = self.calibration.after
+        if len(true_labels) != after.n_items:
+            raise ConfigurationError(
+                f"{len(true_labels)} uncalibrated row(s) for a report of {after.n_items} "
+                "radiograph(s); give one row per evaluated radiograph, in order"
+            )
+        before = reliability_curve(probabilities, true_labels, len(after.counts), classes=classes)
+        return attrs.evolve(
+            self,
+            calibration=attrs.evolve(self.calibration, before=before, temperature=temperature),
+        )
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as a JSON document (strict JSON: no ``NaN``)."""
