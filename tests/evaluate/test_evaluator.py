@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -376,3 +377,18 @@ def test_an_uncalibrated_curve_of_other_radiographs_is_refused() -> None:
     )
     with pytest.raises(ConfigurationError, match="3 uncalibrated row\\(s\\) for a report of 4"):
         report.with_calibration_before(np.eye(3), ["normal"] * 3, classes=CLASSES)
+
+
+def test_abstaining_on_most_radiographs_is_not_called_answering_one_class() -> None:
+    truths = [truth(CLASSES[i % 3], i) for i in range(30)]
+    unsure = dict(zip(CLASSES, [0.34, 0.33, 0.33], strict=True))
+    predictions = [Prediction(f"img-{i}.png", UNCERTAIN, unsure) for i in range(27)]
+    predictions += [prediction(i, np.eye(3)[i % 3].tolist()) for i in range(27, 30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+            truths, predictions, classes=CLASSES, detections=False
+        )
+    assert not any("whatever it sees" in n for n in report.notes)
+    assert report.decisions is not None
+    assert report.decisions.n_abstained == 27

@@ -414,8 +414,17 @@ class ClassificationEvaluator:
         classification = None
         calibration = risk_coverage = decisions = None
         if classes:
+            # Abstentions are not an answer: "uncertain" for most radiographs is not "one
+            # class whatever it sees".
+            answered = [
+                (t.label, p.label)
+                for t, p in zip(truths, predictions, strict=True)
+                if p.label != UNCERTAIN
+            ]
             one_class = one_class_warning(
-                [t.label for t in truths], [p.label for p in predictions], what="evaluated"
+                [label for label, _ in answered],
+                [label for _, label in answered],
+                what="evaluated",
             )
             if one_class is not None:
                 notes.append(one_class)
