@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from attrs import frozen
 
 from covidcxr._version import __version__
 from covidcxr.errors import ModelFormatError, OutputExistsError
-from covidcxr.files import atomic_write
+from covidcxr.files import atomic_write, remove_stale_files, staged_file
 
 __all__ = [
     "METADATA_MEMBER",
@@ -90,7 +89,10 @@ def write_model_archive(
     *,
     overwrite: bool,
 ) -> None:
-    """Write a model archive atomically.
+    """Write a model archive atomically, staging only beside ``path``.
+
+    What a killed save left beside ``path`` (see :func:`covidcxr.files.staged_file`) is
+    removed first.
 
     Parameters
     ----------
@@ -127,8 +129,10 @@ def write_model_archive(
         "versions": runtime_versions(),
         **metadata,
     }
-    with tempfile.TemporaryDirectory(prefix="covidcxr-save-") as scratch:
-        keras_file = Path(scratch) / MODEL_MEMBER
+    # Keras writes the model to a .keras path: staged beside the target (never a copy in
+    # the system's temporary folder), named so that a killed save's leftover is removed
+    # by the next save or load of the same path.
+    with staged_file(target, ".keras") as keras_file:
         save_model(keras_file)
         with atomic_write(target) as handle, zipfile.ZipFile(handle, "w") as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(document, indent=2, sort_keys=True))
@@ -153,6 +157,7 @@ def read_model_archive(
     """
     source = Path(path)
     what = archive_format.description
+    remove_stale_files(source)  # what a save killed part-way left beside it
     if not source.is_file():
         raise ModelFormatError(f"{source}: no saved {what} at this path")
     try:

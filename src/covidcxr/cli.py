@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, cast
@@ -27,9 +28,14 @@ from covidcxr.errors import (
     OutputExistsError,
     WeightsUnavailableError,
 )
-from covidcxr.files import check_new_files, check_output_directory, write_text
+from covidcxr.files import (
+    check_new_files,
+    check_output_directory,
+    check_output_location,
+    write_text,
+)
 from covidcxr.plugins import Registration
-from covidcxr.records import detection_to_dict
+from covidcxr.records import ACCEPTED, REJECTED, UNCERTAIN, detection_to_dict
 
 if TYPE_CHECKING:
     from covidcxr.pipeline import DetectionsTable
@@ -329,6 +335,8 @@ def predict_command(
     for target in (output, skipped_file):  # fail before predicting, not after
         if target is not None and target.exists() and not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if output is not None:
+        check_output_location(output)  # a read-only or full disk, before predicting
     pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     source = _open_sources(sources, options)
     if output is not None:
@@ -341,15 +349,27 @@ def predict_command(
             _report_skipped(_skipped_items(source), skipped_file, overwrite=overwrite)
         return
     predictions = pipeline.predict(source)
-    width = max((len(p.id) for p in predictions), default=2)
-    lines = [
-        f"{p.id:<{width}}  {p.label:<9}  {p.probabilities[p.label]:.3f}  "
-        f"{len(p.detections)} lesion(s)"
-        for p in predictions
-    ]
-    _emit([p.to_dict() for p in predictions], as_json, lines)
+    _emit([p.to_dict() for p in predictions], as_json, _prediction_lines(predictions))
     if _skipping(options):
         _report_skipped(_skipped_items(source), None, overwrite=overwrite)
+
+
+def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
+    """One line per prediction, then how many were rejected or left uncertain."""
+    width = max((len(p.id) for p in predictions), default=2)
+    lines = []
+    for p in predictions:
+        confidence = "  -  " if p.confidence is None else f"{p.confidence:.3f}"
+        line = f"{p.id:<{width}}  {p.label:<9}  {confidence}  {len(p.detections)} lesion(s)"
+        lines.append(f"{line}  ({p.reason})" if p.reason else line)
+    counts = Counter(p.status for p in predictions)
+    if counts[REJECTED] or counts[UNCERTAIN]:
+        lines.append(
+            f"{len(predictions)} radiograph(s): {counts[ACCEPTED]} diagnosed, "
+            f"{counts[UNCERTAIN]} uncertain, {counts[REJECTED]} rejected "
+            "by the input gate (not a frontal chest radiograph like the training ones)"
+        )
+    return lines
 
 
 @cli.command("evaluate")

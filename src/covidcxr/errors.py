@@ -16,6 +16,7 @@ __all__ = [
     "DetectorServiceError",
     "InvalidImageError",
     "ModelFormatError",
+    "OutputError",
     "OutputExistsError",
     "PluginError",
     "SourceError",
@@ -63,6 +64,17 @@ class OutputExistsError(ConfigurationError, FileExistsError):
 
     covidcxr never overwrites what the user owns unless asked: pass ``overwrite=True``
     (``--overwrite`` on the command line) or choose another path.
+    """
+
+
+class OutputError(CovidCXRError, OSError):
+    """An output could not be written where it was asked for.
+
+    Raised before the work starts when the place is not writable (a read-only file
+    system, a folder without write permission, a full disk), and while writing when the
+    file system refuses (``EROFS``, ``ENOSPC``, ``EDQUOT``, ``EACCES``, ``EPERM``). The
+    message names the path and the reason; ``errno`` is the system's. Nothing is left
+    half-written at the path: choose another location or free space, and run again.
     """
 
 

@@ -17,18 +17,26 @@ markers), never a folder holding the user's files, a file or a symbolic link
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
+import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, Literal, TypeAlias
 
 from covidcxr._version import __version__
-from covidcxr.errors import OutputExistsError
+from covidcxr.errors import OutputError, OutputExistsError
 
 __all__ = [
     "MARKER_NAME",
@@ -36,10 +44,106 @@ __all__ = [
     "atomic_write",
     "check_new_files",
     "check_output_directory",
+    "check_output_location",
     "output_directory",
+    "recover_output_directory",
+    "remove_stale_files",
+    "staged_file",
     "write_bytes",
     "write_text",
 ]
+
+
+_log = logging.getLogger(__name__)
+
+# The errors that mean "this place cannot take the output" rather than a bug: they become
+# an OutputError naming the path, not a traceback.
+_WRITE_REFUSALS: Final = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
+_WRITE_REASONS: Final[Mapping[int, str]] = {
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "the file is too large for the file system",
+}
+
+
+def _refusal(error: OSError, target: Path) -> OutputError | None:
+    """The :class:`OutputError` an ``OSError`` met while writing ``target`` stands for.
+
+    ``None`` when it is not a refusal to write, or when a permission error concerns a file
+    elsewhere (an input being read, say): that one is not the output's fault.
+    """
+    if error.errno not in _WRITE_REFUSALS:
+        return None
+    if error.errno in (errno.EACCES, errno.EPERM) and error.filename is not None:
+        concerned = Path(os.fsdecode(error.filename)).absolute()
+        if not concerned.is_relative_to(target.absolute().parent):
+            return None
+    reason = _WRITE_REASONS[error.errno]
+    where = ""
+    if error.filename is not None:  # named unless it is covidcxr's own staging
+        concerned = Path(os.fsdecode(error.filename)).absolute()
+        if not concerned.is_relative_to(target.absolute().parent):
+            where = f" ({concerned})"
+    return _output_error(
+        error.errno,
+        f"cannot write {target}: {reason}{where}; nothing was replaced there: choose "
+        "another location or free space, and run again",
+    )
+
+
+def _output_error(code: int, message: str) -> OutputError:
+    # OutputError(code, message) would print as "[Errno 30] ...": the message alone
+    # reads better on one line, and errno is still there for code that checks it.
+    error = OutputError(message)
+    error.errno = code
+    return error
+
+
+@contextlib.contextmanager
+def _refusals_as_output_errors(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        refusal = _refusal(error, target)
+        if refusal is None:
+            raise
+        raise refusal from error
+
+
+# Names of what covidcxr stages beside a target carry the process that made them (and a
+# digest of its host name): a later save or load can tell a leftover of a process that
+# died (removed) from the work of one still running (left alone).
+_HOST: Final = hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    return f"{os.getpid()}@{_HOST}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there; never call it stale
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _stale_owner(pid: str, host: str) -> bool:
+    """Whether the process ``pid`` on host digest ``host`` is known to be gone."""
+    return host == _HOST and not _process_alive(int(pid))
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -88,8 +192,9 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     """Open a temporary file beside ``path``; on success, fsync it and move it to ``path``.
 
     If the ``with`` block raises (or the process dies), ``path`` is untouched and the
-    temporary file is removed (after a hard crash it is left as ``.<name>.*.tmp``). The new
-    file gets the existing file's permissions, or those a plain ``open`` would give.
+    temporary file is removed (after a hard crash it is left as
+    ``.<name>.<pid>@<host>.*.tmp``; :func:`remove_stale_files` removes it). The new file
+    gets the existing file's permissions, or those a plain ``open`` would give.
 
     Parameters
     ----------
@@ -103,6 +208,8 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false (checked again, atomically, at the
         end; the existing file is never touched), or ``path`` is a directory.
+    OutputError
+        If the file system refuses the write (read-only, full, no permission).
 
     Examples
     --------
@@ -121,20 +228,24 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     if not overwrite and target.exists():  # fail before the caller does the work
         raise OutputExistsError(f"{target} already exists; pass overwrite=True to replace it")
     directory = target.parent if str(target.parent) else Path()
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    with _refusals_as_output_errors(target):
+        descriptor, name = tempfile.mkstemp(
+            prefix=f".{target.name}.{_owner_tag()}.", suffix=".tmp", dir=directory
+        )
     temporary = Path(name)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            # mkstemp creates the file 0600; give it the mode it would otherwise have.
-            if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
-                os.fchmod(handle.fileno(), _file_mode(target))
-            os.fsync(handle.fileno())
-        if overwrite:
-            temporary.replace(target)
-        else:
-            _link_without_replacing(temporary, target)
+        with _refusals_as_output_errors(target):
+            with os.fdopen(descriptor, "wb") as handle:
+                yield handle
+                handle.flush()
+                # mkstemp creates the file 0600; give it the mode it would otherwise have.
+                if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
+                    os.fchmod(handle.fileno(), _file_mode(target))
+                os.fsync(handle.fileno())
+            if overwrite:
+                temporary.replace(target)
+            else:
+                _link_without_replacing(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -162,7 +273,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = 
     covidcxr.errors.OutputExistsError: ... already exists; pass overwrite=True to replace it
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _refusals_as_output_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target, overwrite=overwrite) as handle:
         handle.write(data)
     return target
@@ -314,6 +426,10 @@ def check_output_directory(
     a folder holding files covidcxr did not write — is never replaced. Call it before
     long work; :func:`output_directory` checks again when it writes.
 
+    It first puts back what a crashed save had moved aside and removes what crashed saves
+    left (:func:`recover_output_directory`), and last checks that the location can be
+    written at all (:func:`check_output_location`).
+
     Parameters
     ----------
     path
@@ -327,6 +443,8 @@ def check_output_directory(
     ------
     OutputExistsError
         Naming ``path`` and why it may not be written.
+    OutputError
+        If nothing can be written there (read-only, full, no permission).
 
     Examples
     --------
@@ -339,6 +457,12 @@ def check_output_directory(
     covidcxr.errors.OutputExistsError: ... not written by covidcxr ...
     """
     target = Path(path)
+    recover_output_directory(target, kind)
+    _check_not_taken(target, kind, overwrite=overwrite)
+    check_output_location(target)
+
+
+def _check_not_taken(target: Path, kind: OutputKind, *, overwrite: bool) -> None:
     what = _DESCRIPTIONS[kind]
     if not os.path.lexists(target):
         return
@@ -382,11 +506,289 @@ def _directory_mode(target: Path) -> int:
         return 0o777 & ~umask
 
 
+# -- staging beside the target, and recovering from a crash ----------------------------
+#
+# A directory is staged as ``.<name>.<pid>@<host>.<hex>.new`` beside its target, with a
+# marker saying it is covidcxr's staging from the first moment. It replaces the target by
+# one atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``): the target path never stops
+# holding a complete directory, and the old one is left under the staging name, to be
+# removed. Elsewhere (or on a file system without the exchange) the old target is renamed
+# to ``.<name>.<pid>@<host>.<hex>.old`` first: a crash between the two renames leaves no
+# directory at the path, only that complete backup, which the next save or load of the
+# path (:func:`recover_output_directory`) renames back. Whatever is to be removed is
+# renamed ``….del`` first, so a crash while removing never leaves half a directory that
+# could be taken for a backup.
+
+_ROLES: Final = ("new", "old", "del")
+# What covidcxr versions before process-tagged names left: ``.<name>.<8 chars>.new`` /
+# ``.old`` and, earlier, ``.<name>.old``. That last name is one a person might give a
+# backup too: it is put back when nothing is at the path, but never removed.
+_LEGACY_QUIET_SECONDS: Final = 15 * 60
+_TEMPORARY_FILE_SUFFIXES: Final = ("tmp", "keras")
+
+
+def _stage_path(target: Path, role: str) -> Path:
+    return target.with_name(f".{target.name}.{_owner_tag()}.{secrets.token_hex(4)}.{role}")
+
+
+def _leftover_pattern(name: str) -> re.Pattern[str]:
+    escaped = re.escape(name)
+    return re.compile(
+        rf"\.{escaped}\.(?P<pid>\d+)@(?P<host>[0-9a-f]{{8}})\.[0-9a-f]{{8}}\.(?P<role>new|old|del)"
+        rf"|\.{escaped}(?:\.(?P<oldest>old)|\.[a-z0-9_]{{8}}\.(?P<legacy>new|old))"
+    )
+
+
+def _quiet_for(path: Path, seconds: float) -> bool:
+    """Whether nothing in ``path`` (a folder) changed for ``seconds``."""
+    newest = 0.0
+    for root, dirs, files in os.walk(path):
+        for name in [".", *dirs, *files]:
+            with contextlib.suppress(OSError):
+                newest = max(newest, (Path(root) / name).lstat().st_mtime)
+    return time.time() - newest >= seconds
+
+
+def _emptied(directory: Path) -> bool:
+    """Whether ``directory`` holds nothing but empty folders and leftover temporaries."""
+    return _foreign_entry(directory, lambda path: _leftover_temporary(path.split("/")[-1])) is None
+
+
+def _removable(folder: Path, kind: OutputKind) -> bool:
+    """Whether a leftover beside a target is covidcxr's own (so removing it loses nothing).
+
+    It carries covidcxr's marker (a staging marker, or a written directory's), or it is
+    laid out exactly as covidcxr wrote it before markers, or nothing is left in it.
+    """
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return _marker(folder) is not None or _emptied(folder) or _LEGACY[kind](folder) is None
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a folder covidcxr wrote, its marker and manifest last in every folder.
+
+    A crash part-way leaves a folder that still carries them (or is empty), so the next
+    recovery still knows it for covidcxr's and finishes the job.
+    """
+    last = (MARKER_NAME, "pipeline.json")
+
+    def remove(directory: Path) -> None:
+        entries = sorted(directory.iterdir(), key=lambda entry: entry.name in last)
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                remove(entry)
+            else:
+                entry.unlink()
+        directory.rmdir()
+
+    remove(folder)
+
+
+def _discard(folder: Path) -> None:
+    """Rename ``folder`` to a ``….del`` name, then remove it."""
+    doomed = folder
+    match = re.fullmatch(r"(?P<stem>.*)\.(?:new|old)", folder.name)
+    if match is not None:
+        doomed = folder.with_name(f"{match['stem']}.del")
+        folder.rename(doomed)
+    _remove_tree(doomed)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without it (glibc < 2.28, musl < 1.2.?)
+        return None
+    function.argtypes = [
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+    ]  # fmt: skip
+    function.restype = ctypes.c_int
+    return function
+
+
+_AT_FDCWD: Final = -100
+_RENAME_EXCHANGE: Final = 2
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step; ``False`` where the system cannot.
+
+    Linux's ``renameat2(RENAME_EXCHANGE)`` (through ctypes: Python has no binding). Not
+    every file system supports it (some network and FUSE ones answer ``EINVAL``); then
+    the caller falls back to two renames.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(first), None, os.fspath(second))
+
+
+def _stale_leftovers(target: Path) -> list[tuple[Path, str]]:
+    """The folders beside ``target`` that crashed writes of it left: (folder, role)."""
+    pattern = _leftover_pattern(target.name)
+    try:
+        names = sorted(entry.name for entry in os.scandir(target.parent))
+    except OSError:
+        return []
+    stale: list[tuple[Path, str]] = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        folder = target.parent / name
+        if match is None or name == target.name or folder.is_symlink() or not folder.is_dir():
+            continue
+        if match["pid"] is not None:
+            if _stale_owner(match["pid"], match["host"]):
+                stale.append((folder, match["role"]))
+        elif _quiet_for(folder, _LEGACY_QUIET_SECONDS):
+            # Written by a covidcxr without process ids: only an old enough one is stale.
+            role = "kept" if match["oldest"] else match["legacy"]
+            stale.append((folder, role))
+    return stale
+
+
+def recover_output_directory(path: str | os.PathLike[str], kind: OutputKind) -> None:
+    """Put back what a crashed write of a ``kind`` directory at ``path`` moved aside; tidy up.
+
+    A process killed while writing leaves covidcxr's staging folders beside ``path``,
+    named after it with the process id. For every one whose process is gone (and only
+    those: a save running in another live process is left alone):
+
+    - if nothing is at ``path``, the complete directory a crashed replacement had moved
+      aside (``.<name>.<pid>@<host>.<hex>.old``) is renamed back: the path holds the
+      directory it held before that save began;
+    - everything else is removed, once it is known to be covidcxr's (it carries covidcxr's
+      marker, or is laid out as covidcxr wrote it before markers). A folder of the user's
+      files is never removed, whatever its name.
+
+    :func:`output_directory` and :func:`check_output_directory` call it first; so does
+    loading a saved pipeline. It never raises: what cannot be tidied (a read-only disk,
+    say) is left, with a log message.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "model"
+    >>> recover_output_directory(target, "pipeline")  # nothing to do
+    """
+    target = _absolute(Path(path))
+    stale = _stale_leftovers(target)
+    try:
+        if not os.path.lexists(target):
+            backups = [
+                folder
+                for folder, role in stale
+                if role in ("old", "kept") and _not_written_by_us(folder, kind) is None
+            ]
+            if backups:
+                newest = max(backups, key=lambda folder: folder.stat().st_mtime)
+                newest.rename(target)
+                _fsync_directory(target.parent)
+                _log.warning(
+                    "%s: put back the %s a crashed save had moved aside (%s)",
+                    target,
+                    _DESCRIPTIONS[kind],
+                    newest.name,
+                )
+        for folder, role in stale:
+            if role == "kept" or (role == "old" and not os.path.lexists(target)):
+                # A name a person might give a backup; or the only copy left, which is
+                # never removed while nothing is at the path.
+                continue
+            if os.path.lexists(folder) and _removable(folder, kind):
+                _discard(folder)
+                _log.info("%s: removed %s, left by a crashed save", target, folder.name)
+    except OSError as error:
+        _log.warning("%s: could not tidy what a crashed save left (%s)", target, error)
+
+
+def remove_stale_files(path: str | os.PathLike[str]) -> None:
+    """Remove the temporary files a killed process left while writing ``path``.
+
+    :func:`atomic_write` (and a saved model's staging) name their temporary files
+    ``.<name>.<pid>@<host>.<random>.tmp`` (or ``.keras``) beside ``path``; those of a
+    process that is gone are removed. Nothing else is touched. Never raises.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> remove_stale_files(pathlib.Path(tempfile.mkdtemp()) / "model.cxr")
+    """
+    target = _absolute(Path(path))
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.(?P<pid>\d+)@(?P<host>[0-9a-f]{{8}})\.[a-z0-9_]{{8}}"
+        rf"\.(?:{'|'.join(_TEMPORARY_FILE_SUFFIXES)})"
+    )
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if _stale_owner(match["pid"], match["host"]):
+            try:
+                Path(entry.path).unlink()
+            except OSError as error:
+                _log.warning("%s: could not remove %s (%s)", target, entry.name, error)
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary file name beside ``path``, removed when the block ends.
+
+    For a file another library writes by name (Keras writes a model only to a path
+    ending in ``.keras``): it is staged beside its target, never in the system's temporary
+    folder, and named ``.<name>.<pid>@<host>.<random><suffix>`` so that, if the process is
+    killed, the next write or read of ``path`` removes it (:func:`remove_stale_files`).
+    ``suffix`` is ``".tmp"`` or ``".keras"``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "model.cxr"
+    >>> with staged_file(target, ".keras") as scratch:
+    ...     _ = scratch.write_bytes(b"...")
+    ...     scratch.name.startswith(".model.cxr.")
+    True
+    >>> scratch.exists()
+    False
+    """
+    if suffix.lstrip(".") not in _TEMPORARY_FILE_SUFFIXES:
+        raise ValueError(f"suffix must be one of {_TEMPORARY_FILE_SUFFIXES}, not {suffix!r}")
+    target = _absolute(Path(path))
+    remove_stale_files(target)
+    with _refusals_as_output_errors(target):
+        descriptor, name = tempfile.mkstemp(
+            prefix=f".{target.name}.{_owner_tag()}.", suffix=suffix, dir=target.parent
+        )
+    os.close(descriptor)
+    scratch = Path(name)
+    try:
+        yield scratch
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            scratch.unlink()
+
+
 def _write_marker(staging: Path, kind: OutputKind) -> None:
     files = sorted(
-        (Path(root) / name).relative_to(staging).as_posix()
+        relative
         for root, _, names in os.walk(staging)
         for name in names
+        if (relative := (Path(root) / name).relative_to(staging).as_posix()) != MARKER_NAME
     )
     marker = {
         "written_by": _WRITER,
@@ -394,29 +796,65 @@ def _write_marker(staging: Path, kind: OutputKind) -> None:
         "covidcxr_version": __version__,
         "files": files,
     }
-    write_text(staging / MARKER_NAME, json.dumps(marker, indent=2) + "\n")
+    write_text(staging / MARKER_NAME, json.dumps(marker, indent=2) + "\n", overwrite=True)
+
+
+def _make_staging(target: Path, kind: OutputKind) -> Path:
+    """A new folder beside ``target``, marked as covidcxr's staging from the start."""
+    staging = _stage_path(target, "new")
+    staging.mkdir(mode=0o700)
+    try:
+        marker = {
+            "written_by": _WRITER,
+            "kind": kind,
+            "state": "staging",
+            "pid": os.getpid(),
+            "covidcxr_version": __version__,
+        }
+        write_text(staging / MARKER_NAME, json.dumps(marker, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
-    """Put ``staging`` at ``target``; an existing ``target`` is moved aside, then removed.
+    """Put ``staging`` at ``target``; an existing ``target`` is swapped out, then removed.
 
-    A crash between the two renames leaves the old directory as ``.<name>.<hex>.old``
-    beside ``target``: never a half-written directory at ``target``.
+    With an atomic exchange the path always holds a complete directory. Without one, a
+    crash between the two renames leaves the old directory as ``….old`` beside
+    ``target``, which :func:`recover_output_directory` puts back.
     """
     if not os.path.lexists(target):
         try:
             staging.rename(target)
-        except OSError as error:  # appeared meanwhile, and not empty
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
             raise OutputExistsError(f"{target} appeared while writing; nothing replaced") from error
         return
-    backup = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+    if _exchange(staging, target):
+        _fsync_directory(target.parent)
+        _discard_replaced(staging, target)  # it now holds the old directory
+        return
+    backup = _stage_path(target, "old")
     target.rename(backup)
     try:
         staging.rename(target)
     except BaseException:
         backup.rename(target)
         raise
-    shutil.rmtree(backup)
+    _fsync_directory(target.parent)
+    _discard_replaced(backup, target)
+
+
+def _discard_replaced(old: Path, target: Path) -> None:
+    # The new directory is in place: the write succeeded. Failing to remove the old one
+    # is no reason to report it failed; the next save or load of the path removes it.
+    try:
+        _discard(old)
+    except OSError as error:
+        _log.warning("%s: could not remove the directory it replaced (%s)", target, error)
 
 
 def _absolute(path: Path) -> Path:
@@ -430,18 +868,23 @@ def _absolute(path: Path) -> Path:
 def output_directory(
     path: str | os.PathLike[str], kind: OutputKind, *, overwrite: bool = False
 ) -> Iterator[Path]:
-    """Write a ``kind`` directory as a unit: into a staging folder, then renamed into place.
+    """Write a ``kind`` directory as a unit: into a staging folder, then swapped into place.
 
     The ``with`` block writes into the staging folder it is given (beside ``path``). On
-    success the marker (:data:`MARKER_NAME`, listing every file) is added and the folder is
-    renamed to ``path``, replacing what :func:`check_output_directory` allows, checked on
-    entry and again just before the rename. If the block raises, ``path`` is untouched and
-    the staging folder is removed.
+    success the marker (:data:`MARKER_NAME`, listing every file) is added and the folder
+    replaces ``path`` in one atomic exchange where the system has one (Linux), else by two
+    renames, replacing what :func:`check_output_directory` allows, checked on entry and
+    again just before. If the block raises, ``path`` is untouched and the staging folder
+    is removed. If the process dies at any moment, ``path`` holds the old directory or
+    the new one, or (between the two renames) the old one is beside it and the next save
+    or load puts it back (:func:`recover_output_directory`); leftovers are removed then.
 
     Raises
     ------
     OutputExistsError
         If ``path`` may not be written (see :func:`check_output_directory`).
+    OutputError
+        If the location cannot be written (read-only, full, no permission).
 
     Examples
     --------
@@ -458,19 +901,63 @@ def output_directory(
     """
     target = _absolute(Path(path))
     check_output_directory(target, kind, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
+    with _refusals_as_output_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = _make_staging(target, kind)
     try:
-        yield staging
-        _write_marker(staging, kind)
-        staging.chmod(_directory_mode(target))
-        _fsync_directory(staging)
-        check_output_directory(target, kind, overwrite=overwrite)  # it may have changed
-        _swap_into_place(staging, target)
+        with _refusals_as_output_errors(target):
+            yield staging
+            _write_marker(staging, kind)
+            staging.chmod(_directory_mode(target))
+            _fsync_directory(staging)
+            _check_not_taken(target, kind, overwrite=overwrite)  # it may have changed
+            _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_directory(target.parent)
+
+
+def check_output_location(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a place where an output cannot be written.
+
+    The nearest folder that exists at or above ``path``'s parent (missing folders are
+    created when writing) must be a folder in which a file can be created and written:
+    a small probe file is written, flushed to disk and removed. This finds a read-only
+    file system, a folder without write permission and a full disk before a long job,
+    not after it. (A disk with a little room left can still fill up while writing: that
+    is reported then, as an :class:`~covidcxr.errors.OutputError`.)
+
+    Raises
+    ------
+    OutputError
+        Naming ``path`` and why nothing can be written there.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> check_output_location(pathlib.Path(tempfile.mkdtemp()) / "new" / "model")
+    """
+    target = _absolute(Path(path))
+    folder = target.parent
+    while not os.path.lexists(folder) and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise _output_error(
+            errno.ENOTDIR,
+            f"cannot write {target}: {folder} is a file, not a folder; choose another location",
+        )
+    with _refusals_as_output_errors(folder / target.name):
+        descriptor, name = tempfile.mkstemp(
+            prefix=f".{target.name}.{_owner_tag()}.", suffix=".tmp", dir=folder
+        )
+        try:
+            os.write(descriptor, b"covidcxr")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                Path(name).unlink()
 
 
 def check_new_files(paths: Iterable[str | os.PathLike[str]], *, overwrite: bool = False) -> None:
@@ -484,6 +971,8 @@ def check_new_files(paths: Iterable[str | os.PathLike[str]], *, overwrite: bool 
     ------
     OutputExistsError
         Naming the taken paths (the first few).
+    OutputError
+        If a folder they go into cannot be written (see :func:`check_output_location`).
 
     Examples
     --------
@@ -496,6 +985,9 @@ def check_new_files(paths: Iterable[str | os.PathLike[str]], *, overwrite: bool 
     covidcxr.errors.OutputExistsError: ...b.png already exists; pass overwrite=True ...
     """
     targets = [Path(path) for path in paths]
+    by_folder = {target.absolute().parent: target for target in reversed(targets)}
+    for target in by_folder.values():
+        check_output_location(target)
     folders = [t for t in targets if t.is_dir() and not t.is_symlink()]
     if folders:
         raise OutputExistsError(

@@ -26,7 +26,7 @@ from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.records import Detection, GroundTruth, Prediction, XRay
+from covidcxr.records import Detection, GateDecision, GroundTruth, Prediction, XRay
 
 __all__ = [
     "BatchDetector",
@@ -35,6 +35,7 @@ __all__ = [
     "DatasetSource",
     "EpochCallback",
     "Evaluator",
+    "InputGate",
     "LesionDetector",
     "Persistable",
     "Preprocessor",
@@ -191,6 +192,27 @@ class Evaluator(Protocol):
 
 #: ``on_epoch_end(epoch, logs)``: called after each training epoch (1-based) with its logs.
 EpochCallback: TypeAlias = Callable[[int, Mapping[str, float]], None]
+
+
+@runtime_checkable
+class InputGate(Protocol):
+    """Decides, before any diagnosis, whether an image is one the model can read.
+
+    Contract
+    --------
+    - :meth:`fit` learns from the prepared training radiographs alone (no outliers are
+      shown to it) and sets the threshold it refuses above.
+    - :meth:`assess` returns one :class:`~covidcxr.GateDecision` per prepared image, in
+      order; a refused image gets a reason a person can act on.
+    """
+
+    def fit(self, xrays: Sequence[XRay]) -> Self:
+        """Learn what the training radiographs look like."""
+        ...
+
+    def assess(self, xrays: Sequence[XRay]) -> list[GateDecision]:
+        """Accept or refuse each prepared image."""
+        ...
 
 
 @runtime_checkable

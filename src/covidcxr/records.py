@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import numpy as np
@@ -22,9 +22,14 @@ from covidcxr.errors import InvalidImageError
 from covidcxr.labels import LABELS
 
 __all__ = [
+    "ACCEPTED",
     "PIXEL_DTYPES",
+    "REJECTED",
+    "STATUSES",
+    "UNCERTAIN",
     "Box",
     "Detection",
+    "GateDecision",
     "GroundTruth",
     "Prediction",
     "XRay",
@@ -329,6 +334,60 @@ def _as_detection_tuple(value: Iterable[Detection]) -> tuple[Detection, ...]:
     return tuple(value)
 
 
+#: :attr:`Prediction.status` of a radiograph the pipeline diagnosed.
+ACCEPTED: Final = "accepted"
+#: :attr:`Prediction.status` (and label) of an input the input gate refused: no diagnosis.
+REJECTED: Final = "rejected"
+#: :attr:`Prediction.status` (and label) of a radiograph the pipeline is not sure enough
+#: about to name a class (it abstains; the probabilities are still given).
+UNCERTAIN: Final = "uncertain"
+STATUSES: Final = (ACCEPTED, UNCERTAIN, REJECTED)
+
+
+@frozen
+class GateDecision:
+    """What the input gate says about one image, before any diagnosis.
+
+    Parameters
+    ----------
+    accepted
+        Whether the image looks like the frontal chest radiographs the model was trained on.
+    score
+        The out-of-distribution score: higher is more unusual; the image is refused above
+        ``threshold``.
+    threshold
+        The score above which the gate refuses an image.
+    reason
+        Why the image was refused (``None`` when accepted), e.g. ``"blank image"`` or
+        ``"not a frontal chest radiograph: it looks upside down"``.
+
+    Examples
+    --------
+    >>> GateDecision(False, 2.5, 0.4, "blank image").to_dict()["reason"]
+    'blank image'
+    """
+
+    accepted: bool = field(converter=bool)
+    score: float = field(converter=float)
+    threshold: float = field(converter=float)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return attrs.asdict(self)
+
+
+def _check_status(instance: Prediction, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {value!r}")
+    if value == REJECTED and (instance.label != REJECTED or instance.probabilities):
+        raise ValueError("a rejected prediction has label 'rejected' and no probabilities")
+    if value == UNCERTAIN and instance.label != UNCERTAIN:
+        raise ValueError("an uncertain prediction has label 'uncertain'")
+    if value == ACCEPTED and instance.label in (REJECTED, UNCERTAIN):
+        raise ValueError(f"an accepted prediction names a class, not {instance.label!r}")
+
+
 @frozen
 class Prediction:
     """What a fitted pipeline says about one radiograph.
@@ -338,23 +397,50 @@ class Prediction:
     id
         The radiograph's id.
     label
-        The most probable class.
+        The predicted class; :data:`REJECTED` when the input gate refused the image (it
+        gets no diagnosis), :data:`UNCERTAIN` when the pipeline abstains.
     probabilities
-        Every class's probability, in the classifier's class order (read-only).
+        Every class's probability, in the classifier's class order (read-only; calibrated
+        when the pipeline was); empty for a rejected image.
     detections
         Lesions found, in the pixel coordinates of the radiograph as read from the source.
+    status
+        :data:`ACCEPTED`, :data:`UNCERTAIN` or :data:`REJECTED`.
+    ood_score
+        The input gate's out-of-distribution score (``None`` without a gate).
+    reason
+        Why the image was rejected or the pipeline abstained (``None`` otherwise).
 
     Examples
     --------
     >>> p = Prediction("a", "normal", {"normal": 0.75, "pneumonia": 0.25})
-    >>> p.to_dict()["probabilities"], p.to_dict()["detections"]
-    ({'normal': 0.75, 'pneumonia': 0.25}, [])
+    >>> p.to_dict()["probabilities"], p.to_dict()["detections"], p.status
+    ({'normal': 0.75, 'pneumonia': 0.25}, [], 'accepted')
+    >>> Prediction("b", REJECTED, {}, status=REJECTED, reason="blank image").label
+    'rejected'
     """
 
     id: str = field(converter=str)
     label: str
     probabilities: Mapping[str, float] = field(converter=_probabilities)
     detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
+    status: str = field(default=ACCEPTED, validator=_check_status, kw_only=True)
+    ood_score: float | None = field(default=None, kw_only=True)
+    reason: str | None = field(default=None, kw_only=True)
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the pipeline named a class (neither rejected nor uncertain)."""
+        return self.status == ACCEPTED
+
+    @property
+    def confidence(self) -> float | None:
+        """The probability of the predicted class (the largest one when uncertain)."""
+        if not self.probabilities:
+            return None
+        if self.label in self.probabilities:
+            return self.probabilities[self.label]
+        return max(self.probabilities.values())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data, detections as :func:`~covidcxr.records.detection_to_dict` gives them."""

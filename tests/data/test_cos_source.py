@@ -7,23 +7,28 @@ SDK's own retry and error handling is what gets tested.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import io
+import json
 import logging
 import socket
 import threading
+import time
+import warnings
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 
 import covidcxr
-from covidcxr.errors import ConfigurationError, SourceError
+from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.sources import COSSource, cos_client, upload_folder, upload_folder_as_zip
+from covidcxr.sources import _cos as cos_module
 
 pytest.importorskip("ibm_boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -58,6 +63,11 @@ class FaultProxy:
         self.fail_status = 503
         self.fail_code = "SlowDown"
         self.always: tuple[int, str] | None = None
+        # Answers to cut short: headers with the full Content-Length, half the body, close.
+        self.drop_next = 0
+        # Faults apply only to requests whose path starts with this (``/bucket/`` is every
+        # object request, leaving the bucket listing alone).
+        self.fault_prefix = "/"
         self.requests = 0
         self.injected = 0
         proxy = self
@@ -67,8 +77,9 @@ class FaultProxy:
                 proxy.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy.always
-                if fault is None and proxy.fail_next > 0:
+                faulty = self.path.startswith(proxy.fault_prefix)
+                fault = proxy.always if faulty else None
+                if fault is None and faulty and proxy.fail_next > 0:
                     proxy.fail_next -= 1
                     fault = (proxy.fail_status, proxy.fail_code)
                 if fault is not None:
@@ -92,28 +103,51 @@ class FaultProxy:
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
+                connection.close()
+                drop = faulty and proxy.drop_next > 0 and len(data) > 1
+                if drop:
+                    proxy.drop_next -= 1
+                    proxy.injected += 1
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
-                connection.close()
+                self.wfile.write(data[: len(data) // 2] if drop else data)
+                if drop:
+                    self.wfile.flush()
+                    self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+        self._handler = Handler
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._serve()
+
+    def _serve(self) -> None:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused until :meth:`start`."""
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join()
+
+    def start(self) -> None:
+        """Listen again on the same port (a server restart)."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        self._serve()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture
@@ -341,3 +375,300 @@ def test_an_error_echoing_the_secret_url_encoded_does_not_leak_it(
     assert "Echo***" in text
     for encoded in (quote_plus(PLUS_SECRET), PLUS_SECRET_LOWER_HEX):
         assert encoded not in text
+
+
+# --- network failures are retried, never taken for bad images (issue 12, item 9) --------
+
+
+def _source_behind(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path, **extra: Any
+) -> COSSource:
+    """Five loose images, read through the proxy, which then faults object requests only."""
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    options = {"on_error": "skip", "backoff": 0.01, **extra}
+    source = COSSource(f"{bucket}/cxr", **_options(proxy.url, **options))
+    proxy.fault_prefix = f"/{bucket}/"
+    return source
+
+
+def _all_ids(bucket: str, classes_folder: Path) -> list[str]:
+    return sorted(
+        f"cos://{bucket}/cxr/{path.relative_to(classes_folder).as_posix()}"
+        for path in classes_folder.rglob("*.png")
+    )
+
+
+def test_bodies_cut_short_are_fetched_again(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
+    proxy.drop_next = 2  # the first object's body is cut short twice, then arrives whole
+    ids = [xray.id for xray in source]
+    assert proxy.injected == 2
+    assert sorted(ids) == _all_ids(bucket, classes_folder)
+    assert source.skipped == ()
+
+
+def test_server_errors_while_iterating_are_retried(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
+    proxy.fail_next = 2
+    proxy.fail_status, proxy.fail_code = 500, "InternalError"
+    ids = [xray.id for xray in source]
+    assert proxy.injected == 2
+    assert sorted(ids) == _all_ids(bucket, classes_folder)
+    assert source.skipped == ()
+
+
+def test_a_server_restart_while_iterating_loses_no_image(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=6)
+    images = iter(source)
+    ids = [next(images).id]
+    proxy.stop()
+    restart = threading.Timer(0.5, proxy.start)
+    restart.start()
+    try:
+        ids += [xray.id for xray in images]
+    finally:
+        restart.join()
+    assert sorted(ids) == _all_ids(bucket, classes_folder)
+    assert source.skipped == ()
+
+
+def test_an_outage_outlasting_the_retries_raises_source_error_and_skips_nothing(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=2)
+    first = _all_ids(bucket, classes_folder)[0]
+    proxy.always = (500, "InternalError")
+    with pytest.raises(SourceError, match=f"{first}: .*InternalError.* after 2 attempts"):
+        list(source)
+    assert source.skipped == ()
+    proxy.always = None  # the service is back: every image is still there
+    assert sorted(xray.id for xray in source) == _all_ids(bucket, classes_folder)
+
+
+def test_bodies_cut_short_on_every_attempt_raise_source_error_not_invalid_image(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
+    first = _all_ids(bucket, classes_folder)[0]
+    proxy.drop_next = 100
+    with pytest.raises(SourceError, match=f"{first}: .*after 3 attempts") as raised:
+        list(source)
+    assert not isinstance(raised.value, InvalidImageError)
+    assert proxy.injected == 3
+    assert source.skipped == ()
+
+
+def test_a_zip_object_cut_short_is_downloaded_again(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, qu_ex_folder: Path
+) -> None:
+    upload_folder_as_zip(qu_ex_folder, f"{bucket}/qu-ex.zip", **_options(s3_endpoint))
+    proxy.fault_prefix = f"/{bucket}/"
+    proxy.drop_next = 1
+    options = _options(proxy.url, backoff=0.01)
+    with COSSource(f"{bucket}/qu-ex.zip", split="Val", **options) as source:
+        assert proxy.injected == 1
+        assert len(list(source)) == 6
+
+
+def test_access_denied_while_iterating_is_a_source_error_not_a_skip(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder)
+    proxy.always = (403, "AccessDenied")
+    with pytest.raises(SourceError, match="access denied"):
+        list(source)
+    assert source.skipped == ()
+
+
+def test_a_listing_cut_short_is_listed_again(
+    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    proxy.fault_prefix = f"/{bucket}?"  # the listing, not the objects
+    proxy.drop_next = 1
+    source = COSSource(f"{bucket}/cxr", **_options(proxy.url, backoff=0.01))
+    assert proxy.injected == 1
+    assert sorted(xray.id for xray in source) == _all_ids(bucket, classes_folder)
+
+
+def test_an_object_gone_since_listing_is_that_item_s_error(
+    s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    source = COSSource(f"{bucket}/cxr", on_error="skip", **_options(s3_endpoint))
+    gone = _all_ids(bucket, classes_folder)[0]
+    cos_client(**_options(s3_endpoint)).delete_object(
+        Bucket=bucket, Key=gone.removeprefix(f"cos://{bucket}/")
+    )
+    with pytest.warns(covidcxr.sources.SkippedItemsWarning):
+        assert len(list(source)) == 4
+    assert [skip.path for skip in source.skipped] == [gone]
+
+
+@pytest.mark.parametrize("backoff", [-1.0, float("nan"), float("inf")])
+def test_a_backoff_that_is_not_a_number_of_seconds_is_refused(backoff: float) -> None:
+    with pytest.raises(ConfigurationError, match="backoff"):
+        COSSource("bucket/prefix", **_options("http://127.0.0.1:9", backoff=backoff))
+
+
+# --- the IAM token endpoint (issue 12, item 15) ------------------------------------------
+
+API_KEY = "iam+ApiKey/Do=Not-Leak-0c1d"
+
+
+class LoopbackIAM:
+    """A loopback IAM token server: HTTP 503 for the first ``fail_next`` requests."""
+
+    def __init__(self) -> None:
+        self.fail_next = 0
+        self.requests = 0
+        iam = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                iam.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if iam.fail_next > 0:
+                    iam.fail_next -= 1
+                    status, payload = 503, b'{"errorMessage": "try later"}'
+                else:
+                    status, payload = (
+                        200,
+                        json.dumps(
+                            {
+                                "access_token": "loopback-token",
+                                "refresh_token": "loopback-refresh",
+                                "token_type": "Bearer",
+                                "expires_in": 3600,
+                                "expiration": int(time.time()) + 3600,
+                            }
+                        ).encode(),
+                    )
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/identity/token"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def iam() -> Iterator[LoopbackIAM]:
+    server = LoopbackIAM()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _iam_options(endpoint: str, auth_endpoint: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint_url": endpoint,
+        "ibm_api_key_id": API_KEY,
+        "ibm_service_instance_id": "crn:v1:loopback",
+        "ibm_auth_endpoint": auth_endpoint,
+        **extra,
+    }
+
+
+def test_an_unreachable_iam_endpoint_is_a_source_error_naming_its_host(
+    s3_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed_port = _free_port()
+    auth_endpoint = f"http://127.0.0.1:{closed_port}/identity/token"
+    options = _iam_options(s3_endpoint, auth_endpoint, max_attempts=3, backoff=0.01)
+    with pytest.raises(SourceError, match=f"IAM token endpoint 127.0.0.1:{closed_port}") as raised:
+        COSSource("some-bucket/cxr", **options)
+    assert "after 3 attempts" in str(raised.value)
+    for text in (str(raised.value), repr(raised.value), caplog.text):
+        for encoded in (API_KEY, quote(API_KEY, safe=""), quote_plus(API_KEY)):
+            assert encoded not in text
+
+
+def test_a_busy_iam_endpoint_is_asked_again(
+    s3_endpoint: str, bucket: str, classes_folder: Path, iam: LoopbackIAM
+) -> None:
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    iam.fail_next = 2
+    options = _iam_options(s3_endpoint, iam.url, max_attempts=3, backoff=0.01)
+    source = COSSource(f"{bucket}/cxr", **options)
+    assert iam.requests == 3
+    assert len(list(source)) == 5
+
+
+def test_a_busy_iam_endpoint_that_stays_busy_is_a_source_error(
+    s3_endpoint: str, iam: LoopbackIAM
+) -> None:
+    iam.fail_next = 100
+    options = _iam_options(s3_endpoint, iam.url, max_attempts=2, backoff=0.01)
+    with pytest.raises(SourceError, match=r"IAM token endpoint .*HttpCode\(503\).*after 2"):
+        COSSource("some-bucket/cxr", **options)
+    assert iam.requests == 2
+
+
+# --- the spooled archive is released (issue 12, item 20) ---------------------------------
+
+
+@pytest.fixture
+def spilling_zip(
+    s3_endpoint: str, bucket: str, qu_ex_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A zip object large enough to spill its spool to a real temporary file."""
+    monkeypatch.setattr(cos_module, "_SPOOL_IN_MEMORY", 1024)
+    upload_folder_as_zip(qu_ex_folder, f"{bucket}/qu-ex.zip", **_options(s3_endpoint))
+    return f"{bucket}/qu-ex.zip"
+
+
+def _resource_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_an_abandoned_zip_source_leaves_no_file_open(s3_endpoint: str, spilling_zip: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        source = COSSource(spilling_zip, split="Val", **_options(s3_endpoint))
+        assert len(list(source)) == 6
+        del source
+        gc.collect()
+    assert _resource_warnings(caught) == []
+
+
+def test_a_zip_source_that_fails_to_open_leaves_no_file_open(
+    s3_endpoint: str, spilling_zip: str
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(ConfigurationError):
+            COSSource(spilling_zip, split="NoSuchSplit", **_options(s3_endpoint))
+        gc.collect()
+    assert _resource_warnings(caught) == []
+
+
+def _is_closed(file: IO[bytes]) -> bool:
+    return file.closed
+
+
+def test_closing_a_zip_source_closes_its_spool_at_once(s3_endpoint: str, spilling_zip: str) -> None:
+    with COSSource(spilling_zip, split="Val", **_options(s3_endpoint)) as source:
+        spool = source._spool
+        assert spool is not None
+        assert not _is_closed(spool)
+    assert _is_closed(spool)
+    source.close()  # twice is harmless

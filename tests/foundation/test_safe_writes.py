@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from covidcxr import files
 from covidcxr.errors import OutputExistsError
 from covidcxr.files import (
     MARKER_NAME,
@@ -145,6 +148,8 @@ def test_a_failed_rename_into_place_puts_the_old_directory_back(
     target = tmp_path / "report"
     write_report_dir(target)
     real_rename = Path.rename
+    # Where the system cannot exchange two folders atomically: the two renames.
+    monkeypatch.setattr(files, "_exchange", lambda first, second: False)
 
     def failing_rename(self: Path, destination: str | os.PathLike[str]) -> Path:
         if self.name.endswith(".new"):  # the staging folder's move into place
@@ -262,3 +267,54 @@ def test_a_file_never_replaces_a_directory(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="is a directory"):
         write_text(tmp_path / "out.png", "x", overwrite=True)
     assert (tmp_path / "out.png").is_dir()
+
+
+# -- the atomic exchange, and the two renames where there is none -----------------------
+
+
+def test_on_linux_a_directory_is_replaced_by_one_atomic_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if files._renameat2() is None:
+        pytest.skip("no renameat2 in this C library (or not Linux): the two renames are used")
+    target = tmp_path / "report"
+    write_report_dir(target)
+    exchanged: list[bool] = []
+    real_exchange = files._exchange
+
+    def recording_exchange(first: Path, second: Path) -> bool:
+        exchanged.append(real_exchange(first, second))
+        return exchanged[-1]
+
+    monkeypatch.setattr(files, "_exchange", recording_exchange)
+    write_report_dir(target, "# New", overwrite=True)
+    if exchanged != [True]:
+        pytest.skip(f"this file system ({tmp_path}) does not support RENAME_EXCHANGE")
+    assert (target / "report.md").read_text() == "# New"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_a_file_system_without_the_exchange_falls_back_to_two_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object) -> int:
+        ctypes.set_errno(errno.EINVAL)  # what file systems without the exchange answer
+        return -1
+
+    monkeypatch.setattr(files, "_renameat2", lambda: unsupported)
+    target = tmp_path / "report"
+    write_report_dir(target)
+    real_rename = Path.rename
+    moved_aside: list[str] = []
+
+    def recording_rename(self: Path, destination: str | os.PathLike[str]) -> Path:
+        if self == target:
+            moved_aside.append(Path(destination).name)
+        return real_rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", recording_rename)
+    write_report_dir(target, "# New", overwrite=True)
+    assert len(moved_aside) == 1
+    assert moved_aside[0].endswith(".old")
+    assert (target / "report.md").read_text() == "# New"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

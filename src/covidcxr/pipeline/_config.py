@@ -19,12 +19,13 @@ from covidcxr._plain import NONE, option_value, plain_data
 from covidcxr.errors import ConfigurationError, UnknownNameError
 from covidcxr.plugins import Registration, check_options, did_you_mean
 
-__all__ = ["ComponentSpec", "PipelineConfig"]
+__all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
 
 # Options that look like secrets are never written into a saved pipeline.
 _SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
 COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
-_CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation"})
+_CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation", "trust"})
+_TRUST_KEYS: Final = frozenset({"gate", "calibrate", "sensitivity", "coverage"})
 _EVALUATION_KEYS: Final = frozenset({"n_bootstrap", "confidence_level", "n_bins", "seed"})
 
 
@@ -61,6 +62,116 @@ class ComponentSpec:
         return {"name": self.name, **self.options}
 
 
+def _number_in(value: Any, low: float, high: float) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and low < float(value) < high
+    )
+
+
+@frozen
+class TrustConfig:
+    """How a pipeline earns trust: the input gate, calibration, operating points.
+
+    The ``[trust]`` table of a configuration. Everything is fitted by
+    :meth:`~covidcxr.Pipeline.fit` (the gate from the training radiographs alone; the
+    rest on the validation radiographs, so it needs them) and saved with the model.
+
+    Parameters
+    ----------
+    gate
+        ``True`` (the default) fits :class:`~covidcxr.gate.ChestXrayGate` with its default
+        options, a table fits it with those options, ``False`` fits no gate.
+    calibrate
+        Fit temperature scaling on the validation radiographs (default ``True``).
+    sensitivity
+        Per-class operating points: ``{"covid-19": 0.95}`` sets the smallest probability
+        at which COVID-19 is called so that validation recall reaches 0.95.
+    coverage
+        Abstain (label ``"uncertain"``) on the least confident radiographs, keeping this
+        share of the validation radiographs; ``None`` (the default) never abstains.
+
+    Examples
+    --------
+    >>> TrustConfig.from_dict({"sensitivity": {"covid-19": 0.95}}).sensitivity
+    {'covid-19': 0.95}
+    >>> TrustConfig.from_dict({"gate": False}).gate_options() is None
+    True
+    """
+
+    gate: bool | Mapping[str, Any] = True
+    calibrate: bool = True
+    sensitivity: Mapping[str, float] = field(factory=dict, converter=_frozen_options)
+    coverage: float | None = None
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> Self:
+        """Read a ``[trust]`` table, checking every key and value.
+
+        Raises
+        ------
+        ConfigurationError
+            Naming the key, what it should be, and the closest valid key for a typo.
+        """
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"[trust] must be a table, got {type(table).__name__}")
+        bad = sorted(set(table) - _TRUST_KEYS)
+        if bad:
+            raise ConfigurationError(
+                f"[trust] has no option {bad[0]!r}.{did_you_mean(bad[0], _TRUST_KEYS)} Its "
+                f"options: {', '.join(sorted(_TRUST_KEYS))}"
+            )
+        gate = table.get("gate", True)
+        if not isinstance(gate, (bool, Mapping)):
+            raise ConfigurationError(
+                f"[trust] gate must be true, false or a table of options, got {gate!r}"
+            )
+        calibrate = table.get("calibrate", True)
+        if not isinstance(calibrate, bool):
+            raise ConfigurationError(f"[trust] calibrate must be true or false, got {calibrate!r}")
+        sensitivity = table.get("sensitivity", {})
+        if not isinstance(sensitivity, Mapping) or not all(
+            isinstance(k, str) and _number_in(v, 0.0, 1.0) for k, v in sensitivity.items()
+        ):
+            raise ConfigurationError(
+                "[trust] sensitivity must map class names to target recalls in (0, 1), "
+                f'e.g. {{"covid-19" = 0.95}}; got {sensitivity!r}'
+            )
+        coverage = option_value(table.get("coverage"))
+        if coverage is not None and not _number_in(coverage, 0.0, 1.0):
+            raise ConfigurationError(
+                f"[trust] coverage must be a share in (0, 1) or none, got {coverage!r}"
+            )
+        return cls(
+            dict(gate) if isinstance(gate, Mapping) else gate,
+            calibrate,
+            {k: float(v) for k, v in sensitivity.items()},
+            None if coverage is None else float(coverage),
+        )
+
+    def gate_options(self) -> dict[str, Any] | None:
+        """The options of the gate to fit, or ``None`` for no gate."""
+        if self.gate is False:
+            return None
+        return {} if self.gate is True else dict(self.gate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as plain data (``coverage`` left out when ``None``, as TOML has no null)."""
+        data: dict[str, Any] = {
+            "gate": self.gate if isinstance(self.gate, bool) else dict(self.gate),
+            "calibrate": self.calibrate,
+            "sensitivity": dict(self.sensitivity),
+        }
+        if self.coverage is not None:
+            data["coverage"] = self.coverage
+        return data
+
+
+def _as_trust(value: TrustConfig | Mapping[str, Any]) -> TrustConfig:
+    return value if isinstance(value, TrustConfig) else TrustConfig.from_dict(value)
+
+
 @frozen
 class PipelineConfig:
     """What a :class:`Pipeline` is made of, as plain data (from TOML, JSON or Python).
@@ -76,6 +187,9 @@ class PipelineConfig:
     evaluation
         Options of :class:`~covidcxr.ClassificationEvaluator`: ``n_bootstrap``,
         ``confidence_level``, ``n_bins``, ``seed``.
+    trust
+        The input gate, calibration and operating points (a :class:`TrustConfig` or its
+        table).
 
     Examples
     --------
@@ -91,6 +205,7 @@ class PipelineConfig:
     classifier: ComponentSpec = ComponentSpec("vgg19")
     detector: ComponentSpec | None = ComponentSpec("local")
     evaluation: Mapping[str, Any] = field(factory=dict, converter=_frozen_options)
+    trust: TrustConfig = field(factory=TrustConfig, converter=_as_trust)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -136,7 +251,8 @@ class PipelineConfig:
         classifier = specs["classifier"]
         if classifier is None:  # pragma: no cover - refused above
             raise ConfigurationError("[classifier] is required")
-        return cls(specs["preprocessor"], classifier, specs["detector"], evaluation)
+        trust = TrustConfig.from_dict(data.get("trust", {}))
+        return cls(specs["preprocessor"], classifier, specs["detector"], evaluation, trust)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Self:
@@ -171,6 +287,7 @@ class PipelineConfig:
             "classifier": self.classifier.to_dict(),
             "detector": self.detector.to_dict() if self.detector else None,
             "evaluation": dict(self.evaluation),
+            "trust": self.trust.to_dict(),
         }
 
 

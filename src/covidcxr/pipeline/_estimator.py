@@ -25,15 +25,17 @@ from covidcxr.evaluate._evaluator import (
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
+from covidcxr.gate import ChestXrayGate
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
     PipelineConfig,
+    TrustConfig,
     object_options,
     plain_options,
     registered_name,
 )
-from covidcxr.pipeline._persistence import read_pipeline, write_pipeline
+from covidcxr.pipeline._persistence import MANIFEST_NAME, read_pipeline, write_pipeline
 from covidcxr.pipeline._prepared import (
     DataPass,
     PreparedSet,
@@ -43,6 +45,7 @@ from covidcxr.pipeline._prepared import (
     prepare,
 )
 from covidcxr.pipeline._report import annotate, round_robin
+from covidcxr.pipeline._trust import TrustState, fit_trust
 from covidcxr.plugins import (
     available_classifiers,
     available_detectors,
@@ -57,6 +60,7 @@ from covidcxr.protocols import (
     DatasetSource,
     EpochCallback,
     Evaluator,
+    InputGate,
     LesionDetector,
     Persistable,
     Preprocessor,
@@ -64,7 +68,14 @@ from covidcxr.protocols import (
     ReportsEpochs,
     TrainableDetector,
 )
-from covidcxr.records import Detection, GroundTruth, Prediction, XRay
+from covidcxr.records import (
+    REJECTED,
+    Detection,
+    GateDecision,
+    GroundTruth,
+    Prediction,
+    XRay,
+)
 
 __all__ = ["Pipeline"]
 
@@ -147,6 +158,43 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
 
 
 @attrs.define
+class _Scored:
+    """One prepared radiograph of a scored chunk.
+
+    The gate's decision and, if it was let through, the classifier's probabilities
+    (uncalibrated) and the detections.
+    """
+
+    xray: XRay
+    decision: GateDecision | None
+    probabilities: NDArray[np.float32] | None = None
+    detections: list[Detection] = attrs.Factory(list)
+
+
+def _configured_gate(config: PipelineConfig) -> InputGate | None:
+    options = config.trust.gate_options()
+    if options is None:
+        return None
+    try:
+        return ChestXrayGate(**options)
+    except TypeError as exc:
+        known = ", ".join(ChestXrayGate().get_params())
+        raise ConfigurationError(f"[trust] gate: {exc}; the gate's options are {known}") from exc
+
+
+def _saved_trust_config(manifest: Mapping[str, Any], has_gate: bool) -> TrustConfig:
+    """The ``[trust]`` table a saved pipeline was fitted with; its gate only if one was saved."""
+    saved = (manifest.get("trust") or {}).get("config") or {}
+    try:
+        config = TrustConfig.from_dict(saved)
+    except ConfigurationError as exc:
+        raise ModelFormatError(
+            f"{MANIFEST_NAME}: the trust configuration is damaged: {exc}"
+        ) from exc
+    return config if has_gate else attrs.evolve(config, gate=False)
+
+
+@attrs.define
 class _Evaluation:
     """What an evaluation pass collected, aligned by position."""
 
@@ -155,6 +203,8 @@ class _Evaluation:
     fingerprint: DataFingerprint = attrs.Factory(DataFingerprint)
     # The first prepared images of each true class, for the report's examples.
     examples: dict[str | None, list[tuple[int, XRay]]] = attrs.Factory(dict)
+    # The classifier's probabilities before calibration, for the gated-in radiographs.
+    uncalibrated: list[NDArray[np.float32]] = attrs.Factory(list)
 
 
 class Pipeline:
@@ -177,6 +227,9 @@ class Pipeline:
         Component objects to use instead of building the configured ones. Objects are used
         as given: ``fit`` trains them in place. To switch a stage off, configure it as
         ``None`` (``Pipeline({"detector": None})``).
+    gate
+        An :class:`~covidcxr.protocols.InputGate` to use instead of the configured one
+        (``[trust] gate``; by default a :class:`~covidcxr.gate.ChestXrayGate`).
     evaluator
         An :class:`~covidcxr.Evaluator`; defaults to
         :class:`~covidcxr.ClassificationEvaluator` with the configured options.
@@ -199,6 +252,11 @@ class Pipeline:
     preprocessor_, classifier_, detector_
         The components in use after :meth:`fit` or :meth:`load`; :attr:`classes_` is the
         classifier's classes.
+    gate_
+        The fitted input gate, or ``None``: radiographs it refuses get no diagnosis.
+    trust_
+        The calibration and operating points fitted on the validation radiographs
+        (a :class:`~covidcxr.pipeline.TrustState`; empty without validation data).
     history_
         The classifier's training history (``{}`` if it keeps none).
     training_fingerprint_
@@ -220,6 +278,8 @@ class Pipeline:
     preprocessor_: Preprocessor | None
     classifier_: Classifier
     detector_: LesionDetector | None
+    gate_: InputGate | None
+    trust_: TrustState
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
     data_stats_: DataPass
@@ -232,6 +292,7 @@ class Pipeline:
         preprocessor: Preprocessor | None = None,
         classifier: Classifier | None = None,
         detector: LesionDetector | None = None,
+        gate: InputGate | None = None,
         evaluator: Evaluator | None = None,
         progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -245,6 +306,7 @@ class Pipeline:
         self.preprocessor = preprocessor
         self.classifier = classifier
         self.detector = detector
+        self.gate = gate
         self.evaluator = evaluator
         self.progress = progress
         self.cache_dir = cache_dir
@@ -294,6 +356,8 @@ class Pipeline:
             self.detector_ = create_detector(config.detector.name, **config.detector.options)
         else:
             self.detector_ = None
+        self.gate_ = self.gate if self.gate is not None else _configured_gate(config)
+        self.trust_ = TrustState()
 
     @contextlib.contextmanager
     def _epoch_progress(self, component: object, desc: str) -> Iterator[None]:
@@ -441,26 +505,56 @@ class Pipeline:
             return [list(found) for found in detector.detect_batch(images)]
         return [detector.detect(image) for image in images]
 
-    def _score_chunk(
-        self, prepared: Sequence[XRay]
-    ) -> tuple[NDArray[np.float32], list[list[Detection]]]:
+    def _classify(self, prepared: Sequence[XRay]) -> NDArray[np.float32]:
         probabilities = np.asarray(self.classifier_.predict_proba(prepared), np.float32)
         if probabilities.shape != (len(prepared), len(self.classes_)):
             raise ConfigurationError(
                 f"the classifier returned probabilities of shape {probabilities.shape} for "
                 f"{len(prepared)} images and {len(self.classes_)} classes"
             )
-        return probabilities, self._detect(prepared)
+        return probabilities
 
-    def _prediction(
-        self, xray: XRay, row: NDArray[np.float32], detections: Sequence[Detection]
-    ) -> Prediction:
+    def _score_chunk(self, prepared: Sequence[XRay]) -> list[_Scored]:
+        """Gate, classify and detect a chunk; refused images are neither classified nor searched."""
+        decisions: list[GateDecision | None] = (
+            list(self.gate_.assess(prepared)) if self.gate_ is not None else [None] * len(prepared)
+        )
+        if len(decisions) != len(prepared):
+            raise ConfigurationError(
+                f"the input gate returned {len(decisions)} decisions for {len(prepared)} images"
+            )
+        kept = [i for i, d in enumerate(decisions) if d is None or d.accepted]
+        admitted = [prepared[i] for i in kept]
+        probabilities = self._classify(admitted) if admitted else None
+        found = self._detect(admitted) if admitted else []
+        scored = [
+            _Scored(xray, decision) for xray, decision in zip(prepared, decisions, strict=True)
+        ]
+        for position, index in enumerate(kept):
+            assert probabilities is not None  # noqa: S101 - kept is not empty
+            scored[index].probabilities = probabilities[position]
+            scored[index].detections = found[position]
+        return scored
+
+    def _prediction(self, scored: _Scored, detections: Sequence[Detection]) -> Prediction:
+        decision = scored.decision
+        ood_score = None if decision is None else decision.score
+        if scored.probabilities is None:  # refused by the gate: no diagnosis
+            reason = decision.reason if decision is not None else None
+            return Prediction(
+                scored.xray.id, REJECTED, {}, status=REJECTED, ood_score=ood_score, reason=reason
+            )
         classes = self.classes_
+        calibrated = self.trust_.calibrate(scored.probabilities[None, :])[0]
+        label, status, reason = self.trust_.decide(calibrated, classes)
         return Prediction(
-            id=xray.id,
-            label=classes[int(np.argmax(row))],
-            probabilities={c: float(p) for c, p in zip(classes, row, strict=True)},
+            id=scored.xray.id,
+            label=label,
+            probabilities={c: float(p) for c, p in zip(classes, calibrated, strict=True)},
             detections=detections,
+            status=status,
+            ood_score=ood_score,
+            reason=reason,
         )
 
     # -- learning and predicting ------------------------------------------------------
@@ -500,19 +594,48 @@ class Pipeline:
             self.classifier_.fit(train_set, validation=validation_set)
         history = getattr(self.classifier_, "history_", None) or {}
         self.history_ = {k: [float(v) for v in vs] for k, vs in dict(history).items()}
+        self._fit_gate(train_set)
         if validation_set is not None:
+            probabilities = self._classify(validation_set)
+            truth = [xray.label for xray in validation_set]
             one_class = one_class_warning(
-                [xray.label for xray in validation_set],
-                list(self.classifier_.predict(validation_set)),
+                truth,
+                [self.classes_[i] for i in probabilities.argmax(axis=1)],
                 what="validation",
             )
             if one_class is not None:
                 warnings.warn(one_class, OneClassPredictionWarning, stacklevel=2)
+            self.trust_ = fit_trust(self.config.trust, probabilities, truth, self.classes_)
         detector: object = self.detector_
         if isinstance(detector, TrainableDetector):
             with self._epoch_progress(detector, "detector"):
                 detector.fit(train_set, validation=validation_set)
         return self
+
+    def _fit_gate(self, train_set: PreparedSet) -> None:
+        """Fit the input gate on the training radiographs alone: it never sees an outlier.
+
+        The default gate is dropped, with a notice, when there are too few radiographs to
+        fit it (a toy data set); a gate that was asked for is fitted or fails.
+        """
+        gate = self.gate_
+        if gate is None:
+            return
+        too_few = isinstance(gate, ChestXrayGate) and len(train_set) < gate.min_images
+        if too_few and self.gate is None and self.config.trust.gate is True:
+            warnings.warn(
+                f"only {len(train_set)} training radiographs: too few to fit the input gate "
+                f"(at least {ChestXrayGate.min_images}), so this pipeline does not refuse "
+                "images that are not chest radiographs",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.config = attrs.evolve(
+                self.config, trust=attrs.evolve(self.config.trust, gate=False)
+            )
+            self.gate_ = None
+            return
+        gate.fit(train_set)
 
     def _check_detector_data(self, train_set: PreparedSet) -> None:
         """Refuse to train a detector on radiographs that show it no lesion.
@@ -553,9 +676,8 @@ class Pipeline:
         self._check_fitted()
         prepared = self._prepared(as_source(source, "source"))
         for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
-            probabilities, found = self._score_chunk(chunk)
-            for xray, row, detections in zip(chunk, probabilities, found, strict=True):
-                yield self._prediction(xray, row, _to_original(detections, xray))
+            for scored in self._score_chunk(chunk):
+                yield self._prediction(scored, _to_original(scored.detections, scored.xray))
 
     def predict(self, source: SourceLike) -> list[Prediction]:
         """Classify each radiograph and, with a detector, box its lesions.
@@ -652,12 +774,14 @@ class Pipeline:
         prepared = self._prepared(source)
         index = 0
         for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
-            probabilities, found = self._score_chunk(chunk)
-            for xray, row, detections in zip(chunk, probabilities, found, strict=True):
+            for scored in self._score_chunk(chunk):
+                xray = scored.xray
                 collected.fingerprint.update(xray)
                 collected.truths.append(GroundTruth.of(xray))
                 # Scored where the truth boxes are: in the prepared frame.
-                collected.predictions.append(self._prediction(xray, row, detections))
+                collected.predictions.append(self._prediction(scored, scored.detections))
+                if scored.probabilities is not None:
+                    collected.uncalibrated.append(scored.probabilities)
                 examples = collected.examples.setdefault(xray.label, [])
                 if len(examples) < n_examples:
                     examples.append((index, xray))
@@ -735,6 +859,11 @@ class Pipeline:
             "classes": list(self.classes_),
             "history": self.history_,
             "training_data_fingerprint": self.training_fingerprint_,
+            "trust": {
+                "config": self.config.trust.to_dict(),
+                "gate": self._gate_summary(),
+                **self.trust_.to_dict(),
+            },
         }
         return write_pipeline(
             Path(directory),
@@ -742,8 +871,22 @@ class Pipeline:
             classifier=self.classifier_,
             detector=self.detector_,
             detector_entry=detector_entry,
+            gate=self.gate_,
             overwrite=overwrite,
         )
+
+    def _gate_summary(self) -> dict[str, Any] | None:
+        """The gate's entry in the manifest: what it is and how it was set."""
+        gate = self.gate_
+        if gate is None:
+            return None
+        if not isinstance(gate, Persistable):
+            raise ConfigurationError(
+                f"the input gate {type(gate).__name__} cannot be saved (it has no save() and "
+                "load()); save the pipeline without it (gate=None) or make it persistable"
+            )
+        summary = gate.summary() if isinstance(gate, ChestXrayGate) else {}
+        return {**summary, "class": f"{type(gate).__module__}.{type(gate).__qualname__}"}
 
     def _component_name(self, kind: str) -> str:
         given = getattr(self, kind)
@@ -801,11 +944,13 @@ class Pipeline:
             classifier=ComponentSpec(manifest["classifier"]["name"]),
             detector=ComponentSpec(detector_entry["name"]) if detector_entry else None,
             evaluation=manifest.get("evaluation", {}),
+            trust=_saved_trust_config(manifest, saved.gate is not None),
         )
         pipeline = cls(
             config,
             classifier=saved.classifier,
             detector=saved.detector,
+            gate=saved.gate,
             progress=progress,
             cache_dir=cache_dir,
             workers=workers,
@@ -813,6 +958,9 @@ class Pipeline:
         pipeline._build()
         pipeline.history_ = dict(manifest.get("history") or {})
         pipeline.training_fingerprint_ = manifest.get("training_data_fingerprint")
+        pipeline.trust_ = TrustState.from_dict(
+            manifest.get("trust") or {}, Path(directory) / MANIFEST_NAME
+        )
         expected = tuple(manifest.get("classes", ()))
         if expected and tuple(pipeline.classes_) != expected:
             raise ModelFormatError(

@@ -10,9 +10,12 @@ that fails half-way leaves no half-written table, and an existing file is replac
 when asked.
 
 Rows are flat where the format is flat. A CSV or Parquet row of a prediction has ``id``,
-``label``, ``probability`` (of that label), one ``p_<class>`` column per class,
-``n_lesions`` and ``detections``: a list of ``{label, score, box: {x, y, width,
-height}}`` in Parquet, the same list as JSON text in CSV. A JSON Lines row is the
+``label``, ``status`` (``accepted``, ``uncertain`` or ``rejected``), ``probability`` (of
+that label, or the largest when uncertain), one ``p_<class>`` column per class (empty for
+a radiograph the input gate rejected), ``ood_score`` and ``reason`` (the gate's score, and
+why a radiograph was rejected or left uncertain), ``n_lesions`` and ``detections``: a list
+of ``{label, score, box: {x, y, width, height}}`` in Parquet, the same list as JSON text
+in CSV. A JSON Lines row is the
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -272,20 +276,32 @@ def write_predictions(
     ...                   path)
     1
     >>> print(path.read_text().splitlines()[0])
-    id,label,probability,p_normal,p_covid-19,n_lesions,detections
+    id,label,status,probability,p_normal,p_covid-19,ood_score,reason,n_lesions,detections
     """
     fmt = output_format(path, format)
     _check_target(path, fmt, overwrite=overwrite)
     rows = iter(predictions)
     first = next(rows, None)
     if classes is None:
-        classes = tuple(first.probabilities) if first is not None else ()
+        # The classes of the first prediction that has probabilities (a radiograph the
+        # input gate refused has none).
+        leading = [] if first is None else [first]
+        while leading and not leading[-1].probabilities:
+            following = next(rows, None)
+            if following is None:
+                break
+            leading.append(following)
+        classes = next((tuple(p.probabilities) for p in leading if p.probabilities), ())
+        rows = itertools.chain(leading[1:], rows)
     names = tuple(classes)
     columns: list[tuple[str, _Kind]] = [
         ("id", "string"),
         ("label", "string"),
+        ("status", "string"),
         ("probability", "float"),
         *((f"p_{name}", "float") for name in names),
+        ("ood_score", "float"),
+        ("reason", "string"),
         ("n_lesions", "int"),
         ("detections", "detections"),
     ]
@@ -293,7 +309,8 @@ def write_predictions(
         if first is None:
             return 0
         for prediction in _chain(first, rows):
-            if tuple(prediction.probabilities) != names:
+            given = tuple(prediction.probabilities)
+            if given and given != names:  # a rejected radiograph has none
                 raise ConfigurationError(
                     f"{prediction.id}: its probabilities are for the classes "
                     f"{tuple(prediction.probabilities)}, the table's are {names}"
@@ -302,8 +319,11 @@ def write_predictions(
             row = {
                 "id": prediction.id,
                 "label": prediction.label,
-                "probability": prediction.probabilities[prediction.label],
-                **{f"p_{name}": prediction.probabilities[name] for name in names},
+                "status": prediction.status,
+                "probability": prediction.confidence,
+                **{f"p_{name}": prediction.probabilities.get(name) for name in names},
+                "ood_score": prediction.ood_score,
+                "reason": prediction.reason,
                 "n_lesions": len(detections),
                 "detections": detections,
             }

@@ -15,16 +15,19 @@ from typing import Any, Final
 
 from covidcxr._version import __version__
 from covidcxr.errors import ModelFormatError
-from covidcxr.files import output_directory, write_text
+from covidcxr.files import output_directory, recover_output_directory, write_text
+from covidcxr.gate import ChestXrayGate
 from covidcxr.plugins import available_classifiers, available_detectors, create_detector
-from covidcxr.protocols import Classifier, LesionDetector, Persistable
+from covidcxr.protocols import Classifier, InputGate, LesionDetector, Persistable
 
-__all__ = ["MANIFEST_NAME", "SavedPipeline", "read_pipeline", "write_pipeline"]
+__all__ = ["GATE_NAME", "MANIFEST_NAME", "SavedPipeline", "read_pipeline", "write_pipeline"]
 
 #: The file in a saved pipeline directory that says what it holds.
 MANIFEST_NAME: Final = "pipeline.json"
 _FORMAT: Final = "covidcxr-pipeline"
 _FORMAT_VERSION: Final = 1
+#: The saved input gate, beside the classifier.
+GATE_NAME: Final = "gate"
 
 
 def write_pipeline(
@@ -34,6 +37,7 @@ def write_pipeline(
     classifier: Classifier,
     detector: LesionDetector | None,
     detector_entry: dict[str, Any] | None,
+    gate: InputGate | None = None,
     overwrite: bool,
 ) -> Path:
     """Write a fitted pipeline to ``target`` through a staging directory and a rename.
@@ -43,7 +47,8 @@ def write_pipeline(
 
     ``manifest`` is completed with the format, versions and the detector entry; a
     :class:`~covidcxr.protocols.Persistable` detector saves its model (``saved: true``),
-    any other is recorded by ``detector_entry`` (name and options) only.
+    any other is recorded by ``detector_entry`` (name and options) only. A gate is saved
+    as ``gate`` (its class is recorded in ``manifest["trust"]["gate"]``).
     """
     manifest = {
         "format": _FORMAT,
@@ -56,6 +61,9 @@ def write_pipeline(
     # (never a folder holding the user's files) is replaced.
     with output_directory(target, "pipeline", overwrite=overwrite) as staging:
         classifier.save(staging / "classifier")
+        saved_gate: object = gate  # any InputGate; saved if it is Persistable
+        if isinstance(saved_gate, Persistable):
+            saved_gate.save(staging / GATE_NAME)
         if detector is not None and detector_entry is not None:
             if isinstance(detector, Persistable):
                 detector.save(staging / "detector")
@@ -86,6 +94,7 @@ _MANIFEST_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "preprocessor": ("null or an object with a 'name'", _optional(_is_component)),
     "evaluation": ("an object", _is_object),
     "history": ("null or an object", _optional(_is_object)),
+    "trust": ("null or an object", _optional(_is_object)),
     "training_data_fingerprint": (
         "null or a string",
         _optional(lambda value: isinstance(value, str)),
@@ -113,17 +122,25 @@ class SavedPipeline:
     """What :func:`read_pipeline` found: the manifest and the loaded components."""
 
     def __init__(
-        self, manifest: Mapping[str, Any], classifier: Classifier, detector: LesionDetector | None
+        self,
+        manifest: Mapping[str, Any],
+        classifier: Classifier,
+        detector: LesionDetector | None,
+        gate: InputGate | None = None,
     ) -> None:
         self.manifest = manifest
         self.classifier = classifier
         self.detector = detector
+        self.gate = gate
 
 
 def read_pipeline(
     directory: str | os.PathLike[str], detector_options: Mapping[str, Any]
 ) -> SavedPipeline:
     """Read the manifest of a saved pipeline and load its classifier and detector.
+
+    A pipeline a killed save had moved aside is put back first, and what killed saves
+    left beside the directory is removed (:func:`covidcxr.files.recover_output_directory`).
 
     Raises
     ------
@@ -132,6 +149,9 @@ def read_pipeline(
         or names a component that is not available.
     """
     root = Path(directory)
+    # A save killed between its two renames may have left the previous pipeline beside
+    # the path, not at it: put it back (and remove what killed saves left) first.
+    recover_output_directory(root, "pipeline")
     manifest_path = root / MANIFEST_NAME
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -170,7 +190,21 @@ def read_pipeline(
         if detector_entry is not None
         else None
     )
-    return SavedPipeline(manifest, classifier, detector)
+    gate_entry = (manifest.get("trust") or {}).get("gate")
+    gate = _load_gate(manifest_path, gate_entry) if gate_entry else None
+    return SavedPipeline(manifest, classifier, detector, gate)
+
+
+def _load_gate(manifest_path: Path, entry: Mapping[str, Any]) -> InputGate:
+    """Load the saved gate with the class the manifest names (only covidcxr's own)."""
+    name = entry.get("class")
+    expected = f"{ChestXrayGate.__module__}.{ChestXrayGate.__qualname__}"
+    if name != expected:
+        raise ModelFormatError(
+            f"{manifest_path}: the input gate is a {name!r}, which this covidcxr cannot "
+            f"load (it loads {expected}); build the pipeline with gate=... yourself"
+        )
+    return ChestXrayGate.load(manifest_path.parent / GATE_NAME)
 
 
 def _load_detector(

@@ -15,21 +15,43 @@ option                                  environment variable
 ``aws_secret_access_key`` (HMAC)        ``COS_HMAC_SECRET_ACCESS_KEY``
 ======================================  ========================================
 
-An API key (IAM, OAuth signing) is used when present, HMAC keys otherwise. Requests are
-retried with exponential backoff and jitter on throttling (``SlowDown``, HTTP 429/503) and
-on server errors (HTTP 5xx), by the SDK's ``standard`` retry mode, ``max_attempts`` times
-in all. Credentials are handed to the SDK and not kept: they appear in no repr, log line
-or error message of covidcxr.
+An API key (IAM, OAuth signing) is used when present, HMAC keys otherwise. Credentials
+are handed to the SDK and not kept: they appear in no repr, log line or error message of
+covidcxr.
+
+Network failures are retried, ``max_attempts`` times in all, and never taken for a bad
+image:
+
+* requests (throttling: ``SlowDown``, HTTP 429/503; server errors: HTTP 5xx; refused,
+  reset and timed-out connections) by the SDK's ``standard`` retry mode, exponential
+  backoff with jitter;
+* reading an object's body, which can fail after its headers arrived (a connection
+  dropped mid-body, a read timeout) and which the SDK does not retry: the object is
+  requested again, after ``backoff``, ``2 * backoff``, ... seconds (at most 20 each);
+* fetching the IAM token (an unreachable IAM endpoint, HTTP 429/5xx), with the same
+  ``backoff``.
+
+When the attempts are spent the error is a :class:`~covidcxr.errors.SourceError` naming
+the key (or the IAM host), which ends the iteration whatever ``on_error`` says: an item
+that could not be fetched is not known to be bad, and skipping it would lose it silently.
+Only an object that vanished after it was listed (``NoSuchKey``) is an
+:class:`~covidcxr.errors.InvalidImageError` of that item.
 """
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
+import re
 import tempfile
+import time
+import weakref
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 from covidcxr._secrets import Redactor, refuse_url_credentials
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
@@ -54,7 +76,25 @@ _ENV: Final[Mapping[str, str]] = {
     "aws_secret_access_key": "COS_HMAC_SECRET_ACCESS_KEY",
 }
 _SECRET_OPTIONS: Final = ("ibm_api_key_id", "aws_secret_access_key", "aws_access_key_id")
+_log = logging.getLogger("covidcxr.sources")
+_T = TypeVar("_T")
 _CHUNK: Final = 1 << 20
+# The longest wait between two attempts of a body read or an IAM token request, seconds.
+_MAX_WAIT: Final = 20.0
+# What the SDK uses when no ibm_auth_endpoint is given (DefaultTokenManager.API_TOKEN_URL).
+_DEFAULT_IAM_URL: Final = "https://iam.cloud.ibm.com/identity/token"
+# The SDK reports an IAM answer other than 200 only in its message: "HttpCode(503) - ...".
+_IAM_HTTP_CODE: Final = re.compile(r"HttpCode\((\d{3})\)")
+_TRANSIENT_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+_TRANSIENT_CODES: Final = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+)
+_GAVE_UP: Final = (
+    "(gave up after {attempts} attempts; a network or service failure, not a bad image: "
+    "try again later)"
+)
+# An object listed a moment ago and gone now: that item's failure, not the service's.
+_GONE_CODES: Final = frozenset({"NoSuchKey", "404"})
 # Up to this much of a downloaded archive stays in memory; the rest spills to a temp file.
 _SPOOL_IN_MEMORY: Final = 64 << 20
 _DENIED_CODES: Final = frozenset({"AccessDenied", "Forbidden", "403", "AllAccessDisabled"})
@@ -80,6 +120,149 @@ def parse_bucket_location(location: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _wait(backoff: float, attempt: int) -> float:
+    """Seconds to wait after the failed attempt number ``attempt`` (from 1)."""
+    return min(backoff * 2.0 ** (attempt - 1), _MAX_WAIT)
+
+
+def _retrying(
+    operation: Callable[[], _T],
+    *,
+    transient: tuple[type[BaseException], ...],
+    attempts: int,
+    backoff: float,
+    what: str,
+    redact: Callable[[str], str],
+) -> _T:
+    """Run ``operation``; after a ``transient`` error wait and run it again, ``attempts`` in all.
+
+    Hand-written because neither SDK covers these two cases: ibm_botocore retries a request
+    but not the reading of its body, and its IAM token manager retries every error (a
+    rejected API key too) three times one second apart. The request itself is left to
+    the SDK's ``standard`` retry mode, so attempts never multiply.
+
+    Raises
+    ------
+    SourceError
+        When the last attempt fails with a transient error; it names ``what``.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except transient as exc:
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            if attempt >= attempts:
+                raise SourceError(f"{what}: {reason} {_GAVE_UP.format(attempts=attempts)}") from exc
+            wait = _wait(backoff, attempt)
+            _log.warning(
+                "%s: %s (attempt %d of %d); trying again in %.2g s",
+                what,
+                reason,
+                attempt,
+                attempts,
+                wait,
+            )
+            time.sleep(wait)
+    raise AssertionError("attempts must be >= 1")  # pragma: no cover - checked by callers
+
+
+def _body_errors() -> tuple[type[BaseException], ...]:
+    """What reading a response body raises when the connection fails part-way through."""
+    from ibm_botocore import exceptions as sdk  # noqa: PLC0415 - optional extra
+    from urllib3.exceptions import HTTPError as URLLib3Error  # noqa: PLC0415
+
+    # HTTPClientError covers ResponseStreamingError (a body cut short), ReadTimeoutError
+    # and ConnectionClosedError; the urllib3, http.client and socket errors are what would
+    # come through if the SDK left one unwrapped.
+    return (
+        sdk.HTTPClientError,
+        sdk.ConnectionError,
+        sdk.IncompleteReadError,
+        URLLib3Error,
+        http.client.HTTPException,
+        ConnectionError,
+    )
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Whether a request error is the network's or the service's, not the request's."""
+    from ibm_botocore import exceptions as sdk  # noqa: PLC0415
+
+    if isinstance(exc, sdk.HTTPClientError | sdk.ConnectionError):
+        return True
+    if isinstance(exc, sdk.ClientError):
+        response = exc.response or {}
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = response.get("Error", {}).get("Code", "")
+        return status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES
+    return False
+
+
+class _TransientIAMError(Exception):
+    """The IAM token server answered HTTP 429 or 5xx: worth asking again."""
+
+
+def _iam_token_manager(
+    *,
+    api_key_id: str,
+    service_instance_id: str | None,
+    auth_endpoint: str | None,
+    attempts: int,
+    backoff: float,
+    redact: Callable[[str], str],
+) -> Any:
+    """The SDK's IAM token manager, retrying transient failures like the object reads.
+
+    An unreachable IAM endpoint or an HTTP 429/5xx answer is retried with ``backoff``;
+    when the attempts are spent the error is a :class:`SourceError` naming the IAM host
+    (never the API key). Other IAM answers (a rejected key) fail at once, as the SDK's
+    ``CredentialRetrievalError``.
+    """
+    import requests  # noqa: PLC0415 - a dependency of ibm-cos-sdk
+    from ibm_botocore.credentials import DefaultTokenManager  # noqa: PLC0415
+    from ibm_botocore.exceptions import CredentialRetrievalError  # noqa: PLC0415
+
+    url = auth_endpoint or _DEFAULT_IAM_URL
+    what = f"the IAM token endpoint {urlsplit(url).netloc or url}"
+    transient = (requests.ConnectionError, requests.Timeout, _TransientIAMError)
+
+    class RetryingTokenManager(DefaultTokenManager):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(
+                api_key_id=api_key_id,
+                service_instance_id=service_instance_id,
+                auth_endpoint=auth_endpoint,
+            )
+            # Used for the first token and for every refresh.
+            self.auth_function = self._authenticate
+
+        def _get_initial_token(self, retry_count: int = 1, retry_delay: float = 0) -> None:
+            # One call: _authenticate retries already, and the SDK's own loop (any error,
+            # three times, one second apart) would multiply the attempts.
+            super()._get_initial_token(retry_count=1, retry_delay=0)
+
+        def _authenticate(self) -> Any:
+            return _retrying(
+                self._request_token,
+                transient=transient,
+                attempts=attempts,
+                backoff=backoff,
+                what=what,
+                redact=redact,
+            )
+
+        def _request_token(self) -> Any:
+            try:
+                return self._default_auth_function()
+            except CredentialRetrievalError as exc:
+                status = _IAM_HTTP_CODE.search(str(exc))
+                if status is not None and int(status.group(1)) in _TRANSIENT_STATUS:
+                    raise _TransientIAMError(str(exc)) from exc
+                raise
+
+    return RetryingTokenManager()
+
+
 def cos_client(
     *,
     endpoint_url: str | None = None,
@@ -89,6 +272,7 @@ def cos_client(
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
     max_attempts: int = 5,
+    backoff: float = 0.5,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
 ) -> Any:
@@ -103,7 +287,11 @@ def cos_client(
         HMAC credentials, used when no API key is given.
     max_attempts
         Attempts per request, the first included (``standard`` retry mode: exponential
-        backoff with jitter on throttling and 5xx responses).
+        backoff with jitter on throttling, 5xx responses and failed connections), and per
+        IAM token request.
+    backoff
+        Seconds to wait before the second attempt of an IAM token request, doubled for
+        each further one (at most 20 s each).
     connect_timeout, read_timeout
         Seconds.
 
@@ -115,7 +303,8 @@ def cos_client(
     ------
     ConfigurationError
         If no endpoint or no credentials are given or found, if an endpoint carries
-        ``user:password@`` (the error does not repeat it), or ``max_attempts < 1``.
+        ``user:password@`` (the error does not repeat it), ``max_attempts < 1`` or
+        ``backoff`` is negative.
     ImportError
         If ``ibm-cos-sdk`` is not installed (``pip install covidcxr[cos]``).
     """
@@ -128,8 +317,7 @@ def cos_client(
         "aws_secret_access_key": aws_secret_access_key,
     }
     options = {key: value or os.environ.get(_ENV[key]) or None for key, value in given.items()}
-    if max_attempts < 1:
-        raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
+    _check_retry_options(max_attempts, backoff)
     if not options["endpoint_url"]:
         raise ConfigurationError(
             f"no COS endpoint: pass endpoint_url or set {_ENV['endpoint_url']}"
@@ -156,18 +344,31 @@ def cos_client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
+    redactor = Redactor([options[key] for key in _SECRET_OPTIONS])
     kwargs: dict[str, Any] = {"endpoint_url": options["endpoint_url"], "config": config}
     if use_api_key:
-        kwargs["ibm_api_key_id"] = options["ibm_api_key_id"]
         kwargs["ibm_service_instance_id"] = options["ibm_service_instance_id"]
-        if options["ibm_auth_endpoint"]:
-            kwargs["ibm_auth_endpoint"] = options["ibm_auth_endpoint"]
+        kwargs["token_manager"] = _iam_token_manager(
+            api_key_id=str(options["ibm_api_key_id"]),
+            service_instance_id=options["ibm_service_instance_id"],
+            auth_endpoint=options["ibm_auth_endpoint"],
+            attempts=max_attempts,
+            backoff=backoff,
+            redact=redactor,
+        )
     else:
         kwargs["aws_access_key_id"] = options["aws_access_key_id"]
         kwargs["aws_secret_access_key"] = options["aws_secret_access_key"]
     client = ibm_boto3.client("s3", **kwargs)
-    client._covidcxr_redact = Redactor([options[key] for key in _SECRET_OPTIONS])
+    client._covidcxr_redact = redactor
     return client
+
+
+def _check_retry_options(max_attempts: int, backoff: float) -> None:
+    if max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
+    if not 0 <= backoff < float("inf"):
+        raise ConfigurationError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
 
 
 def _redact(client: Any, text: str) -> str:
@@ -210,6 +411,12 @@ class COSSource(CatalogSource):
     disk, never two copies) and reads it like :class:`~covidcxr.sources.ZipSource`.
     Record ids are ``cos://bucket/key`` (with ``!/member`` for archives).
 
+    Network failures are retried (see the module description) and, once the attempts are
+    spent, raise :class:`~covidcxr.errors.SourceError` naming the key, whatever
+    ``on_error`` says: an object that could not be fetched is not known to be a bad image.
+    The downloaded archive is released by :meth:`close` (or the ``with`` block), and at
+    the latest when the source is garbage-collected.
+
     Parameters
     ----------
     bucket_prefix
@@ -217,12 +424,19 @@ class COSSource(CatalogSource):
     layout, split, label_aliases, on_error, load_masks, min_side, max_pixels, min_lesion_area
         As for :class:`~covidcxr.sources.FolderSource`.
     client
-        A ready ``ibm_boto3`` S3 client; otherwise one is made from the options below
-        with :func:`cos_client`.
+        A ready ``ibm_boto3`` S3 client (its own request and IAM retries apply);
+        otherwise one is made from the options below with :func:`cos_client`.
     endpoint_url, ibm_api_key_id, ibm_service_instance_id, ibm_auth_endpoint
         See :func:`cos_client`.
-    aws_access_key_id, aws_secret_access_key, max_attempts
+    aws_access_key_id, aws_secret_access_key
         See :func:`cos_client`.
+    max_attempts
+        Attempts per object, the first included: per request (the SDK's retries), per
+        read of an object's body, and per IAM token request.
+    backoff
+        Seconds to wait before fetching an object again after its body was cut short
+        (or its IAM token request failed), doubled for each further attempt (at most
+        20 s each).
     limits
         Zip-bomb limits for archives (:class:`~covidcxr.sources.ZipLimits`); the download
         itself is capped at ``limits.max_total_size`` bytes.
@@ -233,7 +447,8 @@ class COSSource(CatalogSource):
     ------
     SourceError
         For a missing bucket, rejected credentials, denied access, an empty prefix, or an
-        unreachable endpoint; the message names the bucket and never the credentials.
+        unreachable endpoint (object store or IAM) after ``max_attempts``; the message
+        names the bucket or key and never the credentials.
     """
 
     def __init__(
@@ -256,10 +471,14 @@ class COSSource(CatalogSource):
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         max_attempts: int = 5,
+        backoff: float = 0.5,
         limits: ZipLimits | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.bucket, self.prefix = parse_bucket_location(bucket_prefix)
+        _check_retry_options(max_attempts, backoff)
+        self.max_attempts = max_attempts
+        self.backoff = float(backoff)
         self._client = client or cos_client(
             endpoint_url=endpoint_url,
             ibm_api_key_id=ibm_api_key_id,
@@ -268,47 +487,105 @@ class COSSource(CatalogSource):
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             max_attempts=max_attempts,
+            backoff=backoff,
         )
         self.uri = f"cos://{self.bucket}/{self.prefix}".rstrip("/")
         self._limits = limits or ZipLimits()
         self._archive: SafeZipArchive | None = None
         self._archive_root = ""
         self._spool: IO[bytes] | None = None
-        if self.prefix.lower().endswith(".zip"):
-            self._spool = self._download(self.prefix, spool_dir)
-            self._archive = SafeZipArchive(self._spool, self.uri, self._limits)
-            self._archive_root = self._archive.find_root(None, label_aliases)
-        super().__init__(
-            where=self.uri,
-            layout=layout,
-            split=split,
-            label_aliases=label_aliases,
-            on_error=on_error,
-            load_masks=load_masks,
-            min_side=min_side,
-            max_pixels=max_pixels,
-            min_lesion_area=min_lesion_area,
-        )
+        # What close() releases; also run when the source is garbage-collected unclosed,
+        # so an abandoned source leaves no temporary file open (and no ResourceWarning).
+        self._open: list[SafeZipArchive | IO[bytes]] = []
+        self._release = weakref.finalize(self, _close_all, self._open)
+        try:
+            if self.prefix.lower().endswith(".zip"):
+                self._spool = self._download(self.prefix, spool_dir)
+                self._open.append(self._spool)
+                self._archive = SafeZipArchive(self._spool, self.uri, self._limits)
+                self._open.append(self._archive)
+                self._archive_root = self._archive.find_root(None, label_aliases)
+            super().__init__(
+                where=self.uri,
+                layout=layout,
+                split=split,
+                label_aliases=label_aliases,
+                on_error=on_error,
+                load_masks=load_masks,
+                min_side=min_side,
+                max_pixels=max_pixels,
+                min_lesion_area=min_lesion_area,
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def _sdk_errors(self) -> tuple[type[Exception], ...]:
         from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         return (ClientError, BotoCoreError)
 
+    def _fetch(self, key: str, what: str, consume: Callable[[Any], _T]) -> _T:
+        """GET an object and ``consume`` its body; fetch it again if the body is cut short.
+
+        The request's own failures were retried by the SDK already; they end here as a
+        :class:`SourceError` (or, for an object gone since it was listed,
+        :class:`InvalidImageError`).
+        """
+
+        def attempt() -> _T:
+            try:
+                body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except self._sdk_errors() as exc:
+                raise self._request_error(exc, what) from exc
+            try:
+                return consume(body)
+            finally:
+                body.close()
+
+        return _retrying(
+            attempt,
+            transient=_body_errors(),
+            attempts=self.max_attempts,
+            backoff=self.backoff,
+            what=what,
+            redact=lambda text: _redact(self._client, text),
+        )
+
+    def _request_error(self, exc: Exception, what: str) -> Exception:
+        """The error for a request that failed after the SDK's retries.
+
+        Only an object gone since it was listed is that item's error; anything else (the
+        network, the service, the credentials) is the source's.
+        """
+        error = _client_error(self._client, exc, what)
+        response = getattr(exc, "response", None) or {}
+        if response.get("Error", {}).get("Code") in _GONE_CODES:
+            return InvalidImageError(str(error).removeprefix(f"{what}: "), what)
+        if _is_transient(exc):
+            return SourceError(f"{error} {_GAVE_UP.format(attempts=self.max_attempts)}")
+        return error
+
     def _download(self, key: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - lives as long as the source
+        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by close() or on failure
             max_size=_SPOOL_IN_MEMORY, dir=None if spool_dir is None else os.fspath(spool_dir)
         )
-        written = 0
-        try:
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+        def copy(body: Any) -> None:
+            # A new attempt starts the copy over.
+            spool.seek(0)
+            spool.truncate()
+            written = 0
             for chunk in body.iter_chunks(_CHUNK):
                 written += len(chunk)
                 self._check_download_size(written)
                 spool.write(chunk)
-        except self._sdk_errors() as exc:
+
+        try:
+            self._fetch(key, self.uri, copy)
+        except InvalidImageError as exc:
             spool.close()
-            raise _client_error(self._client, exc, self.uri) from exc
+            raise SourceError(str(exc)) from exc
         except BaseException:
             spool.close()
             raise
@@ -331,6 +608,7 @@ class COSSource(CatalogSource):
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
         try:
+            # A listing page cut short is a ConnectionClosedError the SDK retries itself.
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
@@ -338,7 +616,7 @@ class COSSource(CatalogSource):
                     if not key.endswith("/"):
                         names.append(key[len(prefix) :])
         except self._sdk_errors() as exc:
-            raise _client_error(self._client, exc, self.uri) from exc
+            raise self._request_error(exc, self.uri) from exc
         if not names:
             raise SourceError(f"{self.uri}: no objects under this prefix")
         return sorted(names)
@@ -347,17 +625,7 @@ class COSSource(CatalogSource):
         if self._archive is not None:
             return self._archive.read(self._archive_root + name, self._item_id(name))
         key = f"{self.prefix}/{name}" if self.prefix else name
-        try:
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
-        except self._sdk_errors() as exc:
-            error = _client_error(self._client, exc, self._item_id(name))
-            raise InvalidImageError(
-                str(error).removeprefix(f"{self._item_id(name)}: "), self._item_id(name)
-            ) from exc
+        return self._fetch(key, self._item_id(name), lambda body: bytes(body.read()))
 
     def _item_id(self, name: str) -> str:
         if self._archive is not None:
@@ -365,17 +633,21 @@ class COSSource(CatalogSource):
         return f"{self.uri}/{name}"
 
     def close(self) -> None:
-        """Release the downloaded archive, if any."""
-        if self._archive is not None:
-            self._archive.close()
-        if self._spool is not None:
-            self._spool.close()
+        """Release the downloaded archive, if any (closing twice is harmless)."""
+        self._release()
 
     def __enter__(self) -> COSSource:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _close_all(resources: list[SafeZipArchive | IO[bytes]]) -> None:
+    """Close what a source holds open, the archive before the file under it."""
+    for resource in reversed(resources):
+        resource.close()
+    resources.clear()
 
 
 def _existing_keys(client: Any, bucket: str, prefix: str, what: str) -> set[str]:

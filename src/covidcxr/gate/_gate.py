@@ -1,0 +1,473 @@
+"""The default input gate, which asks: is this an upright, positive frontal radiograph.
+
+A classifier trained to tell COVID-19, normal and pneumonia apart answers on anything, and
+confidently: its features and its logits describe how the three classes differ, not what a
+chest radiograph is. Measured on a VGG19-BN model trained on COVID-QU-Ex (see
+``benchmarks/bench_trust.py``), Mahalanobis distances on its features at four depths
+(Lee et al. 2018; FRODO, Calli et al. 2019) refused 15-64 % of a set of photographs, scans
+of other modalities, noise, and inverted, rotated, cropped or tiled radiographs, and the
+energy score on its logits 1 %.
+
+This gate learns what the training radiographs look like with a network of its own,
+trained on the training radiographs alone with a self-supervised task (Golan and El-Yaniv
+2018, "Deep anomaly detection using geometric transformations"; Hendrycks et al. 2019):
+each image is shown in eight versions -- rotated by 0, 90, 180 or 270 degrees, grey levels
+as they are or inverted -- and the network learns which version it sees. On a radiograph
+like the training ones it answers confidently and correctly for all eight; on a
+photograph, a CT slice or noise it cannot tell the versions apart, and a radiograph that is
+itself rotated or inverted shows up as the "wrong" version. The out-of-distribution score
+is the mean negative log-probability of the right answer over the eight versions; the
+threshold is set on training radiographs held out from the network's training, to accept
+``acceptance`` of them. Cheap pixel checks catch blank frames first, with a plain reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._params import SetParamsMixin
+from covidcxr._plain import plain_data
+from covidcxr.classify._inputs import as_unit_float
+from covidcxr.classify._training import all_finite
+from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
+from covidcxr.records import GateDecision, XRay
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["ChestXrayGate", "n_versions", "version_of"]
+
+_FORMAT: Final = ArchiveFormat("covidcxr.gate", 1, "covidcxr input gate")
+# Rotations by quarter turns (anticlockwise, as numpy.rot90), each with grey levels as
+# they are and inverted.
+_N_VERSIONS: Final = 8
+_EPSILON: Final = 1e-7
+_WHAT_IT_LOOKS_LIKE: Final = {
+    1: "it looks rotated by 90 degrees anticlockwise",
+    2: "it looks upside down (rotated by 180 degrees)",
+    3: "it looks rotated by 90 degrees clockwise",
+    4: "its grey levels look inverted (a negative)",
+    5: "it looks inverted and rotated",
+    6: "it looks inverted and upside down",
+    7: "it looks inverted and rotated",
+}
+_NOT_A_CXR: Final = "not a frontal chest radiograph like the training ones"
+
+
+def n_versions() -> int:
+    """How many versions of each image the gate's network learns to tell apart (8)."""
+    return _N_VERSIONS
+
+
+def version_of(images: NDArray[np.float32], version: int) -> NDArray[np.float32]:
+    """Version ``version`` (0-7) of a batch of ``(n, h, w)`` images in ``[0, 1]``.
+
+    Versions 0-3 rotate by that many quarter turns anticlockwise; 4-7 do the same to the
+    inverted image (``1 - x``).
+
+    Examples
+    --------
+    >>> x = np.array([[[0.0, 1.0], [0.0, 0.0]]], np.float32)
+    >>> version_of(x, 1)[0].tolist(), version_of(x, 4)[0].tolist()
+    ([[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 1.0]])
+    """
+    if not 0 <= version < _N_VERSIONS:
+        raise ValueError(f"version must be in 0..{_N_VERSIONS - 1}, got {version}")
+    rotated = np.rot90(images, version % 4, axes=(1, 2))
+    out = 1.0 - rotated if version >= 4 else rotated
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _small(pixels: NDArray[Any], size: int) -> NDArray[np.float32]:
+    unit = as_unit_float(np.asarray(pixels))
+    if unit.ndim == 3:  # a colour image that reached the gate unconverted
+        unit = unit.mean(axis=2, dtype=np.float32)
+    unit = np.clip(np.nan_to_num(unit, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    return np.asarray(
+        cv2.resize(unit, (size, size), interpolation=cv2.INTER_AREA), dtype=np.float32
+    )
+
+
+def _pixel_problem(pixels: NDArray[Any], min_contrast: float) -> str | None:
+    array = np.asarray(pixels)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        return "the image holds NaN or infinite values"
+    unit = as_unit_float(array)
+    if float(np.std(unit)) < min_contrast:
+        return f"blank image: almost no contrast (grey-level spread {float(np.std(unit)):.3f})"
+    return None
+
+
+def _build_network(size: int, seed: int) -> keras.Model:
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    inputs = keras.Input((size, size, 1), name="image")
+    x = inputs
+    for block, filters in enumerate((16, 32, 64, 64), start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed=seed + block),
+            name=f"conv{block}",
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"bn{block}")(x)
+        x = keras.layers.ReLU(name=f"relu{block}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{block}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    outputs = keras.layers.Dense(
+        _N_VERSIONS,
+        activation="softmax",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 10),
+        name="version",
+    )(x)
+    return keras.Model(inputs, outputs, name="cxr_gate")
+
+
+class ChestXrayGate(SetParamsMixin):
+    """Refuse what is not an upright, positive frontal chest radiograph like the training ones.
+
+    Parameters
+    ----------
+    input_size
+        Side, in pixels, of the square the gate looks at (images are resized to it).
+    epochs
+        Passes over the training radiographs (each seen in all eight versions per pass).
+    batch_size
+        Radiographs per training step (times eight versions).
+    learning_rate
+        Adam's learning rate.
+    acceptance
+        The share of held-out training radiographs the threshold accepts (0.995: refuse
+        the most unusual 0.5 %).
+    holdout
+        The share of training radiographs held out from the network's training to set the
+        threshold on.
+    min_contrast
+        Images whose grey levels (scaled to ``[0, 1]``) spread less than this (standard
+        deviation) are refused as blank before the network looks at them.
+    seed
+        Seeds the split, the shuffling and the initial weights.
+
+    Attributes
+    ----------
+    threshold_ : float
+        The out-of-distribution score above which an image is refused.
+    holdout_scores_ : numpy.ndarray
+        The held-out training radiographs' scores (the threshold is their
+        ``acceptance`` quantile).
+    n_fitted_ : int
+        How many radiographs the gate learnt from (network and threshold together).
+    history_ : dict
+        Training loss and accuracy per epoch.
+
+    Examples
+    --------
+    >>> gate = ChestXrayGate(epochs=1)
+    >>> gate.acceptance
+    0.995
+    """
+
+    #: The fewest training radiographs the gate is fitted on.
+    min_images: Final = 20
+
+    def __init__(
+        self,
+        *,
+        input_size: int = 32,
+        epochs: int = 4,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        acceptance: float = 0.995,
+        holdout: float = 0.2,
+        min_contrast: float = 0.02,
+        seed: int = 0,
+    ) -> None:
+        self.input_size = input_size
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.acceptance = acceptance
+        self.holdout = holdout
+        self.min_contrast = min_contrast
+        self.seed = seed
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, by name (as scikit-learn's ``get_params``)."""
+        return {
+            "input_size": self.input_size,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "acceptance": self.acceptance,
+            "holdout": self.holdout,
+            "min_contrast": self.min_contrast,
+            "seed": self.seed,
+        }
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != _DEFAULTS[k]}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def _check_params(self) -> None:
+        def whole(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(
+                    f"ChestXrayGate: {name} must be a whole number >= {low}, got {value!r}"
+                )
+
+        whole("input_size", 16)
+        whole("epochs", 1)
+        whole("batch_size", 1)
+        for name, low, high in (
+            ("acceptance", 0.5, 1.0),
+            ("holdout", 0.05, 0.5),
+            ("min_contrast", 0.0, 0.5),
+            ("learning_rate", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (low < value < high or (name == "min_contrast" and value == 0))
+            ):
+                raise ConfigurationError(
+                    f"ChestXrayGate: {name} must be a number in ({low}, {high}), got {value!r}"
+                )
+
+    # -- learning ---------------------------------------------------------------------
+
+    def fit(self, xrays: Sequence[XRay]) -> Self:
+        """Learn what the training radiographs look like, and set the threshold.
+
+        Parameters
+        ----------
+        xrays
+            The prepared training radiographs (labels are not used). At least
+            :attr:`min_images`, of which ``holdout`` set the threshold.
+
+        Returns
+        -------
+        ChestXrayGate
+            ``self``.
+
+        Raises
+        ------
+        ConfigurationError
+            For bad parameters or too few radiographs.
+        TrainingDivergedError
+            If the training loss stops being finite.
+        """
+        import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+        self._check_params()
+        images = [
+            _small(x.pixels, self.input_size)
+            for x in xrays
+            if _pixel_problem(x.pixels, self.min_contrast) is None
+        ]
+        if len(images) < self.min_images:
+            raise ConfigurationError(
+                f"ChestXrayGate needs at least {self.min_images} training radiographs with "
+                f"contrast, got {len(images)}"
+            )
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(images))
+        n_held = max(2, round(self.holdout * len(images)))
+        stack = np.stack(images)
+        held, learn = stack[order[:n_held]], stack[order[n_held:]]
+        model = _build_network(self.input_size, self.seed)
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        versions = _versions_dataset(learn, self.batch_size, rng)
+        history = model.fit(
+            versions,
+            epochs=self.epochs,
+            verbose=0,
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+        )
+        losses = [float(v) for v in history.history.get("loss", [])]
+        if len(losses) < self.epochs or not all(math.isfinite(v) for v in losses):
+            raise TrainingDivergedError(
+                f"ChestXrayGate: training diverged (loss {losses}); lower learning_rate"
+            )
+        self.model_ = model
+        self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        self.holdout_scores_ = self._scores(held)
+        self.threshold_ = float(np.quantile(self.holdout_scores_, self.acceptance))
+        self.n_fitted_ = len(images)
+        return self
+
+    # -- assessing --------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ConfigurationError("this ChestXrayGate is not fitted: call fit() or load()")
+
+    def _probabilities(self, images: NDArray[np.float32]) -> NDArray[np.float32]:
+        parts = [
+            np.asarray(self.model_(images[start : start + 1024, :, :, None], training=False))
+            for start in range(0, len(images), 1024)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, _N_VERSIONS), np.float32)
+
+    def _scores(self, images: NDArray[np.float32]) -> NDArray[np.float64]:
+        total = np.zeros(len(images), np.float64)
+        for version in range(_N_VERSIONS):
+            right = self._probabilities(version_of(images, version))[:, version]
+            total -= np.log(np.maximum(right, _EPSILON))
+        return total / _N_VERSIONS
+
+    def score(self, xrays: Sequence[XRay]) -> NDArray[np.float64]:
+        """The out-of-distribution score of each image (higher is more unusual).
+
+        The mean over the eight versions of ``-log p(right version)``; blank images are
+        scored too, although :meth:`assess` refuses them before looking.
+        """
+        self._check_fitted()
+        if not xrays:
+            return np.zeros(0, np.float64)
+        return self._scores(np.stack([_small(x.pixels, self.input_size) for x in xrays]))
+
+    def assess(self, xrays: Sequence[XRay]) -> list[GateDecision]:
+        """Accept or refuse each prepared image, with the reason for a refusal.
+
+        Examples
+        --------
+        See :doc:`/trust`.
+        """
+        self._check_fitted()
+        if not xrays:
+            return []
+        images = np.stack([_small(x.pixels, self.input_size) for x in xrays])
+        scores = self._scores(images)
+        seen = self._probabilities(images)
+        decisions = []
+        for xray, score, row in zip(xrays, scores, seen, strict=True):
+            problem = _pixel_problem(xray.pixels, self.min_contrast)
+            if problem is None and score > self.threshold_:
+                # Say what the image looks like only when the network is sure of it.
+                version = int(row.argmax())
+                looks = _WHAT_IT_LOOKS_LIKE.get(version) if row[version] >= 0.5 else None
+                problem = f"{_NOT_A_CXR}: {looks}" if looks else _NOT_A_CXR
+            decisions.append(GateDecision(problem is None, score, self.threshold_, problem))
+        return decisions
+
+    def summary(self) -> dict[str, Any]:
+        """What the gate is and how it was set, as plain data (for a model card)."""
+        self._check_fitted()
+        return {
+            "method": "self-supervised rotation and inversion prediction (Golan and El-Yaniv 2018)",
+            "threshold": self.threshold_,
+            "acceptance": self.acceptance,
+            "holdout_acceptance": float(np.mean(self.holdout_scores_ <= self.threshold_)),
+            "n_fitted": self.n_fitted_,
+            "n_holdout": len(self.holdout_scores_),
+            "params": plain_data(self.get_params()),
+        }
+
+    # -- persistence ------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted gate to one file, atomically (a model archive)."""
+        self._check_fitted()
+        if not all_finite(self.model_.get_weights()):
+            raise TrainingDivergedError(
+                f"not saving to {os.fspath(path)}: the gate has non-finite weights"
+            )
+        metadata = {
+            "params": plain_data(self.get_params()),
+            "threshold": self.threshold_,
+            "holdout_scores": [float(s) for s in self.holdout_scores_],
+            "n_fitted": self.n_fitted_,
+            "history": self.history_,
+        }
+        write_model_archive(path, _FORMAT, self.model_.save, metadata, overwrite=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a gate written by :meth:`save`.
+
+        Raises
+        ------
+        ModelFormatError
+            If the file is not a saved gate, is damaged, or does not match its metadata.
+        """
+        import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
+            metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
+            try:
+                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
+            except Exception as exc:
+                raise ModelFormatError(f"{path}: Keras could not load the gate: {exc}") from exc
+        try:
+            gate = cls(**metadata["params"])
+            threshold = float(metadata["threshold"])
+            held = np.asarray(metadata["holdout_scores"], np.float64)
+            n_fitted = int(metadata["n_fitted"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: gate metadata is incomplete ({exc!r})") from exc
+        size = gate.input_size
+        if tuple(model.input_shape) != (None, size, size, 1) or not math.isfinite(threshold):
+            raise ModelFormatError(
+                f"{path}: the gate's network takes {model.input_shape}, its metadata says "
+                f"{size} px (threshold {threshold})"
+            )
+        gate.model_ = model
+        gate.threshold_ = threshold
+        gate.holdout_scores_ = held
+        gate.n_fitted_ = n_fitted
+        gate.history_ = dict(metadata.get("history") or {})
+        return gate
+
+    # Learned state, declared for type checkers.
+    model_: keras.Model
+    threshold_: float
+    holdout_scores_: NDArray[np.float64]
+    n_fitted_: int
+    history_: dict[str, list[float]]
+
+
+_DEFAULTS: Final = ChestXrayGate().get_params()
+
+
+def _versions_dataset(
+    images: NDArray[np.float32], batch_size: int, rng: np.random.Generator
+) -> Any:
+    """A Keras dataset of every version of ``batch_size`` images per step, reshuffled."""
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    class Versions(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = rng.permutation(len(images))
+
+        def __len__(self) -> int:
+            return math.ceil(len(images) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+            batch = images[self.order[index * batch_size : (index + 1) * batch_size]]
+            x = np.concatenate([version_of(batch, v) for v in range(_N_VERSIONS)])
+            y = np.repeat(np.arange(_N_VERSIONS, dtype=np.int32), len(batch))
+            return x[..., None], y
+
+        def on_epoch_end(self) -> None:
+            self.order = rng.permutation(len(images))
+
+    return Versions()

@@ -1,0 +1,254 @@
+"""A save killed (SIGKILL) at any moment leaves the old or the new model at the path.
+
+Each test saves a pipeline, then runs a child process that saves another one over it with
+``overwrite=True`` and kills itself with ``SIGKILL`` at one moment of the save. The path
+must then load as a complete pipeline, the old one or the new one; the next save must
+succeed; and nothing the killed save staged may be left, beside the path or in the
+system's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from covidcxr import XRay, files
+from covidcxr.files import MARKER_NAME
+from covidcxr.pipeline import Pipeline
+
+pytestmark = pytest.mark.usefixtures("test_components")
+
+HERE = Path(__file__).resolve().parent
+SOURCE_ROOT = Path(files.__file__).resolve().parent.parent
+
+OLD_EPOCHS, NEW_EPOCHS = 3, 7
+
+# The child: fits a small pipeline with NEW_EPOCHS and saves it over the path, killing
+# itself at the moment named on its command line (patched in, so the library itself
+# carries no test hooks).
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+
+    sys.path.insert(0, sys.argv[3])
+    import conftest
+    from covidcxr import files
+    from covidcxr.phantoms import generate_phantoms
+    from covidcxr.pipeline import Pipeline
+    from covidcxr.plugins import register_plugin
+
+    target, moment = Path(sys.argv[1]), sys.argv[2]
+    register_plugin(conftest.ComponentsPlugin(), name="pipeline-test-components")
+    config = {**conftest.TEST_CONFIG, "classifier": {"name": "test-softmax", "epochs": 7}}
+    pipeline = Pipeline(config).fit(generate_phantoms(12, size=64, seed=0))
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if moment == "while-writing":
+        def half_then_die(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "model.json").write_text('{"params": ')
+            die()
+        conftest.SoftmaxClassifier.save = half_then_die
+    elif moment == "before-swap":
+        files._swap_into_place = die
+    elif moment == "between-renames":
+        # Where the system has no atomic exchange: the old directory is moved aside,
+        # then the new one is moved in. Die between the two.
+        files._exchange = lambda first, second: False
+        real_rename = Path.rename
+        def rename(self, destination):
+            if self.name.endswith(".new"):
+                die()
+            return real_rename(self, destination)
+        Path.rename = rename
+    elif moment in ("after-exchange", "after-renames"):
+        if moment == "after-renames":
+            files._exchange = lambda first, second: False
+        files._discard_replaced = die
+    elif moment == "while-removing-the-old":
+        real_remove = files._remove_tree
+        def remove_some_then_die(folder):
+            (folder / "classifier" / "model.json").unlink()
+            die()
+        files._remove_tree = remove_some_then_die
+    else:
+        raise SystemExit(f"unknown moment {moment}")
+    pipeline.save(target, overwrite=True)
+    raise SystemExit("the save finished: the moment was never reached")
+    """
+)
+
+
+def kill_during_save(target: Path, moment: str, tmp_path: Path) -> Path:
+    """Run the child to its death at ``moment``; return the temporary folder it used."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    temporary = tmp_path / "child-tmp"
+    temporary.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
+        "TMPDIR": str(temporary),
+    }
+    child = subprocess.run(
+        [sys.executable, str(script), str(target), moment, str(HERE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    return temporary
+
+
+def epochs_of(target: Path) -> Any:
+    return json.loads((target / "classifier" / "model.json").read_text())["params"]["epochs"]
+
+
+@pytest.fixture
+def old_model(
+    tmp_path: Path, test_config: dict[str, Any], phantom_train: list[XRay]
+) -> tuple[Path, Pipeline]:
+    test_config["classifier"]["epochs"] = OLD_EPOCHS
+    pipeline = Pipeline(test_config).fit(phantom_train)
+    target = tmp_path / "models" / "model"
+    pipeline.save(target)
+    return target, pipeline
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected_epochs"),
+    [
+        ("while-writing", OLD_EPOCHS),
+        ("before-swap", OLD_EPOCHS),
+        ("between-renames", OLD_EPOCHS),
+        ("after-exchange", NEW_EPOCHS),
+        ("after-renames", NEW_EPOCHS),
+        ("while-removing-the-old", NEW_EPOCHS),
+    ],
+)
+def test_a_save_killed_at_any_moment_leaves_a_complete_model_and_no_leftovers(
+    old_model: tuple[Path, Pipeline], tmp_path: Path, moment: str, expected_epochs: int
+) -> None:
+    target, pipeline = old_model
+    temporary = kill_during_save(target, moment, tmp_path)
+
+    loaded = Pipeline.load(target)  # puts back a model moved aside, removes leftovers
+
+    assert epochs_of(target) == expected_epochs
+    assert loaded.classes_ == pipeline.classes_
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+    assert list(temporary.iterdir()) == []  # no model copy in the system's temporary folder
+    pipeline.save(target, overwrite=True)  # and the next save is not blocked
+    assert epochs_of(target) == OLD_EPOCHS
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_the_next_save_recovers_too_without_a_load_first(
+    old_model: tuple[Path, Pipeline], tmp_path: Path
+) -> None:
+    target, pipeline = old_model
+    kill_during_save(target, "between-renames", tmp_path)
+    assert not target.exists()  # the old model is beside the path, not at it
+
+    with pytest.raises(FileExistsError, match="already holds a saved pipeline"):
+        pipeline.save(target)  # put back: it is there again, so not replaced silently
+    assert epochs_of(target) == OLD_EPOCHS
+    pipeline.save(target, overwrite=True)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_the_staging_of_a_save_running_in_another_live_process_is_left_alone(
+    old_model: tuple[Path, Pipeline],
+) -> None:
+    target, _ = old_model
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        staging = target.with_name(f".model.{sleeper.pid}@{files._HOST}.0123abcd.new")
+        (staging / "classifier").mkdir(parents=True)
+        (staging / "classifier" / "model.json").write_text("{}")
+        (staging / MARKER_NAME).write_text(
+            json.dumps({"written_by": "covidcxr", "kind": "pipeline", "state": "staging"})
+        )
+        Pipeline.load(target)
+        files.recover_output_directory(target, "pipeline")
+        assert staging.is_dir()  # its save is still running
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    files.recover_output_directory(target, "pipeline")
+    assert not staging.exists()  # its process is gone: a leftover
+
+
+def test_a_folder_of_the_users_files_named_like_a_leftover_is_never_removed(
+    old_model: tuple[Path, Pipeline],
+) -> None:
+    target, pipeline = old_model
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    for role in ("new", "old", "del"):
+        folder = target.with_name(f".model.{dead.stdout.strip()}@{files._HOST}.0123abcd.{role}")
+        folder.mkdir()
+        (folder / "thesis.txt").write_text("three years of work")
+    pipeline.save(target, overwrite=True)
+    leftovers = sorted(p.name for p in target.parent.iterdir() if p.name != "model")
+    assert len(leftovers) == 3
+    for name in leftovers:
+        assert (target.parent / name / "thesis.txt").read_text() == "three years of work"
+
+
+def age(folder: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for root, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            os.utime(Path(root) / name, (then, then))
+    os.utime(folder, (then, then))
+
+
+def test_a_model_an_earlier_version_moved_aside_as_model_old_is_put_back(
+    old_model: tuple[Path, Pipeline],
+) -> None:
+    target, _ = old_model
+    backup = target.with_name(".model.old")
+    target.rename(backup)
+    age(backup, 3600)  # long quiet: no save of an earlier version is still running
+
+    Pipeline.load(target)
+
+    assert epochs_of(target) == OLD_EPOCHS
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_leftovers_of_an_earlier_version_are_removed_once_quiet(
+    old_model: tuple[Path, Pipeline],
+) -> None:
+    target, pipeline = old_model
+    for name in (".model.1a2b3c4d.old", ".model.k3j_x9q2.new"):
+        folder = target.with_name(name)
+        (folder / "classifier").mkdir(parents=True)
+        (folder / "classifier" / "model.json").write_text("{}")
+        (folder / "pipeline.json").write_text(json.dumps({"format": "covidcxr-pipeline"}))
+    age(target.with_name(".model.1a2b3c4d.old"), 3600)
+    recent = target.with_name(".model.k3j_x9q2.new")  # it may be a running save's
+
+    pipeline.save(target, overwrite=True)
+
+    assert sorted(p.name for p in target.parent.iterdir()) == [recent.name, "model"]
+    age(recent, 3600)
+    pipeline.save(target, overwrite=True)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
