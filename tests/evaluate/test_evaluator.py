@@ -272,7 +272,12 @@ def abstaining_set() -> tuple[list[GroundTruth], list[Prediction]]:
         prediction(0, [0.9, 0.05, 0.05]),
         prediction(1, [0.1, 0.8, 0.1]),
         prediction(2, [0.1, 0.7, 0.2]),  # wrong: normal for pneumonia
-        Prediction("img-3.png", UNCERTAIN, dict(zip(CLASSES, [0.3, 0.4, 0.3], strict=True))),
+        Prediction(
+            "img-3.png",
+            UNCERTAIN,
+            dict(zip(CLASSES, [0.3, 0.4, 0.3], strict=True)),
+            status=UNCERTAIN,
+        ),
     ]
     return truths, predictions
 
@@ -382,7 +387,9 @@ def test_an_uncalibrated_curve_of_other_radiographs_is_refused() -> None:
 def test_abstaining_on_most_radiographs_is_not_called_answering_one_class() -> None:
     truths = [truth(CLASSES[i % 3], i) for i in range(30)]
     unsure = dict(zip(CLASSES, [0.34, 0.33, 0.33], strict=True))
-    predictions = [Prediction(f"img-{i}.png", UNCERTAIN, unsure) for i in range(29)]
+    predictions = [
+        Prediction(f"img-{i}.png", UNCERTAIN, unsure, status=UNCERTAIN) for i in range(29)
+    ]
     predictions += [prediction(i, np.eye(3)[i % 3].tolist()) for i in range(29, 30)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

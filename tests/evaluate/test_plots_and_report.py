@@ -380,7 +380,12 @@ def test_report_shows_abstentions_covered_and_overall(tmp_path: Path) -> None:
     predictions = [
         Prediction("a", "normal", {"covid-19": 0.1, "normal": 0.8, "pneumonia": 0.1}),
         Prediction("b", "normal", {"covid-19": 0.1, "normal": 0.6, "pneumonia": 0.3}),
-        Prediction("c", UNCERTAIN, {"covid-19": 0.3, "normal": 0.4, "pneumonia": 0.3}),
+        Prediction(
+            "c",
+            UNCERTAIN,
+            {"covid-19": 0.3, "normal": 0.4, "pneumonia": 0.3},
+            status=UNCERTAIN,
+        ),
     ]
     report = ClassificationEvaluator(n_bootstrap=0).evaluate(
         truths, predictions, classes=CLASSES, detections=False

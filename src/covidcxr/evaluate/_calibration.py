@@ -45,6 +45,10 @@ from scipy.special import log_softmax
 from covidcxr._params import SetParamsMixin
 from covidcxr.errors import ConfigurationError
 
+# The label of a prediction the model declined to make (its confidence was below the
+# abstention threshold of OperatingPoints); defined with Prediction, re-exported here.
+from covidcxr.records import UNCERTAIN
+
 __all__ = [
     "UNCERTAIN",
     "CalibrationSummary",
@@ -61,10 +65,6 @@ __all__ = [
     "risk_coverage_curve",
 ]
 
-#: The label of a prediction the model declined to make (its confidence was below the
-#: abstention threshold of :class:`OperatingPoints`). The evaluator counts such
-#: predictions as abstentions.
-UNCERTAIN: Final = "uncertain"
 
 # Probabilities are clipped here before their logarithm is taken.
 _EPSILON: Final = 1e-12
