@@ -19,6 +19,7 @@ from covidcxr.evaluate import (
     software_versions,
     truth_fingerprint,
 )
+from covidcxr.records import REJECTED
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 
@@ -399,3 +400,32 @@ def test_abstaining_on_most_radiographs_is_not_called_answering_one_class() -> N
     assert not any("whatever it sees" in n for n in report.notes)
     assert report.decisions is not None
     assert report.decisions.n_abstained == 29
+
+
+def test_radiographs_refused_by_the_gate_are_listed_not_scored() -> None:
+    truths, predictions = abstaining_set()
+    truths.append(truth("covid-19", 4))
+    predictions.append(Prediction("img-4.png", REJECTED, {}, status=REJECTED, reason="blank"))
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.rejected == ("img-4.png",)
+    assert report.classification is not None
+    assert report.classification.n_images == 4
+    assert report.decisions is not None
+    assert report.decisions.n_items == 4
+    assert report.risk_coverage is not None
+    assert report.risk_coverage.n_items == 4
+    assert any("1 of 5 radiograph(s) were refused by the input gate" in n for n in report.notes)
+    assert report.to_dict()["rejected"] == ["img-4.png"]
+
+
+def test_a_set_the_gate_refused_entirely_has_no_classification_figures() -> None:
+    truths = [truth("normal", 0)]
+    predictions = [Prediction("img-0.png", REJECTED, {}, status=REJECTED)]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.classification is None
+    assert report.calibration is None
+    assert report.rejected == ("img-0.png",)

@@ -404,3 +404,18 @@ def test_report_shows_abstentions_covered_and_overall(tmp_path: Path) -> None:
 def test_plain_report_has_no_decisions_table(tmp_path: Path) -> None:
     markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
     assert "Decisions as given" not in markdown
+
+
+def test_report_lists_the_radiographs_the_gate_refused(tmp_path: Path) -> None:
+    report = attrs.evolve(small_report(), rejected=[f"noise-{i}.png" for i in range(52)])
+    markdown = write_report(report, tmp_path / "out").markdown.read_text()
+    assert "## Refused by the input gate (52)" in markdown
+    assert "| 1 | noise-0.png |" in markdown
+    assert "| 50 | noise-49.png |" in markdown
+    assert "noise-50.png" not in markdown
+    assert "and 2 more (every id is in report.json)" in markdown
+
+
+def test_report_without_refusals_has_no_gate_table(tmp_path: Path) -> None:
+    markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
+    assert "Refused by the input gate" not in markdown

@@ -273,6 +273,24 @@ def _decisions_table(decisions: DecisionScores, metrics: ClassificationMetrics |
     )
 
 
+# The report lists at most this many refused radiographs by id (the JSON lists all).
+_MAX_LISTED_REJECTED: Final = 50
+
+
+def _rejected_table(rejected: Sequence[str]) -> _Table:
+    rows = [[str(i), image_id] for i, image_id in enumerate(rejected[:_MAX_LISTED_REJECTED], 1)]
+    more = len(rejected) - _MAX_LISTED_REJECTED
+    if more > 0:
+        rows.append(["…", f"and {more} more (every id is in report.json)"])
+    return _Table(
+        f"Refused by the input gate ({len(rejected)})",
+        ["#", "Radiograph"],
+        rows,
+        "These inputs did not look like the frontal chest radiographs the model was trained "
+        "on: they got no diagnosis and are in none of the figures above.",
+    )
+
+
 def _config_value(value: Any) -> str:
     if value is None:
         return "none"
@@ -313,6 +331,8 @@ def _tables(report: EvaluationReport) -> list[_Table]:
         tables.append(_decisions_table(report.decisions, report.classification))
     if report.risk_coverage is not None:
         tables.append(_risk_coverage_table(report.risk_coverage))
+    if report.rejected:
+        tables.append(_rejected_table(report.rejected))
     detection = report.detection
     if detection is not None:
         tables.append(
