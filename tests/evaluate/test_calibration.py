@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.calibration import calibration_curve
 
@@ -211,6 +213,25 @@ def test_a_large_two_class_set_fits_without_warning() -> None:
         TemperatureScaling().fit(probs, labels)
 
 
+def test_scaler_parameters_follow_scikit_learns_conventions() -> None:
+    scaler = TemperatureScaling(min_items=20)
+    assert scaler.get_params() == {"bounds": (0.05, 20.0), "min_items": 20}
+    assert scaler.set_params(min_items=5).min_items == 5
+    with pytest.raises(ConfigurationError, match="no parameter 'temperature'"):
+        scaler.set_params(temperature=2.0)
+    assert "temperature_" not in repr(scaler)
+    probs, labels = over_confident(60, 2.0, seed=18)
+    assert "temperature_=" in repr(scaler.fit(probs, labels))
+
+
+def test_a_coverage_too_high_to_drop_anything_keeps_everything() -> None:
+    probs, labels = three_class_set(19, n=20)
+    points = OperatingPoints.fit(probs, labels, CLASSES, coverage=0.99)
+    assert points.abstain_below is None
+    assert points.fitted_coverage == 1.0
+    assert UNCERTAIN not in points.apply(probs)
+
+
 def test_unfitted_scaler_refuses_to_transform() -> None:
     with pytest.raises(ConfigurationError, match="not fitted"):
         TemperatureScaling().transform([[0.5, 0.5]])
@@ -392,3 +413,32 @@ def test_a_perfect_ranking_has_lower_aurc_than_a_reversed_one() -> None:
     assert good.full_coverage_risk == bad.full_coverage_risk == 0.5
     assert good.aurc < bad.aurc
     assert json.loads(json.dumps(good.to_dict()))["aurc"] == good.aurc
+
+
+# --- properties ----------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 60),
+    k=st.integers(2, 5),
+    temperature=st.floats(0.05, 20.0),
+)
+def test_scaling_keeps_argmax_and_measures_stay_in_bounds(
+    seed: int, n: int, k: int, temperature: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(k, 0.5), n)
+    labels = rng.integers(0, k, n)
+    scaled = TemperatureScaling.from_dict({"temperature": temperature}).transform(probs)
+    np.testing.assert_array_equal(scaled.argmax(axis=1), probs.argmax(axis=1))
+    np.testing.assert_allclose(scaled.sum(axis=1), 1.0)
+    curve = reliability_curve(scaled, labels, n_bins=7)
+    assert 0.0 <= curve.expected_calibration_error <= curve.maximum_calibration_error + 1e-12
+    assert curve.maximum_calibration_error <= 1.0
+    assert curve.n_items == n
+    risk = risk_coverage_curve(probs, labels)
+    assert risk.coverage[-1] == 1.0
+    assert 0.0 <= risk.aurc <= 1.0
+    assert risk.full_coverage_risk == pytest.approx(np.mean(probs.argmax(axis=1) != labels))

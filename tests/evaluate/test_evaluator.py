@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from covidcxr.evaluate import (
     software_versions,
     truth_fingerprint,
 )
+from covidcxr.records import REJECTED
 
 CLASSES = ("covid-19", "normal", "pneumonia")
 
@@ -271,7 +273,12 @@ def abstaining_set() -> tuple[list[GroundTruth], list[Prediction]]:
         prediction(0, [0.9, 0.05, 0.05]),
         prediction(1, [0.1, 0.8, 0.1]),
         prediction(2, [0.1, 0.7, 0.2]),  # wrong: normal for pneumonia
-        Prediction("img-3.png", UNCERTAIN, dict(zip(CLASSES, [0.3, 0.4, 0.3], strict=True))),
+        Prediction(
+            "img-3.png",
+            UNCERTAIN,
+            dict(zip(CLASSES, [0.3, 0.4, 0.3], strict=True)),
+            status=UNCERTAIN,
+        ),
     ]
     return truths, predictions
 
@@ -351,3 +358,74 @@ def test_detections_only_report_has_no_calibration_section() -> None:
     assert report.calibration is None
     assert report.risk_coverage is None
     assert report.decisions is None
+
+
+def test_the_uncalibrated_curve_is_binned_like_the_calibrated_one() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0, n_bins=4).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    sharp = np.eye(3)[[0, 1, 1, 1]]
+    labels = [t.label or "" for t in truths]
+    report = report.with_calibration_before(sharp, labels, classes=CLASSES, temperature=1.5)
+    assert report.calibration is not None
+    assert report.calibration.before is not None
+    assert len(report.calibration.before.counts) == 4
+    assert report.calibration.before.expected_calibration_error == pytest.approx(0.25)
+    assert report.calibration.temperature == 1.5
+    assert report.to_dict()["calibration"]["before"]["counts"] == [0, 0, 0, 4]
+
+
+def test_an_uncalibrated_curve_of_other_radiographs_is_refused() -> None:
+    truths, predictions = abstaining_set()
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    with pytest.raises(ConfigurationError, match="3 uncalibrated row\\(s\\) for a report of 4"):
+        report.with_calibration_before(np.eye(3), ["normal"] * 3, classes=CLASSES)
+
+
+def test_abstaining_on_most_radiographs_is_not_called_answering_one_class() -> None:
+    truths = [truth(CLASSES[i % 3], i) for i in range(30)]
+    unsure = dict(zip(CLASSES, [0.34, 0.33, 0.33], strict=True))
+    predictions = [
+        Prediction(f"img-{i}.png", UNCERTAIN, unsure, status=UNCERTAIN) for i in range(29)
+    ]
+    predictions += [prediction(i, np.eye(3)[i % 3].tolist()) for i in range(29, 30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+            truths, predictions, classes=CLASSES, detections=False
+        )
+    assert not any("whatever it sees" in n for n in report.notes)
+    assert report.decisions is not None
+    assert report.decisions.n_abstained == 29
+
+
+def test_radiographs_refused_by_the_gate_are_listed_not_scored() -> None:
+    truths, predictions = abstaining_set()
+    truths.append(truth("covid-19", 4))
+    predictions.append(Prediction("img-4.png", REJECTED, {}, status=REJECTED, reason="blank"))
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.rejected == ("img-4.png",)
+    assert report.classification is not None
+    assert report.classification.n_images == 4
+    assert report.decisions is not None
+    assert report.decisions.n_items == 4
+    assert report.risk_coverage is not None
+    assert report.risk_coverage.n_items == 4
+    assert any("1 of 5 radiograph(s) were refused by the input gate" in n for n in report.notes)
+    assert report.to_dict()["rejected"] == ["img-4.png"]
+
+
+def test_a_set_the_gate_refused_entirely_has_no_classification_figures() -> None:
+    truths = [truth("normal", 0)]
+    predictions = [Prediction("img-0.png", REJECTED, {}, status=REJECTED)]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    assert report.classification is None
+    assert report.calibration is None
+    assert report.rejected == ("img-0.png",)

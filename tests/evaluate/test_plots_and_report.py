@@ -16,16 +16,21 @@ from covidcxr import Box, Detection, GroundTruth, Prediction
 from covidcxr.detect import DETECTION_COLOR, TRUTH_COLOR
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate import (
+    UNCERTAIN,
+    CalibrationSummary,
     ClassificationEvaluator,
     EvaluationReport,
     classification_metrics,
     figure_to_png,
+    plot_calibration,
     plot_confusion_matrix,
     plot_image_grid,
     plot_precision_recall_curve,
     plot_reliability_diagram,
+    plot_risk_coverage,
     plot_roc_curves,
     plot_training_history,
+    reliability_curve,
     write_report,
 )
 
@@ -112,6 +117,7 @@ def test_report_writes_html_markdown_json_and_figures(tmp_path: Path) -> None:
         "confusion_matrix",
         "roc_curves",
         "reliability",
+        "risk_coverage",
         "precision_recall",
         "training_history",
         "annotated_images",
@@ -131,7 +137,8 @@ def test_html_report_is_self_contained_and_escapes_text(tmp_path: Path) -> None:
     files = write_report(small_report(), tmp_path, history=HISTORY)
     page = files.html.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 5  # three classification figures, the PR curve, the history
+    # three classification figures, risk-coverage, the PR curve, the history
+    assert len(images) == 6
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
     assert 'src="http' not in page
     assert "toy &lt;b&gt;" in page  # configuration text is escaped, not interpreted
@@ -294,3 +301,121 @@ def test_configuration_table_lists_every_value(tmp_path: Path) -> None:
     assert "| classifier | epochs | 30 |" in markdown
     assert "| classifier | weights | none |" in markdown
     assert "| training_data_fingerprint |  | none |" in markdown
+
+
+# --- calibration, risk-coverage and abstentions (issue 13) ---------------------------------
+
+
+def calibrated_report() -> EvaluationReport:
+    """``small_report`` with an uncalibrated "before" curve, as the Pipeline adds it."""
+    report = small_report(detections=False)
+    assert report.calibration is not None
+    sharp = np.eye(3)[[0, 1, 1, 1, 2, 0, 0, 1, 2]]  # over-confident and partly wrong
+    truth = [0, 0, 1, 1, 2, 2, 0, 1, 2]
+    before = reliability_curve(sharp, truth, n_bins=10)
+    return attrs.evolve(
+        report, calibration=attrs.evolve(report.calibration, before=before, temperature=1.7)
+    )
+
+
+def test_calibration_figure_draws_before_after_and_the_diagonal() -> None:
+    report = calibrated_report()
+    assert report.calibration is not None
+    labels = [str(line.get_label()) for line in plot_calibration(report.calibration).axes[0].lines]
+    assert labels[0].startswith("before calibration (ECE ")
+    assert labels[1].startswith("after calibration (ECE ")
+    assert labels[2] == "perfect calibration"
+    only_after = CalibrationSummary(after=report.calibration.after)
+    assert len(plot_calibration(only_after).axes[0].lines) == 2
+
+
+def test_risk_coverage_figure_follows_the_curve() -> None:
+    report = small_report(detections=False)
+    assert report.risk_coverage is not None
+    axes = plot_risk_coverage(report.risk_coverage).axes[0]
+    assert np.asarray(axes.lines[0].get_xdata()).tolist()[1:] == list(report.risk_coverage.coverage)
+    assert figure_to_png(axes.figure).startswith(PNG_MAGIC)  # type: ignore[arg-type]
+
+
+def test_report_shows_ece_before_and_after_calibration(tmp_path: Path) -> None:
+    report = calibrated_report()
+    files = write_report(report, tmp_path / "out")
+    assert {"calibration", "risk_coverage"} <= {p.stem for p in files.figures}
+    markdown = files.markdown.read_text()
+    assert report.calibration is not None
+    assert report.calibration.before is not None
+    before = f"{report.calibration.before.expected_calibration_error:.3f}"
+    after = f"{report.calibration.after.expected_calibration_error:.3f}"
+    assert f"| Expected calibration error (ECE) | {before} | {after} |" in markdown
+    assert "| Temperature | 1 (none) | 1.700 |" in markdown
+    assert "## Risk and coverage" in markdown
+    assert "Reliability before and after calibration" in files.html.read_text()
+    data = json.loads(files.json.read_text())
+    assert data["calibration"]["temperature"] == 1.7
+    assert data["calibration"]["before"]["counts"] == list(report.calibration.before.counts)
+
+
+def test_report_without_a_before_curve_says_so_and_draws_no_comparison(tmp_path: Path) -> None:
+    files = write_report(small_report(detections=False), tmp_path / "out")
+    assert "calibration" not in {p.stem for p in files.figures}
+    markdown = files.markdown.read_text()
+    assert "| Expected calibration error (ECE) | n/a |" in markdown
+    assert "were not supplied" in markdown
+
+
+def test_report_without_the_new_sections_still_renders(tmp_path: Path) -> None:
+    report = attrs.evolve(small_report(), calibration=None, risk_coverage=None, decisions=None)
+    files = write_report(report, tmp_path / "out")
+    stems = {p.stem for p in files.figures}
+    assert not stems & {"calibration", "risk_coverage"}
+    markdown = files.markdown.read_text()
+    assert "## Calibration" not in markdown
+    assert "## Risk and coverage" not in markdown
+    assert json.loads(files.json.read_text())["calibration"] is None
+
+
+def test_report_shows_abstentions_covered_and_overall(tmp_path: Path) -> None:
+    report = small_report(detections=False)
+    truths = [GroundTruth("a", "normal"), GroundTruth("b", "pneumonia"), GroundTruth("c", "normal")]
+    predictions = [
+        Prediction("a", "normal", {"covid-19": 0.1, "normal": 0.8, "pneumonia": 0.1}),
+        Prediction("b", "normal", {"covid-19": 0.1, "normal": 0.6, "pneumonia": 0.3}),
+        Prediction(
+            "c",
+            UNCERTAIN,
+            {"covid-19": 0.3, "normal": 0.4, "pneumonia": 0.3},
+            status=UNCERTAIN,
+        ),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    markdown = write_report(report, tmp_path / "out").markdown.read_text()
+    assert "## Decisions as given" in markdown
+    # As given, then the most probable class (argmax: normal, normal, normal).
+    assert "| Abstained ('uncertain') | 1 | 0 |" in markdown
+    assert "| Accuracy on the answered images | 50.0% | 66.7% |" in markdown
+    assert "| Accuracy overall (abstentions counted wrong) | 33.3% | 66.7% |" in markdown
+    assert "| Sensitivity [normal] | 50.0% | 100.0% |" in markdown
+    assert "| Specificity [normal] | 0.0% | 0.0% |" in markdown
+    assert "1 of 3 prediction(s) abstained" in markdown
+
+
+def test_plain_report_has_no_decisions_table(tmp_path: Path) -> None:
+    markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
+    assert "Decisions as given" not in markdown
+
+
+def test_report_lists_the_radiographs_the_gate_refused(tmp_path: Path) -> None:
+    report = attrs.evolve(small_report(), rejected=[f"noise-{i}.png" for i in range(52)])
+    markdown = write_report(report, tmp_path / "out").markdown.read_text()
+    assert "## Refused by the input gate (52)" in markdown
+    assert "| 1 | noise-0.png |" in markdown
+    assert "| 50 | noise-49.png |" in markdown
+    assert "noise-50.png" not in markdown
+    assert "and 2 more (every id is in report.json)" in markdown
+
+
+def test_report_without_refusals_has_no_gate_table(tmp_path: Path) -> None:
+    markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
+    assert "Refused by the input gate" not in markdown

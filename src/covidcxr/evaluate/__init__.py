@@ -44,10 +44,12 @@ from covidcxr.evaluate._metrics import (
 )
 from covidcxr.evaluate._plots import (
     figure_to_png,
+    plot_calibration,
     plot_confusion_matrix,
     plot_image_grid,
     plot_precision_recall_curve,
     plot_reliability_diagram,
+    plot_risk_coverage,
     plot_roc_curves,
     plot_training_history,
 )
@@ -97,10 +99,12 @@ __all__ = [
     "match_detections",
     "mean_average_precision",
     "one_class_warning",
+    "plot_calibration",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_precision_recall_curve",
     "plot_reliability_diagram",
+    "plot_risk_coverage",
     "plot_roc_curves",
     "plot_training_history",
     "reliability_curve",

@@ -42,7 +42,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from covidcxr._params import SetParamsMixin
 from covidcxr.errors import ConfigurationError
+
+# The label of a prediction the model declined to make (its confidence was below the
+# abstention threshold of OperatingPoints); defined with Prediction, re-exported here.
+from covidcxr.records import UNCERTAIN
 
 __all__ = [
     "UNCERTAIN",
@@ -60,10 +65,6 @@ __all__ = [
     "risk_coverage_curve",
 ]
 
-#: The label of a prediction the model declined to make (its confidence was below the
-#: abstention threshold of :class:`OperatingPoints`). The evaluator counts such
-#: predictions as abstentions.
-UNCERTAIN: Final = "uncertain"
 
 # Probabilities are clipped here before their logarithm is taken.
 _EPSILON: Final = 1e-12
@@ -371,7 +372,7 @@ def _nll(log_p: NDArray[np.float64], truth: NDArray[np.intp], temperature: float
     return float(-scaled[np.arange(truth.size), truth].mean())
 
 
-class TemperatureScaling:
+class TemperatureScaling(SetParamsMixin):
     """Temperature scaling (Guo et al. 2017): one temperature that calibrates every row.
 
     ``transform`` returns ``softmax(log(p) / T)``: ``T > 1`` softens over-confident
@@ -425,6 +426,10 @@ class TemperatureScaling:
     ) -> None:
         self.bounds = bounds
         self.min_items = min_items
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, by name (scikit-learn's ``get_params``)."""
+        return {"bounds": self.bounds, "min_items": self.min_items}
 
     def __repr__(self) -> str:
         fitted = f", temperature_={self.temperature_:.4g}" if self.is_fitted else ""
@@ -894,7 +899,9 @@ class OperatingPoints:
             points=points,
             abstain_below=abstain_below,
             target_coverage=coverage,
-            fitted_coverage=float(kept.mean()) if abstain_below is not None else None,
+            fitted_coverage=(
+                float(kept.mean()) if abstain_below is not None or coverage is not None else None
+            ),
             fitted_accuracy=(
                 float((decided[kept] == truth[kept]).mean()) if kept.any() else math.nan
             ),

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
@@ -31,7 +32,7 @@ from covidcxr.evaluate._detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate._metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate._provenance import software_versions, truth_fingerprint
 from covidcxr.files import write_text
-from covidcxr.records import GroundTruth, Prediction
+from covidcxr.records import REJECTED, GroundTruth, Prediction
 
 __all__ = [
     "ClassificationEvaluator",
@@ -148,6 +149,10 @@ class EvaluationReport:
         decisions (after operating points). ``classification`` instead scores each
         radiograph's most probable class. ``None`` when classification was not scored
         or a label is neither a class nor :data:`~covidcxr.evaluate.UNCERTAIN`.
+    rejected
+        The ids of the radiographs the input gate refused (``status`` :data:`REJECTED
+        <covidcxr.records.REJECTED>`): they have no diagnosis and are left out of the
+        classification, calibration, risk-coverage and decision figures.
 
     Examples
     --------
@@ -173,6 +178,7 @@ class EvaluationReport:
     calibration: CalibrationSummary | None = None
     risk_coverage: RiskCoverageCurve | None = None
     decisions: DecisionScores | None = None
+    rejected: tuple[str, ...] = field(default=(), converter=_str_tuple)
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the notes and the provenance, as JSON-ready data."""
@@ -199,7 +205,69 @@ class EvaluationReport:
             "decisions": (
                 plain_data(self.decisions.to_dict()) if self.decisions is not None else None
             ),
+            "rejected": list(self.rejected),
         }
+
+    def with_calibration_before(
+        self,
+        probabilities: NDArray[np.float64] | Sequence[Sequence[float]],
+        true_labels: Sequence[str],
+        *,
+        classes: Sequence[str],
+        temperature: float | None = None,
+    ) -> EvaluationReport:
+        """A copy with the reliability curve of the same items before calibration added.
+
+        The curve is binned like :attr:`calibration`'s ``after``, so the two ECEs compare.
+
+        Parameters
+        ----------
+        probabilities
+            The uncalibrated probabilities, one row per evaluated radiograph, in the
+            report's order, columns in ``classes`` order.
+        true_labels
+            The true class of each row.
+        classes
+            The class of each column.
+        temperature
+            The calibration's temperature, shown in the report.
+
+        Raises
+        ------
+        ConfigurationError
+            If the report has no calibration section (classification was not scored),
+            or the rows do not match the evaluated radiographs.
+
+        Examples
+        --------
+        >>> from covidcxr import GroundTruth, Prediction
+        >>> truths = [GroundTruth("a", "normal"), GroundTruth("b", "pneumonia")]
+        >>> calibrated = [Prediction("a", "normal", {"normal": 0.7, "pneumonia": 0.3}),
+        ...               Prediction("b", "normal", {"normal": 0.6, "pneumonia": 0.4})]
+        >>> report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        ...     truths, calibrated, classes=["normal", "pneumonia"], detections=False)
+        >>> report = report.with_calibration_before(
+        ...     [[0.9, 0.1], [0.8, 0.2]], ["normal", "pneumonia"],
+        ...     classes=["normal", "pneumonia"], temperature=2.0)
+        >>> round(report.calibration.before.expected_calibration_error, 3)
+        0.45
+        """
+        if self.calibration is None:
+            raise ConfigurationError(
+                "this report has no calibration section (classification was not scored), "
+                "so there is nothing to compare the uncalibrated probabilities with"
+            )
+        after = self.calibration.after
+        if len(true_labels) != after.n_items:
+            raise ConfigurationError(
+                f"{len(true_labels)} uncalibrated row(s) for a report of {after.n_items} "
+                "radiograph(s); give one row per evaluated radiograph, in order"
+            )
+        before = reliability_curve(probabilities, true_labels, len(after.counts), classes=classes)
+        return attrs.evolve(
+            self,
+            calibration=attrs.evolve(self.calibration, before=before, temperature=temperature),
+        )
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as a JSON document (strict JSON: no ``NaN``)."""
@@ -351,21 +419,39 @@ class ClassificationEvaluator:
             )
         classification = None
         calibration = risk_coverage = decisions = None
-        if classes:
+        # Images the input gate refused carry no diagnosis (no probabilities): they are
+        # listed in the report, not scored as if the model had answered.
+        rejected = tuple(p.id for p in predictions if p.status == REJECTED)
+        if classes and rejected:
+            notes.append(
+                f"{len(rejected)} of {len(predictions)} radiograph(s) were refused by the "
+                f"input gate (first: {rejected[0]!r}): they get no diagnosis, so the "
+                "classification, calibration and decision figures cover the other "
+                f"{len(predictions) - len(rejected)}."
+            )
+        scored = [(t, p) for t, p in zip(truths, predictions, strict=True) if p.status != REJECTED]
+        if classes and scored:
+            scored_truths = [t for t, _ in scored]
+            scored_predictions = [p for _, p in scored]
+            # Abstentions are not an answer: "uncertain" for most radiographs is not "one
+            # class whatever it sees".
+            answered = [(t.label, p.label) for t, p in scored if p.label != UNCERTAIN]
             one_class = one_class_warning(
-                [t.label for t in truths], [p.label for p in predictions], what="evaluated"
+                [label for label, _ in answered],
+                [label for _, label in answered],
+                what="evaluated",
             )
             if one_class is not None:
                 notes.append(one_class)
                 warnings.warn(one_class, OneClassPredictionWarning, stacklevel=2)
-            unlabelled = [t.id for t in truths if t.label is None]
+            unlabelled = [t.id for t in scored_truths if t.label is None]
             if unlabelled:
                 raise ConfigurationError(
                     f"{len(unlabelled)} radiograph(s) have no label, so their predicted class "
                     f"cannot be scored (first: {unlabelled[0]!r})"
                 )
-            true_labels = [str(t.label) for t in truths]
-            probabilities = _probability_matrix(predictions, classes)
+            true_labels = [str(t.label) for t in scored_truths]
+            probabilities = _probability_matrix(scored_predictions, classes)
             classification = classification_metrics(
                 true_labels,
                 probabilities,
@@ -379,7 +465,7 @@ class ClassificationEvaluator:
                 after=reliability_curve(probabilities, true_labels, self.n_bins, classes=classes)
             )
             risk_coverage = risk_coverage_curve(probabilities, true_labels, classes=classes)
-            decisions, note = _decisions(true_labels, predictions, classes, probabilities)
+            decisions, note = _decisions(true_labels, scored_predictions, classes, probabilities)
             if note:
                 notes.append(note)
         detection = None
@@ -397,6 +483,7 @@ class ClassificationEvaluator:
             calibration=calibration,
             risk_coverage=risk_coverage,
             decisions=decisions,
+            rejected=rejected,
         )
 
 

@@ -66,6 +66,7 @@ from covidcxr.evaluate._bootstrap import (
     _scores_from_confusion,
     _weighted_mean,
 )
+from covidcxr.evaluate._calibration import _bin_confidences
 
 __all__ = [
     "AveragedScores",
@@ -333,30 +334,23 @@ def _proportion_intervals(
 def _calibration(
     probabilities: NDArray[np.float64], true_idx: NDArray[np.intp], n_bins: int
 ) -> Calibration:
-    n, k = probabilities.shape
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == true_idx
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Bins are (lower, upper]; a confidence of exactly 0 joins the first bin.
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    bins: list[ReliabilityBin] = []
-    ece = 0.0
-    mce = 0.0
-    for b in range(n_bins):
-        members = which == b
-        count = int(members.sum())
-        if count:
-            mean_conf = float(confidence[members].mean())
-            acc = float(correct[members].mean())
-            gap = abs(acc - mean_conf)
-            ece += count / n * gap
-            mce = max(mce, gap)
-        else:
-            mean_conf = acc = math.nan
-        bins.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), count, mean_conf, acc))
+    k = probabilities.shape[1]
+    # The bins of covidcxr.evaluate.reliability_curve, so the two ECE figures agree.
+    curve = _bin_confidences(
+        probabilities.max(axis=1), probabilities.argmax(axis=1) == true_idx, n_bins
+    )
+    edges = curve.bin_edges
+    bins = tuple(
+        ReliabilityBin(edges[b], edges[b + 1], count, confidence, accuracy)
+        for b, (count, confidence, accuracy) in enumerate(
+            zip(curve.counts, curve.mean_confidence, curve.accuracy, strict=True)
+        )
+    )
     onehot = np.eye(k)[true_idx]
     brier = float(((probabilities - onehot) ** 2).sum(axis=1).mean())
-    return Calibration(float(ece), float(mce), brier, tuple(bins))
+    return Calibration(
+        curve.expected_calibration_error, curve.maximum_calibration_error, brier, bins
+    )
 
 
 def _check_inputs(

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate._calibration import CalibrationSummary, ReliabilityCurve, RiskCoverageCurve
 from covidcxr.evaluate._detection import DetectionMetrics
 from covidcxr.evaluate._metrics import ClassificationMetrics
 
@@ -26,10 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "figure_to_png",
+    "plot_calibration",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_precision_recall_curve",
     "plot_reliability_diagram",
+    "plot_risk_coverage",
     "plot_roc_curves",
     "plot_training_history",
 ]
@@ -293,6 +296,97 @@ def plot_reliability_diagram(metrics: ClassificationMetrics) -> Figure:
     bottom.bar(lowers, counts, width=widths, align="edge", color="grey", edgecolor="black")
     bottom.set_xlabel("Confidence of the predicted class")
     bottom.set_ylabel("Images")
+    return figure
+
+
+def _curve_points(curve: ReliabilityCurve) -> tuple[list[float], list[float], list[int]]:
+    """Mean confidence, accuracy and count of the non-empty bins."""
+    filled = [i for i, count in enumerate(curve.counts) if count]
+    return (
+        [curve.mean_confidence[i] for i in filled],
+        [curve.accuracy[i] for i in filled],
+        [curve.counts[i] for i in filled],
+    )
+
+
+def plot_calibration(summary: CalibrationSummary) -> Figure:
+    """Reliability before and after calibration on one plot, with the diagonal.
+
+    Each point is a non-empty confidence bin: its mean confidence against its accuracy,
+    its area proportional to its count. Points below the diagonal are over-confident.
+    The curve before calibration is drawn only when ``summary.before`` is given.
+
+    Examples
+    --------
+    >>> from covidcxr.evaluate import CalibrationSummary, reliability_curve
+    >>> probs, labels = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 1, 1]
+    >>> summary = CalibrationSummary(after=reliability_curve(probs, labels),
+    ...                              before=reliability_curve(probs, labels))
+    >>> [line.get_label() for line in plot_calibration(summary).axes[0].lines]
+    ['before calibration (ECE 0.300)', 'after calibration (ECE 0.300)', 'perfect calibration']
+    """
+    figure = _new_figure(4.8, 4.6)
+    axes = figure.add_subplot()
+    drawn = [
+        (name, curve, colour, style)
+        for name, curve, colour, style in (
+            ("before calibration", summary.before, "tab:red", "--s"),
+            ("after calibration", summary.after, "tab:blue", "-o"),
+        )
+        if curve is not None
+    ]
+    biggest = max(max(curve.counts) for _, curve, _, _ in drawn) or 1
+    for name, curve, colour, style in drawn:
+        confidence, accuracy, counts = _curve_points(curve)
+        axes.plot(
+            confidence, accuracy, style, color=colour, markersize=3,
+            label=f"{name} (ECE {curve.expected_calibration_error:.3f})",
+        )  # fmt: skip
+        axes.scatter(
+            confidence, accuracy, s=[12 + 150 * c / biggest for c in counts], color=colour,
+            alpha=0.35,
+        )  # fmt: skip
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    axes.set_xlim(0, 1.01)
+    axes.set_ylim(0, 1.01)
+    axes.set_aspect("equal")
+    axes.set_xlabel("Mean confidence of the predicted class (per bin)")
+    axes.set_ylabel("Accuracy (per bin)")
+    n_bins = len(summary.after.counts)
+    title = "Reliability before and after calibration" if summary.before else "Reliability"
+    axes.set_title(f"{title}\n({n_bins} equal-width bins; marker area: images)", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+    return figure
+
+
+def plot_risk_coverage(curve: RiskCoverageCurve) -> Figure:
+    """Selective risk against coverage, abstaining on the least confident first.
+
+    Examples
+    --------
+    >>> from covidcxr.evaluate import risk_coverage_curve
+    >>> curve = risk_coverage_curve([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]], [0, 1, 0])
+    >>> plot_risk_coverage(curve).axes[0].get_xlabel()
+    'Coverage (share of images answered)'
+    """
+    figure = _new_figure(4.8, 4.0)
+    axes = figure.add_subplot()
+    axes.plot(
+        [0.0, *curve.coverage], [curve.risk[0], *curve.risk], drawstyle="steps-pre",
+        color="tab:blue", label=f"selective risk (AURC {curve.aurc:.3f})",
+    )  # fmt: skip
+    axes.axhline(
+        curve.full_coverage_risk, color="grey", linestyle=":",
+        label=f"error rate answering all ({curve.full_coverage_risk:.1%})",
+    )  # fmt: skip
+    axes.set_xlim(0, 1.01)
+    axes.set_ylim(0, max(0.05, max(curve.risk) * 1.1))
+    axes.set_xlabel("Coverage (share of images answered)")
+    axes.set_ylabel("Error rate among the answered")
+    axes.set_title(f"Risk-coverage (n = {curve.n_items})")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
     return figure
 
 

@@ -29,14 +29,23 @@ from numpy.typing import NDArray
 
 from covidcxr.detect import DETECTION_COLOR, TRUTH_COLOR
 from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate._calibration import (
+    UNCERTAIN,
+    CalibrationSummary,
+    DecisionScores,
+    ReliabilityCurve,
+    RiskCoverageCurve,
+)
 from covidcxr.evaluate._evaluator import EvaluationReport
 from covidcxr.evaluate._metrics import ClassificationMetrics
 from covidcxr.evaluate._plots import (
     figure_to_png,
+    plot_calibration,
     plot_confusion_matrix,
     plot_image_grid,
     plot_precision_recall_curve,
     plot_reliability_diagram,
+    plot_risk_coverage,
     plot_roc_curves,
     plot_training_history,
 )
@@ -176,6 +185,112 @@ def _classification_tables(metrics: ClassificationMetrics) -> list[_Table]:
     ]  # fmt: skip
 
 
+def _calibration_table(summary: CalibrationSummary) -> _Table:
+    def column(curve: ReliabilityCurve | None) -> list[str]:
+        if curve is None:
+            return ["n/a", "n/a", "n/a"]
+        return [
+            _num(curve.expected_calibration_error),
+            _num(curve.maximum_calibration_error),
+            str(curve.n_items),
+        ]
+
+    before, after = column(summary.before), column(summary.after)
+    names = ["Expected calibration error (ECE)", "Maximum calibration error", "Images"]
+    rows = [[name, b, a] for name, b, a in zip(names, before, after, strict=True)]
+    temperature = "n/a" if summary.temperature is None else f"{summary.temperature:.3f}"
+    rows.append(["Temperature", "1 (none)", temperature])
+    missing = (
+        " Before: n/a, the probabilities before calibration were not supplied with this "
+        "evaluation (an uncalibrated model, or a report made by the evaluator alone)."
+        if summary.before is None
+        else ""
+    )
+    return _Table(
+        "Calibration",
+        ["Figure", "Before calibration", "After calibration (as evaluated)"],
+        rows,
+        f"Top-label calibration in {len(summary.after.counts)} equal-width confidence bins: "
+        "ECE is the mean gap between confidence and accuracy over the bins, weighted by "
+        "their images; 0 is perfect. Point figures, no interval." + missing,
+    )
+
+
+def _risk_coverage_table(curve: RiskCoverageCurve) -> _Table:
+    rows = [
+        ["Area under the risk-coverage curve (AURC)", _num(curve.aurc)],
+        ["Error rate answering every image", _pct(curve.full_coverage_risk)],
+    ]
+    rows += [
+        [f"Error rate answering the {share:.0%} most confident", _pct(curve.risk_at(share))]
+        for share in (0.95, 0.9, 0.8)
+    ]
+    return _Table(
+        "Risk and coverage",
+        ["Figure", "Value"],
+        rows,
+        "Selective risk: the error rate of the most probable class among the images kept "
+        "when the least confident are set aside first (ties kept together). Lower AURC: "
+        "the confidence ranks the errors last. Point figures, no interval.",
+    )
+
+
+def _decisions_table(decisions: DecisionScores, metrics: ClassificationMetrics | None) -> _Table:
+    def argmax_accuracy() -> str:
+        return "n/a" if metrics is None else _pct(metrics.accuracy)
+
+    def argmax_class(label: str, figure: str) -> str:
+        return "n/a" if metrics is None else _pct(getattr(metrics.scores(label), figure))
+
+    rows = [
+        ["Images", str(decisions.n_items), str(decisions.n_items)],
+        [f"Abstained ({UNCERTAIN!r})", str(decisions.n_abstained), "0"],
+        ["Coverage (answered)", _pct(decisions.coverage), _pct(1.0)],
+        ["Accuracy on the answered images", _pct(decisions.accuracy_covered), argmax_accuracy()],
+        ["Accuracy overall (abstentions counted wrong)", _pct(decisions.accuracy_overall),
+         argmax_accuracy()],
+        ["Labels other than the most probable class",
+         str(decisions.n_differing_from_argmax), "0"],
+    ]  # fmt: skip
+    for label in decisions.sensitivity:
+        rows.append(
+            [f"Sensitivity [{label}]", _pct(decisions.sensitivity[label]),
+             argmax_class(label, "recall")]
+        )  # fmt: skip
+        rows.append(
+            [f"Specificity [{label}]", _pct(decisions.specificity[label]),
+             argmax_class(label, "specificity")]
+        )  # fmt: skip
+    return _Table(
+        "Decisions as given",
+        ["Figure", "As given (operating points, abstention)", "Most probable class"],
+        rows,
+        "The labels the predictions carry, after operating points and abstention, next to "
+        "the most probable class of every image (the figures of the tables above): the "
+        "difference is what the operating points and abstention cost or gain. An abstention "
+        "on an image of a class is a miss for its sensitivity and does not call any class. "
+        "Point figures, no interval.",
+    )
+
+
+# The report lists at most this many refused radiographs by id (the JSON lists all).
+_MAX_LISTED_REJECTED: Final = 50
+
+
+def _rejected_table(rejected: Sequence[str]) -> _Table:
+    rows = [[str(i), image_id] for i, image_id in enumerate(rejected[:_MAX_LISTED_REJECTED], 1)]
+    more = len(rejected) - _MAX_LISTED_REJECTED
+    if more > 0:
+        rows.append(["…", f"and {more} more (every id is in report.json)"])
+    return _Table(
+        f"Refused by the input gate ({len(rejected)})",
+        ["#", "Radiograph"],
+        rows,
+        "These inputs did not look like the frontal chest radiographs the model was trained "
+        "on: they got no diagnosis and are in none of the figures above.",
+    )
+
+
 def _config_value(value: Any) -> str:
     if value is None:
         return "none"
@@ -210,6 +325,14 @@ def _tables(report: EvaluationReport) -> list[_Table]:
     tables: list[_Table] = []
     if report.classification is not None:
         tables += _classification_tables(report.classification)
+    if report.calibration is not None:
+        tables.append(_calibration_table(report.calibration))
+    if report.decisions is not None and report.decisions.differs_from_argmax:
+        tables.append(_decisions_table(report.decisions, report.classification))
+    if report.risk_coverage is not None:
+        tables.append(_risk_coverage_table(report.risk_coverage))
+    if report.rejected:
+        tables.append(_rejected_table(report.rejected))
     detection = report.detection
     if detection is not None:
         tables.append(
@@ -276,6 +399,24 @@ def _figures(
                 "reliability",
                 "Reliability diagram",
                 figure_to_png(plot_reliability_diagram(metrics)),
+            )
+        )
+    if report.calibration is not None and report.calibration.before is not None:
+        figures.append(
+            _Figure(
+                "calibration",
+                "Reliability before and after calibration (each point a confidence bin, "
+                "its area the images in it; below the diagonal: over-confident)",
+                figure_to_png(plot_calibration(report.calibration)),
+            )
+        )
+    if report.risk_coverage is not None:
+        figures.append(
+            _Figure(
+                "risk_coverage",
+                "Risk-coverage: the error rate among the images answered, setting aside the "
+                "least confident first",
+                figure_to_png(plot_risk_coverage(report.risk_coverage)),
             )
         )
     if report.detection is not None and report.detection.pr_curve is not None:
