@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self
@@ -21,7 +22,6 @@ from covidcxr.errors import (
     SyntheticModelWarning,
     WeightsUnavailableError,
 )
-from covidcxr.evaluate._calibration import reliability_curve
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
@@ -815,18 +815,17 @@ class Pipeline:
         keep = n_examples if report_dir is not None else 0
         collected = self._evaluation_pass(_labelled(as_source(source, "source"), "source"), keep)
         evaluator = self._evaluator()
-        # Radiographs the input gate refused have no diagnosis to score: the report lists
-        # them, and the figures cover the others.
-        admitted = [i for i, p in enumerate(collected.predictions) if p.status != REJECTED]
-        if not admitted:
+        # Radiographs the input gate refused have no diagnosis: the evaluator leaves them
+        # out of the figures and lists them.
+        if collected.predictions and all(p.status == REJECTED for p in collected.predictions):
             raise ConfigurationError(
                 f"the input gate refused all {len(collected.predictions)} radiographs, so "
                 "there is nothing to score (first reason: "
                 f"{collected.predictions[0].reason}); are these frontal chest radiographs?"
             )
         report = evaluator.evaluate(
-            [collected.truths[i] for i in admitted],
-            [collected.predictions[i] for i in admitted],
+            collected.truths,
+            collected.predictions,
             classes=self.classes_,
             detections=self.detector_ is not None,
         )
@@ -841,7 +840,7 @@ class Pipeline:
                 },
                 data_fingerprint=collected.fingerprint.hexdigest(),
             )
-            report = self._with_trust(report, collected, admitted)
+            report = self._with_trust(report, collected)
         if report_dir is not None:
             self._write_report(
                 report, report_dir, collected,
@@ -849,34 +848,28 @@ class Pipeline:
             )  # fmt: skip
         return report
 
-    def _with_trust(
-        self, report: EvaluationReport, collected: _Evaluation, admitted: Sequence[int]
-    ) -> EvaluationReport:
-        """Add what the gate refused and the calibration before and after to ``report``."""
-        rejected = [p for p in collected.predictions if p.status == REJECTED]
-        notes = list(report.notes)
-        if rejected:
-            listed = "; ".join(f"{p.id}: {p.reason}" for p in rejected[:20])
-            more = f" (and {len(rejected) - 20} more)" if len(rejected) > 20 else ""
-            notes.append(
-                f"The input gate refused {len(rejected)} of {len(collected.predictions)} "
-                f"radiograph(s), which are not scored here: {listed}{more}."
+    def _with_trust(self, report: EvaluationReport, collected: _Evaluation) -> EvaluationReport:
+        """Add why the gate refused what it did, and the calibration before, to ``report``."""
+        reasons = Counter(p.reason for p in collected.predictions if p.status == REJECTED)
+        if reasons:
+            listed = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
+            report = attrs.evolve(
+                report, notes=(*report.notes, f"Why the input gate refused them: {listed}.")
             )
-        calibration = report.calibration
         calibrator = self.trust_.calibration
-        if calibration is not None and calibrator is not None and collected.uncalibrated:
-            truth = [collected.truths[i].label for i in admitted]
-            labels = [str(label) for label in truth]
-            before = reliability_curve(
+        if report.calibration is not None and calibrator is not None and collected.uncalibrated:
+            labels = [
+                str(truth.label)
+                for truth, prediction in zip(collected.truths, collected.predictions, strict=True)
+                if prediction.status != REJECTED
+            ]
+            report = report.with_calibration_before(
                 np.stack(collected.uncalibrated),
                 labels,
-                len(calibration.after.bin_edges) - 1,
                 classes=self.classes_,
+                temperature=calibrator.temperature_,
             )
-            calibration = attrs.evolve(
-                calibration, before=before, temperature=calibrator.temperature_
-            )
-        return attrs.evolve(report, notes=notes, calibration=calibration)
+        return report
 
     def _evaluator(self) -> Evaluator:
         return self.evaluator or ClassificationEvaluator(**self.config.evaluation)
