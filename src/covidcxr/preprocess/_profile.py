@@ -258,16 +258,24 @@ class InputRecorder:
     def __init__(self) -> None:
         self.features: list[NDArray[np.float64]] = []
         self.first_preprocessing: Mapping[str, Any] | None = None
-        self._described: list[Mapping[str, Any] | None] = []
+        # Each distinct recorded preprocessing, with how many images recorded it: a few
+        # entries however many images pass (holding every record would hold their dicts).
+        self._described: list[tuple[Mapping[str, Any] | None, int]] = []
+        self._count = 0
 
     def see(self, xray: XRay) -> None:
         """Record one image."""
         self.features.append(image_features(xray.pixels))
         described = xray.meta.get("preprocessing")
         described = described if isinstance(described, Mapping) else None
-        if not self._described:
+        if not self._count:
             self.first_preprocessing = described
-        self._described.append(described)
+        self._count += 1
+        for index, (seen, count) in enumerate(self._described):
+            if seen == described:
+                self._described[index] = (seen, count + 1)
+                return
+        self._described.append((described, 1))
 
     def profile(self) -> InputProfile | None:
         """The :class:`InputProfile` of the images seen (``None`` if none were)."""
@@ -290,14 +298,14 @@ class InputRecorder:
         reasons = []
         if trained is not None:
             other = [
-                d
-                for d in self._described
-                if d is not None and preprocessing_differences(trained, d)
+                (described, count)
+                for described, count in self._described
+                if described is not None and preprocessing_differences(trained, described)
             ]
             if other:
-                differences = "; ".join(preprocessing_differences(trained, other[0]))
+                differences = "; ".join(preprocessing_differences(trained, other[0][0]))
                 reasons.append(
-                    f"{len(other)} of {len(self._described)} images record another "
+                    f"{sum(count for _, count in other)} of {self._count} images record another "
                     f"preprocessing ({differences})"
                 )
         if not reasons and profile is not None:
