@@ -206,6 +206,8 @@ _FIELD_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "history": ("an object of lists of numbers", _is_history),
     "data_fingerprint": ("an object", lambda value: isinstance(value, dict)),
     "n_training_images": ("a count or null", _is_count),
+    "preprocessing": ("null or an object", lambda value: value is None or isinstance(value, dict)),
+    "input_profile": ("null or an object", lambda value: value is None or isinstance(value, dict)),
 }
 
 

@@ -605,7 +605,8 @@ def _planned_png_names(
     "--preprocess",
     default=None,
     help="Preprocess each radiograph first with this registered preprocessor (boxes are "
-    "drawn on its output), e.g. gaussian-clahe with -p output_size=null.",
+    "drawn on its output), e.g. gaussian-clahe with -p output_size=null. Default: the "
+    "preprocessing a saved detector was trained with, at each image's own size.",
 )
 @click.option(
     "--preprocess-option",
@@ -666,7 +667,7 @@ def detect_command(
     enhance = (
         covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
         if preprocess
-        else None
+        else covidcxr.preprocess.recorded_preprocessor(detector)
     )
     source_opts = _source_options(source_options, on_error)
     dataset = _open_sources(sources, source_opts)

@@ -19,6 +19,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "PluginError",
+    "PreprocessingMismatchWarning",
     "SourceError",
     "SyntheticModelWarning",
     "TrainingDivergedError",
@@ -130,4 +131,18 @@ class SyntheticModelWarning(UserWarning):
     Its predictions show that the software runs; they say nothing about a real chest
     X-ray. :meth:`covidcxr.Pipeline.predict` warns once per call with such a model, and
     its model card says so at the top.
+    """
+
+
+class PreprocessingMismatchWarning(UserWarning):
+    """A model is given images unlike those it was trained on.
+
+    Issued, once per call, by a classifier or detector whose input records another
+    preprocessing than its training images did, or whose input's intensity statistics
+    (brightness, contrast, local contrast, saturation) clearly differ from the training
+    images': raw pixels fed to a model trained on Gaussian + CLAHE output, or CLAHE with
+    another clip limit. Such a model still answers, but worse (on frontal radiographs
+    from other hospitals, raw pixels cost a classifier 18 points of accuracy). Prepare
+    the input as the model's training input was; a :class:`~covidcxr.Pipeline` refuses
+    outright to pair a model with a preprocessor other than the one it was trained with.
     """

@@ -11,7 +11,8 @@ Data flows one way::
 
 Optional abilities are declared by small protocols of their own: a component that has the
 methods of :class:`BatchDetector`, :class:`TrainableDetector`, :class:`Persistable`,
-:class:`ReportsEpochs` or :class:`CacheablePreprocessor` is used that way by the
+:class:`ReportsEpochs`, :class:`CacheablePreprocessor`, :class:`DescribedPreprocessor` or
+:class:`RecordsPreprocessing` is used that way by the
 :class:`~covidcxr.Pipeline`; one that has not is used through its role's methods alone.
 The pipeline asks with ``isinstance`` against these protocols, never by probing for
 attributes, so a plugin author can read here everything the pipeline may call.
@@ -33,12 +34,14 @@ __all__ = [
     "CacheablePreprocessor",
     "Classifier",
     "DatasetSource",
+    "DescribedPreprocessor",
     "EpochCallback",
     "Evaluator",
     "InputGate",
     "LesionDetector",
     "Persistable",
     "Preprocessor",
+    "RecordsPreprocessing",
     "Report",
     "ReportsEpochs",
     "TrainableDetector",
@@ -284,3 +287,34 @@ class CacheablePreprocessor(Protocol):
     def cache_token(self) -> str:
         """A string that identifies everything the output depends on."""
         ...
+
+
+@runtime_checkable
+class DescribedPreprocessor(Protocol):
+    """A preprocessor that describes its parameters as plain data.
+
+    ``describe()`` returns what every output records in ``meta["preprocessing"]``; a model
+    trained on the output keeps it (see :class:`RecordsPreprocessing`), and the
+    :class:`~covidcxr.Pipeline` compares the two.
+    """
+
+    def __call__(self, xray: XRay) -> XRay:
+        """Preprocess one radiograph."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The parameters, as plain JSON data (with a ``name``)."""
+        ...
+
+
+@runtime_checkable
+class RecordsPreprocessing(Protocol):
+    """A fitted classifier or detector that kept the preprocessing of its training images.
+
+    ``preprocessing_`` is the ``meta["preprocessing"]`` its training images carried, or
+    ``None`` when they carried none (or it is unknown). A :class:`~covidcxr.Pipeline`
+    refuses to pair such a component with a :class:`DescribedPreprocessor` that describes
+    another preprocessing: the model would see images unlike those it learnt from.
+    """
+
+    preprocessing_: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -24,8 +25,11 @@ from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
     ModelFormatError,
+    PreprocessingMismatchWarning,
     WeightsUnavailableError,
 )
+from covidcxr.phantoms import generate_phantoms
+from covidcxr.preprocess import GaussianClahePreprocessor
 
 from .conftest import toy_xrays
 
@@ -800,3 +804,106 @@ def test_feature_extraction_is_logged_for_covidcxr_verbose(
     with caplog.at_level("INFO", logger="covidcxr"):
         VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays[:6])
     assert any("frozen backbone's features" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------- input unlike the training input (issue 12, item 6)
+
+CLAHE = GaussianClahePreprocessor(output_size=48)
+
+
+def _without_meta(xrays: list[XRay]) -> list[XRay]:
+    """The same pixels, recording no preprocessing (arrays prepared elsewhere)."""
+    return [XRay(x.pixels, id=x.id, label=x.label) for x in xrays]
+
+
+@pytest.fixture(scope="module")
+def raw_phantoms() -> list[XRay]:
+    return generate_phantoms(8, size=64, seed=11)  # 24 radiographs, never trained on
+
+
+@pytest.fixture(scope="module")
+def clahe_trained(tiny: dict[str, Any]) -> tuple[VGG19Classifier, list[XRay]]:
+    train = [CLAHE(x) for x in generate_phantoms(8, size=64, seed=10)]
+    return VGG19Classifier(**tiny).fit(train), train
+
+
+def _mismatch_warnings(classifier: VGG19Classifier, xrays: list[XRay]) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier.predict_proba(xrays)
+    return [str(w.message) for w in caught if w.category is PreprocessingMismatchWarning]
+
+
+def test_raw_images_fed_to_a_clahe_trained_classifier_warn_with_numbers(
+    clahe_trained: tuple[VGG19Classifier, list[XRay]], raw_phantoms: list[XRay]
+) -> None:
+    classifier, _ = clahe_trained
+    with pytest.warns(PreprocessingMismatchWarning) as caught:
+        classifier.predict_proba(raw_phantoms)
+    assert len([w for w in caught if w.category is PreprocessingMismatchWarning]) == 1
+    message = str(caught[0].message)
+    assert re.search(r"24 of 24 images have a local contrast below the training range", message)
+    assert "gaussian-clahe" in message
+    assert "clip_limit=2.0" in message
+
+
+def test_clahe_images_like_the_training_ones_do_not_warn(
+    clahe_trained: tuple[VGG19Classifier, list[XRay]], raw_phantoms: list[XRay]
+) -> None:
+    classifier, train = clahe_trained
+    assert _mismatch_warnings(classifier, train) == []  # the training distribution itself
+    assert _mismatch_warnings(classifier, _without_meta(train)) == []
+    fresh = [CLAHE(x) for x in raw_phantoms]
+    assert _mismatch_warnings(classifier, fresh) == []
+    assert _mismatch_warnings(classifier, _without_meta(fresh)) == []
+
+
+def test_a_handful_of_raw_images_is_not_judged(
+    clahe_trained: tuple[VGG19Classifier, list[XRay]], raw_phantoms: list[XRay]
+) -> None:
+    classifier, _ = clahe_trained
+    assert _mismatch_warnings(classifier, raw_phantoms[:5]) == []
+
+
+def test_images_that_record_another_clahe_clip_warn_even_alone(
+    clahe_trained: tuple[VGG19Classifier, list[XRay]], raw_phantoms: list[XRay]
+) -> None:
+    classifier, _ = clahe_trained
+    other_clip = GaussianClahePreprocessor(output_size=48, clip_limit=4.0)
+    (message,) = _mismatch_warnings(classifier, [other_clip(raw_phantoms[0])])
+    assert "1 of 1 images record another preprocessing (clip_limit: 2.0 (trained) vs 4.0)" in (
+        message
+    )
+    # Another output size changes nothing the model sees: the model resizes anyway.
+    other_size = GaussianClahePreprocessor(output_size=64, output_dtype="uint8")
+    assert _mismatch_warnings(classifier, [other_size(x) for x in raw_phantoms]) == []
+
+
+def test_a_saved_classifier_keeps_its_preprocessing_and_input_profile(
+    clahe_trained: tuple[VGG19Classifier, list[XRay]], raw_phantoms: list[XRay], tmp_path: Path
+) -> None:
+    classifier, _ = clahe_trained
+    path = tmp_path / "model.cxr"
+    classifier.save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+    assert metadata["preprocessing"]["clip_limit"] == 2.0
+    assert metadata["input_profile"]["n_images"] == 24
+    loaded = VGG19Classifier.load(path)
+    assert loaded.preprocessing_ == classifier.preprocessing_
+    assert loaded.input_profile_ == classifier.input_profile_
+    with pytest.warns(PreprocessingMismatchWarning, match="local contrast below"):
+        loaded.predict_proba(raw_phantoms)
+
+
+def test_load_refuses_a_malformed_input_profile_naming_the_file(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    _rewrite_metadata(path, {"input_profile": {"n_images": 3, "percentiles": {"x": [1, 2]}}})
+    with pytest.raises(ModelFormatError, match=r"model\.cxr: the recorded input profile"):
+        VGG19Classifier.load(path)
+    _rewrite_metadata(path, {"input_profile": "x"})
+    with pytest.raises(ModelFormatError, match=r"model\.cxr: covidcxr\.json field 'input_profile'"):
+        VGG19Classifier.load(path)

@@ -220,3 +220,47 @@ def test_output_names_are_unique_per_radiograph_whatever_the_file_names(
         pngs = [image["png"] for image in document["images"]]
         assert len(set(pngs)) == 3
         assert sorted(p.name for p in out.glob("*.png")) == sorted(pngs)
+
+
+def test_a_saved_local_detector_gets_the_preprocessing_it_was_trained_with(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, item 6: raw radiographs are prepared as the detector's training images."""
+    from covidcxr.detect import LocalDetector
+    from covidcxr.phantoms import generate_phantoms, write_phantom_dataset
+    from covidcxr.preprocess import GaussianClahePreprocessor, recorded_preprocessor
+    from covidcxr.sources import FolderSource
+
+    clahe = GaussianClahePreprocessor(output_size=48)
+    # Trained enough that its maps depend on the input; a low threshold makes every map
+    # one component, scored by its mean probability.
+    detector = LocalDetector(
+        input_size=32,
+        base_filters=4,
+        depth=1,
+        epochs=10,
+        learning_rate=1e-2,
+        augment=False,
+        threads=2,
+        mask_threshold=0.01,
+    )
+    detector.fit([clahe(x) for x in generate_phantoms(4, size=64, seed=40)])
+    model = tmp_path / "detector.zip"
+    detector.save(model)
+    data = write_phantom_dataset(tmp_path / "cxr", 2, size=64, seed=41)
+    out = tmp_path / "out"
+    result = run(["detect", str(data), "--out", str(out), "--model", str(model), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "detections.json").read_text())
+    loaded = LocalDetector.load(model)
+    prepare = recorded_preprocessor(loaded)
+    assert prepare is not None
+    xrays = list(FolderSource(data))
+    expected = loaded.detect_batch([prepare(x) for x in xrays])
+    raw = loaded.detect_batch(xrays)
+    by_id = {record["id"]: record for record in written["images"]}
+    for xray, found, unprepared in zip(xrays, expected, raw, strict=True):
+        scores = [d["score"] for d in by_id[xray.id]["detections"]]
+        assert scores == pytest.approx([d.score for d in found])
+        assert scores != pytest.approx([d.score for d in unprepared])
+        assert (by_id[xray.id]["height"], by_id[xray.id]["width"]) == xray.shape

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +17,14 @@ from hypothesis.extra.numpy import arrays
 import covidcxr
 from covidcxr.boxes import iou
 from covidcxr.detect import LocalDetector, mask_to_detections
-from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    PreprocessingMismatchWarning,
+    TrainingDivergedError,
+)
+from covidcxr.phantoms import generate_phantoms
+from covidcxr.preprocess import GaussianClahePreprocessor, recorded_preprocessor
 from covidcxr.records import Box, XRay
 
 # --- post-processing --------------------------------------------------------------------
@@ -276,3 +285,85 @@ def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
         archive.writestr("model.keras", model)
     with pytest.raises(ModelFormatError, match=rf"detector\.zip: covidcxr\.json field '{field}'"):
         LocalDetector.load(path)
+
+
+# --- the preprocessing it was trained with (issue 12, item 6) ---------------------------
+
+CLAHE = GaussianClahePreprocessor(output_size=48)
+
+
+@pytest.fixture(scope="module")
+def clahe_trained() -> tuple[LocalDetector, list[XRay]]:
+    train = [CLAHE(x) for x in generate_phantoms(8, size=64, seed=30)]
+    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
+    return detector.fit(train), train
+
+
+def _mismatch_warnings(detector: LocalDetector, xrays: list[XRay]) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.detect_batch(xrays)
+    return [str(w.message) for w in caught if w.category is PreprocessingMismatchWarning]
+
+
+def test_fit_records_the_preprocessing_and_a_profile_of_its_training_images(
+    clahe_trained: tuple[LocalDetector, list[XRay]],
+) -> None:
+    detector, _ = clahe_trained
+    assert detector.preprocessing_ == CLAHE.describe()
+    assert detector.input_profile_ is not None
+    assert detector.input_profile_.n_images == 24
+
+
+def test_raw_images_warn_and_clahe_images_do_not(
+    clahe_trained: tuple[LocalDetector, list[XRay]],
+) -> None:
+    detector, train = clahe_trained
+    raw = generate_phantoms(8, size=64, seed=31)
+    (message,) = _mismatch_warnings(detector, raw)
+    assert "24 of 24 images have a local contrast below the training range" in message
+    assert _mismatch_warnings(detector, train) == []
+    assert _mismatch_warnings(detector, [CLAHE(x) for x in raw]) == []
+    assert _mismatch_warnings(detector, raw[:4]) == []  # a handful is not judged
+    other_clip = GaussianClahePreprocessor(output_size=48, clip_limit=4.0)
+    (message,) = _mismatch_warnings(detector, [other_clip(raw[0])])
+    assert "clip_limit: 2.0 (trained) vs 4.0" in message
+
+
+def test_a_saved_detector_keeps_its_preprocessing_and_can_rebuild_it(
+    clahe_trained: tuple[LocalDetector, list[XRay]], tmp_path: Path
+) -> None:
+    detector, _ = clahe_trained
+    detector.save(tmp_path / "detector.zip")
+    with zipfile.ZipFile(tmp_path / "detector.zip") as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+    assert metadata["preprocessing"]["clip_limit"] == 2.0
+    loaded = LocalDetector.load(tmp_path / "detector.zip")
+    assert loaded.preprocessing_ == detector.preprocessing_
+    assert loaded.input_profile_ == detector.input_profile_
+    rebuilt = recorded_preprocessor(loaded)
+    assert rebuilt == attrs.evolve(CLAHE, output_size=None)
+    raw = generate_phantoms(8, size=64, seed=32)
+    assert rebuilt is not None
+    assert _mismatch_warnings(loaded, [rebuilt(x) for x in raw]) == []
+    assert _mismatch_warnings(loaded, raw)  # raw images still warn after loading
+
+
+def test_a_detector_saved_before_the_record_loads_with_nothing_to_check(
+    clahe_trained: tuple[LocalDetector, list[XRay]], tmp_path: Path
+) -> None:
+    detector, _ = clahe_trained
+    path = tmp_path / "detector.zip"
+    detector.save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+        model = archive.read("model.keras")
+    del metadata["preprocessing"], metadata["input_profile"]
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("covidcxr.json", json.dumps(metadata))
+        archive.writestr("model.keras", model)
+    loaded = LocalDetector.load(path)
+    assert loaded.preprocessing_ is None
+    assert loaded.input_profile_ is None
+    assert recorded_preprocessor(loaded) is None
+    assert _mismatch_warnings(loaded, generate_phantoms(8, size=64, seed=31)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,18 @@ import pytest
 
 import covidcxr
 from covidcxr import XRay
+from covidcxr.detect import LocalDetector
 from covidcxr.errors import (
     ConfigurationError,
     ModelFormatError,
     OutputExistsError,
+    PreprocessingMismatchWarning,
     UnknownNameError,
 )
 from covidcxr.evaluate import EvaluationReport, data_fingerprint
-from covidcxr.phantoms import write_phantom_dataset
+from covidcxr.phantoms import generate_phantoms, write_phantom_dataset
 from covidcxr.pipeline import MANIFEST_NAME, ComponentSpec, Pipeline, PipelineConfig
+from covidcxr.preprocess import GaussianClahePreprocessor
 
 pytestmark = pytest.mark.usefixtures("test_components")
 
@@ -317,4 +321,100 @@ def test_a_manifest_of_the_wrong_shape_names_the_file_and_field(
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, **change}))
     with pytest.raises(ModelFormatError, match=rf"pipeline\.json: field '{field}'"):
+        Pipeline.load(tmp_path / "model")
+
+
+# -- models given images prepared otherwise (issue 12, item 6) ---------------------------
+
+TINY_VGG19: dict[str, Any] = {
+    "name": "vgg19",
+    "input_size": 32,
+    "weights": None,
+    "trainable_blocks": 0,
+    "width_multiplier": 0.125,
+    "dense_units": 16,
+    "batch_size": 8,
+    "epochs": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def clahe_pipeline() -> Pipeline:
+    config = {
+        "preprocessor": {"name": "gaussian-clahe", "output_size": 48},
+        "classifier": dict(TINY_VGG19),
+        "detector": None,
+    }
+    return Pipeline(config).fit(generate_phantoms(8, size=64, seed=20))
+
+
+def _edit_saved_preprocessor(directory: Path, **changes: Any) -> None:
+    manifest_path = directory / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["preprocessor"].update(changes)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_saved_pipeline_whose_preprocessor_is_not_its_models_is_refused_on_load(
+    clahe_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    clahe_pipeline.save(tmp_path / "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreprocessingMismatchWarning)
+        Pipeline.load(tmp_path / "model").predict(generate_phantoms(8, size=64, seed=22))
+    _edit_saved_preprocessor(tmp_path / "model", clip_limit=4.0)
+    with pytest.raises(
+        ModelFormatError,
+        match=r"pipeline\.json: the classifier VGG19Classifier was trained on gaussian-clahe "
+        r".*clip_limit=2\.0.*clip_limit: 2\.0 \(trained\) vs 4\.0",
+    ):
+        Pipeline.load(tmp_path / "model")
+    # Another output size is no mismatch: the classifier resizes to its own input.
+    _edit_saved_preprocessor(tmp_path / "model", clip_limit=2.0, output_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreprocessingMismatchWarning)
+        assert len(Pipeline.load(tmp_path / "model").predict(generate_phantoms(2, size=64))) == 6
+
+
+def test_a_pipeline_given_another_preprocessor_refuses_to_predict(
+    clahe_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    clahe_pipeline.save(tmp_path / "model")
+    loaded = Pipeline.load(tmp_path / "model")
+    loaded.preprocessor_ = GaussianClahePreprocessor(output_size=48, clip_limit=4.0)
+    test = generate_phantoms(2, size=64, seed=24)
+    with pytest.raises(ConfigurationError, match=r"clip_limit: 2\.0 \(trained\) vs 4\.0"):
+        loaded.predict(test)
+    with pytest.raises(ConfigurationError, match="Use the preprocessor it was trained with"):
+        loaded.evaluate(test)
+
+
+def test_a_pipeline_without_a_preprocessor_warns_when_fed_raw_images(
+    clahe_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    clahe_pipeline.save(tmp_path / "model")
+    loaded = Pipeline.load(tmp_path / "model")
+    loaded.preprocessor_ = None
+    with pytest.warns(PreprocessingMismatchWarning, match="local contrast below"):
+        loaded.predict(generate_phantoms(8, size=64, seed=21))
+
+
+def test_a_saved_local_detector_is_checked_against_the_preprocessor_on_load(
+    test_config: dict[str, Any], tmp_path: Path
+) -> None:
+    test_config["preprocessor"] = {"name": "gaussian-clahe", "output_size": 48}
+    test_config["detector"] = {
+        "name": "local",
+        "input_size": 32,
+        "base_filters": 2,
+        "depth": 1,
+        "epochs": 1,
+        "threads": 2,
+    }
+    pipeline = Pipeline(test_config).fit(generate_phantoms(4, size=64, seed=23))
+    assert isinstance(pipeline.detector_, LocalDetector)
+    assert pipeline.detector_.preprocessing_["clip_limit"] == 2.0
+    pipeline.save(tmp_path / "model")
+    _edit_saved_preprocessor(tmp_path / "model", tile_grid_size=[4, 4])
+    with pytest.raises(ModelFormatError, match=r"the detector LocalDetector .*tile_grid_size"):
         Pipeline.load(tmp_path / "model")

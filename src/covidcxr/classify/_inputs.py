@@ -34,6 +34,7 @@ import numpy as np
 from attrs import define, field
 from numpy.typing import NDArray
 
+from covidcxr.preprocess._profile import InputRecorder
 from covidcxr.records import XRay
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ class ScanStats:
     ids: list[str] = field(factory=list)
     problems: list[tuple[str, str]] = field(factory=list)
     first_meta: Mapping[str, Any] | None = None
+    #: Collects each image's intensity statistics and recorded preprocessing, when set.
+    inputs: InputRecorder | None = None
     _hash: Any = field(factory=hashlib.sha256)
 
     def see(self, xray: XRay) -> None:
@@ -163,6 +166,8 @@ class ScanStats:
         self.ids.append(xray.id)
         if self.first_meta is None:
             self.first_meta = xray.meta
+        if self.inputs is not None:
+            self.inputs.see(xray)
         if self.fingerprint:
             pixels = np.ascontiguousarray(xray.pixels)
             header = f"{xray.id}\0{xray.label}\0{pixels.dtype.str}\0{pixels.shape}\0"

@@ -39,10 +39,12 @@ from covidcxr.classify._training import _epoch_seed, _reseed_dropout, _TrainingL
 from covidcxr.errors import (
     ConfigurationError,
     ModelFormatError,
+    PreprocessingMismatchWarning,
     TrainingDivergedError,
     WeightsUnavailableError,
 )
 from covidcxr.labels import LABELS
+from covidcxr.preprocess._profile import InputProfile, InputRecorder
 from covidcxr.protocols import EpochCallback
 from covidcxr.records import XRay
 
@@ -525,8 +527,8 @@ class VGG19Classifier(SetParamsMixin):
 
         return tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
 
-    def _scan(self, xrays: Iterable[XRay]) -> ScanStats:
-        stats = ScanStats(fingerprint=True)
+    def _scan(self, xrays: Iterable[XRay], *, record_inputs: bool = False) -> ScanStats:
+        stats = ScanStats(fingerprint=True, inputs=InputRecorder() if record_inputs else None)
         for xray in xrays:
             stats.see(xray)
         return stats
@@ -589,7 +591,7 @@ class VGG19Classifier(SetParamsMixin):
                 self.epochs,
             )
             rotation = (float(self.augmentation), self.seed) if self.augmentation else None
-            stats = ScanStats(fingerprint=True)
+            stats = ScanStats(fingerprint=True, inputs=InputRecorder())
             features = self._extract(
                 backbone, self._dataset(train, stats=stats, rotation=rotation, views=views)
             )
@@ -601,7 +603,7 @@ class VGG19Classifier(SetParamsMixin):
                 else None
             )
         else:
-            stats = self._scan(train)
+            stats = self._scan(train, record_inputs=True)
             val_stats = self._scan(valid) if valid is not None else None
         stats.warn()
 
@@ -712,6 +714,7 @@ class VGG19Classifier(SetParamsMixin):
         self.classes_ = classes
         self.fingerprint_ = fingerprint
         self.preprocessing_ = plain_data((stats.first_meta or {}).get("preprocessing"))
+        self.input_profile_ = stats.inputs.profile() if stats.inputs is not None else None
         self._predict_function = None
         return self
 
@@ -778,12 +781,23 @@ class VGG19Classifier(SetParamsMixin):
             )
         predict = self._predict_function
         assert predict is not None  # noqa: S101 - set just above; narrows the type
-        stats = ScanStats()
+        stats = ScanStats(inputs=InputRecorder())
         parts = [predict(batch).numpy() for batch in self._dataset(xrays, stats=stats)]
         stats.warn()
+        self._warn_if_unlike_training(stats)
         if not parts:
             return np.zeros((0, len(self.classes_)), np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def _warn_if_unlike_training(self, stats: ScanStats) -> None:
+        """Warn once when the input is unlike the training input (see the errors module)."""
+        if stats.inputs is None:
+            return
+        trained = self.preprocessing_ if isinstance(self.preprocessing_, Mapping) else None
+        problem = stats.inputs.mismatch(trained, self.input_profile_, f"this {type(self).__name__}")
+        if problem is not None:
+            # predict_proba <- original_errors' wrapper <- the caller
+            warnings.warn(problem, PreprocessingMismatchWarning, stacklevel=4)
 
     def predict(self, xrays: Iterable[XRay]) -> list[str]:
         """The most probable label of each radiograph."""
@@ -797,8 +811,10 @@ class VGG19Classifier(SetParamsMixin):
 
         The file is a zip archive with the Keras model (``model.keras``) and metadata
         (``covidcxr.json``: classes, parameters, input size and normalisation,
-        preprocessing parameters recorded by the preprocessor, library versions, training
-        history and data fingerprint). An existing file is replaced only if it is a saved
+        preprocessing parameters recorded by the preprocessor and the intensity
+        statistics of the training images (see
+        :class:`~covidcxr.errors.PreprocessingMismatchWarning`), library versions,
+        training history and data fingerprint). An existing file is replaced only if it is a saved
         classifier itself, and only once the new one is complete on disk.
 
         Raises
@@ -829,6 +845,9 @@ class VGG19Classifier(SetParamsMixin):
             "input_normalization": self.input_normalization,
             "feature_layer_name": self.feature_layer_name,
             "preprocessing": self.preprocessing_,
+            "input_profile": (
+                self.input_profile_.to_dict() if self.input_profile_ is not None else None
+            ),
             "versions": runtime_versions(),
             "history": self.history_,
             "data_fingerprint": self.fingerprint_,
@@ -878,6 +897,11 @@ class VGG19Classifier(SetParamsMixin):
         estimator.history_ = history
         estimator.fingerprint_ = metadata.get("data_fingerprint", {})
         estimator.preprocessing_ = metadata.get("preprocessing")
+        profile = metadata.get("input_profile")
+        # Absent from models saved before it was recorded: their input is not checked.
+        estimator.input_profile_ = (
+            InputProfile.from_dict(profile, os.fspath(path)) if profile is not None else None
+        )
         estimator._predict_function = None
         return estimator
 
@@ -886,6 +910,7 @@ class VGG19Classifier(SetParamsMixin):
     history_: dict[str, list[float]]
     fingerprint_: dict[str, Any]
     preprocessing_: Any
+    input_profile_: InputProfile | None
     _predict_function: Callable[[Any], Any] | None
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -21,14 +22,17 @@ from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr._params import SetParamsMixin
+from covidcxr._plain import plain_data
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
     ModelFormatError,
+    PreprocessingMismatchWarning,
     TrainingDivergedError,
 )
+from covidcxr.preprocess._profile import InputProfile, InputRecorder
 from covidcxr.protocols import EpochCallback
 from covidcxr.records import Detection, XRay
 
@@ -300,10 +304,14 @@ class LocalDetector(SetParamsMixin):
             batch[index, ..., 0] = _resize(to_uint8(xray.pixels), self.input_size) / 255.0
         return batch
 
-    def _arrays(self, xrays: Iterable[XRay]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def _arrays(
+        self, xrays: Iterable[XRay], inputs: InputRecorder | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         images: list[NDArray[np.float32]] = []
         masks: list[NDArray[np.float32]] = []
         for xray in xrays:
+            if inputs is not None:
+                inputs.see(xray)
             images.append(self.prepare_batch([xray])[0])
             target = _resize(lesion_mask(xray).astype(np.float32), self.input_size)
             masks.append((target >= 0.5).astype(np.float32)[..., None])
@@ -311,8 +319,10 @@ class LocalDetector(SetParamsMixin):
             raise InvalidImageError("fit needs at least one radiograph")
         return np.stack(images), np.stack(masks)
 
-    def _lesion_targets(self, xrays: Iterable[XRay]) -> tuple[NDArray[Any], NDArray[Any]]:
-        images, masks = self._arrays(xrays)
+    def _lesion_targets(
+        self, xrays: Iterable[XRay], inputs: InputRecorder
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
+        images, masks = self._arrays(xrays, inputs)
         if not masks.any():
             # With nothing to find, the network learns a constant map; thresholded, that
             # is either nothing or one box over every image, never a detector.
@@ -354,7 +364,8 @@ class LocalDetector(SetParamsMixin):
         """
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
-        images, masks = self._lesion_targets(xrays)
+        inputs = InputRecorder()
+        images, masks = self._lesion_targets(xrays, inputs)
         model = build_network(keras, self.input_size, self.base_filters, self.depth, self.augment)
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
@@ -396,6 +407,10 @@ class LocalDetector(SetParamsMixin):
         self.model_ = model
         self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
         self.n_training_images_ = int(images.shape[0])
+        # What the training images were prepared with, and how they looked: saved with
+        # the model, so that input prepared otherwise is noticed (see predict_masks).
+        self.preprocessing_ = plain_data(inputs.first_preprocessing)
+        self.input_profile_ = inputs.profile()
         return self
 
     def _require_fitted(self) -> Any:
@@ -409,13 +424,28 @@ class LocalDetector(SetParamsMixin):
     # -- detection -------------------------------------------------------------------------
 
     def predict_masks(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
-        """Lesion probability maps, shape ``(n, input_size, input_size)``."""
+        """Lesion probability maps, shape ``(n, input_size, input_size)``.
+
+        Warns (:class:`~covidcxr.errors.PreprocessingMismatchWarning`, once per call) when
+        the radiographs record another preprocessing than the training images did, or
+        their intensity statistics clearly differ from the training images'.
+        """
         model = self._require_fitted()
         if not xrays:
             return np.zeros((0, self.input_size, self.input_size), np.float32)
+        self._warn_if_unlike_training(xrays)
         batch = self.prepare_batch(xrays)
         predicted = model.predict(batch, batch_size=max(self.batch_size, 32), verbose=0)
         return np.asarray(predicted, np.float32)[..., 0]
+
+    def _warn_if_unlike_training(self, xrays: Sequence[XRay]) -> None:
+        inputs = InputRecorder()
+        for xray in xrays:
+            inputs.see(xray)
+        trained = self.preprocessing_ if isinstance(self.preprocessing_, Mapping) else None
+        problem = inputs.mismatch(trained, self.input_profile_, f"this {type(self).__name__}")
+        if problem is not None:
+            warnings.warn(problem, PreprocessingMismatchWarning, stacklevel=4)
 
     def detect(self, xray: XRay) -> list[Detection]:
         """Detect lesions in one radiograph; boxes in its own pixel coordinates.
@@ -466,6 +496,10 @@ class LocalDetector(SetParamsMixin):
             "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": getattr(self, "history_", {}),
             "n_training_images": getattr(self, "n_training_images_", None),
+            "preprocessing": self.preprocessing_,
+            "input_profile": (
+                self.input_profile_.to_dict() if self.input_profile_ is not None else None
+            ),
         }
         write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
 
@@ -500,4 +534,20 @@ class LocalDetector(SetParamsMixin):
         detector.history_ = metadata.get("history") or {}
         n_training_images = metadata.get("n_training_images")
         detector.n_training_images_ = int(n_training_images) if n_training_images else 0
+        # Both absent from detectors saved before they were recorded: then unknown (None),
+        # and their input is not checked.
+        detector.preprocessing_ = metadata.get("preprocessing")
+        profile = metadata.get("input_profile")
+        detector.input_profile_ = (
+            InputProfile.from_dict(profile, os.fspath(path)) if profile is not None else None
+        )
         return detector
+
+    # Learned state, declared for type checkers.
+    model_: Any
+    history_: dict[str, list[float]]
+    n_training_images_: int
+    #: The preprocessing the training images recorded (``meta["preprocessing"]``), if any.
+    preprocessing_: Any
+    #: Intensity statistics of the training images (``None`` when unknown).
+    input_profile_: InputProfile | None

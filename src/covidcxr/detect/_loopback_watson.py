@@ -158,6 +158,10 @@ class LoopbackWatsonServer:
         Make training end with ``latest_failed``.
     response_delay
         Seconds to wait before answering any ``/v4/`` request (to test timeouts).
+    drip_interval
+        Seconds between the bytes of each ``/v4/`` answer's body, sent one at a time after
+        the headers (to test that a timeout bounds the whole request, not each read);
+        ``0`` (the default) sends the body at once.
     honour_threshold
         Drop objects scoring under the request's ``threshold`` (the default); set it to
         ``False`` to act as a lenient endpoint that ignores it.
@@ -179,6 +183,7 @@ class LoopbackWatsonServer:
         self.fail_training = False
         self.honour_threshold = True
         self.response_delay = 0.0
+        self.drip_interval = 0.0
         self.rewrite_analysis: Callable[[dict[str, Any]], Any] | None = None
         self._images: dict[str, dict[str, Any]] = {}
         self._failures: deque[_Failure] = deque()
@@ -187,6 +192,7 @@ class LoopbackWatsonServer:
         self._token = _make_jwt()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def url(self) -> str:
@@ -203,6 +209,7 @@ class LoopbackWatsonServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        self._stopping.set()  # ends any dripping answer
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -308,9 +315,20 @@ class LoopbackWatsonServer:
                     for key, value in headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if server.drip_interval and request.path.startswith("/v4/"):
+                        self._drip(data, server.drip_interval)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client gave up (a timeout test)
+
+            def _drip(self, data: bytes, interval: float) -> None:
+                for index in range(len(data)):
+                    if server._stopping.wait(interval):
+                        self.close_connection = True
+                        return
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
 
         return Handler
 

@@ -97,7 +97,10 @@ class WatsonDetector(_ServiceConnection):
     max_retries
         Extra attempts after an HTTP 429 or 5xx answer, a timeout or a dropped connection.
     timeout
-        Seconds to wait for each HTTP response.
+        The longest one HTTP request may take, in seconds: from sending it to the last
+        byte of the answer (not only each read, so a server that trickles its answer
+        cannot hold the call). A request that overruns it is abandoned and retried like
+        a dropped connection.
     batch_size
         Images per ``analyze`` request, 1 to 20 (the service's limit).
     backoff

@@ -186,9 +186,12 @@ class _ServiceConnection:
                 )
             service.set_service_url(self.url)
             service.set_http_config({"timeout": self.timeout})
-            # The SDK reads whole bodies (a 600 MB answer took 1.9 GB); a response hook
-            # runs before requests reads the body, so it can read it with a limit.
-            service.get_http_client().hooks["response"].append(_body_limit(self.max_response_bytes))
+            # The SDK reads whole bodies (a 600 MB answer took 1.9 GB), each socket read
+            # bounded by timeout but not their sum; a response hook runs before requests
+            # reads the body, so it can read it with a size limit and a deadline.
+            service.get_http_client().hooks["response"].append(
+                _bounded_body(self.max_response_bytes, self.timeout)
+            )
             self._service = service
             return service
 
@@ -261,35 +264,77 @@ class _ServiceConnection:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _body_limit(limit: int) -> Callable[..., Any]:
-    """A requests response hook that reads the body, refusing more than ``limit`` bytes."""
+def _bounded_body(limit: int, timeout: float) -> Callable[..., Any]:
+    """A requests response hook that reads the body within ``limit`` bytes and ``timeout`` s.
 
-    def read_with_limit(response: Any, *args: Any, **kwargs: Any) -> Any:
+    requests' ``timeout`` bounds each socket read, not the request: a server that sends a
+    byte every half second held a call with ``timeout=3`` for two minutes. The hook runs
+    once the status line and headers are in, ``response.elapsed`` after the request went
+    out (connecting and uploading included), so the body gets what is left of ``timeout``;
+    a watchdog shuts the socket down when that runs out, which ends a read in progress.
+    The overrun raises requests' ``Timeout``, which :meth:`_ServiceConnection._call`
+    retries like any other timeout.
+    """
+    from requests.exceptions import RequestException, Timeout  # noqa: PLC0415
+
+    def read_within_limits(response: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("stream"):
             return response
         declared = str(response.headers.get("Content-Length") or "")
+        if declared.isdigit() and int(declared) > limit:
+            response.close()
+            raise _too_large(response, limit)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            # Ends a blocked read at once (urllib3 >= 2.3); the socket is closed below.
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                response.raw.shutdown()
+
+        watchdog = threading.Timer(max(0.0, timeout - response.elapsed.total_seconds()), expire)
+        watchdog.daemon = True
+        watchdog.start()
         size = 0
         chunks: list[bytes] = []
-        if not (declared.isdigit() and int(declared) > limit):
+        try:
             # iter_content decodes gzip, so a compressed bomb is counted as it inflates.
             for chunk in response.iter_content(_READ_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     break
                 chunks.append(chunk)
-        if size > limit or (declared.isdigit() and int(declared) > limit):
+        except (RequestException, OSError):
+            if not expired.is_set():
+                raise
+        finally:
+            watchdog.cancel()
+        # Checked even when the loop ended quietly: a body without Content-Length that
+        # was cut by the watchdog looks complete.
+        if expired.is_set():
             response.close()
-            raise DetectorServiceError(
-                f"Watson's answer from {response.url.split('?')[0]} is larger than "
-                f"max_response_bytes={limit}; it was abandoned before parsing (raise the "
-                "limit only for an endpoint you trust)",
-                response.status_code,
+            raise Timeout(
+                f"Watson did not answer within {timeout:g} s (timeout= bounds the whole "
+                "request, the answer's body included)",
+                response=response,
             )
+        if size > limit:
+            response.close()
+            raise _too_large(response, limit)
         # What requests would have read itself; Response.content returns it as is.
         response._content = b"".join(chunks)
         return response
 
-    return read_with_limit
+    return read_within_limits
+
+
+def _too_large(response: Any, limit: int) -> DetectorServiceError:
+    return DetectorServiceError(
+        f"Watson's answer from {response.url.split('?')[0]} is larger than "
+        f"max_response_bytes={limit}; it was abandoned before parsing (raise the "
+        "limit only for an endpoint you trust)",
+        response.status_code,
+    )
 
 
 def _prepare_upload(xray: XRay, index: int) -> _Upload:

@@ -61,16 +61,19 @@ from covidcxr.plugins import (
     create_detector,
     create_preprocessor,
 )
+from covidcxr.preprocess._profile import describe_preprocessing, preprocessing_differences
 from covidcxr.protocols import (
     BatchDetector,
     Classifier,
     DatasetSource,
+    DescribedPreprocessor,
     EpochCallback,
     Evaluator,
     InputGate,
     LesionDetector,
     Persistable,
     Preprocessor,
+    RecordsPreprocessing,
     Report,
     ReportsEpochs,
     TrainableDetector,
@@ -414,6 +417,54 @@ class Pipeline:
                 "this Pipeline is not fitted yet: call fit() or Pipeline.load()"
             )
 
+    def _check_preprocessing(self) -> None:
+        """Refuse a classifier or detector trained on images prepared otherwise.
+
+        Certain mismatches only: a component that recorded its training images'
+        preprocessing, and a preprocessor that describes its own (or, without one, two
+        components that recorded different ones). Anything less certain (no preprocessor,
+        or one that describes nothing) is left to the components, which warn when their
+        input does not look like their training input.
+
+        Raises
+        ------
+        ConfigurationError
+            Naming the component, both preprocessings and how they differ.
+        """
+        recorded: list[tuple[str, Mapping[str, Any]]] = []
+        components: tuple[tuple[str, object], ...] = (
+            ("classifier", self.classifier_),
+            ("detector", self.detector_),
+        )
+        for role, component in components:
+            if isinstance(component, RecordsPreprocessing) and isinstance(
+                component.preprocessing_, Mapping
+            ):
+                recorded.append((f"{role} {type(component).__name__}", component.preprocessing_))
+        preprocessor: object = self.preprocessor_
+        if isinstance(preprocessor, DescribedPreprocessor):
+            given = preprocessor.describe()
+            for what, trained in recorded:
+                differences = preprocessing_differences(trained, given)
+                if differences:
+                    raise ConfigurationError(
+                        f"the {what} was trained on {describe_preprocessing(trained)}, but "
+                        f"this pipeline prepares its images with "
+                        f"{describe_preprocessing(given)} ({'; '.join(differences)}); a model "
+                        "fed images prepared otherwise predicts worse without saying so. Use "
+                        "the preprocessor it was trained with (Pipeline.load restores it), or "
+                        "train it again"
+                    )
+        elif len(recorded) == 2:
+            (first, one), (second, other) = recorded
+            differences = preprocessing_differences(one, other)
+            if differences:
+                raise ConfigurationError(
+                    f"the {first} and the {second} were trained on differently prepared "
+                    f"images ({'; '.join(differences)}), so no input suits both; train them "
+                    "on the same preprocessing"
+                )
+
     @property
     def classes_(self) -> tuple[str, ...]:
         """The classes of the fitted classifier, in probability-column order."""
@@ -739,6 +790,7 @@ class Pipeline:
             In source order; detection boxes in the coordinates of the source's images.
         """
         self._check_fitted()
+        self._check_preprocessing()
         note = model_note(getattr(self, "training_data_", None))
         if note is not None:
             warnings.warn(note, SyntheticModelWarning, stacklevel=2)
@@ -810,6 +862,7 @@ class Pipeline:
             :func:`covidcxr.files.check_output_directory`).
         """
         self._check_fitted()
+        self._check_preprocessing()
         if report_dir is not None:  # fail before the work, not after
             check_output_directory(report_dir, "report", overwrite=overwrite)
         keep = n_examples if report_dir is not None else 0
@@ -1068,6 +1121,10 @@ class Pipeline:
             workers=workers,
         )
         pipeline._build()
+        try:
+            pipeline._check_preprocessing()
+        except ConfigurationError as exc:
+            raise ModelFormatError(f"{Path(directory) / 'pipeline.json'}: {exc}") from None
         pipeline.history_ = dict(manifest.get("history") or {})
         pipeline.training_fingerprint_ = manifest.get("training_data_fingerprint")
         pipeline.trust_ = TrustState.from_dict(

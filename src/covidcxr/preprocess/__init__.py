@@ -29,6 +29,7 @@ from covidcxr.preprocess._geometry import (
     transform_boxes,
 )
 from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_pixels
+from covidcxr.preprocess._profile import recorded_preprocessor
 
 __all__ = [
     "UINT8_OVER_255",
@@ -44,6 +45,7 @@ __all__ = [
     "expand_pixels",
     "fit_resize",
     "preprocess_batch",
+    "recorded_preprocessor",
     "resize_image",
     "to_uint8",
     "transform_boxes",
