@@ -149,8 +149,11 @@ class ChestXrayGate(SetParamsMixin):
     learning_rate
         Adam's learning rate.
     acceptance
-        The share of held-out training radiographs the threshold accepts (0.995: refuse
-        the most unusual 0.5 %).
+        The share of held-out training radiographs the threshold accepts (0.99: refuse
+        the most unusual 1 %). The default leaves a margin above the 98 % of in-
+        distribution radiographs a gate must accept; at 0.995 the gate accepted 99.9 %
+        of COVID-QU-Ex Test but let through a third of tiled radiographs
+        (``benchmarks/bench_trust.py``).
     holdout
         The share of training radiographs held out from the network's training to set the
         threshold on.
@@ -176,7 +179,7 @@ class ChestXrayGate(SetParamsMixin):
     --------
     >>> gate = ChestXrayGate(epochs=1)
     >>> gate.acceptance
-    0.995
+    0.99
     """
 
     #: The fewest training radiographs the gate is fitted on: a fifth of them set the
@@ -190,7 +193,7 @@ class ChestXrayGate(SetParamsMixin):
         epochs: int = 4,
         batch_size: int = 16,
         learning_rate: float = 1e-3,
-        acceptance: float = 0.995,
+        acceptance: float = 0.99,
         holdout: float = 0.2,
         min_contrast: float = 0.02,
         seed: int = 0,
