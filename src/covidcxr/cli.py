@@ -194,6 +194,27 @@ def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
+def _trust_lines(data: Mapping[str, Any], number: Callable[[float | None], str]) -> list[str]:
+    """What the input gate refused, calibration before and after, the decisions as given."""
+    lines = []
+    if data.get("rejected"):
+        lines.append(f"refused:     {len(data['rejected'])} by the input gate (not scored)")
+    calibration = data.get("calibration") or {}
+    after = (calibration.get("after") or {}).get("expected_calibration_error")
+    if after is not None:
+        before = (calibration.get("before") or {}).get("expected_calibration_error")
+        shown = f"{number(before)} before, {number(after)} after calibration"
+        lines.append(f"ECE:         {shown if before is not None else number(after)}")
+    decisions = data.get("decisions")
+    if decisions and (decisions.get("n_abstained") or decisions.get("n_differing_from_argmax")):
+        lines.append(
+            f"as decided:  coverage {number(decisions['coverage'])}, accuracy "
+            f"{number(decisions['accuracy_covered'])} on the covered, sensitivity "
+            + ", ".join(f"{k} {number(v)}" for k, v in decisions["sensitivity"].items())
+        )
+    return lines
+
+
 def _summary_lines(report: Any) -> list[str]:
     data = report.to_dict()
     lines = []
@@ -225,6 +246,7 @@ def _summary_lines(report: Any) -> list[str]:
         for scores in classification["per_class"]:
             label = scores["label"]
             lines.append(f"  {label:<10} recall {figure(f'recall[{label}]', scores['recall'])}")
+    lines += _trust_lines(data, number)
     detection = data.get("detection")
     if detection:
         lines.append(

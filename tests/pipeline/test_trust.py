@@ -14,6 +14,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,31 @@ def test_a_prediction_s_status_matches_its_label() -> None:
     with pytest.raises(ValueError, match="names a class"):
         Prediction("a", REJECTED, {})
     assert Prediction("a", UNCERTAIN, {"normal": 0.4}, status=UNCERTAIN).confidence == 0.4
+
+
+def test_cli_evaluate_shows_refusals_and_calibration_before_and_after(
+    trusted: Pipeline, tmp_path: Path
+) -> None:
+    import cv2
+
+    trusted.save(tmp_path / "model")
+    folders = {"covid-19": "COVID", "normal": "Normal", "pneumonia": "Pneumonia"}
+    for xray in generate_phantoms(4, size=64, seed=13):
+        folder = tmp_path / "labelled" / folders[str(xray.label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{xray.id}.png"), np.asarray(xray.pixels))
+    cv2.imwrite(
+        str(tmp_path / "labelled" / "Normal" / "blank.png"), np.full((64, 64), 90, np.uint8)
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate", str(tmp_path / "model"), str(tmp_path / "labelled"),
+            "--report", str(tmp_path / "report"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # The blank frame at least (a phantom may be refused too: the gate is tiny).
+    assert re.search(r"refused: +[12] by the input gate", result.output)
+    assert "before," in result.output
+    assert "after calibration" in result.output
