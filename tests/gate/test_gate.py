@@ -48,11 +48,12 @@ def accepted(gate: ChestXrayGate, xrays: list[XRay]) -> float:
 
 
 def test_versions_are_the_quarter_turns_with_and_without_inversion() -> None:
-    ramp = np.arange(12, dtype=np.float32).reshape(1, 3, 4) / 11
+    ramp = np.arange(12, dtype=np.float32).reshape(1, 3, 4) / np.float32(11)
     assert n_versions() == 8
     np.testing.assert_array_equal(version_of(ramp, 0), ramp)
     np.testing.assert_array_equal(version_of(ramp, 2)[0], ramp[0, ::-1, ::-1])
-    np.testing.assert_allclose(version_of(ramp, 5), 1 - version_of(ramp, 1))
+    inverted = np.float32(1) - version_of(ramp, 1)
+    assert np.allclose(version_of(ramp, 5), inverted)
     assert version_of(ramp, 1).shape == (1, 4, 3)
     with pytest.raises(ValueError, match="version"):
         version_of(ramp, 8)

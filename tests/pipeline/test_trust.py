@@ -175,7 +175,8 @@ def test_fit_trust_gives_a_pipeline_without_a_gate_one(base: dict[str, Any]) -> 
     assert pipeline.trust_.calibration is None
     assert all(p.ood_score is None for p in pipeline.predict(strangers()))
     pipeline.fit_trust(train, trust={"gate": SMALL_GATE})
-    assert isinstance(pipeline.gate_, ChestXrayGate)
+    gate: object = pipeline.gate_  # no longer None: fit_trust fitted one
+    assert isinstance(gate, ChestXrayGate)
     assert all(p.status == REJECTED for p in pipeline.predict(strangers()))
 
 
