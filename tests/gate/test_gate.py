@@ -136,3 +136,14 @@ def test_too_few_radiographs_or_bad_options_are_refused(train: list[XRay]) -> No
         ChestXrayGate(epochs=0).fit(train)
     with pytest.raises(ConfigurationError, match="not fitted"):
         ChestXrayGate().assess(train[:1])
+
+
+def test_twelve_bit_data_in_sixteen_bits_is_not_taken_for_a_blank_frame(
+    gate: ChestXrayGate,
+) -> None:
+    ramp = np.tile(np.linspace(0, 4095, 64), (64, 1)).astype(np.uint16)  # 12 bits used
+    decision = gate.assess([XRay(ramp, "12-bit")])[0]
+    assert decision.reason is None or not decision.reason.startswith("blank image")
+    flat = gate.assess([XRay(np.full((64, 64), 2000, np.uint16), "flat")])[0]
+    assert flat.reason is not None
+    assert flat.reason.startswith("blank image")

@@ -103,9 +103,13 @@ def _pixel_problem(pixels: NDArray[Any], min_contrast: float) -> str | None:
     array = np.asarray(pixels)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         return "the image holds NaN or infinite values"
-    unit = as_unit_float(array)
-    if float(np.std(unit)) < min_contrast:
-        return f"blank image: almost no contrast (grey-level spread {float(np.std(unit)):.3f})"
+    if array.dtype == np.uint16:
+        # 10- to 12-bit data stored in 16 bits: judged on the scale it uses.
+        spread = float(np.std(array)) / max(float(array.max()), 4095.0)
+    else:
+        spread = float(np.std(as_unit_float(array)))
+    if spread < min_contrast:
+        return f"blank image: almost no contrast (grey-level spread {spread:.3f})"
     return None
 
 
