@@ -66,7 +66,7 @@ from covidcxr.evaluate._bootstrap import (
     _scores_from_confusion,
     _weighted_mean,
 )
-from covidcxr.evaluate._calibration import _bin_confidences
+from covidcxr.evaluate._calibration import _bin_confidences, _floats, _nan_to_none
 
 __all__ = [
     "AveragedScores",
@@ -81,15 +81,6 @@ __all__ = [
 
 # Probability rows may sum to 1 only up to float32 rounding (softmax outputs).
 _ROW_SUM_TOLERANCE = 1e-3
-
-
-def _json_value(instance: object, attribute: attrs.Attribute[Any] | None, value: Any) -> Any:
-    # attrs.asdict's value_serializer: undefined figures (nan) become JSON null.
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _floats(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
 
 
 @frozen
@@ -117,7 +108,7 @@ class ClassScores:
 
     def to_dict(self) -> dict[str, Any]:
         """The scores as JSON-ready data (``nan`` becomes ``None``)."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 @frozen
@@ -132,7 +123,7 @@ class AveragedScores:
 
     def to_dict(self) -> dict[str, float | None]:
         """The averages as JSON-ready data (``nan`` becomes ``None``)."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 @frozen
@@ -146,7 +137,7 @@ class RocCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """The curve as JSON-ready data."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 @frozen
@@ -164,7 +155,7 @@ class ReliabilityBin:
 
     def to_dict(self) -> dict[str, Any]:
         """The bin as JSON-ready data."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 @frozen
@@ -191,7 +182,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """The calibration figures as JSON-ready data."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 #: :attr:`ConfidenceInterval.method` of a Wilson score interval (binomial proportions).
@@ -232,7 +223,7 @@ class ConfidenceInterval:
 
     def to_dict(self) -> dict[str, float | None]:
         """The interval as JSON-ready data."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 @frozen
@@ -296,7 +287,7 @@ class ClassificationMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """All figures as JSON-ready data."""
-        return attrs.asdict(self, value_serializer=_json_value)
+        return attrs.asdict(self, value_serializer=_nan_to_none)
 
 
 def _proportion_interval(successes: int, trials: int, level: float) -> ConfidenceInterval:
