@@ -11,8 +11,8 @@ Data flows one way::
 
 Optional abilities are declared by small protocols of their own: a component that has the
 methods of :class:`BatchDetector`, :class:`TrainableDetector`, :class:`Persistable`,
-:class:`ReportsEpochs`, :class:`CacheablePreprocessor`, :class:`DescribedPreprocessor` or
-:class:`RecordsPreprocessing` is used that way by the
+:class:`ReportsEpochs`, :class:`SegmentsLesions`, :class:`CacheablePreprocessor`,
+:class:`DescribedPreprocessor` or :class:`RecordsPreprocessing` is used that way by the
 :class:`~covidcxr.Pipeline`; one that has not is used through its role's methods alone.
 The pipeline asks with ``isinstance`` against these protocols, never by probing for
 attributes, so a plugin author can read here everything the pipeline may call.
@@ -44,6 +44,7 @@ __all__ = [
     "RecordsPreprocessing",
     "Report",
     "ReportsEpochs",
+    "SegmentsLesions",
     "TrainableDetector",
 ]
 
@@ -240,6 +241,33 @@ class TrainableDetector(Protocol):
 
     def fit(self, xrays: Sequence[XRay], validation: Sequence[XRay] | None = None) -> Self:
         """Learn from the radiographs' boxes; ``validation`` is for monitoring only."""
+        ...
+
+
+@runtime_checkable
+class SegmentsLesions(Protocol):
+    """A detector that draws a lesion probability map and boxes its components.
+
+    With a lung stage, the pipeline asks for the maps, sets them to 0 outside the lungs,
+    boxes what is left with :meth:`masks_to_detections`, and measures each lung's
+    infected share (:class:`~covidcxr.Severity`) from the same maps at
+    :attr:`mask_threshold`.
+    """
+
+    #: The probability at which a pixel of a map counts as lesion.
+    mask_threshold: float
+
+    def predict_masks(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
+        """Lesion probability maps, shape ``(n, height, width)``, one per radiograph.
+
+        A map covers its whole radiograph, at any resolution.
+        """
+        ...
+
+    def masks_to_detections(
+        self, maps: NDArray[np.floating[Any]], xrays: Sequence[XRay]
+    ) -> list[list[Detection]]:
+        """Boxes from the maps, in each radiograph's own pixel coordinates."""
         ...
 
 

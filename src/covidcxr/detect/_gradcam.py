@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.detect._local import keras_module, mask_to_detections
+from covidcxr._unet import keras_module
+from covidcxr.detect._local import mask_to_detections
 from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.labels import COVID19
 from covidcxr.records import Detection, XRay

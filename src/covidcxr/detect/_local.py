@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Self
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
+from covidcxr._unet import build_unet, dice_bce_loss, divergence_check, keras_module, resize_square
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import (
@@ -61,24 +61,6 @@ _PARAMS: Final = (
 )
 # Run-time wiring, not configuration: never written into a saved detector.
 _UNSAVED: Final = frozenset({"on_epoch_end"})
-
-
-def keras_module(threads: int | None = None) -> Any:
-    """Import Keras on TensorFlow, capping TensorFlow's CPU threads when asked.
-
-    The cap only takes effect before TensorFlow runs its first operation in the process.
-    """
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
-    import tensorflow as tf  # noqa: PLC0415
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass  # TensorFlow is already running; its thread pools cannot change now.
-    return keras
 
 
 def mask_to_detections(
@@ -133,72 +115,6 @@ def mask_to_detections(
             detections.append(Detection(mapped, label, score))
     detections.sort(key=lambda detection: -detection.score)
     return detections
-
-
-def _resize(image: NDArray[Any], size: int) -> NDArray[np.float32]:
-    height, width = image.shape
-    interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_LINEAR
-    resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=interpolation)
-    return np.asarray(resized, np.float32)
-
-
-def _conv_block(keras: Any, x: Any, filters: int) -> Any:
-    layers = keras.layers
-    for _ in range(2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-    return x
-
-
-def _stop_if_diverged(epoch: int, logs: dict[str, Any] | None) -> None:
-    bad = {key: float(value) for key, value in (logs or {}).items() if not np.isfinite(value)}
-    if bad:
-        shown = ", ".join(f"{key}={value}" for key, value in bad.items())
-        raise TrainingDivergedError(
-            f"LocalDetector training diverged in epoch {epoch + 1} ({shown}); lower "
-            "learning_rate (or check the data for non-finite values) and train again"
-        )
-
-
-def build_network(keras: Any, input_size: int, base_filters: int, depth: int, augment: bool) -> Any:
-    """A U-Net with a stride-2 stem: it segments at half the input resolution for speed."""
-    layers = keras.layers
-    inputs = keras.Input((input_size, input_size, 1), name="radiograph")
-    x = layers.RandomFlip("horizontal")(inputs) if augment else inputs
-    x = layers.Conv2D(base_filters, 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    skips = []
-    for level in range(depth):
-        x = _conv_block(keras, x, base_filters * 2**level)
-        skips.append(x)
-        x = layers.MaxPooling2D()(x)
-    x = _conv_block(keras, x, base_filters * 2**depth)
-    for level in reversed(range(depth)):
-        x = layers.UpSampling2D(interpolation="bilinear")(x)
-        x = layers.Concatenate()([x, skips[level]])
-        x = _conv_block(keras, x, base_filters * 2**level)
-    x = layers.UpSampling2D(interpolation="bilinear")(x)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="lesion_probability")(x)
-    return keras.Model(inputs, outputs, name="covidcxr_local_unet")
-
-
-def _dice_bce_loss(keras: Any) -> Any:
-    ops = keras.ops
-
-    def dice_bce(y_true: Any, y_pred: Any) -> Any:
-        # Dice counters the imbalance (most pixels are not lesion); BCE keeps gradients
-        # well-behaved on the many lesion-free images. Dice is taken over the whole batch:
-        # per image it would be ~1 for any faint output on a lesion-free radiograph, and
-        # those dominate the data.
-        bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
-        intersection = ops.sum(y_true * y_pred)
-        total = ops.sum(y_true) + ops.sum(y_pred)
-        dice = 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
-        return bce + dice
-
-    return dice_bce
 
 
 class LocalDetector(SetParamsMixin):
@@ -301,7 +217,7 @@ class LocalDetector(SetParamsMixin):
         """Network inputs, shape ``(n, input_size, input_size, 1)``, in ``[0, 1]``."""
         batch = np.empty((len(xrays), self.input_size, self.input_size, 1), np.float32)
         for index, xray in enumerate(xrays):
-            batch[index, ..., 0] = _resize(to_uint8(xray.pixels), self.input_size) / 255.0
+            batch[index, ..., 0] = resize_square(to_uint8(xray.pixels), self.input_size) / 255.0
         return batch
 
     def _arrays(
@@ -313,7 +229,7 @@ class LocalDetector(SetParamsMixin):
             if inputs is not None:
                 inputs.see(xray)
             images.append(self.prepare_batch([xray])[0])
-            target = _resize(lesion_mask(xray).astype(np.float32), self.input_size)
+            target = resize_square(lesion_mask(xray).astype(np.float32), self.input_size)
             masks.append((target >= 0.5).astype(np.float32)[..., None])
         if not images:
             raise InvalidImageError("fit needs at least one radiograph")
@@ -366,14 +282,22 @@ class LocalDetector(SetParamsMixin):
         keras.utils.set_random_seed(self.seed)
         inputs = InputRecorder()
         images, masks = self._lesion_targets(xrays, inputs)
-        model = build_network(keras, self.input_size, self.base_filters, self.depth, self.augment)
+        model = build_unet(
+            keras,
+            self.input_size,
+            self.base_filters,
+            self.depth,
+            flip=self.augment,
+            name="covidcxr_local_unet",
+            output_name="lesion_probability",
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss=_dice_bce_loss(keras),
+            loss=dice_bce_loss(keras),
         )
-        # Stop at the first non-finite loss: a diverged network would otherwise be kept
-        # (and saved), and find nothing, or everything, in every image.
-        callbacks: list[Any] = [keras.callbacks.LambdaCallback(on_epoch_end=_stop_if_diverged)]
+        callbacks: list[Any] = [
+            keras.callbacks.LambdaCallback(on_epoch_end=divergence_check("LocalDetector"))
+        ]
         if self.on_epoch_end is not None:
             report = self.on_epoch_end
             callbacks.append(
@@ -461,7 +385,18 @@ class LocalDetector(SetParamsMixin):
     def detect_batch(self, xrays: Iterable[XRay]) -> list[list[Detection]]:
         """Detect lesions in many radiographs (one network call per ``batch_size`` chunk)."""
         images = list(xrays)
-        maps = self.predict_masks(images)
+        return self.masks_to_detections(self.predict_masks(images), images)
+
+    def masks_to_detections(
+        self, maps: NDArray[np.floating[Any]], xrays: Sequence[XRay]
+    ) -> list[list[Detection]]:
+        """Boxes from lesion probability maps (of :meth:`predict_masks`, perhaps edited).
+
+        Each map's connected components at :attr:`mask_threshold` become detections in
+        its radiograph's own pixel coordinates. A pipeline with a lung stage first sets
+        the maps to 0 outside the lungs.
+        """
+        images = list(xrays)
         return [
             mask_to_detections(
                 probabilities,

@@ -1,0 +1,146 @@
+"""The small U-Net the segmentation models share, and the Keras plumbing around it.
+
+The local lesion detector (:class:`~covidcxr.LocalDetector`) and the lung segmenter
+(:class:`~covidcxr.lungs.LungSegmenter`) are the same kind of network, trained the same
+way (Dice + binary cross-entropy, Adam, early stopping on the validation loss): one place
+builds it. Keras 3 on TensorFlow is imported only when a network is built or loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from covidcxr.errors import TrainingDivergedError
+
+__all__ = [
+    "build_unet",
+    "dice_bce_loss",
+    "divergence_check",
+    "keras_module",
+    "resize_square",
+]
+
+
+def keras_module(threads: int | None = None) -> Any:
+    """Import Keras on TensorFlow, capping TensorFlow's CPU threads when asked.
+
+    The cap only takes effect before TensorFlow runs its first operation in the process.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+    import tensorflow as tf  # noqa: PLC0415
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TensorFlow is already running; its thread pools cannot change now.
+    return keras
+
+
+def resize_square(image: NDArray[Any], size: int) -> NDArray[np.float32]:
+    """``image`` as ``float32``, stretched to ``size`` x ``size`` (area-averaged when shrunk)."""
+    height, width = image.shape
+    interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_LINEAR
+    resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=interpolation)
+    return np.asarray(resized, np.float32)
+
+
+def _conv_block(keras: Any, x: Any, filters: int) -> Any:
+    layers = keras.layers
+    for _ in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    return x
+
+
+def divergence_check(owner: str) -> Callable[[int, dict[str, Any] | None], None]:
+    """An ``on_epoch_end`` that raises :class:`TrainingDivergedError` at a non-finite loss.
+
+    A diverged network would otherwise be kept (and saved), and find nothing, or
+    everything, in every image.
+    """
+
+    def stop_if_diverged(epoch: int, logs: dict[str, Any] | None) -> None:
+        bad = {key: float(value) for key, value in (logs or {}).items() if not np.isfinite(value)}
+        if bad:
+            shown = ", ".join(f"{key}={value}" for key, value in bad.items())
+            raise TrainingDivergedError(
+                f"{owner} training diverged in epoch {epoch + 1} ({shown}); lower "
+                "learning_rate (or check the data for non-finite values) and train again"
+            )
+
+    return stop_if_diverged
+
+
+def build_unet(
+    keras: Any,
+    input_size: int,
+    base_filters: int,
+    depth: int,
+    *,
+    flip: bool,
+    name: str,
+    output_name: str,
+) -> Any:
+    """A U-Net with a stride-2 stem: it segments at half the input resolution for speed.
+
+    Parameters
+    ----------
+    keras
+        The Keras module (see :func:`keras_module`).
+    input_size
+        Side of the square input; a multiple of ``2 ** (depth + 1)``.
+    base_filters, depth
+        Width of the first level and number of down-sampling levels.
+    flip
+        Random horizontal flips while training (a layer that is inactive at inference).
+    name, output_name
+        Names of the model and of its sigmoid output layer.
+    """
+    layers = keras.layers
+    inputs = keras.Input((input_size, input_size, 1), name="radiograph")
+    x = layers.RandomFlip("horizontal")(inputs) if flip else inputs
+    x = layers.Conv2D(base_filters, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    skips = []
+    for level in range(depth):
+        x = _conv_block(keras, x, base_filters * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _conv_block(keras, x, base_filters * 2**depth)
+    for level in reversed(range(depth)):
+        x = layers.UpSampling2D(interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = _conv_block(keras, x, base_filters * 2**level)
+    x = layers.UpSampling2D(interpolation="bilinear")(x)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name=output_name)(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def dice_bce_loss(keras: Any) -> Any:
+    """Binary cross-entropy plus the soft Dice loss taken over the whole batch.
+
+    Dice counters the imbalance (most pixels are not the structure); BCE keeps gradients
+    well-behaved on images without it. Dice is taken over the whole batch: per image it
+    would be ~1 for any faint output on an image that has nothing to find.
+    """
+    ops = keras.ops
+
+    def dice_bce(y_true: Any, y_pred: Any) -> Any:
+        bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+        intersection = ops.sum(y_true * y_pred)
+        total = ops.sum(y_true) + ops.sum(y_pred)
+        dice = 1.0 - (2.0 * intersection + 1.0) / (total + 1.0)
+        return bce + dice
+
+    return dice_bce
