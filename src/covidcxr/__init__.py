@@ -9,7 +9,8 @@ This package holds the names most programs need, and nothing else:
 
 ============================  ===========================================================
 records                       :class:`XRay`, :class:`Box`, :class:`Detection`,
-                              :class:`GroundTruth`, :class:`Prediction`, :data:`LABELS`
+                              :class:`GroundTruth`, :class:`Prediction`,
+                              :class:`Severity`, :data:`LABELS`
 roles (protocols)             :class:`DatasetSource`, :class:`Preprocessor`,
                               :class:`Classifier`, :class:`LesionDetector`,
                               :class:`Evaluator`
@@ -43,7 +44,7 @@ from covidcxr.hookspecs import hookimpl
 from covidcxr.labels import LABELS
 from covidcxr.plugins import create_classifier, create_detector, create_preprocessor, open_source
 from covidcxr.protocols import Classifier, DatasetSource, Evaluator, LesionDetector, Preprocessor
-from covidcxr.records import Box, Detection, GroundTruth, Prediction, XRay
+from covidcxr.records import Box, Detection, GroundTruth, Prediction, Severity, XRay
 
 # A library logs and lets the application decide what is shown (the command line does,
 # from its -v count): without this handler, Python would print WARNING records itself.
@@ -82,9 +83,11 @@ _NAMESPACES: frozenset[str] = frozenset(
         "errors",
         "evaluate",
         "files",
+        "gate",
         "hookspecs",
         "io",
         "labels",
+        "lungs",
         "phantoms",
         "pipeline",
         "plugins",
@@ -185,6 +188,7 @@ __all__ = [
     "PipelineConfig",
     "Prediction",
     "Preprocessor",
+    "Severity",
     "VGG19Classifier",
     "WatsonDetector",
     "XRay",

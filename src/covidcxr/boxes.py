@@ -129,6 +129,50 @@ class ResizeTransform:
             out_width / in_width, out_height / in_height, 0.0, 0.0, input_shape, output_shape
         )
 
+    @classmethod
+    def crop(
+        cls, window: Box, input_shape: tuple[int, int], output_shape: tuple[int, int]
+    ) -> ResizeTransform:
+        """The transform that cuts ``window`` out and stretches it onto ``output_shape``.
+
+        Examples
+        --------
+        >>> t = ResizeTransform.crop(Box(10, 20, 40, 20), (100, 100), (10, 20))
+        >>> t.map_boxes([Box(10, 20, 20, 10)])
+        (Box(x=0.0, y=0.0, width=10.0, height=5.0),)
+        """
+        out_height, out_width = output_shape
+        scale_x, scale_y = out_width / window.width, out_height / window.height
+        return cls(
+            scale_x, scale_y, -window.x * scale_x, -window.y * scale_y, input_shape, output_shape
+        )
+
+    def then(self, following: ResizeTransform) -> ResizeTransform:
+        """The transform that applies this one, then ``following`` (on this one's output).
+
+        Examples
+        --------
+        >>> first = ResizeTransform.stretch((100, 100), (50, 50))
+        >>> both = first.then(ResizeTransform.crop(Box(10, 10, 20, 20), (50, 50), (40, 40)))
+        >>> both.map_boxes([Box(20, 20, 40, 40)])
+        (Box(x=0.0, y=0.0, width=40.0, height=40.0),)
+        >>> both.inverse().map_boxes([Box(0, 0, 40, 40)])
+        (Box(x=20.0, y=20.0, width=40.0, height=40.0),)
+        """
+        if tuple(following.input_shape) != tuple(self.output_shape):
+            raise ValueError(
+                f"cannot chain a transform from {following.input_shape} after one that "
+                f"makes {self.output_shape}"
+            )
+        return ResizeTransform(
+            self.scale_x * following.scale_x,
+            self.scale_y * following.scale_y,
+            self.offset_x * following.scale_x + following.offset_x,
+            self.offset_y * following.scale_y + following.offset_y,
+            self.input_shape,
+            following.output_shape,
+        )
+
     @property
     def resized_shape(self) -> tuple[int, int]:
         """``(height, width)`` of the scaled image before padding or cropping.

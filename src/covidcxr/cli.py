@@ -376,6 +376,7 @@ def predict_command(
             classes=pipeline.classes_,
             overwrite=overwrite,
             note=note,
+            severity=pipeline.measures_severity,
         )
         summary = {"output": str(output), "n_images": count}
         _emit(summary, as_json, [f"wrote {count} prediction(s) to {output}"])
@@ -396,6 +397,11 @@ def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
     for p in predictions:
         confidence = "  -  " if p.confidence is None else f"{p.confidence:.3f}"
         line = f"{p.id:<{width}}  {p.label:<9}  {confidence}  {len(p.detections)} lesion(s)"
+        if p.severity is not None:
+            line += (
+                f"  severity {p.severity.score}/8 (right lung {p.severity.right:.0%}, "
+                f"left {p.severity.left:.0%})"
+            )
         lines.append(f"{line}  ({p.reason})" if p.reason else line)
     counts = Counter(p.status for p in predictions)
     if counts[REJECTED] or counts[UNCERTAIN]:

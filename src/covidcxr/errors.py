@@ -16,6 +16,7 @@ __all__ = [
     "DetectorServiceError",
     "InvalidImageError",
     "ModelFormatError",
+    "NoLungsFoundWarning",
     "OutputError",
     "OutputExistsError",
     "PluginError",
@@ -131,6 +132,13 @@ class SyntheticModelWarning(UserWarning):
     Its predictions show that the software runs; they say nothing about a real chest
     X-ray. :meth:`covidcxr.Pipeline.predict` warns once per call with such a model, and
     its model card says so at the top.
+    """
+
+
+class NoLungsFoundWarning(UserWarning):
+    """A pipeline's lung stage found no lung fields in some radiographs.
+
+    They were classified on the whole frame, and their predictions are marked uncertain.
     """
 
 

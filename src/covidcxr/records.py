@@ -32,6 +32,7 @@ __all__ = [
     "GateDecision",
     "GroundTruth",
     "Prediction",
+    "Severity",
     "XRay",
     "detection_to_dict",
 ]
@@ -169,6 +170,8 @@ def _prediction_json_value(
         return dict(value)
     if attribute is not None and attribute.name == "detections":
         return [detection_to_dict(detection) for detection in value]
+    if isinstance(value, Severity):
+        return value.to_dict()
     return value
 
 
@@ -377,6 +380,78 @@ class GateDecision:
         return attrs.asdict(self)
 
 
+def _share(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Severity.{attribute.name} must be a share in [0, 1], got {value!r}")
+
+
+def _extent_grade(share: float) -> int:
+    # Each lung 0 (none), 1 (under a quarter), 2, 3, 4 (three quarters or more).
+    if share <= 0.0:
+        return 0
+    return min(4, 1 + int(share * 4.0))
+
+
+@frozen
+class Severity:
+    """How much of each lung is infected, and the extent score that follows from it.
+
+    The shares are of each lung field's area, as the lung segmenter drew it, covered by the
+    lesion detector's infection mask. "Right" and "left" are the patient's, for a frontal
+    radiograph displayed in the usual way (the patient's right lung on the image's left);
+    a radiograph stored mirrored swaps them.
+
+    The score follows the extent part of the RALE score (Warren et al., Thorax 2018) as
+    adapted for COVID-19 by Wong et al. (Radiology 2020): each lung scores 0 (no
+    involvement), 1 (under 25 %), 2 (25-50 %), 3 (50-75 %) or 4 (75 % or more), and the
+    score is their sum, 0 to 8. It is computed from a model's masks, not read by a
+    radiologist: a measurement to track, not a grade to act on alone.
+
+    Parameters
+    ----------
+    right, left
+        The infected share of the right and the left lung, in ``[0, 1]``.
+    total
+        The infected share of both lungs together.
+
+    Examples
+    --------
+    >>> s = Severity(right=0.30, left=0.05, total=0.18)
+    >>> s.right_grade, s.left_grade, s.score
+    (2, 1, 3)
+    >>> s.to_dict()["score"]
+    3
+    """
+
+    right: float = field(converter=float, validator=_share)
+    left: float = field(converter=float, validator=_share)
+    total: float = field(converter=float, validator=_share)
+
+    @property
+    def right_grade(self) -> int:
+        """The right lung's extent grade, 0 to 4."""
+        return _extent_grade(self.right)
+
+    @property
+    def left_grade(self) -> int:
+        """The left lung's extent grade, 0 to 4."""
+        return _extent_grade(self.left)
+
+    @property
+    def score(self) -> int:
+        """The extent score, 0 to 8: the sum of the two lungs' grades."""
+        return self.right_grade + self.left_grade
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the shares, each lung's grade and the score."""
+        return {
+            **attrs.asdict(self),
+            "right_grade": self.right_grade,
+            "left_grade": self.left_grade,
+            "score": self.score,
+        }
+
+
 def _check_status(instance: Prediction, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {value!r}")
@@ -410,6 +485,9 @@ class Prediction:
         The input gate's out-of-distribution score (``None`` without a gate).
     reason
         Why the image was rejected or the pipeline abstained (``None`` otherwise).
+    severity
+        The infected share of each lung and the extent score (``None`` unless the
+        pipeline has a lung stage and a detector that draws infection masks).
 
     Examples
     --------
@@ -427,6 +505,7 @@ class Prediction:
     status: str = field(default=ACCEPTED, validator=_check_status, kw_only=True)
     ood_score: float | None = field(default=None, kw_only=True)
     reason: str | None = field(default=None, kw_only=True)
+    severity: Severity | None = field(default=None, kw_only=True)
 
     @property
     def accepted(self) -> bool:

@@ -60,6 +60,12 @@ from covidcxr.evaluate._provenance import (
     truth_fingerprint,
 )
 from covidcxr.evaluate._report import DRAWN_BOX_LEGEND, ReportFiles, write_report
+from covidcxr.evaluate._segmentation import (
+    SegmentationScores,
+    SeverityByClass,
+    segmentation_scores,
+    severity_by_class,
+)
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
@@ -88,6 +94,8 @@ __all__ = [
     "ReportFiles",
     "RiskCoverageCurve",
     "RocCurve",
+    "SegmentationScores",
+    "SeverityByClass",
     "TemperatureScaling",
     "average_precision",
     "classification_metrics",
@@ -109,6 +117,8 @@ __all__ = [
     "plot_training_history",
     "reliability_curve",
     "risk_coverage_curve",
+    "segmentation_scores",
+    "severity_by_class",
     "software_versions",
     "truth_fingerprint",
     "write_report",

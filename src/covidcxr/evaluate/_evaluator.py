@@ -31,6 +31,7 @@ from covidcxr.evaluate._calibration import (
 from covidcxr.evaluate._detection import DetectionMetrics, evaluate_detections
 from covidcxr.evaluate._metrics import ClassificationMetrics, classification_metrics
 from covidcxr.evaluate._provenance import software_versions, truth_fingerprint
+from covidcxr.evaluate._segmentation import SeverityByClass, severity_by_class
 from covidcxr.files import write_text
 from covidcxr.records import REJECTED, GroundTruth, Prediction
 
@@ -106,6 +107,10 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _severity_rows(rows: Iterable[SeverityByClass]) -> tuple[SeverityByClass, ...]:
+    return tuple(rows)
+
+
 @frozen
 class EvaluationReport:
     """The result of one evaluation, with what is needed to compare it with another.
@@ -153,6 +158,10 @@ class EvaluationReport:
         The ids of the radiographs the input gate refused (``status`` :data:`REJECTED
         <covidcxr.records.REJECTED>`): they have no diagnosis and are left out of the
         classification, calibration, risk-coverage and decision figures.
+    severity
+        The severity the predictions measured, by true class (see
+        :func:`~covidcxr.evaluate.severity_by_class`); empty when no prediction carries
+        one.
 
     Examples
     --------
@@ -179,6 +188,7 @@ class EvaluationReport:
     risk_coverage: RiskCoverageCurve | None = None
     decisions: DecisionScores | None = None
     rejected: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    severity: tuple[SeverityByClass, ...] = field(default=(), converter=_severity_rows)
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the notes and the provenance, as JSON-ready data."""
@@ -206,6 +216,7 @@ class EvaluationReport:
                 plain_data(self.decisions.to_dict()) if self.decisions is not None else None
             ),
             "rejected": list(self.rejected),
+            "severity": [plain_data(row.to_dict()) for row in self.severity],
         }
 
     def with_calibration_before(
@@ -484,6 +495,9 @@ class ClassificationEvaluator:
             risk_coverage=risk_coverage,
             decisions=decisions,
             rejected=rejected,
+            severity=severity_by_class(
+                [t.label for t in truths], [p.severity for p in predictions]
+            ),
         )
 
 

@@ -291,6 +291,28 @@ def _rejected_table(rejected: Sequence[str]) -> _Table:
     )
 
 
+def _severity_table(report: EvaluationReport) -> _Table:
+    rows = [
+        [
+            row.label,
+            str(row.n_images),
+            f"{row.mean_total:.1%}",
+            f"{row.median_score:g}",
+            " ".join(str(count) for count in row.score_counts),
+        ]
+        for row in report.severity
+    ]
+    return _Table(
+        "Severity by true class",
+        ["True class", "Measured", "Mean infected share", "Median score", "Score 0 … 8 counts"],
+        rows,
+        "The infected share of both lungs and the extent score (0 to 8: each lung 0 to 4 "
+        "by quartile of its infected share) that the lung stage and the detector's "
+        "infection maps measured; radiographs without lungs found are left out. A model's "
+        "measurement, not a radiologist's reading.",
+    )
+
+
 def _config_value(value: Any) -> str:
     if value is None:
         return "none"
@@ -333,6 +355,8 @@ def _tables(report: EvaluationReport) -> list[_Table]:
         tables.append(_risk_coverage_table(report.risk_coverage))
     if report.rejected:
         tables.append(_rejected_table(report.rejected))
+    if report.severity:
+        tables.append(_severity_table(report))
     detection = report.detection
     if detection is not None:
         tables.append(

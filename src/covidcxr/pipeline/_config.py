@@ -17,6 +17,7 @@ from attrs import field, frozen
 
 from covidcxr._plain import NONE, option_value, plain_data
 from covidcxr.errors import ConfigurationError, UnknownNameError
+from covidcxr.lungs import LungCrop
 from covidcxr.plugins import Registration, check_options, did_you_mean
 
 __all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
@@ -24,13 +25,31 @@ __all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
 # Options that look like secrets are never written into a saved pipeline.
 _SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
 COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
-_CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation", "trust"})
+_CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation", "trust", "lungs"})
 _TRUST_KEYS: Final = frozenset({"gate", "calibrate", "sensitivity", "coverage"})
 _EVALUATION_KEYS: Final = frozenset({"n_bootstrap", "confidence_level", "n_bins", "seed"})
 
 
 def _frozen_options(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return dict(value)
+
+
+def _lung_options(value: Any) -> Mapping[str, Any] | None:
+    """A ``[lungs]`` table: ``None``, ``false`` or ``name = "none"`` for no lung stage."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"[lungs] must be a table of options, true or false; got {type(value).__name__}"
+        )
+    if value.get("name") == NONE:
+        return None
+    options = {k: v for k, v in value.items() if k != "name"}
+    if "segmenter" in options and isinstance(options["segmenter"], Mapping):
+        options["segmenter"] = dict(options["segmenter"])
+    return options
 
 
 @frozen
@@ -190,6 +209,11 @@ class PipelineConfig:
     trust
         The input gate, calibration and operating points (a :class:`TrustConfig` or its
         table).
+    lungs
+        The lung stage's options (see :class:`~covidcxr.lungs.LungCrop`, with a
+        ``segmenter`` table of :class:`~covidcxr.lungs.LungSegmenter` options), or
+        ``None`` (the default) for none: the models see the whole frame. ``true`` in a
+        file means the defaults.
 
     Examples
     --------
@@ -206,6 +230,7 @@ class PipelineConfig:
     detector: ComponentSpec | None = ComponentSpec("local")
     evaluation: Mapping[str, Any] = field(factory=dict, converter=_frozen_options)
     trust: TrustConfig = field(factory=TrustConfig, converter=_as_trust)
+    lungs: Mapping[str, Any] | None = field(default=None, converter=_lung_options)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -252,7 +277,10 @@ class PipelineConfig:
         if classifier is None:  # pragma: no cover - refused above
             raise ConfigurationError("[classifier] is required")
         trust = TrustConfig.from_dict(data.get("trust", {}))
-        return cls(specs["preprocessor"], classifier, specs["detector"], evaluation, trust)
+        lungs = _lung_options(data.get("lungs"))
+        if lungs is not None:
+            LungCrop.from_options(lungs)  # refuses unknown options, naming them
+        return cls(specs["preprocessor"], classifier, specs["detector"], evaluation, trust, lungs)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Self:
@@ -288,6 +316,7 @@ class PipelineConfig:
             "detector": self.detector.to_dict() if self.detector else None,
             "evaluation": dict(self.evaluation),
             "trust": self.trust.to_dict(),
+            "lungs": plain_data(dict(self.lungs)) if self.lungs is not None else None,
         }
 
 

@@ -32,6 +32,15 @@ from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
 from covidcxr.gate import ChestXrayGate
+from covidcxr.lungs import (
+    LUNG_CROP_KEY,
+    LUNGS_FOUND_KEY,
+    LUNGS_KEY,
+    LungCrop,
+    LungFields,
+    inside_lungs,
+    lung_severity,
+)
 from covidcxr.pipeline._card import model_facts, model_note, training_data_facts
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
@@ -42,7 +51,7 @@ from covidcxr.pipeline._config import (
     plain_options,
     registered_name,
 )
-from covidcxr.pipeline._persistence import MANIFEST_NAME, read_pipeline, write_pipeline
+from covidcxr.pipeline._persistence import LUNGS_NAME, MANIFEST_NAME, read_pipeline, write_pipeline
 from covidcxr.pipeline._prepared import (
     DataPass,
     PreparedSet,
@@ -76,14 +85,17 @@ from covidcxr.protocols import (
     RecordsPreprocessing,
     Report,
     ReportsEpochs,
+    SegmentsLesions,
     TrainableDetector,
 )
 from covidcxr.records import (
     REJECTED,
+    UNCERTAIN,
     Detection,
     GateDecision,
     GroundTruth,
     Prediction,
+    Severity,
     XRay,
 )
 
@@ -96,6 +108,11 @@ _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 4096
+#: The saved lung segmenter, beside the classifier.
+
+_NO_LUNGS_REASON: Final = (
+    "no lung fields found: classified on the whole frame, which the classifier was not trained on"
+)
 
 
 def _labelled(data: Iterable[XRay], what: str) -> Iterable[XRay]:
@@ -167,18 +184,35 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
     return tuple(mapped)
 
 
+def _out_of_lung_crop(detections: Sequence[Detection], xray: XRay) -> list[Detection]:
+    """Detections on a lung crop, mapped onto the prepared radiograph it was cut from."""
+    crop = xray.meta.get(LUNG_CROP_KEY)
+    if not isinstance(crop, ResizeTransform):
+        return list(detections)
+    inverse = crop.inverse()
+    mapped = []
+    for detection in detections:
+        box = inverse.map_box(detection.box)
+        if box is not None:
+            mapped.append(attrs.evolve(detection, box=box))
+    return mapped
+
+
 @attrs.define
 class _Scored:
     """One prepared radiograph of a scored chunk.
 
     The gate's decision and, if it was let through, the classifier's probabilities
-    (uncalibrated) and the detections.
+    (uncalibrated), the detections and the severity. ``frame`` is the prepared
+    radiograph; ``xray`` is what the models saw (its lung crop, with a lung stage).
     """
 
     xray: XRay
     decision: GateDecision | None
     probabilities: NDArray[np.float32] | None = None
     detections: list[Detection] = attrs.Factory(list)
+    severity: Severity | None = None
+    frame: XRay | None = None
 
 
 def _configured_gate(config: PipelineConfig) -> InputGate | None:
@@ -240,6 +274,12 @@ class Pipeline:
     gate
         An :class:`~covidcxr.protocols.InputGate` to use instead of the configured one
         (``[trust] gate``; by default a :class:`~covidcxr.gate.ChestXrayGate`).
+    lungs
+        A :class:`~covidcxr.lungs.LungCrop` to use instead of the configured one
+        (``[lungs]``; by default none). With a lung stage, the classifier and the detector
+        see each radiograph cut down to its lung fields, and predictions carry each
+        lung's infected share (:class:`~covidcxr.Severity`) when the detector draws
+        infection maps.
     evaluator
         An :class:`~covidcxr.Evaluator`; defaults to
         :class:`~covidcxr.ClassificationEvaluator` with the configured options.
@@ -264,6 +304,8 @@ class Pipeline:
         classifier's classes.
     gate_
         The fitted input gate, or ``None``: radiographs it refuses get no diagnosis.
+    lungs_
+        The lung stage, or ``None``.
     trust_
         The calibration and operating points fitted on the validation radiographs
         (a :class:`~covidcxr.pipeline.TrustState`; empty without validation data).
@@ -295,6 +337,7 @@ class Pipeline:
     classifier_: Classifier
     detector_: LesionDetector | None
     gate_: InputGate | None
+    lungs_: LungCrop | None
     trust_: TrustState
     history_: dict[str, list[float]]
     training_fingerprint_: str | None
@@ -312,6 +355,7 @@ class Pipeline:
         classifier: Classifier | None = None,
         detector: LesionDetector | None = None,
         gate: InputGate | None = None,
+        lungs: LungCrop | None = None,
         evaluator: Evaluator | None = None,
         progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -326,6 +370,7 @@ class Pipeline:
         self.classifier = classifier
         self.detector = detector
         self.gate = gate
+        self.lungs = lungs
         self.evaluator = evaluator
         self.progress = progress
         self.cache_dir = cache_dir
@@ -376,6 +421,12 @@ class Pipeline:
         else:
             self.detector_ = None
         self.gate_ = self.gate if self.gate is not None else _configured_gate(config)
+        if self.lungs is not None:
+            self.lungs_ = self.lungs
+        elif config.lungs is not None:
+            self.lungs_ = LungCrop.from_options(config.lungs)
+        else:
+            self.lungs_ = None
         self.trust_ = TrustState()
 
     @contextlib.contextmanager
@@ -444,6 +495,9 @@ class Pipeline:
         preprocessor: object = self.preprocessor_
         if isinstance(preprocessor, DescribedPreprocessor):
             given = preprocessor.describe()
+            lungs = getattr(self, "lungs_", None)
+            if lungs is not None:
+                given = {**given, "lung_crop": lungs.get_params()}
             for what, trained in recorded:
                 differences = preprocessing_differences(trained, given)
                 if differences:
@@ -464,6 +518,17 @@ class Pipeline:
                     f"images ({'; '.join(differences)}), so no input suits both; train them "
                     "on the same preprocessing"
                 )
+
+    @property
+    def measures_severity(self) -> bool:
+        """Whether predictions carry :attr:`~covidcxr.Prediction.severity`.
+
+        True for a fitted pipeline with a lung stage and a detector that draws lesion
+        maps (:class:`~covidcxr.protocols.SegmentsLesions`).
+        """
+        self._check_fitted()
+        detector: object = self.detector_
+        return self.lungs_ is not None and isinstance(detector, SegmentsLesions)
 
     @property
     def classes_(self) -> tuple[str, ...]:
@@ -487,7 +552,16 @@ class Pipeline:
             key: self._describe_component(key, strict=strict) for key in COMPONENT_KEYS
         }
         described["evaluation"] = dict(self.config.evaluation)
+        described["lungs"] = self._describe_lungs()
         return described
+
+    def _describe_lungs(self) -> dict[str, Any] | None:
+        stage = self.lungs if self.lungs is not None else getattr(self, "lungs_", None)
+        if stage is not None:
+            return plain_options(stage.describe(), "lungs", strict=False)
+        if self.config.lungs is None:
+            return None
+        return plain_options(self.config.lungs, "lungs", strict=False)
 
     def _describe_component(self, key: str, *, strict: bool) -> dict[str, Any] | None:
         obj = getattr(self, key)
@@ -537,6 +611,7 @@ class Pipeline:
             settings = dict(self.config.evaluation)
         settings.pop("configuration", None)  # the evaluator's copy of this very mapping
         described["evaluation"] = plain_options(settings, "evaluation", strict=False)
+        described["lungs"] = self._describe_lungs()
         return described
 
     # -- the data path ----------------------------------------------------------------
@@ -561,16 +636,56 @@ class Pipeline:
     def _collect(self, source: SourceLike, what: str) -> PreparedSet:
         return PreparedSet.collect(self._prepared(_labelled(as_source(source, what), what)))
 
-    def _detect(self, prepared: Sequence[XRay]) -> list[list[Detection]]:
-        """Detections on each prepared radiograph (in its coordinates), in order."""
+    def _lung_crops(self, prepared: PreparedSet) -> PreparedSet:
+        """The lung crops of prepared radiographs (themselves, without a lung stage)."""
+        if self.lungs_ is None:
+            return prepared
+        stage = self.lungs_
+        return PreparedSet.collect(
+            cropped
+            for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=512)
+            for cropped in stage.apply(chunk)
+        )
+
+    def _fit_lungs(self, train_set: PreparedSet, validation_set: PreparedSet | None) -> None:
+        """Train the lung segmenter on the radiographs' lung masks, unless it is fitted."""
+        stage = self.lungs_
+        if stage is None or stage.fitted:
+            return
+        with self._epoch_progress(stage.segmenter, "lungs"):
+            stage.segmenter.fit(train_set, validation=validation_set)
+
+    def _detect(
+        self, prepared: Sequence[XRay]
+    ) -> tuple[list[list[Detection]], list[Severity | None]]:
+        """Detections on each prepared radiograph (in its coordinates) and its severity.
+
+        With a lung stage and a detector that draws lesion maps, the maps are kept inside
+        the lungs (if the stage says so) before boxing, and each lung's infected share is
+        measured on them; otherwise there is no severity.
+        """
         detector = self.detector_
+        no_severity: list[Severity | None] = [None] * len(prepared)
         if detector is None:
-            return [[] for _ in prepared]
+            return [[] for _ in prepared], no_severity
         images = [_without_boxes(xray) for xray in prepared]
+        if self.lungs_ is not None and isinstance(detector, SegmentsLesions):
+            maps = np.asarray(detector.predict_masks(images), np.float32)
+            severities: list[Severity | None] = []
+            for index, xray in enumerate(images):
+                fields = xray.meta.get(LUNGS_KEY)
+                if not isinstance(fields, LungFields):
+                    severities.append(None)
+                    continue
+                if self.lungs_.constrain_detections:
+                    maps[index] = inside_lungs(maps[index], fields)
+                severities.append(lung_severity(maps[index], fields, detector.mask_threshold))
+            found = detector.masks_to_detections(maps, images)
+            return [list(detections) for detections in found], severities
         if isinstance(detector, BatchDetector):
             # One network call or service request per chunk instead of one per image.
-            return [list(found) for found in detector.detect_batch(images)]
-        return [detector.detect(image) for image in images]
+            return [list(found) for found in detector.detect_batch(images)], no_severity
+        return [detector.detect(image) for image in images], no_severity
 
     def _classify(self, prepared: Sequence[XRay]) -> NDArray[np.float32]:
         probabilities = np.asarray(self.classifier_.predict_proba(prepared), np.float32)
@@ -592,15 +707,20 @@ class Pipeline:
             )
         kept = [i for i, d in enumerate(decisions) if d is None or d.accepted]
         admitted = [prepared[i] for i in kept]
+        if self.lungs_ is not None and admitted:
+            admitted = self.lungs_.apply(admitted)
         probabilities = self._classify(admitted) if admitted else None
-        found = self._detect(admitted) if admitted else []
+        found, severities = self._detect(admitted) if admitted else ([], [])
         scored = [
-            _Scored(xray, decision) for xray, decision in zip(prepared, decisions, strict=True)
+            _Scored(xray, decision, frame=xray)
+            for xray, decision in zip(prepared, decisions, strict=True)
         ]
         for position, index in enumerate(kept):
             assert probabilities is not None  # noqa: S101 - kept is not empty
+            scored[index].xray = admitted[position]
             scored[index].probabilities = probabilities[position]
             scored[index].detections = found[position]
+            scored[index].severity = severities[position]
         return scored
 
     def _prediction(self, scored: _Scored, detections: Sequence[Detection]) -> Prediction:
@@ -614,6 +734,8 @@ class Pipeline:
         classes = self.classes_
         calibrated = self.trust_.calibrate(scored.probabilities[None, :])[0]
         label, status, reason = self.trust_.decide(calibrated, classes)
+        if scored.xray.meta.get(LUNGS_FOUND_KEY) is False:
+            label, status, reason = UNCERTAIN, UNCERTAIN, _NO_LUNGS_REASON
         return Prediction(
             id=scored.xray.id,
             label=label,
@@ -622,6 +744,7 @@ class Pipeline:
             status=status,
             ood_score=ood_score,
             reason=reason,
+            severity=scored.severity,
         )
 
     # -- learning and predicting ------------------------------------------------------
@@ -660,11 +783,17 @@ class Pipeline:
         self.training_data_ = training_data_facts(train, train_set, train_set.fingerprint)
         self._card_records = {}  # a new model starts a new card
         self._check_detector_data(train_set)
+        # The gate judges whole prepared frames (is this a chest radiograph at all?); the
+        # models learn from the lung crops, when there is a lung stage.
+        self._fit_lungs(train_set, validation_set)
+        self._fit_gate(train_set)
+        train_set = self._lung_crops(train_set)
+        if validation_set is not None:
+            validation_set = self._lung_crops(validation_set)
         with self._epoch_progress(self.classifier_, "train"):
             self.classifier_.fit(train_set, validation=validation_set)
         history = getattr(self.classifier_, "history_", None) or {}
         self.history_ = {k: [float(v) for v in vs] for k, vs in dict(history).items()}
-        self._fit_gate(train_set)
         if validation_set is not None:
             self._fit_validation_trust(validation_set)
         detector: object = self.detector_
@@ -713,7 +842,8 @@ class Pipeline:
                 self.gate_ = _configured_gate(self.config)
             self._fit_gate(self._collect(train, "train"))
         if validation is not None:
-            self._fit_validation_trust(self._collect(validation, "validation"))
+            validation_set = self._lung_crops(self._collect(validation, "validation"))
+            self._fit_validation_trust(validation_set)
             self.validation_data_stats_ = self.data_stats_
         return self
 
@@ -933,11 +1063,13 @@ class Pipeline:
         index = 0
         for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
             for scored in self._score_chunk(chunk):
-                xray = scored.xray
+                xray = scored.frame if scored.frame is not None else scored.xray
                 collected.fingerprint.update(xray)
                 collected.truths.append(GroundTruth.of(xray))
-                # Scored where the truth boxes are: in the prepared frame.
-                collected.predictions.append(self._prediction(scored, scored.detections))
+                # Scored where the truth boxes are: in the prepared frame (out of the lung
+                # crop, so a lesion the crop cut off still counts as missed).
+                in_frame = _out_of_lung_crop(scored.detections, scored.xray)
+                collected.predictions.append(self._prediction(scored, in_frame))
                 if scored.probabilities is not None:
                     collected.uncalibrated.append(scored.probabilities)
                 examples = collected.examples.setdefault(xray.label, [])
@@ -1020,6 +1152,11 @@ class Pipeline:
             "classes": list(self.classes_),
             "history": self.history_,
             "training_data_fingerprint": self.training_fingerprint_,
+            "lungs": (
+                {**self.lungs_.get_params(), "saved": LUNGS_NAME}
+                if self.lungs_ is not None
+                else None
+            ),
             "trust": {
                 "config": self.config.trust.to_dict(),
                 "gate": self._gate_summary(),
@@ -1037,6 +1174,7 @@ class Pipeline:
             detector=self.detector_,
             detector_entry=detector_entry,
             gate=self.gate_,
+            lungs=self.lungs_.segmenter if self.lungs_ is not None else None,
             overwrite=overwrite,
         )
 
@@ -1110,12 +1248,18 @@ class Pipeline:
             detector=ComponentSpec(detector_entry["name"]) if detector_entry else None,
             evaluation=manifest.get("evaluation", {}),
             trust=_saved_trust_config(manifest, saved.gate is not None),
+            lungs=saved.lung_options,
         )
         pipeline = cls(
             config,
             classifier=saved.classifier,
             detector=saved.detector,
             gate=saved.gate,
+            lungs=(
+                LungCrop(saved.lungs, **(saved.lung_options or {}))
+                if saved.lungs is not None
+                else None
+            ),
             progress=progress,
             cache_dir=cache_dir,
             workers=workers,

@@ -13,9 +13,10 @@ Rows are flat where the format is flat. A CSV or Parquet row of a prediction has
 ``label``, ``status`` (``accepted``, ``uncertain`` or ``rejected``), ``probability`` (of
 that label, or the largest when uncertain), one ``p_<class>`` column per class (empty for
 a radiograph the input gate rejected), ``ood_score`` and ``reason`` (the gate's score, and
-why a radiograph was rejected or left uncertain), ``n_lesions`` and ``detections``: a list
+why a radiograph was rejected or left uncertain), ``n_lesions``, ``detections``: a list
 of ``{label, score, box: {x, y, width, height}}`` in Parquet, the same list as JSON text
-in CSV. A JSON Lines row is the
+in CSV, and, from a pipeline that measures severity, ``severity_right``,
+``severity_left``, ``severity_total`` and ``severity_score``. A JSON Lines row is the
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
 Predictions of a model trained on synthetic phantoms carry one more column (or key),
 ``model_note``, which says so (see :func:`~covidcxr.pipeline.model_note`).
@@ -234,6 +235,7 @@ def write_predictions(
     classes: Sequence[str] | None = None,
     overwrite: bool = False,
     note: str | None = None,
+    severity: bool = False,
 ) -> int:
     """Write predictions to a CSV, JSON Lines or Parquet table, one row per radiograph.
 
@@ -260,6 +262,11 @@ def write_predictions(
         A notice every row carries in a ``model_note`` column (for a model trained on
         synthetic phantoms: :func:`~covidcxr.pipeline.model_note`); no column when
         ``None``.
+    severity
+        Add the severity columns: ``severity_right``, ``severity_left`` and
+        ``severity_total`` (infected shares) and ``severity_score`` (0 to 8), empty where
+        a prediction has no :attr:`~covidcxr.Prediction.severity` (see
+        :attr:`covidcxr.Pipeline.measures_severity`).
 
     Returns
     -------
@@ -312,6 +319,9 @@ def write_predictions(
         ("n_lesions", "int"),
         ("detections", "detections"),
     ]
+    if severity:
+        columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
+        columns.append(("severity_score", "int"))
     if note is not None:
         columns.append(("model_note", "string"))
     noted = {"model_note": note} if note is not None else {}
@@ -336,10 +346,26 @@ def write_predictions(
                 "reason": prediction.reason,
                 "n_lesions": len(detections),
                 "detections": detections,
+                **(_severity_columns(prediction) if severity else {}),
                 **noted,
             }
             table.write(row, {**prediction.to_dict(), **noted})
     return table.rows
+
+
+_SEVERITY_COLUMNS: Final = ("severity_right", "severity_left", "severity_total", "severity_score")
+
+
+def _severity_columns(prediction: Prediction) -> dict[str, float | int | None]:
+    measured = prediction.severity
+    if measured is None:
+        return dict.fromkeys(_SEVERITY_COLUMNS)
+    return {
+        "severity_right": measured.right,
+        "severity_left": measured.left,
+        "severity_total": measured.total,
+        "severity_score": measured.score,
+    }
 
 
 def _chain(first: Prediction, rest: Iterator[Prediction]) -> Iterator[Prediction]:

@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from covidcxr._version import __version__
-from covidcxr.errors import ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.files import output_directory, recover_output_directory, write_text
 from covidcxr.gate import ChestXrayGate
+from covidcxr.lungs import LungCrop, LungSegmenter
 from covidcxr.pipeline._card import card_files, save_entry
 from covidcxr.plugins import available_classifiers, available_detectors, create_detector
 from covidcxr.protocols import Classifier, InputGate, LesionDetector, Persistable
 
 __all__ = [
     "GATE_NAME",
+    "LUNGS_NAME",
     "MANIFEST_NAME",
     "SavedPipeline",
     "check_manifest",
@@ -38,6 +40,8 @@ _FORMAT: Final = "covidcxr-pipeline"
 _FORMAT_VERSION: Final = 1
 #: The saved input gate, beside the classifier.
 GATE_NAME: Final = "gate"
+#: The saved lung segmenter of a pipeline with a lung stage.
+LUNGS_NAME: Final = "lungs"
 
 
 def write_pipeline(
@@ -48,6 +52,7 @@ def write_pipeline(
     detector: LesionDetector | None,
     detector_entry: dict[str, Any] | None,
     gate: InputGate | None = None,
+    lungs: LungSegmenter | None = None,
     overwrite: bool,
 ) -> Path:
     """Write a fitted pipeline to ``target`` through a staging directory and a rename.
@@ -74,6 +79,8 @@ def write_pipeline(
         saved_gate: object = gate  # any InputGate; saved if it is Persistable
         if isinstance(saved_gate, Persistable):
             saved_gate.save(staging / GATE_NAME)
+        if lungs is not None:
+            lungs.save(staging / LUNGS_NAME)
         if detector is not None and detector_entry is not None:
             if isinstance(detector, Persistable):
                 detector.save(staging / "detector")
@@ -167,11 +174,16 @@ class SavedPipeline:
         classifier: Classifier,
         detector: LesionDetector | None,
         gate: InputGate | None = None,
+        *,
+        lungs: LungSegmenter | None = None,
+        lung_options: dict[str, Any] | None = None,
     ) -> None:
         self.manifest = manifest
         self.classifier = classifier
         self.detector = detector
         self.gate = gate
+        self.lungs = lungs
+        self.lung_options = lung_options
 
 
 def read_pipeline(
@@ -225,7 +237,29 @@ def read_pipeline(
     )
     gate_entry = (manifest.get("trust") or {}).get("gate")
     gate = _load_gate(manifest_path, gate_entry) if gate_entry else None
-    return SavedPipeline(manifest, classifier, detector, gate)
+    lungs, lung_options = _load_lungs(manifest_path, manifest.get("lungs"))
+    return SavedPipeline(
+        manifest, classifier, detector, gate, lungs=lungs, lung_options=lung_options
+    )
+
+
+def _load_lungs(
+    manifest_path: Path, entry: Any
+) -> tuple[LungSegmenter | None, dict[str, Any] | None]:
+    """The saved lung segmenter and the lung stage's options (``None``, ``None`` if none)."""
+    if entry is None:
+        return None, None
+    if not isinstance(entry, Mapping) or entry.get("saved") != LUNGS_NAME:
+        raise ModelFormatError(
+            f"{manifest_path}: the 'lungs' entry is damaged ({entry!r:.80}); save the "
+            "pipeline again"
+        )
+    options = {key: value for key, value in entry.items() if key != "saved"}
+    try:
+        LungCrop(LungSegmenter(), **options)
+    except (TypeError, ConfigurationError) as exc:
+        raise ModelFormatError(f"{manifest_path}: the lung stage's options: {exc}") from exc
+    return LungSegmenter.load(manifest_path.parent / LUNGS_NAME), options
 
 
 def _load_gate(manifest_path: Path, entry: Mapping[str, Any]) -> InputGate:

@@ -1,0 +1,605 @@
+"""Lung-field segmentation: a small U-Net trained on lung masks, and its post-processing.
+
+The network is the U-Net of the local lesion detector (:mod:`covidcxr._unet`), trained on
+the lung masks a source provides in ``meta["lung_mask"]`` (the COVID-QU-Ex layout reads
+them for every Train and Val radiograph). Its thresholded output is cleaned up into at
+most two lung fields: the largest connected components, holes filled, each named by the
+side of the image it lies on.
+
+Training augments geometry (rotation, scale, shift: the same warp for the image and its
+mask) and intensity (gamma and contrast), because the images it will meet come from other
+hospitals' machines and positioning, not from the training set's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final, Self
+
+import cv2
+import numpy as np
+from attrs import field, frozen
+from numpy.typing import NDArray
+
+from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._params import SetParamsMixin
+from covidcxr._plain import plain_data
+from covidcxr._unet import build_unet, dice_bce_loss, divergence_check, keras_module, resize_square
+from covidcxr.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    ModelFormatError,
+    TrainingDivergedError,
+)
+from covidcxr.preprocess import to_uint8
+from covidcxr.protocols import EpochCallback
+from covidcxr.records import Box, XRay
+
+__all__ = [
+    "FORMAT_NAME",
+    "LEFT_LUNG",
+    "LUNG_MASK_KEY",
+    "RIGHT_LUNG",
+    "LungFields",
+    "LungSegmenter",
+    "network_input",
+]
+
+FORMAT_NAME: Final = "covidcxr.lung-segmenter"
+FORMAT_VERSION: Final = 1
+_FORMAT: Final = ArchiveFormat(FORMAT_NAME, FORMAT_VERSION, "covidcxr lung segmenter")
+#: ``XRay.meta`` key of a ground-truth lung mask (0 outside, anything else inside).
+LUNG_MASK_KEY: Final = "lung_mask"
+#: Label of the patient's right lung in :attr:`LungFields.labels` (the image's left side).
+RIGHT_LUNG: Final = 1
+#: Label of the patient's left lung (the image's right side).
+LEFT_LUNG: Final = 2
+
+_PARAMS: Final = (
+    "input_size",
+    "base_filters",
+    "depth",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "threshold",
+    "min_component_fraction",
+    "augment",
+    "patience",
+    "seed",
+    "threads",
+    "verbose",
+    "on_epoch_end",
+)
+_UNSAVED: Final = frozenset({"on_epoch_end"})
+
+
+@frozen(eq=False)
+class LungFields:
+    """The lung fields found in one radiograph, in its pixel coordinates.
+
+    Parameters
+    ----------
+    labels
+        ``uint8`` map of the radiograph's shape: 0 outside the lungs,
+        :data:`RIGHT_LUNG` (1) on the patient's right lung (the image's left half),
+        :data:`LEFT_LUNG` (2) on the left one.
+    threshold
+        The smallest share of the image the fields must cover to count as found.
+    max_area_fraction
+        The largest share they may cover: lung fields filling nearly the whole frame are
+        a segmenter answering a featureless image, not lungs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((8, 8), np.uint8)
+    >>> labels[2:6, 1:3], labels[2:6, 5:7] = RIGHT_LUNG, LEFT_LUNG
+    >>> fields = LungFields(labels)
+    >>> fields.found, fields.area_fraction, fields.box
+    (True, 0.25, Box(x=1.0, y=2.0, width=6.0, height=4.0))
+    """
+
+    labels: NDArray[np.uint8] = field(repr=False)
+    threshold: float = 0.05
+    max_area_fraction: float = 0.85
+
+    @property
+    def mask(self) -> NDArray[np.bool_]:
+        """Both lungs, as a boolean map."""
+        return np.asarray(self.labels > 0)
+
+    @property
+    def area_fraction(self) -> float:
+        """The share of the image the lung fields cover."""
+        return float(np.count_nonzero(self.labels)) / float(self.labels.size)
+
+    @property
+    def found(self) -> bool:
+        """Whether the fields cover at least :attr:`threshold` of the image, and not all of it."""
+        return self.threshold <= self.area_fraction <= self.max_area_fraction
+
+    @property
+    def box(self) -> Box | None:
+        """The smallest box holding both lung fields (``None`` when there are none)."""
+        rows = np.flatnonzero(self.labels.any(axis=1))
+        columns = np.flatnonzero(self.labels.any(axis=0))
+        if rows.size == 0:
+            return None
+        return Box.from_corners(
+            float(columns[0]), float(rows[0]), float(columns[-1] + 1), float(rows[-1] + 1)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LungFields(shape={self.labels.shape}, found={self.found}, "
+            f"area_fraction={self.area_fraction:.3f})"
+        )
+
+
+def network_input(pixels: NDArray[Any], size: int) -> NDArray[np.float32]:
+    """A radiograph as the segmenter sees it: ``size`` x ``size``, ``float32`` in ``[0, 1]``.
+
+    ``uint8`` and ``uint16`` pixels are mapped to 8 bits as the preprocessor does
+    (:func:`covidcxr.preprocess.to_uint8`); ``float32`` pixels (a preprocessor's output) are
+    taken to be in ``[0, 1]`` already.
+    """
+    array = np.asarray(pixels)
+    if array.dtype == np.float32:
+        if not np.isfinite(array).all():
+            raise InvalidImageError("pixels contain NaN or infinite values")
+        unit = np.clip(array, 0.0, 1.0)
+    else:
+        unit = to_uint8(array).astype(np.float32) / 255.0
+    return resize_square(unit, size)
+
+
+def _fill_holes(component: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    # Flood the background from the border; whatever it cannot reach is a hole.
+    height, width = component.shape
+    padded = np.zeros((height + 2, width + 2), np.uint8)
+    padded[1:-1, 1:-1] = component
+    flood = padded.copy()
+    cv2.floodFill(flood, np.zeros((height + 4, width + 4), np.uint8), (0, 0), 1)
+    holes = flood[1:-1, 1:-1] == 0
+    return np.asarray(component | holes.astype(np.uint8), np.uint8)
+
+
+def lung_labels(
+    probabilities: NDArray[np.floating[Any]],
+    output_shape: tuple[int, int],
+    *,
+    threshold: float = 0.5,
+    min_component_fraction: float = 0.01,
+) -> NDArray[np.uint8]:
+    """Turn a lung probability map into at most two labelled, hole-free lung fields.
+
+    The map is stretched to ``output_shape`` first (bilinear), so the fields follow the
+    radiograph's own pixels. The two largest connected components of at least
+    ``min_component_fraction`` of the image are kept; a component centred on the image's
+    left half is the patient's right lung.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probabilities = np.zeros((16, 16), np.float32)
+    >>> probabilities[4:12, 2:6] = probabilities[4:12, 10:14] = 0.9
+    >>> probabilities[0, 15] = 0.9  # a speck, dropped
+    >>> labels = lung_labels(probabilities, (32, 32))
+    >>> sorted(np.unique(labels).tolist()), int((labels == 1).sum()), int((labels == 2).sum())
+    ([0, 1, 2], 128, 128)
+    """
+    height, width = output_shape
+    stretched = cv2.resize(
+        np.asarray(probabilities, np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+    )
+    binary = (stretched >= threshold).astype(np.uint8)
+    count, components, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    labels = np.zeros(output_shape, np.uint8)
+    smallest = min_component_fraction * height * width
+    kept = sorted(
+        (index for index in range(1, count) if stats[index, cv2.CC_STAT_AREA] >= smallest),
+        key=lambda index: -int(stats[index, cv2.CC_STAT_AREA]),
+    )[:2]
+    for index in kept:
+        side = RIGHT_LUNG if centroids[index][0] < width / 2.0 else LEFT_LUNG
+        filled = _fill_holes((components == index).astype(np.uint8))
+        labels[(filled > 0) & (labels == 0)] = side
+    return labels
+
+
+class _Augmented:
+    """Training batches with the same random warp applied to each image and its mask."""
+
+    def __init__(
+        self,
+        images: NDArray[np.float32],
+        masks: NDArray[np.float32],
+        batch_size: int,
+        seed: int,
+        augment: bool,
+    ) -> None:
+        self.images, self.masks = images, masks
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.epoch = 0
+        self.order = np.arange(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def start_epoch(self) -> None:
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+        self.epoch += 1
+
+    def batch(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        images, masks = self.images[chosen].copy(), self.masks[chosen].copy()
+        if not self.augment:
+            return images, masks
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        size = images.shape[1]
+        for i in range(len(chosen)):
+            angle = rng.uniform(-10.0, 10.0)
+            scale = rng.uniform(0.9, 1.1)
+            shift = rng.uniform(-0.06, 0.06, size=2) * size
+            warp = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
+            warp[:, 2] += shift
+            images[i, ..., 0] = cv2.warpAffine(
+                images[i, ..., 0], warp, (size, size), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            )  # fmt: skip
+            masks[i, ..., 0] = cv2.warpAffine(
+                masks[i, ..., 0], warp, (size, size), flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            )  # fmt: skip
+            gamma = math.exp(rng.uniform(-0.4, 0.4))
+            contrast = rng.uniform(0.8, 1.2)
+            image = np.clip(images[i, ..., 0], 0.0, 1.0) ** gamma
+            mean = float(image.mean())
+            images[i, ..., 0] = np.clip((image - mean) * contrast + mean, 0.0, 1.0)
+        return images, masks
+
+
+def _dataset(keras: Any, data: _Augmented) -> Any:
+    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __len__(self) -> int:
+            return len(data)
+
+        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            return data.batch(index)
+
+        def on_epoch_begin(self) -> None:
+            data.start_epoch()
+
+    return Batches()
+
+
+class LungSegmenter(SetParamsMixin):
+    """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
+
+    Parameters
+    ----------
+    input_size
+        Side of the square the network sees; the fields are stretched back onto each
+        radiograph's own pixels.
+    base_filters, depth
+        Width of the first level and number of down-sampling levels of the U-Net.
+    epochs, batch_size, learning_rate
+        Training schedule (Adam).
+    threshold
+        Probability at which a pixel counts as lung.
+    min_component_fraction
+        Connected components smaller than this share of the image are not lungs.
+    augment
+        Random flips, rotations (±10°), scaling (±10 %), shifts (±6 %), gamma and contrast
+        while training.
+    patience
+        With validation data, stop after this many epochs without improvement and keep
+        the best weights; the learning rate halves after ``patience // 2`` such epochs.
+    seed
+        Seeds Python, NumPy and TensorFlow, and the augmentation.
+    threads
+        Cap on TensorFlow's CPU threads (effective only before TensorFlow first runs).
+    verbose
+        Keras's training verbosity.
+    on_epoch_end
+        ``on_epoch_end(epoch, logs)``, called after each training epoch (1-based); never
+        saved.
+
+    Examples
+    --------
+    >>> segmenter = LungSegmenter(input_size=64, epochs=2)
+    >>> segmenter.fit(train_xrays).segment([xray])[0].found  # doctest: +SKIP
+    True
+    """
+
+    def __init__(
+        self,
+        input_size: int = 128,
+        base_filters: int = 8,
+        depth: int = 3,
+        *,
+        epochs: int = 20,
+        batch_size: int = 16,
+        learning_rate: float = 2e-3,
+        threshold: float = 0.5,
+        min_component_fraction: float = 0.01,
+        augment: bool = True,
+        patience: int = 5,
+        seed: int = 0,
+        threads: int | None = None,
+        verbose: int = 0,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> None:
+        if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
+            raise ConfigurationError(
+                f"input_size must be a multiple of 2**(depth + 1) = {2 ** (depth + 1)}, "
+                f"got {input_size}"
+            )
+        if not 0.0 < threshold < 1.0:
+            raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
+        if not 0.0 <= min_component_fraction < 0.5:
+            raise ConfigurationError(
+                f"min_component_fraction must be in [0, 0.5), got {min_component_fraction!r}"
+            )
+        if epochs < 1 or batch_size < 1 or base_filters < 1 or depth < 1:
+            raise ConfigurationError("epochs, batch_size, base_filters and depth must be >= 1")
+        self.input_size = input_size
+        self.base_filters = base_filters
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.threshold = threshold
+        self.min_component_fraction = min_component_fraction
+        self.augment = augment
+        self.patience = patience
+        self.seed = seed
+        self.threads = threads
+        self.verbose = verbose
+        self.on_epoch_end = on_epoch_end
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, by name (``deep`` is for :func:`sklearn.base.clone`)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PARAMS[:6])
+        return f"{type(self).__name__}({params})"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the segmenter has a network (from :meth:`fit` or :meth:`load`)."""
+        return getattr(self, "model_", None) is not None
+
+    # -- data ------------------------------------------------------------------------------
+
+    def prepare_batch(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
+        """Network inputs, shape ``(n, input_size, input_size, 1)``, in ``[0, 1]``."""
+        batch = np.empty((len(xrays), self.input_size, self.input_size, 1), np.float32)
+        for index, xray in enumerate(xrays):
+            batch[index, ..., 0] = network_input(xray.pixels, self.input_size)
+        return batch
+
+    def _arrays(self, xrays: Iterable[XRay]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        images: list[NDArray[np.float32]] = []
+        masks: list[NDArray[np.float32]] = []
+        unmasked = 0
+        for xray in xrays:
+            mask = xray.meta.get(LUNG_MASK_KEY)
+            if mask is None:
+                unmasked += 1
+                continue
+            array = np.asarray(mask)
+            if array.shape != xray.shape:
+                raise InvalidImageError(
+                    f"meta[{LUNG_MASK_KEY!r}] has shape {array.shape}, but the image is "
+                    f"{xray.shape}",
+                    xray.id,
+                )
+            images.append(self.prepare_batch([xray])[0])
+            target = resize_square((array > 0).astype(np.float32), self.input_size)
+            masks.append((target >= 0.5).astype(np.float32)[..., None])
+        if unmasked:
+            warnings.warn(
+                f"LungSegmenter: {unmasked} radiograph(s) have no lung mask "
+                f"(meta[{LUNG_MASK_KEY!r}]) and were left out of its training",
+                UserWarning,
+                stacklevel=4,
+            )
+        if not images:
+            raise ConfigurationError(
+                "LungSegmenter.fit: no radiograph has a lung mask (meta['lung_mask']); "
+                "train on data with lung masks (a COVID-QU-Ex checkout, layout='covid-qu-ex')"
+            )
+        return np.stack(images), np.stack(masks)
+
+    # -- training --------------------------------------------------------------------------
+
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
+        """Train on radiographs with lung masks (``meta["lung_mask"]``).
+
+        Radiographs without a mask are left out, with a warning.
+
+        Parameters
+        ----------
+        xrays
+            Training radiographs (iterated once).
+        validation
+            Radiographs with lung masks for early stopping (iterated once).
+
+        Returns
+        -------
+        LungSegmenter
+            ``self``, with ``model_`` and ``history_`` set.
+
+        Raises
+        ------
+        ConfigurationError
+            If no training radiograph has a lung mask.
+        TrainingDivergedError
+            If an epoch ends with a non-finite loss.
+        """
+        keras = keras_module(self.threads)
+        keras.utils.set_random_seed(self.seed)
+        images, masks = self._arrays(xrays)
+        model = build_unet(
+            keras,
+            self.input_size,
+            self.base_filters,
+            self.depth,
+            flip=self.augment,
+            name="covidcxr_lung_unet",
+            output_name="lung_probability",
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate), loss=dice_bce_loss(keras)
+        )
+        callbacks: list[Any] = [
+            keras.callbacks.LambdaCallback(on_epoch_end=divergence_check("LungSegmenter"))
+        ]
+        if self.on_epoch_end is not None:
+            report = self.on_epoch_end
+            callbacks.append(
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: report(
+                        epoch + 1, {key: float(value) for key, value in (logs or {}).items()}
+                    )
+                )
+            )
+        validation_data = None
+        if validation is not None:
+            validation_data = self._arrays(validation)
+            callbacks += [
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.5, patience=max(1, self.patience // 2)
+                ),
+                keras.callbacks.EarlyStopping(
+                    patience=self.patience, restore_best_weights=True, monitor="val_loss"
+                ),
+            ]
+        batches = _Augmented(images, masks, self.batch_size, self.seed, self.augment)
+        history = model.fit(
+            _dataset(keras, batches),
+            epochs=self.epochs,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=self.verbose,
+        )
+        self.model_ = model
+        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
+        self.n_training_images_ = int(images.shape[0])
+        return self
+
+    def _require_fitted(self) -> Any:
+        if not self.fitted:
+            raise ConfigurationError(
+                "this LungSegmenter is not fitted: call fit() or LungSegmenter.load(path)"
+            )
+        return self.model_
+
+    # -- segmentation ----------------------------------------------------------------------
+
+    def predict_maps(self, xrays: Sequence[XRay]) -> NDArray[np.float32]:
+        """Lung probability maps, shape ``(n, input_size, input_size)``."""
+        model = self._require_fitted()
+        if not xrays:
+            return np.zeros((0, self.input_size, self.input_size), np.float32)
+        batch = self.prepare_batch(xrays)
+        chunk = max(self.batch_size, 64)
+        maps = [
+            np.asarray(model(batch[start : start + chunk], training=False), np.float32)[..., 0]
+            for start in range(0, len(batch), chunk)
+        ]
+        return np.concatenate(maps)
+
+    def segment(self, xrays: Sequence[XRay]) -> list[LungFields]:
+        """The lung fields of each radiograph, in its own pixel coordinates.
+
+        Examples
+        --------
+        >>> fields = LungSegmenter.load("lungs.zip").segment([xray])  # doctest: +SKIP
+        >>> fields[0].found, fields[0].box  # doctest: +SKIP
+        (True, Box(x=28.0, y=31.0, width=201.0, height=188.0))
+        """
+        maps = self.predict_maps(xrays)
+        return [
+            LungFields(
+                lung_labels(
+                    probabilities,
+                    xray.shape,
+                    threshold=self.threshold,
+                    min_component_fraction=self.min_component_fraction,
+                )
+            )
+            for probabilities, xray in zip(maps, xrays, strict=True)
+        ]
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write the fitted segmenter to one file, atomically.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is false, or it is not a saved lung
+            segmenter (then it is never replaced).
+        TrainingDivergedError
+            If the network's weights are not finite.
+        """
+        model = self._require_fitted()
+        if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
+            raise TrainingDivergedError(
+                f"not saving to {os.fspath(path)}: the network has non-finite weights, so "
+                "training diverged; lower learning_rate and train again"
+            )
+        metadata = {
+            "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
+            "history": plain_data(getattr(self, "history_", {})),
+            "n_training_images": getattr(self, "n_training_images_", None),
+        }
+        write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a segmenter written by :meth:`save` (Keras safe mode, no arbitrary code).
+
+        Raises
+        ------
+        ModelFormatError
+            If the file is not a saved lung segmenter, is corrupt, or was written by an
+            incompatible format or Keras version.
+        """
+        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
+            metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
+            params = metadata.get("params")
+            if not isinstance(params, dict) or set(params) - set(_PARAMS):
+                raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
+            segmenter = cls(**params)
+            keras = keras_module(segmenter.threads)
+            try:
+                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
+            except (ValueError, TypeError, OSError) as exc:
+                raise ModelFormatError(f"{path}: Keras could not load the model ({exc})") from exc
+        expected = (None, segmenter.input_size, segmenter.input_size, 1)
+        if tuple(model.input_shape) != expected:
+            raise ModelFormatError(
+                f"{path}: the model takes inputs of shape {model.input_shape}, but its "
+                f"metadata says {expected}"
+            )
+        segmenter.model_ = model
+        segmenter.history_ = metadata.get("history") or {}
+        n_training_images = metadata.get("n_training_images")
+        segmenter.n_training_images_ = int(n_training_images) if n_training_images else 0
+        return segmenter
+
+    # Learned state, declared for type checkers.
+    model_: Any
+    history_: dict[str, list[float]]
+    n_training_images_: int
