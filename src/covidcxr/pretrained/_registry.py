@@ -133,7 +133,7 @@ class ModelInfo:
     summary
         What the model is, in one line.
     size_bytes
-        The bytes of all its files, as installed.
+        The bytes of its files as installed (its manifest aside).
     original_size_bytes
         The bytes of the saved pipeline it was packaged from (full precision, with
         optimizer state where it had any).
