@@ -24,6 +24,7 @@ from covidcxr.pretrained import (
     file_sha256,
     load,
     load_pipeline,
+    models_rst,
     verify,
 )
 
@@ -235,3 +236,21 @@ def test_probabilities_match_the_check_recorded_in_the_manifest(shipped: ModelIn
     assert 0 < check["max_abs_probability_difference"] < 1e-2
     assert check["n_decisions_changed"] == 0
     assert np.isfinite(check["max_abs_probability_difference"])
+
+
+def test_the_docs_section_of_a_model_shows_its_manifest_and_card(models_root: Path) -> None:
+    from docutils.core import publish_doctree
+
+    text = models_rst(models_root)
+    assert f"``{MODEL_NAME}``" in text
+    assert f"$ {BUILD_COMMAND}" in text
+    assert "A tiny test model trained on phantoms." in text
+    assert "# Model card: covidcxr chest X-ray classifier" in text
+    assert "float16" in text
+    # Valid reStructuredText: any docutils warning is an error here, as in the docs build.
+    tree = publish_doctree(text, settings_overrides={"halt_level": 2, "report_level": 2})
+    assert MODEL_NAME in tree.astext()
+
+
+def test_the_docs_say_so_when_no_model_is_shipped(tmp_path: Path) -> None:
+    assert models_rst(tmp_path).startswith("No model is shipped with this release")

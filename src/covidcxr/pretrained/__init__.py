@@ -21,6 +21,7 @@ PIPELINE_DIR --build-command "..."``. Every function takes ``root=`` for a model
 of one's own (the tests use a temporary one). See :doc:`/model-zoo`.
 """
 
+from covidcxr.pretrained._docs import models_rst
 from covidcxr.pretrained._registry import (
     PIPELINE_FOLDER,
     SHIPPED_MANIFEST,
@@ -64,6 +65,7 @@ __all__ = [
     "load",
     "load_pipeline",
     "model_info",
+    "models_rst",
     "package",
     "verify",
     "write_shippable_copy",

@@ -106,7 +106,7 @@ class PrecisionCheck:
     n_images
         How many were compared.
     max_abs_probability_difference
-        The largest |difference| of any class probability of any image.
+        The largest absolute difference of any class probability of any image.
     n_decisions_changed
         Images whose label or status (accepted, uncertain, rejected) differs.
     """
@@ -318,7 +318,7 @@ def compare_predictions(
     Returns
     -------
     PrecisionCheck
-        The largest |difference| of any class probability, and how many images changed
+        The largest absolute difference of any class probability, and how many images changed
         label or status.
 
     Raises
