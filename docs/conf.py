@@ -18,6 +18,7 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
 import covidcxr
+from covidcxr.pretrained import models_rst
 
 project = "covidcxr"
 author = "covidcxr developers"
@@ -154,8 +155,6 @@ class ShippedModels(SphinxDirective):
     has_content = False
 
     def run(self) -> list[Node]:
-        from covidcxr.pretrained import models_rst
-
         content = StringList(models_rst(underline="~").splitlines(), "shipped-models")
         holder = nodes.Element()
         # Each model is a subsection ("~" titles) of the section holding the directive.
