@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +19,14 @@ from click.testing import CliRunner
 from covidcxr import XRay
 from covidcxr.cli import cli
 from covidcxr.errors import ConfigurationError, OutputExistsError
-from covidcxr.pretrained import available, load, package, write_shippable_copy
+from covidcxr.pipeline import Pipeline
+from covidcxr.pretrained import (
+    available,
+    compare_predictions,
+    load,
+    package,
+    write_shippable_copy,
+)
 from covidcxr.pretrained.__main__ import main as pretrained_main
 
 from .conftest import BUILD_COMMAND, MODEL_NAME
@@ -73,6 +82,31 @@ def test_a_keras_file_is_stored_as_float16_without_optimizer_state(
     assert {weight.dtype for weight in loaded.weights} == {"float32"}
     for expected, actual in zip(reference.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_weights_saved_alone_are_stored_as_float16(
+    keras_file_with_optimizer: Path, tmp_path: Path
+) -> None:
+    model = keras.models.load_model(keras_file_with_optimizer, compile=False)
+    source = tmp_path / "model"
+    (source / "lungs").mkdir(parents=True)
+    model.save_weights(source / "lungs" / "net.weights.h5")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    assert copy.converted == ("lungs/net.weights.h5",)
+    shipped = _h5_datasets((tmp_path / "copy" / "lungs" / "net.weights.h5").read_bytes())
+    assert shipped
+    assert set(shipped.values()) == {np.dtype(np.float16)}
+    reloaded = keras.models.clone_model(model)
+    reloaded.load_weights(tmp_path / "copy" / "lungs" / "net.weights.h5")
+    for expected, actual in zip(model.get_weights(), reloaded.get_weights(), strict=True):
+        assert actual.dtype == np.float32
+        np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_check_without_images_is_refused(saved_pipeline: Path) -> None:
+    pipeline = Pipeline.load(saved_pipeline)
+    with pytest.raises(ConfigurationError, match="at least one image"):
+        compare_predictions(pipeline, pipeline, [])
 
 
 def test_float32_precision_only_drops_the_optimizer_state(
@@ -174,6 +208,21 @@ def test_predictions_that_move_too_far_are_refused_and_nothing_is_left(
 
 
 # -- the command lines ------------------------------------------------------------------
+
+
+def test_python_m_covidcxr_pretrained_lists_and_reports_errors_in_one_line(
+    models_root: Path,
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "covidcxr.pretrained", *args, "--root", str(models_root)]
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(MODEL_NAME)
+    unknown = run("verify", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(f"error: unknown model 'nope': shipped models: {MODEL_NAME}")
 
 
 def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_path: Path) -> None:

@@ -233,6 +233,7 @@ def test_probabilities_match_the_check_recorded_in_the_manifest(shipped: ModelIn
     check = shipped.check
     assert check["images"] == "6 test phantoms"
     assert check["n_images"] == 6
+    assert check["n_compared"] == 6
     assert 0 < check["max_abs_probability_difference"] < 1e-2
     assert check["n_decisions_changed"] == 0
     assert np.isfinite(check["max_abs_probability_difference"])

@@ -137,7 +137,7 @@ def add_command(
     click.echo(
         f"added {info.name} at {info.path}: {info.size} ({format_size(info.original_size_bytes)}"
         f" as saved), weights as {info.precision}; largest probability change "
-        f"{check['max_abs_probability_difference']:.2e} on {check['n_images']} image(s)"
+        f"{check['max_abs_probability_difference']:.2e} on {check['n_compared']} image(s)"
     )
 
 

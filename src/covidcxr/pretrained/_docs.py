@@ -64,7 +64,8 @@ def models_rst(root: str | os.PathLike[str] | None = None, *, underline: str = "
             lines.append(
                 f":Precision check: largest change of a class probability "
                 f"{check.get('max_abs_probability_difference', float('nan')):.2e} on "
-                f"{check.get('images')}; decisions changed: {check.get('n_decisions_changed')}"
+                f"{check.get('images')} ({check.get('n_compared')} scored); decisions "
+                f"changed: {check.get('n_decisions_changed')}"
             )
         lines += [
             "",

@@ -147,8 +147,8 @@ class ModelInfo:
         The versions it was packaged with (Keras must match to major.minor to load it).
     check
         How far its predictions moved when its weights were stored at ``precision``:
-        ``{"images": what they were, "n_images": ..., "max_abs_probability_difference":
-        ..., "n_decisions_changed": ...}``.
+        ``{"images": what they were, "n_images": ..., "n_compared": ...,
+        "max_abs_probability_difference": ..., "n_decisions_changed": ...}``.
     files
         Every file with its SHA-256 and size.
     path

@@ -8,10 +8,11 @@ moved (:func:`compare_predictions`), adds a "packaged" entry to the model card, 
 ``shipped.json`` with the SHA-256 and size of every file. The folder appears in one rename,
 complete, or not at all.
 
-Keras weights are found by content, not by name: a file that is a ``.keras`` archive
-(``config.json`` and ``model.weights.h5``), or a covidcxr model archive holding one
-(:mod:`covidcxr._model_archive`: ``covidcxr.json`` and ``model.keras``), is rewritten;
-every other file is copied byte for byte. Keras casts float16 values to the float32 of its
+Keras weights are found by content, not by a list of components: a file that is a
+``.keras`` archive (``config.json`` and ``model.weights.h5``), a covidcxr model archive
+holding one (:mod:`covidcxr._model_archive`: ``covidcxr.json`` and ``model.keras``), or
+an HDF5 file named ``*.weights.h5`` (``Model.save_weights``) is rewritten; every other
+file is copied byte for byte. Keras casts float16 values to the float32 of its
 variables when it loads them, so a shipped model computes in float32 as it was trained.
 """
 
@@ -43,6 +44,7 @@ from covidcxr.pretrained._registry import (
     PIPELINE_FOLDER,
     SHIPPED_MANIFEST,
     ModelInfo,
+    default_root,
     file_sha256,
     format_size,
     read_model_manifest,
@@ -72,6 +74,8 @@ _KERAS_WEIGHTS: Final = "model.weights.h5"
 _ARCHIVE_MODEL: Final = "model.keras"
 _ARCHIVE_METADATA: Final = "covidcxr.json"
 _OPTIMIZER_GROUP: Final = "optimizer"
+_WEIGHTS_SUFFIX: Final = ".weights.h5"
+_HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 # How many phantoms of each class check a packaging that is given no images of its own.
 _CHECK_PHANTOMS_PER_CLASS: Final = 3
 _CHECK_PHANTOM_SIZE: Final = 128
@@ -104,7 +108,10 @@ class PrecisionCheck:
     images
         What the images were, in words.
     n_images
-        How many were compared.
+        How many were predicted.
+    n_compared
+        How many got class probabilities from both (an image the input gate refuses gets
+        none).
     max_abs_probability_difference
         The largest absolute difference of any class probability of any image.
     n_decisions_changed
@@ -113,6 +120,7 @@ class PrecisionCheck:
 
     images: str
     n_images: int
+    n_compared: int
     max_abs_probability_difference: float
     n_decisions_changed: int
 
@@ -121,6 +129,7 @@ class PrecisionCheck:
         return {
             "images": self.images,
             "n_images": self.n_images,
+            "n_compared": self.n_compared,
             "max_abs_probability_difference": self.max_abs_probability_difference,
             "n_decisions_changed": self.n_decisions_changed,
         }
@@ -165,6 +174,11 @@ def _without_compile_config(data: bytes) -> bytes:
     return json.dumps(config).encode("utf-8")
 
 
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+
+
 def _is_keras_file(names: Iterable[str]) -> bool:
     return {_KERAS_CONFIG, _KERAS_WEIGHTS} <= set(names)
 
@@ -205,6 +219,12 @@ def _shippable_archive(data: bytes, *, precision: Precision) -> bytes:
 
 def _shippable_bytes(path: Path, *, precision: Precision) -> bytes | None:
     """The file's shippable bytes when it holds Keras weights, else ``None`` (copy as is)."""
+    if path.name.endswith(_WEIGHTS_SUFFIX) and _is_hdf5(path):
+        # What Keras's Model.save_weights writes: the weights alone, as in a .keras file.
+        try:
+            return _float16_weights(path.read_bytes(), precision=precision)
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: could not rewrite its Keras weights: {exc}") from exc
     if not zipfile.is_zipfile(path):
         return None
     data = path.read_bytes()
@@ -232,10 +252,10 @@ def write_shippable_copy(
     """Copy a saved pipeline directory with its Keras weights made small for shipping.
 
     Every file is copied (the covidcxr output marker aside: the copy is not a folder a
-    save may replace); a file holding Keras weights (a ``.keras`` file, or a covidcxr
-    model archive around one) is rewritten with its float32 weights stored as
-    ``precision`` and its optimizer state and compile settings dropped. Keras loads such
-    weights back into float32 variables.
+    save may replace); a file holding Keras weights (a ``.keras`` file, a covidcxr
+    model archive around one, or a ``*.weights.h5`` file) is rewritten with its float32
+    weights stored as ``precision`` and its optimizer state and compile settings dropped.
+    Keras loads such weights back into float32 variables.
 
     Parameters
     ----------
@@ -318,13 +338,14 @@ def compare_predictions(
     Returns
     -------
     PrecisionCheck
-        The largest absolute difference of any class probability, and how many images changed
-        label or status.
+        The largest absolute difference of any class probability, and how many images
+        changed label or status.
 
     Raises
     ------
     ConfigurationError
-        If ``images`` holds no image.
+        If ``images`` holds no image, or none that both pipelines gave probabilities
+        (the input gate refused them all).
     """
     from covidcxr.errors import SyntheticModelWarning
     from covidcxr.pipeline._prepared import as_source
@@ -337,12 +358,21 @@ def compare_predictions(
         warnings.simplefilter("ignore", SyntheticModelWarning)
         before, after = original.predict(xrays), shipped.predict(xrays)
     largest = 0.0
-    changed = 0
+    changed = compared = 0
     for first, second in zip(before, after, strict=True):
         changed += (first.label, first.status) != (second.label, second.status)
-        for label in set(first.probabilities) & set(second.probabilities):
+        labels = set(first.probabilities) & set(second.probabilities)
+        compared += bool(labels)
+        for label in labels:
             largest = max(largest, abs(first.probabilities[label] - second.probabilities[label]))
-    return PrecisionCheck(description or repr(images)[:200], len(xrays), float(largest), changed)
+    described = description or repr(images)[:200]
+    if not compared:
+        # A figure of 0 from no comparison at all would be a silent wrong answer.
+        raise ConfigurationError(
+            f"no image of {described} got class probabilities from both pipelines (the "
+            "input gate refused them?): compare on radiographs like the training ones"
+        )
+    return PrecisionCheck(described, len(xrays), compared, float(largest), changed)
 
 
 # -- packaging ---------------------------------------------------------------------------
@@ -370,7 +400,8 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
             f"stored as {manifest['precision']}, loaded as float32; no optimizer state",
             f"- Largest change of a class probability from storing the weights as "
             f"{manifest['precision']}: {check['max_abs_probability_difference']:.2e} on "
-            f"{check['images']}; decisions changed: {check['n_decisions_changed']}",
+            f"{check['images']} ({check['n_compared']} scored); decisions changed: "
+            f"{check['n_decisions_changed']}",
             f"- Packaged with covidcxr {manifest['covidcxr_version']}, Keras "
             f"{manifest['keras_version']} (loading needs Keras of the same major.minor)",
             "- Every file's SHA-256 is in `shipped.json` beside this folder and is checked "
@@ -518,7 +549,7 @@ def package(
         raise ConfigurationError(
             "build_command must be the one-line command that rebuilds the model"
         )
-    base = Path(root) if root is not None else Path(__file__).resolve().with_name("models")
+    base = Path(root) if root is not None else default_root()
     target = base / name
     if target.exists() and not force:
         raise OutputExistsError(
