@@ -109,6 +109,20 @@ def test_a_check_without_images_is_refused(saved_pipeline: Path) -> None:
         compare_predictions(pipeline, pipeline, [])
 
 
+def test_check_images_the_gate_refuses_all_are_refused(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    strangers = [
+        XRay(np.full((64, 64), 200, np.uint8), "blank"),
+        XRay(rng.integers(0, 256, (64, 64), dtype=np.uint8), "noise"),
+    ]
+    assert {p.status for p in Pipeline.load(saved_pipeline).predict(strangers)} == {"rejected"}
+    with pytest.raises(ConfigurationError, match="got class probabilities from both"):
+        package("tiny", saved_pipeline, build_command="x", root=tmp_path, check_images=strangers)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_float32_precision_only_drops_the_optimizer_state(
     keras_file_with_optimizer: Path, tmp_path: Path
 ) -> None:
@@ -131,7 +145,7 @@ def test_the_classifier_archive_halves_and_every_saved_file_is_carried(
     (source / "lungs").mkdir()
     (source / "lungs" / "settings.json").write_text("{}")
     copy = write_shippable_copy(source, tmp_path / "copy")
-    assert copy.converted == ("classifier",)
+    assert copy.converted == ("classifier", "gate")
     written = sorted(
         p.relative_to(tmp_path / "copy").as_posix()
         for p in (tmp_path / "copy").rglob("*")

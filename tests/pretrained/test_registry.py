@@ -83,9 +83,12 @@ def test_every_file_is_listed_with_its_sha256(shipped: ModelInfo) -> None:
         if p.is_file() and p.name != SHIPPED_MANIFEST
     )
     assert sorted(listed) == files
-    assert {"pipeline/pipeline.json", "pipeline/classifier", "pipeline/model_card.md"} <= set(
-        listed
-    )
+    assert {
+        "pipeline/pipeline.json",
+        "pipeline/classifier",
+        "pipeline/gate",
+        "pipeline/model_card.md",
+    } <= set(listed)
     for path, entry in listed.items():
         assert file_sha256(shipped.path / path) == entry.sha256
 
@@ -109,6 +112,17 @@ def test_shipped_weights_load_back_as_float32(models_root: Path) -> None:
     assert isinstance(classifier, VGG19Classifier)
     model = classifier.model_
     assert {weight.dtype for weight in model.weights} == {"float32"}
+
+
+def test_the_gate_and_calibration_travel_with_the_model(
+    models_root: Path, saved_pipeline: Path
+) -> None:
+    original, shipped = Pipeline.load(saved_pipeline), load(MODEL_NAME, root=models_root)
+    assert shipped.gate_ is not None
+    assert shipped.trust_.calibration is not None
+    assert shipped.trust_.to_dict() == original.trust_.to_dict()
+    manifest = json.loads((models_root / MODEL_NAME / SHIPPED_MANIFEST).read_text())
+    assert manifest["converted"] == ["classifier", "gate"]
 
 
 def test_unknown_name_is_refused_listing_the_known_ones(models_root: Path) -> None:
