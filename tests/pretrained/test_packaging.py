@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from covidcxr import XRay
 from covidcxr.cli import cli
-from covidcxr.errors import ConfigurationError, OutputExistsError
+from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
 from covidcxr.pipeline import Pipeline
 from covidcxr.pretrained import (
     available,
@@ -137,33 +137,44 @@ def test_float32_precision_only_drops_the_optimizer_state(
     assert not any(name.startswith("optimizer/") for name in shipped)
 
 
-def test_the_classifier_archive_halves_and_every_saved_file_is_carried(
+def test_the_saved_files_are_carried_and_their_keras_weights_halved(
     saved_pipeline: Path, tmp_path: Path
 ) -> None:
-    # A stage the pipeline does not know yet (the lung model, say) is carried too.
     source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / "skipped.csv").write_text("path,reason\n/home/me/scan.png,unreadable\n")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    # Whatever stages the save wrote (here the classifier and the gate), none named here.
+    marker = json.loads((source / ".covidcxr-output.json").read_text())
+    target = tmp_path / "copy"
+    written = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert written == sorted(marker["files"])
+    assert copy.converted == ("classifier", "gate")
+    assert copy.left_out == ("skipped.csv",)
+    for name in copy.converted:
+        assert (target / name).stat().st_size < 0.6 * (source / name).stat().st_size
+    assert copy.shipped_bytes < copy.original_bytes
+    with zipfile.ZipFile(target / "classifier") as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+    assert metadata["weights_stored_as"] == "float16"
+
+
+def test_a_folder_saved_without_a_marker_is_carried_whole(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / ".covidcxr-output.json").unlink()
     (source / "lungs").mkdir()
     (source / "lungs" / "settings.json").write_text("{}")
     copy = write_shippable_copy(source, tmp_path / "copy")
-    assert copy.converted == ("classifier", "gate")
-    written = sorted(
-        p.relative_to(tmp_path / "copy").as_posix()
-        for p in (tmp_path / "copy").rglob("*")
-        if p.is_file()
-    )
-    expected = sorted(
-        p.relative_to(source).as_posix()
-        for p in source.rglob("*")
-        if p.is_file() and p.name != ".covidcxr-output.json"
-    )
-    assert written == expected
-    before = (source / "classifier").stat().st_size
-    after = (tmp_path / "copy" / "classifier").stat().st_size
-    assert after < 0.6 * before
-    assert copy.shipped_bytes < copy.original_bytes
-    with zipfile.ZipFile(tmp_path / "copy" / "classifier") as archive:
-        metadata = json.loads(archive.read("covidcxr.json"))
-    assert metadata["weights_stored_as"] == "float16"
+    assert (tmp_path / "copy" / "lungs" / "settings.json").read_text() == "{}"
+    assert copy.left_out == ()
+
+
+def test_a_file_the_save_wrote_must_be_there(saved_pipeline: Path, tmp_path: Path) -> None:
+    source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / "gate").unlink()
+    with pytest.raises(ModelFormatError, match="gate: written by the save but missing"):
+        write_shippable_copy(source, tmp_path / "copy")
 
 
 def test_an_existing_model_is_not_replaced_without_force(

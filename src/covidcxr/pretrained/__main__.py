@@ -134,6 +134,8 @@ def add_command(
         tolerance=tolerance,
     )
     check = info.check
+    for left_out in info.left_out:
+        click.echo(f"left out {left_out}: the save did not write it", err=True)
     click.echo(
         f"added {info.name} at {info.path}: {info.size} ({format_size(info.original_size_bytes)}"
         f" as saved), weights as {info.precision}; largest probability change "

@@ -153,6 +153,9 @@ class ModelInfo:
         Every file with its SHA-256 and size.
     path
         The model's folder.
+    left_out
+        Files of the saved pipeline's folder that its save had not written, so were not
+        packaged (a ``skipped.csv``, say).
     """
 
     name: str
@@ -166,6 +169,7 @@ class ModelInfo:
     check: Mapping[str, Any]
     files: tuple[FileDigest, ...]
     path: Path
+    left_out: tuple[str, ...] = ()
 
     @property
     def pipeline_dir(self) -> Path:
@@ -274,6 +278,7 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
         check=dict(check) if isinstance(check, Mapping) else {},
         files=files,
         path=folder,
+        left_out=tuple(str(name) for name in manifest.get("left_out") or ()),
     )
 
 

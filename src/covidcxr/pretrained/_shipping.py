@@ -92,11 +92,14 @@ class ShippableCopy:
         The bytes of every file before and after.
     converted
         The files whose Keras weights were rewritten (POSIX paths relative to the copy).
+    left_out
+        Files in the folder that the save did not write (not copied).
     """
 
     original_bytes: int
     shipped_bytes: int
     converted: tuple[str, ...]
+    left_out: tuple[str, ...] = ()
 
 
 @frozen
@@ -243,6 +246,20 @@ def _shippable_bytes(path: Path, *, precision: Precision) -> bytes | None:
     return None
 
 
+def _saved_files(source: Path) -> set[str] | None:
+    """The files the save wrote, as its covidcxr marker lists them; ``None`` without one."""
+    try:
+        marker = json.loads((source / MARKER_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{source / MARKER_NAME}: unreadable: {exc}") from exc
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise ModelFormatError(f"{source / MARKER_NAME}: no list of the files the save wrote")
+    return set(files)
+
+
 def write_shippable_copy(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -251,11 +268,14 @@ def write_shippable_copy(
 ) -> ShippableCopy:
     """Copy a saved pipeline directory with its Keras weights made small for shipping.
 
-    Every file is copied (the covidcxr output marker aside: the copy is not a folder a
-    save may replace); a file holding Keras weights (a ``.keras`` file, a covidcxr
-    model archive around one, or a ``*.weights.h5`` file) is rewritten with its float32
-    weights stored as ``precision`` and its optimizer state and compile settings dropped.
-    Keras loads such weights back into float32 variables.
+    Every file the save wrote is copied, whatever the pipeline's stages are: those its
+    covidcxr marker lists (:data:`covidcxr.files.MARKER_NAME`), or every file of a folder
+    saved without one. What else is in the folder (a ``skipped.csv`` listing the
+    builder's own file paths, notes) is left out and listed in the result. A file holding
+    Keras weights (a ``.keras`` file, a covidcxr model archive around one, or a
+    ``*.weights.h5`` file) is rewritten with its float32 weights stored as ``precision``
+    and its optimizer state and compile settings dropped; Keras loads such weights back
+    into float32 variables. Every other file is copied byte for byte.
 
     Parameters
     ----------
@@ -269,12 +289,13 @@ def write_shippable_copy(
     Returns
     -------
     ShippableCopy
-        The bytes before and after, and which files were rewritten.
+        The bytes before and after, which files were rewritten and which left out.
 
     Raises
     ------
     ModelFormatError
-        If a file holds a symbolic link, or weights that cannot be rewritten.
+        If a file the save wrote is missing or is a symbolic link, or holds weights that
+        cannot be rewritten.
     OutputExistsError
         If ``target`` exists.
     """
@@ -283,28 +304,36 @@ def write_shippable_copy(
     source, target = Path(source), Path(target)
     if target.exists():
         raise OutputExistsError(f"{target} exists; the shippable copy needs a new folder")
+    saved = _saved_files(source)
+    present = sorted(
+        (Path(directory) / name).relative_to(source).as_posix()
+        for directory, _, names in os.walk(source)
+        for name in names
+    )
+    missing = sorted(saved - set(present)) if saved is not None else []
+    if missing:
+        raise ModelFormatError(
+            f"{source / missing[0]}: written by the save but missing; save the pipeline again"
+        )
+    chosen = [name for name in present if name != MARKER_NAME and (saved is None or name in saved)]
+    left_out = tuple(name for name in present if name != MARKER_NAME and name not in chosen)
     original = shipped = 0
     converted: list[str] = []
-    for directory, folders, names in os.walk(source):
-        folders.sort()
-        for name in sorted(names):
-            path = Path(directory) / name
-            relative = path.relative_to(source)
-            if relative.as_posix() == MARKER_NAME:
-                continue
-            if path.is_symlink():
-                raise ModelFormatError(f"{path}: a symbolic link; a shipped model holds files only")
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            rewritten = _shippable_bytes(path, precision=precision)
-            if rewritten is None:
-                shutil.copyfile(path, destination)
-            else:
-                destination.write_bytes(rewritten)
-                converted.append(relative.as_posix())
-            original += path.stat().st_size
-            shipped += destination.stat().st_size
-    return ShippableCopy(original, shipped, tuple(converted))
+    for relative in chosen:
+        path = source / relative
+        if path.is_symlink():
+            raise ModelFormatError(f"{path}: a symbolic link; a shipped model holds files only")
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        rewritten = _shippable_bytes(path, precision=precision)
+        if rewritten is None:
+            shutil.copyfile(path, destination)
+        else:
+            destination.write_bytes(rewritten)
+            converted.append(relative)
+        original += path.stat().st_size
+        shipped += destination.stat().st_size
+    return ShippableCopy(original, shipped, tuple(converted), left_out)
 
 
 # -- how far the predictions moved -------------------------------------------------------
@@ -620,6 +649,7 @@ def _fill_staging(
         "keras_version": _keras_version(),
         "check": check.to_dict(),
         "converted": list(copy.converted),
+        "left_out": list(copy.left_out),
         "files": [],
     }
     # The card gives the size of the copied files (it cannot include itself).
