@@ -9,10 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
+from docutils.nodes import Node
+from docutils.statemachine import StringList
 from sphinx.errors import PycodeError
 from sphinx.pycode import ModuleAnalyzer
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
 
 import covidcxr
+from covidcxr.pretrained import models_rst
 
 project = "covidcxr"
 author = "covidcxr developers"
@@ -139,6 +145,24 @@ def _public_docstring(  # noqa: PLR0917 - the signature of Sphinx's event
             lines[:] = _defining_comment(name, obj)
 
 
+class ShippedModels(SphinxDirective):
+    """``.. shipped-models::``: a section per model shipped in the documented package.
+
+    Generated at build time from the models' manifests and cards
+    (:func:`covidcxr.pretrained.models_rst`), so the page matches the package it documents.
+    """
+
+    has_content = False
+
+    def run(self) -> list[Node]:
+        content = StringList(models_rst(underline="~").splitlines(), "shipped-models")
+        holder = nodes.Element()
+        # Each model is a subsection ("~" titles) of the section holding the directive.
+        nested_parse_with_titles(self.state, content, holder)
+        return list(holder.children)
+
+
 def setup(app: Any) -> None:
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-docstring", _public_docstring)
+    app.add_directive("shipped-models", ShippedModels)

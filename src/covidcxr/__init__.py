@@ -27,7 +27,8 @@ reading and errors            :func:`read_xray`, :class:`CovidCXRError`,
 
 Everything else lives in a namespace named for what it is: :mod:`covidcxr.sources`,
 :mod:`covidcxr.preprocess`, :mod:`covidcxr.classify`, :mod:`covidcxr.detect`,
-:mod:`covidcxr.evaluate`, :mod:`covidcxr.pipeline`, :mod:`covidcxr.io`,
+:mod:`covidcxr.evaluate`, :mod:`covidcxr.pipeline`, :mod:`covidcxr.pretrained` (the
+models that ship with covidcxr), :mod:`covidcxr.io`,
 :mod:`covidcxr.boxes`, :mod:`covidcxr.split`, :mod:`covidcxr.plugins`,
 :mod:`covidcxr.errors` and the rest (see the API reference). Modules whose names start
 with an underscore are private.
@@ -92,6 +93,7 @@ _NAMESPACES: frozenset[str] = frozenset(
         "pipeline",
         "plugins",
         "preprocess",
+        "pretrained",
         "protocols",
         "records",
         "sources",

@@ -318,8 +318,13 @@ def train_command(
     _emit(payload, as_json, lines)
 
 
+# MODEL: a saved pipeline directory, or the name of a model shipped with covidcxr (the
+# directory wins when both exist); covidcxr.pretrained.load_pipeline decides.
+_MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
+
+
 @cli.command("predict")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_MODEL_ARGUMENT
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option(
     "--output",
@@ -336,7 +341,7 @@ def train_command(
 @click.option("--json", "as_json", is_flag=True, help="Print every prediction as JSON.")
 def predict_command(
     *,
-    model_dir: Path,
+    model_dir: str,
     sources: tuple[str, ...],
     output: Path | None,
     source_options: tuple[str, ...],
@@ -347,15 +352,17 @@ def predict_command(
 ) -> None:
     """Classify the radiographs in each SOURCE (and box their lesions) with a saved model.
 
-    A SOURCE is an image file, a glob, a folder (of class subfolders, or of images), a
-    .zip archive or a URI such as cos://bucket/prefix; labels are not needed.
+    MODEL is a saved model directory or the name of a model shipped with covidcxr
+    (`python -m covidcxr.pretrained list`). A SOURCE is an image file, a glob, a folder
+    (of class subfolders, or of images), a .zip archive or a URI such as
+    cos://bucket/prefix; labels are not needed.
     """
     from covidcxr.pipeline import (  # noqa: PLC0415
-        Pipeline,
         model_note,
         skipped_path_for,
         write_predictions,
     )
+    from covidcxr.pretrained import load_pipeline  # noqa: PLC0415
 
     options = _source_options(source_options, on_error)
     skipped_file = skipped_path_for(output) if output is not None and _skipping(options) else None
@@ -364,7 +371,7 @@ def predict_command(
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     if output is not None:
         check_output_location(output)  # a read-only or full disk, before predicting
-    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     # A model trained on phantoms says so: predicting warns (one "warning:" line on
     # stderr), and every row written or printed carries the note.
     note = model_note(pipeline.training_data_)
@@ -414,7 +421,7 @@ def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
 
 
 @cli.command("evaluate")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_MODEL_ARGUMENT
 @click.argument("source")
 @click.option(
     "--report",
@@ -436,7 +443,7 @@ def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate_command(
     *,
-    model_dir: Path,
+    model_dir: str,
     source: str,
     report_dir: Path,
     source_options: tuple[str, ...],
@@ -448,14 +455,21 @@ def evaluate_command(
 ) -> None:
     """Score a saved model on the labelled radiographs in SOURCE and write a report.
 
-    With --record the evaluation is added to the model's card, so that external
-    validations accumulate with the model.
+    MODEL is a saved model directory or the name of a model shipped with covidcxr. With
+    --record the evaluation is added to the model's card, so that external validations
+    accumulate with the model.
     """
     from covidcxr.evaluate import EvaluationReport  # noqa: PLC0415 - see above
-    from covidcxr.pipeline import Pipeline, record_evaluation  # noqa: PLC0415
+    from covidcxr.pipeline import record_evaluation  # noqa: PLC0415
+    from covidcxr.pretrained import load_pipeline  # noqa: PLC0415
 
+    if record and not Path(model_dir).is_dir():
+        raise click.UsageError(
+            f"--record writes into a saved model directory; {model_dir!r} is not one (a "
+            "shipped model is read-only: copy it with Pipeline.save first)"
+        )
     options = _source_options(source_options, on_error)
-    pipeline = Pipeline.load(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     opened = covidcxr.open_source(source, **options)
     report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
     if _skipping(options):
@@ -464,7 +478,7 @@ def evaluate_command(
     lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
     if record and isinstance(report, EvaluationReport):
         record_evaluation(model_dir, report, source=repr(opened))
-        lines.append(f"recorded:    {model_dir / 'model_card.md'}")
+        lines.append(f"recorded:    {Path(model_dir) / 'model_card.md'}")
     _emit(report.to_dict(), as_json, lines)
 
 

@@ -1,0 +1,666 @@
+"""Packaging a saved pipeline as a shipped model: small files, a manifest, checksums.
+
+:func:`package` copies every file of a saved pipeline directory (whatever stages it has:
+the copy is generic, not a list of components) into ``<root>/<name>/pipeline/``, storing
+the weights of every Keras model in it as float16 and without optimizer state
+(:func:`write_shippable_copy`), loads the copy back, measures how far its predictions
+moved (:func:`compare_predictions`), adds a "packaged" entry to the model card, and writes
+``shipped.json`` with the SHA-256 and size of every file. The folder appears in one rename,
+complete, or not at all.
+
+Keras weights are found by content, not by a list of components: a file that is a
+``.keras`` archive (``config.json`` and ``model.weights.h5``), a covidcxr model archive
+holding one (:mod:`covidcxr._model_archive`: ``covidcxr.json`` and ``model.keras``), or
+an HDF5 file named ``*.weights.h5`` (``Model.save_weights``) is rewritten; every other
+file is copied byte for byte. Keras casts float16 values to the float32 of its
+variables when it loads them, so a shipped model computes in float32 as it was trained.
+"""
+
+# ruff: noqa: PLC0415 - TensorFlow (behind the pipeline) is imported only when it is used
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import numpy as np
+from attrs import frozen
+
+from covidcxr._version import __version__
+from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
+from covidcxr.files import MARKER_NAME
+from covidcxr.pretrained._registry import (
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    NAME_PATTERN,
+    PIPELINE_FOLDER,
+    SHIPPED_MANIFEST,
+    ModelInfo,
+    default_root,
+    file_sha256,
+    format_size,
+    read_model_manifest,
+)
+
+if TYPE_CHECKING:
+    from covidcxr.pipeline import Pipeline
+    from covidcxr.records import XRay
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "PrecisionCheck",
+    "ShippableCopy",
+    "compare_predictions",
+    "package",
+    "write_shippable_copy",
+]
+
+Precision = Literal["float16", "float32"]
+
+#: The largest change of any class probability that :func:`package` accepts from storing
+#: the weights as float16; beyond it, package at ``precision="float32"``.
+DEFAULT_TOLERANCE: Final = 0.01
+
+_KERAS_CONFIG: Final = "config.json"
+_KERAS_WEIGHTS: Final = "model.weights.h5"
+_ARCHIVE_MODEL: Final = "model.keras"
+_ARCHIVE_METADATA: Final = "covidcxr.json"
+_OPTIMIZER_GROUP: Final = "optimizer"
+_WEIGHTS_SUFFIX: Final = ".weights.h5"
+_HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
+# How many phantoms of each class check a packaging that is given no images of its own.
+_CHECK_PHANTOMS_PER_CLASS: Final = 3
+_CHECK_PHANTOM_SIZE: Final = 128
+_CARD_NAME: Final = "model_card.md"
+
+
+@frozen
+class ShippableCopy:
+    """What :func:`write_shippable_copy` wrote.
+
+    Parameters
+    ----------
+    original_bytes, shipped_bytes
+        The bytes of every file before and after.
+    converted
+        The files whose Keras weights were rewritten (POSIX paths relative to the copy).
+    left_out
+        Files in the folder that the save did not write (not copied).
+    """
+
+    original_bytes: int
+    shipped_bytes: int
+    converted: tuple[str, ...]
+    left_out: tuple[str, ...] = ()
+
+
+@frozen
+class PrecisionCheck:
+    """How the shipped copy's predictions differ from the original's.
+
+    Parameters
+    ----------
+    images
+        What the images were, in words.
+    n_images
+        How many were predicted.
+    n_compared
+        How many got class probabilities from both (an image the input gate refuses gets
+        none).
+    max_abs_probability_difference
+        The largest absolute difference of any class probability of any image.
+    n_decisions_changed
+        Images whose label or status (accepted, uncertain, rejected) differs.
+    """
+
+    images: str
+    n_images: int
+    n_compared: int
+    max_abs_probability_difference: float
+    n_decisions_changed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-ready data (as ``shipped.json`` records it)."""
+        return {
+            "images": self.images,
+            "n_images": self.n_images,
+            "n_compared": self.n_compared,
+            "max_abs_probability_difference": self.max_abs_probability_difference,
+            "n_decisions_changed": self.n_decisions_changed,
+        }
+
+
+# -- weights as float16 ------------------------------------------------------------------
+
+
+def _float16_weights(data: bytes, *, precision: Precision) -> bytes:
+    """A Keras ``model.weights.h5`` with float32 arrays at ``precision``, no optimizer."""
+    import h5py
+
+    def copy(source: h5py.Group, target: h5py.Group) -> None:
+        target.attrs.update(source.attrs)
+        for key, item in source.items():
+            if isinstance(item, h5py.Group):
+                if source.name == "/" and key == _OPTIMIZER_GROUP:
+                    continue  # training state: a shipped model is not trained further as is
+                copy(item, target.create_group(key))
+                continue
+            values = item[()]
+            if precision == "float16" and getattr(values, "dtype", None) == np.float32:
+                if np.any(np.abs(values[np.isfinite(values)]) > np.finfo(np.float16).max):
+                    raise ModelFormatError(
+                        f"weights {item.name} exceed the float16 range; package this model "
+                        'with precision="float32"'
+                    )
+                values = values.astype(np.float16)
+            target.create_dataset(key, data=values).attrs.update(item.attrs)
+
+    output = io.BytesIO()
+    with h5py.File(io.BytesIO(data), "r") as source, h5py.File(output, "w") as target:
+        copy(source, target)
+    return output.getvalue()
+
+
+def _without_compile_config(data: bytes) -> bytes:
+    """``config.json`` of a ``.keras`` file without its optimizer and loss settings."""
+    config = json.loads(data)
+    if isinstance(config, dict) and config.get("compile_config") is not None:
+        config["compile_config"] = None
+    return json.dumps(config).encode("utf-8")
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+
+
+def _is_keras_file(names: Iterable[str]) -> bool:
+    return {_KERAS_CONFIG, _KERAS_WEIGHTS} <= set(names)
+
+
+def _is_model_archive(names: Iterable[str]) -> bool:
+    return {_ARCHIVE_MODEL, _ARCHIVE_METADATA} <= set(names)
+
+
+def _shippable_keras(data: bytes, *, precision: Precision) -> bytes:
+    """A ``.keras`` file's bytes with its weights at ``precision`` and no optimizer state."""
+    output = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(output, "w") as target:
+        for info in source.infolist():
+            member = source.read(info)
+            if info.filename == _KERAS_WEIGHTS:
+                member = _float16_weights(member, precision=precision)
+            elif info.filename == _KERAS_CONFIG:
+                member = _without_compile_config(member)
+            target.writestr(info, member)
+    return output.getvalue()
+
+
+def _shippable_archive(data: bytes, *, precision: Precision) -> bytes:
+    """A covidcxr model archive's bytes with its Keras model made shippable."""
+    output = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(output, "w") as target:
+        for info in source.infolist():
+            member = source.read(info)
+            if info.filename == _ARCHIVE_MODEL:
+                member = _shippable_keras(member, precision=precision)
+            elif info.filename == _ARCHIVE_METADATA:
+                metadata = json.loads(member)
+                metadata["weights_stored_as"] = precision
+                member = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+            target.writestr(info, member)
+    return output.getvalue()
+
+
+def _shippable_bytes(path: Path, *, precision: Precision) -> bytes | None:
+    """The file's shippable bytes when it holds Keras weights, else ``None`` (copy as is)."""
+    if path.name.endswith(_WEIGHTS_SUFFIX) and _is_hdf5(path):
+        # What Keras's Model.save_weights writes: the weights alone, as in a .keras file.
+        try:
+            return _float16_weights(path.read_bytes(), precision=precision)
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: could not rewrite its Keras weights: {exc}") from exc
+    if not zipfile.is_zipfile(path):
+        return None
+    data = path.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            inner = archive.read(_ARCHIVE_MODEL) if _is_model_archive(names) else None
+        if inner is not None and zipfile.is_zipfile(io.BytesIO(inner)):
+            with zipfile.ZipFile(io.BytesIO(inner)) as model:
+                if _is_keras_file(model.namelist()):
+                    return _shippable_archive(data, precision=precision)
+        elif _is_keras_file(names):
+            return _shippable_keras(data, precision=precision)
+    except (zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
+        raise ModelFormatError(f"{path}: could not rewrite its Keras weights: {exc}") from exc
+    return None
+
+
+def _saved_files(source: Path) -> set[str] | None:
+    """The files the save wrote, as its covidcxr marker lists them; ``None`` without one."""
+    try:
+        marker = json.loads((source / MARKER_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{source / MARKER_NAME}: unreadable: {exc}") from exc
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise ModelFormatError(f"{source / MARKER_NAME}: no list of the files the save wrote")
+    return set(files)
+
+
+def write_shippable_copy(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    precision: Precision = "float16",
+) -> ShippableCopy:
+    """Copy a saved pipeline directory with its Keras weights made small for shipping.
+
+    Every file the save wrote is copied, whatever the pipeline's stages are: those its
+    covidcxr marker lists (:data:`covidcxr.files.MARKER_NAME`), or every file of a folder
+    saved without one. What else is in the folder (a ``skipped.csv`` listing the
+    builder's own file paths, notes) is left out and listed in the result. A file holding
+    Keras weights (a ``.keras`` file, a covidcxr model archive around one, or a
+    ``*.weights.h5`` file) is rewritten with its float32 weights stored as ``precision``
+    and its optimizer state and compile settings dropped; Keras loads such weights back
+    into float32 variables. Every other file is copied byte for byte.
+
+    Parameters
+    ----------
+    source
+        A directory :meth:`~covidcxr.Pipeline.save` wrote.
+    target
+        A directory that does not exist yet.
+    precision
+        ``"float16"`` (half the bytes) or ``"float32"`` (only the optimizer state goes).
+
+    Returns
+    -------
+    ShippableCopy
+        The bytes before and after, which files were rewritten and which left out.
+
+    Raises
+    ------
+    ModelFormatError
+        If a file the save wrote is missing or is a symbolic link, or holds weights that
+        cannot be rewritten.
+    OutputExistsError
+        If ``target`` exists.
+    """
+    if precision not in ("float16", "float32"):
+        raise ConfigurationError(f"precision must be 'float16' or 'float32', not {precision!r}")
+    source, target = Path(source), Path(target)
+    if target.exists():
+        raise OutputExistsError(f"{target} exists; the shippable copy needs a new folder")
+    saved = _saved_files(source)
+    present = sorted(
+        (Path(directory) / name).relative_to(source).as_posix()
+        for directory, _, names in os.walk(source)
+        for name in names
+    )
+    missing = sorted(saved - set(present)) if saved is not None else []
+    if missing:
+        raise ModelFormatError(
+            f"{source / missing[0]}: written by the save but missing; save the pipeline again"
+        )
+    chosen = [name for name in present if name != MARKER_NAME and (saved is None or name in saved)]
+    left_out = tuple(name for name in present if name != MARKER_NAME and name not in chosen)
+    original = shipped = 0
+    converted: list[str] = []
+    for relative in chosen:
+        path = source / relative
+        if path.is_symlink():
+            raise ModelFormatError(f"{path}: a symbolic link; a shipped model holds files only")
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        rewritten = _shippable_bytes(path, precision=precision)
+        if rewritten is None:
+            shutil.copyfile(path, destination)
+        else:
+            destination.write_bytes(rewritten)
+            converted.append(relative)
+        original += path.stat().st_size
+        shipped += destination.stat().st_size
+    return ShippableCopy(original, shipped, tuple(converted), left_out)
+
+
+# -- how far the predictions moved -------------------------------------------------------
+
+
+def _default_check_images() -> tuple[list[XRay], str]:
+    from covidcxr.phantoms import generate_phantoms
+
+    images = generate_phantoms(_CHECK_PHANTOMS_PER_CLASS, size=_CHECK_PHANTOM_SIZE, seed=0)
+    described = (
+        f"{len(images)} synthetic phantoms (covidcxr.phantoms.generate_phantoms("
+        f"{_CHECK_PHANTOMS_PER_CLASS}, size={_CHECK_PHANTOM_SIZE}, seed=0))"
+    )
+    return images, described
+
+
+def compare_predictions(
+    original: Pipeline, shipped: Pipeline, images: Any, *, description: str | None = None
+) -> PrecisionCheck:
+    """Predict ``images`` with both pipelines and measure how far the shipped one moved.
+
+    Parameters
+    ----------
+    original, shipped
+        The pipeline as saved, and its shippable copy loaded back.
+    images
+        Anything :meth:`~covidcxr.Pipeline.predict` takes; read once, predicted by both.
+    description
+        What the images are, in words (``repr(images)`` by default).
+
+    Returns
+    -------
+    PrecisionCheck
+        The largest absolute difference of any class probability, and how many images
+        changed label or status.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``images`` holds no image, or none that both pipelines gave probabilities
+        (the input gate refused them all).
+    """
+    from covidcxr.errors import SyntheticModelWarning
+    from covidcxr.pipeline._prepared import as_source
+
+    xrays = list(as_source(images, "images"))
+    if not xrays:
+        raise ConfigurationError("compare_predictions needs at least one image")
+    with warnings.catch_warnings():
+        # Both say it once each when trained on phantoms; packaging reports it elsewhere.
+        warnings.simplefilter("ignore", SyntheticModelWarning)
+        before, after = original.predict(xrays), shipped.predict(xrays)
+    largest = 0.0
+    changed = compared = 0
+    for first, second in zip(before, after, strict=True):
+        changed += (first.label, first.status) != (second.label, second.status)
+        labels = set(first.probabilities) & set(second.probabilities)
+        compared += bool(labels)
+        for label in labels:
+            largest = max(largest, abs(first.probabilities[label] - second.probabilities[label]))
+    described = description or repr(images)[:200]
+    if not compared:
+        # A figure of 0 from no comparison at all would be a silent wrong answer.
+        raise ConfigurationError(
+            f"no image of {described} got class probabilities from both pipelines (the "
+            "input gate refused them?): compare on radiographs like the training ones"
+        )
+    return PrecisionCheck(described, len(xrays), compared, float(largest), changed)
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigurationError(
+            f"model name {name!r} is not allowed: use lower-case letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit (at most 64 characters)"
+        )
+
+
+def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
+    check = manifest["check"]
+    return "\n".join(
+        [
+            "## Shipped with covidcxr",
+            "",
+            f"- Name: `{name}` (`covidcxr.pretrained.load({name!r})`, "
+            f"`covidcxr predict {name} SCANS --output preds.csv`)",
+            f"- Summary: {manifest['summary']}",
+            f"- Size: about {format_size(manifest['size_bytes'])} as installed "
+            f"({format_size(manifest['original_size_bytes'])} as saved); Keras weights "
+            f"stored as {manifest['precision']}, loaded as float32; no optimizer state",
+            f"- Largest change of a class probability from storing the weights as "
+            f"{manifest['precision']}: {check['max_abs_probability_difference']:.2e} on "
+            f"{check['images']} ({check['n_compared']} scored); decisions changed: "
+            f"{check['n_decisions_changed']}",
+            f"- Packaged with covidcxr {manifest['covidcxr_version']}, Keras "
+            f"{manifest['keras_version']} (loading needs Keras of the same major.minor)",
+            "- Every file's SHA-256 is in `shipped.json` beside this folder and is checked "
+            "before the model is loaded.",
+            "",
+            "Rebuild it from the shared data with covidcxr's own training code:",
+            "",
+            "```console",
+            f"$ {manifest['build_command']}",
+            "```",
+            "",
+        ]
+    )
+
+
+def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]) -> None:
+    """Add a "packaged" changelog entry to the copy's card, and the shipping section."""
+    from covidcxr.pipeline._card import card_files, changelog_entry
+    from covidcxr.pipeline._persistence import MANIFEST_NAME
+
+    manifest_path = pipeline_dir / MANIFEST_NAME
+    saved = json.loads(manifest_path.read_text(encoding="utf-8"))
+    saved["changelog"] = [
+        *(saved.get("changelog") or []),
+        changelog_entry(
+            "packaged",
+            f"packaged as the shipped model {name!r}, Keras weights as "
+            f"{manifest['precision']}; rebuild with: {manifest['build_command']}",
+        ),
+    ]
+    manifest_path.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+    for file_name, text in card_files(saved).items():
+        written = text
+        if file_name == _CARD_NAME:
+            # Before the closing "Generated by covidcxr ..." line.
+            body, footer, tail = text.rpartition("\nGenerated by covidcxr ")
+            section = _shipping_section(name, manifest)
+            written = f"{body}\n{section}{footer}{tail}" if footer else f"{text}\n{section}"
+        (pipeline_dir / file_name).write_text(written, encoding="utf-8")
+
+
+def _digests(folder: Path) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": path.relative_to(folder).as_posix(),
+            "sha256": file_sha256(path),
+            "size": path.stat().st_size,
+        }
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != SHIPPED_MANIFEST
+    ]
+
+
+def _keras_version() -> str:
+    import keras
+
+    return str(keras.__version__)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``, replacing what is there; the old one is removed after."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+    old = aside / target.name
+    target.rename(old)
+    try:
+        staging.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    shutil.rmtree(aside)
+
+
+def package(
+    name: str,
+    pipeline_dir: str | os.PathLike[str],
+    *,
+    build_command: str,
+    summary: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    precision: Precision = "float16",
+    check_images: Any = None,
+    check_description: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ModelInfo:
+    """Add a saved pipeline to the shipped models as ``name``.
+
+    The pipeline is copied into ``<root>/<name>/pipeline/`` with its Keras weights as
+    ``precision`` and no optimizer state (:func:`write_shippable_copy`); the copy is
+    loaded back and its predictions compared with the original's on ``check_images``
+    (:func:`compare_predictions`); its card gets a "packaged" changelog entry and a
+    section saying how it is shipped and rebuilt; ``shipped.json`` records the name,
+    summary, sizes, precision, check, versions, ``build_command`` and the SHA-256 and
+    size of every file. The folder is staged beside its target and renamed into place.
+
+    Parameters
+    ----------
+    name
+        The model's name: lower-case letters, digits, ``.``, ``_``, ``-``.
+    pipeline_dir
+        A directory :meth:`~covidcxr.Pipeline.save` wrote.
+    build_command
+        The exact command that rebuilds the model from the shared data with covidcxr's own
+        training code; it goes into the manifest and the card.
+    summary
+        What the model is, in one line; by default the card's task and training data.
+    root
+        Where the models live; covidcxr's own models folder by default (in a source
+        checkout, ``src/covidcxr/pretrained/models``).
+    force
+        Replace a model of the same name.
+    precision
+        ``"float16"`` (default) or ``"float32"``.
+    check_images
+        Images to compare predictions on (anything :meth:`~covidcxr.Pipeline.predict`
+        takes); nine synthetic phantoms by default.
+    check_description
+        What ``check_images`` are, in words, for the manifest and card.
+    tolerance
+        The largest change of a class probability accepted from storing the weights at
+        ``precision``.
+
+    Returns
+    -------
+    ModelInfo
+        The new model's manifest.
+
+    Raises
+    ------
+    ConfigurationError
+        If the name or the build command is unusable, or the predictions moved by more
+        than ``tolerance``.
+    OutputExistsError
+        If a model of that name exists and ``force`` is false.
+    ModelFormatError
+        If ``pipeline_dir`` is not a saved pipeline this covidcxr can load.
+    """
+    from covidcxr.pipeline import Pipeline
+
+    _check_name(name)
+    if not build_command.strip() or "\n" in build_command:
+        raise ConfigurationError(
+            "build_command must be the one-line command that rebuilds the model"
+        )
+    base = Path(root) if root is not None else default_root()
+    target = base / name
+    if target.exists() and not force:
+        raise OutputExistsError(
+            f"{target}: a model named {name!r} is already there; pass force=True (--force) "
+            "to replace it"
+        )
+    original = Pipeline.load(pipeline_dir)
+    if check_images is None:
+        check_images, check_description = _default_check_images()
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=base))
+    try:
+        _fill_staging(
+            staging,
+            name,
+            pipeline_dir=Path(pipeline_dir),
+            original=original,
+            build_command=build_command.strip(),
+            summary=summary,
+            precision=precision,
+            check_images=check_images,
+            check_description=check_description,
+            tolerance=tolerance,
+        )
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return read_model_manifest(target)
+
+
+def _fill_staging(
+    staging: Path,
+    name: str,
+    *,
+    pipeline_dir: Path,
+    original: Pipeline,
+    build_command: str,
+    summary: str | None,
+    precision: Precision,
+    check_images: Any,
+    check_description: str | None,
+    tolerance: float,
+) -> None:
+    """Write the shipped model's folder, complete with its manifest, into ``staging``."""
+    from covidcxr.pipeline import METADATA_NAME, Pipeline
+
+    copy = write_shippable_copy(pipeline_dir, staging / PIPELINE_FOLDER, precision=precision)
+    shipped = Pipeline.load(staging / PIPELINE_FOLDER)
+    check = compare_predictions(original, shipped, check_images, description=check_description)
+    if check.max_abs_probability_difference > tolerance:
+        raise ConfigurationError(
+            f"storing {name!r} as {precision} changed a class probability by "
+            f"{check.max_abs_probability_difference:.3g} (more than {tolerance:g}) on "
+            f"{check.images}; package it with precision='float32'"
+        )
+    card = json.loads((staging / PIPELINE_FOLDER / METADATA_NAME).read_text("utf-8"))
+    manifest: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "name": name,
+        "summary": summary or _default_summary(card),
+        "build_command": build_command,
+        "precision": precision,
+        "original_size_bytes": copy.original_bytes,
+        "size_bytes": copy.shipped_bytes,
+        "covidcxr_version": __version__,
+        "keras_version": _keras_version(),
+        "check": check.to_dict(),
+        "converted": list(copy.converted),
+        "left_out": list(copy.left_out),
+        "files": [],
+    }
+    # The card gives the size of the copied files (it cannot include itself).
+    _record_packaging(staging / PIPELINE_FOLDER, name, manifest)
+    manifest["files"] = _digests(staging)
+    manifest["size_bytes"] = sum(entry["size"] for entry in manifest["files"])
+    (staging / SHIPPED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _default_summary(card: Mapping[str, Any]) -> str:
+    data = card.get("training_data") or {}
+    trained = f" Trained on {data.get('source')}." if data else ""
+    synthetic = " Synthetic training images." if card.get("synthetic") else ""
+    return f"{card.get('task', 'A covidcxr pipeline.')}{trained}{synthetic}"

@@ -1,0 +1,318 @@
+"""Packaging: float16 weights without optimizer state, generic copies, refusals, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from covidcxr import XRay
+from covidcxr.cli import cli
+from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
+from covidcxr.pipeline import Pipeline
+from covidcxr.pretrained import (
+    available,
+    compare_predictions,
+    load,
+    package,
+    write_shippable_copy,
+)
+from covidcxr.pretrained.__main__ import main as pretrained_main
+
+from .conftest import BUILD_COMMAND, MODEL_NAME
+
+pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.errors.SyntheticModelWarning")
+
+
+def _h5_datasets(data: bytes) -> dict[str, np.dtype[np.generic]]:
+    found: dict[str, np.dtype[np.generic]] = {}
+    with h5py.File(io.BytesIO(data), "r") as weights:
+        weights.visititems(
+            lambda name, item: (
+                found.update({name: item.dtype}) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def keras_file_with_optimizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small compiled and trained Keras model, saved with its Adam state."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 4)), rng.integers(0, 3, 16), epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("keras") / "small.keras"
+    model.save(path)
+    return path
+
+
+def test_a_keras_file_is_stored_as_float16_without_optimizer_state(
+    keras_file_with_optimizer: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    shutil.copy(keras_file_with_optimizer, source / "lungs.keras")
+    (source / "notes.txt").write_text("kept as it is")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    assert copy.converted == ("lungs.keras",)
+    assert (tmp_path / "copy" / "notes.txt").read_text() == "kept as it is"
+    with zipfile.ZipFile(keras_file_with_optimizer) as before:
+        original = _h5_datasets(before.read("model.weights.h5"))
+    with zipfile.ZipFile(tmp_path / "copy" / "lungs.keras") as after:
+        shipped = _h5_datasets(after.read("model.weights.h5"))
+        config = json.loads(after.read("config.json"))
+    assert any(name.startswith("optimizer/") for name in original)
+    assert not any(name.startswith("optimizer/") for name in shipped)
+    assert set(shipped) == {name for name in original if not name.startswith("optimizer/")}
+    assert set(shipped.values()) == {np.dtype(np.float16)}
+    assert config["compile_config"] is None
+    reference = keras.models.load_model(keras_file_with_optimizer, compile=False)
+    loaded = keras.models.load_model(tmp_path / "copy" / "lungs.keras", compile=False)
+    assert {weight.dtype for weight in loaded.weights} == {"float32"}
+    for expected, actual in zip(reference.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_weights_saved_alone_are_stored_as_float16(
+    keras_file_with_optimizer: Path, tmp_path: Path
+) -> None:
+    model = keras.models.load_model(keras_file_with_optimizer, compile=False)
+    source = tmp_path / "model"
+    (source / "lungs").mkdir(parents=True)
+    model.save_weights(source / "lungs" / "net.weights.h5")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    assert copy.converted == ("lungs/net.weights.h5",)
+    shipped = _h5_datasets((tmp_path / "copy" / "lungs" / "net.weights.h5").read_bytes())
+    assert shipped
+    assert set(shipped.values()) == {np.dtype(np.float16)}
+    reloaded = keras.models.clone_model(model)
+    reloaded.load_weights(tmp_path / "copy" / "lungs" / "net.weights.h5")
+    for expected, actual in zip(model.get_weights(), reloaded.get_weights(), strict=True):
+        assert actual.dtype == np.float32
+        np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_check_without_images_is_refused(saved_pipeline: Path) -> None:
+    pipeline = Pipeline.load(saved_pipeline)
+    with pytest.raises(ConfigurationError, match="at least one image"):
+        compare_predictions(pipeline, pipeline, [])
+
+
+def test_check_images_the_gate_refuses_all_are_refused(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    strangers = [
+        XRay(np.full((64, 64), 200, np.uint8), "blank"),
+        XRay(rng.integers(0, 256, (64, 64), dtype=np.uint8), "noise"),
+    ]
+    assert {p.status for p in Pipeline.load(saved_pipeline).predict(strangers)} == {"rejected"}
+    with pytest.raises(ConfigurationError, match="got class probabilities from both"):
+        package("tiny", saved_pipeline, build_command="x", root=tmp_path, check_images=strangers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float32_precision_only_drops_the_optimizer_state(
+    keras_file_with_optimizer: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    shutil.copy(keras_file_with_optimizer, source / "lungs.keras")
+    write_shippable_copy(source, tmp_path / "copy", precision="float32")
+    with zipfile.ZipFile(tmp_path / "copy" / "lungs.keras") as after:
+        shipped = _h5_datasets(after.read("model.weights.h5"))
+    assert shipped
+    assert set(shipped.values()) == {np.dtype(np.float32)}
+    assert not any(name.startswith("optimizer/") for name in shipped)
+
+
+def test_the_saved_files_are_carried_and_their_keras_weights_halved(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / "skipped.csv").write_text("path,reason\n/home/me/scan.png,unreadable\n")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    # Whatever stages the save wrote (here the classifier and the gate), none named here.
+    marker = json.loads((source / ".covidcxr-output.json").read_text())
+    target = tmp_path / "copy"
+    written = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert written == sorted(marker["files"])
+    assert copy.converted == ("classifier", "gate")
+    assert copy.left_out == ("skipped.csv",)
+    for name in copy.converted:
+        assert (target / name).stat().st_size < 0.6 * (source / name).stat().st_size
+    assert copy.shipped_bytes < copy.original_bytes
+    with zipfile.ZipFile(target / "classifier") as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+    assert metadata["weights_stored_as"] == "float16"
+
+
+def test_a_folder_saved_without_a_marker_is_carried_whole(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / ".covidcxr-output.json").unlink()
+    (source / "lungs").mkdir()
+    (source / "lungs" / "settings.json").write_text("{}")
+    copy = write_shippable_copy(source, tmp_path / "copy")
+    assert (tmp_path / "copy" / "lungs" / "settings.json").read_text() == "{}"
+    assert copy.left_out == ()
+
+
+def test_a_file_the_save_wrote_must_be_there(saved_pipeline: Path, tmp_path: Path) -> None:
+    source = shutil.copytree(saved_pipeline, tmp_path / "saved")
+    (source / "gate").unlink()
+    with pytest.raises(ModelFormatError, match="gate: written by the save but missing"):
+        write_shippable_copy(source, tmp_path / "copy")
+
+
+def test_an_existing_model_is_not_replaced_without_force(
+    models_root: Path, saved_pipeline: Path
+) -> None:
+    before = (models_root / MODEL_NAME / "shipped.json").read_bytes()
+    with pytest.raises(OutputExistsError, match="force"):
+        package(MODEL_NAME, saved_pipeline, build_command="other", root=models_root)
+    assert (models_root / MODEL_NAME / "shipped.json").read_bytes() == before
+
+
+def test_force_replaces_a_model_and_leaves_nothing_beside_it(
+    models_root: Path, saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
+) -> None:
+    root = shutil.copytree(models_root, tmp_path / "models")
+    info = package(
+        MODEL_NAME,
+        saved_pipeline,
+        build_command="covidcxr train again",
+        root=root,
+        force=True,
+        check_images=check_images,
+    )
+    assert info.build_command == "covidcxr train again"
+    assert available(root)[MODEL_NAME].build_command == "covidcxr train again"
+    assert sorted(p.name for p in root.iterdir()) == [MODEL_NAME]
+    assert load(MODEL_NAME, root=root).classes_
+
+
+@pytest.mark.parametrize("name", ["Covid", "../escape", "", "a b", "-leading"])
+def test_a_bad_name_is_refused(name: str, saved_pipeline: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="model name"):
+        package(name, saved_pipeline, build_command="x", root=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_build_command_is_refused(saved_pipeline: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="build_command"):
+        package("tiny", saved_pipeline, build_command="  ", root=tmp_path)
+
+
+def test_predictions_that_move_too_far_are_refused_and_nothing_is_left(
+    saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
+) -> None:
+    # float16 rounding moves every probability a little (see the manifest's check).
+    with pytest.raises(ConfigurationError, match="precision='float32'"):
+        package(
+            "tiny",
+            saved_pipeline,
+            build_command="x",
+            root=tmp_path,
+            check_images=check_images,
+            tolerance=1e-12,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the command lines ------------------------------------------------------------------
+
+
+def test_python_m_covidcxr_pretrained_lists_and_reports_errors_in_one_line(
+    models_root: Path,
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "covidcxr.pretrained", *args, "--root", str(models_root)]
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(MODEL_NAME)
+    unknown = run("verify", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(f"error: unknown model 'nope': shipped models: {MODEL_NAME}")
+
+
+def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = str(tmp_path / "models")
+    args = ["add", "tiny", str(saved_pipeline), "--build-command", BUILD_COMMAND, "--root", root]
+    result = runner.invoke(pretrained_main, args)
+    assert result.exit_code == 0, result.output
+    assert "added tiny" in result.output
+    assert "float16" in result.output
+    listing = runner.invoke(pretrained_main, ["list", "--root", root, "--json"])
+    [entry] = json.loads(listing.output)
+    assert entry["name"] == "tiny"
+    assert entry["build_command"] == BUILD_COMMAND
+    assert "phantoms" in available(root)["tiny"].check["images"]  # the default check images
+    again = runner.invoke(pretrained_main, args)
+    assert again.exit_code != 0
+    assert isinstance(again.exception, OutputExistsError)
+    verified = runner.invoke(pretrained_main, ["verify", "tiny", "--root", root])
+    assert "every SHA-256 matches" in verified.output
+    shown = runner.invoke(pretrained_main, ["card", "tiny", "--root", root])
+    assert f"$ {BUILD_COMMAND}" in shown.output
+
+
+@pytest.fixture
+def scans(tmp_path: Path, check_images: list[XRay]) -> Path:
+    import cv2
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for index, xray in enumerate(check_images):
+        pixels = np.clip(np.asarray(xray.pixels, np.float32) * 255, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"scan-{index}.png"), pixels)
+    return folder
+
+
+def test_covidcxr_predict_takes_a_shipped_model_name(
+    models_root: Path, scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("covidcxr.pretrained._registry.default_root", lambda: models_root)
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "preds.csv"
+    result = CliRunner().invoke(cli, ["predict", MODEL_NAME, str(scans), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    rows = output.read_text().splitlines()
+    assert len(rows) == 1 + len(list(scans.iterdir()))
+
+
+def test_covidcxr_predict_names_the_shipped_models_for_an_unknown_one(
+    models_root: Path, scans: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("covidcxr.pretrained._registry.default_root", lambda: models_root)
+    result = CliRunner().invoke(cli, ["predict", "no-such-model", str(scans)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConfigurationError)
+    assert MODEL_NAME in str(result.exception)
+
+
+def test_covidcxr_evaluate_record_refuses_a_shipped_model(
+    models_root: Path, scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("covidcxr.pretrained._registry.default_root", lambda: models_root)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        cli, ["evaluate", MODEL_NAME, str(scans), "--report", "report", "--record"]
+    )
+    assert result.exit_code == 2
+    assert "shipped model is read-only" in result.output
