@@ -128,6 +128,11 @@ def run_seed(
     }
 
 
+def fmt(d: dict[str, Any]) -> str:
+    """Mean ± sample standard deviation (the mean alone for one seed)."""
+    return f"{d['mean']:.4f} ± {d['std']:.4f}" if d["std"] is not None else f"{d['mean']:.4f}"
+
+
 def markdown(args: argparse.Namespace, result: dict[str, Any]) -> str:
     runs = result["runs"]
     lines = [
@@ -151,9 +156,6 @@ def markdown(args: argparse.Namespace, result: dict[str, Any]) -> str:
             f"{run['val_found']:.4f} | {run['val_two_lungs']:.4f} | {run['test_found']:.4f} | {run['epochs_trained']} | {run['fit_seconds']} | {run['segment_ms_per_image']} |"
         )
     s = result["summary"]
-    fmt = lambda d: (
-        f"{d['mean']:.4f} ± {d['std']:.4f}" if d["std"] is not None else f"{d['mean']:.4f}"
-    )  # noqa: E731
     lines.append(
         f"| **mean ± std** | **{fmt(s['dice'])}** | **{fmt(s['iou'])}** | {fmt(s['pooled_dice'])} | {fmt(s['pooled_iou'])} | {fmt(s['val_found'])} | | {fmt(s['test_found'])} | | | |"
     )
