@@ -1,0 +1,110 @@
+"""Build a model that ships with covidcxr, from the shared COVID-QU-Ex data, with its own code.
+
+Trains the recipe ``src/covidcxr/pretrained/recipes/<name>.toml`` through
+:class:`covidcxr.Pipeline` on COVID-QU-Ex Train (Val for monitoring, calibration and the
+operating points), evaluates it on Test and records that evaluation in its model card,
+then packages it into the library (float16 weights, SHA-256 per file, the command below
+as its rebuild command) with :func:`covidcxr.pretrained.package`, checking the float16
+copy against the trained model on Val.
+
+    nice -n 5 python benchmarks/build_pretrained.py covidqu-lungs-vgg19-64
+
+``--limit N`` (a smoke run on N images per split, one epoch each) writes to a scratch
+registry instead of the package, never into ``src/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_classifier_common import DEFAULT_DATA, REPO, configure_tensorflow, require_data
+
+from covidcxr import Pipeline, XRay, open_source
+from covidcxr.pipeline import PipelineConfig, record_evaluation
+from covidcxr.pretrained import package
+
+RECIPES = REPO / "src" / "covidcxr" / "pretrained" / "recipes"
+SUMMARIES = {
+    "covidqu-lungs-vgg19-64": (
+        "COVID-19 / normal / pneumonia from a frontal CXR: lung crop, VGG19-BN x0.25 at "
+        "64 px from scratch, local lesion detector, input gate, calibration (COVID-QU-Ex)"
+    ),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(SUMMARIES))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "covidcxr-build")
+    parser.add_argument("--limit", type=int, help="a smoke run: N images per split, 1 epoch")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="replace a shipped model")
+    return parser.parse_args()
+
+
+def split(root: Path, name: str, limit: int | None) -> Any:
+    source = open_source(root, layout="covid-qu-ex", split=name)
+    if not limit:
+        return source
+    by_class: dict[str | None, list[XRay]] = {}
+    for xray in source:  # every class, in turn
+        by_class.setdefault(xray.label, []).append(xray)
+    return [x for group in zip(*by_class.values(), strict=False) for x in group][:limit]
+
+
+def smoke_config(config: PipelineConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    for part in ("classifier", "detector"):
+        data[part] = {**data[part], "epochs": 1}
+    data["classifier"].pop("early_stopping", None)
+    data["classifier"]["warmup_epochs"] = 0
+    data["lungs"]["segmenter"] = {**data["lungs"]["segmenter"], "epochs": 1}
+    return data
+
+
+def main() -> int:
+    args = parse_args()
+    require_data(args.data)
+    configure_tensorflow(args.threads)
+    recipe = RECIPES / f"{args.name}.toml"
+    config = PipelineConfig.from_toml(recipe)
+    command = "python benchmarks/build_pretrained.py " + shlex.join(sys.argv[1:])
+    pipeline = Pipeline(
+        smoke_config(config) if args.limit else config,
+        progress=True,
+        cache_dir=args.work / "cache",
+    )
+    started = time.perf_counter()
+    pipeline.fit(
+        split(args.data, "Train", args.limit), validation=split(args.data, "Val", args.limit)
+    )
+    print(f"trained in {time.perf_counter() - started:.0f} s", flush=True)
+    model_dir = args.work / args.name
+    pipeline.save(model_dir, overwrite=True)
+    test = split(args.data, "Test", args.limit)
+    report = pipeline.evaluate(test)
+    record_evaluation(model_dir, report, source=f"COVID-QU-Ex Test ({args.data})")
+    print(report.to_dict()["classification"]["accuracy"], flush=True)
+    info = package(
+        args.name,
+        model_dir,
+        build_command=command,
+        summary=SUMMARIES[args.name],
+        root=(args.work / "smoke-registry") if args.limit else None,
+        force=args.force or bool(args.limit),
+        check_images=split(args.data, "Val", args.limit or 300),
+        check_description="COVID-QU-Ex Val",
+    )
+    print(info, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
