@@ -353,7 +353,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
 
     def ratio(name: str, over: str) -> dict[str, Any]:
         by_round = ratio_by_round(name, over)
-        return {"over": over, "median": float(statistics.median(by_round)), "by_round": by_round}
+        median = round(float(statistics.median(by_round)), 2)
+        return {"over": over, "median": median, "by_round": by_round}
 
     figures = {name: median_run(results) for name, results in runs.items()}
     # Each run against its reference, within each round: the whole job against the plain
