@@ -21,14 +21,17 @@ run, interleaved over ``--rounds`` rounds after an untimed warm-up of every conf
     1,000 bootstrap resamples) on a fresh cache folder, then again on it.
 ``model_alone``
     ``classifier.predict_proba`` on the already prepared images, in memory: the ceiling of
-    any data path (a cache removes reading and preprocessing, never the model).
+    any data path (a cache removes reading and preprocessing, never the model). The images
+    are the prepared set of ``Pipeline.fit``'s one pass over ``open_source(test)``, kept by
+    a classifier that learns nothing (no library function outside ``Pipeline`` is used).
 ``plain_loop_data_only`` / ``data_path_no_cache`` / ``data_path_cold`` / ``data_path_warm``
     The same without the model's cost: the plain loop's reading and preprocessing alone,
     and ``pipeline.predict`` through a pipeline whose classifier learns nothing and answers
-    constant probabilities (the pipeline's data path and per-item bookkeeping alone).
+    constant probabilities, with no input gate (the pipeline's data path and per-item
+    bookkeeping alone).
 ``fit_pass_cold`` / ``fit_pass_warm``
-    ``Pipeline.fit`` on all of Train with that classifier, so the figure is the fit's data
-    pass alone (read, preprocess, collect the prepared set), on a fresh cache folder and
+    ``Pipeline.fit`` on all of Train with that classifier and no gate, so the figure is the
+    fit's data pass alone (read, preprocess, collect the prepared set), on a fresh cache folder and
     then again on it.
 
 For each: images/s, seconds, CPU ms per image and run-queue wait per image, peak RSS
@@ -56,14 +59,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import cv2
 import numpy as np
@@ -76,9 +80,9 @@ from bench_classifier_common import (
     subset_tree,
     write_outputs,
 )
-from bench_preprocess import timed
+from bench_preprocess import NoModel, pass_stats, timed
 
-from covidcxr import LABELS, Pipeline, XRay, open_source
+from covidcxr import Pipeline, XRay, open_source
 
 PLAIN = "plain_loop"
 PLAIN_DATA = "plain_loop_data_only"
@@ -117,6 +121,11 @@ def parse_args() -> argparse.Namespace:
         help="the pipeline's preprocessing workers (0: in process)",
     )
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    parser.add_argument(
+        "--shared-with",
+        metavar="TEXT",
+        help='what else ran on the machine, for the report (e.g. "a training run")',
+    )
     parser.add_argument("--no-fit-pass", action="store_true", help="skip the fit data pass")
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline", help="output stem")
     return parser.parse_args()
@@ -144,35 +153,6 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class NoModel:
-    """A classifier that learns nothing and answers uniform probabilities.
-
-    With it, ``Pipeline.fit`` costs its data pass alone, and ``Pipeline.predict`` its data
-    path and per-item bookkeeping alone: the part of the pipeline a cache can speed up,
-    which the model's cost hides in the full figures.
-    """
-
-    classes_: tuple[str, ...] = LABELS
-
-    def fit(self, xrays: Sequence[XRay], validation: Iterable[XRay] | None = None) -> Self:
-        self.n_train_ = len(xrays)
-        return self
-
-    def predict_proba(self, xrays: Iterable[XRay]) -> np.ndarray:
-        n = sum(1 for _ in xrays)
-        return np.full((n, len(self.classes_)), 1 / len(self.classes_), np.float32)
-
-    def predict(self, xrays: Iterable[XRay]) -> list[str]:
-        return [self.classes_[0] for _ in xrays]
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        raise NotImplementedError("NoModel is a measuring device, never saved")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Self:
-        raise NotImplementedError("NoModel is a measuring device, never saved")
-
-
 def plain_prepare(paths: list[Path], size: int) -> list[XRay]:
     """The hand-written data path: read, blur, CLAHE, resize (as uint8 XRays)."""
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
@@ -191,20 +171,6 @@ def plain_loop(paths: list[Path], size: int, classifier: Any) -> tuple[list[str]
     """The hand-written loop: :func:`plain_prepare`, then one ``predict_proba`` call."""
     xrays = plain_prepare(paths, size)
     return [x.id for x in xrays], classifier.predict_proba(xrays)
-
-
-def pass_stats(pipeline: Pipeline) -> dict[str, Any]:
-    stats = pipeline.data_stats_
-    items = stats.batch.items
-    return {
-        "items": items,
-        "reads": stats.reads,
-        "reads_per_item": round(stats.reads / items, 3) if items else None,
-        "cache_hits": stats.batch.cache_hits,
-        "memo_hits": stats.batch.memo_hits,
-        "cache_writes": stats.batch.cache_writes,
-        "workers": stats.workers,
-    }
 
 
 def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,6 +200,9 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             return open_source(root, layout="covid-qu-ex", split=split, load_masks=False)
 
         config = pipeline_config(args)
+        # The data path alone: no model and no input gate (fitting the gate trains a
+        # network, and assessing runs one; both belong to the full runs, not to this).
+        data_path_config = {**config, "trust": {"gate": False}}
         pipeline = Pipeline(config, workers=args.workers)
         fit_started = time.perf_counter()
         pipeline.fit(source(train_root, "Train"))
@@ -241,10 +210,17 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         print(f"model trained on {args.train_images} images in {model_seconds} s", flush=True)
         classifier = pipeline.classifier_
         paths = sorted(test_root.glob("Test/*/images/*.png"))
-        prepared = list(
-            pipeline_prepared(source(test_root, "Test"), pipeline.preprocessor_, args.workers)
+        # The prepared Test images for ``model_alone``, as the pipeline prepares them: the
+        # set ``Pipeline.fit``'s one pass hands its classifier (here one that keeps it).
+        keeper = Pipeline(
+            data_path_config,
+            classifier=NoModel(keep=True),
+            workers=args.workers,
         )
+        keeper.fit(source(test_root, "Test"))
+        prepared = keeper.classifier_.prepared_
         assert len(prepared) == len(paths)
+        del keeper
 
         runs: dict[str, list[dict[str, Any]]] = {}
         cache_counter = [0]
@@ -270,11 +246,13 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             def run() -> int:
                 pipeline.cache_dir = cache_dir
                 report = pipeline.evaluate(source(test_root, "Test"))
-                return int(report.classification.n_images)
+                # Every item of the source (the report counts those the gate admitted).
+                assert report.classification.n_images <= pipeline.data_stats_.batch.items
+                return int(pipeline.data_stats_.batch.items)
 
             return run
 
-        no_model = Pipeline(config, classifier=NoModel(), workers=args.workers)
+        no_model = Pipeline(data_path_config, classifier=NoModel(), workers=args.workers)
         no_model.fit(source(train_root, "Train"))
 
         def fit_run(cache_dir: Path) -> Callable[[], int]:
@@ -309,16 +287,24 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         pipeline.cache_dir = None
         predictions = {p.id: p for p in pipeline.predict(source(test_root, "Test"))}
         classes = pipeline.classes_
+        # Images the input gate refused have no probabilities (the plain loop has no gate):
+        # the two are compared on the others.
+        admitted = [n for n, i in enumerate(ids) if predictions[i].probabilities]
         pipeline_probabilities = np.array(
-            [[predictions[i].probabilities[c] for c in classes] for i in ids]
-        )
+            [[predictions[ids[n]].probabilities[c] for c in classes] for n in admitted]
+        ).reshape(len(admitted), len(classes))
+        plain_admitted = plain_probabilities[admitted]
         agreement = {
+            "compared": len(admitted),
+            "refused_by_gate": len(ids) - len(admitted),
             "max_abs_probability_difference": float(
-                np.abs(plain_probabilities - pipeline_probabilities).max()
+                np.abs(plain_admitted - pipeline_probabilities).max(initial=0.0)
             ),
             "same_label_fraction": float(
-                np.mean(plain_probabilities.argmax(1) == pipeline_probabilities.argmax(1))
-            ),
+                np.mean(plain_admitted.argmax(1) == pipeline_probabilities.argmax(1))
+            )
+            if admitted
+            else None,
         }
         warm_cache = fresh_cache()
         for run in (
@@ -367,7 +353,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
 
     def ratio(name: str, over: str) -> dict[str, Any]:
         by_round = ratio_by_round(name, over)
-        return {"over": over, "median": float(statistics.median(by_round)), "by_round": by_round}
+        median = round(float(statistics.median(by_round)), 2)
+        return {"over": over, "median": median, "by_round": by_round}
 
     figures = {name: median_run(results) for name, results in runs.items()}
     # Each run against its reference, within each round: the whole job against the plain
@@ -406,21 +393,15 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             "load_average_before": [round(value, 2) for value in load_before],
             "load_average_after": [round(value, 2) for value in os.getloadavg()],
             "total_seconds": round(time.perf_counter() - started, 1),
+            "shared_with": args.shared_with,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "environment": library_environment(),
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
     }
     write_outputs(args.out, result, markdown(result))
     print(markdown(result))
     return 0
-
-
-def pipeline_prepared(source: Any, preprocessor: Any, workers: int) -> Iterable[XRay]:
-    """The prepared Test images, through the library's batch runner (for ``model_alone``)."""
-    from covidcxr.preprocess import preprocess_batch
-
-    return preprocess_batch(source, preprocessor, workers=workers, progress=False)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -459,10 +440,16 @@ def markdown(result: dict[str, Any]) -> str:
     agreement = summary["plain_vs_pipeline"]
     env = result["environment"]
     model = result["model"]
+    shared = (
+        f"The machine was shared with {run['shared_with']}: absolute figures are lower than on "
+        "an idle machine, and the ratios, taken within each round, are the ones to read. "
+        if run.get("shared_with")
+        else ""
+    )
     subset = f" (--limit {result['limit']}: smoke run)" if result["limit"] else ""
     fit = (
-        "`fit_pass_cold` / `fit_pass_warm` are `Pipeline.fit` over Train with that classifier: the "
-        "fit's data pass alone (read, preprocess, keep the prepared set), on a fresh cache folder "
+        "`fit_pass_cold` / `fit_pass_warm` are `Pipeline.fit` over Train with that classifier and "
+        "no input gate: the fit's data pass alone (read, preprocess, keep the prepared set), on a fresh cache folder "
         "and then again on it.\n\n"
         if "fit_pass_cold" in figures
         else ""
@@ -477,21 +464,27 @@ def markdown(result: dict[str, Any]) -> str:
         "`plain_loop` reads each image with `cv2.imread`, blurs, applies CLAHE, resizes and makes one "
         "`predict_proba` call; `predict_*` and `evaluate_*` are `Pipeline.predict` / `Pipeline.evaluate` "
         "on `open_source(...)` with no cache, a fresh empty cache folder (cold: the pass writes it) or "
-        "that folder again (warm); `evaluate` includes the evaluator's 1,000 bootstrap resamples. "
-        "`model_alone` is `predict_proba` on the prepared images already in memory: the ceiling of "
-        "any data path, since a cache can only remove reading and preprocessing. "
+        "that folder again (warm); `evaluate` includes the evaluator's 1,000 bootstrap resamples "
+        "(its images/s count every item of the source). "
+        "`model_alone` is `predict_proba` on the prepared images already in memory (the set "
+        "`Pipeline.fit`'s one pass over `open_source(test)` hands its classifier): the ceiling of "
+        "any data path, since a cache can only remove reading and preprocessing. The pipeline "
+        "runs also pass each image through the input gate fitted on the training images, as "
+        "a user's pipeline does; the plain loop has none. "
         "Reads / item is `data_stats_.reads / items`: 0 on a warm cache, which answers from "
         "remembered digests (memo hits) without opening the files.\n\n"
         "`plain_loop_data_only` is the plain loop without the model; `data_path_*` are "
-        "`Pipeline.predict` with a classifier that answers constant probabilities, i.e. the "
-        "pipeline's data path and per-item bookkeeping alone, which the model's cost hides in "
-        "the full figures.\n\n" + fit + f"Targets:\n{targets}\n\n"
+        "`Pipeline.predict` with a classifier that answers constant probabilities and no input "
+        "gate, i.e. the pipeline's data path and per-item bookkeeping alone, which the model's "
+        "(and the gate's) cost hides in the full figures.\n\n" + fit + f"Targets:\n{targets}\n\n"
         f"- model alone / plain loop (the ceiling for any data path): {ceiling}x\n"
         f"- predict, warm cache / model alone: {summary['predict_warm_over_model_alone']['median']}x\n"
-        f"- plain loop vs pipeline: largest probability difference "
+        f"- plain loop vs pipeline, on the {agreement['compared']} images the input gate "
+        f"admitted ({agreement['refused_by_gate']} refused): largest probability difference "
         f"{agreement['max_abs_probability_difference']:.2e}, same label on "
-        f"{agreement['same_label_fraction']:.1%} of the images\n\n"
-        f"Environment: {env['cpu_count']} CPUs, {env['intra_op_threads']} TF intra-op threads, "
+        f"{agreement['same_label_fraction'] or 0:.1%} of them\n\n"
+        + shared
+        + f"Environment: {env['cpu_count']} CPUs, {env['intra_op_threads']} TF intra-op threads, "
         f"pipeline workers {run['workers']}, load average {run['load_average_before']} before, "
         f"{run['load_average_after']} after (a shared machine), Python {env['python']}, "
         f"TensorFlow {env['tensorflow']}, OpenCV {env['opencv']}, covidcxr {env['covidcxr']}, "

@@ -244,6 +244,17 @@ def test_sklearn_clone_copies_the_parameters() -> None:
     assert clone(detector).get_params() == detector.get_params()
 
 
+def test_sklearn_clone_of_a_fitted_detector_leaves_the_fit_behind(
+    fitted: LocalDetector,
+) -> None:
+    from sklearn.base import clone
+
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert hasattr(fitted, "model_")
+    assert not hasattr(copy, "model_")
+
+
 # --- divergence (issue 12) ----------------------------------------------------------------
 
 

@@ -147,3 +147,15 @@ def test_twelve_bit_data_in_sixteen_bits_is_not_taken_for_a_blank_frame(
     flat = gate.assess([XRay(np.full((64, 64), 2000, np.uint16), "flat")])[0]
     assert flat.reason is not None
     assert flat.reason.startswith("blank image")
+
+
+def test_sklearn_clone_of_a_fitted_gate_copies_the_parameters_not_the_fit(
+    gate: ChestXrayGate,
+) -> None:
+    from sklearn.base import clone
+
+    copy = clone(gate)
+    assert copy.get_params() == gate.get_params()
+    assert hasattr(gate, "threshold_")
+    assert not hasattr(copy, "threshold_")
+    assert not hasattr(copy, "model_")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr.classify._fit_setup import epoch_learning_rate
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.files import atomic_write
 
@@ -140,7 +141,7 @@ class _TrainingLoop:
         for epoch in range(start, estimator.epochs):
             if stopped:
                 break
-            learning_rate = estimator._epoch_learning_rate(epoch)
+            learning_rate = epoch_learning_rate(estimator, epoch)
             self.optimizer.learning_rate = learning_rate
             logs = {**run_epoch(epoch), "lr": learning_rate}
             raw: list[NDArray[Any]] | None = None

@@ -11,39 +11,38 @@ methods, so importing this module (which every plugin lookup does) stays cheap.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import logging
-import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
+from covidcxr.classify._fit_setup import (
+    build_backbone,
+    class_weights,
+    encode_labels,
+    extract_features,
+    freeze_blocks,
+    make_optimizer,
+)
 from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset, original_errors
-from covidcxr.classify._persistence import (
-    read_archive,
-    runtime_versions,
-    write_archive,
+from covidcxr.classify._parameters import (
+    FROM_SCRATCH,
+    changed_params_repr,
+    check_params,
+    constructor_params,
+    resolve_normalization,
+    resolve_trainable_blocks,
+    run_key,
 )
-from covidcxr.classify._training import _epoch_seed, _reseed_dropout, _TrainingLoop, all_finite
-from covidcxr.errors import (
-    ConfigurationError,
-    ModelFormatError,
-    PreprocessingMismatchWarning,
-    TrainingDivergedError,
-    WeightsUnavailableError,
-)
-from covidcxr.labels import LABELS
+from covidcxr.classify._persistence import load_classifier, save_classifier
+from covidcxr.classify._predicting import check_fitted, model_input, predict_probabilities
+from covidcxr.classify._training import _epoch_seed, _reseed_dropout, _TrainingLoop
 from covidcxr.preprocess._profile import InputProfile, InputRecorder
 from covidcxr.protocols import EpochCallback
 from covidcxr.records import XRay
@@ -57,38 +56,6 @@ _log = logging.getLogger(__name__)
 
 #: Images held by the shuffle buffer when the training input cannot be indexed.
 SHUFFLE_BUFFER = 1024
-
-#: ``on_epoch_end(epoch, logs)``: called after each epoch (1-based) and its checkpoint.
-
-# Parameters that change neither the trained model nor how a run proceeds, so a checkpoint
-# written under other values of them can still be resumed.
-_RUN_NEUTRAL = frozenset({"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile"})
-_N_BLOCKS = 5
-
-#: The options with which VGG19 learns without pretrained weights on a CPU: the
-#: from-scratch recipe of the training docs (batch-normalised, a quarter of the width,
-#: 64 px, every block trained with Adam on a cosine schedule), with batches of 16 so that
-#: a few dozen images still make several steps an epoch. ``Pipeline()`` trains with it
-#: when the ImageNet weights cannot be had; pass it to train offline yourself:
-#: ``VGG19Classifier(**FROM_SCRATCH)``.
-FROM_SCRATCH: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        "input_size": 64,
-        "weights": None,
-        "batch_norm": True,
-        "width_multiplier": 0.25,
-        "trainable_blocks": "all",
-        "optimizer": "adam",
-        "learning_rate": 1e-3,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
-        "augmentation": 10.0,
-        "dense_units": 256,
-        "weight_averaging": 0.6,
-        "epochs": 24,
-        "batch_size": 16,
-    }
-)
 
 
 def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
@@ -286,22 +253,12 @@ class VGG19Classifier(SetParamsMixin):
 
         ``deep`` is accepted for :func:`sklearn.base.clone` and ignored: no parameter is
         itself an estimator. (Inheriting :class:`sklearn.base.BaseEstimator` would cost
-        every plugin lookup about a second of importing SciPy.)
+        every plugin lookup seconds of importing SciPy: measured in ``covidcxr._params``.)
         """
-        names = inspect.signature(type(self).__init__).parameters
-        return {name: getattr(self, name) for name in names if name != "self"}
+        return constructor_params(self)
 
     def __repr__(self) -> str:
-        defaults = {
-            name: parameter.default
-            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
-        }
-        changed = ", ".join(
-            f"{name}={value!r}"
-            for name, value in self.get_params().items()
-            if defaults.get(name) != value
-        )
-        return f"{type(self).__name__}({changed})"
+        return changed_params_repr(self)
 
     @property
     def n_trainable_blocks(self) -> int:
@@ -312,16 +269,12 @@ class VGG19Classifier(SetParamsMixin):
         >>> VGG19Classifier().n_trainable_blocks, VGG19Classifier(weights=None).n_trainable_blocks
         (0, 5)
         """
-        if self.trainable_blocks == "auto":
-            return 0 if self.weights is not None else _N_BLOCKS
-        return _N_BLOCKS if self.trainable_blocks == "all" else int(self.trainable_blocks)
+        return resolve_trainable_blocks(self.trainable_blocks, self.weights)
 
     @property
     def input_normalization(self) -> Normalization:
         """The normalisation in use: ``normalization``, with ``"auto"`` resolved."""
-        if self.normalization != "auto":
-            return self.normalization
-        return "symmetric" if self.weights is None else "imagenet"
+        return resolve_normalization(self.normalization, self.weights)
 
     @property
     def feature_layer_name(self) -> str:
@@ -340,65 +293,8 @@ class VGG19Classifier(SetParamsMixin):
         """Whether :meth:`fit` trains the head on cached backbone features."""
         return self.n_trainable_blocks == 0 and self.feature_cache
 
-    def _check_params(self) -> None:  # noqa: PLR0912 - one check per parameter
-        def fail(message: str) -> None:
-            raise ConfigurationError(f"VGG19Classifier: {message}")
-
-        # Values are checked as Any: callers (and loaded metadata) may pass anything.
-        p: dict[str, Any] = self.get_params()
-
-        if not isinstance(p["input_size"], int) or p["input_size"] < 32:
-            fail(f"input_size must be an integer >= 32, got {p['input_size']!r}")
-        if p["trainable_blocks"] not in ("all", "auto") and (
-            not isinstance(p["trainable_blocks"], int)
-            or not 0 <= p["trainable_blocks"] <= _N_BLOCKS
-        ):
-            fail(f"trainable_blocks must be 0-5, 'all' or 'auto', got {p['trainable_blocks']!r}")
-        if not (isinstance(p["epochs"], int) and p["epochs"] >= 1):
-            fail(f"epochs must be a positive integer, got {p['epochs']!r}")
-        if not (isinstance(p["batch_size"], int) and p["batch_size"] >= 1):
-            fail(f"batch_size must be a positive integer, got {p['batch_size']!r}")
-        if not p["learning_rate"] > 0:
-            fail(f"learning_rate must be > 0, got {p['learning_rate']!r}")
-        if p["optimizer"] not in ("sgd", "adam"):
-            fail(f"optimizer must be 'sgd' or 'adam', got {p['optimizer']!r}")
-        if p["lr_schedule"] not in ("constant", "cosine"):
-            fail(f"lr_schedule must be 'constant' or 'cosine', got {p['lr_schedule']!r}")
-        if not (isinstance(p["warmup_epochs"], int) and 0 <= p["warmup_epochs"] < p["epochs"]):
-            fail(f"warmup_epochs must be an integer in [0, epochs), got {p['warmup_epochs']!r}")
-        if p["augmentation"] is not None and not 0 <= p["augmentation"] <= 180:
-            fail(f"augmentation must be None or degrees in [0, 180], got {p['augmentation']!r}")
-        if not (isinstance(p["augmentation_views"], int) and p["augmentation_views"] >= 1):
-            fail(f"augmentation_views must be a positive integer, got {p['augmentation_views']!r}")
-        if p["early_stopping"] is not None and not (
-            isinstance(p["early_stopping"], int) and p["early_stopping"] >= 1
-        ):
-            fail(f"early_stopping must be None or a patience >= 1, got {p['early_stopping']!r}")
-        if not p["width_multiplier"] > 0:
-            fail(f"width_multiplier must be > 0, got {p['width_multiplier']!r}")
-        if not 0 <= p["dropout"] < 1:
-            fail(f"dropout must be in [0, 1), got {p['dropout']!r}")
-        if p["weight_averaging"] is not None and not 0 <= p["weight_averaging"] < 1:
-            fail(f"weight_averaging must be None or in [0, 1), got {p['weight_averaging']!r}")
-        if p["normalization"] not in ("auto", "imagenet", "symmetric"):
-            fail(
-                f"normalization must be 'auto', 'imagenet' or 'symmetric', got "
-                f"{p['normalization']!r}"
-            )
-        if isinstance(p["class_weight"], str) and p["class_weight"] != "balanced":
-            fail(
-                f"class_weight must be None, 'balanced' or {{label: weight}}, got "
-                f"{p['class_weight']!r}"
-            )
-        if (
-            isinstance(self.weights, str)
-            and self.weights == "imagenet"
-            and (self.batch_norm or self.width_multiplier != 1.0)
-        ):
-            fail(
-                "ImageNet weights exist only for plain VGG19; batch_norm=True and "
-                "width_multiplier != 1 need weights=None (or a matching weights file)"
-            )
+    def _check_params(self) -> None:
+        check_params(self.get_params())
 
     # ------------------------------------------------------------------ inputs
 
@@ -419,97 +315,7 @@ class VGG19Classifier(SetParamsMixin):
         >>> clf.prepare_batch([XRay(ramp, "x")]).shape
         (1, 32, 32, 3)
         """
-        stats = ScanStats()
-        batches = [
-            np.asarray(batch)
-            for batch in make_dataset(
-                xrays,
-                input_size=self.input_size,
-                normalization=self.input_normalization,
-                batch_size=self.batch_size,
-                stats=stats,
-            )
-        ]
-        stats.warn()
-        if not batches:
-            return np.zeros((0, self.input_size, self.input_size, 3), np.float32)
-        return np.concatenate(batches).astype(np.float32, copy=False)
-
-    # ------------------------------------------------------------------ model building
-
-    def _build_backbone(self) -> keras.Model:
-        from covidcxr.classify._network import build_backbone
-        from covidcxr.classify._weights import resolve_imagenet_weights, resolve_weights_file
-
-        weights_file: Path | None = None
-        if isinstance(self.weights, str) and self.weights == "imagenet":
-            weights_file = resolve_imagenet_weights()
-        elif self.weights is not None:
-            weights_file = resolve_weights_file(self.weights)
-        backbone = build_backbone(
-            input_size=self.input_size,
-            width_multiplier=self.width_multiplier,
-            batch_norm=self.batch_norm,
-            seed=self.seed,
-        )
-        if weights_file is not None:
-            mismatch = (
-                f"weights file {weights_file} does not match the backbone "
-                f"(batch_norm={self.batch_norm}, width_multiplier={self.width_multiplier})"
-            )
-            # Keras warns, rather than fails, when parts of a file match nothing and leaves
-            # those layers at their random initialisation: for us that is a mismatch too.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    backbone.load_weights(weights_file)
-                except (ValueError, KeyError, OSError) as exc:
-                    raise WeightsUnavailableError(f"{mismatch}: {exc}") from exc
-            skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
-            if skipped:
-                raise WeightsUnavailableError(f"{mismatch}: {skipped[0]}")
-        return backbone
-
-    def _freeze(self, model: keras.Model) -> None:
-        from covidcxr.classify._network import block_of_layer
-
-        first_trainable = _N_BLOCKS - self.n_trainable_blocks + 1
-        for layer in model.layers:
-            block = block_of_layer(layer.name)
-            if block is not None:
-                layer.trainable = block >= first_trainable
-
-    def _make_optimizer(self) -> keras.optimizers.Optimizer:
-        import keras
-
-        if self.optimizer == "adam":
-            return keras.optimizers.Adam(self.learning_rate)
-        return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
-
-    def _epoch_learning_rate(self, epoch: int) -> float:
-        """The learning rate of 0-based ``epoch``."""
-        if epoch < self.warmup_epochs:
-            return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
-        if self.lr_schedule == "constant":
-            return float(self.learning_rate)
-        progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
-        return float(self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-    def _class_weights(
-        self, targets: NDArray[np.int32], classes: tuple[str, ...]
-    ) -> dict[int, float] | None:
-        if self.class_weight is None:
-            return None
-        if isinstance(self.class_weight, str):
-            counts = np.bincount(targets, minlength=len(classes))
-            return {i: len(targets) / (len(classes) * int(c)) for i, c in enumerate(counts)}
-        unknown = set(self.class_weight) - set(classes)
-        if unknown:
-            raise ConfigurationError(
-                f"VGG19Classifier: class_weight names {sorted(unknown)}, which are not among "
-                f"the training labels {classes}"
-            )
-        return {i: float(self.class_weight.get(label, 1.0)) for i, label in enumerate(classes)}
+        return model_input(self, xrays)
 
     # ------------------------------------------------------------------ training
 
@@ -522,28 +328,11 @@ class VGG19Classifier(SetParamsMixin):
             **options,
         )
 
-    def _input_spec(self) -> Any:
-        import tensorflow as tf
-
-        return tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
-
     def _scan(self, xrays: Iterable[XRay], *, record_inputs: bool = False) -> ScanStats:
         stats = ScanStats(fingerprint=True, inputs=InputRecorder() if record_inputs else None)
         for xray in xrays:
             stats.see(xray)
         return stats
-
-    def _extract(self, backbone: keras.Model, dataset: Any) -> NDArray[np.float32]:
-        import tensorflow as tf
-
-        extract = tf.function(
-            lambda x: backbone(x, training=False),
-            input_signature=[self._input_spec()],
-            jit_compile=self.jit_compile,
-        )
-        parts = [extract(batch).numpy() for batch in dataset]
-        width = int(backbone.output.shape[-1])
-        return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
     @original_errors()
     def fit(  # noqa: PLR0915 - the recipe reads best as one story
@@ -579,7 +368,7 @@ class VGG19Classifier(SetParamsMixin):
         self._check_params()
         train = _reiterable(xrays)
         valid = _reiterable(validation) if validation is not None else None
-        backbone = self._build_backbone()
+        backbone = build_backbone(self)
 
         if self.uses_feature_cache:
             views = self.augmentation_views if self.augmentation else 1
@@ -592,13 +381,13 @@ class VGG19Classifier(SetParamsMixin):
             )
             rotation = (float(self.augmentation), self.seed) if self.augmentation else None
             stats = ScanStats(fingerprint=True, inputs=InputRecorder())
-            features = self._extract(
-                backbone, self._dataset(train, stats=stats, rotation=rotation, views=views)
+            features = extract_features(
+                self, backbone, self._dataset(train, stats=stats, rotation=rotation, views=views)
             )
             features = features.reshape(len(stats.ids), views, -1)
             val_stats = ScanStats(fingerprint=True) if valid is not None else None
             val_features = (
-                self._extract(backbone, self._dataset(valid, stats=val_stats))
+                extract_features(self, backbone, self._dataset(valid, stats=val_stats))
                 if valid is not None
                 else None
             )
@@ -607,8 +396,8 @@ class VGG19Classifier(SetParamsMixin):
             val_stats = self._scan(valid) if valid is not None else None
         stats.warn()
 
-        classes, targets = self._encode_labels(stats)
-        val_targets = self._encode_labels(val_stats, classes)[1] if val_stats is not None else None
+        classes, targets = encode_labels(stats)
+        val_targets = encode_labels(val_stats, classes)[1] if val_stats is not None else None
         model = attach_head(
             backbone,
             n_classes=len(classes),
@@ -616,9 +405,9 @@ class VGG19Classifier(SetParamsMixin):
             dropout=self.dropout,
             seed=self.seed,
         )
-        self._freeze(model)
+        freeze_blocks(model, self.n_trainable_blocks)
         trained = head_model(model) if self.uses_feature_cache else model
-        optimizer = self._make_optimizer()
+        optimizer = make_optimizer(self)
         trained.compile(
             optimizer=optimizer,
             loss="sparse_categorical_crossentropy",
@@ -638,7 +427,7 @@ class VGG19Classifier(SetParamsMixin):
         label_map = {label: i for i, label in enumerate(classes)}
         if not self.uses_feature_cache:
             _warn_if_class_sorted(train, stats.labels)
-        class_weights = self._class_weights(targets, classes)
+        weights_by_class = class_weights(self, targets, classes)
 
         def run_epoch(epoch: int) -> dict[str, float]:
             epoch_seed = _epoch_seed(self.seed, epoch)
@@ -653,7 +442,7 @@ class VGG19Classifier(SetParamsMixin):
                     batch_size=self.batch_size,
                     epochs=1,
                     shuffle=False,
-                    class_weight=class_weights,
+                    class_weight=weights_by_class,
                     verbose=0,
                 )
             else:
@@ -679,7 +468,7 @@ class VGG19Classifier(SetParamsMixin):
                     ),
                     epochs=1,
                     shuffle=False,
-                    class_weight=class_weights,
+                    class_weight=weights_by_class,
                     verbose=0,
                 )
             return {key: float(values[-1]) for key, values in result.history.items()}
@@ -708,7 +497,7 @@ class VGG19Classifier(SetParamsMixin):
             estimator=self,
             trained=trained,
             optimizer=optimizer,
-            run_key=self._run_key(fingerprint),
+            run_key=run_key(self.get_params(), fingerprint),
         ).run(run_epoch, validate, monitor="val_loss" if valid is not None else "loss")
         self.model_ = model
         self.classes_ = classes
@@ -718,45 +507,7 @@ class VGG19Classifier(SetParamsMixin):
         self._predict_function = None
         return self
 
-    def _encode_labels(
-        self, stats: ScanStats, classes: tuple[str, ...] | None = None
-    ) -> tuple[tuple[str, ...], NDArray[np.int32]]:
-        unlabelled = [
-            xray_id for xray_id, label in zip(stats.ids, stats.labels, strict=True) if label is None
-        ]
-        if unlabelled:
-            raise ConfigurationError(
-                f"VGG19Classifier.fit: {len(unlabelled)} radiographs have no label "
-                f"(first: {unlabelled[0]!r}); training and validation need labels"
-            )
-        present = {str(label) for label in stats.labels}
-        if classes is None:
-            classes = tuple(label for label in LABELS if label in present)
-            if len(classes) < 2:
-                raise ConfigurationError(
-                    f"VGG19Classifier.fit: training data has {len(classes)} class(es) "
-                    f"{classes}; at least two are needed"
-                )
-        elif not present <= set(classes):
-            raise ConfigurationError(
-                f"VGG19Classifier.fit: validation labels {sorted(present - set(classes))} "
-                f"do not occur in the training data {classes}"
-            )
-        index = {label: i for i, label in enumerate(classes)}
-        return classes, np.array([index[str(label)] for label in stats.labels], np.int32)
-
-    def _run_key(self, fingerprint: Mapping[str, Any]) -> str:
-        params = {k: v for k, v in self.get_params().items() if k not in _RUN_NEUTRAL}
-        document = json.dumps({"params": plain_data(params), "data": fingerprint}, sort_keys=True)
-        return hashlib.sha256(document.encode()).hexdigest()
-
     # ------------------------------------------------------------------ prediction
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise ConfigurationError(
-                "this VGG19Classifier is not fitted yet; call fit() or VGG19Classifier.load()"
-            )
 
     @original_errors()
     def predict_proba(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
@@ -769,35 +520,8 @@ class VGG19Classifier(SetParamsMixin):
         --------
         See the class docstring.
         """
-        import tensorflow as tf
-
-        self._check_fitted()
-        if getattr(self, "_predict_function", None) is None:
-            model = self.model_
-            self._predict_function = tf.function(
-                lambda x: model(x, training=False),
-                input_signature=[self._input_spec()],
-                jit_compile=self.jit_compile,
-            )
-        predict = self._predict_function
-        assert predict is not None  # noqa: S101 - set just above; narrows the type
-        stats = ScanStats(inputs=InputRecorder())
-        parts = [predict(batch).numpy() for batch in self._dataset(xrays, stats=stats)]
-        stats.warn()
-        self._warn_if_unlike_training(stats)
-        if not parts:
-            return np.zeros((0, len(self.classes_)), np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
-
-    def _warn_if_unlike_training(self, stats: ScanStats) -> None:
-        """Warn once when the input is unlike the training input (see the errors module)."""
-        if stats.inputs is None:
-            return
-        trained = self.preprocessing_ if isinstance(self.preprocessing_, Mapping) else None
-        problem = stats.inputs.mismatch(trained, self.input_profile_, f"this {type(self).__name__}")
-        if problem is not None:
-            # predict_proba <- original_errors' wrapper <- the caller
-            warnings.warn(problem, PreprocessingMismatchWarning, stacklevel=4)
+        # predict_probabilities <- this method <- original_errors' wrapper <- the caller
+        return predict_probabilities(self, xrays, stacklevel=4)
 
     def predict(self, xrays: Iterable[XRay]) -> list[str]:
         """The most probable label of each radiograph."""
@@ -827,32 +551,8 @@ class VGG19Classifier(SetParamsMixin):
             If the model's weights are not finite (NaN or infinity): such a model would
             predict one class for every image.
         """
-        self._check_fitted()
-        if not all_finite(self.model_.get_weights()):
-            raise TrainingDivergedError(
-                f"not saving to {os.fspath(path)}: the model has non-finite (NaN or infinite) "
-                "weights, so training diverged; lower learning_rate and train again"
-            )
-        params = {
-            key: value
-            for key, value in self.get_params().items()
-            if key not in ("checkpoint_dir", "on_epoch_end")
-        }
-        metadata = {
-            "classes": list(self.classes_),
-            "params": plain_data(params),
-            "input_size": self.input_size,
-            "input_normalization": self.input_normalization,
-            "feature_layer_name": self.feature_layer_name,
-            "preprocessing": self.preprocessing_,
-            "input_profile": (
-                self.input_profile_.to_dict() if self.input_profile_ is not None else None
-            ),
-            "versions": runtime_versions(),
-            "history": self.history_,
-            "data_fingerprint": self.fingerprint_,
-        }
-        write_archive(path, self.model_.save, metadata)
+        check_fitted(self)
+        save_classifier(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -872,38 +572,7 @@ class VGG19Classifier(SetParamsMixin):
         ...
         covidcxr.errors.ModelFormatError: no-such-model.cxr: no saved covidcxr classifier ...
         """
-        import keras
-
-        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
-            metadata, keras_file = read_archive(path, Path(scratch))
-            try:
-                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
-            except Exception as exc:
-                raise ModelFormatError(f"{path}: Keras could not load the model: {exc}") from exc
-        try:
-            estimator = cls(**metadata["params"])
-            classes = tuple(metadata["classes"])
-            history = {key: list(values) for key, values in metadata["history"].items()}
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ModelFormatError(f"{path}: metadata is incomplete ({exc!r})") from exc
-        expected = (None, estimator.input_size, estimator.input_size, 3)
-        if tuple(model.input_shape) != expected or model.output_shape[-1] != len(classes):
-            raise ModelFormatError(
-                f"{path}: model maps {model.input_shape} to {model.output_shape}, but the "
-                f"metadata says {expected} to {len(classes)} classes"
-            )
-        estimator.model_ = model
-        estimator.classes_ = classes
-        estimator.history_ = history
-        estimator.fingerprint_ = metadata.get("data_fingerprint", {})
-        estimator.preprocessing_ = metadata.get("preprocessing")
-        profile = metadata.get("input_profile")
-        # Absent from models saved before it was recorded: their input is not checked.
-        estimator.input_profile_ = (
-            InputProfile.from_dict(profile, os.fspath(path)) if profile is not None else None
-        )
-        estimator._predict_function = None
-        return estimator
+        return load_classifier(cls, path)
 
     # Learned state, declared for type checkers.
     model_: keras.Model

@@ -1,0 +1,171 @@
+"""The parameters of :class:`~covidcxr.VGG19Classifier`: recipes, checks, repr, run key.
+
+Everything here reads the constructor parameters only (never fitted state), so a check, a
+``repr`` or a checkpoint's run key is the same for an estimator and its
+:func:`sklearn.base.clone`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from covidcxr._plain import plain_data
+from covidcxr.classify._inputs import Normalization
+from covidcxr.errors import ConfigurationError
+
+__all__ = [
+    "FROM_SCRATCH",
+    "N_BLOCKS",
+    "RUN_NEUTRAL",
+    "changed_params_repr",
+    "check_params",
+    "constructor_params",
+    "resolve_normalization",
+    "resolve_trainable_blocks",
+    "run_key",
+]
+
+#: VGG19's convolutional blocks.
+N_BLOCKS: Final = 5
+
+# Parameters that change neither the trained model nor how a run proceeds, so a checkpoint
+# written under other values of them can still be resumed.
+RUN_NEUTRAL: Final = frozenset({"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile"})
+
+#: The options with which VGG19 learns without pretrained weights on a CPU: the
+#: from-scratch recipe of the training docs (batch-normalised, a quarter of the width,
+#: 64 px, every block trained with Adam on a cosine schedule), with batches of 16 so that
+#: a few dozen images still make several steps an epoch. ``Pipeline()`` trains with it
+#: when the ImageNet weights cannot be had; pass it to train offline yourself:
+#: ``VGG19Classifier(**FROM_SCRATCH)``.
+FROM_SCRATCH: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "input_size": 64,
+        "weights": None,
+        "batch_norm": True,
+        "width_multiplier": 0.25,
+        "trainable_blocks": "all",
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "augmentation": 10.0,
+        "dense_units": 256,
+        "weight_averaging": 0.6,
+        "epochs": 24,
+        "batch_size": 16,
+    }
+)
+
+
+def constructor_params(estimator: object) -> dict[str, Any]:
+    """``estimator``'s constructor parameters, by name, read from its attributes."""
+    names = inspect.signature(type(estimator).__init__).parameters
+    return {name: getattr(estimator, name) for name in names if name != "self"}
+
+
+def changed_params_repr(estimator: object) -> str:
+    """``Name(param=value, ...)`` with the parameters that differ from their defaults."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(type(estimator).__init__).parameters.items()
+    }
+    changed = ", ".join(
+        f"{name}={value!r}"
+        for name, value in constructor_params(estimator).items()
+        if defaults.get(name) != value
+    )
+    return f"{type(estimator).__name__}({changed})"
+
+
+def resolve_trainable_blocks(trainable_blocks: Any, weights: Any) -> int:
+    """``trainable_blocks`` as a number from 0 to 5, with ``"auto"`` resolved."""
+    if trainable_blocks == "auto":
+        return 0 if weights is not None else N_BLOCKS
+    return N_BLOCKS if trainable_blocks == "all" else int(trainable_blocks)
+
+
+def resolve_normalization(normalization: Any, weights: Any) -> Normalization:
+    """``normalization``, with ``"auto"`` resolved for ``weights``."""
+    if normalization != "auto":
+        resolved: Normalization = normalization
+        return resolved
+    return "symmetric" if weights is None else "imagenet"
+
+
+def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per parameter
+    """Refuse invalid parameters (``p`` as :func:`constructor_params` returns them).
+
+    Values are checked as ``Any``: callers (and loaded metadata) may pass anything.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the first invalid parameter and the value it had.
+    """
+
+    def fail(message: str) -> None:
+        raise ConfigurationError(f"VGG19Classifier: {message}")
+
+    if not isinstance(p["input_size"], int) or p["input_size"] < 32:
+        fail(f"input_size must be an integer >= 32, got {p['input_size']!r}")
+    if p["trainable_blocks"] not in ("all", "auto") and (
+        not isinstance(p["trainable_blocks"], int) or not 0 <= p["trainable_blocks"] <= N_BLOCKS
+    ):
+        fail(f"trainable_blocks must be 0-5, 'all' or 'auto', got {p['trainable_blocks']!r}")
+    if not (isinstance(p["epochs"], int) and p["epochs"] >= 1):
+        fail(f"epochs must be a positive integer, got {p['epochs']!r}")
+    if not (isinstance(p["batch_size"], int) and p["batch_size"] >= 1):
+        fail(f"batch_size must be a positive integer, got {p['batch_size']!r}")
+    if not p["learning_rate"] > 0:
+        fail(f"learning_rate must be > 0, got {p['learning_rate']!r}")
+    if p["optimizer"] not in ("sgd", "adam"):
+        fail(f"optimizer must be 'sgd' or 'adam', got {p['optimizer']!r}")
+    if p["lr_schedule"] not in ("constant", "cosine"):
+        fail(f"lr_schedule must be 'constant' or 'cosine', got {p['lr_schedule']!r}")
+    if not (isinstance(p["warmup_epochs"], int) and 0 <= p["warmup_epochs"] < p["epochs"]):
+        fail(f"warmup_epochs must be an integer in [0, epochs), got {p['warmup_epochs']!r}")
+    if p["augmentation"] is not None and not 0 <= p["augmentation"] <= 180:
+        fail(f"augmentation must be None or degrees in [0, 180], got {p['augmentation']!r}")
+    if not (isinstance(p["augmentation_views"], int) and p["augmentation_views"] >= 1):
+        fail(f"augmentation_views must be a positive integer, got {p['augmentation_views']!r}")
+    if p["early_stopping"] is not None and not (
+        isinstance(p["early_stopping"], int) and p["early_stopping"] >= 1
+    ):
+        fail(f"early_stopping must be None or a patience >= 1, got {p['early_stopping']!r}")
+    if not p["width_multiplier"] > 0:
+        fail(f"width_multiplier must be > 0, got {p['width_multiplier']!r}")
+    if not 0 <= p["dropout"] < 1:
+        fail(f"dropout must be in [0, 1), got {p['dropout']!r}")
+    if p["weight_averaging"] is not None and not 0 <= p["weight_averaging"] < 1:
+        fail(f"weight_averaging must be None or in [0, 1), got {p['weight_averaging']!r}")
+    if p["normalization"] not in ("auto", "imagenet", "symmetric"):
+        fail(f"normalization must be 'auto', 'imagenet' or 'symmetric', got {p['normalization']!r}")
+    if isinstance(p["class_weight"], str) and p["class_weight"] != "balanced":
+        fail(
+            f"class_weight must be None, 'balanced' or {{label: weight}}, got {p['class_weight']!r}"
+        )
+    if (
+        isinstance(p["weights"], str)
+        and p["weights"] == "imagenet"
+        and (p["batch_norm"] or p["width_multiplier"] != 1.0)
+    ):
+        fail(
+            "ImageNet weights exist only for plain VGG19; batch_norm=True and "
+            "width_multiplier != 1 need weights=None (or a matching weights file)"
+        )
+
+
+def run_key(params: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> str:
+    """The key a checkpoint is resumed under: the parameters that shape the run, and the data.
+
+    Parameters in :data:`RUN_NEUTRAL` are left out, so changing them keeps the checkpoint.
+    """
+    shaping = {k: v for k, v in params.items() if k not in RUN_NEUTRAL}
+    document = json.dumps({"params": plain_data(shaping), "data": fingerprint}, sort_keys=True)
+    return hashlib.sha256(document.encode()).hexdigest()
