@@ -108,8 +108,6 @@ _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 4096
-#: The saved lung segmenter, beside the classifier.
-
 _NO_LUNGS_REASON: Final = (
     "no lung fields found: classified on the whole frame, which the classifier was not trained on"
 )
@@ -495,9 +493,8 @@ class Pipeline:
         preprocessor: object = self.preprocessor_
         if isinstance(preprocessor, DescribedPreprocessor):
             given = preprocessor.describe()
-            lungs = getattr(self, "lungs_", None)
-            if lungs is not None:
-                given = {**given, "lung_crop": lungs.get_params()}
+            if self.lungs_ is not None:  # the crop is part of how the input is prepared
+                given = {**given, "lung_crop": self.lungs_.get_params()}
             for what, trained in recorded:
                 differences = preprocessing_differences(trained, given)
                 if differences:
