@@ -32,3 +32,17 @@ def covid_qu_ex_dir() -> Path:
             "(../shared/data) or set COVIDCXR_SHARED_DATA"
         )
     return path
+
+
+def users_folder(path: Path) -> Path:
+    """A folder holding what a user keeps: it must survive every refused overwrite."""
+    (path / "sub").mkdir(parents=True)
+    (path / "thesis.txt").write_text("three years of work")
+    (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    return path
+
+
+def assert_untouched(path: Path) -> None:
+    """What :func:`users_folder` wrote is all still there, unchanged."""
+    assert (path / "thesis.txt").read_text() == "three years of work"
+    assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
