@@ -117,7 +117,9 @@ def fitted() -> LocalDetector:
         input_size=32,
         base_filters=4,
         depth=2,
-        epochs=40,
+        # 20 epochs (the loss is about 0.13 by epoch 15) find all 12 test lesions with
+        # IoU >= 0.5, where the test asks for 9: a wide margin at half the former 40.
+        epochs=20,
         batch_size=8,
         learning_rate=1e-2,
         augment=False,
