@@ -8,6 +8,8 @@ reason when it is absent.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,37 @@ def covid_qu_ex_dir() -> Path:
             "(../shared/data) or set COVIDCXR_SHARED_DATA"
         )
     return path
+
+
+def users_folder(path: Path) -> Path:
+    """A folder holding what a user keeps: it must survive every refused overwrite."""
+    (path / "sub").mkdir(parents=True)
+    (path / "thesis.txt").write_text("three years of work")
+    (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    return path
+
+
+def assert_untouched(path: Path) -> None:
+    """What :func:`users_folder` wrote is all still there, unchanged."""
+    assert (path / "thesis.txt").read_text() == "three years of work"
+    assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A loopback S3 server (moto in server mode), one for the session; tests make buckets."""
+    moto_server = pytest.importorskip("moto.server")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

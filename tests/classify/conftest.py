@@ -14,10 +14,13 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 
 from covidcxr import XRay
+from covidcxr.classify import VGG19Classifier
+from covidcxr.classify._training import CHECKPOINT_FILENAME
 
 LABEL_ORDER = ("covid-19", "normal", "pneumonia")
 
@@ -68,3 +71,25 @@ TINY: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def tiny() -> dict[str, Any]:
     return dict(TINY)
+
+
+@attrs.frozen
+class TinyRun:
+    """A fitted tiny classifier and the checkpoint its run left behind."""
+
+    classifier: VGG19Classifier
+    checkpoint: bytes
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> TinyRun:
+    """``VGG19Classifier(**TINY, seed=0)`` fitted once on :func:`train_xrays`, checkpointing.
+
+    Shared by every test that needs some tiny fit or its checkpoint (a fit costs seconds,
+    mostly tracing): tests must not change it; one that needs a model to damage loads a copy.
+    """
+    directory = tmp_path_factory.mktemp("tiny-run")
+    classifier = VGG19Classifier(**tiny, seed=0, checkpoint_dir=directory).fit(train_xrays)
+    return TinyRun(classifier, (directory / CHECKPOINT_FILENAME).read_bytes())

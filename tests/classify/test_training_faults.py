@@ -17,6 +17,8 @@ from covidcxr.classify import VGG19Classifier
 from covidcxr.classify._training import CHECKPOINT_FILENAME
 from covidcxr.errors import ModelFormatError, TrainingDivergedError
 
+from .conftest import TinyRun
+
 # ---------------------------------------------------------------------------- divergence
 
 
@@ -31,9 +33,11 @@ def test_a_diverging_run_stops_with_a_clear_error_and_leaves_no_checkpoint(
 
 
 def test_saving_a_model_with_non_finite_weights_is_refused(
-    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+    tmp_path: Path, tiny_run: TinyRun
 ) -> None:
-    classifier = VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays)
+    # A copy of the shared fit (loading is cheaper than training), to be damaged.
+    tiny_run.classifier.save(tmp_path / "intact.cxr")
+    classifier = VGG19Classifier.load(tmp_path / "intact.cxr")
     weights = classifier.model_.get_weights()
     weights[-1] = np.full_like(weights[-1], np.nan)
     classifier.model_.set_weights(weights)
@@ -47,12 +51,9 @@ def test_saving_a_model_with_non_finite_weights_is_refused(
 
 
 @pytest.fixture(scope="module")
-def checkpoint_bytes(
-    tmp_path_factory: pytest.TempPathFactory, train_xrays: list[XRay], tiny: dict[str, Any]
-) -> bytes:
-    directory = tmp_path_factory.mktemp("run")
-    VGG19Classifier(**tiny, checkpoint_dir=directory).fit(train_xrays)
-    return (directory / CHECKPOINT_FILENAME).read_bytes()
+def checkpoint_bytes(tiny_run: TinyRun) -> bytes:
+    """The checkpoint of a finished ``VGG19Classifier(**TINY, seed=0)`` run on train_xrays."""
+    return tiny_run.checkpoint
 
 
 def _rewrite(data: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
@@ -120,7 +121,7 @@ def test_a_damaged_checkpoint_raises_model_format_error_naming_the_file(
 ) -> None:
     (tmp_path / CHECKPOINT_FILENAME).write_bytes(damage(checkpoint_bytes))
     with pytest.raises(ModelFormatError, match=re.escape(CHECKPOINT_FILENAME)):
-        VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays)
+        VGG19Classifier(**tiny, seed=0, checkpoint_dir=tmp_path).fit(train_xrays)
 
 
 def test_a_directory_in_place_of_the_checkpoint_raises_model_format_error(
@@ -128,7 +129,7 @@ def test_a_directory_in_place_of_the_checkpoint_raises_model_format_error(
 ) -> None:
     (tmp_path / CHECKPOINT_FILENAME).mkdir()
     with pytest.raises(ModelFormatError, match=re.escape(CHECKPOINT_FILENAME)):
-        VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays)
+        VGG19Classifier(**tiny, seed=0, checkpoint_dir=tmp_path).fit(train_xrays)
 
 
 def test_an_intact_checkpoint_still_resumes(
@@ -137,6 +138,9 @@ def test_an_intact_checkpoint_still_resumes(
     (tmp_path / CHECKPOINT_FILENAME).write_bytes(checkpoint_bytes)
     epochs: list[int] = []
     VGG19Classifier(
-        **tiny, checkpoint_dir=tmp_path, on_epoch_end=lambda epoch, logs: epochs.append(epoch)
+        **tiny,
+        seed=0,
+        checkpoint_dir=tmp_path,
+        on_epoch_end=lambda epoch, logs: epochs.append(epoch),
     ).fit(train_xrays)
     assert epochs == []  # all epochs were done: nothing left to train

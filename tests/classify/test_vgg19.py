@@ -9,7 +9,7 @@ import sys
 import warnings
 import weakref
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from covidcxr import XRay
 from covidcxr.classify import FROM_SCRATCH, PixelRangeWarning, VGG19Classifier
 from covidcxr.classify import _weights as weights_module
 from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
+from covidcxr.classify._training import CHECKPOINT_FILENAME
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
@@ -31,7 +32,7 @@ from covidcxr.errors import (
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import GaussianClahePreprocessor
 
-from .conftest import toy_xrays
+from .conftest import TINY, TinyRun, toy_xrays
 
 # ---------------------------------------------------------------------------- registration
 
@@ -360,13 +361,11 @@ def test_frozen_training_on_cached_features_reduces_loss(
     assert classifier.history_["loss"][-1] < 0.7 * classifier.history_["loss"][0]
 
 
-def test_frozen_base_is_not_changed_by_training(
-    fitted: VGG19Classifier, train_xrays: list[XRay], tiny: dict[str, Any]
-) -> None:
-    untrained = VGG19Classifier(**{**tiny, "epochs": 1}).fit(train_xrays[:6])
+def test_frozen_base_is_not_changed_by_training(fitted: VGG19Classifier, tiny_run: TinyRun) -> None:
+    # Same seed, so the same initial base; trained for 3 epochs and for 2.
     np.testing.assert_array_equal(
         fitted.model_.get_layer("block1_conv1").get_weights()[0],
-        untrained.model_.get_layer("block1_conv1").get_weights()[0],
+        tiny_run.classifier.model_.get_layer("block1_conv1").get_weights()[0],
     )
 
 
@@ -485,27 +484,71 @@ def validation_loss(classifier: VGG19Classifier, xrays: list[XRay]) -> float:
     return float(-np.mean(np.log(np.clip(picked, 1e-7, 1))))
 
 
+#: Three ways to train, 3 epochs each with validation (seed 3); the last two differ only in
+#: weight averaging. Each is fitted once, uninterrupted, for the tests below.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # A frozen base: cached features.
+    "cached-frozen": {"optimizer": "sgd", "momentum": 0.9},
+    # From scratch: uncached.
+    "from-scratch-bn": {
+        "batch_norm": True,
+        "trainable_blocks": "all",
+        "optimizer": "adam",
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+    },
+    # The same, with the weights averaged over epochs.
+    "from-scratch-averaged": {
+        "batch_norm": True,
+        "trainable_blocks": "all",
+        "optimizer": "adam",
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "weight_averaging": 0.6,
+    },
+}
+
+
+def variant_params(variant: str) -> dict[str, Any]:
+    return {**TINY, **VARIANTS[variant], "epochs": 3, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    train_xrays: list[XRay], valid_xrays: list[XRay]
+) -> Callable[[str], VGG19Classifier]:
+    """The uninterrupted run of a variant, fitted on first use (tests must not change it)."""
+    runs: dict[str, VGG19Classifier] = {}
+
+    def run(variant: str) -> VGG19Classifier:
+        if variant not in runs:
+            classifier = VGG19Classifier(**variant_params(variant))
+            runs[variant] = classifier.fit(train_xrays, validation=valid_xrays)
+        return runs[variant]
+
+    return run
+
+
 def test_weight_averaging_validates_and_ends_with_the_averaged_weights(
-    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+    valid_xrays: list[XRay], uninterrupted: Callable[[str], VGG19Classifier]
 ) -> None:
-    params = {**tiny, "epochs": 3, "batch_norm": True, "trainable_blocks": "all"}
-    averaged = VGG19Classifier(**params, weight_averaging=0.6).fit(
-        train_xrays, validation=valid_xrays
-    )
+    averaged = uninterrupted("from-scratch-averaged")
+    assert averaged.weight_averaging == 0.6
     # The logged validation loss is the fitted model's: the average was validated.
     assert validation_loss(averaged, valid_xrays) == pytest.approx(
         averaged.history_["val_loss"][-1], rel=1e-3
     )
-    plain = VGG19Classifier(**params).fit(train_xrays, validation=valid_xrays)
+    plain = uninterrupted("from-scratch-bn")  # the same, without averaging
+    assert plain.weight_averaging is None
     assert averaged.history_["loss"] == plain.history_["loss"]  # training is unchanged
     assert averaged.history_["val_loss"] != plain.history_["val_loss"]
 
 
 def test_weight_averaging_with_momentum_zero_is_no_averaging(
-    train_xrays: list[XRay], tiny: dict[str, Any]
+    train_xrays: list[XRay], tiny: dict[str, Any], tiny_run: TinyRun
 ) -> None:
-    plain = VGG19Classifier(**tiny).fit(train_xrays)
-    averaged = VGG19Classifier(**tiny, weight_averaging=0.0).fit(train_xrays)
+    plain = tiny_run.classifier  # VGG19Classifier(**tiny, seed=0)
+    averaged = VGG19Classifier(**tiny, seed=0, weight_averaging=0.0).fit(train_xrays)
     for mine, theirs in zip(averaged.model_.get_weights(), plain.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
 
@@ -521,10 +564,10 @@ def test_weight_averaging_outside_0_1_is_refused(
 
 
 def test_seeded_runs_give_identical_models(
-    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any]
+    train_xrays: list[XRay], valid_xrays: list[XRay], tiny: dict[str, Any], tiny_run: TinyRun
 ) -> None:
-    first = VGG19Classifier(**tiny, seed=7).fit(train_xrays)
-    second = VGG19Classifier(**tiny, seed=7).fit(train_xrays)
+    first = tiny_run.classifier  # VGG19Classifier(**tiny, seed=0)
+    second = VGG19Classifier(**tiny, seed=0).fit(train_xrays)
     np.testing.assert_array_equal(
         first.predict_proba(valid_xrays), second.predict_proba(valid_xrays)
     )
@@ -542,35 +585,16 @@ def interrupt_after(epochs: int) -> Any:
     return on_epoch_end
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        {"optimizer": "sgd", "momentum": 0.9},  # frozen base, cached features
-        {
-            "batch_norm": True,
-            "trainable_blocks": "all",
-            "optimizer": "adam",
-            "lr_schedule": "cosine",
-            "warmup_epochs": 1,
-        },  # from scratch, uncached
-        {
-            "batch_norm": True,
-            "trainable_blocks": "all",
-            "optimizer": "adam",
-            "weight_averaging": 0.6,
-        },  # from scratch, weights averaged over epochs
-    ],
-    ids=["cached-frozen", "from-scratch-bn", "from-scratch-averaged"],
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_resuming_after_an_interruption_ends_like_an_uninterrupted_run(
-    variant: dict[str, Any],
+    variant: str,
     tmp_path: Path,
     train_xrays: list[XRay],
     valid_xrays: list[XRay],
-    tiny: dict[str, Any],
+    uninterrupted: Callable[[str], VGG19Classifier],
 ) -> None:
-    params = {**tiny, **variant, "epochs": 3, "seed": 3}
-    uninterrupted = VGG19Classifier(**params).fit(train_xrays, validation=valid_xrays)
+    params = variant_params(variant)
+    reference = uninterrupted(variant)
 
     checkpoints = tmp_path / "run"
     with pytest.raises(InterruptError):
@@ -585,17 +609,17 @@ def test_resuming_after_an_interruption_ends_like_an_uninterrupted_run(
     ).fit(train_xrays, validation=valid_xrays)
 
     assert resumed_epochs == [3]
-    assert resumed.history_ == uninterrupted.history_
-    for mine, theirs in zip(
-        resumed.model_.get_weights(), uninterrupted.model_.get_weights(), strict=True
-    ):
+    assert resumed.history_ == reference.history_
+    weights = zip(resumed.model_.get_weights(), reference.model_.get_weights(), strict=True)
+    for mine, theirs in weights:
         np.testing.assert_array_equal(mine, theirs)
 
 
 def test_a_checkpoint_from_another_run_is_refused(
-    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any], tiny_run: TinyRun
 ) -> None:
-    VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays)
+    # The checkpoint VGG19Classifier(**tiny, seed=0).fit(train_xrays) left behind.
+    (tmp_path / CHECKPOINT_FILENAME).write_bytes(tiny_run.checkpoint)
     with pytest.raises(ConfigurationError, match="other parameters or data"):
         VGG19Classifier(**tiny, checkpoint_dir=tmp_path).fit(train_xrays[:12])
 

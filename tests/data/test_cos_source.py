@@ -12,12 +12,11 @@ import http.client
 import io
 import json
 import logging
-import socket
 import threading
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
@@ -30,28 +29,13 @@ from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.sources import COSSource, cos_client, upload_folder, upload_folder_as_zip
 from covidcxr.sources import _cos as cos_module
 
+from ..conftest import free_port
+
 pytest.importorskip("ibm_boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 ACCESS_KEY = "AKIDCOVIDCXRTEST0001"
 SECRET_KEY = "s3cr3t-Do-Not-Leak-7f9c2e41"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 class FaultProxy:
@@ -131,7 +115,11 @@ class FaultProxy:
         self._serve()
 
     def _serve(self) -> None:
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # Polled every 50 ms, not the default 500: stopping (every test's teardown) waits
+        # for the next poll.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -398,23 +386,29 @@ def _all_ids(bucket: str, classes_folder: Path) -> list[str]:
     )
 
 
-def test_bodies_cut_short_are_fetched_again(
-    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
-) -> None:
-    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
-    proxy.drop_next = 2  # the first object's body is cut short twice, then arrives whole
-    ids = [xray.id for xray in source]
-    assert proxy.injected == 2
-    assert sorted(ids) == _all_ids(bucket, classes_folder)
-    assert source.skipped == ()
+def _cut_bodies_short(proxy: FaultProxy) -> None:
+    proxy.drop_next = 2
 
 
-def test_server_errors_while_iterating_are_retried(
-    proxy: FaultProxy, s3_endpoint: str, bucket: str, classes_folder: Path
-) -> None:
-    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
+def _answer_server_errors(proxy: FaultProxy) -> None:
     proxy.fail_next = 2
     proxy.fail_status, proxy.fail_code = 500, "InternalError"
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [_cut_bodies_short, _answer_server_errors],
+    ids=["bodies cut short are fetched again", "server errors are retried"],
+)
+def test_two_faults_while_iterating_cost_no_image(
+    inject: Callable[[FaultProxy], None],
+    proxy: FaultProxy,
+    s3_endpoint: str,
+    bucket: str,
+    classes_folder: Path,
+) -> None:
+    source = _source_behind(proxy, s3_endpoint, bucket, classes_folder, max_attempts=3)
+    inject(proxy)  # the first object fails twice, then arrives whole
     ids = [xray.id for xray in source]
     assert proxy.injected == 2
     assert sorted(ids) == _all_ids(bucket, classes_folder)
@@ -560,7 +554,9 @@ class LoopbackIAM:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/identity/token"
 
@@ -591,7 +587,7 @@ def _iam_options(endpoint: str, auth_endpoint: str, **extra: Any) -> dict[str, A
 def test_an_unreachable_iam_endpoint_is_a_source_error_naming_its_host(
     s3_endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    closed_port = _free_port()
+    closed_port = free_port()
     auth_endpoint = f"http://127.0.0.1:{closed_port}/identity/token"
     options = _iam_options(s3_endpoint, auth_endpoint, max_attempts=3, backoff=0.01)
     with pytest.raises(SourceError, match=f"IAM token endpoint 127.0.0.1:{closed_port}") as raised:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -116,7 +117,9 @@ def fitted() -> LocalDetector:
         input_size=32,
         base_filters=4,
         depth=2,
-        epochs=40,
+        # 20 epochs (the loss is about 0.13 by epoch 15) find all 12 test lesions with
+        # IoU >= 0.5, where the test asks for 9: a wide margin at half the former 40.
+        epochs=20,
         batch_size=8,
         learning_rate=1e-2,
         augment=False,
@@ -267,9 +270,10 @@ def test_a_diverging_run_stops_with_a_clear_error() -> None:
     assert not hasattr(detector, "model_")
 
 
-def test_saving_a_network_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
-    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
-    detector.fit([phantom(i) for i in range(4)])
+def test_saving_a_network_with_non_finite_weights_is_refused(
+    clahe_trained_file: Path, tmp_path: Path
+) -> None:
+    detector = LocalDetector.load(clahe_trained_file)  # a fitted copy, to be damaged
     weights = detector.model_.get_weights()
     weights[0] = np.full_like(weights[0], np.nan)
     detector.model_.set_weights(weights)
@@ -283,11 +287,10 @@ def test_saving_a_network_with_non_finite_weights_is_refused(tmp_path: Path) -> 
     [({"versions": "x"}, "versions"), ({"n_training_images": "many"}, "n_training_images")],
 )
 def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
-    change: dict[str, object], field: str, tmp_path: Path
+    change: dict[str, object], field: str, clahe_trained_file: Path, tmp_path: Path
 ) -> None:
-    detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
     path = tmp_path / "detector.zip"
-    detector.fit([phantom(i) for i in range(4)]).save(path)
+    shutil.copyfile(clahe_trained_file, path)
     with zipfile.ZipFile(path) as archive:
         metadata = json.loads(archive.read("covidcxr.json"))
         model = archive.read("model.keras")
@@ -308,6 +311,16 @@ def clahe_trained() -> tuple[LocalDetector, list[XRay]]:
     train = [CLAHE(x) for x in generate_phantoms(8, size=64, seed=30)]
     detector = LocalDetector(input_size=32, base_filters=2, depth=1, epochs=1, threads=2)
     return detector.fit(train), train
+
+
+@pytest.fixture(scope="module")
+def clahe_trained_file(
+    clahe_trained: tuple[LocalDetector, list[XRay]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """:func:`clahe_trained`'s detector, saved (tests copy or load it, never change it)."""
+    path = tmp_path_factory.mktemp("clahe-trained") / "detector.zip"
+    clahe_trained[0].save(path)
+    return path
 
 
 def _mismatch_warnings(detector: LocalDetector, xrays: list[XRay]) -> list[str]:

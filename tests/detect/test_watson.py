@@ -536,33 +536,28 @@ def test_an_answer_larger_than_max_response_bytes_is_abandoned(
 # --- a deadline for the whole request (issue 12, item 17) -------------------------------
 
 
-def test_an_answer_dripped_a_byte_at_a_time_is_abandoned_at_the_timeout(
-    server: LoopbackWatsonServer,
+@pytest.mark.parametrize(
+    ("max_retries", "message", "within_seconds"),
+    [
+        (0, r"did not answer within 1 s", 3.0),
+        (1, r"within 1 s.*after 2 attempts", 5.0),
+    ],
+    ids=["abandoned at the timeout", "retried, each attempt bounded"],
+)
+def test_an_answer_dripped_a_byte_at_a_time_is_abandoned_at_each_attempts_timeout(
+    server: LoopbackWatsonServer, max_retries: int, message: str, within_seconds: float
 ) -> None:
     # Each byte comes well within the per-read timeout; only a deadline on the whole
     # request ends this (the answer is ~250 bytes: about 50 s at this pace).
     server.drip_interval = 0.2
     detector = make_detector(
-        server, collection_ids=server.add_collection(), timeout=1.0, max_retries=0
+        server, collection_ids=server.add_collection(), timeout=1.0, max_retries=max_retries
     )
     started = time.monotonic()
-    with pytest.raises(DetectorServiceError, match=r"did not answer within 1 s"):
+    with pytest.raises(DetectorServiceError, match=message):
         detector.detect(xray())
-    assert time.monotonic() - started < 3.0
-
-
-def test_a_dripped_answer_is_retried_and_each_attempt_is_bounded(
-    server: LoopbackWatsonServer,
-) -> None:
-    server.drip_interval = 0.2
-    detector = make_detector(
-        server, collection_ids=server.add_collection(), timeout=1.0, max_retries=1
-    )
-    started = time.monotonic()
-    with pytest.raises(DetectorServiceError, match=r"within 1 s.*after 2 attempts"):
-        detector.detect(xray())
-    assert time.monotonic() - started < 5.0
-    assert len(server.requests_to("/v4/analyze")) == 2
+    assert time.monotonic() - started < within_seconds
+    assert len(server.requests_to("/v4/analyze")) == max_retries + 1
     # A prompt answer under the same deadline is read as usual.
     server.drip_interval = 0.0
     server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]

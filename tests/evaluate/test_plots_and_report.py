@@ -20,6 +20,7 @@ from covidcxr.evaluate import (
     CalibrationSummary,
     ClassificationEvaluator,
     EvaluationReport,
+    ReportFiles,
     classification_metrics,
     figure_to_png,
     plot_calibration,
@@ -133,8 +134,24 @@ def test_report_writes_html_markdown_json_and_figures(tmp_path: Path) -> None:
     assert report.data_fingerprint in markdown
 
 
-def test_html_report_is_self_contained_and_escapes_text(tmp_path: Path) -> None:
-    files = write_report(small_report(), tmp_path, history=HISTORY)
+@pytest.fixture(scope="module")
+def small_report_files(tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    """``small_report()`` written with :data:`HISTORY`, once for the tests that only read it.
+
+    Drawing a report's figures costs seconds; tests that change or rewrite a report write
+    their own.
+    """
+    return write_report(small_report(), tmp_path_factory.mktemp("report"), history=HISTORY)
+
+
+@pytest.fixture(scope="module")
+def undetected_report_files(tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    """``small_report(detections=False)`` written once, for the tests that only read it."""
+    return write_report(small_report(detections=False), tmp_path_factory.mktemp("report"))
+
+
+def test_html_report_is_self_contained_and_escapes_text(small_report_files: ReportFiles) -> None:
+    files = small_report_files
     page = files.html.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     # three classification figures, risk-coverage, the PR curve, the history
@@ -146,8 +163,10 @@ def test_html_report_is_self_contained_and_escapes_text(tmp_path: Path) -> None:
     assert "Accuracy" in page
 
 
-def test_report_without_detections_has_no_detection_section(tmp_path: Path) -> None:
-    files = write_report(small_report(detections=False), tmp_path)
+def test_report_without_detections_has_no_detection_section(
+    undetected_report_files: ReportFiles,
+) -> None:
+    files = undetected_report_files
     assert "Detection" not in files.markdown.read_text()
 
 
@@ -241,8 +260,8 @@ def test_precision_recall_curve_follows_the_ranked_detections() -> None:
     assert axes.get_title() == "Detection precision-recall at IoU 0.5 (AP 1.000)"
 
 
-def test_report_has_the_precision_recall_figure(tmp_path: Path) -> None:
-    files = write_report(small_report(), tmp_path)
+def test_report_has_the_precision_recall_figure(small_report_files: ReportFiles) -> None:
+    files = small_report_files
     assert "precision_recall" in {p.stem for p in files.figures}
     assert "](figures/precision_recall.png)" in files.markdown.read_text()
     assert "Detection precision-recall curve at IoU 0.5" in files.html.read_text()
@@ -355,8 +374,10 @@ def test_report_shows_ece_before_and_after_calibration(tmp_path: Path) -> None:
     assert data["calibration"]["before"]["counts"] == list(report.calibration.before.counts)
 
 
-def test_report_without_a_before_curve_says_so_and_draws_no_comparison(tmp_path: Path) -> None:
-    files = write_report(small_report(detections=False), tmp_path / "out")
+def test_report_without_a_before_curve_says_so_and_draws_no_comparison(
+    undetected_report_files: ReportFiles,
+) -> None:
+    files = undetected_report_files
     assert "calibration" not in {p.stem for p in files.figures}
     markdown = files.markdown.read_text()
     assert "| Expected calibration error (ECE) | n/a |" in markdown
@@ -401,8 +422,8 @@ def test_report_shows_abstentions_covered_and_overall(tmp_path: Path) -> None:
     assert "1 of 3 prediction(s) abstained" in markdown
 
 
-def test_plain_report_has_no_decisions_table(tmp_path: Path) -> None:
-    markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
+def test_plain_report_has_no_decisions_table(small_report_files: ReportFiles) -> None:
+    markdown = small_report_files.markdown.read_text()
     assert "Decisions as given" not in markdown
 
 
@@ -416,6 +437,6 @@ def test_report_lists_the_radiographs_the_gate_refused(tmp_path: Path) -> None:
     assert "and 2 more (every id is in report.json)" in markdown
 
 
-def test_report_without_refusals_has_no_gate_table(tmp_path: Path) -> None:
-    markdown = write_report(small_report(), tmp_path / "out").markdown.read_text()
+def test_report_without_refusals_has_no_gate_table(small_report_files: ReportFiles) -> None:
+    markdown = small_report_files.markdown.read_text()
     assert "Refused by the input gate" not in markdown

@@ -4,6 +4,7 @@ staging beside the file is removed by the next save or load of that file."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,9 +43,13 @@ def write_blob(path: Path) -> None:
     path.write_bytes(b"the old model")
 
 
-@pytest.fixture
-def killed_save(tmp_path: Path) -> tuple[Path, Path]:
-    """An archive, and a child killed while saving another over it; (archive, its TMPDIR)."""
+@pytest.fixture(scope="module")
+def killed_save_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An archive, and a child killed while saving another over it; (archive, its TMPDIR).
+
+    One child for the module: tests that change what it left work on copies.
+    """
+    tmp_path = tmp_path_factory.mktemp("killed-save")
     target = tmp_path / "models" / "detector.cxr"
     target.parent.mkdir()
     write_model_archive(target, FORMAT, write_blob, {}, overwrite=False)
@@ -64,6 +69,14 @@ def killed_save(tmp_path: Path) -> tuple[Path, Path]:
     )
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     return target, temporary
+
+
+@pytest.fixture
+def killed_save(killed_save_once: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of what the killed save left: the archive's folder and its TMPDIR."""
+    target, temporary = killed_save_once
+    models = shutil.copytree(target.parent, tmp_path / "models")
+    return models / target.name, shutil.copytree(temporary, tmp_path / "child-tmp")
 
 
 def test_a_killed_model_save_leaves_no_copy_in_the_temporary_folder(

@@ -20,18 +20,7 @@ from covidcxr.files import (
     write_text,
 )
 
-
-def users_folder(path: Path) -> Path:
-    """A folder holding what a user keeps: it must survive every refused overwrite."""
-    (path / "sub").mkdir(parents=True)
-    (path / "thesis.txt").write_text("three years of work")
-    (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
-    return path
-
-
-def assert_untouched(path: Path) -> None:
-    assert (path / "thesis.txt").read_text() == "three years of work"
-    assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
+from ..conftest import assert_untouched, users_folder
 
 
 def write_report_dir(path: Path, text: str = "# Results", *, overwrite: bool = False) -> None:

@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 
 import covidcxr
 from covidcxr import Box, Detection, XRay
+from covidcxr.cli import main
 from covidcxr.errors import ModelFormatError
-from covidcxr.phantoms import generate_phantoms
+from covidcxr.phantoms import generate_phantoms, write_phantom_dataset
 from covidcxr.preprocess import ResizeTransform
 from covidcxr.testing import registered_plugin
 
@@ -253,3 +254,54 @@ def phantom_train() -> list[XRay]:
 @pytest.fixture(scope="session")
 def phantom_test() -> list[XRay]:
     return generate_phantoms(6, size=64, seed=1)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+#: A ``--config`` file naming the test components; the detector is not trained (the class
+#: folders of a phantom dataset carry no lesion boxes to learn from).
+CLI_CONFIG = """
+[preprocessor]
+name = "test-shrink"
+output_size = 32
+
+[classifier]
+name = "test-softmax"
+epochs = {epochs}
+
+[detector]
+name = "test-fixed"
+
+[evaluation]
+n_bootstrap = {n_bootstrap}
+"""
+
+
+def write_cli_config(path: Path, *, epochs: int = 10, n_bootstrap: int = 0) -> Path:
+    """Write :data:`CLI_CONFIG` to ``path`` and return it."""
+    path.write_text(CLI_CONFIG.format(epochs=epochs, n_bootstrap=n_bootstrap))
+    return path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``covidcxr ARGV`` in this process: its exit code, standard output and error."""
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    else:
+        code = 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A ``--config`` file for the test components (10 epochs, no bootstrap)."""
+    return write_cli_config(tmp_path / "pipeline.toml")
+
+
+@pytest.fixture
+def phantom_dir(tmp_path: Path) -> Path:
+    """A phantom data set on disk: 3 radiographs per class, 64 px."""
+    return write_phantom_dataset(tmp_path / "phantoms", n_per_class=3, size=64)

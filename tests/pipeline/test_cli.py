@@ -12,50 +12,23 @@ from typing import Any
 import pytest
 
 import covidcxr
-from covidcxr.cli import main
 from covidcxr.phantoms import write_phantom_dataset
 
+from .conftest import run_cli as run
+from .conftest import write_cli_config
+
 pytestmark = pytest.mark.usefixtures("test_components")
-
-TEST_TOML = """
-[preprocessor]
-name = "test-shrink"
-output_size = 32
-
-[classifier]
-name = "test-softmax"
-epochs = 30
-
-[detector]
-# Not trained: the class folders of a phantom dataset carry no lesion boxes to learn from.
-name = "test-fixed"
-
-[evaluation]
-n_bootstrap = 20
-"""
 
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "pipeline.toml"
-    path.write_text(TEST_TOML)
-    return path
+    # More epochs than the shared one, and a bootstrap for the evaluation's intervals.
+    return write_cli_config(tmp_path / "pipeline.toml", epochs=30, n_bootstrap=20)
 
 
 @pytest.fixture
 def phantom_dir(tmp_path: Path) -> Path:
     return write_phantom_dataset(tmp_path / "phantoms", n_per_class=6, size=64)
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_predict_evaluate_round_trip(

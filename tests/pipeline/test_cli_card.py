@@ -10,22 +10,12 @@ from typing import Any
 import pytest
 
 from covidcxr import Pipeline, XRay
-from covidcxr.cli import main
 from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import METADATA_NAME, MODEL_CARD_NAME
 
+from .conftest import run_cli as run
+
 pytestmark = pytest.mark.usefixtures("test_components")
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from covidcxr import XRay, files
@@ -32,22 +35,23 @@ SOURCE_ROOT = Path(files.__file__).resolve().parent.parent
 
 OLD_EPOCHS, NEW_EPOCHS = 3, 7
 
-# The child: fits a small pipeline with NEW_EPOCHS and saves it over the path, killing
-# itself at the moment named on its command line (patched in, so the library itself
-# carries no test hooks).
+# The child: fits a small pipeline with NEW_EPOCHS once, then for each line on its stdin
+# (path, moment, temporary folder) forks a process that saves the pipeline over the path and
+# kills itself with SIGKILL at that moment (patched in, so the library itself carries no
+# test hooks). It answers each line with the forked process's wait status, once it is dead
+# and reaped. Forking spares each moment the seconds of a fresh interpreter's imports and fit.
 CHILD = textwrap.dedent(
     """
-    import os, signal, sys
+    import os, signal, sys, tempfile, traceback
     from pathlib import Path
 
-    sys.path.insert(0, sys.argv[3])
+    sys.path.insert(0, sys.argv[1])
     import conftest
     from covidcxr import files
     from covidcxr.phantoms import generate_phantoms
     from covidcxr.pipeline import Pipeline
     from covidcxr.plugins import register_plugin
 
-    target, moment = Path(sys.argv[1]), sys.argv[2]
     register_plugin(conftest.ComponentsPlugin(), name="pipeline-test-components")
     config = {**conftest.TEST_CONFIG, "classifier": {"name": "test-softmax", "epochs": 7}}
     pipeline = Pipeline(config).fit(generate_phantoms(12, size=64, seed=0))
@@ -55,65 +59,110 @@ CHILD = textwrap.dedent(
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if moment == "while-writing":
-        def half_then_die(self, path):
-            Path(path).mkdir(parents=True)
-            (Path(path) / "model.json").write_text('{"params": ')
-            die()
-        conftest.SoftmaxClassifier.save = half_then_die
-    elif moment == "before-swap":
-        files._swap_into_place = die
-    elif moment == "between-renames":
-        # Where the system has no atomic exchange: the old directory is moved aside,
-        # then the new one is moved in. Die between the two.
-        files._exchange = lambda first, second: False
-        real_rename = Path.rename
-        def rename(self, destination):
-            if self.name.endswith(".new"):
+    def save_and_die(target, moment):
+        if moment == "while-writing":
+            def half_then_die(self, path):
+                Path(path).mkdir(parents=True)
+                (Path(path) / "model.json").write_text('{"params": ')
                 die()
-            return real_rename(self, destination)
-        Path.rename = rename
-    elif moment in ("after-exchange", "after-renames"):
-        if moment == "after-renames":
+            conftest.SoftmaxClassifier.save = half_then_die
+        elif moment == "before-swap":
+            files._swap_into_place = die
+        elif moment == "between-renames":
+            # Where the system has no atomic exchange: the old directory is moved aside,
+            # then the new one is moved in. Die between the two.
             files._exchange = lambda first, second: False
-        files._discard_replaced = die
-    elif moment == "while-removing-the-old":
-        real_remove = files._remove_tree
-        def remove_some_then_die(folder):
-            (folder / "classifier" / "model.json").unlink()
-            die()
-        files._remove_tree = remove_some_then_die
-    else:
-        raise SystemExit(f"unknown moment {moment}")
-    pipeline.save(target, overwrite=True)
-    raise SystemExit("the save finished: the moment was never reached")
+            real_rename = Path.rename
+            def rename(self, destination):
+                if self.name.endswith(".new"):
+                    die()
+                return real_rename(self, destination)
+            Path.rename = rename
+        elif moment in ("after-exchange", "after-renames"):
+            if moment == "after-renames":
+                files._exchange = lambda first, second: False
+            files._discard_replaced = die
+        elif moment == "while-removing-the-old":
+            real_remove = files._remove_tree
+            def remove_some_then_die(folder):
+                (folder / "classifier" / "model.json").unlink()
+                die()
+            files._remove_tree = remove_some_then_die
+        else:
+            raise SystemExit(f"unknown moment {moment}")
+        pipeline.save(target, overwrite=True)
+
+    print("ready", flush=True)
+    for line in sys.stdin:
+        target, moment, temporary = line.rstrip("\\n").split("\\t")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.environ["TMPDIR"] = temporary
+                tempfile.tempdir = None  # read TMPDIR again
+                save_and_die(Path(target), moment)
+                print("the save finished: the moment was never reached", file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(3)
+        print(os.waitpid(pid, 0)[1], flush=True)
     """
 )
 
 
-def kill_during_save(target: Path, moment: str, tmp_path: Path) -> Path:
-    """Run the child to its death at ``moment``; return the temporary folder it used."""
-    script = tmp_path / "child.py"
+@attrs.frozen
+class SaveKiller:
+    """The running child (see :data:`CHILD`) and the file its error output goes to."""
+
+    process: subprocess.Popen[str]
+    errors: Path
+
+    def kill_during_save(self, target: Path, moment: str, tmp_path: Path) -> Path:
+        """A process killed at ``moment`` of a save over ``target``; its temporary folder."""
+        temporary = tmp_path / "child-tmp"
+        temporary.mkdir()
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{target}\t{moment}\t{temporary}\n")
+        self.process.stdin.flush()
+        answered, _, _ = select.select([self.process.stdout], [], [], 300)
+        status = self.process.stdout.readline() if answered else ""
+        assert status.strip(), f"no answer from the child: {self.errors.read_text()[-3000:]}"
+        assert os.WIFSIGNALED(int(status)), self.errors.read_text()[-3000:]
+        assert os.WTERMSIG(int(status)) == signal.SIGKILL, self.errors.read_text()[-3000:]
+        return temporary
+
+
+@pytest.fixture(scope="module")
+def save_killer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaveKiller]:
+    folder = tmp_path_factory.mktemp("save-killer")
+    script = folder / "child.py"
     script.write_text(CHILD)
-    temporary = tmp_path / "child-tmp"
-    temporary.mkdir()
+    errors = folder / "stderr.txt"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")])
         ),
-        "TMPDIR": str(temporary),
     }
-    child = subprocess.run(
-        [sys.executable, str(script), str(target), moment, str(HERE)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
-    return temporary
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(HERE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            text=True,
+        )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n", errors.read_text()[-3000:]
+        yield SaveKiller(process, errors)
+    finally:
+        process.kill()
+        process.communicate()
 
 
 def epochs_of(target: Path) -> Any:
@@ -143,10 +192,14 @@ def old_model(
     ],
 )
 def test_a_save_killed_at_any_moment_leaves_a_complete_model_and_no_leftovers(
-    old_model: tuple[Path, Pipeline], tmp_path: Path, moment: str, expected_epochs: int
+    old_model: tuple[Path, Pipeline],
+    save_killer: SaveKiller,
+    tmp_path: Path,
+    moment: str,
+    expected_epochs: int,
 ) -> None:
     target, pipeline = old_model
-    temporary = kill_during_save(target, moment, tmp_path)
+    temporary = save_killer.kill_during_save(target, moment, tmp_path)
 
     loaded = Pipeline.load(target)  # puts back a model moved aside, removes leftovers
 
@@ -160,10 +213,10 @@ def test_a_save_killed_at_any_moment_leaves_a_complete_model_and_no_leftovers(
 
 
 def test_the_next_save_recovers_too_without_a_load_first(
-    old_model: tuple[Path, Pipeline], tmp_path: Path
+    old_model: tuple[Path, Pipeline], save_killer: SaveKiller, tmp_path: Path
 ) -> None:
     target, pipeline = old_model
-    kill_during_save(target, "between-renames", tmp_path)
+    save_killer.kill_during_save(target, "between-renames", tmp_path)
     assert not target.exists()  # the old model is beside the path, not at it
 
     with pytest.raises(FileExistsError, match="already holds a saved pipeline"):

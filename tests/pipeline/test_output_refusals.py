@@ -20,46 +20,19 @@ from typing import Any
 import pytest
 
 from covidcxr import XRay, files
-from covidcxr.cli import main
 from covidcxr.errors import OutputError
-from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import Pipeline
 from covidcxr.plugins import available_classifiers
+
+from .conftest import run_cli as run
 
 pytestmark = pytest.mark.usefixtures("test_components")
 
 MOUNT, UMOUNT = shutil.which("mount") or "", shutil.which("umount") or ""
 
-TEST_TOML = """
-[preprocessor]
-name = "test-shrink"
-output_size = 32
-
-[classifier]
-name = "test-softmax"
-epochs = 10
-
-[detector]
-name = "test-fixed"
-
-[evaluation]
-n_bootstrap = 0
-"""
-
 
 def train_args(source: Path, out: Path, config: Path) -> list[str]:
     return ["train", str(source), "--out", str(out), "--config", str(config)]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line_error(err: str) -> str:
@@ -68,18 +41,6 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1, err  # one line, no traceback
     assert lines[0].startswith("error: cannot write "), err
     return lines[0]
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "pipeline.toml"
-    path.write_text(TEST_TOML)
-    return path
-
-
-@pytest.fixture
-def phantom_dir(tmp_path: Path) -> Path:
-    return write_phantom_dataset(tmp_path / "phantoms", n_per_class=3, size=64)
 
 
 @pytest.fixture

@@ -9,65 +9,14 @@ from typing import Any
 import pytest
 
 from covidcxr import XRay
-from covidcxr.cli import main
 from covidcxr.errors import OutputExistsError
 from covidcxr.files import MARKER_NAME
-from covidcxr.phantoms import write_phantom_dataset
 from covidcxr.pipeline import MANIFEST_NAME, Pipeline
 
+from ..conftest import assert_untouched, users_folder
+from .conftest import run_cli as run
+
 pytestmark = pytest.mark.usefixtures("test_components")
-
-TEST_TOML = """
-[preprocessor]
-name = "test-shrink"
-output_size = 32
-
-[classifier]
-name = "test-softmax"
-epochs = 10
-
-[detector]
-# Not trained: the class folders of a phantom dataset carry no lesion boxes to learn from.
-name = "test-fixed"
-
-[evaluation]
-n_bootstrap = 0
-"""
-
-
-def users_folder(path: Path) -> Path:
-    (path / "sub").mkdir(parents=True)
-    (path / "thesis.txt").write_text("three years of work")
-    (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
-    return path
-
-
-def assert_untouched(path: Path) -> None:
-    assert (path / "thesis.txt").read_text() == "three years of work"
-    assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "pipeline.toml"
-    path.write_text(TEST_TOML)
-    return path
-
-
-@pytest.fixture
-def phantom_dir(tmp_path: Path) -> Path:
-    return write_phantom_dataset(tmp_path / "phantoms", n_per_class=3, size=64)
 
 
 @pytest.fixture
