@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -57,6 +58,12 @@ def parse_args() -> argparse.Namespace:
         "--save-dir", type=Path, default=Path(tempfile.gettempdir()) / "covidcxr-bench-lungs"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "lungs")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these seeds to the runs already in --out (same settings), e.g. a seed a "
+        "stopped run did not reach",
+    )
     return parser.parse_args()
 
 
@@ -183,13 +190,33 @@ def main() -> int:
     train = read_split(args.data, "Train", args.limit)
     val = read_split(args.data, "Val", args.limit)
     test = read_split(args.data, "Test", args.limit)
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = previous_runs(args) if args.append else []
     for seed in args.seeds:
         runs.append(run_seed(args, seed, train, val, test))
         print(runs[-1], flush=True)
         # Written after every seed, so a long run leaves its figures as it goes.
         write(args, runs, train, val)
     return 0
+
+
+def previous_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs already in ``--out``, refusing any made with other settings."""
+    path = args.out.with_name(args.out.name + ".json")
+    previous = json.loads(path.read_text())
+    settings = {
+        "epochs": args.epochs,
+        "input_size": args.input_size,
+        "base_filters": args.base_filters,
+    }
+    if previous.get("settings") != settings:
+        sys.exit(f"{path} was made with {previous.get('settings')}, not {settings}: not appending")
+    done = {run["seed"] for run in previous["runs"]}
+    if done & set(args.seeds):
+        sys.exit(f"{path} already has seeds {sorted(done & set(args.seeds))}")
+    commands = previous.get("commands") or [previous["command"]]
+    args.previous_commands = commands
+    runs: list[dict[str, Any]] = previous["runs"]
+    return runs
 
 
 def write(
@@ -201,8 +228,16 @@ def write(
     }
     summary["val_found"] = spread([run["val_found"] for run in runs])
     summary["test_found"] = spread([run["test_found"] for run in runs])
+    command = "python benchmarks/bench_lungs.py " + " ".join(sys.argv[1:])
+    commands = [*getattr(args, "previous_commands", []), command]
     result = {
-        "command": "python benchmarks/bench_lungs.py " + " ".join(sys.argv[1:]),
+        "command": " && ".join(commands),
+        "commands": commands,
+        "settings": {
+            "epochs": args.epochs,
+            "input_size": args.input_size,
+            "base_filters": args.base_filters,
+        },
         "n_fit": sum(not held_out(x) for x in train),
         "n_stop": sum(held_out(x) for x in train),
         "n_val": len(val),
