@@ -49,7 +49,7 @@ def lung_severity(
     --------
     >>> import numpy as np
     >>> labels = np.zeros((8, 8), np.uint8)
-    >>> labels[:, :4], labels[:, 4:] = 1, 2
+    >>> labels[1:7, :4], labels[1:7, 4:] = 1, 2
     >>> infection = np.zeros((8, 8), np.float32)
     >>> infection[:4, :4] = 0.9
     >>> lung_severity(infection, LungFields(labels))
