@@ -125,6 +125,21 @@ def test_lung_crop_maps_boxes_and_masks_and_chains_the_transform() -> None:
     assert out.meta[LUNGS_KEY].found
 
 
+def test_fields_filling_the_crop_still_count_as_found() -> None:
+    # Lungs that fill 90 % of their own box: over the whole-frame ceiling once cropped.
+    labels = np.zeros((100, 100), np.uint8)
+    labels[20:80, 20:48] = RIGHT_LUNG
+    labels[20:80, 52:80] = LEFT_LUNG
+    stage = LungCrop(FixedSegmenter(labels), output_size=32, margin=0.0)
+    (out,) = stage.apply([XRay(np.zeros((100, 100), np.float32), "a")])
+    assert out.meta[LUNGS_KEY].area_fraction > 0.85
+    assert out.meta[LUNGS_KEY].found
+    infection = np.ones((32, 32), np.float32)
+    severity = lung_severity(infection, out.meta[LUNGS_KEY])
+    assert severity is not None
+    assert severity.score == 8
+
+
 def test_lung_crop_masks_outside_the_lungs_when_asked() -> None:
     labels = two_lungs()
     pixels = np.ones((64, 80), np.float32)

@@ -263,7 +263,14 @@ class LungCrop:
                 "ResizeTransform, so the lung crop cannot be chained after it"
             )
         meta["transform"] = crop if previous is None else previous.then(crop)
-        meta[LUNGS_KEY] = LungFields(_readonly(labels), threshold=self.min_area_fraction)
+        # In the crop the lungs fill most of the frame, so the whole-frame area rule would
+        # call them "not found": the crop's fields are found exactly when the radiograph's
+        # were (a threshold of 0 accepts any area, one above 1 none).
+        meta[LUNGS_KEY] = LungFields(
+            _readonly(labels),
+            threshold=0.0 if fields.found else 2.0,
+            max_area_fraction=1.0,
+        )
         meta[LUNGS_FOUND_KEY] = fields.found
         meta[LUNG_CROP_KEY] = crop
         # The crop is part of how the models' input was prepared: a classifier trained on
