@@ -8,6 +8,7 @@ builds it. Keras 3 on TensorFlow is imported only when a network is built or loa
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "dice_bce_loss",
     "divergence_check",
     "keras_module",
+    "paired_batches",
     "resize_square",
 ]
 
@@ -87,7 +89,6 @@ def build_unet(
     base_filters: int,
     depth: int,
     *,
-    flip: bool,
     name: str,
     output_name: str,
 ) -> Any:
@@ -101,15 +102,15 @@ def build_unet(
         Side of the square input; a multiple of ``2 ** (depth + 1)``.
     base_filters, depth
         Width of the first level and number of down-sampling levels.
-    flip
-        Random horizontal flips while training (a layer that is inactive at inference).
     name, output_name
         Names of the model and of its sigmoid output layer.
     """
     layers = keras.layers
     inputs = keras.Input((input_size, input_size, 1), name="radiograph")
-    x = layers.RandomFlip("horizontal")(inputs) if flip else inputs
-    x = layers.Conv2D(base_filters, 3, strides=2, padding="same", use_bias=False)(x)
+    # No augmentation layer in the network: a layer that flips or warps the input would
+    # leave the target mask as it is. Augmentation is done on image and mask together, in
+    # the data (paired_batches).
+    x = layers.Conv2D(base_filters, 3, strides=2, padding="same", use_bias=False)(inputs)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     skips = []
@@ -144,3 +145,92 @@ def dice_bce_loss(keras: Any) -> Any:
         return bce + dice
 
     return dice_bce
+
+
+class _PairedAugmentation:
+    """Training batches with the same random flip (and warp) applied to each image and its mask."""
+
+    def __init__(
+        self,
+        images: NDArray[np.float32],
+        masks: NDArray[np.float32],
+        batch_size: int,
+        seed: int,
+        *,
+        flip: bool,
+        warp: bool,
+    ) -> None:
+        self.images, self.masks = images, masks
+        self.batch_size, self.seed = batch_size, seed
+        self.flip, self.warp = flip, warp
+        self.epoch = 0
+        self.order = np.arange(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def start_epoch(self) -> None:
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+        self.epoch += 1
+
+    def batch(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        images, masks = self.images[chosen].copy(), self.masks[chosen].copy()
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        size = images.shape[1]
+        for i in range(len(chosen)):
+            if self.flip and rng.random() < 0.5:
+                images[i] = images[i, :, ::-1]
+                masks[i] = masks[i, :, ::-1]
+            if not self.warp:
+                continue
+            angle = rng.uniform(-10.0, 10.0)
+            scale = rng.uniform(0.9, 1.1)
+            shift = rng.uniform(-0.06, 0.06, size=2) * size
+            warp = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
+            warp[:, 2] += shift
+            images[i, ..., 0] = cv2.warpAffine(
+                images[i, ..., 0], warp, (size, size), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            )  # fmt: skip
+            masks[i, ..., 0] = cv2.warpAffine(
+                masks[i, ..., 0], warp, (size, size), flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            )  # fmt: skip
+            gamma = math.exp(rng.uniform(-0.4, 0.4))
+            contrast = rng.uniform(0.8, 1.2)
+            image = np.clip(images[i, ..., 0], 0.0, 1.0) ** gamma
+            mean = float(image.mean())
+            images[i, ..., 0] = np.clip((image - mean) * contrast + mean, 0.0, 1.0)
+        return images, masks
+
+
+def paired_batches(
+    keras: Any,
+    images: NDArray[np.float32],
+    masks: NDArray[np.float32],
+    batch_size: int,
+    seed: int,
+    *,
+    flip: bool,
+    warp: bool,
+) -> Any:
+    """A Keras dataset of shuffled training batches, augmented image and mask alike.
+
+    Every epoch permutes the pairs afresh (seeded). ``flip``: a random horizontal flip of
+    half the pairs. ``warp``: also a random rotation (±10°), scale (±10 %) and shift
+    (±6 %), the same for the image and its mask, then gamma and contrast on the image.
+    """
+    data = _PairedAugmentation(images, masks, batch_size, seed, flip=flip, warp=warp)
+
+    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __len__(self) -> int:
+            return len(data)
+
+        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            return data.batch(index)
+
+        def on_epoch_begin(self) -> None:
+            data.start_epoch()
+
+    return Batches()

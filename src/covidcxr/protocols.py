@@ -248,8 +248,9 @@ class TrainableDetector(Protocol):
 class SegmentsLesions(Protocol):
     """A detector that draws a lesion probability map and boxes its components.
 
-    With a lung stage, the pipeline asks for the maps, sets them to 0 outside the lungs,
-    boxes what is left with :meth:`masks_to_detections`, and measures each lung's
+    With a lung stage, the pipeline asks for the maps, sets them to 0 outside the lungs
+    (unless the stage's ``constrain_detections`` is off), boxes what is left with
+    :meth:`masks_to_detections`, and measures each lung's
     infected share (:class:`~covidcxr.Severity`) from the same maps at
     :attr:`mask_threshold`.
     """

@@ -298,3 +298,36 @@ def test_the_segmenter_needs_lung_masks() -> None:
 def test_an_unfitted_segmenter_says_so() -> None:
     with pytest.raises(ConfigurationError, match="not fitted"):
         LungSegmenter().segment([XRay(np.zeros((8, 8), np.uint8), "a")])
+
+
+def test_augmentation_flips_and_warps_image_and_mask_together() -> None:
+    from covidcxr._unet import build_unet, keras_module, paired_batches
+
+    keras = keras_module()
+    images = np.zeros((8, 32, 32, 1), np.float32)
+    images[:, 8:24, 2:10] = 1.0  # a bright block on the left
+    masks = images.copy()
+    batches = paired_batches(keras, images, masks, 4, seed=1, flip=True, warp=True)
+    flipped = 0
+    for _ in range(3):
+        batches.on_epoch_begin()
+        for index in range(len(batches)):
+            x, y = batches[index]
+            for image, mask in zip(x, y, strict=True):
+                # The mask covers the same side as the image's block, whatever was done.
+                assert ((image[..., 0] > 0.5) == (mask[..., 0] > 0.5)).mean() > 0.95
+                flipped += bool(mask[..., 16:, 0].sum() > mask[..., :16, 0].sum())
+    assert 0 < flipped < 24  # some were flipped, not all
+    # No augmentation layer inside the network, where it would move the image alone.
+    model = build_unet(keras, 32, 4, 2, name="u", output_name="p")
+    assert not any("flip" in layer.name.lower() for layer in model.layers)
+
+
+def test_validation_without_lung_masks_trains_without_early_stopping() -> None:
+    train = generate_phantoms(2, size=32, seed=0)
+    unmasked = [XRay(np.asarray(x.pixels), x.id, label=x.label) for x in train]
+    segmenter = LungSegmenter(input_size=32, base_filters=2, depth=2, epochs=2, batch_size=6)
+    with pytest.warns(UserWarning, match="no validation radiograph has a lung mask"):
+        segmenter.fit(train, validation=unmasked)
+    assert len(segmenter.history_["loss"]) == 2
+    assert "val_loss" not in segmenter.history_

@@ -68,6 +68,8 @@ SEGMENTER = {
     "epochs": 12,
     "batch_size": 8,
     "learning_rate": 0.01,
+    # The phantoms all share one geometry: warping them only slows a 12-epoch fit down.
+    "augment": False,
 }
 
 
@@ -266,3 +268,6 @@ def test_the_lungs_table_refuses_unknown_options() -> None:
         PipelineConfig.from_dict({"lungs": {"marginn": 0.1}})
     with pytest.raises(covidcxr.errors.ConfigurationError, match="must be a table"):
         PipelineConfig.from_dict({"lungs": 3})
+    with pytest.raises(covidcxr.errors.ConfigurationError, match="'unet'"):
+        PipelineConfig.from_dict({"lungs": {"name": "resnet"}})
+    assert PipelineConfig.from_dict({"lungs": {"name": "unet"}}).lungs == {}

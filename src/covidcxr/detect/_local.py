@@ -22,7 +22,14 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
-from covidcxr._unet import build_unet, dice_bce_loss, divergence_check, keras_module, resize_square
+from covidcxr._unet import (
+    build_unet,
+    dice_bce_loss,
+    divergence_check,
+    keras_module,
+    paired_batches,
+    resize_square,
+)
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import (
@@ -136,7 +143,7 @@ class LocalDetector(SetParamsMixin):
     label
         Label given to every detection.
     augment
-        Random horizontal flips while training.
+        Random horizontal flips while training, of the image and its target together.
     patience
         With validation data, stop after this many epochs without improvement and keep the
         best weights; the learning rate halves after ``patience // 2`` such epochs.
@@ -287,7 +294,6 @@ class LocalDetector(SetParamsMixin):
             self.input_size,
             self.base_filters,
             self.depth,
-            flip=self.augment,
             name="covidcxr_local_unet",
             output_name="lesion_probability",
         )
@@ -318,14 +324,16 @@ class LocalDetector(SetParamsMixin):
                     patience=self.patience, restore_best_weights=True, monitor="val_loss"
                 ),
             ]
+        # Flipped image and mask together (a flip inside the network would mirror the
+        # image against the unmirrored mask).
+        batches = paired_batches(
+            keras, images, masks, self.batch_size, self.seed, flip=self.augment, warp=False
+        )
         history = model.fit(
-            images,
-            masks,
-            batch_size=self.batch_size,
+            batches,
             epochs=self.epochs,
             validation_data=validation_data,
             callbacks=callbacks,
-            shuffle=True,
             verbose=self.verbose,
         )
         self.model_ = model

@@ -13,13 +13,12 @@ hospitals' machines and positioning, not from the training set's.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self, overload
 
 import cv2
 import numpy as np
@@ -29,7 +28,14 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
-from covidcxr._unet import build_unet, dice_bce_loss, divergence_check, keras_module, resize_square
+from covidcxr._unet import (
+    build_unet,
+    dice_bce_loss,
+    divergence_check,
+    keras_module,
+    paired_batches,
+    resize_square,
+)
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
@@ -213,72 +219,6 @@ def lung_labels(
     return labels
 
 
-class _Augmented:
-    """Training batches with the same random warp applied to each image and its mask."""
-
-    def __init__(
-        self,
-        images: NDArray[np.float32],
-        masks: NDArray[np.float32],
-        batch_size: int,
-        seed: int,
-        augment: bool,
-    ) -> None:
-        self.images, self.masks = images, masks
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment
-        self.epoch = 0
-        self.order = np.arange(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def start_epoch(self) -> None:
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
-        self.epoch += 1
-
-    def batch(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images, masks = self.images[chosen].copy(), self.masks[chosen].copy()
-        if not self.augment:
-            return images, masks
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        size = images.shape[1]
-        for i in range(len(chosen)):
-            angle = rng.uniform(-10.0, 10.0)
-            scale = rng.uniform(0.9, 1.1)
-            shift = rng.uniform(-0.06, 0.06, size=2) * size
-            warp = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
-            warp[:, 2] += shift
-            images[i, ..., 0] = cv2.warpAffine(
-                images[i, ..., 0], warp, (size, size), flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-            )  # fmt: skip
-            masks[i, ..., 0] = cv2.warpAffine(
-                masks[i, ..., 0], warp, (size, size), flags=cv2.INTER_NEAREST,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-            )  # fmt: skip
-            gamma = math.exp(rng.uniform(-0.4, 0.4))
-            contrast = rng.uniform(0.8, 1.2)
-            image = np.clip(images[i, ..., 0], 0.0, 1.0) ** gamma
-            mean = float(image.mean())
-            images[i, ..., 0] = np.clip((image - mean) * contrast + mean, 0.0, 1.0)
-        return images, masks
-
-
-def _dataset(keras: Any, data: _Augmented) -> Any:
-    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
-        def __len__(self) -> int:
-            return len(data)
-
-        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-            return data.batch(index)
-
-        def on_epoch_begin(self) -> None:
-            data.start_epoch()
-
-    return Batches()
-
-
 class LungSegmenter(SetParamsMixin):
     """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
 
@@ -386,7 +326,24 @@ class LungSegmenter(SetParamsMixin):
             batch[index, ..., 0] = network_input(xray.pixels, self.input_size)
         return batch
 
-    def _arrays(self, xrays: Iterable[XRay]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    @overload
+    def _arrays(
+        self, xrays: Iterable[XRay], what: Literal["training"] = ...
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]: ...
+
+    @overload
+    def _arrays(
+        self, xrays: Iterable[XRay], what: Literal["validation"]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None: ...
+
+    def _arrays(
+        self, xrays: Iterable[XRay], what: Literal["training", "validation"] = "training"
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        """Input and target pairs of the radiographs that have a lung mask.
+
+        Training needs at least one; validation without any is ``None`` (with a warning:
+        the segmenter then trains every epoch, with no early stopping).
+        """
         images: list[NDArray[np.float32]] = []
         masks: list[NDArray[np.float32]] = []
         unmasked = 0
@@ -405,13 +362,22 @@ class LungSegmenter(SetParamsMixin):
             images.append(self.prepare_batch([xray])[0])
             target = resize_square((array > 0).astype(np.float32), self.input_size)
             masks.append((target >= 0.5).astype(np.float32)[..., None])
-        if unmasked:
+        if unmasked and images:
             warnings.warn(
-                f"LungSegmenter: {unmasked} radiograph(s) have no lung mask "
-                f"(meta[{LUNG_MASK_KEY!r}]) and were left out of its training",
+                f"LungSegmenter: {unmasked} {what} radiograph(s) have no lung mask "
+                f"(meta[{LUNG_MASK_KEY!r}]) and were left out of its {what}",
                 UserWarning,
                 stacklevel=4,
             )
+        if not images and what == "validation":
+            warnings.warn(
+                f"LungSegmenter: no validation radiograph has a lung mask "
+                f"(meta[{LUNG_MASK_KEY!r}]), so it trains for all {self.epochs} epochs "
+                "without early stopping",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
         if not images:
             raise ConfigurationError(
                 "LungSegmenter.fit: no radiograph has a lung mask (meta['lung_mask']); "
@@ -453,7 +419,6 @@ class LungSegmenter(SetParamsMixin):
             self.input_size,
             self.base_filters,
             self.depth,
-            flip=self.augment,
             name="covidcxr_lung_unet",
             output_name="lung_probability",
         )
@@ -474,7 +439,8 @@ class LungSegmenter(SetParamsMixin):
             )
         validation_data = None
         if validation is not None:
-            validation_data = self._arrays(validation)
+            validation_data = self._arrays(validation, "validation")
+        if validation_data is not None:
             callbacks += [
                 keras.callbacks.ReduceLROnPlateau(
                     monitor="val_loss", factor=0.5, patience=max(1, self.patience // 2)
@@ -483,9 +449,11 @@ class LungSegmenter(SetParamsMixin):
                     patience=self.patience, restore_best_weights=True, monitor="val_loss"
                 ),
             ]
-        batches = _Augmented(images, masks, self.batch_size, self.seed, self.augment)
+        batches = paired_batches(
+            keras, images, masks, self.batch_size, self.seed, flip=self.augment, warp=self.augment
+        )
         history = model.fit(
-            _dataset(keras, batches),
+            batches,
             epochs=self.epochs,
             validation_data=validation_data,
             callbacks=callbacks,

@@ -44,8 +44,14 @@ def _lung_options(value: Any) -> Mapping[str, Any] | None:
         raise ConfigurationError(
             f"[lungs] must be a table of options, true or false; got {type(value).__name__}"
         )
-    if value.get("name") == NONE:
+    name = value.get("name", "unet")
+    if name == NONE:
         return None
+    if name != "unet":
+        raise ConfigurationError(
+            f"[lungs] name = {name!r}: the lung stage is 'unet' (covidcxr.lungs.LungSegmenter) "
+            "or 'none'"
+        )
     options = {k: v for k, v in value.items() if k != "name"}
     if "segmenter" in options and isinstance(options["segmenter"], Mapping):
         options["segmenter"] = dict(options["segmenter"])
