@@ -17,13 +17,15 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr.errors import TrainingDivergedError
+from covidcxr.errors import ModelFormatError, TrainingDivergedError
 
 __all__ = [
     "build_unet",
+    "check_finite_weights",
     "dice_bce_loss",
     "divergence_check",
     "keras_module",
+    "load_unet",
     "paired_batches",
     "resize_square",
 ]
@@ -81,6 +83,74 @@ def divergence_check(owner: str) -> Callable[[int, dict[str, Any] | None], None]
             )
 
     return stop_if_diverged
+
+
+def training_callbacks(
+    keras: Any,
+    owner: str,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    *,
+    patience: int,
+    monitored: bool,
+) -> list[Any]:
+    """The callbacks both U-Net estimators train with.
+
+    Stop at a non-finite loss; report each epoch (1-based) to ``on_epoch_end``; with
+    validation data (``monitored``), halve the learning rate after ``patience // 2``
+    epochs without improvement and stop after ``patience``, keeping the best weights.
+    """
+    callbacks: list[Any] = [keras.callbacks.LambdaCallback(on_epoch_end=divergence_check(owner))]
+    if on_epoch_end is not None:
+        report = on_epoch_end
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: report(
+                    epoch + 1, {key: float(value) for key, value in (logs or {}).items()}
+                )
+            )
+        )
+    if monitored:
+        callbacks += [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(1, patience // 2)
+            ),
+            keras.callbacks.EarlyStopping(
+                patience=patience, restore_best_weights=True, monitor="val_loss"
+            ),
+        ]
+    return callbacks
+
+
+def check_finite_weights(model: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse to save a network whose weights are not finite (training diverged)."""
+    if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
+        raise TrainingDivergedError(
+            f"not saving to {os.fspath(path)}: the network has non-finite (NaN or "
+            "infinite) weights, so training diverged; lower learning_rate and train again"
+        )
+
+
+def load_unet(
+    keras: Any, keras_file: str | os.PathLike[str], path: str | os.PathLike[str], input_size: int
+) -> Any:
+    """Load a saved U-Net (Keras safe mode) and check it takes ``input_size`` squares.
+
+    Raises
+    ------
+    ModelFormatError
+        If Keras cannot load it, or its input shape is not the one its metadata says.
+    """
+    try:
+        model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ModelFormatError(f"{path}: Keras could not load the model ({exc})") from exc
+    expected = (None, input_size, input_size, 1)
+    if tuple(model.input_shape) != expected:
+        raise ModelFormatError(
+            f"{path}: the model takes inputs of shape {model.input_shape}, but its "
+            f"metadata says {expected}"
+        )
+    return model
 
 
 def build_unet(

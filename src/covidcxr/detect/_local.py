@@ -24,11 +24,13 @@ from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     build_unet,
+    check_finite_weights,
     dice_bce_loss,
-    divergence_check,
     keras_module,
+    load_unet,
     paired_batches,
     resize_square,
+    training_callbacks,
 )
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
@@ -37,7 +39,6 @@ from covidcxr.errors import (
     InvalidImageError,
     ModelFormatError,
     PreprocessingMismatchWarning,
-    TrainingDivergedError,
 )
 from covidcxr.preprocess._profile import InputProfile, InputRecorder
 from covidcxr.protocols import EpochCallback
@@ -301,29 +302,16 @@ class LocalDetector(SetParamsMixin):
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=dice_bce_loss(keras),
         )
-        callbacks: list[Any] = [
-            keras.callbacks.LambdaCallback(on_epoch_end=divergence_check("LocalDetector"))
-        ]
-        if self.on_epoch_end is not None:
-            report = self.on_epoch_end
-            callbacks.append(
-                keras.callbacks.LambdaCallback(
-                    on_epoch_end=lambda epoch, logs: report(
-                        epoch + 1, {key: float(value) for key, value in (logs or {}).items()}
-                    )
-                )
-            )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
-            callbacks += [
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.5, patience=max(1, self.patience // 2)
-                ),
-                keras.callbacks.EarlyStopping(
-                    patience=self.patience, restore_best_weights=True, monitor="val_loss"
-                ),
-            ]
+        callbacks = training_callbacks(
+            keras,
+            "LocalDetector",
+            self.on_epoch_end,
+            patience=self.patience,
+            monitored=validation_data is not None,
+        )
         # Flipped image and mask together (a flip inside the network would mirror the
         # image against the unmirrored mask).
         batches = paired_batches(
@@ -430,11 +418,7 @@ class LocalDetector(SetParamsMixin):
             If the network's weights are not finite (NaN or infinity).
         """
         model = self._require_fitted()
-        if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
-            raise TrainingDivergedError(
-                f"not saving to {os.fspath(path)}: the network has non-finite (NaN or "
-                "infinite) weights, so training diverged; lower learning_rate and train again"
-            )
+        check_finite_weights(model, path)
         metadata = {
             "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": getattr(self, "history_", {}),
@@ -463,16 +447,7 @@ class LocalDetector(SetParamsMixin):
                 raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
             detector = cls(**params)
             keras = keras_module(detector.threads)
-            try:
-                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
-            except (ValueError, TypeError, OSError) as exc:
-                raise ModelFormatError(f"{path}: Keras could not load the model ({exc})") from exc
-        expected = (None, detector.input_size, detector.input_size, 1)
-        if tuple(model.input_shape) != expected:
-            raise ModelFormatError(
-                f"{path}: the model takes inputs of shape {model.input_shape}, but its "
-                f"metadata says {expected}"
-            )
+            model = load_unet(keras, keras_file, path, detector.input_size)
         detector.model_ = model
         detector.history_ = metadata.get("history") or {}
         n_training_images = metadata.get("n_training_images")

@@ -30,17 +30,18 @@ from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     build_unet,
+    check_finite_weights,
     dice_bce_loss,
-    divergence_check,
     keras_module,
+    load_unet,
     paired_batches,
     resize_square,
+    training_callbacks,
 )
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
     ModelFormatError,
-    TrainingDivergedError,
 )
 from covidcxr.preprocess import to_uint8
 from covidcxr.protocols import EpochCallback
@@ -425,30 +426,16 @@ class LungSegmenter(SetParamsMixin):
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate), loss=dice_bce_loss(keras)
         )
-        callbacks: list[Any] = [
-            keras.callbacks.LambdaCallback(on_epoch_end=divergence_check("LungSegmenter"))
-        ]
-        if self.on_epoch_end is not None:
-            report = self.on_epoch_end
-            callbacks.append(
-                keras.callbacks.LambdaCallback(
-                    on_epoch_end=lambda epoch, logs: report(
-                        epoch + 1, {key: float(value) for key, value in (logs or {}).items()}
-                    )
-                )
-            )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation, "validation")
-        if validation_data is not None:
-            callbacks += [
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.5, patience=max(1, self.patience // 2)
-                ),
-                keras.callbacks.EarlyStopping(
-                    patience=self.patience, restore_best_weights=True, monitor="val_loss"
-                ),
-            ]
+        callbacks = training_callbacks(
+            keras,
+            "LungSegmenter",
+            self.on_epoch_end,
+            patience=self.patience,
+            monitored=validation_data is not None,
+        )
         batches = paired_batches(
             keras, images, masks, self.batch_size, self.seed, flip=self.augment, warp=self.augment
         )
@@ -522,11 +509,7 @@ class LungSegmenter(SetParamsMixin):
             If the network's weights are not finite.
         """
         model = self._require_fitted()
-        if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
-            raise TrainingDivergedError(
-                f"not saving to {os.fspath(path)}: the network has non-finite weights, so "
-                "training diverged; lower learning_rate and train again"
-            )
+        check_finite_weights(model, path)
         metadata = {
             "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": plain_data(getattr(self, "history_", {})),
@@ -551,16 +534,7 @@ class LungSegmenter(SetParamsMixin):
                 raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
             segmenter = cls(**params)
             keras = keras_module(segmenter.threads)
-            try:
-                model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
-            except (ValueError, TypeError, OSError) as exc:
-                raise ModelFormatError(f"{path}: Keras could not load the model ({exc})") from exc
-        expected = (None, segmenter.input_size, segmenter.input_size, 1)
-        if tuple(model.input_shape) != expected:
-            raise ModelFormatError(
-                f"{path}: the model takes inputs of shape {model.input_shape}, but its "
-                f"metadata says {expected}"
-            )
+            model = load_unet(keras, keras_file, path, segmenter.input_size)
         segmenter.model_ = model
         segmenter.history_ = metadata.get("history") or {}
         n_training_images = metadata.get("n_training_images")

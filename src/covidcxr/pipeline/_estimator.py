@@ -173,13 +173,18 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
             f"{prepared.id}: meta['transform'] is a {type(transform).__name__}, not a "
             "ResizeTransform, so detections cannot be mapped back to the original image"
         )
+    return tuple(_mapped_back(detections, transform))
+
+
+def _mapped_back(detections: Sequence[Detection], transform: ResizeTransform) -> list[Detection]:
+    """Detections carried back through ``transform``'s inverse; those wholly outside drop."""
     inverse = transform.inverse()
     mapped = []
     for detection in detections:
         box = inverse.map_box(detection.box)
         if box is not None:  # a detection lying wholly in padding has nothing to frame
             mapped.append(attrs.evolve(detection, box=box))
-    return tuple(mapped)
+    return mapped
 
 
 def _out_of_lung_crop(detections: Sequence[Detection], xray: XRay) -> list[Detection]:
@@ -187,13 +192,7 @@ def _out_of_lung_crop(detections: Sequence[Detection], xray: XRay) -> list[Detec
     crop = xray.meta.get(LUNG_CROP_KEY)
     if not isinstance(crop, ResizeTransform):
         return list(detections)
-    inverse = crop.inverse()
-    mapped = []
-    for detection in detections:
-        box = inverse.map_box(detection.box)
-        if box is not None:
-            mapped.append(attrs.evolve(detection, box=box))
-    return mapped
+    return _mapped_back(detections, crop)
 
 
 @attrs.define
