@@ -329,16 +329,41 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Write one row per radiograph (id, class, probabilities, boxes) to this .csv, "
-    ".jsonl or .parquet file as the predictions are made, for any number of images; not "
-    "replaced unless --overwrite.",
+    ".jsonl or .parquet file as the predictions are made, for any number of images (with "
+    "--engine ray: a folder of partitions); not replaced unless --overwrite.",
 )
 @_SOURCE_OPTION
 @_ON_ERROR_OPTION
 @_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print every prediction as JSON.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process. ray: a Ray cluster (pip install 'covidcxr[ray]'); workers "
+    "read the images themselves and --output is a folder.",
+)
+@click.option(
+    "--address",
+    help="With --engine ray: the cluster to use (ray://host:10001, auto) [default: "
+    "RAY_ADDRESS, else a local cluster started for the command].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="With --engine ray: workers, each loading the model once [default: one per CPU].",
+)
+@click.option(
+    "--format",
+    "table_format",
+    type=click.Choice(["parquet", "csv", "jsonl"]),
+    help="With --engine ray: the partitions' format [default: parquet, or the --output "
+    "folder's suffix].",
+)
 def predict_command(
     *,
     model_dir: str,
@@ -349,6 +374,10 @@ def predict_command(
     cache_dir: Path | None,
     overwrite: bool,
     as_json: bool,
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    table_format: str | None,
 ) -> None:
     """Classify the radiographs in each SOURCE (and box their lesions) with a saved model.
 
@@ -357,6 +386,26 @@ def predict_command(
     (of class subfolders, or of images), a .zip archive or a URI such as
     cos://bucket/prefix; labels are not needed.
     """
+    if engine == "ray":
+        _predict_on_ray(
+            model_dir,
+            sources,
+            output,
+            _source_options(source_options, on_error),
+            overwrite=overwrite,
+            as_json=as_json,
+            address=address,
+            workers=workers,
+            table_format=table_format,
+        )
+        return
+    for name, given in (("--address", address), ("--workers", workers), ("--format", table_format)):
+        if given is not None:
+            raise click.UsageError(f"{name} applies to --engine ray only")
+    if output is not None and output.is_dir():
+        raise OutputExistsError(
+            f"{output} is a folder; --output names a .csv, .jsonl or .parquet file"
+        )
     from covidcxr.pipeline import (  # noqa: PLC0415
         model_note,
         skipped_path_for,
@@ -395,6 +444,62 @@ def predict_command(
     _emit([{**p.to_dict(), **noted} for p in predictions], as_json, _prediction_lines(predictions))
     if _skipping(options):
         _report_skipped(_skipped_items(source), None, overwrite=overwrite)
+
+
+def _predict_on_ray(
+    model: str,
+    sources: Sequence[str],
+    output: Path | None,
+    options: dict[str, Any],
+    *,
+    overwrite: bool,
+    as_json: bool,
+    address: str | None,
+    workers: int | None,
+    table_format: str | None,
+) -> None:
+    """``predict --engine ray``: covidcxr.ray.predict into the --output folder."""
+    import covidcxr.ray  # noqa: PLC0415 - Ray is optional, and slow to import
+
+    if output is None:
+        raise click.UsageError("--engine ray writes a folder: give it with --output")
+    suffix = output.suffix.lstrip(".")
+    fmt = table_format or (suffix if suffix in {"parquet", "csv", "jsonl"} else "parquet")
+    if len(sources) == 1:
+        result = covidcxr.ray.predict(
+            model,
+            sources[0],
+            output,
+            format=cast(Any, fmt),
+            workers=workers,
+            address=address,
+            overwrite=overwrite,
+            source_options=options,
+        )
+    else:
+        result = covidcxr.ray.predict(
+            model,
+            _open_sources(sources, options),
+            output,
+            format=cast(Any, fmt),
+            workers=workers,
+            address=address,
+            overwrite=overwrite,
+        )
+    summary = {
+        "output": str(result.output),
+        "format": result.format,
+        "n_images": result.n_images,
+        "n_skipped": len(result.skipped),
+        "workers": result.workers,
+    }
+    lines = [
+        f"wrote {result.n_images} prediction(s) to {result.output} ({result.format}, "
+        f"{result.workers} Ray worker(s), {result.seconds:.1f} s)"
+    ]
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} unreadable item(s): see _skipped.csv there")
+    _emit(summary, as_json, lines)
 
 
 def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:

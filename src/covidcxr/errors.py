@@ -14,6 +14,7 @@ __all__ = [
     "ConfigurationError",
     "CovidCXRError",
     "DetectorServiceError",
+    "DistributedJobError",
     "InvalidImageError",
     "ModelFormatError",
     "NoLungsFoundWarning",
@@ -124,6 +125,15 @@ class DetectorServiceError(CovidCXRError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         self.status_code = status_code
         super().__init__(message)
+
+
+class DistributedJobError(CovidCXRError, RuntimeError):
+    """A job on a distributed engine (Ray) failed for a reason outside covidcxr.
+
+    A covidcxr error met by a worker (an unreadable image with ``on_error="raise"``, a
+    source that refused the worker's credentials) is raised as itself instead; this one
+    carries the engine's own account (a worker that could not start, a lost cluster).
+    """
 
 
 class SyntheticModelWarning(UserWarning):

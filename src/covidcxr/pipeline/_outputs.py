@@ -45,6 +45,7 @@ __all__ = [
     "OutputFormat",
     "detections_table",
     "output_format",
+    "prediction_row",
     "skipped_path_for",
     "write_predictions",
     "write_skipped",
@@ -335,22 +336,44 @@ def write_predictions(
                     f"{prediction.id}: its probabilities are for the classes "
                     f"{tuple(prediction.probabilities)}, the table's are {names}"
                 )
-            detections = _detection_dicts(prediction.detections)
-            row = {
-                "id": prediction.id,
-                "label": prediction.label,
-                "status": prediction.status,
-                "probability": prediction.confidence,
-                **{f"p_{name}": prediction.probabilities.get(name) for name in names},
-                "ood_score": prediction.ood_score,
-                "reason": prediction.reason,
-                "n_lesions": len(detections),
-                "detections": detections,
-                **(_severity_columns(prediction) if severity else {}),
-                **noted,
-            }
+            row = prediction_row(prediction, names, severity=severity, note=note)
             table.write(row, {**prediction.to_dict(), **noted})
     return table.rows
+
+
+def prediction_row(
+    prediction: Prediction,
+    classes: Sequence[str],
+    *,
+    severity: bool = False,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """One prediction as the row :func:`write_predictions` writes (detections as dicts).
+
+    Distributed engines build their tables with it, so every engine writes the same columns.
+
+    Examples
+    --------
+    >>> from covidcxr import Prediction
+    >>> row = prediction_row(Prediction("a.png", "normal", {"normal": 0.75, "covid-19": 0.25}),
+    ...                      ["normal", "covid-19"])
+    >>> row["label"], row["p_covid-19"], row["n_lesions"]
+    ('normal', 0.25, 0)
+    """
+    detections = _detection_dicts(prediction.detections)
+    return {
+        "id": prediction.id,
+        "label": prediction.label,
+        "status": prediction.status,
+        "probability": prediction.confidence,
+        **{f"p_{name}": prediction.probabilities.get(name) for name in classes},
+        "ood_score": prediction.ood_score,
+        "reason": prediction.reason,
+        "n_lesions": len(detections),
+        "detections": detections,
+        **(_severity_columns(prediction) if severity else {}),
+        **({"model_note": note} if note is not None else {}),
+    }
 
 
 _SEVERITY_COLUMNS: Final = ("severity_right", "severity_left", "severity_total", "severity_score")

@@ -799,3 +799,87 @@ class _Runner:
             CacheNotFilledWarning,
             stacklevel=stacklevel,
         )
+
+
+#: What :func:`fill_cache` did with an item.
+FillOutcome = Literal["cached", "written", "uncachable", "skipped"]
+
+
+def fill_cache(
+    items: Iterable[tuple[Entry, str | None]],
+    reader: Callable[[Entry], RawItem],
+    preprocessor: Preprocessor,
+    cache_dir: str | os.PathLike[str],
+    decode_options: Mapping[str, int],
+) -> list[tuple[FillOutcome, str | None]]:
+    """Preprocess entries into the cache, in this process, as a distributed worker does.
+
+    The entries' results land under the keys :func:`preprocess_batch` (and so
+    :class:`~covidcxr.Pipeline`) looks up: the preprocessor's cache token and each item's
+    content digest, remembered under its source fingerprint when there is one, so that a
+    later pass over the same files on the machine that fingerprinted them reads only the
+    cache. Entries already cached are not preprocessed again.
+
+    Parameters
+    ----------
+    items
+        ``(entry, fingerprint)`` pairs: the fingerprint as the source gave it on the
+        machine that will read the cache (``None``: none).
+    reader
+        Reads an entry (a source's :meth:`~covidcxr.sources.CatalogSource.remote_reader`).
+    preprocessor
+        The pipeline's preprocessor.
+    cache_dir
+        The cache folder, shared with the later runs.
+    decode_options
+        ``min_side``, ``max_pixels`` and ``min_lesion_area`` of the source.
+
+    Returns
+    -------
+    list of tuple
+        Per item, in order: ``"cached"`` (found, not recomputed), ``"written"``,
+        ``"uncachable"`` (metadata the cache cannot hold, or a full disk) or ``"skipped"``
+        (unreadable), with the reason for the last two (``None`` otherwise). Written
+        entries are sealed before this returns.
+    """
+    cache = PreprocessCache(cache_dir, _cache_token(preprocessor))
+    outcomes: list[tuple[FillOutcome, str | None]] = []
+    try:
+        for entry, fingerprint in items:
+            remembered = cache.digest_for(fingerprint) if fingerprint is not None else None
+            if remembered is not None and cache.load(remembered) is not None:
+                outcomes.append(("cached", None))
+                continue
+            try:
+                raw = reader(entry)
+            except InvalidImageError as exc:
+                outcomes.append(("skipped", str(exc)))
+                continue
+            digest = raw.digest()
+            if cache.load(digest) is not None:
+                outcome: tuple[FillOutcome, str | None] = ("cached", None)
+            else:
+                result = _process_one(
+                    preprocessor,
+                    "raw",
+                    raw,
+                    digest,
+                    reader=None,
+                    decode_options=decode_options,
+                    cache=cache,
+                    compact=True,
+                )
+                if result[0] == "invalid":
+                    outcomes.append(("skipped", str(result[1])))
+                    continue
+                stored: _Stored = result[2]
+                outcome = ("written", None) if stored[0] == "pack" else ("uncachable", stored[1])
+            if fingerprint is not None:
+                cache.remember_digest(fingerprint, digest)
+            outcomes.append(outcome)
+    finally:
+        cache.close()
+    if cache.write_error is not None:  # the pack was not sealed: nothing was written
+        reason = _reason(cache.write_error)
+        outcomes = [("uncachable", reason) if o[0] == "written" else o for o in outcomes]
+    return outcomes

@@ -7,5 +7,14 @@ cluster. See :doc:`/ray`.
 """
 
 from covidcxr.ray._cluster import connected
+from covidcxr.ray._predict import SKIPPED, RayPredictions, predict
+from covidcxr.ray._preprocess import RayPreprocessed, preprocess
 
-__all__ = ["connected"]
+__all__ = [
+    "SKIPPED",
+    "RayPredictions",
+    "RayPreprocessed",
+    "connected",
+    "predict",
+    "preprocess",
+]

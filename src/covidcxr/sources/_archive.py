@@ -16,9 +16,9 @@ import shutil
 import stat
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from attrs import frozen
 
@@ -33,6 +33,7 @@ from covidcxr.files import atomic_write
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.labels import canonical_label
 from covidcxr.sources._base import CatalogSource
+from covidcxr.sources._items import Entry, RawItem, read_entry
 from covidcxr.sources._layouts import QU_EX_SPLITS
 from covidcxr.sources._skips import OnError
 
@@ -234,6 +235,31 @@ class SafeZipArchive:
         self._zip.close()
 
 
+class _RemoteArchiveReader:
+    """Reads a zip archive's entries in another process; pickles to the archive's path."""
+
+    def __init__(self, path: str, name: str, root: str, limits: ZipLimits) -> None:
+        self.path, self.name, self.root, self.limits = path, name, root, limits
+        self._archive: SafeZipArchive | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_archive": None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def _item_id(self, name: str) -> str:
+        return f"{self.name}!/{self.root}{name}"
+
+    def _read(self, name: str) -> bytes:
+        if self._archive is None:
+            self._archive = SafeZipArchive(self.path, self.name, self.limits)
+        return self._archive.read(self.root + name, self._item_id(name))
+
+    def __call__(self, entry: Entry) -> RawItem:
+        return read_entry(entry, self._read, self._item_id)
+
+
 class ZipSource(CatalogSource):
     """Radiographs in a zip archive, read member by member without extracting.
 
@@ -298,6 +324,7 @@ class ZipSource(CatalogSource):
         else:
             archive_name = name or "<stream>"
         self.archive_name = archive_name
+        self._path = os.fspath(archive) if isinstance(archive, str | os.PathLike) else None
         self._archive = SafeZipArchive(archive, archive_name, limits or ZipLimits())
         self._root = self._archive.find_root(root, label_aliases)
         super().__init__(
@@ -323,6 +350,15 @@ class ZipSource(CatalogSource):
 
     def _item_id(self, name: str) -> str:
         return f"{self.archive_name}!/{self._root}{name}"
+
+    def remote_reader(self) -> Callable[[Entry], RawItem] | None:
+        """A reader for other processes: each opens (and checks) the archive once.
+
+        ``None`` for an archive read from a file object, which other processes cannot open.
+        """
+        if self._path is None:
+            return None
+        return _RemoteArchiveReader(self._path, self.archive_name, self._root, self._archive.limits)
 
     def extract_to(
         self, directory: str | os.PathLike[str], *, on_exists: OnError = "raise"

@@ -221,6 +221,18 @@ class CatalogSource(ABC):
         """
         return None
 
+    def remote_reader(self) -> Callable[[Entry], RawItem] | None:
+        """A picklable function that reads entries on another machine, or ``None``.
+
+        What distributed engines (:mod:`covidcxr.ray`) send to their workers with the
+        entries listed here, so that each worker reads its items itself and no image
+        passes through this process. Unlike :meth:`item_reader` it may not rely on this
+        machine's state beyond the source's own address (a path the workers share, a
+        bucket), and it never carries credentials: workers find their own. The default is
+        :meth:`item_reader`.
+        """
+        return self.item_reader()
+
     def fingerprint(self, entry: Entry) -> str | None:
         """A cheap identity of an entry's files, or ``None`` when there is none.
 

@@ -58,6 +58,7 @@ from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
 from covidcxr.sources._archive import SafeZipArchive, ZipLimits
 from covidcxr.sources._base import CatalogSource
+from covidcxr.sources._items import Entry, RawItem, read_entry
 
 __all__ = [
     "COSSource",
@@ -402,6 +403,111 @@ def _client_error(client: Any, exc: Exception, what: str) -> SourceError:
     return SourceError(_redact(client, message))
 
 
+def _sdk_errors() -> tuple[type[Exception], ...]:
+    from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    return (ClientError, BotoCoreError)
+
+
+class _Objects:
+    """Fetching objects of one bucket with retries: what a source and its remote reader share."""
+
+    def __init__(self, client: Any, bucket: str, max_attempts: int, backoff: float) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+
+    def fetch(self, key: str, what: str, consume: Callable[[Any], _T]) -> _T:
+        """GET an object and ``consume`` its body; fetch it again if the body is cut short.
+
+        The request's own failures were retried by the SDK already; they end here as a
+        :class:`SourceError` (or, for an object gone since it was listed,
+        :class:`InvalidImageError`).
+        """
+
+        def attempt() -> _T:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except _sdk_errors() as exc:
+                raise self.request_error(exc, what) from exc
+            try:
+                return consume(body)
+            finally:
+                body.close()
+
+        return _retrying(
+            attempt,
+            transient=_body_errors(),
+            attempts=self.max_attempts,
+            backoff=self.backoff,
+            what=what,
+            redact=lambda text: _redact(self.client, text),
+        )
+
+    def request_error(self, exc: Exception, what: str) -> Exception:
+        """The error for a request that failed after the SDK's retries.
+
+        Only an object gone since it was listed is that item's error; anything else (the
+        network, the service, the credentials) is the source's.
+        """
+        error = _client_error(self.client, exc, what)
+        response = getattr(exc, "response", None) or {}
+        if response.get("Error", {}).get("Code") in _GONE_CODES:
+            return InvalidImageError(str(error).removeprefix(f"{what}: "), what)
+        if _is_transient(exc):
+            return SourceError(f"{error} {_GAVE_UP.format(attempts=self.max_attempts)}")
+        return error
+
+
+class _RemoteObjectReader:
+    """Reads a bucket's entries in another process (a Ray worker) with its own client.
+
+    It pickles to the bucket, prefix, endpoint and retry settings only: never a client or
+    a credential. The client is made in the worker on first use, from the worker's own
+    environment variables (see :func:`cos_client`), so credentials never travel in task
+    arguments.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        uri: str,
+        *,
+        endpoint_url: str | None,
+        max_attempts: int,
+        backoff: float,
+    ) -> None:
+        self.bucket, self.prefix, self.uri = bucket, prefix, uri
+        self.endpoint_url = endpoint_url
+        self.max_attempts, self.backoff = max_attempts, backoff
+        self._objects: _Objects | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_objects": None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    def _item_id(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def _read(self, name: str) -> bytes:
+        if self._objects is None:
+            client = cos_client(
+                endpoint_url=self.endpoint_url,
+                max_attempts=self.max_attempts,
+                backoff=self.backoff,
+            )
+            self._objects = _Objects(client, self.bucket, self.max_attempts, self.backoff)
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        return self._objects.fetch(key, self._item_id(name), lambda body: bytes(body.read()))
+
+    def __call__(self, entry: Entry) -> RawItem:
+        return read_entry(entry, self._read, self._item_id)
+
+
 class COSSource(CatalogSource):
     """Radiographs in an IBM Cloud Object Storage bucket.
 
@@ -490,6 +596,7 @@ class COSSource(CatalogSource):
             backoff=backoff,
         )
         self.uri = f"cos://{self.bucket}/{self.prefix}".rstrip("/")
+        self._objects = _Objects(self._client, self.bucket, max_attempts, self.backoff)
         self._limits = limits or ZipLimits()
         self._archive: SafeZipArchive | None = None
         self._archive_root = ""
@@ -520,51 +627,14 @@ class COSSource(CatalogSource):
             self.close()
             raise
 
-    def _sdk_errors(self) -> tuple[type[Exception], ...]:
-        from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
-        return (ClientError, BotoCoreError)
-
     def _fetch(self, key: str, what: str, consume: Callable[[Any], _T]) -> _T:
-        """GET an object and ``consume`` its body; fetch it again if the body is cut short.
-
-        The request's own failures were retried by the SDK already; they end here as a
-        :class:`SourceError` (or, for an object gone since it was listed,
-        :class:`InvalidImageError`).
-        """
-
-        def attempt() -> _T:
-            try:
-                body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except self._sdk_errors() as exc:
-                raise self._request_error(exc, what) from exc
-            try:
-                return consume(body)
-            finally:
-                body.close()
-
-        return _retrying(
-            attempt,
-            transient=_body_errors(),
-            attempts=self.max_attempts,
-            backoff=self.backoff,
-            what=what,
-            redact=lambda text: _redact(self._client, text),
-        )
+        return self._objects.fetch(key, what, consume)
 
     def _request_error(self, exc: Exception, what: str) -> Exception:
-        """The error for a request that failed after the SDK's retries.
+        return self._objects.request_error(exc, what)
 
-        Only an object gone since it was listed is that item's error; anything else (the
-        network, the service, the credentials) is the source's.
-        """
-        error = _client_error(self._client, exc, what)
-        response = getattr(exc, "response", None) or {}
-        if response.get("Error", {}).get("Code") in _GONE_CODES:
-            return InvalidImageError(str(error).removeprefix(f"{what}: "), what)
-        if _is_transient(exc):
-            return SourceError(f"{error} {_GAVE_UP.format(attempts=self.max_attempts)}")
-        return error
+    def _sdk_errors(self) -> tuple[type[Exception], ...]:
+        return _sdk_errors()
 
     def _download(self, key: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by close() or on failure
@@ -631,6 +701,24 @@ class COSSource(CatalogSource):
         if self._archive is not None:
             return f"{self.uri}!/{self._archive_root}{name}"
         return f"{self.uri}/{name}"
+
+    def remote_reader(self) -> Callable[[Entry], RawItem] | None:
+        """A reader for Ray workers: they fetch the objects with clients of their own.
+
+        Workers make their client from their own environment (``COS_*`` variables, see
+        :func:`cos_client`), never from credentials sent to them. ``None`` for an archive
+        object, which is downloaded whole by this process.
+        """
+        if self._archive is not None:
+            return None
+        return _RemoteObjectReader(
+            self.bucket,
+            self.prefix,
+            self.uri,
+            endpoint_url=getattr(getattr(self._client, "meta", None), "endpoint_url", None),
+            max_attempts=self.max_attempts,
+            backoff=self.backoff,
+        )
 
     def close(self) -> None:
         """Release the downloaded archive, if any (closing twice is harmless)."""

@@ -1,0 +1,438 @@
+"""Batch inference on Ray Data: a saved pipeline over any source, one row per radiograph.
+
+The driver lists the source (names only, no pixels) and ships the entries; each worker is
+an actor that loads the pipeline once, reads its entries itself with the source's
+:meth:`~covidcxr.sources.CatalogSource.remote_reader`, and predicts them in batches. The
+rows are those :func:`covidcxr.pipeline.write_predictions` writes, plus the item's
+``position`` in the source; they are written as partitions into a folder that appears
+only when the job has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from attrs import frozen
+
+from covidcxr.errors import (
+    ConfigurationError,
+    CovidCXRError,
+    DistributedJobError,
+    InvalidImageError,
+    OutputExistsError,
+)
+from covidcxr.pipeline import Pipeline, model_note, prediction_row, write_skipped
+from covidcxr.plugins import open_source
+from covidcxr.pretrained import load_pipeline
+from covidcxr.ray._cluster import check_workers, connected, import_ray
+from covidcxr.sources import CatalogSource, Entry, RawItem, Skipped, decode_item
+
+__all__ = ["SKIPPED", "RayPredictions", "job_error", "open_for_workers", "predict"]
+
+#: The ``status`` of a row for an item that could not be read or decoded: such rows are
+#: not written with the predictions but to ``_skipped.csv``, as single-process runs do.
+SKIPPED: Final = "skipped"
+#: The summary written beside the partitions.
+SUMMARY_NAME: Final = "_summary.json"
+SKIPPED_NAME: Final = "_skipped.csv"
+
+RayFormat = Literal["parquet", "csv", "jsonl"]
+_FORMATS: Final = ("parquet", "csv", "jsonl")
+
+
+@frozen
+class RayPredictions:
+    """What :func:`predict` wrote.
+
+    Attributes
+    ----------
+    output
+        The folder of partitions (``*.parquet``, ``*.csv`` or ``*.json`` files, JSON Lines),
+        with ``_summary.json`` and, when items were skipped, ``_skipped.csv`` (readers of
+        the folder as one table skip names starting with ``_``).
+    format
+        ``"parquet"``, ``"csv"`` or ``"jsonl"``.
+    n_images
+        Rows written: one per radiograph predicted.
+    skipped
+        The items that could not be read or decoded, with the reasons.
+    workers
+        The actors that predicted.
+    seconds
+        Wall time of the job, from listing to the folder in place.
+    """
+
+    output: Path
+    format: str
+    n_images: int
+    skipped: tuple[Skipped, ...]
+    workers: int
+    seconds: float
+
+
+# -- the worker side ----------------------------------------------------------------------
+
+
+def _model_payload(model: str | os.PathLike[str]) -> tuple[str, Any]:
+    """How an actor gets the model: a saved folder's files, or a shipped model's name."""
+    folder = Path(model)
+    if folder.is_dir():
+        files = {
+            path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        }
+        return "files", files
+    return "shipped", os.fspath(model)
+
+
+def _load_payload(payload: tuple[str, Any]) -> Pipeline:
+    kind, value = payload
+    if kind == "shipped":
+        return load_pipeline(value)
+    with tempfile.TemporaryDirectory(prefix="covidcxr-model-") as folder:
+        for name, data in value.items():
+            target = Path(folder, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return Pipeline.load(folder)
+
+
+def _columns(classes: Sequence[str], *, severity: bool, note: bool) -> list[tuple[str, str]]:
+    columns = [
+        ("position", "int"),
+        ("id", "string"),
+        ("label", "string"),
+        ("status", "string"),
+        ("probability", "float"),
+        *((f"p_{name}", "float") for name in classes),
+        ("ood_score", "float"),
+        ("reason", "string"),
+        ("n_lesions", "int"),
+        ("detections", "string"),  # JSON: the same text in every format and partition
+        ("error_source", "string"),  # of a skipped item's error; not written
+    ]
+    if severity:
+        columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
+        columns.append(("severity_score", "int"))
+    if note:
+        columns.append(("model_note", "string"))
+    return columns
+
+
+class _Predictor:
+    """A Ray Data actor: loads the pipeline once, then predicts batches of entries."""
+
+    def __init__(
+        self,
+        *,
+        model: tuple[str, Any],
+        reader: Callable[[Entry], RawItem],
+        decode_options: Mapping[str, int],
+        severity: bool,
+    ) -> None:
+        import pyarrow as pa  # noqa: PLC0415 - installed with ray[data]
+
+        self.pipeline = _load_payload(model)
+        self.reader = reader
+        self.decode_options = dict(decode_options)
+        self.severity = severity
+        self.classes = self.pipeline.classes_
+        self.note = model_note(self.pipeline.training_data_)
+        kinds = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
+        self.schema = pa.schema(
+            [
+                (name, kinds[kind])
+                for name, kind in _columns(
+                    self.classes, severity=severity, note=self.note is not None
+                )
+            ]
+        )
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa  # noqa: PLC0415
+
+        positions = batch.column("position").to_pylist()
+        entries = [pickle.loads(data) for data in batch.column("entry").to_pylist()]  # noqa: S301 - our own entries
+        ids = batch.column("id").to_pylist()
+        rows: list[dict[str, Any] | None] = [None] * len(entries)
+        xrays, places = [], []
+        for place, (entry, item_id) in enumerate(zip(entries, ids, strict=True)):
+            try:
+                xrays.append(decode_item(self.reader(entry), **self.decode_options))
+            except InvalidImageError as exc:
+                # Reported as a row, whatever on_error says: an exception raised here
+                # would reach the driver as Ray's text of it, not as itself.
+                rows[place] = {
+                    "id": item_id,
+                    "status": SKIPPED,
+                    "reason": str(exc),
+                    "error_source": exc.source,
+                }
+                continue
+            places.append(place)
+        predictions = self.pipeline.predict(xrays) if xrays else []
+        for place, prediction in zip(places, predictions, strict=True):
+            row = prediction_row(prediction, self.classes, severity=self.severity, note=self.note)
+            row["detections"] = json.dumps(row["detections"])
+            rows[place] = row
+        table = [
+            {**dict.fromkeys(self.schema.names), **(row or {}), "position": position}
+            for row, position in zip(rows, positions, strict=True)
+        ]
+        return pa.Table.from_pylist(table, schema=self.schema)
+
+
+# -- the driver side ----------------------------------------------------------------------
+
+
+def open_for_workers(
+    source: object, options: Mapping[str, Any] | None
+) -> tuple[CatalogSource, Callable[[Entry], RawItem]]:
+    """The source to list here, and the reader its workers read the entries with.
+
+    Raises
+    ------
+    ConfigurationError
+        If the workers cannot read it (not a catalogued source, or one with no
+        :meth:`~covidcxr.sources.CatalogSource.remote_reader`).
+    """
+    if isinstance(source, str | os.PathLike):
+        opened: object = open_source(source, **dict(options or {}))
+    elif options:
+        raise ConfigurationError("source options apply to a path or URI, not to a source object")
+    else:
+        opened = source
+    if not isinstance(opened, CatalogSource):
+        raise ConfigurationError(
+            f"{type(opened).__name__} cannot be read by Ray workers: distributed runs need a "
+            "catalogued source (a folder, a zip archive, a cos:// prefix or a plugin source "
+            "built on covidcxr.sources.CatalogSource) whose items the workers read themselves"
+        )
+    reader = opened.remote_reader()
+    if reader is None:
+        raise ConfigurationError(
+            f"{opened!r} cannot be read by Ray workers (an archive opened from a stream or "
+            "downloaded from COS): pass a path the workers can open, or a folder"
+        )
+    return opened, reader
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} already exists; pass overwrite=True to replace it")
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"{output} is a file; Ray writes a folder of partitions")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _put_in_place(partial: Path, output: Path) -> None:
+    """Move the finished folder to ``output``; an old one is removed only after."""
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
+        output.rename(old)
+        partial.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(output)
+
+
+def job_error(exc: BaseException) -> BaseException:
+    """The error a failed Ray job raises: the covidcxr error inside it, or a plain account."""
+    seen: BaseException = exc
+    for _ in range(16):  # Ray wraps a worker's exception (RayTaskError, UserCodeException)
+        if isinstance(seen, CovidCXRError):
+            return seen
+        cause: object = getattr(seen, "cause", None)
+        if cause is None:
+            cause = seen.__cause__
+        if not isinstance(cause, BaseException):
+            break
+        seen = cause
+    return DistributedJobError(f"the Ray job failed: {type(exc).__name__}: {exc}")
+
+
+def _refuse_failures(failed: Sequence[Mapping[str, Any]], on_error: str) -> None:
+    """With ``on_error="raise"``, raise the first unreadable item's error as the worker met it."""
+    if not failed or on_error != "raise":
+        return
+    source = failed[0]["error_source"]
+    message = str(failed[0]["reason"]).removeprefix(f"{source}: ")
+    raise InvalidImageError(message, source)
+
+
+def predict(
+    model: str | os.PathLike[str],
+    source: object,
+    output: str | os.PathLike[str],
+    *,
+    format: RayFormat = "parquet",
+    workers: int | None = None,
+    address: str | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    source_options: Mapping[str, Any] | None = None,
+    init_options: Mapping[str, Any] | None = None,
+) -> RayPredictions:
+    """Predict every radiograph of a source on a Ray cluster, into a folder of partitions.
+
+    Parameters
+    ----------
+    model
+        A saved pipeline folder (its files are sent to the workers through Ray's object
+        store, so they need no shared disk) or the name of a shipped model.
+    source
+        A path or URI for :func:`covidcxr.open_source` (folder, glob, ``.zip``,
+        ``cos://bucket/prefix``, a plugin's scheme), or a
+        :class:`~covidcxr.sources.CatalogSource`. Its items are listed here and read by
+        the workers (:meth:`~covidcxr.sources.CatalogSource.remote_reader`); a COS
+        source's workers use their own ``COS_*`` environment variables for credentials.
+    output
+        The folder to write: partitions of one row per radiograph with the columns of
+        :func:`~covidcxr.pipeline.write_predictions` (``detections`` as JSON text), plus
+        ``position``, the item's place in the source. It appears only once every row is
+        written; an existing one is replaced only with ``overwrite`` (and only then).
+    format
+        ``"parquet"``, ``"csv"`` or ``"jsonl"``.
+    workers
+        Actors, each loading the pipeline once and using one CPU; ``None``: one per CPU
+        of the cluster.
+    address
+        The cluster (see :func:`covidcxr.ray.connected`); by default the one connected,
+        ``RAY_ADDRESS``, or a local cluster started for the call.
+    batch_size
+        Radiographs per call of an actor.
+    overwrite
+        Replace an existing ``output`` folder.
+    source_options
+        Passed to :func:`covidcxr.open_source` (``layout``, ``on_error`` ...). With
+        ``on_error="skip"`` (or a source opened so) unreadable items are reported in
+        ``_skipped.csv`` and the result's ``skipped``; with ``"raise"``, the first one
+        stops the job with its :class:`~covidcxr.InvalidImageError`. Either way an item is
+        read once, never retried.
+    init_options
+        Passed to :func:`ray.init` when a cluster is started or connected here.
+
+    Returns
+    -------
+    RayPredictions
+        Where the rows went and how many there are.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``output`` exists and ``overwrite`` is false (checked before anything runs).
+    ConfigurationError
+        For a source the workers cannot read, an unknown format, a bad ``workers``, or
+        Ray not installed.
+    DistributedJobError
+        If the job failed for a reason other than a covidcxr error (which is raised as
+        itself).
+
+    Notes
+    -----
+    An actor that dies (its process killed, its node lost) is restarted by Ray and its
+    unfinished batches are run again; rows are written only from finished batches, so
+    every radiograph appears exactly once.
+    """
+    started = time.perf_counter()
+    if format not in _FORMATS:
+        raise ConfigurationError(f"format must be one of {', '.join(_FORMATS)}, got {format!r}")
+    count = check_workers(workers)
+    check_workers(batch_size, "batch_size")  # the same rule: a whole number >= 1
+    if batch_size is None:
+        raise ConfigurationError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    target = Path(output).expanduser().absolute()
+    _check_output(target, overwrite)
+    dataset, reader = open_for_workers(source, source_options)
+    pipeline = load_pipeline(model)  # fails here, before the cluster, on a bad model
+    severity = pipeline.measures_severity
+    entries = list(dataset.pending_entries())
+    rows = [
+        {"position": index, "id": dataset.record_id(entry), "entry": pickle.dumps(entry)}
+        for index, entry in enumerate(entries)
+    ]
+    decode_options = {
+        "min_side": dataset.min_side,
+        "max_pixels": dataset.max_pixels,
+        "min_lesion_area": dataset.min_lesion_area,
+    }
+    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    with connected(address, **dict(init_options or {})) as ray:
+        data = import_ray("ray.data")
+        actors = count or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        blocks = max(1, min(len(rows), -(-len(rows) // batch_size)))
+        try:
+            results = (
+                data.from_items(rows, override_num_blocks=blocks)
+                .map_batches(
+                    _Predictor,
+                    fn_constructor_kwargs={
+                        "model": _model_payload(model),
+                        "reader": reader,
+                        "decode_options": decode_options,
+                        "severity": severity,
+                    },
+                    batch_size=batch_size,
+                    batch_format="pyarrow",
+                    concurrency=actors,
+                    # Ray Data restarts a dead actor and runs its unfinished batches
+                    # again (max_restarts=-1, max_task_retries=-1 are its defaults).
+                    num_cpus=1,
+                )
+                .materialize()
+            )
+            failed = results.filter(lambda row: row["status"] == SKIPPED).take_all()
+            failed.sort(key=lambda row: int(row["position"]))
+            _refuse_failures(failed, dataset.on_error)
+            predicted = results.filter(lambda row: row["status"] != SKIPPED).drop_columns(
+                ["error_source"]
+            )
+            partial.mkdir()
+            writer = {
+                "parquet": predicted.write_parquet,
+                "csv": predicted.write_csv,
+                "jsonl": predicted.write_json,
+            }[format]
+            writer(str(partial))
+        except CovidCXRError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        except Exception as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise job_error(exc) from exc
+    skipped = tuple(Skipped(str(row["id"]), str(row["reason"])) for row in failed)
+    try:
+        if skipped:
+            write_skipped(skipped, partial / SKIPPED_NAME)
+        summary = {
+            "format": format,
+            "n_images": len(rows) - len(skipped),
+            "n_skipped": len(skipped),
+            "classes": list(pipeline.classes_),
+            "workers": actors,
+            "source": repr(dataset),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        (partial / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+        _put_in_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return RayPredictions(
+        output=target,
+        format=format,
+        n_images=len(rows) - len(skipped),
+        skipped=skipped,
+        workers=actors,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,248 @@
+"""Batch inference on a local Ray cluster: the same answers as one process, every image once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip(
+    "ray", reason="the Ray engine needs the extra: pip install 'covidcxr[ray]'"
+)
+
+import pyarrow.csv as pa_csv  # noqa: E402
+import pyarrow.json as pa_json  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+import covidcxr.ray  # noqa: E402
+from covidcxr import InvalidImageError, Pipeline  # noqa: E402
+from covidcxr.cli import main  # noqa: E402
+from covidcxr.errors import ConfigurationError, OutputExistsError  # noqa: E402
+from covidcxr.sources import Entry, FolderSource, RawItem  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+# The slow reader below is defined here; Ray's workers cannot import this test module, so
+# it travels by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _run(command: Callable[[list[str]], object], argv: list[str]) -> int:
+    try:
+        command(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def _rows(folder: Path, fmt: str) -> list[dict[str, Any]]:
+    reader: Callable[[Path], Any] = {
+        "parquet": pq.read_table,
+        "csv": pa_csv.read_csv,
+        "jsonl": pa_json.read_json,
+    }[fmt]
+    suffix = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".json"}[fmt]
+    parts = sorted(p for p in folder.iterdir() if p.suffix == suffix and not p.name.startswith("_"))
+    assert parts, f"no {fmt} partitions in {folder}"
+    rows = [row for part in parts for row in reader(part).to_pylist()]
+    return sorted(rows, key=lambda row: row["position"])
+
+
+def _assert_same_as_single_process(rows: list[dict[str, Any]], model: Path, source: object) -> None:
+    expected = Pipeline.load(model).predict(source)  # type: ignore[arg-type]
+    assert [row["id"] for row in rows] == [p.id for p in expected]
+    assert [row["position"] for row in rows] == list(range(len(expected)))
+    for row, prediction in zip(rows, expected, strict=True):
+        assert row["label"] == prediction.label
+        assert row["status"] == prediction.status
+        for name, value in prediction.probabilities.items():
+            assert row[f"p_{name}"] == pytest.approx(value, abs=1e-5)
+        assert json.loads(row["detections"]) == [
+            detection.to_dict() for detection in prediction.detections
+        ]
+
+
+def test_two_workers_write_what_one_process_predicts(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "predictions"
+    result = covidcxr.ray.predict(tiny_model, phantom_folder, out, workers=2, batch_size=4)
+    assert result.workers == 2
+    assert result.n_images == 12
+    assert result.skipped == ()
+    rows = _rows(out, "parquet")
+    _assert_same_as_single_process(rows, tiny_model, FolderSource(phantom_folder))
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["n_images"] == 12
+    assert summary["n_skipped"] == 0
+    # The whole folder reads as one table: the summary's leading _ keeps it out.
+    assert pq.read_table(out).num_rows == 12
+    assert not list(tmp_path.glob(".predictions.*"))  # no partial folder left behind
+
+
+def test_unreadable_items_are_reported_not_retried(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for path in sorted(phantom_folder.rglob("*.png"))[:5]:
+        target = folder / path.relative_to(phantom_folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    broken = folder / "COVID" / "broken.png"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "predictions.csv"
+    result = covidcxr.ray.predict(
+        tiny_model,
+        folder,
+        out,
+        format="csv",
+        workers=1,
+        batch_size=2,
+        source_options={"on_error": "skip", "layout": "classes"},
+    )
+    assert result.n_images == 5
+    assert [item.path for item in result.skipped] == [str(broken)]
+    rows = _rows(out, "csv")
+    assert str(broken) not in [row["id"] for row in rows]
+    assert len(rows) == 5
+    skipped = (out / "_skipped.csv").read_text().splitlines()
+    assert skipped[0] == "path,reason"
+    assert skipped[1].startswith(f"{broken},")
+
+    # With on_error="raise" the first unreadable item stops the job with its own error,
+    # and nothing is written.
+    stopped = tmp_path / "stopped"
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        covidcxr.ray.predict(
+            tiny_model, folder, stopped, workers=1, source_options={"layout": "classes"}
+        )
+    assert not stopped.exists()
+    assert not list(tmp_path.glob(".stopped.*"))
+
+
+def test_zip_archive_read_by_the_workers_as_json_lines(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "scans.zip"
+    with zipfile.ZipFile(archive, "w") as written:
+        for path in sorted(phantom_folder.rglob("*.png")):
+            written.write(path, path.relative_to(phantom_folder).as_posix())
+    out = tmp_path / "predictions"
+    result = covidcxr.ray.predict(tiny_model, archive, out, format="jsonl", workers=2)
+    rows = _rows(out, "jsonl")
+    assert result.n_images == len(rows) == 12
+    assert all(row["id"].startswith(f"{archive}!/") for row in rows)
+    _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive))
+
+
+def test_existing_output_is_refused_before_anything_runs(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "predictions"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        covidcxr.ray.predict(tiny_model, phantom_folder, out)
+    assert (out / "mine.txt").read_text() == "keep me"
+    with pytest.raises(ConfigurationError, match="format"):
+        covidcxr.ray.predict(tiny_model, phantom_folder, tmp_path / "x", format="xlsx")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="workers"):
+        covidcxr.ray.predict(tiny_model, phantom_folder, tmp_path / "x", workers=0)
+    with pytest.raises(ConfigurationError, match="cannot be read by Ray workers"):
+        covidcxr.ray.predict(tiny_model, [], tmp_path / "x")
+
+
+class _SlowSource(FolderSource):
+    """A folder whose workers take a while per image and leave a mark for each read."""
+
+    def __init__(self, root: Path, marks: Path) -> None:
+        super().__init__(root)
+        self.marks = marks
+
+    def remote_reader(self) -> Callable[[Entry], RawItem] | None:
+        inner = super().remote_reader()
+        assert inner is not None
+        return _MarkingReader(inner, str(self.marks))
+
+
+class _MarkingReader:
+    def __init__(self, inner: Callable[[Entry], RawItem], marks: str) -> None:
+        self.inner, self.marks = inner, marks
+
+    def __call__(self, entry: Entry) -> RawItem:
+        time.sleep(0.4)
+        name = entry.name.replace("/", "_")
+        Path(self.marks, f"{os.getpid()}-{name}-{time.monotonic_ns()}").touch()
+        return self.inner(entry)
+
+
+def test_a_killed_worker_loses_no_image_and_duplicates_none(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    source = _SlowSource(phantom_folder, marks)
+    out = tmp_path / "predictions"
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = covidcxr.ray.predict(
+                tiny_model, source, out, workers=2, batch_size=2
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test below
+            outcome["error"] = exc
+
+    job = threading.Thread(target=run)
+    job.start()
+    deadline = time.monotonic() + 300
+    while not list(marks.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = sorted(marks.iterdir())
+    assert first, "no worker read anything"
+    victim = int(first[0].name.split("-")[0])
+    os.kill(victim, signal.SIGKILL)  # the actor's process, in the middle of its batch
+    reads_before_kill = len(first)
+    job.join(timeout=600)
+    assert not job.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    assert reads_before_kill < 12  # the kill came before the job was done
+    rows = _rows(out, "parquet")
+    ids = [row["id"] for row in rows]
+    assert len(ids) == len(set(ids)) == 12  # every image exactly once
+    assert outcome["result"].n_images == 12
+    readers = {mark.name.split("-")[0] for mark in marks.iterdir()}
+    assert str(victim) in readers
+    assert len(readers) >= 2  # another process (a restarted actor, the other one) went on
+    _assert_same_as_single_process(rows, tiny_model, FolderSource(phantom_folder))
+
+
+def test_cli_predict_engine_ray(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "preds.csv"
+    main_args = ["predict", str(tiny_model), str(phantom_folder), "--output", str(out)]
+    assert _run(main, [*main_args, "--engine", "ray", "--workers", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {
+        "output": str(out.absolute()),
+        "format": "csv",
+        "n_images": 12,
+        "n_skipped": 0,
+        "workers": 1,
+    }
+    assert len(_rows(out, "csv")) == 12
+    assert _run(main, [*main_args, "--workers", "2"]) == 2
+    assert "--workers applies to --engine ray only" in capsys.readouterr().err
