@@ -522,13 +522,20 @@ def preprocess_batch(
     return runner.run(xrays_or_source, progress)
 
 
-def _cache_token(preprocessor: Preprocessor) -> str:
+def _cache_token(
+    preprocessor: Preprocessor, decode_options: Mapping[str, int] | None = None
+) -> str:
     # The class is always part of it: a subclass that changes what __call__ does but
     # inherits cache_token() must not be served its parent's results.
     cls = type(preprocessor)
     token = getattr(preprocessor, "cache_token", None)
     own = str(token()) if callable(token) else repr(preprocessor)
-    return f"{cls.__module__}.{cls.__qualname__}:{own}"
+    key = f"{cls.__module__}.{cls.__qualname__}:{own}"
+    if decode_options:
+        # How a source's files are decoded (the size limits, the smallest lesion that gets
+        # a box) changes the result as much as the preprocessor's own parameters do.
+        key += "|decode:" + json.dumps(dict(decode_options), sort_keys=True)
+    return key
 
 
 class _Runner:
@@ -582,9 +589,7 @@ class _Runner:
         if self.cache_dir is not None:
             # How files are decoded (the size limits, the smallest lesion that gets a box)
             # changes the result as much as the preprocessor's own parameters do.
-            token = _cache_token(self.preprocessor)
-            if self.decode_options:
-                token += "|decode:" + json.dumps(self.decode_options, sort_keys=True)
+            token = _cache_token(self.preprocessor, self.decode_options)
             self.cache = PreprocessCache(self.cache_dir, token)
         total = self.total = len(items) if isinstance(items, Sized) else None
         if self.workers > 0 and self.method is not None:
@@ -842,7 +847,7 @@ def fill_cache(
         (unreadable), with the reason for the last two (``None`` otherwise). Written
         entries are sealed before this returns.
     """
-    cache = PreprocessCache(cache_dir, _cache_token(preprocessor))
+    cache = PreprocessCache(cache_dir, _cache_token(preprocessor, decode_options))
     outcomes: list[tuple[FillOutcome, str | None]] = []
     try:
         for entry, fingerprint in items:
