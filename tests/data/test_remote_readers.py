@@ -8,6 +8,7 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_cos_reader_makes_its_own_client_from_the_workers_environment(
     from covidcxr.sources import COSSource, cos_client, upload_folder
 
     access, secret = "AKIDREMOTEREADER0001", "s3cr3t-Remote-Reader-2b7d"
-    options = {
+    options: dict[str, Any] = {
         "endpoint_url": s3_endpoint,
         "aws_access_key_id": access,
         "aws_secret_access_key": secret,

@@ -27,6 +27,7 @@ import covidcxr.ray  # noqa: E402
 from covidcxr import InvalidImageError, Pipeline  # noqa: E402
 from covidcxr.cli import main  # noqa: E402
 from covidcxr.errors import ConfigurationError, OutputExistsError  # noqa: E402
+from covidcxr.records import detection_to_dict  # noqa: E402
 from covidcxr.sources import Entry, FolderSource, RawItem  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -58,7 +59,7 @@ def _rows(folder: Path, fmt: str) -> list[dict[str, Any]]:
 
 
 def _assert_same_as_single_process(rows: list[dict[str, Any]], model: Path, source: object) -> None:
-    expected = Pipeline.load(model).predict(source)  # type: ignore[arg-type]
+    expected = Pipeline.load(model).predict(source)
     assert [row["id"] for row in rows] == [p.id for p in expected]
     assert [row["position"] for row in rows] == list(range(len(expected)))
     for row, prediction in zip(rows, expected, strict=True):
@@ -67,7 +68,7 @@ def _assert_same_as_single_process(rows: list[dict[str, Any]], model: Path, sour
         for name, value in prediction.probabilities.items():
             assert row[f"p_{name}"] == pytest.approx(value, abs=1e-5)
         assert json.loads(row["detections"]) == [
-            detection.to_dict() for detection in prediction.detections
+            detection_to_dict(detection) for detection in prediction.detections
         ]
 
 

@@ -19,6 +19,7 @@ def test_a_later_pipeline_run_reads_only_the_cache(
 ) -> None:
     cache = tmp_path / "cache"
     preprocessor = Pipeline.load(tiny_model).preprocessor_
+    assert preprocessor is not None
     filled = covidcxr.ray.preprocess(phantom_folder, preprocessor, cache, workers=2, batch_size=4)
     assert (filled.n_items, filled.written, filled.cached, filled.uncachable) == (12, 12, 0, 0)
     assert filled.skipped == ()
