@@ -384,7 +384,7 @@ def predict(
                     },
                     batch_size=batch_size,
                     batch_format="pyarrow",
-                    concurrency=actors,
+                    compute=data.ActorPoolStrategy(size=actors),
                     # Ray Data restarts a dead actor and runs its unfinished batches
                     # again (max_restarts=-1, max_task_retries=-1 are its defaults).
                     num_cpus=1,

@@ -169,7 +169,7 @@ def preprocess(
                     },
                     batch_size=batch_size,
                     batch_format="pyarrow",
-                    concurrency=tasks,
+                    compute=data.TaskPoolStrategy(size=tasks),
                     num_cpus=1,  # a lost worker's task is run again; an error is not
                 )
                 .take_all()
