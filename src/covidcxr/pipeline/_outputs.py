@@ -45,6 +45,7 @@ __all__ = [
     "OutputFormat",
     "detections_table",
     "output_format",
+    "prediction_columns",
     "prediction_row",
     "skipped_path_for",
     "write_predictions",
@@ -309,22 +310,7 @@ def write_predictions(
         classes = next((tuple(p.probabilities) for p in leading if p.probabilities), ())
         rows = itertools.chain(leading[1:], rows)
     names = tuple(classes)
-    columns: list[tuple[str, _Kind]] = [
-        ("id", "string"),
-        ("label", "string"),
-        ("status", "string"),
-        ("probability", "float"),
-        *((f"p_{name}", "float") for name in names),
-        ("ood_score", "float"),
-        ("reason", "string"),
-        ("n_lesions", "int"),
-        ("detections", "detections"),
-    ]
-    if severity:
-        columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
-        columns.append(("severity_score", "int"))
-    if note is not None:
-        columns.append(("model_note", "string"))
+    columns = prediction_columns(names, severity=severity, note=note is not None)
     noted = {"model_note": note} if note is not None else {}
     with _open_table(path, fmt, columns, overwrite=overwrite) as table:
         if first is None:
@@ -339,6 +325,41 @@ def write_predictions(
             row = prediction_row(prediction, names, severity=severity, note=note)
             table.write(row, {**prediction.to_dict(), **noted})
     return table.rows
+
+
+ColumnKind = _Kind
+
+
+def prediction_columns(
+    classes: Sequence[str], *, severity: bool = False, note: bool = False
+) -> list[tuple[str, ColumnKind]]:
+    """The columns of a predictions table, in order, with their kinds.
+
+    Kinds are ``"string"``, ``"int"``, ``"float"`` and ``"detections"`` (a list of boxes
+    with their labels and scores).
+
+    Examples
+    --------
+    >>> [name for name, _ in prediction_columns(["normal", "covid-19"])][:6]
+    ['id', 'label', 'status', 'probability', 'p_normal', 'p_covid-19']
+    """
+    columns: list[tuple[str, ColumnKind]] = [
+        ("id", "string"),
+        ("label", "string"),
+        ("status", "string"),
+        ("probability", "float"),
+        *((f"p_{name}", "float") for name in classes),
+        ("ood_score", "float"),
+        ("reason", "string"),
+        ("n_lesions", "int"),
+        ("detections", "detections"),
+    ]
+    if severity:
+        columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
+        columns.append(("severity_score", "int"))
+    if note:
+        columns.append(("model_note", "string"))
+    return columns
 
 
 def prediction_row(

@@ -578,11 +578,7 @@ class _Runner:
 
         source = items if isinstance(items, CatalogSource) else None
         if source is not None:
-            self.decode_options = {
-                "min_side": source.min_side,
-                "max_pixels": source.max_pixels,
-                "min_lesion_area": source.min_lesion_area,
-            }
+            self.decode_options = source.decode_options
             # Where the source can be read from another process, the workers read the
             # files themselves: the bytes never pass through this process.
             self.reader = source.item_reader()

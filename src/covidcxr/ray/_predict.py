@@ -30,7 +30,13 @@ from covidcxr.errors import (
     InvalidImageError,
     OutputExistsError,
 )
-from covidcxr.pipeline import Pipeline, model_note, prediction_row, write_skipped
+from covidcxr.pipeline import (
+    Pipeline,
+    model_note,
+    prediction_columns,
+    prediction_row,
+    write_skipped,
+)
 from covidcxr.plugins import open_source
 from covidcxr.pretrained import load_pipeline
 from covidcxr.ray._cluster import check_workers, connected, import_ray
@@ -108,25 +114,16 @@ def _load_payload(payload: tuple[str, Any]) -> Pipeline:
 
 
 def _columns(classes: Sequence[str], *, severity: bool, note: bool) -> list[tuple[str, str]]:
+    """The columns of ``write_predictions``, with the item's position first.
+
+    ``detections`` is JSON text here: the same text in every format and every partition
+    (a partition with no lesion at all would otherwise give its list column another type).
+    """
     columns = [
-        ("position", "int"),
-        ("id", "string"),
-        ("label", "string"),
-        ("status", "string"),
-        ("probability", "float"),
-        *((f"p_{name}", "float") for name in classes),
-        ("ood_score", "float"),
-        ("reason", "string"),
-        ("n_lesions", "int"),
-        ("detections", "string"),  # JSON: the same text in every format and partition
-        ("error_source", "string"),  # of a skipped item's error; not written
+        (name, "string" if kind == "detections" else kind)
+        for name, kind in prediction_columns(classes, severity=severity, note=note)
     ]
-    if severity:
-        columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
-        columns.append(("severity_score", "int"))
-    if note:
-        columns.append(("model_note", "string"))
-    return columns
+    return [("position", "int"), *columns, ("error_source", "string")]  # the last: not written
 
 
 class _Predictor:
@@ -361,11 +358,7 @@ def predict(
         {"position": index, "id": dataset.record_id(entry), "entry": pickle.dumps(entry)}
         for index, entry in enumerate(entries)
     ]
-    decode_options = {
-        "min_side": dataset.min_side,
-        "max_pixels": dataset.max_pixels,
-        "min_lesion_area": dataset.min_lesion_area,
-    }
+    decode_options = dataset.decode_options
     partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
     with connected(address, **dict(init_options or {})) as ray:
         data = import_ray("ray.data")

@@ -147,11 +147,7 @@ def preprocess(
         }
         for index, entry in enumerate(entries)
     ]
-    decode_options = {
-        "min_side": dataset.min_side,
-        "max_pixels": dataset.max_pixels,
-        "min_lesion_area": dataset.min_lesion_area,
-    }
+    decode_options = dataset.decode_options
     with connected(address, **dict(init_options or {})) as ray:
         data = import_ray("ray.data")
         tasks = count or max(1, int(ray.cluster_resources().get("CPU", 1)))

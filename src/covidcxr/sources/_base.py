@@ -169,12 +169,7 @@ class CatalogSource(ABC):
         new_failures = 0
         for entry in self.pending_entries():
             try:
-                xray = decode_item(
-                    self.read_item(entry),
-                    min_side=self.min_side,
-                    max_pixels=self.max_pixels,
-                    min_lesion_area=self.min_lesion_area,
-                )
+                xray = decode_item(self.read_item(entry), **self.decode_options)
             except InvalidImageError as exc:
                 self.report_invalid(entry.name, exc)
                 new_failures += 1
@@ -220,6 +215,19 @@ class CatalogSource(ABC):
         client) return ``None``, and are read in the main process.
         """
         return None
+
+    @property
+    def decode_options(self) -> dict[str, int]:
+        """How items are decoded: the keyword arguments of :func:`decode_item`.
+
+        Part of the preprocessing cache's key: the size limits and the smallest lesion
+        that gets a box change the result as much as the preprocessor does.
+        """
+        return {
+            "min_side": self.min_side,
+            "max_pixels": self.max_pixels,
+            "min_lesion_area": self.min_lesion_area,
+        }
 
     def remote_reader(self) -> Callable[[Entry], RawItem] | None:
         """A picklable function that reads entries on another machine, or ``None``.
