@@ -126,6 +126,14 @@ def config(size: int) -> dict[str, Any]:
     }
 
 
+def render(path: Path) -> None:
+    """Write the markdown of an existing ``<path>.json`` again (after a change of wording)."""
+    import json
+
+    result = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".md").write_text(markdown(result))
+
+
 def main() -> int:
     args = parse_args()
     require_data(args.data)
@@ -230,6 +238,20 @@ def main() -> int:
     return 0
 
 
+def loaded_note(result: dict[str, Any]) -> list[str]:
+    cores = result["environment"]["cpu_count"] or 1
+    if max(result["load_average_before"][0], result["load_average_after"][0]) <= cores:
+        return []
+    return [
+        f"**This run shared the machine** (load average above its {cores} cores: other "
+        "training ran beside it), so every absolute figure is far below an idle "
+        "machine's and the Ray workers, which need CPU to start, suffer most; read the "
+        "ratios and the fixed cost as upper bounds of the engine's overhead, and rerun on "
+        "an idle machine for the rates.",
+        "",
+    ]
+
+
 def scaling(result: dict[str, Any]) -> list[str]:
     n = result["images"]
     med = result["median_seconds"]
@@ -284,6 +306,7 @@ def markdown(result: dict[str, Any]) -> str:
         "(other work on the machine slows every configuration of a round alike; the ratios "
         "are taken within each round).",
         "",
+        *loaded_note(result),
         "| configuration | seconds | images/s | vs single process | peak RSS per worker (MiB) | cost per 1,000 images |",
         "|---|---:|---:|---:|---:|---:|",
         f"| single process (`covidcxr predict ... --output x.parquet`) | {med['single']:.1f} | {ips['single']:.1f} | 1.00x | (driver, in-process) | {cost(med['single'], 1, n)} (1 vCPU) |",

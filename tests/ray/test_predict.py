@@ -132,21 +132,6 @@ def test_unreadable_items_are_reported_not_retried(
     assert not list(tmp_path.glob(".stopped.*"))
 
 
-def test_zip_archive_read_by_the_workers_as_json_lines(
-    tiny_model: Path, phantom_folder: Path, tmp_path: Path
-) -> None:
-    archive = tmp_path / "scans.zip"
-    with zipfile.ZipFile(archive, "w") as written:
-        for path in sorted(phantom_folder.rglob("*.png")):
-            written.write(path, path.relative_to(phantom_folder).as_posix())
-    out = tmp_path / "predictions"
-    result = covidcxr.ray.predict(tiny_model, archive, out, format="jsonl", workers=2)
-    rows = _rows(out, "jsonl")
-    assert result.n_images == len(rows) == 12
-    assert all(row["id"].startswith(f"{archive}!/") for row in rows)
-    _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive))
-
-
 def test_existing_output_is_refused_before_anything_runs(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path
 ) -> None:
@@ -230,20 +215,26 @@ def test_a_killed_worker_loses_no_image_and_duplicates_none(
     _assert_same_as_single_process(rows, tiny_model, FolderSource(phantom_folder))
 
 
-def test_cli_predict_engine_ray(
+def test_cli_predict_engine_ray_on_a_zip_archive(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "preds.csv"
-    main_args = ["predict", str(tiny_model), str(phantom_folder), "--output", str(out)]
-    assert _run(main, [*main_args, "--engine", "ray", "--workers", "1", "--json"]) == 0
+    archive = tmp_path / "scans.zip"
+    with zipfile.ZipFile(archive, "w") as written:
+        for path in sorted(phantom_folder.rglob("*.png")):
+            written.write(path, path.relative_to(phantom_folder).as_posix())
+    out = tmp_path / "preds.jsonl"  # the folder's suffix gives the format
+    main_args = ["predict", str(tiny_model), str(archive), "--output", str(out)]
+    assert _run(main, [*main_args, "--engine", "ray", "--workers", "2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary == {
         "output": str(out.absolute()),
-        "format": "csv",
+        "format": "jsonl",
         "n_images": 12,
         "n_skipped": 0,
-        "workers": 1,
+        "workers": 2,
     }
-    assert len(_rows(out, "csv")) == 12
+    rows = _rows(out, "jsonl")
+    assert all(row["id"].startswith(f"{archive}!/") for row in rows)
+    _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive))
     assert _run(main, [*main_args, "--workers", "2"]) == 2
     assert "--workers applies to --engine ray only" in capsys.readouterr().err
