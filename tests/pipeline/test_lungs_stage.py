@@ -271,3 +271,26 @@ def test_the_lungs_table_refuses_unknown_options() -> None:
     with pytest.raises(covidcxr.errors.ConfigurationError, match="'unet'"):
         PipelineConfig.from_dict({"lungs": {"name": "resnet"}})
     assert PipelineConfig.from_dict({"lungs": {"name": "unet"}}).lungs == {}
+
+
+def test_a_segmenter_trained_on_other_preprocessing_is_refused(
+    module_test_components: str, lung_config: dict[str, Any], tmp_path: Path
+) -> None:
+    from covidcxr.errors import ConfigurationError
+    from covidcxr.preprocess import GaussianClahePreprocessor
+
+    prepare = GaussianClahePreprocessor(output_size=64)
+    frames = [prepare(xray) for xray in generate_phantoms(4, size=64, seed=7)]
+    segmenter = LungSegmenter(**{**SEGMENTER, "epochs": 1}).fit(frames)
+    assert segmenter.preprocessing_ == frames[0].meta["preprocessing"]
+    segmenter.save(tmp_path / "lungs.zip")
+    assert LungSegmenter.load(tmp_path / "lungs.zip").preprocessing_ == segmenter.preprocessing_
+
+    other = {"name": "gaussian-clahe", "output_size": 64, "clip_limit": 3.0}
+    config = {**lung_config, "preprocessor": other, "detector": None, "lungs": None}
+    pipeline = Pipeline(config, lungs=LungCrop(segmenter, output_size=32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoLungsFoundWarning)
+        pipeline.fit(generate_phantoms(4, size=64, seed=3))
+        with pytest.raises(ConfigurationError, match=r"lung segmenter LungSegmenter.*clip"):
+            pipeline.predict(generate_phantoms(1, size=64, seed=4))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, Self, overload
 
@@ -414,7 +414,15 @@ class LungSegmenter(SetParamsMixin):
         """
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
-        images, masks = self._arrays(xrays)
+        recorded: list[Any] = []
+
+        def noting(items: Iterable[XRay]) -> Iterator[XRay]:
+            for xray in items:
+                if not recorded:
+                    recorded.append(xray.meta.get("preprocessing"))
+                yield xray
+
+        images, masks = self._arrays(noting(xrays))
         model = build_unet(
             keras,
             self.input_size,
@@ -449,6 +457,11 @@ class LungSegmenter(SetParamsMixin):
         self.model_ = model
         self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
         self.n_training_images_ = int(images.shape[0])
+        # What the training radiographs were prepared with (whole frames: the segmenter
+        # runs before the crop), saved with the model, so that a pipeline preparing its
+        # images otherwise is refused (RecordsPreprocessing).
+        first = recorded[0] if recorded else None
+        self.preprocessing_ = plain_data(first) if isinstance(first, Mapping) else None
         return self
 
     def _require_fitted(self) -> Any:
@@ -514,6 +527,7 @@ class LungSegmenter(SetParamsMixin):
             "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
             "history": plain_data(getattr(self, "history_", {})),
             "n_training_images": getattr(self, "n_training_images_", None),
+            "preprocessing": getattr(self, "preprocessing_", None),
         }
         write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
 
@@ -539,9 +553,12 @@ class LungSegmenter(SetParamsMixin):
         segmenter.history_ = metadata.get("history") or {}
         n_training_images = metadata.get("n_training_images")
         segmenter.n_training_images_ = int(n_training_images) if n_training_images else 0
+        preprocessing = metadata.get("preprocessing")  # absent from segmenters saved before
+        segmenter.preprocessing_ = preprocessing if isinstance(preprocessing, dict) else None
         return segmenter
 
     # Learned state, declared for type checkers.
     model_: Any
     history_: dict[str, list[float]]
     n_training_images_: int
+    preprocessing_: Any

@@ -466,7 +466,7 @@ class Pipeline:
             )
 
     def _check_preprocessing(self) -> None:
-        """Refuse a classifier or detector trained on images prepared otherwise.
+        """Refuse a classifier, detector or lung segmenter trained on images prepared otherwise.
 
         Certain mismatches only: a component that recorded its training images'
         preprocessing, and a preprocessor that describes its own (or, without one, two
@@ -490,11 +490,20 @@ class Pipeline:
             ):
                 recorded.append((f"{role} {type(component).__name__}", component.preprocessing_))
         preprocessor: object = self.preprocessor_
+        segmenter: object = self.lungs_.segmenter if self.lungs_ is not None else None
         if isinstance(preprocessor, DescribedPreprocessor):
-            given = preprocessor.describe()
+            frames = preprocessor.describe()
+            given = frames
             if self.lungs_ is not None:  # the crop is part of how the input is prepared
                 given = {**given, "lung_crop": self.lungs_.get_params()}
-            for what, trained in recorded:
+            checks = [(what, trained, given) for what, trained in recorded]
+            if isinstance(segmenter, RecordsPreprocessing) and isinstance(
+                segmenter.preprocessing_, Mapping
+            ):
+                # The segmenter sees the whole prepared frame, before the crop.
+                name = f"lung segmenter {type(segmenter).__name__}"
+                checks.append((name, segmenter.preprocessing_, frames))
+            for what, trained, given in checks:
                 differences = preprocessing_differences(trained, given)
                 if differences:
                     raise ConfigurationError(
