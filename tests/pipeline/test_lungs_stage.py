@@ -61,7 +61,7 @@ class MaskDetectorPlugin:
         register("test-bright-mask", BrightMaskDetector)
 
 
-SEGMENTER = {
+SEGMENTER: dict[str, Any] = {
     "input_size": 32,
     "base_filters": 4,
     "depth": 2,
@@ -281,7 +281,7 @@ def test_a_segmenter_trained_on_other_preprocessing_is_refused(
 
     prepare = GaussianClahePreprocessor(output_size=64)
     frames = [prepare(xray) for xray in generate_phantoms(4, size=64, seed=7)]
-    segmenter = LungSegmenter(**{**SEGMENTER, "epochs": 1}).fit(frames)
+    segmenter = LungSegmenter(**SEGMENTER).set_params(epochs=1).fit(frames)
     assert segmenter.preprocessing_ == frames[0].meta["preprocessing"]
     segmenter.save(tmp_path / "lungs.zip")
     assert LungSegmenter.load(tmp_path / "lungs.zip").preprocessing_ == segmenter.preprocessing_
