@@ -2,17 +2,16 @@
 
 :class:`~covidcxr.VGG19Classifier` trains with ``keras.Model.fit`` on one process. Under
 :class:`tf.distribute.MultiWorkerMirroredStrategy` with more than one worker, Keras 3
-(3.15 with TensorFlow 2.21, as pinned here) cannot run ``fit``, ``evaluate`` nor
-``predict``: its TensorFlow trainer reduces whole ``(x, y)`` batch structures with
-``strategy.reduce`` when it first builds the model, and reduces scalar logs with
-``axis=0``; both raise ``ValueError`` as soon as a second worker joins (keras-team/keras
-#20585, tensorflow/tensorflow#72388, ray-project/ray#47464; reproduced in
-``tests/ray/test_train.py::test_keras_fit_under_two_worker_mwms_is_still_broken``). So
-under such a strategy the classifier trains with the steps below instead: each worker
-computes the loss and gradients of its share of every batch inside ``strategy.run``,
-and the Keras optimizer all-reduces (sums) the gradients across workers with the
-strategy's collective ops before applying them, so every worker applies the same update
-and keeps identical weights.
+(3.15 with TensorFlow 2.21, as installed here) cannot run ``fit``: its TensorFlow trainer
+reduces the whole ``(x, y)`` batch structure with ``strategy.reduce`` when it first builds
+the model, and then reduces scalar logs with ``axis=0``; both raise ``ValueError`` as
+soon as a second worker joins (keras-team/keras#20585, tensorflow/tensorflow#72388,
+ray-project/ray#47464; the Ray docs page has a minimal reproduction). So under such a
+strategy the classifier trains with the steps below instead: each worker computes the
+loss and gradients of its share of every batch inside ``strategy.run``, and the Keras
+optimizer all-reduces (sums) the gradients across workers with the strategy's collective
+ops before applying them, so every worker applies the same update and keeps identical
+weights. Validation runs whole on every worker, outside the strategy's steps.
 
 Every worker walks the same global batches in the same order (the epoch's permutation
 comes from the seed) and takes rows ``rank::workers`` of each, with the loss scaled by the
@@ -29,39 +28,63 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterable, Iterator, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import attrs
 import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError
 
-__all__ = ["DataParallelSteps", "current_strategy", "training_strategy"]
+__all__ = [
+    "DataParallelSteps",
+    "DistributedTraining",
+    "array_batches",
+    "current_training",
+    "training_strategy",
+]
 
-_STRATEGY: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "covidcxr_training_strategy", default=None
+
+@attrs.frozen
+class DistributedTraining:
+    """How :meth:`VGG19Classifier.fit <covidcxr.VGG19Classifier.fit>` trains on this worker.
+
+    ``strategy`` is the ``tf.distribute`` strategy; ``checkpoint_dir`` and
+    ``on_epoch_end``, when set, stand in for the classifier's own for the run (the
+    worker's local checkpoint, and the report to the cluster after each epoch) without
+    becoming its parameters, so they are neither saved nor part of the run's key.
+    """
+
+    strategy: Any
+    checkpoint_dir: str | os.PathLike[str] | None = None
+    on_epoch_end: Callable[[int, Mapping[str, float]], None] | None = None
+
+
+_TRAINING: contextvars.ContextVar[DistributedTraining | None] = contextvars.ContextVar(
+    "covidcxr_distributed_training", default=None
 )
 
 
 @contextlib.contextmanager
-def training_strategy(strategy: Any) -> Iterator[None]:
-    """Have :meth:`VGG19Classifier.fit` train under ``strategy`` within the block.
+def training_strategy(training: DistributedTraining) -> Iterator[None]:
+    """Have :meth:`VGG19Classifier.fit` train as ``training`` says within the block.
 
     Only the classifier uses it: the other stages of a pipeline (lung segmenter,
     detector) keep training on one process, as ``keras.Model.fit`` cannot run under a
     multi-worker strategy.
     """
-    token = _STRATEGY.set(strategy)
+    token = _TRAINING.set(training)
     try:
         yield
     finally:
-        _STRATEGY.reset(token)
+        _TRAINING.reset(token)
 
 
-def current_strategy() -> Any:
-    """The strategy :func:`training_strategy` set, or ``None``."""
-    return _STRATEGY.get()
+def current_training() -> DistributedTraining | None:
+    """What :func:`training_strategy` set, or ``None``."""
+    return _TRAINING.get()
 
 
 def _worker_position(strategy: Any) -> tuple[int, int]:

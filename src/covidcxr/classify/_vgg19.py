@@ -11,7 +11,6 @@ methods, so importing this module (which every plugin lookup does) stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
@@ -23,7 +22,7 @@ from numpy.typing import NDArray
 
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
-from covidcxr.classify._distributed import DataParallelSteps, array_batches, current_strategy
+from covidcxr.classify._distributed import DataParallelSteps, array_batches, current_training
 from covidcxr.classify._fit_setup import (
     build_backbone,
     class_weights,
@@ -366,9 +365,26 @@ class VGG19Classifier(SetParamsMixin):
         self._check_params()
         # Under covidcxr.ray.fit: the variables are created in the strategy's scope and the
         # epochs run as data-parallel steps (see covidcxr.classify._distributed).
-        strategy = current_strategy()
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            return self._fit(xrays, validation, strategy)
+        training = current_training()
+        if training is None:
+            return self._fit(xrays, validation, None)
+        own = self.checkpoint_dir, self.on_epoch_end
+        if training.checkpoint_dir is not None:
+            self.checkpoint_dir = training.checkpoint_dir
+        if training.on_epoch_end is not None:
+            report, previous = training.on_epoch_end, self.on_epoch_end
+
+            def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
+                report(epoch, logs)
+                if previous is not None:
+                    previous(epoch, logs)
+
+            self.on_epoch_end = on_epoch_end
+        try:
+            with training.strategy.scope():
+                return self._fit(xrays, validation, training.strategy)
+        finally:
+            self.checkpoint_dir, self.on_epoch_end = own
 
     def _fit(  # noqa: PLR0915 - the recipe reads best as one story
         self, xrays: Iterable[XRay], validation: Iterable[XRay] | None, strategy: Any
