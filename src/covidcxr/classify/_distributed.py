@@ -166,8 +166,8 @@ class DataParallelSteps:
                 variable.assign(tf.cast(part, variable.dtype))
                 start += size
 
-        self._train_step = tf.function(train_step)
-        self._evaluate_step = tf.function(evaluate_step)
+        self._train_step = tf.function(train_step, reduce_retracing=True)
+        self._evaluate_step = tf.function(evaluate_step, reduce_retracing=True)
         self._synchronise = synchronise_moving_averages if moving else None
 
     def _share(self, array: NDArray[Any]) -> NDArray[Any]:
