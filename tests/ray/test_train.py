@@ -7,6 +7,8 @@ few and each checks several things of one run.
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,21 @@ def test_a_classifier_that_cannot_train_data_parallel_is_refused() -> None:
     pipeline = covidcxr.Pipeline(classifier=Majority())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="data-parallel"):
         covidcxr.ray.fit(pipeline, generate_phantoms(1, size=32))
+
+
+class Unpicklable:
+    """Radiographs behind something pickle refuses (an open client, a lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[covidcxr.XRay]:
+        return iter(generate_phantoms(1, size=32))
+
+
+def test_data_that_cannot_reach_the_workers_is_a_configuration_error(ray_cluster: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"train .* cannot be sent to the Ray workers"):
+        covidcxr.ray.fit(tiny_pipeline(epochs=1), Unpicklable())
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, None])

@@ -82,7 +82,19 @@ def _shippable(data: Any, what: str, ray: Any) -> Any:
             f"{what} must be a dataset source, a path or URI, or radiographs; got "
             f"{type(data).__name__}"
         )
-    return ray.put(data)
+    return _put(data, what, ray)
+
+
+def _put(value: Any, what: str, ray: Any) -> Any:
+    """``value`` in Ray's object store, or a clear error when it cannot be pickled."""
+    try:
+        return ray.put(value)
+    except TypeError:  # "Could not serialize" (an open client, a lock): its text has the repr
+        raise ConfigurationError(
+            f"covidcxr.ray.fit: {what} (a {type(value).__name__}) cannot be sent to the Ray "
+            "workers, as it cannot be pickled; pass its path or URI instead, which each "
+            "worker opens itself"
+        ) from None
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:
@@ -247,7 +259,10 @@ def fit(
     Pipeline
         The fitted pipeline, as :meth:`Pipeline.load <covidcxr.Pipeline.load>` reads
         it (with ``pipeline``'s ``progress``, ``cache_dir`` and ``workers``);
-        ``history_`` holds the classifier's epochs.
+        ``history_`` holds the classifier's epochs. ``data_stats_`` is not carried
+        back: the reads happened on the workers. ``pipeline.workers`` (preprocessing
+        processes) and ``cache_dir`` apply on each Ray worker as they would here, so a
+        ``cache_dir`` every node reaches lets a second run skip preprocessing.
 
     Raises
     ------
@@ -282,7 +297,7 @@ def fit(
     tensorflow_train = import_ray("ray.train.tensorflow")
     with connected(address, **init_options) as ray, _storage(checkpoint_dir) as storage:
         config = {
-            "pipeline": ray.put(pipeline),
+            "pipeline": _put(pipeline, "the pipeline", ray),
             "train": _shippable(train, "train", ray),
             "validation": _shippable(validation, "validation", ray),
         }
