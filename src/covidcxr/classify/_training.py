@@ -51,7 +51,8 @@ def _reseed_dropout(model: keras.Model, epoch_seed: int) -> None:
     # Dropout's random state otherwise carries over from epoch to epoch and is not part
     # of the weights; resetting it per epoch makes a resumed run draw the same masks.
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dropout):
+        # A Dropout layer of rate 0 draws nothing and has no seed generator.
+        if isinstance(layer, keras.layers.Dropout) and hasattr(layer, "seed_generator"):
             layer.seed_generator.state.assign(np.array([epoch_seed, 0], np.int64))
 
 

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
+from covidcxr.classify._distributed import DataParallelSteps, array_batches, current_training
 from covidcxr.classify._fit_setup import (
     build_backbone,
     class_weights,
@@ -335,9 +336,7 @@ class VGG19Classifier(SetParamsMixin):
         return stats
 
     @original_errors()
-    def fit(  # noqa: PLR0915 - the recipe reads best as one story
-        self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None
-    ) -> Self:
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
         """Train on labelled radiographs.
 
         Parameters
@@ -363,9 +362,35 @@ class VGG19Classifier(SetParamsMixin):
         WeightsUnavailableError
             If the requested pretrained weights cannot be obtained.
         """
+        self._check_params()
+        # Under covidcxr.ray.fit: the variables are created in the strategy's scope and the
+        # epochs run as data-parallel steps (see covidcxr.classify._distributed).
+        training = current_training()
+        if training is None:
+            return self._fit(xrays, validation, None)
+        own = self.checkpoint_dir, self.on_epoch_end
+        if training.checkpoint_dir is not None:
+            self.checkpoint_dir = training.checkpoint_dir
+        if training.on_epoch_end is not None:
+            report, previous = training.on_epoch_end, self.on_epoch_end
+
+            def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
+                report(epoch, logs)
+                if previous is not None:
+                    previous(epoch, logs)
+
+            self.on_epoch_end = on_epoch_end
+        try:
+            with training.strategy.scope():
+                return self._fit(xrays, validation, training.strategy)
+        finally:
+            self.checkpoint_dir, self.on_epoch_end = own
+
+    def _fit(  # noqa: PLR0915 - the recipe reads best as one story
+        self, xrays: Iterable[XRay], validation: Iterable[XRay] | None, strategy: Any
+    ) -> Self:
         from covidcxr.classify._network import attach_head, head_model
 
-        self._check_params()
         train = _reiterable(xrays)
         valid = _reiterable(validation) if validation is not None else None
         backbone = build_backbone(self)
@@ -415,6 +440,7 @@ class VGG19Classifier(SetParamsMixin):
             jit_compile=self.jit_compile,
         )
         optimizer.build(trained.trainable_variables)
+        steps = DataParallelSteps(trained, optimizer, strategy) if strategy is not None else None
 
         fingerprint = {
             "train": {"sha256": stats.digest, "n_images": len(stats.ids)},
@@ -436,6 +462,13 @@ class VGG19Classifier(SetParamsMixin):
                 rng = np.random.default_rng(epoch_seed)
                 shuffled = rng.permutation(len(targets))
                 view = rng.integers(0, features.shape[1], len(targets))
+                if steps is not None:
+                    return steps.train_epoch(
+                        array_batches(
+                            features[shuffled, view[shuffled]], targets[shuffled], self.batch_size
+                        ),
+                        weights_by_class,
+                    )
                 result = trained.fit(
                     features[shuffled, view[shuffled]],
                     targets[shuffled],
@@ -456,16 +489,19 @@ class VGG19Classifier(SetParamsMixin):
                     if indexable
                     else None
                 )
+                dataset = self._dataset(
+                    train,
+                    rotation=rotation,
+                    label_map=label_map,
+                    order=order,
+                    shuffle_seed=None if indexable else epoch_seed,
+                    shuffle_buffer=SHUFFLE_BUFFER,
+                    n_images=len(targets),
+                )
+                if steps is not None:
+                    return steps.train_epoch(dataset, weights_by_class)
                 result = trained.fit(
-                    self._dataset(
-                        train,
-                        rotation=rotation,
-                        label_map=label_map,
-                        order=order,
-                        shuffle_seed=None if indexable else epoch_seed,
-                        shuffle_buffer=SHUFFLE_BUFFER,
-                        n_images=len(targets),
-                    ),
+                    dataset,
                     epochs=1,
                     shuffle=False,
                     class_weight=weights_by_class,
@@ -476,7 +512,13 @@ class VGG19Classifier(SetParamsMixin):
         def validate() -> dict[str, float]:
             logs: dict[str, float] = {}
             if valid is not None and val_targets is not None:
-                if self.uses_feature_cache and val_features is not None:
+                if steps is not None:
+                    scores = steps.evaluate(
+                        array_batches(val_features, val_targets, self.batch_size)
+                        if self.uses_feature_cache and val_features is not None
+                        else self._dataset(valid, label_map=label_map, n_images=len(val_targets))
+                    )
+                elif self.uses_feature_cache and val_features is not None:
                     scores = trained.evaluate(
                         val_features,
                         val_targets,

@@ -9,12 +9,14 @@ cluster. See :doc:`/ray`.
 from covidcxr.ray._cluster import connected
 from covidcxr.ray._predict import SKIPPED, RayPredictions, predict
 from covidcxr.ray._preprocess import RayPreprocessed, preprocess
+from covidcxr.ray._train import fit
 
 __all__ = [
     "SKIPPED",
     "RayPredictions",
     "RayPreprocessed",
     "connected",
+    "fit",
     "predict",
     "preprocess",
 ]
