@@ -144,6 +144,7 @@ def test_int8_calibrated_on_training_images_passes_the_guard(
     assert calibration["calibration"]["n_images"] == len(training_images)
 
 
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank on purpose
 def test_int8_calibrated_on_blank_frames_is_refused_and_nothing_is_written(
     tmp_path: Path, saved_pipeline: Path, held_out: list[XRay], blank_images: list[XRay]
 ) -> None:
@@ -162,6 +163,7 @@ def test_int8_calibrated_on_blank_frames_is_refused_and_nothing_is_written(
     assert list(tmp_path.iterdir()) == []  # no staging folder left behind either
 
 
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank on purpose
 def test_a_refused_export_leaves_the_earlier_one_in_place(
     onnx_export: Path, saved_pipeline: Path, held_out: list[XRay], blank_images: list[XRay]
 ) -> None:
@@ -208,3 +210,25 @@ def test_unlabelled_held_out_images_are_refused(
     with pytest.raises(ConfigurationError, match="labelled held-out radiographs"):
         export(saved_pipeline, tmp_path / "x", validation=unlabelled)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_damaged_export_entry_or_missing_network_is_refused(
+    onnx_export: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(onnx_export, tmp_path / "copy"))
+    manifest = json.loads((copy / "pipeline.json").read_text())
+    (copy / manifest["export"]["artifacts"]["classifier"]).unlink()
+    with pytest.raises(ModelFormatError, match="the exported network is missing"):
+        Pipeline.load(copy)
+    manifest["export"]["precision"] = "int4"
+    (copy / "pipeline.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="the 'export' entry is damaged"):
+        Pipeline.load(copy)
+
+
+def test_an_exported_classifier_does_not_train(onnx_export: Path, held_out: list[XRay]) -> None:
+    classifier = Pipeline.load(onnx_export).classifier_
+    with pytest.raises(ConfigurationError, match="does not train"):
+        classifier.fit(held_out)

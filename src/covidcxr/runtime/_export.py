@@ -39,7 +39,7 @@ from covidcxr.classify._runtime import (
 )
 from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
-from covidcxr.files import output_directory
+from covidcxr.files import check_output_directory, output_directory
 from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline, PreparedSet
 from covidcxr.pipeline._card import card_files, changelog_entry
 from covidcxr.pipeline._prepared import SourceLike, as_source
@@ -348,6 +348,9 @@ def export(
     _check_request(runtime, precision, calibration)
     if calibration_limit < 1:
         raise ConfigurationError(f"calibration_limit must be at least 1, not {calibration_limit}")
+    # Before any work: a folder that may not be replaced is refused at once (and again
+    # when the export is renamed into place).
+    check_output_directory(out_dir, "pipeline", overwrite=overwrite)
     scratch = Path(tempfile.mkdtemp(prefix="covidcxr-export-"))
     try:
         if isinstance(pipeline, Pipeline):
