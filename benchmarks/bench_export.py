@@ -1,4 +1,4 @@
-"""Exported inference side by side: Keras fp32 vs ONNX Runtime / OpenVINO fp32, int8, bf16.
+"""Exported inference side by side: Keras fp32 vs ONNX Runtime / OpenVINO / LiteRT fp32, int8, bf16.
 
 For each input size (``--sizes``, default 64 and 224) a pipeline is trained briefly
 through ``Pipeline.fit`` on a COVID-QU-Ex Train subset (or taken from ``--model-SIZE``)
@@ -69,6 +69,8 @@ VARIANTS = (
     ("onnx", "int8"),
     ("openvino", "fp32"),
     ("openvino", "bf16"),
+    ("litert", "fp32"),
+    ("litert", "int8"),
 )
 
 
@@ -202,7 +204,7 @@ def _export_variant(
 
 def _markdown(result: dict[str, Any]) -> str:
     lines = [
-        "## Exported inference: Keras fp32 vs ONNX Runtime and OpenVINO (fp32, int8, bf16)",
+        "## Exported inference: Keras fp32 vs ONNX Runtime, OpenVINO and LiteRT (fp32, int8, bf16)",
         "",
         f"CPU features (NumPy): {', '.join(result['cpu_features']) or 'none detected'}; "
         f"OpenVINO CPU capabilities: {', '.join(result['openvino_capabilities']) or 'n/a'}.",

@@ -366,11 +366,12 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["auto", "tensorflow", "onnx", "openvino"]),
+    type=click.Choice(["auto", "tensorflow", "onnx", "openvino", "litert"]),
     default="auto",
     show_default=True,
     help="What runs the classifier: auto (the runtime the model was exported for with "
-    "`covidcxr export`, else TensorFlow), tensorflow (the Keras model), onnx or openvino.",
+    "`covidcxr export`, else TensorFlow), tensorflow (the Keras model), onnx, openvino or "
+    "litert.",
 )
 def predict_command(
     *,
@@ -472,7 +473,10 @@ def predict_command(
     "Keras model on (never the calibration images).",
 )
 @click.option(
-    "--runtime", type=click.Choice(["onnx", "openvino"]), default="onnx", show_default=True
+    "--runtime",
+    type=click.Choice(["onnx", "openvino", "litert"]),
+    default="onnx",
+    show_default=True,
 )
 @click.option(
     "--precision", type=click.Choice(["fp32", "int8", "bf16"]), default="fp32", show_default=True
@@ -498,7 +502,7 @@ def export_command(
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Export a saved MODEL's classifier to OUT for ONNX Runtime or OpenVINO, if accurate.
+    """Export a saved MODEL's classifier to OUT for ONNX Runtime, OpenVINO or LiteRT.
 
     The export is refused, and nothing written, when on --validation its accuracy drops
     by more than 0.5 points or a class's recall by more than 1 point against the Keras

@@ -232,3 +232,49 @@ def test_an_exported_classifier_does_not_train(onnx_export: Path, held_out: list
     classifier = Pipeline.load(onnx_export).classifier_
     with pytest.raises(ConfigurationError, match="does not train"):
         classifier.fit(held_out)
+
+
+def test_a_litert_export_predicts_what_the_keras_model_predicts(
+    tmp_path: Path, saved_pipeline: Path, held_out: list[XRay]
+) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the litert extra is not installed")
+    report = export(saved_pipeline, tmp_path / "litert", validation=held_out, runtime="litert")
+    assert report.artifact == "exported/classifier.tflite"
+    exported = Pipeline.load(tmp_path / "litert")
+    assert isinstance(exported.classifier_, RuntimeClassifier)
+    np.testing.assert_allclose(
+        _probabilities(exported, held_out),
+        _probabilities(Pipeline.load(saved_pipeline), held_out),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank on purpose
+def test_litert_int8_passes_with_training_images_and_is_refused_with_blank_frames(
+    tmp_path: Path,
+    saved_pipeline: Path,
+    held_out: list[XRay],
+    training_images: list[XRay],
+    blank_images: list[XRay],
+) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the litert extra is not installed")
+    good = export(
+        saved_pipeline,
+        tmp_path / "good",
+        validation=held_out,
+        runtime="litert",
+        precision="int8",
+        calibration=training_images,
+    )
+    assert good.guard.passed
+    assert good.guard.max_abs_probability_difference > 1e-4  # quantised for real
+    with pytest.raises(AccuracyGuardError):
+        export(
+            saved_pipeline,
+            tmp_path / "broken",
+            validation=held_out,
+            runtime="litert",
+            precision="int8",
+            calibration=blank_images,
+        )
+    assert not (tmp_path / "broken").exists()

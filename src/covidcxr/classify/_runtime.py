@@ -1,12 +1,12 @@
-"""A fitted classifier whose network runs in an exported runtime (ONNX Runtime, OpenVINO).
+"""A fitted classifier whose network runs in an exported runtime (ONNX Runtime, OpenVINO, LiteRT).
 
 :func:`covidcxr.runtime.export` writes a classifier's Keras network as a runtime artifact
 beside the saved Keras model; :class:`RuntimeClassifier` predicts with that artifact. The
 radiographs reach it exactly as they reach the Keras model (the classifier's own
 :mod:`tf.data` input pipeline: resizing, channels, normalisation, batches of
 ``batch_size``), so only the network's arithmetic changes. The runtime packages are
-optional extras, imported here on first use (``pip install covidcxr[onnx]`` or
-``covidcxr[openvino]``).
+optional extras, imported here on first use (``pip install covidcxr[onnx]``,
+``covidcxr[openvino]`` or ``covidcxr[litert]``).
 """
 
 # Runtime packages are optional and imported inside functions: importing covidcxr stays
@@ -45,16 +45,24 @@ __all__ = [
     "with_runtime",
 ]
 
-ExportedRuntime = Literal["onnx", "openvino"]
+ExportedRuntime = Literal["onnx", "openvino", "litert"]
 Precision = Literal["fp32", "int8", "bf16"]
 
 #: The runtimes a classifier can be exported to, and the package each needs.
-EXPORT_RUNTIMES: Final[dict[str, str]] = {"onnx": "onnxruntime", "openvino": "openvino"}
+EXPORT_RUNTIMES: Final[dict[str, str]] = {
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+}
 #: Every runtime :meth:`covidcxr.Pipeline.load` accepts (``"tensorflow"``: the Keras model).
 RUNTIMES: Final = ("tensorflow", *EXPORT_RUNTIMES)
 PRECISIONS: Final = ("fp32", "int8", "bf16")
 #: The extra that installs each runtime's package.
-_EXTRAS: Final = {"onnx": "covidcxr[onnx]", "openvino": "covidcxr[openvino]"}
+_EXTRAS: Final = {
+    "onnx": "covidcxr[onnx]",
+    "openvino": "covidcxr[openvino]",
+    "litert": "covidcxr[litert]",
+}
 
 Network = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
@@ -138,6 +146,32 @@ def _openvino_network(path: Path, precision: str) -> Network:
     return run
 
 
+def _litert_network(path: Path) -> Network:
+    _require("litert")
+    interpreter_module = importlib.import_module("ai_edge_litert.interpreter")
+    try:
+        interpreter = interpreter_module.Interpreter(
+            model_path=os.fspath(path), num_threads=os.cpu_count() or 1
+        )
+    except Exception as exc:  # LiteRT raises its own untyped errors
+        raise ModelFormatError(f"{path}: LiteRT could not load it: {exc}") from exc
+    source = interpreter.get_input_details()[0]["index"]
+    result = interpreter.get_output_details()[0]["index"]
+    shape: list[tuple[int, ...]] = [()]
+
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        # The batch dimension is dynamic in the file; the interpreter is sized per shape.
+        if batch.shape != shape[0]:
+            interpreter.resize_tensor_input(source, batch.shape)
+            interpreter.allocate_tensors()
+            shape[0] = batch.shape
+        interpreter.set_tensor(source, np.ascontiguousarray(batch))
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(result), np.float32)
+
+    return run
+
+
 def open_network(runtime: str, path: Path, precision: str = "fp32") -> Network:
     """A function from model input batches to probabilities, run by ``runtime``.
 
@@ -151,6 +185,8 @@ def open_network(runtime: str, path: Path, precision: str = "fp32") -> Network:
     """
     if runtime == "onnx":
         return _onnx_network(path)
+    if runtime == "litert":
+        return _litert_network(path)
     if runtime == "openvino":
         if precision == "bf16" and not openvino_offers_bf16():
             raise ConfigurationError(
@@ -166,7 +202,7 @@ def open_network(runtime: str, path: Path, precision: str = "fp32") -> Network:
 class RuntimeClassifier:
     """A fitted :class:`~covidcxr.VGG19Classifier` whose network runs in another runtime.
 
-    Made by :meth:`covidcxr.Pipeline.load` with ``runtime="onnx"`` or ``"openvino"``
+    Made by :meth:`covidcxr.Pipeline.load` with ``runtime="onnx"``, ``"openvino"`` or ``"litert"``
     for a pipeline written by :func:`covidcxr.runtime.export`. Input preparation, classes,
     the preprocessing check and the Keras model (:attr:`keras_classifier`, used by
     Grad-CAM and by :meth:`save`) are the Keras classifier's; :meth:`predict_proba` runs
@@ -177,9 +213,9 @@ class RuntimeClassifier:
     keras_classifier
         The fitted Keras classifier the artifact was exported from.
     runtime
-        ``"onnx"`` or ``"openvino"``.
+        ``"onnx"``, ``"openvino"`` or ``"litert"``.
     artifact
-        The exported network's file (``.onnx`` or OpenVINO ``.xml``).
+        The exported network's file (``.onnx``, OpenVINO ``.xml`` or ``.tflite``).
     precision
         ``"fp32"``, ``"int8"`` (the artifact is quantised) or ``"bf16"`` (OpenVINO
         computes in bfloat16).

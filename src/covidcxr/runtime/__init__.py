@@ -1,8 +1,9 @@
-"""Exported runtimes: a pipeline's classifier on ONNX Runtime or OpenVINO, int8, the guard.
+"""Exported runtimes: a pipeline's classifier on ONNX Runtime, OpenVINO or LiteRT; the guard.
 
 :func:`export` writes a copy of a saved pipeline whose classifier network is exported by
-Keras (:meth:`keras.Model.export`) to ONNX or OpenVINO, optionally quantised to int8
-(ONNX Runtime static quantisation, calibrated on training radiographs) or run in bfloat16
+Keras (:meth:`keras.Model.export`) to ONNX, OpenVINO or LiteRT, optionally quantised to
+int8 (ONNX Runtime's static quantisation or LiteRT's full-integer quantisation, calibrated
+on training radiographs) or run in bfloat16
 (OpenVINO, on CPUs that offer it). The **accuracy guard** measures the exported network
 against the Keras model on held-out radiographs and refuses the export (nothing is
 written) when accuracy drops by more than 0.5 points or any class's recall by more than
@@ -10,7 +11,8 @@ written) when accuracy drops by more than 0.5 points or any class's recall by mo
 exported network (``runtime=``); TensorFlow remains the fallback. See :doc:`/export`.
 
 The runtime packages are optional: ``pip install 'covidcxr[onnx]'`` (ONNX Runtime, and
-``onnx`` + ``tf2onnx`` for Keras's exporter) or ``'covidcxr[openvino]'``.
+``onnx`` + ``tf2onnx`` for Keras's exporter), ``'covidcxr[openvino]'`` or
+``'covidcxr[litert]'``.
 """
 
 from covidcxr.classify._runtime import (

@@ -1,15 +1,17 @@
-"""Exporting a saved pipeline's classifier to ONNX Runtime or OpenVINO, checked by the guard.
+"""Exporting a saved pipeline's classifier to ONNX Runtime, OpenVINO or LiteRT, guarded.
 
 :func:`export` copies a saved pipeline (every file its save wrote, Keras weights kept as
 float32 without optimizer state: :func:`covidcxr.pretrained.write_shippable_copy`), adds
 the classifier's network exported through Keras's own :meth:`keras.Model.export`
-(``exported/classifier.onnx``, or OpenVINO's ``exported/classifier.xml`` and ``.bin``),
-quantised to int8 with ONNX Runtime's static quantisation when asked, and measures the
+(``exported/classifier.onnx``, OpenVINO's ``exported/classifier.xml`` and ``.bin``, or
+``exported/classifier.tflite``), quantised to int8 when asked (ONNX Runtime's static
+quantisation, or the TFLite converter's full-integer quantisation), and measures the
 exported network against the Keras model on held-out images (:func:`measure_guard`). The
 folder is written beside its target and renamed into place only when the guard holds.
 """
 
 # Keras, TensorFlow and the runtime packages are imported inside functions on purpose.
+# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -54,7 +56,11 @@ __all__ = ["EXPORTED_FOLDER", "ExportReport", "cpu_features", "export"]
 
 #: The folder of an exported pipeline that holds the exported networks.
 EXPORTED_FOLDER: Final = "exported"
-_ARTIFACT: Final = {"onnx": "classifier.onnx", "openvino": "classifier.xml"}
+_ARTIFACT: Final = {
+    "onnx": "classifier.onnx",
+    "openvino": "classifier.xml",
+    "litert": "classifier.tflite",
+}
 #: Images per batch fed to ONNX Runtime's calibration.
 _CALIBRATION_BATCH: Final = 8
 # The instruction-set extensions that decide int8 and bf16 speed on x86 CPUs.
@@ -129,12 +135,13 @@ def _check_request(runtime: str, precision: str, calibration: object) -> None:
             f"install it with pip install 'covidcxr[{runtime}]'"
         )
     if precision == "int8":
-        if runtime != "onnx":
+        if runtime == "openvino":
             raise ConfigurationError(
                 "int8 export is offered for runtime='onnx' (ONNX Runtime's static "
-                "quantisation); OpenVINO's needs NNCF, which covidcxr does not use yet"
+                "quantisation) and 'litert' (the TFLite converter's); OpenVINO's needs NNCF, "
+                "which covidcxr does not use yet"
             )
-        if importlib.util.find_spec("onnx") is None:
+        if runtime == "onnx" and importlib.util.find_spec("onnx") is None:
             raise ConfigurationError(
                 "int8 export needs the 'onnx' package: pip install 'covidcxr[onnx]'"
             )
@@ -201,6 +208,24 @@ def _quantise_int8(fp32: Path, target: Path, images: NDArray[np.float32], scratc
         per_channel=True,
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
+    )
+
+
+def _export_litert_int8(model: keras.Model, target: Path, images: NDArray[np.float32]) -> None:
+    """Full-integer weights and activations by the TFLite converter, float input and output."""
+    import tensorflow as tf
+
+    def representative() -> Iterator[list[NDArray[np.float32]]]:
+        for index in range(len(images)):  # one image at a time, as the converter expects
+            yield [images[index : index + 1]]
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.export(
+        os.fspath(target),
+        format="litert",
+        verbose=False,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=representative,
     )
 
 
@@ -311,10 +336,12 @@ def export(
         Labelled held-out radiographs (a source, path or list of :class:`~covidcxr.XRay`)
         the guard measures both networks on; never the calibration images.
     runtime
-        ``"onnx"`` (ONNX Runtime) or ``"openvino"``.
+        ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"litert"`` (LiteRT, formerly
+        TensorFlow Lite).
     precision
-        ``"fp32"``; ``"int8"`` (ONNX Runtime static quantisation calibrated on
-        ``calibration``); ``"bf16"`` (OpenVINO on CPUs with AVX-512 BF16 or AMX).
+        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, or LiteRT's
+        full-integer quantisation, calibrated on ``calibration``); ``"bf16"`` (OpenVINO
+        on CPUs with AVX-512 BF16 or AMX).
     calibration
         Radiographs drawn from the training data, for int8 (the first
         ``calibration_limit`` are used).
@@ -391,7 +418,10 @@ def export(
         with output_directory(out_dir, "pipeline", overwrite=overwrite) as staging:
             for entry in copy.iterdir():
                 entry.rename(staging / entry.name)
-            if precision == "int8":
+            if precision == "int8" and runtime == "litert":
+                assert calibration_images is not None  # noqa: S101 - checked by _check_request
+                _export_litert_int8(keras_classifier.model_, staging / artifact, calibration_images)
+            elif precision == "int8":
                 assert calibration_images is not None  # noqa: S101 - checked by _check_request
                 fp32 = scratch / "classifier.fp32.onnx"
                 _export_network(keras_classifier.model_, runtime, fp32)
