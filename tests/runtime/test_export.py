@@ -278,3 +278,19 @@ def test_litert_int8_passes_with_training_images_and_is_refused_with_blank_frame
             calibration=blank_images,
         )
     assert not (tmp_path / "broken").exists()
+
+
+def test_a_fitted_pipeline_object_can_be_exported(
+    tmp_path: Path, saved_pipeline: Path, held_out: list[XRay]
+) -> None:
+    report = export(Pipeline.load(saved_pipeline), tmp_path / "from-object", validation=held_out)
+    assert report.guard.passed
+    assert isinstance(Pipeline.load(tmp_path / "from-object").classifier_, RuntimeClassifier)
+
+
+def test_saving_a_pipeline_loaded_with_a_runtime_writes_the_keras_model(
+    onnx_export: Path, tmp_path: Path, held_out: list[XRay]
+) -> None:
+    saved = Pipeline.load(onnx_export).save(tmp_path / "again")
+    assert "export" not in json.loads((saved / "pipeline.json").read_text())
+    assert isinstance(Pipeline.load(saved).classifier_, VGG19Classifier)
