@@ -294,3 +294,21 @@ def test_saving_a_pipeline_loaded_with_a_runtime_writes_the_keras_model(
     saved = Pipeline.load(onnx_export).save(tmp_path / "again")
     assert "export" not in json.loads((saved / "pipeline.json").read_text())
     assert isinstance(Pipeline.load(saved).classifier_, VGG19Classifier)
+
+
+def test_an_exported_classifier_reports_what_the_pipeline_checks(onnx_export: Path) -> None:
+    # The pipeline refuses a preprocessor unlike the classifier's training preprocessing
+    # (RecordsPreprocessing); the model card reads the input size and normalisation;
+    # Grad-CAM differentiates model_. All are the Keras classifier's.
+    from covidcxr.protocols import RecordsPreprocessing
+
+    classifier = Pipeline.load(onnx_export).classifier_
+    assert isinstance(classifier, RuntimeClassifier)
+    assert isinstance(classifier, RecordsPreprocessing)
+    keras_classifier = classifier.keras_classifier
+    assert classifier.preprocessing_ == keras_classifier.preprocessing_ is not None
+    assert (classifier.input_size, classifier.input_normalization) == (
+        keras_classifier.input_size,
+        keras_classifier.input_normalization,
+    )
+    assert classifier.model_ is keras_classifier.model_

@@ -245,6 +245,43 @@ class RuntimeClassifier:
             f"artifact={os.fspath(self.artifact)!r})"
         )
 
+    # What the pipeline and its other parts read from a classifier, the Keras one's: the
+    # preprocessing check (RecordsPreprocessing), the model card, Grad-CAM (model_).
+
+    @property
+    def preprocessing_(self) -> Any:
+        """The preprocessing of the training images (the Keras classifier's)."""
+        return self.keras_classifier.preprocessing_
+
+    @property
+    def input_profile_(self) -> Any:
+        """The training images' intensity statistics (the Keras classifier's)."""
+        return self.keras_classifier.input_profile_
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input in pixels."""
+        return self.keras_classifier.input_size
+
+    @property
+    def input_normalization(self) -> str:
+        """The input normalisation (``"imagenet"`` or ``"symmetric"``)."""
+        return self.keras_classifier.input_normalization
+
+    @property
+    def model_(self) -> Any:
+        """The Keras model (Grad-CAM differentiates it; predictions use the export)."""
+        return self.keras_classifier.model_
+
+    @property
+    def feature_layer_name(self) -> str:
+        """The Keras model's last convolutional feature layer (for Grad-CAM)."""
+        return self.keras_classifier.feature_layer_name
+
+    def prepare_batch(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
+        """The exact input the exported network receives (the Keras classifier's)."""
+        return self.keras_classifier.prepare_batch(xrays)
+
     def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
         """Refused: an exported network does not train.
 
