@@ -96,6 +96,7 @@ _NAMESPACES: frozenset[str] = frozenset(
         "pretrained",
         "protocols",
         "records",
+        "runtime",
         "sources",
         "split",
         "testing",

@@ -364,6 +364,15 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
     help="With --engine ray: the partitions' format [default: parquet, or the --output "
     "folder's suffix].",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "tensorflow", "onnx", "openvino", "litert"]),
+    default="auto",
+    show_default=True,
+    help="What runs the classifier: auto (the runtime the model was exported for with "
+    "`covidcxr export`, else TensorFlow), tensorflow (the Keras model), onnx, openvino or "
+    "litert.",
+)
 def predict_command(
     *,
     model_dir: str,
@@ -378,6 +387,7 @@ def predict_command(
     address: str | None,
     workers: int | None,
     table_format: str | None,
+    runtime: str,
 ) -> None:
     """Classify the radiographs in each SOURCE (and box their lesions) with a saved model.
 
@@ -386,6 +396,8 @@ def predict_command(
     (of class subfolders, or of images), a .zip archive or a URI such as
     cos://bucket/prefix; labels are not needed.
     """
+    if engine == "ray" and runtime != "auto":
+        raise click.UsageError("--runtime applies to --engine local only")
     if engine == "ray":
         _predict_on_ray(
             model_dir,
@@ -420,7 +432,12 @@ def predict_command(
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     if output is not None:
         check_output_location(output)  # a read-only or full disk, before predicting
-    pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    pipeline = load_pipeline(
+        model_dir,
+        progress=_show_progress(),
+        cache_dir=cache_dir,
+        runtime=None if runtime == "auto" else runtime,
+    )
     # A model trained on phantoms says so: predicting warns (one "warning:" line on
     # stderr), and every row written or printed carries the note.
     note = model_note(pipeline.training_data_)
@@ -444,6 +461,79 @@ def predict_command(
     _emit([{**p.to_dict(), **noted} for p in predictions], as_json, _prediction_lines(predictions))
     if _skipping(options):
         _report_skipped(_skipped_items(source), None, overwrite=overwrite)
+
+
+@cli.command("export")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False, exists=True))
+@click.argument("out_dir", metavar="OUT", type=click.Path(path_type=Path))
+@click.option(
+    "--validation",
+    required=True,
+    help="Labelled held-out radiographs the accuracy guard compares the export with the "
+    "Keras model on (never the calibration images).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["onnx", "openvino", "litert"]),
+    default="onnx",
+    show_default=True,
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "int8", "bf16"]), default="fp32", show_default=True
+)
+@click.option("--calibration", help="Training radiographs that calibrate int8 quantisation.")
+@click.option(
+    "--calibration-limit", type=click.IntRange(min=1), default=256, show_default=True,
+    help="The most calibration images used.",
+)  # fmt: skip
+@_SOURCE_OPTION
+@click.option("--overwrite", is_flag=True, help="Replace an existing exported model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the guard's figures as JSON.")
+def export_command(
+    *,
+    model_dir: str,
+    out_dir: Path,
+    validation: str,
+    runtime: str,
+    precision: str,
+    calibration: str | None,
+    calibration_limit: int,
+    source_options: tuple[str, ...],
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Export a saved MODEL's classifier to OUT for ONNX Runtime, OpenVINO or LiteRT.
+
+    The export is refused, and nothing written, when on --validation its accuracy drops
+    by more than 0.5 points or a class's recall by more than 1 point against the Keras
+    model. `covidcxr predict OUT ...` then runs it.
+    """
+    from covidcxr.runtime import export  # noqa: PLC0415
+
+    options = _source_options(source_options, "raise")
+    report = export(
+        model_dir,
+        out_dir,
+        validation=_open_sources([validation], options),
+        validation_description=validation,
+        runtime=runtime,
+        precision=precision,
+        calibration=_open_sources([calibration], options) if calibration else None,
+        calibration_description=calibration,
+        calibration_limit=calibration_limit,
+        overwrite=overwrite,
+    )
+    guard = report.guard
+    _emit(
+        {"path": str(report.path), "artifact": report.artifact, "guard": guard.to_dict()},
+        as_json,
+        [
+            f"exported {runtime} ({precision}) to {report.path / report.artifact}",
+            f"accuracy on {guard.n_images} held-out images: Keras "
+            f"{100 * guard.reference_accuracy:.2f}%, exported "
+            f"{100 * guard.exported_accuracy:.2f}% (drop {guard.accuracy_drop:.2f} points)",
+        ],
+    )
 
 
 def _predict_on_ray(

@@ -11,6 +11,7 @@ library keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyGuardError",
     "ConfigurationError",
     "CovidCXRError",
     "DetectorServiceError",
@@ -100,6 +101,20 @@ class WeightsUnavailableError(CovidCXRError):
 
 class ModelFormatError(CovidCXRError, ValueError):
     """A saved model is incomplete, corrupt, or was written by an incompatible version."""
+
+
+class AccuracyGuardError(CovidCXRError, ValueError):
+    """An exported network is less accurate than the Keras model it was exported from.
+
+    Raised by :func:`covidcxr.runtime.export` when, on the held-out images, accuracy drops
+    by more than its ``max_accuracy_drop`` or a class's recall by more than its
+    ``max_recall_drop`` (percentage points); nothing is written. :attr:`report` holds the
+    figures (a :class:`covidcxr.runtime.GuardReport`).
+    """
+
+    def __init__(self, message: str, report: object = None) -> None:
+        self.report = report
+        super().__init__(message)
 
 
 class TrainingDivergedError(CovidCXRError, ArithmeticError):

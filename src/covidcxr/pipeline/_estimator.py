@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.boxes import ResizeTransform
+from covidcxr.classify._runtime import with_runtime
 from covidcxr.errors import (
     ConfigurationError,
     ModelFormatError,
@@ -1222,6 +1223,7 @@ class Pipeline:
         progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         workers: int = 0,
+        runtime: str | None = None,
     ) -> Self:
         """Read a pipeline written by :meth:`save`.
 
@@ -1234,15 +1236,28 @@ class Pipeline:
             which are never saved).
         progress, cache_dir, workers
             As for the constructor.
+        runtime
+            What runs the classifier's network: ``"tensorflow"`` (the Keras model),
+            ``"onnx"`` or ``"openvino"`` (the network :func:`covidcxr.runtime.export`
+            wrote, see :doc:`/export`). ``None`` (the default) picks the runtime the
+            pipeline was exported for, or TensorFlow (with a
+            :class:`~covidcxr.runtime.RuntimeFallbackWarning` when the exported runtime's
+            package is missing).
 
         Raises
         ------
         ModelFormatError
             If the directory is not a saved pipeline, or was written by an incompatible
-            version; the message says which file and what is wrong.
+            version, or was not exported for ``runtime``; the message says which file
+            and what is wrong.
+        ConfigurationError
+            If ``runtime`` is unknown or its package is not installed.
         """
         saved = read_pipeline(directory, detector_options or {})
         manifest = saved.manifest
+        classifier = with_runtime(
+            saved.classifier, Path(directory), manifest.get("export"), runtime
+        )
         preprocessor_entry = manifest.get("preprocessor")
         detector_entry = manifest.get("detector")
         config = PipelineConfig(
@@ -1257,7 +1272,7 @@ class Pipeline:
         )
         pipeline = cls(
             config,
-            classifier=saved.classifier,
+            classifier=classifier,
             detector=saved.detector,
             gate=saved.gate,
             lungs=(

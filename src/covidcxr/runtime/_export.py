@@ -1,0 +1,475 @@
+"""Exporting a saved pipeline's classifier to ONNX Runtime, OpenVINO or LiteRT, guarded.
+
+:func:`export` copies a saved pipeline (every file its save wrote, Keras weights kept as
+float32 without optimizer state: :func:`covidcxr.pretrained.write_shippable_copy`), adds
+the classifier's network exported through Keras's own :meth:`keras.Model.export`
+(``exported/classifier.onnx``, OpenVINO's ``exported/classifier.xml`` and ``.bin``, or
+``exported/classifier.tflite``), quantised to int8 when asked (ONNX Runtime's static
+quantisation, or the TFLite converter's full-integer quantisation), and measures the
+exported network against the Keras model on held-out images (:func:`measure_guard`). The
+folder is written beside its target and renamed into place only when the guard holds.
+"""
+
+# Keras, TensorFlow and the runtime packages are imported inside functions on purpose.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
+
+from covidcxr._version import __version__
+from covidcxr.classify._runtime import (
+    EXPORT_RUNTIMES,
+    PRECISIONS,
+    RuntimeClassifier,
+    openvino_offers_bf16,
+    runtime_available,
+)
+from covidcxr.classify._vgg19 import VGG19Classifier
+from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
+from covidcxr.files import check_output_directory, output_directory
+from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline, PreparedSet
+from covidcxr.pipeline._card import card_files, changelog_entry
+from covidcxr.pipeline._prepared import SourceLike, as_source
+from covidcxr.pretrained._shipping import write_shippable_copy
+from covidcxr.records import XRay
+from covidcxr.runtime._guard import MAX_ACCURACY_DROP, MAX_RECALL_DROP, GuardReport, measure_guard
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["EXPORTED_FOLDER", "ExportReport", "cpu_features", "export"]
+
+#: The folder of an exported pipeline that holds the exported networks.
+EXPORTED_FOLDER: Final = "exported"
+_ARTIFACT: Final = {
+    "onnx": "classifier.onnx",
+    "openvino": "classifier.xml",
+    "litert": "classifier.tflite",
+}
+#: Images per batch fed to ONNX Runtime's calibration.
+_CALIBRATION_BATCH: Final = 8
+# The instruction-set extensions that decide int8 and bf16 speed on x86 CPUs.
+_CPU_FEATURES: Final = (
+    "AVX2",
+    "FMA3",
+    "AVX512F",
+    "AVX512_VNNI",
+    "AVX512_BF16",
+    "AVX512_FP16",
+    "AVX_VNNI",
+    "AMX_TILE",
+    "AMX_INT8",
+    "AMX_BF16",
+)
+
+
+@frozen
+class ExportReport:
+    """What :func:`export` wrote and measured.
+
+    Parameters
+    ----------
+    path
+        The exported pipeline's folder.
+    runtime, precision
+        What the network was exported for.
+    artifact
+        The exported network's file, relative to ``path``.
+    guard
+        The exported network against the Keras model on the held-out images.
+    n_calibration_images
+        How many images calibrated the int8 quantisation (0 for other precisions).
+    """
+
+    path: Path
+    runtime: str
+    precision: str
+    artifact: str
+    guard: GuardReport
+    n_calibration_images: int
+
+
+def cpu_features() -> list[str]:
+    """The int8/bf16-relevant x86 extensions this CPU has (as NumPy detected them).
+
+    Examples
+    --------
+    >>> isinstance(cpu_features(), list)
+    True
+    """
+    try:
+        # NumPy's own dispatch table of the extensions it detected (NumPy 2 names it so).
+        found = importlib.import_module("numpy._core._multiarray_umath").__cpu_features__
+    except (ImportError, AttributeError):  # pragma: no cover - older NumPy
+        return []
+    return [name for name in _CPU_FEATURES if found.get(name)]
+
+
+def _check_request(runtime: str, precision: str, calibration: object) -> None:
+    if runtime not in EXPORT_RUNTIMES:
+        raise ConfigurationError(
+            f"runtime must be one of {', '.join(map(repr, EXPORT_RUNTIMES))}, not {runtime!r}"
+        )
+    if precision not in PRECISIONS:
+        raise ConfigurationError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}, not {precision!r}"
+        )
+    if not runtime_available(runtime):
+        raise ConfigurationError(
+            f"exporting for {runtime!r} needs the {EXPORT_RUNTIMES[runtime]!r} package; "
+            f"install it with pip install 'covidcxr[{runtime}]'"
+        )
+    if precision == "int8":
+        if runtime == "openvino":
+            raise ConfigurationError(
+                "int8 export is offered for runtime='onnx' (ONNX Runtime's static "
+                "quantisation) and 'litert' (the TFLite converter's); OpenVINO's needs NNCF, "
+                "which covidcxr does not use yet"
+            )
+        if runtime == "onnx" and importlib.util.find_spec("onnx") is None:
+            raise ConfigurationError(
+                "int8 export needs the 'onnx' package: pip install 'covidcxr[onnx]'"
+            )
+        if calibration is None:
+            raise ConfigurationError(
+                "precision='int8' needs calibration images: pass calibration= a few hundred "
+                "training radiographs (a source, a path or a list of XRay)"
+            )
+    if precision == "bf16" and (runtime != "openvino" or not openvino_offers_bf16()):
+        raise ConfigurationError(
+            "bf16 is offered by runtime='openvino' on CPUs with AVX-512 BF16 or AMX; "
+            f"{'this CPU has neither' if runtime == 'openvino' else f'not by {runtime!r}'}"
+        )
+
+
+def _classifier_inputs(pipeline: Pipeline, source: SourceLike, what: str) -> list[XRay]:
+    """The radiographs as the pipeline's classifier receives them: prepared, lung-cropped."""
+    prepared = PreparedSet.collect(pipeline._prepared(as_source(source, what)))
+    return list(pipeline._lung_crops(prepared))
+
+
+def _export_network(model: keras.Model, runtime: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # tf2onnx probes NumPy's removed aliases; not ours to fix.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model.export(os.fspath(target), format=runtime, verbose=False)
+
+
+class _CalibrationBatches:
+    """ONNX Runtime's ``CalibrationDataReader``: the calibration input, a batch at a time."""
+
+    def __init__(self, input_name: str, images: NDArray[np.float32]) -> None:
+        self._batches: Iterator[dict[str, NDArray[np.float32]]] = iter(
+            {input_name: images[start : start + _CALIBRATION_BATCH]}
+            for start in range(0, len(images), _CALIBRATION_BATCH)
+        )
+
+    def get_next(self) -> dict[str, NDArray[np.float32]] | None:
+        return next(self._batches, None)
+
+
+def _quantise_int8(fp32: Path, target: Path, images: NDArray[np.float32], scratch: Path) -> None:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations)."""
+    ort = importlib.import_module("onnxruntime")
+    quantization = importlib.import_module("onnxruntime.quantization")
+    shape_inference = importlib.import_module("onnxruntime.quantization.shape_inference")
+    prepared = scratch / "classifier.prepared.onnx"
+    shape_inference.quant_pre_process(os.fspath(fp32), os.fspath(prepared))
+    input_name = (
+        ort.InferenceSession(os.fspath(prepared), providers=["CPUExecutionProvider"])
+        .get_inputs()[0]
+        .name
+    )
+    reader = type(
+        "CalibrationBatches", (_CalibrationBatches, quantization.CalibrationDataReader), {}
+    )(input_name, images)
+    quantization.quantize_static(
+        os.fspath(prepared),
+        os.fspath(target),
+        reader,
+        quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+    )
+
+
+def _export_litert_int8(model: keras.Model, target: Path, images: NDArray[np.float32]) -> None:
+    """Full-integer weights and activations by the TFLite converter, float input and output."""
+    import tensorflow as tf
+
+    def representative() -> Iterator[list[NDArray[np.float32]]]:
+        for index in range(len(images)):  # one image at a time, as the converter expects
+            yield [images[index : index + 1]]
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.export(
+        os.fspath(target),
+        format="litert",
+        verbose=False,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=representative,
+    )
+
+
+def _runtime_version(runtime: str) -> str:
+    module = importlib.import_module(EXPORT_RUNTIMES[runtime])
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def _export_section(entry: dict[str, Any]) -> str:
+    guard = entry["guard"]
+    recall = ", ".join(
+        f"{label} {drop:+.2f}" for label, drop in guard["recall_drop_points"].items()
+    )
+    calibration = entry["calibration"]
+    calibrated = (
+        f"; int8 calibrated on {calibration['n_images']} images ({calibration['images']})"
+        if calibration
+        else ""
+    )
+    return "\n".join(
+        [
+            "## Exported network",
+            "",
+            f"- Runtime: {entry['runtime']} ({EXPORT_RUNTIMES[entry['runtime']]} "
+            f"{entry['versions'][entry['runtime']]}), precision {entry['precision']}, file "
+            f"`{entry['artifacts']['classifier']}`{calibrated}",
+            f"- CPU features at export: {', '.join(entry['cpu_features']) or 'not detected'}",
+            f"- Accuracy guard on {guard['n_images']} held-out images ({entry['validation']}): "
+            f"Keras {100 * guard['reference_accuracy']:.2f}%, exported "
+            f"{100 * guard['exported_accuracy']:.2f}% (drop {guard['accuracy_drop_points']:.2f} "
+            f"points, limit {guard['max_accuracy_drop_points']:g}); recall drop by class "
+            f"(points, limit {guard['max_recall_drop_points']:g}): {recall or 'none'}",
+            f"- Largest change of a class probability: "
+            f"{guard['max_abs_probability_difference']:.2e}; labels changed: "
+            f"{guard['n_labels_changed']}",
+            "",
+        ]
+    )
+
+
+def _record_export(folder: Path, entry: dict[str, Any]) -> None:
+    """Add the export entry and a changelog line to the manifest; rewrite the card."""
+    manifest_path = folder / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["export"] = entry
+    manifest["changelog"] = [
+        *(manifest.get("changelog") or []),
+        changelog_entry(
+            "exported",
+            f"classifier exported for {entry['runtime']} at {entry['precision']}; accuracy "
+            f"drop {entry['guard']['accuracy_drop_points']:.2f} points on "
+            f"{entry['guard']['n_images']} held-out images",
+        ),
+    ]
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for name, text in card_files(manifest).items():
+        written = text
+        if name == MODEL_CARD_NAME:
+            body, footer, tail = text.rpartition("\nGenerated by covidcxr ")
+            section = _export_section(entry)
+            written = f"{body}\n{section}{footer}{tail}" if footer else f"{text}\n{section}"
+        (folder / name).write_text(written, encoding="utf-8")
+
+
+def _describe(source: object, given: str | None) -> str:
+    if given is not None:
+        return given
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return f"{type(source).__name__} of radiographs"
+
+
+def export(
+    pipeline: Pipeline | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    validation: SourceLike,
+    runtime: str = "onnx",
+    precision: str = "fp32",
+    calibration: SourceLike | None = None,
+    calibration_limit: int = 256,
+    validation_description: str | None = None,
+    calibration_description: str | None = None,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    max_recall_drop: float = MAX_RECALL_DROP,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Write a copy of a saved pipeline whose classifier runs exported, if accurate enough.
+
+    The copy holds every file of the saved pipeline, and the classifier's network exported
+    by Keras (:meth:`keras.Model.export`) for ``runtime`` at ``precision``. Before it is
+    renamed into place, the exported network and the Keras model label the held-out
+    ``validation`` radiographs (prepared as the pipeline prepares them); the export is
+    refused, and nothing is written, when accuracy drops by more than
+    ``max_accuracy_drop`` points or any class's recall by more than ``max_recall_drop``.
+    The figures go into ``pipeline.json`` (``"export"``) and the model card. Load the copy
+    with :meth:`covidcxr.Pipeline.load` (``runtime=None`` picks the export).
+
+    Parameters
+    ----------
+    pipeline
+        A saved pipeline's folder, or a fitted :class:`~covidcxr.Pipeline` (saved first to
+        a temporary folder).
+    out_dir
+        Where the exported pipeline goes (a new folder, or one covidcxr wrote, with
+        ``overwrite``).
+    validation
+        Labelled held-out radiographs (a source, path or list of :class:`~covidcxr.XRay`)
+        the guard measures both networks on; never the calibration images.
+    runtime
+        ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"litert"`` (LiteRT, formerly
+        TensorFlow Lite).
+    precision
+        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, or LiteRT's
+        full-integer quantisation, calibrated on ``calibration``); ``"bf16"`` (OpenVINO
+        on CPUs with AVX-512 BF16 or AMX).
+    calibration
+        Radiographs drawn from the training data, for int8 (the first
+        ``calibration_limit`` are used).
+    calibration_limit
+        The most calibration images used.
+    validation_description, calibration_description
+        What the images are, in words, for the model card.
+    max_accuracy_drop, max_recall_drop
+        The guard's limits, in percentage points.
+    overwrite
+        Replace an exported (or saved) pipeline at ``out_dir``.
+
+    Returns
+    -------
+    ExportReport
+        The folder, artifact and the guard's figures.
+
+    Raises
+    ------
+    AccuracyGuardError
+        If the exported network loses more accuracy or recall than allowed; nothing is
+        written. Its ``report`` attribute holds the figures.
+    ConfigurationError
+        If the runtime or precision is unknown or not offered here, its package is not
+        installed, int8 is asked without calibration images, or the images are unusable.
+    ModelFormatError
+        If ``pipeline`` is not a saved pipeline this covidcxr can load.
+    OutputExistsError
+        If ``out_dir`` exists and may not be replaced.
+    """
+    _check_request(runtime, precision, calibration)
+    if calibration_limit < 1:
+        raise ConfigurationError(f"calibration_limit must be at least 1, not {calibration_limit}")
+    # Before any work: a folder that may not be replaced is refused at once (and again
+    # when the export is renamed into place).
+    check_output_directory(out_dir, "pipeline", overwrite=overwrite)
+    scratch = Path(tempfile.mkdtemp(prefix="covidcxr-export-"))
+    try:
+        if isinstance(pipeline, Pipeline):
+            source_dir = pipeline.save(scratch / "saved")
+        else:
+            source_dir = Path(pipeline)
+        reference = Pipeline.load(source_dir, runtime="tensorflow")
+        keras_classifier = reference.classifier_
+        if not isinstance(keras_classifier, VGG19Classifier):
+            raise ConfigurationError(
+                f"only a VGG19Classifier can be exported, not a {type(keras_classifier).__name__}"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntheticModelWarning)
+            held_out = _classifier_inputs(reference, validation, "validation")
+            calibration_images = (
+                keras_classifier.prepare_batch(
+                    _classifier_inputs(
+                        reference,
+                        list(islice(as_source(calibration, "calibration"), calibration_limit)),
+                        "calibration",
+                    )
+                )
+                if precision == "int8" and calibration is not None
+                else None
+            )
+        labels = [xray.label for xray in held_out]
+        if not held_out or any(label is None for label in labels):
+            raise ConfigurationError(
+                "the guard needs labelled held-out radiographs (validation=), every one labelled"
+            )
+        if calibration_images is not None and not len(calibration_images):
+            raise ConfigurationError("calibration= holds no radiographs")
+        reference_probabilities = keras_classifier.predict_proba(held_out)
+        copy = scratch / "copy"
+        write_shippable_copy(source_dir, copy, precision="float32")
+        artifact = f"{EXPORTED_FOLDER}/{_ARTIFACT[runtime]}"
+        with output_directory(out_dir, "pipeline", overwrite=overwrite) as staging:
+            for entry in copy.iterdir():
+                entry.rename(staging / entry.name)
+            if precision == "int8" and runtime == "litert":
+                assert calibration_images is not None  # noqa: S101 - checked by _check_request
+                _export_litert_int8(keras_classifier.model_, staging / artifact, calibration_images)
+            elif precision == "int8":
+                assert calibration_images is not None  # noqa: S101 - checked by _check_request
+                fp32 = scratch / "classifier.fp32.onnx"
+                _export_network(keras_classifier.model_, runtime, fp32)
+                (staging / EXPORTED_FOLDER).mkdir()
+                _quantise_int8(fp32, staging / artifact, calibration_images, scratch)
+            else:
+                _export_network(keras_classifier.model_, runtime, staging / artifact)
+            exported = RuntimeClassifier(keras_classifier, runtime, staging / artifact, precision)
+            report = measure_guard(
+                [str(label) for label in labels],
+                reference_probabilities,
+                exported.predict_proba(held_out),
+                keras_classifier.classes_,
+                max_accuracy_drop=max_accuracy_drop,
+                max_recall_drop=max_recall_drop,
+            )
+            if not report.passed:
+                raise AccuracyGuardError(
+                    f"refusing to export for {runtime} at {precision}: "
+                    f"{'; '.join(report.failures)} on {report.n_images} held-out images; "
+                    "nothing was written"
+                    + (" (calibrate on more varied training images?)" if calibration else ""),
+                    report,
+                )
+            _record_export(
+                staging,
+                {
+                    "runtime": runtime,
+                    "precision": precision,
+                    "artifacts": {"classifier": artifact},
+                    "guard": report.to_dict(),
+                    "validation": _describe(validation, validation_description),
+                    "calibration": (
+                        {
+                            "n_images": len(calibration_images),
+                            "images": _describe(calibration, calibration_description),
+                        }
+                        if calibration_images is not None
+                        else None
+                    ),
+                    "cpu_features": cpu_features(),
+                    "versions": {
+                        "covidcxr": __version__,
+                        runtime: _runtime_version(runtime),
+                    },
+                },
+            )
+        n_calibration = len(calibration_images) if calibration_images is not None else 0
+        return ExportReport(Path(out_dir), runtime, precision, artifact, report, n_calibration)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
