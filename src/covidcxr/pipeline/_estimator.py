@@ -755,6 +755,26 @@ class Pipeline:
 
     # -- learning and predicting ------------------------------------------------------
 
+    def classifier_inputs(self, source: SourceLike) -> PreparedSet:
+        """The radiographs of ``source`` as the classifier receives them.
+
+        Read once, preprocessed (through the cache, if any) and, with a lung stage, cropped
+        to the lungs; the input gate is not applied. What exporting a classifier (or
+        explaining one, or calibrating a quantised copy) must feed it.
+
+        Parameters
+        ----------
+        source
+            As for :meth:`predict`; labels are kept when present.
+
+        Returns
+        -------
+        PreparedSet
+            An indexable sequence of the prepared radiographs, in source order.
+        """
+        prepared = PreparedSet.collect(self._prepared(as_source(source, "source")))
+        return self._lung_crops(prepared)
+
     def fit(self, train: SourceLike, validation: SourceLike | None = None) -> Self:
         """Train the classifier (and the detector, if it learns) on ``train``.
 

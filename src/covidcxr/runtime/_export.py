@@ -42,11 +42,10 @@ from covidcxr.classify._runtime import (
 from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
 from covidcxr.files import check_output_directory, output_directory
-from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline, PreparedSet
+from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline
 from covidcxr.pipeline._card import card_files, changelog_entry
 from covidcxr.pipeline._prepared import SourceLike, as_source
 from covidcxr.pretrained._shipping import write_shippable_copy
-from covidcxr.records import XRay
 from covidcxr.runtime._guard import MAX_ACCURACY_DROP, MAX_RECALL_DROP, GuardReport, measure_guard
 
 if TYPE_CHECKING:
@@ -155,12 +154,6 @@ def _check_request(runtime: str, precision: str, calibration: object) -> None:
             "bf16 is offered by runtime='openvino' on CPUs with AVX-512 BF16 or AMX; "
             f"{'this CPU has neither' if runtime == 'openvino' else f'not by {runtime!r}'}"
         )
-
-
-def _classifier_inputs(pipeline: Pipeline, source: SourceLike, what: str) -> list[XRay]:
-    """The radiographs as the pipeline's classifier receives them: prepared, lung-cropped."""
-    prepared = PreparedSet.collect(pipeline._prepared(as_source(source, what)))
-    return list(pipeline._lung_crops(prepared))
 
 
 def _export_network(model: keras.Model, runtime: str, target: Path) -> None:
@@ -392,13 +385,11 @@ def export(
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntheticModelWarning)
-            held_out = _classifier_inputs(reference, validation, "validation")
+            held_out = list(reference.classifier_inputs(validation))
             calibration_images = (
                 keras_classifier.prepare_batch(
-                    _classifier_inputs(
-                        reference,
-                        list(islice(as_source(calibration, "calibration"), calibration_limit)),
-                        "calibration",
+                    reference.classifier_inputs(
+                        list(islice(as_source(calibration, "calibration"), calibration_limit))
                     )
                 )
                 if precision == "int8" and calibration is not None
