@@ -1258,9 +1258,9 @@ class Pipeline:
             As for the constructor.
         runtime
             What runs the classifier's network: ``"tensorflow"`` (the Keras model),
-            ``"onnx"`` or ``"openvino"`` (the network :func:`covidcxr.runtime.export`
-            wrote, see :doc:`/export`). ``None`` (the default) picks the runtime the
-            pipeline was exported for, or TensorFlow (with a
+            ``"onnx"``, ``"openvino"`` or ``"litert"`` (the network
+            :func:`covidcxr.runtime.export` wrote, see :doc:`/export`). ``None`` (the
+            default) picks the runtime the pipeline was exported for, or TensorFlow (with a
             :class:`~covidcxr.runtime.RuntimeFallbackWarning` when the exported runtime's
             package is missing).
 
