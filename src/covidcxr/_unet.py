@@ -24,6 +24,7 @@ __all__ = [
     "check_finite_weights",
     "dice_bce_loss",
     "divergence_check",
+    "fit_unet",
     "keras_module",
     "load_unet",
     "paired_batches",
@@ -304,3 +305,41 @@ def paired_batches(
             data.start_epoch()
 
     return Batches()
+
+
+def fit_unet(
+    keras: Any,
+    model: Any,
+    images: NDArray[np.float32],
+    masks: NDArray[np.float32],
+    validation_data: tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+    *,
+    owner: str,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    patience: int,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    verbose: int,
+    flip: bool,
+    warp: bool,
+) -> dict[str, list[float]]:
+    """Compile and train a U-Net as both estimators do; returns the per-epoch history.
+
+    Adam on the Dice + BCE loss, the shared callbacks (:func:`training_callbacks`), and
+    batches whose image and mask are flipped (and warped) together (:func:`paired_batches`).
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss(keras))
+    callbacks = training_callbacks(
+        keras, owner, on_epoch_end, patience=patience, monitored=validation_data is not None
+    )
+    batches = paired_batches(keras, images, masks, batch_size, seed, flip=flip, warp=warp)
+    history = model.fit(
+        batches,
+        epochs=epochs,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}

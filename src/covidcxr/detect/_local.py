@@ -25,12 +25,10 @@ from covidcxr._plain import plain_data
 from covidcxr._unet import (
     build_unet,
     check_finite_weights,
-    dice_bce_loss,
+    fit_unet,
     keras_module,
     load_unet,
-    paired_batches,
     resize_square,
-    training_callbacks,
 )
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
@@ -298,34 +296,29 @@ class LocalDetector(SetParamsMixin):
             name="covidcxr_local_unet",
             output_name="lesion_probability",
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss=dice_bce_loss(keras),
-        )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
-        callbacks = training_callbacks(
-            keras,
-            "LocalDetector",
-            self.on_epoch_end,
-            patience=self.patience,
-            monitored=validation_data is not None,
-        )
         # Flipped image and mask together (a flip inside the network would mirror the
         # image against the unmirrored mask).
-        batches = paired_batches(
-            keras, images, masks, self.batch_size, self.seed, flip=self.augment, warp=False
-        )
-        history = model.fit(
-            batches,
+        self.history_ = fit_unet(
+            keras,
+            model,
+            images,
+            masks,
+            validation_data,
+            owner="LocalDetector",
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
             epochs=self.epochs,
-            validation_data=validation_data,
-            callbacks=callbacks,
+            seed=self.seed,
+            patience=self.patience,
+            on_epoch_end=self.on_epoch_end,
             verbose=self.verbose,
+            flip=self.augment,
+            warp=False,
         )
         self.model_ = model
-        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
         self.n_training_images_ = int(images.shape[0])
         # What the training images were prepared with, and how they looked: saved with
         # the model, so that input prepared otherwise is noticed (see predict_masks).

@@ -31,12 +31,10 @@ from covidcxr._plain import plain_data
 from covidcxr._unet import (
     build_unet,
     check_finite_weights,
-    dice_bce_loss,
+    fit_unet,
     keras_module,
     load_unet,
-    paired_batches,
     resize_square,
-    training_callbacks,
 )
 from covidcxr.errors import (
     ConfigurationError,
@@ -431,31 +429,27 @@ class LungSegmenter(SetParamsMixin):
             name="covidcxr_lung_unet",
             output_name="lung_probability",
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate), loss=dice_bce_loss(keras)
-        )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation, "validation")
-        callbacks = training_callbacks(
+        self.history_ = fit_unet(
             keras,
-            "LungSegmenter",
-            self.on_epoch_end,
-            patience=self.patience,
-            monitored=validation_data is not None,
-        )
-        batches = paired_batches(
-            keras, images, masks, self.batch_size, self.seed, flip=self.augment, warp=self.augment
-        )
-        history = model.fit(
-            batches,
+            model,
+            images,
+            masks,
+            validation_data,
+            owner="LungSegmenter",
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
             epochs=self.epochs,
-            validation_data=validation_data,
-            callbacks=callbacks,
+            seed=self.seed,
+            patience=self.patience,
+            on_epoch_end=self.on_epoch_end,
             verbose=self.verbose,
+            flip=self.augment,
+            warp=self.augment,
         )
         self.model_ = model
-        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
         self.n_training_images_ = int(images.shape[0])
         # What the training radiographs were prepared with (whole frames: the segmenter
         # runs before the crop), saved with the model, so that a pipeline preparing its
