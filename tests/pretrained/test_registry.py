@@ -295,6 +295,7 @@ def test_the_docs_section_of_a_model_shows_its_manifest_and_card(models_root: Pa
     assert "A tiny test model trained on phantoms." in text
     assert "# Model card: covidcxr chest X-ray classifier" in text
     assert "float16" in text
+    assert f":Also called: ``{ALIAS}``" in text
     # Valid reStructuredText: any docutils warning is an error here, as in the docs build.
     tree = publish_doctree(text, settings_overrides={"halt_level": 2, "report_level": 2})
     assert MODEL_NAME in tree.astext()
