@@ -3,8 +3,8 @@
 :func:`export` writes a copy of a saved pipeline whose networks (the classifier, and the
 lung segmenter and local lesion detector where present) are exported by
 Keras (:meth:`keras.Model.export`) to ONNX, OpenVINO or LiteRT, optionally quantised to
-int8 (ONNX Runtime's static quantisation or LiteRT's full-integer quantisation, calibrated
-on training radiographs) or run in bfloat16
+int8 (ONNX Runtime's static quantisation, LiteRT's full-integer quantisation or
+OpenVINO's through NNCF, calibrated on training radiographs) or run in bfloat16
 (OpenVINO, on CPUs that offer it). The **accuracy guard** measures the exported
 classifier against the Keras model on held-out radiographs and refuses the export
 (nothing is written) when accuracy drops by more than 0.5 points or any class's recall

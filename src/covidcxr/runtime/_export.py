@@ -6,9 +6,10 @@ the classifier's network (and the lung segmenter's and local detector's U-Nets, 
 pipeline has them) exported through Keras's own :meth:`keras.Model.export`
 (``exported/classifier.onnx``, OpenVINO's ``exported/classifier.xml`` and ``.bin``, or
 ``exported/classifier.tflite``), quantised to int8 when asked (ONNX Runtime's static
-quantisation, or the TFLite converter's full-integer quantisation), and measures the
-exported network against the Keras model on held-out images (:func:`measure_guard`). The
-folder is written beside its target and renamed into place only when the guard holds.
+quantisation, the TFLite converter's full-integer quantisation, or NNCF's for OpenVINO),
+and measures each exported network against its Keras model on held-out images
+(:func:`measure_guard`, :func:`measure_mask_guard`). The folder is written beside its
+target and renamed into place only when every guard holds.
 """
 
 # Keras, TensorFlow and the runtime packages are imported inside functions on purpose.
@@ -153,11 +154,10 @@ def _check_request(runtime: str, precision: str, calibration: object) -> None:
             f"install it with pip install 'covidcxr[{runtime}]'"
         )
     if precision == "int8":
-        if runtime == "openvino":
+        if runtime == "openvino" and importlib.util.find_spec("nncf") is None:
             raise ConfigurationError(
-                "int8 export is offered for runtime='onnx' (ONNX Runtime's static "
-                "quantisation) and 'litert' (the TFLite converter's); OpenVINO's needs NNCF, "
-                "which covidcxr does not use yet"
+                "OpenVINO's int8 export needs NNCF (its post-training quantisation): "
+                "pip install 'covidcxr[openvino]'"
             )
         if runtime == "onnx" and importlib.util.find_spec("onnx") is None:
             raise ConfigurationError(
@@ -223,6 +223,28 @@ def _quantise_int8(fp32: Path, target: Path, images: NDArray[np.float32], scratc
     )
 
 
+def _quantise_openvino_int8(
+    model: keras.Model, target: Path, images: NDArray[np.float32], scratch: Path
+) -> None:
+    """NNCF's post-training quantisation of the OpenVINO model: int8 weights and activations.
+
+    The float32 model Keras exports is quantised with statistics of ``images`` (one image
+    per calibration step) and saved as OpenVINO IR (``.xml`` and ``.bin``).
+    """
+    ov = importlib.import_module("openvino")
+    nncf = importlib.import_module("nncf")
+    fp32 = scratch / f"{target.stem}.fp32.xml"
+    _export_network(model, "openvino", fp32)
+    dataset = nncf.Dataset([images[index : index + 1] for index in range(len(images))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantised = nncf.quantize(
+            ov.Core().read_model(os.fspath(fp32)), dataset, subset_size=len(images)
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantised, os.fspath(target))
+
+
 def _export_litert_int8(model: keras.Model, target: Path, images: NDArray[np.float32]) -> None:
     """Full-integer weights and activations by the TFLite converter, float input and output."""
     import tensorflow as tf
@@ -257,6 +279,9 @@ def _write_network(
     assert calibration is not None  # noqa: S101 - _check_request requires calibration images
     if runtime == "litert":
         _export_litert_int8(model, target, calibration)
+        return
+    if runtime == "openvino":
+        _quantise_openvino_int8(model, target, calibration, scratch)
         return
     fp32 = scratch / f"{target.stem}.fp32.onnx"
     _export_network(model, runtime, fp32)
@@ -472,9 +497,9 @@ def export(
         ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"litert"`` (LiteRT, formerly
         TensorFlow Lite).
     precision
-        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, or LiteRT's
-        full-integer quantisation, calibrated on ``calibration``); ``"bf16"`` (OpenVINO
-        on CPUs with AVX-512 BF16 or AMX).
+        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, LiteRT's
+        full-integer quantisation or NNCF's for OpenVINO, calibrated on
+        ``calibration``); ``"bf16"`` (OpenVINO on CPUs with AVX-512 BF16 or AMX).
     calibration
         Radiographs drawn from the training data, for int8 (the first
         ``calibration_limit`` are used).
