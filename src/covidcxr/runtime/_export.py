@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -322,8 +322,13 @@ def _export_segmentation_networks(
     precision: str,
     scratch: Path,
     min_mask_dice: float,
+    refuse: Callable[[list[str]], None],
 ) -> dict[str, MaskGuardReport]:
-    """Export each U-Net into ``staging`` (adding its file to ``artifacts``) and guard it."""
+    """Export each U-Net into ``staging`` (adding its file to ``artifacts``) and guard it.
+
+    ``refuse`` raises for a guard's failures, so that a refused network stops the export
+    at once.
+    """
     guards: dict[str, MaskGuardReport] = {}
     for name, estimator, threshold in networks:
         artifacts[name] = f"{EXPORTED_FOLDER}/{name}{_SUFFIX[runtime]}"
@@ -348,6 +353,7 @@ def _export_segmentation_networks(
             threshold=threshold,
             min_mean_dice=min_mask_dice,
         )
+        refuse(guards[name].failures)
     return guards
 
 
@@ -600,6 +606,18 @@ def export(
                 max_accuracy_drop=max_accuracy_drop,
                 max_recall_drop=max_recall_drop,
             )
+
+            def refuse(failures: list[str]) -> None:
+                if failures:
+                    raise AccuracyGuardError(
+                        f"refusing to export for {runtime} at {precision}: "
+                        f"{'; '.join(failures)} on {report.n_images} held-out images; "
+                        "nothing was written"
+                        + (" (calibrate on more varied training images?)" if calibration else ""),
+                        report,
+                    )
+
+            refuse(report.failures)  # before exporting another network
             mask_guards = _export_segmentation_networks(
                 networks,
                 {"lungs": frames, "detector": held_out},
@@ -610,16 +628,8 @@ def export(
                 precision=precision,
                 scratch=scratch,
                 min_mask_dice=min_mask_dice,
+                refuse=refuse,
             )
-            failures = [*report.failures, *(f for g in mask_guards.values() for f in g.failures)]
-            if failures:
-                raise AccuracyGuardError(
-                    f"refusing to export for {runtime} at {precision}: "
-                    f"{'; '.join(failures)} on {report.n_images} held-out images; "
-                    "nothing was written"
-                    + (" (calibrate on more varied training images?)" if calibration else ""),
-                    report,
-                )
             _record_export(
                 staging,
                 {
