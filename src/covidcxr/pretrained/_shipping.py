@@ -50,6 +50,7 @@ from covidcxr.pretrained._registry import (
     format_size,
     read_model_manifest,
 )
+from covidcxr.sources._layouts import CITATIONS, TERMS
 
 if TYPE_CHECKING:
     from covidcxr.pipeline import Pipeline
@@ -466,6 +467,20 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
     )
 
 
+def _fill_known_terms(training_data: Any) -> None:
+    """Give a card saved before covidcxr recorded terms the terms of its known dataset.
+
+    A pipeline saved by an older covidcxr names its training data's citation but not its
+    terms; when the citation is a dataset's covidcxr knows (a layout's), its terms are
+    added, so that every shipped card states them.
+    """
+    if not isinstance(training_data, dict) or training_data.get("terms"):
+        return
+    for layout, citation in CITATIONS.items():
+        if training_data.get("citation") == citation and layout in TERMS:
+            training_data["terms"] = TERMS[layout]
+
+
 def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]) -> None:
     """Add a "packaged" changelog entry to the copy's card, and the shipping section."""
     from covidcxr.pipeline._card import card_files, changelog_entry
@@ -473,6 +488,7 @@ def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]
 
     manifest_path = pipeline_dir / MANIFEST_NAME
     saved = json.loads(manifest_path.read_text(encoding="utf-8"))
+    _fill_known_terms(saved.get("training_data"))
     saved["changelog"] = [
         *(saved.get("changelog") or []),
         changelog_entry(
