@@ -327,6 +327,11 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         self.input_profile_ = inputs.profile()
         return self
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the detector has a network (from :meth:`fit` or :meth:`load`)."""
+        return getattr(self, "model_", None) is not None
+
     def _require_fitted(self) -> Any:
         model = getattr(self, "model_", None)
         if model is None:

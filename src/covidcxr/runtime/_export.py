@@ -306,7 +306,7 @@ def _segmentation_networks(
     if isinstance(segmenter, LungSegmenter) and segmenter.fitted:
         found.append(("lungs", segmenter, float(segmenter.threshold)))
     detector = pipeline.detector_
-    if isinstance(detector, LocalDetector) and getattr(detector, "model_", None) is not None:
+    if isinstance(detector, LocalDetector) and detector.fitted:
         found.append(("detector", detector, float(detector.mask_threshold)))
     return found
 
