@@ -38,6 +38,11 @@ SUMMARIES = {
 }
 
 
+#: Other names each model loads by: "covid-qu-ex" is the recommended COVID-QU-Ex model
+#: (``covidcxr predict covid-qu-ex SCANS --output preds.csv``).
+ALIASES = {"covidqu-lungs-vgg19-64": ("covid-qu-ex",)}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(SUMMARIES))
@@ -101,6 +106,7 @@ def main() -> int:
         force=args.force or bool(args.limit),
         check_images=split(args.data, "Val", args.limit or 300),
         check_description="COVID-QU-Ex Val",
+        aliases=ALIASES.get(args.name, ()),
     )
     print(info, flush=True)
     return 0

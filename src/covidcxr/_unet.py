@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from covidcxr.errors import ModelFormatError, TrainingDivergedError
 
 __all__ = [
+    "ExportedNetwork",
+    "RunsNetwork",
     "build_unet",
     "check_finite_weights",
     "dice_bce_loss",
@@ -30,6 +32,66 @@ __all__ = [
     "paired_batches",
     "resize_square",
 ]
+
+
+class ExportedNetwork:
+    """A segmentation network exported by :func:`covidcxr.runtime.export`, ready to run.
+
+    Parameters
+    ----------
+    run
+        From a batch of model inputs ``(n, size, size, 1)`` to probability maps
+        ``(n, size, size, 1)``.
+    runtime, precision, artifact
+        What runs it, at what precision, from which file (for ``repr`` and reports).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+        *,
+        runtime: str,
+        precision: str,
+        artifact: str | os.PathLike[str],
+    ) -> None:
+        self.run = run
+        self.runtime = runtime
+        self.precision = precision
+        self.artifact = os.fspath(artifact)
+
+    def __repr__(self) -> str:
+        return (
+            f"ExportedNetwork(runtime={self.runtime!r}, precision={self.precision!r}, "
+            f"artifact={self.artifact!r})"
+        )
+
+
+class RunsNetwork:
+    """The U-Net's forward pass: the Keras model, or the exported network set at load.
+
+    :meth:`covidcxr.Pipeline.load` with a runtime sets :attr:`exported_` on a pipeline's
+    lung segmenter and local detector when :func:`covidcxr.runtime.export` exported them;
+    the Keras model (``model_``) stays for training, saving and explanations.
+    """
+
+    #: The exported network that predicts instead of the Keras model, if any.
+    exported_: ExportedNetwork | None = None
+
+    def run_network(
+        self, model: Any, batch: NDArray[np.float32], chunk: int
+    ) -> NDArray[np.float32]:
+        """Probability maps ``(n, size, size)`` of a prepared batch, ``chunk`` images at a time."""
+        exported = self.exported_
+        maps = [
+            np.asarray(
+                exported.run(np.ascontiguousarray(batch[start : start + chunk]))
+                if exported is not None
+                else model(batch[start : start + chunk], training=False),
+                np.float32,
+            )[..., 0]
+            for start in range(0, len(batch), chunk)
+        ]
+        return np.concatenate(maps) if maps else np.zeros((0, *batch.shape[1:3]), np.float32)
 
 
 def keras_module(threads: int | None = None) -> Any:

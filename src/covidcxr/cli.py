@@ -525,13 +525,24 @@ def export_command(
     )
     guard = report.guard
     _emit(
-        {"path": str(report.path), "artifact": report.artifact, "guard": guard.to_dict()},
+        {
+            "path": str(report.path),
+            "artifact": report.artifact,
+            "artifacts": dict(report.artifacts),
+            "guard": guard.to_dict(),
+            "mask_guards": {name: g.to_dict() for name, g in report.mask_guards.items()},
+        },
         as_json,
         [
             f"exported {runtime} ({precision}) to {report.path / report.artifact}",
             f"accuracy on {guard.n_images} held-out images: Keras "
             f"{100 * guard.reference_accuracy:.2f}%, exported "
             f"{100 * guard.exported_accuracy:.2f}% (drop {guard.accuracy_drop:.2f} points)",
+            *(
+                f"{name} network to {report.path / report.artifacts[name]}: masks agree at a "
+                f"mean Dice of {masks.mean_dice:.4f} (lowest {masks.min_dice:.4f})"
+                for name, masks in report.mask_guards.items()
+            ),
         ],
     )
 

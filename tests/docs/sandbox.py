@@ -21,6 +21,9 @@ from covidcxr.phantoms import generate_phantom, write_phantom_dataset
 
 #: Phantom side in pixels: small enough for fast examples, large enough for the models.
 SIZE = 64
+#: Radiographs per class in each dataset: 15 in all, one batch of the from-scratch recipe
+#: (``batch_size=16``), so the examples that train it run one step per epoch.
+PER_CLASS = 5
 #: COVID-QU-Ex's folder names for the three classes.
 QU_EX_CLASSES = {"covid-19": "COVID-19", "pneumonia": "Non-COVID", "normal": "Normal"}
 
@@ -99,11 +102,11 @@ def _train_model(out: Path, data: Path) -> None:
 def build(root: Path) -> Path:
     """Write every file the examples name under ``root`` and return it."""
     data = root / "data"
-    write_phantom_dataset(data / "cxr", n_per_class=8, size=SIZE, seed=0)
+    write_phantom_dataset(data / "cxr", n_per_class=PER_CLASS, size=SIZE, seed=0)
     for seed, name in enumerate(("train", "val", "test"), start=1):
-        write_phantom_dataset(data / name, n_per_class=8, size=SIZE, seed=seed)
-    write_phantom_dataset(data / "cxr-train", n_per_class=8, size=SIZE, seed=4)
-    write_phantom_dataset(data / "cxr-test", n_per_class=8, size=SIZE, seed=5)
+        write_phantom_dataset(data / name, n_per_class=PER_CLASS, size=SIZE, seed=seed)
+    write_phantom_dataset(data / "cxr-train", n_per_class=PER_CLASS, size=SIZE, seed=4)
+    write_phantom_dataset(data / "cxr-test", n_per_class=PER_CLASS, size=SIZE, seed=5)
     scans = data / "new-scans"
     scans.mkdir()
     for index in range(4):
@@ -116,7 +119,7 @@ def build(root: Path) -> Path:
     with zipfile.ZipFile(root / "cxr.zip", "w") as archive:
         for path in sorted((data / "cxr").rglob("*.png")):
             archive.write(path, path.relative_to(data / "cxr").as_posix())
-    write_qu_ex_phantoms(root / "covid-qu-ex", per_class=6)
+    write_qu_ex_phantoms(root / "covid-qu-ex", per_class=PER_CLASS)
     _train_model(root / "model", data / "cxr-train")
     with zipfile.ZipFile(root / "covid-qu-ex.zip", "w") as archive:
         for path in sorted((root / "covid-qu-ex").rglob("*.png")):

@@ -194,6 +194,9 @@ def test_a_covid_qu_ex_source_is_described_cited_and_its_split_recorded(
     assert data["split"] == ["Train"]
     assert "Tahir et al." in data["citation"]
     assert "Computers in Biology and Medicine 139:105002" in data["citation"]
+    assert "Kaggle" in data["terms"]
+    card = (pipeline.save(tmp_path / "model") / "model_card.md").read_text()
+    assert "- Terms: Published by its authors" in card
     # Decoded from PNG files, the phantoms no longer carry their mark.
     assert data["synthetic"] is False
 

@@ -42,7 +42,7 @@ def offline_environment(tmp_path: Path) -> dict[str, str]:
 def test_train_without_a_config_learns_offline_and_prints_no_tensorflow_noise(
     tmp_path: Path,
 ) -> None:
-    data = write_phantom_dataset(tmp_path / "data", n_per_class=16, size=64, seed=0)
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=10, size=64, seed=0)
     model = tmp_path / "model"
     result = subprocess.run(
         [sys.executable, "-m", "covidcxr", "train", str(data), "--out", str(model)],

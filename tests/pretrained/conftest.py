@@ -49,6 +49,8 @@ TINY_PIPELINE: dict[str, Any] = {
 }
 
 MODEL_NAME = "tiny-phantoms"
+#: Another name the tiny model loads by, as "covid-qu-ex" names the recommended model.
+ALIAS = "tiny"
 BUILD_COMMAND = "covidcxr train phantoms/ --out tiny --config tiny.toml"
 
 
@@ -88,6 +90,7 @@ def models_root(
         root=root,
         check_images=check_images,
         check_description="6 test phantoms",
+        aliases=(ALIAS,),
     )
     return root
 

@@ -316,3 +316,21 @@ def test_covidcxr_evaluate_record_refuses_a_shipped_model(
     )
     assert result.exit_code == 2
     assert "shipped model is read-only" in result.output
+
+
+def test_a_card_saved_before_terms_were_recorded_gets_its_known_datasets_terms(
+    saved_pipeline: Path, check_images: list[XRay], tmp_path: Path
+) -> None:
+    from covidcxr.pretrained import card
+    from covidcxr.sources._layouts import CITATIONS, TERMS
+
+    older = Path(shutil.copytree(saved_pipeline, tmp_path / "older"))
+    manifest = json.loads((older / "pipeline.json").read_text())
+    manifest["training_data"]["citation"] = CITATIONS["covid-qu-ex"]
+    manifest["training_data"].pop("terms", None)  # as an older covidcxr saved it
+    (older / "pipeline.json").write_text(json.dumps(manifest))
+    root = tmp_path / "models"
+    package("older", older, build_command=BUILD_COMMAND, root=root, check_images=check_images)
+    shipped = card("older", root)
+    assert shipped.metadata["training_data"]["terms"] == TERMS["covid-qu-ex"]
+    assert f"- Terms: {TERMS['covid-qu-ex']}" in shipped.text

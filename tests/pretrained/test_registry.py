@@ -25,10 +25,11 @@ from covidcxr.pretrained import (
     load,
     load_pipeline,
     models_rst,
+    package,
     verify,
 )
 
-from .conftest import BUILD_COMMAND, MODEL_NAME
+from .conftest import ALIAS, BUILD_COMMAND, MODEL_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.errors.SyntheticModelWarning")
 
@@ -59,8 +60,39 @@ def test_available_lists_name_summary_size_and_build_command(
     )
     assert info.size_bytes == on_disk
     assert info.size_bytes < info.original_size_bytes
-    assert MODEL_NAME in str(info)
+    assert info.aliases == (ALIAS,)
+    assert f"{MODEL_NAME} (also {ALIAS})" in str(info)
     assert info.size in str(info)
+
+
+def test_an_alias_loads_verifies_and_cards_the_same_model(
+    models_root: Path, check_images: list[XRay]
+) -> None:
+    assert list(available(models_root)) == [MODEL_NAME]  # listed once, by its own name
+    assert verify(ALIAS, models_root).name == MODEL_NAME
+    assert card(ALIAS, models_root).info.name == MODEL_NAME
+    assert f"also `{ALIAS}`" in card(MODEL_NAME, models_root).text
+    by_alias = load(ALIAS, root=models_root).predict(check_images)
+    by_name = load(MODEL_NAME, root=models_root).predict(check_images)
+    for one, other in zip(by_alias, by_name, strict=True):
+        assert one.probabilities == other.probabilities
+
+
+@pytest.mark.parametrize(
+    ("name", "aliases"),
+    [("other", (ALIAS,)), ("other", (MODEL_NAME,)), (ALIAS, ()), ("other", ("other",))],
+)
+def test_a_name_or_alias_that_would_name_two_models_is_refused(
+    models_root: Path, saved_pipeline: Path, name: str, aliases: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"already names|needs no alias"):
+        package(name, saved_pipeline, build_command="x", root=models_root, aliases=aliases)
+    assert list(available(models_root)) == [MODEL_NAME]
+
+
+def test_unknown_names_are_listed_with_their_aliases(models_root: Path) -> None:
+    with pytest.raises(ConfigurationError, match=rf"{MODEL_NAME} \(also {ALIAS}\)"):
+        load("nope", root=models_root)
 
 
 def test_available_reads_manifests_without_importing_tensorflow(models_root: Path) -> None:
@@ -176,6 +208,7 @@ def test_an_unlisted_file_is_refused(registry_copy: Path) -> None:
         (lambda m: m.update(name="other"), "names the model 'other'"),
         (lambda m: m["files"][0].update(path="../../etc/passwd"), "leaves the model's folder"),
         (lambda m: m["files"][0].update(sha256="xyz"), "a 'files' entry is damaged"),
+        (lambda m: m.update(aliases="tiny"), "'aliases' is not a list of names"),
     ],
 )
 def test_a_damaged_manifest_is_refused(registry_copy: Path, change: object, message: str) -> None:
@@ -262,6 +295,7 @@ def test_the_docs_section_of_a_model_shows_its_manifest_and_card(models_root: Pa
     assert "A tiny test model trained on phantoms." in text
     assert "# Model card: covidcxr chest X-ray classifier" in text
     assert "float16" in text
+    assert f":Also called: ``{ALIAS}``" in text
     # Valid reStructuredText: any docutils warning is an error here, as in the docs build.
     tree = publish_doctree(text, settings_overrides={"halt_level": 2, "report_level": 2})
     assert MODEL_NAME in tree.astext()

@@ -250,30 +250,41 @@ def test_a_litert_export_predicts_what_the_keras_model_predicts(
 
 
 @pytest.mark.filterwarnings("ignore::covidcxr.classify.PixelRangeWarning")  # blank on purpose
-def test_litert_int8_passes_with_training_images_and_is_refused_with_blank_frames(
+@pytest.mark.parametrize(
+    ("runtime", "packages"),
+    [("litert", ["ai_edge_litert"]), ("openvino", ["openvino", "nncf"])],
+)
+def test_int8_of_another_runtime_passes_with_training_images_and_is_refused_with_blank_frames(
+    runtime: str,
+    packages: list[str],
+    *,
     tmp_path: Path,
     saved_pipeline: Path,
     held_out: list[XRay],
     training_images: list[XRay],
     blank_images: list[XRay],
 ) -> None:
-    pytest.importorskip("ai_edge_litert", reason="the litert extra is not installed")
+    for package in packages:
+        pytest.importorskip(package, reason=f"the {runtime} extra is not installed")
     good = export(
         saved_pipeline,
         tmp_path / "good",
         validation=held_out,
-        runtime="litert",
+        runtime=runtime,
         precision="int8",
         calibration=training_images,
     )
     assert good.guard.passed
     assert good.guard.max_abs_probability_difference > 1e-4  # quantised for real
+    loaded = Pipeline.load(tmp_path / "good")
+    assert isinstance(loaded.classifier_, RuntimeClassifier)
+    assert (loaded.classifier_.runtime, loaded.classifier_.precision) == (runtime, "int8")
     with pytest.raises(AccuracyGuardError):
         export(
             saved_pipeline,
             tmp_path / "broken",
             validation=held_out,
-            runtime="litert",
+            runtime=runtime,
             precision="int8",
             calibration=blank_images,
         )

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._unet import ExportedNetwork
 from covidcxr.classify._inputs import ScanStats, original_errors
 from covidcxr.classify._predicting import warn_if_unlike_training
 from covidcxr.classify._vgg19 import VGG19Classifier
@@ -36,11 +37,14 @@ __all__ = [
     "EXPORT_RUNTIMES",
     "PRECISIONS",
     "RUNTIMES",
+    "ExportedNetwork",
     "ExportedRuntime",
     "Precision",
     "RuntimeClassifier",
     "RuntimeFallbackWarning",
+    "exported_network",
     "open_network",
+    "resolve_runtime",
     "runtime_available",
     "with_runtime",
 ]
@@ -333,18 +337,16 @@ class RuntimeClassifier:
         )
 
 
-def with_runtime(
-    classifier: Classifier,
-    directory: Path,
-    export_entry: Mapping[str, Any] | None,
-    runtime: str | None,
-) -> Classifier:
-    """The classifier a pipeline loaded with ``runtime`` predicts with.
+def resolve_runtime(
+    directory: Path, export_entry: Mapping[str, Any] | None, runtime: str | None
+) -> tuple[str, str] | None:
+    """The ``(runtime, precision)`` a loaded pipeline's exported networks run with.
 
-    ``runtime=None`` picks the runtime the pipeline was exported for, falling back to
-    TensorFlow with a :class:`RuntimeFallbackWarning` when its package is missing, and
-    TensorFlow for a pipeline that was never exported. An explicit runtime is used or
-    refused, never replaced.
+    ``None`` means TensorFlow runs the Keras models. ``runtime=None`` picks the runtime the
+    pipeline was exported for, falling back to TensorFlow with a
+    :class:`RuntimeFallbackWarning` when its package is missing, and TensorFlow for a
+    pipeline that was never exported. An explicit runtime is used or refused, never
+    replaced.
 
     Raises
     ------
@@ -359,7 +361,7 @@ def with_runtime(
             f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, not {runtime!r}"
         )
     if runtime == "tensorflow" or (runtime is None and export_entry is None):
-        return classifier
+        return None
     if export_entry is None:
         raise ModelFormatError(
             f"{directory} was not exported for {runtime!r}: export it with "
@@ -367,12 +369,14 @@ def with_runtime(
             "runtime='tensorflow'"
         )
     exported = export_entry.get("runtime")
-    artifact = export_entry.get("artifacts", {}).get("classifier")
+    artifacts = export_entry.get("artifacts")
     precision = export_entry.get("precision")
     if (
         exported not in EXPORT_RUNTIMES
-        or not isinstance(artifact, str)
-        or precision not in (PRECISIONS)
+        or not isinstance(artifacts, Mapping)
+        or not isinstance(artifacts.get("classifier"), str)
+        or not all(isinstance(path, str) for path in artifacts.values())
+        or precision not in PRECISIONS
     ):
         raise ModelFormatError(
             f"{manifest_path}: the 'export' entry is damaged ({export_entry!r:.80}); export "
@@ -383,23 +387,78 @@ def with_runtime(
             warnings.warn(
                 f"{directory} was exported for {exported!r} ({precision}), but "
                 f"{EXPORT_RUNTIMES[exported]!r} is not installed: TensorFlow runs the float32 "
-                f"Keras model instead (pip install '{_EXTRAS[exported]}' to use the export)",
+                f"Keras models instead (pip install '{_EXTRAS[exported]}' to use the export)",
                 RuntimeFallbackWarning,
                 stacklevel=4,
             )
-            return classifier
+            return None
         runtime = exported
     if runtime != exported:
         raise ModelFormatError(
             f"{directory} was exported for {exported!r}, not {runtime!r}: export it again "
             f"with runtime={runtime!r}, or load it with runtime={exported!r} or 'tensorflow'"
         )
+    return runtime, precision
+
+
+def _artifact(directory: Path, export_entry: Mapping[str, Any], network: str) -> Path | None:
+    relative = export_entry["artifacts"].get(network)
+    if not isinstance(relative, str):
+        return None
+    path = directory / relative
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: the exported network is missing ({network}); export again")
+    return path
+
+
+def with_runtime(
+    classifier: Classifier,
+    directory: Path,
+    export_entry: Mapping[str, Any] | None,
+    resolved: tuple[str, str] | None,
+) -> Classifier:
+    """The classifier a pipeline loaded with ``resolved`` (:func:`resolve_runtime`) predicts with.
+
+    Raises
+    ------
+    ModelFormatError
+        If the exported classifier is missing, or the classifier is not a VGG19Classifier.
+    """
+    if resolved is None or export_entry is None:
+        return classifier
     if not isinstance(classifier, VGG19Classifier):
         raise ModelFormatError(
-            f"{manifest_path}: only a VGG19Classifier runs exported, not a "
+            f"{directory / 'pipeline.json'}: only a VGG19Classifier runs exported, not a "
             f"{type(classifier).__name__}"
         )
-    path = directory / artifact
-    if not path.is_file():
-        raise ModelFormatError(f"{path}: the exported network is missing; export again")
+    path = _artifact(directory, export_entry, "classifier")
+    assert path is not None  # noqa: S101 - resolve_runtime checked the entry
+    runtime, precision = resolved
     return RuntimeClassifier(classifier, runtime, path, precision)
+
+
+def exported_network(
+    directory: Path,
+    export_entry: Mapping[str, Any] | None,
+    resolved: tuple[str, str] | None,
+    network: str,
+) -> ExportedNetwork | None:
+    """The exported ``network`` (``"lungs"``, ``"detector"``) to run, if it was exported.
+
+    Raises
+    ------
+    ModelFormatError
+        If the manifest names the network's file but it is missing or unloadable.
+    """
+    if resolved is None or export_entry is None:
+        return None
+    path = _artifact(directory, export_entry, network)
+    if path is None:
+        return None
+    runtime, precision = resolved
+    return ExportedNetwork(
+        open_network(runtime, path, precision),
+        runtime=runtime,
+        precision=precision,
+        artifact=path,
+    )

@@ -23,6 +23,7 @@ from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_mod
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
+    RunsNetwork,
     build_unet,
     check_finite_weights,
     fit_unet,
@@ -123,7 +124,7 @@ def mask_to_detections(
     return detections
 
 
-class LocalDetector(SetParamsMixin):
+class LocalDetector(RunsNetwork, SetParamsMixin):
     """A small segmentation network trained on infection masks; components become boxes.
 
     Parameters
@@ -326,6 +327,11 @@ class LocalDetector(SetParamsMixin):
         self.input_profile_ = inputs.profile()
         return self
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the detector has a network (from :meth:`fit` or :meth:`load`)."""
+        return getattr(self, "model_", None) is not None
+
     def _require_fitted(self) -> Any:
         model = getattr(self, "model_", None)
         if model is None:
@@ -347,9 +353,7 @@ class LocalDetector(SetParamsMixin):
         if not xrays:
             return np.zeros((0, self.input_size, self.input_size), np.float32)
         self._warn_if_unlike_training(xrays)
-        batch = self.prepare_batch(xrays)
-        predicted = model.predict(batch, batch_size=max(self.batch_size, 32), verbose=0)
-        return np.asarray(predicted, np.float32)[..., 0]
+        return self.run_network(model, self.prepare_batch(xrays), max(self.batch_size, 32))
 
     def _warn_if_unlike_training(self, xrays: Sequence[XRay]) -> None:
         inputs = InputRecorder()

@@ -29,6 +29,7 @@ from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_mod
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
+    RunsNetwork,
     build_unet,
     check_finite_weights,
     fit_unet,
@@ -218,7 +219,7 @@ def lung_labels(
     return labels
 
 
-class LungSegmenter(SetParamsMixin):
+class LungSegmenter(RunsNetwork, SetParamsMixin):
     """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
 
     Parameters
@@ -472,13 +473,7 @@ class LungSegmenter(SetParamsMixin):
         model = self._require_fitted()
         if not xrays:
             return np.zeros((0, self.input_size, self.input_size), np.float32)
-        batch = self.prepare_batch(xrays)
-        chunk = max(self.batch_size, 64)
-        maps = [
-            np.asarray(model(batch[start : start + chunk], training=False), np.float32)[..., 0]
-            for start in range(0, len(batch), chunk)
-        ]
-        return np.concatenate(maps)
+        return self.run_network(model, self.prepare_batch(xrays), max(self.batch_size, 64))
 
     def segment(self, xrays: Sequence[XRay]) -> list[LungFields]:
         """The lung fields of each radiograph, in its own pixel coordinates.

@@ -98,10 +98,13 @@ _SECRET_VALUE: Final = re.compile(
 
 @runtime_checkable
 class _Cited(Protocol):
-    """A source of a public dataset that knows the reference to cite for it."""
+    """A source of a public dataset that knows the reference to cite for it, and its terms."""
 
     @property
     def citation(self) -> str | None: ...
+
+    @property
+    def terms(self) -> str | None: ...
 
 
 @runtime_checkable
@@ -156,6 +159,7 @@ def training_data_facts(
     return {
         "source": _describe_source(source),
         "citation": source.citation if isinstance(source, _Cited) else None,
+        "terms": source.terms if isinstance(source, _Cited) else None,
         "split": [split] if isinstance(split, str) else (list(split) if split else None),
         "fingerprint": fingerprint,
         "n_items": n_items,
@@ -545,6 +549,7 @@ METADATA_SCHEMA: Final[dict[str, Any]] = {
                 "properties": {
                     "source": {"type": "string"},
                     "citation": {"type": ["string", "null"]},
+                    "terms": {"type": ["string", "null"]},
                     "split": {"type": ["array", "null"], "items": {"type": "string"}},
                     "fingerprint": {"type": ["string", "null"]},
                     "n_items": {"type": "integer", "minimum": 0},
@@ -690,6 +695,7 @@ def _data_lines(data: Mapping[str, Any] | None) -> list[str]:
     lines = [
         f"- Source: {data.get('source')}",
         f"- Citation: {data.get('citation') or 'none known'}",
+        f"- Terms: {data.get('terms') or 'none known: check them with whoever published the data'}",
         f"- Split: {', '.join(data['split']) if data.get('split') else 'as given'}",
         f"- Images: {data.get('n_items')}; by class: "
         + (", ".join(f"{k} {v}" for k, v in counts.items()) or "n/a"),

@@ -15,8 +15,9 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._unet import RunsNetwork
 from covidcxr.boxes import ResizeTransform
-from covidcxr.classify._runtime import with_runtime
+from covidcxr.classify._runtime import exported_network, resolve_runtime, with_runtime
 from covidcxr.errors import (
     ConfigurationError,
     ModelFormatError,
@@ -772,8 +773,40 @@ class Pipeline:
         PreparedSet
             An indexable sequence of the prepared radiographs, in source order.
         """
-        prepared = PreparedSet.collect(self._prepared(as_source(source, "source")))
-        return self._lung_crops(prepared)
+        return self.crop_to_lungs(self.preprocessed(source))
+
+    def preprocessed(self, source: SourceLike) -> PreparedSet:
+        """The radiographs of ``source``, read once and preprocessed (through the cache).
+
+        What the input gate and the lung segmenter see: the whole prepared frame, before
+        any lung crop. With :meth:`crop_to_lungs`, what exporting the lung and lesion
+        networks feeds them.
+
+        Parameters
+        ----------
+        source
+            As for :meth:`predict`; labels are kept when present.
+
+        Returns
+        -------
+        PreparedSet
+            An indexable sequence of the prepared radiographs, in source order.
+        """
+        return PreparedSet.collect(self._prepared(as_source(source, "source")))
+
+    def crop_to_lungs(self, prepared: Sequence[XRay]) -> PreparedSet:
+        """Prepared radiographs cropped to their lungs by the fitted lung stage.
+
+        Without a lung stage, the radiographs themselves. The crops are what the classifier
+        and the lesion detector see.
+
+        Parameters
+        ----------
+        prepared
+            Radiographs as :meth:`preprocessed` returns them.
+        """
+        kept = prepared if isinstance(prepared, PreparedSet) else PreparedSet.collect(prepared)
+        return self._lung_crops(kept)
 
     def fit(self, train: SourceLike, validation: SourceLike | None = None) -> Self:
         """Train the classifier (and the detector, if it learns) on ``train``.
@@ -1257,8 +1290,8 @@ class Pipeline:
         progress, cache_dir, workers
             As for the constructor.
         runtime
-            What runs the classifier's network: ``"tensorflow"`` (the Keras model),
-            ``"onnx"``, ``"openvino"`` or ``"litert"`` (the network
+            What runs the networks: ``"tensorflow"`` (the Keras models), ``"onnx"``,
+            ``"openvino"`` or ``"litert"`` (the classifier, lung and lesion networks
             :func:`covidcxr.runtime.export` wrote, see :doc:`/export`). ``None`` (the
             default) picks the runtime the pipeline was exported for, or TensorFlow (with a
             :class:`~covidcxr.runtime.RuntimeFallbackWarning` when the exported runtime's
@@ -1275,9 +1308,9 @@ class Pipeline:
         """
         saved = read_pipeline(directory, detector_options or {})
         manifest = saved.manifest
-        classifier = with_runtime(
-            saved.classifier, Path(directory), manifest.get("export"), runtime
-        )
+        export_entry = manifest.get("export")
+        resolved = resolve_runtime(Path(directory), export_entry, runtime)
+        classifier = with_runtime(saved.classifier, Path(directory), export_entry, resolved)
         preprocessor_entry = manifest.get("preprocessor")
         detector_entry = manifest.get("detector")
         config = PipelineConfig(
@@ -1305,6 +1338,18 @@ class Pipeline:
             workers=workers,
         )
         pipeline._build()
+        for name, network in (
+            ("lungs", pipeline.lungs_.segmenter if pipeline.lungs_ is not None else None),
+            ("detector", pipeline.detector_),
+        ):
+            exported = exported_network(Path(directory), export_entry, resolved, name)
+            if exported is not None:
+                if not isinstance(network, RunsNetwork):
+                    raise ModelFormatError(
+                        f"{Path(directory) / MANIFEST_NAME}: an exported {name} network, but "
+                        f"the pipeline's {name} stage ({type(network).__name__}) cannot run it"
+                    )
+                network.exported_ = exported
         try:
             pipeline._check_preprocessing()
         except ConfigurationError as exc:

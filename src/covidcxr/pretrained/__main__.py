@@ -44,8 +44,9 @@ def list_command(root: Path | None, as_json: bool) -> None:
     models = available(root)
     if as_json:
         payload = [
-            {"name": i.name, "summary": i.summary, "size_bytes": i.size_bytes,
-             "precision": i.precision, "build_command": i.build_command}
+            {"name": i.name, "aliases": list(i.aliases), "summary": i.summary,
+             "size_bytes": i.size_bytes, "precision": i.precision,
+             "build_command": i.build_command}
             for i in models.values()
         ]  # fmt: skip
         click.echo(json.dumps(payload, indent=2))
@@ -62,7 +63,7 @@ def list_command(root: Path | None, as_json: bool) -> None:
 def verify_command(name: str, root: Path | None) -> None:
     """Check every file of model NAME against its SHA-256."""
     info = verify(name, root)
-    click.echo(f"{name}: {len(info.files)} file(s), {info.size}, every SHA-256 matches")
+    click.echo(f"{info.name}: {len(info.files)} file(s), {info.size}, every SHA-256 matches")
 
 
 @main.command("card")
@@ -102,6 +103,12 @@ def card_command(name: str, root: Path | None) -> None:
     show_default=True,
     help="The largest change of a class probability accepted.",
 )
+@click.option(
+    "--alias",
+    "aliases",
+    multiple=True,
+    help="Another name it loads by (repeatable), e.g. covid-qu-ex for the recommended model.",
+)
 @_ROOT_OPTION
 @click.option("--force", is_flag=True, help="Replace a model of the same name.")
 def add_command(
@@ -113,6 +120,7 @@ def add_command(
     precision: str,
     check_source: str | None,
     tolerance: float,
+    aliases: tuple[str, ...],
     root: Path | None,
     force: bool,
 ) -> None:
@@ -132,6 +140,7 @@ def add_command(
         check_images=images,
         check_description=repr(images) if images is not None else None,
         tolerance=tolerance,
+        aliases=aliases,
     )
     check = info.check
     for left_out in info.left_out:

@@ -58,6 +58,11 @@ def models_rst(root: str | os.PathLike[str] | None = None, *, underline: str = "
             f":Size: {info.size} as installed ({format_size(info.original_size_bytes)} as "
             f"saved); Keras weights stored as {info.precision}, loaded as float32",
             f":Files: {len(info.files)}, each checked against its SHA-256 before loading",
+            *(
+                [f":Also called: {', '.join(f'``{alias}``' for alias in info.aliases)}"]
+                if info.aliases
+                else []
+            ),
             f":Packaged with: covidcxr {info.covidcxr_version}, Keras {info.keras_version}",
         ]
         if check:

@@ -156,6 +156,9 @@ class ModelInfo:
     left_out
         Files of the saved pipeline's folder that its save had not written, so were not
         packaged (a ``skipped.csv``, say).
+    aliases
+        Other names :func:`load` takes for it: ``"covid-qu-ex"`` for the recommended model
+        trained on COVID-QU-Ex, whatever its full name says about how it was built.
     """
 
     name: str
@@ -170,6 +173,7 @@ class ModelInfo:
     files: tuple[FileDigest, ...]
     path: Path
     left_out: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
     @property
     def pipeline_dir(self) -> Path:
@@ -182,7 +186,8 @@ class ModelInfo:
         return format_size(self.size_bytes)
 
     def __str__(self) -> str:
-        return f"{self.name}  {self.size} ({self.precision})  {self.summary}"
+        also = f" (also {', '.join(self.aliases)})" if self.aliases else ""
+        return f"{self.name}{also}  {self.size} ({self.precision})  {self.summary}"
 
 
 @frozen
@@ -265,6 +270,9 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
             f"{path} names the model {name!r}, but its folder is {folder.name!r}"
         )
     files = tuple(_digest(entry, path) for entry in _require(manifest, "files", list, path))
+    aliases = manifest.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ModelFormatError(f"{path}: field 'aliases' is not a list of names")
     check = manifest.get("check")
     return ModelInfo(
         name=name,
@@ -279,6 +287,7 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
         files=files,
         path=folder,
         left_out=tuple(str(name) for name in manifest.get("left_out") or ()),
+        aliases=tuple(aliases),
     )
 
 
@@ -326,11 +335,21 @@ def available(root: str | os.PathLike[str] | None = None) -> dict[str, ModelInfo
 def _known(models: Mapping[str, ModelInfo]) -> str:
     if not models:
         return "no model is shipped with this installation of covidcxr"
-    return "shipped models: " + ", ".join(models)
+    return "shipped models: " + ", ".join(
+        f"{name} (also {', '.join(info.aliases)})" if info.aliases else name
+        for name, info in models.items()
+    )
+
+
+def _find(name: str, models: Mapping[str, ModelInfo]) -> ModelInfo | None:
+    """The model called ``name``, by its own name first, then by an alias."""
+    if name in models:
+        return models[name]
+    return next((info for info in models.values() if name in info.aliases), None)
 
 
 def model_info(name: str, root: str | os.PathLike[str] | None = None) -> ModelInfo:
-    """The manifest of the shipped model ``name``.
+    """The manifest of the shipped model ``name`` (its own name or an alias).
 
     Raises
     ------
@@ -338,12 +357,13 @@ def model_info(name: str, root: str | os.PathLike[str] | None = None) -> ModelIn
         If no model of that name is shipped; the message lists those that are.
     """
     models = available(root)
-    if name not in models:
+    info = _find(name, models)
+    if info is None:
         raise ConfigurationError(
             f"unknown model {name!r}: {_known(models)} (covidcxr.pretrained.available(), "
             "`python -m covidcxr.pretrained list`)"
         )
-    return models[name]
+    return info
 
 
 def _unlisted(folder: Path, listed: set[str]) -> list[str]:
@@ -362,7 +382,7 @@ def verify(name: str, root: str | os.PathLike[str] | None = None) -> ModelInfo:
     Parameters
     ----------
     name
-        A name :func:`available` lists.
+        A name :func:`available` lists, or one of its aliases.
     root
         As for :func:`available`.
 
@@ -386,7 +406,7 @@ def verify(name: str, root: str | os.PathLike[str] | None = None) -> ModelInfo:
     if extra:
         raise ModelFormatError(
             f"{info.path / extra[0]}: not listed in {SHIPPED_MANIFEST} of the shipped model "
-            f"{name!r} ({len(extra)} such file(s)); refusing to load a model that was "
+            f"{info.name!r} ({len(extra)} such file(s)); refusing to load a model that was "
             "changed after packaging: reinstall covidcxr"
         )
     return info
@@ -419,7 +439,7 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, **kwargs: Any
     Parameters
     ----------
     name
-        A name :func:`available` lists, e.g. ``"covid-qu-ex"``.
+        A name :func:`available` lists or one of its aliases, e.g. ``"covid-qu-ex"``.
     root
         As for :func:`available`.
     **kwargs
@@ -483,7 +503,7 @@ def load_pipeline(model: str | os.PathLike[str], **kwargs: Any) -> Pipeline:
         return Pipeline.load(model, **kwargs)
     text = os.fspath(model)
     models = available()
-    if text in models:
+    if _find(text, models) is not None:
         return load(text, **kwargs)
     raise ConfigurationError(
         f"{text!r} is neither a saved model directory nor the name of a shipped model; "
@@ -506,7 +526,7 @@ def card(name: str, root: str | os.PathLike[str] | None = None) -> ModelCard:
     Parameters
     ----------
     name
-        A name :func:`available` lists.
+        A name :func:`available` lists, or one of its aliases.
     root
         As for :func:`available`.
 

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -44,11 +44,13 @@ from covidcxr.pretrained._registry import (
     PIPELINE_FOLDER,
     SHIPPED_MANIFEST,
     ModelInfo,
+    available,
     default_root,
     file_sha256,
     format_size,
     read_model_manifest,
 )
+from covidcxr.sources._layouts import CITATIONS, TERMS
 
 if TYPE_CHECKING:
     from covidcxr.pipeline import Pipeline
@@ -415,6 +417,24 @@ def _check_name(name: str) -> None:
         )
 
 
+def _check_aliases_free(name: str, aliases: tuple[str, ...], base: Path) -> None:
+    """Refuse a name or alias that would make one name load two models."""
+    if name in aliases:
+        raise ConfigurationError(f"{name!r} is the model's own name; it needs no alias")
+    taken = {
+        other: info.name
+        for info in (available(base) if base.is_dir() else {}).values()
+        if info.name != name
+        for other in (info.name, *info.aliases)
+    }
+    for wanted in (name, *aliases):
+        if wanted in taken:
+            raise ConfigurationError(
+                f"{wanted!r} already names the shipped model {taken[wanted]!r}; choose "
+                "another name or alias"
+            )
+
+
 def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
     check = manifest["check"]
     return "\n".join(
@@ -422,7 +442,8 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
             "## Shipped with covidcxr",
             "",
             f"- Name: `{name}` (`covidcxr.pretrained.load({name!r})`, "
-            f"`covidcxr predict {name} SCANS --output preds.csv`)",
+            f"`covidcxr predict {name} SCANS --output preds.csv`)"
+            + "".join(f"; also `{alias}`" for alias in manifest.get("aliases", ())),
             f"- Summary: {manifest['summary']}",
             f"- Size: about {format_size(manifest['size_bytes'])} as installed "
             f"({format_size(manifest['original_size_bytes'])} as saved); Keras weights "
@@ -446,6 +467,20 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
     )
 
 
+def _fill_known_terms(training_data: Any) -> None:
+    """Give a card saved before covidcxr recorded terms the terms of its known dataset.
+
+    A pipeline saved by an older covidcxr names its training data's citation but not its
+    terms; when the citation is a dataset's covidcxr knows (a layout's), its terms are
+    added, so that every shipped card states them.
+    """
+    if not isinstance(training_data, dict) or training_data.get("terms"):
+        return
+    for layout, citation in CITATIONS.items():
+        if training_data.get("citation") == citation and layout in TERMS:
+            training_data["terms"] = TERMS[layout]
+
+
 def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]) -> None:
     """Add a "packaged" changelog entry to the copy's card, and the shipping section."""
     from covidcxr.pipeline._card import card_files, changelog_entry
@@ -453,6 +488,7 @@ def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]
 
     manifest_path = pipeline_dir / MANIFEST_NAME
     saved = json.loads(manifest_path.read_text(encoding="utf-8"))
+    _fill_known_terms(saved.get("training_data"))
     saved["changelog"] = [
         *(saved.get("changelog") or []),
         changelog_entry(
@@ -518,6 +554,7 @@ def package(
     check_images: Any = None,
     check_description: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    aliases: Sequence[str] = (),
 ) -> ModelInfo:
     """Add a saved pipeline to the shipped models as ``name``.
 
@@ -555,6 +592,9 @@ def package(
     tolerance
         The largest change of a class probability accepted from storing the weights at
         ``precision``.
+    aliases
+        Other names it loads by (``"covid-qu-ex"`` for the recommended COVID-QU-Ex model);
+        each must be free: no other model in ``root`` has it as name or alias.
 
     Returns
     -------
@@ -574,12 +614,16 @@ def package(
     from covidcxr.pipeline import Pipeline
 
     _check_name(name)
+    aliases = tuple(dict.fromkeys(aliases))
+    for alias in aliases:
+        _check_name(alias)
     if not build_command.strip() or "\n" in build_command:
         raise ConfigurationError(
             "build_command must be the one-line command that rebuilds the model"
         )
     base = Path(root) if root is not None else default_root()
     target = base / name
+    _check_aliases_free(name, aliases, base)
     if target.exists() and not force:
         raise OutputExistsError(
             f"{target}: a model named {name!r} is already there; pass force=True (--force) "
@@ -602,6 +646,7 @@ def package(
             check_images=check_images,
             check_description=check_description,
             tolerance=tolerance,
+            aliases=aliases,
         )
         _swap_in(staging, target)
     except BaseException:
@@ -622,6 +667,7 @@ def _fill_staging(
     check_images: Any,
     check_description: str | None,
     tolerance: float,
+    aliases: tuple[str, ...],
 ) -> None:
     """Write the shipped model's folder, complete with its manifest, into ``staging``."""
     from covidcxr.pipeline import METADATA_NAME, Pipeline
@@ -640,6 +686,7 @@ def _fill_staging(
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "name": name,
+        "aliases": list(aliases),
         "summary": summary or _default_summary(card),
         "build_command": build_command,
         "precision": precision,

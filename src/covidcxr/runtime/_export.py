@@ -1,13 +1,15 @@
-"""Exporting a saved pipeline's classifier to ONNX Runtime, OpenVINO or LiteRT, guarded.
+"""Exporting a saved pipeline's networks to ONNX Runtime, OpenVINO or LiteRT, guarded.
 
 :func:`export` copies a saved pipeline (every file its save wrote, Keras weights kept as
 float32 without optimizer state: :func:`covidcxr.pretrained.write_shippable_copy`), adds
-the classifier's network exported through Keras's own :meth:`keras.Model.export`
+the classifier's network (and the lung segmenter's and local detector's U-Nets, where the
+pipeline has them) exported through Keras's own :meth:`keras.Model.export`
 (``exported/classifier.onnx``, OpenVINO's ``exported/classifier.xml`` and ``.bin``, or
 ``exported/classifier.tflite``), quantised to int8 when asked (ONNX Runtime's static
-quantisation, or the TFLite converter's full-integer quantisation), and measures the
-exported network against the Keras model on held-out images (:func:`measure_guard`). The
-folder is written beside its target and renamed into place only when the guard holds.
+quantisation, the TFLite converter's full-integer quantisation, or NNCF's for OpenVINO),
+and measures each exported network against its Keras model on held-out images
+(:func:`measure_guard`, :func:`measure_mask_guard`). The folder is written beside its
+target and renamed into place only when every guard holds.
 """
 
 # Keras, TensorFlow and the runtime packages are imported inside functions on purpose.
@@ -22,44 +24,55 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-from attrs import frozen
+from attrs import field, frozen
 from numpy.typing import NDArray
 
 from covidcxr._version import __version__
 from covidcxr.classify._runtime import (
     EXPORT_RUNTIMES,
     PRECISIONS,
+    Network,
     RuntimeClassifier,
+    open_network,
     openvino_offers_bf16,
     runtime_available,
 )
 from covidcxr.classify._vgg19 import VGG19Classifier
+from covidcxr.detect._local import LocalDetector
 from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
 from covidcxr.files import check_output_directory, output_directory
+from covidcxr.lungs._segmenter import LungSegmenter
 from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline
 from covidcxr.pipeline._card import card_files, changelog_entry
 from covidcxr.pipeline._prepared import SourceLike, as_source
 from covidcxr.pretrained._shipping import write_shippable_copy
-from covidcxr.runtime._guard import MAX_ACCURACY_DROP, MAX_RECALL_DROP, GuardReport, measure_guard
+from covidcxr.runtime._guard import (
+    MAX_ACCURACY_DROP,
+    MAX_RECALL_DROP,
+    MIN_MASK_DICE,
+    GuardReport,
+    MaskGuardReport,
+    measure_guard,
+    measure_mask_guard,
+)
 
 if TYPE_CHECKING:
     import keras
+
+    from covidcxr.records import XRay
 
 __all__ = ["EXPORTED_FOLDER", "ExportReport", "cpu_features", "export"]
 
 #: The folder of an exported pipeline that holds the exported networks.
 EXPORTED_FOLDER: Final = "exported"
-_ARTIFACT: Final = {
-    "onnx": "classifier.onnx",
-    "openvino": "classifier.xml",
-    "litert": "classifier.tflite",
-}
+#: The exported file's suffix for each runtime (OpenVINO's ``.bin`` sits beside its ``.xml``).
+_SUFFIX: Final = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 #: Images per batch fed to ONNX Runtime's calibration.
 _CALIBRATION_BATCH: Final = 8
 # The instruction-set extensions that decide int8 and bf16 speed on x86 CPUs.
@@ -88,11 +101,16 @@ class ExportReport:
     runtime, precision
         What the network was exported for.
     artifact
-        The exported network's file, relative to ``path``.
+        The exported classifier's file, relative to ``path``.
     guard
-        The exported network against the Keras model on the held-out images.
+        The exported classifier against the Keras model on the held-out images.
     n_calibration_images
         How many images calibrated the int8 quantisation (0 for other precisions).
+    artifacts
+        Every exported network's file, by network (``"classifier"``, ``"lungs"``,
+        ``"detector"``), relative to ``path``.
+    mask_guards
+        The lung and lesion networks' masks against the Keras networks', by network.
     """
 
     path: Path
@@ -101,6 +119,8 @@ class ExportReport:
     artifact: str
     guard: GuardReport
     n_calibration_images: int
+    artifacts: Mapping[str, str] = field(factory=dict)
+    mask_guards: Mapping[str, MaskGuardReport] = field(factory=dict)
 
 
 def cpu_features() -> list[str]:
@@ -134,11 +154,10 @@ def _check_request(runtime: str, precision: str, calibration: object) -> None:
             f"install it with pip install 'covidcxr[{runtime}]'"
         )
     if precision == "int8":
-        if runtime == "openvino":
+        if runtime == "openvino" and importlib.util.find_spec("nncf") is None:
             raise ConfigurationError(
-                "int8 export is offered for runtime='onnx' (ONNX Runtime's static "
-                "quantisation) and 'litert' (the TFLite converter's); OpenVINO's needs NNCF, "
-                "which covidcxr does not use yet"
+                "OpenVINO's int8 export needs NNCF (its post-training quantisation): "
+                "pip install 'covidcxr[openvino]'"
             )
         if runtime == "onnx" and importlib.util.find_spec("onnx") is None:
             raise ConfigurationError(
@@ -183,7 +202,7 @@ def _quantise_int8(fp32: Path, target: Path, images: NDArray[np.float32], scratc
     ort = importlib.import_module("onnxruntime")
     quantization = importlib.import_module("onnxruntime.quantization")
     shape_inference = importlib.import_module("onnxruntime.quantization.shape_inference")
-    prepared = scratch / "classifier.prepared.onnx"
+    prepared = scratch / f"{target.stem}.prepared.onnx"
     shape_inference.quant_pre_process(os.fspath(fp32), os.fspath(prepared))
     input_name = (
         ort.InferenceSession(os.fspath(prepared), providers=["CPUExecutionProvider"])
@@ -204,6 +223,28 @@ def _quantise_int8(fp32: Path, target: Path, images: NDArray[np.float32], scratc
     )
 
 
+def _quantise_openvino_int8(
+    model: keras.Model, target: Path, images: NDArray[np.float32], scratch: Path
+) -> None:
+    """NNCF's post-training quantisation of the OpenVINO model: int8 weights and activations.
+
+    The float32 model Keras exports is quantised with statistics of ``images`` (one image
+    per calibration step) and saved as OpenVINO IR (``.xml`` and ``.bin``).
+    """
+    ov = importlib.import_module("openvino")
+    nncf = importlib.import_module("nncf")
+    fp32 = scratch / f"{target.stem}.fp32.xml"
+    _export_network(model, "openvino", fp32)
+    dataset = nncf.Dataset([images[index : index + 1] for index in range(len(images))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantised = nncf.quantize(
+            ov.Core().read_model(os.fspath(fp32)), dataset, subset_size=len(images)
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantised, os.fspath(target))
+
+
 def _export_litert_int8(model: keras.Model, target: Path, images: NDArray[np.float32]) -> None:
     """Full-integer weights and activations by the TFLite converter, float input and output."""
     import tensorflow as tf
@@ -219,6 +260,122 @@ def _export_litert_int8(model: keras.Model, target: Path, images: NDArray[np.flo
         verbose=False,
         optimizations=[tf.lite.Optimize.DEFAULT],
         representative_dataset=representative,
+    )
+
+
+def _write_network(
+    model: keras.Model,
+    *,
+    runtime: str,
+    precision: str,
+    target: Path,
+    calibration: NDArray[np.float32] | None,
+    scratch: Path,
+) -> None:
+    """Export ``model`` to ``target`` for ``runtime``, int8-quantised on ``calibration``."""
+    if precision != "int8":
+        _export_network(model, runtime, target)
+        return
+    assert calibration is not None  # noqa: S101 - _check_request requires calibration images
+    if runtime == "litert":
+        _export_litert_int8(model, target, calibration)
+        return
+    if runtime == "openvino":
+        _quantise_openvino_int8(model, target, calibration, scratch)
+        return
+    fp32 = scratch / f"{target.stem}.fp32.onnx"
+    _export_network(model, runtime, fp32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _quantise_int8(fp32, target, calibration, scratch)
+
+
+def _calibration_inputs(
+    pipeline: Pipeline, calibration: SourceLike, limit: int
+) -> tuple[Sequence[XRay], Sequence[XRay]]:
+    """The first ``limit`` calibration radiographs as the lung stage and the classifier see them."""
+    frames = pipeline.preprocessed(list(islice(as_source(calibration, "calibration"), limit)))
+    return frames, pipeline.crop_to_lungs(frames)
+
+
+def _segmentation_networks(
+    pipeline: Pipeline,
+) -> list[tuple[str, LungSegmenter | LocalDetector, float]]:
+    """The fitted lung and lesion U-Nets a pipeline runs, with the threshold of their masks."""
+    found: list[tuple[str, LungSegmenter | LocalDetector, float]] = []
+    segmenter = pipeline.lungs_.segmenter if pipeline.lungs_ is not None else None
+    if isinstance(segmenter, LungSegmenter) and segmenter.fitted:
+        found.append(("lungs", segmenter, float(segmenter.threshold)))
+    detector = pipeline.detector_
+    if isinstance(detector, LocalDetector) and detector.fitted:
+        found.append(("detector", detector, float(detector.mask_threshold)))
+    return found
+
+
+def _export_segmentation_networks(
+    networks: list[tuple[str, LungSegmenter | LocalDetector, float]],
+    inputs: Mapping[str, Sequence[XRay]],
+    calibration: Mapping[str, Sequence[XRay] | None],
+    *,
+    artifacts: dict[str, str],
+    staging: Path,
+    runtime: str,
+    precision: str,
+    scratch: Path,
+    min_mask_dice: float,
+    refuse: Callable[[list[str]], None],
+) -> dict[str, MaskGuardReport]:
+    """Export each U-Net into ``staging`` (adding its file to ``artifacts``) and guard it.
+
+    ``refuse`` raises for a guard's failures, so that a refused network stops the export
+    at once.
+    """
+    guards: dict[str, MaskGuardReport] = {}
+    for name, estimator, threshold in networks:
+        artifacts[name] = f"{EXPORTED_FOLDER}/{name}{_SUFFIX[runtime]}"
+        # The Keras network's maps first: running it also traces the call that Keras's
+        # exporter needs (a loaded model has never been called).
+        batch = estimator.prepare_batch(inputs[name])
+        reference_maps = estimator.run_network(estimator.model_, batch, 32)
+        calibrating = calibration[name]
+        _write_network(
+            estimator.model_,
+            runtime=runtime,
+            precision=precision,
+            target=staging / artifacts[name],
+            calibration=estimator.prepare_batch(calibrating) if calibrating is not None else None,
+            scratch=scratch,
+        )
+        guards[name] = _mask_guard(
+            name,
+            batch,
+            reference_maps,
+            open_network(runtime, staging / artifacts[name], precision),
+            threshold=threshold,
+            min_mean_dice=min_mask_dice,
+        )
+        refuse(guards[name].failures)
+    return guards
+
+
+def _mask_guard(
+    name: str,
+    batch: NDArray[np.float32],
+    reference: NDArray[np.float32],
+    run: Network,
+    *,
+    threshold: float,
+    min_mean_dice: float,
+) -> MaskGuardReport:
+    """The exported network's maps of ``batch`` against the Keras network's (``reference``)."""
+    chunk = 32
+    exported = np.concatenate(
+        [
+            np.asarray(run(np.ascontiguousarray(batch[start : start + chunk])), np.float32)[..., 0]
+            for start in range(0, len(batch), chunk)
+        ]
+    )
+    return measure_mask_guard(
+        name, reference, exported, threshold=threshold, min_mean_dice=min_mean_dice
     )
 
 
@@ -240,7 +397,7 @@ def _export_section(entry: dict[str, Any]) -> str:
     )
     return "\n".join(
         [
-            "## Exported network",
+            "## Exported networks",
             "",
             f"- Runtime: {entry['runtime']} ({EXPORT_RUNTIMES[entry['runtime']]} "
             f"{entry['versions'][entry['runtime']]}), precision {entry['precision']}, file "
@@ -254,6 +411,14 @@ def _export_section(entry: dict[str, Any]) -> str:
             f"- Largest change of a class probability: "
             f"{guard['max_abs_probability_difference']:.2e}; labels changed: "
             f"{guard['n_labels_changed']}",
+            *(
+                f"- The {name} network, file `{entry['artifacts'][name]}`: its masks agree with "
+                f"the Keras network's at a mean Dice of {masks['mean_dice']:.4f} (lowest "
+                f"{masks['min_dice']:.4f}, limit {masks['min_mean_dice']:g}) on "
+                f"{masks['n_images']} held-out images; largest change of a pixel's "
+                f"probability {masks['max_abs_probability_difference']:.2e}"
+                for name, masks in (entry.get("mask_guards") or {}).items()
+            ),
             "",
         ]
     )
@@ -268,7 +433,8 @@ def _record_export(folder: Path, entry: dict[str, Any]) -> None:
         *(manifest.get("changelog") or []),
         changelog_entry(
             "exported",
-            f"classifier exported for {entry['runtime']} at {entry['precision']}; accuracy "
+            f"{', '.join(entry['artifacts'])} exported for {entry['runtime']} at "
+            f"{entry['precision']}; accuracy "
             f"drop {entry['guard']['accuracy_drop_points']:.2f} points on "
             f"{entry['guard']['n_images']} held-out images",
         ),
@@ -304,12 +470,17 @@ def export(
     calibration_description: str | None = None,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
     max_recall_drop: float = MAX_RECALL_DROP,
+    min_mask_dice: float = MIN_MASK_DICE,
     overwrite: bool = False,
 ) -> ExportReport:
-    """Write a copy of a saved pipeline whose classifier runs exported, if accurate enough.
+    """Write a copy of a saved pipeline whose networks run exported, if accurate enough.
 
     The copy holds every file of the saved pipeline, and the classifier's network exported
-    by Keras (:meth:`keras.Model.export`) for ``runtime`` at ``precision``. Before it is
+    by Keras (:meth:`keras.Model.export`) for ``runtime`` at ``precision``, with the lung
+    segmenter's and the local lesion detector's networks where the pipeline has them (the
+    lung network guarded on the whole prepared frames, the lesion network on the lung
+    crops: their masks must agree with the Keras networks' at a mean Dice of at least
+    ``min_mask_dice``). Before it is
     renamed into place, the exported network and the Keras model label the held-out
     ``validation`` radiographs (prepared as the pipeline prepares them); the export is
     refused, and nothing is written, when accuracy drops by more than
@@ -332,9 +503,9 @@ def export(
         ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"litert"`` (LiteRT, formerly
         TensorFlow Lite).
     precision
-        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, or LiteRT's
-        full-integer quantisation, calibrated on ``calibration``); ``"bf16"`` (OpenVINO
-        on CPUs with AVX-512 BF16 or AMX).
+        ``"fp32"``; ``"int8"`` (ONNX Runtime's static quantisation, LiteRT's
+        full-integer quantisation or NNCF's for OpenVINO, calibrated on
+        ``calibration``); ``"bf16"`` (OpenVINO on CPUs with AVX-512 BF16 or AMX).
     calibration
         Radiographs drawn from the training data, for int8 (the first
         ``calibration_limit`` are used).
@@ -344,6 +515,9 @@ def export(
         What the images are, in words, for the model card.
     max_accuracy_drop, max_recall_drop
         The guard's limits, in percentage points.
+    min_mask_dice
+        The mask guard's limit: the least mean Dice between a segmentation network's masks
+        and the Keras network's.
     overwrite
         Replace an exported (or saved) pipeline at ``out_dir``.
 
@@ -355,8 +529,9 @@ def export(
     Raises
     ------
     AccuracyGuardError
-        If the exported network loses more accuracy or recall than allowed; nothing is
-        written. Its ``report`` attribute holds the figures.
+        If the exported classifier loses more accuracy or recall than allowed, or a
+        segmentation network's masks agree too little; nothing is written. Its ``report``
+        attribute holds the classifier's figures.
     ConfigurationError
         If the runtime or precision is unknown or not offered here, its package is not
         installed, int8 is asked without calibration images, or the images are unusable.
@@ -383,18 +558,21 @@ def export(
             raise ConfigurationError(
                 f"only a VGG19Classifier can be exported, not a {type(keras_classifier).__name__}"
             )
+        networks = _segmentation_networks(reference)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntheticModelWarning)
-            held_out = list(reference.classifier_inputs(validation))
-            calibration_images = (
-                keras_classifier.prepare_batch(
-                    reference.classifier_inputs(
-                        list(islice(as_source(calibration, "calibration"), calibration_limit))
-                    )
-                )
+            frames = reference.preprocessed(validation)
+            held_out = list(reference.crop_to_lungs(frames))
+            calibration_frames, calibration_crops = (
+                _calibration_inputs(reference, calibration, calibration_limit)
                 if precision == "int8" and calibration is not None
-                else None
+                else (None, None)
             )
+        calibration_images = (
+            keras_classifier.prepare_batch(calibration_crops)
+            if calibration_crops is not None
+            else None
+        )
         labels = [xray.label for xray in held_out]
         if not held_out or any(label is None for label in labels):
             raise ConfigurationError(
@@ -405,22 +583,21 @@ def export(
         reference_probabilities = keras_classifier.predict_proba(held_out)
         copy = scratch / "copy"
         write_shippable_copy(source_dir, copy, precision="float32")
-        artifact = f"{EXPORTED_FOLDER}/{_ARTIFACT[runtime]}"
+        artifacts = {"classifier": f"{EXPORTED_FOLDER}/classifier{_SUFFIX[runtime]}"}
         with output_directory(out_dir, "pipeline", overwrite=overwrite) as staging:
             for entry in copy.iterdir():
                 entry.rename(staging / entry.name)
-            if precision == "int8" and runtime == "litert":
-                assert calibration_images is not None  # noqa: S101 - checked by _check_request
-                _export_litert_int8(keras_classifier.model_, staging / artifact, calibration_images)
-            elif precision == "int8":
-                assert calibration_images is not None  # noqa: S101 - checked by _check_request
-                fp32 = scratch / "classifier.fp32.onnx"
-                _export_network(keras_classifier.model_, runtime, fp32)
-                (staging / EXPORTED_FOLDER).mkdir()
-                _quantise_int8(fp32, staging / artifact, calibration_images, scratch)
-            else:
-                _export_network(keras_classifier.model_, runtime, staging / artifact)
-            exported = RuntimeClassifier(keras_classifier, runtime, staging / artifact, precision)
+            _write_network(
+                keras_classifier.model_,
+                runtime=runtime,
+                precision=precision,
+                target=staging / artifacts["classifier"],
+                calibration=calibration_images,
+                scratch=scratch,
+            )
+            exported = RuntimeClassifier(
+                keras_classifier, runtime, staging / artifacts["classifier"], precision
+            )
             report = measure_guard(
                 [str(label) for label in labels],
                 reference_probabilities,
@@ -429,21 +606,38 @@ def export(
                 max_accuracy_drop=max_accuracy_drop,
                 max_recall_drop=max_recall_drop,
             )
-            if not report.passed:
-                raise AccuracyGuardError(
-                    f"refusing to export for {runtime} at {precision}: "
-                    f"{'; '.join(report.failures)} on {report.n_images} held-out images; "
-                    "nothing was written"
-                    + (" (calibrate on more varied training images?)" if calibration else ""),
-                    report,
-                )
+
+            def refuse(failures: list[str]) -> None:
+                if failures:
+                    raise AccuracyGuardError(
+                        f"refusing to export for {runtime} at {precision}: "
+                        f"{'; '.join(failures)} on {report.n_images} held-out images; "
+                        "nothing was written"
+                        + (" (calibrate on more varied training images?)" if calibration else ""),
+                        report,
+                    )
+
+            refuse(report.failures)  # before exporting another network
+            mask_guards = _export_segmentation_networks(
+                networks,
+                {"lungs": frames, "detector": held_out},
+                {"lungs": calibration_frames, "detector": calibration_crops},
+                artifacts=artifacts,
+                staging=staging,
+                runtime=runtime,
+                precision=precision,
+                scratch=scratch,
+                min_mask_dice=min_mask_dice,
+                refuse=refuse,
+            )
             _record_export(
                 staging,
                 {
                     "runtime": runtime,
                     "precision": precision,
-                    "artifacts": {"classifier": artifact},
+                    "artifacts": artifacts,
                     "guard": report.to_dict(),
+                    "mask_guards": {name: guard.to_dict() for name, guard in mask_guards.items()},
                     "validation": _describe(validation, validation_description),
                     "calibration": (
                         {
@@ -461,6 +655,15 @@ def export(
                 },
             )
         n_calibration = len(calibration_images) if calibration_images is not None else 0
-        return ExportReport(Path(out_dir), runtime, precision, artifact, report, n_calibration)
+        return ExportReport(
+            Path(out_dir),
+            runtime,
+            precision,
+            artifacts["classifier"],
+            report,
+            n_calibration,
+            artifacts=artifacts,
+            mask_guards=mask_guards,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

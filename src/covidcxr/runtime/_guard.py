@@ -11,7 +11,15 @@ from numpy.typing import ArrayLike
 
 from covidcxr.errors import ConfigurationError
 
-__all__ = ["MAX_ACCURACY_DROP", "MAX_RECALL_DROP", "GuardReport", "measure_guard"]
+__all__ = [
+    "MAX_ACCURACY_DROP",
+    "MAX_RECALL_DROP",
+    "MIN_MASK_DICE",
+    "GuardReport",
+    "MaskGuardReport",
+    "measure_guard",
+    "measure_mask_guard",
+]
 
 #: The largest drop of accuracy, in percentage points, that an export may cost.
 MAX_ACCURACY_DROP: Final = 0.5
@@ -190,4 +198,125 @@ def measure_guard(
         n_labels_changed=int(np.sum(first != second)),
         max_accuracy_drop=max_accuracy_drop,
         max_recall_drop=max_recall_drop,
+    )
+
+
+#: The least mean Dice between the Keras and the exported network's masks that an export of
+#: a segmentation network (lungs, lesions) may keep.
+MIN_MASK_DICE: Final = 0.97
+
+
+@frozen
+class MaskGuardReport:
+    """An exported segmentation network's masks beside the Keras network's, image by image.
+
+    The masks are the probability maps thresholded as the stage thresholds them; an image
+    where both masks are empty agrees fully (Dice 1).
+
+    Parameters
+    ----------
+    network
+        ``"lungs"`` or ``"detector"``.
+    n_images
+        How many held-out images were compared.
+    threshold
+        The probability the stage thresholds its maps at.
+    mean_dice, min_dice
+        The Dice coefficient of the two masks, averaged over the images and at its lowest.
+    max_abs_probability_difference
+        The largest absolute difference of any pixel's probability.
+    min_mean_dice
+        The limit on :attr:`mean_dice`.
+    """
+
+    network: str
+    n_images: int
+    threshold: float
+    mean_dice: float
+    min_dice: float
+    max_abs_probability_difference: float
+    min_mean_dice: float = MIN_MASK_DICE
+
+    @property
+    def failures(self) -> list[str]:
+        """What fell below its limit, in words (empty when the guard holds)."""
+        if self.mean_dice >= self.min_mean_dice:
+            return []
+        return [
+            f"the {self.network} masks agree with the Keras network's at a mean Dice of "
+            f"{self.mean_dice:.4f} (limit {self.min_mean_dice:g})"
+        ]
+
+    @property
+    def passed(self) -> bool:
+        """Whether the masks agree well enough."""
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as JSON-ready data (as the manifest and model card record them)."""
+        return {
+            "n_images": self.n_images,
+            "threshold": self.threshold,
+            "mean_dice": self.mean_dice,
+            "min_dice": self.min_dice,
+            "max_abs_probability_difference": self.max_abs_probability_difference,
+            "min_mean_dice": self.min_mean_dice,
+            "passed": self.passed,
+        }
+
+
+def measure_mask_guard(
+    network: str,
+    reference: ArrayLike,
+    exported: ArrayLike,
+    *,
+    threshold: float,
+    min_mean_dice: float = MIN_MASK_DICE,
+) -> MaskGuardReport:
+    """Compare two segmentation networks' probability maps on the same images.
+
+    Parameters
+    ----------
+    network
+        What the maps are of (``"lungs"``, ``"detector"``), for messages.
+    reference, exported
+        ``(n_images, height, width)`` probability maps of the Keras network and the export.
+    threshold
+        Where the stage cuts its maps into masks.
+    min_mean_dice
+        The limit on the mean Dice.
+
+    Raises
+    ------
+    ConfigurationError
+        If there are no images or the shapes differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> keras_maps = np.zeros((2, 4, 4)); keras_maps[:, :2] = 0.9
+    >>> exported_maps = keras_maps.copy(); exported_maps[1, :2, :2] = 0.2
+    >>> report = measure_mask_guard("lungs", keras_maps, exported_maps, threshold=0.5)
+    >>> round(report.mean_dice, 4), round(report.min_dice, 4), report.passed
+    (0.8333, 0.6667, False)
+    """
+    before = np.asarray(reference, np.float64)
+    after = np.asarray(exported, np.float64)
+    if before.ndim != 3 or before.shape != after.shape or not len(before):
+        raise ConfigurationError(
+            f"the {network} guard needs two (n_images, height, width) arrays of the same "
+            f"shape with at least one image, got {before.shape} and {after.shape}"
+        )
+    first, second = before >= threshold, after >= threshold
+    overlap = np.sum(first & second, axis=(1, 2))
+    total = np.sum(first, axis=(1, 2)) + np.sum(second, axis=(1, 2))
+    dice = np.where(total > 0, 2.0 * overlap / np.maximum(total, 1), 1.0)
+    return MaskGuardReport(
+        network=network,
+        n_images=len(before),
+        threshold=float(threshold),
+        mean_dice=float(np.mean(dice)),
+        min_dice=float(np.min(dice)),
+        max_abs_probability_difference=float(np.max(np.abs(before - after))),
+        min_mean_dice=min_mean_dice,
     )

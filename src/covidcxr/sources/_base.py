@@ -14,7 +14,7 @@ from covidcxr.errors import InvalidImageError, SourceError
 from covidcxr.io._reader import decode_image
 from covidcxr.records import XRay
 from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
-from covidcxr.sources._layouts import AUTO, CITATIONS, Catalog, catalog, detect_layout
+from covidcxr.sources._layouts import AUTO, CITATIONS, TERMS, Catalog, catalog, detect_layout
 from covidcxr.sources._skips import OnError, Skipped, SkippedItemsWarning, check_on_error
 
 __all__ = ["CatalogSource"]
@@ -290,6 +290,18 @@ class CatalogSource(ABC):
         True
         """
         return CITATIONS.get(self.layout)
+
+    @property
+    def terms(self) -> str | None:
+        """The terms of use of the public dataset read, when the layout is one.
+
+        Examples
+        --------
+        >>> from covidcxr.sources._layouts import TERMS
+        >>> "not redistribute" in TERMS["covid-qu-ex"]
+        True
+        """
+        return TERMS.get(self.layout)
 
     def __repr__(self) -> str:
         return (

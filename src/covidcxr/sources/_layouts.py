@@ -50,6 +50,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LAYOUTS",
     "QU_EX_SPLITS",
+    "TERMS",
     "Catalog",
     "DetectedLayout",
     "catalog",
@@ -73,6 +74,16 @@ CITATIONS: Final[Mapping[str, str]] = {
     "covid-qu-ex": (
         'A. M. Tahir et al., "COVID-19 infection localization and severity grading from '
         'chest X-ray images", Computers in Biology and Medicine 139:105002 (2021)'
+    ),
+}
+#: The terms of use of the public dataset a layout reads, as far as covidcxr knows them,
+#: by layout name (model cards state them beside the citation).
+TERMS: Final[Mapping[str, str]] = {
+    "covid-qu-ex": (
+        "Published by its authors (Qatar University and collaborators) on Kaggle, under "
+        "the terms stated there, and merged from earlier public collections with terms of "
+        "their own; cite Tahir et al. (2021). covidcxr does not redistribute its images; "
+        "a model trained on it is for research, not for diagnosis."
     ),
 }
 #: The split folders of COVID-QU-Ex, spelled as in the archive.
