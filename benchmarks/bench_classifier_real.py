@@ -23,6 +23,9 @@ Run (about 35 min per seed at 30 epochs on 2 CPU cores)::
 
     nice -n 10 python benchmarks/bench_classifier_real.py --epochs 30 --seeds 0 1 2
 
+The lung-crop variant (issue 14's study): add ``--lungs --preprocess-size 256`` (the
+segmenter sees the whole prepared frame, the classifier the crop).
+
 Smoke run (a few minutes; ``--limit`` keeps N images of each split, every class)::
 
     nice -n 10 python benchmarks/bench_classifier_real.py --limit 60 --epochs 1 \\
@@ -130,6 +133,17 @@ def parse_args() -> argparse.Namespace:
         help="patience in epochs (default: --epochs, i.e. never stop early but keep the epoch "
         "with the best Val loss; 0: no early stopping, keep the last epoch)",
     )
+    lungs = parser.add_argument_group(
+        "lung stage (the classifier sees lung crops; the issue-14 study's 'lung crop vs "
+        "whole frame')"
+    )
+    lungs.add_argument("--lungs", action="store_true", help="crop each radiograph to its lungs")
+    lungs.add_argument(
+        "--lung-crop-size", type=int, default=128, help="side of the lung crop (LungCrop)"
+    )
+    lungs.add_argument("--lung-margin", type=float, default=0.05)
+    lungs.add_argument("--lung-input-size", type=int, default=128, help="the segmenter's input")
+    lungs.add_argument("--lung-epochs", type=int, default=10, help="the segmenter's epochs")
     return parser.parse_args()
 
 
@@ -173,6 +187,23 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
         },
         "detector": None,
         "evaluation": {"n_bootstrap": args.n_bootstrap, "seed": 0},
+        **(
+            {
+                "lungs": {
+                    "output_size": args.lung_crop_size,
+                    "margin": args.lung_margin,
+                    "segmenter": {
+                        "input_size": args.lung_input_size,
+                        "base_filters": 8,
+                        "depth": 3,
+                        "epochs": args.lung_epochs,
+                        "batch_size": 32,
+                    },
+                }
+            }
+            if args.lungs
+            else {}
+        ),
     }
 
 
@@ -434,6 +465,13 @@ def _ms(figure: Mapping[str, Any], digits: int = 4) -> str:
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]["classifier"]
     pre = result["config"]["preprocessor"]
+    lungs = result["config"].get("lungs")
+    lung_text = (
+        f"lung crop ({lungs['output_size']} px, margin {lungs['margin']}; U-Net "
+        f"{lungs['segmenter']['input_size']} px, {lungs['segmenter']['epochs']} epochs) → "
+        if lungs
+        else ""
+    )
     summary = result["summary"]
     seeds = result["per_seed"]
     labels = list(seeds[0]["test"]["per_class"])
@@ -446,7 +484,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"`nice -n 10 {result['command']}`",
         "",
         f"`Pipeline`: gaussian-clahe (kernel {pre['kernel_size']}, clip {pre['clip_limit']}, "
-        f"tiles {pre['tile_grid_size']}, {pre['output_size']} px {pre['resize_mode']}, {pre['output_dtype']}) → "
+        f"tiles {pre['tile_grid_size']}, {pre['output_size']} px {pre['resize_mode']}, {pre['output_dtype']}) → {lung_text}"
         f"VGG19{'-BN' if cfg['batch_norm'] else ''}, width x{cfg['width_multiplier']}, {cfg['input_size']} px, "
         f"weights {cfg['weights']}, dense {cfg['dense_units']}, {cfg['optimizer']} lr {cfg['learning_rate']} "
         f"({cfg['lr_schedule']}, {cfg['warmup_epochs']} warm-up), batch {cfg['batch_size']}, "
