@@ -46,6 +46,7 @@ __all__ = [
     "PixelRangeWarning",
     "ScanStats",
     "as_unit_float",
+    "inference_batches",
     "make_dataset",
     "original_errors",
     "pixel_range_problem",
@@ -233,6 +234,62 @@ def _to_model_input(
     if normalization == "imagenet":
         return x * 255.0 - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
     return x * 2.0 - 1.0
+
+
+#: One traced image-to-model-input function per (input size, normalisation), for
+#: prediction: tracing is the expensive part, so it happens once per process.
+_CONVERTERS: dict[tuple[int, str], Any] = {}
+
+
+def _converter(size: int, normalization: Normalization) -> Any:
+    converter = _CONVERTERS.get((size, normalization))
+    if converter is None:
+        import tensorflow as tf
+
+        def convert(image: Any) -> Any:
+            return _to_model_input(image, 0.0, size=size, normalization=normalization, rotate=False)
+
+        converter = tf.function(convert, input_signature=[tf.TensorSpec((None, None), tf.float32)])
+        _CONVERTERS[(size, normalization)] = converter
+    return converter
+
+
+def inference_batches(
+    xrays: Iterable[XRay],
+    *,
+    input_size: int,
+    normalization: Normalization,
+    batch_size: int,
+    stats: ScanStats | None = None,
+) -> Iterator[NDArray[np.float32]]:
+    """Batches of model input for prediction, ``(n, size, size, 3)`` float32.
+
+    What :func:`make_dataset` yields without augmentation, labels or shuffling (the same
+    operations, so the same values), but converted image by image by one function traced
+    once per process. Building a :mod:`tf.data` pipeline traces its map function anew on
+    every call, which costs about 0.2 s: most of the time of predicting one radiograph.
+    Exceptions reading ``xrays`` raises reach the caller as they are.
+
+    Parameters
+    ----------
+    xrays
+        The radiographs, read one at a time.
+    input_size, normalization, batch_size
+        As for :func:`make_dataset`.
+    stats
+        Filled with ids, range problems and input statistics as the images stream past.
+    """
+    convert = _converter(input_size, normalization)
+    batch: list[NDArray[np.float32]] = []
+    for xray in xrays:
+        if stats is not None:
+            stats.see(xray)
+        batch.append(np.asarray(convert(as_unit_float(xray.pixels)), np.float32))
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 def make_dataset(

@@ -1,7 +1,8 @@
 """Prediction for :class:`~covidcxr.VGG19Classifier`: model input, probabilities, input checks.
 
-Radiographs stream through a prefetched :mod:`tf.data` pipeline in batches; only one batch
-of model input exists at a time. The compiled predict function is kept on the estimator
+Radiographs stream in batches, each image converted by one function traced once per
+process (:func:`~covidcxr.classify._inputs.inference_batches`); only one batch of model
+input exists at a time. The compiled predict function is kept on the estimator
 (``_predict_function``) and rebuilt after ``fit`` or ``load``.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.classify._fit_setup import input_spec
-from covidcxr.classify._inputs import ScanStats, make_dataset
+from covidcxr.classify._inputs import ScanStats, inference_batches
 from covidcxr.errors import ConfigurationError, PreprocessingMismatchWarning
 from covidcxr.preprocess._profile import InputRecorder
 from covidcxr.records import XRay
@@ -46,16 +47,15 @@ def check_fitted(estimator: VGG19Classifier) -> None:
 def model_input(estimator: VGG19Classifier, xrays: Iterable[XRay]) -> NDArray[np.float32]:
     """The exact input the model receives for ``xrays`` (see ``prepare_batch``)."""
     stats = ScanStats()
-    batches = [
-        np.asarray(batch)
-        for batch in make_dataset(
+    batches = list(
+        inference_batches(
             xrays,
             input_size=estimator.input_size,
             normalization=estimator.input_normalization,
             batch_size=estimator.batch_size,
             stats=stats,
         )
-    ]
+    )
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
     if not batches:
         return np.zeros((0, estimator.input_size, estimator.input_size, 3), np.float32)
@@ -83,7 +83,16 @@ def predict_probabilities(
     predict = estimator._predict_function
     assert predict is not None  # noqa: S101 - set just above; narrows the type
     stats = ScanStats(inputs=InputRecorder())
-    parts = [predict(batch).numpy() for batch in estimator._dataset(xrays, stats=stats)]
+    parts = [
+        predict(batch).numpy()
+        for batch in inference_batches(
+            xrays,
+            input_size=estimator.input_size,
+            normalization=estimator.input_normalization,
+            batch_size=estimator.batch_size,
+            stats=stats,
+        )
+    ]
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
     warn_if_unlike_training(estimator, stats, stacklevel=stacklevel + 1)
     if not parts:

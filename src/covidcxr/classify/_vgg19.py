@@ -555,8 +555,10 @@ class VGG19Classifier(SetParamsMixin):
     def predict_proba(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
         """Class probabilities, one row per radiograph, columns in :attr:`classes_` order.
 
-        Radiographs stream through a prefetched :mod:`tf.data` pipeline in batches of
-        ``batch_size``; only one batch of model input exists at a time.
+        Radiographs stream in batches of ``batch_size``, converted by a function traced
+        once per process (no :mod:`tf.data` pipeline is built per call, so one radiograph
+        costs little more than the network); only one batch of model input exists at a
+        time.
 
         Examples
         --------
