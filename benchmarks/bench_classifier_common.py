@@ -88,7 +88,7 @@ def require_data(data: Path) -> None:
 
 
 def subset_tree(data: Path, split: str, n: int, into: Path) -> Path:
-    """``into`` holding symbolic links to ``n`` images of ``split``, in the COVID-QU-Ex layout.
+    """``into`` holding links to ``n`` images of ``split`` and their masks (COVID-QU-Ex layout).
 
     The class folders are taken in turn (first image of each, then the second ...), so a
     small subset keeps every class. Only links are made: the data is never copied, and a
@@ -106,9 +106,15 @@ def subset_tree(data: Path, split: str, n: int, into: Path) -> Path:
         if len(chosen) >= n:
             break
     for image in chosen[:n]:
-        link = into / image.relative_to(data)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(image)
+        # The image, and its masks where the split has them (the lung stage learns from
+        # the lung masks; lesion boxes come from the infection masks).
+        for folder in ("images", "lung masks", "infection masks"):
+            original = image.parent.parent / folder / image.name
+            if folder != "images" and not original.is_file():
+                continue
+            link = into / original.relative_to(data)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(original)
     return into
 
 

@@ -254,8 +254,8 @@ def run_seed(
     from covidcxr import Pipeline, open_source
 
     def source(split: str) -> Any:
-        # Classification only: the masks (and the lesion boxes made from them) are not read.
-        return open_source(root, layout="covid-qu-ex", split=split, load_masks=False)
+        # Classification only: the masks are read only for the lung stage to learn from.
+        return open_source(root, layout="covid-qu-ex", split=split, load_masks="lungs" in config)
 
     seed_dir = run_dir / f"seed-{seed}"
     epochs_run: list[dict[str, Any]] = []
@@ -379,11 +379,11 @@ def subset(data: Path, limit: int) -> Path:
     """
     tag = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8]
     root = TMP / "covidcxr-bench-real-subsets" / f"{limit}-{tag}"
-    if not (root / "complete").is_file():
+    if not (root / "complete-with-masks").is_file():  # older subsets had no masks
         shutil.rmtree(root, ignore_errors=True)
         for split in ("Train", "Val", "Test"):
             subset_tree(data, split, limit, root)
-        (root / "complete").touch()
+        (root / "complete-with-masks").touch()
     return root
 
 
