@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,22 @@ def assert_untouched(path: Path) -> None:
     """What :func:`users_folder` wrote is all still there, unchanged."""
     assert (path / "thesis.txt").read_text() == "three years of work"
     assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
+
+
+def offline_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment of a machine that cannot download anything: an empty Keras cache,
+    and every HTTP(S) request sent to a proxy port that nothing listens on."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
+    dead = "http://127.0.0.1:9"
+    env.update(
+        KERAS_HOME=str(tmp_path / "keras"),
+        HTTP_PROXY=dead,
+        HTTPS_PROXY=dead,
+        http_proxy=dead,
+        https_proxy=dead,
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+    )
+    return env
 
 
 def free_port() -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "fit_unet",
     "keras_module",
     "load_unet",
+    "maps_in_chunks",
     "paired_batches",
     "resize_square",
 ]
@@ -82,16 +83,20 @@ class RunsNetwork:
     ) -> NDArray[np.float32]:
         """Probability maps ``(n, size, size)`` of a prepared batch, ``chunk`` images at a time."""
         exported = self.exported_
-        maps = [
-            np.asarray(
-                exported.run(np.ascontiguousarray(batch[start : start + chunk]))
-                if exported is not None
-                else model(batch[start : start + chunk], training=False),
-                np.float32,
-            )[..., 0]
-            for start in range(0, len(batch), chunk)
-        ]
-        return np.concatenate(maps) if maps else np.zeros((0, *batch.shape[1:3]), np.float32)
+        if exported is not None:
+            return maps_in_chunks(exported.run, batch, chunk)
+        return maps_in_chunks(lambda part: model(part, training=False), batch, chunk)
+
+
+def maps_in_chunks(
+    run: Callable[[NDArray[np.float32]], Any], batch: NDArray[np.float32], chunk: int
+) -> NDArray[np.float32]:
+    """``run``'s probability maps of ``batch``, ``(n, size, size)``, ``chunk`` images a call."""
+    maps = [
+        np.asarray(run(np.ascontiguousarray(batch[start : start + chunk])), np.float32)[..., 0]
+        for start in range(0, len(batch), chunk)
+    ]
+    return np.concatenate(maps) if maps else np.zeros((0, *batch.shape[1:3]), np.float32)
 
 
 def keras_module(threads: int | None = None) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,24 +15,16 @@ from covidcxr.cli import cli, main
 from covidcxr.phantoms import generate_phantoms, write_phantom_dataset
 from covidcxr.pipeline import Pipeline
 
+from ..conftest import offline_environment as shared_offline_environment
+
 # What TensorFlow prints at start-up unless told not to ("failed call to cuInit" on
 # machines without a GPU among them).
 NOISE = ("cuInit", "TensorFlow", "tensorflow", "oneDNN", "absl", "cudart", "cuda")
 
 
 def offline_environment(tmp_path: Path) -> dict[str, str]:
-    """The environment of a machine that cannot download anything: an empty Keras cache,
-    and every HTTP(S) request sent to a proxy port that nothing listens on."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
-    dead = "http://127.0.0.1:9"
-    env.update(
-        KERAS_HOME=str(tmp_path / "keras"),
-        HTTP_PROXY=dead,
-        HTTPS_PROXY=dead,
-        http_proxy=dead,
-        https_proxy=dead,
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-    )
+    """:func:`tests.conftest.offline_environment`, and TensorFlow's own log level unset."""
+    env = shared_offline_environment(tmp_path)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return env
 

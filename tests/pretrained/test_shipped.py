@@ -9,7 +9,6 @@ COVID-QU-Ex Test radiographs per class when the shared data is beside the reposi
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pretrained import available, model_info, verify
 
-from ..conftest import shared_data_dir
+from ..conftest import offline_environment, shared_data_dir
 
 SHIPPED = available()  # the manifests only: cheap at collection
 QU_EX_CLASSES = {"COVID-19": "covid-19", "Normal": "normal", "Non-COVID": "pneumonia"}
@@ -30,21 +29,6 @@ QU_EX_CLASSES = {"COVID-19": "covid-19", "Normal": "normal", "Non-COVID": "pneum
 pytestmark = pytest.mark.skipif(
     not SHIPPED, reason="no model is shipped in this checkout (src/covidcxr/pretrained/models)"
 )
-
-
-def offline_environment(tmp_path: Path) -> dict[str, str]:
-    """Every HTTP(S) request goes to a port nothing listens on; Keras's cache is empty."""
-    dead = "http://127.0.0.1:9"
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
-    env.update(
-        KERAS_HOME=str(tmp_path / "keras"),
-        HTTP_PROXY=dead,
-        HTTPS_PROXY=dead,
-        http_proxy=dead,
-        https_proxy=dead,
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-    )
-    return env
 
 
 def scans(folder: Path) -> dict[str, str | None]:

@@ -1,7 +1,7 @@
 """Prediction for :class:`~covidcxr.VGG19Classifier`: model input, probabilities, input checks.
 
 Radiographs stream in batches, each image converted by one function traced once per
-process (:func:`~covidcxr.classify._inputs.inference_batches`); only one batch of model
+process (``inference_batches`` in ``classify/_inputs.py``); only one batch of model
 input exists at a time. The compiled predict function is kept on the estimator
 (``_predict_function``) and rebuilt after ``fit`` or ``load``.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr.classify._fit_setup import input_spec
-from covidcxr.classify._inputs import ScanStats, inference_batches
+from covidcxr.classify._inputs import ScanStats
 from covidcxr.errors import ConfigurationError, PreprocessingMismatchWarning
 from covidcxr.preprocess._profile import InputRecorder
 from covidcxr.records import XRay
@@ -47,15 +47,7 @@ def check_fitted(estimator: VGG19Classifier) -> None:
 def model_input(estimator: VGG19Classifier, xrays: Iterable[XRay]) -> NDArray[np.float32]:
     """The exact input the model receives for ``xrays`` (see ``prepare_batch``)."""
     stats = ScanStats()
-    batches = list(
-        inference_batches(
-            xrays,
-            input_size=estimator.input_size,
-            normalization=estimator.input_normalization,
-            batch_size=estimator.batch_size,
-            stats=stats,
-        )
-    )
+    batches = list(estimator._inference_batches(xrays, stats))
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
     if not batches:
         return np.zeros((0, estimator.input_size, estimator.input_size, 3), np.float32)
@@ -83,16 +75,7 @@ def predict_probabilities(
     predict = estimator._predict_function
     assert predict is not None  # noqa: S101 - set just above; narrows the type
     stats = ScanStats(inputs=InputRecorder())
-    parts = [
-        predict(batch).numpy()
-        for batch in inference_batches(
-            xrays,
-            input_size=estimator.input_size,
-            normalization=estimator.input_normalization,
-            batch_size=estimator.batch_size,
-            stats=stats,
-        )
-    ]
+    parts = [predict(batch).numpy() for batch in estimator._inference_batches(xrays, stats)]
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
     warn_if_unlike_training(estimator, stats, stacklevel=stacklevel + 1)
     if not parts:

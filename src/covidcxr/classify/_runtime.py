@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._unet import ExportedNetwork
-from covidcxr.classify._inputs import ScanStats, inference_batches, original_errors
+from covidcxr.classify._inputs import ScanStats, original_errors
 from covidcxr.classify._predicting import warn_if_unlike_training
 from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.errors import ConfigurationError, ModelFormatError
@@ -305,14 +305,7 @@ class RuntimeClassifier:
         keras_classifier = self.keras_classifier
         stats = ScanStats(inputs=InputRecorder())
         parts = [
-            self._network(batch)
-            for batch in inference_batches(
-                xrays,
-                input_size=keras_classifier.input_size,
-                normalization=keras_classifier.input_normalization,
-                batch_size=keras_classifier.batch_size,
-                stats=stats,
-            )
+            self._network(batch) for batch in keras_classifier._inference_batches(xrays, stats)
         ]
         stats.warn(stacklevel=4)
         warn_if_unlike_training(keras_classifier, stats, stacklevel=4)

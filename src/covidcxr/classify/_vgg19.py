@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -31,7 +31,13 @@ from covidcxr.classify._fit_setup import (
     freeze_blocks,
     make_optimizer,
 )
-from covidcxr.classify._inputs import Normalization, ScanStats, make_dataset, original_errors
+from covidcxr.classify._inputs import (
+    Normalization,
+    ScanStats,
+    inference_batches,
+    make_dataset,
+    original_errors,
+)
 from covidcxr.classify._parameters import (
     FROM_SCRATCH,
     changed_params_repr,
@@ -327,6 +333,18 @@ class VGG19Classifier(SetParamsMixin):
             normalization=self.input_normalization,
             batch_size=self.batch_size,
             **options,
+        )
+
+    def _inference_batches(
+        self, xrays: Iterable[XRay], stats: ScanStats | None = None
+    ) -> Iterator[NDArray[np.float32]]:
+        """Model input for prediction, ``batch_size`` images at a time (no tf.data)."""
+        return inference_batches(
+            xrays,
+            input_size=self.input_size,
+            normalization=self.input_normalization,
+            batch_size=self.batch_size,
+            stats=stats,
         )
 
     def _scan(self, xrays: Iterable[XRay], *, record_inputs: bool = False) -> ScanStats:

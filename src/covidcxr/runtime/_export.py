@@ -33,6 +33,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr._unet import maps_in_chunks
 from covidcxr._version import __version__
 from covidcxr.classify._runtime import (
     EXPORT_RUNTIMES,
@@ -367,13 +368,7 @@ def _mask_guard(
     min_mean_dice: float,
 ) -> MaskGuardReport:
     """The exported network's maps of ``batch`` against the Keras network's (``reference``)."""
-    chunk = 32
-    exported = np.concatenate(
-        [
-            np.asarray(run(np.ascontiguousarray(batch[start : start + chunk])), np.float32)[..., 0]
-            for start in range(0, len(batch), chunk)
-        ]
-    )
+    exported = maps_in_chunks(run, batch, 32)
     return measure_mask_guard(
         name, reference, exported, threshold=threshold, min_mean_dice=min_mean_dice
     )
