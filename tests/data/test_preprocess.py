@@ -47,6 +47,41 @@ def test_uint8_output_matches_blur_then_clahe_then_resize_by_hand(make: Any) -> 
     np.testing.assert_array_equal(out.pixels, expected)
 
 
+def test_gamma_correction_follows_clahe_through_the_power_law(make: Any) -> None:
+    xray = _xray(make)
+    plain = GaussianClahePreprocessor(output_size=None, output_dtype="uint8")(xray).pixels
+    out = GaussianClahePreprocessor(output_size=None, output_dtype="uint8", gamma=0.5)(xray)
+    expected = np.clip(np.rint(255.0 * (plain / 255.0) ** 0.5), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out.pixels, expected)
+    assert out.pixels.mean() > plain.mean()  # gamma below 1 brightens
+
+
+def test_gamma_can_replace_clahe(make: Any) -> None:
+    xray = _xray(make)
+    preprocessor = GaussianClahePreprocessor(
+        output_size=None, output_dtype="uint8", clahe=False, gamma=2.0
+    )
+    out = preprocessor(xray)
+    blurred = cv2.GaussianBlur(np.asarray(xray.pixels), (5, 5), 0)
+    expected = np.clip(np.rint(255.0 * (blurred / 255.0) ** 2.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out.pixels, expected)
+
+
+def test_parameters_at_their_neutral_value_leave_the_description_as_models_saved_it() -> None:
+    # Models (the shipped ones included) check at load that their preprocessing matches
+    # the description they were trained with: adding clahe and gamma must not change it.
+    described = GaussianClahePreprocessor(output_size=64).describe()
+    assert set(described) == {
+        "name", "version", "kernel_size", "sigma", "clip_limit", "tile_grid_size",
+        "output_size", "resize_mode", "output_dtype", "percentile_window",
+    }  # fmt: skip
+    assert GaussianClahePreprocessor(gamma=1.0, clahe=True).describe() == (
+        GaussianClahePreprocessor().describe()
+    )
+    changed = GaussianClahePreprocessor(gamma=0.8, clahe=False).describe()
+    assert (changed["gamma"], changed["clahe"]) == (0.8, False)
+
+
 def test_blur_comes_before_clahe(make: Any) -> None:
     xray = _xray(make)
     out = GaussianClahePreprocessor(output_size=None, output_dtype="uint8")(xray)
@@ -98,6 +133,8 @@ def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
         ("resize_mode", "letterbox"),
         ("output_dtype", "float64"),
         ("percentile_window", (50, 10)),
+        ("gamma", 0),
+        ("gamma", -1.5),
     ],
 )
 def test_invalid_parameters_are_configuration_errors_naming_them(option: str, value: Any) -> None:
@@ -204,6 +241,8 @@ def test_cache_token_changes_with_every_parameter() -> None:
     base = GaussianClahePreprocessor().cache_token()
     assert GaussianClahePreprocessor(clip_limit=3.0).cache_token() != base
     assert GaussianClahePreprocessor(resize_mode="pad").cache_token() != base
+    assert GaussianClahePreprocessor(gamma=0.8).cache_token() != base
+    assert GaussianClahePreprocessor(clahe=False).cache_token() != base
     assert GaussianClahePreprocessor().cache_token() == base
 
 
