@@ -257,6 +257,89 @@ def test_prediction_input_equals_the_training_pipelines_input_bit_for_bit(
         np.testing.assert_array_equal(mine, theirs)
 
 
+def test_test_time_views_are_the_image_then_training_rotations_of_it() -> None:
+    from covidcxr.classify._inputs import inference_batches, make_dataset
+
+    rng = np.random.default_rng(3)
+    image = XRay(rng.integers(0, 256, (48, 40), dtype=np.uint8), id="a")
+    options: dict[str, Any] = {"input_size": 32, "normalization": "symmetric", "batch_size": 4}
+    angle = float(np.random.default_rng(7).uniform(-12.0, 12.0))  # what training draws first
+    (views,) = inference_batches([image, image], rotations=(angle, 0.0), **options)
+    (plain,) = inference_batches([image], **options)
+    (trained,) = (np.asarray(b) for b in make_dataset([image], rotation=(12.0, 7), **options))
+    assert views.shape == (6, 32, 32, 3)  # two images, three views each, image by image
+    np.testing.assert_array_equal(views[0], plain[0])
+    np.testing.assert_allclose(views[1], trained[0], atol=1e-6)
+    np.testing.assert_array_equal(views[2], plain[0])  # a rotation by 0 is the image
+    np.testing.assert_array_equal(views[3:], views[:3])
+    assert not np.allclose(views[1], views[0])
+
+
+def test_test_time_augmentation_averages_the_views_probabilities(
+    tiny_run: TinyRun, valid_xrays: list[XRay]
+) -> None:
+    from sklearn.base import clone
+
+    fitted = tiny_run.classifier
+    plain = fitted.predict_proba(valid_xrays)
+    rotations = (-8.0, 8.0)
+    augmented = copy_of(fitted, test_time_rotations=rotations)
+    by_hand = np.mean(
+        [
+            fitted.model_.predict(
+                np.stack([_rotated_input(fitted, x, angle) for x in valid_xrays]), verbose=0
+            )
+            for angle in (0.0, *rotations)
+        ],
+        axis=0,
+    )
+    averaged = augmented.predict_proba(valid_xrays)
+    np.testing.assert_allclose(averaged, by_hand, atol=1e-5)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(averaged, plain, atol=1e-6)
+    same = copy_of(fitted, test_time_rotations=(0.0, 0.0)).predict_proba(valid_xrays)
+    np.testing.assert_allclose(same, plain, atol=1e-6)
+    assert clone(augmented).test_time_rotations == rotations
+
+
+def test_test_time_rotations_are_saved_with_the_model(
+    tiny_run: TinyRun, valid_xrays: list[XRay], tmp_path: Path
+) -> None:
+    augmented = copy_of(tiny_run.classifier, test_time_rotations=(-6.0, 6.0))
+    augmented.save(tmp_path / "model.cxr")
+    loaded = VGG19Classifier.load(tmp_path / "model.cxr")
+    assert loaded.test_time_rotations == (-6.0, 6.0)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(valid_xrays), augmented.predict_proba(valid_xrays)
+    )
+
+
+@pytest.mark.parametrize("rotations", [(200.0,), "10", (None,), 5.0])
+def test_invalid_test_time_rotations_are_refused_at_prediction(
+    tiny_run: TinyRun, valid_xrays: list[XRay], rotations: Any
+) -> None:
+    broken = copy_of(tiny_run.classifier, test_time_rotations=rotations)
+    with pytest.raises(ConfigurationError, match="test_time_rotations"):
+        broken.predict_proba(valid_xrays[:2])
+
+
+def copy_of(fitted: VGG19Classifier, **params: Any) -> VGG19Classifier:
+    """A shallow copy of a fitted classifier with other prediction parameters."""
+    import copy
+
+    other = copy.copy(fitted)
+    other._predict_function = None
+    return other.set_params(**params)
+
+
+def _rotated_input(classifier: VGG19Classifier, xray: XRay, angle: float) -> np.ndarray:
+    from covidcxr.classify._inputs import inference_batches
+
+    options: dict[str, Any] = {"input_size": 32, "normalization": "symmetric", "batch_size": 1}
+    ((_, rotated),) = inference_batches([xray], rotations=(angle,), **options)
+    return rotated
+
+
 @pytest.mark.parametrize(
     "pixels",
     [

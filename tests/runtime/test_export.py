@@ -61,6 +61,20 @@ def test_an_onnx_export_predicts_what_the_keras_model_predicts(
     )
 
 
+def test_an_exported_network_averages_test_time_views_as_keras_does(
+    onnx_export: Path, saved_pipeline: Path, held_out: list[XRay]
+) -> None:
+    exported = Pipeline.load(onnx_export)
+    keras = Pipeline.load(saved_pipeline)
+    assert isinstance(exported.classifier_, RuntimeClassifier)
+    exported.classifier_.keras_classifier.set_params(test_time_rotations=(-7.0, 7.0))
+    keras.classifier_.set_params(test_time_rotations=(-7.0, 7.0))
+    augmented = _probabilities(exported, held_out)
+    np.testing.assert_allclose(augmented, _probabilities(keras, held_out), atol=1e-5)
+    plain = Pipeline.load(onnx_export)
+    assert not np.allclose(augmented, _probabilities(plain, held_out), atol=1e-6)
+
+
 def test_the_export_and_its_guard_figures_are_in_the_manifest_and_card(
     onnx_export: Path, held_out: list[XRay]
 ) -> None:

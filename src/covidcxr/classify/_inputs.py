@@ -236,21 +236,29 @@ def _to_model_input(
     return x * 2.0 - 1.0
 
 
-#: One traced image-to-model-input function per (input size, normalisation), for
-#: prediction: tracing is the expensive part, so it happens once per process.
-_CONVERTERS: dict[tuple[int, str], Any] = {}
+#: One traced image-to-model-input function per (input size, normalisation, rotation or
+#: not), for prediction: tracing is the expensive part, so it happens once per process.
+_CONVERTERS: dict[tuple[int, str, bool], Any] = {}
 
 
-def _converter(size: int, normalization: Normalization) -> Any:
-    converter = _CONVERTERS.get((size, normalization))
+def _converter(size: int, normalization: Normalization, *, rotate: bool = False) -> Any:
+    converter = _CONVERTERS.get((size, normalization, rotate))
     if converter is None:
         import tensorflow as tf
 
-        def convert(image: Any) -> Any:
-            return _to_model_input(image, 0.0, size=size, normalization=normalization, rotate=False)
+        def convert(image: Any, angle: Any) -> Any:
+            return _to_model_input(
+                image, angle, size=size, normalization=normalization, rotate=rotate
+            )
 
-        converter = tf.function(convert, input_signature=[tf.TensorSpec((None, None), tf.float32)])
-        _CONVERTERS[(size, normalization)] = converter
+        converter = tf.function(
+            convert,
+            input_signature=[
+                tf.TensorSpec((None, None), tf.float32),
+                tf.TensorSpec((), tf.float32),
+            ],
+        )
+        _CONVERTERS[(size, normalization, rotate)] = converter
     return converter
 
 
@@ -261,6 +269,7 @@ def inference_batches(
     normalization: Normalization,
     batch_size: int,
     stats: ScanStats | None = None,
+    rotations: tuple[float, ...] = (),
 ) -> Iterator[NDArray[np.float32]]:
     """Batches of model input for prediction, ``(n, size, size, 3)`` float32.
 
@@ -278,16 +287,26 @@ def inference_batches(
         As for :func:`make_dataset`.
     stats
         Filled with ids, range problems and input statistics as the images stream past.
+    rotations
+        Test-time augmentation: after each image, its views rotated by these angles (in
+        degrees, as training's augmentation rotates), so a batch of ``batch_size``
+        images has ``batch_size * (1 + len(rotations))`` rows, each image's consecutive.
     """
     convert = _converter(input_size, normalization)
+    rotate = _converter(input_size, normalization, rotate=True) if rotations else convert
     batch: list[NDArray[np.float32]] = []
+    images = 0
     for xray in xrays:
         if stats is not None:
             stats.see(xray)
-        batch.append(np.asarray(convert(as_unit_float(xray.pixels)), np.float32))
-        if len(batch) == batch_size:
+        pixels = as_unit_float(xray.pixels)
+        batch.append(np.asarray(convert(pixels, 0.0), np.float32))
+        for angle in rotations:
+            batch.append(np.asarray(rotate(pixels, angle), np.float32))
+        images += 1
+        if images == batch_size:
             yield np.stack(batch)
-            batch = []
+            batch, images = [], 0
     if batch:
         yield np.stack(batch)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -35,7 +35,9 @@ N_BLOCKS: Final = 5
 
 # Parameters that change neither the trained model nor how a run proceeds, so a checkpoint
 # written under other values of them can still be resumed.
-RUN_NEUTRAL: Final = frozenset({"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile"})
+RUN_NEUTRAL: Final = frozenset(
+    {"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile", "test_time_rotations"}
+)
 
 #: The options with which VGG19 learns without pretrained weights on a CPU: the
 #: from-scratch recipe of the training docs (batch-normalised, a quarter of the width,
@@ -132,6 +134,12 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
         fail(f"warmup_epochs must be an integer in [0, epochs), got {p['warmup_epochs']!r}")
     if p["augmentation"] is not None and not 0 <= p["augmentation"] <= 180:
         fail(f"augmentation must be None or degrees in [0, 180], got {p['augmentation']!r}")
+    rotations = p["test_time_rotations"]
+    if isinstance(rotations, str | bytes) or not all(
+        isinstance(angle, int | float) and -180 <= angle <= 180
+        for angle in (rotations if isinstance(rotations, Sequence) else [None])
+    ):
+        fail(f"test_time_rotations must be a sequence of degrees in [-180, 180], got {rotations!r}")
     if not (isinstance(p["augmentation_views"], int) and p["augmentation_views"] >= 1):
         fail(f"augmentation_views must be a positive integer, got {p['augmentation_views']!r}")
     if p["early_stopping"] is not None and not (

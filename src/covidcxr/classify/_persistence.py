@@ -140,7 +140,10 @@ def load_classifier(cls: type[_Classifier], path: str | os.PathLike[str]) -> _Cl
         except Exception as exc:
             raise ModelFormatError(f"{path}: Keras could not load the model: {exc}") from exc
     try:
-        estimator = cls(**metadata["params"])
+        params = dict(metadata["params"])
+        if isinstance(params.get("test_time_rotations"), list):  # JSON has no tuples
+            params["test_time_rotations"] = tuple(params["test_time_rotations"])
+        estimator = cls(**params)
         classes = tuple(metadata["classes"])
         history = {key: list(values) for key, values in metadata["history"].items()}
     except (KeyError, TypeError, AttributeError) as exc:

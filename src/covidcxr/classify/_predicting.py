@@ -27,7 +27,13 @@ from covidcxr.records import XRay
 if TYPE_CHECKING:
     from covidcxr.classify._vgg19 import VGG19Classifier
 
-__all__ = ["check_fitted", "model_input", "predict_probabilities", "warn_if_unlike_training"]
+__all__ = [
+    "average_views",
+    "check_fitted",
+    "model_input",
+    "predict_probabilities",
+    "warn_if_unlike_training",
+]
 
 
 def check_fitted(estimator: VGG19Classifier) -> None:
@@ -65,6 +71,7 @@ def predict_probabilities(
     import tensorflow as tf
 
     check_fitted(estimator)
+    estimator._check_params()  # set_params may have changed test_time_rotations since
     if getattr(estimator, "_predict_function", None) is None:
         model = estimator.model_
         estimator._predict_function = tf.function(
@@ -75,12 +82,29 @@ def predict_probabilities(
     predict = estimator._predict_function
     assert predict is not None  # noqa: S101 - set just above; narrows the type
     stats = ScanStats(inputs=InputRecorder())
-    parts = [predict(batch).numpy() for batch in estimator._inference_batches(xrays, stats)]
+    batches = estimator._inference_batches(xrays, stats, views=True)
+    parts = [average_views(predict(batch).numpy(), estimator.n_views) for batch in batches]
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
     warn_if_unlike_training(estimator, stats, stacklevel=stacklevel + 1)
     if not parts:
         return np.zeros((0, len(estimator.classes_)), np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def average_views(probabilities: NDArray[np.floating], views: int) -> NDArray[np.float32]:
+    """Average each image's ``views`` consecutive rows of probabilities into one row.
+
+    Examples
+    --------
+    >>> average_views(np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.0, 1.0]]), 2)
+    array([[0.75, 0.25],
+           [0.  , 1.  ]], dtype=float32)
+    """
+    rows = np.asarray(probabilities, np.float32)
+    if views == 1:
+        return rows
+    averaged: NDArray[np.float32] = rows.reshape(-1, views, rows.shape[-1]).mean(axis=1)
+    return averaged
 
 
 def warn_if_unlike_training(

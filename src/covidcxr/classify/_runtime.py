@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from covidcxr._unet import ExportedNetwork
 from covidcxr.classify._inputs import ScanStats, original_errors
-from covidcxr.classify._predicting import warn_if_unlike_training
+from covidcxr.classify._predicting import average_views, warn_if_unlike_training
 from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.preprocess._profile import InputRecorder
@@ -304,9 +304,9 @@ class RuntimeClassifier:
         """Class probabilities from the exported network, columns in :attr:`classes_` order."""
         keras_classifier = self.keras_classifier
         stats = ScanStats(inputs=InputRecorder())
-        parts = [
-            self._network(batch) for batch in keras_classifier._inference_batches(xrays, stats)
-        ]
+        batches = keras_classifier._inference_batches(xrays, stats, views=True)
+        views = keras_classifier.n_views
+        parts = [average_views(self._network(batch), views) for batch in batches]
         stats.warn(stacklevel=4)
         warn_if_unlike_training(keras_classifier, stats, stacklevel=4)
         if not parts:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -119,6 +119,12 @@ class VGG19Classifier(SetParamsMixin):
     augmentation
         Largest rotation in degrees (angles drawn uniformly from ±``augmentation``), or
         ``None``/``0`` for none.
+    test_time_rotations
+        Test-time augmentation: angles in degrees; each radiograph is also classified
+        rotated by each of them, and the probabilities of all views (the unrotated one
+        first) are averaged. ``()`` (the default) predicts on the image alone. Keep the
+        angles within ``augmentation``, which the model learnt to see. Changes prediction
+        only, so a checkpoint written without it resumes.
     augmentation_views
         With a cached frozen base: how many rotated views of each image to cache; every
         epoch uses one of them per image, drawn at random. More views, more variety and
@@ -212,6 +218,7 @@ class VGG19Classifier(SetParamsMixin):
         warmup_epochs: int = 0,
         augmentation: float | None = 15.0,
         augmentation_views: int = 2,
+        test_time_rotations: Sequence[float] = (),
         class_weight: Literal["balanced"] | Mapping[str, float] | None = None,
         early_stopping: int | None = None,
         batch_norm: bool = False,
@@ -239,6 +246,7 @@ class VGG19Classifier(SetParamsMixin):
         self.warmup_epochs = warmup_epochs
         self.augmentation = augmentation
         self.augmentation_views = augmentation_views
+        self.test_time_rotations = test_time_rotations
         self.class_weight = class_weight
         self.early_stopping = early_stopping
         self.batch_norm = batch_norm
@@ -335,16 +343,26 @@ class VGG19Classifier(SetParamsMixin):
             **options,
         )
 
+    @property
+    def n_views(self) -> int:
+        """How many views of each radiograph prediction averages (1 without TTA)."""
+        return 1 + len(self.test_time_rotations)
+
     def _inference_batches(
-        self, xrays: Iterable[XRay], stats: ScanStats | None = None
+        self, xrays: Iterable[XRay], stats: ScanStats | None = None, *, views: bool = False
     ) -> Iterator[NDArray[np.float32]]:
-        """Model input for prediction, ``batch_size`` images at a time (no tf.data)."""
+        """Model input for prediction, ``batch_size`` images at a time (no tf.data).
+
+        With ``views=True``, each image gives :attr:`n_views` consecutive rows: itself,
+        then each of ``test_time_rotations``.
+        """
         return inference_batches(
             xrays,
             input_size=self.input_size,
             normalization=self.input_normalization,
             batch_size=self.batch_size,
             stats=stats,
+            rotations=tuple(float(angle) for angle in self.test_time_rotations) if views else (),
         )
 
     def _scan(self, xrays: Iterable[XRay], *, record_inputs: bool = False) -> ScanStats:
