@@ -157,6 +157,7 @@ def train_local(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        warp=args.warp,
         seed=seed,
         threads=args.threads,
         verbose=2,
@@ -299,6 +300,11 @@ def add_local_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--warp",
+        action="store_true",
+        help="LocalDetector(warp=True): rotation, scale, shift, gamma and contrast augmentation",
+    )
     parser.add_argument("--tune-fraction", type=float, default=0.15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="images per split (smoke runs)")

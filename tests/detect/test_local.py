@@ -154,6 +154,26 @@ def test_detections_are_sorted_by_descending_score(fitted: LocalDetector) -> Non
         assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
 
 
+@pytest.mark.parametrize("warp", [False, True])
+def test_warp_trains_with_the_paired_geometric_and_contrast_augmentation(
+    warp: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from covidcxr._unet import fit_unet as real_fit
+
+    seen: dict[str, object] = {}
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("covidcxr.detect._local.fit_unet", spy)
+    detector = LocalDetector(input_size=32, base_filters=2, depth=2, epochs=1, warp=warp)
+    detector.fit([phantom(i) for i in range(8)])
+    assert (seen["flip"], seen["warp"]) == (True, warp)
+    detector.save(tmp_path / "detector.zip")
+    assert LocalDetector.load(tmp_path / "detector.zip").warp is warp
+
+
 @pytest.mark.slow
 def test_boxes_alone_can_supervise_training() -> None:
     images = [phantom(i) for i in range(8)]

@@ -60,6 +60,7 @@ _PARAMS: Final = (
     "min_area_fraction",
     "label",
     "augment",
+    "warp",
     "patience",
     "seed",
     "threads",
@@ -144,6 +145,12 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         Label given to every detection.
     augment
         Random horizontal flips while training, of the image and its target together.
+    warp
+        Also a random rotation (±10°), scale (±10 %) and shift (±6 %) of the image and
+        its target together, and random gamma and contrast on the image: what the lung
+        segmenter trains with. Meant for lesion maps (and boxes) that hold up on
+        radiographs framed and exposed unlike the training ones; off by default until
+        measured (``benchmarks/bench_infection.py --warp``).
     patience
         With validation data, stop after this many epochs without improvement and keep the
         best weights; the learning rate halves after ``patience // 2`` such epochs.
@@ -179,6 +186,7 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         min_area_fraction: float = 0.002,
         label: str = "opacity",
         augment: bool = True,
+        warp: bool = False,
         patience: int = 6,
         seed: int = 0,
         threads: int | None = None,
@@ -204,6 +212,7 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         self.min_area_fraction = min_area_fraction
         self.label = label
         self.augment = augment
+        self.warp = warp
         self.patience = patience
         self.seed = seed
         self.threads = threads
@@ -300,8 +309,8 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
-        # Flipped image and mask together (a flip inside the network would mirror the
-        # image against the unmirrored mask).
+        # Flipped (and warped) image and mask together (a flip inside the network would
+        # mirror the image against the unmirrored mask).
         self.history_ = fit_unet(
             keras,
             model,
@@ -317,7 +326,7 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
             on_epoch_end=self.on_epoch_end,
             verbose=self.verbose,
             flip=self.augment,
-            warp=False,
+            warp=self.warp,
         )
         self.model_ = model
         self.n_training_images_ = int(images.shape[0])
