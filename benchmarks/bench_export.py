@@ -10,8 +10,9 @@ Every variant is timed in a fresh child process (so its peak RSS is its own), lo
 user loads it, ``Pipeline.load(model, runtime=...)``:
 
 ``images/s``
-    ``pipeline.classifier_.predict_proba`` over the Test subset, prepared once by the
-    pipeline's own preprocessor, in batches of ``--batches`` (1 and 32): the network's
+    ``pipeline.classifier_.predict_proba`` over the Test subset, prepared once as the
+    classifier receives it (``Pipeline.classifier_inputs``: preprocessed and, for a
+    pipeline with a lung stage, cropped to the lungs), in batches of ``--batches`` (1 and 32): the network's
     throughput, preprocessing excluded.
 ``p50 / p95 ms``
     Latency of one ``predict_proba`` call of one batch.
@@ -125,7 +126,8 @@ def _child(spec: dict[str, Any]) -> None:
     warnings.simplefilter("ignore", SyntheticModelWarning)
     pipeline = Pipeline.load(spec["model"], runtime=spec["runtime"])
     test = list(open_source(spec["test"], layout="covid-qu-ex"))
-    prepared = [pipeline.preprocessor_(xray) for xray in test]
+    # What the classifier receives: prepared and, with a lung stage, cropped to the lungs.
+    prepared = list(pipeline.classifier_inputs(test))
     classifier = pipeline.classifier_
     keras_classifier = getattr(classifier, "keras_classifier", classifier)
     figures: dict[str, Any] = {}
