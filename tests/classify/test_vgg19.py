@@ -335,9 +335,13 @@ def copy_of(fitted: VGG19Classifier, **params: Any) -> VGG19Classifier:
 def _rotated_input(classifier: VGG19Classifier, xray: XRay, angle: float) -> np.ndarray:
     from covidcxr.classify._inputs import inference_batches
 
-    options: dict[str, Any] = {"input_size": 32, "normalization": "symmetric", "batch_size": 1}
+    options: dict[str, Any] = {
+        "input_size": classifier.input_size,
+        "normalization": classifier.input_normalization,
+        "batch_size": 1,
+    }
     ((_, rotated),) = inference_batches([xray], rotations=(angle,), **options)
-    return rotated
+    return np.asarray(rotated)
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ def test_an_exported_network_averages_test_time_views_as_keras_does(
     exported = Pipeline.load(onnx_export)
     keras = Pipeline.load(saved_pipeline)
     assert isinstance(exported.classifier_, RuntimeClassifier)
+    assert isinstance(keras.classifier_, VGG19Classifier)
     exported.classifier_.keras_classifier.set_params(test_time_rotations=(-7.0, 7.0))
     keras.classifier_.set_params(test_time_rotations=(-7.0, 7.0))
     augmented = _probabilities(exported, held_out)
