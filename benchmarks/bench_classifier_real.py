@@ -572,8 +572,10 @@ def _f(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _ms(figure: Mapping[str, Any], digits: int = 4) -> str:
-    """``mean ± std`` of a :func:`spread` figure."""
+def _ms(figure: Mapping[str, Any] | None, digits: int = 4) -> str:
+    """``mean ± std`` of a :func:`spread` figure (``n/a`` for none)."""
+    if figure is None:
+        return "n/a"
     if figure["std"] is None:
         return _f(figure["mean"], digits)
     return f"{figure['mean']:.{digits}f} ± {figure['std']:.{digits}f}"
