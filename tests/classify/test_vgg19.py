@@ -237,19 +237,23 @@ def test_prepare_batch_treats_uint8_uint16_and_unit_float_alike() -> None:
 def test_prediction_input_equals_the_training_pipelines_input_bit_for_bit(
     normalization: str,
 ) -> None:
-    # Prediction converts image by image with one traced function instead of building a
-    # tf.data pipeline per call; the values must be the ones training computed.
+    # Prediction converts a batch at a time (one call per run of same-shaped images) with
+    # one traced function instead of building a tf.data pipeline per call, where training
+    # converts image by image; the values must be the ones training computed.
     from covidcxr.classify._inputs import inference_batches, make_dataset
 
     rng = np.random.default_rng(0)
     images = [
         XRay(rng.integers(0, 256, (50, 40), dtype=np.uint8), id="u8"),
+        XRay(rng.integers(0, 256, (50, 40), dtype=np.uint8), id="u8-same-shape"),
         XRay(rng.integers(0, 65536, (33, 61), dtype=np.uint16), id="u16"),
         XRay(rng.random((64, 64), dtype=np.float32), id="f32"),
+        XRay(rng.random((64, 64), dtype=np.float32), id="f32-same-shape"),
+        XRay(rng.random((64, 64), dtype=np.float32), id="f32-next-batch"),
         XRay(rng.integers(0, 256, (17, 17), dtype=np.uint8), id="small"),
         XRay(rng.integers(0, 256, (256, 256), dtype=np.uint8), id="large"),
     ]
-    options: dict[str, Any] = {"input_size": 32, "normalization": normalization, "batch_size": 2}
+    options: dict[str, Any] = {"input_size": 32, "normalization": normalization, "batch_size": 5}
     fast = list(inference_batches(images, **options))
     reference = [np.asarray(batch) for batch in make_dataset(images, **options)]
     assert [batch.shape for batch in fast] == [batch.shape for batch in reference]

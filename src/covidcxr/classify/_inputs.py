@@ -217,26 +217,33 @@ def _rotation_transform(angle_degrees: Any, size: int) -> Any:
 def _to_model_input(
     image: Any, angle: Any, *, size: int, normalization: Normalization, rotate: bool
 ) -> Any:
+    """Model input from one ``(h, w)`` image or a batch of ``(n, h, w)`` images.
+
+    The operations act on each image alone, so a batch gives each image the values it
+    gets on its own (training converts image by image, prediction a batch at a time).
+    """
     import tensorflow as tf
 
     x = tf.image.resize(image[..., None], (size, size), method="bilinear", antialias=True)
     if rotate:
+        single = len(x.shape) == 3
         x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x[None],
+            images=x[None] if single else x,
             transforms=_rotation_transform(angle, size),
             output_shape=tf.constant([size, size]),
             fill_value=0.0,
             interpolation="BILINEAR",
             fill_mode="NEAREST",
-        )[0]
+        )
+        x = x[0] if single else x
     x = tf.clip_by_value(x, 0.0, 1.0)
-    x = tf.tile(x, (1, 1, 3))
+    x = tf.concat([x, x, x], axis=-1)
     if normalization == "imagenet":
         return x * 255.0 - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
     return x * 2.0 - 1.0
 
 
-#: One traced image-to-model-input function per (input size, normalisation, rotation or
+#: One traced batch-to-model-input function per (input size, normalisation, rotation or
 #: not), for prediction: tracing is the expensive part, so it happens once per process.
 _CONVERTERS: dict[tuple[int, str, bool], Any] = {}
 
@@ -254,7 +261,7 @@ def _converter(size: int, normalization: Normalization, *, rotate: bool = False)
         converter = tf.function(
             convert,
             input_signature=[
-                tf.TensorSpec((None, None), tf.float32),
+                tf.TensorSpec((None, None, None), tf.float32),
                 tf.TensorSpec((), tf.float32),
             ],
         )
@@ -274,8 +281,8 @@ def inference_batches(
     """Batches of model input for prediction, ``(n, size, size, 3)`` float32.
 
     What :func:`make_dataset` yields without augmentation, labels or shuffling (the same
-    operations, so the same values), but converted image by image by one function traced
-    once per process. Building a :mod:`tf.data` pipeline traces its map function anew on
+    operations, so the same values), but converted a batch at a time by one function
+    traced once per process. Building a :mod:`tf.data` pipeline traces its map function anew on
     every call, which costs about 0.2 s: most of the time of predicting one radiograph.
     Exceptions reading ``xrays`` raises reach the caller as they are.
 
@@ -294,21 +301,35 @@ def inference_batches(
     """
     convert = _converter(input_size, normalization)
     rotate = _converter(input_size, normalization, rotate=True) if rotations else convert
+
+    def converted(pixels: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+        # One call per run of same-shaped images (usually the whole batch): calling a
+        # traced function costs about a millisecond, as much as a small network's image.
+        parts = []
+        start = 0
+        while start < len(pixels):
+            shape = pixels[start].shape
+            stop = start + 1
+            while stop < len(pixels) and pixels[stop].shape == shape:
+                stop += 1
+            group = np.stack(pixels[start:stop])
+            each_view = [np.asarray(convert(group, 0.0), np.float32)]
+            each_view += [np.asarray(rotate(group, angle), np.float32) for angle in rotations]
+            # Each image's views consecutive: (images, views, ...) flattened.
+            parts.append(np.stack(each_view, axis=1).reshape(-1, *each_view[0].shape[1:]))
+            start = stop
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
     batch: list[NDArray[np.float32]] = []
-    images = 0
     for xray in xrays:
         if stats is not None:
             stats.see(xray)
-        pixels = as_unit_float(xray.pixels)
-        batch.append(np.asarray(convert(pixels, 0.0), np.float32))
-        for angle in rotations:
-            batch.append(np.asarray(rotate(pixels, angle), np.float32))
-        images += 1
-        if images == batch_size:
-            yield np.stack(batch)
-            batch, images = [], 0
+        batch.append(as_unit_float(xray.pixels))
+        if len(batch) == batch_size:
+            yield converted(batch)
+            batch = []
     if batch:
-        yield np.stack(batch)
+        yield converted(batch)
 
 
 def make_dataset(

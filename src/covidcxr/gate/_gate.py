@@ -317,7 +317,7 @@ class ChestXrayGate(SetParamsMixin):
             )
         self.model_ = model
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-        self.holdout_scores_ = self._scores(held)
+        self.holdout_scores_, _ = self._scores(held)
         # An observed score ("higher"), so at least ``acceptance`` of them is accepted.
         self.threshold_ = float(np.quantile(self.holdout_scores_, self.acceptance, method="higher"))
         self.n_fitted_ = len(images)
@@ -329,19 +329,47 @@ class ChestXrayGate(SetParamsMixin):
         if not hasattr(self, "model_"):
             raise ConfigurationError("this ChestXrayGate is not fitted: call fit() or load()")
 
+    def _network(self) -> Any:
+        """The model as one traced function (about twice as fast as calling it eagerly).
+
+        Kept beside the model it was traced for, so a new model (``fit``, ``load``) gets
+        a new one.
+        """
+        import tensorflow as tf  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+        kept = getattr(self, "_traced", None)
+        if kept is None or kept[0] is not self.model_:
+            model = self.model_
+            traced = tf.function(
+                lambda x: model(x, training=False),
+                input_signature=[
+                    tf.TensorSpec((None, self.input_size, self.input_size, 1), tf.float32)
+                ],
+            )
+            kept = (model, traced)
+            self._traced = kept
+        return kept[1]
+
     def _probabilities(self, images: NDArray[np.float32]) -> NDArray[np.float32]:
+        network = self._network()
         parts = [
-            np.asarray(self.model_(images[start : start + 1024, :, :, None], training=False))
+            np.asarray(network(images[start : start + 1024, :, :, None]))
             for start in range(0, len(images), 1024)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, _N_VERSIONS), np.float32)
 
-    def _scores(self, images: NDArray[np.float32]) -> NDArray[np.float64]:
+    def _scores(
+        self, images: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+        """Each image's score, and the network's probabilities for the image as it is."""
         total = np.zeros(len(images), np.float64)
+        upright = np.zeros((len(images), _N_VERSIONS), np.float32)
         for version in range(_N_VERSIONS):
-            right = self._probabilities(version_of(images, version))[:, version]
-            total -= np.log(np.maximum(right, _EPSILON))
-        return total / _N_VERSIONS
+            probabilities = self._probabilities(version_of(images, version))
+            if version == 0:
+                upright = probabilities
+            total -= np.log(np.maximum(probabilities[:, version], _EPSILON))
+        return total / _N_VERSIONS, upright
 
     def score(self, xrays: Sequence[XRay]) -> NDArray[np.float64]:
         """The out-of-distribution score of each image (higher is more unusual).
@@ -352,7 +380,7 @@ class ChestXrayGate(SetParamsMixin):
         self._check_fitted()
         if not xrays:
             return np.zeros(0, np.float64)
-        return self._scores(np.stack([_small(x.pixels, self.input_size) for x in xrays]))
+        return self._scores(np.stack([_small(x.pixels, self.input_size) for x in xrays]))[0]
 
     def assess(self, xrays: Sequence[XRay]) -> list[GateDecision]:
         """Accept or refuse each prepared image, with the reason for a refusal.
@@ -365,8 +393,7 @@ class ChestXrayGate(SetParamsMixin):
         if not xrays:
             return []
         images = np.stack([_small(x.pixels, self.input_size) for x in xrays])
-        scores = self._scores(images)
-        seen = self._probabilities(images)
+        scores, seen = self._scores(images)
         decisions = []
         for xray, score, row in zip(xrays, scores, seen, strict=True):
             problem = _pixel_problem(xray.pixels, self.min_contrast)

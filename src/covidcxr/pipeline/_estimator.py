@@ -58,6 +58,7 @@ from covidcxr.pipeline._prepared import (
     DataPass,
     PreparedSet,
     SourceLike,
+    ahead,
     as_source,
     chunks,
     prepare,
@@ -104,12 +105,13 @@ from covidcxr.records import (
 __all__ = ["Pipeline"]
 
 _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
-# Prepared radiographs handed to the classifier and the detector at once while streaming:
-# each call into a model has a set-up cost (a tf.data pipeline, a service request), so
-# chunks are as large as 16 M pixels allow (64 MB as float32: 4,096 images of 64 px, 334
-# of 224 px), keeping memory bounded whatever the size of the source.
+# Prepared radiographs handed to the gate, the classifier and the detector at once while
+# streaming. Each call into a model has a set-up cost, so a chunk is several batches; while
+# one chunk is scored the next is read and preprocessed in a thread (``ahead``), so chunks
+# are small enough for the two to overlap: 256 images, or 16 M pixels (64 MB as float32,
+# 334 images of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
-_CHUNK_ITEMS: Final = 4096
+_CHUNK_ITEMS: Final = 256
 _NO_LUNGS_REASON: Final = (
     "no lung fields found: classified on the whole frame, which the classifier was not trained on"
 )
@@ -984,7 +986,7 @@ class Pipeline:
         if note is not None:
             warnings.warn(note, SyntheticModelWarning, stacklevel=2)
         prepared = self._prepared(as_source(source, "source"))
-        for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
+        for chunk in ahead(chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS)):
             for scored in self._score_chunk(chunk):
                 yield self._prediction(scored, _to_original(scored.detections, scored.xray))
 
@@ -1120,7 +1122,7 @@ class Pipeline:
         collected = _Evaluation()
         prepared = self._prepared(source)
         index = 0
-        for chunk in chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS):
+        for chunk in ahead(chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS)):
             for scored in self._score_chunk(chunk):
                 xray = scored.frame if scored.frame is not None else scored.xray
                 collected.fingerprint.update(xray)

@@ -10,9 +10,12 @@ and the detector trains on, with no second pass over the source; ``predict`` and
 
 from __future__ import annotations
 
+import contextvars
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, overload
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, overload
 
 import numpy as np
 from attrs import define, field
@@ -27,7 +30,9 @@ from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources import ReportsSkips, Skipped
 
-__all__ = ["DataPass", "PreparedSet", "SourceLike", "as_source", "prepare"]
+__all__ = ["DataPass", "PreparedSet", "SourceLike", "ahead", "as_source", "prepare"]
+
+_T = TypeVar("_T")
 
 #: What the pipeline's methods accept as data: a :class:`~covidcxr.DatasetSource`, a path
 #: or URI for :func:`~covidcxr.open_source`, or any iterable of :class:`~covidcxr.XRay`.
@@ -145,6 +150,65 @@ def chunks(xrays: Iterable[XRay], *, max_pixels: int, max_items: int) -> Iterato
             chunk, pixels = [], 0
     if chunk:
         yield chunk
+
+
+def ahead(items: Iterable[_T], *, depth: int = 1) -> Generator[_T, None, None]:
+    """``items`` in order, the next ``depth`` of them produced in a thread meanwhile.
+
+    Reading and preprocessing (OpenCV, file reads) and the networks (TensorFlow) both
+    release the GIL, so the next chunk of a source is prepared while this one is scored.
+    The producer runs in a copy of the caller's :mod:`contextvars` context; an exception
+    it raises is raised here, in order; closing this generator early stops it and closes
+    ``items``.
+
+    Examples
+    --------
+    >>> list(ahead(iter(range(5))))
+    [0, 1, 2, 3, 4]
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((True, item)):
+                    return
+            put((True, done))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            put((False, error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    context = contextvars.copy_context()
+    producer = threading.Thread(
+        target=context.run, args=(produce,), name="covidcxr-ahead", daemon=True
+    )
+    producer.start()
+    try:
+        while True:
+            ok, item = handoff.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 @define

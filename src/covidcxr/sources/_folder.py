@@ -457,7 +457,9 @@ def _walk_files(root: Path) -> tuple[list[str], tuple[Skipped, ...]]:
                     continue
                 unfollowed.append(Skipped(str(path), reason))
             folders[:] = kept
-            names.extend((base / file).as_posix() for file in files)
+            # Plain strings: a Path per file cost more than the walk itself.
+            prefix = "" if base == Path() else base.as_posix() + "/"
+            names.extend(prefix + file for file in files)
 
     visit(root, Path(), frozenset())
     return names, tuple(unfollowed)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,9 +155,17 @@ def normalize_splits(layout: str, split: str | Sequence[str] | None) -> tuple[st
 
 
 def _is_image(name: str) -> bool:
-    path = PurePosixPath(name)
-    return path.suffix.lower() in IMAGE_SUFFIXES and not any(
-        part.startswith(".") for part in path.parts
+    """Whether a ``/``-separated name is an image file outside hidden folders.
+
+    String operations, not :class:`~pathlib.PurePosixPath` (a source lists every file).
+
+    Examples
+    --------
+    >>> [_is_image(n) for n in ("a/b.PNG", "a/.cache/b.png", ".png", "a/b.txt", "b.dcm")]
+    [True, False, False, False, True]
+    """
+    return posixpath.splitext(name)[1].lower() in IMAGE_SUFFIXES and not (
+        name.startswith(".") or "/." in name
     )
 
 
@@ -474,6 +483,8 @@ def _qu_ex(
     # (name, split, folder holding the class folders ("" or "Val/"), class folder, file name)
     images: list[tuple[str, str | None, str, str, str]] = []
     for name in names:
+        if name.partition("/")[0].lower() not in wanted:  # cheap: most files are elsewhere
+            continue
         parts = PurePosixPath(name).parts
         if (
             len(parts) == 4
