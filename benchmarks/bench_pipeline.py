@@ -24,6 +24,9 @@ run, interleaved over ``--rounds`` rounds after an untimed warm-up of every conf
     any data path (a cache removes reading and preprocessing, never the model). The images
     are the prepared set of ``Pipeline.fit``'s one pass over ``open_source(test)``, kept by
     a classifier that learns nothing (no library function outside ``Pipeline`` is used).
+``gate_alone``
+    The pipeline's input gate (``pipeline.gate_.assess``) on the same images in memory:
+    work the pipeline does before its classifier and the plain loop does not do at all.
 ``plain_loop_data_only`` / ``data_path_no_cache`` / ``data_path_cold`` / ``data_path_warm``
     The same without the model's cost: the plain loop's reading and preprocessing alone,
     and ``pipeline.predict`` through a pipeline whose classifier learns nothing and answers
@@ -94,6 +97,7 @@ MODEL_RUNS = (
     "evaluate_cold",
     "evaluate_warm",
     "model_alone",
+    "gate_alone",
 )
 TARGETS = (
     ("predict_no_cache", 1.0),
@@ -279,6 +283,10 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         def model_run() -> int:
             return len(classifier.predict_proba(prepared))
 
+        def gate_run() -> int:
+            # The input gate the pipeline runs before its classifier (the plain loop has none).
+            return len(pipeline.gate_.assess(prepared)) if pipeline.gate_ is not None else 0
+
         # Untimed warm-up of every configuration (TensorFlow traces its predict function,
         # the page cache holds the files, the cache code is imported), and the check that
         # the plain loop and the pipeline agree.
@@ -311,6 +319,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             evaluate_run(warm_cache),
             predict_run(warm_cache),
             model_run,
+            gate_run,
             plain_data_run,
             data_path_run(None),
             data_path_run(warm_cache),
@@ -330,6 +339,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             measure("evaluate_cold", evaluate_run(cold_eval), pipeline)
             measure("evaluate_warm", evaluate_run(cold_eval), pipeline)
             measure("model_alone", model_run)
+            measure("gate_alone", gate_run)
             measure(PLAIN_DATA, plain_data_run)
             measure("data_path_no_cache", data_path_run(None), no_model)
             cold_data = fresh_cache()
@@ -369,6 +379,13 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         "test_images": len(paths),
         "ratios": ratios,
         "predict_warm_over_model_alone": ratio("predict_warm", "model_alone"),
+        # The network and the gate in sequence on prepared images, per image: what a warm
+        # cache leaves of a gated pipeline's work.
+        "model_and_gate_over_plain_loop": round(
+            figures[PLAIN]["seconds"]
+            / (figures["model_alone"]["seconds"] + figures["gate_alone"]["seconds"]),
+            2,
+        ),
         "targets": {
             f"{name} >= {target}x plain loop": ratios[name]["median"] >= target
             for name, target in TARGETS
@@ -415,7 +432,12 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for name, figure in figures.items():
         stats = figure.get("data_stats")
-        reads = {PLAIN: "1 (by hand)", PLAIN_DATA: "1 (by hand)", "model_alone": "0 (in memory)"}
+        reads = {
+            PLAIN: "1 (by hand)",
+            PLAIN_DATA: "1 (by hand)",
+            "model_alone": "0 (in memory)",
+            "gate_alone": "0 (in memory)",
+        }
         hits = writes = ""
         read = reads.get(name, "")
         if stats:
@@ -470,7 +492,8 @@ def markdown(result: dict[str, Any]) -> str:
         "`Pipeline.fit`'s one pass over `open_source(test)` hands its classifier): the ceiling of "
         "any data path, since a cache can only remove reading and preprocessing. The pipeline "
         "runs also pass each image through the input gate fitted on the training images, as "
-        "a user's pipeline does; the plain loop has none. "
+        "a user's pipeline does; the plain loop has none. `gate_alone` is that gate's "
+        "`assess` on the same prepared images in memory. "
         "Reads / item is `data_stats_.reads / items`: 0 on a warm cache, which answers from "
         "remembered digests (memo hits) without opening the files.\n\n"
         "`plain_loop_data_only` is the plain loop without the model; `data_path_*` are "
@@ -479,6 +502,8 @@ def markdown(result: dict[str, Any]) -> str:
         "(and the gate's) cost hides in the full figures.\n\n" + fit + f"Targets:\n{targets}\n\n"
         f"- model alone / plain loop (the ceiling for any data path): {ceiling}x\n"
         f"- predict, warm cache / model alone: {summary['predict_warm_over_model_alone']['median']}x\n"
+        f"- model alone + gate alone, in sequence / plain loop (the ceiling for a gated "
+        f"pipeline on a warm cache): {summary['model_and_gate_over_plain_loop']}x\n"
         f"- plain loop vs pipeline, on the {agreement['compared']} images the input gate "
         f"admitted ({agreement['refused_by_gate']} refused): largest probability difference "
         f"{agreement['max_abs_probability_difference']:.2e}, same label on "
