@@ -22,7 +22,16 @@ def test_export_then_predict_with_the_onnx_runtime(saved_pipeline: Path, tmp_pat
     exported = tmp_path / "exported"
     result = CliRunner().invoke(
         cli,
-        ["export", str(saved_pipeline), str(exported), "--validation", str(folder), "--json"],
+        [
+            "export",
+            str(saved_pipeline),
+            str(exported),
+            "--validation",
+            str(folder),
+            "--runtime",
+            "onnx",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
@@ -33,6 +42,22 @@ def test_export_then_predict_with_the_onnx_runtime(saved_pipeline: Path, tmp_pat
     result = CliRunner().invoke(
         cli, ["predict", str(exported), str(folder), "--runtime", "onnx", "--json"]
     )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 6
+
+
+def test_export_without_runtime_writes_openvino_the_measured_default(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    folder = write_phantom_dataset(tmp_path / "held-out", 2, size=48, seed=13)
+    exported = tmp_path / "exported"
+    result = CliRunner().invoke(
+        cli, ["export", str(saved_pipeline), str(exported), "--validation", str(folder), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["artifact"] == "exported/classifier.xml"
+    result = CliRunner().invoke(cli, ["predict", str(exported), str(folder), "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 6
 

@@ -146,6 +146,7 @@ def test_int8_calibrated_on_training_images_passes_the_guard(
         validation=held_out,
         precision="int8",
         calibration=training_images,
+        runtime="onnx",
     )
     assert report.guard.passed
     assert report.n_calibration_images == len(training_images)
@@ -171,6 +172,7 @@ def test_int8_calibrated_on_blank_frames_is_refused_and_nothing_is_written(
             validation=held_out,
             precision="int8",
             calibration=blank_images,
+            runtime="onnx",
         )
     assert isinstance(refused.value.report, GuardReport)
     assert refused.value.report.accuracy_drop > 0.5
@@ -191,6 +193,7 @@ def test_a_refused_export_leaves_the_earlier_one_in_place(
             precision="int8",
             calibration=blank_images,
             overwrite=True,
+            runtime="onnx",
         )
     after = {p: p.read_bytes() for p in sorted(onnx_export.rglob("*")) if p.is_file()}
     assert after == before
@@ -200,12 +203,12 @@ def test_an_existing_folder_is_not_replaced_without_overwrite(
     onnx_export: Path, saved_pipeline: Path, held_out: list[XRay]
 ) -> None:
     with pytest.raises(OutputExistsError):
-        export(saved_pipeline, onnx_export, validation=held_out)
+        export(saved_pipeline, onnx_export, validation=held_out, runtime="onnx")
 
 
 def test_int8_needs_calibration_images(saved_pipeline: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="needs calibration images"):
-        export(saved_pipeline, tmp_path / "x", validation=[], precision="int8")
+        export(saved_pipeline, tmp_path / "x", validation=[], precision="int8", runtime="onnx")
     assert not (tmp_path / "x").exists()
 
 
@@ -213,7 +216,7 @@ def test_bf16_is_refused_where_the_runtime_does_not_offer_it(
     saved_pipeline: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigurationError, match="bf16 is offered by runtime='openvino'"):
-        export(saved_pipeline, tmp_path / "x", validation=[], precision="bf16")
+        export(saved_pipeline, tmp_path / "x", validation=[], precision="bf16", runtime="onnx")
 
 
 def test_unlabelled_held_out_images_are_refused(
@@ -223,7 +226,7 @@ def test_unlabelled_held_out_images_are_refused(
 
     unlabelled = [attrs.evolve(xray, label=None) for xray in held_out]
     with pytest.raises(ConfigurationError, match="labelled held-out radiographs"):
-        export(saved_pipeline, tmp_path / "x", validation=unlabelled)
+        export(saved_pipeline, tmp_path / "x", validation=unlabelled, runtime="onnx")
     assert not (tmp_path / "x").exists()
 
 
@@ -309,7 +312,9 @@ def test_int8_of_another_runtime_passes_with_training_images_and_is_refused_with
 def test_a_fitted_pipeline_object_can_be_exported(
     tmp_path: Path, saved_pipeline: Path, held_out: list[XRay]
 ) -> None:
-    report = export(Pipeline.load(saved_pipeline), tmp_path / "from-object", validation=held_out)
+    report = export(
+        Pipeline.load(saved_pipeline), tmp_path / "from-object", validation=held_out, runtime="onnx"
+    )
     assert report.guard.passed
     assert isinstance(Pipeline.load(tmp_path / "from-object").classifier_, RuntimeClassifier)
 
