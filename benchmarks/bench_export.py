@@ -244,7 +244,7 @@ def _guard_text(row: dict[str, Any]) -> str:
 
 def _markdown(result: dict[str, Any]) -> str:
     lines = [
-        "## Exported inference: Keras fp32 vs ONNX Runtime, OpenVINO and LiteRT (fp32, int8, bf16)",
+        "# Exported inference: Keras fp32 vs ONNX Runtime, OpenVINO and LiteRT (fp32, int8, bf16)",
         "",
         f"CPU features (NumPy): {', '.join(result['cpu_features']) or 'none detected'}; "
         f"OpenVINO CPU capabilities: {', '.join(result['openvino_capabilities']) or 'n/a'}.",
