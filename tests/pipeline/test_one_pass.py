@@ -209,3 +209,20 @@ def test_predictions_do_not_depend_on_how_the_stream_is_chunked(
     assert chunked == whole
     report = pipeline.evaluate(phantom_test)
     assert report.to_dict()["classification"]["n_images"] == len(phantom_test)
+
+
+def test_worker_processes_started_from_the_read_ahead_thread_give_the_same_answers(
+    tmp_path: Path, test_config: dict[str, Any], phantom_train: list[XRay]
+) -> None:
+    # predict prepares the next chunk in a thread; with workers, that thread runs the
+    # batch runner's process pool. Small chunks make several hand-offs.
+    root = write_phantom_dataset(tmp_path / "data", 4, size=48, seed=3)
+    pipeline = Pipeline(test_config, workers=0).fit(phantom_train)
+    alone = pipeline.predict(root)
+    pipeline.workers = 2
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(estimator_module, "_CHUNK_ITEMS", 5)
+        pooled = pipeline.predict(root)
+    assert pipeline.data_stats_.workers == 2
+    assert pipeline.data_stats_.batch.items == 12
+    assert pooled == alone
