@@ -217,7 +217,10 @@ def test_worker_processes_started_from_the_read_ahead_thread_give_the_same_answe
     # predict prepares the next chunk in a thread; with workers, that thread runs the
     # batch runner's process pool. Small chunks make several hand-offs.
     root = write_phantom_dataset(tmp_path / "data", 4, size=48, seed=3)
-    pipeline = Pipeline(test_config, workers=0).fit(phantom_train)
+    # The library's preprocessor: worker processes import it by name (the test suite's
+    # own components live in modules a worker process cannot import).
+    config = {**test_config, "preprocessor": {"name": "gaussian-clahe", "output_size": 32}}
+    pipeline = Pipeline(config, workers=0).fit(phantom_train)
     alone = pipeline.predict(root)
     pipeline.workers = 2
     with pytest.MonkeyPatch.context() as patch:
