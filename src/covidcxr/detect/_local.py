@@ -150,7 +150,7 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         its target together, and random gamma and contrast on the image: what the lung
         segmenter trains with. Meant for lesion maps (and boxes) that hold up on
         radiographs framed and exposed unlike the training ones. Off by default: on
-        COVID-QU-Ex Val it cost 0.02 of infection Dice and AP@0.5 (one seed,
+        COVID-QU-Ex Val it scored within the spread between seeds without it (see
         ``benchmarks/results/infection_warp.md``); its purpose, other hospitals'
         radiographs, is not measured there.
     patience
