@@ -100,10 +100,28 @@ def subset_scores(
     """
     metrics = evaluate_detections(truths, detections).to_dict()
     ap30 = average_precision(truths, detections, iou_threshold=0.3)
+    if isinstance(metrics.get("pr_curve"), dict):
+        metrics["pr_curve"] = thin_curve(metrics["pr_curve"])
     return {
         "ap30": None if math.isnan(ap30) else ap30,
         **{k: v for k, v in metrics.items() if k != "per_image"},
     }
+
+
+def thin_curve(curve: dict[str, Any], at_most: int = 101) -> dict[str, Any]:
+    """A precision-recall curve kept to ``at_most`` evenly spaced points, the last included.
+
+    The evaluator's curve has one point per detection (thousands per run); a result file
+    needs its shape, not every point. ``n_points`` records how many there were.
+    """
+    lists = {k: v for k, v in curve.items() if isinstance(v, list)}
+    total = max((len(v) for v in lists.values()), default=0)
+    if total <= at_most:
+        return curve
+    keep = sorted({round(i * (total - 1) / (at_most - 1)) for i in range(at_most)})
+    thinned = {k: ([v[i] for i in keep] if k in lists else v) for k, v in curve.items()}
+    thinned["n_points"] = total
+    return thinned
 
 
 def tune_postprocessing(
