@@ -362,13 +362,11 @@ class ChestXrayGate(SetParamsMixin):
         self, images: NDArray[np.float32]
     ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         """Each image's score, and the network's probabilities for the image as it is."""
-        total = np.zeros(len(images), np.float64)
-        upright = np.zeros((len(images), _N_VERSIONS), np.float32)
-        for version in range(_N_VERSIONS):
-            probabilities = self._probabilities(version_of(images, version))
-            if version == 0:
-                upright = probabilities
-            total -= np.log(np.maximum(probabilities[:, version], _EPSILON))
+        upright = self._probabilities(version_of(images, 0))
+        total = -np.log(np.maximum(upright[:, 0], _EPSILON)).astype(np.float64)
+        for version in range(1, _N_VERSIONS):
+            right = self._probabilities(version_of(images, version))[:, version]
+            total -= np.log(np.maximum(right, _EPSILON))
         return total / _N_VERSIONS, upright
 
     def score(self, xrays: Sequence[XRay]) -> NDArray[np.float64]:
