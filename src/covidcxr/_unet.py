@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from typing import Any
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._plain import plain_data
 from covidcxr.errors import ModelFormatError, TrainingDivergedError
 
 __all__ = [
@@ -29,10 +33,14 @@ __all__ = [
     "fit_unet",
     "keras_module",
     "load_unet",
+    "load_unet_model",
     "maps_in_chunks",
     "paired_batches",
     "resize_square",
+    "save_unet",
 ]
+
+_Owner = TypeVar("_Owner")
 
 
 class ExportedNetwork:
@@ -196,6 +204,72 @@ def check_finite_weights(model: Any, path: str | os.PathLike[str]) -> None:
             f"not saving to {os.fspath(path)}: the network has non-finite (NaN or "
             "infinite) weights, so training diverged; lower learning_rate and train again"
         )
+
+
+def save_unet(
+    owner: Any,
+    path: str | os.PathLike[str],
+    archive_format: ArchiveFormat,
+    params: Sequence[str],
+    extra: Mapping[str, Any],
+    *,
+    overwrite: bool,
+) -> None:
+    """Write a fitted U-Net model (``owner``: a detector or segmenter) to one archive.
+
+    The metadata holds ``owner``'s ``params`` (those saved), its training history and
+    image count, and ``extra``; the archive is written atomically by
+    :func:`covidcxr._model_archive.write_model_archive`.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false, or it is another kind of file.
+    TrainingDivergedError
+        If the network's weights are not finite.
+    """
+    model = owner._require_fitted()
+    check_finite_weights(model, path)
+    metadata = {
+        "params": {name: getattr(owner, name) for name in params},
+        "history": plain_data(getattr(owner, "history_", {})),
+        "n_training_images": getattr(owner, "n_training_images_", None),
+        **extra,
+    }
+    write_model_archive(path, archive_format, model.save, metadata, overwrite=overwrite)
+
+
+def load_unet_model(
+    cls: type[_Owner],
+    path: str | os.PathLike[str],
+    archive_format: ArchiveFormat,
+    params: Sequence[str],
+) -> tuple[_Owner, dict[str, Any]]:
+    """Read what :func:`save_unet` wrote: a fitted ``cls``, and the archive's metadata.
+
+    ``cls(**saved params)`` gets ``model_``, ``history_`` and ``n_training_images_``;
+    what else the metadata holds is the caller's to restore.
+
+    Raises
+    ------
+    ModelFormatError
+        If the file is not an archive of ``archive_format``, is corrupt, names unknown
+        parameters, or holds a network of another input size.
+    """
+    with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
+        metadata, keras_file = read_model_archive(path, archive_format, Path(scratch))
+        saved = metadata.get("params")
+        if not isinstance(saved, dict) or set(saved) - set(params):
+            raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
+        owner = cls(**saved)
+        fitted: Any = owner  # a LocalDetector or LungSegmenter: the attributes below
+        keras = keras_module(fitted.threads)
+        model = load_unet(keras, keras_file, path, fitted.input_size)
+    fitted.model_ = model
+    fitted.history_ = metadata.get("history") or {}
+    n_training_images = metadata.get("n_training_images")
+    fitted.n_training_images_ = int(n_training_images) if n_training_images else 0
+    return owner, metadata
 
 
 def load_unet(

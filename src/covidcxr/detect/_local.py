@@ -10,33 +10,30 @@ configured. Keras 3 on TensorFlow is imported only when a model is built or load
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._model_archive import ArchiveFormat
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     RunsNetwork,
     build_unet,
-    check_finite_weights,
     fit_unet,
     keras_module,
-    load_unet,
+    load_unet_model,
     resize_square,
+    save_unet,
 )
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
-    ModelFormatError,
     PreprocessingMismatchWarning,
 )
 from covidcxr.preprocess._profile import InputProfile, InputRecorder
@@ -67,8 +64,8 @@ _PARAMS: Final = (
     "verbose",
     "on_epoch_end",
 )
-# Run-time wiring, not configuration: never written into a saved detector.
-_UNSAVED: Final = frozenset({"on_epoch_end"})
+# What a saved detector holds: not run-time wiring (``on_epoch_end``).
+_SAVED: Final = tuple(name for name in _PARAMS if name != "on_epoch_end")
 
 
 def mask_to_detections(
@@ -425,18 +422,13 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         TrainingDivergedError
             If the network's weights are not finite (NaN or infinity).
         """
-        model = self._require_fitted()
-        check_finite_weights(model, path)
-        metadata = {
-            "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
-            "history": getattr(self, "history_", {}),
-            "n_training_images": getattr(self, "n_training_images_", None),
+        extra = {
             "preprocessing": self.preprocessing_,
             "input_profile": (
                 self.input_profile_.to_dict() if self.input_profile_ is not None else None
             ),
         }
-        write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
+        save_unet(self, path, _FORMAT, _SAVED, extra, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -448,18 +440,7 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
             If the file is not a saved local detector, is corrupt, or was written by an
             incompatible format or Keras version.
         """
-        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
-            metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
-            params = metadata.get("params")
-            if not isinstance(params, dict) or set(params) - set(_PARAMS):
-                raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
-            detector = cls(**params)
-            keras = keras_module(detector.threads)
-            model = load_unet(keras, keras_file, path, detector.input_size)
-        detector.model_ = model
-        detector.history_ = metadata.get("history") or {}
-        n_training_images = metadata.get("n_training_images")
-        detector.n_training_images_ = int(n_training_images) if n_training_images else 0
+        detector, metadata = load_unet_model(cls, path, _FORMAT, _SAVED)
         # Both absent from detectors saved before they were recorded: then unknown (None),
         # and their input is not checked.
         detector.preprocessing_ = metadata.get("preprocessing")

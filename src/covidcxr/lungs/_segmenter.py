@@ -14,10 +14,8 @@ hospitals' machines and positioning, not from the training set's.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final, Literal, Self, overload
 
 import cv2
@@ -25,22 +23,21 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._model_archive import ArchiveFormat
 from covidcxr._params import SetParamsMixin
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     RunsNetwork,
     build_unet,
-    check_finite_weights,
     fit_unet,
     keras_module,
-    load_unet,
+    load_unet_model,
     resize_square,
+    save_unet,
 )
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
-    ModelFormatError,
 )
 from covidcxr.preprocess import to_uint8
 from covidcxr.protocols import EpochCallback
@@ -82,7 +79,8 @@ _PARAMS: Final = (
     "verbose",
     "on_epoch_end",
 )
-_UNSAVED: Final = frozenset({"on_epoch_end"})
+# What a saved segmenter holds: not run-time wiring (``on_epoch_end``).
+_SAVED: Final = tuple(name for name in _PARAMS if name != "on_epoch_end")
 
 
 @frozen(eq=False)
@@ -510,15 +508,8 @@ class LungSegmenter(RunsNetwork, SetParamsMixin):
         TrainingDivergedError
             If the network's weights are not finite.
         """
-        model = self._require_fitted()
-        check_finite_weights(model, path)
-        metadata = {
-            "params": {k: v for k, v in self.get_params().items() if k not in _UNSAVED},
-            "history": plain_data(getattr(self, "history_", {})),
-            "n_training_images": getattr(self, "n_training_images_", None),
-            "preprocessing": getattr(self, "preprocessing_", None),
-        }
-        write_model_archive(path, _FORMAT, model.save, metadata, overwrite=overwrite)
+        extra = {"preprocessing": getattr(self, "preprocessing_", None)}
+        save_unet(self, path, _FORMAT, _SAVED, extra, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -530,18 +521,7 @@ class LungSegmenter(RunsNetwork, SetParamsMixin):
             If the file is not a saved lung segmenter, is corrupt, or was written by an
             incompatible format or Keras version.
         """
-        with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
-            metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
-            params = metadata.get("params")
-            if not isinstance(params, dict) or set(params) - set(_PARAMS):
-                raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
-            segmenter = cls(**params)
-            keras = keras_module(segmenter.threads)
-            model = load_unet(keras, keras_file, path, segmenter.input_size)
-        segmenter.model_ = model
-        segmenter.history_ = metadata.get("history") or {}
-        n_training_images = metadata.get("n_training_images")
-        segmenter.n_training_images_ = int(n_training_images) if n_training_images else 0
+        segmenter, metadata = load_unet_model(cls, path, _FORMAT, _SAVED)
         preprocessing = metadata.get("preprocessing")  # absent from segmenters saved before
         segmenter.preprocessing_ = preprocessing if isinstance(preprocessing, dict) else None
         return segmenter
