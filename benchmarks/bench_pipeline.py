@@ -24,6 +24,10 @@ run, interleaved over ``--rounds`` rounds after an untimed warm-up of every conf
     any data path (a cache removes reading and preprocessing, never the model). The images
     are the prepared set of ``Pipeline.fit``'s one pass over ``open_source(test)``, kept by
     a classifier that learns nothing (no library function outside ``Pipeline`` is used).
+``predict_no_cache_ungated`` / ``predict_cold_ungated`` / ``predict_warm_ungated``
+    The same three through a pipeline configured without an input gate
+    (``"trust": {"gate": False}``; its own classifier, trained as above): the like-for-like
+    comparison with the plain loop, which has no gate either.
 ``gate_alone``
     The pipeline's input gate (``pipeline.gate_.assess``) on the same images in memory:
     work the pipeline does before its classifier and the plain loop does not do at all.
@@ -44,7 +48,8 @@ cache writes) with reads per item. Medians over the rounds are reported; ratios 
 job to the plain loop, the data path alone to the plain loop's data part, a warm fit pass
 to a cold one) are taken within each round before their median. The load average is recorded
 before and after, and the plain loop's probabilities are compared with the pipeline's.
-Targets: ``predict`` cold (with and without a cache) >= 1.0x the plain loop; warm >= 1.5x.
+Targets: ``predict`` cold (with and without a cache) >= 1.0x the plain loop; warm >= 1.5x;
+reported with the gate (what a default pipeline runs) and without it (like for like).
 
 Run (about 10 minutes on 2 cores)::
 
@@ -94,6 +99,9 @@ MODEL_RUNS = (
     "predict_no_cache",
     "predict_cold",
     "predict_warm",
+    "predict_no_cache_ungated",
+    "predict_cold_ungated",
+    "predict_warm_ungated",
     "evaluate_cold",
     "evaluate_warm",
     "model_alone",
@@ -103,6 +111,10 @@ TARGETS = (
     ("predict_no_cache", 1.0),
     ("predict_cold", 1.0),
     ("predict_warm", 1.5),
+    # Like for like: the plain loop has no input gate either.
+    ("predict_no_cache_ungated", 1.0),
+    ("predict_cold_ungated", 1.0),
+    ("predict_warm_ungated", 1.5),
 )
 
 
@@ -212,6 +224,9 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         pipeline.fit(source(train_root, "Train"))
         model_seconds = round(time.perf_counter() - fit_started, 1)
         print(f"model trained on {args.train_images} images in {model_seconds} s", flush=True)
+        # The same recipe without an input gate: the plain loop's like.
+        ungated = Pipeline({**config, "trust": {"gate": False}}, workers=args.workers)
+        ungated.fit(source(train_root, "Train"))
         classifier = pipeline.classifier_
         paths = sorted(test_root.glob("Test/*/images/*.png"))
         # The prepared Test images for ``model_alone``, as the pipeline prepares them: the
@@ -239,10 +254,10 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                 result["data_stats"] = pass_stats(stats_of)
             runs.setdefault(name, []).append(result)
 
-        def predict_run(cache_dir: Path | None) -> Callable[[], int]:
+        def predict_run(cache_dir: Path | None, through: Pipeline = pipeline) -> Callable[[], int]:
             def run() -> int:
-                pipeline.cache_dir = cache_dir
-                return len(pipeline.predict(source(test_root, "Test")))
+                through.cache_dir = cache_dir
+                return len(through.predict(source(test_root, "Test")))
 
             return run
 
@@ -318,6 +333,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         for run in (
             evaluate_run(warm_cache),
             predict_run(warm_cache),
+            predict_run(warm_cache, ungated),
             model_run,
             gate_run,
             plain_data_run,
@@ -335,6 +351,10 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             cold = fresh_cache()
             measure("predict_cold", predict_run(cold), pipeline)
             measure("predict_warm", predict_run(cold), pipeline)
+            measure("predict_no_cache_ungated", predict_run(None, ungated), ungated)
+            cold_ungated = fresh_cache()
+            measure("predict_cold_ungated", predict_run(cold_ungated, ungated), ungated)
+            measure("predict_warm_ungated", predict_run(cold_ungated, ungated), ungated)
             cold_eval = fresh_cache()
             measure("evaluate_cold", evaluate_run(cold_eval), pipeline)
             measure("evaluate_warm", evaluate_run(cold_eval), pipeline)
@@ -350,7 +370,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                 measure("fit_pass_cold", fit_run(cold_fit), no_model)
                 measure("fit_pass_warm", fit_run(cold_fit), no_model)
                 shutil.rmtree(cold_fit, ignore_errors=True)
-            for folder in (cold, cold_eval, cold_data):
+            for folder in (cold, cold_ungated, cold_eval, cold_data):
                 shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -379,6 +399,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         "test_images": len(paths),
         "ratios": ratios,
         "predict_warm_over_model_alone": ratio("predict_warm", "model_alone"),
+        "predict_warm_ungated_over_model_alone": ratio("predict_warm_ungated", "model_alone"),
         # The network and the gate in sequence on prepared images, per image: what a warm
         # cache leaves of a gated pipeline's work.
         "model_and_gate_over_plain_loop": round(
@@ -492,7 +513,9 @@ def markdown(result: dict[str, Any]) -> str:
         "`Pipeline.fit`'s one pass over `open_source(test)` hands its classifier): the ceiling of "
         "any data path, since a cache can only remove reading and preprocessing. The pipeline "
         "runs also pass each image through the input gate fitted on the training images, as "
-        "a user's pipeline does; the plain loop has none. `gate_alone` is that gate's "
+        "a user's pipeline does; the plain loop has none. `predict_*_ungated` are the same "
+        'through a pipeline configured without the gate (`"trust": {"gate": false}`): the '
+        "like-for-like comparison. `gate_alone` is that gate's "
         "`assess` on the same prepared images in memory. "
         "Reads / item is `data_stats_.reads / items`: 0 on a warm cache, which answers from "
         "remembered digests (memo hits) without opening the files.\n\n"
@@ -501,7 +524,8 @@ def markdown(result: dict[str, Any]) -> str:
         "gate, i.e. the pipeline's data path and per-item bookkeeping alone, which the model's "
         "(and the gate's) cost hides in the full figures.\n\n" + fit + f"Targets:\n{targets}\n\n"
         f"- model alone / plain loop (the ceiling for any data path): {ceiling}x\n"
-        f"- predict, warm cache / model alone: {summary['predict_warm_over_model_alone']['median']}x\n"
+        f"- predict, warm cache / model alone: {summary['predict_warm_over_model_alone']['median']}x "
+        f"with the gate, {summary['predict_warm_ungated_over_model_alone']['median']}x without\n"
         f"- model alone + gate alone, in sequence / plain loop (the ceiling for a gated "
         f"pipeline on a warm cache): {summary['model_and_gate_over_plain_loop']}x\n"
         f"- plain loop vs pipeline, on the {agreement['compared']} images the input gate "
