@@ -2,8 +2,10 @@
 
 The local lesion detector (:class:`~covidcxr.LocalDetector`) and the lung segmenter
 (:class:`~covidcxr.lungs.LungSegmenter`) are the same kind of network, trained the same
-way (Dice + binary cross-entropy, Adam, early stopping on the validation loss): one place
-builds it. Keras 3 on TensorFlow is imported only when a network is built or loaded.
+way (Dice + binary cross-entropy, Adam, early stopping on the validation loss) and saved
+the same way (one archive: the network, the parameters, the history): one place builds,
+trains, saves and loads it. Keras 3 on TensorFlow is imported only when a network is built
+or loaded.
 """
 
 from __future__ import annotations
