@@ -109,6 +109,12 @@ def parse_args() -> argparse.Namespace:
     data.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     data.add_argument("--n-bootstrap", type=int, default=1000, help="evaluator bootstrap resamples")
     data.add_argument("--out", type=Path, default=RESULTS / "classifier_real", help="output stem")
+    data.add_argument(
+        "--append",
+        action="store_true",
+        help="add these seeds to the results at --out (the same recipe and options; a seed "
+        "already there is replaced), so that the seeds of one recipe can run in several sessions",
+    )
 
     pre = parser.add_argument_group("preprocessor (gaussian-clahe)")
     pre.add_argument("--preprocess-size", type=int, help="output_size (default: --input-size)")
@@ -150,6 +156,15 @@ def parse_args() -> argparse.Namespace:
         metavar="DEGREES",
         help="also score Test with test-time augmentation: these rotations besides the image "
         "(the model is the same; reported as test_tta beside test)",
+    )
+    clf.add_argument(
+        "--sensitivity",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="also score Test at COVID-19 operating points chosen on Val: for each T, "
+        "Pipeline.fit_trust(validation=Val, trust={'sensitivity': {'covid-19': T}}), then "
+        "Pipeline.evaluate(Test) (with --tta, also with the rotations); the model is the same",
     )
     clf.add_argument("--batch-size", type=int, default=64)
     clf.add_argument(
@@ -335,6 +350,10 @@ def run_seed(
                 "evaluate_seconds": round(time.perf_counter() - tta_started, 2),
             }
 
+        operating_points = (
+            seed_operating_points(pipeline, source, args) if args.sensitivity else None
+        )
+
     history = pipeline.history_
     val_accuracy = history.get("val_accuracy", [])
     best_epoch = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__) + 1
@@ -342,6 +361,7 @@ def run_seed(
         "seed": seed,
         "test": test_figures(report),
         "test_tta": tta,
+        "test_operating_points": operating_points,
         "best_epoch_by_val_loss": best_epoch,
         "val_accuracy_at_best_epoch": val_accuracy[best_epoch - 1] if val_accuracy else None,
         "val_accuracy_curve": val_accuracy,
@@ -363,6 +383,42 @@ def run_seed(
         "training_data_fingerprint": pipeline.training_fingerprint_,
         "saved_pipeline": str(saved),
     }
+
+
+def seed_operating_points(
+    pipeline: Any, source: Any, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Test at each COVID-19 operating point of ``--sensitivity``, chosen on Val.
+
+    ``Pipeline.fit_trust`` sets, on the validation radiographs, the smallest COVID-19
+    probability at which COVID-19 is called so that Val recall reaches the target (with
+    the calibration refitted on the same probabilities); ``Pipeline.evaluate`` then scores
+    Test with it. Test is never used to choose. With ``--tta`` every target is scored
+    without and with the rotations (chosen on Val with the same views).
+    """
+    views: list[tuple[float, ...]] = [()]
+    if args.tta:
+        views.append(tuple(args.tta))
+    rows = []
+    for rotations in views:
+        pipeline.classifier_.set_params(test_time_rotations=rotations)
+        for target in args.sensitivity:
+            pipeline.fit_trust(validation=source("Val"), trust={"sensitivity": {COVID: target}})
+            operating_points = pipeline.trust_.to_dict().get("operating_points") or {}
+            point = next(
+                (p for p in operating_points.get("points", ()) if p["label"] == COVID), None
+            )
+            rows.append(
+                {
+                    "target": target,
+                    "rotations": list(rotations) or None,
+                    "val_threshold": point["threshold"] if point else None,
+                    "val_sensitivity": point["sensitivity"] if point else None,
+                    "test": test_figures(pipeline.evaluate(source("Test"))),
+                }
+            )
+    pipeline.classifier_.set_params(test_time_rotations=())
+    return rows
 
 
 def seed_ensemble(
@@ -481,6 +537,34 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             },
             "macro_f1": spread([t["macro_f1"] for t in tta]),
         }
+    if all(s.get("test_operating_points") for s in seeds):
+        points = []
+        for index, row in enumerate(seeds[0]["test_operating_points"]):
+            tests = [s["test_operating_points"][index]["test"] for s in seeds]
+            accuracy = spread([t["accuracy"] for t in tests])
+            recall = {
+                label: spread([t["per_class"][label]["recall"] for t in tests]) for label in labels
+            }
+            points.append(
+                {
+                    "target": row["target"],
+                    "rotations": row["rotations"],
+                    "test_accuracy": accuracy,
+                    "recall": recall,
+                    "macro_f1": spread([t["macro_f1"] for t in tests]),
+                    "val_threshold": spread(
+                        [s["test_operating_points"][index]["val_threshold"] for s in seeds]
+                    ),
+                    "targets": {
+                        f"mean Test accuracy >= {TARGET_ACCURACY}": accuracy["mean"] is not None
+                        and accuracy["mean"] >= TARGET_ACCURACY,
+                        f"mean COVID-19 recall >= {TARGET_COVID_RECALL}": recall[COVID]["mean"]
+                        is not None
+                        and recall[COVID]["mean"] >= TARGET_COVID_RECALL,
+                    },
+                }
+            )
+        summary["operating_points"] = points
     return summary
 
 
@@ -512,22 +596,67 @@ def main() -> int:
     run_dir = args.checkpoint_dir / hashlib.sha256(key.encode()).hexdigest()[:12]
     started = time.perf_counter()
     root = subset(args.data, args.limit) if args.limit else args.data
+    earlier, commands = earlier_seeds(args, config)
     seeds: list[dict[str, Any]] = []
     for seed in args.seeds:
         print(f"seed {seed}: fitting", flush=True)
         seeds.append(run_seed(seed, config, root, args, run_dir))
-        result = build_result(args, config, seeds, run_dir, time.perf_counter() - started)
-        write_outputs(args.out, result, markdown(result))
-    if args.ensemble and len(seeds) > 1:
-        result["ensemble"] = seed_ensemble(seeds, root, args)
-        write_outputs(args.out, result, markdown(result))
         print(
             f"seed {seed}: Test accuracy {seeds[-1]['test']['accuracy']:.4f}, "
             f"COVID-19 recall {seeds[-1]['test']['per_class'][COVID]['recall']:.4f}",
             flush=True,
         )
+        merged = sorted([*earlier, *seeds], key=lambda s: int(s["seed"]))
+        result = build_result(args, config, merged, run_dir, time.perf_counter() - started)
+        result["commands"] = [*commands, result["command"]]
+        write_outputs(args.out, result, markdown(result))
+    if args.ensemble and len(merged) > 1:
+        # The members' saved pipelines: gone for seeds an earlier session trained.
+        gone = [
+            s["seed"] for s in merged if not Path(s["saved_pipeline"], "pipeline.json").is_file()
+        ]
+        if gone:
+            result["ensemble_skipped"] = f"the saved pipelines of seeds {gone} are gone"
+        else:
+            result["ensemble"] = seed_ensemble(merged, root, args)
+        write_outputs(args.out, result, markdown(result))
     print(markdown(result))
     return 0
+
+
+def earlier_seeds(
+    args: argparse.Namespace, config: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """With ``--append``, the seeds already at ``--out`` that this run does not redo.
+
+    Exits with a message when they were run with another recipe or other evaluation
+    options (their figures could not be pooled with these).
+    """
+    path = args.out.with_suffix(".json")
+    if not args.append or not path.is_file():
+        return [], []
+    earlier = json.loads(path.read_text())
+    mismatch = [
+        name
+        for name, mine, theirs in (
+            ("recipe", dict(config), earlier.get("config")),
+            ("--limit", args.limit, earlier.get("limit_per_split")),
+            ("evaluation options", evaluation_options(args), earlier.get("evaluation_options")),
+        )
+        if mine != theirs
+    ]
+    if mismatch:
+        raise SystemExit(
+            f"--append: {path} holds seeds run otherwise ({', '.join(mismatch)} differ); "
+            "pass the same options, or write elsewhere with --out"
+        )
+    kept = [s for s in earlier["per_seed"] if s["seed"] not in args.seeds]
+    return kept, list(earlier.get("commands", [earlier["command"]]))
+
+
+def evaluation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that add Test figures per seed without changing the model."""
+    return {"tta": args.tta, "sensitivity": args.sensitivity}
 
 
 def build_result(
@@ -553,6 +682,7 @@ def build_result(
         "summary": summarise(seeds),
         "per_seed": seeds,
         "config": config,
+        "evaluation_options": evaluation_options(args),
         "run": {
             "cache_dir": str(args.cache_dir),
             "checkpoint_dir": str(run_dir),
@@ -600,7 +730,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Classifier on real data (COVID-QU-Ex, from scratch, through `Pipeline`)",
         "",
-        f"`nice -n 10 {result['command']}`",
+        *(f"`nice -n 10 {command}`" for command in result.get("commands", [result["command"]])),
         "",
         f"`Pipeline`: gaussian-clahe (kernel {pre['kernel_size']}, clip {pre['clip_limit']}, "
         f"tiles {pre['tile_grid_size']}{'' if pre.get('clahe', True) else ', no CLAHE'}"
@@ -647,6 +777,13 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(_ms(tta["recall"][label]) for label in labels)
             + f" | {_ms(tta['macro_f1'])} | | | | | | | |"
         )
+    for point in summary.get("operating_points", ()):
+        views = f", rotations {point['rotations']}" if point["rotations"] else ""
+        lines.append(
+            f"| **COVID-19 sensitivity {point['target']} on Val{views}** | **{_ms(point['test_accuracy'])}** | "
+            + " | ".join(_ms(point["recall"][label]) for label in labels)
+            + f" | {_ms(point['macro_f1'])} | | | | | | | |"
+        )
     if result.get("ensemble"):
         ensemble = result["ensemble"]
         lines.append(
@@ -654,6 +791,8 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
             + f" | {_f(ensemble['macro_f1'])} | | | | | | | |"
         )
+    if result.get("ensemble_skipped"):
+        lines += ["", f"No ensemble: {result['ensemble_skipped']} (trained in an earlier session)."]
     lines += [
         "",
         "Standard deviations are sample ones (ddof = 1) over the seeds. Targets (issue 10):",
@@ -661,6 +800,17 @@ def markdown(result: dict[str, Any]) -> str:
         *(
             f"- {name}: **{'met' if met else 'not met'}**"
             for name, met in summary["targets"].items()
+        ),
+        *(
+            f"- at the COVID-19 operating point {point['target']} chosen on Val"
+            + (f" (rotations {point['rotations']})" if point["rotations"] else "")
+            + ": "
+            + ", ".join(
+                f"{name}: **{'met' if met else 'not met'}**"
+                for name, met in point["targets"].items()
+            )
+            + f" (Val threshold {_ms(point['val_threshold'], 3)})"
+            for point in summary.get("operating_points", ())
         ),
         "",
         "The stronger classifier's targets (issue 14):",

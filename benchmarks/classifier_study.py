@@ -4,8 +4,8 @@ Each arm is the same run of ``bench_classifier_real.py`` (a fresh ``Pipeline`` p
 fitted on COVID-QU-Ex Train with Val for epoch selection, scored once on Test with the
 library's evaluator) with one thing changed from the baseline, the 64 px whole-frame
 recipe of the committed headline figure. Every arm also scores test-time augmentation
-(rotations of ±5°, the same models) and the ensemble of its seeds, which cost prediction
-only. The arms:
+(rotations of ±5°, the same models), COVID-19 operating points chosen on Val (sensitivity
+0.95 and 0.97) and the ensemble of its seeds, which cost prediction only. The arms:
 
 ``whole-frame-64``
     The baseline (``results/classifier_real.json`` is this arm when its recipe matches).
@@ -21,9 +21,11 @@ only. The arms:
     Stronger augmentation, the published ±15° rather than ±10°: ``--augmentation 15``.
 
 ``run`` runs the arms named (all by default) one after the other, each into
-``results/classifier_study/<arm>.json``/``.md``, and skips an arm whose results already
-hold every seed asked for. An interrupted arm resumes: each seed checkpoints every epoch
-(``bench_classifier_real.py``'s ``--checkpoint-dir``). ``table`` reads whatever arms have
+``results/classifier_study/<arm>.json``/``.md``, and runs only the seeds an arm's results
+do not hold yet (``--append``), so an arm can be spread over sessions. Within a session an
+interrupted seed resumes from its checkpoint (``bench_classifier_real.py``'s
+``--checkpoint-dir``, under the temporary folder). The ensemble needs every member's saved
+pipeline, so it is scored only when one session trained all of an arm's seeds. ``table`` reads whatever arms have
 results and writes ``results/classifier_study.json``/``.md``: mean ± std over the seeds of
 Test accuracy and every class's recall, then TTA and the ensemble, and issue 14's targets
 (accuracy >= 0.93, COVID-19 recall >= 0.97, normal and pneumonia recall >= 0.88).
@@ -66,8 +68,9 @@ ARMS: Mapping[str, tuple[str, ...]] = {
     "gamma-only": ("--gamma", "0.8", "--no-clahe"),
     "rotation-15": ("--augmentation", "15"),
 }
-#: What every arm shares: the committed headline recipe (24 epochs), TTA and the ensemble.
-COMMON: tuple[str, ...] = ("--tta", "-5", "5", "--ensemble")
+#: What every arm shares: the committed headline recipe (24 epochs), TTA, COVID-19
+#: operating points chosen on Val, and the ensemble.
+COMMON: tuple[str, ...] = ("--tta", "-5", "5", "--sensitivity", "0.95", "0.97", "--ensemble")
 DEFAULT_RESULTS = RESULTS / "classifier_study"
 
 
@@ -87,39 +90,45 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def arm_command(arm: str, args: argparse.Namespace) -> list[str]:
-    """The ``bench_classifier_real.py`` command line of one arm."""
+def arm_command(arm: str, args: argparse.Namespace, seeds: list[int]) -> list[str]:
+    """The ``bench_classifier_real.py`` command line of one arm, for ``seeds``.
+
+    ``--append`` adds them to the seeds the arm's results already hold (from an earlier
+    session, whose checkpoints are gone), so an arm can be spread over sessions.
+    """
     command = [
         sys.executable,  # run in the repository root, so the results show a relative path
         "benchmarks/bench_classifier_real.py",
         "--epochs",
         str(args.epochs),
         "--seeds",
-        *map(str, args.seeds),
+        *map(str, seeds),
         *COMMON,
         *ARMS[arm],
         "--out",
         str(args.results / arm),
+        "--append",
     ]
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
 
 
-def finished(path: Path, seeds: list[int]) -> bool:
-    """Whether ``path`` holds results for every one of ``seeds``, ensemble included."""
+def missing_seeds(path: Path, seeds: list[int]) -> list[int]:
+    """The ``seeds`` that ``path`` holds no results for (all of them when it is absent)."""
     if not path.is_file():
-        return False
-    result = json.loads(path.read_text())
-    return set(seeds) <= set(result.get("seeds", ())) and "ensemble" in result
+        return list(seeds)
+    done = set(json.loads(path.read_text()).get("seeds", ()))
+    return [seed for seed in seeds if seed not in done]
 
 
 def run(args: argparse.Namespace) -> int:
     for arm in args.arms:
-        if finished(args.results / f"{arm}.json", args.seeds):
+        seeds = missing_seeds(args.results / f"{arm}.json", args.seeds)
+        if not seeds:
             print(f"{arm}: results hold seeds {args.seeds}; skipped", flush=True)
             continue
-        command = arm_command(arm, args)
+        command = arm_command(arm, args, seeds)
         print(f"{arm}: {' '.join(command[1:])}", flush=True)
         subprocess.run(command, check=True, cwd=REPO)
     return 0
@@ -138,6 +147,7 @@ def arm_row(arm: str, result: Mapping[str, Any]) -> dict[str, Any]:
         "accuracy": summary["test_accuracy"],
         "recall": summary["recall"],
         "tta": summary.get("tta"),
+        "operating_points": summary.get("operating_points"),
         "ensemble": None
         if ensemble is None
         else {
@@ -148,8 +158,16 @@ def arm_row(arm: str, result: Mapping[str, Any]) -> dict[str, Any]:
             },
         },
         "targets_met": summary.get("targets_issue_14"),
-        "command": result["command"],
+        "commands": result.get("commands", [result["command"]]),
     }
+
+
+def operating_point(row: Mapping[str, Any], target: float) -> str:
+    """``accuracy / COVID-19 recall`` at a COVID-19 sensitivity chosen on Val (no TTA)."""
+    for point in row.get("operating_points") or ():
+        if point["target"] == target and not point["rotations"]:
+            return f"{_ms(point['test_accuracy'])} / {_ms(point['recall'].get(COVID))}"
+    return "n/a"
 
 
 def table(args: argparse.Namespace) -> int:
@@ -170,8 +188,9 @@ def table(args: argparse.Namespace) -> int:
         "Each arm changes one thing from the 64 px whole-frame recipe and trains a fresh "
         "`Pipeline` per seed on COVID-QU-Ex Train (Val selects the epoch), scored once on "
         "Test by the library's evaluator. Mean ± sample std over the seeds; TTA (rotations "
-        "±5°, the same models) and the ensemble (the seeds' probabilities averaged: one "
-        "figure) cost prediction only. Targets: accuracy ≥ "
+        "±5°, the same models), the COVID-19 operating point (the threshold at which Val "
+        "COVID-19 recall reaches 0.95, `[trust] sensitivity`) and the ensemble (the seeds' "
+        "probabilities averaged: one figure) cost prediction only. Targets: accuracy ≥ "
         f"{STUDY_ACCURACY}, "
         + ", ".join(f"{label} recall ≥ {value}" for label, value in STUDY_RECALL.items())
         + ". These are COVID-QU-Ex's own test split: an upper bound for data from other "
@@ -179,8 +198,8 @@ def table(args: argparse.Namespace) -> int:
         "",
         "| arm | seeds | Test accuracy | "
         + " | ".join(f"recall {label}" for label in labels)
-        + " | TTA accuracy | TTA COVID-19 recall | ensemble accuracy | ensemble recalls (C / N / P) |",
-        "|---|---|---|" + "---|" * len(labels) + "---|---|---|---|",
+        + " | TTA accuracy | TTA COVID-19 recall | COVID-19 sensitivity 0.95 on Val: accuracy / COVID-19 recall | ensemble accuracy | ensemble recalls (C / N / P) |",
+        "|---|---|---|" + "---|" * len(labels) + "---|---|---|---|---|",
     ]
     for row in rows:
         tta, ensemble = row["tta"], row["ensemble"]
@@ -190,6 +209,7 @@ def table(args: argparse.Namespace) -> int:
             + " | ".join(_ms(row["recall"].get(label)) for label in labels)
             + f" | {_ms(tta['test_accuracy']) if tta else 'n/a'} | "
             f"{_ms(tta['recall'].get(COVID)) if tta else 'n/a'} | "
+            f"{operating_point(row, 0.95)} | "
             f"{_f(ensemble['accuracy']) if ensemble else 'n/a'} | "
             + (
                 " / ".join(_f(ensemble["recall"].get(label)) for label in labels)
@@ -199,7 +219,10 @@ def table(args: argparse.Namespace) -> int:
             + " |"
         )
     lines += ["", "Commands:", ""]
-    lines += [f"- `{row['arm']}`: `{row['command']}`" for row in rows]
+    lines += [
+        f"- `{row['arm']}`: " + "; then ".join(f"`{command}`" for command in row["commands"])
+        for row in rows
+    ]
     missing = [arm for arm in ARMS if arm not in {row["arm"] for row in rows}]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{arm}`' for arm in missing)}."]
