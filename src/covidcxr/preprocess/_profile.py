@@ -69,7 +69,9 @@ def _unit(pixels: NDArray[Any]) -> NDArray[np.float32]:
         return pixels.astype(np.float32) / np.float32(255.0)
     if pixels.dtype == np.uint16:
         return pixels.astype(np.float32) / np.float32(65535.0)
-    unit = np.nan_to_num(np.asarray(pixels, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    unit = np.asarray(pixels, np.float32)
+    if not np.isfinite(unit).all():  # checked first: nan_to_num copies, and costs more
+        unit = np.nan_to_num(unit, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(unit, 0.0, 1.0)
 
 
@@ -86,9 +88,34 @@ def image_features(pixels: NDArray[Any]) -> NDArray[np.float64]:
     small = cv2.resize(unit, (_PROFILE_SIDE, _PROFILE_SIDE), interpolation=cv2.INTER_AREA)
     cell = _PROFILE_SIDE // _GRID
     cells = small.reshape(_GRID, cell, _GRID, cell).transpose(0, 2, 1, 3).reshape(_GRID**2, -1)
-    low, high = np.quantile(cells, (0.1, 0.9), axis=1)
+    # Every image a model sees passes here, so this is on the prediction path: the 10th
+    # and 90th percentiles of each cell from one sort (numpy.quantile's "linear" rule),
+    # about ten times cheaper than numpy.quantile's own machinery at this size.
+    ordered = np.sort(cells, axis=1)
+    spread = _sorted_quantile(ordered, 0.9) - _sorted_quantile(ordered, 0.1)
     saturated = np.count_nonzero((small <= 0.5 / 255) | (small >= 254.5 / 255)) / small.size
-    return np.array([small.mean(), small.std(), float(np.mean(high - low)), saturated], np.float64)
+    mean, std = cv2.meanStdDev(small)  # one pass, in double precision
+    return np.array([mean[0, 0], std[0, 0], float(spread.mean()), saturated], np.float64)
+
+
+def _sorted_quantile(ordered: NDArray[Any], q: float) -> NDArray[Any]:
+    """The ``q`` quantile of each row of row-sorted ``ordered``, interpolated linearly.
+
+    The rule of :func:`numpy.quantile`'s default ``method="linear"``.
+
+    Examples
+    --------
+    >>> rows = np.sort(np.random.default_rng(0).random((3, 64), dtype=np.float32), axis=1)
+    >>> bool(np.allclose(_sorted_quantile(rows, 0.1), np.quantile(rows, 0.1, axis=1)))
+    True
+    """
+    position = (ordered.shape[1] - 1) * q
+    below = int(position)
+    above = min(below + 1, ordered.shape[1] - 1)
+    weight = np.float32(position - below)
+    low: NDArray[Any] = ordered[:, below]
+    quantile: NDArray[Any] = low + (ordered[:, above] - low) * weight
+    return quantile
 
 
 def _summary(described: Mapping[str, Any]) -> str:
