@@ -159,3 +159,14 @@ def test_sklearn_clone_of_a_fitted_gate_copies_the_parameters_not_the_fit(
     assert hasattr(gate, "threshold_")
     assert not hasattr(copy, "threshold_")
     assert not hasattr(copy, "model_")
+
+
+def test_two_fits_with_the_same_seed_give_the_same_gate(
+    train: list[XRay], gate: ChestXrayGate
+) -> None:
+    # The module's gate was fitted earlier in this process, with other random draws since:
+    # nothing but the seed may decide the weights and the threshold.
+    again = ChestXrayGate(input_size=16, epochs=3, seed=0).fit(train)
+    assert again.threshold_ == gate.threshold_
+    for mine, theirs in zip(again.model_.get_weights(), gate.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

@@ -311,6 +311,10 @@ class ChestXrayGate(SetParamsMixin):
         history = model.fit(
             versions,
             epochs=self.epochs,
+            # The dataset shuffles with the seeded generator; Keras's own shuffle of a
+            # PyDataset's batches draws on Python's global random state, which made two
+            # fits with the same seed differ.
+            shuffle=False,
             verbose=0,
             callbacks=[keras.callbacks.TerminateOnNaN()],
         )
