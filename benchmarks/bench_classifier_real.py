@@ -746,7 +746,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"({cfg['lr_schedule']}, {cfg['warmup_epochs']} warm-up), batch {cfg['batch_size']}, "
         f"rotation ±{cfg['augmentation']}°, {cfg['epochs']} epochs, patience {cfg['early_stopping']} "
         f"(the epoch with the best Val loss is kept); no detector. Train {result['n_train']} images, "
-        f"Test {result['n_test']}{subset}; seeds {result['seeds']}.",
+        f"Test {result['n_test']}{subset}; seeds {result['seeds']}. Scored: the Test images the "
+        "input gate admitted ("
+        + ", ".join(f"seed {s['seed']}: {s['test']['n_images']}" for s in seeds)
+        + ").",
         "",
         "| seed | Test accuracy | "
         + " | ".join(f"recall {label}" for label in labels)
