@@ -41,6 +41,7 @@ from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import as_unit_float
 from covidcxr.classify._training import all_finite
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
+from covidcxr.preprocess._profile import clip_to_unit
 from covidcxr.records import GateDecision, XRay
 
 if TYPE_CHECKING:
@@ -93,9 +94,7 @@ def _small(pixels: NDArray[Any], size: int) -> NDArray[np.float32]:
     unit = as_unit_float(np.asarray(pixels))
     if unit.ndim == 3:  # a colour image that reached the gate unconverted
         unit = unit.mean(axis=2, dtype=np.float32)
-    if not np.isfinite(unit).all():  # checked first: nan_to_num copies, and costs more
-        unit = np.nan_to_num(unit, nan=0.0, posinf=1.0, neginf=0.0)
-    unit = np.clip(unit, 0.0, 1.0)
+    unit = clip_to_unit(unit)
     return np.asarray(
         cv2.resize(unit, (size, size), interpolation=cv2.INTER_AREA), dtype=np.float32
     )

@@ -41,6 +41,7 @@ __all__ = [
     "MIN_IMAGES",
     "InputProfile",
     "InputRecorder",
+    "clip_to_unit",
     "image_features",
     "preprocessing_differences",
     "recorded_preprocessor",
@@ -69,8 +70,21 @@ def _unit(pixels: NDArray[Any]) -> NDArray[np.float32]:
         return pixels.astype(np.float32) / np.float32(255.0)
     if pixels.dtype == np.uint16:
         return pixels.astype(np.float32) / np.float32(65535.0)
-    unit = np.asarray(pixels, np.float32)
-    if not np.isfinite(unit).all():  # checked first: nan_to_num copies, and costs more
+    return clip_to_unit(np.asarray(pixels, np.float32))
+
+
+def clip_to_unit(unit: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``unit`` in ``[0, 1]``: NaN and -inf become 0, +inf 1, the rest is clipped.
+
+    Finiteness is checked first, because :func:`numpy.nan_to_num` copies and costs more
+    than the check on the usual, finite input.
+
+    Examples
+    --------
+    >>> clip_to_unit(np.array([np.nan, -np.inf, np.inf, 0.5, 2.0], np.float32)).tolist()
+    [0.0, 0.0, 1.0, 0.5, 1.0]
+    """
+    if not np.isfinite(unit).all():
         unit = np.nan_to_num(unit, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(unit, 0.0, 1.0)
 
