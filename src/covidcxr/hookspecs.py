@@ -13,8 +13,14 @@ few lines::
 
 A *factory* is any callable that returns the thing: usually the class itself. Options
 given to :func:`covidcxr.create_detector` and friends are passed to it as keyword
-arguments. Keep module-level imports in a plugin light (import heavy libraries inside the
-factory), because every plugin module is imported whenever covidcxr looks a name up.
+arguments. Keep module-level imports in a plugin light, because every plugin module is
+imported whenever covidcxr looks a name up: import heavy libraries inside the factory, or
+register a reference to it, ``"package.module:Name"`` (as in an entry point), which
+covidcxr imports only when the factory is first needed (to build, load or check options)::
+
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(register):
+        register("my-detector", "my_package._detector:MyDetector")
 
 Plugins are found through the ``covidcxr`` entry-point group (see :doc:`/plugins`).
 """
@@ -60,8 +66,9 @@ PreprocessorFactory: TypeAlias = Callable[..., Preprocessor]
 #: ``factory(**options) -> Classifier``; give the class itself, so that saved models can
 #: be loaded again through its ``load`` classmethod.
 ClassifierFactory: TypeAlias = Callable[..., Classifier]
-#: The callback passed to every ``covidcxr_register_*`` hook: ``register(name, factory)``.
-Register: TypeAlias = Callable[[str, Callable[..., Any]], None]
+#: The callback passed to every ``covidcxr_register_*`` hook: ``register(name, factory)``,
+#: where ``factory`` is a callable or a ``"package.module:Name"`` reference to one.
+Register: TypeAlias = Callable[[str, Callable[..., Any] | str], None]
 
 
 @hookspec

@@ -66,6 +66,8 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
 )
 
 _NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+# A lazy factory: "package.module:Name" (or "...:Outer.Name"), as in an entry point.
+_REFERENCE_PATTERN: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _UNEXPECTED_KEYWORD: Final = re.compile(r"unexpected keyword argument '(?P<key>[^']+)'")
 _URI_SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
 
@@ -85,17 +87,71 @@ class Registration:
         ``"detector"``, ``"source"``, ``"preprocessor"`` or ``"classifier"``.
     name
         The name (or URI scheme, for sources) it is looked up by.
-    factory
-        The callable that builds it.
+    target
+        What the plugin registered: the callable that builds it, or a reference to one,
+        ``"package.module:Name"`` (as in an entry point), imported when first needed.
     plugin
         The name of the plugin that registered it: an entry-point name, or a module name
         for built-in plugins.
+
+    Examples
+    --------
+    >>> from covidcxr.plugins import available_classifiers
+    >>> vgg19 = available_classifiers()["vgg19"]
+    >>> vgg19.target
+    'covidcxr.classify._vgg19:VGG19Classifier'
+    >>> vgg19.factory.__name__
+    'VGG19Classifier'
     """
 
     kind: str
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
     plugin: str
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The callable that builds it (a reference is imported on first access).
+
+        Raises
+        ------
+        PluginError
+            If a reference cannot be imported, or does not name a callable.
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, qualname = self.target.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {self.plugin!r} registered {self.kind} {self.name!r} as "
+                f"{self.target!r}, which cannot be imported: {exc!r}"
+            ) from exc
+        if not callable(found):
+            raise PluginError(
+                f"plugin {self.plugin!r} registered {self.kind} {self.name!r} as "
+                f"{self.target!r}, which is not callable: {found!r}"
+            )
+        return cast(Callable[..., Any], found)
+
+    def refers_to(self, factory: object) -> bool:
+        """Whether this registration builds with ``factory``, without importing a reference.
+
+        Examples
+        --------
+        >>> from covidcxr.plugins import available_classifiers
+        >>> from covidcxr.classify import VGG19Classifier
+        >>> available_classifiers()["vgg19"].refers_to(VGG19Classifier)
+        True
+        """
+        if not isinstance(self.target, str):
+            return self.target is factory
+        module = getattr(factory, "__module__", None)
+        qualname = getattr(factory, "__qualname__", None)
+        return f"{module}:{qualname}" == self.target
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -243,7 +299,13 @@ def _collect(kind: str) -> dict[str, Registration]:
                     f"plugin {_plugin!r} registered the {kind} name {name!r}; names are lower "
                     "case letters, digits and '_.+-', starting with a letter or digit"
                 )
-            if not callable(factory):
+            if isinstance(factory, str):
+                if not _REFERENCE_PATTERN.match(factory):
+                    raise PluginError(
+                        f"plugin {_plugin!r} registered {kind} {name!r} as {factory!r}; a "
+                        "reference is 'package.module:Name', as in an entry point"
+                    )
+            elif not callable(factory):
                 raise PluginError(
                     f"plugin {_plugin!r} registered {kind} {name!r} with a factory that is "
                     f"not callable: {factory!r}"
@@ -253,7 +315,7 @@ def _collect(kind: str) -> dict[str, Registration]:
                     f"plugin {_plugin!r} registered {kind} {name!r}, which plugin "
                     f"{found[name].plugin!r} already registered"
                 )
-            found[name] = Registration(kind=kind, name=name, factory=factory, plugin=_plugin)
+            found[name] = Registration(kind=kind, name=name, target=factory, plugin=_plugin)
 
         try:
             impl.function(**dict.fromkeys(impl.argnames, register))

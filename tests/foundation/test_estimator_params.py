@@ -1,9 +1,9 @@
-"""The estimators follow scikit-learn's parameter conventions without inheriting from it.
+"""The estimators are scikit-learn estimators: :class:`sklearn.base.BaseEstimator` subclasses.
 
 :class:`~covidcxr.VGG19Classifier`, :class:`~covidcxr.LocalDetector`,
-:class:`~covidcxr.gate.ChestXrayGate` and :class:`~covidcxr.evaluate.TemperatureScaling`
-keep their own ``get_params`` and share ``set_params`` (``covidcxr._params``; why they do
-not inherit :class:`sklearn.base.BaseEstimator` is measured there), so
+:class:`~covidcxr.lungs.LungSegmenter`, :class:`~covidcxr.gate.ChestXrayGate` and
+:class:`~covidcxr.evaluate.TemperatureScaling` inherit it through ``covidcxr._params``
+(which makes an unknown parameter a :class:`~covidcxr.errors.ConfigurationError`), so
 :func:`sklearn.base.clone` must work on each. The copies of fitted estimators are checked
 beside their fixtures (``tests/classify``, ``tests/detect``, ``tests/gate``).
 """
@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 
 from covidcxr import LocalDetector, VGG19Classifier
 from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate import TemperatureScaling
 from covidcxr.gate import ChestXrayGate
+from covidcxr.lungs import LungSegmenter
 
 # Each with parameters away from its defaults, so that a copy built from the defaults fails.
 ESTIMATORS: dict[str, Callable[[], Any]] = {
@@ -30,6 +31,7 @@ ESTIMATORS: dict[str, Callable[[], Any]] = {
     "local": lambda: LocalDetector(input_size=64, epochs=2, mask_threshold=0.6, label="lesion"),
     "gate": lambda: ChestXrayGate(input_size=24, epochs=2, acceptance=0.95, seed=3),
     "calibration": lambda: TemperatureScaling(bounds=(0.1, 10.0), min_items=5),
+    "lungs": lambda: LungSegmenter(input_size=64, epochs=2, threshold=0.4, seed=2),
 }
 
 
@@ -43,6 +45,7 @@ def public_fitted_state(estimator: object) -> list[str]:
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_sklearn_clone_gives_an_unfitted_copy_with_equal_parameters(name: str) -> None:
     estimator = ESTIMATORS[name]()
+    assert isinstance(estimator, BaseEstimator)
     copy = clone(estimator)
     assert type(copy) is type(estimator)
     assert copy is not estimator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import covidcxr
-from covidcxr.errors import PluginError, UnknownNameError
+from covidcxr.errors import ConfigurationError, PluginError, UnknownNameError
 from covidcxr.hookspecs import Register
 from covidcxr.plugins import ALLOW_LIST_ENV, get_plugin_manager, parse_source_uri
 
@@ -134,7 +135,63 @@ def test_invalid_names_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
 class NotCallablePlugin:
     @covidcxr.hookimpl
     def covidcxr_register_detectors(self, register: Register) -> None:
-        register("oops", "EchoDetector")  # type: ignore[arg-type]
+        register("oops", 42)  # type: ignore[arg-type]
+
+
+class MalformedReferencePlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("oops", "EchoDetector")
+
+
+def test_malformed_references_are_refused(covidcxr_plugin: Callable[..., str]) -> None:
+    covidcxr_plugin(MalformedReferencePlugin(), name="malformed")
+    with pytest.raises(PluginError, match=r"'EchoDetector'; a reference is 'package.module:Name'"):
+        covidcxr.plugins.available_detectors()
+
+
+LAZY_MODULE = """
+from covidcxr import Detection
+
+class LazyDetector:
+    def __init__(self, label="lazy"):
+        self.label = label
+
+    def detect(self, xray):
+        return []
+"""
+
+
+class LazyPlugin:
+    @covidcxr.hookimpl
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("lazy", "covidcxr_lazy_test_module:LazyDetector")
+        register("missing", "covidcxr_lazy_test_module:NoSuchDetector")
+
+
+def test_references_are_imported_only_when_needed(
+    covidcxr_plugin: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "covidcxr_lazy_test_module.py").write_text(LAZY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "covidcxr_lazy_test_module", raising=False)
+    covidcxr_plugin(LazyPlugin(), name="lazy-plugin")
+
+    registry = covidcxr.plugins.available_detectors()
+    assert registry["lazy"].target == "covidcxr_lazy_test_module:LazyDetector"
+    assert "covidcxr_lazy_test_module" not in sys.modules  # listed, not imported
+
+    detector = covidcxr.create_detector("lazy", label="x")
+    assert type(detector).__name__ == "LazyDetector"
+    assert detector.label == "x"  # type: ignore[attr-defined]
+    assert registry["lazy"].refers_to(type(detector))
+    assert not registry["missing"].refers_to(type(detector))
+    with pytest.raises(ConfigurationError, match="no option 'lable'"):
+        covidcxr.create_detector("lazy", lable="x")  # options checked against the class
+    with pytest.raises(
+        PluginError, match="'covidcxr_lazy_test_module:NoSuchDetector', which cannot be imported"
+    ):
+        covidcxr.create_detector("missing")
 
 
 def test_non_callable_factories_are_refused(covidcxr_plugin: Callable[..., str]) -> None:

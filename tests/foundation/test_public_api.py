@@ -7,7 +7,10 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import covidcxr
@@ -32,6 +35,41 @@ def test_importing_covidcxr_loads_neither_tensorflow_nor_scikit_learn() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+HEAVY = ("tensorflow", "keras", "sklearn", "scipy", "ibm_watson", "ibm_boto3")
+
+# Each a step a user takes without building a model: none may import what only models need
+# (scikit-learn alone costs about a second; the estimators' modules import it, so the
+# built-in plugins register references to them and their packages load them lazily).
+LIGHT_STEPS = {
+    "a plugin lookup": "covidcxr.create_preprocessor('gaussian-clahe')",
+    "listing every registry": (
+        "from covidcxr import plugins as p; "
+        "p.available_classifiers(); p.available_detectors(); p.available_sources(); "
+        "p.available_preprocessors()"
+    ),
+    "opening a folder": "covidcxr.open_source(sys.argv[1])",
+    "the namespaces that hold estimators": "import covidcxr.classify, covidcxr.detect",
+    "covidcxr --help": (
+        "from covidcxr.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    ),
+}
+
+
+@pytest.mark.parametrize("step", sorted(LIGHT_STEPS))
+def test_steps_without_a_model_import_no_model_library(step: str, tmp_path: Path) -> None:
+    (tmp_path / "normal").mkdir()
+    cv2.imwrite(str(tmp_path / "normal" / "a.png"), np.zeros((8, 8), np.uint8))
+    code = (
+        "import json, sys, covidcxr\n"
+        f"{LIGHT_STEPS[step]}\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout.splitlines()[-1]) == [], step
 
 
 def test_the_top_level_api_fits_on_one_screen() -> None:

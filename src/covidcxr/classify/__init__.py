@@ -17,7 +17,21 @@ normalisation matches the weights:
     (``weights=None``), where a zero-centred input helps the first layers.
 """
 
-from covidcxr.classify._inputs import PixelRangeWarning
-from covidcxr.classify._vgg19 import FROM_SCRATCH, VGG19Classifier
+from typing import TYPE_CHECKING
+
+from covidcxr._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from covidcxr.classify._inputs import PixelRangeWarning
+    from covidcxr.classify._vgg19 import FROM_SCRATCH, VGG19Classifier
+
+# Imported on first use: a plugin lookup imports covidcxr.classify.plugin, and with it this
+# package, but builds no classifier (see covidcxr._lazy).
+_HOMES = {
+    "FROM_SCRATCH": "covidcxr.classify._vgg19",
+    "PixelRangeWarning": "covidcxr.classify._inputs",
+    "VGG19Classifier": "covidcxr.classify._vgg19",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES, globals())
 
 __all__ = ["FROM_SCRATCH", "PixelRangeWarning", "VGG19Classifier"]

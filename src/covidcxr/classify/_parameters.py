@@ -8,7 +8,6 @@ Everything here reads the constructor parameters only (never fitted state), so a
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -22,9 +21,7 @@ __all__ = [
     "FROM_SCRATCH",
     "N_BLOCKS",
     "RUN_NEUTRAL",
-    "changed_params_repr",
     "check_params",
-    "constructor_params",
     "resolve_normalization",
     "resolve_trainable_blocks",
     "run_key",
@@ -65,26 +62,6 @@ FROM_SCRATCH: Final[Mapping[str, Any]] = MappingProxyType(
 )
 
 
-def constructor_params(estimator: object) -> dict[str, Any]:
-    """``estimator``'s constructor parameters, by name, read from its attributes."""
-    names = inspect.signature(type(estimator).__init__).parameters
-    return {name: getattr(estimator, name) for name in names if name != "self"}
-
-
-def changed_params_repr(estimator: object) -> str:
-    """``Name(param=value, ...)`` with the parameters that differ from their defaults."""
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(type(estimator).__init__).parameters.items()
-    }
-    changed = ", ".join(
-        f"{name}={value!r}"
-        for name, value in constructor_params(estimator).items()
-        if defaults.get(name) != value
-    )
-    return f"{type(estimator).__name__}({changed})"
-
-
 def resolve_trainable_blocks(trainable_blocks: Any, weights: Any) -> int:
     """``trainable_blocks`` as a number from 0 to 5, with ``"auto"`` resolved."""
     if trainable_blocks == "auto":
@@ -101,7 +78,7 @@ def resolve_normalization(normalization: Any, weights: Any) -> Normalization:
 
 
 def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per parameter
-    """Refuse invalid parameters (``p`` as :func:`constructor_params` returns them).
+    """Refuse invalid parameters (``p`` as ``get_params()`` returns them).
 
     Values are checked as ``Any``: callers (and loaded metadata) may pass anything.
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr._params import SetParamsMixin
+from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr.classify._distributed import DataParallelSteps, array_batches, current_training
 from covidcxr.classify._fit_setup import (
@@ -40,9 +40,7 @@ from covidcxr.classify._inputs import (
 )
 from covidcxr.classify._parameters import (
     FROM_SCRATCH,
-    changed_params_repr,
     check_params,
-    constructor_params,
     resolve_normalization,
     resolve_trainable_blocks,
     run_key,
@@ -71,7 +69,7 @@ def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
     return list(xrays) if iter(xrays) is xrays else xrays
 
 
-class VGG19Classifier(SetParamsMixin):
+class VGG19Classifier(Estimator):
     """VGG19 transfer learning for COVID-19 / normal / pneumonia radiographs.
 
     The defaults are the published recipe: VGG19 with ImageNet weights and a frozen
@@ -262,18 +260,6 @@ class VGG19Classifier(SetParamsMixin):
         self.on_epoch_end = on_epoch_end
 
     # ------------------------------------------------------------------ parameters
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters, as scikit-learn's ``get_params`` returns them.
-
-        ``deep`` is accepted for :func:`sklearn.base.clone` and ignored: no parameter is
-        itself an estimator. (Inheriting :class:`sklearn.base.BaseEstimator` would cost
-        every plugin lookup seconds of importing SciPy: measured in ``covidcxr._params``.)
-        """
-        return constructor_params(self)
-
-    def __repr__(self) -> str:
-        return changed_params_repr(self)
 
     @property
     def n_trainable_blocks(self) -> int:

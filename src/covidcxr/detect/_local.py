@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat
-from covidcxr._params import SetParamsMixin
+from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     RunsNetwork,
@@ -122,7 +122,7 @@ def mask_to_detections(
     return detections
 
 
-class LocalDetector(RunsNetwork, SetParamsMixin):
+class LocalDetector(RunsNetwork, Estimator):
     """A small segmentation network trained on infection masks; components become boxes.
 
     Parameters
@@ -217,14 +217,6 @@ class LocalDetector(RunsNetwork, SetParamsMixin):
         self.threads = threads
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters, by name (``deep`` is for :func:`sklearn.base.clone`)."""
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PARAMS[:8])
-        return f"{type(self).__name__}({params})"
 
     # -- data ------------------------------------------------------------------------------
 

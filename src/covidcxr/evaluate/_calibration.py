@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from covidcxr._params import SetParamsMixin
+from covidcxr._params import Estimator
 from covidcxr.errors import ConfigurationError
 
 # The label of a prediction the model declined to make (its confidence was below the
@@ -372,7 +372,7 @@ def _nll(log_p: NDArray[np.float64], truth: NDArray[np.intp], temperature: float
     return float(-scaled[np.arange(truth.size), truth].mean())
 
 
-class TemperatureScaling(SetParamsMixin):
+class TemperatureScaling(Estimator):
     """Temperature scaling (Guo et al. 2017): one temperature that calibrates every row.
 
     ``transform`` returns ``softmax(log(p) / T)``: ``T > 1`` softens over-confident
@@ -426,10 +426,6 @@ class TemperatureScaling(SetParamsMixin):
     ) -> None:
         self.bounds = bounds
         self.min_items = min_items
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters, by name (scikit-learn's ``get_params``)."""
-        return {"bounds": self.bounds, "min_items": self.min_items}
 
     def __repr__(self) -> str:
         fitted = f", temperature_={self.temperature_:.4g}" if self.is_fitted else ""

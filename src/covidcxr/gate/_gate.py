@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
-from covidcxr._params import SetParamsMixin
+from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import as_unit_float
 from covidcxr.classify._training import all_finite
@@ -143,7 +143,7 @@ def _build_network(size: int, seed: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="cxr_gate")
 
 
-class ChestXrayGate(SetParamsMixin):
+class ChestXrayGate(Estimator):
     """Refuse what is not an upright, positive frontal chest radiograph like the training ones.
 
     Parameters
@@ -214,23 +214,6 @@ class ChestXrayGate(SetParamsMixin):
         self.holdout = holdout
         self.min_contrast = min_contrast
         self.seed = seed
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters, by name (as scikit-learn's ``get_params``)."""
-        return {
-            "input_size": self.input_size,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "acceptance": self.acceptance,
-            "holdout": self.holdout,
-            "min_contrast": self.min_contrast,
-            "seed": self.seed,
-        }
-
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.get_params().items() if v != _DEFAULTS[k]}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     def _check_params(self) -> None:
         def whole(name: str, low: int) -> None:
@@ -484,9 +467,6 @@ class ChestXrayGate(SetParamsMixin):
     holdout_scores_: NDArray[np.float64]
     n_fitted_: int
     history_: dict[str, list[float]]
-
-
-_DEFAULTS: Final = ChestXrayGate().get_params()
 
 
 def _versions_dataset(

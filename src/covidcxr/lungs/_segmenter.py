@@ -24,7 +24,7 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat
-from covidcxr._params import SetParamsMixin
+from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr._unet import (
     RunsNetwork,
@@ -217,7 +217,7 @@ def lung_labels(
     return labels
 
 
-class LungSegmenter(RunsNetwork, SetParamsMixin):
+class LungSegmenter(RunsNetwork, Estimator):
     """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
 
     Parameters
@@ -301,14 +301,6 @@ class LungSegmenter(RunsNetwork, SetParamsMixin):
         self.threads = threads
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters, by name (``deep`` is for :func:`sklearn.base.clone`)."""
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PARAMS[:6])
-        return f"{type(self).__name__}({params})"
 
     @property
     def fitted(self) -> bool:

@@ -339,7 +339,7 @@ def _check_component(table: str, spec: ComponentSpec) -> None:
 
 def registered_name(obj: object, registry: Mapping[str, Registration], kind: str) -> str:
     for registration in registry.values():
-        if registration.factory is type(obj):
+        if registration.refers_to(type(obj)):
             return registration.name
     raise ConfigurationError(
         f"the {kind} {type(obj).__name__} is not registered under any name, so a saved "
