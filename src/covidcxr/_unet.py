@@ -15,19 +15,22 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
-from covidcxr.errors import ModelFormatError, TrainingDivergedError
+from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
+from covidcxr.protocols import EpochCallback
 
 __all__ = [
     "ExportedNetwork",
     "RunsNetwork",
+    "UNetEstimator",
     "build_unet",
     "check_finite_weights",
     "dice_bce_loss",
@@ -96,6 +99,111 @@ class RunsNetwork:
         if exported is not None:
             return maps_in_chunks(exported.run, batch, chunk)
         return maps_in_chunks(lambda part: model(part, training=False), batch, chunk)
+
+
+class UNetEstimator(RunsNetwork, Estimator):
+    """What :class:`~covidcxr.LocalDetector` and :class:`~covidcxr.lungs.LungSegmenter` share.
+
+    Their network parameters and schedule (set by each ``__init__``), the check of those
+    parameters, the fitted state, and training: build the U-Net and fit it on image and
+    target arrays (:func:`fit_unet`). Subclasses name their network and its output.
+    """
+
+    #: The Keras model's name and its output layer's, per subclass.
+    network_name: ClassVar[str]
+    output_name: ClassVar[str]
+
+    input_size: int
+    base_filters: int
+    depth: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    augment: bool
+    patience: int
+    seed: int
+    threads: int | None
+    verbose: int
+    on_epoch_end: EpochCallback | None
+
+    # Learned state.
+    model_: Any
+    history_: dict[str, list[float]]
+    n_training_images_: int
+
+    @staticmethod
+    def check_network_params(
+        input_size: int, base_filters: int, depth: int, epochs: int, batch_size: int
+    ) -> None:
+        """Refuse a network shape or schedule that cannot train.
+
+        Raises
+        ------
+        ConfigurationError
+            If ``input_size`` is not a multiple of ``2 ** (depth + 1)``, or a count is
+            below 1.
+        """
+        if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
+            raise ConfigurationError(
+                f"input_size must be a multiple of 2**(depth + 1) = {2 ** (depth + 1)}, "
+                f"got {input_size}"
+            )
+        if epochs < 1 or batch_size < 1 or base_filters < 1 or depth < 1:
+            raise ConfigurationError("epochs, batch_size, base_filters and depth must be >= 1")
+
+    @property
+    def fitted(self) -> bool:
+        """Whether it has a network (from ``fit`` or ``load``)."""
+        return getattr(self, "model_", None) is not None
+
+    def _require_fitted(self) -> Any:
+        if not self.fitted:
+            name = type(self).__name__
+            raise ConfigurationError(f"this {name} is not fitted: call fit() or {name}.load(path)")
+        return self.model_
+
+    def _train(
+        self,
+        images: NDArray[np.float32],
+        masks: NDArray[np.float32],
+        validation_data: tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+        *,
+        warp: bool,
+    ) -> None:
+        """Build a fresh U-Net and fit it; sets ``model_``, ``history_`` and the image count.
+
+        Images and targets are flipped (with ``augment``) and warped (with ``warp``)
+        together (a flip inside the network would mirror the image against its target).
+        """
+        keras = keras_module(self.threads)
+        keras.utils.set_random_seed(self.seed)
+        model = build_unet(
+            keras,
+            self.input_size,
+            self.base_filters,
+            self.depth,
+            name=self.network_name,
+            output_name=self.output_name,
+        )
+        self.history_ = fit_unet(
+            keras,
+            model,
+            images,
+            masks,
+            validation_data,
+            owner=type(self).__name__,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+            patience=self.patience,
+            on_epoch_end=self.on_epoch_end,
+            verbose=self.verbose,
+            flip=self.augment,
+            warp=warp,
+        )
+        self.model_ = model
+        self.n_training_images_ = int(images.shape[0])
 
 
 def maps_in_chunks(

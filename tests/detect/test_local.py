@@ -166,7 +166,7 @@ def test_warp_trains_with_the_paired_geometric_and_contrast_augmentation(
         seen.update(kwargs)
         return real_fit(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("covidcxr.detect._local.fit_unet", spy)
+    monkeypatch.setattr("covidcxr._unet.fit_unet", spy)
     detector = LocalDetector(input_size=32, base_filters=2, depth=2, epochs=1, warp=warp)
     detector.fit([phantom(i) for i in range(8)])
     assert (seen["flip"], seen["warp"]) == (True, warp)

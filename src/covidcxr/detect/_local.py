@@ -18,17 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat
-from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
-from covidcxr._unet import (
-    RunsNetwork,
-    build_unet,
-    fit_unet,
-    keras_module,
-    load_unet_model,
-    resize_square,
-    save_unet,
-)
+from covidcxr._unet import UNetEstimator, load_unet_model, resize_square, save_unet
 from covidcxr.boxes import ResizeTransform, mask_components
 from covidcxr.detect._imaging import lesion_mask, to_uint8
 from covidcxr.errors import (
@@ -122,7 +113,7 @@ def mask_to_detections(
     return detections
 
 
-class LocalDetector(RunsNetwork, Estimator):
+class LocalDetector(UNetEstimator):
     """A small segmentation network trained on infection masks; components become boxes.
 
     Parameters
@@ -172,6 +163,9 @@ class LocalDetector(RunsNetwork, Estimator):
     [Detection(box=Box(...), label='opacity', score=0.87)]
     """
 
+    network_name = "covidcxr_local_unet"
+    output_name = "lesion_probability"
+
     def __init__(
         self,
         input_size: int = 128,
@@ -192,15 +186,9 @@ class LocalDetector(RunsNetwork, Estimator):
         verbose: int = 0,
         on_epoch_end: EpochCallback | None = None,
     ) -> None:
-        if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
-            raise ConfigurationError(
-                f"input_size must be a multiple of 2**(depth + 1) = {2 ** (depth + 1)}, "
-                f"got {input_size}"
-            )
+        self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
         if not 0.0 < mask_threshold < 1.0:
             raise ConfigurationError(f"mask_threshold must be in (0, 1), got {mask_threshold!r}")
-        if epochs < 1 or batch_size < 1 or base_filters < 1 or depth < 1:
-            raise ConfigurationError("epochs, batch_size, base_filters and depth must be >= 1")
         self.input_size = input_size
         self.base_filters = base_filters
         self.depth = depth
@@ -285,60 +273,17 @@ class LocalDetector(RunsNetwork, Estimator):
         TrainingDivergedError
             If an epoch ends with a non-finite loss (NaN or infinity).
         """
-        keras = keras_module(self.threads)
-        keras.utils.set_random_seed(self.seed)
         inputs = InputRecorder()
         images, masks = self._lesion_targets(xrays, inputs)
-        model = build_unet(
-            keras,
-            self.input_size,
-            self.base_filters,
-            self.depth,
-            name="covidcxr_local_unet",
-            output_name="lesion_probability",
-        )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation)
-        # Flipped (and warped) image and mask together (a flip inside the network would
-        # mirror the image against the unmirrored mask).
-        self.history_ = fit_unet(
-            keras,
-            model,
-            images,
-            masks,
-            validation_data,
-            owner="LocalDetector",
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            seed=self.seed,
-            patience=self.patience,
-            on_epoch_end=self.on_epoch_end,
-            verbose=self.verbose,
-            flip=self.augment,
-            warp=self.warp,
-        )
-        self.model_ = model
-        self.n_training_images_ = int(images.shape[0])
+        self._train(images, masks, validation_data, warp=self.warp)
         # What the training images were prepared with, and how they looked: saved with
         # the model, so that input prepared otherwise is noticed (see predict_masks).
         self.preprocessing_ = plain_data(inputs.first_preprocessing)
         self.input_profile_ = inputs.profile()
         return self
-
-    @property
-    def fitted(self) -> bool:
-        """Whether the detector has a network (from :meth:`fit` or :meth:`load`)."""
-        return getattr(self, "model_", None) is not None
-
-    def _require_fitted(self) -> Any:
-        model = getattr(self, "model_", None)
-        if model is None:
-            raise ConfigurationError(
-                "this LocalDetector is not fitted: call fit() or LocalDetector.load(path)"
-            )
-        return model
 
     # -- detection -------------------------------------------------------------------------
 
@@ -442,10 +387,7 @@ class LocalDetector(RunsNetwork, Estimator):
         )
         return detector
 
-    # Learned state, declared for type checkers.
-    model_: Any
-    history_: dict[str, list[float]]
-    n_training_images_: int
+    # Learned state beside the network's, declared for type checkers.
     #: The preprocessing the training images recorded (``meta["preprocessing"]``), if any.
     preprocessing_: Any
     #: Intensity statistics of the training images (``None`` when unknown).

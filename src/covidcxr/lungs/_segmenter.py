@@ -24,17 +24,8 @@ from attrs import field, frozen
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import ArchiveFormat
-from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
-from covidcxr._unet import (
-    RunsNetwork,
-    build_unet,
-    fit_unet,
-    keras_module,
-    load_unet_model,
-    resize_square,
-    save_unet,
-)
+from covidcxr._unet import UNetEstimator, load_unet_model, resize_square, save_unet
 from covidcxr.errors import (
     ConfigurationError,
     InvalidImageError,
@@ -217,7 +208,7 @@ def lung_labels(
     return labels
 
 
-class LungSegmenter(RunsNetwork, Estimator):
+class LungSegmenter(UNetEstimator):
     """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
 
     Parameters
@@ -256,6 +247,9 @@ class LungSegmenter(RunsNetwork, Estimator):
     True
     """
 
+    network_name = "covidcxr_lung_unet"
+    output_name = "lung_probability"
+
     def __init__(
         self,
         input_size: int = 128,
@@ -274,19 +268,13 @@ class LungSegmenter(RunsNetwork, Estimator):
         verbose: int = 0,
         on_epoch_end: EpochCallback | None = None,
     ) -> None:
-        if input_size < 2 ** (depth + 1) or input_size % 2 ** (depth + 1):
-            raise ConfigurationError(
-                f"input_size must be a multiple of 2**(depth + 1) = {2 ** (depth + 1)}, "
-                f"got {input_size}"
-            )
+        self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
         if not 0.0 < threshold < 1.0:
             raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
         if not 0.0 <= min_component_fraction < 0.5:
             raise ConfigurationError(
                 f"min_component_fraction must be in [0, 0.5), got {min_component_fraction!r}"
             )
-        if epochs < 1 or batch_size < 1 or base_filters < 1 or depth < 1:
-            raise ConfigurationError("epochs, batch_size, base_filters and depth must be >= 1")
         self.input_size = input_size
         self.base_filters = base_filters
         self.depth = depth
@@ -301,11 +289,6 @@ class LungSegmenter(RunsNetwork, Estimator):
         self.threads = threads
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
-
-    @property
-    def fitted(self) -> bool:
-        """Whether the segmenter has a network (from :meth:`fit` or :meth:`load`)."""
-        return getattr(self, "model_", None) is not None
 
     # -- data ------------------------------------------------------------------------------
 
@@ -401,8 +384,6 @@ class LungSegmenter(RunsNetwork, Estimator):
         TrainingDivergedError
             If an epoch ends with a non-finite loss.
         """
-        keras = keras_module(self.threads)
-        keras.utils.set_random_seed(self.seed)
         recorded: list[Any] = []
 
         def noting(items: Iterable[XRay]) -> Iterator[XRay]:
@@ -412,49 +393,16 @@ class LungSegmenter(RunsNetwork, Estimator):
                 yield xray
 
         images, masks = self._arrays(noting(xrays))
-        model = build_unet(
-            keras,
-            self.input_size,
-            self.base_filters,
-            self.depth,
-            name="covidcxr_lung_unet",
-            output_name="lung_probability",
-        )
         validation_data = None
         if validation is not None:
             validation_data = self._arrays(validation, "validation")
-        self.history_ = fit_unet(
-            keras,
-            model,
-            images,
-            masks,
-            validation_data,
-            owner="LungSegmenter",
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            seed=self.seed,
-            patience=self.patience,
-            on_epoch_end=self.on_epoch_end,
-            verbose=self.verbose,
-            flip=self.augment,
-            warp=self.augment,
-        )
-        self.model_ = model
-        self.n_training_images_ = int(images.shape[0])
+        self._train(images, masks, validation_data, warp=self.augment)
         # What the training radiographs were prepared with (whole frames: the segmenter
         # runs before the crop), saved with the model, so that a pipeline preparing its
         # images otherwise is refused (RecordsPreprocessing).
         first = recorded[0] if recorded else None
         self.preprocessing_ = plain_data(first) if isinstance(first, Mapping) else None
         return self
-
-    def _require_fitted(self) -> Any:
-        if not self.fitted:
-            raise ConfigurationError(
-                "this LungSegmenter is not fitted: call fit() or LungSegmenter.load(path)"
-            )
-        return self.model_
 
     # -- segmentation ----------------------------------------------------------------------
 
@@ -518,8 +466,5 @@ class LungSegmenter(RunsNetwork, Estimator):
         segmenter.preprocessing_ = preprocessing if isinstance(preprocessing, dict) else None
         return segmenter
 
-    # Learned state, declared for type checkers.
-    model_: Any
-    history_: dict[str, list[float]]
-    n_training_images_: int
+    # Learned state beside the network's, declared for type checkers.
     preprocessing_: Any
