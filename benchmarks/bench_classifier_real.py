@@ -433,6 +433,11 @@ def seed_ensemble(
     Each pipeline predicts through the public API (``Pipeline.load``, ``predict``); the
     averaged predictions are scored by :class:`covidcxr.ClassificationEvaluator` against
     the Test split's labels. One figure (the ensemble of these seeds), not a mean.
+
+    Each member has its own input gate. A radiograph is averaged over the members that
+    admitted it, and refused (as each member refuses: no diagnosis) only when every member
+    refused it; how many were refused, and how many only some members admitted, is
+    reported.
     """
     import attrs
     import numpy as np
@@ -444,17 +449,25 @@ def seed_ensemble(
         return open_source(root, layout="covid-qu-ex", split="Test", load_masks=lungs)
 
     started = time.perf_counter()
-    runs = [Pipeline.load(s["saved_pipeline"]).predict(test_source()) for s in seeds]
-    classes = sorted(runs[0][0].probabilities)
+    pipelines = [Pipeline.load(s["saved_pipeline"]) for s in seeds]
+    classes = sorted(pipelines[0].classes_)
+    runs = [pipeline.predict(test_source()) for pipeline in pipelines]
     truths = [GroundTruth.of(xray) for xray in test_source()]
     averaged = []
+    refused = partly_admitted = 0
     for row in zip(*runs, strict=True):
         if len({p.id for p in row}) != 1:
             raise RuntimeError(f"the seeds' predictions are not aligned: {[p.id for p in row]}")
-        mean = np.mean([[p.probabilities[c] for c in classes] for p in row], axis=0)
+        admitted = [p for p in row if p.probabilities]  # a refused radiograph has none
+        if not admitted:
+            refused += 1
+            averaged.append(row[0])
+            continue
+        partly_admitted += len(admitted) < len(row)
+        mean = np.mean([[p.probabilities[c] for c in classes] for p in admitted], axis=0)
         averaged.append(
             attrs.evolve(
-                row[0],
+                admitted[0],
                 label=classes[int(mean.argmax())],
                 probabilities=dict(zip(classes, mean.tolist(), strict=True)),
                 detections=(),
@@ -465,6 +478,8 @@ def seed_ensemble(
     return {
         "members": [s["seed"] for s in seeds],
         **test_figures(report),
+        "refused_by_every_member": refused,
+        "admitted_by_some_members_only": partly_admitted,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -800,6 +815,14 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
             + f" | {_f(ensemble['macro_f1'])} | | | | | | | |"
         )
+    if result.get("ensemble") and "refused_by_every_member" in result["ensemble"]:
+        ensemble = result["ensemble"]
+        lines += [
+            "",
+            f"The ensemble averages each Test radiograph over the members whose input gate "
+            f"admitted it: {ensemble['admitted_by_some_members_only']} were admitted by some "
+            f"members only, {ensemble['refused_by_every_member']} by none (refused, not scored).",
+        ]
     if result.get("ensemble_skipped"):
         lines += ["", f"No ensemble: {result['ensemble_skipped']} (trained in an earlier session)."]
     lines += [

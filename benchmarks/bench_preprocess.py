@@ -462,6 +462,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     workers_cpu = figures["pipeline_workers"]["cpu_ms_per_image"]
     workers_over_plain = ratio("pipeline_workers", "plain_loop")
     cached_speedup = ratio("pipeline_cache_cold", "pipeline_cache_warm", "seconds")
+    plain = figures["plain_loop"]
+    cores = len(os.sched_getaffinity(0))
     summary = {
         "rounds": args.rounds,
         "images": len(paths),
@@ -472,6 +474,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         ),
         "workers_over_plain": workers_over_plain,
         "workers_over_plain_by_round": by_round("pipeline_workers", "plain_loop", "images_per_s"),
+        # What bounds that ratio on this machine: the plain loop is not one core's work
+        # (OpenCV threads its CLAHE, blur and resize), and a pass that keeps every core busy
+        # at the workers' CPU cost per image can go no faster than cores / that cost.
+        "plain_loop_cores_busy": round(plain["cpu_ms_per_image"] * plain["images_per_s"] / 1000, 2),
+        "workers_ceiling_over_plain": round(cores * 1000 / workers_cpu / plain["images_per_s"], 2),
+        "cores": cores,
         # How long the run's processes waited for a CPU, per CPU-second they got: near 0 on
         # an idle machine, above 1 when other work holds the cores.
         "workers_runqueue_wait_per_cpu_second": round(
@@ -575,6 +583,11 @@ def markdown(payload: dict[str, Any]) -> str:
         f"(by round: {summary['workers_over_plain_by_round']}); its processes waited "
         f"{summary['workers_runqueue_wait_per_cpu_second']} s in the run queue per CPU-second "
         "they ran (near 0 when nothing else runs)\n"
+        f"- what bounds that ratio here: the plain loop kept {summary['plain_loop_cores_busy']} "
+        f"of {summary['cores']} cores busy (OpenCV threads its filters), and at the workers' "
+        f"{figures['pipeline_workers']['cpu_ms_per_image']} CPU ms per image, "
+        f"{summary['cores']} fully busy cores allow at most "
+        f"**{summary['workers_ceiling_over_plain']}x** the plain loop\n"
         f"- pipeline in this process / plain loop: {summary['in_process_over_plain']}x "
         f"(by round: {summary['in_process_over_plain_by_round']})\n"
         f"- warm cache pass: **{summary['cached_pass_speedup']}x** faster than the cold one "

@@ -25,7 +25,8 @@ recipe of the committed headline figure. Every arm also scores test-time augment
 do not hold yet (``--append``), so an arm can be spread over sessions. Within a session an
 interrupted seed resumes from its checkpoint (``bench_classifier_real.py``'s
 ``--checkpoint-dir``, under the temporary folder). The ensemble needs every member's saved
-pipeline, so it is scored only when one session trained all of an arm's seeds. ``table`` reads whatever arms have
+pipeline, so it is scored only when they are all still there: trained in one session, or
+kept in a ``--checkpoint-dir`` that outlives sessions. ``table`` reads whatever arms have
 results and writes ``results/classifier_study.json``/``.md``: mean ± std over the seeds of
 Test accuracy and every class's recall, then TTA and the ensemble, and issue 14's targets
 (accuracy >= 0.93, COVID-19 recall >= 0.97, normal and pneumonia recall >= 0.88).
@@ -83,6 +84,13 @@ def parse_args() -> argparse.Namespace:
     run.add_argument("--epochs", type=int, default=24)
     run.add_argument("--limit", type=int, help="N images per split: a smoke run")
     run.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    run.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="where the seeds' checkpoints and saved pipelines go (bench_classifier_real.py's "
+        "default is under the temporary folder; a folder that outlives the session lets an "
+        "interrupted seed resume, and the ensemble span seeds trained in other sessions)",
+    )
     table = commands.add_parser("table", help="one table from the arms' results")
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args()
@@ -111,6 +119,8 @@ def arm_command(arm: str, args: argparse.Namespace, seeds: list[int]) -> list[st
     ]
     if args.limit:
         command += ["--limit", str(args.limit)]
+    if args.checkpoint_dir:
+        command += ["--checkpoint-dir", str(args.checkpoint_dir.resolve())]
     return command
 
 
