@@ -31,7 +31,7 @@ def lazy_attributes(
 
     Examples
     --------
-    >>> import covidcxr.detect, sys
+    >>> import covidcxr.detect
     >>> "LocalDetector" in dir(covidcxr.detect)
     True
     >>> covidcxr.detect.LocalDetector.__module__

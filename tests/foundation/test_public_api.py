@@ -51,6 +51,9 @@ LIGHT_STEPS = {
     ),
     "opening a folder": "covidcxr.open_source(sys.argv[1])",
     "the namespaces that hold estimators": "import covidcxr.classify, covidcxr.detect",
+    "covidcxr plugins": (
+        "from covidcxr.cli import main\ntry:\n    main(['plugins'])\nexcept SystemExit:\n    pass"
+    ),
     "covidcxr --help": (
         "from covidcxr.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     ),
