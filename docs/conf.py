@@ -108,9 +108,13 @@ def _public_bases(
                 public = f"{namespace}.{base_name}"
                 break
         if public is None:
-            del bases[index]
-        else:
-            bases[index] = f":py:class:`{public}`"
+            # A private helper base: show what it stands on instead (so LocalDetector,
+            # through covidcxr._unet.UNetEstimator, is a sklearn.base.BaseEstimator).
+            inherited = [b for b in getattr(base, "__bases__", ()) if b is not object]
+            bases[index : index + 1] = inherited or ([] if len(bases) > 1 else [object])
+            _public_bases(app, name, obj, options, bases)
+            return
+        bases[index] = f":py:class:`{public}`"
 
 
 # The public namespaces re-export constants defined in private modules; such a constant
@@ -162,7 +166,22 @@ class ShippedModels(SphinxDirective):
         return list(holder.children)
 
 
+def _skip_inherited_machinery(  # noqa: PLR0917 - the signature of Sphinx's event
+    app: object, what: str, name: str, obj: object, skip: bool, options: object
+) -> bool | None:
+    """Leave scikit-learn's metadata-routing methods out of the estimators' pages.
+
+    ``BaseEstimator`` gives each subclass ``set_fit_request`` and the like, generated from
+    the ``fit`` signature; covidcxr routes no metadata, and their docstrings cite
+    scikit-learn's glossary, which these docs do not have.
+    """
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
 def setup(app: Any) -> None:
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-skip-member", _skip_inherited_machinery)
     app.connect("autodoc-process-docstring", _public_docstring)
     app.add_directive("shipped-models", ShippedModels)
