@@ -12,8 +12,9 @@ raises), like every other configuration mistake in covidcxr.
 define estimators are not imported by a plugin lookup: the built-in plugins register
 references (``"covidcxr.classify._vgg19:VGG19Classifier"``, or factories that import on
 call), and the packages that hold them load their classes on first use
-(:mod:`covidcxr._lazy`). ``tests/foundation/test_import_cost.py`` checks that a lookup,
-``open_source`` and ``covidcxr --help`` import neither scikit-learn nor TensorFlow.
+(:mod:`covidcxr._lazy`). ``tests/foundation/test_public_api.py`` checks that a lookup,
+``open_source``, ``covidcxr plugins`` and ``covidcxr --help`` import neither scikit-learn
+nor TensorFlow.
 """
 
 from __future__ import annotations
