@@ -124,22 +124,23 @@ def _all_children() -> dict[int, list[int]]:
     return children
 
 
-def _tree_usage(root_pid: int) -> tuple[int, dict[int, float], dict[int, float]]:
-    """RSS (bytes) of a process and its descendants, each one's CPU seconds so far, and
-    each one's seconds spent waiting for a CPU (run-queue wait, from schedstat).
+def _tree_usage(root_pid: int) -> tuple[dict[int, int], dict[int, float], dict[int, float]]:
+    """RSS (bytes) of a process and each of its descendants, each one's CPU seconds so
+    far, and each one's seconds spent waiting for a CPU (run-queue wait, from schedstat).
 
     The tree is walked through the kernel's per-thread ``children`` lists, which reads a
     handful of files per sample instead of every process's ``stat`` (the sampler competes
     for the same two cores as what it measures); the full scan is the fallback.
     """
     table: dict[int, list[int]] | None = None
-    total, stack = 0, [root_pid]
+    rss: dict[int, int] = {}
+    stack = [root_pid]
     tree_cpu: dict[int, float] = {}
     waits: dict[int, float] = {}
     while stack:
         pid = stack.pop()
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+            rss[pid] = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
@@ -155,20 +156,24 @@ def _tree_usage(root_pid: int) -> tuple[int, dict[int, float], dict[int, float]]
             table = _all_children()
             children = table.get(pid, [])
         stack.extend(children)
-    return total, tree_cpu, waits
+    return rss, tree_cpu, waits
 
 
 class TreeMonitor:
     """Samples the process tree's RSS and CPU time in a background thread.
 
-    Peak RSS is the largest sum over the tree seen at one sample; CPU seconds are summed
-    over every process of the tree, from its first to its last sample, minus what the
-    sampling thread itself used (reading /proc is not free: ~2 ms per sample here).
+    CPU seconds are summed over every process of the tree, from its first to its last
+    sample (from zero for a process started meanwhile), minus what the sampling thread
+    itself used (reading /proc is not free: ~2 ms per sample here). Peak RSS is the
+    largest sum seen at one sample over the processes that ran meanwhile: worker
+    processes kept idle between runs (see ``covidcxr.preprocess.release_workers``) hold
+    memory, but not for a run that does not use them.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
-        self.peak = 0
+        self._rss_samples: list[dict[int, int]] = []
+        self._started = False
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._first_wait: dict[int, float] = {}
@@ -179,13 +184,28 @@ class TreeMonitor:
 
     def _sample(self) -> None:
         rss, cpu, waits = _tree_usage(os.getpid())
-        self.peak = max(self.peak, rss)
+        self._rss_samples.append(rss)
+        # Processes there at the start count from where they were; later ones from zero.
         for pid, seconds in cpu.items():
-            self._first.setdefault(pid, seconds if pid == os.getpid() else 0.0)
+            self._first.setdefault(pid, seconds if not self._started else 0.0)
             self._last[pid] = seconds
         for pid, seconds in waits.items():
-            self._first_wait.setdefault(pid, seconds if pid == os.getpid() else 0.0)
+            self._first_wait.setdefault(pid, seconds if not self._started else 0.0)
             self._last_wait[pid] = seconds
+        self._started = True
+
+    @property
+    def peak(self) -> int:
+        """The largest RSS sum, in bytes, over the processes that used a CPU meanwhile."""
+        ran = {pid for pid in self._last if self._last[pid] > self._first[pid]}
+        ran.add(os.getpid())
+        return max(
+            (
+                sum(size for pid, size in sample.items() if pid in ran)
+                for sample in self._rss_samples
+            ),
+            default=0,
+        )
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -324,15 +324,6 @@ def test_negative_workers_are_refused(classes_folder: Path) -> None:
         preprocess_batch(FolderSource(classes_folder), PREPROCESSOR, workers=-1)
 
 
-@pytest.mark.slow
-def test_abandoning_the_iterator_shuts_the_pool_down(classes_folder: Path) -> None:
-    batch = preprocess_batch(
-        FolderSource(classes_folder), PREPROCESSOR, workers=2, chunk_size=1, progress=False
-    )
-    assert len(list(itertools.islice(batch, 2))) == 2
-    batch.close()  # type: ignore[attr-defined]
-
-
 def test_cache_round_trips_arrays_boxes_and_transform(tmp_path: Path, make: Any) -> None:
     mask = np.zeros((48, 48), np.uint8)
     mask[4:20, 4:20] = 255

@@ -3,8 +3,9 @@
 :class:`~covidcxr.GaussianClahePreprocessor` turns one :class:`~covidcxr.XRay` into the
 form a model expects, recording in ``meta["transform"]`` the
 :class:`~covidcxr.boxes.ResizeTransform` that maps boxes back to the original image;
-:func:`preprocess_batch` runs any preprocessor over a whole source on several processes,
-with an optional on-disk cache (:class:`PreprocessCache`). Float32 pixels that are
+:func:`preprocess_batch` runs any preprocessor over a whole source on several processes
+(kept between runs until idle: :func:`release_workers`), with an optional on-disk cache
+(:class:`PreprocessCache`). Float32 pixels that are
 exactly ``uint8 / 255`` travel and are cached as their ``uint8`` values
 (:func:`compact_pixels`, :func:`expand_pixels`), a quarter of the bytes, and come back
 bit for bit.
@@ -30,6 +31,7 @@ from covidcxr.preprocess._geometry import (
 )
 from covidcxr.preprocess._pixels import UINT8_OVER_255, compact_pixels, expand_pixels
 from covidcxr.preprocess._profile import recorded_preprocessor
+from covidcxr.preprocess._workers import release_workers
 
 __all__ = [
     "UINT8_OVER_255",
@@ -46,6 +48,7 @@ __all__ = [
     "fit_resize",
     "preprocess_batch",
     "recorded_preprocessor",
+    "release_workers",
     "resize_image",
     "to_uint8",
     "transform_boxes",

@@ -18,7 +18,9 @@ make the float32 array at all.
 Workers are started with ``forkserver`` (or ``spawn`` where that is unavailable), never
 ``fork``: a forked child inherits OpenCV's thread pool in whatever state the parent left
 it, and can deadlock in its first parallel call. Each worker runs OpenCV single-threaded,
-so ``workers`` processes use ``workers`` cores.
+so ``workers`` processes use ``workers`` cores. The workers outlive the run: the next run
+in the process reuses them, and they exit after a while unused
+(:mod:`covidcxr.preprocess._workers`, :func:`~covidcxr.preprocess.release_workers`).
 
 With ``cache_dir``, each result is stored under a hash of the input's *content* (the file
 bytes, or the pixels, boxes and masks of an :class:`~covidcxr.XRay`) and the
@@ -41,7 +43,8 @@ import traceback
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -52,6 +55,7 @@ from attrs import define, field
 from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
+from covidcxr.preprocess._workers import WorkerPool, borrow_pool
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources._base import CatalogSource
@@ -309,6 +313,10 @@ def _process_chunk(
             if compact:  # it crosses to the main process, which loses the traceback
                 exc.add_note(f"Raised in a worker process:\n{traceback.format_exc()}")
             results.append(("error", exc))
+    if compact and cache is not None:
+        # In a worker, which outlives the run: seal what this task wrote, so that it is in
+        # the cache (and counted) when the main process receives the results.
+        cache.close()
     return results
 
 
@@ -568,7 +576,7 @@ class _Runner:
         self.chunk_kind: _Kind | None = None
         self.decode_options: dict[str, int] = {}
         self.reader: Callable[[Entry], RawItem] | None = None
-        self.executor: Executor | None = None
+        self.pool: WorkerPool | None = None
         # Results each pack accepted: they are in the cache once it is sealed.
         self.pending_writes: Counter[str] = Counter()
         self.warned_not_filled = False
@@ -589,15 +597,12 @@ class _Runner:
             self.cache = PreprocessCache(self.cache_dir, token)
         total = self.total = len(items) if isinstance(items, Sized) else None
         if self.workers > 0 and self.method is not None:
-            context = multiprocessing.get_context(self.method)
-            if self.method == "forkserver":
-                # Import the worker code once in the server; workers fork with it loaded.
-                context.set_forkserver_preload([__name__])
-            self.executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=context, initializer=_worker_init
-            )
+            # Kept between runs (see covidcxr.preprocess._workers): starting workers costs
+            # about a second each time.
+            self.pool = borrow_pool(self.workers, self.method, _worker_init)
         skipped_before = len(source.skipped) if source is not None else 0
         bar = tqdm(total=total, desc="preprocess", unit="img", disable=not progress)
+        broken = False
         try:
             for produced in _inputs(items, self.cache, self.reader is not None):
                 self._add(produced)
@@ -606,10 +611,14 @@ class _Runner:
             self._submit()
             while self.slots:
                 yield from self._finish(self.slots.popleft(), source, bar)
+        except BrokenProcessPool:
+            broken = True  # a worker died: the pool is not reused
+            raise
         finally:
             bar.close()
-            if self.executor is not None:
-                self.executor.shutdown(wait=True, cancel_futures=True)
+            if self.pool is not None:
+                futures = [slot.future for slot in self.slots if slot.future is not None]
+                self.pool.give_back(futures, broken=broken)
             if self.cache is not None:
                 self.cache.close()
                 self._count_sealed_writes()
@@ -702,12 +711,12 @@ class _Runner:
             reader=self.reader if kind == "entry" else None,
             decode_options=self.decode_options,
             cache=self.cache,
-            compact=self.executor is not None,
+            compact=self.pool is not None,
         )
-        if self.executor is None:
+        if self.pool is None:
             self.slots.append(_Slot(chunk, prefilled, computed=job()))
         else:
-            self.slots.append(_Slot(chunk, prefilled, future=self.executor.submit(job)))
+            self.slots.append(_Slot(chunk, prefilled, future=self.pool.submit(job)))
 
     def _finish(self, slot: _Slot, source: CatalogSource | None, bar: Any) -> Iterator[XRay]:
         for item, result in zip(slot.inputs, slot.collect(), strict=True):
@@ -765,9 +774,9 @@ class _Runner:
     def _count_sealed_writes(self) -> None:
         """Count the results in packs that were sealed; warn if some were not.
 
-        Run when every writer has sealed its pack (this process closed its cache, the
-        workers have exited). A pack that failed later (a full disk), or could not be
-        flushed or renamed, lost every result it had accepted.
+        Run when every writer has sealed its pack (this process closed its cache, each
+        worker task sealed its own before returning). A pack that failed later (a full
+        disk), or could not be flushed or renamed, lost every result it had accepted.
         """
         assert self.cache is not None  # noqa: S101 - only called with a cache
         lost = 0

@@ -119,9 +119,9 @@ class PreprocessCache:
     -----
     An instance sees the entries sealed when it first looked one up, including none of
     its own until :meth:`close`; create a new instance to see later ones. It pickles to
-    its folder and token only, and each process that unpickles (or copies) it shares one
-    instance per folder and token, so worker processes index the packs once, not once
-    per task.
+    its folder and token only (and which instance it is), and each process that
+    unpickles it shares one copy per instance, so worker processes index the packs once
+    per run, not once per task, and a new instance's copies see what earlier runs sealed.
 
     Examples
     --------
@@ -149,9 +149,12 @@ class PreprocessCache:
         ).hexdigest()
         self._packs = PackStore(self.directory / "entries" / self._token_hash)
         self._memo = DigestMemo(self.directory / "digests")
+        # Which instance this is: the copies made by unpickling it share it, so that a
+        # worker process kept between runs makes a fresh copy for each new instance.
+        self._instance = os.urandom(8).hex()
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return _shared_cache, (str(self.directory), self.token)
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        return _shared_cache, (str(self.directory), self.token, self._instance)
 
     def __repr__(self) -> str:
         return f"PreprocessCache({str(self.directory)!r})"
@@ -273,8 +276,10 @@ class PreprocessCache:
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_cache(directory: str, token: str) -> PreprocessCache:
-    return PreprocessCache(directory, token)
+def _shared_cache(directory: str, token: str, instance: str) -> PreprocessCache:
+    cache = PreprocessCache(directory, token)
+    cache._instance = instance
+    return cache
 
 
 def _parse(header_bytes: bytes, body: memoryview) -> CachedOutput:

@@ -1,0 +1,144 @@
+"""Worker processes are kept between preprocessing runs, replaced when broken, let go idle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from covidcxr.preprocess import (
+    BatchStats,
+    GaussianClahePreprocessor,
+    preprocess_batch,
+    release_workers,
+)
+from covidcxr.preprocess import _batch as batch_module
+from covidcxr.preprocess import _workers as workers_module
+from covidcxr.sources import FolderSource
+from covidcxr.sources import _folder as folder_module
+
+PREPROCESSOR = GaussianClahePreprocessor(output_size=32)
+METHOD = batch_module._start_method(None)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pools() -> Iterator[None]:
+    release_workers()
+    yield
+    release_workers()
+
+
+def _worker_pids() -> set[int]:
+    """The pids of the 2-worker pool (started if need be), from tasks run on it."""
+    pool = workers_module.borrow_pool(2, METHOD, batch_module._worker_init)
+    futures = [pool.submit(os.getpid) for _ in range(16)]
+    pids = {future.result() for future in futures}
+    pool.give_back(futures)
+    return pids
+
+
+def _run(
+    source: FolderSource, *, cache_dir: str | None = None, stats: BatchStats | None = None
+) -> list[str]:
+    batch = preprocess_batch(
+        source, PREPROCESSOR, workers=2, cache_dir=cache_dir, stats=stats, progress=False
+    )
+    return [x.id for x in batch]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A worker is the forkserver's child, which reaps it; until then it may linger.
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split(") ")[-1].startswith("Z")
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_runs_in_a_process_reuse_its_workers(classes_folder: Path) -> None:
+    source = FolderSource(classes_folder)
+    expected = [x.id for x in preprocess_batch(source, PREPROCESSOR, workers=0, progress=False)]
+    assert _run(source) == expected
+    before = _worker_pids()
+    assert _run(source) == expected
+    assert _worker_pids() <= before  # the same processes, not new ones
+
+
+def test_release_workers_ends_them_and_the_next_run_starts_new_ones(
+    classes_folder: Path,
+) -> None:
+    source = FolderSource(classes_folder)
+    _run(source)
+    before = _worker_pids()
+    assert release_workers() == 1
+    assert _wait_for(lambda: all(_gone(pid) for pid in before))
+    assert _run(source)
+    assert _worker_pids().isdisjoint(before)
+
+
+def test_a_worker_killed_between_runs_costs_no_run(classes_folder: Path) -> None:
+    source = FolderSource(classes_folder)
+    expected = _run(source)
+    pids = _worker_pids()
+    os.kill(next(iter(pids)), signal.SIGKILL)
+    pool = workers_module._pools[(2, METHOD)]
+    assert _wait_for(lambda: not pool.usable)  # the executor notices the death
+    assert _run(source) == expected
+    assert (2, METHOD) in workers_module._pools
+    assert workers_module._pools[(2, METHOD)] is not pool
+
+
+def test_an_idle_pool_is_shut_down(classes_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers_module, "IDLE_SECONDS", 0.2)
+    _run(FolderSource(classes_folder))
+    pids = _worker_pids()
+    assert _wait_for(lambda: (2, METHOD) not in workers_module._pools)
+    assert _wait_for(lambda: all(_gone(pid) for pid in pids))
+
+
+def test_an_abandoned_run_hands_its_workers_back(classes_folder: Path) -> None:
+    batch = preprocess_batch(
+        FolderSource(classes_folder), PREPROCESSOR, workers=2, chunk_size=1, progress=False
+    )
+    assert next(batch) is not None
+    assert workers_module._pools[(2, METHOD)].users == 1
+    batch.close()  # type: ignore[attr-defined]
+    assert workers_module._pools[(2, METHOD)].users == 0
+
+
+def test_kept_workers_see_what_earlier_runs_cached(
+    qu_ex_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that indexed the cache in one run finds what was sealed after it.
+
+    Touching the files changes their fingerprints, so the main process cannot answer from
+    remembered digests: the workers read the files, hash them and look the cache up.
+    """
+    monkeypatch.setattr(folder_module, "RACY_SECONDS", 0.0)
+    cache = str(tmp_path / "cache")
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    first = BatchStats()
+    ids = _run(source, cache_dir=cache, stats=first)
+    assert (first.cache_hits, first.cache_writes) == (0, len(ids))
+    for path in qu_ex_folder.rglob("*.png"):
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = BatchStats()
+    again = FolderSource(qu_ex_folder, layout="covid-qu-ex")
+    assert _run(again, cache_dir=cache, stats=second) == ids
+    assert (second.cache_hits, second.memo_hits, second.cache_writes) == (len(ids), 0, 0)
