@@ -204,13 +204,16 @@ class _Scored:
     """One prepared radiograph of a scored chunk.
 
     The gate's decision and, if it was let through, the classifier's probabilities
-    (uncalibrated), the detections and the severity. ``frame`` is the prepared
-    radiograph; ``xray`` is what the models saw (its lung crop, with a lung stage).
+    (uncalibrated and calibrated), the verdict on them (label, status, reason), the
+    detections and the severity. ``frame`` is the prepared radiograph; ``xray`` is what
+    the models saw (its lung crop, with a lung stage).
     """
 
     xray: XRay
     decision: GateDecision | None
     probabilities: NDArray[np.float32] | None = None
+    calibrated: list[float] | None = None
+    verdict: tuple[str, str, str | None] | None = None
     detections: list[Detection] = attrs.Factory(list)
     severity: Severity | None = None
     frame: XRay | None = None
@@ -724,10 +727,17 @@ class Pipeline:
             _Scored(xray, decision, frame=xray)
             for xray, decision in zip(prepared, decisions, strict=True)
         ]
+        if probabilities is not None:
+            # Calibrated and decided for the whole chunk at once, not row by row.
+            calibrated = self.trust_.calibrate(probabilities)
+            verdicts = self.trust_.decide_rows(calibrated, self.classes_)
+            rows = calibrated.tolist()
         for position, index in enumerate(kept):
             assert probabilities is not None  # noqa: S101 - kept is not empty
             scored[index].xray = admitted[position]
             scored[index].probabilities = probabilities[position]
+            scored[index].calibrated = rows[position]
+            scored[index].verdict = verdicts[position]
             scored[index].detections = found[position]
             scored[index].severity = severities[position]
         return scored
@@ -735,20 +745,18 @@ class Pipeline:
     def _prediction(self, scored: _Scored, detections: Sequence[Detection]) -> Prediction:
         decision = scored.decision
         ood_score = None if decision is None else decision.score
-        if scored.probabilities is None:  # refused by the gate: no diagnosis
+        if scored.calibrated is None or scored.verdict is None:  # refused by the gate
             reason = decision.reason if decision is not None else None
             return Prediction(
                 scored.xray.id, REJECTED, {}, status=REJECTED, ood_score=ood_score, reason=reason
             )
-        classes = self.classes_
-        calibrated = self.trust_.calibrate(scored.probabilities[None, :])[0]
-        label, status, reason = self.trust_.decide(calibrated, classes)
+        label, status, reason = scored.verdict
         if scored.xray.meta.get(LUNGS_FOUND_KEY) is False:
             label, status, reason = UNCERTAIN, UNCERTAIN, _NO_LUNGS_REASON
         return Prediction(
             id=scored.xray.id,
             label=label,
-            probabilities={c: float(p) for c, p in zip(classes, calibrated, strict=True)},
+            probabilities=dict(zip(self.classes_, scored.calibrated, strict=True)),
             detections=detections,
             status=status,
             ood_score=ood_score,

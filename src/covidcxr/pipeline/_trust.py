@@ -57,18 +57,29 @@ class TrustState:
         self, probabilities: NDArray[Any], classes: Sequence[str]
     ) -> tuple[str, str, str | None]:
         """The label, status and reason for one row of calibrated probabilities."""
-        row = np.asarray(probabilities, np.float64)
+        return self.decide_rows(np.asarray(probabilities)[None, :], classes)[0]
+
+    def decide_rows(
+        self, probabilities: NDArray[Any], classes: Sequence[str]
+    ) -> list[tuple[str, str, str | None]]:
+        """:meth:`decide` for each row of a ``(n, classes)`` array, in one call."""
+        rows = np.asarray(probabilities, np.float64)
+        if len(rows) == 0:
+            return []
         if self.operating_points is None:
-            return classes[int(row.argmax())], ACCEPTED, None
-        label = self.operating_points.apply(row[None, :])[0]
-        if label == UNCERTAIN:
-            below = self.operating_points.abstain_below
-            return (
+            return [(classes[index], ACCEPTED, None) for index in rows.argmax(axis=1).tolist()]
+        labels = self.operating_points.apply(rows)
+        below = self.operating_points.abstain_below
+        return [
+            (
                 UNCERTAIN,
                 UNCERTAIN,
-                f"confidence {row.max():.2f} is below the abstention threshold {below:.2f}",
+                f"confidence {confidence:.2f} is below the abstention threshold {below:.2f}",
             )
-        return label, ACCEPTED, None
+            if label == UNCERTAIN
+            else (label, ACCEPTED, None)
+            for label, confidence in zip(labels, rows.max(axis=1).tolist(), strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``calibration`` and ``operating_points`` entries."""
