@@ -25,8 +25,10 @@ pipeline's data path (source, preprocessing, cache, per-item bookkeeping), which
 cost would hide. ``bench_pipeline.py`` measures the same path with a real model.
 
 Peak RSS is sampled from ``/proc`` every 100 ms over the whole process tree (this process,
-the forkserver and the workers): the figure is the largest *sum* seen, i.e. what the run
-really held at once; this process's own ``ru_maxrss`` is reported too. Each pipeline run
+the forkserver and the workers): the figure is the largest *sum* seen over the processes
+that ran during the run, i.e. what the run really held at once (worker processes kept idle
+between runs are not charged to the runs that do not use them); this process's own
+``ru_maxrss`` is reported too. Each pipeline run
 also records the pipeline's ``data_stats_``: items, files read (reads per item: 1 on a
 cold pass, 0 on a warm one, which answers from remembered digests), cache hits and writes.
 
@@ -38,9 +40,9 @@ either: OpenCV parallelises CLAHE, blur and resize internally.
 
 Before the rounds, an untimed warm-up runs the plain loop and both pipelines once over the
 Val split (each pipeline's ``fit`` is that warm-up pass). The one-time cost a process pays on
-its first call with workers (starting the forkserver that the worker processes fork from)
-is timed separately, as a ``Pipeline.predict`` on one image, and reported as
-``pool_start_seconds``.
+its first call with workers (starting the forkserver that the worker processes fork from,
+and the worker processes, which later calls reuse) is timed separately, as a
+``Pipeline.predict`` on one image, and reported as ``pool_start_seconds``.
 
 Usage::
 
@@ -615,7 +617,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{summary['cached_pass_over_uncached_workers']}x faster than the uncached pipeline "
         f"(cache size {figures['cache_size_mib']} MiB)\n"
         f"- main process ru_maxrss: {summary['main_process_ru_maxrss_mib']} MiB\n"
-        f"- first call with workers in a process (starts the forkserver), one image: "
+        f"- first call with workers in a process (starts the forkserver and the workers, which later calls reuse), one image: "
         f"{summary['pool_start_seconds']} s, not in the rounds\n\n"
         f"Targets:\n{targets}\n\n"
         + shared
