@@ -299,7 +299,9 @@ class Pipeline:
         (large images, a cold cache before a long training run); they compete with
         TensorFlow's threads for the same cores while a model predicts, and, as with any
         :mod:`multiprocessing` code, a script that uses them needs an
-        ``if __name__ == "__main__":`` guard.
+        ``if __name__ == "__main__":`` guard. The processes are kept for the next call
+        (starting them costs about a second) and exit after two minutes unused, or at
+        :func:`covidcxr.preprocess.release_workers`.
 
     Attributes
     ----------

@@ -123,10 +123,16 @@ def borrow_pool(workers: int, method: str, initializer: Callable[[], None]) -> W
 
 
 def release_workers() -> int:
-    """Shut down the worker processes kept for preprocessing runs; the number of pools.
+    """Shut down the worker processes kept for preprocessing runs.
 
     Runs in progress keep theirs until they end. The next run with workers starts a new
-    pool. Call it to return the workers' memory before :data:`IDLE_SECONDS` have passed.
+    pool. Pools are shut down anyway after two minutes unused; call this to return the
+    workers' memory sooner.
+
+    Returns
+    -------
+    int
+        How many pools were shut down.
 
     Examples
     --------
