@@ -182,6 +182,8 @@ def _to_original(detections: Sequence[Detection], prepared: XRay) -> tuple[Detec
 
 def _mapped_back(detections: Sequence[Detection], transform: ResizeTransform) -> list[Detection]:
     """Detections carried back through ``transform``'s inverse; those wholly outside drop."""
+    if not detections:
+        return []  # most radiographs: no inverse to build
     inverse = transform.inverse()
     mapped = []
     for detection in detections:
