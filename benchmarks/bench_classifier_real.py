@@ -426,13 +426,19 @@ def seed_operating_points(
 
 
 def seed_ensemble(
-    seeds: list[dict[str, Any]], root: Path, args: argparse.Namespace
+    seeds: list[dict[str, Any]],
+    root: Path,
+    args: argparse.Namespace,
+    rotations: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Score the seeds' saved pipelines as one ensemble on Test: probabilities averaged.
 
     Each pipeline predicts through the public API (``Pipeline.load``, ``predict``); the
     averaged predictions are scored by :class:`covidcxr.ClassificationEvaluator` against
-    the Test split's labels. One figure (the ensemble of these seeds), not a mean.
+    the Test split's labels. One figure (the ensemble of these seeds), not a mean. The
+    members may come from different recipes (``classifier_study.py ensemble``: whole
+    frame and lung crop); each is named by its ``member`` entry, or its seed. With
+    ``rotations``, every member predicts with those test-time rotations.
 
     Each member has its own input gate. A radiograph is averaged over the members that
     admitted it, and refused (as each member refuses: no diagnosis) only when every member
@@ -444,12 +450,17 @@ def seed_ensemble(
 
     from covidcxr import ClassificationEvaluator, GroundTruth, Pipeline, open_source
 
+    lungs = any(
+        "lungs" in json.loads(Path(s["saved_pipeline"], "pipeline.json").read_text()) for s in seeds
+    )
+
     def test_source() -> Any:
-        lungs = "lungs" in json.loads(Path(seeds[0]["saved_pipeline"], "pipeline.json").read_text())
         return open_source(root, layout="covid-qu-ex", split="Test", load_masks=lungs)
 
     started = time.perf_counter()
     pipelines = [Pipeline.load(s["saved_pipeline"]) for s in seeds]
+    for pipeline in pipelines:
+        pipeline.classifier_.set_params(test_time_rotations=tuple(rotations))
     classes = sorted(pipelines[0].classes_)
     runs = [pipeline.predict(test_source()) for pipeline in pipelines]
     truths = [GroundTruth.of(xray) for xray in test_source()]
@@ -476,7 +487,8 @@ def seed_ensemble(
     evaluator = ClassificationEvaluator(n_bootstrap=args.n_bootstrap, seed=0)
     report = evaluator.evaluate(truths, averaged, classes=classes, detections=False)
     return {
-        "members": [s["seed"] for s in seeds],
+        "members": [s.get("member", s["seed"]) for s in seeds],
+        "test_time_rotations": list(rotations),
         **test_figures(report),
         "refused_by_every_member": refused,
         "admitted_by_some_members_only": partly_admitted,

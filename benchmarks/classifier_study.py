@@ -20,6 +20,10 @@ recipe of the committed headline figure. Every arm also scores test-time augment
 ``rotation-15``
     Stronger augmentation, the published ±15° rather than ±10°: ``--augmentation 15``.
 
+``ensemble --arms A B [--tta -5 5]`` scores every saved pipeline of the named arms' seeds
+as one ensemble (``results/classifier_study/ensemble_A+B[_tta].json``): arms that look at
+different things (the whole frame, the lung crop) err on different radiographs.
+
 ``run`` runs the arms named (all by default) one after the other, each into
 ``results/classifier_study/<arm>.json``/``.md``, and runs only the seeds an arm's results
 do not hold yet (``--append``), so an arm can be spread over sessions. Within a session an
@@ -57,8 +61,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench_classifier_common import REPO, RESULTS, write_outputs
-from bench_classifier_real import COVID, STUDY_ACCURACY, STUDY_RECALL, _f, _ms
+from bench_classifier_common import DEFAULT_DATA, REPO, RESULTS, write_outputs
+from bench_classifier_real import (
+    COVID,
+    STUDY_ACCURACY,
+    STUDY_RECALL,
+    _f,
+    _ms,
+    seed_ensemble,
+)
 
 #: Each arm's options for bench_classifier_real.py, beside the common ones below.
 ARMS: Mapping[str, tuple[str, ...]] = {
@@ -91,6 +102,21 @@ def parse_args() -> argparse.Namespace:
         "default is under the temporary folder; a folder that outlives the session lets an "
         "interrupted seed resume, and the ensemble span seeds trained in other sessions)",
     )
+    ensemble = commands.add_parser(
+        "ensemble", help="score the saved pipelines of several arms' seeds as one ensemble"
+    )
+    ensemble.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
+    ensemble.add_argument(
+        "--tta",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="DEGREES",
+        help="test-time rotations for every member (none by default)",
+    )
+    ensemble.add_argument("--n-bootstrap", type=int, default=1000)
+    ensemble.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ensemble.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     table = commands.add_parser("table", help="one table from the arms' results")
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args()
@@ -141,6 +167,73 @@ def run(args: argparse.Namespace) -> int:
         command = arm_command(arm, args, seeds)
         print(f"{arm}: {' '.join(command[1:])}", flush=True)
         subprocess.run(command, check=True, cwd=REPO)
+    return 0
+
+
+def ensemble_name(arms: list[str], rotations: list[float]) -> str:
+    """The results stem of a cross-arm ensemble: ``ensemble_<arm>+<arm>[_tta]``."""
+    return "ensemble_" + "+".join(arms) + ("_tta" if rotations else "")
+
+
+def cross_arm_ensemble(args: argparse.Namespace) -> int:
+    """Score every saved pipeline of the named arms' seeds as one ensemble on Test.
+
+    The arms look at different things (the whole frame, the lung crop), so their models
+    err on different radiographs; averaging them costs prediction only. The members are
+    the seeds each arm's results hold, read from their saved pipelines (which must still
+    exist: ``run --checkpoint-dir`` keeps them).
+    """
+    members: list[dict[str, Any]] = []
+    for arm in args.arms:
+        path = args.results / f"{arm}.json"
+        if not path.is_file():
+            print(f"{arm} has no results at {path}", file=sys.stderr)
+            return 1
+        for seed in json.loads(path.read_text())["per_seed"]:
+            if not Path(seed["saved_pipeline"], "pipeline.json").is_file():
+                print(
+                    f"{arm} seed {seed['seed']}: its saved pipeline {seed['saved_pipeline']} "
+                    "is gone",
+                    file=sys.stderr,
+                )
+                return 1
+            members.append({**seed, "member": f"{arm}/{seed['seed']}"})
+    print(f"ensemble of {[m['member'] for m in members]}", flush=True)
+    figures = seed_ensemble(members, args.data, args, tuple(args.tta))
+    command = "python benchmarks/classifier_study.py ensemble --arms " + " ".join(args.arms)
+    if args.tta:
+        command += " --tta " + " ".join(f"{r:g}" for r in args.tta)
+    result = {
+        "benchmark": "classifier_study_ensemble",
+        "arms": args.arms,
+        "ensemble": figures,
+        "command": command,
+    }
+    labels = [COVID, "normal", "pneumonia"]
+    lines = [
+        f"# Ensemble of {' + '.join(args.arms)}"
+        + (f", test-time rotations {args.tta}" if args.tta else ""),
+        "",
+        f"{len(members)} pipelines ({', '.join(figures['members'])}), each through "
+        "`Pipeline.predict` on COVID-QU-Ex Test, probabilities averaged over the members "
+        f"whose input gate admitted the radiograph ({figures['admitted_by_some_members_only']} "
+        f"admitted by some members only, {figures['refused_by_every_member']} by none), "
+        "scored by `ClassificationEvaluator`.",
+        "",
+        "| images | accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " | macro F1 |",
+        "|---|---|" + "---|" * len(labels) + "---|",
+        f"| {figures['n_images']} | {_f(figures['accuracy'])} | "
+        + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
+        + f" | {_f(figures['macro_f1'])} |",
+        "",
+        f"Command: `{command}`",
+    ]
+    write_outputs(
+        args.results / ensemble_name(args.arms, args.tta), result, "\n".join(lines) + "\n"
+    )
+    print("\n".join(lines))
     return 0
 
 
@@ -228,17 +321,48 @@ def table(args: argparse.Namespace) -> int:
             )
             + " |"
         )
+    ensembles = [
+        json.loads(path.read_text()) for path in sorted(args.results.glob("ensemble_*.json"))
+    ]
+    if ensembles:
+        lines += [
+            "",
+            "Ensembles across arms (`classifier_study.py ensemble`: every saved pipeline of "
+            "the arms' seeds, probabilities averaged; one figure each):",
+            "",
+            "| arms | members | test-time rotations | accuracy | "
+            + " | ".join(f"recall {label}" for label in labels)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(labels),
+        ]
+        for result in ensembles:
+            figures = result["ensemble"]
+            lines.append(
+                f"| {' + '.join(f'`{arm}`' for arm in result['arms'])} | "
+                f"{len(figures['members'])} | {figures['test_time_rotations'] or 'none'} | "
+                f"{_f(figures['accuracy'])} | "
+                + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
+                + " |"
+            )
     lines += ["", "Commands:", ""]
     lines += [
         f"- `{row['arm']}`: " + "; then ".join(f"`{command}`" for command in row["commands"])
         for row in rows
     ]
+    lines += [f"- ensemble: `{result['command']}`" for result in ensembles]
     missing = [arm for arm in ARMS if arm not in {row["arm"] for row in rows}]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{arm}`' for arm in missing)}."]
     write_outputs(
         args.results,
-        {"benchmark": "classifier_study", "arms": rows, "not_run": missing},
+        {
+            "benchmark": "classifier_study",
+            "arms": rows,
+            "ensembles": [
+                {"arms": r["arms"], "command": r["command"], **r["ensemble"]} for r in ensembles
+            ],
+            "not_run": missing,
+        },
         "\n".join(lines) + "\n",
     )
     print("\n".join(lines))
@@ -247,7 +371,8 @@ def table(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
-    return run(args) if args.command == "run" else table(args)
+    commands = {"run": run, "ensemble": cross_arm_ensemble, "table": table}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
