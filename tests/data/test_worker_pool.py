@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,10 +45,20 @@ def _worker_pids() -> set[int]:
 
 
 def _run(
-    source: FolderSource, *, cache_dir: str | None = None, stats: BatchStats | None = None
+    source: FolderSource,
+    *,
+    cache_dir: str | None = None,
+    stats: BatchStats | None = None,
+    start_method: str | None = None,
 ) -> list[str]:
     batch = preprocess_batch(
-        source, PREPROCESSOR, workers=2, cache_dir=cache_dir, stats=stats, progress=False
+        source,
+        PREPROCESSOR,
+        workers=2,
+        cache_dir=cache_dir,
+        stats=stats,
+        start_method=start_method,
+        progress=False,
     )
     return [x.id for x in batch]
 
@@ -75,9 +86,14 @@ def test_runs_in_a_process_reuse_its_workers(classes_folder: Path) -> None:
     source = FolderSource(classes_folder)
     expected = [x.id for x in preprocess_batch(source, PREPROCESSOR, workers=0, progress=False)]
     assert _run(source) == expected
+    pool = workers_module._pools[(2, METHOD)]
     before = _worker_pids()
     assert _run(source) == expected
-    assert _worker_pids() <= before  # the same processes, not new ones
+    after = _worker_pids()
+    assert workers_module._pools[(2, METHOD)] is pool
+    # The executor starts workers as work comes, up to 2: new pools would show new pids.
+    assert len(before | after) <= 2
+    assert not any(_gone(pid) for pid in before)
 
 
 def test_release_workers_ends_them_and_the_next_run_starts_new_ones(
@@ -142,3 +158,38 @@ def test_kept_workers_see_what_earlier_runs_cached(
     again = FolderSource(qu_ex_folder, layout="covid-qu-ex")
     assert _run(again, cache_dir=cache, stats=second) == ids
     assert (second.cache_hits, second.memo_hits, second.cache_writes) == (len(ids), 0, 0)
+
+
+def test_a_forked_child_starts_its_own_workers(classes_folder: Path) -> None:
+    """A caller that forks after a run: the child must not borrow the parent's pool.
+
+    Its management thread did not survive the fork, so a run in the child would wait for
+    results forever; with the pools forgotten at the fork it starts its own. (``spawn``:
+    a child cannot use the forkserver its parent started, a limit of multiprocessing.)
+    """
+    source = FolderSource(classes_folder)
+    expected = _run(source, start_method="spawn")
+    parent_pool = workers_module._pools[(2, "spawn")]
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            if not workers_module._pools and _run(source, start_method="spawn") == expected:
+                code = 0
+        except BaseException:  # noqa: BLE001 - shown, then reported by the exit status
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's run did not finish in 120 s")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert workers_module._pools[(2, "spawn")] is parent_pool  # the parent keeps its own
+    assert _run(source, start_method="spawn") == expected

@@ -14,12 +14,13 @@ A pool is shared by every run that asks for the same worker count and start meth
 runs that overlap (a ``ProcessPoolExecutor`` takes work from several threads); a run
 waits, when it ends, for the tasks it started, and cancels those not begun. A pool a
 worker died in (killed, out of memory) is broken: it is dropped, and the next run starts a
-new one.
+new one. A process forked by the caller does not inherit the pools: it starts its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -32,6 +33,20 @@ IDLE_SECONDS: Final = 120.0
 
 _lock = threading.Lock()
 _pools: dict[tuple[int, str], WorkerPool] = {}
+
+
+def _forget_after_fork() -> None:
+    """In a child the caller forked: the parent's pools are not this process's to use.
+
+    Their management threads did not survive the fork, so a run borrowing one would
+    wait forever; the child starts its own pools, and leaves the parent's workers alone.
+    """
+    global _lock  # noqa: PLW0603 - a lock held by another thread at the fork stays held
+    _lock = threading.Lock()
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class WorkerPool:
