@@ -295,6 +295,49 @@ def test_an_entry_header_of_the_wrong_shape_is_a_miss(tmp_path: Path) -> None:
     assert PreprocessCache(tmp_path, "token").load("d") is None
 
 
+def test_entries_with_one_header_share_its_parse_but_never_a_mutable_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidcxr.preprocess import _cache
+
+    transform = GaussianClahePreprocessor(output_size=8).transform_for((16, 16))
+    meta = {"transform": transform, "preprocessing": {"tiles": [8, 8], "name": "x"}, "n": 3}
+    cache = PreprocessCache(tmp_path, "token")
+    for digest in ("a", "b", "c"):
+        assert cache.store(digest, np.full((8, 8), 2 / 255, np.float32), (), meta)
+    assert cache.store("d", np.zeros((8, 8), np.uint8), (), {**meta, "mask": np.ones((2, 2))})
+    cache.close()
+    parses: list[bytes] = []
+    parse = _cache._Header.parse
+
+    def counted(raw: bytes) -> _cache._Header:
+        parses.append(raw)
+        return parse(raw)
+
+    monkeypatch.setattr(_cache._Header, "parse", counted)
+    monkeypatch.setattr(_cache, "_headers", {})
+    reader = PreprocessCache(tmp_path, "token")
+    loaded = [reader.load(digest) for digest in ("a", "b", "c", "a")]
+    assert len(parses) == 1  # one header, parsed once for four entries
+    first, second = loaded[0], loaded[1]
+    assert first is not None
+    assert second is not None
+    assert first.meta == second.meta == meta
+    assert first.meta["transform"] == transform
+    assert first.pixels.dtype == np.float32
+    assert np.all(first.pixels == np.float32(2 / 255))
+    # Each record owns its dicts and lists: changing one changes no other.
+    assert first.meta["preprocessing"] is not second.meta["preprocessing"]
+    first.meta["preprocessing"]["tiles"].append(1)
+    assert second.meta["preprocessing"] == {"tiles": [8, 8], "name": "x"}
+    assert reader.load("a").meta["preprocessing"]["tiles"] == [8, 8]  # type: ignore[union-attr]
+    with_mask = reader.load("d")
+    assert with_mask is not None
+    assert len(parses) == 2
+    assert np.array_equal(with_mask.meta["mask"], np.ones((2, 2)))
+    assert with_mask.pixels.dtype == np.uint8  # a header of its own: stored raw
+
+
 def _sealed_record(folder: Path) -> tuple[Path, int, int, int]:
     """The only pack in ``folder``, and its one record's offset, header and body lengths."""
     (pack,) = folder.glob("*.cxrpack")

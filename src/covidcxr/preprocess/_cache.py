@@ -38,6 +38,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
@@ -282,19 +283,84 @@ def _shared_cache(directory: str, token: str, instance: str) -> PreprocessCache:
     return cache
 
 
+#: Parsed headers kept for reuse, at most this many (the memo is cleared when full).
+_HEADER_MEMO_SIZE: Final = 256
+
+
+def _copy_plain(value: Any) -> Any:
+    """A deep copy of a plain JSON value (its dicts and lists are new; the rest immutable)."""
+    if type(value) is dict:
+        return {key: _copy_plain(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copy_plain(item) for item in value]
+    return value
+
+
+@frozen
+class _Header:
+    """A cache entry's parsed header: everything in an entry but its array bytes."""
+
+    arrays: tuple[tuple[str, np.dtype[Any], tuple[int, ...], int, int], ...]
+    boxes: tuple[Box, ...]
+    meta: Mapping[str, Any]
+    #: The keys of ``meta`` whose values are dicts or lists: every record gets its own copy.
+    mutable: tuple[str, ...]
+    encoding: str
+
+    @classmethod
+    def parse(cls, header_bytes: bytes) -> _Header:
+        header = json.loads(header_bytes)
+        meta = {key: _decode_value(value) for key, value in header["meta"].items()}
+        return cls(
+            arrays=tuple(
+                (str(name), np.dtype(dtype), tuple(shape), int(offset), int(nbytes))
+                for name, dtype, shape, offset, nbytes in header["arrays"]
+            ),
+            boxes=tuple(Box(*values) for values in header["boxes"]),
+            meta=MappingProxyType(meta),
+            mutable=tuple(key for key, value in meta.items() if type(value) in (dict, list)),
+            encoding=str(header["pixels"]),
+        )
+
+    def fresh_meta(self) -> dict[str, Any]:
+        """The metadata, with copies of its dicts and lists: a record's own."""
+        meta = dict(self.meta)
+        for key in self.mutable:
+            meta[key] = _copy_plain(meta[key])
+        return meta
+
+
+# Entries of one configuration and one input size have byte-identical headers (same
+# layout, same transform, no boxes), so a warm pass parses one header, not one per image.
+_headers: dict[bytes, _Header] = {}
+
+
+def _header(header_bytes: bytes) -> _Header:
+    header = _headers.get(header_bytes)
+    if header is None:
+        header = _Header.parse(header_bytes)
+        if len(_headers) >= _HEADER_MEMO_SIZE:
+            _headers.clear()
+        _headers[header_bytes] = header
+    return header
+
+
 def _parse(header_bytes: bytes, body: memoryview) -> CachedOutput:
-    header = json.loads(header_bytes)
-    arrays = {}
-    for name, dtype, shape, offset, nbytes in header["arrays"]:
+    header = _header(header_bytes)
+    arrays_meta: dict[str, np.ndarray[Any, Any]] = {}
+    pixels: np.ndarray[Any, Any] | None = None
+    for name, dtype, shape, offset, nbytes in header.arrays:
         if offset + nbytes > len(body):
             raise ValueError("truncated cache entry")
-        arrays[name] = np.frombuffer(body[offset : offset + nbytes], dtype=np.dtype(dtype)).reshape(
-            shape
-        )
-    meta: dict[str, Any] = {key: _decode_value(value) for key, value in header["meta"].items()}
-    for name, array in arrays.items():
-        if name.startswith("meta:"):
-            meta[name[5:]] = array
-    boxes = tuple(Box(*values) for values in header["boxes"])
-    pixels = expand_pixels(header["pixels"], arrays["pixels"])
-    return CachedOutput(pixels=pixels, boxes=boxes, meta=meta)
+        array = np.frombuffer(body[offset : offset + nbytes], dtype=dtype).reshape(shape)
+        if name == "pixels":
+            pixels = array
+        elif name.startswith("meta:"):
+            arrays_meta[name[5:]] = array
+    if pixels is None:
+        raise KeyError("cache entry without pixels")
+    meta = header.fresh_meta()
+    meta.update(arrays_meta)
+    return CachedOutput(
+        pixels=expand_pixels(header.encoding, pixels), boxes=header.boxes, meta=meta
+    )
