@@ -147,6 +147,12 @@ def parse_args() -> argparse.Namespace:
     clf.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     clf.add_argument("--warmup", type=int, default=1, help="warm-up epochs (at most --epochs - 1)")
     clf.add_argument("--augmentation", type=float, default=10.0, help="rotation degrees (0: none)")
+    for change, meaning in (
+        ("scale", "zoom ± this fraction (0: none)"),
+        ("shift", "shift ± this fraction of the side (0: none)"),
+        ("contrast", "gamma in [1/(1+c), 1+c] (0: none)"),
+    ):
+        clf.add_argument(f"--augment-{change}", type=float, default=0.0, help=meaning)
     clf.add_argument("--class-weight", default=None, choices=["balanced"])
     clf.add_argument("--epochs", type=int, default=30)
     clf.add_argument(
@@ -229,6 +235,10 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
             # The classifier needs warm-up < epochs: a one-epoch smoke run has none.
             "warmup_epochs": min(args.warmup, args.epochs - 1),
             "augmentation": args.augmentation or None,
+            # Left out when off, so the recipes of runs made before they existed match.
+            **({"augmentation_scale": args.augment_scale} if args.augment_scale else {}),
+            **({"augmentation_shift": args.augment_shift} if args.augment_shift else {}),
+            **({"augmentation_contrast": args.augment_contrast} if args.augment_contrast else {}),
             "class_weight": args.class_weight,
             "epochs": args.epochs,
             "batch_size": args.batch_size,

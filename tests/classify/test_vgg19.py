@@ -262,7 +262,7 @@ def test_prediction_input_equals_the_training_pipelines_input_bit_for_bit(
 
 
 def test_test_time_views_are_the_image_then_training_rotations_of_it() -> None:
-    from covidcxr.classify._inputs import inference_batches, make_dataset
+    from covidcxr.classify._inputs import Augmentation, inference_batches, make_dataset
 
     rng = np.random.default_rng(3)
     image = XRay(rng.integers(0, 256, (48, 40), dtype=np.uint8), id="a")
@@ -270,7 +270,10 @@ def test_test_time_views_are_the_image_then_training_rotations_of_it() -> None:
     angle = float(np.random.default_rng(7).uniform(-12.0, 12.0))  # what training draws first
     (views,) = inference_batches([image, image], rotations=(angle, 0.0), **options)
     (plain,) = inference_batches([image], **options)
-    (trained,) = (np.asarray(b) for b in make_dataset([image], rotation=(12.0, 7), **options))
+    augmentation = Augmentation(degrees=12.0, seed=7)
+    (trained,) = (
+        np.asarray(b) for b in make_dataset([image], augmentation=augmentation, **options)
+    )
     assert views.shape == (6, 32, 32, 3)  # two images, three views each, image by image
     np.testing.assert_array_equal(views[0], plain[0])
     np.testing.assert_allclose(views[1], trained[0], atol=1e-6)

@@ -1,9 +1,9 @@
-"""From radiographs to model input: scaling, range checks, resizing, rotation, normalisation.
+"""From radiographs to model input: scaling, range checks, resizing, augmentation, normalisation.
 
 Radiographs arrive one at a time from any iterable (a :class:`~covidcxr.DatasetSource`
 reads lazily) and leave as batches of model input through a :mod:`tf.data` pipeline, so
 the whole dataset never sits in memory as float32. Per image, Python only converts the
-pixels to ``[0, 1]`` and checks their range; resizing, rotation and normalisation run as
+pixels to ``[0, 1]`` and checks their range; resizing, augmentation and normalisation run as
 TensorFlow ops on parallel threads, and batches are prefetched while the model works.
 
 Normalisation matches the weights:
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import math
 import warnings
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
-from attrs import define, field
+from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from covidcxr.preprocess._profile import InputRecorder
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = [
+    "IDENTITY_VIEW",
     "IMAGENET_BGR_MEAN",
+    "Augmentation",
     "Normalization",
     "PixelRangeWarning",
     "ScanStats",
@@ -199,44 +202,121 @@ class ScanStats:
         )
 
 
-def _rotation_transform(angle_degrees: Any, size: int) -> Any:
+@frozen
+class Augmentation:
+    """The random changes :func:`make_dataset` makes to each training image.
+
+    Each image gets its own draw, from a generator seeded with ``seed`` and drawn in input
+    order, so every pass and a resumed run see the same views. A change whose size is 0
+    is not drawn at all: turning one on leaves the draws of the others as they were.
+
+    Parameters
+    ----------
+    degrees
+        Rotation: an angle drawn uniformly from ``[-degrees, degrees]``.
+    scale
+        Zoom about the centre: a factor drawn uniformly from ``[1 - scale, 1 + scale]``
+        (above 1 magnifies).
+    shift
+        Translation: each axis moved by a fraction of the side drawn uniformly from
+        ``[-shift, shift]``.
+    contrast
+        Gamma: pixels in ``[0, 1]`` raised to a power drawn log-uniformly from
+        ``[1 / (1 + contrast), 1 + contrast]`` (darker or brighter mid-tones, black and
+        white kept).
+    seed
+        Seeds the draws.
+    """
+
+    degrees: float = 0.0
+    scale: float = 0.0
+    shift: float = 0.0
+    contrast: float = 0.0
+    seed: int = 0
+
+    @property
+    def geometric(self) -> bool:
+        """Whether the image is resampled (rotated, zoomed or moved)."""
+        return bool(self.degrees or self.scale or self.shift)
+
+    def draw(self, rng: np.random.Generator) -> NDArray[np.float32]:
+        """One image's view: ``[angle, zoom, shift x, shift y, gamma]``."""
+        angle = rng.uniform(-self.degrees, self.degrees) if self.degrees else 0.0
+        zoom = rng.uniform(1.0 - self.scale, 1.0 + self.scale) if self.scale else 1.0
+        shift_x, shift_y = rng.uniform(-self.shift, self.shift, 2) if self.shift else (0.0, 0.0)
+        limit = math.log1p(self.contrast)
+        gamma = math.exp(rng.uniform(-limit, limit)) if self.contrast else 1.0
+        return np.array([angle, zoom, shift_x, shift_y, gamma], np.float32)
+
+
+#: The view of an image left as it is (see :meth:`Augmentation.draw`).
+IDENTITY_VIEW: Final = np.array([0.0, 1.0, 0.0, 0.0, 1.0], np.float32)
+
+
+def _affine_transform(
+    angle_degrees: Any, size: int, zoom: Any = 1.0, shift_x: Any = 0.0, shift_y: Any = 0.0
+) -> Any:
     import tensorflow as tf
 
     # ImageProjectiveTransform maps *output* coordinates to input ones; rotating the
     # sampling grid by +angle about the centre turns the image by -angle, and since
-    # angles are drawn symmetrically that sign is immaterial.
+    # angles are drawn symmetrically that sign is immaterial. Dividing by the zoom makes
+    # the image larger when it is above 1; the shift (a fraction of the side) moves it.
+    # Written so that zoom 1 and no shift give the very values of a rotation alone.
     theta = angle_degrees * (math.pi / 180.0)
     cos, sin = tf.cos(theta), tf.sin(theta)
+    a0, a1, b0, b1 = cos / zoom, -sin / zoom, sin / zoom, cos / zoom
     centre = (size - 1) / 2.0
-    offset_x = centre - cos * centre + sin * centre
-    offset_y = centre - sin * centre - cos * centre
+    dx, dy = shift_x * size, shift_y * size
+    offset_x = centre - a0 * centre - a1 * centre - (a0 * dx + a1 * dy)
+    offset_y = centre - b0 * centre - b1 * centre - (b0 * dx + b1 * dy)
     zero = tf.zeros_like(cos)
-    return tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zero, zero])[None, :]
+    return tf.stack([a0, a1, offset_x, b0, b1, offset_y, zero, zero])[None, :]
+
+
+def _resample(x: Any, transform: Any, size: int) -> Any:
+    import tensorflow as tf
+
+    single = len(x.shape) == 3
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x[None] if single else x,
+        transforms=transform,
+        output_shape=tf.constant([size, size]),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
+    return x[0] if single else x
 
 
 def _to_model_input(
-    image: Any, angle: Any, *, size: int, normalization: Normalization, rotate: bool
+    image: Any,
+    view: Any,
+    *,
+    size: int,
+    normalization: Normalization,
+    rotate: bool,
+    geometric: bool = False,
+    contrast: bool = False,
 ) -> Any:
     """Model input from one ``(h, w)`` image or a batch of ``(n, h, w)`` images.
 
-    The operations act on each image alone, so a batch gives each image the values it
-    gets on its own (training converts image by image, prediction a batch at a time).
+    ``view`` is an angle when ``rotate`` is set, or an :meth:`Augmentation.draw` vector
+    when ``geometric`` or ``contrast`` is (the flags say which parts to apply, so that
+    what is off costs nothing). The operations act on each image alone, so a batch gives
+    each image the values it gets on its own (training converts image by image,
+    prediction a batch at a time).
     """
     import tensorflow as tf
 
     x = tf.image.resize(image[..., None], (size, size), method="bilinear", antialias=True)
     if rotate:
-        single = len(x.shape) == 3
-        x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x[None] if single else x,
-            transforms=_rotation_transform(angle, size),
-            output_shape=tf.constant([size, size]),
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="NEAREST",
-        )
-        x = x[0] if single else x
+        x = _resample(x, _affine_transform(view, size), size)
+    elif geometric:
+        x = _resample(x, _affine_transform(view[0], size, view[1], view[2], view[3]), size)
     x = tf.clip_by_value(x, 0.0, 1.0)
+    if contrast:
+        x = tf.pow(x, view[4])
     x = tf.concat([x, x, x], axis=-1)
     if normalization == "imagenet":
         return x * 255.0 - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
@@ -339,7 +419,7 @@ def make_dataset(
     normalization: Normalization,
     batch_size: int,
     stats: ScanStats | None = None,
-    rotation: tuple[float, int] | None = None,
+    augmentation: Augmentation | None = None,
     views: int = 1,
     label_map: Mapping[str, int] | None = None,
     shuffle_seed: int | None = None,
@@ -362,13 +442,12 @@ def make_dataset(
     stats
         Filled with labels, ids, range problems (and a fingerprint, if asked) as the
         images stream past.
-    rotation
-        ``(max_degrees, seed)``: rotate every image by an angle drawn uniformly from
-        ``[-max_degrees, max_degrees]``, the angles drawn in input order from a generator
-        seeded with ``seed`` (so every iteration, and a resumed run, sees the same angles);
-        ``None`` for no rotation.
+    augmentation
+        The random changes made to each image (drawn in input order from a generator
+        seeded with its seed, so every iteration, and a resumed run, sees the same
+        views); ``None`` for none.
     views
-        Each image is yielded this many times in a row (each with its own angle), for
+        Each image is yielded this many times in a row (each with its own draw), for
         caching several augmented views in one pass.
     label_map
         ``{label: class index}``; when given, elements are ``(image, class index)`` pairs
@@ -393,11 +472,12 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    rotate = rotation is not None
+    geometric = augmentation is not None and augmentation.geometric
+    contrast = augmentation is not None and bool(augmentation.contrast)
     index_of = dict(label_map) if label_map is not None else None
     failures = _GENERATOR_ERRORS.get()
 
-    def generate() -> Iterator[tuple[NDArray[np.float32], np.int32, np.float32]]:
+    def generate() -> Iterator[tuple[NDArray[np.float32], np.int32, NDArray[np.float32]]]:
         try:
             yield from read()
         except Exception as exc:
@@ -405,9 +485,10 @@ def make_dataset(
                 failures.append(exc)
             raise
 
-    def read() -> Iterator[tuple[NDArray[np.float32], np.int32, np.float32]]:
-        max_degrees, angle_seed = rotation if rotation is not None else (0.0, 0)
-        angles = np.random.default_rng(angle_seed) if rotation is not None else None
+    def read() -> Iterator[tuple[NDArray[np.float32], np.int32, NDArray[np.float32]]]:
+        draw = None
+        if augmentation is not None:
+            draw = functools.partial(augmentation.draw, np.random.default_rng(augmentation.seed))
         images: Iterable[XRay] = (
             xrays if order is None else (xrays[int(i)] for i in order)  # type: ignore[index]
         )
@@ -417,23 +498,29 @@ def make_dataset(
             pixels = as_unit_float(xray.pixels)
             target = np.int32(index_of[str(xray.label)] if index_of is not None else -1)
             for _ in range(views):
-                angle = 0.0 if angles is None else angles.uniform(-max_degrees, max_degrees)
-                yield pixels, target, np.float32(angle)
+                view = IDENTITY_VIEW if draw is None else draw()
+                yield pixels, target, view
 
     dataset = tf.data.Dataset.from_generator(
         generate,
         output_signature=(
             tf.TensorSpec((None, None), tf.float32),
             tf.TensorSpec((), tf.int32),
-            tf.TensorSpec((), tf.float32),
+            tf.TensorSpec((5,), tf.float32),
         ),
     )
     if shuffle_seed is not None:
         dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
 
-    def convert(image: Any, target: Any, angle: Any) -> Any:
+    def convert(image: Any, target: Any, view: Any) -> Any:
         x = _to_model_input(
-            image, angle, size=input_size, normalization=normalization, rotate=rotate
+            image,
+            view,
+            size=input_size,
+            normalization=normalization,
+            rotate=False,
+            geometric=geometric,
+            contrast=contrast,
         )
         return (x, target) if index_of is not None else x
 

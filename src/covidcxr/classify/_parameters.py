@@ -36,6 +36,13 @@ RUN_NEUTRAL: Final = frozenset(
     {"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile", "test_time_rotations"}
 )
 
+# Parameters added after checkpoints were first written, with the value that changes
+# nothing: at that value they are left out of the run key, so a checkpoint written before
+# they existed still resumes.
+ADDED_LATER: Final[Mapping[str, Any]] = MappingProxyType(
+    {"augmentation_scale": 0.0, "augmentation_shift": 0.0, "augmentation_contrast": 0.0}
+)
+
 #: The options with which VGG19 learns without pretrained weights on a CPU: the
 #: from-scratch recipe of the training docs (batch-normalised, a quarter of the width,
 #: 64 px, every block trained with Adam on a cosine schedule), with batches of 16 so that
@@ -111,6 +118,14 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
         fail(f"warmup_epochs must be an integer in [0, epochs), got {p['warmup_epochs']!r}")
     if p["augmentation"] is not None and not 0 <= p["augmentation"] <= 180:
         fail(f"augmentation must be None or degrees in [0, 180], got {p['augmentation']!r}")
+    for name, upper in (
+        ("augmentation_scale", 0.5),
+        ("augmentation_shift", 0.5),
+        ("augmentation_contrast", 1.0),
+    ):
+        value = p[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < upper:
+            fail(f"{name} must be a number in [0, {upper}), got {value!r}")
     rotations = p["test_time_rotations"]
     if isinstance(rotations, str | bytes) or not all(
         isinstance(angle, int | float) and -180 <= angle <= 180
@@ -149,8 +164,13 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
 def run_key(params: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> str:
     """The key a checkpoint is resumed under: the parameters that shape the run, and the data.
 
-    Parameters in :data:`RUN_NEUTRAL` are left out, so changing them keeps the checkpoint.
+    Parameters in :data:`RUN_NEUTRAL` are left out, so changing them keeps the checkpoint;
+    so are those of ``ADDED_LATER`` at their neutral value.
     """
-    shaping = {k: v for k, v in params.items() if k not in RUN_NEUTRAL}
+    shaping = {
+        k: v
+        for k, v in params.items()
+        if k not in RUN_NEUTRAL and not (k in ADDED_LATER and v == ADDED_LATER[k])
+    }
     document = json.dumps({"params": plain_data(shaping), "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(document.encode()).hexdigest()

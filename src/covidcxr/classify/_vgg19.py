@@ -32,6 +32,7 @@ from covidcxr.classify._fit_setup import (
     make_optimizer,
 )
 from covidcxr.classify._inputs import (
+    Augmentation,
     Normalization,
     ScanStats,
     inference_batches,
@@ -117,6 +118,17 @@ class VGG19Classifier(Estimator):
     augmentation
         Largest rotation in degrees (angles drawn uniformly from ±``augmentation``), or
         ``None``/``0`` for none.
+    augmentation_scale
+        Largest zoom about the centre while training, as a fraction: each image is
+        magnified by a factor drawn from ``[1 - augmentation_scale, 1 +
+        augmentation_scale]``. 0 (the default) for none; 0.1 is a moderate choice.
+    augmentation_shift
+        Largest translation while training, as a fraction of the side, drawn for each
+        axis from ``[-augmentation_shift, augmentation_shift]``. 0 for none.
+    augmentation_contrast
+        Contrast jitter while training: pixels in ``[0, 1]`` are raised to a gamma drawn
+        log-uniformly from ``[1 / (1 + c), 1 + c]``, which mimics other exposures and
+        detector curves. 0 for none. Like the others, it changes training only.
     test_time_rotations
         Test-time augmentation: angles in degrees; each radiograph is also classified
         rotated by each of them, and the probabilities of all views (the unrotated one
@@ -215,6 +227,9 @@ class VGG19Classifier(Estimator):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         warmup_epochs: int = 0,
         augmentation: float | None = 15.0,
+        augmentation_scale: float = 0.0,
+        augmentation_shift: float = 0.0,
+        augmentation_contrast: float = 0.0,
         augmentation_views: int = 2,
         test_time_rotations: Sequence[float] = (),
         class_weight: Literal["balanced"] | Mapping[str, float] | None = None,
@@ -243,6 +258,9 @@ class VGG19Classifier(Estimator):
         self.lr_schedule = lr_schedule
         self.warmup_epochs = warmup_epochs
         self.augmentation = augmentation
+        self.augmentation_scale = augmentation_scale
+        self.augmentation_shift = augmentation_shift
+        self.augmentation_contrast = augmentation_contrast
         self.augmentation_views = augmentation_views
         self.test_time_rotations = test_time_rotations
         self.class_weight = class_weight
@@ -319,6 +337,19 @@ class VGG19Classifier(Estimator):
         return model_input(self, xrays)
 
     # ------------------------------------------------------------------ training
+
+    def _augmentation(self, seed: int) -> Augmentation | None:
+        """What training draws for each image, with this seed; ``None`` for nothing."""
+        augmentation = Augmentation(
+            degrees=float(self.augmentation or 0.0),
+            scale=float(self.augmentation_scale),
+            shift=float(self.augmentation_shift),
+            contrast=float(self.augmentation_contrast),
+            seed=seed,
+        )
+        if augmentation.geometric or augmentation.contrast:
+            return augmentation
+        return None
 
     def _dataset(self, xrays: Iterable[XRay], **options: Any) -> Any:
         return make_dataset(
@@ -418,7 +449,8 @@ class VGG19Classifier(Estimator):
         backbone = build_backbone(self)
 
         if self.uses_feature_cache:
-            views = self.augmentation_views if self.augmentation else 1
+            augmentation = self._augmentation(self.seed)
+            views = self.augmentation_views if augmentation is not None else 1
             # The longest silent step of the frozen recipe: shown with ``covidcxr -v``.
             _log.info(
                 "computing the frozen backbone's features (%d view(s) of every training "
@@ -426,10 +458,11 @@ class VGG19Classifier(Estimator):
                 views,
                 self.epochs,
             )
-            rotation = (float(self.augmentation), self.seed) if self.augmentation else None
             stats = ScanStats(fingerprint=True, inputs=InputRecorder())
             features = extract_features(
-                self, backbone, self._dataset(train, stats=stats, rotation=rotation, views=views)
+                self,
+                backbone,
+                self._dataset(train, stats=stats, augmentation=augmentation, views=views),
             )
             features = features.reshape(len(stats.ids), views, -1)
             val_stats = ScanStats(fingerprint=True) if valid is not None else None
@@ -501,7 +534,6 @@ class VGG19Classifier(Estimator):
                     verbose=0,
                 )
             else:
-                rotation = (float(self.augmentation), epoch_seed) if self.augmentation else None
                 # Sources are often sorted by class; a shuffle buffer then yields runs of
                 # one class, which wrecks batch-norm statistics and SGD alike. Indexable
                 # inputs get a full permutation of references instead.
@@ -513,7 +545,7 @@ class VGG19Classifier(Estimator):
                 )
                 dataset = self._dataset(
                     train,
-                    rotation=rotation,
+                    augmentation=self._augmentation(epoch_seed),
                     label_map=label_map,
                     order=order,
                     shuffle_seed=None if indexable else epoch_seed,
