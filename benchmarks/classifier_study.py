@@ -11,6 +11,9 @@ recipe of the committed headline figure. Every arm also scores test-time augment
     The baseline (``results/classifier_real.json`` is this arm when its recipe matches).
 ``lung-crop-64``
     The classifier sees the lung crop: ``--lungs --preprocess-size 256``.
+``lung-crop-128``
+    The lung crop at 128 px, the crop's own size: ``--lungs --preprocess-size 256
+    --input-size 128``.
 ``whole-frame-128``
     128 px instead of 64 (4x the compute): ``--input-size 128``.
 ``gamma``
@@ -28,6 +31,10 @@ recipe of the committed headline figure. Every arm also scores test-time augment
 ``ensemble --arms A B [--tta -5 5]`` scores every saved pipeline of the named arms' seeds
 as one ensemble (``results/classifier_study/ensemble_A+B[_tta].json``): arms that look at
 different things (the whole frame, the lung crop) err on different radiographs.
+``--paired`` instead scores one ensemble per seed, of the arms' models of that seed
+(``ensemble_A+B[_tta]_paired.json``), and reports the mean and spread over the seeds: the
+figure of the recipe "train one model of each arm", comparable with an arm's own
+mean over seeds, where the pooled ensemble is one figure of a larger model set.
 
 ``run`` runs the arms named (all by default) one after the other, each into
 ``results/classifier_study/<arm>.json``/``.md``, and runs only the seeds an arm's results
@@ -66,7 +73,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench_classifier_common import DEFAULT_DATA, REPO, RESULTS, write_outputs
+from bench_classifier_common import DEFAULT_DATA, REPO, RESULTS, spread, write_outputs
 from bench_classifier_real import (
     COVID,
     STUDY_ACCURACY,
@@ -81,6 +88,7 @@ ARMS: Mapping[str, tuple[str, ...]] = {
     "whole-frame-64": (),
     "lung-crop-64": ("--lungs", "--preprocess-size", "256"),
     "whole-frame-128": ("--input-size", "128"),
+    "lung-crop-128": ("--lungs", "--preprocess-size", "256", "--input-size", "128"),
     "gamma": ("--gamma", "0.8"),
     "gamma-only": ("--gamma", "0.8", "--no-clahe"),
     "rotation-15": ("--augmentation", "15"),
@@ -126,6 +134,11 @@ def parse_args() -> argparse.Namespace:
         default=[],
         metavar="DEGREES",
         help="test-time rotations for every member (none by default)",
+    )
+    ensemble.add_argument(
+        "--paired",
+        action="store_true",
+        help="one ensemble per seed (the arms' models of that seed), mean and spread over seeds",
     )
     ensemble.add_argument("--n-bootstrap", type=int, default=1000)
     ensemble.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -183,9 +196,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensemble_name(arms: list[str], rotations: list[float]) -> str:
-    """The results stem of a cross-arm ensemble: ``ensemble_<arm>+<arm>[_tta]``."""
-    return "ensemble_" + "+".join(arms) + ("_tta" if rotations else "")
+def ensemble_name(arms: list[str], rotations: list[float], paired: bool = False) -> str:
+    """The results stem of a cross-arm ensemble: ``ensemble_<arm>+<arm>[_tta][_paired]``."""
+    return (
+        "ensemble_" + "+".join(arms) + ("_tta" if rotations else "") + ("_paired" if paired else "")
+    )
+
+
+def ensemble_members(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """The named arms' seeds, each with its saved pipeline; ``None`` (said why) if one is gone."""
+    members: list[dict[str, Any]] = []
+    for arm in args.arms:
+        path = args.results / f"{arm}.json"
+        if not path.is_file():
+            print(f"{arm} has no results at {path}", file=sys.stderr)
+            return None
+        for seed in json.loads(path.read_text())["per_seed"]:
+            if not Path(seed["saved_pipeline"], "pipeline.json").is_file():
+                print(
+                    f"{arm} seed {seed['seed']}: its saved pipeline {seed['saved_pipeline']} "
+                    "is gone",
+                    file=sys.stderr,
+                )
+                return None
+            members.append({**seed, "member": f"{arm}/{seed['seed']}"})
+    return members
+
+
+def ensemble_command(args: argparse.Namespace) -> str:
+    """The command line that scores this ensemble, for its results."""
+    command = "python benchmarks/classifier_study.py ensemble --arms " + " ".join(args.arms)
+    if args.tta:
+        command += " --tta " + " ".join(f"{r:g}" for r in args.tta)
+    return command + (" --paired" if args.paired else "")
 
 
 def cross_arm_ensemble(args: argparse.Namespace) -> int:
@@ -194,28 +237,17 @@ def cross_arm_ensemble(args: argparse.Namespace) -> int:
     The arms look at different things (the whole frame, the lung crop), so their models
     err on different radiographs; averaging them costs prediction only. The members are
     the seeds each arm's results hold, read from their saved pipelines (which must still
-    exist: ``run --checkpoint-dir`` keeps them).
+    exist: ``run --checkpoint-dir`` keeps them). With ``--paired``, see
+    :func:`paired_ensembles`.
     """
-    members: list[dict[str, Any]] = []
-    for arm in args.arms:
-        path = args.results / f"{arm}.json"
-        if not path.is_file():
-            print(f"{arm} has no results at {path}", file=sys.stderr)
-            return 1
-        for seed in json.loads(path.read_text())["per_seed"]:
-            if not Path(seed["saved_pipeline"], "pipeline.json").is_file():
-                print(
-                    f"{arm} seed {seed['seed']}: its saved pipeline {seed['saved_pipeline']} "
-                    "is gone",
-                    file=sys.stderr,
-                )
-                return 1
-            members.append({**seed, "member": f"{arm}/{seed['seed']}"})
+    members = ensemble_members(args)
+    if members is None:
+        return 1
+    if args.paired:
+        return paired_ensembles(args, members)
     print(f"ensemble of {[m['member'] for m in members]}", flush=True)
     figures = seed_ensemble(members, args.data, args, tuple(args.tta))
-    command = "python benchmarks/classifier_study.py ensemble --arms " + " ".join(args.arms)
-    if args.tta:
-        command += " --tta " + " ".join(f"{r:g}" for r in args.tta)
+    command = ensemble_command(args)
     result = {
         "benchmark": "classifier_study_ensemble",
         "arms": args.arms,
@@ -245,6 +277,98 @@ def cross_arm_ensemble(args: argparse.Namespace) -> int:
     ]
     write_outputs(
         args.results / ensemble_name(args.arms, args.tta), result, "\n".join(lines) + "\n"
+    )
+    print("\n".join(lines))
+    return 0
+
+
+def _mean_at_least(figure: Mapping[str, Any], target: float) -> bool:
+    """Whether a :func:`spread` figure's mean reaches ``target`` (never, without one)."""
+    return figure["mean"] is not None and bool(figure["mean"] >= target)
+
+
+def paired_ensembles(args: argparse.Namespace, members: list[dict[str, Any]]) -> int:
+    """One ensemble per seed of the arms' models of that seed; mean and spread over seeds.
+
+    Only seeds that every arm holds are scored. Each seed's ensemble is scored as the
+    pooled one is (:func:`bench_classifier_real.seed_ensemble`), so the per-seed figures
+    and their mean read like an arm's own.
+    """
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for member in members:
+        by_seed.setdefault(member["seed"], []).append(member)
+    seeds = sorted(seed for seed, group in by_seed.items() if len(group) == len(args.arms))
+    if not seeds:
+        print(f"no seed is held by every arm of {args.arms}", file=sys.stderr)
+        return 1
+    labels = [COVID, "normal", "pneumonia"]
+    per_seed = []
+    for seed in seeds:
+        print(f"seed {seed}: ensemble of {[m['member'] for m in by_seed[seed]]}", flush=True)
+        figures = seed_ensemble(by_seed[seed], args.data, args, tuple(args.tta))
+        per_seed.append({"seed": seed, **figures})
+    accuracy = spread([figures["accuracy"] for figures in per_seed])
+    recall = {
+        label: spread([figures["per_class"][label]["recall"] for figures in per_seed])
+        for label in labels
+    }
+    summary: dict[str, Any] = {
+        "accuracy": accuracy,
+        "recall": recall,
+        "targets_issue_14": {
+            f"mean Test accuracy >= {STUDY_ACCURACY}": _mean_at_least(accuracy, STUDY_ACCURACY),
+            **{
+                f"mean {label} recall >= {target}": _mean_at_least(recall[label], target)
+                for label, target in STUDY_RECALL.items()
+            },
+        },
+    }
+    command = ensemble_command(args)
+    result = {
+        "benchmark": "classifier_study_paired_ensemble",
+        "arms": args.arms,
+        "test_time_rotations": list(args.tta),
+        "seeds": seeds,
+        "summary": summary,
+        "per_seed": per_seed,
+        "command": command,
+    }
+    lines = [
+        f"# Paired ensembles of {' + '.join(args.arms)}"
+        + (f", test-time rotations {args.tta}" if args.tta else ""),
+        "",
+        "For each seed, the arms' pipelines of that seed, each through `Pipeline.predict` on "
+        "COVID-QU-Ex Test, probabilities averaged over the members whose input gate "
+        "admitted the radiograph, scored by `ClassificationEvaluator`; then mean ± sample "
+        "std over the seeds.",
+        "",
+        "| seed | images | accuracy | " + " | ".join(f"recall {label}" for label in labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
+    ]
+    lines += [
+        f"| {figures['seed']} | {figures['n_images']} | {_f(figures['accuracy'])} | "
+        + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
+        + " |"
+        for figures in per_seed
+    ]
+    lines += [
+        f"| mean | | {_ms(accuracy)} | "
+        + " | ".join(_ms(recall[label]) for label in labels)
+        + " |",
+        "",
+        "Issue 14's targets: "
+        + "; ".join(
+            f"{name}: {'met' if met else 'not met'}"
+            for name, met in summary["targets_issue_14"].items()
+        )
+        + ".",
+        "",
+        f"Command: `{command}`",
+    ]
+    write_outputs(
+        args.results / ensemble_name(args.arms, args.tta, paired=True),
+        result,
+        "\n".join(lines) + "\n",
     )
     print("\n".join(lines))
     return 0
@@ -334,9 +458,9 @@ def table(args: argparse.Namespace) -> int:
             )
             + " |"
         )
-    ensembles = [
-        json.loads(path.read_text()) for path in sorted(args.results.glob("ensemble_*.json"))
-    ]
+    found = [json.loads(path.read_text()) for path in sorted(args.results.glob("ensemble_*.json"))]
+    ensembles = [r for r in found if r["benchmark"] == "classifier_study_ensemble"]
+    paired = [r for r in found if r["benchmark"] == "classifier_study_paired_ensemble"]
     if ensembles:
         lines += [
             "",
@@ -357,12 +481,31 @@ def table(args: argparse.Namespace) -> int:
                 + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
                 + " |"
             )
+    if paired:
+        lines += [
+            "",
+            "Paired ensembles (`classifier_study.py ensemble --paired`: for each seed, the "
+            "arms' models of that seed averaged; mean ± std over the seeds, like an arm):",
+            "",
+            "| arms | seeds | test-time rotations | accuracy | "
+            + " | ".join(f"recall {label}" for label in labels)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(labels),
+        ]
+        for result in paired:
+            summary = result["summary"]
+            lines.append(
+                f"| {' + '.join(f'`{arm}`' for arm in result['arms'])} | {result['seeds']} | "
+                f"{result['test_time_rotations'] or 'none'} | {_ms(summary['accuracy'])} | "
+                + " | ".join(_ms(summary["recall"][label]) for label in labels)
+                + " |"
+            )
     lines += ["", "Commands:", ""]
     lines += [
         f"- `{row['arm']}`: " + "; then ".join(f"`{command}`" for command in row["commands"])
         for row in rows
     ]
-    lines += [f"- ensemble: `{result['command']}`" for result in ensembles]
+    lines += [f"- ensemble: `{result['command']}`" for result in ensembles + paired]
     missing = [arm for arm in ARMS if arm not in {row["arm"] for row in rows}]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{arm}`' for arm in missing)}."]
@@ -373,6 +516,16 @@ def table(args: argparse.Namespace) -> int:
             "arms": rows,
             "ensembles": [
                 {"arms": r["arms"], "command": r["command"], **r["ensemble"]} for r in ensembles
+            ],
+            "paired_ensembles": [
+                {
+                    "arms": r["arms"],
+                    "seeds": r["seeds"],
+                    "test_time_rotations": r["test_time_rotations"],
+                    "command": r["command"],
+                    **r["summary"],
+                }
+                for r in paired
             ],
             "not_run": missing,
         },
