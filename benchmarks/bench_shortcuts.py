@@ -74,6 +74,7 @@ from bench_classifier_common import (
     spread,
     write_outputs,
 )
+from bench_classifier_real import _ms
 
 from covidcxr import ClassificationEvaluator, GroundTruth, Pipeline, Prediction, XRay, open_source
 from covidcxr.records import REJECTED
@@ -284,14 +285,6 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _ms(figure: dict[str, Any]) -> str:
-    if figure["mean"] is None:
-        return "n/a"
-    if figure["std"] is None:
-        return f"{figure['mean']:.3f}"
-    return f"{figure['mean']:.3f} ± {figure['std']:.3f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Shortcuts: how much each classifier reads outside the lungs",
@@ -319,10 +312,10 @@ def markdown(result: dict[str, Any]) -> str:
             figures = group["summary"][condition]
             lines.append(
                 f"| `{group['group']}` | {len(group['models'])} | {condition} | "
-                f"{_ms(figures['accuracy'])} | {_ms(figures['balanced_accuracy'])} | "
-                + " | ".join(_ms(figures["recall"][label]) for label in LABELS)
-                + f" | {_ms(figures['changed_from_intact'])} | {_ms(figures['refused_share'])} | "
-                f"{_ms(figures['admitted_accuracy'])} |"
+                f"{_ms(figures['accuracy'], 3)} | {_ms(figures['balanced_accuracy'], 3)} | "
+                + " | ".join(_ms(figures["recall"][label], 3) for label in LABELS)
+                + f" | {_ms(figures['changed_from_intact'], 3)} | {_ms(figures['refused_share'], 3)} | "
+                f"{_ms(figures['admitted_accuracy'], 3)} |"
             )
     lines += ["", "Commands:", ""]
     lines += [f"- `{command}`" for command in result["commands"]]
