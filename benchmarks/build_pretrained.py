@@ -3,9 +3,11 @@
 Trains the recipe ``src/covidcxr/pretrained/recipes/<name>.toml`` through
 :class:`covidcxr.Pipeline` on COVID-QU-Ex Train (Val for monitoring, calibration and the
 operating points), evaluates it on Test and records that evaluation in its model card,
-then packages it into the library (float16 weights, SHA-256 per file, the command below
-as its rebuild command) with :func:`covidcxr.pretrained.package`, checking the float16
-copy against the trained model on Val.
+with a second one on Val with the lung fields filled grey (``bench_shortcuts.py``: how
+much the model reads outside the lungs), then packages it into the library (float16
+weights, SHA-256 per file, the command below as its rebuild command) with
+:func:`covidcxr.pretrained.package`, checking the float16 copy against the trained model
+on Val.
 
     nice -n 5 python benchmarks/build_pretrained.py covidqu-lungs-vgg19-64
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_classifier_common import DEFAULT_DATA, REPO, configure_tensorflow, require_data
+from bench_shortcuts import LUNGS_REMOVED_SOURCE, MARGIN, altered, split_images
 
 from covidcxr import Pipeline, XRay, open_source
 from covidcxr.pipeline import PipelineConfig, record_evaluation
@@ -103,6 +106,11 @@ def main() -> int:
     report = pipeline.evaluate(test)
     record_evaluation(model_dir, report, source=f"COVID-QU-Ex Test ({args.data})")
     print(report.to_dict()["classification"]["accuracy"], flush=True)
+    # The shortcut check: how much the model reads outside the lungs, on its card too.
+    val = split_images(args.data, "Val", args.limit)
+    removed = pipeline.evaluate([altered(x, "lungs_removed", MARGIN) for x in val])
+    record_evaluation(model_dir, removed, source=LUNGS_REMOVED_SOURCE)
+    print(removed.to_dict()["classification"]["macro"], flush=True)
     info = package(
         args.name,
         model_dir,
