@@ -34,7 +34,9 @@ Each condition is scored twice through the public API:
   differs from the intact one;
 - **pipeline**: ``pipeline.predict`` as a user runs it, input gate included: the share the
   gate refuses (an altered radiograph is not like the training ones, and a gate that
-  refuses it protects the user) and the accuracy on what it admits.
+  refuses it protects the user), the share marked uncertain (a model with a lung stage
+  abstains when it finds no lungs) and the accuracy on what the gate admits (abstentions
+  scored by their most probable class, as the evaluator scores them).
 
 Models: the saved pipelines of classifier-study arms (``--arms``, from
 ``results/classifier_study/<arm>.json``; the seeds' figures are given one by one and as
@@ -77,7 +79,7 @@ from bench_classifier_common import (
 from bench_classifier_real import _ms
 
 from covidcxr import ClassificationEvaluator, GroundTruth, Pipeline, Prediction, XRay, open_source
-from covidcxr.records import REJECTED
+from covidcxr.records import REJECTED, UNCERTAIN
 
 CONDITIONS = ("intact", "lungs_removed", "lungs_only")
 LABELS = ("covid-19", "normal", "pneumonia")
@@ -190,13 +192,19 @@ def classifier_scores(
 
 
 def pipeline_scores(pipeline: Pipeline, images: Sequence[XRay], n_bootstrap: int) -> dict[str, Any]:
-    """``pipeline.predict`` with its gate: the share refused, the accuracy on the rest."""
+    """``pipeline.predict`` with its gate: the shares refused and abstained on, the accuracy
+    of the admitted (abstentions scored by their most probable class)."""
     predictions = pipeline.predict(images)
     refused = sum(p.status == REJECTED for p in predictions)
+    uncertain = sum(p.status == UNCERTAIN for p in predictions)
     admitted = [
         (GroundTruth.of(x), p) for x, p in zip(images, predictions, strict=True) if p.probabilities
     ]
-    scored: dict[str, Any] = {"n_images": len(images), "refused_share": refused / len(images)}
+    scored: dict[str, Any] = {
+        "n_images": len(images),
+        "refused_share": refused / len(images),
+        "uncertain_share": uncertain / len(images),
+    }
     if admitted:
         truths, kept = zip(*admitted, strict=True)
         report = ClassificationEvaluator(n_bootstrap=n_bootstrap, seed=0).evaluate(
@@ -290,6 +298,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             },
             "changed_from_intact": spread([r["classifier"]["changed_from_intact"] for r in rows]),
             "refused_share": spread([r["pipeline"]["refused_share"] for r in rows]),
+            "uncertain_share": spread([r["pipeline"].get("uncertain_share") for r in rows]),
             "admitted_accuracy": spread(
                 [r["pipeline"].get("admitted", {}).get("accuracy") for r in rows]
             ),
@@ -306,7 +315,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"lung masks dilated by {result['margin']:.0%} of the side) filled with the image's "
         "median grey; `lungs_only`: everything else filled so. Classifier: "
         "`classifier_inputs` + `classifier_.predict_proba`, no input gate, scored by "
-        "`ClassificationEvaluator`. Pipeline: `Pipeline.predict` with its input gate. Mean ± "
+        "`ClassificationEvaluator`. Pipeline: `Pipeline.predict` with its input gate (a model "
+        "with a lung stage marks a radiograph uncertain when it finds no lungs). Mean ± "
         "std over an arm's seeds.",
         "",
         "With the lungs removed, a model that reads them falls to chance: balanced accuracy "
@@ -316,8 +326,8 @@ def markdown(result: dict[str, Any]) -> str:
         "no training image had: a whole-frame model's fall there mixes reliance on the "
         "surround with that change of frame, so `lungs_removed` is the cleaner test.",
         "",
-        "| model | seeds | condition | classifier accuracy | balanced accuracy | recall covid-19 | recall normal | recall pneumonia | class changed from intact | gate refused | accuracy of the admitted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | seeds | condition | classifier accuracy | balanced accuracy | recall covid-19 | recall normal | recall pneumonia | class changed from intact | gate refused | marked uncertain | accuracy of the admitted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group in result["groups"]:
         for condition in CONDITIONS:
@@ -327,6 +337,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_ms(figures['accuracy'], 3)} | {_ms(figures['balanced_accuracy'], 3)} | "
                 + " | ".join(_ms(figures["recall"][label], 3) for label in LABELS)
                 + f" | {_ms(figures['changed_from_intact'], 3)} | {_ms(figures['refused_share'], 3)} | "
+                f"{_ms(figures['uncertain_share'], 3)} | "
                 f"{_ms(figures['admitted_accuracy'], 3)} |"
             )
     lines += ["", "Commands:", ""]
