@@ -79,6 +79,8 @@ from bench_classifier_common import (
 from bench_classifier_real import _ms
 
 from covidcxr import ClassificationEvaluator, GroundTruth, Pipeline, Prediction, XRay, open_source
+from covidcxr.errors import NoLungsFoundWarning
+from covidcxr.evaluate import OneClassPredictionWarning
 from covidcxr.records import REJECTED, UNCERTAIN
 
 CONDITIONS = ("intact", "lungs_removed", "lungs_only")
@@ -237,9 +239,11 @@ def score_model(
         started = time.perf_counter()
         shown = [altered(x, condition, args.margin) for x in images]
         with warnings.catch_warnings():
-            # The lung stage warns when it finds no lungs (it then falls back to the
-            # whole frame): expected on lungs-removed radiographs, and part of the result.
-            warnings.simplefilter("ignore")
+            # Expected on altered radiographs, and part of the result: the lung stage
+            # finding no lungs (it falls back to the whole frame), a model answering one
+            # class for everything.
+            warnings.simplefilter("ignore", NoLungsFoundWarning)
+            warnings.simplefilter("ignore", OneClassPredictionWarning)
             classifier, labels = classifier_scores(pipeline, shown, args.n_bootstrap)
             gated = pipeline_scores(pipeline, shown, args.n_bootstrap)
         if condition == "intact":
