@@ -410,6 +410,19 @@ def operating_point(row: Mapping[str, Any], target: float) -> str:
     return "n/a"
 
 
+def _ensemble_table_head(intro: str, count: str, labels: list[str]) -> list[str]:
+    """The lines that open an ensembles table: a blank line, ``intro``, the header rows."""
+    return [
+        "",
+        intro,
+        "",
+        f"| arms | {count} | test-time rotations | accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(labels),
+    ]
+
+
 def table(args: argparse.Namespace) -> int:
     rows = []
     for arm in ARMS:
@@ -462,16 +475,12 @@ def table(args: argparse.Namespace) -> int:
     ensembles = [r for r in found if r["benchmark"] == "classifier_study_ensemble"]
     paired = [r for r in found if r["benchmark"] == "classifier_study_paired_ensemble"]
     if ensembles:
-        lines += [
-            "",
+        lines += _ensemble_table_head(
             "Ensembles across arms (`classifier_study.py ensemble`: every saved pipeline of "
             "the arms' seeds, probabilities averaged; one figure each):",
-            "",
-            "| arms | members | test-time rotations | accuracy | "
-            + " | ".join(f"recall {label}" for label in labels)
-            + " |",
-            "|---|---|---|---|" + "---|" * len(labels),
-        ]
+            "members",
+            labels,
+        )
         for result in ensembles:
             figures = result["ensemble"]
             lines.append(
@@ -482,16 +491,12 @@ def table(args: argparse.Namespace) -> int:
                 + " |"
             )
     if paired:
-        lines += [
-            "",
+        lines += _ensemble_table_head(
             "Paired ensembles (`classifier_study.py ensemble --paired`: for each seed, the "
             "arms' models of that seed averaged; mean ± std over the seeds, like an arm):",
-            "",
-            "| arms | seeds | test-time rotations | accuracy | "
-            + " | ".join(f"recall {label}" for label in labels)
-            + " |",
-            "|---|---|---|---|" + "---|" * len(labels),
-        ]
+            "seeds",
+            labels,
+        )
         for result in paired:
             summary = result["summary"]
             lines.append(
