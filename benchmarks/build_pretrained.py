@@ -13,6 +13,12 @@ on Val.
 
 ``--limit N`` (a smoke run on N images per split, one epoch each) writes to a scratch
 registry instead of the package, never into ``src/``.
+
+The classifier writes a checkpoint after every epoch under ``--work``: the same command run
+again after an interruption (a session's end, ``kill -9``) resumes it from its last epoch.
+The lung stage, trained first, is retrained, and is the same bit for bit on the same machine
+and thread count, so the classifier's data fingerprint matches and its checkpoint is taken
+up; if the data differs in any way, training starts afresh instead.
 """
 
 from __future__ import annotations
@@ -38,14 +44,20 @@ SUMMARIES = {
         "COVID-19 / normal / pneumonia from a frontal CXR: lung crop, VGG19-BN x0.25 at "
         "64 px from scratch, local lesion detector, input gate, calibration (COVID-QU-Ex)"
     ),
+    "covidqu-lungs-vgg19-128": (
+        "COVID-19 / normal / pneumonia from a frontal CXR: lung crop, VGG19-BN x0.25 at "
+        "128 px from scratch, local lesion detector, input gate, calibration (COVID-QU-Ex)"
+    ),
 }
 
 
 #: How each model's weights are stored. float16 halves the files, but packaging refuses it
 #: when it moves a class probability by more than 0.01 on Val images: for
 #: covidqu-lungs-vgg19-64 it moved one by 0.087 (the lung crop and the detector sit
-#: between the networks, so a small change in a mask can shift a crop), so it ships float32.
-PRECISIONS = {"covidqu-lungs-vgg19-64": "float32"}
+#: between the networks, so a small change in a mask can shift a crop), so it ships float32,
+#: and so does covidqu-lungs-vgg19-128, built the same way: a refusal would come only after
+#: hours of training.
+PRECISIONS = {"covidqu-lungs-vgg19-64": "float32", "covidqu-lungs-vgg19-128": "float32"}
 
 #: Other names each model loads by: "covid-qu-ex" is the recommended COVID-QU-Ex model
 #: (``covidcxr predict covid-qu-ex SCANS --output preds.csv``).
@@ -73,8 +85,15 @@ def split(root: Path, name: str, limit: int | None) -> Any:
     return [x for group in zip(*by_class.values(), strict=False) for x in group][:limit]
 
 
-def smoke_config(config: PipelineConfig) -> dict[str, Any]:
+def build_config(config: PipelineConfig, checkpoint_dir: Path, *, smoke: bool) -> dict[str, Any]:
+    """The recipe as trained: checkpointing every classifier epoch; one epoch each if smoke.
+
+    ``checkpoint_dir`` is run-time wiring: it is left out of the saved model's description.
+    """
     data = config.to_dict()
+    data["classifier"] = {**data["classifier"], "checkpoint_dir": str(checkpoint_dir)}
+    if not smoke:
+        return data
     for part in ("classifier", "detector"):
         data[part] = {**data[part], "epochs": 1}
     data["classifier"].pop("early_stopping", None)
@@ -90,8 +109,10 @@ def main() -> int:
     recipe = RECIPES / f"{args.name}.toml"
     config = PipelineConfig.from_toml(recipe)
     command = "python benchmarks/build_pretrained.py " + shlex.join(sys.argv[1:])
+    run = f"{args.name}-limit-{args.limit}" if args.limit else args.name
+    checkpoints = args.work / "checkpoints" / run
     pipeline = Pipeline(
-        smoke_config(config) if args.limit else config,
+        build_config(config, checkpoints, smoke=bool(args.limit)),
         progress=True,
         cache_dir=args.work / "cache",
     )

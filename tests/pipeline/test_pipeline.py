@@ -216,6 +216,17 @@ def test_components_given_as_objects_are_used_as_given(
     }
 
 
+def test_where_a_run_checkpoints_is_not_part_of_what_the_pipeline_is(
+    test_config: dict[str, Any], tmp_path: Path
+) -> None:
+    # A build machine's checkpoint folder must not travel into descriptions, reports and
+    # saved model facts: it is where one run wrote, not what the model is.
+    test_config["classifier"] = {"name": "vgg19", "checkpoint_dir": str(tmp_path / "run")}
+    described = Pipeline(test_config).describe()
+    assert described["classifier"] == {"name": "vgg19"}
+    assert str(tmp_path) not in repr(Pipeline(test_config))
+
+
 def test_fit_reads_a_folder_source_by_path(
     test_config: dict[str, Any], phantom_test: list[XRay], tmp_path: Path
 ) -> None:

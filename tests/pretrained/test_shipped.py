@@ -18,12 +18,15 @@ import cv2
 import numpy as np
 import pytest
 
+import covidcxr.pretrained
 from covidcxr.phantoms import generate_phantoms
+from covidcxr.pipeline import PipelineConfig
 from covidcxr.pretrained import available, model_info, verify
 
 from ..conftest import offline_environment, shared_data_dir
 
 SHIPPED = available()  # the manifests only: cheap at collection
+RECIPES = Path(covidcxr.pretrained.__file__).parent / "recipes"
 QU_EX_CLASSES = {"COVID-19": "covid-19", "Normal": "normal", "Non-COVID": "pneumonia"}
 
 pytestmark = pytest.mark.skipif(
@@ -57,6 +60,18 @@ def test_a_shipped_model_verifies_and_answers_to_each_of_its_names(name: str) ->
     assert info.build_command.startswith("python benchmarks/build_pretrained.py")
     for alias in info.aliases:
         assert model_info(alias).name == name
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_model_has_the_recipe_its_build_command_trains(name: str) -> None:
+    assert (RECIPES / f"{name}.toml").is_file()
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.toml")), ids=lambda path: path.stem)
+def test_every_recipe_reads_as_a_pipeline_with_a_lung_stage(recipe: Path) -> None:
+    config = PipelineConfig.from_toml(recipe)
+    assert config.classifier is not None
+    assert config.lungs is not None
 
 
 @pytest.mark.slow

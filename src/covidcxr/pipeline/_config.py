@@ -24,6 +24,9 @@ __all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
 
 # Options that look like secrets are never written into a saved pipeline.
 _SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
+# Options that say where a run writes its progress on the machine that trained: not what the
+# model is, and a path that means nothing (or the wrong thing) anywhere else.
+_RUN_WIRING: Final = frozenset({"checkpoint_dir"})
 COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
 _CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation", "trust", "lungs"})
 _TRUST_KEYS: Final = frozenset({"gate", "calibrate", "sensitivity", "coverage"})
@@ -363,13 +366,14 @@ def object_options(obj: object, kind: str) -> dict[str, Any]:
 def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> dict[str, Any]:
     """Options as JSON data, without anything that looks like a credential.
 
-    Callables (``on_epoch_end`` and other hooks) are run-time wiring, not configuration:
-    they are left out. ``strict``: any other value JSON cannot hold is an error (saving);
-    otherwise its ``repr`` is shown instead (describing, for reports).
+    Callables (``on_epoch_end`` and other hooks) and ``checkpoint_dir`` are run-time wiring,
+    not configuration: they are left out. ``strict``: any other value JSON cannot hold is an
+    error (saving); otherwise its ``repr`` is shown instead (describing, for reports).
     """
     kept: dict[str, Any] = {}
     for key, value in options.items():
-        if any(word in key.lower() for word in _SECRET_WORDS) or callable(value):
+        secret = any(word in key.lower() for word in _SECRET_WORDS)
+        if secret or callable(value) or key in _RUN_WIRING:
             continue
         plain = plain_data(value, unknown="keep")
         try:
