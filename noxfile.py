@@ -36,7 +36,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
-    """Type-check the library and its tests with ``mypy --strict``."""
+    """Type-check the library, its tests and its benchmarks with ``mypy --strict``."""
     session.install("-e", ".[typing]")
     session.run("mypy", *session.posargs)
 

@@ -59,7 +59,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +302,16 @@ def pass_stats(pipeline: Any) -> dict[str, Any]:
     }
 
 
+def use_rotations(pipeline: Any, rotations: Sequence[float]) -> None:
+    """Have the pipeline's classifier average its predictions over these rotations too."""
+    from covidcxr.classify import VGG19Classifier
+
+    classifier = pipeline.classifier_
+    if not isinstance(classifier, VGG19Classifier):
+        raise TypeError(f"test-time rotations need a VGG19Classifier, not {classifier!r}")
+    classifier.set_params(test_time_rotations=tuple(rotations))
+
+
 def run_seed(
     seed: int,
     config: Mapping[str, Any],
@@ -352,7 +362,7 @@ def run_seed(
         tta: dict[str, Any] | None = None
         if args.tta:
             # The same model, predicting on each image and its rotations (averaged).
-            pipeline.classifier_.set_params(test_time_rotations=tuple(args.tta))
+            use_rotations(pipeline, args.tta)
             tta_started = time.perf_counter()
             tta = {
                 "rotations": list(args.tta),
@@ -470,7 +480,7 @@ def seed_ensemble(
     started = time.perf_counter()
     pipelines = [Pipeline.load(s["saved_pipeline"]) for s in seeds]
     for pipeline in pipelines:
-        pipeline.classifier_.set_params(test_time_rotations=tuple(rotations))
+        use_rotations(pipeline, rotations)
     classes = sorted(pipelines[0].classes_)
     runs = [pipeline.predict(test_source()) for pipeline in pipelines]
     truths = [GroundTruth.of(xray) for xray in test_source()]

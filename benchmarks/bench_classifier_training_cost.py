@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from bench_classifier_common import configure_tensorflow, synthetic_xrays, write_result
 
@@ -35,7 +36,7 @@ def main() -> int:
     from covidcxr.classify import VGG19Classifier
 
     xrays = synthetic_xrays(args.images)
-    recipe = {
+    recipe: dict[str, Any] = {
         "input_size": 224,
         "weights": None,
         "trainable_blocks": 0,

@@ -61,7 +61,7 @@ from bench_classifier_common import (
 
 from covidcxr import Pipeline, open_source
 from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
-from covidcxr.runtime import cpu_features, export, runtime_available
+from covidcxr.runtime import GuardReport, cpu_features, export, runtime_available
 
 #: (runtime, precision) of every variant, the Keras model first.
 VARIANTS = (
@@ -129,7 +129,7 @@ def _child(spec: dict[str, Any]) -> None:
     # What the classifier receives: prepared and, with a lung stage, cropped to the lungs.
     prepared = list(pipeline.classifier_inputs(test))
     classifier = pipeline.classifier_
-    keras_classifier = getattr(classifier, "keras_classifier", classifier)
+    keras_classifier: Any = getattr(classifier, "keras_classifier", classifier)
     figures: dict[str, Any] = {}
     for batch in spec["batches"]:
         keras_classifier.set_params(batch_size=batch)
@@ -204,7 +204,9 @@ def _export_variant(
             calibration_limit=limit,
         )
     except AccuracyGuardError as refused:
-        return {"status": "refused", "reason": str(refused), "guard": refused.report.to_dict()}
+        guard = refused.report
+        assert isinstance(guard, GuardReport)
+        return {"status": "refused", "reason": str(refused), "guard": guard.to_dict()}
     except ConfigurationError as unavailable:
         return {"status": "unavailable", "reason": str(unavailable)}
     return {

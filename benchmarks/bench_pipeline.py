@@ -91,6 +91,7 @@ from bench_classifier_common import (
 from bench_preprocess import NoModel, pass_stats, timed
 
 from covidcxr import Pipeline, XRay, open_source
+from covidcxr.evaluate import EvaluationReport
 
 PLAIN = "plain_loop"
 PLAIN_DATA = "plain_loop_data_only"
@@ -237,6 +238,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             workers=args.workers,
         )
         keeper.fit(source(test_root, "Test"))
+        assert isinstance(keeper.classifier_, NoModel)
         prepared = keeper.classifier_.prepared_
         assert len(prepared) == len(paths)
         del keeper
@@ -266,6 +268,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                 pipeline.cache_dir = cache_dir
                 report = pipeline.evaluate(source(test_root, "Test"))
                 # Every item of the source (the report counts those the gate admitted).
+                assert isinstance(report, EvaluationReport)
+                assert report.classification is not None
                 assert report.classification.n_images <= pipeline.data_stats_.batch.items
                 return int(pipeline.data_stats_.batch.items)
 
@@ -278,7 +282,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             def run() -> int:
                 no_model.cache_dir = cache_dir
                 no_model.fit(source(fit_root, "Train"))
-                return int(no_model.classifier_.n_train_)
+                assert isinstance(no_model.classifier_, NoModel)
+                return no_model.classifier_.n_train_
 
             return run
 

@@ -71,7 +71,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -299,9 +299,10 @@ class NoModel:
     def __init__(self, *, keep: bool = False) -> None:
         self.keep = keep
 
-    def fit(self, xrays: Sequence[XRay], validation: Iterable[XRay] | None = None) -> Self:
-        self.n_train_ = len(xrays)
-        self.prepared_ = list(xrays) if self.keep else []
+    def fit(self, xrays: Iterable[XRay], validation: Iterable[XRay] | None = None) -> Self:
+        seen = list(xrays)
+        self.n_train_ = len(seen)
+        self.prepared_ = seen if self.keep else []
         return self
 
     def predict_proba(self, xrays: Iterable[XRay]) -> np.ndarray:

@@ -34,12 +34,14 @@ Smoke run::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +155,7 @@ def main() -> int:
     load_before = [round(v, 2) for v in os.getloadavg()]
 
     started = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level=logging.WARNING)
     cluster_start = time.perf_counter() - started
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -185,7 +187,7 @@ def main() -> int:
         peaks.setdefault(name, []).extend(monitor.peaks.values())
         return seconds
 
-    runs = {
+    runs: dict[str, Callable[[], float]] = {
         "single": single,
         "ray_1": lambda: on_ray(1, test, "ray_1"),
         "ray_2": lambda: on_ray(2, test, "ray_2"),

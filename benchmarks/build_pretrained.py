@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench_classifier_common import DEFAULT_DATA, REPO, configure_tensorflow, require_data
 from bench_shortcuts import LUNGS_REMOVED_SOURCE, MARGIN, altered, split_images
@@ -57,7 +57,10 @@ SUMMARIES = {
 #: between the networks, so a small change in a mask can shift a crop), so it ships float32,
 #: and so does covidqu-lungs-vgg19-128, built the same way: a refusal would come only after
 #: hours of training.
-PRECISIONS = {"covidqu-lungs-vgg19-64": "float32", "covidqu-lungs-vgg19-128": "float32"}
+PRECISIONS: dict[str, Literal["float16", "float32"]] = {
+    "covidqu-lungs-vgg19-64": "float32",
+    "covidqu-lungs-vgg19-128": "float32",
+}
 
 #: Other names each model loads by: "covid-qu-ex" is the recommended COVID-QU-Ex model
 #: (``covidcxr predict covid-qu-ex SCANS --output preds.csv``).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import matplotlib
@@ -42,8 +43,12 @@ def natural_images() -> tuple[Images, list[str]]:
     ]:
         out[path.stem] = np.asarray(read_image(path))
     for name in ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]:
+        found = get_testdata_file(name)
+        if not isinstance(found, str):  # pydicom's test files are not installed
+            unreadable.append(f"{name}: not among pydicom's test files")
+            continue
         try:
-            out[name] = np.asarray(read_image(get_testdata_file(name)))
+            out[name] = np.asarray(read_image(found))
         except InvalidImageError as exc:  # a codec that is not installed
             unreadable.append(f"{name}: {exc}")
     with gzip.open(mpl / "s1045.ima.gz") as handle:  # a 256x256 16-bit MR slice
@@ -93,7 +98,7 @@ def synthetic(rng: np.random.Generator) -> Images:
 
 
 def cxr_transforms(
-    images: Sequence[tuple[str, NDArray[np.generic]]], rng: np.random.Generator
+    images: Sequence[tuple[str, NDArray[np.integer[Any]]]], rng: np.random.Generator
 ) -> dict[str, Images]:
     """Each radiograph inverted, rotated 90 and 180 degrees, cropped to 1/5-1/3, tiled 2x2."""
     out: dict[str, Images] = {"inverted": {}, "rot90": {}, "rot180": {}, "crop": {}, "tiled": {}}

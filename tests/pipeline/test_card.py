@@ -16,7 +16,7 @@ import pytest
 
 import covidcxr
 from covidcxr import Pipeline, XRay
-from covidcxr.errors import ModelFormatError, SyntheticModelWarning
+from covidcxr.errors import ConfigurationError, ModelFormatError, SyntheticModelWarning
 from covidcxr.evaluate import EvaluationReport
 from covidcxr.files import MARKER_NAME
 from covidcxr.pipeline import (
@@ -303,6 +303,22 @@ def test_recording_refuses_a_folder_that_is_not_a_saved_pipeline(
     with pytest.raises(ModelFormatError, match="not a covidcxr pipeline manifest"):
         record_evaluation(tmp_path / "other", report, source="x")
     assert not (tmp_path / "other" / METADATA_NAME).exists()
+
+
+def test_recording_refuses_a_report_of_another_evaluator(
+    phantom_model: tuple[Pipeline, Path],
+) -> None:
+    # Typed as any Report (what Pipeline.evaluate returns), checked when called: a plugin
+    # evaluator's report has no figures the card knows how to read.
+    class OtherReport:
+        def to_dict(self) -> dict[str, Any]:
+            return {"accuracy": 1.0}
+
+    _, model = phantom_model
+    before = (model / METADATA_NAME).read_bytes()
+    with pytest.raises(ConfigurationError, match="needs an EvaluationReport"):
+        record_evaluation(model, OtherReport(), source="x")
+    assert (model / METADATA_NAME).read_bytes() == before
 
 
 @pytest.mark.parametrize("with_marker", [True, False], ids=["marked", "before-markers"])

@@ -35,7 +35,7 @@ from covidcxr.files import MARKER_NAME, recover_output_directory, write_text
 from covidcxr.labels import LABELS
 from covidcxr.phantoms import is_phantom_dataset
 from covidcxr.pipeline._config import _SECRET_WORDS
-from covidcxr.protocols import DatasetSource
+from covidcxr.protocols import DatasetSource, Report
 from covidcxr.records import XRay
 from covidcxr.sources import FolderSource
 
@@ -990,9 +990,7 @@ def _register_files(root: Path, names: Iterable[str]) -> None:
     write_text(marker_path, json.dumps(marker, indent=2) + "\n", overwrite=True)
 
 
-def record_evaluation(
-    model_dir: str | os.PathLike[str], report: EvaluationReport, *, source: str
-) -> None:
+def record_evaluation(model_dir: str | os.PathLike[str], report: Report, *, source: str) -> None:
     """Append an evaluation to a saved model's card, so validations accumulate with it.
 
     The entry (:func:`evaluation_entry`) is added to ``evaluations`` in ``pipeline.json``
