@@ -18,7 +18,8 @@ The classifier writes a checkpoint after every epoch under ``--work``: the same 
 again after an interruption (a session's end, ``kill -9``) resumes it from its last epoch.
 The lung stage, trained first, is retrained, and is the same bit for bit on the same machine
 and thread count, so the classifier's data fingerprint matches and its checkpoint is taken
-up; if the data differs in any way, training starts afresh instead.
+up. A checkpoint of other parameters or other data is never mixed in: the classifier
+refuses it (``ConfigurationError`` naming the file); delete it to start afresh.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ not match, naming it; :func:`card` gives the model card. :func:`available` reads
 manifests (TensorFlow is not imported).
 
 Models are added with :func:`package` or ``python -m covidcxr.pretrained add NAME
-PIPELINE_DIR --build-command "..."``. Every function takes ``root=`` for a models folder
+PIPELINE_DIR --build-command "..."``; :func:`set_aliases` (``python -m covidcxr.pretrained
+alias NAME [ALIAS...]``) moves a role name such as ``"covid-qu-ex"`` from one model to
+another. Every function takes ``root=`` for a models folder
 of one's own (the tests use a temporary one). See :doc:`/model-zoo`.
 """
 
@@ -44,6 +46,7 @@ from covidcxr.pretrained._shipping import (
     ShippableCopy,
     compare_predictions,
     package,
+    set_aliases,
     write_shippable_copy,
 )
 
@@ -67,6 +70,7 @@ __all__ = [
     "model_info",
     "models_rst",
     "package",
+    "set_aliases",
     "verify",
     "write_shippable_copy",
 ]

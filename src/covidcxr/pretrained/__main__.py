@@ -1,4 +1,4 @@
-"""``python -m covidcxr.pretrained``: list, verify, show and add shipped models.
+"""``python -m covidcxr.pretrained``: list, verify, show, add and name shipped models.
 
 ``add`` is for whoever builds a release: it copies a saved pipeline into covidcxr's models
 folder (``src/covidcxr/pretrained/models`` in a source checkout) as float16, with its
@@ -19,7 +19,7 @@ import click
 from covidcxr._logging import import_tensorflow
 from covidcxr.errors import CovidCXRError
 from covidcxr.pretrained._registry import available, card, format_size, verify
-from covidcxr.pretrained._shipping import DEFAULT_TOLERANCE, package
+from covidcxr.pretrained._shipping import DEFAULT_TOLERANCE, package, set_aliases
 
 __all__ = ["main"]
 
@@ -150,6 +150,21 @@ def add_command(
         f" as saved), weights as {info.precision}; largest probability change "
         f"{check['max_abs_probability_difference']:.2e} on {check['n_compared']} image(s)"
     )
+
+
+@main.command("alias")
+@click.argument("name")
+@click.argument("aliases", nargs=-1)
+@_ROOT_OPTION
+def alias_command(name: str, aliases: tuple[str, ...], root: Path | None) -> None:
+    """Give model NAME exactly the other names ALIASES (none: take its aliases away).
+
+    To move the recommended "covid-qu-ex" to a new model: take it from the old one, then
+    give it to the new one.
+    """
+    info = set_aliases(name, aliases, root=root)
+    names = ", ".join(info.aliases) if info.aliases else "no other name"
+    click.echo(f"{info.name}: {names}")
 
 
 def run(argv: list[str] | None = None) -> None:

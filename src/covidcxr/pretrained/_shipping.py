@@ -49,6 +49,7 @@ from covidcxr.pretrained._registry import (
     file_sha256,
     format_size,
     read_model_manifest,
+    verify,
 )
 from covidcxr.sources._layouts import CITATIONS, TERMS
 
@@ -62,6 +63,7 @@ __all__ = [
     "ShippableCopy",
     "compare_predictions",
     "package",
+    "set_aliases",
     "write_shippable_copy",
 ]
 
@@ -483,6 +485,22 @@ def _fill_known_terms(training_data: Any) -> None:
 
 def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]) -> None:
     """Add a "packaged" changelog entry to the copy's card, and the shipping section."""
+    _record_shipping(
+        pipeline_dir,
+        name,
+        manifest,
+        event="packaged",
+        description=(
+            f"packaged as the shipped model {name!r}, Keras weights as "
+            f"{manifest['precision']}; rebuild with: {manifest['build_command']}"
+        ),
+    )
+
+
+def _record_shipping(
+    pipeline_dir: Path, name: str, manifest: Mapping[str, Any], *, event: str, description: str
+) -> None:
+    """Add a changelog entry to a shipped copy's card and write its shipping section anew."""
     from covidcxr.pipeline._card import card_files, changelog_entry
     from covidcxr.pipeline._persistence import MANIFEST_NAME
 
@@ -491,11 +509,7 @@ def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]
     _fill_known_terms(saved.get("training_data"))
     saved["changelog"] = [
         *(saved.get("changelog") or []),
-        changelog_entry(
-            "packaged",
-            f"packaged as the shipped model {name!r}, Keras weights as "
-            f"{manifest['precision']}; rebuild with: {manifest['build_command']}",
-        ),
+        changelog_entry(event, description),
     ]
     manifest_path.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
     for file_name, text in card_files(saved).items():
@@ -704,6 +718,85 @@ def _fill_staging(
     manifest["files"] = _digests(staging)
     manifest["size_bytes"] = sum(entry["size"] for entry in manifest["files"])
     (staging / SHIPPED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def set_aliases(
+    name: str, aliases: Sequence[str], *, root: str | os.PathLike[str] | None = None
+) -> ModelInfo:
+    """Give the shipped model ``name`` exactly these other names; ``()`` takes them all away.
+
+    An alias names a role rather than one model: ``"covid-qu-ex"`` loads the recommended
+    COVID-QU-Ex model. When a better one ships, the alias moves: take it from the old
+    model, then give it to the new one, so that no name ever loads two models::
+
+        set_aliases("covidqu-lungs-vgg19-64", ())
+        set_aliases("covidqu-lungs-vgg19-128", ["covid-qu-ex"])
+
+    The model's files are verified first. Its weights are not touched: the card gets a
+    changelog entry and its "Shipped with covidcxr" section anew, and ``shipped.json`` the
+    new names and every file's SHA-256 again. The folder is staged beside the model and
+    renamed into place, as :func:`package` does.
+
+    Parameters
+    ----------
+    name
+        The model's own name (not one of its aliases).
+    aliases
+        Its other names, each free: no other model in ``root`` has it as name or alias.
+    root
+        Where the models live; covidcxr's own models folder by default.
+
+    Returns
+    -------
+    ModelInfo
+        The model's new manifest.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``name`` is an alias or no shipped model, or an alias is malformed or names
+        another model.
+    ModelFormatError
+        If a file of the model does not match its manifest.
+    """
+    base = Path(root) if root is not None else default_root()
+    info = verify(name, base)
+    if info.name != name:
+        raise ConfigurationError(
+            f"{name!r} is an alias of {info.name!r}; set the aliases of the model by its own name"
+        )
+    wanted = tuple(dict.fromkeys(aliases))
+    for alias in wanted:
+        _check_name(alias)
+    _check_aliases_free(name, wanted, base)
+    if wanted == info.aliases:
+        return info
+    target = info.path
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=base))
+    try:
+        shutil.copytree(target, staging, dirs_exist_ok=True)
+        manifest = json.loads((staging / SHIPPED_MANIFEST).read_text(encoding="utf-8"))
+        manifest["aliases"] = list(wanted)
+        _record_shipping(
+            staging / PIPELINE_FOLDER,
+            name,
+            manifest,
+            event="aliases set",
+            description=(
+                f"also called: {', '.join(wanted)}" if wanted else "no other name than its own"
+            )
+            + (f" (before: {', '.join(info.aliases)})" if info.aliases else ""),
+        )
+        manifest["files"] = _digests(staging)
+        manifest["size_bytes"] = sum(entry["size"] for entry in manifest["files"])
+        (staging / SHIPPED_MANIFEST).write_text(
+            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
+        )
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return read_model_manifest(target)
 
 
 def _default_summary(card: Mapping[str, Any]) -> str:
