@@ -20,6 +20,7 @@ variables when it loads them, so a shipped model computes in float32 as it was t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -540,6 +541,21 @@ def _keras_version() -> str:
     return str(keras.__version__)
 
 
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to fill; renamed into its place if the block ends well.
+
+    If the block raises (or is interrupted), the folder is removed and ``target`` is as it was.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _swap_in(staging: Path, target: Path) -> None:
     """Put ``staging`` at ``target``, replacing what is there; the old one is removed after."""
     if not target.exists():
@@ -647,8 +663,7 @@ def package(
     if check_images is None:
         check_images, check_description = _default_check_images()
     base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=base))
-    try:
+    with _staged(target) as staging:
         _fill_staging(
             staging,
             name,
@@ -662,10 +677,6 @@ def package(
             tolerance=tolerance,
             aliases=aliases,
         )
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return read_model_manifest(target)
 
 
@@ -715,9 +726,14 @@ def _fill_staging(
     }
     # The card gives the size of the copied files (it cannot include itself).
     _record_packaging(staging / PIPELINE_FOLDER, name, manifest)
-    manifest["files"] = _digests(staging)
+    _write_manifest(staging, manifest)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``shipped.json`` into a model's folder, with the SHA-256 and size of every file."""
+    manifest["files"] = _digests(folder)
     manifest["size_bytes"] = sum(entry["size"] for entry in manifest["files"])
-    (staging / SHIPPED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (folder / SHIPPED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def set_aliases(
@@ -772,8 +788,7 @@ def set_aliases(
     if wanted == info.aliases:
         return info
     target = info.path
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=base))
-    try:
+    with _staged(target) as staging:
         shutil.copytree(target, staging, dirs_exist_ok=True)
         manifest = json.loads((staging / SHIPPED_MANIFEST).read_text(encoding="utf-8"))
         manifest["aliases"] = list(wanted)
@@ -787,15 +802,7 @@ def set_aliases(
             )
             + (f" (before: {', '.join(info.aliases)})" if info.aliases else ""),
         )
-        manifest["files"] = _digests(staging)
-        manifest["size_bytes"] = sum(entry["size"] for entry in manifest["files"])
-        (staging / SHIPPED_MANIFEST).write_text(
-            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
-        )
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _write_manifest(staging, manifest)
     return read_model_manifest(target)
 
 
