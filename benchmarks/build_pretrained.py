@@ -14,12 +14,14 @@ on Val.
 ``--limit N`` (a smoke run on N images per split, one epoch each) writes to a scratch
 registry instead of the package, never into ``src/``.
 
-The classifier writes a checkpoint after every epoch under ``--work``: the same command run
-again after an interruption (a session's end, ``kill -9``) resumes it from its last epoch.
-The lung stage, trained first, is retrained, and is the same bit for bit on the same machine
-and thread count, so the classifier's data fingerprint matches and its checkpoint is taken
-up. A checkpoint of other parameters or other data is never mixed in: the classifier
-refuses it (``ConfigurationError`` naming the file); delete it to start afresh.
+The lung U-Net, the classifier and the lesion detector each write a checkpoint after every
+epoch under ``--work/checkpoints/NAME`` (the classifier's in that folder, the others in
+``lungs/`` and ``detector/``): the same command run again after an interruption (a
+session's end, ``kill -9``) takes up each finished network without training it again and
+resumes the interrupted one from its last epoch. A resumed network ends as an
+uninterrupted one would, so what trains after it sees the same data. A checkpoint of
+other parameters or other data is never mixed in: it is refused (``ConfigurationError``
+naming the file); delete it to start afresh.
 """
 
 from __future__ import annotations
@@ -90,12 +92,22 @@ def split(root: Path, name: str, limit: int | None) -> Any:
 
 
 def build_config(config: PipelineConfig, checkpoint_dir: Path, *, smoke: bool) -> dict[str, Any]:
-    """The recipe as trained: checkpointing every classifier epoch; one epoch each if smoke.
+    """The recipe as trained: every network checkpointing each epoch; one epoch each if smoke.
 
-    ``checkpoint_dir`` is run-time wiring: it is left out of the saved model's description.
+    The classifier's checkpoint is in ``checkpoint_dir``, the lung U-Net's and the
+    detector's in its ``lungs`` and ``detector`` folders. ``checkpoint_dir`` is run-time
+    wiring: it is left out of the saved model's description.
     """
     data = config.to_dict()
     data["classifier"] = {**data["classifier"], "checkpoint_dir": str(checkpoint_dir)}
+    if data.get("lungs"):
+        segmenter = {
+            **data["lungs"].get("segmenter", {}),
+            "checkpoint_dir": str(checkpoint_dir / "lungs"),
+        }
+        data["lungs"] = {**data["lungs"], "segmenter": segmenter}
+    if data.get("detector") and data["detector"].get("name") == "local":
+        data["detector"] = {**data["detector"], "checkpoint_dir": str(checkpoint_dir / "detector")}
     if not smoke:
         return data
     for part in ("classifier", "detector"):

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
 from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
+from covidcxr._unet_checkpoint import UNetCheckpoint, training_key
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.protocols import EpochCallback
 
@@ -112,6 +113,13 @@ class UNetEstimator(RunsNetwork, Estimator):
     #: The Keras model's name and its output layer's, per subclass.
     network_name: ClassVar[str]
     output_name: ClassVar[str]
+    #: Parameters that only act after training (thresholds, labels): a checkpoint taken
+    #: under other values of them is still resumed.
+    inference_params: ClassVar[frozenset[str]]
+    #: Parameters that never change what is learnt: run-time wiring and verbosity.
+    _run_neutral: ClassVar[frozenset[str]] = frozenset(
+        {"checkpoint_dir", "on_epoch_end", "threads", "verbose"}
+    )
 
     input_size: int
     base_filters: int
@@ -125,6 +133,7 @@ class UNetEstimator(RunsNetwork, Estimator):
     threads: int | None
     verbose: int
     on_epoch_end: EpochCallback | None
+    checkpoint_dir: str | os.PathLike[str] | None
 
     # Learned state.
     model_: Any
@@ -174,7 +183,19 @@ class UNetEstimator(RunsNetwork, Estimator):
 
         Images and targets are flipped (with ``augment``) and warped (with ``warp``)
         together (a flip inside the network would mirror the image against its target).
+        With ``checkpoint_dir``, a checkpoint of the same parameters and data there is
+        resumed, and one is written after every epoch.
         """
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            ignored = self._run_neutral | self.inference_params
+            params = {k: v for k, v in self.get_params().items() if k not in ignored}
+            key = training_key(
+                {**params, "warp": warp},
+                [images, masks, *(validation_data or (None, None))],
+                network=self.network_name,
+            )
+            checkpoint = UNetCheckpoint(self.checkpoint_dir, key, self.epochs)
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
         model = build_unet(
@@ -201,6 +222,7 @@ class UNetEstimator(RunsNetwork, Estimator):
             verbose=self.verbose,
             flip=self.augment,
             warp=warp,
+            checkpoint=checkpoint,
         )
         self.model_ = model
         self.n_training_images_ = int(images.shape[0])
@@ -278,12 +300,15 @@ def training_callbacks(
     *,
     patience: int,
     monitored: bool,
+    checkpoint: UNetCheckpoint | None = None,
 ) -> list[Any]:
     """The callbacks both U-Net estimators train with.
 
     Stop at a non-finite loss; report each epoch (1-based) to ``on_epoch_end``; with
     validation data (``monitored``), halve the learning rate after ``patience // 2``
-    epochs without improvement and stop after ``patience``, keeping the best weights.
+    epochs without improvement and stop after ``patience``, keeping the best weights;
+    with a ``checkpoint``, write it after every epoch (last, once the others have seen
+    the epoch).
     """
     callbacks: list[Any] = [keras.callbacks.LambdaCallback(on_epoch_end=divergence_check(owner))]
     if on_epoch_end is not None:
@@ -295,15 +320,17 @@ def training_callbacks(
                 )
             )
         )
+    plateau = stopping = None
     if monitored:
-        callbacks += [
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=max(1, patience // 2)
-            ),
-            keras.callbacks.EarlyStopping(
-                patience=patience, restore_best_weights=True, monitor="val_loss"
-            ),
-        ]
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, patience // 2)
+        )
+        stopping = keras.callbacks.EarlyStopping(
+            patience=patience, restore_best_weights=True, monitor="val_loss"
+        )
+        callbacks += [plateau, stopping]
+    if checkpoint is not None:
+        callbacks.append(checkpoint.callback(keras, plateau, stopping))
     return callbacks
 
 
@@ -470,7 +497,14 @@ def dice_bce_loss(keras: Any) -> Any:
 
 
 class _PairedAugmentation:
-    """Training batches with the same random flip (and warp) applied to each image and its mask."""
+    """Training batches with the same random flip (and warp) applied to each image and its mask.
+
+    Batches are numbered across epochs (``step``), and each is a function of its number
+    alone: epoch ``e`` (counted from ``first_epoch``) visits the pairs in the permutation
+    seeded by ``(seed, e)`` and draws its augmentation from ``(seed, e + 1, batch)``. What
+    a batch holds cannot depend on when Keras' prefetching thread asks for it, and a
+    resumed run draws what an uninterrupted one would.
+    """
 
     def __init__(
         self,
@@ -481,24 +515,34 @@ class _PairedAugmentation:
         *,
         flip: bool,
         warp: bool,
+        first_epoch: int = 0,
     ) -> None:
         self.images, self.masks = images, masks
         self.batch_size, self.seed = batch_size, seed
         self.flip, self.warp = flip, warp
-        self.epoch = 0
-        self.order = np.arange(len(images))
+        self.first_epoch = first_epoch
+        self._orders: dict[int, NDArray[np.intp]] = {}
 
     def __len__(self) -> int:
+        """Batches per epoch."""
         return math.ceil(len(self.images) / self.batch_size)
 
-    def start_epoch(self) -> None:
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
-        self.epoch += 1
+    def _order(self, epoch: int) -> NDArray[np.intp]:
+        order = self._orders.get(epoch)
+        if order is None:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+            # The prefetching thread runs at most an epoch ahead: keep two permutations.
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+        return order
 
-    def batch(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+    def batch(self, step: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The ``step``-th batch since ``first_epoch`` began."""
+        epoch, index = divmod(step, len(self))
+        epoch += self.first_epoch
+        chosen = self._order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         images, masks = self.images[chosen].copy(), self.masks[chosen].copy()
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch + 1, index])
         size = images.shape[1]
         for i in range(len(chosen)):
             if self.flip and rng.random() < 0.5:
@@ -536,24 +580,34 @@ def paired_batches(
     *,
     flip: bool,
     warp: bool,
+    first_epoch: int = 0,
 ) -> Any:
     """A Keras dataset of shuffled training batches, augmented image and mask alike.
 
-    Every epoch permutes the pairs afresh (seeded). ``flip``: a random horizontal flip of
-    half the pairs. ``warp``: also a random rotation (±10°), scale (±10 %) and shift
-    (±6 %), the same for the image and its mask, then gamma and contrast on the image.
+    Keras sees it as endless: item ``step`` is the ``step``-th batch since ``first_epoch``
+    began, so train it with ``steps_per_epoch=len(batches)``. Every epoch permutes the
+    pairs afresh, seeded by ``seed`` and the epoch; each batch depends on its number
+    alone, not on when Keras' prefetching asks for it, and a resumed run draws what an
+    uninterrupted one would. ``flip``: a random horizontal flip of half the pairs.
+    ``warp``: also a random rotation (±10°), scale (±10 %) and shift (±6 %), the same for
+    the image and its mask, then gamma and contrast on the image.
     """
-    data = _PairedAugmentation(images, masks, batch_size, seed, flip=flip, warp=warp)
+    data = _PairedAugmentation(
+        images, masks, batch_size, seed, flip=flip, warp=warp, first_epoch=first_epoch
+    )
 
     class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        # Endless to Keras (no ``num_batches``): it then numbers the batches across
+        # epochs, keeping one iterator, and ``fit`` takes ``steps_per_epoch=len(...)``.
+        @property
+        def num_batches(self) -> None:
+            return None
+
         def __len__(self) -> int:
             return len(data)
 
-        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-            return data.batch(index)
-
-        def on_epoch_begin(self) -> None:
-            data.start_epoch()
+        def __getitem__(self, step: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            return data.batch(step)
 
     return Batches()
 
@@ -575,22 +629,41 @@ def fit_unet(
     verbose: int,
     flip: bool,
     warp: bool,
+    checkpoint: UNetCheckpoint | None = None,
 ) -> dict[str, list[float]]:
     """Compile and train a U-Net as both estimators do; returns the per-epoch history.
 
     Adam on the Dice + BCE loss, the shared callbacks (:func:`training_callbacks`), and
     batches whose image and mask are flipped (and warped) together (:func:`paired_batches`).
+    With a ``checkpoint``, training continues where its file left off (or returns at once
+    when that run had finished) and writes it after every epoch.
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss(keras))
+    resumed = checkpoint.restore(model) if checkpoint is not None else None
+    if resumed is not None and resumed.finished:
+        return resumed.history
+    first_epoch = resumed.epoch if resumed is not None else 0
     callbacks = training_callbacks(
-        keras, owner, on_epoch_end, patience=patience, monitored=validation_data is not None
+        keras,
+        owner,
+        on_epoch_end,
+        patience=patience,
+        monitored=validation_data is not None,
+        checkpoint=checkpoint,
     )
-    batches = paired_batches(keras, images, masks, batch_size, seed, flip=flip, warp=warp)
+    batches = paired_batches(
+        keras, images, masks, batch_size, seed, flip=flip, warp=warp, first_epoch=first_epoch
+    )
     history = model.fit(
         batches,
         epochs=epochs,
+        steps_per_epoch=len(batches),
+        shuffle=False,  # the batches shuffle themselves, seeded
+        initial_epoch=first_epoch,
         validation_data=validation_data,
         callbacks=callbacks,
         verbose=verbose,
     )
+    if checkpoint is not None:
+        return {key: list(values) for key, values in checkpoint.history.items()}
     return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -309,18 +309,41 @@ def test_augmentation_flips_and_warps_image_and_mask_together() -> None:
     masks = images.copy()
     batches = paired_batches(keras, images, masks, 4, seed=1, flip=True, warp=True)
     flipped = 0
-    for _ in range(3):
-        batches.on_epoch_begin()
-        for index in range(len(batches)):
-            x, y = batches[index]
-            for image, mask in zip(x, y, strict=True):
-                # The mask covers the same side as the image's block, whatever was done.
-                assert ((image[..., 0] > 0.5) == (mask[..., 0] > 0.5)).mean() > 0.95
-                flipped += bool(mask[..., 16:, 0].sum() > mask[..., :16, 0].sum())
+    for step in range(3 * len(batches)):  # three epochs: Keras numbers batches across them
+        x, y = batches[step]
+        for image, mask in zip(x, y, strict=True):
+            # The mask covers the same side as the image's block, whatever was done.
+            assert ((image[..., 0] > 0.5) == (mask[..., 0] > 0.5)).mean() > 0.95
+            flipped += bool(mask[..., 16:, 0].sum() > mask[..., :16, 0].sum())
     assert 0 < flipped < 24  # some were flipped, not all
     # No augmentation layer inside the network, where it would move the image alone.
     model = build_unet(keras, 32, 4, 2, name="u", output_name="p")
     assert not any("flip" in layer.name.lower() for layer in model.layers)
+
+
+def test_a_batch_depends_on_its_number_alone() -> None:
+    # Keras' prefetching thread may ask for batches early, late or twice: each must come
+    # out the same, and an epoch must visit every pair once, in a new order each epoch.
+    from covidcxr._unet import keras_module, paired_batches
+
+    keras = keras_module()
+    rng = np.random.default_rng(0)
+    images = rng.random((10, 16, 16, 1), dtype=np.float32)
+    masks = (images > 0.5).astype(np.float32)
+    batches = paired_batches(keras, images, masks, 4, seed=2, flip=True, warp=True)
+    later = [batches[step] for step in reversed(range(2 * len(batches)))][::-1]
+    for step, (x, y) in enumerate(later):
+        np.testing.assert_array_equal(batches[step][0], x)
+        np.testing.assert_array_equal(batches[step][1], y)
+    resumed = paired_batches(keras, images, masks, 4, seed=2, flip=True, warp=True, first_epoch=1)
+    np.testing.assert_array_equal(resumed[0][0], batches[len(batches)][0])
+
+    plain = paired_batches(keras, images, masks, 4, seed=2, flip=False, warp=False)
+    seen = [np.concatenate([plain[step][0] for step in range(e * 3, e * 3 + 3)]) for e in range(2)]
+    for epoch in seen:
+        # Every image once per epoch (identified by its first pixel).
+        assert sorted(epoch[:, 0, 0, 0]) == sorted(images[:, 0, 0, 0])
+    assert not np.array_equal(seen[0], seen[1])
 
 
 def test_validation_without_lung_masks_trains_without_early_stopping() -> None:

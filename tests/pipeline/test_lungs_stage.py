@@ -27,11 +27,16 @@ from covidcxr.testing import registered_plugin
 
 
 class BrightMaskDetector:
-    """Draws a lesion map of the brightest pixels; boxes its components (SegmentsLesions)."""
+    """Draws a lesion map of the brightest pixels; boxes its components (SegmentsLesions).
+
+    The brighter half of the crop: the body and the mediastinum, and inside the lung
+    fields the phantoms' opacities and the brighter parenchyma. Kept inside the lungs, what
+    is left is some of the second kind on every phantom.
+    """
 
     mask_threshold = 0.5
 
-    def __init__(self, quantile: float = 0.9) -> None:
+    def __init__(self, quantile: float = 0.5) -> None:
         self.quantile = quantile
 
     def get_params(self) -> dict[str, Any]:
@@ -62,13 +67,16 @@ class MaskDetectorPlugin:
 
 
 SEGMENTER: dict[str, Any] = {
-    "input_size": 32,
+    "input_size": 64,
     "base_filters": 4,
     "depth": 2,
-    "epochs": 12,
+    "epochs": 24,
     "batch_size": 8,
     "learning_rate": 0.01,
-    # The phantoms all share one geometry: warping them only slows a 12-epoch fit down.
+    # The phantoms all share one geometry: warping them only slows the fit down. At 64 px
+    # (the prepared frame's size) and 24 epochs the two lungs come out apart on at least 8
+    # of the 9 held-out phantoms for seeds 0 to 3 (not 4); at 32 px and 12 epochs they
+    # merged on most seeds, which leaves no severity.
     "augment": False,
 }
 
@@ -147,14 +155,14 @@ def test_unconstrained_detections_leave_the_lungs(
     stage, detector = lung_pipeline.lungs_, lung_pipeline.detector_
     assert stage is not None
     assert isinstance(detector, BrightMaskDetector)
-    detector.quantile = 0.0
+    default, detector.quantile = detector.quantile, 0.0
     try:
         constrained = lung_pipeline.predict(held_out[:1])[0].detections
         stage.constrain_detections = False
         free = lung_pipeline.predict(held_out[:1])[0].detections
     finally:
         stage.constrain_detections = True
-        detector.quantile = 0.9
+        detector.quantile = default
     assert len(free) == 1
     whole = free[0].box
     assert constrained

@@ -54,9 +54,10 @@ _PARAMS: Final = (
     "threads",
     "verbose",
     "on_epoch_end",
+    "checkpoint_dir",
 )
 # What a saved detector holds: not run-time wiring (``on_epoch_end``).
-_SAVED: Final = tuple(name for name in _PARAMS if name != "on_epoch_end")
+_SAVED: Final = tuple(name for name in _PARAMS if name not in ("on_epoch_end", "checkpoint_dir"))
 
 
 def mask_to_detections(
@@ -155,6 +156,12 @@ class LocalDetector(UNetEstimator):
         its ``loss`` (and ``val_loss``): progress reporting, as
         :class:`~covidcxr.VGG19Classifier` does; ``Pipeline(progress=True)`` sets it to
         drive a progress bar. Never saved.
+    checkpoint_dir
+        A folder for a checkpoint written after every training epoch (weights, optimizer,
+        learning-rate and early-stopping state): ``fit`` with the same training
+        parameters and data resumes from it after an interruption, and ends as an
+        uninterrupted run would; a checkpoint of another run there is refused
+        (:class:`~covidcxr.errors.ConfigurationError`). Never saved with the model.
 
     Examples
     --------
@@ -165,6 +172,7 @@ class LocalDetector(UNetEstimator):
 
     network_name = "covidcxr_local_unet"
     output_name = "lesion_probability"
+    inference_params = frozenset({"mask_threshold", "min_area_fraction", "label"})
 
     def __init__(
         self,
@@ -185,6 +193,7 @@ class LocalDetector(UNetEstimator):
         threads: int | None = None,
         verbose: int = 0,
         on_epoch_end: EpochCallback | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
         if not 0.0 < mask_threshold < 1.0:
@@ -205,6 +214,7 @@ class LocalDetector(UNetEstimator):
         self.threads = threads
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
+        self.checkpoint_dir = checkpoint_dir
 
     # -- data ------------------------------------------------------------------------------
 

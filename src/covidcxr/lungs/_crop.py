@@ -182,11 +182,14 @@ class LungCrop:
         return f"{type(self).__name__}({self.segmenter!r}, {params})"
 
     def describe(self) -> dict[str, Any]:
-        """The stage as plain JSON data: its parameters and the segmenter's."""
+        """The stage as plain JSON data: its parameters and the segmenter's.
+
+        The segmenter's run-time wiring (``on_epoch_end``, ``checkpoint_dir``) is left out.
+        """
         segmenter = {
             key: value
             for key, value in self.segmenter.get_params().items()
-            if key != "on_epoch_end"
+            if key not in ("on_epoch_end", "checkpoint_dir")
         }
         return {**self.get_params(), "segmenter": segmenter}
 

@@ -69,9 +69,10 @@ _PARAMS: Final = (
     "threads",
     "verbose",
     "on_epoch_end",
+    "checkpoint_dir",
 )
 # What a saved segmenter holds: not run-time wiring (``on_epoch_end``).
-_SAVED: Final = tuple(name for name in _PARAMS if name != "on_epoch_end")
+_SAVED: Final = tuple(name for name in _PARAMS if name not in ("on_epoch_end", "checkpoint_dir"))
 
 
 @frozen(eq=False)
@@ -239,6 +240,12 @@ class LungSegmenter(UNetEstimator):
     on_epoch_end
         ``on_epoch_end(epoch, logs)``, called after each training epoch (1-based); never
         saved.
+    checkpoint_dir
+        A folder for a checkpoint written after every training epoch (weights, optimizer,
+        learning-rate and early-stopping state): ``fit`` with the same training
+        parameters and data resumes from it after an interruption, and ends as an
+        uninterrupted run would; a checkpoint of another run there is refused
+        (:class:`~covidcxr.errors.ConfigurationError`). Never saved with the model.
 
     Examples
     --------
@@ -249,6 +256,7 @@ class LungSegmenter(UNetEstimator):
 
     network_name = "covidcxr_lung_unet"
     output_name = "lung_probability"
+    inference_params = frozenset({"threshold", "min_component_fraction"})
 
     def __init__(
         self,
@@ -267,6 +275,7 @@ class LungSegmenter(UNetEstimator):
         threads: int | None = None,
         verbose: int = 0,
         on_epoch_end: EpochCallback | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
         if not 0.0 < threshold < 1.0:
@@ -289,6 +298,7 @@ class LungSegmenter(UNetEstimator):
         self.threads = threads
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
+        self.checkpoint_dir = checkpoint_dir
 
     # -- data ------------------------------------------------------------------------------
 

@@ -367,13 +367,17 @@ def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> di
     """Options as JSON data, without anything that looks like a credential.
 
     Callables (``on_epoch_end`` and other hooks) and ``checkpoint_dir`` are run-time wiring,
-    not configuration: they are left out. ``strict``: any other value JSON cannot hold is an
-    error (saving); otherwise its ``repr`` is shown instead (describing, for reports).
+    not configuration: they are left out, in nested tables too (``[lungs.segmenter]``).
+    ``strict``: any other value JSON cannot hold is an error (saving); otherwise its
+    ``repr`` is shown instead (describing, for reports).
     """
     kept: dict[str, Any] = {}
     for key, value in options.items():
         secret = any(word in key.lower() for word in _SECRET_WORDS)
         if secret or callable(value) or key in _RUN_WIRING:
+            continue
+        if isinstance(value, Mapping) and all(isinstance(name, str) for name in value):
+            kept[key] = plain_options(value, f"{where}.{key}", strict=strict)
             continue
         plain = plain_data(value, unknown="keep")
         try:

@@ -1,0 +1,235 @@
+"""Resumable U-Net training: the lung segmenter and the local detector pick up a checkpoint.
+
+An interrupted ``fit`` with ``checkpoint_dir`` continues after its last finished epoch, with
+the learning rate, early-stopping counters and best weights it had, and ends exactly where
+an uninterrupted run ends; a finished run is not trained again; a checkpoint of another
+run is refused, a damaged one named.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from covidcxr import Pipeline, XRay
+from covidcxr._unet_checkpoint import CHECKPOINT_FILENAME
+from covidcxr.detect import LocalDetector
+from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.lungs import LungSegmenter
+from covidcxr.phantoms import generate_phantoms
+
+pytestmark = pytest.mark.slow
+
+Net = LungSegmenter | LocalDetector
+ESTIMATORS: dict[str, type[LungSegmenter] | type[LocalDetector]] = {
+    "lungs": LungSegmenter,
+    "detector": LocalDetector,
+}
+# Small enough to train in seconds; patience 2 so that the learning rate halves after one
+# epoch without improvement and early stopping has a count to carry across the interruption.
+TINY: dict[str, Any] = {
+    "input_size": 32,
+    "base_filters": 2,
+    "depth": 1,
+    "epochs": 6,
+    "batch_size": 4,
+    "learning_rate": 0.05,
+    "patience": 2,
+    "threads": 1,
+}
+# Rates at which each network's validation loss stalls within six epochs (checked below).
+RATES = {"lungs": 0.05, "detector": 0.1}
+
+
+class InterruptError(Exception):
+    """Stands in for a killed process: raised from ``on_epoch_end``."""
+
+
+@pytest.fixture(scope="module")
+def train() -> list[XRay]:
+    return generate_phantoms(4, size=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def valid() -> list[XRay]:
+    return generate_phantoms(2, size=32, seed=4)
+
+
+@pytest.fixture(scope="module")
+def reference(train: list[XRay], valid: list[XRay]) -> dict[str, tuple[Net, list[int]]]:
+    """Each estimator trained without interruption (and without a checkpoint)."""
+    runs: dict[str, tuple[Net, list[int]]] = {}
+    for name, cls in ESTIMATORS.items():
+        epochs, record = recorder()
+        fitted = cls(**{**TINY, "learning_rate": RATES[name]}, on_epoch_end=record)
+        runs[name] = (fitted.fit(train, validation=valid), epochs)
+    return runs
+
+
+def recorder() -> tuple[list[int], Callable[[int, Mapping[str, float]], None]]:
+    """A list, and an ``on_epoch_end`` that appends each finished epoch to it."""
+    epochs: list[int] = []
+
+    def record(epoch: int, logs: Mapping[str, float]) -> None:
+        epochs.append(epoch)
+
+    return epochs, record
+
+
+def interrupt_after(epochs: int) -> Callable[[int, Mapping[str, float]], None]:
+    def on_epoch_end(epoch: int, logs: Mapping[str, float]) -> None:
+        if epoch > epochs:
+            raise InterruptError
+
+    return on_epoch_end
+
+
+def assert_same_network(mine: Net, theirs: Net) -> None:
+    pairs = zip(mine.model_.get_weights(), theirs.model_.get_weights(), strict=True)
+    for a, b in pairs:
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_an_interrupted_fit_resumes_and_ends_like_an_uninterrupted_run(
+    name: str,
+    tmp_path: Path,
+    train: list[XRay],
+    valid: list[XRay],
+    reference: dict[str, tuple[Net, list[int]]],
+) -> None:
+    cls, params = ESTIMATORS[name], {**TINY, "learning_rate": RATES[name]}
+    expected, expected_epochs = reference[name]
+    # Interrupt just before the first epoch whose validation loss is worse than an earlier
+    # one: resumed there, the learning-rate schedule and early stopping act on what they
+    # saw before the interruption (their best loss, their wait, the best weights so far),
+    # so a run that forgot it would halve the rate and restore weights at other epochs.
+    losses = expected.history_["val_loss"]
+    worse = [i for i in range(1, len(losses)) if losses[i] > min(losses[:i])]
+    assert worse, losses
+    finished = worse[0]
+
+    with pytest.raises(InterruptError):
+        cls(**params, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(finished)).fit(
+            train, validation=valid
+        )
+    assert (tmp_path / CHECKPOINT_FILENAME).is_file()
+    epochs, record = recorder()
+    resumed = cls(**params, checkpoint_dir=tmp_path, on_epoch_end=record).fit(
+        train, validation=valid
+    )
+
+    assert epochs == expected_epochs[finished:]
+    assert resumed.history_ == expected.history_
+    assert_same_network(resumed, expected)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_a_finished_run_is_not_trained_again(
+    name: str,
+    tmp_path: Path,
+    train: list[XRay],
+    valid: list[XRay],
+    reference: dict[str, tuple[Net, list[int]]],
+) -> None:
+    cls, params = ESTIMATORS[name], {**TINY, "learning_rate": RATES[name]}
+    expected, _ = reference[name]
+    cls(**params, checkpoint_dir=tmp_path).fit(train, validation=valid)
+    epochs, record = recorder()
+    again = cls(**params, checkpoint_dir=tmp_path, on_epoch_end=record).fit(train, validation=valid)
+    assert epochs == []
+    assert again.history_ == expected.history_
+    assert_same_network(again, expected)
+
+
+def test_a_checkpoint_of_other_training_parameters_or_data_is_refused(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    with pytest.raises(InterruptError):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
+            train, validation=valid
+        )
+    before = (tmp_path / CHECKPOINT_FILENAME).read_bytes()
+    other_rate = {**TINY, "learning_rate": 0.01}
+    with pytest.raises(ConfigurationError, match="other parameters or data"):
+        LungSegmenter(**other_rate, checkpoint_dir=tmp_path).fit(train, validation=valid)
+    with pytest.raises(ConfigurationError, match=CHECKPOINT_FILENAME):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train[:-1], validation=valid)
+    with pytest.raises(ConfigurationError, match="other parameters or data"):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=None)
+    # Refused, never overwritten.
+    assert (tmp_path / CHECKPOINT_FILENAME).read_bytes() == before
+
+
+def test_parameters_that_act_only_after_training_keep_the_checkpoint(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    with pytest.raises(InterruptError):
+        LocalDetector(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
+            train, validation=valid
+        )
+    epochs, record = recorder()
+    LocalDetector(
+        **TINY,
+        mask_threshold=0.3,
+        label="lesion",
+        verbose=0,
+        checkpoint_dir=tmp_path,
+        on_epoch_end=record,
+    ).fit(train, validation=valid)
+    assert epochs[0] == 2
+
+
+def test_a_damaged_checkpoint_is_named_and_left_alone(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    path = tmp_path / CHECKPOINT_FILENAME
+    path.write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(ModelFormatError, match=CHECKPOINT_FILENAME):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
+    assert path.read_bytes() == b"PK\x03\x04 half a zip"
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    with pytest.raises(InterruptError):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
+            train, validation=valid
+        )
+    path = tmp_path / CHECKPOINT_FILENAME
+    with np.load(path) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    arrays["weight_0"] = np.full_like(arrays["weight_0"], np.nan)
+    np.savez(path, **arrays)
+    with pytest.raises(ModelFormatError, match="non-finite"):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
+
+
+def test_the_checkpoint_folder_is_not_saved_with_the_model(
+    tmp_path: Path, train: list[XRay]
+) -> None:
+    quick = {**TINY, "epochs": 1}
+    run = tmp_path / "run-3f9c1a"
+    detector = LocalDetector(**quick, checkpoint_dir=run).fit(train)
+    detector.save(tmp_path / "detector.zip")
+    with zipfile.ZipFile(tmp_path / "detector.zip") as archive:
+        stored = b"".join(archive.read(name) for name in archive.namelist())
+    assert b"run-3f9c1a" not in stored
+    assert b"checkpoint_dir" not in stored
+    assert LocalDetector.load(tmp_path / "detector.zip").checkpoint_dir is None
+
+    config = {
+        "preprocessor": {"name": "gaussian-clahe", "output_size": 32},
+        "lungs": {"output_size": 32, "segmenter": {**quick, "checkpoint_dir": "/secret/run"}},
+        "classifier": {"name": "vgg19", "input_size": 32, "weights": "none", "epochs": 1},
+    }
+    described = json.dumps(Pipeline(config).describe())
+    assert "checkpoint_dir" not in described
+    assert "/secret/run" not in described
