@@ -88,6 +88,10 @@ def test_an_alias_moves_from_one_model_to_another(root: Path, check_images: list
     after = load(ALIAS, root=root).predict(check_images)
     assert [p.probabilities for p in after] == [p.probabilities for p in before]
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no staging left
+    fresh = root.parent / "fresh"
+    fresh.mkdir()  # the rewritten folders keep the mode any new folder gets
+    for name in (MODEL_NAME, NEWER):
+        assert (root / name).stat().st_mode & 0o777 == fresh.stat().st_mode & 0o777
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,17 @@ def test_force_replaces_a_model_and_leaves_nothing_beside_it(
     assert load(MODEL_NAME, root=root).classes_
 
 
+def test_a_packaged_model_folder_is_readable_as_any_new_folder_is(
+    models_root: Path, tmp_path: Path
+) -> None:
+    # Staged in a uniquely named folder and renamed into place: it must not keep the
+    # owner-only mode of tempfile.mkdtemp, which would hide the model from other users.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    mode = (models_root / MODEL_NAME).stat().st_mode & 0o777
+    assert mode == plain.stat().st_mode & 0o777
+
+
 @pytest.mark.parametrize("name", ["Covid", "../escape", "", "a b", "-leading"])
 def test_a_bad_name_is_refused(name: str, saved_pipeline: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="model name"):

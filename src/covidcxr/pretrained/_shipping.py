@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -547,13 +548,28 @@ def _staged(target: Path) -> Iterator[Path]:
 
     If the block raises (or is interrupted), the folder is removed and ``target`` is as it was.
     """
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging = _new_folder(target.parent, f".{target.name}.staging-")
     try:
         yield staging
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named folder in ``parent``, with the permissions ``mkdir`` gives.
+
+    Not :func:`tempfile.mkdtemp`, whose folder only its owner may read: renamed into the
+    package, it would hide the model from every other user of a shared installation.
+    """
+    while True:
+        folder = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
 
 
 def _swap_in(staging: Path, target: Path) -> None:
