@@ -66,8 +66,9 @@ PRECISIONS: dict[str, Literal["float16", "float32"]] = {
 }
 
 #: Other names each model loads by: "covid-qu-ex" is the recommended COVID-QU-Ex model
-#: (``covidcxr predict covid-qu-ex SCANS --output preds.csv``).
-ALIASES = {"covidqu-lungs-vgg19-64": ("covid-qu-ex",)}
+#: (``covidcxr predict covid-qu-ex SCANS --output preds.csv``), the 128 px one since it
+#: shipped (moved from the 64 px one with ``python -m covidcxr.pretrained alias``).
+ALIASES = {"covidqu-lungs-vgg19-128": ("covid-qu-ex",)}
 
 
 def parse_args() -> argparse.Namespace:
