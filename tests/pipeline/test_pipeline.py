@@ -222,9 +222,16 @@ def test_where_a_run_checkpoints_is_not_part_of_what_the_pipeline_is(
     # A build machine's checkpoint folder must not travel into descriptions, reports and
     # saved model facts: it is where one run wrote, not what the model is.
     test_config["classifier"] = {"name": "vgg19", "checkpoint_dir": str(tmp_path / "run")}
+    test_config["detector"] = {"name": "local", "checkpoint_dir": str(tmp_path / "detector")}
+    test_config["lungs"] = {"segmenter": {"epochs": 1, "checkpoint_dir": str(tmp_path / "lungs")}}
     described = Pipeline(test_config).describe()
     assert described["classifier"] == {"name": "vgg19"}
+    assert described["detector"] == {"name": "local"}
+    assert described["lungs"]["segmenter"] == {"epochs": 1}
     assert str(tmp_path) not in repr(Pipeline(test_config))
+    # Nor does an unset callback: it is wiring too, not a fact of the model.
+    test_config["classifier"] = {"name": "vgg19", "on_epoch_end": None}
+    assert Pipeline(test_config).describe()["classifier"] == {"name": "vgg19"}
 
 
 def test_fit_reads_a_folder_source_by_path(

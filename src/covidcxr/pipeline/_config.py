@@ -26,7 +26,7 @@ __all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
 _SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
 # Options that say where a run writes its progress on the machine that trained: not what the
 # model is, and a path that means nothing (or the wrong thing) anywhere else.
-_RUN_WIRING: Final = frozenset({"checkpoint_dir"})
+_RUN_WIRING: Final = frozenset({"checkpoint_dir", "on_epoch_end"})
 COMPONENT_KEYS: Final = ("preprocessor", "classifier", "detector")
 _CONFIG_KEYS: Final = frozenset({*COMPONENT_KEYS, "evaluation", "trust", "lungs"})
 _TRUST_KEYS: Final = frozenset({"gate", "calibrate", "sensitivity", "coverage"})
@@ -366,8 +366,9 @@ def object_options(obj: object, kind: str) -> dict[str, Any]:
 def plain_options(options: Mapping[str, Any], where: str, *, strict: bool) -> dict[str, Any]:
     """Options as JSON data, without anything that looks like a credential.
 
-    Callables (``on_epoch_end`` and other hooks) and ``checkpoint_dir`` are run-time wiring,
-    not configuration: they are left out, in nested tables too (``[lungs.segmenter]``).
+    Callables (``on_epoch_end`` and other hooks, also when unset) and ``checkpoint_dir`` are
+    run-time wiring, not configuration: they are left out, in nested tables too
+    (``[lungs.segmenter]``).
     ``strict``: any other value JSON cannot hold is an error (saving); otherwise its
     ``repr`` is shown instead (describing, for reports).
     """
