@@ -135,7 +135,15 @@ class UNetCheckpoint:
             ):
                 raise TypeError("history is not a mapping of lists")  # noqa: TRY301
             epoch = int(state["epoch"])
-            stopping, plateau = dict(state["early_stopping"]), dict(state["plateau"])
+            stopping: dict[str, float | None] = {
+                key: int(state["early_stopping"][key])
+                for key in ("wait", "best_epoch", "stopped_epoch")
+            }
+            stopping["best"] = _plain_float(state["early_stopping"]["best"])
+            plateau: dict[str, float | None] = {
+                key: int(state["plateau"][key]) for key in ("wait", "cooldown_counter")
+            }
+            plateau["best"] = _plain_float(state["plateau"]["best"])
             if not 0 < epoch <= self.epochs:
                 raise ValueError(f"epoch {epoch} out of range")  # noqa: TRY301
             if not all(
@@ -164,7 +172,7 @@ class UNetCheckpoint:
             raise ModelFormatError(
                 f"{self.path}: unreadable or damaged checkpoint ({exc}); delete it to start afresh"
             ) from exc
-        finished = int(stopping["stopped_epoch"]) > 0 or epoch >= self.epochs
+        finished = bool(stopping["stopped_epoch"]) or epoch >= self.epochs
         if finished and best is not None:
             # What EarlyStopping(restore_best_weights=True) does when training ends.
             model.set_weights(best)
@@ -224,16 +232,16 @@ class UNetCheckpoint:
         state = self._callback_state
         if stopping is not None and "early_stopping" in state:
             saved = state["early_stopping"]
-            stopping.wait = int(saved["wait"])
+            stopping.wait = saved["wait"]
             stopping.best = saved["best"]
-            stopping.best_epoch = int(saved["best_epoch"])
-            stopping.stopped_epoch = int(saved["stopped_epoch"])
+            stopping.best_epoch = saved["best_epoch"]
+            stopping.stopped_epoch = saved["stopped_epoch"]
             stopping.best_weights = saved["best_weights"]
         if plateau is not None and "plateau" in state:
             saved = state["plateau"]
-            plateau.wait = int(saved["wait"])
+            plateau.wait = saved["wait"]
             plateau.best = saved["best"]
-            plateau.cooldown_counter = int(saved["cooldown_counter"])
+            plateau.cooldown_counter = saved["cooldown_counter"]
 
     def save(self, model: Any, epoch: int, plateau: Any | None, stopping: Any | None) -> None:
         """Write the state after ``epoch`` finished epochs (1-based), atomically.

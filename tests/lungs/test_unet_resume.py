@@ -196,6 +196,24 @@ def test_a_damaged_checkpoint_is_named_and_left_alone(
     assert path.read_bytes() == b"PK\x03\x04 half a zip"
 
 
+def test_a_checkpoint_whose_state_lacks_a_field_is_named_as_damaged(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    with pytest.raises(InterruptError):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
+            train, validation=valid
+        )
+    path = tmp_path / CHECKPOINT_FILENAME
+    with np.load(path) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    state = json.loads(str(arrays["state"]))
+    del state["early_stopping"]["stopped_epoch"]
+    arrays["state"] = np.array(json.dumps(state))
+    np.savez(path, **arrays)
+    with pytest.raises(ModelFormatError, match="damaged checkpoint"):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
+
+
 def test_a_checkpoint_with_non_finite_weights_is_refused(
     tmp_path: Path, train: list[XRay], valid: list[XRay]
 ) -> None:
