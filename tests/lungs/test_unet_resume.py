@@ -90,6 +90,28 @@ def interrupt_after(epochs: int) -> Callable[[int, Mapping[str, float]], None]:
     return on_epoch_end
 
 
+def one_epoch_checkpoint(
+    cls: type[LungSegmenter] | type[LocalDetector],
+    directory: Path,
+    train: list[XRay],
+    valid: list[XRay],
+) -> Path:
+    """The checkpoint a run of ``cls`` interrupted after its first epoch leaves in ``directory``."""
+    with pytest.raises(InterruptError):
+        cls(**TINY, checkpoint_dir=directory, on_epoch_end=interrupt_after(1)).fit(
+            train, validation=valid
+        )
+    return directory / CHECKPOINT_FILENAME
+
+
+def rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a checkpoint's arrays (``state`` as its JSON text) through ``change``."""
+    with np.load(path) as saved:
+        arrays: dict[str, Any] = {key: saved[key] for key in saved.files}
+    change(arrays)
+    np.savez(path, **arrays)
+
+
 def assert_same_network(mine: Net, theirs: Net) -> None:
     pairs = zip(mine.model_.get_weights(), theirs.model_.get_weights(), strict=True)
     for a, b in pairs:
@@ -151,11 +173,7 @@ def test_a_finished_run_is_not_trained_again(
 def test_a_checkpoint_of_other_training_parameters_or_data_is_refused(
     tmp_path: Path, train: list[XRay], valid: list[XRay]
 ) -> None:
-    with pytest.raises(InterruptError):
-        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
-            train, validation=valid
-        )
-    before = (tmp_path / CHECKPOINT_FILENAME).read_bytes()
+    before = one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid).read_bytes()
     other_rate = {**TINY, "learning_rate": 0.01}
     with pytest.raises(ConfigurationError, match="other parameters or data"):
         LungSegmenter(**other_rate, checkpoint_dir=tmp_path).fit(train, validation=valid)
@@ -170,10 +188,7 @@ def test_a_checkpoint_of_other_training_parameters_or_data_is_refused(
 def test_parameters_that_act_only_after_training_keep_the_checkpoint(
     tmp_path: Path, train: list[XRay], valid: list[XRay]
 ) -> None:
-    with pytest.raises(InterruptError):
-        LocalDetector(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
-            train, validation=valid
-        )
+    one_epoch_checkpoint(LocalDetector, tmp_path, train, valid)
     epochs, record = recorder()
     LocalDetector(
         **TINY,
@@ -199,17 +214,12 @@ def test_a_damaged_checkpoint_is_named_and_left_alone(
 def test_a_checkpoint_whose_state_lacks_a_field_is_named_as_damaged(
     tmp_path: Path, train: list[XRay], valid: list[XRay]
 ) -> None:
-    with pytest.raises(InterruptError):
-        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
-            train, validation=valid
-        )
-    path = tmp_path / CHECKPOINT_FILENAME
-    with np.load(path) as saved:
-        arrays = {key: saved[key] for key in saved.files}
-    state = json.loads(str(arrays["state"]))
-    del state["early_stopping"]["stopped_epoch"]
-    arrays["state"] = np.array(json.dumps(state))
-    np.savez(path, **arrays)
+    def drop_a_field(arrays: dict[str, Any]) -> None:
+        state = json.loads(str(arrays["state"]))
+        del state["early_stopping"]["stopped_epoch"]
+        arrays["state"] = np.array(json.dumps(state))
+
+    rewrite(one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid), drop_a_field)
     with pytest.raises(ModelFormatError, match="damaged checkpoint"):
         LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
 
@@ -217,15 +227,10 @@ def test_a_checkpoint_whose_state_lacks_a_field_is_named_as_damaged(
 def test_a_checkpoint_with_non_finite_weights_is_refused(
     tmp_path: Path, train: list[XRay], valid: list[XRay]
 ) -> None:
-    with pytest.raises(InterruptError):
-        LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
-            train, validation=valid
-        )
-    path = tmp_path / CHECKPOINT_FILENAME
-    with np.load(path) as saved:
-        arrays = {key: saved[key] for key in saved.files}
-    arrays["weight_0"] = np.full_like(arrays["weight_0"], np.nan)
-    np.savez(path, **arrays)
+    def poison(arrays: dict[str, Any]) -> None:
+        arrays["weight_0"] = np.full_like(arrays["weight_0"], np.nan)
+
+    rewrite(one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid), poison)
     with pytest.raises(ModelFormatError, match="non-finite"):
         LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
 
