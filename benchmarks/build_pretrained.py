@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,6 +121,31 @@ def build_config(config: PipelineConfig, checkpoint_dir: Path, *, smoke: bool) -
     return data
 
 
+def source_revision() -> str | None:
+    """The git commit of this checkout, marked when its tracked code has local changes.
+
+    Recorded in the model's manifest and card: the build command reproduces the model with
+    that code. ``None`` outside a git checkout.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        commit = subprocess.run(
+            [git, "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            [git, "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit} (with local changes)" if changed else commit
+
+
 def main() -> int:
     args = parse_args()
     require_data(args.data)
@@ -126,6 +153,7 @@ def main() -> int:
     recipe = RECIPES / f"{args.name}.toml"
     config = PipelineConfig.from_toml(recipe)
     command = "python benchmarks/build_pretrained.py " + shlex.join(sys.argv[1:])
+    revision = source_revision()  # before training: the code that trains
     run = f"{args.name}-limit-{args.limit}" if args.limit else args.name
     checkpoints = args.work / "checkpoints" / run
     pipeline = Pipeline(
@@ -160,6 +188,7 @@ def main() -> int:
         check_description="COVID-QU-Ex Val",
         aliases=ALIASES.get(args.name, ()),
         precision=PRECISIONS.get(args.name, "float16"),
+        revision=revision,
     )
     print(info, flush=True)
     return 0

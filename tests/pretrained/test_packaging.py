@@ -22,9 +22,11 @@ from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsEr
 from covidcxr.pipeline import Pipeline
 from covidcxr.pretrained import (
     available,
+    card,
     compare_predictions,
     load,
     package,
+    set_aliases,
     write_shippable_copy,
 )
 from covidcxr.pretrained.__main__ import main as pretrained_main
@@ -215,6 +217,39 @@ def test_a_packaged_model_folder_is_readable_as_any_new_folder_is(
     assert mode == plain.stat().st_mode & 0o777
 
 
+def test_the_source_revision_that_built_a_model_is_in_its_manifest_and_card(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    info = package(
+        "with-revision",
+        saved_pipeline,
+        build_command=BUILD_COMMAND,
+        root=tmp_path,
+        revision="  0123abcd (with local changes) ",
+    )
+    assert info.revision == "0123abcd (with local changes)"
+    assert available(tmp_path)["with-revision"].revision == info.revision
+    assert (
+        "at source revision `0123abcd (with local changes)`" in card("with-revision", tmp_path).text
+    )
+    # Aliases are set on the manifest as it is: the revision stays.
+    assert set_aliases("with-revision", ["other"], root=tmp_path).revision == info.revision
+
+
+def test_a_model_packaged_without_a_revision_says_nothing_of_one(models_root: Path) -> None:
+    assert available(models_root)[MODEL_NAME].revision is None
+    assert "source revision" not in card(MODEL_NAME, models_root).text
+
+
+@pytest.mark.parametrize("revision", ["", "   ", "abc\ndef"])
+def test_a_revision_of_other_than_one_line_is_refused(
+    revision: str, saved_pipeline: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match="revision"):
+        package("r", saved_pipeline, build_command="x", root=tmp_path, revision=revision)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("name", ["Covid", "../escape", "", "a b", "-leading"])
 def test_a_bad_name_is_refused(name: str, saved_pipeline: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="model name"):
@@ -265,7 +300,7 @@ def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_p
     runner = CliRunner()
     root = str(tmp_path / "models")
     args = ["add", "tiny", str(saved_pipeline), "--build-command", BUILD_COMMAND, "--root", root]
-    result = runner.invoke(pretrained_main, args)
+    result = runner.invoke(pretrained_main, [*args, "--revision", "0123abcd"])
     assert result.exit_code == 0, result.output
     assert "added tiny" in result.output
     assert "float16" in result.output
@@ -273,6 +308,7 @@ def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_p
     [entry] = json.loads(listing.output)
     assert entry["name"] == "tiny"
     assert entry["build_command"] == BUILD_COMMAND
+    assert entry["revision"] == "0123abcd"
     assert "phantoms" in available(root)["tiny"].check["images"]  # the default check images
     again = runner.invoke(pretrained_main, args)
     assert again.exit_code != 0

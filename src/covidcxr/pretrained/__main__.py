@@ -46,7 +46,7 @@ def list_command(root: Path | None, as_json: bool) -> None:
         payload = [
             {"name": i.name, "aliases": list(i.aliases), "summary": i.summary,
              "size_bytes": i.size_bytes, "precision": i.precision,
-             "build_command": i.build_command}
+             "build_command": i.build_command, "revision": i.revision}
             for i in models.values()
         ]  # fmt: skip
         click.echo(json.dumps(payload, indent=2))
@@ -109,6 +109,11 @@ def card_command(name: str, root: Path | None) -> None:
     multiple=True,
     help="Another name it loads by (repeatable), e.g. covid-qu-ex for the recommended model.",
 )
+@click.option(
+    "--revision",
+    help="The source revision of the code that trained it (a git commit), for its manifest "
+    "and card.",
+)
 @_ROOT_OPTION
 @click.option("--force", is_flag=True, help="Replace a model of the same name.")
 def add_command(
@@ -121,6 +126,7 @@ def add_command(
     check_source: str | None,
     tolerance: float,
     aliases: tuple[str, ...],
+    revision: str | None,
     root: Path | None,
     force: bool,
 ) -> None:
@@ -141,6 +147,7 @@ def add_command(
         check_description=repr(images) if images is not None else None,
         tolerance=tolerance,
         aliases=aliases,
+        revision=revision,
     )
     check = info.check
     for left_out in info.left_out:

@@ -159,6 +159,10 @@ class ModelInfo:
     aliases
         Other names :func:`load` takes for it: ``"covid-qu-ex"`` for the recommended model
         trained on COVID-QU-Ex, whatever its full name says about how it was built.
+    revision
+        The source revision of the covidcxr code that built it (a git commit), when its
+        packager recorded one: a rebuild gives the same networks with that code, and may
+        differ in detail with other code (``covidcxr_version`` alone does not tell).
     """
 
     name: str
@@ -174,6 +178,7 @@ class ModelInfo:
     path: Path
     left_out: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    revision: str | None = None
 
     @property
     def pipeline_dir(self) -> Path:
@@ -274,6 +279,9 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise ModelFormatError(f"{path}: field 'aliases' is not a list of names")
     check = manifest.get("check")
+    revision = manifest.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise ModelFormatError(f"{path}: field 'revision' is not a string")
     return ModelInfo(
         name=name,
         summary=_require(manifest, "summary", str, path),
@@ -288,6 +296,7 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
         path=folder,
         left_out=tuple(str(name) for name in manifest.get("left_out") or ()),
         aliases=tuple(aliases),
+        revision=revision,
     )
 
 

@@ -458,6 +458,11 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
             f"{check['n_decisions_changed']}",
             f"- Packaged with covidcxr {manifest['covidcxr_version']}, Keras "
             f"{manifest['keras_version']} (loading needs Keras of the same major.minor)",
+            *(
+                [f"- Built by covidcxr at source revision `{manifest['revision']}`"]
+                if manifest.get("revision")
+                else []
+            ),
             "- Every file's SHA-256 is in `shipped.json` beside this folder and is checked "
             "before the model is loaded.",
             "",
@@ -601,6 +606,7 @@ def package(
     check_description: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     aliases: Sequence[str] = (),
+    revision: str | None = None,
 ) -> ModelInfo:
     """Add a saved pipeline to the shipped models as ``name``.
 
@@ -641,6 +647,9 @@ def package(
     aliases
         Other names it loads by (``"covid-qu-ex"`` for the recommended COVID-QU-Ex model);
         each must be free: no other model in ``root`` has it as name or alias.
+    revision
+        The source revision of the code that trained it (a git commit, say), for the
+        manifest and card: the build command reproduces the model with that code.
 
     Returns
     -------
@@ -667,6 +676,8 @@ def package(
         raise ConfigurationError(
             "build_command must be the one-line command that rebuilds the model"
         )
+    if revision is not None and (not revision.strip() or "\n" in revision):
+        raise ConfigurationError("revision must be one line, such as a git commit")
     base = Path(root) if root is not None else default_root()
     target = base / name
     _check_aliases_free(name, aliases, base)
@@ -692,6 +703,7 @@ def package(
             check_description=check_description,
             tolerance=tolerance,
             aliases=aliases,
+            revision=revision.strip() if revision is not None else None,
         )
     return read_model_manifest(target)
 
@@ -709,6 +721,7 @@ def _fill_staging(
     check_description: str | None,
     tolerance: float,
     aliases: tuple[str, ...],
+    revision: str | None,
 ) -> None:
     """Write the shipped model's folder, complete with its manifest, into ``staging``."""
     from covidcxr.pipeline import METADATA_NAME, Pipeline
@@ -730,6 +743,7 @@ def _fill_staging(
         "aliases": list(aliases),
         "summary": summary or _default_summary(card),
         "build_command": build_command,
+        **({"revision": revision} if revision is not None else {}),
         "precision": precision,
         "original_size_bytes": copy.original_bytes,
         "size_bytes": copy.shipped_bytes,
