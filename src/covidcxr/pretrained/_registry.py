@@ -161,8 +161,9 @@ class ModelInfo:
         trained on COVID-QU-Ex, whatever its full name says about how it was built.
     revision
         The source revision of the covidcxr code that built it (a git commit), when its
-        packager recorded one: a rebuild gives the same networks with that code, and may
-        differ in detail with other code (``covidcxr_version`` alone does not tell).
+        packager recorded one: with that code (on the same machine, thread count and
+        library versions) a rebuild gives the same networks; with other code it may differ
+        in detail, which ``covidcxr_version`` alone does not tell.
     """
 
     name: str

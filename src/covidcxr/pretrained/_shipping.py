@@ -649,7 +649,7 @@ def package(
         each must be free: no other model in ``root`` has it as name or alias.
     revision
         The source revision of the code that trained it (a git commit, say), for the
-        manifest and card: the build command reproduces the model with that code.
+        manifest and card: the code with which the build command reproduces the model.
 
     Returns
     -------
