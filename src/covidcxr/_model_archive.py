@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 from attrs import frozen
+from numpy.typing import NDArray
 
 from covidcxr._version import __version__
 from covidcxr.errors import ModelFormatError, OutputExistsError
@@ -33,6 +35,7 @@ __all__ = [
     "METADATA_MEMBER",
     "MODEL_MEMBER",
     "ArchiveFormat",
+    "all_finite",
     "check_metadata",
     "is_archive_of",
     "read_model_archive",
@@ -61,6 +64,19 @@ class ArchiveFormat:
     name: str
     version: int
     description: str
+
+
+def all_finite(arrays: Iterable[NDArray[Any]]) -> bool:
+    """Whether every floating-point value in ``arrays`` is finite (no NaN, no infinity).
+
+    What every estimator checks before it saves or resumes weights: a diverged network's
+    would predict one answer for every image.
+    """
+    return all(
+        bool(np.isfinite(array).all())
+        for array in arrays
+        if np.issubdtype(np.asarray(array).dtype, np.floating)
+    )
 
 
 def runtime_versions() -> dict[str, str]:

@@ -21,7 +21,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._model_archive import (
+    ArchiveFormat,
+    all_finite,
+    read_model_archive,
+    write_model_archive,
+)
 from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr._unet_checkpoint import UNetCheckpoint, training_key
@@ -336,7 +341,7 @@ def training_callbacks(
 
 def check_finite_weights(model: Any, path: str | os.PathLike[str]) -> None:
     """Refuse to save a network whose weights are not finite (training diverged)."""
-    if not all(bool(np.isfinite(w).all()) for w in model.get_weights() if w.dtype.kind == "f"):
+    if not all_finite(model.get_weights()):
         raise TrainingDivergedError(
             f"not saving to {os.fspath(path)}: the network has non-finite (NaN or "
             "infinite) weights, so training diverged; lower learning_rate and train again"

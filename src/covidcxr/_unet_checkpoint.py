@@ -27,6 +27,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
+from covidcxr._model_archive import all_finite
 from covidcxr._plain import plain_data
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.files import atomic_write
@@ -146,11 +147,7 @@ class UNetCheckpoint:
             plateau["best"] = _plain_float(state["plateau"]["best"])
             if not 0 < epoch <= self.epochs:
                 raise ValueError(f"epoch {epoch} out of range")  # noqa: TRY301
-            if not all(
-                bool(np.isfinite(array).all())
-                for array in (*weights, *(best or []))
-                if np.issubdtype(array.dtype, np.floating)
-            ):
+            if not all_finite([*weights, *(best or [])]):
                 raise ValueError("non-finite (NaN or infinite) weights")  # noqa: TRY301
             model.set_weights(weights)
             optimizer = model.optimizer

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from covidcxr import _model_archive as model_archive
-from covidcxr._model_archive import METADATA_MEMBER, MODEL_MEMBER, runtime_versions
+from covidcxr._model_archive import METADATA_MEMBER, MODEL_MEMBER, all_finite, runtime_versions
 from covidcxr._plain import plain_data
-from covidcxr.classify._training import all_finite
 from covidcxr.errors import ModelFormatError, TrainingDivergedError
 from covidcxr.preprocess._profile import InputProfile
 

@@ -17,13 +17,14 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._model_archive import all_finite
 from covidcxr.classify._fit_setup import epoch_learning_rate
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.files import atomic_write
@@ -72,15 +73,6 @@ def _moving_average(
         else np.array(w)
         for a, w in zip(average, weights, strict=True)
     ]
-
-
-def all_finite(arrays: Iterable[NDArray[Any]]) -> bool:
-    """Whether every floating-point value in ``arrays`` is finite (no NaN, no infinity)."""
-    return all(
-        bool(np.isfinite(array).all())
-        for array in arrays
-        if np.issubdtype(np.asarray(array).dtype, np.floating)
-    )
 
 
 def _check_finite_logs(logs: dict[str, float], epoch: int) -> None:

@@ -35,11 +35,15 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr._model_archive import ArchiveFormat, read_model_archive, write_model_archive
+from covidcxr._model_archive import (
+    ArchiveFormat,
+    all_finite,
+    read_model_archive,
+    write_model_archive,
+)
 from covidcxr._params import Estimator
 from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import as_unit_float
-from covidcxr.classify._training import all_finite
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.preprocess._profile import clip_to_unit
 from covidcxr.records import GateDecision, XRay
