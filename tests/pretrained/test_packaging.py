@@ -1,4 +1,4 @@
-"""Packaging: float16 weights without optimizer state, generic copies, refusals, the CLI."""
+"""Packaging: float16 weights (per file too) without optimizer state, checks, refusals, the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import h5py
 import keras
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from covidcxr import XRay
+from covidcxr import Box, Detection, Prediction, Severity, XRay
 from covidcxr.cli import cli
 from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
 from covidcxr.pipeline import Pipeline
@@ -30,6 +31,7 @@ from covidcxr.pretrained import (
     write_shippable_copy,
 )
 from covidcxr.pretrained.__main__ import main as pretrained_main
+from covidcxr.pretrained._registry import check_sentence
 
 from .conftest import BUILD_COMMAND, MODEL_NAME
 
@@ -160,6 +162,73 @@ def test_the_saved_files_are_carried_and_their_keras_weights_halved(
     assert metadata["weights_stored_as"] == "float16"
 
 
+def _archive_weight_dtypes(path: Path) -> set[np.dtype[np.generic]]:
+    """The dtypes of the weights inside a covidcxr model archive."""
+    with (
+        zipfile.ZipFile(path) as archive,
+        zipfile.ZipFile(io.BytesIO(archive.read("model.keras"))) as model,
+    ):
+        return set(_h5_datasets(model.read("model.weights.h5")).values())
+
+
+def test_each_file_gets_the_precision_named_and_the_others_keep_float32(
+    saved_pipeline: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "copy"
+    copy = write_shippable_copy(saved_pipeline, target, precision={"classifier": "float16"})
+    assert copy.converted == ("classifier", "gate")
+    assert copy.precisions == {"classifier": "float16", "gate": "float32"}
+    assert _archive_weight_dtypes(target / "classifier") == {np.dtype(np.float16)}
+    assert _archive_weight_dtypes(target / "gate") == {np.dtype(np.float32)}
+    # The float32 file still loses its optimizer state and compile settings.
+    with zipfile.ZipFile(target / "gate") as archive:
+        assert json.loads(archive.read("covidcxr.json"))["weights_stored_as"] == "float32"
+
+
+@pytest.mark.parametrize(
+    ("precision", "message"),
+    [
+        ({"pipeline.json": "float16"}, "'pipeline.json', which holds no Keras weights"),
+        ({"lungs": "float16"}, "'lungs', which is not a file of the saved pipeline"),
+        ({"classifier": "float8"}, "precision must be 'float16' or 'float32'"),
+        ("bfloat16", "precision must be 'float16' or 'float32'"),
+    ],
+)
+def test_a_precision_that_cannot_apply_is_refused_and_nothing_is_left(
+    saved_pipeline: Path, tmp_path: Path, precision: Any, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        write_shippable_copy(saved_pipeline, tmp_path / "copy", precision=precision)
+    assert not (tmp_path / "copy").exists()
+
+
+def test_a_model_with_mixed_precisions_says_which_file_has_which(
+    saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
+) -> None:
+    info = package(
+        "tiny",
+        saved_pipeline,
+        build_command=BUILD_COMMAND,
+        root=tmp_path,
+        check_images=check_images,
+        precision={"classifier": "float16", "gate": "float32"},
+    )
+    assert info.precision == "mixed"
+    assert info.precisions == {"classifier": "float16", "gate": "float32"}
+    assert info.weights == "float16 (float32: gate)"
+    assert f"{info.size}, float16 (float32: gate)  " in str(info)
+    text = card("tiny", tmp_path).text
+    assert "Keras weights stored as float16 (float32: gate), loaded as float32" in text
+    assert available(tmp_path)["tiny"].precisions == info.precisions
+
+
+def test_a_single_precision_is_recorded_for_every_file(models_root: Path) -> None:
+    info = available(models_root)[MODEL_NAME]
+    assert info.precision == "float16"
+    assert info.precisions == {"classifier": "float16", "gate": "float16"}
+    assert info.weights == "float16"
+
+
 def test_a_folder_saved_without_a_marker_is_carried_whole(
     saved_pipeline: Path, tmp_path: Path
 ) -> None:
@@ -278,6 +347,60 @@ def test_predictions_that_move_too_far_are_refused_and_nothing_is_left(
     assert list(tmp_path.iterdir()) == []
 
 
+class _Fixed:
+    """A stand-in pipeline that predicts the same records whatever it is given."""
+
+    def __init__(self, predictions: list[Prediction]) -> None:
+        self.predictions = predictions
+
+    def predict(self, images: object) -> list[Prediction]:
+        return self.predictions
+
+
+def _prediction(
+    name: str, covid: float, severity: Severity | None = None, lesions: int = 0
+) -> Prediction:
+    boxes = [Detection(Box(i, i, 4, 4), "opacity", 0.5) for i in range(lesions)]
+    probabilities = {"covid-19": covid, "normal": 1 - covid, "pneumonia": 0.0}
+    return Prediction(name, "covid-19", probabilities, boxes, severity=severity)
+
+
+def test_the_check_compares_severity_and_lesion_counts(check_images: list[XRay]) -> None:
+    images = check_images[:3]
+    before = [
+        _prediction("a", 0.9, Severity(right=0.30, left=0.10, total=0.20), lesions=2),
+        _prediction("b", 0.8, Severity(right=0.0, left=0.0, total=0.0), lesions=0),
+        _prediction("c", 0.7, None, lesions=1),
+    ]
+    after = [
+        _prediction("a", 0.9, Severity(right=0.30, left=0.125, total=0.21), lesions=2),
+        _prediction("b", 0.8, Severity(right=0.0, left=0.0, total=0.0), lesions=1),
+        _prediction("c", 0.7, Severity(right=0.1, left=0.0, total=0.05), lesions=1),
+    ]
+    check = compare_predictions(_Fixed(before), _Fixed(after), images)  # type: ignore[arg-type]
+    assert check.max_abs_probability_difference == 0
+    assert check.max_abs_severity_difference == pytest.approx(0.025)
+    assert check.n_severity_changed == 1
+    assert check.n_lesion_counts_changed == 1
+    assert check.exceeds(0.05) == "whether 1 image(s) got a severity at all"
+    assert check.exceeds(0.01) == "an infected share of a lung by 0.025"
+    record = check.to_dict()
+    sentence = check_sentence(record, "float16")
+    assert "largest change of an infected share of a lung: 2.50e-02" in sentence
+    assert sentence.endswith("lesion counts changed: 1")
+
+
+def test_a_check_without_severity_says_nothing_of_it(check_images: list[XRay]) -> None:
+    same = [_prediction("a", 0.9), _prediction("b", 0.6)]
+    check = compare_predictions(_Fixed(same), _Fixed(same), check_images[:2])  # type: ignore[arg-type]
+    assert check.max_abs_severity_difference is None
+    assert check.exceeds(0.0) is None
+    assert "infected share" not in check_sentence(check.to_dict(), "float16")
+    # A manifest written before severity and lesions were compared reads as it did.
+    old = {k: v for k, v in check.to_dict().items() if "severity" not in k and "lesion" not in k}
+    assert check_sentence(old, "float16").endswith("decisions changed: 0")
+
+
 # -- the command lines ------------------------------------------------------------------
 
 
@@ -317,6 +440,36 @@ def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_p
     assert "every SHA-256 matches" in verified.output
     shown = runner.invoke(pretrained_main, ["card", "tiny", "--root", root])
     assert f"$ {BUILD_COMMAND}" in shown.output
+
+
+def test_python_m_add_takes_each_files_precision(saved_pipeline: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = str(tmp_path / "models")
+    args = ["add", "tiny", str(saved_pipeline), "--build-command", BUILD_COMMAND, "--root", root]
+    result = runner.invoke(pretrained_main, [*args, "--precision", "classifier=float16"])
+    assert result.exit_code == 0, result.output
+    assert "weights as float16 (float32: gate);" in result.output
+    assert available(root)["tiny"].precisions == {"classifier": "float16", "gate": "float32"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["bfloat16"],
+        ["classifier=float16", "float32"],
+        ["classifier=float16", "classifier=float32"],
+        ["=float16"],
+    ],
+)
+def test_python_m_add_refuses_a_precision_it_cannot_read(
+    values: list[str], saved_pipeline: Path, tmp_path: Path
+) -> None:
+    options = [item for value in values for item in ("--precision", value)]
+    args = ["add", "tiny", str(saved_pipeline), "--build-command", "x", *options]
+    result = CliRunner().invoke(pretrained_main, [*args, "--root", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "--precision" in result.output
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.fixture

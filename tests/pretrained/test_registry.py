@@ -209,6 +209,7 @@ def test_an_unlisted_file_is_refused(registry_copy: Path) -> None:
         (lambda m: m["files"][0].update(path="../../etc/passwd"), "leaves the model's folder"),
         (lambda m: m["files"][0].update(sha256="xyz"), "a 'files' entry is damaged"),
         (lambda m: m.update(aliases="tiny"), "'aliases' is not a list of names"),
+        (lambda m: m.update(precisions=["float16"]), "'precisions' is not a mapping"),
     ],
 )
 def test_a_damaged_manifest_is_refused(registry_copy: Path, change: object, message: str) -> None:

@@ -6,12 +6,13 @@ package, so that it works offline right after ``pip install`` (no download, ever
     >>> import covidcxr.pretrained
     >>> for info in covidcxr.pretrained.available().values():  # doctest: +SKIP
     ...     print(info)
-    covid-qu-ex  12.3 MiB (float16)  Classify a frontal chest radiograph as ...
+    covidqu-lungs-vgg19-128 (also covid-qu-ex)  4.2 MiB, float16 (float32: detector, lungs)  ...
     >>> pipeline = covidcxr.pretrained.load("covid-qu-ex")  # doctest: +SKIP
 
 Each model's folder holds ``shipped.json`` (name, one-line summary, sizes, the exact
 command that rebuilds it from the shared data, and the SHA-256 and size of every file) and
-the saved pipeline, its Keras weights stored as float16 and loaded back as float32.
+the saved pipeline, its Keras weights stored as float16 (or, for a network float16 would
+move, float32) and loaded back as float32.
 :func:`load` verifies every file before TensorFlow reads it and refuses a file that does
 not match, naming it; :func:`card` gives the model card. :func:`available` reads only the
 manifests (TensorFlow is not imported).

@@ -1,8 +1,8 @@
 """``python -m covidcxr.pretrained``: list, verify, show, add and name shipped models.
 
 ``add`` is for whoever builds a release: it copies a saved pipeline into covidcxr's models
-folder (``src/covidcxr/pretrained/models`` in a source checkout) as float16, with its
-manifest and checksums::
+folder (``src/covidcxr/pretrained/models`` in a source checkout) as float16 (or float32,
+for every file or for those named), with its manifest and checksums::
 
     python -m covidcxr.pretrained add covid-qu-ex runs/covid-qu-ex
         --build-command "covidcxr train data/COVID-QU-Ex -s layout=covid-qu-ex ..."
@@ -13,13 +13,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
 from covidcxr._logging import import_tensorflow
 from covidcxr.errors import CovidCXRError
 from covidcxr.pretrained._registry import available, card, format_size, verify
-from covidcxr.pretrained._shipping import DEFAULT_TOLERANCE, package, set_aliases
+from covidcxr.pretrained._shipping import (
+    DEFAULT_TOLERANCE,
+    Precision,
+    PrecisionSpec,
+    package,
+    set_aliases,
+)
 
 __all__ = ["main"]
 
@@ -86,10 +93,13 @@ def card_command(name: str, root: Path | None) -> None:
 @click.option("--summary", help="What the model is, in one line (default: from its card).")
 @click.option(
     "--precision",
-    type=click.Choice(["float16", "float32"]),
-    default="float16",
+    "precisions",
+    multiple=True,
+    default=("float16",),
     show_default=True,
-    help="How the Keras weights are stored.",
+    help="How the Keras weights are stored: float16 or float32 for every file, or "
+    "FILE=PRECISION for one file of the saved pipeline (repeatable; a file not named keeps "
+    "float32), e.g. --precision classifier=float16 --precision gate=float16.",
 )
 @click.option(
     "--check-source",
@@ -122,7 +132,7 @@ def add_command(
     pipeline_dir: Path,
     build_command: str,
     summary: str | None,
-    precision: str,
+    precisions: tuple[str, ...],
     check_source: str | None,
     tolerance: float,
     aliases: tuple[str, ...],
@@ -142,7 +152,7 @@ def add_command(
         summary=summary,
         root=root,
         force=force,
-        precision="float32" if precision == "float32" else "float16",
+        precision=_precision_spec(precisions),
         check_images=images,
         check_description=repr(images) if images is not None else None,
         tolerance=tolerance,
@@ -154,9 +164,31 @@ def add_command(
         click.echo(f"left out {left_out}: the save did not write it", err=True)
     click.echo(
         f"added {info.name} at {info.path}: {info.size} ({format_size(info.original_size_bytes)}"
-        f" as saved), weights as {info.precision}; largest probability change "
+        f" as saved), weights as {info.weights}; largest probability change "
         f"{check['max_abs_probability_difference']:.2e} on {check['n_compared']} image(s)"
     )
+
+
+def _precision_spec(values: tuple[str, ...]) -> PrecisionSpec:
+    """``--precision`` values as :func:`package` takes them: one precision or one per file."""
+    allowed = ("float16", "float32")
+    if len(values) == 1 and "=" not in values[0]:
+        if values[0] not in allowed:
+            raise click.BadParameter(
+                f"{values[0]!r} is not float16 or float32", param_hint="--precision"
+            )
+        return cast("Precision", values[0])
+    spec: dict[str, Precision] = {}
+    for value in values:
+        path, equals, precision = value.partition("=")
+        if not equals or not path or precision not in allowed or path in spec:
+            raise click.BadParameter(
+                f"{value!r}: give one precision (float16 or float32) or each file's once, as "
+                "FILE=float16 or FILE=float32",
+                param_hint="--precision",
+            )
+        spec[path] = cast("Precision", precision)
+    return spec
 
 
 @main.command("alias")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from covidcxr.pretrained._registry import available, card, format_size
+from covidcxr.pretrained._registry import available, card, check_sentence, format_size
 
 __all__ = ["models_rst"]
 
@@ -56,7 +56,7 @@ def models_rst(root: str | os.PathLike[str] | None = None, *, underline: str = "
             info.summary,
             "",
             f":Size: {info.size} as installed ({format_size(info.original_size_bytes)} as "
-            f"saved); Keras weights stored as {info.precision}, loaded as float32",
+            f"saved); Keras weights stored as {info.weights}, loaded as float32",
             f":Files: {len(info.files)}, each checked against its SHA-256 before loading",
             *(
                 [f":Also called: {', '.join(f'``{alias}``' for alias in info.aliases)}"]
@@ -66,12 +66,7 @@ def models_rst(root: str | os.PathLike[str] | None = None, *, underline: str = "
             f":Packaged with: covidcxr {info.covidcxr_version}, Keras {info.keras_version}",
         ]
         if check:
-            lines.append(
-                f":Precision check: largest change of a class probability "
-                f"{check.get('max_abs_probability_difference', float('nan')):.2e} on "
-                f"{check.get('images')} ({check.get('n_compared')} scored); decisions "
-                f"changed: {check.get('n_decisions_changed')}"
-            )
+            lines.append(f":Precision check: {check_sentence(check, info.weights)}")
         lines += [
             "",
             "Rebuild it:",

@@ -41,7 +41,9 @@ __all__ = [
     "ModelInfo",
     "available",
     "card",
+    "check_sentence",
     "default_root",
+    "describe_precisions",
     "file_sha256",
     "format_size",
     "load",
@@ -94,6 +96,61 @@ def format_size(n_bytes: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def string_mapping(value: Mapping[str, str]) -> dict[str, str]:
+    """A plain copy of a mapping of strings (an attrs converter)."""
+    return dict(value)
+
+
+def check_sentence(check: Mapping[str, Any], weights: str) -> str:
+    """A manifest's packaging check, in one sentence (for the card and the docs).
+
+    ``check`` is what :meth:`~covidcxr.pretrained.PrecisionCheck.to_dict` wrote and
+    ``weights`` how the weights are stored, in words. A manifest written before covidcxr
+    compared severity and lesions says nothing of them.
+    """
+    sentence = (
+        f"Largest change of a class probability from storing the weights as {weights}: "
+        f"{check.get('max_abs_probability_difference', float('nan')):.2e} on "
+        f"{check.get('images')} ({check.get('n_compared')} scored); decisions changed: "
+        f"{check.get('n_decisions_changed')}"
+    )
+    if check.get("max_abs_severity_difference") is not None:
+        sentence += (
+            f"; largest change of an infected share of a lung: "
+            f"{check['max_abs_severity_difference']:.2e}"
+        )
+    if "n_lesion_counts_changed" in check:
+        sentence += f"; lesion counts changed: {check['n_lesion_counts_changed']}"
+    return sentence
+
+
+def describe_precisions(precisions: Mapping[str, str]) -> str:
+    """How a model's Keras weights are stored, in words, from each file's precision.
+
+    One precision for every file is named alone; otherwise the precision of most files
+    is named first, then each other one with its files.
+
+    Examples
+    --------
+    >>> describe_precisions({"classifier": "float16", "gate": "float16"})
+    'float16'
+    >>> describe_precisions({"classifier": "float16", "gate": "float16", "lungs": "float32"})
+    'float16 (float32: lungs)'
+    >>> describe_precisions({})
+    'no Keras weights'
+    """
+    by_precision: dict[str, list[str]] = {}
+    for path, precision in sorted(precisions.items()):
+        by_precision.setdefault(precision, []).append(path)
+    if not by_precision:
+        return "no Keras weights"
+    first, *others = sorted(by_precision, key=lambda p: (-len(by_precision[p]), p))
+    if not others:
+        return first
+    rest = "; ".join(f"{p}: {', '.join(by_precision[p])}" for p in others)
+    return f"{first} ({rest})"
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file's bytes, as 64 hexadecimal digits."""
     digest = hashlib.sha256()
@@ -138,8 +195,8 @@ class ModelInfo:
         The bytes of the saved pipeline it was packaged from (full precision, with
         optimizer state where it had any).
     precision
-        How its Keras weights are stored: ``"float16"`` (loaded back as float32) or
-        ``"float32"``.
+        How its Keras weights are stored: ``"float16"`` (loaded back as float32),
+        ``"float32"``, or ``"mixed"`` when its files differ (see ``precisions``).
     build_command
         The exact command that rebuilds it from the shared data with covidcxr's own
         training code.
@@ -159,6 +216,10 @@ class ModelInfo:
     aliases
         Other names :func:`load` takes for it: ``"covid-qu-ex"`` for the recommended model
         trained on COVID-QU-Ex, whatever its full name says about how it was built.
+    precisions
+        The precision of each file holding Keras weights, by its path in the saved
+        pipeline (``{"classifier": "float16", "lungs": "float32"}``, say); empty for a
+        model packaged before covidcxr recorded it, whose files all have ``precision``.
     revision
         The source revision of the covidcxr code that built it (a git commit), when its
         packager recorded one: with that code (on the same machine, thread count and
@@ -180,6 +241,12 @@ class ModelInfo:
     left_out: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     revision: str | None = None
+    precisions: Mapping[str, str] = field(factory=dict, converter=string_mapping)
+
+    @property
+    def weights(self) -> str:
+        """How the Keras weights are stored, in words: ``"float16 (float32: lungs)"``."""
+        return describe_precisions(self.precisions) if self.precisions else self.precision
 
     @property
     def pipeline_dir(self) -> Path:
@@ -193,7 +260,7 @@ class ModelInfo:
 
     def __str__(self) -> str:
         also = f" (also {', '.join(self.aliases)})" if self.aliases else ""
-        return f"{self.name}{also}  {self.size} ({self.precision})  {self.summary}"
+        return f"{self.name}{also}  {self.size}, {self.weights}  {self.summary}"
 
 
 @frozen
@@ -283,6 +350,11 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
     revision = manifest.get("revision")
     if revision is not None and not isinstance(revision, str):
         raise ModelFormatError(f"{path}: field 'revision' is not a string")
+    precisions = manifest.get("precisions", {})
+    if not isinstance(precisions, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in precisions.items()
+    ):
+        raise ModelFormatError(f"{path}: field 'precisions' is not a mapping of file to precision")
     return ModelInfo(
         name=name,
         summary=_require(manifest, "summary", str, path),
@@ -298,6 +370,7 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
         left_out=tuple(str(name) for name in manifest.get("left_out") or ()),
         aliases=tuple(aliases),
         revision=revision,
+        precisions=precisions,
     )
 
 

@@ -2,9 +2,10 @@
 
 :func:`package` copies every file of a saved pipeline directory (whatever stages it has:
 the copy is generic, not a list of components) into ``<root>/<name>/pipeline/``, storing
-the weights of every Keras model in it as float16 and without optimizer state
-(:func:`write_shippable_copy`), loads the copy back, measures how far its predictions
-moved (:func:`compare_predictions`), adds a "packaged" entry to the model card, and writes
+the weights of every Keras model in it as float16 (or float32, for all of them or for the
+files named) and without optimizer state (:func:`write_shippable_copy`), loads the copy
+back, measures how far its predictions, lesions and severity moved
+(:func:`compare_predictions`), adds a "packaged" entry to the model card, and writes
 ``shipped.json`` with the SHA-256 and size of every file. The folder appears in one rename,
 complete, or not at all.
 
@@ -31,10 +32,11 @@ import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
+import attrs
 import numpy as np
-from attrs import frozen
+from attrs import field, frozen
 
 from covidcxr._version import __version__
 from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
@@ -47,10 +49,13 @@ from covidcxr.pretrained._registry import (
     SHIPPED_MANIFEST,
     ModelInfo,
     available,
+    check_sentence,
     default_root,
+    describe_precisions,
     file_sha256,
     format_size,
     read_model_manifest,
+    string_mapping,
     verify,
 )
 from covidcxr.sources._layouts import CITATIONS, TERMS
@@ -70,6 +75,10 @@ __all__ = [
 ]
 
 Precision = Literal["float16", "float32"]
+#: One precision for every file holding Keras weights, or one per file by its path in the
+#: saved pipeline (a file not named keeps float32).
+PrecisionSpec: TypeAlias = Precision | Mapping[str, Precision]
+_PRECISIONS: Final = ("float16", "float32")
 
 #: The largest change of any class probability that :func:`package` accepts from storing
 #: the weights as float16; beyond it, package at ``precision="float32"``.
@@ -100,12 +109,15 @@ class ShippableCopy:
         The files whose Keras weights were rewritten (POSIX paths relative to the copy).
     left_out
         Files in the folder that the save did not write (not copied).
+    precisions
+        The precision each converted file's weights were stored at, by its path.
     """
 
     original_bytes: int
     shipped_bytes: int
     converted: tuple[str, ...]
     left_out: tuple[str, ...] = ()
+    precisions: Mapping[str, str] = field(factory=dict, converter=string_mapping)
 
 
 @frozen
@@ -125,6 +137,13 @@ class PrecisionCheck:
         The largest absolute difference of any class probability of any image.
     n_decisions_changed
         Images whose label or status (accepted, uncertain, rejected) differs.
+    max_abs_severity_difference
+        The largest absolute difference of any infected share of a lung (right, left,
+        total) of any image both gave a severity; ``None`` when neither measures severity.
+    n_severity_changed
+        Images that got a severity from one and not the other.
+    n_lesion_counts_changed
+        Images whose number of lesion boxes differs.
     """
 
     images: str
@@ -132,6 +151,26 @@ class PrecisionCheck:
     n_compared: int
     max_abs_probability_difference: float
     n_decisions_changed: int
+    max_abs_severity_difference: float | None = None
+    n_severity_changed: int = 0
+    n_lesion_counts_changed: int = 0
+
+    def exceeds(self, tolerance: float) -> str | None:
+        """What moved by more than ``tolerance``, in words; ``None`` if nothing did.
+
+        Class probabilities and infected shares are both in ``[0, 1]`` and both read by
+        users, so one tolerance holds for both; so does a severity that appeared or went.
+        Lesion counts are reported, not judged: a box from a thresholded mask appears or
+        goes at a cut-off.
+        """
+        if self.max_abs_probability_difference > tolerance:
+            return f"a class probability by {self.max_abs_probability_difference:.3g}"
+        severity = self.max_abs_severity_difference
+        if severity is not None and severity > tolerance:
+            return f"an infected share of a lung by {severity:.3g}"
+        if self.n_severity_changed:
+            return f"whether {self.n_severity_changed} image(s) got a severity at all"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The check as JSON-ready data (as ``shipped.json`` records it)."""
@@ -141,6 +180,9 @@ class PrecisionCheck:
             "n_compared": self.n_compared,
             "max_abs_probability_difference": self.max_abs_probability_difference,
             "n_decisions_changed": self.n_decisions_changed,
+            "max_abs_severity_difference": self.max_abs_severity_difference,
+            "n_severity_changed": self.n_severity_changed,
+            "n_lesion_counts_changed": self.n_lesion_counts_changed,
         }
 
 
@@ -270,7 +312,7 @@ def write_shippable_copy(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
     *,
-    precision: Precision = "float16",
+    precision: PrecisionSpec = "float16",
 ) -> ShippableCopy:
     """Copy a saved pipeline directory with its Keras weights made small for shipping.
 
@@ -279,9 +321,13 @@ def write_shippable_copy(
     saved without one. What else is in the folder (a ``skipped.csv`` listing the
     builder's own file paths, notes) is left out and listed in the result. A file holding
     Keras weights (a ``.keras`` file, a covidcxr model archive around one, or a
-    ``*.weights.h5`` file) is rewritten with its float32 weights stored as ``precision``
+    ``*.weights.h5`` file) is rewritten with its float32 weights stored at its precision
     and its optimizer state and compile settings dropped; Keras loads such weights back
     into float32 variables. Every other file is copied byte for byte.
+
+    Not every network takes float16 equally: a segmentation mask thresholded at 0.5 can
+    flip pixels and move a crop that a classifier then reads. ``precision`` may therefore
+    name each file's precision, leaving the sensitive ones at float32.
 
     Parameters
     ----------
@@ -290,23 +336,29 @@ def write_shippable_copy(
     target
         A directory that does not exist yet.
     precision
-        ``"float16"`` (half the bytes) or ``"float32"`` (only the optimizer state goes).
+        ``"float16"`` (half the bytes) or ``"float32"`` (only the optimizer state goes)
+        for every file holding Keras weights; or a mapping from such files' paths in the
+        saved pipeline (``"classifier"``, ``"lungs"``) to their precision, where a file
+        not named keeps float32.
 
     Returns
     -------
     ShippableCopy
-        The bytes before and after, which files were rewritten and which left out.
+        The bytes before and after, which files were rewritten (at which precision) and
+        which left out.
 
     Raises
     ------
+    ConfigurationError
+        If a precision is neither ``"float16"`` nor ``"float32"``, or the mapping names a
+        file that holds no Keras weights (nothing is left at ``target``).
     ModelFormatError
         If a file the save wrote is missing or is a symbolic link, or holds weights that
         cannot be rewritten.
     OutputExistsError
         If ``target`` exists.
     """
-    if precision not in ("float16", "float32"):
-        raise ConfigurationError(f"precision must be 'float16' or 'float32', not {precision!r}")
+    _check_precision_spec(precision)
     source, target = Path(source), Path(target)
     if target.exists():
         raise OutputExistsError(f"{target} exists; the shippable copy needs a new folder")
@@ -323,23 +375,63 @@ def write_shippable_copy(
         )
     chosen = [name for name in present if name != MARKER_NAME and (saved is None or name in saved)]
     left_out = tuple(name for name in present if name != MARKER_NAME and name not in chosen)
+    if not isinstance(precision, str):
+        _check_named_files(precision, chosen, where=source)
+    try:
+        copy = _copy_files(source, target, chosen, precision)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return attrs.evolve(copy, left_out=left_out)
+
+
+def _check_precision_spec(precision: object) -> None:
+    values = [precision] if isinstance(precision, str) else None
+    if isinstance(precision, Mapping):
+        values = list(precision.values())
+    if values is None or any(value not in _PRECISIONS for value in values):
+        raise ConfigurationError(
+            "precision must be 'float16' or 'float32', or a mapping of files to one of "
+            f"them, not {precision!r}"
+        )
+
+
+def _check_named_files(precision: Mapping[str, Precision], chosen: list[str], where: Path) -> None:
+    unknown = sorted(set(precision) - set(chosen))
+    if unknown:
+        raise ConfigurationError(
+            f"precision names {unknown[0]!r}, which is not a file of the saved pipeline "
+            f"{where} (its files: {', '.join(chosen)})"
+        )
+
+
+def _copy_files(
+    source: Path, target: Path, chosen: list[str], precision: PrecisionSpec
+) -> ShippableCopy:
     original = shipped = 0
-    converted: list[str] = []
+    precisions: dict[str, Precision] = {}
     for relative in chosen:
         path = source / relative
         if path.is_symlink():
             raise ModelFormatError(f"{path}: a symbolic link; a shipped model holds files only")
         destination = target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        rewritten = _shippable_bytes(path, precision=precision)
+        chosen_precision: Precision = (
+            precision if isinstance(precision, str) else precision.get(relative, "float32")
+        )
+        rewritten = _shippable_bytes(path, precision=chosen_precision)
         if rewritten is None:
+            if not isinstance(precision, str) and relative in precision:
+                raise ConfigurationError(
+                    f"precision names {relative!r}, which holds no Keras weights"
+                )
             shutil.copyfile(path, destination)
         else:
             destination.write_bytes(rewritten)
-            converted.append(relative)
+            precisions[relative] = chosen_precision
         original += path.stat().st_size
         shipped += destination.stat().st_size
-    return ShippableCopy(original, shipped, tuple(converted), left_out)
+    return ShippableCopy(original, shipped, tuple(precisions), precisions=precisions)
 
 
 # -- how far the predictions moved -------------------------------------------------------
@@ -373,8 +465,9 @@ def compare_predictions(
     Returns
     -------
     PrecisionCheck
-        The largest absolute difference of any class probability, and how many images
-        changed label or status.
+        The largest absolute difference of any class probability and of any infected
+        share of a lung, and how many images changed label or status, got a severity
+        from one only, or got another number of lesion boxes.
 
     Raises
     ------
@@ -393,13 +486,24 @@ def compare_predictions(
         warnings.simplefilter("ignore", SyntheticModelWarning)
         before, after = original.predict(xrays), shipped.predict(xrays)
     largest = 0.0
-    changed = compared = 0
+    changed = compared = lesion_counts = severity_changed = 0
+    severity: float | None = None
     for first, second in zip(before, after, strict=True):
         changed += (first.label, first.status) != (second.label, second.status)
+        lesion_counts += len(first.detections) != len(second.detections)
         labels = set(first.probabilities) & set(second.probabilities)
         compared += bool(labels)
         for label in labels:
             largest = max(largest, abs(first.probabilities[label] - second.probabilities[label]))
+        if first.severity is not None and second.severity is not None:
+            shares = zip(
+                (first.severity.right, first.severity.left, first.severity.total),
+                (second.severity.right, second.severity.left, second.severity.total),
+                strict=True,
+            )
+            severity = max(severity or 0.0, *(abs(a - b) for a, b in shares))
+        else:
+            severity_changed += (first.severity is None) != (second.severity is None)
     described = description or repr(images)[:200]
     if not compared:
         # A figure of 0 from no comparison at all would be a silent wrong answer.
@@ -407,7 +511,16 @@ def compare_predictions(
             f"no image of {described} got class probabilities from both pipelines (the "
             "input gate refused them?): compare on radiographs like the training ones"
         )
-    return PrecisionCheck(described, len(xrays), compared, float(largest), changed)
+    return PrecisionCheck(
+        described,
+        len(xrays),
+        compared,
+        float(largest),
+        changed,
+        max_abs_severity_difference=severity,
+        n_severity_changed=severity_changed,
+        n_lesion_counts_changed=lesion_counts,
+    )
 
 
 # -- packaging ---------------------------------------------------------------------------
@@ -441,6 +554,7 @@ def _check_aliases_free(name: str, aliases: tuple[str, ...], base: Path) -> None
 
 def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
     check = manifest["check"]
+    weights = _weights(manifest)
     return "\n".join(
         [
             "## Shipped with covidcxr",
@@ -451,11 +565,8 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
             f"- Summary: {manifest['summary']}",
             f"- Size: about {format_size(manifest['size_bytes'])} as installed "
             f"({format_size(manifest['original_size_bytes'])} as saved); Keras weights "
-            f"stored as {manifest['precision']}, loaded as float32; no optimizer state",
-            f"- Largest change of a class probability from storing the weights as "
-            f"{manifest['precision']}: {check['max_abs_probability_difference']:.2e} on "
-            f"{check['images']} ({check['n_compared']} scored); decisions changed: "
-            f"{check['n_decisions_changed']}",
+            f"stored as {weights}, loaded as float32; no optimizer state",
+            f"- {check_sentence(check, weights)}",
             f"- Packaged with covidcxr {manifest['covidcxr_version']}, Keras "
             f"{manifest['keras_version']} (loading needs Keras of the same major.minor)",
             *(
@@ -499,9 +610,15 @@ def _record_packaging(pipeline_dir: Path, name: str, manifest: Mapping[str, Any]
         event="packaged",
         description=(
             f"packaged as the shipped model {name!r}, Keras weights as "
-            f"{manifest['precision']}; rebuild with: {manifest['build_command']}"
+            f"{_weights(manifest)}; rebuild with: {manifest['build_command']}"
         ),
     )
+
+
+def _weights(manifest: Mapping[str, Any]) -> str:
+    """How a manifest's weights are stored, in words (one precision before "precisions")."""
+    precisions = manifest.get("precisions")
+    return describe_precisions(precisions) if precisions else str(manifest["precision"])
 
 
 def _record_shipping(
@@ -601,7 +718,7 @@ def package(
     summary: str | None = None,
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
-    precision: Precision = "float16",
+    precision: PrecisionSpec = "float16",
     check_images: Any = None,
     check_description: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -635,15 +752,19 @@ def package(
     force
         Replace a model of the same name.
     precision
-        ``"float16"`` (default) or ``"float32"``.
+        ``"float16"`` (default) or ``"float32"`` for every file holding Keras weights, or
+        a mapping of such files (by their path in the saved pipeline) to their precision,
+        where a file not named keeps float32: ``{"classifier": "float16", "gate":
+        "float16"}`` halves those two and keeps the U-Nets, whose thresholded masks
+        float16 would move, at float32.
     check_images
         Images to compare predictions on (anything :meth:`~covidcxr.Pipeline.predict`
         takes); nine synthetic phantoms by default.
     check_description
         What ``check_images`` are, in words, for the manifest and card.
     tolerance
-        The largest change of a class probability accepted from storing the weights at
-        ``precision``.
+        The largest change of a class probability, or of an infected share of a lung,
+        accepted from storing the weights at ``precision``.
     aliases
         Other names it loads by (``"covid-qu-ex"`` for the recommended COVID-QU-Ex model);
         each must be free: no other model in ``root`` has it as name or alias.
@@ -659,8 +780,8 @@ def package(
     Raises
     ------
     ConfigurationError
-        If the name or the build command is unusable, or the predictions moved by more
-        than ``tolerance``.
+        If the name, the build command or the precision is unusable, or the predictions
+        moved by more than ``tolerance``.
     OutputExistsError
         If a model of that name exists and ``force`` is false.
     ModelFormatError
@@ -716,7 +837,7 @@ def _fill_staging(
     original: Pipeline,
     build_command: str,
     summary: str | None,
-    precision: Precision,
+    precision: PrecisionSpec,
     check_images: Any,
     check_description: str | None,
     tolerance: float,
@@ -729,11 +850,13 @@ def _fill_staging(
     copy = write_shippable_copy(pipeline_dir, staging / PIPELINE_FOLDER, precision=precision)
     shipped = Pipeline.load(staging / PIPELINE_FOLDER)
     check = compare_predictions(original, shipped, check_images, description=check_description)
-    if check.max_abs_probability_difference > tolerance:
+    weights = describe_precisions(copy.precisions)
+    moved = check.exceeds(tolerance)
+    if moved is not None:
         raise ConfigurationError(
-            f"storing {name!r} as {precision} changed a class probability by "
-            f"{check.max_abs_probability_difference:.3g} (more than {tolerance:g}) on "
-            f"{check.images}; package it with precision='float32'"
+            f"storing {name!r} as {weights} changed {moved} (more than {tolerance:g}) on "
+            f"{check.images}; package it with precision='float32', or keep the sensitive "
+            "network at float32 by naming each file's precision"
         )
     card = json.loads((staging / PIPELINE_FOLDER / METADATA_NAME).read_text("utf-8"))
     manifest: dict[str, Any] = {
@@ -744,7 +867,10 @@ def _fill_staging(
         "summary": summary or _default_summary(card),
         "build_command": build_command,
         **({"revision": revision} if revision is not None else {}),
-        "precision": precision,
+        "precision": (
+            precision if isinstance(precision, str) else _summary_precision(copy.precisions)
+        ),
+        "precisions": dict(copy.precisions),
         "original_size_bytes": copy.original_bytes,
         "size_bytes": copy.shipped_bytes,
         "covidcxr_version": __version__,
@@ -757,6 +883,14 @@ def _fill_staging(
     # The card gives the size of the copied files (it cannot include itself).
     _record_packaging(staging / PIPELINE_FOLDER, name, manifest)
     _write_manifest(staging, manifest)
+
+
+def _summary_precision(precisions: Mapping[str, str]) -> str:
+    """The manifest's one-word ``precision``: the files' one precision, or ``"mixed"``."""
+    found = set(precisions.values())
+    if len(found) == 1:
+        return found.pop()
+    return "mixed" if found else "float32"  # a mapping and no Keras weights: nothing halved
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
