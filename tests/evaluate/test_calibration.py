@@ -17,6 +17,7 @@ from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate import (
     UNCERTAIN,
     CalibrationWarning,
+    ClassOperatingPoint,
     OperatingPoints,
     ReliabilityCurve,
     TemperatureScaling,
@@ -442,3 +443,21 @@ def test_scaling_keeps_argmax_and_measures_stay_in_bounds(
     assert risk.coverage[-1] == 1.0
     assert 0.0 <= risk.aurc <= 1.0
     assert risk.full_coverage_risk == pytest.approx(np.mean(probs.argmax(axis=1) != labels))
+
+
+def test_operating_points_threshold_at_the_fitted_mix_and_argmax_at_another() -> None:
+    probs = np.array([[0.45, 0.55], [0.2, 0.8], [0.6, 0.4]])
+    points = OperatingPoints(
+        ("covid-19", "normal"),
+        [ClassOperatingPoint("covid-19", 0.95, 0.4, 1, 2, 1.0, 0.5, 0.0, 1.0)],
+    )
+    # Moved to a mix where COVID-19 is rare: the third row's argmax becomes normal, but
+    # its COVID-19 probability at the fitted mix (0.6) still reaches the threshold.
+    adjusted = np.array([[0.1, 0.9], [0.02, 0.98], [0.3, 0.7]])
+    assert points.apply(probs) == ["covid-19", "normal", "covid-19"]
+    assert points.apply(probs, adjusted=adjusted) == ["covid-19", "normal", "covid-19"]
+    lenient = OperatingPoints(("covid-19", "normal"), abstain_below=0.75)
+    assert lenient.apply(probs, adjusted=adjusted) == ["normal", "normal", UNCERTAIN]
+    assert lenient.apply(probs) == [UNCERTAIN, "normal", UNCERTAIN]
+    with pytest.raises(ConfigurationError, match="they must be the same rows"):
+        points.apply(probs, adjusted=adjusted[:2])

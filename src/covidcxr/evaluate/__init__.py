@@ -53,6 +53,7 @@ from covidcxr.evaluate._plots import (
     plot_roc_curves,
     plot_training_history,
 )
+from covidcxr.evaluate._priors import PriorEstimate, adjust_to_priors, estimate_priors
 from covidcxr.evaluate._provenance import (
     DataFingerprint,
     data_fingerprint,
@@ -89,6 +90,7 @@ __all__ = [
     "OneClassPredictionWarning",
     "OperatingPoints",
     "PrecisionRecallCurve",
+    "PriorEstimate",
     "ReliabilityBin",
     "ReliabilityCurve",
     "ReportFiles",
@@ -97,10 +99,12 @@ __all__ = [
     "SegmentationScores",
     "SeverityByClass",
     "TemperatureScaling",
+    "adjust_to_priors",
     "average_precision",
     "classification_metrics",
     "data_fingerprint",
     "decision_scores",
+    "estimate_priors",
     "evaluate_detections",
     "expected_calibration_error",
     "figure_to_png",

@@ -688,9 +688,15 @@ def _decide(
     columns: NDArray[np.intp],
     thresholds: NDArray[np.float64],
     abstain_below: float | None,
+    adjusted: NDArray[np.float64] | None = None,
 ) -> NDArray[np.intp]:
-    """Column index of each row's decision; ``-1`` for an abstention."""
-    decided: NDArray[np.intp] = probs.argmax(axis=1).astype(np.intp)
+    """Column index of each row's decision; ``-1`` for an abstention.
+
+    The thresholds apply to ``probs``; the argmax and the abstention to ``adjusted``
+    (the same rows at another class mix) when given.
+    """
+    chosen = probs if adjusted is None else adjusted
+    decided: NDArray[np.intp] = chosen.argmax(axis=1).astype(np.intp)
     if columns.size:
         scores = probs[:, columns]
         reached = scores >= thresholds
@@ -702,7 +708,7 @@ def _decide(
         any_reached = reached.any(axis=1)
         decided[any_reached] = columns[ratio[any_reached].argmax(axis=1)]
     if abstain_below is not None:
-        decided[probs.max(axis=1) < abstain_below] = -1
+        decided[chosen.max(axis=1) < abstain_below] = -1
     return decided
 
 
@@ -904,33 +910,64 @@ class OperatingPoints:
             n_items=int(truth.size),
         )
 
-    def decide(self, probabilities: ArrayLike) -> NDArray[np.intp]:
+    def decide(
+        self, probabilities: ArrayLike, *, adjusted: ArrayLike | None = None
+    ) -> NDArray[np.intp]:
         """The column index of each row's decision, ``-1`` where it abstains.
+
+        Parameters
+        ----------
+        probabilities
+            Rows at the class mix the operating points were fitted at.
+        adjusted
+            The same rows at another class mix
+            (:func:`~covidcxr.evaluate.adjust_to_priors`), for a model used where the
+            classes occur in other proportions. The class thresholds still apply to
+            ``probabilities``: a class's sensitivity at a threshold depends only on how
+            its own radiographs score, not on how common it is, so the threshold keeps its
+            promise at any mix. The argmax and the abstention, which weigh the classes
+            against each other, use ``adjusted``.
 
         Raises
         ------
         ConfigurationError
-            If ``probabilities`` are not distributions over :attr:`classes`.
+            If ``probabilities`` (or ``adjusted``) are not distributions over
+            :attr:`classes`, or the two differ in shape.
         """
+        probs = self._checked(probabilities)
+        other = None
+        if adjusted is not None:
+            other = self._checked(adjusted)
+            if other.shape != probs.shape:
+                raise ConfigurationError(
+                    f"adjusted has shape {other.shape}, the probabilities {probs.shape}: "
+                    "they must be the same rows"
+                )
+        columns = np.array([self.classes.index(p.label) for p in self.points], dtype=np.intp)
+        thresholds = np.array([p.threshold for p in self.points], dtype=np.float64)
+        return _decide(probs, columns, thresholds, self.abstain_below, other)
+
+    def _checked(self, probabilities: ArrayLike) -> NDArray[np.float64]:
         probs = _check_probabilities(probabilities)
         if probs.shape[1] != len(self.classes):
             raise ConfigurationError(
                 f"probabilities have {probs.shape[1]} columns but these operating points "
                 f"are for {len(self.classes)} classes {self.classes}"
             )
-        columns = np.array([self.classes.index(p.label) for p in self.points], dtype=np.intp)
-        thresholds = np.array([p.threshold for p in self.points], dtype=np.float64)
-        return _decide(probs, columns, thresholds, self.abstain_below)
+        return probs
 
-    def apply(self, probabilities: ArrayLike) -> list[str]:
+    def apply(self, probabilities: ArrayLike, *, adjusted: ArrayLike | None = None) -> list[str]:
         """The decision for each row: a class name or :data:`UNCERTAIN` (see the class notes).
+
+        ``adjusted`` is as for :meth:`decide`.
 
         Raises
         ------
         ConfigurationError
             If ``probabilities`` are not distributions over :attr:`classes`.
         """
-        return [UNCERTAIN if c < 0 else self.classes[c] for c in self.decide(probabilities)]
+        decided = self.decide(probabilities, adjusted=adjusted)
+        return [UNCERTAIN if c < 0 else self.classes[c] for c in decided]
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to apply the operating points again, as JSON-ready data."""
