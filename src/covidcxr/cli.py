@@ -373,6 +373,14 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
     "`covidcxr export`, else TensorFlow), tensorflow (the Keras model), onnx, openvino or "
     "litert.",
 )
+@click.option(
+    "--priors",
+    metavar="MIX",
+    help="The class mix where the model is used, as CLASS=SHARE,... (e.g. "
+    "covid-19=0.05,normal=0.75,pneumonia=0.2), or 'estimate' to estimate it from the "
+    "SOURCEs themselves (they are read twice): probabilities are moved to that mix by "
+    "Bayes' rule (see Pipeline.set_priors) [default: the training mix].",
+)
 def predict_command(
     *,
     model_dir: str,
@@ -388,6 +396,7 @@ def predict_command(
     workers: int | None,
     table_format: str | None,
     runtime: str,
+    priors: str | None,
 ) -> None:
     """Classify the radiographs in each SOURCE (and box their lesions) with a saved model.
 
@@ -396,8 +405,10 @@ def predict_command(
     (of class subfolders, or of images), a .zip archive or a URI such as
     cos://bucket/prefix; labels are not needed.
     """
-    if engine == "ray" and runtime != "auto":
-        raise click.UsageError("--runtime applies to --engine local only")
+    for name, used in (("--runtime", runtime != "auto"), ("--priors", priors is not None)):
+        if engine == "ray" and used:  # for Ray, save a model with Pipeline.set_priors
+            raise click.UsageError(f"{name} applies to --engine local only")
+    mix = _parse_priors(priors)
     if engine == "ray":
         _predict_on_ray(
             model_dir,
@@ -442,6 +453,7 @@ def predict_command(
     # stderr), and every row written or printed carries the note.
     note = model_note(pipeline.training_data_)
     source = _open_sources(sources, options)
+    _apply_priors(pipeline, mix, source)
     if output is not None:
         count = write_predictions(
             pipeline.iter_predict(source),
@@ -461,6 +473,39 @@ def predict_command(
     _emit([{**p.to_dict(), **noted} for p in predictions], as_json, _prediction_lines(predictions))
     if _skipping(options):
         _report_skipped(_skipped_items(source), None, overwrite=overwrite)
+
+
+def _apply_priors(pipeline: Any, mix: dict[str, float] | str | None, source: Any) -> None:
+    """Set ``--priors`` on the pipeline; an estimate is printed on stderr."""
+    if mix == "estimate":
+        estimate = pipeline.estimate_priors(source)
+        shares = ", ".join(f"{c} {v:.3f}" for c, v in estimate.as_dict().items())
+        n = estimate.n_items
+        click.echo(f"estimated class mix: {shares} (EM on {n} radiographs)", err=True)
+        pipeline.set_priors(estimate.as_dict(), source=f"EM estimate from {n} radiographs")
+    elif isinstance(mix, dict):
+        pipeline.set_priors(mix)
+
+
+def _parse_priors(text: str | None) -> dict[str, float] | str | None:
+    """``--priors``: ``None``, ``"estimate"``, or the shares by class name."""
+    if text is None or text.strip() == "estimate":
+        return None if text is None else "estimate"
+    shares: dict[str, float] = {}
+    for part in text.split(","):
+        label, equals, value = part.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if not equals or not label.strip() or label.strip() in shares or share != share:  # noqa: PLR0124
+            raise click.BadParameter(
+                f"{part!r}: give CLASS=SHARE for each class once, separated by commas "
+                "(covid-19=0.05,normal=0.75,pneumonia=0.2), or 'estimate'",
+                param_hint="--priors",
+            )
+        shares[label.strip()] = share
+    return shares
 
 
 @cli.command("export")

@@ -57,7 +57,7 @@ from covidcxr.pipeline._outputs import (
 )
 from covidcxr.pipeline._persistence import MANIFEST_NAME
 from covidcxr.pipeline._prepared import DataPass, PreparedSet
-from covidcxr.pipeline._trust import TrustState
+from covidcxr.pipeline._trust import ClassPriors, TrustState
 from covidcxr.records import Prediction
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "METADATA_SCHEMA",
     "MODEL_CARD_NAME",
     "OUTPUT_FORMATS",
+    "ClassPriors",
     "ComponentSpec",
     "DataPass",
     "DetectionsTable",

@@ -463,6 +463,7 @@ def card_metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "calibration": trust.get("calibration") or None,
         "gate": trust.get("gate") or None,
         "operating_points": trust.get("operating_points") or None,
+        "class_priors": trust.get("priors") or None,
         "limitations": _limitations(manifest, data),
         "references": [citation] if citation else [],
         "changelog": changelog,
@@ -492,7 +493,9 @@ _COMPONENT_SCHEMA: Final[dict[str, Any]] = {
 
 #: The shape of ``metadata.json`` (format version 1), as JSON Schema (draft 2020-12).
 #: Every key is always present; a section the model lacks is ``null`` (``evaluations``,
-#: ``limitations``, ``references`` and ``changelog`` are lists, possibly empty).
+#: ``limitations``, ``references`` and ``changelog`` are lists, possibly empty). Only
+#: ``class_priors`` (the deployment class mix, :meth:`covidcxr.Pipeline.set_priors`) may be
+#: absent, from cards written before covidcxr recorded one.
 METADATA_SCHEMA: Final[dict[str, Any]] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "covidcxr model card metadata",
@@ -639,6 +642,15 @@ METADATA_SCHEMA: Final[dict[str, Any]] = {
         "calibration": {"type": ["object", "null"]},
         "gate": {"type": ["object", "null"]},
         "operating_points": {"type": ["object", "null"]},
+        # Written since covidcxr recorded a deployment class mix; absent from older cards.
+        "class_priors": {
+            "type": ["object", "null"],
+            "properties": {
+                "training": {"type": "object"},
+                "deployment": {"type": "object"},
+                "source": {"type": "string"},
+            },
+        },
         "limitations": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "references": {"type": "array", "items": {"type": "string"}},
         "changelog": {
@@ -866,6 +878,26 @@ def _operating_point_lines(points: Any) -> list[str]:
     return lines
 
 
+def _class_prior_lines(priors: Any) -> list[str]:
+    """The deployment class mix, when one is set (nothing otherwise)."""
+    if not isinstance(priors, Mapping):
+        return []
+
+    def mix(shares: Any) -> str:
+        if not isinstance(shares, Mapping):
+            return "not recorded"
+        return ", ".join(f"{label} {_fmt(share)}" for label, share in shares.items())
+
+    return [
+        "",
+        f"**Class mix:** the probabilities are moved by Bayes' rule to the class mix "
+        f"{mix(priors.get('deployment'))} ({priors.get('source')}), from the training mix "
+        f"{mix(priors.get('training'))}; the decision is the most probable class there, "
+        "class thresholds applying at the training mix. The figures above were measured "
+        "before, at the evaluation data's own mix.",
+    ]
+
+
 def render_model_card(metadata: Mapping[str, Any]) -> str:
     """The Markdown model card (``model_card.md``) of :func:`card_metadata`'s output."""
     lines = [f"# Model card: {metadata['name']}", ""]
@@ -909,6 +941,7 @@ def render_model_card(metadata: Mapping[str, Any]) -> str:
         "## Operating points",
         "",
         *_operating_point_lines(metadata.get("operating_points")),
+        *_class_prior_lines(metadata.get("class_priors")),
         "",
         "## Limitations",
         "",

@@ -30,6 +30,7 @@ from covidcxr.evaluate._evaluator import (
     OneClassPredictionWarning,
     one_class_warning,
 )
+from covidcxr.evaluate._priors import PriorEstimate, estimate_priors, priors_as_shares
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.evaluate._report import ReportFiles, write_report
 from covidcxr.files import check_output_directory, output_directory, write_text
@@ -43,7 +44,12 @@ from covidcxr.lungs import (
     inside_lungs,
     lung_severity,
 )
-from covidcxr.pipeline._card import model_facts, model_note, training_data_facts
+from covidcxr.pipeline._card import (
+    changelog_entry,
+    model_facts,
+    model_note,
+    training_data_facts,
+)
 from covidcxr.pipeline._config import (
     COMPONENT_KEYS,
     ComponentSpec,
@@ -64,7 +70,7 @@ from covidcxr.pipeline._prepared import (
     prepare,
 )
 from covidcxr.pipeline._report import annotate, round_robin
-from covidcxr.pipeline._trust import TrustState, fit_trust
+from covidcxr.pipeline._trust import ClassPriors, TrustState, fit_trust
 from covidcxr.plugins import (
     available_classifiers,
     available_detectors,
@@ -206,7 +212,8 @@ class _Scored:
     """One prepared radiograph of a scored chunk.
 
     The gate's decision and, if it was let through, the classifier's probabilities
-    (uncalibrated and calibrated), the verdict on them (label, status, reason), the
+    (uncalibrated, calibrated, and calibrated then moved to the deployment class mix: the
+    same as calibrated without one), the verdict on them (label, status, reason), the
     detections and the severity. ``frame`` is the prepared radiograph; ``xray`` is what
     the models saw (its lung crop, with a lung stage).
     """
@@ -215,6 +222,7 @@ class _Scored:
     decision: GateDecision | None
     probabilities: NDArray[np.float32] | None = None
     calibrated: list[float] | None = None
+    adjusted: list[float] | None = None
     verdict: tuple[str, str, str | None] | None = None
     detections: list[Detection] = attrs.Factory(list)
     severity: Severity | None = None
@@ -734,13 +742,15 @@ class Pipeline:
         if probabilities is not None:
             # Calibrated and decided for the whole chunk at once, not row by row.
             calibrated = self.trust_.calibrate(probabilities)
-            verdicts = self.trust_.decide_rows(calibrated, self.classes_)
-            rows = calibrated.tolist()
+            adjusted = self.trust_.adjust(calibrated)
+            verdicts = self.trust_.decide_rows(calibrated, self.classes_, adjusted=adjusted)
+            rows, moved = calibrated.tolist(), adjusted.tolist()
         for position, index in enumerate(kept):
             assert probabilities is not None  # noqa: S101 - kept is not empty
             scored[index].xray = admitted[position]
             scored[index].probabilities = probabilities[position]
             scored[index].calibrated = rows[position]
+            scored[index].adjusted = moved[position]
             scored[index].verdict = verdicts[position]
             scored[index].detections = found[position]
             scored[index].severity = severities[position]
@@ -749,7 +759,7 @@ class Pipeline:
     def _prediction(self, scored: _Scored, detections: Sequence[Detection]) -> Prediction:
         decision = scored.decision
         ood_score = None if decision is None else decision.score
-        if scored.calibrated is None or scored.verdict is None:  # refused by the gate
+        if scored.adjusted is None or scored.verdict is None:  # refused by the gate
             reason = decision.reason if decision is not None else None
             return Prediction(
                 scored.xray.id, REJECTED, {}, status=REJECTED, ood_score=ood_score, reason=reason
@@ -760,7 +770,7 @@ class Pipeline:
         return Prediction(
             id=scored.xray.id,
             label=label,
-            probabilities=dict(zip(self.classes_, scored.calibrated, strict=True)),
+            probabilities=dict(zip(self.classes_, scored.adjusted, strict=True)),
             detections=detections,
             status=status,
             ood_score=ood_score,
@@ -924,12 +934,165 @@ class Pipeline:
         """Calibrate and set operating points on the validation radiographs."""
         probabilities = self._classify(validation_set)
         truth = [xray.label for xray in validation_set]
+        priors = self.trust_.priors  # the classifier is unchanged: so is its training mix
         one_class = one_class_warning(
             truth, [self.classes_[i] for i in probabilities.argmax(axis=1)], what="validation"
         )
         if one_class is not None:
             warnings.warn(one_class, OneClassPredictionWarning, stacklevel=3)
         self.trust_ = fit_trust(self.config.trust, probabilities, truth, self.classes_)
+        self.trust_.priors = priors
+
+    # -- the class mix where the model is used -------------------------------------------
+
+    def training_priors(self) -> dict[str, float]:
+        """The share of each class among the radiographs the classifier was trained on.
+
+        Raises
+        ------
+        ConfigurationError
+            If the pipeline is not fitted, or was saved by a covidcxr that did not record
+            its training data's class counts.
+        """
+        self._check_fitted()
+        facts = getattr(self, "training_data_", None) or {}
+        counts = facts.get("class_counts") if isinstance(facts, Mapping) else None
+        if not isinstance(counts, Mapping) or not all(
+            isinstance(counts.get(c), int | float) and counts[c] > 0 for c in self.classes_
+        ):
+            raise ConfigurationError(
+                "this pipeline does not record how many training radiographs each class had "
+                f"(training data: {counts!r}), so its probabilities cannot be moved to another "
+                "class mix; fit it again with this covidcxr"
+            )
+        total = float(sum(counts[c] for c in self.classes_))
+        return {c: counts[c] / total for c in self.classes_}
+
+    def set_priors(self, priors: Mapping[str, float] | None, *, source: str = "given") -> Self:
+        """Use the model where the classes occur in other proportions than in training.
+
+        The classifier learned its training radiographs' class mix (COVID-QU-Ex: half
+        COVID-19); where most radiographs are normal, a model taken as is calls too many
+        of them COVID-19 or pneumonia, and its probabilities are too high for those. With
+        the mix of the place set here, every probability is moved to it by Bayes' rule
+        (:func:`~covidcxr.evaluate.adjust_to_priors`), and the decision is the most
+        probable class at that mix. Operating points keep their promise: a class
+        threshold set for a target sensitivity still applies to the probability at the
+        training mix, since a class's sensitivity does not depend on how common it is; the
+        abstention threshold applies to the moved probabilities. This holds under label
+        shift only (each class's radiographs look as they did in training): radiographs of
+        another hospital also look different, which no reweighting corrects.
+
+        The mix is saved with the pipeline, and its model card says the probabilities are
+        moved. Unknown? :meth:`estimate_priors` estimates it from unlabelled radiographs.
+
+        Parameters
+        ----------
+        priors
+            The share (or count) of each class where the model is used, by class name; a
+            class may be 0 (it does not occur there). ``None`` goes back to the training
+            mix.
+        source
+            Where the mix comes from, in words, for the model card (``"given"``).
+
+        Returns
+        -------
+        Pipeline
+            ``self``.
+
+        Raises
+        ------
+        ConfigurationError
+            If the pipeline is not fitted or does not record its training class counts,
+            or ``priors`` do not give one share of 0 or more per class (all 0 is refused).
+
+        Examples
+        --------
+        >>> import covidcxr.pretrained
+        >>> pipeline = covidcxr.pretrained.load("covid-qu-ex")
+        >>> clinic = {"covid-19": 0.05, "normal": 0.75, "pneumonia": 0.20}
+        >>> print(pipeline.set_priors(clinic).trust_.priors.describe())
+        probabilities moved to the class mix covid-19 0.05, normal 0.75, pneumonia 0.20
+        (given) from the training mix covid-19 0.50, normal 0.25, pneumonia 0.25
+        """
+        if priors is None:
+            self._check_fitted()
+            if self.trust_.priors is not None:
+                self._log_card_change("class mix reset", "probabilities at the training mix")
+            self.trust_.priors = None
+            return self
+        training = self.training_priors()
+        classes = tuple(self.classes_)
+        shares = priors_as_shares(priors, len(classes), classes, "priors", zero_allowed=True)
+        self.trust_.priors = ClassPriors(
+            classes, [training[c] for c in classes], shares.tolist(), source
+        )
+        self._log_card_change("class mix set", self.trust_.priors.describe())
+        return self
+
+    def estimate_priors(
+        self,
+        source: SourceLike,
+        *,
+        tolerance: float = 1e-6,
+        max_iterations: int = 1000,
+    ) -> PriorEstimate:
+        """Estimate the class mix of unlabelled radiographs from the model's probabilities.
+
+        Predicts ``source`` (the input gate's refusals are left out) and runs the EM of
+        :func:`~covidcxr.evaluate.estimate_priors` on the calibrated probabilities at the
+        training mix (whatever mix is set). Give the result to :meth:`set_priors`::
+
+            estimate = pipeline.estimate_priors("our_scans/")
+            pipeline.set_priors(estimate.as_dict(), source=f"EM on {estimate.n_items} scans")
+
+        It needs a few hundred radiographs representative of the place, and rests on the
+        same label-shift assumption as :meth:`set_priors`.
+
+        Parameters
+        ----------
+        source
+            Radiographs of the place, labelled or not (labels are not read).
+        tolerance, max_iterations
+            When EM stops (see :func:`~covidcxr.evaluate.estimate_priors`).
+
+        Returns
+        -------
+        PriorEstimate
+            The estimated share of each class, by class name with
+            :meth:`~covidcxr.evaluate.PriorEstimate.as_dict`.
+
+        Raises
+        ------
+        ConfigurationError
+            If the pipeline does not record its training class counts, or the input gate
+            refused every radiograph.
+        """
+        training = self.training_priors()
+        self._check_preprocessing()
+        rows: list[list[float]] = []
+        prepared = self._prepared(as_source(source, "source"))
+        for chunk in ahead(chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS)):
+            rows += [s.calibrated for s in self._score_chunk(chunk) if s.calibrated is not None]
+        if not rows:
+            raise ConfigurationError(
+                "no radiograph was admitted by the input gate: nothing to estimate the class "
+                "mix from; are these frontal chest radiographs?"
+            )
+        return estimate_priors(
+            np.asarray(rows),
+            training,
+            classes=self.classes_,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+        )
+
+    def _log_card_change(self, event: str, description: str) -> None:
+        """Add a changelog entry for the model card, kept with the next save."""
+        records = getattr(self, "_card_records", None)
+        if records is None:
+            records = self._card_records = {}
+        records.setdefault("changelog", []).append(changelog_entry(event, description))
 
     def _fit_gate(self, train_set: PreparedSet) -> None:
         """Fit the input gate on the training radiographs alone: it never sees an outlier.
@@ -1371,7 +1534,7 @@ class Pipeline:
         pipeline.history_ = dict(manifest.get("history") or {})
         pipeline.training_fingerprint_ = manifest.get("training_data_fingerprint")
         pipeline.trust_ = TrustState.from_dict(
-            manifest.get("trust") or {}, Path(directory) / MANIFEST_NAME
+            manifest.get("trust") or {}, Path(directory) / MANIFEST_NAME, pipeline.classes_
         )
         pipeline.training_data_ = manifest.get("training_data")
         pipeline._card_records = {

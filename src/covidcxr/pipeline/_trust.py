@@ -1,4 +1,8 @@
-"""What a pipeline fits on its validation radiographs: calibration and operating points."""
+"""What a pipeline applies after its classifier: calibration, operating points, class mix.
+
+Calibration and operating points are fitted on the validation radiographs; the class mix
+of the place where the model is used (:class:`ClassPriors`) is set by its user.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any, Final
 
 import attrs
 import numpy as np
+from attrs import frozen
 from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError, ModelFormatError
@@ -18,14 +23,82 @@ from covidcxr.evaluate._calibration import (
     TemperatureScaling,
     expected_calibration_error,
 )
+from covidcxr.evaluate._priors import adjust_to_priors
 from covidcxr.pipeline._config import TrustConfig
 from covidcxr.records import ACCEPTED, UNCERTAIN
 
-__all__ = ["TrustState", "fit_trust"]
+__all__ = ["ClassPriors", "TrustState", "fit_trust"]
 
 # Fewer labelled validation radiographs than this fit no temperature: the estimate
 # would be noise.
 _MIN_CALIBRATION_ITEMS: Final = 20
+
+
+def _shares(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _names(values: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in values)
+
+
+@frozen
+class ClassPriors:
+    """The class mix a pipeline's probabilities are moved to, and the mix it learned.
+
+    Set with :meth:`covidcxr.Pipeline.set_priors`. The classifier learned the class
+    proportions of its training radiographs (``training``); where the classes occur in
+    other proportions (``deployment``), every probability is moved there by Bayes' rule
+    (:func:`~covidcxr.evaluate.adjust_to_priors`), under the label-shift assumption that
+    each class's radiographs look as they did in training.
+
+    Parameters
+    ----------
+    classes
+        The class of each share, in the classifier's column order.
+    training
+        The share of each class among the training radiographs.
+    deployment
+        The share of each class where the model is used.
+    source
+        Where the deployment mix came from, in words (``"given"``, or the EM estimate
+        and how many radiographs it rests on).
+    """
+
+    classes: tuple[str, ...] = attrs.field(converter=_names)
+    training: tuple[float, ...] = attrs.field(converter=_shares)
+    deployment: tuple[float, ...] = attrs.field(converter=_shares)
+    source: str = "given"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The priors as JSON-ready data, by class name."""
+        return {
+            "training": dict(zip(self.classes, self.training, strict=True)),
+            "deployment": dict(zip(self.classes, self.deployment, strict=True)),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], classes: Sequence[str]) -> ClassPriors:
+        """The priors :meth:`to_dict` wrote, for a classifier of ``classes``."""
+        training, deployment = data["training"], data["deployment"]
+        return cls(
+            classes,
+            [float(training[c]) for c in classes],
+            [float(deployment[c]) for c in classes],
+            str(data["source"]),
+        )
+
+    def describe(self) -> str:
+        """One line for people: both mixes and where the deployment one came from."""
+
+        def mix(shares: tuple[float, ...]) -> str:
+            return ", ".join(f"{c} {v:.2f}" for c, v in zip(self.classes, shares, strict=True))
+
+        return (
+            f"probabilities moved to the class mix {mix(self.deployment)} ({self.source}) "
+            f"from the training mix {mix(self.training)}"
+        )
 
 
 @attrs.define
@@ -41,17 +114,27 @@ class TrustState:
     validation
         What fitting measured on the validation radiographs: ``n``, and ECE before and
         after calibration.
+    priors
+        The class mix the probabilities are moved to, or ``None`` (the training mix).
     """
 
     calibration: TemperatureScaling | None = None
     operating_points: OperatingPoints | None = None
     validation: dict[str, Any] = attrs.Factory(dict)
+    priors: ClassPriors | None = None
 
     def calibrate(self, probabilities: NDArray[Any]) -> NDArray[np.float32]:
         """The calibrated probabilities (unchanged without a calibration)."""
         if self.calibration is None:
             return np.asarray(probabilities, np.float32)
         return np.asarray(self.calibration.transform(probabilities), np.float32)
+
+    def adjust(self, calibrated: NDArray[Any]) -> NDArray[np.float32]:
+        """Calibrated probabilities moved to the deployment class mix (unchanged without one)."""
+        if self.priors is None:
+            return np.asarray(calibrated, np.float32)
+        moved = adjust_to_priors(calibrated, self.priors.training, self.priors.deployment)
+        return np.asarray(moved, np.float32)
 
     def decide(
         self, probabilities: NDArray[Any], classes: Sequence[str]
@@ -60,15 +143,25 @@ class TrustState:
         return self.decide_rows(np.asarray(probabilities)[None, :], classes)[0]
 
     def decide_rows(
-        self, probabilities: NDArray[Any], classes: Sequence[str]
+        self,
+        probabilities: NDArray[Any],
+        classes: Sequence[str],
+        *,
+        adjusted: NDArray[Any] | None = None,
     ) -> list[tuple[str, str, str | None]]:
-        """:meth:`decide` for each row of a ``(n, classes)`` array, in one call."""
+        """:meth:`decide` for each row of a ``(n, classes)`` array, in one call.
+
+        ``adjusted`` are the same rows at the deployment class mix (:meth:`adjust`): the
+        operating points' class thresholds apply to ``probabilities``, the argmax and the
+        abstention to ``adjusted`` (see :meth:`OperatingPoints.decide`).
+        """
         rows = np.asarray(probabilities, np.float64)
         if len(rows) == 0:
             return []
+        moved = rows if adjusted is None else np.asarray(adjusted, np.float64)
         if self.operating_points is None:
-            return [(classes[index], ACCEPTED, None) for index in rows.argmax(axis=1).tolist()]
-        labels = self.operating_points.apply(rows)
+            return [(classes[index], ACCEPTED, None) for index in moved.argmax(axis=1).tolist()]
+        labels = self.operating_points.apply(rows, adjusted=moved)
         below = self.operating_points.abstain_below
         return [
             (
@@ -78,11 +171,11 @@ class TrustState:
             )
             if label == UNCERTAIN
             else (label, ACCEPTED, None)
-            for label, confidence in zip(labels, rows.max(axis=1).tolist(), strict=True)
+            for label, confidence in zip(labels, moved.max(axis=1).tolist(), strict=True)
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``calibration`` and ``operating_points`` entries."""
+        """The manifest's ``calibration``, ``operating_points`` and ``priors`` entries."""
         calibration = None
         if self.calibration is not None:
             calibration = {
@@ -94,11 +187,14 @@ class TrustState:
         points = None
         if self.operating_points is not None:
             points = self.operating_points.to_dict()
-        return {"calibration": calibration, "operating_points": points}
+        priors = self.priors.to_dict() if self.priors is not None else None
+        return {"calibration": calibration, "operating_points": points, "priors": priors}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: Path) -> TrustState:
-        """Read what :meth:`to_dict` wrote (``source`` names the file in errors).
+    def from_dict(cls, data: Mapping[str, Any], source: Path, classes: Sequence[str]) -> TrustState:
+        """Read what :meth:`to_dict` wrote for a classifier of ``classes``.
+
+        ``source`` names the file in errors.
 
         Raises
         ------
@@ -112,6 +208,8 @@ class TrustState:
             )
             points_entry = data.get("operating_points")
             points = OperatingPoints.from_dict(points_entry) if points_entry else None
+            priors_entry = data.get("priors")
+            priors = ClassPriors.from_dict(priors_entry, classes) if priors_entry else None
         except (ConfigurationError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFormatError(f"{source}: the trust entry is damaged: {exc}") from exc
         validation = {}
@@ -121,7 +219,7 @@ class TrustState:
                 "ece_before": calibration_entry.get("ece_before"),
                 "ece_after": calibration_entry.get("ece_after"),
             }
-        return cls(calibration, points, validation)
+        return cls(calibration, points, validation, priors)
 
 
 def fit_trust(

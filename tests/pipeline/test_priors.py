@@ -1,0 +1,246 @@
+"""The class mix where a model is used: Pipeline.set_priors, estimate_priors, the CLI.
+
+The classifier is the test plugin's softmax regression (fast), with a COVID-19 operating
+point; the gate is the real :class:`~covidcxr.gate.ChestXrayGate`, made small.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from covidcxr import Pipeline, Prediction, XRay
+from covidcxr.cli import cli
+from covidcxr.errors import ConfigurationError
+from covidcxr.evaluate import adjust_to_priors
+from covidcxr.phantoms import generate_phantoms
+from covidcxr.pipeline import METADATA_NAME, METADATA_SCHEMA, MODEL_CARD_NAME
+from covidcxr.records import ACCEPTED
+
+from .test_trust import trusted_config
+
+CLINIC = {"covid-19": 0.05, "normal": 0.8, "pneumonia": 0.15}
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::covidcxr.errors.SyntheticModelWarning"),
+    pytest.mark.filterwarnings("ignore::covidcxr.evaluate.CalibrationWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def fitted(module_test_components: str, module_test_config: dict[str, Any]) -> Pipeline:
+    """A fitted pipeline with a gate, calibration and a COVID-19 operating point."""
+    config = trusted_config(module_test_config, sensitivity={"covid-19": 0.95})
+    return Pipeline(config).fit(
+        generate_phantoms(40, size=64, seed=0), validation=generate_phantoms(10, size=64, seed=2)
+    )
+
+
+@pytest.fixture
+def pipeline(fitted: Pipeline, tmp_path: Path) -> Pipeline:
+    """A fresh copy of the fitted pipeline, free to change."""
+    return Pipeline.load(fitted.save(tmp_path / "fitted"))
+
+
+def _rows(predictions: list[Prediction], classes: tuple[str, ...]) -> dict[str, list[float]]:
+    return {
+        p.id: [p.probabilities[c] for c in classes] for p in predictions if p.status == ACCEPTED
+    }
+
+
+def test_the_training_mix_is_the_training_data_s(pipeline: Pipeline) -> None:
+    # generate_phantoms(40) gives 40 of each class.
+    assert pipeline.training_priors() == pytest.approx({c: 1 / 3 for c in pipeline.classes_})
+
+
+def test_probabilities_move_to_the_mix_and_the_operating_point_keeps_its_promise(
+    pipeline: Pipeline,
+) -> None:
+    images = generate_phantoms(6, size=64, seed=8)
+    classes = tuple(pipeline.classes_)
+    before = _rows(pipeline.predict(images), classes)
+    assert before
+    after_predictions = pipeline.set_priors(CLINIC).predict(images)
+    after = _rows(after_predictions, classes)
+    assert after.keys() == before.keys()
+    training = pipeline.training_priors()
+    points = pipeline.trust_.operating_points
+    assert points is not None
+    for prediction in after_predictions:
+        if prediction.id not in before:
+            continue
+        row = np.array([before[prediction.id]])
+        moved = adjust_to_priors(row, training, CLINIC, classes=classes)
+        assert after[prediction.id] == pytest.approx(moved[0].tolist(), abs=1e-5)
+        # The COVID-19 threshold applies at the training mix; argmax at the clinic's.
+        assert prediction.label == points.apply(row, adjusted=moved)[0]
+    assert pipeline.set_priors(None).trust_.priors is None
+    again = _rows(pipeline.predict(images), classes)
+    assert again.keys() == before.keys()
+    for key, values in again.items():
+        assert values == pytest.approx(before[key], abs=1e-6)
+
+
+def test_a_covid_19_call_at_threshold_survives_a_low_prevalence(pipeline: Pipeline) -> None:
+    points = pipeline.trust_.operating_points
+    assert points is not None
+    [point] = points.points
+    column = pipeline.classes_.index("covid-19")
+    # A row just over the COVID-19 threshold: adjusted to 1 % COVID-19 it is far below,
+    # yet the operating point still calls it, as its validation sensitivity promised.
+    row = np.full((1, 3), (1 - point.threshold - 1e-3) / 2)
+    row[0, column] = point.threshold + 1e-3
+    pipeline.set_priors({"covid-19": 0.01, "normal": 0.5, "pneumonia": 0.49})
+    moved = pipeline.trust_.adjust(row)
+    assert moved[0, column] < row[0, column]
+    label, status, _ = pipeline.trust_.decide_rows(row, pipeline.classes_, adjusted=moved)[0]
+    assert (label, status) == ("covid-19", ACCEPTED)
+
+
+def test_a_saved_pipeline_keeps_its_mix_and_its_card_says_so(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    images = generate_phantoms(3, size=64, seed=9)
+    pipeline.set_priors({"covid-19": 1, "normal": 16, "pneumonia": 3})  # counts work too
+    saved = pipeline.save(tmp_path / "clinic")
+    loaded = Pipeline.load(saved)
+    assert loaded.trust_.priors == pipeline.trust_.priors
+    assert loaded.trust_.priors is not None
+    assert loaded.trust_.priors.deployment == pytest.approx((0.05, 0.8, 0.15))
+    assert [p.to_dict() for p in loaded.predict(images)] == [
+        p.to_dict() for p in pipeline.predict(images)
+    ]
+    card = (saved / MODEL_CARD_NAME).read_text()
+    assert "**Class mix:** the probabilities are moved by Bayes' rule to the class mix" in card
+    assert "covid-19 0.050, normal 0.800, pneumonia 0.150 (given)" in card
+    metadata = json.loads((saved / METADATA_NAME).read_text())
+    assert metadata["class_priors"]["source"] == "given"
+    assert metadata["changelog"][-2]["event"] == "class mix set"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(metadata, METADATA_SCHEMA)
+
+
+def test_a_card_without_a_mix_says_nothing_of_one(pipeline: Pipeline, tmp_path: Path) -> None:
+    saved = pipeline.save(tmp_path / "plain")
+    assert "Class mix" not in (saved / MODEL_CARD_NAME).read_text()
+    assert json.loads((saved / METADATA_NAME).read_text())["class_priors"] is None
+
+
+def test_refitting_calibration_keeps_the_mix_and_fitting_again_drops_it(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.set_priors(CLINIC)
+    pipeline.fit_trust(validation=generate_phantoms(10, size=64, seed=4))
+    assert pipeline.trust_.priors is not None
+    pipeline.fit(generate_phantoms(40, size=64, seed=5))
+    assert pipeline.trust_.priors is None
+
+
+def test_em_estimates_the_mix_of_unlabelled_radiographs(pipeline: Pipeline) -> None:
+    phantoms = generate_phantoms(30, size=64, seed=10)
+    normal_heavy = [x for x in phantoms if x.label == "normal"] + [
+        x for x in phantoms if x.label != "normal"
+    ][:10]
+    unlabelled = [XRay(x.pixels, x.id) for x in normal_heavy]
+    estimate = pipeline.estimate_priors(unlabelled)
+    shares = estimate.as_dict()
+    assert estimate.converged
+    assert 30 <= estimate.n_items <= 40
+    assert list(shares) == list(pipeline.classes_)
+    assert shares["normal"] > 0.6  # 30 of 40; the training mix says a third
+    assert sum(shares.values()) == pytest.approx(1)
+
+
+@pytest.mark.parametrize(
+    ("priors", "message"),
+    [
+        ({"covid-19": 0.5, "normal": 0.5}, "missing 'pneumonia'"),
+        ({**CLINIC, "tb": 0.1}, "'tb' is not a class"),
+        ({"covid-19": -0.1, "normal": 0.6, "pneumonia": 0.5}, "finite and not negative"),
+        ({"covid-19": 0, "normal": 0, "pneumonia": 0}, "must not all be 0"),
+    ],
+)
+def test_unusable_mixes_are_refused(
+    pipeline: Pipeline, priors: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        pipeline.set_priors(priors)
+    assert pipeline.trust_.priors is None
+
+
+def test_a_model_without_training_class_counts_cannot_be_moved(pipeline: Pipeline) -> None:
+    pipeline.training_data_ = None
+    with pytest.raises(ConfigurationError, match="does not record how many training"):
+        pipeline.set_priors(CLINIC)
+    with pytest.raises(ConfigurationError, match="does not record how many training"):
+        pipeline.estimate_priors(generate_phantoms(2, size=64, seed=1))
+
+
+@pytest.fixture
+def scans(tmp_path: Path) -> Path:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for xray in generate_phantoms(4, size=64, seed=12):
+        cv2.imwrite(str(folder / f"{xray.id}.png"), np.asarray(xray.pixels))
+    return folder
+
+
+def test_cli_predict_moves_probabilities_to_the_given_mix(
+    fitted: Pipeline, scans: Path, tmp_path: Path
+) -> None:
+    model = str(fitted.save(tmp_path / "model"))
+    plain = CliRunner().invoke(cli, ["predict", model, str(scans), "--json"])
+    mix = "covid-19=0.05,normal=0.8,pneumonia=0.15"
+    moved = CliRunner().invoke(cli, ["predict", model, str(scans), "--json", "--priors", mix])
+    assert plain.exit_code == 0, plain.output
+    assert moved.exit_code == 0, moved.output
+    classes = tuple(fitted.classes_)
+    for before, after in zip(json.loads(plain.output), json.loads(moved.output), strict=True):
+        if before["status"] != ACCEPTED:
+            continue
+        row = np.array([[before["probabilities"][c] for c in classes]])
+        expected = adjust_to_priors(row, fitted.training_priors(), CLINIC, classes=classes)
+        assert [after["probabilities"][c] for c in classes] == pytest.approx(
+            expected[0].tolist(), abs=1e-5
+        )
+
+
+def test_cli_predict_estimates_the_mix_from_the_scans(
+    fitted: Pipeline, scans: Path, tmp_path: Path
+) -> None:
+    model = str(fitted.save(tmp_path / "model"))
+    result = CliRunner().invoke(cli, ["predict", model, str(scans), "--priors", "estimate"])
+    assert result.exit_code == 0, result.output
+    assert "estimated class mix: covid-19 " in result.output
+    assert "(EM on " in result.output
+
+
+@pytest.mark.parametrize(
+    "value", ["covid-19=0.5,normal", "covid-19=half,normal=0.5", "covid-19=0.5,covid-19=0.5", "=1"]
+)
+def test_cli_predict_refuses_a_mix_it_cannot_read(
+    fitted: Pipeline, scans: Path, tmp_path: Path, value: str
+) -> None:
+    model = str(fitted.save(tmp_path / "model"))
+    result = CliRunner().invoke(cli, ["predict", model, str(scans), "--priors", value])
+    assert result.exit_code == 2
+    assert "--priors" in result.output
+
+
+def test_cli_predict_refuses_a_mix_on_ray(scans: Path) -> None:
+    args = ["predict", "m", str(scans), "--engine", "ray", "--priors", "estimate"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "--priors applies to --engine local only" in result.output
