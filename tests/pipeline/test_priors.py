@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from covidcxr import Pipeline, Prediction, XRay
 from covidcxr.cli import cli
 from covidcxr.errors import ConfigurationError
-from covidcxr.evaluate import adjust_to_priors
+from covidcxr.evaluate import EvaluationReport, adjust_to_priors
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import METADATA_NAME, METADATA_SCHEMA, MODEL_CARD_NAME
 from covidcxr.records import ACCEPTED
@@ -130,6 +130,33 @@ def test_a_saved_pipeline_keeps_its_mix_and_its_card_says_so(
     assert metadata["changelog"][-2]["event"] == "class mix set"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(metadata, METADATA_SCHEMA)
+
+
+def test_a_mix_set_before_the_first_save_keeps_the_training_entry(
+    fitted: Pipeline, tmp_path: Path, module_test_config: dict[str, Any]
+) -> None:
+    config = trusted_config(module_test_config)
+    fresh = Pipeline(config).fit(generate_phantoms(40, size=64, seed=0))
+    saved = fresh.set_priors(CLINIC).save(tmp_path / "fresh")
+    changelog = json.loads((saved / METADATA_NAME).read_text())["changelog"]
+    assert [entry["event"] for entry in changelog] == ["class mix set", "saved"]
+    assert changelog[1]["description"].startswith("trained on ")
+
+
+def test_an_evaluation_at_a_mix_says_so(pipeline: Pipeline) -> None:
+    report = pipeline.set_priors(CLINIC).evaluate(generate_phantoms(4, size=64, seed=13))
+    assert isinstance(report, EvaluationReport)
+    assert any(note.startswith("Pipeline.set_priors: probabilities moved") for note in report.notes)
+
+
+def test_estimating_the_mix_runs_no_detector(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(images: object) -> None:
+        raise AssertionError("the detector ran")
+
+    monkeypatch.setattr(pipeline, "_detect", refuse)
+    assert pipeline.estimate_priors(generate_phantoms(3, size=64, seed=14)).n_items > 0
 
 
 def test_a_card_without_a_mix_says_nothing_of_one(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -307,7 +307,8 @@ def changelog_entry(event: str, description: str, *, date: str | None = None) ->
 
 def save_entry(manifest: Mapping[str, Any]) -> dict[str, str]:
     """The changelog entry of a save of ``manifest`` (its earlier changelog is kept)."""
-    earlier = manifest.get("changelog") or []
+    # A change logged before the first save (a class mix set) is not a save.
+    earlier = [e for e in manifest.get("changelog") or [] if e.get("event") == "saved"]
     trust = manifest.get("trust") or {}
     fitted = [name.replace("_", " ") for name in ("gate", "calibration", "operating_points")
               if isinstance(trust, Mapping) and trust.get(name)]  # fmt: skip

@@ -720,8 +720,12 @@ class Pipeline:
             )
         return probabilities
 
-    def _score_chunk(self, prepared: Sequence[XRay]) -> list[_Scored]:
-        """Gate, classify and detect a chunk; refused images are neither classified nor searched."""
+    def _score_chunk(self, prepared: Sequence[XRay], *, detect: bool = True) -> list[_Scored]:
+        """Gate, classify and detect a chunk; refused images are neither classified nor searched.
+
+        ``detect=False`` leaves the detector out (every admitted image gets no lesions and
+        no severity): for what needs the probabilities only.
+        """
         decisions: list[GateDecision | None] = (
             list(self.gate_.assess(prepared)) if self.gate_ is not None else [None] * len(prepared)
         )
@@ -734,7 +738,10 @@ class Pipeline:
         if self.lungs_ is not None and admitted:
             admitted = self.lungs_.apply(admitted)
         probabilities = self._classify(admitted) if admitted else None
-        found, severities = self._detect(admitted) if admitted else ([], [])
+        if admitted and detect:
+            found, severities = self._detect(admitted)
+        else:
+            found, severities = [[] for _ in admitted], [None] * len(admitted)
         scored = [
             _Scored(xray, decision, frame=xray)
             for xray, decision in zip(prepared, decisions, strict=True)
@@ -1039,7 +1046,8 @@ class Pipeline:
     ) -> PriorEstimate:
         """Estimate the class mix of unlabelled radiographs from the model's probabilities.
 
-        Predicts ``source`` (the input gate's refusals are left out) and runs the EM of
+        Classifies ``source`` (the input gate's refusals are left out; the detector is not
+        run) and runs the EM of
         :func:`~covidcxr.evaluate.estimate_priors` on the calibrated probabilities at the
         training mix (whatever mix is set). Give the result to :meth:`set_priors`::
 
@@ -1073,7 +1081,8 @@ class Pipeline:
         rows: list[list[float]] = []
         prepared = self._prepared(as_source(source, "source"))
         for chunk in ahead(chunks(prepared, max_pixels=_CHUNK_PIXELS, max_items=_CHUNK_ITEMS)):
-            rows += [s.calibrated for s in self._score_chunk(chunk) if s.calibrated is not None]
+            scored = self._score_chunk(chunk, detect=False)
+            rows += [s.calibrated for s in scored if s.calibrated is not None]
         if not rows:
             raise ConfigurationError(
                 "no radiograph was admitted by the input gate: nothing to estimate the class "
@@ -1268,7 +1277,11 @@ class Pipeline:
         return report
 
     def _with_trust(self, report: EvaluationReport, collected: _Evaluation) -> EvaluationReport:
-        """Add why the gate refused what it did, and the calibration before, to ``report``."""
+        """Add the class mix, why the gate refused what it did, and the calibration before."""
+        if self.trust_.priors is not None:
+            # The figures (calibration "after" among them) are of the moved probabilities.
+            moved = f"Pipeline.set_priors: {self.trust_.priors.describe()}."
+            report = attrs.evolve(report, notes=(*report.notes, moved))
         reasons = Counter(p.reason for p in collected.predictions if p.status == REJECTED)
         if reasons:
             listed = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
