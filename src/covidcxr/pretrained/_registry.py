@@ -205,7 +205,11 @@ class ModelInfo:
     check
         How far its predictions moved when its weights were stored at ``precision``:
         ``{"images": what they were, "n_images": ..., "n_compared": ...,
-        "max_abs_probability_difference": ..., "n_decisions_changed": ...}``.
+        "max_abs_probability_difference": ..., "n_decisions_changed": ...,
+        "max_abs_severity_difference": ..., "n_severity_changed": ...,
+        "n_lesion_counts_changed": ...}`` (see
+        :class:`~covidcxr.pretrained.PrecisionCheck`; the last three are missing from
+        models packaged before covidcxr compared severity and lesions).
     files
         Every file with its SHA-256 and size.
     path
