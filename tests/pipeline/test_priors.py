@@ -23,10 +23,10 @@ from click.testing import CliRunner
 
 from covidcxr import Pipeline, Prediction, XRay
 from covidcxr.cli import cli
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate import EvaluationReport, adjust_to_priors
 from covidcxr.phantoms import generate_phantoms
-from covidcxr.pipeline import METADATA_NAME, METADATA_SCHEMA, MODEL_CARD_NAME
+from covidcxr.pipeline import MANIFEST_NAME, METADATA_NAME, METADATA_SCHEMA, MODEL_CARD_NAME
 from covidcxr.records import ACCEPTED
 
 from .test_trust import trusted_config
@@ -130,6 +130,26 @@ def test_a_saved_pipeline_keeps_its_mix_and_its_card_says_so(
     assert metadata["changelog"][-2]["event"] == "class mix set"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(metadata, METADATA_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e["deployment"].pop("normal"), "missing 'normal'"),
+        (lambda e: e["training"].update({"normal": 0}), "positive for every class"),
+        (lambda e: e["deployment"].update({"normal": -1}), "finite and not negative"),
+        (lambda e: e.pop("source"), "source"),
+    ],
+)
+def test_a_damaged_saved_mix_is_refused_on_loading(
+    pipeline: Pipeline, tmp_path: Path, change: Any, message: str
+) -> None:
+    saved = pipeline.set_priors(CLINIC).save(tmp_path / "clinic")
+    manifest = json.loads((saved / MANIFEST_NAME).read_text())
+    change(manifest["trust"]["priors"])
+    (saved / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match=f"the trust entry is damaged: .*{message}"):
+        Pipeline.load(saved)
 
 
 def test_a_mix_set_before_the_first_save_keeps_the_training_entry(

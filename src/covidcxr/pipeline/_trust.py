@@ -23,7 +23,7 @@ from covidcxr.evaluate._calibration import (
     TemperatureScaling,
     expected_calibration_error,
 )
-from covidcxr.evaluate._priors import adjust_to_priors
+from covidcxr.evaluate._priors import adjust_to_priors, priors_as_shares
 from covidcxr.pipeline._config import TrustConfig
 from covidcxr.records import ACCEPTED, UNCERTAIN
 
@@ -80,14 +80,21 @@ class ClassPriors:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], classes: Sequence[str]) -> ClassPriors:
-        """The priors :meth:`to_dict` wrote, for a classifier of ``classes``."""
-        training, deployment = data["training"], data["deployment"]
-        return cls(
-            classes,
-            [float(training[c]) for c in classes],
-            [float(deployment[c]) for c in classes],
-            str(data["source"]),
+        """The priors :meth:`to_dict` wrote, for a classifier of ``classes``.
+
+        Raises
+        ------
+        ConfigurationError
+            If a mix does not give one share per class (positive ones for training).
+        KeyError, TypeError
+            If an entry is missing or of the wrong type.
+        """
+        n = len(classes)
+        training = priors_as_shares(data["training"], n, classes, "training", zero_allowed=False)
+        deployment = priors_as_shares(
+            data["deployment"], n, classes, "deployment", zero_allowed=True
         )
+        return cls(classes, training.tolist(), deployment.tolist(), str(data["source"]))
 
     def describe(self) -> str:
         """One line for people: both mixes and where the deployment one came from."""
