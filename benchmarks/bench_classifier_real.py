@@ -344,9 +344,20 @@ def run_seed(
         # Progress and epoch times only; not part of the recipe, never saved.
         "on_epoch_end": on_epoch_end,
     }
-    pipeline = Pipeline(
-        {**config, "classifier": classifier}, cache_dir=args.cache_dir, workers=args.workers
-    )
+    wiring: dict[str, Any] = {"classifier": classifier}
+    if "lungs" in config:
+        # The segmenter checkpoints too: a resumed seed crops with the segmenter it was
+        # trained on, instead of training one again (which costs about 25 min at 256 px on
+        # two cores, and on CPU need not end with the same weights).
+        lungs = config["lungs"]
+        wiring["lungs"] = {
+            **lungs,
+            "segmenter": {
+                **lungs["segmenter"],
+                "checkpoint_dir": str(seed_dir / "lungs-checkpoint"),
+            },
+        }
+    pipeline = Pipeline({**config, **wiring}, cache_dir=args.cache_dir, workers=args.workers)
     with TreeMonitor(interval=1.0) as monitor:
         started = time.perf_counter()
         clock[0] = started
