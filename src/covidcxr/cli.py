@@ -377,9 +377,11 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
     "--priors",
     metavar="MIX",
     help="The class mix where the model is used, as CLASS=SHARE,... (e.g. "
-    "covid-19=0.05,normal=0.75,pneumonia=0.2), or 'estimate' to estimate it from the "
-    "SOURCEs themselves (they are read twice): probabilities are moved to that mix by "
-    "Bayes' rule (see Pipeline.set_priors) [default: the training mix].",
+    "covid-19=0.05,normal=0.75,pneumonia=0.2; counts work too: they are divided by their "
+    "sum), 'estimate' to estimate it from the SOURCEs themselves (they are read twice), or "
+    "'training' for the model's training mix: probabilities are moved to that mix by "
+    "Bayes' rule (see Pipeline.set_priors) [default: the mix saved with the model, which "
+    "is its training mix unless Pipeline.set_priors changed it].",
 )
 def predict_command(
     *,
@@ -452,6 +454,7 @@ def predict_command(
     # A model trained on phantoms says so: predicting warns (one "warning:" line on
     # stderr), and every row written or printed carries the note.
     note = model_note(pipeline.training_data_)
+    _apply_priors(pipeline, mix, None)  # a mix it cannot use fails before any reading
     source = _open_sources(sources, options)
     _apply_priors(pipeline, mix, source)
     if output is not None:
@@ -476,21 +479,35 @@ def predict_command(
 
 
 def _apply_priors(pipeline: Any, mix: dict[str, float] | str | None, source: Any) -> None:
-    """Set ``--priors`` on the pipeline; an estimate is printed on stderr."""
-    if mix == "estimate":
-        estimate = pipeline.estimate_priors(source)
-        shares = ", ".join(f"{c} {v:.3f}" for c, v in estimate.as_dict().items())
-        n = estimate.n_items
-        click.echo(f"estimated class mix: {shares} (EM on {n} radiographs)", err=True)
-        pipeline.set_priors(estimate.as_dict(), source=f"EM estimate from {n} radiographs")
+    """Set ``--priors`` on the pipeline; an estimate is printed on stderr.
+
+    Called twice: before the sources are opened (``source`` is ``None``: a given mix, or
+    the training one) and after (``estimate``, which reads them).
+    """
+    if source is not None:
+        if mix == "estimate":
+            _estimate_priors(pipeline, source)
+    elif mix == "training":
+        pipeline.set_priors(None)
     elif isinstance(mix, dict):
         pipeline.set_priors(mix)
 
 
+def _estimate_priors(pipeline: Any, source: Any) -> None:
+    """``--priors estimate``: EM on the sources, printed on stderr, then set."""
+    estimate = pipeline.estimate_priors(source)
+    shares = ", ".join(f"{c} {v:.3f}" for c, v in estimate.as_dict().items())
+    n = estimate.n_items
+    click.echo(f"estimated class mix: {shares} (EM on {n} radiographs)", err=True)
+    pipeline.set_priors(estimate.as_dict(), source=f"EM estimate from {n} radiographs")
+
+
 def _parse_priors(text: str | None) -> dict[str, float] | str | None:
-    """``--priors``: ``None``, ``"estimate"``, or the shares by class name."""
-    if text is None or text.strip() == "estimate":
-        return None if text is None else "estimate"
+    """``--priors``: ``None``, ``"estimate"``, ``"training"``, or the shares by class name."""
+    if text is None:
+        return None
+    if text.strip() in ("estimate", "training"):
+        return text.strip()
     shares: dict[str, float] = {}
     for part in text.split(","):
         label, equals, value = part.partition("=")
@@ -501,7 +518,7 @@ def _parse_priors(text: str | None) -> dict[str, float] | str | None:
         if not equals or not label.strip() or label.strip() in shares or share != share:  # noqa: PLR0124
             raise click.BadParameter(
                 f"{part!r}: give CLASS=SHARE for each class once, separated by commas "
-                "(covid-19=0.05,normal=0.75,pneumonia=0.2), or 'estimate'",
+                "(covid-19=0.05,normal=0.75,pneumonia=0.2), 'estimate' or 'training'",
                 param_hint="--priors",
             )
         shares[label.strip()] = share

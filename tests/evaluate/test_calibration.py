@@ -461,3 +461,15 @@ def test_operating_points_threshold_at_the_fitted_mix_and_argmax_at_another() ->
     assert lenient.apply(probs) == [UNCERTAIN, "normal", UNCERTAIN]
     with pytest.raises(ConfigurationError, match="they must be the same rows"):
         points.apply(probs, adjusted=adjusted[:2])
+
+
+def test_a_class_absent_at_the_mix_is_never_called_by_its_threshold() -> None:
+    points = OperatingPoints(
+        ("covid-19", "normal"),
+        [ClassOperatingPoint("covid-19", 0.95, 0.4, 1, 2, 1.0, 0.5, 0.0, 1.0)],
+    )
+    probs = np.array([[0.6, 0.4], [0.7, 0.3]])
+    # Where COVID-19 does not occur (prior 0) its adjusted probability is 0: its
+    # threshold, met at the fitted mix, must not call it anyway.
+    adjusted = np.array([[0.0, 1.0], [0.2, 0.8]])
+    assert points.apply(probs, adjusted=adjusted) == ["normal", "covid-19"]

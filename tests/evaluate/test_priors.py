@@ -117,6 +117,16 @@ def test_em_reports_when_it_did_not_converge() -> None:
         (TRAINED, [0.5, -0.1, 0.6], {}, "finite and not negative"),
         (TRAINED, [0.0, 0.0, 0.0], {}, "must not all be 0"),
         (TRAINED, [np.nan, 0.5, 0.5], {}, "finite and not negative"),
+        (
+            {"covid": 0.5, "normal": 0.25, "pneumonia": 0.25},
+            TRAINED,
+            {"classes": CLASSES},
+            "'covid' is not a class",  # the typo is named, not the class it missed
+        ),
+        ({"covid-19": "x", "normal": 1, "pneumonia": 1}, TRAINED, {"classes": CLASSES}, "numbers"),
+        (TRAINED, [None, 0.5, 0.5], {}, "finite and not negative"),
+        ([1e-320, 1.0, 1.0], TRAINED, {}, "too small to divide by"),
+        (TRAINED, TRAINED, {"classes": CLASSES[:2]}, "classes names 2 classes"),
     ],
 )
 def test_unusable_priors_are_refused(

@@ -24,14 +24,22 @@ from click.testing import CliRunner
 from covidcxr import Pipeline, Prediction, XRay
 from covidcxr.cli import cli
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.evaluate import EvaluationReport, adjust_to_priors
+from covidcxr.evaluate import CalibrationWarning, EvaluationReport, adjust_to_priors
 from covidcxr.phantoms import generate_phantoms
-from covidcxr.pipeline import MANIFEST_NAME, METADATA_NAME, METADATA_SCHEMA, MODEL_CARD_NAME
-from covidcxr.records import ACCEPTED
+from covidcxr.pipeline import (
+    MANIFEST_NAME,
+    METADATA_NAME,
+    METADATA_SCHEMA,
+    MODEL_CARD_NAME,
+    ClassPriors,
+)
+from covidcxr.pipeline._trust import TrustState
+from covidcxr.records import ACCEPTED, UNCERTAIN
 
 from .test_trust import trusted_config
 
 CLINIC = {"covid-19": 0.05, "normal": 0.8, "pneumonia": 0.15}
+CLASSES = ("covid-19", "normal", "pneumonia")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::covidcxr.errors.SyntheticModelWarning"),
@@ -107,6 +115,80 @@ def test_a_covid_19_call_at_threshold_survives_a_low_prevalence(pipeline: Pipeli
     assert moved[0, column] < row[0, column]
     label, status, _ = pipeline.trust_.decide_rows(row, pipeline.classes_, adjusted=moved)[0]
     assert (label, status) == ("covid-19", ACCEPTED)
+
+
+def test_a_class_the_mix_says_is_absent_is_not_called_by_its_threshold(
+    pipeline: Pipeline,
+) -> None:
+    points = pipeline.trust_.operating_points
+    assert points is not None
+    column = pipeline.classes_.index("covid-19")
+    row = np.full((1, 3), 0.05)
+    row[0, column] = 0.9  # over any COVID-19 threshold
+    pipeline.set_priors({"covid-19": 0, "normal": 0.5, "pneumonia": 0.5})
+    moved = pipeline.trust_.adjust(row)
+    label, status, _ = pipeline.trust_.decide_rows(row, pipeline.classes_, adjusted=moved)[0]
+    assert moved[0, column] == 0
+    assert label != "covid-19"
+    assert status == ACCEPTED
+
+
+def test_a_radiograph_with_no_probability_left_at_the_mix_is_uncertain() -> None:
+    # The classifier is sure of classes that the mix says do not occur: Bayes' rule
+    # leaves nothing; one such radiograph must not stop a whole run, nor get a class.
+    trust = TrustState(priors=ClassPriors(CLASSES, [0.5, 0.25, 0.25], [1.0, 0.0, 0.0]))
+    rows = np.array([[0.2, 0.8, 0.0], [0.0, 1.0, 0.0]])
+    moved = trust.adjust(rows)
+    assert moved.tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    first, second = trust.decide_rows(rows, CLASSES, adjusted=moved)
+    assert first == ("covid-19", ACCEPTED, None)
+    assert second[:2] == (UNCERTAIN, UNCERTAIN)
+    assert second[2] is not None
+    assert "do not occur" in second[2]
+
+
+def test_one_row_is_decided_at_the_mix_as_a_batch_is() -> None:
+    trust = TrustState(priors=ClassPriors(CLASSES, [0.5, 0.25, 0.25], list(CLINIC.values())))
+    row = np.array([0.6, 0.3, 0.1])
+    batch = trust.decide_rows(row[None, :], CLASSES, adjusted=trust.adjust(row[None, :]))
+    assert trust.decide(row, CLASSES) == batch[0] == ("normal", ACCEPTED, None)
+
+
+def test_class_priors_refuse_shares_that_do_not_fit_their_classes() -> None:
+    with pytest.raises(ConfigurationError, match="one value per probability column"):
+        ClassPriors(CLASSES, [1, 2], [3, 4, 5])
+    with pytest.raises(ConfigurationError, match="positive for every class"):
+        ClassPriors(CLASSES, [0, 1, 1], [1, 1, 1])
+
+
+def test_a_saved_mix_loads_back_exactly() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        priors = ClassPriors(CLASSES, rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3)))
+        saved = json.loads(json.dumps(priors.to_dict()))
+        assert ClassPriors.from_dict(saved, CLASSES) == priors
+
+
+def test_a_small_share_is_not_described_as_none() -> None:
+    priors = ClassPriors(CLASSES, [0.5, 0.25, 0.25], [0.004, 0.8, 0.196])
+    assert "covid-19 0.004, normal 0.8, pneumonia 0.196" in priors.describe()
+
+
+def test_an_estimate_from_few_radiographs_warns(pipeline: Pipeline) -> None:
+    with pytest.warns(CalibrationWarning, match=r"class mix may be far off: it rests on \d+"):
+        pipeline.estimate_priors(generate_phantoms(3, size=64, seed=14))
+
+
+def test_probabilities_that_are_not_numbers_are_refused(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NaN passes every threshold test as false: a damaged model must stop, not answer.
+    def broken(images: Any) -> Any:
+        return np.full((len(list(images)), 3), np.nan)
+
+    monkeypatch.setattr(pipeline.classifier_, "predict_proba", broken)
+    with pytest.raises(ModelFormatError, match="not finite numbers for 3 of 3 image"):
+        pipeline.predict(generate_phantoms(1, size=64, seed=15))
 
 
 def test_a_saved_pipeline_keeps_its_mix_and_its_card_says_so(
@@ -284,6 +366,29 @@ def test_cli_predict_refuses_a_mix_it_cannot_read(
     result = CliRunner().invoke(cli, ["predict", model, str(scans), "--priors", value])
     assert result.exit_code == 2
     assert "--priors" in result.output
+
+
+def test_cli_predict_goes_back_to_the_training_mix(
+    fitted: Pipeline, scans: Path, tmp_path: Path
+) -> None:
+    plain = CliRunner().invoke(cli, ["predict", str(fitted.save(tmp_path / "m")), str(scans)])
+    clinic = Pipeline.load(fitted.save(tmp_path / "model")).set_priors(CLINIC)
+    model = str(clinic.save(tmp_path / "clinic"))
+    saved_mix = CliRunner().invoke(cli, ["predict", model, str(scans)])
+    back = CliRunner().invoke(cli, ["predict", model, str(scans), "--priors", "training"])
+    assert back.exit_code == 0, back.output
+    assert back.output == plain.output != saved_mix.output
+
+
+def test_cli_predict_refuses_a_mix_of_unknown_classes_before_reading(
+    fitted: Pipeline, tmp_path: Path
+) -> None:
+    model = str(fitted.save(tmp_path / "model"))
+    mix = "covid=0.05,normal=0.8,pneumonia=0.15"
+    missing = str(tmp_path / "no-such")  # never opened: the mix is refused first
+    result = CliRunner().invoke(cli, ["predict", model, missing, "--priors", mix])
+    assert isinstance(result.exception, ConfigurationError)
+    assert "'covid' is not a class" in str(result.exception)
 
 
 def test_cli_predict_refuses_a_mix_on_ray(scans: Path) -> None:

@@ -693,13 +693,16 @@ def _decide(
     """Column index of each row's decision; ``-1`` for an abstention.
 
     The thresholds apply to ``probs``; the argmax and the abstention to ``adjusted``
-    (the same rows at another class mix) when given.
+    (the same rows at another class mix) when given. A class with no probability left in
+    ``adjusted`` (its prior there is 0) is never chosen by its threshold.
     """
     chosen = probs if adjusted is None else adjusted
     decided: NDArray[np.intp] = chosen.argmax(axis=1).astype(np.intp)
     if columns.size:
         scores = probs[:, columns]
         reached = scores >= thresholds
+        if adjusted is not None:
+            reached &= adjusted[:, columns] > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(
                 thresholds > 0, scores / np.where(thresholds > 0, thresholds, 1), np.inf
@@ -926,7 +929,8 @@ class OperatingPoints:
             ``probabilities``: a class's sensitivity at a threshold depends only on how
             its own radiographs score, not on how common it is, so the threshold keeps its
             promise at any mix. The argmax and the abstention, which weigh the classes
-            against each other, use ``adjusted``.
+            against each other, use ``adjusted``; a class with no probability left there
+            (prior 0: it does not occur) is not chosen by its threshold either.
 
         Raises
         ------

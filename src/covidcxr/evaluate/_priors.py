@@ -62,11 +62,20 @@ def priors_as_shares(
         if missing or extra:
             raise ConfigurationError(
                 f"{what} must give one value per class of {tuple(classes)}: "
-                + (f"missing {missing[0]!r}" if missing else f"{extra[0]!r} is not a class")
+                + (f"{extra[0]!r} is not a class" if extra else f"missing {missing[0]!r}")
             )
-        values = np.array([float(priors[label]) for label in classes], dtype=np.float64)
-    else:
-        values = np.asarray(priors, dtype=np.float64)
+    if classes is not None and len(classes) != n_classes:
+        raise ConfigurationError(
+            f"classes names {len(classes)} classes, but there are {n_classes} probability columns"
+        )
+    try:
+        if isinstance(priors, Mapping):
+            by_name = [priors[label] for label in classes or ()]
+            values = np.array([float(value) for value in by_name], dtype=np.float64)
+        else:
+            values = np.asarray(priors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{what} must be numbers, got {priors!r}") from exc
     if values.shape != (n_classes,):
         raise ConfigurationError(
             f"{what} must have one value per probability column ({n_classes}), got shape "
@@ -83,6 +92,17 @@ def priors_as_shares(
         raise ConfigurationError(f"{what} must not all be 0")
     shares: NDArray[np.float64] = values / values.sum()
     return shares
+
+
+def _ratio(target: NDArray[np.float64], source: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(over="ignore"):
+        ratio: NDArray[np.float64] = target / source
+    if not np.isfinite(ratio).all():
+        raise ConfigurationError(
+            f"source_priors {source.tolist()} hold a share too small to divide by: give "
+            "each class's share of the training data"
+        )
+    return ratio
 
 
 def _reweighted(probs: NDArray[np.float64], ratio: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -155,7 +175,7 @@ def adjust_to_priors(
         source_priors, n_classes, classes, "source_priors", zero_allowed=False
     )
     target = priors_as_shares(target_priors, n_classes, classes, "target_priors", zero_allowed=True)
-    return _reweighted(probs, target / source)
+    return _reweighted(probs, _ratio(target, source))
 
 
 @frozen
@@ -255,7 +275,7 @@ def estimate_priors(
     converged = False
     iterations = 0
     for iterations in range(1, max_iterations + 1):  # noqa: B007 - read after the loop
-        updated = _reweighted(probs, current / source).mean(axis=0)
+        updated = _reweighted(probs, _ratio(current, source)).mean(axis=0)
         step = float(np.abs(updated - current).max())
         current = updated
         if step <= tolerance:

@@ -24,6 +24,7 @@ from covidcxr.errors import (
     SyntheticModelWarning,
     WeightsUnavailableError,
 )
+from covidcxr.evaluate._calibration import CalibrationWarning
 from covidcxr.evaluate._evaluator import (
     ClassificationEvaluator,
     EvaluationReport,
@@ -118,6 +119,8 @@ _SHOWN_LOGS: Final = frozenset({"loss", "accuracy", "val_loss", "val_accuracy"})
 # 334 images of 224 px), keeping memory bounded whatever the size of the source.
 _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 256
+# Fewer radiographs than this give a class-mix estimate too rough to rely on unwarned.
+_FEW_FOR_PRIORS: Final = 100
 _NO_LUNGS_REASON: Final = (
     "no lung fields found: classified on the whole frame, which the classifier was not trained on"
 )
@@ -718,6 +721,15 @@ class Pipeline:
                 f"the classifier returned probabilities of shape {probabilities.shape} for "
                 f"{len(prepared)} images and {len(self.classes_)} classes"
             )
+        broken = ~np.isfinite(probabilities).all(axis=1)
+        if broken.any():
+            # NaN would pass every threshold test as false and every difference as 0.
+            first = prepared[int(np.argmax(broken))].id
+            raise ModelFormatError(
+                f"the classifier returned probabilities that are not finite numbers for "
+                f"{int(broken.sum())} of {len(prepared)} image(s) (the first: {first!r}): its "
+                "weights are damaged or overflowed; load it again from a verified copy"
+            )
         return probabilities
 
     def _score_chunk(self, prepared: Sequence[XRay], *, detect: bool = True) -> list[_Scored]:
@@ -1019,8 +1031,8 @@ class Pipeline:
         >>> pipeline = covidcxr.pretrained.load("covid-qu-ex")
         >>> clinic = {"covid-19": 0.05, "normal": 0.75, "pneumonia": 0.20}
         >>> print(pipeline.set_priors(clinic).trust_.priors.describe())
-        probabilities moved to the class mix covid-19 0.05, normal 0.75, pneumonia 0.20
-        (given) from the training mix covid-19 0.50, normal 0.25, pneumonia 0.25
+        probabilities moved to the class mix covid-19 0.05, normal 0.75, pneumonia 0.2
+        (given) from the training mix covid-19 0.5, normal 0.25, pneumonia 0.25
         """
         if priors is None:
             self._check_fitted()
@@ -1075,6 +1087,12 @@ class Pipeline:
         ConfigurationError
             If the pipeline does not record its training class counts, or the input gate
             refused every radiograph.
+
+        Warns
+        -----
+        CalibrationWarning
+            If the estimate rests on fewer than 100 radiographs, on probabilities that are
+            not calibrated, or on EM steps that did not converge: it may be far off.
         """
         training = self.training_priors()
         self._check_preprocessing()
@@ -1088,13 +1106,27 @@ class Pipeline:
                 "no radiograph was admitted by the input gate: nothing to estimate the class "
                 "mix from; are these frontal chest radiographs?"
             )
-        return estimate_priors(
+        estimate = estimate_priors(
             np.asarray(rows),
             training,
             classes=self.classes_,
             tolerance=tolerance,
             max_iterations=max_iterations,
         )
+        doubts = []
+        if estimate.n_items < _FEW_FOR_PRIORS:
+            doubts.append(f"it rests on {estimate.n_items} radiograph(s), not a few hundred")
+        if self.trust_.calibration is None:
+            doubts.append("the probabilities are not calibrated ([trust] calibrate)")
+        if not estimate.converged:
+            doubts.append(f"EM did not converge in {estimate.n_iterations} steps")
+        if doubts:
+            warnings.warn(
+                f"the estimated class mix may be far off: {'; '.join(doubts)}",
+                CalibrationWarning,
+                stacklevel=2,
+            )
+        return estimate
 
     def _log_card_change(self, event: str, description: str) -> None:
         """Add a changelog entry for the model card, kept with the next save."""

@@ -6,6 +6,7 @@ of the place where the model is used (:class:`ClassPriors`) is set by its user.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,18 @@ def _names(values: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in values)
 
 
+def _as_saved(
+    saved: Mapping[str, Any], classes: Sequence[str], shares: NDArray[np.float64]
+) -> list[float]:
+    """The saved shares as written when they already sum to 1, else ``shares``.
+
+    Dividing shares by their sum again can change their last bits; a saved mix must load
+    back exactly as it was set.
+    """
+    values = [float(saved[label]) for label in classes]
+    return values if abs(math.fsum(values) - 1.0) <= 1e-9 else shares.tolist()
+
+
 @frozen
 class ClassPriors:
     """The class mix a pipeline's probabilities are moved to, and the mix it learned.
@@ -70,6 +83,14 @@ class ClassPriors:
     deployment: tuple[float, ...] = attrs.field(converter=_shares)
     source: str = "given"
 
+    def __attrs_post_init__(self) -> None:
+        n = len(self.classes)
+        if n < 2 or len(set(self.classes)) != n:
+            raise ConfigurationError(f"classes must name two or more classes, got {self.classes}")
+        # The shares are applied by position: one per class, in the classes' order.
+        priors_as_shares(self.training, n, self.classes, "training", zero_allowed=False)
+        priors_as_shares(self.deployment, n, self.classes, "deployment", zero_allowed=True)
+
     def to_dict(self) -> dict[str, Any]:
         """The priors as JSON-ready data, by class name."""
         return {
@@ -94,13 +115,19 @@ class ClassPriors:
         deployment = priors_as_shares(
             data["deployment"], n, classes, "deployment", zero_allowed=True
         )
-        return cls(classes, training.tolist(), deployment.tolist(), str(data["source"]))
+        return cls(
+            classes,
+            _as_saved(data["training"], classes, training),
+            _as_saved(data["deployment"], classes, deployment),
+            str(data["source"]),
+        )
 
     def describe(self) -> str:
         """One line for people: both mixes and where the deployment one came from."""
 
         def mix(shares: tuple[float, ...]) -> str:
-            return ", ".join(f"{c} {v:.2f}" for c, v in zip(self.classes, shares, strict=True))
+            # Three significant digits: a share of 0.004 must not read as 0.
+            return ", ".join(f"{c} {v:.3g}" for c, v in zip(self.classes, shares, strict=True))
 
         return (
             f"probabilities moved to the class mix {mix(self.deployment)} ({self.source}) "
@@ -136,11 +163,37 @@ class TrustState:
             return np.asarray(probabilities, np.float32)
         return np.asarray(self.calibration.transform(probabilities), np.float32)
 
+    def contradicted(self, calibrated: NDArray[Any]) -> NDArray[np.bool_]:
+        """Rows that give probability only to classes the deployment mix says do not occur.
+
+        Bayes' rule leaves such a row no probability at the mix: :meth:`adjust` gives it
+        the mix itself and :meth:`decide_rows` abstains on it. All false without a mix.
+        """
+        rows = np.asarray(calibrated, np.float64)
+        if self.priors is None:
+            return np.zeros(len(rows), dtype=np.bool_)
+        training = np.asarray(self.priors.training, np.float64)
+        deployment = np.asarray(self.priors.deployment, np.float64)
+        ratio = (deployment / deployment.sum()) / (training / training.sum())
+        void: NDArray[np.bool_] = (rows * ratio).sum(axis=1) <= 0
+        return void
+
     def adjust(self, calibrated: NDArray[Any]) -> NDArray[np.float32]:
-        """Calibrated probabilities moved to the deployment class mix (unchanged without one)."""
+        """Calibrated probabilities moved to the deployment class mix (unchanged without one).
+
+        A row :meth:`contradicted` flags gets the deployment mix itself: the classifier
+        says nothing about the classes that occur there.
+        """
         if self.priors is None:
             return np.asarray(calibrated, np.float32)
-        moved = adjust_to_priors(calibrated, self.priors.training, self.priors.deployment)
+        rows = np.asarray(calibrated, np.float64)
+        void = self.contradicted(rows)
+        deployment = np.asarray(self.priors.deployment, np.float64)
+        moved = np.tile(deployment / deployment.sum(), (len(rows), 1))
+        if not void.all():
+            moved[~void] = adjust_to_priors(
+                rows[~void], self.priors.training, self.priors.deployment
+            )
         return np.asarray(moved, np.float32)
 
     def decide(
@@ -158,28 +211,44 @@ class TrustState:
     ) -> list[tuple[str, str, str | None]]:
         """:meth:`decide` for each row of a ``(n, classes)`` array, in one call.
 
-        ``adjusted`` are the same rows at the deployment class mix (:meth:`adjust`): the
-        operating points' class thresholds apply to ``probabilities``, the argmax and the
-        abstention to ``adjusted`` (see :meth:`OperatingPoints.decide`).
+        ``adjusted`` are the same rows at the deployment class mix (:meth:`adjust`, which
+        is called when they are not given): the operating points' class thresholds apply
+        to ``probabilities``, the argmax and the abstention to ``adjusted`` (see
+        :meth:`OperatingPoints.decide`). A row :meth:`contradicted` flags is uncertain.
         """
         rows = np.asarray(probabilities, np.float64)
         if len(rows) == 0:
             return []
-        moved = rows if adjusted is None else np.asarray(adjusted, np.float64)
+        moved = np.asarray(self.adjust(rows) if adjusted is None else adjusted, np.float64)
         if self.operating_points is None:
-            return [(classes[index], ACCEPTED, None) for index in moved.argmax(axis=1).tolist()]
-        labels = self.operating_points.apply(rows, adjusted=moved)
-        below = self.operating_points.abstain_below
-        return [
-            (
-                UNCERTAIN,
-                UNCERTAIN,
-                f"confidence {confidence:.2f} is below the abstention threshold {below:.2f}",
-            )
-            if label == UNCERTAIN
-            else (label, ACCEPTED, None)
-            for label, confidence in zip(labels, moved.max(axis=1).tolist(), strict=True)
-        ]
+            labels = [classes[index] for index in moved.argmax(axis=1).tolist()]
+        else:
+            labels = self.operating_points.apply(rows, adjusted=moved)
+        below = self.operating_points.abstain_below if self.operating_points else None
+        void = self.contradicted(rows).tolist()
+        verdicts: list[tuple[str, str, str | None]] = []
+        for label, confidence, lost in zip(labels, moved.max(axis=1).tolist(), void, strict=True):
+            if lost:
+                verdicts.append(
+                    (
+                        UNCERTAIN,
+                        UNCERTAIN,
+                        "the classifier gives probability only to classes that the class "
+                        "mix set for this place says do not occur",
+                    )
+                )
+            elif label == UNCERTAIN:
+                verdicts.append(
+                    (
+                        UNCERTAIN,
+                        UNCERTAIN,
+                        f"confidence {confidence:.2f} is below the abstention threshold "
+                        f"{below:.2f}",
+                    )
+                )
+            else:
+                verdicts.append((label, ACCEPTED, None))
+        return verdicts
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``calibration``, ``operating_points`` and ``priors`` entries."""
