@@ -202,6 +202,30 @@ def test_a_precision_that_cannot_apply_is_refused_and_nothing_is_left(
     assert not (tmp_path / "copy").exists()
 
 
+def test_a_refused_copy_leaves_no_folder_it_made(saved_pipeline: Path, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deep" / "copy"
+    with pytest.raises(ConfigurationError, match="holds no Keras weights"):
+        write_shippable_copy(saved_pipeline, target, precision={"pipeline.json": "float16"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_is_written_beside_its_target_and_renamed_into_place(
+    saved_pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Until the final rename nothing is at the target, so a kill before it leaves no half
+    # copy there; an interruption removes the staging folder too.
+    from covidcxr.pretrained import _shipping
+
+    def killed(*args: object, **kwargs: object) -> None:
+        assert not (tmp_path / "copy").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_shipping, "_swap_in", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_shippable_copy(saved_pipeline, tmp_path / "copy")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_model_with_mixed_precisions_says_which_file_has_which(
     saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
 ) -> None:
@@ -273,6 +297,50 @@ def test_force_replaces_a_model_and_leaves_nothing_beside_it(
     assert available(root)[MODEL_NAME].build_command == "covidcxr train again"
     assert sorted(p.name for p in root.iterdir()) == [MODEL_NAME]
     assert load(MODEL_NAME, root=root).classes_
+
+
+def test_force_never_replaces_a_folder_that_holds_no_model(
+    saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
+) -> None:
+    mine = tmp_path / "tiny"
+    mine.mkdir()
+    (mine / "thesis.docx").write_bytes(b"four years of work")
+    with pytest.raises(OutputExistsError, match="not a shipped model"):
+        package(
+            "tiny",
+            saved_pipeline,
+            build_command="x",
+            root=tmp_path,
+            force=True,
+            check_images=check_images,
+        )
+    assert (mine / "thesis.docx").read_bytes() == b"four years of work"
+
+
+def test_a_model_a_killed_replacement_left_aside_is_put_back(
+    models_root: Path, saved_pipeline: Path, tmp_path: Path
+) -> None:
+    # Killed between moving the old model aside and renaming the new one into place, a
+    # replacement leaves no model at its name; the next packaging of that name puts the
+    # old one back (and removes a killed run's staging folder) before anything else.
+    root = shutil.copytree(models_root, tmp_path / "models")
+    aside = root / f".{MODEL_NAME}.replaced-abc123"
+    aside.mkdir()
+    (root / MODEL_NAME).rename(aside / MODEL_NAME)
+    (root / f".{MODEL_NAME}.staging-def456").mkdir()
+    with pytest.raises(OutputExistsError, match="force"):
+        package(MODEL_NAME, saved_pipeline, build_command="x", root=root)
+    assert sorted(p.name for p in root.iterdir()) == [MODEL_NAME]
+    assert load(MODEL_NAME, root=root).classes_
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), -0.1, 1.0])
+def test_a_tolerance_that_is_not_a_probability_change_is_refused(
+    tolerance: float, saved_pipeline: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"tolerance must be a number in \[0, 1\)"):
+        package("tiny", saved_pipeline, build_command="x", root=tmp_path, tolerance=tolerance)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_packaged_model_folder_is_readable_as_any_new_folder_is(
@@ -390,6 +458,21 @@ def test_the_check_compares_severity_and_lesion_counts(check_images: list[XRay])
     assert sentence.endswith("lesion counts changed: 1")
 
 
+def test_an_image_one_input_gate_admits_and_the_other_refuses_is_judged(
+    check_images: list[XRay],
+) -> None:
+    before = [_prediction("a", 0.9), _prediction("b", 0.6)]
+    refused = Prediction("b", "rejected", {}, status="rejected")
+    after = [_prediction("a", 0.9), refused]
+    check = compare_predictions(_Fixed(before), _Fixed(after), check_images[:2])  # type: ignore[arg-type]
+    assert check.max_abs_probability_difference == 0
+    assert check.n_admission_changed == 1
+    assert check.exceeds(0.5) == "whether the input gate admitted 1 image(s) at all"
+    assert check.to_dict()["n_admission_changed"] == 1
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        check.exceeds(float("nan"))
+
+
 def test_a_check_without_severity_says_nothing_of_it(check_images: list[XRay]) -> None:
     same = [_prediction("a", 0.9), _prediction("b", 0.6)]
     check = compare_predictions(_Fixed(same), _Fixed(same), check_images[:2])  # type: ignore[arg-type]
@@ -432,6 +515,8 @@ def test_python_m_add_lists_and_refuses_to_overwrite(saved_pipeline: Path, tmp_p
     assert entry["name"] == "tiny"
     assert entry["build_command"] == BUILD_COMMAND
     assert entry["revision"] == "0123abcd"
+    assert entry["precisions"] == {"classifier": "float16", "gate": "float16"}
+    assert entry["weights"] == "float16"
     assert "phantoms" in available(root)["tiny"].check["images"]  # the default check images
     again = runner.invoke(pretrained_main, args)
     assert again.exit_code != 0

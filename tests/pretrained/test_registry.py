@@ -199,6 +199,32 @@ def test_an_unlisted_file_is_refused(registry_copy: Path) -> None:
         load(MODEL_NAME, root=registry_copy)
 
 
+@pytest.mark.parametrize("kind", ["empty folder", "link to a folder", "link to a file"])
+def test_an_unlisted_folder_or_link_is_refused(registry_copy: Path, kind: str) -> None:
+    extra = registry_copy / MODEL_NAME / "pipeline" / "extra"
+    if kind == "empty folder":
+        extra.mkdir()
+    elif kind == "link to a folder":
+        extra.symlink_to(registry_copy, target_is_directory=True)
+    else:
+        extra.symlink_to(registry_copy / MODEL_NAME / SHIPPED_MANIFEST)
+    with pytest.raises(ModelFormatError, match=r"pipeline/extra: not listed in shipped.json"):
+        verify(MODEL_NAME, registry_copy)
+
+
+def test_a_listed_file_that_became_a_folder_is_refused(registry_copy: Path) -> None:
+    path = registry_copy / MODEL_NAME / SHIPPED_MANIFEST
+    manifest = json.loads(path.read_text())
+    entry = next(e for e in manifest["files"] if e["path"] == "pipeline/pipeline.json")
+    listed = registry_copy / MODEL_NAME / entry["path"]
+    listed.unlink()
+    listed.mkdir()
+    entry["size"] = listed.stat().st_size  # even at the listed size
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match=r"pipeline\.json: not a plain file"):
+        verify(MODEL_NAME, registry_copy)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -210,6 +236,9 @@ def test_an_unlisted_file_is_refused(registry_copy: Path) -> None:
         (lambda m: m["files"][0].update(sha256="xyz"), "a 'files' entry is damaged"),
         (lambda m: m.update(aliases="tiny"), "'aliases' is not a list of names"),
         (lambda m: m.update(precisions=["float16"]), "'precisions' is not a mapping"),
+        (lambda m: m.update(precisions={"nosuchfile": "float16"}), "mapping of listed files"),
+        (lambda m: m["precisions"].update(classifier="float8"), "mapping of listed files"),
+        (lambda m: m.update(precision="bogus"), "'precision' is 'bogus', not a precision"),
     ],
 )
 def test_a_damaged_manifest_is_refused(registry_copy: Path, change: object, message: str) -> None:

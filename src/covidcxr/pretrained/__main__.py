@@ -53,6 +53,7 @@ def list_command(root: Path | None, as_json: bool) -> None:
         payload = [
             {"name": i.name, "aliases": list(i.aliases), "summary": i.summary,
              "size_bytes": i.size_bytes, "precision": i.precision,
+             "precisions": dict(i.precisions), "weights": i.weights,
              "build_command": i.build_command, "revision": i.revision}
             for i in models.values()
         ]  # fmt: skip
@@ -108,10 +109,11 @@ def card_command(name: str, root: Path | None) -> None:
 )
 @click.option(
     "--tolerance",
-    type=float,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
     default=DEFAULT_TOLERANCE,
     show_default=True,
-    help="The largest change of a class probability accepted.",
+    help="The largest change of a class probability, or of an infected share of a lung, "
+    "accepted; an image the input gate admits in one copy only is never accepted.",
 )
 @click.option(
     "--alias",
@@ -125,7 +127,11 @@ def card_command(name: str, root: Path | None) -> None:
     "and card.",
 )
 @_ROOT_OPTION
-@click.option("--force", is_flag=True, help="Replace a model of the same name.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a model of the same name (never a folder that holds no shipped model).",
+)
 def add_command(
     *,
     name: str,

@@ -66,6 +66,9 @@ MODEL_FORMAT_VERSION: Final = 1
 #: starting with a letter or digit (it is a folder name and a command-line word).
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CHUNK: Final = 1 << 20
+# How a shipped file's Keras weights may be stored; "mixed" summarises several.
+_STORED_PRECISIONS: Final = ("float16", "float32")
+MIXED_PRECISION: Final = "mixed"
 _CARD_FILES: Final = ("metadata.json", "model_card.md")
 
 
@@ -355,16 +358,24 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
     if revision is not None and not isinstance(revision, str):
         raise ModelFormatError(f"{path}: field 'revision' is not a string")
     precisions = manifest.get("precisions", {})
+    # precisions are by the file's path in the saved pipeline (pipeline/<path> here).
+    listed = {entry.path.removeprefix(f"{PIPELINE_FOLDER}/") for entry in files}
     if not isinstance(precisions, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in precisions.items()
+        key in listed and value in _STORED_PRECISIONS for key, value in precisions.items()
     ):
-        raise ModelFormatError(f"{path}: field 'precisions' is not a mapping of file to precision")
+        raise ModelFormatError(
+            f"{path}: field 'precisions' is not a mapping of listed files to "
+            f"{' or '.join(_STORED_PRECISIONS)}"
+        )
+    precision = _require(manifest, "precision", str, path)
+    if precision not in (*_STORED_PRECISIONS, MIXED_PRECISION):
+        raise ModelFormatError(f"{path}: field 'precision' is {precision!r}, not a precision")
     return ModelInfo(
         name=name,
         summary=_require(manifest, "summary", str, path),
         size_bytes=_require(manifest, "size_bytes", int, path),
         original_size_bytes=_require(manifest, "original_size_bytes", int, path),
-        precision=_require(manifest, "precision", str, path),
+        precision=precision,
         build_command=_require(manifest, "build_command", str, path),
         covidcxr_version=_require(manifest, "covidcxr_version", str, path),
         keras_version=_require(manifest, "keras_version", str, path),
@@ -454,11 +465,22 @@ def model_info(name: str, root: str | os.PathLike[str] | None = None) -> ModelIn
 
 
 def _unlisted(folder: Path, listed: set[str]) -> list[str]:
+    """What is in ``folder`` besides the listed files and the folders that hold them.
+
+    Symbolic links (to files or folders) and folders holding no listed file count too:
+    a packaged model has neither.
+    """
+    holding = {parent.as_posix() for path in listed for parent in Path(path).parents}
     found = []
-    for directory, _, names in os.walk(folder):
-        for name in names:
-            relative = (Path(directory) / name).relative_to(folder).as_posix()
-            if relative != SHIPPED_MANIFEST and relative not in listed:
+    for directory, folders, names in os.walk(folder):
+        for name in (*folders, *names):
+            path = Path(directory) / name
+            relative = path.relative_to(folder).as_posix()
+            if relative == SHIPPED_MANIFEST:
+                continue
+            if path.is_symlink() or (
+                relative not in listed if name in names else relative not in holding
+            ):
                 found.append(relative)
     return sorted(found)
 
@@ -508,6 +530,11 @@ def _check_file(info: ModelInfo, entry: FileDigest) -> None:
         raise ModelFormatError(
             f"{path}: missing from the shipped model {info.name!r}; {advice}"
         ) from None
+    if not path.is_file() or path.is_symlink():
+        raise ModelFormatError(
+            f"{path}: not a plain file, but the shipped model {info.name!r} lists it as one; "
+            f"{advice}"
+        )
     if size != entry.size:
         raise ModelFormatError(
             f"{path}: {size} bytes, but the manifest of {info.name!r} says {entry.size}; {advice}"

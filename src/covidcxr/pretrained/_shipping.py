@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -42,6 +43,7 @@ from covidcxr._version import __version__
 from covidcxr.errors import ConfigurationError, ModelFormatError, OutputExistsError
 from covidcxr.files import MARKER_NAME
 from covidcxr.pretrained._registry import (
+    MIXED_PRECISION,
     MODEL_FORMAT,
     MODEL_FORMAT_VERSION,
     NAME_PATTERN,
@@ -80,8 +82,9 @@ Precision = Literal["float16", "float32"]
 PrecisionSpec: TypeAlias = Precision | Mapping[str, Precision]
 _PRECISIONS: Final = ("float16", "float32")
 
-#: The largest change of any class probability that :func:`package` accepts from storing
-#: the weights as float16; beyond it, package at ``precision="float32"``.
+#: The largest change of any class probability, or of any infected share of a lung, that
+#: :func:`package` accepts from storing the weights as float16; beyond it, keep the file
+#: that moved them at float32.
 DEFAULT_TOLERANCE: Final = 0.01
 
 _KERAS_CONFIG: Final = "config.json"
@@ -95,6 +98,8 @@ _HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
 _CHECK_PHANTOMS_PER_CLASS: Final = 3
 _CHECK_PHANTOM_SIZE: Final = 128
 _CARD_NAME: Final = "model_card.md"
+
+_log = logging.getLogger(__name__)
 
 
 @frozen
@@ -144,6 +149,10 @@ class PrecisionCheck:
         Images that got a severity from one and not the other.
     n_lesion_counts_changed
         Images whose number of lesion boxes differs.
+    n_admission_changed
+        Images that got class probabilities from one pipeline only: the input gate, itself
+        a network stored at the new precision, admitted them in one and refused them in
+        the other.
     """
 
     images: str
@@ -154,6 +163,7 @@ class PrecisionCheck:
     max_abs_severity_difference: float | None = None
     n_severity_changed: int = 0
     n_lesion_counts_changed: int = 0
+    n_admission_changed: int = 0
 
     def exceeds(self, tolerance: float) -> str | None:
         """What moved by more than ``tolerance``, in words; ``None`` if nothing did.
@@ -161,8 +171,17 @@ class PrecisionCheck:
         Class probabilities and infected shares are both in ``[0, 1]`` and both read by
         users, so one tolerance holds for both; so does a severity that appeared or went.
         Lesion counts are reported, not judged: a box from a thresholded mask appears or
-        goes at a cut-off.
+        goes at a cut-off. An image the input gate admits in one pipeline only is judged:
+        its user gets a diagnosis from one and a refusal from the other.
+
+        Raises
+        ------
+        ConfigurationError
+            If ``tolerance`` is not a number in ``[0, 1)``.
         """
+        check_tolerance(tolerance)
+        if self.n_admission_changed:
+            return f"whether the input gate admitted {self.n_admission_changed} image(s) at all"
         if self.max_abs_probability_difference > tolerance:
             return f"a class probability by {self.max_abs_probability_difference:.3g}"
         severity = self.max_abs_severity_difference
@@ -183,7 +202,16 @@ class PrecisionCheck:
             "max_abs_severity_difference": self.max_abs_severity_difference,
             "n_severity_changed": self.n_severity_changed,
             "n_lesion_counts_changed": self.n_lesion_counts_changed,
+            "n_admission_changed": self.n_admission_changed,
         }
+
+
+def check_tolerance(tolerance: float) -> None:
+    """Refuse a tolerance that is not a number in ``[0, 1)`` (NaN would accept anything)."""
+    if not 0.0 <= tolerance < 1.0:  # False for NaN too
+        raise ConfigurationError(
+            f"tolerance must be a number in [0, 1) (a change of a probability), not {tolerance!r}"
+        )
 
 
 # -- weights as float16 ------------------------------------------------------------------
@@ -334,7 +362,8 @@ def write_shippable_copy(
     source
         A directory :meth:`~covidcxr.Pipeline.save` wrote.
     target
-        A directory that does not exist yet.
+        A directory that does not exist yet; the copy is written beside it and renamed
+        into place when complete.
     precision
         ``"float16"`` (half the bytes) or ``"float32"`` (only the optimizer state goes)
         for every file holding Keras weights; or a mapping from such files' paths in the
@@ -377,10 +406,18 @@ def write_shippable_copy(
     left_out = tuple(name for name in present if name != MARKER_NAME and name not in chosen)
     if not isinstance(precision, str):
         _check_named_files(precision, chosen, where=source)
+    # The copy is written beside target and renamed into place when whole: a killed run
+    # leaves no half copy at target; a refused one leaves no folder it made either.
+    created = target
+    while not created.parent.exists():
+        created = created.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        copy = _copy_files(source, target, chosen, precision)
+        with _staged(target) as staging:
+            copy = _copy_files(source, staging, chosen, precision)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        if created != target:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     return attrs.evolve(copy, left_out=left_out)
 
@@ -466,8 +503,9 @@ def compare_predictions(
     -------
     PrecisionCheck
         The largest absolute difference of any class probability and of any infected
-        share of a lung, and how many images changed label or status, got a severity
-        from one only, or got another number of lesion boxes.
+        share of a lung, and how many images changed label or status, were admitted by
+        one input gate only, got a severity from one only, or got another number of
+        lesion boxes.
 
     Raises
     ------
@@ -486,11 +524,12 @@ def compare_predictions(
         warnings.simplefilter("ignore", SyntheticModelWarning)
         before, after = original.predict(xrays), shipped.predict(xrays)
     largest = 0.0
-    changed = compared = lesion_counts = severity_changed = 0
+    changed = compared = lesion_counts = severity_changed = admission = 0
     severity: float | None = None
     for first, second in zip(before, after, strict=True):
         changed += (first.label, first.status) != (second.label, second.status)
         lesion_counts += len(first.detections) != len(second.detections)
+        admission += bool(first.probabilities) != bool(second.probabilities)
         labels = set(first.probabilities) & set(second.probabilities)
         compared += bool(labels)
         for label in labels:
@@ -520,6 +559,7 @@ def compare_predictions(
         max_abs_severity_difference=severity,
         n_severity_changed=severity_changed,
         n_lesion_counts_changed=lesion_counts,
+        n_admission_changed=admission,
     )
 
 
@@ -694,6 +734,31 @@ def _new_folder(parent: Path, prefix: str) -> Path:
         return folder
 
 
+def _recover_interrupted(target: Path) -> None:
+    """Put back a model that a killed replacement left aside, and drop dead staging.
+
+    :func:`_swap_in` moves the old model into a ``.NAME.replaced-*`` folder before it
+    renames the new one into place; killed between the two renames, it leaves no model
+    at ``target``. The newest such model is moved back; staging folders of ``target``
+    (a killed packaging's half-written copies) are removed.
+    """
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    aside = sorted(
+        (folder / target.name for folder in parent.glob(f".{target.name}.replaced-*")),
+        key=lambda path: path.stat().st_mtime if path.exists() else 0.0,
+    )
+    if not target.exists() and aside and aside[-1].is_dir():
+        aside[-1].rename(target)
+        _log.warning("put back %s, which an interrupted packaging had moved aside", target)
+    for leftover in (
+        *parent.glob(f".{target.name}.replaced-*"),
+        *parent.glob(f".{target.name}.staging-*"),
+    ):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _swap_in(staging: Path, target: Path) -> None:
     """Put ``staging`` at ``target``, replacing what is there; the old one is removed after."""
     if not target.exists():
@@ -750,7 +815,8 @@ def package(
         Where the models live; covidcxr's own models folder by default (in a source
         checkout, ``src/covidcxr/pretrained/models``).
     force
-        Replace a model of the same name.
+        Replace a model of the same name. A folder at ``root/name`` that holds no shipped
+        model (no ``shipped.json``) is never replaced.
     precision
         ``"float16"`` (default) or ``"float32"`` for every file holding Keras weights, or
         a mapping of such files (by their path in the saved pipeline) to their precision,
@@ -783,9 +849,11 @@ def package(
         If the name, the build command or the precision is unusable, or the predictions
         moved by more than ``tolerance``.
     OutputExistsError
-        If a model of that name exists and ``force`` is false.
+        If a model of that name exists and ``force`` is false, or ``root/name`` is a
+        folder that holds no shipped model.
     ModelFormatError
-        If ``pipeline_dir`` is not a saved pipeline this covidcxr can load.
+        If ``pipeline_dir`` is not a saved pipeline this covidcxr can load, or the shipped
+        copy predicts numbers that are not finite.
     """
     from covidcxr.pipeline import Pipeline
 
@@ -799,8 +867,16 @@ def package(
         )
     if revision is not None and (not revision.strip() or "\n" in revision):
         raise ConfigurationError("revision must be one line, such as a git commit")
+    check_tolerance(tolerance)
     base = Path(root) if root is not None else default_root()
     target = base / name
+    _recover_interrupted(target)
+    if target.exists() and not (target / SHIPPED_MANIFEST).is_file():
+        # force replaces a model, never a folder of someone's own files.
+        raise OutputExistsError(
+            f"{target} exists and is not a shipped model (no {SHIPPED_MANIFEST}); covidcxr "
+            "replaces only a model it packaged: choose another name or move that folder"
+        )
     _check_aliases_free(name, aliases, base)
     if target.exists() and not force:
         raise OutputExistsError(
@@ -890,7 +966,7 @@ def _summary_precision(precisions: Mapping[str, str]) -> str:
     found = set(precisions.values())
     if len(found) == 1:
         return found.pop()
-    return "mixed" if found else "float32"  # a mapping and no Keras weights: nothing halved
+    return MIXED_PRECISION if found else "float32"  # a mapping and no Keras weights
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
