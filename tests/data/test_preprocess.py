@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 import covidcxr
 from covidcxr.errors import ConfigurationError, InvalidImageError
+from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
@@ -80,6 +82,58 @@ def test_parameters_at_their_neutral_value_leave_the_description_as_models_saved
     )
     changed = GaussianClahePreprocessor(gamma=0.8, clahe=False).describe()
     assert (changed["gamma"], changed["clahe"]) == (0.8, False)
+    assert GaussianClahePreprocessor(working_size=None).describe() == (
+        GaussianClahePreprocessor().describe()
+    )
+    assert GaussianClahePreprocessor(working_size=256).describe()["working_size"] == 256
+
+
+def _radiograph(size: int) -> NDArray[np.uint8]:
+    """A textured phantom radiograph at ``size`` px (the 256 px one, resized)."""
+    [xray] = [x for x in generate_phantoms(1, size=256, seed=4) if x.label == "covid-19"]
+    pixels = np.asarray(xray.pixels, np.uint8)
+    if size == 256:
+        return pixels
+    return np.asarray(cv2.resize(pixels, (size, size), interpolation=cv2.INTER_CUBIC), np.uint8)
+
+
+def test_a_working_size_the_image_has_changes_nothing() -> None:
+    xray = XRay(_radiograph(256), id="a")
+    plain = GaussianClahePreprocessor(output_size=128)(xray)
+    working = GaussianClahePreprocessor(output_size=128, working_size=256)(xray)
+    assert plain.pixels.tobytes() == working.pixels.tobytes()
+
+
+@pytest.mark.parametrize("size", [512, 1024])
+def test_a_working_size_makes_an_enlarged_radiograph_look_as_the_original(size: int) -> None:
+    # A 5x5 blur is a fixed number of pixels: without a working scale, the same
+    # radiograph at four times the size comes out sharper than the original did.
+    original = GaussianClahePreprocessor(output_size=128)(XRay(_radiograph(256), id="a"))
+    enlarged = XRay(_radiograph(size), id="b")
+    at_own_size = GaussianClahePreprocessor(output_size=128)(enlarged)
+    at_working = GaussianClahePreprocessor(output_size=128, working_size=256)(enlarged)
+    unscaled = float(np.abs(at_own_size.pixels - original.pixels).mean())
+    scaled = float(np.abs(at_working.pixels - original.pixels).mean())
+    assert scaled < unscaled / 2
+    assert scaled < 0.01
+
+
+def test_a_working_scale_keeps_boxes_in_the_inputs_coordinates() -> None:
+    pixels = _radiograph(256)[:, 32:224]  # 256 x 192: not square
+    xray = XRay(pixels, id="a", boxes=[Box(96, 64, 48, 32)])
+    plain = GaussianClahePreprocessor(output_size=128, resize_mode="pad")(xray)
+    working = GaussianClahePreprocessor(output_size=128, resize_mode="pad", working_size=64)(xray)
+    assert working.pixels.shape == (128, 128)
+    assert working.meta["transform"] == plain.meta["transform"]
+    assert working.boxes == plain.boxes
+
+
+def test_a_working_size_needs_an_output_size() -> None:
+    with pytest.raises(ConfigurationError, match="working_size needs an output_size"):
+        GaussianClahePreprocessor(output_size=None, working_size=256)
+    assert GaussianClahePreprocessor(output_size=64, working_size=256).working_shape(
+        (3000, 2500)
+    ) == (256, 213)
 
 
 def test_blur_comes_before_clahe(make: Any) -> None:
@@ -135,6 +189,8 @@ def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
         ("percentile_window", (50, 10)),
         ("gamma", 0),
         ("gamma", -1.5),
+        ("working_size", 4),
+        ("working_size", 256.5),
     ],
 )
 def test_invalid_parameters_are_configuration_errors_naming_them(option: str, value: Any) -> None:
@@ -243,6 +299,7 @@ def test_cache_token_changes_with_every_parameter() -> None:
     assert GaussianClahePreprocessor(resize_mode="pad").cache_token() != base
     assert GaussianClahePreprocessor(gamma=0.8).cache_token() != base
     assert GaussianClahePreprocessor(clahe=False).cache_token() != base
+    assert GaussianClahePreprocessor(working_size=256).cache_token() != base
     assert GaussianClahePreprocessor().cache_token() == base
 
 

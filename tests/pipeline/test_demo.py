@@ -59,5 +59,9 @@ def test_demo_trains_saves_and_reports_with_the_real_components(
     manifest = json.loads((result.model_dir / "pipeline.json").read_text())
     assert manifest["detector"] == {"name": "local", "saved": True}
     assert loaded.classes_ == covidcxr.LABELS
+    # Saved again, a loaded pipeline still names its components as registered.
+    again = json.loads((loaded.save(tmp_path / "again") / "pipeline.json").read_text())
+    assert again["model"]["components"]["detector"]["name"] == "local"
+    assert again["model"]["components"]["classifier"]["name"] == "vgg19"
     with pytest.raises(OutputExistsError):
         run_demo(tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4)

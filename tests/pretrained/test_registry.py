@@ -333,3 +333,24 @@ def test_the_docs_section_of_a_model_shows_its_manifest_and_card(models_root: Pa
 
 def test_the_docs_say_so_when_no_model_is_shipped(tmp_path: Path) -> None:
     assert models_rst(tmp_path).startswith("No model is shipped with this release")
+
+
+def test_a_working_size_set_on_a_saved_model_changes_nothing_at_its_training_size(
+    saved_pipeline: Path, check_images: list[XRay], tmp_path: Path
+) -> None:
+    # The tiny model was trained on 48 px phantoms: enhancing at 48 px is what it saw.
+    original = Pipeline.load(saved_pipeline)
+    moved = Pipeline.load(saved_pipeline).set_working_size(48)
+    assert [p.to_dict() for p in moved.predict(check_images)] == [
+        p.to_dict() for p in original.predict(check_images)
+    ]
+    loaded = Pipeline.load(moved.save(tmp_path / "moved"))
+    assert loaded.preprocessor_.working_size == 48  # type: ignore[union-attr]
+    changelog = json.loads((tmp_path / "moved" / "metadata.json").read_text())["changelog"]
+    assert changelog[-2]["event"] == "working size set"
+    card_text = (tmp_path / "moved" / "model_card.md").read_text()
+    assert "any size (enhanced with its longer side at 48 px, the training scale)" in card_text
+    plain = (Pipeline.load(saved_pipeline).save(tmp_path / "plain") / "model_card.md").read_text()
+    assert "enhanced at another scale (set `working_size`)" in plain
+    with pytest.raises(ConfigurationError, match="working size 48 already"):
+        loaded.set_working_size(256)

@@ -721,8 +721,19 @@ def _data_lines(data: Mapping[str, Any] | None) -> list[str]:
 def _input_lines(metadata: Mapping[str, Any]) -> list[str]:
     pre = metadata.get("preprocessing")
     image = metadata["network_data_format"]["inputs"]["image"]
+    working = pre["options"].get("working_size") if pre else None
+    if working:
+        size = f"any size (enhanced with its longer side at {working} px, the training scale)"
+    elif pre and pre.get("name") == "gaussian-clahe":
+        size = (
+            "any size, but blurred and equalised at its own: a radiograph much larger or "
+            "smaller than the training ones is enhanced at another scale (set "
+            "`working_size`)"
+        )
+    else:
+        size = "any size"
     lines = [
-        f"- Input: {image['format']}, any size.",
+        f"- Input: {image['format']}, {size}.",
         f"- Preprocessor: `{pre['name']}` with {_options(pre['options'])}"
         if pre
         else "- Preprocessor: none (images reach the classifier as read).",

@@ -363,6 +363,8 @@ class Pipeline:
     training_data_: dict[str, Any] | None
     # The evaluations and changelog a loaded model's card had, kept by the next save.
     _card_records: dict[str, list[Any]]
+    # A loaded pipeline's registered component names, from its manifest.
+    _loaded_names: dict[str, str]
     data_stats_: DataPass
     validation_data_stats_: DataPass
 
@@ -603,7 +605,12 @@ class Pipeline:
             "detector": available_detectors,
         }[key]()
         try:
-            name = registered_name(obj, registry, key)
+            # A loaded pipeline's components were built by the names its manifest gives
+            # (a factory such as "local"'s is not the class itself, so the type alone
+            # would not find it).
+            name = getattr(self, "_loaded_names", {}).get(key) or registered_name(
+                obj, registry, key
+            )
             return {"name": name, **plain_options(object_options(obj, key), key, strict=strict)}
         except ConfigurationError:
             if strict:
@@ -986,6 +993,69 @@ class Pipeline:
             )
         total = float(sum(counts[c] for c in self.classes_))
         return {c: counts[c] / total for c in self.classes_}
+
+    def set_working_size(self, size: int) -> Self:
+        """Enhance every radiograph at one scale, whatever its size, without training again.
+
+        Sets the :class:`~covidcxr.preprocess.GaussianClahePreprocessor`'s
+        ``working_size`` and records it as part of what the classifier, detector and lung
+        segmenter were trained on. That record is true only for a model whose training
+        radiographs all had ``size`` as their longer side (COVID-QU-Ex: 256): at that
+        size the working scale changes none of them. For a model trained on radiographs
+        of other sizes, train again with ``[preprocessor] working_size`` instead.
+
+        Parameters
+        ----------
+        size
+            The training radiographs' longer side, in pixels.
+
+        Returns
+        -------
+        Pipeline
+            ``self``.
+
+        Raises
+        ------
+        ConfigurationError
+            If the pipeline is not fitted, its preprocessor is not a
+            ``GaussianClahePreprocessor``, or already enhances at another working size.
+        """
+        from covidcxr.preprocess import GaussianClahePreprocessor  # noqa: PLC0415
+
+        self._check_fitted()
+        preprocessor = self.preprocessor_
+        if not isinstance(preprocessor, GaussianClahePreprocessor):
+            raise ConfigurationError(
+                f"set_working_size needs a gaussian-clahe preprocessor, not {preprocessor!r}"
+            )
+        if preprocessor.working_size not in (None, size):
+            raise ConfigurationError(
+                f"this pipeline enhances at working size {preprocessor.working_size} already; "
+                "a model trained so cannot be moved to another without training again"
+            )
+        updated = attrs.evolve(preprocessor, working_size=size)
+        self.preprocessor_ = updated
+        if self.preprocessor is not None:
+            self.preprocessor = updated
+        elif self.config.preprocessor is not None:
+            spec = self.config.preprocessor
+            self.config = attrs.evolve(
+                self.config,
+                preprocessor=ComponentSpec(spec.name, {**spec.options, "working_size": size}),
+            )
+        segmenter = self.lungs_.segmenter if self.lungs_ is not None else None
+        for component in (self.classifier_, self.detector_, segmenter):
+            if isinstance(component, RecordsPreprocessing) and isinstance(
+                component.preprocessing_, Mapping
+            ):
+                component.preprocessing_ = {**component.preprocessing_, "working_size": size}
+        self._check_preprocessing()
+        self._log_card_change(
+            "working size set",
+            f"every radiograph enhanced with its longer side at {size} px, the training "
+            "radiographs' size",
+        )
+        return self
 
     def set_priors(self, priors: Mapping[str, float] | None, *, source: str = "given") -> Self:
         """Use the model where the classes occur in other proportions than in training.
@@ -1559,6 +1629,11 @@ class Pipeline:
             cache_dir=cache_dir,
             workers=workers,
         )
+        pipeline._loaded_names = {
+            key: spec.name
+            for key, spec in (("classifier", config.classifier), ("detector", config.detector))
+            if spec is not None
+        }
         pipeline._build()
         for name, network in (
             ("lungs", pipeline.lungs_.segmenter if pipeline.lungs_ is not None else None),

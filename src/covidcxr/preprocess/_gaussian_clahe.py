@@ -8,21 +8,31 @@ The steps and their order follow the published method:
    not the minimum and maximum, because collimator edges, burnt-in labels and dead pixels
    put a few values far outside the anatomy's range. 8-bit input is left as it is: it has
    already been windowed by whoever wrote it.
-2. **Gaussian blur** (5x5, sigma derived from the kernel size by OpenCV by default).
-3. **CLAHE** (contrast-limited adaptive histogram equalisation; clip limit 2.0, 8x8 tiles).
+2. **Working scale**, optional (``working_size``, off by default): the image is scaled,
+   keeping its aspect, until its longer side is ``working_size`` pixels. A 5x5 blur is a
+   fixed number of pixels, so on a 2,500 px film it blurs a tenth as much anatomy as on
+   the 256 px radiographs a model may have been trained on, and the model then sees
+   sharper images than it learned from: the same radiograph enlarged from 256 to 1,024 px
+   went from normal (0.85) to COVID-19 (0.85) with the shipped model before this step
+   existed. Set it to the training radiographs' size (the shipped models use 256) and
+   every radiograph is enhanced at that scale, whatever its own size (also faster).
+3. **Gaussian blur** (5x5, sigma derived from the kernel size by OpenCV by default).
+4. **CLAHE** (contrast-limited adaptive histogram equalisation; clip limit 2.0, 8x8 tiles).
    Blur comes *before* CLAHE because CLAHE raises local contrast wherever it is low, and
    in the flat regions of a radiograph most of the local variation is noise: equalising
    first would amplify the noise and then blur only part of it away. Denoise, then
    enhance. ``clahe=False`` leaves this step out.
-4. **Gamma correction**, optional (``gamma``, off by default): ``255 * (v / 255) ** gamma``
+5. **Gamma correction**, optional (``gamma``, off by default): ``255 * (v / 255) ** gamma``
    through a lookup table. Rahman et al. (2021, *Comput. Biol. Med.* 132:104319) found
    gamma correction the best of five enhancements for COVID-19 CXR classification; with
    ``clahe=False`` it replaces CLAHE, otherwise it follows it.
-5. **Resize** to ``output_size`` (stretch, pad or centre-crop; see
+6. **Resize** to ``output_size`` (stretch, pad or centre-crop; see
    :mod:`covidcxr.preprocess._geometry`). Boxes and every ``*_mask`` array in ``meta`` go
    through the same geometric transform (masks with nearest-neighbour interpolation), and
-   ``meta["transform"]`` records it.
-6. **dtype**: ``float32`` scaled to ``[0, 1]``, or ``uint8``.
+   ``meta["transform"]`` records it (from the input's own pixels: with a working scale the
+   image is resized twice, which agrees with the recorded transform to within half a
+   working-scale pixel).
+7. **dtype**: ``float32`` scaled to ``[0, 1]``, or ``uint8``.
 
 Same input and parameters give byte-identical output.
 """
@@ -152,6 +162,17 @@ def _check_output_size(
         raise ConfigurationError(f"output_size must be None or >= 1, got {value}")
 
 
+def _check_working_size(
+    instance: GaussianClahePreprocessor, attribute: attrs.Attribute[Any], value: int | None
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+        raise ConfigurationError(f"working_size must be None or an integer >= 8, got {value!r}")
+    if instance.output_size is None:
+        raise ConfigurationError("working_size needs an output_size (the image's own size)")
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
@@ -200,9 +221,14 @@ class GaussianClahePreprocessor:
         Apply CLAHE (the published method does).
     gamma
         Gamma correction after CLAHE, ``255 * (v / 255) ** gamma``; ``1.0`` (the default)
-        leaves the image as it is, below 1 brightens, above 1 darkens. Parameters left at
-        their defaults are not written into :meth:`describe`, so models saved before these
-        two existed still match.
+        leaves the image as it is, below 1 brightens, above 1 darkens.
+    working_size
+        Scale each radiograph so that its longer side has this many pixels before the
+        blur and CLAHE (area interpolation to shrink, cubic to enlarge), so that they act
+        at one scale whatever the input's size; ``None`` (the default, the published
+        method) enhances at the input's own size. Needs ``output_size``. Parameters left
+        at their defaults (``clahe``, ``gamma``, ``working_size``) are not written into
+        :meth:`describe`, so models saved before they existed still match.
 
     Raises
     ------
@@ -235,6 +261,7 @@ class GaussianClahePreprocessor:
     )
     clahe: bool = field(default=True, converter=bool)
     gamma: float = field(default=1.0, converter=float, validator=_positive)
+    working_size: int | None = field(default=None, validator=_check_working_size)
 
     def cache_token(self) -> str:
         """A string that changes whenever the output for a given input could change.
@@ -262,8 +289,17 @@ class GaussianClahePreprocessor:
         return described
 
     def enhance(self, pixels: NDArray[Any]) -> NDArray[np.uint8]:
-        """The intensity steps alone: to 8 bits, blur, CLAHE (no resize, ``uint8`` out)."""
+        """The intensity steps: to 8 bits, working scale, blur, CLAHE, gamma (``uint8`` out).
+
+        The output has the input's shape unless :attr:`working_size` is set; then it has
+        the working scale's (see :meth:`working_shape`).
+        """
         image = to_uint8(pixels, self.percentile_window)
+        working = self.working_shape(image.shape[:2])
+        if working != image.shape[:2]:
+            shrinking = working[0] * working[1] < image.shape[0] * image.shape[1]
+            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+            image = cv2.resize(image, (working[1], working[0]), interpolation=interpolation)
         size = (self.kernel_size, self.kernel_size)
         enhanced = cv2.GaussianBlur(image, size, sigmaX=self.sigma, sigmaY=self.sigma)
         if self.clahe:
@@ -272,6 +308,20 @@ class GaussianClahePreprocessor:
         if self.gamma != 1.0:
             enhanced = cv2.LUT(enhanced, _gamma_table(self.gamma))
         return np.asarray(enhanced, dtype=np.uint8)
+
+    def working_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """``(height, width)`` at which an image of ``shape`` is enhanced.
+
+        Examples
+        --------
+        >>> GaussianClahePreprocessor(output_size=64, working_size=256).working_shape((3000, 2500))
+        (256, 213)
+        """
+        if self.working_size is None:
+            return shape
+        height, width = shape
+        factor = self.working_size / max(height, width)
+        return max(1, round(height * factor)), max(1, round(width * factor))
 
     def transform_for(self, shape: tuple[int, int]) -> ResizeTransform:
         """The geometric transform this preprocessor applies to an image of ``shape``."""
@@ -325,7 +375,13 @@ class GaussianClahePreprocessor:
                 "pixels are float32, so the image has been preprocessed already", xray.id
             )
         transform = self.transform_for(xray.shape)
-        enhanced = resize_image(self.enhance(xray.pixels), transform)
+        enhanced = self.enhance(xray.pixels)
+        # At a working scale the enhanced image is smaller or larger than the input; it
+        # is brought to the output as the input would be (same mode, same output shape).
+        resized = resize_image(
+            enhanced,
+            transform if enhanced.shape == xray.shape else self.transform_for(enhanced.shape),
+        )
         meta = dict(xray.meta)
         for key, value in xray.meta.items():
             if key.endswith(MASK_SUFFIX) and isinstance(value, np.ndarray) and value.ndim == 2:
@@ -341,7 +397,7 @@ class GaussianClahePreprocessor:
         meta["transform"] = transform
         meta["preprocessing"] = self.describe()
         out = attrs.evolve(
-            xray, pixels=enhanced, boxes=transform_boxes(xray.boxes, transform), meta=meta
+            xray, pixels=resized, boxes=transform_boxes(xray.boxes, transform), meta=meta
         )
         return out, (UINT8_OVER_255 if self.output_dtype == "float32" else "raw")
 
@@ -362,7 +418,7 @@ def _description(preprocessor: GaussianClahePreprocessor) -> dict[str, Any]:
 #: Parameters added after models were first saved, with the value that leaves the output
 #: as it was: at that value they are left out of descriptions and cache tokens, so older
 #: models, caches and shipped models keep matching.
-_ADDED_LATER: Final[dict[str, object]] = {"clahe": True, "gamma": 1.0}
+_ADDED_LATER: Final[dict[str, object]] = {"clahe": True, "gamma": 1.0, "working_size": None}
 _UNSET: Final = object()
 
 
