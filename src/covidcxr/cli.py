@@ -125,8 +125,9 @@ _ON_ERROR_OPTION = click.option(
     default="raise",
     show_default=True,
     help="What an unreadable image does: stop the command with an error (raise), or be "
-    "left out (skip), counted, and listed with the reason in a skipped.csv file beside "
-    "the output.",
+    "left out (skip), counted, and listed with the reason in a CSV file beside the output "
+    "(skipped.csv in an output folder; OUTPUT_STEM.skipped.csv beside a predictions "
+    "file).",
 )
 
 

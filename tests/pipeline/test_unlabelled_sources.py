@@ -82,3 +82,13 @@ def test_predict_takes_paths_directly(fitted_pipeline: Pipeline, new_scans: Path
     paths = [new_scans / "scan_2.png", str(new_scans / "scan_1.png")]
     predictions = fitted_pipeline.predict(paths)
     assert [Path(p.id).name for p in predictions] == ["scan_2.png", "scan_1.png"]
+
+
+def test_pixels_given_without_a_record_are_refused_naming_xray(
+    fitted_pipeline: Pipeline, phantom_test: list[XRay]
+) -> None:
+    pixels = np.asarray(phantom_test[0].pixels)
+    with pytest.raises(ConfigurationError, match=r"covidcxr\.XRay\(pixels, id=\.\.\.\)"):
+        fitted_pipeline.predict(pixels)
+    with pytest.raises(ConfigurationError, match=r"covidcxr\.XRay\(pixels, id=\.\.\.\)"):
+        fitted_pipeline.predict([pixels, pixels])

@@ -53,12 +53,22 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
         and all(isinstance(item, str | os.PathLike) for item in source)
     ):
         return open_source(source)  # several files, folders or patterns
+    if isinstance(source, Sequence) and any(isinstance(item, np.ndarray) for item in source):
+        raise ConfigurationError(
+            f"{what} holds arrays; radiographs are covidcxr.XRay(pixels, id=...) records"
+        )
     if isinstance(source, Iterator):
         return list(source)
-    if not isinstance(source, Iterable):
+    if not isinstance(source, Iterable) or isinstance(source, np.ndarray | bytes):
+        # An array iterates over its rows: radiographs are XRay(pixels, id=...).
         raise ConfigurationError(
             f"{what} must be a dataset source, a path or URI, or radiographs; got "
             f"{type(source).__name__}"
+            + (
+                " (wrap pixels as covidcxr.XRay(pixels, id=...))"
+                if hasattr(source, "shape")
+                else ""
+            )
         )
     return source
 

@@ -162,12 +162,16 @@ def _check_output_size(
         raise ConfigurationError(f"output_size must be None or >= 1, got {value}")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_working_size(
     instance: GaussianClahePreprocessor, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+    if not _is_int(value) or value < 8:
         raise ConfigurationError(f"working_size must be None or an integer >= 8, got {value!r}")
     if instance.output_size is None:
         raise ConfigurationError("working_size needs an output_size (the image's own size)")
@@ -299,7 +303,10 @@ class GaussianClahePreprocessor:
         if working != image.shape[:2]:
             shrinking = working[0] * working[1] < image.shape[0] * image.shape[1]
             interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-            image = cv2.resize(image, (working[1], working[0]), interpolation=interpolation)
+            image = np.asarray(
+                cv2.resize(image, (working[1], working[0]), interpolation=interpolation),
+                dtype=np.uint8,
+            )
         size = (self.kernel_size, self.kernel_size)
         enhanced = cv2.GaussianBlur(image, size, sigmaX=self.sigma, sigmaY=self.sigma)
         if self.clahe:

@@ -274,7 +274,7 @@ class CatalogSource(ABC):
         warnings.warn(
             SkippedItemsWarning(
                 f"{self._where}: skipped {count} of {total} item(s) ({why}); "
-                f"see .skipped for paths and reasons"
+                "the source's skipped attribute lists their paths and reasons"
             ),
             stacklevel=3,
         )

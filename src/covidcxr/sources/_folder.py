@@ -470,8 +470,8 @@ def _warn_unfollowed(unfollowed: Sequence[Skipped]) -> None:
         warnings.warn(
             SkippedItemsWarning(
                 f"{len(unfollowed)} symbolic link(s) to folders not followed, the images in "
-                f"them left out: {', '.join(item.path for item in unfollowed)}; see .skipped "
-                "for the reasons"
+                f"them left out: {', '.join(item.path for item in unfollowed)}; the source's "
+                "skipped attribute gives the reasons"
             ),
             stacklevel=4,
         )
