@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import all_finite
 from covidcxr._plain import plain_data
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.files import atomic_write
+from covidcxr.files import atomic_write, check_checkpoint_location
 
 __all__ = ["CHECKPOINT_FILENAME", "Resumed", "UNetCheckpoint", "training_key"]
 
@@ -126,6 +126,7 @@ class UNetCheckpoint:
         ModelFormatError
             If it is unreadable or damaged (or holds non-finite weights).
         """
+        check_checkpoint_location(self.path)
         if not self.path.exists():
             return None
         try:
@@ -135,6 +136,7 @@ class UNetCheckpoint:
                 isinstance(values, list) for values in history.values()
             ):
                 raise TypeError("history is not a mapping of lists")  # noqa: TRY301
+            history = {key: [float(v) for v in values] for key, values in history.items()}
             epoch = int(state["epoch"])
             stopping: dict[str, float | None] = {
                 key: int(state["early_stopping"][key])
@@ -173,7 +175,7 @@ class UNetCheckpoint:
         if finished and best is not None:
             # What EarlyStopping(restore_best_weights=True) does when training ends.
             model.set_weights(best)
-        self.history = {key: [float(v) for v in values] for key, values in history.items()}
+        self.history = history
         self._callback_state = {
             "early_stopping": {**stopping, "best_weights": best},
             "plateau": plateau,

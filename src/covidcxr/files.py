@@ -42,6 +42,7 @@ __all__ = [
     "MARKER_NAME",
     "OutputKind",
     "atomic_write",
+    "check_checkpoint_location",
     "check_new_files",
     "check_output_directory",
     "check_output_location",
@@ -718,6 +719,33 @@ def recover_output_directory(path: str | os.PathLike[str], kind: OutputKind) -> 
                 _log.info("%s: removed %s, left by a crashed save", target, folder.name)
     except OSError as error:
         _log.warning("%s: could not tidy what a crashed save left (%s)", target, error)
+
+
+def check_checkpoint_location(path: str | os.PathLike[str]) -> None:
+    """Make the folder of checkpoint file ``path`` ready before training starts.
+
+    Refuses a folder that is a file or cannot be made, so that training does not run an
+    epoch before failing to save it, and removes what a killed process left half-written
+    there (:func:`remove_stale_files`), which would otherwise pile up one per kill.
+
+    Raises
+    ------
+    OutputError
+        If the folder is a file or cannot be made.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> check_checkpoint_location(pathlib.Path(tempfile.mkdtemp()) / "run" / "checkpoint.npz")
+    """
+    folder = Path(path).parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: a file, not a folder; checkpoint_dir must be a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot make the checkpoint folder ({error})") from error
+    remove_stale_files(path)
 
 
 def remove_stale_files(path: str | os.PathLike[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from covidcxr import XRay
 from covidcxr.classify import VGG19Classifier
 from covidcxr.classify._inputs import IDENTITY_VIEW, Augmentation, _to_model_input, make_dataset
 from covidcxr.classify._parameters import run_key
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, OutputError
 
 SIZE = 33  # odd: the centre is a pixel
 
@@ -151,6 +152,20 @@ def test_checkpoints_written_before_the_new_changes_existed_still_resume() -> No
     }
     assert run_key(params, {}) == run_key(before, {})
     assert run_key({**params, "augmentation_scale": 0.1}, {}) != run_key(params, {})
+    # XLA's kernels round otherwise: a run compiled with it is another run.
+    assert run_key({**params, "jit_compile": True}, {}) != run_key(params, {})
+    assert run_key({k: v for k, v in params.items() if k != "jit_compile"}, {}) == (
+        run_key(params, {})
+    )
+
+
+def test_weights_from_a_file_key_a_run_by_their_contents(tmp_path: Path) -> None:
+    params = VGG19Classifier().get_params()
+    weights = tmp_path / "backbone.weights.h5"
+    weights.write_bytes(b"backbone A")
+    first = run_key({**params, "weights": str(weights)}, {})
+    weights.write_bytes(b"backbone B")
+    assert run_key({**params, "weights": str(weights)}, {}) != first
 
 
 def test_training_with_every_change_is_repeatable(
@@ -170,3 +185,18 @@ def test_training_with_every_change_is_repeatable(
     for mine, theirs in zip(first.model_.get_weights(), second.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
     assert first.history_["loss"] == second.history_["loss"]
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(
+    train_xrays: list[XRay], tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    epochs: list[int] = []
+    classifier = VGG19Classifier(
+        **tiny, checkpoint_dir=mine, on_epoch_end=lambda epoch, logs: epochs.append(epoch)
+    )
+    with pytest.raises(OutputError, match="a file, not a folder"):
+        classifier.fit(train_xrays)
+    assert epochs == []
+    assert mine.read_text() == "mine"

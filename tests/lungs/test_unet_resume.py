@@ -20,7 +20,8 @@ import pytest
 from covidcxr import Pipeline, XRay
 from covidcxr._unet_checkpoint import CHECKPOINT_FILENAME
 from covidcxr.detect import LocalDetector
-from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError, OutputError
+from covidcxr.files import _owner_tag
 from covidcxr.lungs import LungSegmenter
 from covidcxr.phantoms import generate_phantoms
 
@@ -233,6 +234,44 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(
     rewrite(one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid), poison)
     with pytest.raises(ModelFormatError, match="non-finite"):
         LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
+
+
+def test_a_checkpoint_whose_history_is_not_numbers_is_named_as_damaged(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    def spoil(arrays: dict[str, Any]) -> None:
+        state = json.loads(str(arrays["state"]))
+        state["history"]["loss"] = [None]
+        arrays["state"] = np.array(json.dumps(state))
+
+    rewrite(one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid), spoil)
+    with pytest.raises(ModelFormatError, match="damaged checkpoint"):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    epochs, record = recorder()
+    with pytest.raises(OutputError, match="a file, not a folder"):
+        LungSegmenter(**TINY, checkpoint_dir=mine, on_epoch_end=record).fit(train, validation=valid)
+    assert epochs == []
+    assert mine.read_text() == "mine"
+
+
+def test_what_a_killed_checkpoint_write_left_is_removed(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    # atomic_write's temporary file of a process that no longer runs (pid 2**22 + 1 is
+    # above Linux's pid_max, so never alive), as a kill in mid-write leaves it.
+    owner = _owner_tag().split("@")[1]
+    left = tmp_path / f".{CHECKPOINT_FILENAME}.{2**22 + 1}@{owner}.abcd1234.tmp"
+    left.write_bytes(b"half a checkpoint")
+    LungSegmenter(**{**TINY, "epochs": 1}, checkpoint_dir=tmp_path).fit(train, validation=valid)
+    assert not left.exists()
+    assert (tmp_path / CHECKPOINT_FILENAME).is_file()
 
 
 def test_the_checkpoint_folder_is_not_saved_with_the_model(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -32,15 +34,20 @@ N_BLOCKS: Final = 5
 
 # Parameters that change neither the trained model nor how a run proceeds, so a checkpoint
 # written under other values of them can still be resumed.
-RUN_NEUTRAL: Final = frozenset(
-    {"checkpoint_dir", "on_epoch_end", "verbose", "jit_compile", "test_time_rotations"}
-)
+RUN_NEUTRAL: Final = frozenset({"checkpoint_dir", "on_epoch_end", "verbose", "test_time_rotations"})
 
 # Parameters added after checkpoints were first written, with the value that changes
 # nothing: at that value they are left out of the run key, so a checkpoint written before
 # they existed still resumes.
 ADDED_LATER: Final[Mapping[str, Any]] = MappingProxyType(
-    {"augmentation_scale": 0.0, "augmentation_shift": 0.0, "augmentation_contrast": 0.0}
+    {
+        "augmentation_scale": 0.0,
+        "augmentation_shift": 0.0,
+        "augmentation_contrast": 0.0,
+        # XLA compiles other kernels, whose rounding differs: it shapes the run too (it
+        # was once counted neutral, so a run without it keeps its old key).
+        "jit_compile": False,
+    }
 )
 
 #: The options with which VGG19 learns without pretrained weights on a CPU: the
@@ -165,12 +172,20 @@ def run_key(params: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> str:
     """The key a checkpoint is resumed under: the parameters that shape the run, and the data.
 
     Parameters in :data:`RUN_NEUTRAL` are left out, so changing them keeps the checkpoint;
-    so are those of ``ADDED_LATER`` at their neutral value.
+    so are those of ``ADDED_LATER`` at their neutral value. Weights given as a file count
+    by their contents, not their path: the file replaced, the run is another.
     """
     shaping = {
         k: v
         for k, v in params.items()
         if k not in RUN_NEUTRAL and not (k in ADDED_LATER and v == ADDED_LATER[k])
     }
+    weights = shaping.get("weights")
+    if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
+        digest = hashlib.sha256()
+        with Path(weights).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        shaping["weights"] = {"file": os.fspath(weights), "sha256": digest.hexdigest()}
     document = json.dumps({"params": plain_data(shaping), "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(document.encode()).hexdigest()

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import all_finite
 from covidcxr.classify._fit_setup import epoch_learning_rate
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
-from covidcxr.files import atomic_write
+from covidcxr.files import atomic_write, check_checkpoint_location
 
 if TYPE_CHECKING:
     import keras
@@ -223,7 +223,10 @@ class _TrainingLoop:
         ]
         | None
     ):
-        if self.checkpoint is None or not self.checkpoint.exists():
+        if self.checkpoint is None:
+            return None
+        check_checkpoint_location(self.checkpoint)
+        if not self.checkpoint.exists():
             return None
         try:
             with np.load(self.checkpoint, allow_pickle=False) as saved:
