@@ -68,9 +68,14 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # A worker is the forkserver's child, which reaps it; until then it may linger.
-    status = Path(f"/proc/{pid}/stat")
-    return status.exists() and status.read_text().split(") ")[-1].startswith("Z")
+    # A worker is the forkserver's child, which reaps it; until then it may linger
+    # as a zombie. It can be reaped between the two checks, so a missing or
+    # vanishing /proc entry also means it is gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state.startswith("Z")
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
