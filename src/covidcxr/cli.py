@@ -51,8 +51,16 @@ _LISTINGS: tuple[tuple[str, Callable[[], Mapping[str, Registration]]], ...] = (
 )
 
 
-# Commands that run a Keras model: TensorFlow is imported (quietly) before they start.
-_TENSORFLOW_COMMANDS = frozenset({"train", "predict", "evaluate", "demo", "detect"})
+def _import_tensorflow() -> None:
+    """Import TensorFlow quietly (at the group's ``-v`` level), before a Keras model runs.
+
+    Commands call it after their cheap checks (an existing output, a bad option), so a
+    refusal comes at once rather than after TensorFlow's seconds-long import; without
+    the call, TensorFlow's start-up lines would reach the terminal when it is imported.
+    """
+    context = click.get_current_context(silent=True)
+    verbose = context.find_root().params.get("verbose", 0) if context is not None else 0
+    import_tensorflow(int(verbose or 0))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,8 +75,6 @@ _TENSORFLOW_COMMANDS = frozenset({"train", "predict", "evaluate", "demo", "detec
 def cli(ctx: click.Context, verbose: int) -> None:
     """Chest X-ray analysis: classify radiographs and box their lesions."""
     configure_console(verbose)
-    if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS:
-        import_tensorflow(verbose)
 
 
 @cli.command("plugins")
@@ -298,6 +304,7 @@ def train_command(
 
     check_output_directory(out, "pipeline", overwrite=overwrite)  # before training, not after
     options = _source_options(source_options, on_error)
+    _import_tensorflow()
     settings: dict[str, Any] = {"progress": _show_progress(), "cache_dir": cache_dir}
     pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
     train = covidcxr.open_source(source, **options)
@@ -446,6 +453,7 @@ def predict_command(
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     if output is not None:
         check_output_location(output)  # a read-only or full disk, before predicting
+    _import_tensorflow()
     pipeline = load_pipeline(
         model_dir,
         progress=_show_progress(),
@@ -629,6 +637,7 @@ def _predict_on_ray(
 
     if output is None:
         raise click.UsageError("--engine ray writes a folder: give it with --output")
+    _import_tensorflow()
     suffix = output.suffix.lstrip(".")
     fmt = table_format or (suffix if suffix in {"parquet", "csv", "jsonl"} else "parquet")
     if len(sources) == 1:
@@ -740,6 +749,8 @@ def evaluate_command(
             "shipped model is read-only: copy it with Pipeline.save first)"
         )
     options = _source_options(source_options, on_error)
+    check_output_directory(report_dir, "report", overwrite=overwrite)  # before loading
+    _import_tensorflow()
     pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
     opened = covidcxr.open_source(source, **options)
     report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
@@ -805,6 +816,7 @@ def demo_command(
     from covidcxr.demo import run_demo  # noqa: PLC0415 - see above
     from covidcxr.pipeline import PipelineConfig  # noqa: PLC0415 - see above
 
+    _import_tensorflow()
     result = run_demo(
         out,
         data=data,
@@ -976,6 +988,7 @@ def detect_command(
             f"the {name} detector needs --model PATH (a saved "
             f"{'LocalDetector' if name == 'local' else 'VGG19Classifier'})"
         )
+    _import_tensorflow()
     detector = covidcxr.create_detector(name, **options)
     enhance = (
         covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))

@@ -100,3 +100,47 @@ def test_the_library_logger_prints_nothing_unless_configured() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stderr == ""
+
+
+_REFUSAL_PROBE = """
+import sys
+from covidcxr.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    print("exit", exit.code)
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
+def test_an_existing_output_is_refused_before_tensorflow_is_imported(
+    tmp_path: Path, command: str
+) -> None:
+    # The refusal should come at once: TensorFlow's import takes seconds.
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=1, size=32, seed=0)
+    taken = tmp_path / "taken"
+    if command == "predict":
+        taken = tmp_path / "taken.csv"
+        taken.write_text("mine\n", encoding="utf-8")
+        args = ["predict", "covid-qu-ex", str(data), "--output", str(taken)]
+    else:
+        taken.mkdir()
+        (taken / "mine.txt").write_text("mine\n", encoding="utf-8")
+        args = (
+            ["evaluate", "covid-qu-ex", str(data), "--report", str(taken)]
+            if command == "evaluate"
+            else ["train", str(data), "--out", str(taken)]
+        )
+    result = subprocess.run(
+        [sys.executable, "-c", _REFUSAL_PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=offline_environment(tmp_path),
+        timeout=300,
+        check=False,
+    )
+    assert "exit 1" in result.stdout, result.stdout + result.stderr
+    assert "tensorflow imported: False" in result.stdout, result.stdout
+    assert str(taken) in result.stderr
+    assert taken.exists()
