@@ -304,3 +304,29 @@ def test_real_covid_qu_ex_train_images_have_lesion_boxes(covid_qu_ex_dir: Path) 
 def test_real_covid_qu_ex_test_split_counts(covid_qu_ex_dir: Path) -> None:
     source = FolderSource(covid_qu_ex_dir, layout="covid-qu-ex", split="Test")
     assert len(source) == 1166
+
+
+def test_dicom_files_without_a_suffix_are_read_by_their_content(
+    classes_folder: Path, make: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("pydicom")
+    scan = make.dicom(make.gradient(dtype=np.uint16))
+    (classes_folder / "COVID" / "IM000001").write_bytes(scan)  # a PACS export's name
+    (classes_folder / "NORMAL" / "1.2.840.113619.2.55.3").write_bytes(scan)  # named by UID
+    (classes_folder / "NORMAL" / "DICOMDIR").write_bytes(scan)  # an index, not an image
+    (classes_folder / "NORMAL" / "NOTES").write_text("not an image\n", encoding="utf-8")
+    source = FolderSource(classes_folder)
+    names = {Path(xray.id).name: xray for xray in source}
+    assert len(source) == 7
+    assert names["IM000001"].label == "covid-19"
+    assert names["1.2.840.113619.2.55.3"].label == "normal"
+    assert names["IM000001"].meta["format"] == "dicom"
+    assert "DICOMDIR" not in names
+    assert "NOTES" not in names
+    # A folder named as loose files finds them too; so does a folder of only such files.
+    assert len(covidcxr.open_source(str(classes_folder / "NORMAL"))) == 3
+    only = tmp_path / "export"
+    only.mkdir()
+    (only / "IM000001").write_bytes(scan)
+    assert [Path(x.id).name for x in covidcxr.open_source(str(only))] == ["IM000001"]
+    assert [Path(x.id).name for x in covidcxr.open_source([str(only)])] == ["IM000001"]

@@ -60,6 +60,7 @@ from covidcxr.sources._layouts import (
     catalog,
     detect_layout,
     is_mask_folder,
+    might_be_dicom,
     normalize_splits,
 )
 from covidcxr.sources._masks import binary_mask, mask_boxes
@@ -94,6 +95,7 @@ __all__ = [
     "is_glob_pattern",
     "is_mask_folder",
     "mask_boxes",
+    "might_be_dicom",
     "normalize_splits",
     "open_local",
     "upload_folder",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -57,12 +57,19 @@ class CatalogSource(ABC):
         self.max_pixels = max_pixels
         self.min_lesion_area = min_lesion_area
         names = self._list_names()
+        content_images = self._content_images(names)
         self._failed: dict[str, Skipped] = {}
         #: Why :attr:`layout` was chosen, in words.
         self.layout_reason = f"layout={layout!r} was given"
         automatic = layout == AUTO
         if automatic:
-            detected = detect_layout(names, where=where, split=split, label_aliases=label_aliases)
+            detected = detect_layout(
+                names,
+                where=where,
+                split=split,
+                label_aliases=label_aliases,
+                content_images=content_images,
+            )
             layout, split, self.layout_reason = detected.layout, detected.split, detected.reason
             _log.info("%s: layout %r: %s", where, layout, self.layout_reason)
         #: The layout the files are read with (the one chosen, with ``layout="auto"``).
@@ -71,7 +78,11 @@ class CatalogSource(ABC):
         #: for every split, or a layout without splits.
         self.split = split
         self._catalog: Catalog = self._make_catalog(
-            names, split=split, label_aliases=label_aliases, load_masks=load_masks
+            names,
+            split=split,
+            label_aliases=label_aliases,
+            load_masks=load_masks,
+            content_images=content_images,
         )
         if automatic and layout == "unlabelled":
             self._refuse_masks()
@@ -85,6 +96,7 @@ class CatalogSource(ABC):
         split: str | Sequence[str] | None,
         label_aliases: Mapping[str, str] | None,
         load_masks: bool,
+        content_images: Collection[str] = frozenset(),
     ) -> Catalog:
         """Catalogue the names with :attr:`layout` (sources of loose files override it)."""
         return catalog(
@@ -95,6 +107,7 @@ class CatalogSource(ABC):
             label_aliases=label_aliases,
             read_text=lambda name: self._read(name).decode("utf-8-sig"),
             load_masks=load_masks,
+            content_images=content_images,
         )
 
     def _refuse_masks(self) -> None:
@@ -136,6 +149,15 @@ class CatalogSource(ABC):
     @abstractmethod
     def _read(self, name: str) -> bytes:
         """The content of one file; raise :class:`InvalidImageError` naming it on failure."""
+
+    def _content_images(self, names: Sequence[str]) -> Collection[str]:
+        """Names without an image suffix that are images by their content.
+
+        None by default: a source whose reads are cheap (a local folder) overrides it to
+        find DICOM files exported without a suffix.
+        """
+        del names
+        return frozenset()
 
     def _skipped_while_listing(self) -> tuple[Skipped, ...]:
         """What :meth:`_list_names` found and left out (unfollowed links, for example)."""

@@ -8,15 +8,16 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
+from covidcxr.io._sniff import DICOM_MAGIC, DICOM_PREAMBLE_LENGTH
 from covidcxr.sources._base import CatalogSource
 from covidcxr.sources._items import Entry, RawItem, read_entry
-from covidcxr.sources._layouts import AUTO, Catalog, catalog, is_mask_folder
+from covidcxr.sources._layouts import AUTO, Catalog, catalog, is_mask_folder, might_be_dicom
 from covidcxr.sources._skips import Skipped, SkippedItemsWarning
 
 __all__ = ["RACY_SECONDS", "FilesSource", "FolderSource", "is_glob_pattern", "open_local"]
@@ -145,6 +146,9 @@ class FolderSource(CatalogSource):
 
     def _skipped_while_listing(self) -> tuple[Skipped, ...]:
         return self._unfollowed_links
+
+    def _content_images(self, names: Sequence[str]) -> Collection[str]:
+        return _dicom_without_suffix(self._prefix, names)
 
     def _read(self, name: str) -> bytes:
         return _read_file(self._prefix, name)
@@ -342,6 +346,7 @@ class FilesSource(FolderSource):
         split: str | Sequence[str] | None,
         label_aliases: Mapping[str, str] | None,
         load_masks: bool,
+        content_images: Collection[str] = frozenset(),
     ) -> Catalog:
         return Catalog(tuple(Entry(name) for name in names), ())
 
@@ -411,8 +416,31 @@ def _folder_images(folder: str, unfollowed: list[Skipped]) -> list[str]:
     root = Path(folder)
     relative, links = _walk_files(root)
     unfollowed.extend(links)
-    entries = catalog("unlabelled", sorted(relative), where=folder).entries
+    names = sorted(relative)
+    dicom = _dicom_without_suffix(os.path.join(folder, ""), names)
+    entries = catalog("unlabelled", names, where=folder, content_images=dicom).entries
     return [(root / entry.name).as_posix() for entry in entries]
+
+
+def _dicom_without_suffix(prefix: str, names: Sequence[str]) -> frozenset[str]:
+    """The names among ``names`` that lack an image suffix but hold DICOM.
+
+    Only names :func:`~covidcxr.sources.might_be_dicom` picks are opened, and only their
+    first 132 bytes are read (the preamble and the ``DICM`` magic); a file that cannot be
+    opened is left out, as any other file that is not an image.
+    """
+    found: set[str] = set()
+    for name in names:
+        if not might_be_dicom(name):
+            continue
+        try:
+            with open(_file_path(prefix, name), "rb") as file:
+                head = file.read(DICOM_PREAMBLE_LENGTH + len(DICOM_MAGIC))
+        except OSError:
+            continue
+        if head[DICOM_PREAMBLE_LENGTH:] == DICOM_MAGIC:
+            found.add(name)
+    return frozenset(found)
 
 
 def _walk_files(root: Path) -> tuple[list[str], tuple[Skipped, ...]]:
