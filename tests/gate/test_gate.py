@@ -170,3 +170,43 @@ def test_two_fits_with_the_same_seed_give_the_same_gate(
     assert again.threshold_ == gate.threshold_
     for mine, theirs in zip(again.model_.get_weights(), gate.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_refused_image_is_said_to_look_rotated_only_if_turned_back_it_would_pass(
+    gate: ChestXrayGate, held_out: list[XRay], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in network that knows one radiograph in all eight versions, and guesses
+    # "rotated by 90 degrees" (confidently, and wrongly) on anything else, as a real
+    # network may on noise, where every version looks alike.
+    radiograph = held_out[0]
+    small = _small_of(gate, radiograph)[None]
+    known = [version_of(small, version)[0] for version in range(n_versions())]
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        rows = []
+        for image in images:
+            row = np.full(n_versions(), 0.4 / (n_versions() - 1), np.float32)
+            row[1] = 0.6
+            for version, reference in enumerate(known):
+                if image.shape == reference.shape and np.allclose(image, reference, atol=1e-5):
+                    row = np.full(n_versions(), 1e-4, np.float32)
+                    row[version] = 1.0 - 1e-4 * (n_versions() - 1)
+            rows.append(row)
+        return np.stack(rows)
+
+    monkeypatch.setattr(gate, "_probabilities", probabilities)
+    rotated = XRay(np.ascontiguousarray(np.rot90(radiograph.pixels, 1)), "rotated")
+    rng = np.random.default_rng(1)
+    noise = XRay(rng.random((64, 64), dtype=np.float32), "noise")
+    upright, turned, noisy = gate.assess([radiograph, rotated, noise])
+    assert upright.accepted, upright
+    assert turned.reason is not None
+    assert turned.reason.endswith("it looks rotated by 90 degrees anticlockwise")
+    assert noisy.reason == "not a frontal chest radiograph like the training ones"
+
+
+def _small_of(gate: ChestXrayGate, xray: XRay) -> np.ndarray:
+    """The image as the gate's network sees it."""
+    from covidcxr.gate._gate import _small
+
+    return _small(xray.pixels, gate.input_size)

@@ -94,6 +94,19 @@ def version_of(images: NDArray[np.float32], version: int) -> NDArray[np.float32]
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def _undoing(version: int) -> int:
+    """The version that turns version ``version`` of an image back into the image.
+
+    Examples
+    --------
+    >>> x = np.arange(6, dtype=np.float32).reshape(1, 2, 3) / 5
+    >>> all(np.allclose(version_of(version_of(x, v), _undoing(v)), x) for v in range(8))
+    True
+    """
+    quarter_turns = (4 - version % 4) % 4
+    return quarter_turns + (4 if version >= 4 else 0)
+
+
 def _small(pixels: NDArray[Any], size: int) -> NDArray[np.float32]:
     unit = as_unit_float(np.asarray(pixels))
     if unit.ndim == 3:  # a colour image that reached the gate unconverted
@@ -386,16 +399,54 @@ class ChestXrayGate(Estimator):
             return []
         images = np.stack([_small(x.pixels, self.input_size) for x in xrays])
         scores, seen = self._scores(images)
+        problems = [_pixel_problem(x.pixels, self.min_contrast) for x in xrays]
+        looks = self._what_it_looks_like(images, scores, seen, problems)
         decisions = []
-        for xray, score, row in zip(xrays, scores, seen, strict=True):
-            problem = _pixel_problem(xray.pixels, self.min_contrast)
-            if problem is None and score > self.threshold_:
-                # Say what the image looks like only when the network is sure of it.
-                version = int(row.argmax())
-                looks = _WHAT_IT_LOOKS_LIKE.get(version) if row[version] >= 0.5 else None
-                problem = f"{_NOT_A_CXR}: {looks}" if looks else _NOT_A_CXR
-            decisions.append(GateDecision(problem is None, score, self.threshold_, problem))
+        for index, (score, pixel_problem) in enumerate(zip(scores, problems, strict=True)):
+            reason = pixel_problem
+            if reason is None and score > self.threshold_:
+                looks_like = looks.get(index)
+                reason = f"{_NOT_A_CXR}: {looks_like}" if looks_like else _NOT_A_CXR
+            decisions.append(GateDecision(reason is None, score, self.threshold_, reason))
         return decisions
+
+    def _what_it_looks_like(
+        self,
+        images: NDArray[np.float32],
+        scores: NDArray[np.float64],
+        seen: NDArray[np.float32],
+        problems: Sequence[str | None],
+    ) -> dict[int, str]:
+        """For refused images that look rotated or inverted, what they look like.
+
+        The network's guess of the version it sees is only a guess: on noise or a
+        photograph every version looks alike, and the guess is arbitrary. So a refused
+        image is said to look rotated or inverted only when the network is sure (0.5 or
+        more) and the image, turned back, would pass the gate; otherwise the reason stays
+        the plain one.
+        """
+        candidates = {
+            index: int(row.argmax())
+            for index, (score, row, problem) in enumerate(zip(scores, seen, problems, strict=True))
+            if problem is None
+            and score > self.threshold_
+            and row.argmax() != 0
+            and row[row.argmax()] >= 0.5
+        }
+        if not candidates:
+            return {}
+        turned_back = np.concatenate(
+            [
+                version_of(images[index : index + 1], _undoing(version))
+                for index, version in candidates.items()
+            ]
+        )
+        corrected = self._scores(turned_back)[0]
+        return {
+            index: _WHAT_IT_LOOKS_LIKE[version]
+            for (index, version), score in zip(candidates.items(), corrected, strict=True)
+            if score <= self.threshold_
+        }
 
     def summary(self) -> dict[str, Any]:
         """What the gate is and how it was set, as plain data (for a model card)."""
