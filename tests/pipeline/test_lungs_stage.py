@@ -234,9 +234,21 @@ def test_prediction_tables_have_severity_columns(
 ) -> None:
     path = tmp_path / "predictions.csv"
     write_predictions(lung_pipeline.predict(held_out), path, severity=True)
+    predictions = lung_pipeline.predict(held_out)
+    write_predictions(predictions, path, severity=True, overwrite=True)
     rows = list(csv.DictReader(path.open()))
     assert {"severity_right", "severity_left", "severity_total", "severity_score"} <= set(rows[0])
     assert any(row["severity_score"] not in ("", None) for row in rows)
+    # Each lung's grade, as the JSON form gives it (the score is their sum).
+    for prediction, row in zip(predictions, rows, strict=True):
+        measured = prediction.severity
+        if measured is None:
+            assert row["severity_right_grade"] == row["severity_left_grade"] == ""
+            continue
+        assert int(row["severity_right_grade"]) == measured.to_dict()["right_grade"]
+        assert int(row["severity_left_grade"]) == measured.to_dict()["left_grade"]
+        grades = int(row["severity_right_grade"]) + int(row["severity_left_grade"])
+        assert grades == int(row["severity_score"])
 
 
 def test_a_fitted_segmenter_is_not_trained_again(

@@ -16,7 +16,8 @@ a radiograph the input gate rejected), ``ood_score`` and ``reason`` (the gate's 
 why a radiograph was rejected or left uncertain), ``n_lesions``, ``detections``: a list
 of ``{label, score, box: {x, y, width, height}}`` in Parquet, the same list as JSON text
 in CSV, and, from a pipeline that measures severity, ``severity_right``,
-``severity_left``, ``severity_total`` and ``severity_score``. A JSON Lines row is the
+``severity_left``, ``severity_total``, ``severity_right_grade``, ``severity_left_grade`` and
+``severity_score``. A JSON Lines row is the
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
 Predictions of a model trained on synthetic phantoms carry one more column (or key),
 ``model_note``, which says so (see :func:`~covidcxr.pipeline.model_note`).
@@ -266,7 +267,8 @@ def write_predictions(
         ``None``.
     severity
         Add the severity columns: ``severity_right``, ``severity_left`` and
-        ``severity_total`` (infected shares) and ``severity_score`` (0 to 8), empty where
+        ``severity_total`` (infected shares), ``severity_right_grade`` and
+        ``severity_left_grade`` (0 to 4) and ``severity_score`` (0 to 8), empty where
         a prediction has no :attr:`~covidcxr.Prediction.severity` (see
         :attr:`covidcxr.Pipeline.measures_severity`).
 
@@ -356,7 +358,7 @@ def prediction_columns(
     ]
     if severity:
         columns += [(f"severity_{part}", "float") for part in ("right", "left", "total")]
-        columns.append(("severity_score", "int"))
+        columns += [(f"severity_{part}", "int") for part in ("right_grade", "left_grade", "score")]
     if note:
         columns.append(("model_note", "string"))
     return columns
@@ -397,7 +399,14 @@ def prediction_row(
     }
 
 
-_SEVERITY_COLUMNS: Final = ("severity_right", "severity_left", "severity_total", "severity_score")
+_SEVERITY_COLUMNS: Final = (
+    "severity_right",
+    "severity_left",
+    "severity_total",
+    "severity_right_grade",
+    "severity_left_grade",
+    "severity_score",
+)
 
 
 def _severity_columns(prediction: Prediction) -> dict[str, float | int | None]:
@@ -408,6 +417,8 @@ def _severity_columns(prediction: Prediction) -> dict[str, float | int | None]:
         "severity_right": measured.right,
         "severity_left": measured.left,
         "severity_total": measured.total,
+        "severity_right_grade": measured.right_grade,
+        "severity_left_grade": measured.left_grade,
         "severity_score": measured.score,
     }
 
