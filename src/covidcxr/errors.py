@@ -49,9 +49,17 @@ class InvalidImageError(CovidCXRError, ValueError):
         What is wrong, in words.
     source
         Where the image came from (a path, an archive member, an object key), if known.
+
+    Attributes
+    ----------
+    message
+        What is wrong, without the source (a skipped item's reason, beside its path).
+    source
+        As given.
     """
 
     def __init__(self, message: str, source: str | None = None) -> None:
+        self.message = message
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
 

@@ -98,6 +98,7 @@ def test_skip_records_a_dicom_with_a_zero_window_width(classes_folder: Path, mak
     [skipped] = source.skipped
     assert Path(skipped.path).name == "zero_window.dcm"
     assert "WindowWidth" in skipped.reason
+    assert "zero_window" not in skipped.reason  # the path stands beside it, once
 
 
 def test_a_class_folder_linked_from_inside_the_root_is_followed(

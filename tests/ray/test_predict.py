@@ -120,6 +120,7 @@ def test_unreadable_items_are_reported_not_retried(
     skipped = (out / "_skipped.csv").read_text().splitlines()
     assert skipped[0] == "path,reason"
     assert skipped[1].startswith(f"{broken},")
+    assert skipped[1].count(broken.name) == 1  # the reason does not repeat the path
 
     # With on_error="raise" the first unreadable item stops the job with its own error,
     # and nothing is written.

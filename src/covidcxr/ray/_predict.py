@@ -172,7 +172,7 @@ class _Predictor:
                 rows[place] = {
                     "id": item_id,
                     "status": SKIPPED,
-                    "reason": str(exc),
+                    "reason": exc.message,
                     "error_source": exc.source,
                 }
                 continue
@@ -262,9 +262,7 @@ def _refuse_failures(failed: Sequence[Mapping[str, Any]], on_error: str) -> None
     """With ``on_error="raise"``, raise the first unreadable item's error as the worker met it."""
     if not failed or on_error != "raise":
         return
-    source = failed[0]["error_source"]
-    message = str(failed[0]["reason"]).removeprefix(f"{source}: ")
-    raise InvalidImageError(message, source)
+    raise InvalidImageError(str(failed[0]["reason"]), failed[0]["error_source"])
 
 
 def predict(

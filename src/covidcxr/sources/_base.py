@@ -285,7 +285,8 @@ class CatalogSource(ABC):
         """
         if self.on_error == "raise":
             raise error
-        self._failed[name] = Skipped(self._item_id(name), str(error))
+        # The reason without the source: the record's path stands beside it.
+        self._failed[name] = Skipped(self._item_id(name), error.message)
 
     def warn_skipped(self, count: int) -> None:
         """Warn that ``count`` items were skipped in an iteration (used by batch runners)."""
