@@ -10,6 +10,7 @@ or loaded.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -211,24 +212,26 @@ class UNetEstimator(RunsNetwork, Estimator):
             name=self.network_name,
             output_name=self.output_name,
         )
-        self.history_ = fit_unet(
-            keras,
-            model,
-            images,
-            masks,
-            validation_data,
-            owner=type(self).__name__,
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            seed=self.seed,
-            patience=self.patience,
-            on_epoch_end=self.on_epoch_end,
-            verbose=self.verbose,
-            flip=self.augment,
-            warp=warp,
-            checkpoint=checkpoint,
-        )
+        # One training process per checkpoint folder, for as long as it trains.
+        with checkpoint.held() if checkpoint is not None else contextlib.nullcontext():
+            self.history_ = fit_unet(
+                keras,
+                model,
+                images,
+                masks,
+                validation_data,
+                owner=type(self).__name__,
+                learning_rate=self.learning_rate,
+                batch_size=self.batch_size,
+                epochs=self.epochs,
+                seed=self.seed,
+                patience=self.patience,
+                on_epoch_end=self.on_epoch_end,
+                verbose=self.verbose,
+                flip=self.augment,
+                warp=warp,
+                checkpoint=checkpoint,
+            )
         self.model_ = model
         self.n_training_images_ = int(images.shape[0])
 

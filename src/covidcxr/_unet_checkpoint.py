@@ -13,6 +13,7 @@ ends where an uninterrupted run would; one with another key is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import all_finite
 from covidcxr._plain import plain_data
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.files import atomic_write, check_checkpoint_location
+from covidcxr.files import atomic_write, check_checkpoint_location, checkpoint_lock
 
 __all__ = ["CHECKPOINT_FILENAME", "Resumed", "UNetCheckpoint", "training_key"]
 
@@ -105,6 +106,14 @@ class UNetCheckpoint:
 
     def __repr__(self) -> str:
         return f"UNetCheckpoint({os.fspath(self.path)!r})"
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the checkpoint's folder for this process (:func:`~covidcxr.files.checkpoint_lock`).
+
+        The folder is checked first (:func:`~covidcxr.files.check_checkpoint_location`).
+        """
+        check_checkpoint_location(self.path)
+        return checkpoint_lock(self.path.parent)
 
     # -- reading ---------------------------------------------------------------------------
 

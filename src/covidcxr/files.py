@@ -46,6 +46,7 @@ __all__ = [
     "check_new_files",
     "check_output_directory",
     "check_output_location",
+    "checkpoint_lock",
     "output_directory",
     "recover_output_directory",
     "remove_stale_files",
@@ -746,6 +747,69 @@ def check_checkpoint_location(path: str | os.PathLike[str]) -> None:
     except OSError as error:
         raise OutputError(f"{folder}: cannot make the checkpoint folder ({error})") from error
     remove_stale_files(path)
+
+
+#: The file a training process holds locked in its checkpoint folder.
+CHECKPOINT_LOCK_NAME: Final = ".covidcxr-training.lock"
+
+
+@contextlib.contextmanager
+def checkpoint_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold checkpoint folder ``folder`` for this process while a training runs.
+
+    Two processes training into one folder would each resume from, and overwrite, the
+    other's checkpoint: the file would flip between two runs, and whichever saved last
+    would win. The lock is an advisory ``flock`` on :data:`CHECKPOINT_LOCK_NAME` in the
+    folder, which the system releases when the process ends, even on ``kill -9``: a lock
+    file left behind holds nothing. Where ``fcntl`` is missing (Windows), nothing is
+    locked.
+
+    Raises
+    ------
+    OutputError
+        If another process holds the folder; the message gives its process id.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with checkpoint_lock(folder):
+    ...     pass
+    """
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(folder) / CHECKPOINT_LOCK_NAME
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot lock the checkpoint folder ({error})") from error
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}:
+                raise OutputError(
+                    f"{folder}: cannot lock the checkpoint folder ({error})"
+                ) from error
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputError(
+                f"{folder}: another training process (pid {holder}) is using this "
+                "checkpoint folder; give each run its own checkpoint_dir, or wait for that "
+                "one to finish"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def remove_stale_files(path: str | os.PathLike[str]) -> None:

@@ -12,7 +12,10 @@ from covidcxr import XRay
 from covidcxr.classify import VGG19Classifier
 from covidcxr.classify._inputs import IDENTITY_VIEW, Augmentation, _to_model_input, make_dataset
 from covidcxr.classify._parameters import run_key
+from covidcxr.classify._training import CHECKPOINT_FILENAME
 from covidcxr.errors import ConfigurationError, OutputError
+
+from ..conftest import hold_in_another_process
 
 SIZE = 33  # odd: the centre is a pixel
 
@@ -200,3 +203,21 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(
         classifier.fit(train_xrays)
     assert epochs == []
     assert mine.read_text() == "mine"
+
+
+def test_a_checkpoint_folder_another_process_trains_in_is_refused_before_training(
+    train_xrays: list[XRay], tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    holder = hold_in_another_process(tmp_path)
+    epochs: list[int] = []
+    classifier = VGG19Classifier(
+        **tiny, checkpoint_dir=tmp_path, on_epoch_end=lambda epoch, logs: epochs.append(epoch)
+    )
+    try:
+        with pytest.raises(OutputError, match="another training process"):
+            classifier.fit(train_xrays)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert epochs == []
+    assert not (tmp_path / CHECKPOINT_FILENAME).exists()

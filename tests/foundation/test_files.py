@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from covidcxr.errors import OutputExistsError
-from covidcxr.files import atomic_write, write_bytes, write_text
+from covidcxr.errors import OutputError, OutputExistsError
+from covidcxr.files import atomic_write, checkpoint_lock, write_bytes, write_text
+
+from ..conftest import hold_in_another_process
 
 
 def test_write_bytes_creates_missing_folders(tmp_path: Path) -> None:
@@ -68,3 +70,21 @@ def test_replacing_keeps_the_files_permissions(tmp_path: Path) -> None:
     target.chmod(0o640)
     write_bytes(target, b"v2", overwrite=True)
     assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_checkpoint_folder_is_held_by_one_process_and_freed_by_a_kill(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    holder = hold_in_another_process(folder)
+    try:
+        with (
+            pytest.raises(OutputError, match=rf"another training process \(pid {holder.pid}\)"),
+            checkpoint_lock(folder),
+        ):
+            pass
+    finally:
+        holder.kill()  # kill -9: the system releases the lock with the process
+        holder.wait()
+    with checkpoint_lock(folder):  # free again; the lock file left behind holds nothing
+        pass
+    with checkpoint_lock(folder):  # and released after use
+        pass

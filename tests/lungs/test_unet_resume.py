@@ -25,6 +25,8 @@ from covidcxr.files import _owner_tag
 from covidcxr.lungs import LungSegmenter
 from covidcxr.phantoms import generate_phantoms
 
+from ..conftest import hold_in_another_process
+
 pytestmark = pytest.mark.slow
 
 Net = LungSegmenter | LocalDetector
@@ -259,6 +261,23 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(
         LungSegmenter(**TINY, checkpoint_dir=mine, on_epoch_end=record).fit(train, validation=valid)
     assert epochs == []
     assert mine.read_text() == "mine"
+
+
+def test_a_checkpoint_folder_another_process_trains_in_is_refused_before_training(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    holder = hold_in_another_process(tmp_path)
+    epochs, record = recorder()
+    try:
+        with pytest.raises(OutputError, match="another training process"):
+            LungSegmenter(**TINY, checkpoint_dir=tmp_path, on_epoch_end=record).fit(
+                train, validation=valid
+            )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert epochs == []
+    assert not (tmp_path / CHECKPOINT_FILENAME).exists()
 
 
 def test_what_a_killed_checkpoint_write_left_is_removed(

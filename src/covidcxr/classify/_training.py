@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import all_finite
 from covidcxr.classify._fit_setup import epoch_learning_rate
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
-from covidcxr.files import atomic_write, check_checkpoint_location
+from covidcxr.files import atomic_write, check_checkpoint_location, checkpoint_lock
 
 if TYPE_CHECKING:
     import keras
@@ -122,7 +122,23 @@ class _TrainingLoop:
         With ``weight_averaging``, validation (and so early stopping) sees the moving
         average of the weights, swapped in for it, while training goes on from the raw
         weights; the model ends with the best, or else the last, average.
+
+        The checkpoint folder is held for this process while it trains
+        (:func:`~covidcxr.files.checkpoint_lock`).
         """
+        if self.checkpoint is None:
+            return self._run(run_epoch, validate, monitor=monitor)
+        check_checkpoint_location(self.checkpoint)
+        with checkpoint_lock(self.checkpoint.parent):
+            return self._run(run_epoch, validate, monitor=monitor)
+
+    def _run(
+        self,
+        run_epoch: Callable[[int], dict[str, float]],
+        validate: Callable[[], dict[str, float]],
+        *,
+        monitor: str,
+    ) -> dict[str, list[float]]:
         estimator = self.estimator
         history: dict[str, list[float]] = {}
         best_score, best_weights, wait, start = math.inf, None, 0, 0
