@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from covidcxr._model_archive import all_finite
 from covidcxr._plain import plain_data
+from covidcxr._threads import compute_threads, warn_on_other_threads
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.files import atomic_write, check_checkpoint_location, checkpoint_lock
 
@@ -181,6 +182,8 @@ class UNetCheckpoint:
                 f"{self.path}: unreadable or damaged checkpoint ({exc}); delete it to start afresh"
             ) from exc
         finished = bool(stopping["stopped_epoch"]) or epoch >= self.epochs
+        if not finished:  # a finished run trains no more: its bits are those it has
+            warn_on_other_threads(state.get("threads"), self.path)
         if finished and best is not None:
             # What EarlyStopping(restore_best_weights=True) does when training ends.
             model.set_weights(best)
@@ -262,6 +265,7 @@ class UNetCheckpoint:
             "epoch": epoch,
             "history": self.history,
             "n_optimizer": len(model.optimizer.variables),
+            "threads": compute_threads(),
             "early_stopping": {
                 "wait": int(getattr(stopping, "wait", 0)),
                 "best": _plain_float(getattr(stopping, "best", None)),

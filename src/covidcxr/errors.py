@@ -23,6 +23,7 @@ __all__ = [
     "OutputExistsError",
     "PluginError",
     "PreprocessingMismatchWarning",
+    "ResumeMismatchWarning",
     "SourceError",
     "SyntheticModelWarning",
     "TrainingDivergedError",
@@ -165,6 +166,14 @@ class SyntheticModelWarning(UserWarning):
     Its predictions show that the software runs; they say nothing about a real chest
     X-ray. :meth:`covidcxr.Pipeline.predict` warns once per call with such a model, and
     its model card says so at the top.
+    """
+
+
+class ResumeMismatchWarning(UserWarning):
+    """A training resumed from a checkpoint under a setting that changes its last bits.
+
+    The CPU thread count changes the order of floating-point sums: the resumed run ends
+    close to, but not bit for bit like, an uninterrupted one.
     """
 
 

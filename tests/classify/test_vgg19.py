@@ -18,6 +18,7 @@ import pytest
 
 import covidcxr
 from covidcxr import XRay
+from covidcxr._threads import compute_threads
 from covidcxr.classify import FROM_SCRATCH, PixelRangeWarning, VGG19Classifier
 from covidcxr.classify import _weights as weights_module
 from covidcxr.classify._persistence import METADATA_MEMBER, MODEL_MEMBER
@@ -27,6 +28,7 @@ from covidcxr.errors import (
     InvalidImageError,
     ModelFormatError,
     PreprocessingMismatchWarning,
+    ResumeMismatchWarning,
     WeightsUnavailableError,
 )
 from covidcxr.phantoms import generate_phantoms
@@ -731,6 +733,26 @@ def test_resuming_after_an_interruption_ends_like_an_uninterrupted_run(
     weights = zip(resumed.model_.get_weights(), reference.model_.get_weights(), strict=True)
     for mine, theirs in weights:
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_resuming_under_another_thread_count_says_the_last_bits_will_differ(
+    tmp_path: Path, train_xrays: list[XRay], tiny: dict[str, Any]
+) -> None:
+    params = {**tiny, "epochs": 2}
+    with pytest.raises(InterruptError):
+        VGG19Classifier(**params, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1)).fit(
+            train_xrays
+        )
+    path = tmp_path / CHECKPOINT_FILENAME
+    with np.load(path) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    state = json.loads(str(arrays["state"]))
+    assert state["threads"] == compute_threads()
+    state["threads"] += 1  # as if written on a machine with one more core
+    arrays["state"] = np.array(json.dumps(state))
+    np.savez(path, **arrays)
+    with pytest.warns(ResumeMismatchWarning, match=rf"{state['threads']} CPU thread"):
+        VGG19Classifier(**params, checkpoint_dir=tmp_path).fit(train_xrays)
 
 
 def test_a_checkpoint_from_another_run_is_refused(

@@ -18,9 +18,15 @@ import numpy as np
 import pytest
 
 from covidcxr import Pipeline, XRay
+from covidcxr._threads import compute_threads
 from covidcxr._unet_checkpoint import CHECKPOINT_FILENAME
 from covidcxr.detect import LocalDetector
-from covidcxr.errors import ConfigurationError, ModelFormatError, OutputError
+from covidcxr.errors import (
+    ConfigurationError,
+    ModelFormatError,
+    OutputError,
+    ResumeMismatchWarning,
+)
 from covidcxr.files import _owner_tag
 from covidcxr.lungs import LungSegmenter
 from covidcxr.phantoms import generate_phantoms
@@ -261,6 +267,22 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(
         LungSegmenter(**TINY, checkpoint_dir=mine, on_epoch_end=record).fit(train, validation=valid)
     assert epochs == []
     assert mine.read_text() == "mine"
+
+
+def test_resuming_under_another_thread_count_says_the_last_bits_will_differ(
+    tmp_path: Path, train: list[XRay], valid: list[XRay]
+) -> None:
+    def other_machine(arrays: dict[str, Any]) -> None:
+        state = json.loads(str(arrays["state"]))
+        # The count TensorFlow computes with (TINY's threads=1 applies only if this
+        # process had not run TensorFlow yet).
+        assert state["threads"] == compute_threads()
+        state["threads"] = compute_threads() + 1
+        arrays["state"] = np.array(json.dumps(state))
+
+    rewrite(one_epoch_checkpoint(LungSegmenter, tmp_path, train, valid), other_machine)
+    with pytest.warns(ResumeMismatchWarning, match=f"{compute_threads() + 1} CPU thread"):
+        LungSegmenter(**TINY, checkpoint_dir=tmp_path).fit(train, validation=valid)
 
 
 def test_a_checkpoint_folder_another_process_trains_in_is_refused_before_training(

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import all_finite
+from covidcxr._threads import compute_threads, warn_on_other_threads
 from covidcxr.classify._fit_setup import epoch_learning_rate
 from covidcxr.errors import ConfigurationError, ModelFormatError, TrainingDivergedError
 from covidcxr.files import atomic_write, check_checkpoint_location, checkpoint_lock
@@ -211,6 +212,7 @@ class _TrainingLoop:
             "wait": wait,
             "has_best": best_weights is not None,
             "has_average": averaged is not None,
+            "threads": compute_threads(),
         }
         arrays: dict[str, NDArray[Any]] = {"state": np.array(json.dumps(state))}
         for i, weight in enumerate(self.trained.get_weights()):
@@ -274,6 +276,7 @@ class _TrainingLoop:
                 raise ValueError(f"epoch {epoch} or wait {wait} out of range")  # noqa: TRY301
             if not all_finite([*weights, *(best or []), *(average or [])]):
                 raise ValueError("non-finite (NaN or infinite) weights")  # noqa: TRY301
+            saved_threads = state.get("threads")
             self.trained.set_weights(weights)
             for variable, value in zip(self.optimizer.variables, optimizer_state, strict=True):
                 if tuple(variable.shape) != value.shape:
@@ -298,4 +301,7 @@ class _TrainingLoop:
                 f"{self.checkpoint}: unreadable or damaged checkpoint ({exc}); delete it to "
                 "start afresh"
             ) from exc
+        patience = self.estimator.early_stopping
+        if epoch < self.estimator.epochs and (patience is None or wait < patience):
+            warn_on_other_threads(saved_threads, self.checkpoint)  # it trains on
         return history, best_score, best, wait, epoch, average
