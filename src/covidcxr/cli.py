@@ -584,6 +584,8 @@ def export_command(
     from covidcxr.runtime import export  # noqa: PLC0415
 
     options = _source_options(source_options, "raise")
+    check_output_directory(out_dir, "pipeline", overwrite=overwrite)  # before loading
+    _import_tensorflow()
     report = export(
         model_dir,
         out_dir,
@@ -816,6 +818,7 @@ def demo_command(
     from covidcxr.demo import run_demo  # noqa: PLC0415 - see above
     from covidcxr.pipeline import PipelineConfig  # noqa: PLC0415 - see above
 
+    check_output_directory(out, "demo", overwrite=overwrite)  # before TensorFlow's import
     _import_tensorflow()
     result = run_demo(
         out,
@@ -988,13 +991,6 @@ def detect_command(
             f"the {name} detector needs --model PATH (a saved "
             f"{'LocalDetector' if name == 'local' else 'VGG19Classifier'})"
         )
-    _import_tensorflow()
-    detector = covidcxr.create_detector(name, **options)
-    enhance = (
-        covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
-        if preprocess
-        else covidcxr.preprocess.recorded_preprocessor(detector)
-    )
     source_opts = _source_options(source_options, on_error)
     dataset = _open_sources(sources, source_opts)
     report_path = out / "detections.json"
@@ -1008,6 +1004,13 @@ def detect_command(
         )
     except OutputExistsError as exc:
         raise click.UsageError(str(exc)) from None
+    _import_tensorflow()
+    detector = covidcxr.create_detector(name, **options)
+    enhance = (
+        covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
+        if preprocess
+        else covidcxr.preprocess.recorded_preprocessor(detector)
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []

@@ -31,6 +31,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, Literal, TypeAlias
@@ -39,6 +40,7 @@ from covidcxr._version import __version__
 from covidcxr.errors import OutputError, OutputExistsError
 
 __all__ = [
+    "CHECKPOINT_LOCK_NAME",
     "MARKER_NAME",
     "OutputKind",
     "atomic_write",
@@ -760,14 +762,17 @@ def checkpoint_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
     Two processes training into one folder would each resume from, and overwrite, the
     other's checkpoint: the file would flip between two runs, and whichever saved last
     would win. The lock is an advisory ``flock`` on :data:`CHECKPOINT_LOCK_NAME` in the
-    folder, which the system releases when the process ends, even on ``kill -9``: a lock
-    file left behind holds nothing. Where ``fcntl`` is missing (Windows), nothing is
-    locked.
+    folder, which the system releases when the process ends, even on ``kill -9``: the lock
+    file, left in the folder, holds nothing by itself. It says which process (and host)
+    last held it. Nothing is locked where it cannot be: on Windows (no ``fcntl``), in a
+    read-only folder (where this process writes nothing either: a finished checkpoint is
+    only read), and on a file system that cannot lock files, which is said in a warning.
 
     Raises
     ------
     OutputError
-        If another process holds the folder; the message gives its process id.
+        If another process holds the folder (the message names it), or the folder cannot
+        be made.
 
     Examples
     --------
@@ -782,34 +787,70 @@ def checkpoint_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     path = Path(folder) / CHECKPOINT_LOCK_NAME
+    descriptor = _open_lock_file(path)
+    if descriptor is None:  # a read-only folder: this process writes nothing there either
+        yield
+        return
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        handle = path.open("a+", encoding="utf-8")
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot lock the checkpoint folder ({error})") from error
-    with handle:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
+            if error.errno in _NO_LOCKING:
+                warnings.warn(
+                    f"{folder}: this file system cannot lock files ({error.strerror}); "
+                    "training goes on unlocked: make sure no other run uses this "
+                    "checkpoint_dir",
+                    stacklevel=3,
+                )
+                yield
+                return
             if error.errno not in {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}:
-                raise OutputError(
-                    f"{folder}: cannot lock the checkpoint folder ({error})"
-                ) from error
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+                message = f"{folder}: cannot lock the checkpoint folder ({error})"
+                raise OutputError(message) from error
+            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip()
             raise OutputError(
-                f"{folder}: another training process (pid {holder}) is using this "
+                f"{folder}: another training process ({holder or 'unknown'}) is using this "
                 "checkpoint folder; give each run its own checkpoint_dir, or wait for that "
                 "one to finish"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        with contextlib.suppress(OSError):  # a lock file of another user's: not writable
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+# flock's errors where the file system cannot lock at all (NFS without lockd, some FUSE
+# and SMB mounts, Lustre without -o flock).
+_NO_LOCKING: Final = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _open_lock_file(path: Path) -> int | None:
+    """A descriptor of the lock file (made if need be), or ``None`` in a read-only folder.
+
+    A lock file another user made (``0644``) cannot be opened for writing, but ``flock``
+    needs only a descriptor: it is opened for reading then.
+    """
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot make the checkpoint folder ({error})") from error
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        pass
+    except OSError as error:
+        if error.errno != errno.EROFS:
+            raise OutputError(f"{folder}: cannot lock the checkpoint folder ({error})") from error
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def remove_stale_files(path: str | os.PathLike[str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +333,33 @@ def test_dicom_files_without_a_suffix_are_read_by_their_content(
     (only / "IM000001").write_bytes(scan)
     assert [Path(x.id).name for x in covidcxr.open_source(str(only))] == ["IM000001"]
     assert [Path(x.id).name for x in covidcxr.open_source([str(only)])] == ["IM000001"]
+
+
+def test_a_skipped_item_whose_mask_is_broken_names_the_mask(tmp_path: Path, make: Any) -> None:
+    root = tmp_path / "radiography"
+    for name in ("0.png", "1.png"):
+        for folder in ("images", "masks"):
+            (root / "COVID" / folder).mkdir(parents=True, exist_ok=True)
+            (root / "COVID" / folder / name).write_bytes(make.encode(make.gradient()))
+    (root / "COVID" / "masks" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    source = FolderSource(root, layout="covid-radiography", on_error="skip")
+    with pytest.warns(SkippedItemsWarning):
+        assert len(list(source)) == 1
+    [skipped] = source.skipped
+    assert Path(skipped.path).name == "1.png"
+    assert "mask" in skipped.reason  # the broken file is the mask, not the image
+
+
+def test_a_named_pipe_in_a_folder_is_not_opened_for_sniffing(classes_folder: Path) -> None:
+    # A FIFO without a suffix might be DICOM by its name; opening it to read would block
+    # until something writes to it.
+    pipe = classes_folder / "NORMAL" / "control"
+    os.mkfifo(pipe)
+    found: list[int] = []
+    worker = threading.Thread(target=lambda: found.append(len(FolderSource(classes_folder))))
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # release the blocked open, then fail
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+    assert found == [5]

@@ -269,3 +269,19 @@ def test_a_zip_of_loose_scans_is_read_unlabelled(tmp_path: Path, make: Any) -> N
     source = _open(archive)
     assert source.layout == "unlabelled"
     assert [x.label for x in source] == [None, None]
+
+
+def test_a_member_that_fails_its_crc_is_skipped_naming_it_once(tmp_path: Path, make: Any) -> None:
+    data = make.encode(make.gradient())
+    archive = _zip_members(tmp_path / "c.zip", {"COVID/good.png": data, "COVID/bad.png": data})
+    raw = bytearray(archive.read_bytes())
+    second = raw.index(b"COVID/bad.png") + len(b"COVID/bad.png")  # its local header's name
+    raw[second + 40] ^= 0xFF  # a byte of its (stored or deflated) data
+    archive.write_bytes(bytes(raw))
+    source = ZipSource(archive, on_error="skip")
+    with pytest.warns(SkippedItemsWarning):
+        assert len(list(source)) == 1
+    (skipped,) = source.skipped
+    assert skipped.path.endswith("!/COVID/bad.png")
+    assert "corrupt archive member" in skipped.reason
+    assert "bad.png" not in skipped.reason

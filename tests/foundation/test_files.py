@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from covidcxr.errors import OutputError, OutputExistsError
-from covidcxr.files import atomic_write, checkpoint_lock, write_bytes, write_text
+from covidcxr.files import (
+    CHECKPOINT_LOCK_NAME,
+    atomic_write,
+    checkpoint_lock,
+    write_bytes,
+    write_text,
+)
 
 from ..conftest import hold_in_another_process
 
@@ -77,7 +84,7 @@ def test_a_checkpoint_folder_is_held_by_one_process_and_freed_by_a_kill(tmp_path
     holder = hold_in_another_process(folder)
     try:
         with (
-            pytest.raises(OutputError, match=rf"another training process \(pid {holder.pid}\)"),
+            pytest.raises(OutputError, match=rf"another training process \(pid {holder.pid} on "),
             checkpoint_lock(folder),
         ):
             pass
@@ -87,4 +94,55 @@ def test_a_checkpoint_folder_is_held_by_one_process_and_freed_by_a_kill(tmp_path
     with checkpoint_lock(folder):  # free again; the lock file left behind holds nothing
         pass
     with checkpoint_lock(folder):  # and released after use
+        pass
+
+
+def test_a_lock_file_this_user_cannot_write_still_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    (tmp_path / CHECKPOINT_LOCK_NAME).write_text("pid 1 on elsewhere\n")
+    real_open = os.open
+
+    def another_users_file(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(CHECKPOINT_LOCK_NAME) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", another_users_file)
+    with checkpoint_lock(tmp_path):
+        monkeypatch.setattr(os, "open", real_open)
+        other = os.open(tmp_path / CHECKPOINT_LOCK_NAME, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # held, through the read-only descriptor
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+
+
+def test_a_read_only_folder_or_a_file_system_without_locks_trains_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(CHECKPOINT_LOCK_NAME):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", read_only)
+        with checkpoint_lock(tmp_path):  # a finished checkpoint there can still be read
+            pass
+    assert not (tmp_path / CHECKPOINT_LOCK_NAME).exists()
+
+    def no_locks(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock files"), checkpoint_lock(tmp_path):
         pass

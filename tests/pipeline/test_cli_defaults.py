@@ -113,7 +113,7 @@ print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
 
-@pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train", "demo"])
 def test_an_existing_output_is_refused_before_tensorflow_is_imported(
     tmp_path: Path, command: str
 ) -> None:
@@ -127,11 +127,11 @@ def test_an_existing_output_is_refused_before_tensorflow_is_imported(
     else:
         taken.mkdir()
         (taken / "mine.txt").write_text("mine\n", encoding="utf-8")
-        args = (
-            ["evaluate", "covid-qu-ex", str(data), "--report", str(taken)]
-            if command == "evaluate"
-            else ["train", str(data), "--out", str(taken)]
-        )
+        args = {
+            "evaluate": ["evaluate", "covid-qu-ex", str(data), "--report", str(taken)],
+            "train": ["train", str(data), "--out", str(taken)],
+            "demo": ["demo", "--out", str(taken)],
+        }[command]
     result = subprocess.run(
         [sys.executable, "-c", _REFUSAL_PROBE, *args],
         capture_output=True,

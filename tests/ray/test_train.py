@@ -151,3 +151,23 @@ def test_data_that_cannot_reach_the_workers_is_a_configuration_error(ray_cluster
 def test_workers_must_be_a_whole_number(workers: Any) -> None:
     with pytest.raises(ConfigurationError, match="workers"):
         covidcxr.ray.fit(tiny_pipeline(epochs=1), generate_phantoms(1, size=32), workers=workers)
+
+
+def test_only_rank_0_checkpoints_the_lung_stage(tmp_path: Path) -> None:
+    # Every rank fits the lung U-Net; a checkpoint folder is held by one training process
+    # at a time, so ranks sharing a file system would refuse each other.
+    from covidcxr.lungs import LungCrop, LungSegmenter
+    from covidcxr.pipeline import Pipeline, PipelineConfig
+    from covidcxr.ray._train import _leave_lung_checkpoint_to_rank_0
+
+    folder = str(tmp_path / "lungs")
+    configured = Pipeline(
+        config=PipelineConfig(lungs={"segmenter": {"checkpoint_dir": folder, "epochs": 1}})
+    )
+    _leave_lung_checkpoint_to_rank_0(configured)
+    assert configured.config.lungs == {"segmenter": {"epochs": 1}}
+    given = Pipeline(lungs=LungCrop(LungSegmenter(epochs=1, checkpoint_dir=folder)))
+    _leave_lung_checkpoint_to_rank_0(given)
+    assert given.lungs is not None
+    assert given.lungs.segmenter.checkpoint_dir is None
+    assert given.lungs.segmenter.epochs == 1

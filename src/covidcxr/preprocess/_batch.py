@@ -863,7 +863,7 @@ def fill_cache(
             try:
                 raw = reader(entry)
             except InvalidImageError as exc:
-                outcomes.append(("skipped", exc.message))
+                outcomes.append(("skipped", str(exc)))
                 continue
             digest = raw.digest()
             if cache.load(digest) is not None:
@@ -879,8 +879,8 @@ def fill_cache(
                     cache=cache,
                     compact=True,
                 )
-                if result[0] == "invalid":  # the reason without the source, as for a read
-                    outcomes.append(("skipped", str(result[1]).removeprefix(f"{result[2]}: ")))
+                if result[0] == "invalid":
+                    outcomes.append(("skipped", str(result[1])))
                     continue
                 stored: _Stored = result[2]
                 outcome = ("written", None) if stored[0] == "pack" else ("uncachable", stored[1])

@@ -40,7 +40,7 @@ from covidcxr.pipeline import (
 from covidcxr.plugins import open_source
 from covidcxr.pretrained import load_pipeline
 from covidcxr.ray._cluster import check_workers, connected, import_ray
-from covidcxr.sources import CatalogSource, Entry, RawItem, Skipped, decode_item
+from covidcxr.sources import CatalogSource, Entry, RawItem, Skipped, decode_item, skip_reason
 
 __all__ = ["SKIPPED", "RayPredictions", "job_error", "open_for_workers", "predict"]
 
@@ -172,7 +172,7 @@ class _Predictor:
                 rows[place] = {
                     "id": item_id,
                     "status": SKIPPED,
-                    "reason": exc.message,
+                    "reason": skip_reason(exc, item_id),
                     "error_source": exc.source,
                 }
                 continue
@@ -262,7 +262,9 @@ def _refuse_failures(failed: Sequence[Mapping[str, Any]], on_error: str) -> None
     """With ``on_error="raise"``, raise the first unreadable item's error as the worker met it."""
     if not failed or on_error != "raise":
         return
-    raise InvalidImageError(str(failed[0]["reason"]), failed[0]["error_source"])
+    source = failed[0]["error_source"]
+    message = str(failed[0]["reason"]).removeprefix(f"{source}: ")
+    raise InvalidImageError(message, source)
 
 
 def predict(

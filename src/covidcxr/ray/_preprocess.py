@@ -177,7 +177,8 @@ def preprocess(
     results.sort(key=lambda row: int(row["position"]))
     outcomes = [str(row["outcome"]) for row in results]
     skipped = tuple(
-        Skipped(str(row["id"]), str(row["reason"]))
+        # The reason without the path it starts with, which stands beside it.
+        Skipped(str(row["id"]), str(row["reason"]).removeprefix(f"{row['id']}: "))
         for row in results
         if row["outcome"] == "skipped"
     )

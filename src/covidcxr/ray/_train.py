@@ -112,6 +112,27 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
     shutil.copy2(source / CHECKPOINT_FILENAME, target / CHECKPOINT_FILENAME)
 
 
+def _leave_lung_checkpoint_to_rank_0(pipeline: Pipeline) -> None:
+    """Train this rank's lung stage without the checkpoint folder rank 0 holds.
+
+    Every rank fits the same lung U-Net (same data, same seed); a training process holds
+    its checkpoint folder while it trains (:func:`~covidcxr.files.checkpoint_lock`), so
+    ranks sharing a file system would refuse each other. Only rank 0 checkpoints it.
+    """
+    stage = pipeline.lungs
+    if stage is not None:
+        if not stage.fitted and stage.segmenter.checkpoint_dir is not None:
+            stage.segmenter.set_params(checkpoint_dir=None)  # this rank's own copy
+        return
+    lungs = pipeline.config.lungs
+    if lungs is None:
+        return
+    segmenter = lungs.get("segmenter")
+    if isinstance(segmenter, Mapping) and segmenter.get("checkpoint_dir") is not None:
+        options = {key: value for key, value in segmenter.items() if key != "checkpoint_dir"}
+        pipeline.config = attrs.evolve(pipeline.config, lungs={**lungs, "segmenter": options})
+
+
 def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: fit the pipeline with the classifier under MWMS.
 
@@ -132,6 +153,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         # Not data-parallel and not needed to train the classifier: left to rank 0.
         pipeline.detector = None
         pipeline.config = attrs.evolve(pipeline.config, detector=None)
+        _leave_lung_checkpoint_to_rank_0(pipeline)
     with tempfile.TemporaryDirectory(prefix=f"covidcxr-fit-{rank}-") as scratch:
         local = Path(scratch) / _CLASSIFIER_FOLDER
         restored = ray_train.get_checkpoint()

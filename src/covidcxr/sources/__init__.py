@@ -64,7 +64,7 @@ from covidcxr.sources._layouts import (
     normalize_splits,
 )
 from covidcxr.sources._masks import binary_mask, mask_boxes
-from covidcxr.sources._skips import ReportsSkips, Skipped, SkippedItemsWarning
+from covidcxr.sources._skips import ReportsSkips, Skipped, SkippedItemsWarning, skip_reason
 
 __all__ = [
     "AUTO",
@@ -98,6 +98,7 @@ __all__ = [
     "might_be_dicom",
     "normalize_splits",
     "open_local",
+    "skip_reason",
     "upload_folder",
     "upload_folder_as_zip",
 ]

@@ -197,7 +197,9 @@ class SafeZipArchive:
                 # zipfile stops at the declared size, which _check_members bounded.
                 return handle.read()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise InvalidImageError(f"corrupt archive member: {exc}", where) from exc
+            # zipfile ends some messages with " for file 'NAME'": the member is ``where``.
+            detail = str(exc).removesuffix(f" for file {info.filename!r}")
+            raise InvalidImageError(f"corrupt archive member: {detail}", where) from exc
 
     def extract_to(
         self, directory: str | os.PathLike[str], *, on_exists: OnError = "raise"

@@ -15,7 +15,13 @@ from covidcxr.io._reader import decode_image
 from covidcxr.records import XRay
 from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
 from covidcxr.sources._layouts import AUTO, CITATIONS, TERMS, Catalog, catalog, detect_layout
-from covidcxr.sources._skips import OnError, Skipped, SkippedItemsWarning, check_on_error
+from covidcxr.sources._skips import (
+    OnError,
+    Skipped,
+    SkippedItemsWarning,
+    check_on_error,
+    skip_reason,
+)
 
 __all__ = ["CatalogSource"]
 
@@ -285,8 +291,8 @@ class CatalogSource(ABC):
         """
         if self.on_error == "raise":
             raise error
-        # The reason without the source: the record's path stands beside it.
-        self._failed[name] = Skipped(self._item_id(name), error.message)
+        item_id = self._item_id(name)
+        self._failed[name] = Skipped(item_id, skip_reason(error, item_id))
 
     def warn_skipped(self, count: int) -> None:
         """Warn that ``count`` items were skipped in an iteration (used by batch runners)."""

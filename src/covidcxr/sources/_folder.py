@@ -6,6 +6,7 @@ import functools
 import glob
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -339,6 +340,11 @@ class FilesSource(FolderSource):
         _warn_unfollowed(self._unfollowed_links)
         return list(names)
 
+    def _content_images(self, names: Sequence[str]) -> Collection[str]:
+        # Named files are read whatever their suffix; folders were sniffed when expanded.
+        del names
+        return frozenset()
+
     def _make_catalog(
         self,
         names: list[str],
@@ -427,17 +433,27 @@ def _dicom_without_suffix(prefix: str, names: Sequence[str]) -> frozenset[str]:
 
     Only names :func:`~covidcxr.sources.might_be_dicom` picks are opened, and only their
     first 132 bytes are read (the preamble and the ``DICM`` magic); a file that cannot be
-    opened is left out, as any other file that is not an image.
+    opened is left out, as any other file that is not an image. Only regular files are
+    read: a named pipe or a device would block the listing (opened without blocking, it
+    is recognised and left out).
     """
     found: set[str] = set()
+    size = DICOM_PREAMBLE_LENGTH + len(DICOM_MAGIC)
     for name in names:
         if not might_be_dicom(name):
             continue
         try:
-            with open(_file_path(prefix, name), "rb") as file:
-                head = file.read(DICOM_PREAMBLE_LENGTH + len(DICOM_MAGIC))
+            descriptor = os.open(_file_path(prefix, name), os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             continue
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                continue
+            head = os.pread(descriptor, size, 0)
+        except OSError:
+            continue
+        finally:
+            os.close(descriptor)
         if head[DICOM_PREAMBLE_LENGTH:] == DICOM_MAGIC:
             found.add(name)
     return frozenset(found)

@@ -6,7 +6,7 @@ from typing import Final, Literal, Protocol, cast, runtime_checkable
 
 from attrs import frozen
 
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, InvalidImageError
 
 __all__ = [
     "ON_ERROR_CHOICES",
@@ -15,6 +15,7 @@ __all__ = [
     "Skipped",
     "SkippedItemsWarning",
     "check_on_error",
+    "skip_reason",
 ]
 
 OnError = Literal["raise", "skip"]
@@ -71,3 +72,22 @@ def check_on_error(on_error: str) -> OnError:
     if on_error not in ON_ERROR_CHOICES:
         raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     return cast(OnError, on_error)
+
+
+def skip_reason(error: InvalidImageError, item_id: str) -> str:
+    """Why item ``item_id`` was skipped, without repeating ``item_id``.
+
+    The error names its source; when that is the item itself (the path beside which the
+    reason is shown), only the message is kept. A source that is something else, such as
+    the item's mask (``"a.png (lung mask)"``) or a mask file, stays in the reason: it says
+    which file to look at.
+
+    Examples
+    --------
+    >>> skip_reason(InvalidImageError("the file is empty", "a/b.png"), "a/b.png")
+    'the file is empty'
+    >>> skip_reason(InvalidImageError("truncated PNG", "a/b.png (lung mask)"), "a/b.png")
+    'a/b.png (lung mask): truncated PNG'
+    """
+    text = str(error)
+    return text.removeprefix(f"{item_id}: ") if error.source == item_id else text
