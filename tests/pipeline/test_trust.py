@@ -277,3 +277,27 @@ def test_cli_evaluate_shows_refusals_and_calibration_before_and_after(
     assert re.search(r"refused: +[12] by the input gate", result.output)
     assert "before," in result.output
     assert "after calibration" in result.output
+
+
+def test_a_fitted_pipeline_gains_a_mirror_check_and_its_card_says_so(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    train = generate_phantoms(40, size=64, seed=0)
+    gate = {**SMALL_GATE, "mirror": False, "mirror_acceptance": 0.95, "mirror_epochs": 3}
+    config = trusted_config(base)
+    config["trust"] = {"gate": gate}
+    pipeline = Pipeline(config).fit(train)
+    assert isinstance(pipeline.gate_, ChestXrayGate)
+    assert pipeline.gate_.mirror_ is None
+    threshold = pipeline.gate_.threshold_
+    pipeline.add_mirror_check(train)
+    assert pipeline.gate_.mirror is True
+    assert pipeline.gate_.mirror_ is not None
+    assert pipeline.gate_.threshold_ == threshold  # the version network's is unchanged
+    pipeline.save(tmp_path / "model")
+    card = (tmp_path / "model" / "model_card.md").read_text(encoding="utf-8")
+    assert "- Mirrored films (left to right):" in card
+    assert "mirror check added" in card
+    without = Pipeline(trusted_config(base, gate=False)).fit(train)
+    with pytest.raises(ConfigurationError, match="ChestXrayGate"):
+        without.add_mirror_check(train)

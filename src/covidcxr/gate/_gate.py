@@ -51,7 +51,7 @@ from covidcxr.records import GateDecision, XRay
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["ChestXrayGate", "n_versions", "version_of"]
+__all__ = ["MIN_MIRROR_RECALL", "ChestXrayGate", "n_versions", "version_of"]
 
 _FORMAT: Final = ArchiveFormat("covidcxr.gate", 1, "covidcxr input gate")
 # Rotations by quarter turns (anticlockwise, as numpy.rot90), each with grey levels as
@@ -68,6 +68,15 @@ _WHAT_IT_LOOKS_LIKE: Final = {
     7: "it looks inverted and rotated",
 }
 _NOT_A_CXR: Final = "not a frontal chest radiograph like the training ones"
+_MIRRORED: Final = (
+    "it looks mirrored left to right (the heart on the image's left); check the film's "
+    "side marker (a patient with dextrocardia is refused too)"
+)
+_MIRROR_STREAM: Final = 2  # the mirror check's own random stream (see _fit_mirror)
+#: The mirror check is kept only if, on held-out training radiographs, it refuses at
+#: least this share of their mirror images (at ``mirror_acceptance`` of the originals).
+#: Radiographs that do not show their side (symmetric phantoms) give it no use.
+MIN_MIRROR_RECALL: Final = 0.5
 
 
 def n_versions() -> int:
@@ -160,6 +169,43 @@ def _build_network(size: int, seed: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="cxr_gate")
 
 
+def _build_mirror_network(size: int, seed: int) -> keras.Model:
+    """The mirror check's network, which tells whether an image is mirrored left to right.
+
+    The same blocks as the version network, but the last map is flattened, not averaged:
+    which side the heart is on is a matter of position, which global pooling would lose.
+    """
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    inputs = keras.Input((size, size, 1), name="image")
+    x = inputs
+    for block, filters in enumerate((16, 32, 64, 64), start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed=seed + 20 + block),
+            name=f"mirror_conv{block}",
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"mirror_bn{block}")(x)
+        x = keras.layers.ReLU(name=f"mirror_relu{block}")(x)
+        x = keras.layers.MaxPooling2D(name=f"mirror_pool{block}")(x)
+    x = keras.layers.Flatten(name="mirror_features")(x)
+    outputs = keras.layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 30),
+        name="mirrored",
+    )(x)
+    return keras.Model(inputs, outputs, name="cxr_gate_mirror")
+
+
+def _mirrored(images: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each of a batch of ``(n, h, w)`` images mirrored left to right."""
+    return np.ascontiguousarray(images[:, :, ::-1])
+
+
 class ChestXrayGate(Estimator):
     """Refuse what is not an upright, positive frontal chest radiograph like the training ones.
 
@@ -185,6 +231,20 @@ class ChestXrayGate(Estimator):
     min_contrast
         Images whose grey levels (scaled to ``[0, 1]``) spread less than this (standard
         deviation) are refused as blank before the network looks at them.
+    mirror
+        Also learn to tell a radiograph from its mirror image, and refuse films that look
+        mirrored left to right. The eight versions above are rotations and inversions, so
+        without it a mirrored film passes, and the classifier, which learns where the
+        heart is, changes its answer on many of them. Learnt from the training
+        radiographs alone (each shown as it is and mirrored); kept only if it refuses at
+        least :data:`MIN_MIRROR_RECALL` of the held-out radiographs' mirror images, and
+        there are enough of them to set its threshold (``1 / (1 - mirror_acceptance)``:
+        200 at the default).
+        Setting it false on a fitted gate switches the check off.
+    mirror_epochs
+        Passes over the training radiographs for the mirror check.
+    mirror_acceptance
+        The share of held-out training radiographs (as they are) the mirror check accepts.
     seed
         Seeds the split, the shuffling and the initial weights.
 
@@ -199,6 +259,11 @@ class ChestXrayGate(Estimator):
         How many radiographs the gate learnt from (network and threshold together).
     history_ : dict
         Training loss and accuracy per epoch.
+    mirror_ : dict or None
+        The mirror check as fitted: ``threshold`` (of the probability that an image is
+        mirrored; ``None`` when the check was not kept), ``holdout_accepted`` and
+        ``holdout_mirrored_refused`` (on the held-out radiographs), ``n_holdout``, and
+        ``note`` saying why it was not kept. ``None`` without ``mirror``.
 
     Examples
     --------
@@ -221,6 +286,9 @@ class ChestXrayGate(Estimator):
         acceptance: float = 0.99,
         holdout: float = 0.2,
         min_contrast: float = 0.02,
+        mirror: bool = True,
+        mirror_epochs: int = 15,
+        mirror_acceptance: float = 0.995,
         seed: int = 0,
     ) -> None:
         self.input_size = input_size
@@ -230,6 +298,9 @@ class ChestXrayGate(Estimator):
         self.acceptance = acceptance
         self.holdout = holdout
         self.min_contrast = min_contrast
+        self.mirror = mirror
+        self.mirror_epochs = mirror_epochs
+        self.mirror_acceptance = mirror_acceptance
         self.seed = seed
 
     def _check_params(self) -> None:
@@ -243,8 +314,14 @@ class ChestXrayGate(Estimator):
         whole("input_size", 16)
         whole("epochs", 1)
         whole("batch_size", 1)
+        whole("mirror_epochs", 1)
+        if not isinstance(self.mirror, bool):
+            raise ConfigurationError(
+                f"ChestXrayGate: mirror must be true or false, got {self.mirror!r}"
+            )
         for name, low, high in (
             ("acceptance", 0.5, 1.0),
+            ("mirror_acceptance", 0.5, 1.0),
             ("holdout", 0.05, 0.5),
             ("min_contrast", 0.0, 0.5),
             ("learning_rate", 0.0, 1.0),
@@ -328,7 +405,106 @@ class ChestXrayGate(Estimator):
         # An observed score ("higher"), so at least ``acceptance`` of them is accepted.
         self.threshold_ = float(np.quantile(self.holdout_scores_, self.acceptance, method="higher"))
         self.n_fitted_ = len(images)
+        self.mirror_model_ = None
+        self.mirror_ = None
+        if self.mirror:
+            self._fit_mirror(learn, held)
         return self
+
+    def fit_mirror(self, xrays: Sequence[XRay]) -> Self:
+        """Learn the mirror check of a fitted gate, leaving the rest of it as it is.
+
+        For a gate fitted (or saved) without one: its version network and threshold do not
+        change, so what it accepted before, it still accepts, mirrored films aside. The
+        radiographs are split as :meth:`fit` splits them (``holdout``, ``seed``).
+
+        Parameters
+        ----------
+        xrays
+            The prepared training radiographs the gate was fitted on (or like them).
+
+        Returns
+        -------
+        ChestXrayGate
+            ``self``, with ``mirror`` set.
+        """
+        self._check_fitted()
+        self._check_params()
+        images = [
+            _small(x.pixels, self.input_size)
+            for x in xrays
+            if _pixel_problem(x.pixels, self.min_contrast) is None
+        ]
+        if len(images) < self.min_images:
+            raise ConfigurationError(
+                f"ChestXrayGate needs at least {self.min_images} training radiographs with "
+                f"contrast, got {len(images)}"
+            )
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(images))
+        n_held = max(2, round(self.holdout * len(images)))
+        stack = np.stack(images)
+        self.mirror = True
+        self._fit_mirror(stack[order[n_held:]], stack[order[:n_held]])
+        return self
+
+    def _fit_mirror(self, learn: NDArray[np.float32], held: NDArray[np.float32]) -> None:
+        """Train the mirror network on ``learn``; set its threshold on ``held``.
+
+        Its shuffling has a generator of its own, seeded from ``seed``: so :meth:`fit` and
+        :meth:`fit_mirror` on the same radiographs give the same network.
+        """
+        import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+        rng = np.random.default_rng((self.seed, _MIRROR_STREAM))
+        model = _build_mirror_network(self.input_size, self.seed)
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            loss="binary_crossentropy",
+            metrics=["accuracy"],
+        )
+        history = model.fit(
+            _mirror_dataset(learn, self.batch_size, rng),
+            epochs=self.mirror_epochs,
+            shuffle=False,  # seeded in the dataset, as for the version network
+            verbose=0,
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+        )
+        losses = [float(v) for v in history.history.get("loss", [])]
+        if len(losses) < self.mirror_epochs or not all(math.isfinite(v) for v in losses):
+            raise TrainingDivergedError(
+                f"ChestXrayGate: the mirror check's training diverged (loss {losses}); "
+                "lower learning_rate"
+            )
+        as_is = _mirror_probabilities(model, held)
+        mirrored = _mirror_probabilities(model, _mirrored(held))
+        threshold = float(np.quantile(as_is, self.mirror_acceptance, method="higher"))
+        refused = float(np.mean(mirrored > threshold))
+        # A quantile at 0.995 of fewer than 200 scores is their maximum, whatever it is:
+        # the share of new radiographs it would refuse is unknown.
+        needed = math.ceil(1.0 / (1.0 - self.mirror_acceptance) - 1e-9)
+        if len(held) < needed:
+            note = (
+                f"not kept: {len(held)} held-out radiographs cannot set a threshold that "
+                f"accepts {self.mirror_acceptance:.1%} of them (at least {needed} needed)"
+            )
+        elif refused < MIN_MIRROR_RECALL:
+            note = (
+                f"not kept: it refused only {refused:.0%} of the held-out radiographs' "
+                f"mirror images (at least {MIN_MIRROR_RECALL:.0%} needed); these "
+                "radiographs do not show which side is which"
+            )
+        else:
+            note = None
+        kept = note is None
+        self.mirror_model_ = model if kept else None
+        self.mirror_ = {
+            "threshold": threshold if kept else None,
+            "holdout_accepted": float(np.mean(as_is <= threshold)),
+            "holdout_mirrored_refused": refused,
+            "n_holdout": len(held),
+            "note": note,
+        }
 
     # -- assessing --------------------------------------------------------------------
 
@@ -401,14 +577,28 @@ class ChestXrayGate(Estimator):
         scores, seen = self._scores(images)
         problems = [_pixel_problem(x.pixels, self.min_contrast) for x in xrays]
         looks = self._what_it_looks_like(images, scores, seen, problems)
+        mirrored = self._looks_mirrored(images)
         decisions = []
         for index, (score, pixel_problem) in enumerate(zip(scores, problems, strict=True)):
             reason = pixel_problem
             if reason is None and score > self.threshold_:
                 looks_like = looks.get(index)
                 reason = f"{_NOT_A_CXR}: {looks_like}" if looks_like else _NOT_A_CXR
+            elif reason is None and mirrored[index]:
+                reason = f"{_NOT_A_CXR}: {_MIRRORED}"
             decisions.append(GateDecision(reason is None, score, self.threshold_, reason))
         return decisions
+
+    def _looks_mirrored(self, images: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Whether each image looks mirrored left to right (all false without the check).
+
+        ``mirror=False`` switches a fitted check off (``set_params(mirror=False)``).
+        """
+        model = getattr(self, "mirror_model_", None)
+        mirror = getattr(self, "mirror_", None)
+        if not self.mirror or model is None or mirror is None or mirror.get("threshold") is None:
+            return np.zeros(len(images), bool)
+        return _mirror_probabilities(model, images) > float(mirror["threshold"])
 
     def _what_it_looks_like(
         self,
@@ -458,6 +648,7 @@ class ChestXrayGate(Estimator):
             "holdout_acceptance": float(np.mean(self.holdout_scores_ <= self.threshold_)),
             "n_fitted": self.n_fitted_,
             "n_holdout": len(self.holdout_scores_),
+            "mirror": plain_data(getattr(self, "mirror_", None)),
             "params": plain_data(self.get_params()),
         }
 
@@ -470,14 +661,22 @@ class ChestXrayGate(Estimator):
             raise TrainingDivergedError(
                 f"not saving to {os.fspath(path)}: the gate has non-finite weights"
             )
+        mirror_model = getattr(self, "mirror_model_", None)
         metadata = {
             "params": plain_data(self.get_params()),
             "threshold": self.threshold_,
             "holdout_scores": [float(s) for s in self.holdout_scores_],
             "n_fitted": self.n_fitted_,
             "history": self.history_,
+            "mirror": plain_data(getattr(self, "mirror_", None)),
         }
-        write_model_archive(path, _FORMAT, self.model_.save, metadata, overwrite=True)
+        if mirror_model is not None and not all_finite(mirror_model.get_weights()):
+            raise TrainingDivergedError(
+                f"not saving to {os.fspath(path)}: the mirror check has non-finite weights"
+            )
+        # One Keras file: the version network alone, or both networks side by side.
+        network = self.model_ if mirror_model is None else _side_by_side(self.model_, mirror_model)
+        write_model_archive(path, _FORMAT, network.save, metadata, overwrite=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -497,12 +696,24 @@ class ChestXrayGate(Estimator):
             except Exception as exc:
                 raise ModelFormatError(f"{path}: Keras could not load the gate: {exc}") from exc
         try:
-            gate = cls(**metadata["params"])
+            # Gates saved before the mirror check existed had none.
+            gate = cls(**{"mirror": False, **metadata["params"]})
             threshold = float(metadata["threshold"])
             held = np.asarray(metadata["holdout_scores"], np.float64)
             n_fitted = int(metadata["n_fitted"])
+            mirror = metadata.get("mirror")
+            if mirror is not None and not isinstance(mirror, dict):
+                raise TypeError(f"mirror is {type(mirror).__name__}, not an object")  # noqa: TRY301
+            mirror_threshold = mirror.get("threshold") if mirror is not None else None
+            if mirror_threshold is not None and not math.isfinite(float(mirror_threshold)):
+                raise ValueError(f"mirror threshold {mirror_threshold}")  # noqa: TRY301
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{path}: gate metadata is incomplete ({exc!r})") from exc
+        model, mirror_model = _split_networks(model)
+        if (mirror_threshold is None) != (mirror_model is None):
+            raise ModelFormatError(
+                f"{path}: the gate's metadata and networks disagree about its mirror check"
+            )
         size = gate.input_size
         if tuple(model.input_shape) != (None, size, size, 1) or not math.isfinite(threshold):
             raise ModelFormatError(
@@ -514,10 +725,14 @@ class ChestXrayGate(Estimator):
         gate.holdout_scores_ = held
         gate.n_fitted_ = n_fitted
         gate.history_ = dict(metadata.get("history") or {})
+        gate.mirror_model_ = mirror_model
+        gate.mirror_ = mirror
         return gate
 
     # Learned state, declared for type checkers.
     model_: keras.Model
+    mirror_model_: keras.Model | None
+    mirror_: dict[str, Any] | None
     threshold_: float
     holdout_scores_: NDArray[np.float64]
     n_fitted_: int
@@ -548,3 +763,68 @@ def _versions_dataset(
             self.order = rng.permutation(len(images))
 
     return Versions()
+
+
+def _mirror_dataset(images: NDArray[np.float32], batch_size: int, rng: np.random.Generator) -> Any:
+    """A Keras dataset of ``batch_size`` images as they are and mirrored per step, reshuffled."""
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    class Mirrors(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = rng.permutation(len(images))
+
+        def __len__(self) -> int:
+            return math.ceil(len(images) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            batch = images[self.order[index * batch_size : (index + 1) * batch_size]]
+            x = np.concatenate([batch, _mirrored(batch)])
+            y = np.repeat(np.array([0.0, 1.0], np.float32), len(batch))
+            return x[..., None], y
+
+        def on_epoch_end(self) -> None:
+            self.order = rng.permutation(len(images))
+
+    return Mirrors()
+
+
+def _mirror_probabilities(model: Any, images: NDArray[np.float32]) -> NDArray[np.float64]:
+    """The mirror network's probability that each image is mirrored."""
+    parts = [
+        np.asarray(model(images[start : start + 1024, :, :, None], training=False))[:, 0]
+        for start in range(0, len(images), 1024)
+    ]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0, np.float64)
+
+
+def _side_by_side(version: Any, mirror: Any) -> Any:
+    """One Keras model holding both networks: the image in, both answers out.
+
+    Each network goes in as an uncompiled model over its layers: a nested model keeps its
+    optimizer's state in the saved file (Adam's two moments, twice the weights), which a
+    shipped model does not need.
+    """
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    def weights_only(network: Any) -> Any:
+        # The same layers (and weights) in a model never compiled: clone_model would
+        # compile its copy again.
+        # One input and one output, not lists of one: the model is then called, once
+        # loaded, with a plain array (a list-shaped model warns on each call).
+        return keras.Model(network.input, network.output, name=network.name)
+
+    size = version.input_shape[1]
+    image = keras.Input((size, size, 1), name="image")
+    outputs = [weights_only(version)(image), weights_only(mirror)(image)]
+    return keras.Model(image, outputs, name="cxr_gate_with_mirror")
+
+
+def _split_networks(model: Any) -> tuple[Any, Any | None]:
+    """The version network and the mirror network (``None``) of a saved gate's model."""
+    if model.name != "cxr_gate_with_mirror":
+        return model, None
+    try:
+        return model.get_layer("cxr_gate"), model.get_layer("cxr_gate_mirror")
+    except ValueError as exc:
+        raise ModelFormatError(f"the gate's model lacks a network ({exc})") from exc

@@ -853,7 +853,26 @@ def _gate_lines(gate: Any) -> list[str]:
         f"- Method: {gate.get('method', 'n/a')}; threshold {_fmt(gate.get('threshold'), 4)}",
         *([line for line, _ in measured] or ["- Acceptance rate: not measured"]),
         f"- Fitted on {_fmt(gate.get('n_fitted'))} images",
+        _mirror_line(gate.get("mirror")),
     ]
+
+
+def _mirror_line(mirror: Any) -> str:
+    """The card's line on the gate's mirror check (films mirrored left to right)."""
+    if not isinstance(mirror, Mapping):
+        return "- Mirrored films (left to right): not checked; they pass the gate"
+    if mirror.get("threshold") is None:
+        return f"- Mirrored films (left to right): no check ({mirror.get('note') or 'not kept'})"
+    refused, accepted = (
+        _number(mirror.get("holdout_mirrored_refused")),
+        _number(mirror.get("holdout_accepted")),
+    )
+    if refused is None or accepted is None:
+        return "- Mirrored films (left to right): refused by the gate's mirror check"
+    return (
+        f"- Mirrored films (left to right): the gate's mirror check refused {refused:.1%} of "
+        f"held-out training images mirrored, and accepted {accepted:.1%} of them as they are"
+    )
 
 
 def _operating_point_lines(points: Any) -> list[str]:

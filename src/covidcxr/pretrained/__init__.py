@@ -6,7 +6,7 @@ package, so that it works offline right after ``pip install`` (no download, ever
     >>> import covidcxr.pretrained
     >>> for info in covidcxr.pretrained.available().values():  # doctest: +SKIP
     ...     print(info)
-    covidqu-lungs-vgg19-128 (also covid-qu-ex)  4.2 MiB, float16 (float32: detector, lungs)  ...
+    covidqu-lungs-vgg19-128 (also covid-qu-ex)  4.4 MiB, float16 (float32: detector, lungs)  ...
     >>> pipeline = covidcxr.pretrained.load("covid-qu-ex")  # doctest: +SKIP
 
 Each model's folder holds ``shipped.json`` (name, one-line summary, sizes, the exact
