@@ -792,36 +792,42 @@ def checkpoint_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in _NO_LOCKING:
-                warnings.warn(
-                    f"{folder}: this file system cannot lock files ({error.strerror}); "
-                    "training goes on unlocked: make sure no other run uses this "
-                    "checkpoint_dir",
-                    stacklevel=3,
-                )
-                yield
-                return
-            if error.errno not in {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}:
-                message = f"{folder}: cannot lock the checkpoint folder ({error})"
-                raise OutputError(message) from error
-            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip()
-            raise OutputError(
-                f"{folder}: another training process ({holder or 'unknown'}) is using this "
-                "checkpoint folder; give each run its own checkpoint_dir, or wait for that "
-                "one to finish"
-            ) from None
-        with contextlib.suppress(OSError):  # a lock file of another user's: not writable
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        locked = _lock(fcntl, descriptor, folder)
+        if locked:
+            with contextlib.suppress(OSError):  # a lock file of another user's: not writable
+                os.ftruncate(descriptor, 0)
+                os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
     finally:
         os.close(descriptor)
+
+
+def _lock(fcntl: Any, descriptor: int, folder: str | os.PathLike[str]) -> bool:
+    """Take the lock on ``descriptor``: ``True``, or ``False`` where nothing can lock."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in _NO_LOCKING:
+            warnings.warn(
+                f"{os.fspath(folder)}: this file system cannot lock files ({error.strerror}); "
+                "training goes on unlocked: make sure no other run uses this checkpoint_dir",
+                stacklevel=4,
+            )
+            return False
+        if error.errno not in {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}:
+            message = f"{os.fspath(folder)}: cannot lock the checkpoint folder ({error})"
+            raise OutputError(message) from error
+        holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip()
+        raise OutputError(
+            f"{os.fspath(folder)}: another training process ({holder or 'unknown'}) is using "
+            "this checkpoint folder; give each run its own checkpoint_dir, or wait for that "
+            "one to finish"
+        ) from None
+    return True
 
 
 # flock's errors where the file system cannot lock at all (NFS without lockd, some FUSE
