@@ -11,8 +11,8 @@ model, with the gate's mirror check on (as shipped) and off
 (``gate_.set_params(mirror=False)``: the gate as it was before the check), side by side in
 one run. Figures per arm: the share of radiographs the gate admits, as they are and
 mirrored; accuracy as they are; and, among the mirrored films the gate admits, the share
-whose label differs from the same film's label as it is, and their accuracy. A refused
-or uncertain radiograph counts as not correct.
+whose label differs from the same film's label as it is (both admitted), and their
+accuracy. A refused or uncertain radiograph counts as not correct.
 
     nice -n 5 python benchmarks/bench_mirror.py
 
@@ -77,10 +77,11 @@ def figures(
 ) -> dict[str, Any]:
     truth = [str(x.label) for x in images]
     admitted = [p.status != "rejected" for p in flipped]
+    # Label changes are counted where the gate admitted the film both ways round.
     pairs = [
         (a.label, b.label, t)
         for a, b, t, ok in zip(as_is, flipped, truth, admitted, strict=True)
-        if ok
+        if ok and a.status != "rejected"
     ]
     return {
         "admitted_as_is": float(np.mean([p.status != "rejected" for p in as_is])),
@@ -147,7 +148,7 @@ def markdown(result: dict[str, Any]) -> str:
         "predicted as it is and mirrored left to right through `Pipeline.predict` of the "
         "shipped model, with the input gate's mirror check on and off. A refused or "
         "uncertain radiograph counts as not correct. Label changed: among the mirrored "
-        "films the gate admits, the share whose label differs from the same film's as it is. "
+        "films the gate admits (as it is too), the share whose label differs from the same film's as it is. "
         f"`{result['command']}` ({result['seconds']} s)",
         "",
         "| model | gate | admitted as is | accuracy as is | admitted mirrored | refused as mirrored | label changed (admitted mirrored) | accuracy (admitted mirrored) |",

@@ -256,7 +256,9 @@ def test_a_mirrored_film_is_refused_when_the_radiographs_show_their_side(
     refused = [d for d in decisions if not d.accepted]
     assert len(refused) >= 0.9 * len(flipped)
     assert all(d.reason is not None and "mirrored left to right" in d.reason for d in refused)
-    assert sided_gate.summary()["mirror"] == mirror
+    assert sided_gate.summary()["mirror"] == {**mirror, "active": True}
+    monkeypatch.setattr(sided_gate, "mirror", False)  # switched off: the summary says so
+    assert sided_gate.summary()["mirror"]["active"] is False
 
 
 def test_radiographs_that_do_not_show_their_side_get_no_mirror_check(
@@ -272,7 +274,7 @@ def test_radiographs_that_do_not_show_their_side_get_no_mirror_check(
     ).fit(symmetric)
     assert gate.mirror_ is not None
     assert gate.mirror_["threshold"] is None
-    assert "do not show which side" in gate.mirror_["note"]
+    assert "may not show which side" in gate.mirror_["note"]
     assert gate.mirror_model_ is None
     assert all("mirrored" not in (d.reason or "") for d in gate.assess(held_out))
 
@@ -301,7 +303,7 @@ def test_a_saved_mirror_check_is_kept_and_an_old_gate_gains_one_without_other_ch
     assert old.mirror_ is None
     old.save(tmp_path / "old.cxr")
     reloaded = ChestXrayGate.load(tmp_path / "old.cxr")
-    assert reloaded.mirror is False
+    assert reloaded.get_params()["mirror"] is False
     assert not any("mirrored" in (d.reason or "") for d in reloaded.assess(flipped))
     scores, threshold = reloaded.score(images), reloaded.threshold_
     reloaded.set_params(mirror_epochs=6).fit_mirror(with_a_heart(train))
@@ -351,7 +353,7 @@ def test_too_few_held_out_radiographs_for_the_mirror_threshold_keep_no_check(
     # share of new radiographs.
     assert gate.mirror_ is not None
     assert gate.mirror_["threshold"] is None
-    assert "at least 200 needed" in gate.mirror_["note"]
+    assert "at least 201 needed" in gate.mirror_["note"]
     assert gate.mirror_model_ is None
 
 

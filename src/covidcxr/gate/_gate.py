@@ -238,8 +238,9 @@ class ChestXrayGate(Estimator):
         heart is, changes its answer on many of them. Learnt from the training
         radiographs alone (each shown as it is and mirrored); kept only if it refuses at
         least :data:`MIN_MIRROR_RECALL` of the held-out radiographs' mirror images, and
-        there are enough of them to set its threshold (``1 / (1 - mirror_acceptance)``:
-        200 at the default).
+        there are enough of them to set its threshold (``1 + 1 / (1 - mirror_acceptance)``:
+        201 at the default, so about 1,000 training radiographs; with fewer none is
+        trained).
         Setting it false on a fitted gate switches the check off.
     mirror_epochs
         Passes over the training radiographs for the mirror check.
@@ -444,8 +445,8 @@ class ChestXrayGate(Estimator):
         order = rng.permutation(len(images))
         n_held = max(2, round(self.holdout * len(images)))
         stack = np.stack(images)
-        self.mirror = True
         self._fit_mirror(stack[order[n_held:]], stack[order[:n_held]])
+        self.mirror = True  # only once fitted: a failed fit leaves the gate as it was
         return self
 
     def _fit_mirror(self, learn: NDArray[np.float32], held: NDArray[np.float32]) -> None:
@@ -456,6 +457,23 @@ class ChestXrayGate(Estimator):
         """
         import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
 
+        # ``method="higher"`` takes the score at index ceil(a * (n - 1)): below
+        # 1 + 1 / (1 - a) scores (201 at 0.995) that is their maximum, whatever it is, and
+        # the share of new radiographs the threshold would refuse is unknown.
+        needed = math.ceil(1.0 / (1.0 - self.mirror_acceptance) - 1e-9) + 1
+        if len(held) < needed:  # known before training: none is trained
+            self.mirror_model_ = None
+            self.mirror_ = {
+                "threshold": None,
+                "holdout_accepted": None,
+                "holdout_mirrored_refused": None,
+                "n_holdout": len(held),
+                "note": (
+                    f"not kept: {len(held)} held-out radiographs cannot set a threshold that "
+                    f"accepts {self.mirror_acceptance:.1%} of them (at least {needed} needed)"
+                ),
+            }
+            return
         rng = np.random.default_rng((self.seed, _MIRROR_STREAM))
         model = _build_mirror_network(self.input_size, self.seed)
         model.compile(
@@ -480,22 +498,15 @@ class ChestXrayGate(Estimator):
         mirrored = _mirror_probabilities(model, _mirrored(held))
         threshold = float(np.quantile(as_is, self.mirror_acceptance, method="higher"))
         refused = float(np.mean(mirrored > threshold))
-        # A quantile at 0.995 of fewer than 200 scores is their maximum, whatever it is:
-        # the share of new radiographs it would refuse is unknown.
-        needed = math.ceil(1.0 / (1.0 - self.mirror_acceptance) - 1e-9)
-        if len(held) < needed:
-            note = (
-                f"not kept: {len(held)} held-out radiographs cannot set a threshold that "
-                f"accepts {self.mirror_acceptance:.1%} of them (at least {needed} needed)"
-            )
-        elif refused < MIN_MIRROR_RECALL:
-            note = (
+        note = (
+            None
+            if refused >= MIN_MIRROR_RECALL
+            else (
                 f"not kept: it refused only {refused:.0%} of the held-out radiographs' "
-                f"mirror images (at least {MIN_MIRROR_RECALL:.0%} needed); these "
-                "radiographs do not show which side is which"
+                f"mirror images (at least {MIN_MIRROR_RECALL:.0%} needed): these radiographs "
+                "may not show which side is which, or it needs more mirror_epochs"
             )
-        else:
-            note = None
+        )
         kept = note is None
         self.mirror_model_ = model if kept else None
         self.mirror_ = {
@@ -648,9 +659,17 @@ class ChestXrayGate(Estimator):
             "holdout_acceptance": float(np.mean(self.holdout_scores_ <= self.threshold_)),
             "n_fitted": self.n_fitted_,
             "n_holdout": len(self.holdout_scores_),
-            "mirror": plain_data(getattr(self, "mirror_", None)),
+            "mirror": self._mirror_summary(),
             "params": plain_data(self.get_params()),
         }
+
+    def _mirror_summary(self) -> dict[str, Any] | None:
+        """The mirror check as fitted, with ``active``: whether it refuses anything now."""
+        mirror = getattr(self, "mirror_", None)
+        if mirror is None:
+            return None
+        active = bool(self.mirror) and mirror.get("threshold") is not None
+        return {**plain_data(mirror), "active": active}
 
     # -- persistence ------------------------------------------------------------------
 

@@ -863,6 +863,8 @@ def _mirror_line(mirror: Any) -> str:
         return "- Mirrored films (left to right): not checked; they pass the gate"
     if mirror.get("threshold") is None:
         return f"- Mirrored films (left to right): no check ({mirror.get('note') or 'not kept'})"
+    if mirror.get("active") is False:
+        return "- Mirrored films (left to right): the gate's mirror check is switched off"
     refused, accepted = (
         _number(mirror.get("holdout_mirrored_refused")),
         _number(mirror.get("holdout_accepted")),

@@ -969,7 +969,8 @@ class Pipeline:
         Parameters
         ----------
         train
-            The radiographs the pipeline was trained on (labels are not used).
+            The labelled radiographs the pipeline was trained on (read as :meth:`fit`
+            reads them; the labels themselves are not used).
 
         Returns
         -------
@@ -989,15 +990,22 @@ class Pipeline:
                 f"add_mirror_check needs a ChestXrayGate input gate; this pipeline has {gate!r}"
             )
         fit_mirror(self._collect(train, "train"))
+        options = self.config.trust.gate
+        if isinstance(options, Mapping) and options.get("mirror") is False:
+            # A gate fitted again from the configuration (fit_trust) keeps the check.
+            trust = attrs.evolve(self.config.trust, gate={**options, "mirror": True})
+            self.config = attrs.evolve(self.config, trust=trust)
         mirror = getattr(gate, "mirror_", None) or {}
         if mirror.get("threshold") is None:
-            description = f"the gate's mirror check was fitted but {mirror.get('note')}"
-        else:
-            description = (
-                "the input gate refuses films mirrored left to right: on held-out training "
-                f"radiographs it refused {mirror['holdout_mirrored_refused']:.1%} of their "
-                f"mirror images and accepted {mirror['holdout_accepted']:.1%} of them as they are"
+            self._log_card_change(
+                "mirror check not kept", f"the gate's mirror check was {mirror.get('note')}"
             )
+            return self
+        description = (
+            "the input gate refuses films mirrored left to right: on held-out training "
+            f"radiographs it refused {mirror['holdout_mirrored_refused']:.1%} of their "
+            f"mirror images and accepted {mirror['holdout_accepted']:.1%} of them as they are"
+        )
         self._log_card_change("mirror check added", description)
         return self
 
