@@ -39,9 +39,10 @@ from bench_classifier_common import (
     require_data,
     write_outputs,
 )
+from bench_scale import sample  # the first radiographs of each class of Test, as there
 
 import covidcxr.pretrained
-from covidcxr import Prediction, XRay, open_source
+from covidcxr import Prediction, XRay
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,16 +53,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "mirror")
     return parser.parse_args()
-
-
-def sample(data: Path, per_class: int) -> list[XRay]:
-    """The first ``per_class`` radiographs of each class of Test, in file order."""
-    chosen: dict[str, list[XRay]] = {}
-    for xray in open_source(data, layout="covid-qu-ex", split="Test"):
-        group = chosen.setdefault(str(xray.label), [])
-        if len(group) < per_class:
-            group.append(xray)
-    return [xray for group in chosen.values() for xray in group]
 
 
 def mirrored(images: list[XRay]) -> list[XRay]:
