@@ -291,6 +291,8 @@ def test_a_fitted_pipeline_gains_a_mirror_check_and_its_card_says_so(
     assert isinstance(pipeline.gate_, ChestXrayGate)
     assert pipeline.gate_.summary()["mirror"] is None
     threshold = pipeline.gate_.threshold_
+    with pytest.warns(UserWarning, match="not the radiographs the pipeline was trained on"):
+        copy.copy(pipeline).add_mirror_check(generate_phantoms(40, size=64, seed=1))
     pipeline.add_mirror_check(train)
     assert pipeline.gate_.mirror is True
     assert pipeline.gate_.mirror_ is not None

@@ -989,7 +989,16 @@ class Pipeline:
             raise ConfigurationError(
                 f"add_mirror_check needs a ChestXrayGate input gate; this pipeline has {gate!r}"
             )
-        fit_mirror(self._collect(train, "train"))
+        prepared = self._collect(train, "train")
+        trained_on = getattr(self, "training_fingerprint_", None)
+        if trained_on is not None and prepared.fingerprint != trained_on:
+            warnings.warn(
+                "add_mirror_check: these are not the radiographs the pipeline was trained on "
+                "(their data fingerprint differs); the check is fitted on them all the same, "
+                "and its held-out figures are theirs",
+                stacklevel=2,
+            )
+        fit_mirror(prepared)
         options = self.config.trust.gate
         if isinstance(options, Mapping) and options.get("mirror") is False:
             # A gate fitted again from the configuration (fit_trust) keeps the check.
