@@ -363,21 +363,8 @@ class ChestXrayGate(Estimator):
         import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
 
         self._check_params()
-        images = [
-            _small(x.pixels, self.input_size)
-            for x in xrays
-            if _pixel_problem(x.pixels, self.min_contrast) is None
-        ]
-        if len(images) < self.min_images:
-            raise ConfigurationError(
-                f"ChestXrayGate needs at least {self.min_images} training radiographs with "
-                f"contrast, got {len(images)}"
-            )
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(images))
-        n_held = max(2, round(self.holdout * len(images)))
-        stack = np.stack(images)
-        held, learn = stack[order[:n_held]], stack[order[n_held:]]
+        learn, held, rng = self._split(xrays)
+        n_images = len(learn) + len(held)
         model = _build_network(self.input_size, self.seed)
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
@@ -405,7 +392,7 @@ class ChestXrayGate(Estimator):
         self.holdout_scores_, _ = self._scores(held)
         # An observed score ("higher"), so at least ``acceptance`` of them is accepted.
         self.threshold_ = float(np.quantile(self.holdout_scores_, self.acceptance, method="higher"))
-        self.n_fitted_ = len(images)
+        self.n_fitted_ = n_images
         self.mirror_model_ = None
         self.mirror_ = None
         if self.mirror:
@@ -431,6 +418,24 @@ class ChestXrayGate(Estimator):
         """
         self._check_fitted()
         self._check_params()
+        learn, held, _ = self._split(xrays)
+        self._fit_mirror(learn, held)
+        self.mirror = True  # only once fitted: a failed fit leaves the gate as it was
+        return self
+
+    def _split(
+        self, xrays: Sequence[XRay]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], np.random.Generator]:
+        """The radiographs with contrast as the networks see them, split in two.
+
+        Those they learn from, those held out to set thresholds, and the seeded generator
+        that split them (the version network's shuffling continues it).
+
+        Raises
+        ------
+        ConfigurationError
+            If fewer than :attr:`min_images` have contrast.
+        """
         images = [
             _small(x.pixels, self.input_size)
             for x in xrays
@@ -445,9 +450,7 @@ class ChestXrayGate(Estimator):
         order = rng.permutation(len(images))
         n_held = max(2, round(self.holdout * len(images)))
         stack = np.stack(images)
-        self._fit_mirror(stack[order[n_held:]], stack[order[:n_held]])
-        self.mirror = True  # only once fitted: a failed fit leaves the gate as it was
-        return self
+        return stack[order[n_held:]], stack[order[:n_held]], rng
 
     def _fit_mirror(self, learn: NDArray[np.float32], held: NDArray[np.float32]) -> None:
         """Train the mirror network on ``learn``; set its threshold on ``held``.
