@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -761,54 +761,58 @@ class ChestXrayGate(Estimator):
     history_: dict[str, list[float]]
 
 
+def _shuffled_batches(
+    images: NDArray[np.float32],
+    batch_size: int,
+    rng: np.random.Generator,
+    examples: Callable[[NDArray[np.float32]], tuple[NDArray[np.float32], NDArray[Any]]],
+) -> Any:
+    """A Keras dataset of ``batch_size`` images per step, reshuffled each epoch by ``rng``.
+
+    ``examples`` turns a batch of ``(n, h, w)`` images into the step's inputs and targets
+    (every version of each, or each as it is and mirrored).
+    """
+    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+
+    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = rng.permutation(len(images))
+
+        def __len__(self) -> int:
+            return math.ceil(len(images) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[Any]]:
+            batch = images[self.order[index * batch_size : (index + 1) * batch_size]]
+            x, y = examples(batch)
+            return x[..., None], y
+
+        def on_epoch_end(self) -> None:
+            self.order = rng.permutation(len(images))
+
+    return Batches()
+
+
 def _versions_dataset(
     images: NDArray[np.float32], batch_size: int, rng: np.random.Generator
 ) -> Any:
-    """A Keras dataset of every version of ``batch_size`` images per step, reshuffled."""
-    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+    """Every version of ``batch_size`` images per step, labelled with the version."""
 
-    class Versions(keras.utils.PyDataset):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.order = rng.permutation(len(images))
+    def versions(batch: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+        x = np.concatenate([version_of(batch, v) for v in range(_N_VERSIONS)])
+        return x, np.repeat(np.arange(_N_VERSIONS, dtype=np.int32), len(batch))
 
-        def __len__(self) -> int:
-            return math.ceil(len(images) / batch_size)
-
-        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
-            batch = images[self.order[index * batch_size : (index + 1) * batch_size]]
-            x = np.concatenate([version_of(batch, v) for v in range(_N_VERSIONS)])
-            y = np.repeat(np.arange(_N_VERSIONS, dtype=np.int32), len(batch))
-            return x[..., None], y
-
-        def on_epoch_end(self) -> None:
-            self.order = rng.permutation(len(images))
-
-    return Versions()
+    return _shuffled_batches(images, batch_size, rng, versions)
 
 
 def _mirror_dataset(images: NDArray[np.float32], batch_size: int, rng: np.random.Generator) -> Any:
-    """A Keras dataset of ``batch_size`` images as they are and mirrored per step, reshuffled."""
-    import keras  # noqa: PLC0415 - heavy, imported only when a model is needed
+    """``batch_size`` images per step, as they are (0) and mirrored (1)."""
 
-    class Mirrors(keras.utils.PyDataset):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.order = rng.permutation(len(images))
+    def mirrors(batch: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        x = np.concatenate([batch, _mirrored(batch)])
+        return x, np.repeat(np.array([0.0, 1.0], np.float32), len(batch))
 
-        def __len__(self) -> int:
-            return math.ceil(len(images) / batch_size)
-
-        def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-            batch = images[self.order[index * batch_size : (index + 1) * batch_size]]
-            x = np.concatenate([batch, _mirrored(batch)])
-            y = np.repeat(np.array([0.0, 1.0], np.float32), len(batch))
-            return x[..., None], y
-
-        def on_epoch_end(self) -> None:
-            self.order = rng.permutation(len(images))
-
-    return Mirrors()
+    return _shuffled_batches(images, batch_size, rng, mirrors)
 
 
 def _mirror_probabilities(model: Any, images: NDArray[np.float32]) -> NDArray[np.float64]:
