@@ -16,6 +16,7 @@ TensorFlow and Keras are imported inside the functions, so importing this module
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import zipfile
@@ -37,6 +38,7 @@ __all__ = [
     "ArchiveFormat",
     "all_finite",
     "check_metadata",
+    "check_params",
     "is_archive_of",
     "read_model_archive",
     "runtime_versions",
@@ -242,6 +244,53 @@ def check_metadata_shape(metadata: dict[str, Any], source: Path) -> None:
                 f"{type(metadata[field]).__name__} {metadata[field]!r:.60}; the file is damaged "
                 "or was edited by hand: save the model again"
             )
+
+
+def check_params(
+    cls: type, metadata: Mapping[str, Any], source: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """The saved constructor parameters of ``cls``, refused if any is not one of its own.
+
+    A model saved by a later covidcxr may record parameters this one does not know (a
+    new option of its estimator). Constructing the estimator would fail with a bare
+    ``TypeError``; this says which parameters, and which covidcxr saved them.
+
+    Parameters
+    ----------
+    cls
+        The estimator class the archive is loaded into.
+    metadata
+        The archive's metadata (checked by :func:`check_metadata`): its ``params``, and
+        the covidcxr version in its ``versions``.
+    source
+        The archive, for messages.
+
+    Returns
+    -------
+    dict
+        A copy of ``params``.
+
+    Raises
+    ------
+    ModelFormatError
+        If ``params`` is absent or not an object, or names a parameter ``cls`` does not
+        take.
+    """
+    params = metadata.get("params")
+    if not isinstance(params, dict):
+        raise ModelFormatError(f"{os.fspath(source)}: metadata parameters are missing")
+    accepted = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return dict(params)  # a subclass taking **kwargs: its constructor decides
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        saved_by = metadata.get("versions", {}).get("covidcxr", "unknown")
+        raise ModelFormatError(
+            f"{os.fspath(source)}: saved by covidcxr {saved_by} with parameters this "
+            f"covidcxr ({__version__}) does not know ({', '.join(map(repr, unknown))}); "
+            f"load it with covidcxr {saved_by} or later"
+        )
+    return dict(params)
 
 
 def _major_minor(version: str) -> tuple[str, ...]:

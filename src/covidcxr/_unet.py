@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import (
     ArchiveFormat,
     all_finite,
+    check_params,
     read_model_archive,
     write_model_archive,
 )
@@ -403,9 +404,12 @@ def load_unet_model(
     """
     with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
         metadata, keras_file = read_model_archive(path, archive_format, Path(scratch))
-        saved = metadata.get("params")
-        if not isinstance(saved, dict) or set(saved) - set(params):
-            raise ModelFormatError(f"{path}: metadata parameters are missing or unknown")
+        saved = check_params(cls, metadata, path)
+        if set(saved) - set(params):  # parameters it knows but never saves
+            raise ModelFormatError(
+                f"{path}: metadata sets parameters a saved model does not record "
+                f"({', '.join(sorted(set(saved) - set(params)))})"
+            )
         owner = cls(**saved)
         fitted: Any = owner  # a LocalDetector or LungSegmenter: the attributes below
         keras = keras_module(fitted.threads)

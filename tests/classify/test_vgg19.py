@@ -894,6 +894,28 @@ def test_load_refuses_mismatched_metadata(
         VGG19Classifier.load(path)
 
 
+def test_load_names_the_parameters_a_later_covidcxr_saved(
+    fitted: VGG19Classifier, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.cxr"
+    fitted.save(path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+    _rewrite_metadata(
+        path,
+        {
+            "params": {**metadata["params"], "stochastic_depth": 0.1, "label_smoothing": 0.0},
+            "versions": {**metadata["versions"], "covidcxr": "2.0.0"},
+        },
+    )
+    with pytest.raises(
+        ModelFormatError,
+        match=r"saved by covidcxr 2\.0\.0 with parameters this covidcxr .* does not know "
+        r"\('label_smoothing', 'stochastic_depth'\)",
+    ):
+        VGG19Classifier.load(path)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

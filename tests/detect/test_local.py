@@ -321,6 +321,32 @@ def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
         LocalDetector.load(path)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tile_overlap": 8}, r"does not know \('tile_overlap'\); load it with covidcxr"),
+        # A parameter it knows but never saves (where a fit would write) is refused too.
+        ({"checkpoint_dir": "elsewhere"}, r"does not record \(checkpoint_dir\)"),
+    ],
+    ids=["later-option", "never-saved"],
+)
+def test_load_refuses_parameters_it_does_not_save_naming_them(
+    extra: dict[str, object], message: str, clahe_trained_file: Path, tmp_path: Path
+) -> None:
+    # The lung segmenter loads through the same U-Net loader.
+    path = tmp_path / "detector.zip"
+    shutil.copyfile(clahe_trained_file, path)
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("covidcxr.json"))
+        model = archive.read("model.keras")
+    metadata["params"].update(extra)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("covidcxr.json", json.dumps(metadata))
+        archive.writestr("model.keras", model)
+    with pytest.raises(ModelFormatError, match=rf"detector\.zip: .*{message}"):
+        LocalDetector.load(path)
+
+
 # --- the preprocessing it was trained with (issue 12, item 6) ---------------------------
 
 CLAHE = GaussianClahePreprocessor(output_size=48)

@@ -131,6 +131,31 @@ def test_a_saved_gate_scores_the_same_and_a_damaged_one_is_refused(
         ChestXrayGate.load(tmp_path / "missing.cxr")
 
 
+def test_a_gate_saved_with_an_option_this_covidcxr_lacks_names_it_and_the_saver(
+    gate: ChestXrayGate, tmp_path: Path
+) -> None:
+    # What an older covidcxr says of a gate saved with a newer one's option (as this one
+    # would have said of "mirror" before it existed): not "metadata incomplete".
+    path = tmp_path / "gate.cxr"
+    gate.save(path)
+    later = tmp_path / "later.cxr"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(later, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "covidcxr.json":
+                metadata = json.loads(data)
+                metadata["params"]["glare_check"] = True
+                metadata["versions"]["covidcxr"] = "9.1.0"
+                data = json.dumps(metadata).encode()
+            target.writestr(item, data)
+    with pytest.raises(
+        ModelFormatError,
+        match=r"later\.cxr: saved by covidcxr 9\.1\.0 with parameters this covidcxr .* "
+        r"does not know \('glare_check'\); load it with covidcxr 9\.1\.0 or later",
+    ):
+        ChestXrayGate.load(later)
+
+
 def test_too_few_radiographs_or_bad_options_are_refused(train: list[XRay]) -> None:
     with pytest.raises(ConfigurationError, match="at least 100"):
         ChestXrayGate(epochs=1).fit(train[:50])

@@ -134,12 +134,12 @@ def load_classifier(cls: type[_Classifier], path: str | os.PathLike[str]) -> _Cl
 
     with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
         metadata, keras_file = read_archive(path, Path(scratch))
+        params = model_archive.check_params(cls, metadata, path)
         try:
             model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
         except Exception as exc:
             raise ModelFormatError(f"{path}: Keras could not load the model: {exc}") from exc
     try:
-        params = dict(metadata["params"])
         if isinstance(params.get("test_time_rotations"), list):  # JSON has no tuples
             params["test_time_rotations"] = tuple(params["test_time_rotations"])
         estimator = cls(**params)

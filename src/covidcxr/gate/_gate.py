@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from covidcxr._model_archive import (
     ArchiveFormat,
     all_finite,
+    check_params,
     read_model_archive,
     write_model_archive,
 )
@@ -713,13 +714,14 @@ class ChestXrayGate(Estimator):
 
         with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
             metadata, keras_file = read_model_archive(path, _FORMAT, Path(scratch))
+            params = check_params(cls, metadata, path)
             try:
                 model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
             except Exception as exc:
                 raise ModelFormatError(f"{path}: Keras could not load the gate: {exc}") from exc
         try:
             # Gates saved before the mirror check existed had none.
-            gate = cls(**{"mirror": False, **metadata["params"]})
+            gate = cls(**{"mirror": False, **params})
             threshold = float(metadata["threshold"])
             held = np.asarray(metadata["holdout_scores"], np.float64)
             n_fitted = int(metadata["n_fitted"])
