@@ -8,12 +8,13 @@ already a dependency of much of the scientific Python stack.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,6 +24,7 @@ import covidcxr
 from covidcxr._logging import configure_console, import_tensorflow
 from covidcxr._plain import option_from_text
 from covidcxr.errors import (
+    ConfigurationError,
     CovidCXRError,
     InvalidImageError,
     OutputExistsError,
@@ -467,16 +469,18 @@ def predict_command(
     source = _open_sources(sources, options)
     _apply_priors(pipeline, mix, source)
     if output is not None:
+        tally = _StatusCount()
         count = write_predictions(
-            pipeline.iter_predict(source),
+            tally(pipeline.iter_predict(source)),
             output,
             classes=pipeline.classes_,
             overwrite=overwrite,
             note=note,
             severity=pipeline.measures_severity,
         )
-        summary = {"output": str(output), "n_images": count}
-        _emit(summary, as_json, [f"wrote {count} prediction(s) to {output}"])
+        summary = {"output": str(output), "n_images": count, "status": dict(tally.counts)}
+        lines = [f"wrote {count} prediction(s) to {output}", _status_line(tally.counts)]
+        _emit(summary, as_json, lines)
         if _skipping(options):
             _report_skipped(_skipped_items(source), skipped_file, overwrite=overwrite)
         return
@@ -680,26 +684,45 @@ def _predict_on_ray(
 
 
 def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
-    """One line per prediction, then how many were rejected or left uncertain."""
+    """One line per prediction, then how many were diagnosed, uncertain or rejected."""
     width = max((len(p.id) for p in predictions), default=2)
     lines = []
     for p in predictions:
         confidence = "  -  " if p.confidence is None else f"{p.confidence:.3f}"
-        line = f"{p.id:<{width}}  {p.label:<9}  {confidence}  {len(p.detections)} lesion(s)"
+        # The detector never sees a rejected radiograph: no count rather than "0 lesion(s)".
+        lesions = "-" if p.status == REJECTED else f"{len(p.detections)} lesion(s)"
+        line = f"{p.id:<{width}}  {p.label:<9}  {confidence}  {lesions}"
         if p.severity is not None:
             line += (
-                f"  severity {p.severity.score}/8 (right lung {p.severity.right:.0%}, "
+                f"  severity {p.severity.score}/8 (patient's right lung {p.severity.right:.0%}, "
                 f"left {p.severity.left:.0%})"
             )
         lines.append(f"{line}  ({p.reason})" if p.reason else line)
-    counts = Counter(p.status for p in predictions)
-    if counts[REJECTED] or counts[UNCERTAIN]:
-        lines.append(
-            f"{len(predictions)} radiograph(s): {counts[ACCEPTED]} diagnosed, "
-            f"{counts[UNCERTAIN]} uncertain, {counts[REJECTED]} rejected "
-            "by the input gate (not a frontal chest radiograph like the training ones)"
-        )
+    lines.append(_status_line(Counter(p.status for p in predictions)))
     return lines
+
+
+def _status_line(counts: Mapping[str, int]) -> str:
+    """How many radiographs were diagnosed, left uncertain, and rejected by the gate."""
+    line = (
+        f"{sum(counts.values())} radiograph(s): {counts.get(ACCEPTED, 0)} diagnosed, "
+        f"{counts.get(UNCERTAIN, 0)} uncertain, {counts.get(REJECTED, 0)} rejected"
+    )
+    if counts.get(REJECTED, 0):
+        line += " by the input gate (not a frontal chest radiograph like the training ones)"
+    return line
+
+
+class _StatusCount:
+    """Counts the statuses of the predictions passing through it, on their way to a file."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, predictions: Iterable[covidcxr.Prediction]) -> Iterator[covidcxr.Prediction]:
+        for prediction in predictions:
+            self.counts[prediction.status] += 1
+            yield prediction
 
 
 @cli.command("evaluate")
@@ -917,8 +940,11 @@ def _planned_png_names(
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Saved model: a LocalDetector (local) or a VGG19Classifier (gradcam).",
+    metavar="MODEL",
+    help="The name of a model shipped with covidcxr (e.g. covid-qu-ex) or a saved model "
+    "directory: its input gate, lung crop and detector box the lesions, as `covidcxr "
+    "predict` reports them. Or a saved model file: a LocalDetector (local) or a "
+    "VGG19Classifier (gradcam).",
 )
 @click.option(
     "--detector-option",
@@ -962,7 +988,7 @@ def detect_command(
     out: Path,
     output: Path | None,
     detector_name: str | None,
-    model: Path | None,
+    model: str | None,
     detector_options: tuple[str, ...],
     preprocess: str | None,
     preprocess_options: tuple[str, ...],
@@ -976,20 +1002,33 @@ def detect_command(
 
     Writes one annotated PNG per radiograph and detections.json (boxes in each original
     radiograph's pixels unless --preprocess resizes it) into --out; never replaces a file
-    there unless --overwrite is given.
+    there unless --overwrite is given. With a whole model (--model covid-qu-ex, or a saved
+    model directory) the boxes are those `covidcxr predict` reports, and a radiograph its
+    input gate rejects is drawn without boxes, its status and reason in detections.json.
     """
     from tqdm import tqdm  # noqa: PLC0415 - keep `covidcxr --help` fast
 
     from covidcxr.detect import default_detector_name, draw_detections, write_png  # noqa: PLC0415
 
-    name = detector_name or default_detector_name()
+    whole_model = _whole_model(
+        model,
+        {
+            "--detector": detector_name not in (None, "local"),
+            "--detector-option": bool(detector_options),
+            "--preprocess": preprocess is not None,
+            "--preprocess-option": bool(preprocess_options),
+        },
+    )
+    name = "local" if whole_model else (detector_name or default_detector_name())
     options = _parse_source_options(detector_options)
-    if model is not None:
-        options["model"] = str(model)
-    elif name in ("local", "gradcam"):
+    if model is not None and not whole_model:
+        options["model"] = model
+    elif model is None and name in ("local", "gradcam"):
         raise click.UsageError(
-            f"the {name} detector needs --model PATH (a saved "
-            f"{'LocalDetector' if name == 'local' else 'VGG19Classifier'})"
+            "the local detector needs --model: the name of a shipped model (such as "
+            "covid-qu-ex) or a saved model directory, or a saved LocalDetector file"
+            if name == "local"
+            else "the gradcam detector needs --model PATH (a saved VGG19Classifier)"
         )
     source_opts = _source_options(source_options, on_error)
     dataset = _open_sources(sources, source_opts)
@@ -997,41 +1036,38 @@ def detect_command(
     used_names: set[str] = set()
     png_names = _planned_png_names(dataset, used_names)
     planned = [out / name for names in png_names.values() for name in names]
-    try:  # every output name is checked before anything is written
-        check_new_files(
-            [report_path, *planned, *([output] if output is not None else [])],
-            overwrite=overwrite,
-        )
-    except OutputExistsError as exc:
-        raise click.UsageError(str(exc)) from None
+    # Every output name is checked before anything is written.
+    _cli_wording(
+        check_new_files,
+        [report_path, *planned, *([output] if output is not None else [])],
+        overwrite=overwrite,
+    )
     _import_tensorflow()
-    detector = covidcxr.create_detector(name, **options)
-    enhance = (
-        covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
-        if preprocess
-        else covidcxr.preprocess.recorded_preprocessor(detector)
+    found_in = (
+        _pipeline_detections(cast(str, model))
+        if whole_model
+        else _detector_detections(name, options, preprocess, preprocess_options)
     )
     out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []
     with (
         tqdm(
-            total=len(dataset), unit="image", desc="detect", disable=no_progress, file=sys.stderr
+            total=len(dataset),
+            unit="image",
+            desc="detect",
+            disable=no_progress or not _show_progress(),
+            file=sys.stderr,
         ) as progress,
         _detections_output(output, overwrite) as table,
     ):
-        for xray in dataset:
-            image = enhance(xray) if enhance is not None else xray
-            detections = detector.detect(image)
+        for image, detections, verdict in found_in(dataset):
             if table is not None:
                 table.add(image, detections)
             queued = png_names.get(image.id)
             png_name = queued.pop(0) if queued else _png_name(image.id, used_names)
             drawn = draw_detections(image, detections, truths=image.boxes if truths else None)
-            try:
-                write_png(out / png_name, drawn, overwrite=overwrite)
-            except FileExistsError as exc:
-                raise click.UsageError(f"{exc} (or pass --overwrite)") from None
+            _cli_wording(write_png, out / png_name, drawn, overwrite=overwrite)
             height, width = image.shape
             records.append(
                 {
@@ -1040,16 +1076,122 @@ def detect_command(
                     "width": width,
                     "height": height,
                     "detections": [detection_to_dict(d) for d in detections],
+                    **verdict,
                 }
             )
             progress.update()
     source = sources[0] if len(sources) == 1 else list(sources)
-    document = {"detector": name, "source": source, "images": records}
+    used = {"model": model} if whole_model else {}
+    document = {"detector": name, **used, "source": source, "images": records}
     write_text(report_path, json.dumps(document, indent=2) + "\n", overwrite=overwrite)
     found = sum(len(r["detections"]) for r in records)
     click.echo(f"{found} lesion(s) in {len(records)} image(s); wrote {out}")
+    if whole_model:
+        click.echo(_status_line(Counter(r["status"] for r in records)))
     if _skipping(source_opts):
         _report_skipped(_skipped_items(dataset), out / "skipped.csv", overwrite=overwrite)
+
+
+#: What ``detect`` gets for each radiograph: the image the boxes are drawn on, the boxes,
+#: and (from a whole model) the input gate's verdict for ``detections.json``.
+_Found = tuple[covidcxr.XRay, Sequence[covidcxr.Detection], dict[str, Any]]
+
+
+def _whole_model(model: str | None, lone_detector_options: Mapping[str, bool]) -> bool:
+    """Whether ``detect --model`` names a whole model (shipped, or a saved directory).
+
+    ``lone_detector_options`` says which of the options for a lone detector were given.
+
+    Raises
+    ------
+    click.UsageError
+        If options for a lone detector come with a whole model.
+    ConfigurationError
+        If ``model`` is no file, no folder and no shipped model's name (listing those).
+    """
+    if model is None or Path(model).is_file():
+        return False
+    for flag, given in lone_detector_options.items():
+        if given:
+            raise click.UsageError(
+                f"{flag} does not apply to --model {model}: a whole model boxes lesions with "
+                "its own preprocessing, input gate, lung crop and detector"
+            )
+    if not Path(model).exists():
+        from covidcxr.pretrained import model_info  # noqa: PLC0415 - see above
+
+        try:
+            model_info(model)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"--model {model}: no such file or folder, nor a shipped model ({exc})"
+            ) from None
+    return True
+
+
+def _detector_detections(
+    name: str,
+    options: Mapping[str, Any],
+    preprocess: str | None,
+    preprocess_options: tuple[str, ...],
+) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
+    """A lone detector's boxes, on each radiograph as its preprocessing prepares it.
+
+    That is ``--preprocess`` when given, else what a saved detector was trained behind.
+    """
+    detector = covidcxr.create_detector(name, **options)
+    enhance = (
+        covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
+        if preprocess
+        else covidcxr.preprocess.recorded_preprocessor(detector)
+    )
+
+    def found(radiographs: Iterable[covidcxr.XRay]) -> Iterator[_Found]:
+        for xray in radiographs:
+            image = enhance(xray) if enhance is not None else xray
+            yield image, detector.detect(image), {}
+
+    return found
+
+
+def _pipeline_detections(model: str) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
+    """A whole model's boxes, on each radiograph as it was read: what ``predict`` reports.
+
+    A radiograph the input gate rejects is drawn without boxes, and ``detections.json``
+    says why (``status`` and ``reason``, as in a prediction).
+
+    Raises
+    ------
+    ConfigurationError
+        If the model has no lesion detector.
+    """
+    from covidcxr.pretrained import load_pipeline  # noqa: PLC0415 - see above
+
+    pipeline = load_pipeline(model, progress=_show_progress())
+    if pipeline.detector_ is None:
+        raise ConfigurationError(f"{model} has no lesion detector: it only classifies")
+
+    def found(radiographs: Iterable[covidcxr.XRay]) -> Iterator[_Found]:
+        iterator = iter(radiographs)
+        while chunk := list(itertools.islice(iterator, _DETECT_CHUNK)):
+            for xray, prediction in zip(chunk, pipeline.predict(chunk), strict=True):
+                verdict = {"status": prediction.status, "reason": prediction.reason}
+                yield xray, prediction.detections, verdict
+
+    return found
+
+
+_DETECT_CHUNK = 16  # radiographs a whole model scores at once in ``detect``
+
+
+def _cli_wording(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``write``; an existing output is refused in the command line's words."""
+    try:
+        return write(*args, **kwargs)
+    except FileExistsError as exc:
+        message = str(exc).replace("overwrite=True (--overwrite)", "--overwrite")
+        message = message.replace("overwrite=True", "--overwrite")
+        raise OutputExistsError(message) from None
 
 
 def _detections_output(

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from covidcxr.cli import cli
+from covidcxr import cli as cli_module
+from covidcxr.cli import cli, main
 from covidcxr.detect import LoopbackWatsonServer
+from covidcxr.errors import OutputExistsError
 
 pytestmark = pytest.mark.filterwarnings("ignore::covidcxr.detect.ServiceRetiredWarning")
 
@@ -99,21 +101,38 @@ def test_detect_writes_one_png_per_radiograph_and_a_json_of_detections(
 
 
 def test_detect_refuses_to_replace_earlier_output(
-    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+    server: LoopbackWatsonServer,
+    radiographs: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
     args = ["detect", str(radiographs), "--out", str(out), *watson_args(server)]
     assert run(args).exit_code == 0
-    again = run(args)
-    assert again.exit_code != 0
-    assert "--overwrite" in again.output
+    # An existing output is not a usage error: exit status 1, one line, in CLI words.
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert err.startswith("error: ")
+    assert "already exist; pass --overwrite to replace" in err
+    assert "Usage" not in err
+    assert "overwrite=True" not in err
     assert run([*args, "--overwrite"]).exit_code == 0
 
 
-def test_detect_shows_a_progress_bar_unless_told_not_to(
-    server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
+def test_detect_shows_a_progress_bar_on_a_terminal_unless_told_not_to(
+    server: LoopbackWatsonServer,
+    radiographs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     args = ["detect", str(radiographs), *watson_args(server)]
+    # stderr to a file or pipe (CliRunner's): a log gets no bar redrawn line by line.
+    logged = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "log")])
+    assert logged.exit_code == 0, logged.output
+    assert "3/3" not in logged.stderr
+    monkeypatch.setattr(cli_module, "_show_progress", lambda: True)  # as on a terminal
     shown = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
     assert "3/3" in shown.stderr
     hidden = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--no-progress"])
@@ -162,9 +181,9 @@ def test_detect_also_writes_a_table_with_one_row_per_radiograph(
         ["detect", str(radiographs), "--out", str(tmp_path / "elsewhere"), "-o", str(table),
          *watson_args(server)]
     )  # fmt: skip
-    # Refused with the PNG names, before anything is written.
-    assert again.exit_code == 2
-    assert str(table) in again.output
+    # Refused, naming the table, before anything is written.
+    assert isinstance(again.exception, OutputExistsError)
+    assert str(table) in str(again.exception)
     assert not (tmp_path / "elsewhere").exists()
     assert table.read_bytes() == written
 

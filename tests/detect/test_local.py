@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -417,6 +418,17 @@ def test_a_saved_detector_keeps_its_preprocessing_and_can_rebuild_it(
     assert rebuilt is not None
     assert _mismatch_warnings(loaded, [rebuilt(x) for x in raw]) == []
     assert _mismatch_warnings(loaded, raw)  # raw images still warn after loading
+
+
+def test_a_detector_trained_on_lung_crops_is_not_given_whole_frames(
+    clahe_trained: tuple[LocalDetector, list[XRay]],
+) -> None:
+    # A pipeline's lung stage records its crop; only that pipeline can make it again.
+    detector = clahe_trained[0]
+    cropped = copy.copy(detector)
+    cropped.preprocessing_ = {**detector.preprocessing_, "lung_crop": {"margin": 0.05}}
+    with pytest.raises(ConfigurationError, match=r"trained on lung crops.*use the whole model"):
+        recorded_preprocessor(cropped)
 
 
 def test_a_detector_saved_before_the_record_loads_with_nothing_to_check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,43 @@ def test_predict_refuses_an_existing_output_unless_overwrite(
     code, out, err = run([*argv, "--overwrite"], capsys)
     assert code == 0, err
     assert "wrote 18 prediction(s)" in out
+    # What became of them is said with --output too, not only on the terminal.
+    assert re.search(r"^18 radiograph\(s\): \d+ diagnosed, \d+ uncertain, 0 rejected$", out, re.M)
     assert len(read_csv(output)) == 18
+
+
+def test_detect_with_a_whole_model_draws_the_boxes_predict_reports(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["predict", str(model_dir), str(phantom_dir), "--json"], capsys)
+    assert code == 0, err
+    predicted = {p["id"]: (p["detections"], p["status"]) for p in json.loads(out)}
+    boxes = tmp_path / "boxes"
+    code, out, err = run(
+        ["detect", str(phantom_dir), "--model", str(model_dir), "--out", str(boxes)], capsys
+    )
+    assert code == 0, err
+    document = json.loads((boxes / "detections.json").read_text())
+    assert document["model"] == str(model_dir)
+    found = {r["id"]: (r["detections"], r["status"]) for r in document["images"]}
+    assert found == predicted
+    assert all(detections for detections, _ in found.values())  # its detector boxes each
+    assert len(list(boxes.glob("*.png"))) == 18
+    assert re.search(r"^18 radiograph\(s\): ", out, re.M)
+
+
+def test_detect_with_a_whole_model_refuses_lone_detector_options_and_unknown_names(
+    model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["detect", str(phantom_dir), "--out", str(tmp_path / "boxes")]
+    code, _, err = run([*args, "--model", str(model_dir), "--preprocess", "gaussian-clahe"], capsys)
+    assert code == 2
+    assert "--preprocess does not apply to --model" in err
+    code, _, err = run([*args, "--model", "no-such-model"], capsys)
+    assert code == 1
+    assert "--model no-such-model: no such file or folder, nor a shipped model" in err
+    assert "covid-qu-ex" in err  # the shipped models are listed
+    assert not (tmp_path / "boxes").exists()
 
 
 def test_an_unreadable_image_fails_predict_with_one_line_that_says_what_to_do(

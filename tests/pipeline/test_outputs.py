@@ -92,6 +92,22 @@ def test_parquet_keeps_boxes_as_nested_records(tmp_path: Path) -> None:
 
 
 @NEEDS_PYARROW
+def test_a_rejected_radiograph_has_null_lesions_in_parquet(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from covidcxr.records import REJECTED
+
+    rejected = Prediction("r.png", REJECTED, {}, status=REJECTED, reason="blank image")
+    path = tmp_path / "predictions.parquet"
+    assert write_predictions([prediction(1), rejected], path) == 2
+    rows = pq.read_table(path).to_pylist()
+    assert [(row["n_lesions"], row["detections"]) for row in rows] == [
+        (1, [LESION_DICT]),
+        (None, None),
+    ]
+
+
+@NEEDS_PYARROW
 def test_parquet_is_written_in_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.parquet as pq
 
@@ -248,3 +264,6 @@ def test_rejected_and_uncertain_predictions_have_their_status_and_reason(tmp_pat
     assert float(rows[0]["ood_score"]) == 4.2
     assert float(rows[1]["probability"]) == pytest.approx(0.4)
     assert list(rows[0])[4:7] == ["p_covid-19", "p_normal", "p_pneumonia"]
+    # The detector never saw the rejected radiograph: no lesion count, rather than 0.
+    assert (rows[0]["n_lesions"], rows[0]["detections"]) == ("", "")
+    assert (rows[1]["n_lesions"], rows[1]["detections"]) == ("0", "[]")

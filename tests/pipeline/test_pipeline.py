@@ -109,6 +109,16 @@ def test_fit_and_predict_on_phantoms_beats_chance(
     assert len(pipeline.history_["loss"]) == 40
 
 
+def test_one_radiograph_instead_of_a_list_is_refused_saying_what_to_pass(
+    test_config: dict[str, Any], phantom_train: list[XRay], phantom_test: list[XRay]
+) -> None:
+    pipeline = fitted(test_config, phantom_train)
+    one = phantom_test[0]
+    with pytest.raises(ConfigurationError, match=r"one radiograph \('.*'\); pass a list"):
+        pipeline.predict(one)
+    assert [p.id for p in pipeline.predict([one])] == [one.id]
+
+
 def test_detections_come_back_in_the_source_image_coordinates(
     test_config: dict[str, Any], phantom_train: list[XRay], phantom_test: list[XRay]
 ) -> None:

@@ -15,7 +15,8 @@ that label, or the largest when uncertain), one ``p_<class>`` column per class (
 a radiograph the input gate rejected), ``ood_score`` and ``reason`` (the gate's score, and
 why a radiograph was rejected or left uncertain), ``n_lesions``, ``detections``: a list
 of ``{label, score, box: {x, y, width, height}}`` in Parquet, the same list as JSON text
-in CSV, and, from a pipeline that measures severity, ``severity_right``,
+in CSV (both empty for a radiograph the input gate rejected: the detector never saw it),
+and, from a pipeline that measures severity, ``severity_right``,
 ``severity_left``, ``severity_total``, ``severity_right_grade``, ``severity_left_grade`` and
 ``severity_score``. A JSON Lines row is the
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
@@ -37,7 +38,7 @@ from typing import IO, Any, Final, Literal, cast
 
 from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.files import atomic_write
-from covidcxr.records import Detection, Prediction, XRay, detection_to_dict
+from covidcxr.records import REJECTED, Detection, Prediction, XRay, detection_to_dict
 from covidcxr.sources import Skipped
 
 __all__ = [
@@ -161,7 +162,9 @@ class _Table:
         elif self.format == "csv":
             self._csv.writerow(
                 [
-                    json.dumps(row[name]) if kind == "detections" else row[name]
+                    json.dumps(row[name])
+                    if kind == "detections" and row[name] is not None
+                    else row[name]
                     for name, kind in self.columns
                 ]
             )
@@ -383,7 +386,9 @@ def prediction_row(
     >>> row["label"], row["p_covid-19"], row["n_lesions"]
     ('normal', 0.25, 0)
     """
-    detections = _detection_dicts(prediction.detections)
+    # The detector never looked at a radiograph the gate rejected: no count, not zero.
+    looked = prediction.status != REJECTED
+    detections = _detection_dicts(prediction.detections) if looked else None
     return {
         "id": prediction.id,
         "label": prediction.label,
@@ -392,7 +397,7 @@ def prediction_row(
         **{f"p_{name}": prediction.probabilities.get(name) for name in classes},
         "ood_score": prediction.ood_score,
         "reason": prediction.reason,
-        "n_lesions": len(detections),
+        "n_lesions": len(detections) if detections is not None else None,
         "detections": detections,
         **(_severity_columns(prediction) if severity else {}),
         **({"model_note": note} if note is not None else {}),

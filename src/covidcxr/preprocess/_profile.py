@@ -389,7 +389,8 @@ def recorded_preprocessor(component: object) -> Preprocessor | None:
     ------
     ConfigurationError
         If the recorded preprocessor cannot be rebuilt as it was (another version of it is
-        installed, or it is not registered).
+        installed, or it is not registered), or the component was trained on lung crops,
+        which only its pipeline's lung stage can make.
 
     Examples
     --------
@@ -405,6 +406,13 @@ def recorded_preprocessor(component: object) -> Preprocessor | None:
     recorded = component.preprocessing_
     if not isinstance(recorded, Mapping) or not isinstance(recorded.get("name"), str):
         return None
+    if "lung_crop" in recorded:  # recorded by a pipeline's lung stage (covidcxr.lungs)
+        raise ConfigurationError(
+            f"{type(component).__name__} was trained on lung crops, which need the lung "
+            "segmenter of the pipeline it came from: use the whole "
+            "model (covidcxr detect --model MODEL_DIR or a shipped model's name; "
+            "Pipeline.predict in Python), or prepare its input yourself"
+        )
     options = {key: value for key, value in recorded.items() if key not in ("name", "version")}
     if "output_size" in options:
         options["output_size"] = None
