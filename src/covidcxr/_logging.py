@@ -87,8 +87,10 @@ def _one_line_warning(  # noqa: PLR0917 - warnings.showwarning's signature
     line: str | None = None,
 ) -> None:
     stream = file if file is not None else sys.stderr
+    # A warning may say it in other words for the console (SkippedItemsWarning does).
+    text = getattr(message, "console_text", message)
     with contextlib.suppress(OSError):
-        stream.write(f"warning: {message}\n")
+        stream.write(f"warning: {text}\n")
 
 
 _console_handler: logging.Handler | None = None

@@ -195,6 +195,37 @@ def _report_skipped(skipped: Sequence[Skipped], where: Path | None, *, overwrite
     click.echo(f"skipped {len(skipped)} item(s); listed with reasons in {where}", err=True)
 
 
+def _report_skips(
+    options: Mapping[str, Any],
+    skipped: Sequence[Skipped],
+    where: Path | None,
+    *,
+    overwrite: bool,
+) -> None:
+    """Report what the sources did not yield, however they were opened.
+
+    With ``--on-error skip``, every item is listed in ``where`` (see
+    :func:`_report_skipped`). Without it nothing unreadable was skipped (it stopped the
+    command), but a source may still have left files out (images in a format covidcxr does
+    not read, links not followed, a layout's exclusions): the first few are named on
+    stderr, so that none is left out in silence.
+    """
+    if _skipping(options):
+        _report_skipped(skipped, where, overwrite=overwrite)
+        return
+    for item in skipped[:_LEFT_OUT_SHOWN]:
+        click.echo(f"left out {item.path}: {item.reason}", err=True)
+    if len(skipped) > _LEFT_OUT_SHOWN:
+        click.echo(
+            f"left out {len(skipped)} item(s) in all; --on-error skip lists every one, with "
+            "its reason, in a CSV file",
+            err=True,
+        )
+
+
+_LEFT_OUT_SHOWN = 5  # items named on stderr without --on-error skip
+
+
 def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(json.dumps(payload, indent=2))
@@ -313,8 +344,7 @@ def train_command(
     val = covidcxr.open_source(validation, **options) if validation else None
     pipeline.fit(train, validation=val)
     pipeline.save(out, overwrite=overwrite)
-    if _skipping(options):
-        _report_skipped(_skipped_items(train, val), out / "skipped.csv", overwrite=True)
+    _report_skips(options, _skipped_items(train, val), out / "skipped.csv", overwrite=True)
     final = {key: values[-1] for key, values in pipeline.history_.items() if values}
     payload = {
         "model_dir": str(out),
@@ -455,6 +485,9 @@ def predict_command(
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     if output is not None:
         check_output_location(output)  # a read-only or full disk, before predicting
+    # A mistyped model or source fails before TensorFlow loads, not seconds after.
+    _check_model(model_dir)
+    source = _open_sources(sources, options)
     _import_tensorflow()
     pipeline = load_pipeline(
         model_dir,
@@ -466,7 +499,6 @@ def predict_command(
     # stderr), and every row written or printed carries the note.
     note = model_note(pipeline.training_data_)
     _apply_priors(pipeline, mix, None)  # a mix it cannot use fails before any reading
-    source = _open_sources(sources, options)
     _apply_priors(pipeline, mix, source)
     if output is not None:
         tally = _StatusCount()
@@ -478,17 +510,16 @@ def predict_command(
             note=note,
             severity=pipeline.measures_severity,
         )
-        summary = {"output": str(output), "n_images": count, "status": dict(tally.counts)}
+        statuses = {status: tally.counts[status] for status in (ACCEPTED, UNCERTAIN, REJECTED)}
+        summary = {"output": str(output), "n_images": count, "status": statuses}
         lines = [f"wrote {count} prediction(s) to {output}", _status_line(tally.counts)]
         _emit(summary, as_json, lines)
-        if _skipping(options):
-            _report_skipped(_skipped_items(source), skipped_file, overwrite=overwrite)
+        _report_skips(options, _skipped_items(source), skipped_file, overwrite=overwrite)
         return
     predictions = pipeline.predict(source)
     noted = {"model_note": note} if note is not None else {}
     _emit([{**p.to_dict(), **noted} for p in predictions], as_json, _prediction_lines(predictions))
-    if _skipping(options):
-        _report_skipped(_skipped_items(source), None, overwrite=overwrite)
+    _report_skips(options, _skipped_items(source), None, overwrite=overwrite)
 
 
 def _apply_priors(pipeline: Any, mix: dict[str, float] | str | None, source: Any) -> None:
@@ -775,13 +806,12 @@ def evaluate_command(
         )
     options = _source_options(source_options, on_error)
     check_output_directory(report_dir, "report", overwrite=overwrite)  # before loading
+    _check_model(model_dir)
+    opened = covidcxr.open_source(source, **options)
     _import_tensorflow()
     pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
-    opened = covidcxr.open_source(source, **options)
     report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
-    if _skipping(options):
-        skipped = _skipped_items(opened)
-        _report_skipped(skipped, report_dir / "skipped.csv", overwrite=overwrite)
+    _report_skips(options, _skipped_items(opened), report_dir / "skipped.csv", overwrite=overwrite)
     lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
     if record and isinstance(report, EvaluationReport):
         record_evaluation(model_dir, report, source=repr(opened))
@@ -1088,8 +1118,7 @@ def detect_command(
     click.echo(f"{found} lesion(s) in {len(records)} image(s); wrote {out}")
     if whole_model:
         click.echo(_status_line(Counter(r["status"] for r in records)))
-    if _skipping(source_opts):
-        _report_skipped(_skipped_items(dataset), out / "skipped.csv", overwrite=overwrite)
+    _report_skips(source_opts, _skipped_items(dataset), out / "skipped.csv", overwrite=overwrite)
 
 
 #: What ``detect`` gets for each radiograph: the image the boxes are drawn on, the boxes,
@@ -1117,16 +1146,24 @@ def _whole_model(model: str | None, lone_detector_options: Mapping[str, bool]) -
                 f"{flag} does not apply to --model {model}: a whole model boxes lesions with "
                 "its own preprocessing, input gate, lung crop and detector"
             )
-    if not Path(model).exists():
-        from covidcxr.pretrained import model_info  # noqa: PLC0415 - see above
-
-        try:
-            model_info(model)
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"--model {model}: no such file or folder, nor a shipped model ({exc})"
-            ) from None
+    _check_model(model, "--model ", "no such file or folder")
     return True
+
+
+def _check_model(model: str, what: str = "", missing: str = "no such folder") -> None:
+    """Refuse a model that is neither a folder nor a shipped model's name, cheaply.
+
+    Only the shipped models' manifests are read (no TensorFlow), so a mistyped name fails
+    at once, listing the shipped models.
+    """
+    if Path(model).is_dir():
+        return
+    from covidcxr.pretrained import model_info  # noqa: PLC0415 - see above
+
+    try:
+        model_info(model)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}{model}: {missing}, nor a shipped model ({exc})") from None
 
 
 def _detector_detections(

@@ -90,6 +90,25 @@ def test_skip_records_broken_items_and_warns_with_a_count(classes_folder: Path) 
     assert "empty" in reasons["empty.png"]
 
 
+def test_images_in_formats_it_does_not_read_are_reported_not_ignored(
+    classes_folder: Path,
+) -> None:
+    (classes_folder / "COVID" / "scan.tif").write_bytes(b"II*\x00")  # never opened
+    (classes_folder / "NORMAL" / "scan.BMP").write_bytes(b"BM")
+    (classes_folder / "NORMAL" / "notes.txt").write_text("not an image, not reported")
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 8 item\(s\)") as caught:
+        source = FolderSource(classes_folder)
+    assert len(source) == 5
+    reasons = {item.path: item.reason for item in source.skipped}
+    assert set(reasons) == {"COVID/scan.tif", "NORMAL/scan.BMP"}
+    assert reasons["COVID/scan.tif"].startswith("TIF images are not read: convert it to PNG")
+    assert "PNG, JPEG, WebP and DICOM" in reasons["NORMAL/scan.BMP"]
+    # The console gets the count without the pointer to a Python attribute.
+    (warning,) = [w.message for w in caught if isinstance(w.message, SkippedItemsWarning)]
+    assert "skipped attribute" in str(warning)
+    assert warning.console_text.endswith("skipped 2 of 8 item(s) (left out by the layout)")
+
+
 def test_skip_records_a_dicom_with_a_zero_window_width(classes_folder: Path, make: Any) -> None:
     bad = make.dicom(make.gradient(dtype=np.uint16), window=(2000.0, 0.0))
     (classes_folder / "COVID" / "zero_window.dcm").write_bytes(bad)

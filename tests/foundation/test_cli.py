@@ -48,3 +48,17 @@ def test_library_errors_exit_non_zero_with_a_one_line_message(
         main(["plugins"])
     assert exited.value.code == 1
     assert capsys.readouterr().err.startswith("error: plugin 'broken' raised")
+
+
+def test_the_console_prints_a_warning_in_its_own_words_when_it_has_them() -> None:
+    import io
+
+    from covidcxr._logging import _one_line_warning
+    from covidcxr.sources import SkippedItemsWarning
+
+    stream = io.StringIO()
+    skipped = SkippedItemsWarning.of("scans: skipped 1 of 4 item(s)", "see skipped")
+    _one_line_warning(skipped, SkippedItemsWarning, "x.py", 1, stream)
+    _one_line_warning(UserWarning("plain"), UserWarning, "x.py", 1, stream)
+    assert str(skipped) == "scans: skipped 1 of 4 item(s); see skipped"
+    assert stream.getvalue() == "warning: scans: skipped 1 of 4 item(s)\nwarning: plain\n"

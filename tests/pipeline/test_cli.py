@@ -186,7 +186,10 @@ def test_predict_writes_one_row_per_image_to_the_output_table(
         ["predict", str(model_dir), str(phantom_dir), "--output", str(output), "--json"], capsys
     )
     assert code == 0, err
-    assert json.loads(out) == {"output": str(output), "n_images": 18}
+    summary = json.loads(out)
+    assert summary == {"output": str(output), "n_images": 18, "status": summary["status"]}
+    assert summary["status"].keys() == {"accepted", "uncertain", "rejected"}
+    assert sum(summary["status"].values()) == 18
     if suffix == ".csv":
         rows: list[dict[str, Any]] = read_csv(output)
     elif suffix == ".jsonl":
@@ -250,6 +253,23 @@ def test_detect_with_a_whole_model_refuses_lone_detector_options_and_unknown_nam
     assert "--model no-such-model: no such file or folder, nor a shipped model" in err
     assert "covid-qu-ex" in err  # the shipped models are listed
     assert not (tmp_path / "boxes").exists()
+
+
+@pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
+def test_predict_names_the_files_a_source_left_out_without_on_error_skip(
+    model_dir: Path, phantom_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for index in range(7):
+        (phantom_dir / "normal" / f"scan{index}.tiff").write_bytes(b"MM\x00*")
+    code, _, err = run(["predict", str(model_dir), str(phantom_dir)], capsys)
+    assert code == 0, err
+    left_out = [line for line in err.splitlines() if line.startswith("left out ")]
+    assert left_out[0] == (
+        "left out normal/scan0.tiff: TIFF images are not read: convert it to PNG (covidcxr "
+        "reads PNG, JPEG, WebP and DICOM)"
+    )
+    assert len(left_out) == 6  # five named, then the count and where to find them all
+    assert left_out[-1].startswith("left out 7 item(s) in all; --on-error skip lists every")
 
 
 def test_an_unreadable_image_fails_predict_with_one_line_that_says_what_to_do(

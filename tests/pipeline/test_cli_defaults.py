@@ -144,3 +144,33 @@ def test_an_existing_output_is_refused_before_tensorflow_is_imported(
     assert "tensorflow imported: False" in result.stdout, result.stdout
     assert str(taken) in result.stderr
     assert taken.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "covid-qu-exx", "{data}"], "covid-qu-exx: no such folder, nor a shipped"),
+        (["predict", "covid-qu-ex", "{data}/nowhere"], "nowhere"),
+        (["evaluate", "covid-qu-ex", "{data}/nowhere", "--report", "{tmp}/r"], "nowhere"),
+        (["detect", "{data}", "--model", "covid-qu-exx", "--out", "{tmp}/b"], "covid-qu-exx"),
+    ],
+    ids=["predict-model", "predict-source", "evaluate-source", "detect-model"],
+)
+def test_a_mistyped_model_or_source_is_refused_before_tensorflow_is_imported(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    data = write_phantom_dataset(tmp_path / "data", n_per_class=1, size=32, seed=0)
+    argv = [arg.format(data=data, tmp=tmp_path) for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-c", _REFUSAL_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=offline_environment(tmp_path),
+        timeout=300,
+        check=False,
+    )
+    assert "exit 1" in result.stdout, result.stdout + result.stderr
+    assert "tensorflow imported: False" in result.stdout, result.stdout
+    assert message in result.stderr
+    if "shipped" in message:
+        assert "covid-qu-ex)" in result.stderr  # the shipped models are listed

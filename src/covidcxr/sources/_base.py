@@ -301,9 +301,9 @@ class CatalogSource(ABC):
 
     def _warn(self, count: int, total: int, why: str) -> None:
         warnings.warn(
-            SkippedItemsWarning(
-                f"{self._where}: skipped {count} of {total} item(s) ({why}); "
-                "the source's skipped attribute lists their paths and reasons"
+            SkippedItemsWarning.of(
+                f"{self._where}: skipped {count} of {total} item(s) ({why})",
+                "the source's skipped attribute lists their paths and reasons",
             ),
             stacklevel=3,
         )

@@ -512,10 +512,10 @@ def _walk_files(root: Path) -> tuple[list[str], tuple[Skipped, ...]]:
 def _warn_unfollowed(unfollowed: Sequence[Skipped]) -> None:
     if unfollowed:
         warnings.warn(
-            SkippedItemsWarning(
+            SkippedItemsWarning.of(
                 f"{len(unfollowed)} symbolic link(s) to folders not followed, the images in "
-                f"them left out: {', '.join(item.path for item in unfollowed)}; the source's "
-                "skipped attribute gives the reasons"
+                f"them left out: {', '.join(item.path for item in unfollowed)}",
+                "the source's skipped attribute gives the reasons",
             ),
             stacklevel=4,
         )

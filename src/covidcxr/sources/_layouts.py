@@ -94,6 +94,12 @@ QU_EX_SPLITS: Final[tuple[str, ...]] = ("Train", "Val", "Test")
 #: local folder, DICOM files without a suffix (see :func:`might_be_dicom`).
 IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".dcm", ".dicom"})
 
+# Suffixes of image formats covidcxr does not read (lower case): their files are left out
+# and reported as skipped, with the formats it does read, rather than ignored in silence.
+_UNREAD_IMAGE_SUFFIXES: Final = frozenset(
+    {".tif", ".tiff", ".bmp", ".gif", ".jp2", ".j2k", ".heic", ".heif", ".pgm", ".ppm"}
+)
+
 _QU_EX_MASK_FOLDERS: Final = ((INFECTION_MASK, "infection masks"), (LUNG_MASK, "lung masks"))
 _IEEE_METADATA: Final = "metadata.csv"
 _IEEE_REQUIRED_COLUMNS: Final = ("patientid", "finding", "filename")
@@ -497,7 +503,29 @@ def catalog(
     if not result.entries:
         scope = f" in split(s) {list(splits)}" if splits else ""
         raise SourceError(f"{where}: no images found for layout {layout!r}{scope}")
-    return result
+    unread = _unread_images(names)
+    return Catalog(result.entries, result.excluded + unread) if unread else result
+
+
+def _unread_images(names: Sequence[str]) -> tuple[Skipped, ...]:
+    """Files in an image format covidcxr does not read, each with the reason.
+
+    Examples
+    --------
+    >>> [(item.path, item.reason[:24]) for item in
+    ...  _unread_images(["a.png", "b.TIF", "notes.txt", ".cache/c.bmp", "d/e.gif"])]
+    [('b.TIF', 'TIF images are not read:'), ('d/e.gif', 'GIF images are not read:')]
+    """
+    found = []
+    for name in names:
+        suffix = posixpath.splitext(name)[1].lower()
+        if suffix in _UNREAD_IMAGE_SUFFIXES and not (name.startswith(".") or "/." in name):
+            reason = (
+                f"{suffix[1:].upper()} images are not read: convert it to PNG (covidcxr "
+                "reads PNG, JPEG, WebP and DICOM)"
+            )
+            found.append(Skipped(name, reason))
+    return tuple(found)
 
 
 def _classes(

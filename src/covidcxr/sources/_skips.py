@@ -58,7 +58,20 @@ class ReportsSkips(Protocol):
 
 
 class SkippedItemsWarning(UserWarning):
-    """A source skipped items; the source's ``skipped`` attribute lists them with reasons."""
+    """A source skipped items; the source's ``skipped`` attribute lists them with reasons.
+
+    Its ``console_text`` is the message without the pointer to that attribute: what the
+    command line prints (it lists the items itself, in its own terms).
+    """
+
+    console_text: str
+
+    @classmethod
+    def of(cls, summary: str, where_listed: str) -> SkippedItemsWarning:
+        """The warning ``summary; where_listed``, whose ``console_text`` is ``summary``."""
+        warning = cls(f"{summary}; {where_listed}")
+        warning.console_text = summary
+        return warning
 
 
 def check_on_error(on_error: str) -> OnError:
