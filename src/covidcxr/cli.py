@@ -1273,6 +1273,8 @@ def main(argv: list[str] | None = None) -> None:
         # One line, whatever the message holds: a log shows one line per failure.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         if isinstance(exc, InvalidImageError):
+            # The library's advice in the command line's terms.
+            message = message.replace("raise max_pixels", "raise it with -s max_pixels=N")
             message += " (pass --on-error skip to leave unreadable images out)"
         click.echo(f"error: {message}", err=True)
         sys.exit(1)

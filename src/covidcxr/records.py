@@ -148,13 +148,24 @@ class Detection:
 def detection_to_dict(detection: Detection) -> dict[str, Any]:
     """The JSON-ready form of a detection, as the CLI and predictions write it.
 
+    Box coordinates are rounded to a thousandth of a pixel: a box mapped back to the
+    original image (``21.8046875`` times a scale) carries floating-point noise in its last
+    digits (``21.804687500000004``), which a table should not show as if it meant
+    something.
+
     Examples
     --------
     >>> detection_to_dict(Detection(Box(1, 2, 3, 4), "opacity", 0.5))
     {'label': 'opacity', 'score': 0.5, 'box': {'x': 1.0, 'y': 2.0, 'width': 3.0, 'height': 4.0}}
+    >>> detection_to_dict(Detection(Box(21.804687500000004, 2, 3, 4), "opacity", 0.5))["box"]
+    {'x': 21.805, 'y': 2.0, 'width': 3.0, 'height': 4.0}
     """
     fields = attrs.asdict(detection)
+    fields["box"] = {key: round(value, _BOX_DECIMALS) for key, value in fields["box"].items()}
     return {key: fields[key] for key in _DETECTION_JSON_ORDER}
+
+
+_BOX_DECIMALS = 3  # a thousandth of a pixel
 
 
 # The key order JSON readers have always seen; the fields are declared box, label, score.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -62,3 +63,24 @@ def test_the_console_prints_a_warning_in_its_own_words_when_it_has_them() -> Non
     _one_line_warning(UserWarning("plain"), UserWarning, "x.py", 1, stream)
     assert str(skipped) == "scans: skipped 1 of 4 item(s); see skipped"
     assert stream.getvalue() == "warning: scans: skipped 1 of 4 item(s)\nwarning: plain\n"
+
+
+def test_an_image_over_the_pixel_limit_is_refused_with_the_option_to_raise_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # declares 10 GB
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", "covid-qu-ex", str(tmp_path / "bomb.png")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert "raise it with -s max_pixels=N if it is genuine" in err
+    assert "raise max_pixels" not in err
