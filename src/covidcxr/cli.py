@@ -127,6 +127,12 @@ _CACHE_OPTION = click.option(
 )
 
 
+_PROGRESS_OPTION = click.option(
+    "--no-progress",
+    is_flag=True,
+    help="Do not show progress bars (shown only when stderr is a terminal anyway).",
+)
+
 _ON_ERROR_OPTION = click.option(
     "--on-error",
     type=click.Choice(["raise", "skip"]),
@@ -157,10 +163,10 @@ def _source_options(pairs: tuple[str, ...], on_error: str) -> dict[str, Any]:
     return options
 
 
-def _show_progress() -> bool:
+def _show_progress(no_progress: bool = False) -> bool:
     # Progress bars only where a person watches: a log (stderr to a file or pipe) gets
     # the messages, one line each, and no bar redrawn a hundred times.
-    return sys.stderr.isatty()
+    return not no_progress and sys.stderr.isatty()
 
 
 def _skipping(options: Mapping[str, Any]) -> bool:
@@ -316,8 +322,10 @@ def _summary_lines(report: Any) -> list[str]:
 @_CACHE_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_PROGRESS_OPTION
 def train_command(
     *,
+    no_progress: bool,
     source: str,
     out: Path,
     config: Path | None,
@@ -338,7 +346,7 @@ def train_command(
     check_output_directory(out, "pipeline", overwrite=overwrite)  # before training, not after
     options = _source_options(source_options, on_error)
     _import_tensorflow()
-    settings: dict[str, Any] = {"progress": _show_progress(), "cache_dir": cache_dir}
+    settings: dict[str, Any] = {"progress": _show_progress(no_progress), "cache_dir": cache_dir}
     pipeline = Pipeline.from_toml(config, **settings) if config else Pipeline(**settings)
     train = covidcxr.open_source(source, **options)
     val = covidcxr.open_source(validation, **options) if validation else None
@@ -423,8 +431,10 @@ _MODEL_ARGUMENT = click.argument("model_dir", metavar="MODEL")
     "Bayes' rule (see Pipeline.set_priors) [default: the mix saved with the model, which "
     "is its training mix unless Pipeline.set_priors changed it].",
 )
+@_PROGRESS_OPTION
 def predict_command(
     *,
+    no_progress: bool,
     model_dir: str,
     sources: tuple[str, ...],
     output: Path | None,
@@ -491,7 +501,7 @@ def predict_command(
     _import_tensorflow()
     pipeline = load_pipeline(
         model_dir,
-        progress=_show_progress(),
+        progress=_show_progress(no_progress),
         cache_dir=cache_dir,
         runtime=None if runtime == "auto" else runtime,
     )
@@ -777,8 +787,10 @@ class _StatusCount:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@_PROGRESS_OPTION
 def evaluate_command(
     *,
+    no_progress: bool,
     model_dir: str,
     source: str,
     report_dir: Path,
@@ -809,7 +821,7 @@ def evaluate_command(
     _check_model(model_dir)
     opened = covidcxr.open_source(source, **options)
     _import_tensorflow()
-    pipeline = load_pipeline(model_dir, progress=_show_progress(), cache_dir=cache_dir)
+    pipeline = load_pipeline(model_dir, progress=_show_progress(no_progress), cache_dir=cache_dir)
     report = pipeline.evaluate(opened, report_dir, overwrite=overwrite)
     _report_skips(options, _skipped_items(opened), report_dir / "skipped.csv", overwrite=overwrite)
     lines = [*_summary_lines(report), f"report:      {report_dir / 'report.html'}"]
@@ -848,8 +860,10 @@ def evaluate_command(
 @_ON_ERROR_OPTION
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's model and report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_PROGRESS_OPTION
 def demo_command(
     *,
+    no_progress: bool,
     data: str | None,
     out: Path,
     config: Path | None,
@@ -884,7 +898,7 @@ def demo_command(
         max_per_class=max_per_class,
         epochs=epochs,
         seed=seed,
-        progress=_show_progress(),
+        progress=_show_progress(no_progress),
         overwrite=overwrite,
     )
     if data is not None and on_error == "skip":
@@ -1011,7 +1025,7 @@ def _planned_png_names(
 @_ON_ERROR_OPTION
 @click.option("--truths/--no-truths", default=True, help="Also draw known lesion boxes.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
+@_PROGRESS_OPTION
 def detect_command(
     *,
     sources: tuple[str, ...],
@@ -1074,7 +1088,7 @@ def detect_command(
     )
     _import_tensorflow()
     found_in = (
-        _pipeline_detections(cast(str, model))
+        _pipeline_detections(cast(str, model), progress=_show_progress(no_progress))
         if whole_model
         else _detector_detections(name, options, preprocess, preprocess_options)
     )
@@ -1086,7 +1100,7 @@ def detect_command(
             total=len(dataset),
             unit="image",
             desc="detect",
-            disable=no_progress or not _show_progress(),
+            disable=not _show_progress(no_progress),
             file=sys.stderr,
         ) as progress,
         _detections_output(output, overwrite) as table,
@@ -1191,7 +1205,9 @@ def _detector_detections(
     return found
 
 
-def _pipeline_detections(model: str) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
+def _pipeline_detections(
+    model: str, *, progress: bool
+) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
     """A whole model's boxes, on each radiograph as it was read: what ``predict`` reports.
 
     A radiograph the input gate rejects is drawn without boxes, and ``detections.json``
@@ -1204,7 +1220,7 @@ def _pipeline_detections(model: str) -> Callable[[Iterable[covidcxr.XRay]], Iter
     """
     from covidcxr.pretrained import load_pipeline  # noqa: PLC0415 - see above
 
-    pipeline = load_pipeline(model, progress=_show_progress())
+    pipeline = load_pipeline(model, progress=progress)
     if pipeline.detector_ is None:
         raise ConfigurationError(f"{model} has no lesion detector: it only classifies")
 

@@ -132,7 +132,8 @@ def test_detect_shows_a_progress_bar_on_a_terminal_unless_told_not_to(
     logged = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "log")])
     assert logged.exit_code == 0, logged.output
     assert "3/3" not in logged.stderr
-    monkeypatch.setattr(cli_module, "_show_progress", lambda: True)  # as on a terminal
+    # As on a terminal:
+    monkeypatch.setattr(cli_module, "_show_progress", lambda no_progress=False: not no_progress)
     shown = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
     assert "3/3" in shown.stderr
     hidden = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--no-progress"])

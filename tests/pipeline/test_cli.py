@@ -224,7 +224,8 @@ def test_predict_refuses_an_existing_output_unless_overwrite(
 def test_detect_with_a_whole_model_draws_the_boxes_predict_reports(
     model_dir: Path, phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(["predict", str(model_dir), str(phantom_dir), "--json"], capsys)
+    argv = ["predict", str(model_dir), str(phantom_dir), "--json", "--no-progress"]
+    code, out, err = run(argv, capsys)
     assert code == 0, err
     predicted = {p["id"]: (p["detections"], p["status"]) for p in json.loads(out)}
     boxes = tmp_path / "boxes"
