@@ -288,7 +288,7 @@ def check_params(
         raise ModelFormatError(
             f"{os.fspath(source)}: saved by covidcxr {saved_by} with parameters this "
             f"covidcxr ({__version__}) does not know ({', '.join(map(repr, unknown))}); "
-            f"load it with covidcxr {saved_by} or later"
+            "load it with the covidcxr that saved it"
         )
     return dict(params)
 

@@ -224,7 +224,7 @@ def _report_skips(
     if len(skipped) > _LEFT_OUT_SHOWN:
         click.echo(
             f"left out {len(skipped)} item(s) in all; --on-error skip lists every one, with "
-            "its reason, in a CSV file",
+            "its reason",
             err=True,
         )
 
@@ -535,8 +535,8 @@ def predict_command(
 def _apply_priors(pipeline: Any, mix: dict[str, float] | str | None, source: Any) -> None:
     """Set ``--priors`` on the pipeline; an estimate is printed on stderr.
 
-    Called twice: before the sources are opened (``source`` is ``None``: a given mix, or
-    the training one) and after (``estimate``, which reads them).
+    Called twice: before any radiograph is read (``source`` is ``None``: a given mix, or
+    the training one) and with the opened sources (``estimate``, which reads them).
     """
     if source is not None:
         if mix == "estimate":
@@ -988,7 +988,7 @@ def _planned_png_names(
     help="The name of a model shipped with covidcxr (e.g. covid-qu-ex) or a saved model "
     "directory: its input gate, lung crop and detector box the lesions, as `covidcxr "
     "predict` reports them. Or a saved model file: a LocalDetector (local) or a "
-    "VGG19Classifier (gradcam).",
+    "VGG19Classifier (gradcam). A file or folder at the path wins over a shipped name.",
 )
 @click.option(
     "--detector-option",
@@ -1088,7 +1088,7 @@ def detect_command(
     )
     _import_tensorflow()
     found_in = (
-        _pipeline_detections(cast(str, model), progress=_show_progress(no_progress))
+        _pipeline_detections(cast(str, model))
         if whole_model
         else _detector_detections(name, options, preprocess, preprocess_options)
     )
@@ -1103,11 +1103,11 @@ def detect_command(
             disable=not _show_progress(no_progress),
             file=sys.stderr,
         ) as progress,
-        _detections_output(output, overwrite) as table,
+        _detections_output(output, overwrite, verdicts=whole_model) as table,
     ):
         for image, detections, verdict in found_in(dataset):
             if table is not None:
-                table.add(image, detections)
+                table.add(image, detections, **verdict)
             queued = png_names.get(image.id)
             png_name = queued.pop(0) if queued else _png_name(image.id, used_names)
             drawn = draw_detections(image, detections, truths=image.boxes if truths else None)
@@ -1143,24 +1143,26 @@ _Found = tuple[covidcxr.XRay, Sequence[covidcxr.Detection], dict[str, Any]]
 def _whole_model(model: str | None, lone_detector_options: Mapping[str, bool]) -> bool:
     """Whether ``detect --model`` names a whole model (shipped, or a saved directory).
 
+    A file at the path is a lone detector's (or classifier's) saved model; a folder is a
+    saved pipeline; a path that is neither must be a shipped model's name.
     ``lone_detector_options`` says which of the options for a lone detector were given.
 
     Raises
     ------
-    click.UsageError
-        If options for a lone detector come with a whole model.
     ConfigurationError
         If ``model`` is no file, no folder and no shipped model's name (listing those).
+    click.UsageError
+        If options for a lone detector come with a whole model.
     """
     if model is None or Path(model).is_file():
         return False
+    _check_model(model, "--model ", "no such file or folder")
     for flag, given in lone_detector_options.items():
         if given:
             raise click.UsageError(
                 f"{flag} does not apply to --model {model}: a whole model boxes lesions with "
                 "its own preprocessing, input gate, lung crop and detector"
             )
-    _check_model(model, "--model ", "no such file or folder")
     return True
 
 
@@ -1205,9 +1207,7 @@ def _detector_detections(
     return found
 
 
-def _pipeline_detections(
-    model: str, *, progress: bool
-) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
+def _pipeline_detections(model: str) -> Callable[[Iterable[covidcxr.XRay]], Iterator[_Found]]:
     """A whole model's boxes, on each radiograph as it was read: what ``predict`` reports.
 
     A radiograph the input gate rejects is drawn without boxes, and ``detections.json``
@@ -1220,7 +1220,8 @@ def _pipeline_detections(
     """
     from covidcxr.pretrained import load_pipeline  # noqa: PLC0415 - see above
 
-    pipeline = load_pipeline(model, progress=progress)
+    # No bars of its own: each chunk would leave one; detect's bar counts the images.
+    pipeline = load_pipeline(model, progress=False)
     if pipeline.detector_ is None:
         raise ConfigurationError(f"{model} has no lesion detector: it only classifies")
 
@@ -1248,14 +1249,14 @@ def _cli_wording(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _detections_output(
-    output: Path | None, overwrite: bool
+    output: Path | None, overwrite: bool, *, verdicts: bool
 ) -> contextlib.AbstractContextManager[DetectionsTable | None]:
-    """The ``--output`` table of ``detect``, or nothing."""
+    """The ``--output`` table of ``detect`` (with the gate's verdicts), or nothing."""
     from covidcxr.pipeline import detections_table  # noqa: PLC0415 - see above
 
     if output is None:
         return contextlib.nullcontext()
-    return detections_table(output, overwrite=overwrite)
+    return detections_table(output, overwrite=overwrite, verdicts=verdicts)
 
 
 def _command_line_advice(error: WeightsUnavailableError) -> str:

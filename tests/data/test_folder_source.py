@@ -17,6 +17,8 @@ from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError, 
 from covidcxr.records import Box
 from covidcxr.sources import FolderSource, SkippedItemsWarning, mask_boxes
 
+from .conftest import write_classes_folder
+
 
 def test_class_folders_map_case_and_alias_tolerantly(classes_folder: Path) -> None:
     source = FolderSource(classes_folder)
@@ -106,7 +108,37 @@ def test_images_in_formats_it_does_not_read_are_reported_not_ignored(
     # The console gets the count without the pointer to a Python attribute.
     (warning,) = [w.message for w in caught if isinstance(w.message, SkippedItemsWarning)]
     assert "skipped attribute" in str(warning)
-    assert warning.console_text.endswith("skipped 2 of 8 item(s) (left out by the layout)")
+    assert warning.console_text.endswith(
+        "skipped 2 of 8 item(s) (images in formats it does not read, or left out by the layout)"
+    )
+
+
+def test_unread_images_are_reported_only_where_the_layout_would_read_them(
+    tmp_path: Path, qu_ex_folder: Path
+) -> None:
+    # A public dataset's layout: its masks and other splits are not the user's images.
+    (qu_ex_folder / "Train" / "COVID-19" / "lung masks" / "x.tif").write_bytes(b"II*\x00")
+    assert FolderSource(qu_ex_folder, split="Val").skipped == ()
+    # Split folders of class folders: only the chosen split's files count.
+    root = tmp_path / "splits"
+    for split in ("train", "test"):
+        write_classes_folder(root / split, {"COVID": 1, "NORMAL": 1})
+        (root / split / "COVID" / "scan.tif").write_bytes(b"II*\x00")
+    with pytest.warns(SkippedItemsWarning):
+        source = FolderSource(root, split="train")
+    assert [item.path for item in source.skipped] == ["train/COVID/scan.tif"]
+
+
+def test_a_folder_of_only_unread_images_says_which_formats_it_found(tmp_path: Path) -> None:
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for name in ("a.tif", "b.tiff", "c.bmp"):
+        (folder / name).write_bytes(b"II*\x00")
+    with pytest.raises(SourceError, match=r"3 file\(s\) are images in formats covidcxr does "
+                       r"not read \(\.bmp, \.tif, \.tiff\): convert them to PNG"):  # fmt: skip
+        FolderSource(folder)
+    with pytest.raises(SourceError, match=r"layout 'unlabelled'; 3 file\(s\) are images"):
+        FolderSource(folder, layout="unlabelled")
 
 
 def test_skip_records_a_dicom_with_a_zero_window_width(classes_folder: Path, make: Any) -> None:

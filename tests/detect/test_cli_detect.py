@@ -284,3 +284,34 @@ def test_a_saved_local_detector_gets_the_preprocessing_it_was_trained_with(
         assert scores == pytest.approx([d.score for d in found])
         assert scores != pytest.approx([d.score for d in unprepared])
         assert (by_id[xray.id]["height"], by_id[xray.id]["width"]) == xray.shape
+
+
+def test_a_whole_model_writes_the_gates_verdict_and_no_lesions_for_a_rejected_radiograph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shipped model, offline: a blank frame is refused by its input gate.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cv2.imwrite(str(scans / "blank.png"), np.full((64, 64), 128, np.uint8))
+    table = tmp_path / "boxes.csv"
+    main(["detect", str(scans), "--model", "covid-qu-ex", "--out", str(tmp_path / "out"),
+          "-o", str(table)])  # fmt: skip
+    [row] = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert row["status"] == "rejected"
+    assert row["reason"].startswith("blank image")
+    assert (row["n_lesions"], row["detections"]) == ("", "")
+    document = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert document["images"][0]["status"] == "rejected"
+    assert "1 radiograph(s): 0 diagnosed, 0 uncertain, 1 rejected" in capsys.readouterr().out
+
+
+def test_a_mistyped_detector_file_is_not_taken_for_a_whole_model(
+    radiographs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["detect", str(radiographs), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--detector", "gradcam", "--model", str(tmp_path / "typo.keras")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert "typo.keras: no such file or folder, nor a shipped model" in err
+    assert "does not apply" not in err

@@ -325,7 +325,7 @@ def test_load_refuses_metadata_of_the_wrong_shape_naming_the_file_and_field(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"tile_overlap": 8}, r"does not know \('tile_overlap'\); load it with covidcxr"),
+        ({"tile_overlap": 8}, r"does not know \('tile_overlap'\); load it with the covidcxr"),
         # A parameter it knows but never saves (where a fit would write) is refused too.
         ({"checkpoint_dir": "elsewhere"}, r"does not record \(checkpoint_dir\)"),
     ],

@@ -35,7 +35,7 @@ def test_known_parameters_are_returned_as_a_copy() -> None:
         (
             {"params": {"size": 4, "halo": 2}, "versions": {"covidcxr": "3.0"}},
             r"model\.cxr: saved by covidcxr 3\.0 with parameters this covidcxr \(\S+\) does "
-            r"not know \('halo'\); load it with covidcxr 3\.0 or later",
+            r"not know \('halo'\); load it with the covidcxr that saved it",
         ),
         ({"params": {"halo": 2}}, r"saved by covidcxr unknown"),
         ({"params": [1, 2]}, r"model\.cxr: metadata parameters are missing"),

@@ -152,9 +152,10 @@ def test_an_existing_output_is_refused_before_tensorflow_is_imported(
         (["predict", "covid-qu-exx", "{data}"], "covid-qu-exx: no such folder, nor a shipped"),
         (["predict", "covid-qu-ex", "{data}/nowhere"], "nowhere"),
         (["evaluate", "covid-qu-ex", "{data}/nowhere", "--report", "{tmp}/r"], "nowhere"),
+        (["evaluate", "covid-qu-exx", "{data}", "--report", "{tmp}/r"], "covid-qu-exx: no such"),
         (["detect", "{data}", "--model", "covid-qu-exx", "--out", "{tmp}/b"], "covid-qu-exx"),
     ],
-    ids=["predict-model", "predict-source", "evaluate-source", "detect-model"],
+    ids=["predict-model", "predict-source", "evaluate-source", "evaluate-model", "detect-model"],
 )
 def test_a_mistyped_model_or_source_is_refused_before_tensorflow_is_imported(
     tmp_path: Path, args: list[str], message: str

@@ -239,3 +239,20 @@ def test_cli_predict_engine_ray_on_a_zip_archive(
     _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive))
     assert _run(main, [*main_args, "--workers", "2"]) == 2
     assert "--workers applies to --engine ray only" in capsys.readouterr().err
+
+
+def test_a_rejected_row_has_empty_lesions_as_in_a_local_table() -> None:
+    from covidcxr.ray._predict import _table_row
+    from covidcxr.records import REJECTED, Box, Detection, Prediction
+
+    classes = ["covid-19", "normal"]
+    rejected = Prediction("r.png", REJECTED, {}, status=REJECTED, reason="blank image")
+    row = _table_row(rejected, classes, severity=False, note=None)
+    assert (row["n_lesions"], row["detections"]) == (None, None)  # not the text "null"
+    found = Prediction(
+        "a.png", "covid-19", {"covid-19": 0.9, "normal": 0.1},
+        detections=(Detection(Box(1, 2, 3, 4), "opacity", 0.5),),
+    )  # fmt: skip
+    row = _table_row(found, classes, severity=False, note=None)
+    assert row["n_lesions"] == 1
+    assert json.loads(row["detections"]) == [detection_to_dict(d) for d in found.detections]

@@ -438,32 +438,52 @@ class DetectionsTable:
 
     Made by :func:`detections_table`. A row has ``id``, ``path`` (the file the radiograph
     was read from, when known), ``width``, ``height`` (the boxes' frame), ``n_lesions``
-    and ``detections``.
+    and ``detections``; opened with ``verdicts=True``, also ``status`` and ``reason`` (a
+    whole model's input gate's verdict, as in a prediction), and a rejected radiograph's
+    ``n_lesions`` and ``detections`` are empty: the detector never saw it.
     """
 
-    def __init__(self, table: _Table) -> None:
+    def __init__(self, table: _Table, *, verdicts: bool = False) -> None:
         self._table = table
+        self._verdicts = verdicts
 
     @property
     def rows(self) -> int:
         """Rows written so far."""
         return self._table.rows
 
-    def add(self, xray: XRay, detections: Sequence[Detection]) -> None:
-        """Write the row of ``xray`` (the image the boxes are drawn on) and its detections."""
+    def add(
+        self,
+        xray: XRay,
+        detections: Sequence[Detection],
+        *,
+        status: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Write the row of ``xray`` (the image the boxes are drawn on) and its detections.
+
+        ``status`` and ``reason`` are written to a table opened with ``verdicts=True``.
+        """
         height, width = xray.shape
         path = xray.meta.get("path")
-        found = _detection_dicts(detections)
-        document = {
+        found = None if status == REJECTED else _detection_dicts(detections)
+        document: dict[str, Any] = {
             "id": xray.id,
             "path": None if path is None else str(path),
             "width": width,
             "height": height,
             "detections": found,
         }
-        self._table.write({**document, "n_lesions": len(found)}, document)
+        if self._verdicts:
+            document |= {"status": status, "reason": reason}
+        n_lesions = None if found is None else len(found)
+        self._table.write({**document, "n_lesions": n_lesions}, document)
 
 
+_VERDICT_COLUMNS: Final[tuple[tuple[str, _Kind], ...]] = (
+    ("status", "string"),
+    ("reason", "string"),
+)
 _DETECTION_COLUMNS: Final[tuple[tuple[str, _Kind], ...]] = (
     ("id", "string"),
     ("path", "string"),
@@ -480,6 +500,7 @@ def detections_table(
     format: str | None = None,
     *,
     overwrite: bool = False,
+    verdicts: bool = False,
 ) -> Iterator[DetectionsTable]:
     """Open a CSV, JSON Lines or Parquet table of detections, written row by row.
 
@@ -490,6 +511,9 @@ def detections_table(
     ----------
     path, format, overwrite
         As for :func:`write_predictions`.
+    verdicts
+        Also write ``status`` and ``reason`` columns: the input gate's verdict on each
+        radiograph, when a whole model boxes them (``covidcxr detect --model covid-qu-ex``).
 
     Examples
     --------
@@ -504,8 +528,9 @@ def detections_table(
     {"id": "a.png", "path": null, "width": 48, "height": 40, "de
     """
     fmt = output_format(path, format)
-    with _open_table(path, fmt, _DETECTION_COLUMNS, overwrite=overwrite) as table:
-        yield DetectionsTable(table)
+    columns = _DETECTION_COLUMNS + (_VERDICT_COLUMNS if verdicts else ())
+    with _open_table(path, fmt, columns, overwrite=overwrite) as table:
+        yield DetectionsTable(table, verdicts=verdicts)
 
 
 def write_skipped(

@@ -61,8 +61,7 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
         return list(source)
     if isinstance(source, XRay):
         raise ConfigurationError(
-            f"{what} is one radiograph ({source.id!r}); pass a list of them, [xray], and "
-            "get a list back, one result per radiograph"
+            f"{what} is one radiograph ({source.id!r}); pass a list of radiographs: [xray]"
         )
     if not isinstance(source, Iterable) or isinstance(source, np.ndarray | bytes):
         # An array iterates over its rows: radiographs are XRay(pixels, id=...).

@@ -40,6 +40,7 @@ from covidcxr.pipeline import (
 from covidcxr.plugins import open_source
 from covidcxr.pretrained import load_pipeline
 from covidcxr.ray._cluster import check_workers, connected, import_ray
+from covidcxr.records import Prediction
 from covidcxr.sources import CatalogSource, Entry, RawItem, Skipped, decode_item, skip_reason
 
 __all__ = ["SKIPPED", "RayPredictions", "job_error", "open_for_workers", "predict"]
@@ -126,6 +127,20 @@ def _columns(classes: Sequence[str], *, severity: bool, note: bool) -> list[tupl
     return [("position", "int"), *columns, ("error_source", "string")]  # the last: not written
 
 
+def _table_row(
+    prediction: Prediction, classes: Sequence[str], *, severity: bool, note: str | None
+) -> dict[str, Any]:
+    """A prediction as a row of a Ray partition.
+
+    The local table's row, with its detections as JSON text: empty, as in a local CSV,
+    for a radiograph the gate rejected.
+    """
+    row = prediction_row(prediction, classes, severity=severity, note=note)
+    if row["detections"] is not None:  # None: rejected, the detector never looked
+        row["detections"] = json.dumps(row["detections"])
+    return row
+
+
 class _Predictor:
     """A Ray Data actor: loads the pipeline once, then predicts batches of entries."""
 
@@ -179,9 +194,9 @@ class _Predictor:
             places.append(place)
         predictions = self.pipeline.predict(xrays) if xrays else []
         for place, prediction in zip(places, predictions, strict=True):
-            row = prediction_row(prediction, self.classes, severity=self.severity, note=self.note)
-            row["detections"] = json.dumps(row["detections"])
-            rows[place] = row
+            rows[place] = _table_row(
+                prediction, self.classes, severity=self.severity, note=self.note
+            )
         table = [
             {**dict.fromkeys(self.schema.names), **(row or {}), "position": position}
             for row, position in zip(rows, positions, strict=True)

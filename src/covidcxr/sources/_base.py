@@ -93,7 +93,11 @@ class CatalogSource(ABC):
         if automatic and layout == "unlabelled":
             self._refuse_masks()
         if self._catalog.excluded:
-            self._warn(len(self._catalog.excluded), len(names), "left out by the layout")
+            self._warn(
+                len(self._catalog.excluded),
+                len(names),
+                "images in formats it does not read, or left out by the layout",
+            )
 
     def _make_catalog(
         self,

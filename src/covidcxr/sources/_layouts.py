@@ -354,7 +354,8 @@ def detect_layout(
     images = [_parts(name) for name in names if is_image(name)]
     if not images:
         raise SourceError(
-            f"{where}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files)"
+            f"{where}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+            f"files){_unread_note(names)}"
         )
     given = None if split is None else ((split,) if isinstance(split, str) else tuple(split))
     wanted = None if given is None else {name.lower() for name in given}
@@ -502,30 +503,71 @@ def catalog(
         result = _ieee8023(names, label_aliases, where, read_text)
     if not result.entries:
         scope = f" in split(s) {list(splits)}" if splits else ""
-        raise SourceError(f"{where}: no images found for layout {layout!r}{scope}")
-    unread = _unread_images(names)
+        raise SourceError(
+            f"{where}: no images found for layout {layout!r}{scope}{_unread_note(names)}"
+        )
+    # The user's own folders (the public datasets' layouts hold no such files): images
+    # in formats it does not read are reported, not ignored.
+    if layout not in ("classes", "unlabelled"):
+        return result
+    unread = _unread_images(names, splits if layout == "classes" else None)
     return Catalog(result.entries, result.excluded + unread) if unread else result
 
 
-def _unread_images(names: Sequence[str]) -> tuple[Skipped, ...]:
+def _unread_images(
+    names: Sequence[str], splits: tuple[str, ...] | None = None
+) -> tuple[Skipped, ...]:
     """Files in an image format covidcxr does not read, each with the reason.
+
+    Hidden files and mask folders are left alone, and with ``splits`` only files in those
+    split folders count.
 
     Examples
     --------
     >>> [(item.path, item.reason[:24]) for item in
     ...  _unread_images(["a.png", "b.TIF", "notes.txt", ".cache/c.bmp", "d/e.gif"])]
     [('b.TIF', 'TIF images are not read:'), ('d/e.gif', 'GIF images are not read:')]
+    >>> [item.path for item in _unread_images(["train/A/a.tif", "test/A/b.tif"], ("train",))]
+    ['train/A/a.tif']
     """
+    wanted = None if splits is None else {split.lower() for split in splits}
     found = []
     for name in names:
         suffix = posixpath.splitext(name)[1].lower()
-        if suffix in _UNREAD_IMAGE_SUFFIXES and not (name.startswith(".") or "/." in name):
-            reason = (
-                f"{suffix[1:].upper()} images are not read: convert it to PNG (covidcxr "
-                "reads PNG, JPEG, WebP and DICOM)"
-            )
-            found.append(Skipped(name, reason))
+        if (
+            suffix not in _UNREAD_IMAGE_SUFFIXES
+            or name.startswith(".")
+            or "/." in name
+            or _in_mask_folder(name)
+            or (wanted is not None and name.split("/", 1)[0].lower() not in wanted)
+        ):
+            continue
+        reason = (
+            f"{suffix[1:].upper()} images are not read: convert it to PNG (covidcxr reads "
+            "PNG, JPEG, WebP and DICOM)"
+        )
+        found.append(Skipped(name, reason))
     return tuple(found)
+
+
+def _unread_note(names: Sequence[str]) -> str:
+    """What an error saying "no images found" should add about unread image formats.
+
+    Examples
+    --------
+    >>> _unread_note(["a.tif", "b.TIFF", "c.txt"])
+    '; 2 file(s) are images in formats covidcxr does not read (.tif, .tiff): convert them to PNG'
+    >>> _unread_note(["c.txt"])
+    ''
+    """
+    unread = _unread_images(names)
+    if not unread:
+        return ""
+    suffixes = sorted({posixpath.splitext(item.path)[1].lower() for item in unread})
+    return (
+        f"; {len(unread)} file(s) are images in formats covidcxr does not read "
+        f"({', '.join(suffixes)}): convert them to PNG"
+    )
 
 
 def _classes(
