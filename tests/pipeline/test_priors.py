@@ -385,8 +385,10 @@ def test_cli_predict_refuses_a_mix_of_unknown_classes_before_reading(
 ) -> None:
     model = str(fitted.save(tmp_path / "model"))
     mix = "covid=0.05,normal=0.8,pneumonia=0.15"
-    missing = str(tmp_path / "no-such")  # never opened: the mix is refused first
-    result = CliRunner().invoke(cli, ["predict", model, missing, "--priors", mix])
+    unreadable = tmp_path / "unreadable"  # never read: the mix is refused first
+    unreadable.mkdir()
+    (unreadable / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = CliRunner().invoke(cli, ["predict", model, str(unreadable), "--priors", mix])
     assert isinstance(result.exception, ConfigurationError)
     assert "'covid' is not a class" in str(result.exception)
 

@@ -158,7 +158,7 @@ def test_detect_with_one_clashing_name_writes_nothing_at_all(
     (out / "normal__phantom-normal-0-0001.png").write_bytes(b"the user's picture")
     before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     code, _, err = run(detect_args(phantom_dir, out), capsys)
-    assert code == 2
+    assert code == 1  # an existing file is not a usage error
     assert "normal__phantom-normal-0-0001.png already exists" in err
     assert "--overwrite" in err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
