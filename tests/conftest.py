@@ -7,12 +7,15 @@ reason when it is absent.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +53,24 @@ def assert_untouched(path: Path) -> None:
     """What :func:`users_folder` wrote is all still there, unchanged."""
     assert (path / "thesis.txt").read_text() == "three years of work"
     assert (path / "sub" / "data.csv").read_text() == "a,b\n1,2\n"
+
+
+def edit_archive_metadata(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a saved model archive's ``covidcxr.json`` with ``edit`` (in place).
+
+    What the loaders' tests use to fake a damaged file or one saved by another covidcxr;
+    every other member is copied as it was.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = [(item, archive.read(item)) for item in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for item, data in members:
+            if item.filename == "covidcxr.json":
+                metadata = json.loads(data)
+                edit(metadata)
+                archive.writestr(item, json.dumps(metadata))
+            else:
+                archive.writestr(item, data)
 
 
 def offline_environment(tmp_path: Path) -> dict[str, str]:

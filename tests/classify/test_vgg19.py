@@ -34,6 +34,7 @@ from covidcxr.errors import (
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import GaussianClahePreprocessor
 
+from ..conftest import edit_archive_metadata
 from .conftest import TINY, TinyRun, toy_xrays
 
 # ---------------------------------------------------------------------------- registration
@@ -899,15 +900,12 @@ def test_load_names_the_parameters_a_later_covidcxr_saved(
 ) -> None:
     path = tmp_path / "model.cxr"
     fitted.save(path)
-    with zipfile.ZipFile(path) as archive:
-        metadata = json.loads(archive.read(METADATA_MEMBER))
-    _rewrite_metadata(
-        path,
-        {
-            "params": {**metadata["params"], "stochastic_depth": 0.1, "label_smoothing": 0.0},
-            "versions": {**metadata["versions"], "covidcxr": "2.0.0"},
-        },
-    )
+
+    def as_a_later_covidcxr_saved_it(metadata: dict[str, Any]) -> None:
+        metadata["params"] |= {"stochastic_depth": 0.1, "label_smoothing": 0.0}
+        metadata["versions"]["covidcxr"] = "2.0.0"
+
+    edit_archive_metadata(path, as_a_later_covidcxr_saved_it)
     with pytest.raises(
         ModelFormatError,
         match=r"saved by covidcxr 2\.0\.0 with parameters this covidcxr .* does not know "

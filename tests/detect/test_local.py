@@ -29,6 +29,8 @@ from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import GaussianClahePreprocessor, recorded_preprocessor
 from covidcxr.records import Box, XRay
 
+from ..conftest import edit_archive_metadata
+
 # --- post-processing --------------------------------------------------------------------
 
 
@@ -337,13 +339,7 @@ def test_load_refuses_parameters_it_does_not_save_naming_them(
     # The lung segmenter loads through the same U-Net loader.
     path = tmp_path / "detector.zip"
     shutil.copyfile(clahe_trained_file, path)
-    with zipfile.ZipFile(path) as archive:
-        metadata = json.loads(archive.read("covidcxr.json"))
-        model = archive.read("model.keras")
-    metadata["params"].update(extra)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("covidcxr.json", json.dumps(metadata))
-        archive.writestr("model.keras", model)
+    edit_archive_metadata(path, lambda metadata: metadata["params"].update(extra))
     with pytest.raises(ModelFormatError, match=rf"detector\.zip: .*{message}"):
         LocalDetector.load(path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
@@ -11,6 +12,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from covidcxr.gate import ChestXrayGate, n_versions, version_of
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import GaussianClahePreprocessor
 from covidcxr.protocols import InputGate
+
+from ..conftest import edit_archive_metadata
 
 PREPROCESS = GaussianClahePreprocessor(output_size=64)
 # A gate's networks, saved together and loaded, are called with plain arrays: Keras warns
@@ -139,15 +143,13 @@ def test_a_gate_saved_with_an_option_this_covidcxr_lacks_names_it_and_the_saver(
     path = tmp_path / "gate.cxr"
     gate.save(path)
     later = tmp_path / "later.cxr"
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(later, "w") as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "covidcxr.json":
-                metadata = json.loads(data)
-                metadata["params"]["glare_check"] = True
-                metadata["versions"]["covidcxr"] = "9.1.0"
-                data = json.dumps(metadata).encode()
-            target.writestr(item, data)
+    shutil.copyfile(path, later)
+
+    def as_a_later_covidcxr_saved_it(metadata: dict[str, Any]) -> None:
+        metadata["params"]["glare_check"] = True
+        metadata["versions"]["covidcxr"] = "9.1.0"
+
+    edit_archive_metadata(later, as_a_later_covidcxr_saved_it)
     with pytest.raises(
         ModelFormatError,
         match=r"later\.cxr: saved by covidcxr 9\.1\.0 with parameters this covidcxr .* "

@@ -113,6 +113,18 @@ print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
 
+def _refusal(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``covidcxr ARGV`` offline in a fresh process, through :data:`_REFUSAL_PROBE`."""
+    return subprocess.run(
+        [sys.executable, "-c", _REFUSAL_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=offline_environment(tmp_path),
+        timeout=300,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate", "train", "demo"])
 def test_an_existing_output_is_refused_before_tensorflow_is_imported(
     tmp_path: Path, command: str
@@ -132,14 +144,7 @@ def test_an_existing_output_is_refused_before_tensorflow_is_imported(
             "train": ["train", str(data), "--out", str(taken)],
             "demo": ["demo", "--out", str(taken)],
         }[command]
-    result = subprocess.run(
-        [sys.executable, "-c", _REFUSAL_PROBE, *args],
-        capture_output=True,
-        text=True,
-        env=offline_environment(tmp_path),
-        timeout=300,
-        check=False,
-    )
+    result = _refusal(args, tmp_path)
     assert "exit 1" in result.stdout, result.stdout + result.stderr
     assert "tensorflow imported: False" in result.stdout, result.stdout
     assert str(taken) in result.stderr
@@ -162,14 +167,7 @@ def test_a_mistyped_model_or_source_is_refused_before_tensorflow_is_imported(
 ) -> None:
     data = write_phantom_dataset(tmp_path / "data", n_per_class=1, size=32, seed=0)
     argv = [arg.format(data=data, tmp=tmp_path) for arg in args]
-    result = subprocess.run(
-        [sys.executable, "-c", _REFUSAL_PROBE, *argv],
-        capture_output=True,
-        text=True,
-        env=offline_environment(tmp_path),
-        timeout=300,
-        check=False,
-    )
+    result = _refusal(argv, tmp_path)
     assert "exit 1" in result.stdout, result.stdout + result.stderr
     assert "tensorflow imported: False" in result.stdout, result.stdout
     assert message in result.stderr
