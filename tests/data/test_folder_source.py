@@ -386,6 +386,27 @@ def test_dicom_files_without_a_suffix_are_read_by_their_content(
     assert [Path(x.id).name for x in covidcxr.open_source([str(only)])] == ["IM000001"]
 
 
+def test_png_and_jpeg_saved_without_a_suffix_are_read_by_their_content(
+    classes_folder: Path, make: Any, tmp_path: Path
+) -> None:
+    # Some viewers save without a suffix; before, such files were dropped in silence.
+    (classes_folder / "COVID" / "export1").write_bytes(make.encode(make.gradient()))
+    (classes_folder / "NORMAL" / "export2").write_bytes(make.encode(make.gradient(), ".jpg"))
+    (classes_folder / "NORMAL" / "NOTES").write_text("not an image\n", encoding="utf-8")
+    (classes_folder / "NORMAL" / "EMPTY").write_bytes(b"")
+    source = FolderSource(classes_folder)
+    names = {Path(xray.id).name: xray for xray in source}
+    assert len(source) == 7
+    assert "NOTES" not in names
+    assert "EMPTY" not in names
+    assert names["export1"].label == "covid-19"
+    assert (names["export2"].label, names["export2"].meta["format"]) == ("normal", "jpeg")
+    only = tmp_path / "viewer"
+    only.mkdir()
+    (only / "scan").write_bytes(make.encode(make.gradient()))
+    assert [Path(x.id).name for x in covidcxr.open_source(str(only))] == ["scan"]
+
+
 def test_a_skipped_item_whose_mask_is_broken_names_the_mask(tmp_path: Path, make: Any) -> None:
     root = tmp_path / "radiography"
     for name in ("0.png", "1.png"):

@@ -164,7 +164,7 @@ class CatalogSource(ABC):
         """Names without an image suffix that are images by their content.
 
         None by default: a source whose reads are cheap (a local folder) overrides it to
-        find DICOM files exported without a suffix.
+        find images (DICOM, PNG, JPEG, WebP) saved without a suffix.
         """
         del names
         return frozenset()

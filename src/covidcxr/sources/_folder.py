@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import MAX_PIXELS, MIN_SIDE
-from covidcxr.io._sniff import DICOM_MAGIC, DICOM_PREAMBLE_LENGTH
+from covidcxr.io._sniff import DICOM_MAGIC, DICOM_PREAMBLE_LENGTH, sniff_format
 from covidcxr.sources._base import CatalogSource
 from covidcxr.sources._items import Entry, RawItem, read_entry
 from covidcxr.sources._layouts import AUTO, Catalog, catalog, is_mask_folder, might_be_dicom
@@ -149,7 +149,7 @@ class FolderSource(CatalogSource):
         return self._unfollowed_links
 
     def _content_images(self, names: Sequence[str]) -> Collection[str]:
-        return _dicom_without_suffix(self._prefix, names)
+        return _images_without_suffix(self._prefix, names)
 
     def _read(self, name: str) -> bytes:
         return _read_file(self._prefix, name)
@@ -423,19 +423,22 @@ def _folder_images(folder: str, unfollowed: list[Skipped]) -> list[str]:
     relative, links = _walk_files(root)
     unfollowed.extend(links)
     names = sorted(relative)
-    dicom = _dicom_without_suffix(os.path.join(folder, ""), names)
-    entries = catalog("unlabelled", names, where=folder, content_images=dicom).entries
+    by_content = _images_without_suffix(os.path.join(folder, ""), names)
+    entries = catalog("unlabelled", names, where=folder, content_images=by_content).entries
     return [(root / entry.name).as_posix() for entry in entries]
 
 
-def _dicom_without_suffix(prefix: str, names: Sequence[str]) -> frozenset[str]:
-    """The names among ``names`` that lack an image suffix but hold DICOM.
+def _images_without_suffix(prefix: str, names: Sequence[str]) -> frozenset[str]:
+    """The names among ``names`` that lack an image suffix but hold an image.
 
-    Only names :func:`~covidcxr.sources.might_be_dicom` picks are opened, and only their
-    first 132 bytes are read (the preamble and the ``DICM`` magic); a file that cannot be
-    opened is left out, as any other file that is not an image. Only regular files are
-    read: a named pipe or a device would block the listing (opened without blocking, it
-    is recognised and left out).
+    PACS exports name DICOM files ``IM000001`` or by their UID, and some viewers save PNG
+    or JPEG without a suffix; the content decides, as it does for every read. Only names
+    :func:`~covidcxr.sources.might_be_dicom` picks are opened, and only their first 132
+    bytes are read (the DICOM preamble and magic; PNG, JPEG and WebP need fewer); a file
+    that cannot be opened, or that starts like none of the formats, is left out, as any
+    other file that is not an image. Only regular files are read: a named pipe or a
+    device would block the listing (opened without blocking, it is recognised and left
+    out).
     """
     found: set[str] = set()
     size = DICOM_PREAMBLE_LENGTH + len(DICOM_MAGIC)
@@ -454,8 +457,11 @@ def _dicom_without_suffix(prefix: str, names: Sequence[str]) -> frozenset[str]:
             continue
         finally:
             os.close(descriptor)
-        if head[DICOM_PREAMBLE_LENGTH:] == DICOM_MAGIC:
-            found.add(name)
+        try:
+            sniff_format(head)
+        except InvalidImageError:
+            continue
+        found.add(name)
     return frozenset(found)
 
 

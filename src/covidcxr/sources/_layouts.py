@@ -91,7 +91,7 @@ TERMS: Final[Mapping[str, str]] = {
 #: The split folders of COVID-QU-Ex, spelled as in the archive.
 QU_EX_SPLITS: Final[tuple[str, ...]] = ("Train", "Val", "Test")
 #: File suffixes (lower case) treated as images; everything else is ignored, except, in a
-#: local folder, DICOM files without a suffix (see :func:`might_be_dicom`).
+#: local folder, files without a suffix that hold an image (see :func:`might_be_dicom`).
 IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".dcm", ".dicom"})
 
 # Suffixes of image formats covidcxr does not read (lower case): their files are left out
@@ -186,11 +186,13 @@ def _image_test(content_images: Collection[str]) -> Callable[[str], bool]:
 
 
 def might_be_dicom(name: str) -> bool:
-    """Whether a file without an image suffix should be opened to see if it is DICOM.
+    """Whether a file without an image suffix should be opened to see if it is an image.
 
     DICOM files are often exported without a suffix (``IM000001``) or named by their
-    UID (``1.2.840.113619.2.55.3.604688``, whose "suffix" is digits). ``DICOMDIR`` is a
-    DICOM index, not an image; hidden files and folders are left out as everywhere.
+    UID (``1.2.840.113619.2.55.3.604688``, whose "suffix" is digits), and some viewers
+    save PNG or JPEG without one; a local folder opens such files and keeps those whose
+    first bytes are DICOM, PNG, JPEG or WebP. ``DICOMDIR`` is a DICOM index, not an
+    image; hidden files and folders are left out as everywhere.
 
     Examples
     --------
@@ -473,7 +475,7 @@ def catalog(
         Whether entries should list their masks.
     content_images
         Names that are images whatever their suffix, because their content says so
-        (DICOM files exported without one: see :func:`might_be_dicom`); other names
+        (files exported without one: see :func:`might_be_dicom`); other names
         count as images by their suffix (:data:`IMAGE_SUFFIXES`).
 
     Raises
