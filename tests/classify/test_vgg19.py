@@ -114,6 +114,8 @@ def test_init_only_stores_parameters() -> None:
         ("lr_schedule", "step"),
         ("augmentation", 400.0),
         ("class_weight", "inverse"),
+        ("class_weight", {"normal": 0.0}),
+        ("class_weight", {"normal": float("nan")}),
         ("width_multiplier", 0.0),
         ("early_stopping", 0),
     ],

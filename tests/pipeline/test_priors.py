@@ -73,6 +73,31 @@ def test_the_training_mix_is_the_training_data_s(pipeline: Pipeline) -> None:
     assert pipeline.training_priors() == pytest.approx({c: 1 / 3 for c in pipeline.classes_})
 
 
+@pytest.mark.parametrize(
+    ("class_weight", "expected"),
+    [
+        (None, [0.5, 0.25, 0.25]),
+        ("balanced", [1 / 3, 1 / 3, 1 / 3]),  # the loss saw equal classes
+        ({"normal": 2.0}, [0.4, 0.4, 0.2]),
+    ],
+)
+def test_the_training_mix_is_the_one_the_class_weighted_loss_saw(
+    pipeline: Pipeline, class_weight: Any, expected: list[float]
+) -> None:
+    # Before, a classifier trained with class_weight="balanced" on COVID-QU-Ex's mix was
+    # said to have learned 0.5/0.25/0.25, and set_priors moved its probabilities wrongly.
+    assert pipeline.training_data_ is not None
+    pipeline.training_data_["class_counts"] = {"covid-19": 200, "normal": 100, "pneumonia": 100}
+    pipeline.classifier_.class_weight = class_weight  # type: ignore[attr-defined]
+    assert list(pipeline.training_priors().values()) == pytest.approx(expected)
+
+
+def test_an_unreadable_class_weight_leaves_the_training_mix_unknown(pipeline: Pipeline) -> None:
+    pipeline.classifier_.class_weight = {"normal": -1.0}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="class_weight"):
+        pipeline.set_priors(CLINIC)
+
+
 def test_probabilities_move_to_the_mix_and_the_operating_point_keeps_its_promise(
     pipeline: Pipeline,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -157,6 +158,11 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
         fail(
             f"class_weight must be None, 'balanced' or {{label: weight}}, got {p['class_weight']!r}"
         )
+    if isinstance(p["class_weight"], Mapping) and not all(
+        isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf
+        for w in p["class_weight"].values()
+    ):
+        fail(f"class_weight's weights must be numbers > 0, got {dict(p['class_weight'])!r}")
     if (
         isinstance(p["weights"], str)
         and p["weights"] == "imagenet"

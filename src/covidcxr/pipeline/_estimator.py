@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import warnings
 from collections import Counter
@@ -164,6 +165,34 @@ def _default_classifier_spec(default: ComponentSpec) -> ComponentSpec:
         )
         return ComponentSpec(default.name, dict(FROM_SCRATCH))
     return default
+
+
+def _weighted_counts(counts: Mapping[str, float], class_weight: object) -> dict[str, float]:
+    """Training ``counts`` as the loss saw them, under a classifier's ``class_weight``.
+
+    Examples
+    --------
+    >>> _weighted_counts({"a": 30.0, "b": 10.0}, "balanced")
+    {'a': 20.0, 'b': 20.0}
+    >>> _weighted_counts({"a": 30.0, "b": 10.0}, {"b": 3})
+    {'a': 30.0, 'b': 30.0}
+    """
+    if class_weight is None:
+        return dict(counts)
+    if class_weight == "balanced":
+        mean = sum(counts.values()) / len(counts)
+        return dict.fromkeys(counts, mean)
+    if isinstance(class_weight, Mapping):
+        weights = {c: class_weight.get(c, 1.0) for c in counts}
+        if all(
+            isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf
+            for w in weights.values()
+        ):
+            return {c: counts[c] * float(weights[c]) for c in counts}
+    raise ConfigurationError(
+        "the classifier's class_weight is neither None, 'balanced' nor positive weights by "
+        f"class ({class_weight!r}), so the class mix it learned is unknown"
+    )
 
 
 def _without_boxes(xray: XRay) -> XRay:
@@ -1034,13 +1063,19 @@ class Pipeline:
     # -- the class mix where the model is used -------------------------------------------
 
     def training_priors(self) -> dict[str, float]:
-        """The share of each class among the radiographs the classifier was trained on.
+        """The class mix the classifier learned, which :meth:`set_priors` moves away from.
+
+        It is the share of each class among the radiographs the classifier was trained
+        on, weighted by the classifier's ``class_weight`` where it has one: a loss that
+        counts a class twice teaches the mix in which it is twice as common, and
+        ``"balanced"`` teaches equal shares.
 
         Raises
         ------
         ConfigurationError
             If the pipeline is not fitted, or was saved by a covidcxr that did not record
-            its training data's class counts.
+            its training data's class counts, or its classifier's ``class_weight`` is
+            neither ``None``, ``"balanced"`` nor a mapping of class to weight.
         """
         self._check_fitted()
         facts = getattr(self, "training_data_", None) or {}
@@ -1053,8 +1088,12 @@ class Pipeline:
                 f"(training data: {counts!r}), so its probabilities cannot be moved to another "
                 "class mix; fit it again with this covidcxr"
             )
-        total = float(sum(counts[c] for c in self.classes_))
-        return {c: counts[c] / total for c in self.classes_}
+        weighted = _weighted_counts(
+            {c: float(counts[c]) for c in self.classes_},
+            getattr(self.classifier_, "class_weight", None),
+        )
+        total = sum(weighted.values())
+        return {c: weighted[c] / total for c in self.classes_}
 
     def set_working_size(self, size: int) -> Self:
         """Enhance every radiograph at one scale, whatever its size, without training again.
