@@ -140,9 +140,10 @@ def _is_covid_qu_ex(path: Path) -> bool:
 def sample_per_class(source: Iterable[XRay], max_per_class: int, seed: int = 0) -> list[XRay]:
     """Up to ``max_per_class`` radiographs of each class, chosen at random (seeded) in one pass.
 
-    Only annotated images are kept when the source says which are (so lesion boxes can be
-    scored); memory holds at most ``max_per_class`` images per class. The result keeps the
-    source's order.
+    When some of the source's images are annotated (``meta["annotated"]``), only those
+    are kept, so lesion boxes can be scored; a source with none annotated (class folders)
+    is sampled whole. Memory holds at most ``2 * max_per_class`` images per class. The
+    result keeps the source's order.
 
     Examples
     --------
@@ -152,16 +153,22 @@ def sample_per_class(source: Iterable[XRay], max_per_class: int, seed: int = 0) 
     ['covid-19', 'covid-19', 'normal', 'normal', 'pneumonia', 'pneumonia']
     """
     rng = np.random.default_rng(seed)
-    kept: dict[str, list[tuple[float, int, XRay]]] = {}
+    # Two reservoirs, one of every image and one of the annotated ones (the same random
+    # key in both): which is used is known only at the end of the one pass.
+    every: dict[str, list[tuple[float, int, XRay]]] = {}
+    annotated: dict[str, list[tuple[float, int, XRay]]] = {}
     for index, xray in enumerate(source):
-        if xray.label is None or xray.meta.get("annotated") is False:
+        if xray.label is None:
             continue
-        heap = kept.setdefault(xray.label, [])
         item = (float(rng.random()), index, xray)
-        if len(heap) < max_per_class:
-            heapq.heappush(heap, item)
-        else:
-            heapq.heappushpop(heap, item)
+        reservoirs = [every] if xray.meta.get("annotated") is False else [every, annotated]
+        for kept in reservoirs:
+            heap = kept.setdefault(xray.label, [])
+            if len(heap) < max_per_class:
+                heapq.heappush(heap, item)
+            else:
+                heapq.heappushpop(heap, item)
+    kept = annotated or every
     chosen = sorted((item for heap in kept.values() for item in heap), key=lambda t: t[1])
     return [xray for _, _, xray in chosen]
 

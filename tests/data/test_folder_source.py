@@ -242,6 +242,19 @@ def test_qu_ex_test_split_has_no_masks_and_says_so(qu_ex_folder: Path) -> None:
     assert xray.meta["annotated"] is False
 
 
+def test_qu_ex_read_without_masks_is_not_annotated(qu_ex_folder: Path) -> None:
+    # Without the infection masks nothing says where the lesions are: empty boxes there
+    # must not be scored as "no lesion".
+    source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Train", load_masks=False)
+    covid = next(x for x in source if x.label == "covid-19")
+    assert covid.boxes == ()
+    assert covid.meta["annotated"] is False
+
+
+def test_class_folders_carry_no_lesion_annotation(classes_folder: Path) -> None:
+    assert all(xray.meta["annotated"] is False for xray in FolderSource(classes_folder))
+
+
 def test_qu_ex_unknown_split_is_a_configuration_error(qu_ex_folder: Path) -> None:
     with pytest.raises(ConfigurationError, match="Validation"):
         FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Validation")

@@ -59,6 +59,11 @@ def test_train_predict_evaluate_round_trip(
     assert code == 0
     assert "accuracy:" in out
     assert (report_dir / "report.html").is_file()
+    # Class folders carry no lesion annotation: the COVID-19 phantoms' lesions are real
+    # but were never drawn, so the detector is not scored against empty boxes.
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["detection"] is None
+    assert any("Detection was not scored" in note for note in report["notes"])
 
 
 def test_cache_dir_serves_a_second_prediction_from_the_cache(

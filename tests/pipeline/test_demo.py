@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 import covidcxr
-from covidcxr.demo import PHANTOM_NOTE, demo_config, run_demo
+from covidcxr.demo import PHANTOM_NOTE, demo_config, run_demo, sample_per_class
 from covidcxr.errors import OutputExistsError
 from covidcxr.evaluate import EvaluationReport
+from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
 
 
@@ -65,3 +67,21 @@ def test_demo_trains_saves_and_reports_with_the_real_components(
     assert again["model"]["components"]["classifier"]["name"] == "vgg19"
     with pytest.raises(OutputExistsError):
         run_demo(tmp_path / "demo", config=tiny_real_config(), size=32, n_per_class=4)
+
+
+def test_the_demo_sample_keeps_the_annotated_images_of_a_source_that_has_some() -> None:
+    phantoms = generate_phantoms(4, size=32)
+    mixed = [
+        attrs.evolve(x, meta={**x.meta, "annotated": i % 2 == 0}) for i, x in enumerate(phantoms)
+    ]
+    sample = sample_per_class(mixed, max_per_class=4)
+    assert sample
+    assert all(x.meta["annotated"] is True for x in sample)
+
+
+def test_the_demo_sample_of_class_folders_with_no_annotation_is_not_empty() -> None:
+    # What a folder of class subfolders reads as: no image annotated.
+    phantoms = generate_phantoms(4, size=32)
+    unannotated = [attrs.evolve(x, meta={**x.meta, "annotated": False}) for x in phantoms]
+    sample = sample_per_class(unannotated, max_per_class=3)
+    assert sorted(x.label for x in sample) == ["covid-19"] * 3 + ["normal"] * 3 + ["pneumonia"] * 3

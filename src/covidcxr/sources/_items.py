@@ -150,7 +150,9 @@ def decode_item(
 
     Masks are decoded to read-only 0/255 ``uint8`` arrays at the image's resolution and
     stored in ``meta`` under their keys; the connected components of the
-    ``"infection_mask"`` become ``boxes``.
+    ``"infection_mask"`` become ``boxes``. ``meta["annotated"]`` says whether the lesions
+    are known: the layout's word where it gave one, else whether an infection mask came
+    with the image.
 
     Raises
     ------
@@ -159,6 +161,10 @@ def decode_item(
     """
     decoded = decode_image(item.image, item.id, min_side=min_side, max_pixels=max_pixels)
     meta: dict[str, Any] = {**item.meta, "format": decoded.format, **decoded.tags}
+    # Lesions are known only where an infection mask came with the image: without one an
+    # empty ``boxes`` means "never annotated", not "no lesion" (see GroundTruth.annotated),
+    # so a class-folder set's detections are not scored against boxes nobody drew.
+    meta.setdefault("annotated", INFECTION_MASK in item.masks)
     shape = decoded.pixels.shape
     for key, data in sorted(item.masks.items()):
         where = f"{item.id} ({key.replace('_', ' ')})"

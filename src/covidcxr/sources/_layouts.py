@@ -637,7 +637,8 @@ def _qu_ex(
             mask_name = f"{base}{folder}/{mask_folder}/{file_name}"
             if mask_name in present:
                 masks[key] = mask_name
-        meta: dict[str, object] = {"annotated": INFECTION_MASK in masks}
+        # Masks not loaded leave the lesions unknown: an empty ``boxes`` is no answer.
+        meta: dict[str, object] = {"annotated": load_masks and INFECTION_MASK in masks}
         if split is not None:
             meta["split"] = split
         entries.append(
