@@ -420,6 +420,36 @@ def test_radiographs_refused_by_the_gate_are_listed_not_scored() -> None:
     assert report.to_dict()["rejected"] == ["img-4.png"]
 
 
+def test_radiographs_refused_by_the_gate_are_left_out_of_the_detection_figures() -> None:
+    lesion = Box(2, 2, 4, 4)
+    found = Detection(lesion, "opacity", 0.9)
+    truths = [truth("covid-19", 0, (lesion,)), truth("covid-19", 1, (lesion,))]
+    predictions = [
+        prediction(0, [0.8, 0.1, 0.1], detections=[found]),
+        # Refused: its lesion was never looked for, so it is no missed lesion.
+        Prediction("img-1.png", REJECTED, {}, status=REJECTED, reason="blank"),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(truths, predictions, classes=CLASSES)
+    assert report.detection is not None
+    assert report.detection.n_images == 1
+    assert report.detection.n_truths == 1
+    assert report.detection.recall[0.5] == 1.0
+    assert [row.id for row in report.detection.per_image] == ["img-0.png"]
+    assert report.to_dict()["detection"]["per_image"][0]["id"] == "img-0.png"
+    assert any("detection figures cover the other 1" in n for n in report.notes)
+
+
+def test_an_unannotated_radiograph_the_gate_refused_does_not_stop_detection_scoring() -> None:
+    truths = [truth("normal", 0), truth("covid-19", 1, annotated=False)]
+    predictions = [
+        prediction(0, [0.1, 0.8, 0.1]),
+        Prediction("img-1.png", REJECTED, {}, status=REJECTED, reason="blank"),
+    ]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(truths, predictions, classes=CLASSES)
+    assert report.detection is not None
+    assert report.detection.n_images == 1
+
+
 def test_a_set_the_gate_refused_entirely_has_no_classification_figures() -> None:
     truths = [truth("normal", 0)]
     predictions = [Prediction("img-0.png", REJECTED, {}, status=REJECTED)]

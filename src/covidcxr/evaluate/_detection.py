@@ -363,6 +363,9 @@ class ImageDetectionFigures:
         Mean IoU of the matched pairs (``nan`` when nothing matched).
     average_precision
         The image's own AP@0.5 (``nan`` when it has no ground-truth box).
+    id
+        The radiograph's id, when the caller gave ids (the evaluator does): ``index``
+        counts only the images scored, so the id is what names the image.
     """
 
     index: int
@@ -373,6 +376,7 @@ class ImageDetectionFigures:
     false_negatives: int
     mean_matched_iou: float
     average_precision: float
+    id: str | None = None
 
 
 @frozen
@@ -438,6 +442,7 @@ class DetectionMetrics:
             "per_image": [
                 {
                     "index": fig.index,
+                    "id": fig.id,
                     "n_truths": fig.n_truths,
                     "n_detections": fig.n_detections,
                     "true_positives": fig.true_positives,
@@ -458,6 +463,7 @@ def evaluate_detections(
     *,
     iou_thresholds: Iterable[float] = COCO_IOU_THRESHOLDS,
     score_threshold: float = 0.0,
+    ids: Sequence[str] | None = None,
 ) -> DetectionMetrics:
     """Compute AP@0.5, mAP@[.5:.95], precision/recall per IoU and per-image figures.
 
@@ -472,6 +478,8 @@ def evaluate_detections(
         mAP averages over them. Must include 0.5 (for ``ap50``).
     score_threshold
         Detections scoring below this are dropped before anything is computed.
+    ids
+        The images' ids, aligned with ``truths``: they name the per-image rows.
 
     Returns
     -------
@@ -487,6 +495,8 @@ def evaluate_detections(
     (1.0, 0.5, 1.0)
     """
     _check_aligned(truths, detections)
+    if ids is not None and len(ids) != len(truths):
+        raise ValueError(f"ids must hold one id per image: {len(ids)} ids, {len(truths)} images")
     thresholds = tuple(sorted({round(float(t), 6) for t in iou_thresholds}))
     if 0.5 not in thresholds:
         raise ValueError(f"iou_thresholds must include 0.5, got {thresholds}")
@@ -521,6 +531,7 @@ def evaluate_detections(
                 else math.nan
             ),
             average_precision=_all_point_ap([match]),
+            id=None if ids is None else str(ids[index]),
         )
         for index, match in enumerate(matches_at_half)
     )

@@ -411,11 +411,16 @@ class ClassificationEvaluator:
         _check_alignment(truths, predictions)
         classes = tuple(classes)
         notes: list[str] = []
-        unannotated = [t.id for t in truths if not t.annotated]
-        score_detections = detections and not unannotated
+        # Images the input gate refused carry no diagnosis (no probabilities, no
+        # detections): they are listed in the report, not scored as if the model had
+        # answered, in any figure.
+        rejected = tuple(p.id for p in predictions if p.status == REJECTED)
+        scored = [(t, p) for t, p in zip(truths, predictions, strict=True) if p.status != REJECTED]
+        unannotated = [t.id for t, _ in scored if not t.annotated]
+        score_detections = detections and bool(scored) and not unannotated
         if detections and unannotated:
             notes.append(
-                f"Detection was not scored: {len(unannotated)} of {len(truths)} radiograph(s) "
+                f"Detection was not scored: {len(unannotated)} of {len(scored)} radiograph(s) "
                 f"carry no lesion annotation (first: {unannotated[0]!r}), so their missing "
                 "boxes are unknown, not absent."
             )
@@ -423,6 +428,8 @@ class ClassificationEvaluator:
             why = (
                 f"{len(unannotated)} radiograph(s) are not annotated (first: {unannotated[0]!r})"
                 if unannotated
+                else "the input gate refused every radiograph"
+                if detections
                 else "detections=False"
             )
             raise ConfigurationError(
@@ -430,17 +437,13 @@ class ClassificationEvaluator:
             )
         classification = None
         calibration = risk_coverage = decisions = None
-        # Images the input gate refused carry no diagnosis (no probabilities): they are
-        # listed in the report, not scored as if the model had answered.
-        rejected = tuple(p.id for p in predictions if p.status == REJECTED)
-        if classes and rejected:
+        if rejected:
             notes.append(
                 f"{len(rejected)} of {len(predictions)} radiograph(s) were refused by the "
                 f"input gate (first: {rejected[0]!r}): they get no diagnosis, so the "
-                "classification, calibration and decision figures cover the other "
-                f"{len(predictions) - len(rejected)}."
+                "classification, calibration, decision and detection figures cover the "
+                f"other {len(scored)}."
             )
-        scored = [(t, p) for t, p in zip(truths, predictions, strict=True) if p.status != REJECTED]
         if classes and scored:
             scored_truths = [t for t, _ in scored]
             scored_predictions = [p for _, p in scored]
@@ -482,7 +485,9 @@ class ClassificationEvaluator:
         detection = None
         if score_detections:
             detection = evaluate_detections(
-                [t.boxes for t in truths], [p.detections for p in predictions]
+                [t.boxes for t, _ in scored],
+                [p.detections for _, p in scored],
+                ids=[t.id for t, _ in scored],
             )
         return EvaluationReport(
             classification=classification,
