@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 import covidcxr
+from covidcxr._contracts import checked_detections
 from covidcxr._logging import configure_console, import_tensorflow
 from covidcxr._plain import option_from_text
 from covidcxr.errors import (
@@ -1202,7 +1203,7 @@ def _detector_detections(
     def found(radiographs: Iterable[covidcxr.XRay]) -> Iterator[_Found]:
         for xray in radiographs:
             image = enhance(xray) if enhance is not None else xray
-            yield image, detector.detect(image), {}
+            yield image, checked_detections(detector.detect(image), image, detector), {}
 
     return found
 

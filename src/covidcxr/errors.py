@@ -12,11 +12,14 @@ from __future__ import annotations
 
 __all__ = [
     "AccuracyGuardError",
+    "ComponentOutputError",
     "ConfigurationError",
     "CovidCXRError",
+    "DetectorOutputWarning",
     "DetectorServiceError",
     "DistributedJobError",
     "InvalidImageError",
+    "InvalidRecordError",
     "ModelFormatError",
     "NoLungsFoundWarning",
     "OutputError",
@@ -69,6 +72,17 @@ class UnknownLabelError(CovidCXRError, ValueError):
     """A class name could not be mapped to one of the canonical labels."""
 
 
+class InvalidRecordError(CovidCXRError, ValueError):
+    """A record was given a value it cannot hold.
+
+    Raised by :class:`~covidcxr.Box`, :class:`~covidcxr.XRay`,
+    :class:`~covidcxr.Prediction` and the other records for a negative or non-finite
+    coordinate, a box outside its image, a score or probability outside [0, 1] or not a
+    number (which would otherwise reach a JSON file as ``NaN``), or a status that
+    contradicts the label. It is a ``ValueError`` too.
+    """
+
+
 class ConfigurationError(CovidCXRError, ValueError):
     """An option or a combination of options is invalid."""
 
@@ -98,6 +112,18 @@ class PluginError(CovidCXRError):
 
 class UnknownNameError(PluginError, LookupError):
     """No plugin registered the requested detector, source scheme or component name."""
+
+
+class ComponentOutputError(PluginError):
+    """A component returned what its protocol does not allow.
+
+    Raised when a preprocessor, lesion detector or dataset source (a plugin's, or one
+    passed in) hands back something of the wrong kind: a detector's ``dict`` or ``None``
+    where a list of :class:`~covidcxr.Detection` belongs, a ``detect_batch`` answer of
+    the wrong length, a preprocessor's bare array or changed geometry without a
+    recorded transform. The message names the component's class and the distribution
+    that installed it: the fix belongs there, so report it to its authors.
+    """
 
 
 class SourceError(CovidCXRError, OSError):
@@ -174,6 +200,15 @@ class ResumeMismatchWarning(UserWarning):
 
     The CPU thread count changes the order of floating-point sums: the resumed run ends
     close to, but not bit for bit like, an uninterrupted one.
+    """
+
+
+class DetectorOutputWarning(UserWarning):
+    """A lesion detector returned boxes that lie wholly outside the image.
+
+    They are dropped (boxes that cross the border are cut to it, silently): a box
+    outside the image usually means the detector answered in another coordinate system
+    (fractions of the side, or the radiograph before preprocessing).
     """
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import InvalidImageError
+from covidcxr.errors import InvalidImageError, InvalidRecordError, UnknownLabelError
 from covidcxr.labels import LABELS
 
 __all__ = [
@@ -52,7 +52,7 @@ _EDGE_TOLERANCE = 1e-3
 
 def _finite_non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"Box.{attribute.name} must be finite and >= 0, got {value!r}")
+        raise InvalidRecordError(f"Box.{attribute.name} must be finite and >= 0, got {value!r}")
 
 
 @frozen
@@ -103,7 +103,7 @@ class Box:
         Box(x=1.0, y=2.0, width=3.0, height=6.0)
         """
         if x2 < x1 or y2 < y1:
-            raise ValueError(
+            raise InvalidRecordError(
                 f"corners ({x1}, {y1}) and ({x2}, {y2}) are not top-left, bottom-right"
             )
         return cls(x1, y1, x2 - x1, y2 - y1)
@@ -113,12 +113,12 @@ def _score_in_unit_interval(
     instance: object, attribute: attrs.Attribute[float], value: float
 ) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Detection.score must be in [0, 1], got {value!r}")
+        raise InvalidRecordError(f"Detection.score must be in [0, 1], got {value!r}")
 
 
 def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value:
-        raise ValueError(f"{type(instance).__name__}.{attribute.name} must not be empty")
+        raise InvalidRecordError(f"{type(instance).__name__}.{attribute.name} must not be empty")
 
 
 @frozen
@@ -214,7 +214,7 @@ def _check_label(
     instance: XRay | GroundTruth, attribute: attrs.Attribute[str | None], value: str | None
 ) -> None:
     if value is not None and value not in LABELS:
-        raise ValueError(
+        raise UnknownLabelError(
             f"XRay {instance.id!r}: label must be None or one of {LABELS}, got {value!r} "
             "(use covidcxr.labels.canonical_label to map dataset spellings)"
         )
@@ -230,7 +230,9 @@ def _check_boxes(
                 f"XRay {instance.id!r}: boxes must be Box records, got {type(box).__name__}"
             )
         if box.x2 > width + _EDGE_TOLERANCE or box.y2 > height + _EDGE_TOLERANCE:
-            raise ValueError(f"XRay {instance.id!r}: {box} lies outside the {width}x{height} image")
+            raise InvalidRecordError(
+                f"XRay {instance.id!r}: {box} lies outside the {width}x{height} image"
+            )
 
 
 def _freeze_meta(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -344,6 +346,31 @@ def _probabilities(value: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType({str(k): float(v) for k, v in value.items()})
 
 
+#: How far a probability may stray outside [0, 1] by float32 rounding (softmax, sums).
+_PROBABILITY_SLACK: Final = 1e-6
+
+
+def _check_probabilities(
+    instance: object, attribute: attrs.Attribute[Mapping[str, float]], value: Mapping[str, float]
+) -> None:
+    for name, probability in value.items():
+        if not -_PROBABILITY_SLACK <= probability <= 1.0 + _PROBABILITY_SLACK:
+            raise InvalidRecordError(
+                f"Prediction {getattr(instance, 'id', '?')!r}: the probability of {name!r} "
+                f"must be a number in [0, 1], got {probability!r}"
+            )
+
+
+def _check_optional_finite(
+    instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and not math.isfinite(value):
+        raise InvalidRecordError(
+            f"Prediction {getattr(instance, 'id', '?')!r}: {attribute.name} must be a finite "
+            f"number or None, got {value!r}"
+        )
+
+
 def _as_detection_tuple(value: Iterable[Detection]) -> tuple[Detection, ...]:
     return tuple(value)
 
@@ -393,7 +420,9 @@ class GateDecision:
 
 def _share(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Severity.{attribute.name} must be a share in [0, 1], got {value!r}")
+        raise InvalidRecordError(
+            f"Severity.{attribute.name} must be a share in [0, 1], got {value!r}"
+        )
 
 
 def _extent_grade(share: float) -> int:
@@ -465,13 +494,13 @@ class Severity:
 
 def _check_status(instance: Prediction, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, got {value!r}")
+        raise InvalidRecordError(f"status must be one of {STATUSES}, got {value!r}")
     if value == REJECTED and (instance.label != REJECTED or instance.probabilities):
-        raise ValueError("a rejected prediction has label 'rejected' and no probabilities")
+        raise InvalidRecordError("a rejected prediction has label 'rejected' and no probabilities")
     if value == UNCERTAIN and instance.label != UNCERTAIN:
-        raise ValueError("an uncertain prediction has label 'uncertain'")
+        raise InvalidRecordError("an uncertain prediction has label 'uncertain'")
     if value == ACCEPTED and instance.label in (REJECTED, UNCERTAIN):
-        raise ValueError(f"an accepted prediction names a class, not {instance.label!r}")
+        raise InvalidRecordError(f"an accepted prediction names a class, not {instance.label!r}")
 
 
 @frozen
@@ -511,10 +540,17 @@ class Prediction:
 
     id: str = field(converter=str)
     label: str
-    probabilities: Mapping[str, float] = field(converter=_probabilities)
+    probabilities: Mapping[str, float] = field(
+        converter=_probabilities, validator=_check_probabilities
+    )
     detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
     status: str = field(default=ACCEPTED, validator=_check_status, kw_only=True)
-    ood_score: float | None = field(default=None, kw_only=True)
+    ood_score: float | None = field(
+        default=None,
+        converter=attrs.converters.optional(float),
+        validator=_check_optional_finite,
+        kw_only=True,
+    )
     reason: str | None = field(default=None, kw_only=True)
     severity: Severity | None = field(default=None, kw_only=True)
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from covidcxr import Box, Detection, InvalidImageError, XRay
+from covidcxr import Box, Detection, InvalidImageError, Prediction, XRay
+from covidcxr.errors import CovidCXRError, InvalidRecordError, UnknownLabelError
 
 
 def test_box_exposes_corners_and_area() -> None:
@@ -22,8 +23,11 @@ def test_box_exposes_corners_and_area() -> None:
 def test_box_rejects_negative_or_non_finite_fields(field: str) -> None:
     values = {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match=field):
+        # A covidcxr error, and a ValueError for code written against the standard library.
+        with pytest.raises(InvalidRecordError, match=field) as raised:
             Box(**{**values, field: bad})
+        assert isinstance(raised.value, ValueError)
+        assert isinstance(raised.value, CovidCXRError)
 
 
 @given(
@@ -106,7 +110,7 @@ def test_xray_accepts_canonical_labels(label: str | None) -> None:
 
 
 def test_xray_rejects_non_canonical_labels_and_points_to_the_mapping() -> None:
-    with pytest.raises(ValueError, match="canonical_label"):
+    with pytest.raises(UnknownLabelError, match="canonical_label"):
         XRay(np.zeros((4, 4), np.uint8), id="a", label="COVID")
 
 
@@ -149,3 +153,22 @@ def test_xray_survives_pickling_validated_and_read_only() -> None:
     assert not again.pixels.flags.writeable
     with pytest.raises(TypeError):
         again.meta["k"] = 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, 1.5])
+def test_prediction_probabilities_must_be_numbers_in_the_unit_interval(bad: float) -> None:
+    # NaN would otherwise reach predictions.json as the invalid token NaN.
+    with pytest.raises(InvalidRecordError, match="probability of 'normal'"):
+        Prediction("a", "covid-19", {"covid-19": 0.5, "normal": bad})
+
+
+def test_prediction_probabilities_tolerate_float32_rounding() -> None:
+    prediction = Prediction("a", "covid-19", {"covid-19": np.float32(1.0000001), "normal": 0.0})
+    assert prediction.probabilities["covid-19"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_prediction_ood_score_must_be_finite(bad: float) -> None:
+    with pytest.raises(InvalidRecordError, match="ood_score"):
+        Prediction("a", "normal", {"normal": 1.0}, ood_score=bad)
+    assert Prediction("a", "normal", {"normal": 1.0}, ood_score=np.float32(2.5)).ood_score == 2.5

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
+from covidcxr._contracts import checked_detection_batch, checked_detections
 from covidcxr._unet import RunsNetwork
 from covidcxr.boxes import ResizeTransform
 from covidcxr.classify._runtime import exported_network, resolve_runtime, with_runtime
@@ -744,11 +745,13 @@ class Pipeline:
                     maps[index] = inside_lungs(maps[index], fields)
                 severities.append(lung_severity(maps[index], fields, detector.mask_threshold))
             found = detector.masks_to_detections(maps, images)
-            return [list(detections) for detections in found], severities
+            return checked_detection_batch(found, images, detector), severities
         if isinstance(detector, BatchDetector):
             # One network call or service request per chunk instead of one per image.
-            return [list(found) for found in detector.detect_batch(images)], no_severity
-        return [detector.detect(image) for image in images], no_severity
+            answer = checked_detection_batch(detector.detect_batch(images), images, detector)
+        else:
+            answer = [checked_detections(detector.detect(x), x, detector) for x in images]
+        return answer, no_severity
 
     def _classify(self, prepared: Sequence[XRay]) -> NDArray[np.float32]:
         probabilities = np.asarray(self.classifier_.predict_proba(prepared), np.float32)

@@ -47,6 +47,8 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
     """
     if isinstance(source, str | os.PathLike):
         return open_source(source)
+    if isinstance(source, Iterator):
+        source = list(source)
     if (
         isinstance(source, Sequence)
         and source
@@ -57,24 +59,39 @@ def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
         raise ConfigurationError(
             f"{what} holds arrays; radiographs are covidcxr.XRay(pixels, id=...) records"
         )
-    if isinstance(source, Iterator):
-        return list(source)
+    if isinstance(source, list | tuple):  # the user's own records (a source reads lazily)
+        for position, item in enumerate(source):
+            if not isinstance(item, XRay):
+                kind = "paths and records" if isinstance(item, str | os.PathLike) else "records"
+                raise ConfigurationError(
+                    f"{what} mixes {kind}: item {position} is {type(item).__name__} "
+                    f"{_short(item)}; pass covidcxr.XRay records, or paths and URIs only (a "
+                    "list of paths is opened as a source)"
+                )
     if isinstance(source, XRay):
         raise ConfigurationError(
             f"{what} is one radiograph ({source.id!r}); pass a list of radiographs: [xray]"
         )
-    if not isinstance(source, Iterable) or isinstance(source, np.ndarray | bytes):
+    if not isinstance(source, Iterable) or isinstance(source, np.ndarray | bytes | bytearray):
         # An array iterates over its rows: radiographs are XRay(pixels, id=...).
+        hint = ""
+        if hasattr(source, "shape"):
+            hint = " (wrap pixels as covidcxr.XRay(pixels, id=...))"
+        elif isinstance(source, bytes | bytearray):
+            hint = (
+                " (a file's content: decode it with covidcxr.io.read_image(data) and wrap "
+                "the pixels as covidcxr.XRay(pixels, id=...))"
+            )
         raise ConfigurationError(
             f"{what} must be a dataset source, a path or URI, or radiographs; got "
-            f"{type(source).__name__}"
-            + (
-                " (wrap pixels as covidcxr.XRay(pixels, id=...))"
-                if hasattr(source, "shape")
-                else ""
-            )
+            f"{type(source).__name__}{hint}"
         )
     return source
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @define

@@ -52,7 +52,8 @@ import cv2
 import numpy as np
 from attrs import define, field
 
-from covidcxr.errors import ConfigurationError, InvalidImageError
+from covidcxr._contracts import checked_preprocessed, who
+from covidcxr.errors import ComponentOutputError, ConfigurationError, InvalidImageError
 from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.preprocess._workers import WorkerPool, borrow_pool
@@ -212,7 +213,7 @@ def _process_one(
         out, encoding = packer(xray)
         packed = (encoding, np.asarray(out.pixels))
     else:
-        out = preprocessor(xray)
+        out = checked_preprocessed(preprocessor(xray), xray, preprocessor)
         packed = compact_pixels(np.asarray(out.pixels)) if pack else ("raw", np.asarray(out.pixels))
     out_meta = dict(out.meta)
     # Workers write their own cache entries, so writing runs in parallel like the rest.
@@ -434,6 +435,11 @@ def _inputs(
         yield from _source_inputs(items, cache, read_in_workers)
         return
     for position, xray in enumerate(items):
+        if not isinstance(xray, XRay):
+            raise ComponentOutputError(
+                f"{who(items)} yielded {type(xray).__name__} {str(xray)[:60]!r} as item "
+                f"{position}; a dataset source yields covidcxr.XRay records"
+            )
         digest = xray_digest(xray) if cache is not None else None
         yield _Input(position, "xray", _payload(xray), digest)
 
