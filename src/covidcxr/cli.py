@@ -86,14 +86,17 @@ def plugins_command(as_json: bool) -> None:
     """List every registered detector, source, preprocessor and classifier.
 
     Each line names the plugin that provided the entry: a module name for built-ins, an
-    entry-point name for installed plugins.
+    entry-point name for installed plugins. Installed plugins that could not load are
+    listed last, with the reason.
     """
     listing = {kind: dict(lookup()) for kind, lookup in _LISTINGS}
+    broken = covidcxr.plugins.broken_plugins()
     if as_json:
-        payload = {
+        payload: dict[str, Any] = {
             kind: [{"name": reg.name, "plugin": reg.plugin} for reg in entries.values()]
             for kind, entries in listing.items()
         }
+        payload["left_out"] = [{"plugin": name, "why": why} for name, why in broken.items()]
         click.echo(json.dumps(payload, indent=2))
         return
     for kind, entries in listing.items():
@@ -103,6 +106,10 @@ def plugins_command(as_json: bool) -> None:
         width = max((len(name) for name in entries), default=0)
         for name, reg in entries.items():
             click.echo(f"  {name:<{width}}  from {reg.plugin}")
+    if broken:
+        click.echo("left out (could not load):")
+        for name, why in broken.items():
+            click.echo(f"  {name}: {why}")
 
 
 # -- the end-to-end job: train, predict, evaluate, demo ----------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "PluginError",
+    "PluginLoadWarning",
     "PreprocessingMismatchWarning",
     "ResumeMismatchWarning",
     "SourceError",
@@ -209,6 +210,15 @@ class DetectorOutputWarning(UserWarning):
     They are dropped (boxes that cross the border are cut to it, silently): a box
     outside the image usually means the detector answered in another coordinate system
     (fractions of the side, or the radiograph before preprocessing).
+    """
+
+
+class PluginLoadWarning(UserWarning):
+    """An installed plugin could not load and was left out; the others work.
+
+    The message names each such plugin, its distribution and why, and the two ways out:
+    uninstall it, or list the plugins to load in ``COVIDCXR_PLUGINS``. Also issued when
+    ``COVIDCXR_PLUGINS`` names a plugin that is not installed.
     """
 
 

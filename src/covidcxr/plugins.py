@@ -9,6 +9,12 @@ which of them load. Built-in plugins always load.
 Registries are rebuilt from the hooks at every lookup, so registering or unregistering a
 plugin object at run time (see :func:`register_plugin` and :mod:`covidcxr.testing`) takes
 effect at once.
+
+An installed plugin that cannot load (it fails to import, or its hooks do not match the
+specifications) does not take the others down: it is left out with a
+:class:`~covidcxr.errors.PluginLoadWarning` that names it, its distribution and the two
+ways out, and a lookup of a name it might have provided says so (:func:`broken_plugins`
+lists them).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import inspect
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +36,7 @@ import pluggy
 from attrs import frozen
 
 from covidcxr import hookspecs
-from covidcxr.errors import ConfigurationError, PluginError, UnknownNameError
+from covidcxr.errors import ConfigurationError, PluginError, PluginLoadWarning, UnknownNameError
 from covidcxr.protocols import Classifier, DatasetSource, LesionDetector, Preprocessor
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "available_detectors",
     "available_preprocessors",
     "available_sources",
+    "broken_plugins",
     "check_options",
     "create_classifier",
     "create_detector",
@@ -66,6 +74,15 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
 )
 
 _NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+# A source is looked up by its URI scheme, so its name follows RFC 3986's scheme syntax
+# (lower case here): a letter, then letters, digits, "+", "." or "-".
+_SCHEME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9+.-]*$")
+#: In a pipeline configuration ``name = "none"`` means "no detector" (and is refused for
+#: the classifier); the built-in ``none`` preprocessor is the identity, so it stays free.
+_RESERVED_NAMES: Final[Mapping[str, frozenset[str]]] = {
+    "detector": frozenset({"none"}),
+    "classifier": frozenset({"none"}),
+}
 # A lazy factory: "package.module:Name" (or "...:Outer.Name"), as in an entry point.
 _REFERENCE_PATTERN: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _UNEXPECTED_KEYWORD: Final = re.compile(r"unexpected keyword argument '(?P<key>[^']+)'")
@@ -75,6 +92,10 @@ _T = TypeVar("_T")
 
 _manager: pluggy.PluginManager | None = None
 _manager_lock = threading.Lock()
+#: Entry-point name -> why it was left out, for the plugins that could not load.
+_broken: dict[str, str] = {}
+#: Plugin (entry-point) name -> the distribution that installed it.
+_distributions: dict[str, str] = {}
 
 
 @frozen
@@ -161,17 +182,64 @@ def get_plugin_manager() -> pluggy.PluginManager:
     ``covidcxr`` group, registers the built-in plugins, and checks that every hook
     implementation matches a specification.
 
-    Raises
-    ------
-    PluginError
-        If a plugin fails to import, declares a hook with wrong arguments, or implements a
-        hook that does not exist (a misspelling, usually). The message names the plugin.
+    An installed plugin that fails to import, declares a hook with wrong arguments, or
+    implements a hook that does not exist (a misspelling, usually) is left out, with one
+    :class:`~covidcxr.errors.PluginLoadWarning` naming every such plugin, its
+    distribution and the fix; the others load.
     """
     global _manager  # noqa: PLW0603 - one manager per process, created lazily
     with _manager_lock:
         if _manager is None:
+            _broken.clear()
+            _distributions.clear()
             _manager = _create_plugin_manager()
+            if _broken:
+                warnings.warn(_broken_message(), PluginLoadWarning, stacklevel=2)
         return _manager
+
+
+def broken_plugins() -> Mapping[str, str]:
+    """The installed plugins left out because they could not load: entry-point name -> why.
+
+    Examples
+    --------
+    >>> broken_plugins()
+    {}
+    """
+    get_plugin_manager()
+    return dict(_broken)
+
+
+def _origin(plugin: str) -> str:
+    """``'name'``, with the distribution that installed it where known."""
+    distribution = _distributions.get(plugin)
+    return f"{plugin!r} (distribution {distribution!r})" if distribution else repr(plugin)
+
+
+def _way_out(plugins: Iterable[str]) -> str:
+    """How to be rid of ``plugins``: uninstall them, or load only the others."""
+    plugins = list(plugins)
+    distributions = sorted({_distributions[p] for p in plugins if p in _distributions})
+    others = sorted(
+        name
+        for name in _distributions
+        if name not in plugins and name not in _broken and name not in BUILTIN_PLUGINS
+    )
+    uninstall = f"uninstall it (pip uninstall {' '.join(distributions)})" if distributions else ""
+    allow = (
+        f"set {ALLOW_LIST_ENV}={','.join(others)} to load only the other plugins"
+        if others
+        else f"set {ALLOW_LIST_ENV}= (empty) to load no installed plugin"
+    )
+    return f"{uninstall} or {allow}" if uninstall else allow
+
+
+def _broken_message() -> str:
+    listed = "; ".join(f"{_origin(name)}: {why}" for name, why in sorted(_broken.items()))
+    return (
+        f"{len(_broken)} installed covidcxr plugin(s) could not load and were left out: "
+        f"{listed}. To silence this, {_way_out(_broken)}"
+    )
 
 
 def reset_plugin_manager() -> None:
@@ -202,33 +270,74 @@ def _allowed_entry_points() -> frozenset[str] | None:
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    """Register every allowed entry point; those that cannot load go to ``_broken``."""
     allowed = _allowed_entry_points()
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if allowed:
+        unknown = sorted(allowed - set(entry_points.names))
+        if unknown:
+            # A misspelt name would otherwise load nothing, silently.
+            hints = "".join(did_you_mean(name, entry_points.names) for name in unknown)
+            warnings.warn(
+                f"{ALLOW_LIST_ENV} names {', '.join(map(repr, unknown))}, which no installed "
+                f"plugin provides.{hints} Installed: "
+                f"{', '.join(map(repr, sorted(entry_points.names))) or 'none'}",
+                PluginLoadWarning,
+                stacklevel=4,
+            )
+    for entry_point in entry_points:
         if allowed is not None and entry_point.name not in allowed:
             continue
-        distribution = entry_point.dist.name if entry_point.dist is not None else "unknown"
-        where = f"{entry_point.name!r} ({entry_point.value}, from distribution {distribution!r})"
-        if manager.has_plugin(entry_point.name):
-            raise PluginError(
-                f"plugin {where} has the same entry-point name as a plugin already loaded; "
-                "rename one of the entry points"
+        distribution = entry_point.dist.name if entry_point.dist is not None else None
+        if manager.has_plugin(entry_point.name) or entry_point.name in _broken:
+            # Two distributions chose the same entry-point name: the second is left out.
+            _broken[f"{entry_point.name} ({distribution})"] = (
+                f"its entry-point name {entry_point.name!r} is taken by another installed "
+                "plugin; one of the two must rename its entry point"
             )
+            continue
+        if distribution is not None:
+            _distributions[entry_point.name] = distribution
         try:
             plugin = entry_point.load()
-        except Exception as exc:
-            raise PluginError(f"plugin {where} failed to import: {exc!r}") from exc
-        _register_checked(manager, plugin, entry_point.name)
+        except Exception as exc:  # noqa: BLE001 - any import failure leaves this plugin out
+            _broken[entry_point.name] = f"importing {entry_point.value} failed: {exc!r}"
+            continue
+        try:
+            _register_checked(manager, plugin, entry_point.name)
+        except PluginError as exc:
+            _broken[entry_point.name] = str(exc)
+
+
+def _hook_name_hints(plugin: object) -> str:
+    """``" 'covidcxr_register_detector': did you mean ...?"`` for unknown hook names."""
+    known = [name for name in dir(hookspecs) if name.startswith("covidcxr_")]
+    hints = []
+    for name in dir(plugin):
+        if name.startswith("covidcxr_") and name not in known:
+            hints.append(f"{name!r} is no covidcxr hook.{did_you_mean(name, known)}")
+    return " ".join(hints)
 
 
 def _register_checked(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    if manager.has_plugin(name):
+        raise PluginError(
+            f"a plugin named {name!r} is already registered; register this one under "
+            "another name, or unregister the first (covidcxr.plugins.unregister_plugin)"
+        )
+    if manager.is_registered(plugin):
+        raise PluginError(
+            f"this plugin object is already registered (as {manager.get_name(plugin)!r})"
+        )
     try:
         manager.register(plugin, name=name)
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         manager.unregister(name=name)
-        raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
-    except ValueError as exc:  # pluggy: plugin object or name already registered
-        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
+        hints = _hook_name_hints(plugin)
+        raise PluginError(
+            f"plugin {_origin(name)} is invalid: {exc}" + (f" ({hints})" if hints else "")
+        ) from exc
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
@@ -294,10 +403,22 @@ def _collect(kind: str) -> dict[str, Registration]:
 
         # Typed loosely on purpose: plugins are not type-checked, so check at run time.
         def register(name: object, factory: object, _plugin: str = plugin_name) -> None:
-            if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            if kind == "source":
+                if not isinstance(name, str) or not _SCHEME_PATTERN.match(name):
+                    raise PluginError(
+                        f"plugin {_origin(_plugin)} registered the source scheme {name!r}; a "
+                        "scheme is what a URI starts with (scheme://...): a lower-case "
+                        "letter, then lower-case letters, digits and '+.-'"
+                    )
+            elif not isinstance(name, str) or not _NAME_PATTERN.match(name):
                 raise PluginError(
-                    f"plugin {_plugin!r} registered the {kind} name {name!r}; names are lower "
-                    "case letters, digits and '_.+-', starting with a letter or digit"
+                    f"plugin {_origin(_plugin)} registered the {kind} name {name!r}; names "
+                    "are lower case letters, digits and '_.+-', starting with a letter or digit"
+                )
+            if name in _RESERVED_NAMES.get(kind, ()):
+                raise PluginError(
+                    f"plugin {_origin(_plugin)} registered the {kind} name {name!r}, which is "
+                    f"reserved: in a pipeline configuration name = {name!r} means no {kind}"
                 )
             if isinstance(factory, str):
                 if not _REFERENCE_PATTERN.match(factory):
@@ -312,8 +433,9 @@ def _collect(kind: str) -> dict[str, Registration]:
                 )
             if name in found:
                 raise PluginError(
-                    f"plugin {_plugin!r} registered {kind} {name!r}, which plugin "
-                    f"{found[name].plugin!r} already registered"
+                    f"plugin {_origin(_plugin)} registered {kind} {name!r}, which plugin "
+                    f"{_origin(found[name].plugin)} already registered; "
+                    f"{_way_out([_plugin])}"
                 )
             found[name] = Registration(kind=kind, name=name, target=factory, plugin=_plugin)
 
@@ -323,7 +445,7 @@ def _collect(kind: str) -> dict[str, Registration]:
             raise
         except Exception as exc:
             raise PluginError(
-                f"plugin {plugin_name!r} raised in covidcxr_register_{kind}s: {exc!r}"
+                f"plugin {_origin(plugin_name)} raised in covidcxr_register_{kind}s: {exc!r}"
             ) from exc
     return dict(sorted(found.items()))
 
@@ -373,10 +495,16 @@ def _lookup(kind: str, name: str, registry: Mapping[str, Registration]) -> Regis
         return registry[name]
     except KeyError:
         known = ", ".join(repr(key) for key in registry) or "none"
+        broken = (
+            f" {len(_broken)} installed plugin(s) could not load and may provide it: "
+            + "; ".join(f"{_origin(plugin)}: {why}" for plugin, why in sorted(_broken.items()))
+            if _broken
+            else ""
+        )
         raise UnknownNameError(
             f"no {kind} named {name!r} is registered.{did_you_mean(name, registry)} "
             f"Available: {known}; is the plugin that provides it installed and allowed by "
-            f"{ALLOW_LIST_ENV}?"
+            f"{ALLOW_LIST_ENV}?{broken}"
         ) from None
 
 

@@ -36,6 +36,20 @@ def test_plugins_lists_each_entry_with_its_plugin(covidcxr_plugin: Callable[...,
     )
 
 
+def test_plugins_lists_an_installed_plugin_that_could_not_load_and_works_without_it(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution("broken", "covidcxr_broken_cli_plugin", "raise ImportError('no numpy 9')\n")
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert ["local", "from", "covidcxr.detect.plugin"] in [
+        line.split() for line in result.output.splitlines()
+    ]
+    left_out = result.output.split("left out (could not load):\n", 1)[1]
+    assert left_out.startswith("  broken: importing covidcxr_broken_cli_plugin failed")
+    assert "no numpy 9" in left_out
+
+
 def test_library_errors_exit_non_zero_with_a_one_line_message(
     covidcxr_plugin: Callable[..., str], capsys: pytest.CaptureFixture[str]
 ) -> None:

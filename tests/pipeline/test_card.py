@@ -201,6 +201,30 @@ def test_a_covid_qu_ex_source_is_described_cited_and_its_split_recorded(
     assert data["synthetic"] is False
 
 
+class ListSource:
+    """A plugin-style source without a ``__repr__`` of its own."""
+
+    def __init__(self, xrays: list[XRay]) -> None:
+        self.xrays = xrays
+        self.classes = ("covid-19", "normal", "pneumonia")
+
+    def __iter__(self) -> Any:
+        return iter(self.xrays)
+
+    def __len__(self) -> int:
+        return len(self.xrays)
+
+
+def test_a_source_without_a_repr_is_named_by_its_class_not_its_address(
+    test_config: dict[str, Any], phantom_train: list[XRay]
+) -> None:
+    pipeline = Pipeline({**test_config, "detector": None}).fit(ListSource(phantom_train))
+    data = pipeline.training_data_
+    assert data is not None
+    assert " at 0x" not in data["source"]
+    assert data["source"].startswith("a tests.pipeline.test_card.ListSource")
+
+
 def test_predict_warns_once_per_call_for_a_phantom_trained_model(
     phantom_model: tuple[Pipeline, Path], phantom_test: list[XRay]
 ) -> None:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
+from covidcxr._contracts import who
 from covidcxr._version import __version__
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate._evaluator import EvaluationReport
@@ -119,6 +120,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+#: What ``object.__repr__`` ends with: a memory address, not a description.
+_DEFAULT_REPR: Final = re.compile(r" object at 0x[0-9a-fA-F]+>$")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -130,7 +135,11 @@ def _redacted(text: str) -> str:
 
 def _describe_source(source: object) -> str:
     if isinstance(source, DatasetSource):
-        return _redacted(repr(source))
+        text = repr(source)
+        if _DEFAULT_REPR.search(text):
+            # "<... object at 0x7f...>" says nothing a reader of the card could use.
+            return f"a {who(source)} (it has no __repr__ naming what it reads)"
+        return _redacted(text)
     if isinstance(source, Sequence):
         return f"{len(source)} radiographs given in memory"
     return _redacted(f"a {type(source).__name__}")
