@@ -1074,6 +1074,15 @@ def detect_command(
     name = "local" if whole_model else (detector_name or default_detector_name())
     options = _parse_source_options(detector_options)
     if model is not None and not whole_model:
+        try:
+            covidcxr.plugins.check_options("detector", name, {"model": model})
+        except ConfigurationError:
+            raise click.UsageError(
+                f"--model {model}: detector {name!r} takes no model file (only local and "
+                "gradcam load one; a shipped model's name or a saved model directory runs "
+                "the whole model, without --detector). Pass the detector's own options "
+                "with --detector-option KEY=VALUE"
+            ) from None
         options["model"] = model
     elif model is None and name in ("local", "gradcam"):
         raise click.UsageError(

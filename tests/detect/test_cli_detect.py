@@ -146,6 +146,21 @@ def test_local_detector_needs_a_model(radiographs: Path, tmp_path: Path) -> None
     assert "--model" in result.output
 
 
+def test_a_model_file_for_a_detector_that_loads_none_says_what_model_is_for(
+    radiographs: Path, tmp_path: Path
+) -> None:
+    # The example plugin's detector takes options, not a saved model.
+    pytest.importorskip("covidcxr_example_plugin")
+    model = tmp_path / "weights.keras"
+    model.write_bytes(b"not a model")
+    out = tmp_path / "out"
+    args = ["detect", str(radiographs), "--out", str(out), "--detector", "bright-region"]
+    result = run([*args, "--model", str(model)])
+    assert result.exit_code != 0
+    assert "detector 'bright-region' takes no model file" in result.output
+    assert "--detector-option" in result.output
+
+
 def test_detect_accepts_a_single_radiograph_file(
     server: LoopbackWatsonServer, radiographs: Path, tmp_path: Path
 ) -> None:
