@@ -106,6 +106,13 @@ def test_a_pipeline_never_exported_is_refused_for_a_runtime(saved_pipeline: Path
         Pipeline.load(saved_pipeline, runtime="onnx")
 
 
+def test_auto_picks_the_exported_runtime_as_the_command_line_does(onnx_export: Path) -> None:
+    # `covidcxr predict --runtime auto` is the default; Python accepts the same word.
+    auto = Pipeline.load(onnx_export, runtime="auto")
+    assert type(auto.classifier_) is type(Pipeline.load(onnx_export).classifier_)
+    assert not isinstance(auto.classifier_, VGG19Classifier)
+
+
 def test_an_unknown_runtime_is_refused(saved_pipeline: Path) -> None:
     with pytest.raises(ConfigurationError, match="runtime must be one of"):
         Pipeline.load(saved_pipeline, runtime="tensorrt")

@@ -341,7 +341,8 @@ def resolve_runtime(
 ) -> tuple[str, str] | None:
     """The ``(runtime, precision)`` a loaded pipeline's exported networks run with.
 
-    ``None`` means TensorFlow runs the Keras models. ``runtime=None`` picks the runtime the
+    ``None`` means TensorFlow runs the Keras models. ``runtime=None`` (or ``"auto"``, as
+    the command line says it) picks the runtime the
     pipeline was exported for, falling back to TensorFlow with a
     :class:`RuntimeFallbackWarning` when its package is missing, and TensorFlow for a
     pipeline that was never exported. An explicit runtime is used or refused, never
@@ -355,6 +356,8 @@ def resolve_runtime(
         If the pipeline was not exported for ``runtime``, or its export entry is damaged.
     """
     manifest_path = directory / "pipeline.json"
+    if runtime == "auto":  # the command line's word for the default
+        runtime = None
     if runtime is not None and runtime not in RUNTIMES:
         raise ConfigurationError(
             f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, not {runtime!r}"

@@ -1689,7 +1689,8 @@ class Pipeline:
             What runs the networks: ``"tensorflow"`` (the Keras models), ``"onnx"``,
             ``"openvino"`` or ``"litert"`` (the classifier, lung and lesion networks
             :func:`covidcxr.runtime.export` wrote, see :doc:`/export`). ``None`` (the
-            default) picks the runtime the pipeline was exported for, or TensorFlow (with a
+            default) or ``"auto"`` (as in ``covidcxr predict --runtime auto``) picks the
+            runtime the pipeline was exported for, or TensorFlow (with a
             :class:`~covidcxr.runtime.RuntimeFallbackWarning` when the exported runtime's
             package is missing).
 
