@@ -69,6 +69,18 @@ def test_fit_refuses_unlabelled_scans_naming_the_fix(
     assert "label_aliases" in str(info.value)
 
 
+def test_fit_on_folders_that_name_no_class_says_which_folders_it_found(
+    test_config: dict[str, Any], tmp_path: Path
+) -> None:
+    for folder in ("batch-1", "batch-2"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), np.full((64, 64), 90, np.uint8))
+    with pytest.raises(ConfigurationError, match="has no labels") as info:
+        Pipeline(test_config).fit(tmp_path)
+    assert "folders ['batch-1', 'batch-2']" in str(info.value)
+    assert "label_aliases" in str(info.value)
+
+
 def test_evaluate_refuses_unlabelled_scans_naming_the_fix(
     fitted_pipeline: Pipeline, new_scans: Path
 ) -> None:

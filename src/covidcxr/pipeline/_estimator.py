@@ -131,8 +131,10 @@ _NO_LUNGS_REASON: Final = (
 def _labelled(data: Iterable[XRay], what: str) -> Iterable[XRay]:
     """``data``, refused before any pass when it is a source that holds no labels."""
     if isinstance(data, DatasetSource) and not data.classes:
+        reason = getattr(data, "layout_reason", None)
+        why = f" ({reason})" if isinstance(reason, str) and reason else ""
         raise ConfigurationError(
-            f"{what}: {data!r} has no labels, and training and evaluation need them; open "
+            f"{what}: {data!r} has no labels{why}, and training and evaluation need them; open "
             "a folder with one subfolder per class (COVID/, Normal/, Pneumonia/), a known "
             "dataset layout (layout='covid-qu-ex', split='Val' ...), or map class folders "
             "with label_aliases=; predict and detect read unlabelled scans"
