@@ -459,3 +459,16 @@ def test_a_set_the_gate_refused_entirely_has_no_classification_figures() -> None
     assert report.classification is None
     assert report.calibration is None
     assert report.rejected == ("img-0.png",)
+
+
+def test_the_report_repr_is_one_line_of_headline_figures() -> None:
+    truths = [truth("normal", 0), truth("pneumonia", 1)]
+    predictions = [prediction(0, [0.1, 0.8, 0.1]), prediction(1, [0.1, 0.1, 0.8])]
+    report = ClassificationEvaluator(n_bootstrap=0).evaluate(
+        truths, predictions, classes=CLASSES, detections=False
+    )
+    text = repr(report)
+    # The full figures (ROC curves, per-image rows) live in to_dict, not in a REPL echo.
+    assert "\n" not in text
+    assert len(text) < 200
+    assert text.startswith("EvaluationReport(n_images=2, accuracy=1.0000, macro_f1=")

@@ -190,6 +190,35 @@ class EvaluationReport:
     rejected: tuple[str, ...] = field(default=(), converter=_str_tuple)
     severity: tuple[SeverityByClass, ...] = field(default=(), converter=_severity_rows)
 
+    def __repr__(self) -> str:
+        """The headline figures on one line; :meth:`to_dict` and :meth:`to_json` hold all.
+
+        Examples
+        --------
+        >>> EvaluationReport(None, None, created="2026-01-01T00:00:00+00:00")
+        EvaluationReport(classification=None, detection=None, created='2026-01-01T00:00:00+00:00')
+        """
+        parts = []
+        metrics = self.classification
+        if metrics is None:
+            parts.append("classification=None")
+        else:
+            parts.append(
+                f"n_images={metrics.n_images}, accuracy={metrics.accuracy:.4f}, "
+                f"macro_f1={metrics.macro.f1:.4f}"
+            )
+        found = self.detection
+        if found is None:
+            parts.append("detection=None")
+        else:
+            parts.append(f"ap50={found.ap50:.4f}, detection_images={found.n_images}")
+        if self.rejected:
+            parts.append(f"rejected={len(self.rejected)}")
+        if self.notes:
+            parts.append(f"notes={len(self.notes)}")
+        parts.append(f"created={self.created!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def to_dict(self) -> dict[str, Any]:
         """Every figure, the notes and the provenance, as JSON-ready data."""
         return {
