@@ -377,6 +377,15 @@ class Pipeline:
     validation_data_stats_
         The same for :meth:`fit`'s validation source.
 
+    Notes
+    -----
+    One pipeline serves one call at a time. :meth:`predict`, :meth:`iter_predict` and
+    :meth:`evaluate` replace :attr:`data_stats_` at the start of each pass, and the
+    components may keep per-call state (progress callbacks, the classifier's feature
+    cache), so concurrent calls on one pipeline are not supported. To predict from
+    several threads, :meth:`load` one pipeline per thread (that costs memory, not
+    disk). :meth:`fit` is never thread-safe.
+
     Examples
     --------
     >>> pipeline = Pipeline.from_dict({"classifier": {"name": "vgg19", "input_size": 64}})
