@@ -163,7 +163,8 @@ def test_prediction_probabilities_must_be_numbers_in_the_unit_interval(bad: floa
 
 
 def test_prediction_probabilities_tolerate_float32_rounding() -> None:
-    prediction = Prediction("a", "covid-19", {"covid-19": np.float32(1.0000001), "normal": 0.0})
+    rounded = float(np.float32(1.0000001))  # what a float32 softmax can give
+    prediction = Prediction("a", "covid-19", {"covid-19": rounded, "normal": 0.0})
     assert prediction.probabilities["covid-19"] == pytest.approx(1.0)
 
 

@@ -138,9 +138,9 @@ def test_a_list_mixing_records_and_paths_is_a_configuration_error(
     pipeline: Pipeline, scans: list[XRay]
 ) -> None:
     with pytest.raises(ConfigurationError, match="mixes paths and records: item 1 is str"):
-        pipeline.predict([scans[0], "scan.png"])  # type: ignore[list-item]
+        pipeline.predict([scans[0], "scan.png"])  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="item 0 is dict"):
-        pipeline.predict([{"a": 1}])  # type: ignore[list-item]
+        pipeline.predict([{"a": 1}])  # type: ignore[arg-type]
 
 
 def test_bytes_point_to_the_image_reader(pipeline: Pipeline) -> None:

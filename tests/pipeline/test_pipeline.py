@@ -115,7 +115,7 @@ def test_one_radiograph_instead_of_a_list_is_refused_saying_what_to_pass(
     pipeline = fitted(test_config, phantom_train)
     one = phantom_test[0]
     with pytest.raises(ConfigurationError, match=r"one radiograph \('.*'\); pass a list"):
-        pipeline.predict(one)
+        pipeline.predict(one)  # type: ignore[arg-type]
     assert [p.id for p in pipeline.predict([one])] == [one.id]
 
 

@@ -91,7 +91,7 @@ def test_evaluate_refuses_unlabelled_scans_naming_the_fix(
 
 def test_predict_takes_paths_directly(fitted_pipeline: Pipeline, new_scans: Path) -> None:
     # A list of paths is opened as a source, not mistaken for a list of radiographs.
-    paths = [new_scans / "scan_2.png", str(new_scans / "scan_1.png")]
+    paths: list[str | Path] = [new_scans / "scan_2.png", str(new_scans / "scan_1.png")]
     predictions = fitted_pipeline.predict(paths)
     assert [Path(p.id).name for p in predictions] == ["scan_2.png", "scan_1.png"]
 
@@ -103,4 +103,4 @@ def test_pixels_given_without_a_record_are_refused_naming_xray(
     with pytest.raises(ConfigurationError, match=r"covidcxr\.XRay\(pixels, id=\.\.\.\)"):
         fitted_pipeline.predict(pixels)
     with pytest.raises(ConfigurationError, match=r"covidcxr\.XRay\(pixels, id=\.\.\.\)"):
-        fitted_pipeline.predict([pixels, pixels])
+        fitted_pipeline.predict([pixels, pixels])  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ import covidcxr.ray  # noqa: E402
 from covidcxr import InvalidImageError, Pipeline  # noqa: E402
 from covidcxr.cli import main  # noqa: E402
 from covidcxr.errors import ConfigurationError, OutputExistsError  # noqa: E402
+from covidcxr.pipeline._prepared import SourceLike  # noqa: E402
 from covidcxr.records import detection_to_dict  # noqa: E402
 from covidcxr.sources import Entry, FolderSource, RawItem  # noqa: E402
 
@@ -58,7 +59,9 @@ def _rows(folder: Path, fmt: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["position"])
 
 
-def _assert_same_as_single_process(rows: list[dict[str, Any]], model: Path, source: object) -> None:
+def _assert_same_as_single_process(
+    rows: list[dict[str, Any]], model: Path, source: SourceLike
+) -> None:
     expected = Pipeline.load(model).predict(source)
     assert [row["id"] for row in rows] == [p.id for p in expected]
     assert [row["position"] for row in rows] == list(range(len(expected)))

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
 import numpy as np
 from attrs import define, field
@@ -34,16 +34,18 @@ __all__ = ["DataPass", "PreparedSet", "SourceLike", "ahead", "as_source", "prepa
 
 _T = TypeVar("_T")
 
-#: What the pipeline's methods accept as data: a :class:`~covidcxr.DatasetSource`, a path
-#: or URI for :func:`~covidcxr.open_source`, or any iterable of :class:`~covidcxr.XRay`.
-SourceLike = Any
+#: What the pipeline's methods accept as data: a :class:`~covidcxr.DatasetSource` (or any
+#: iterable of :class:`~covidcxr.XRay`), or a path or URI, or a sequence of them, for
+#: :func:`~covidcxr.open_source`.
+SourceLike: TypeAlias = Iterable[XRay] | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
-def as_source(source: SourceLike, what: str) -> Iterable[XRay]:
+def as_source(source: object, what: str) -> Iterable[XRay]:
     """``source`` as something that can be iterated (opened, if a path or URI).
 
     A one-shot iterator is kept as the list of what it yields: a pipeline may need it
-    again (``fit`` with the detector's training, for example).
+    again (``fit`` with the detector's training, for example). ``source`` is checked at
+    run time, whatever its static type: callers are not always type-checked.
     """
     if isinstance(source, str | os.PathLike):
         return open_source(source)

@@ -547,7 +547,16 @@ def _check_file(info: ModelInfo, entry: FileDigest) -> None:
         )
 
 
-def load(name: str, *, root: str | os.PathLike[str] | None = None, **kwargs: Any) -> Pipeline:
+def load(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    detector_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 0,
+    runtime: str | None = None,
+) -> Pipeline:
     """A shipped model, ready to predict: its files verified, then :meth:`Pipeline.load`.
 
     Parameters
@@ -556,9 +565,8 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, **kwargs: Any
         A name :func:`available` lists or one of its aliases, e.g. ``"covid-qu-ex"``.
     root
         As for :func:`available`.
-    **kwargs
-        Passed to :meth:`~covidcxr.Pipeline.load` (``progress``, ``cache_dir``,
-        ``workers``, ``detector_options``).
+    detector_options, progress, cache_dir, workers, runtime
+        As for :meth:`~covidcxr.Pipeline.load`.
 
     Returns
     -------
@@ -586,7 +594,14 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, **kwargs: Any
     from covidcxr.pipeline import Pipeline
 
     info = verify(name, root)
-    return Pipeline.load(info.pipeline_dir, **kwargs)
+    return Pipeline.load(
+        info.pipeline_dir,
+        detector_options=detector_options,
+        progress=progress,
+        cache_dir=cache_dir,
+        workers=workers,
+        runtime=runtime,
+    )
 
 
 def load_pipeline(model: str | os.PathLike[str], **kwargs: Any) -> Pipeline:
