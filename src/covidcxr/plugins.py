@@ -56,6 +56,7 @@ __all__ = [
     "get_plugin_manager",
     "open_source",
     "parse_source_uri",
+    "provenance",
     "register_plugin",
     "reset_plugin_manager",
     "unregister_plugin",
@@ -208,6 +209,31 @@ def broken_plugins() -> Mapping[str, str]:
     """
     get_plugin_manager()
     return dict(_broken)
+
+
+def provenance(kind: str, name: str) -> dict[str, str] | None:
+    """Which installed distribution provides the ``kind`` registered as ``name``, and its version.
+
+    ``None`` for covidcxr's own components and for plugins registered at run time (no
+    distribution installed them). A saved pipeline records it, so that a machine without
+    the plugin is told what to install.
+
+    Examples
+    --------
+    >>> provenance("classifier", "vgg19") is None
+    True
+    """
+    registration = _collect(kind).get(name)
+    if registration is None or registration.plugin in BUILTIN_PLUGINS:
+        return None
+    distribution = _distributions.get(registration.plugin)
+    if distribution is None:
+        return None
+    try:
+        version = metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # pragma: no cover - installed a moment ago
+        return None
+    return {"plugin": registration.plugin, "distribution": distribution, "version": version}
 
 
 def _origin(plugin: str) -> str:

@@ -81,6 +81,7 @@ from covidcxr.plugins import (
     create_classifier,
     create_detector,
     create_preprocessor,
+    provenance,
 )
 from covidcxr.preprocess._profile import describe_preprocessing, preprocessing_differences
 from covidcxr.protocols import (
@@ -1611,6 +1612,15 @@ class Pipeline:
                 else self._describe_component("detector", strict=True) or {}
             )
             detector_entry = {**described, "name": self._component_name("detector")}
+        names = {
+            "classifier": self._component_name("classifier"),
+            "detector": detector_entry["name"] if detector_entry else None,
+            "preprocessor": (
+                self.config.preprocessor.name
+                if self.preprocessor is None and self.config.preprocessor is not None
+                else None
+            ),
+        }
         manifest: dict[str, Any] = {
             "preprocessor": self._describe_component("preprocessor", strict=True),
             "classifier": {"name": self._component_name("classifier")},
@@ -1631,6 +1641,9 @@ class Pipeline:
             # For the model card: what it learnt from, how, and what it has been through.
             "training_data": getattr(self, "training_data_", None),
             "model": model_facts(self._describe_built(self._evaluator()), self.classifier_),
+            # Which plugin distributions the components came from: loading elsewhere
+            # without them then says what to install.
+            "plugins": self._plugin_provenance(names),
             **getattr(self, "_card_records", {}),
         }
         return write_pipeline(
@@ -1643,6 +1656,18 @@ class Pipeline:
             lungs=self.lungs_.segmenter if self.lungs_ is not None else None,
             overwrite=overwrite,
         )
+
+    @staticmethod
+    def _plugin_provenance(names: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
+        """``{kind: {"plugin", "distribution", "version"}}`` for components from plugins."""
+        found: dict[str, dict[str, str]] = {}
+        for kind, name in names.items():
+            if name is None:
+                continue
+            origin = provenance(kind, name)
+            if origin is not None:
+                found[kind] = {"name": name, **origin}
+        return found
 
     def _gate_summary(self) -> dict[str, Any] | None:
         """The gate's entry in the manifest: what it is and how it was set."""

@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from covidcxr._version import __version__
-from covidcxr.errors import ConfigurationError, ModelFormatError
+from covidcxr.errors import ConfigurationError, ModelFormatError, UnknownNameError
 from covidcxr.files import output_directory, recover_output_directory, write_text
 from covidcxr.gate import ChestXrayGate
 from covidcxr.lungs import LungCrop, LungSegmenter
 from covidcxr.pipeline._card import card_files, save_entry
-from covidcxr.plugins import available_classifiers, available_detectors, create_detector
+from covidcxr.plugins import (
+    ALLOW_LIST_ENV,
+    available_classifiers,
+    available_detectors,
+    create_detector,
+)
 from covidcxr.protocols import Classifier, InputGate, LesionDetector, Persistable
 
 __all__ = [
@@ -130,6 +135,7 @@ _MANIFEST_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
     ),
     "training_data": ("null or an object", _optional(_is_object)),
     "model": ("null or an object", _optional(_is_object)),
+    "plugins": ("an object", _is_object),
     "evaluations": ("a list of objects", _is_list_of_objects),
     "changelog": ("a list of objects", _is_list_of_objects),
 }
@@ -218,7 +224,10 @@ def read_pipeline(
         classifier_name = manifest["classifier"]["name"]
         classifier_factory: object = available_classifiers()[classifier_name].factory
     except (KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{manifest_path}: classifier {exc} is not available") from exc
+        raise ModelFormatError(
+            f"{manifest_path}: classifier {exc} is not available"
+            f"{_install_hint(manifest, 'classifier')}"
+        ) from exc
     if not isinstance(classifier_factory, Persistable):
         raise ModelFormatError(
             f"{manifest_path}: classifier {classifier_name!r} is registered with a factory "
@@ -230,16 +239,32 @@ def read_pipeline(
             f"{manifest_path}: {classifier_name!r}.load() did not return a fitted classifier"
         )
     detector_entry = manifest.get("detector")
-    detector = (
-        _load_detector(manifest_path, detector_entry, detector_options)
-        if detector_entry is not None
-        else None
-    )
+    try:
+        detector = (
+            _load_detector(manifest_path, detector_entry, detector_options)
+            if detector_entry is not None
+            else None
+        )
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc}{_install_hint(manifest, 'detector')}") from exc
     gate_entry = (manifest.get("trust") or {}).get("gate")
     gate = _load_gate(manifest_path, gate_entry) if gate_entry else None
     lungs, lung_options = _load_lungs(manifest_path, manifest.get("lungs"))
     return SavedPipeline(
         manifest, classifier, detector, gate, lungs=lungs, lung_options=lung_options
+    )
+
+
+def _install_hint(manifest: Mapping[str, Any], kind: str) -> str:
+    """``"; it was saved with ... : pip install 'dist==1.0'"``, where the manifest says."""
+    origin = (manifest.get("plugins") or {}).get(kind)
+    if not isinstance(origin, Mapping) or not isinstance(origin.get("distribution"), str):
+        return ""
+    pinned = f"{origin['distribution']}=={origin.get('version', '')}".rstrip("=")
+    return (
+        f"; it was saved with the {kind} {origin.get('name')!r} of the plugin distribution "
+        f"{origin['distribution']!r} {origin.get('version', '')}: pip install '{pinned}'"
+        f" (and check that {ALLOW_LIST_ENV} allows it)"
     )
 
 
@@ -284,7 +309,7 @@ def _load_detector(
         return create_detector(name, **{**options, **detector_options})
     registry = available_detectors()
     if name not in registry:
-        raise ModelFormatError(
+        raise UnknownNameError(
             f"{manifest_path}: detector {name!r} is not registered; install the plugin that "
             "provides it"
         )
