@@ -154,3 +154,21 @@ def test_a_plugins_component_is_named_with_its_distribution() -> None:
         "covidcxr_example_plugin.BrightRegionDetector "
         "(from the distribution 'covidcxr-example-plugin')"
     )
+
+
+class UnregisteredDetector:
+    """A detector object whose class no plugin registered, and without get_params()."""
+
+    def detect(self, xray: XRay) -> list[Detection]:
+        return []
+
+
+def test_a_pipeline_that_save_will_refuse_says_so_before_training(
+    module_test_config: dict[str, Any], scans: list[XRay], tmp_path: Any
+) -> None:
+    pipeline = Pipeline(module_test_config, detector=UnregisteredDetector())
+    with pytest.warns(UserWarning, match=r"save\(\) will refuse it"):
+        pipeline.fit(generate_phantoms(6, size=64, seed=0))
+    assert len(pipeline.predict(scans)) == len(scans)  # it still works
+    with pytest.raises(ConfigurationError):
+        pipeline.save(tmp_path / "model")

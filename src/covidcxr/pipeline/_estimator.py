@@ -924,6 +924,7 @@ class Pipeline:
             ``self``.
         """
         self._build()
+        self._warn_if_unsavable()
         train = as_source(train, "train")
         train_set = self._collect(train, "train")
         train_stats = self.data_stats_
@@ -954,6 +955,32 @@ class Pipeline:
             with self._epoch_progress(detector, "detector"):
                 detector.fit(train_set, validation=validation_set)
         return self
+
+    def _warn_if_unsavable(self) -> None:
+        """Say before training, not after it, when :meth:`save` will refuse this pipeline.
+
+        A component given as an object is saved by its registered name and options (or,
+        for a :class:`~covidcxr.protocols.Persistable` detector, its own files); one
+        without a registered name or readable options cannot be.
+        """
+        for key in ("preprocessor", "classifier", "detector"):
+            given = getattr(self, key)
+            if given is None:
+                continue
+            try:
+                if key == "classifier" or isinstance(given, Persistable):
+                    self._component_name(key)  # its own files, found again by its name
+                else:
+                    self._describe_component(key, strict=True)
+            except ConfigurationError as exc:
+                warnings.warn(
+                    f"this pipeline will train and predict, but save() will refuse it: {exc}. "
+                    f"To save it, register the {key}'s class under a name (a plugin, or "
+                    "covidcxr.plugins.register_plugin) and give it get_params() or make it "
+                    "an attrs class",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def fit_trust(
         self,
