@@ -246,6 +246,8 @@ def _way_out(plugins: Iterable[str]) -> str:
     """How to be rid of ``plugins``: uninstall them, or load only the others."""
     plugins = list(plugins)
     distributions = sorted({_distributions[p] for p in plugins if p in _distributions})
+    if not distributions:  # registered at run time: the allow list does not apply
+        return "rename what it registers, or unregister it (covidcxr.plugins.unregister_plugin)"
     others = sorted(
         name
         for name in _distributions
