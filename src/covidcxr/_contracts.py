@@ -10,14 +10,13 @@ check per item: the library's own components pass through them too.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 
 import attrs
 
-from covidcxr.boxes import clip_box
+from covidcxr.boxes import ResizeTransform, clip_box
 from covidcxr.errors import ComponentOutputError, DetectorOutputWarning
 from covidcxr.plugins import ENTRY_POINT_GROUP
 from covidcxr.records import Detection, XRay
@@ -25,7 +24,6 @@ from covidcxr.records import Detection, XRay
 __all__ = ["checked_detection_batch", "checked_detections", "checked_preprocessed", "who"]
 
 
-@functools.cache
 def _plugin_distributions() -> Mapping[str, str]:
     """The top-level package of each installed plugin's entry point, to its distribution."""
     found: dict[str, str] = {}
@@ -93,14 +91,18 @@ def checked_detections(found: object, xray: XRay, component: object) -> list[Det
             )
     kept: list[Detection] = []
     outside = 0
+    height, width = xray.shape
     for detection in items:
-        box = clip_box(detection.box, xray.shape)
-        if box is None:
+        box = detection.box
+        if box.x2 <= width and box.y2 <= height:
+            kept.append(detection)  # inside (coordinates are never negative): as given
+            continue
+        clipped = clip_box(box, xray.shape)
+        if clipped is None:
             outside += 1
         else:
-            kept.append(detection if box == detection.box else attrs.evolve(detection, box=box))
+            kept.append(attrs.evolve(detection, box=clipped))
     if outside:
-        height, width = xray.shape
         warnings.warn(
             f"{who(component)} returned {outside} box(es) wholly outside {xray.id!r} "
             f"({width}x{height} px); they were dropped. Boxes are in the pixels of the image "
@@ -160,11 +162,19 @@ def checked_preprocessed(out: object, xray: XRay, component: object) -> XRay:
             f"{who(component)} returned the radiograph {xray.id!r} under the id {out.id!r}; "
             "a preprocessor keeps the id, label and patient_id"
         )
-    if out.shape != xray.shape and "transform" not in out.meta:
+    transform = out.meta.get("transform")
+    if transform is not None and not isinstance(transform, ResizeTransform):
+        raise ComponentOutputError(
+            f"{who(component)} recorded {_describe(transform)} as the transform of "
+            f"{xray.id!r}; meta['transform'] is a covidcxr.preprocess.ResizeTransform"
+        )
+    if out.shape != xray.shape and (
+        transform is None or tuple(transform.output_shape) != tuple(out.shape)
+    ):
         raise ComponentOutputError(
             f"{who(component)} turned {xray.id!r} from {xray.shape} into {out.shape} pixels "
             "without recording the change in meta['transform'] (a "
-            "covidcxr.preprocess.ResizeTransform); detections found on its output could not "
-            "be carried back to the radiograph"
+            "covidcxr.preprocess.ResizeTransform ending at the output's shape); detections "
+            "found on its output could not be carried back to the radiograph"
         )
     return out

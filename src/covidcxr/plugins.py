@@ -319,7 +319,10 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         distribution = entry_point.dist.name if entry_point.dist is not None else None
         if manager.has_plugin(entry_point.name) or entry_point.name in _broken:
             # Two distributions chose the same entry-point name: the second is left out.
-            _broken[f"{entry_point.name} ({distribution})"] = (
+            key = f"{entry_point.name} ({distribution or 'unknown distribution'})"
+            if distribution is not None:
+                _distributions[key] = distribution  # so the message can say what to remove
+            _broken[key] = (
                 f"its entry-point name {entry_point.name!r} is taken by another installed "
                 "plugin; one of the two must rename its entry point"
             )
@@ -428,9 +431,16 @@ def _collect(kind: str) -> dict[str, Registration]:
     # blamed on the newcomer.
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
+        # What this plugin registers joins the registry only if all of it is valid.
+        mine: dict[str, Registration] = {}
 
         # Typed loosely on purpose: plugins are not type-checked, so check at run time.
-        def register(name: object, factory: object, _plugin: str = plugin_name) -> None:
+        def register(
+            name: object,
+            factory: object,
+            _plugin: str = plugin_name,
+            mine: dict[str, Registration] = mine,
+        ) -> None:
             if kind == "source":
                 if not isinstance(name, str) or not _SCHEME_PATTERN.match(name):
                     raise PluginError(
@@ -459,22 +469,31 @@ def _collect(kind: str) -> dict[str, Registration]:
                     f"plugin {_plugin!r} registered {kind} {name!r} with a factory that is "
                     f"not callable: {factory!r}"
                 )
-            if name in found:
+            earlier = found.get(name) or mine.get(name)
+            if earlier is not None:
                 raise PluginError(
                     f"plugin {_origin(_plugin)} registered {kind} {name!r}, which plugin "
-                    f"{_origin(found[name].plugin)} already registered; "
-                    f"{_way_out([_plugin])}"
+                    f"{_origin(earlier.plugin)} already registered; {_way_out([_plugin])}"
                 )
-            found[name] = Registration(kind=kind, name=name, target=factory, plugin=_plugin)
+            mine[name] = Registration(kind=kind, name=name, target=factory, plugin=_plugin)
 
         try:
-            impl.function(**dict.fromkeys(impl.argnames, register))
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {_origin(plugin_name)} raised in covidcxr_register_{kind}s: {exc!r}"
-            ) from exc
+            try:
+                impl.function(**dict.fromkeys(impl.argnames, register))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {_origin(plugin_name)} raised in covidcxr_register_{kind}s: {exc!r}"
+                ) from exc
+        except PluginError as exc:
+            if plugin_name not in _distributions:
+                raise  # built in, or registered at run time: its caller is right there
+            # An installed plugin's bad registration leaves out its own entries, not the
+            # built-ins' and the other plugins' (as a plugin that cannot import is).
+            warnings.warn(f"{exc}; its {kind}s were left out", PluginLoadWarning, stacklevel=3)
+            continue
+        found.update(mine)
     return dict(sorted(found.items()))
 
 

@@ -121,6 +121,20 @@ def test_second_pass_is_served_from_the_cache(qu_ex_folder: Path, tmp_path: Path
     assert [x.meta["path"] for x in second] == [x.meta["path"] for x in first]
 
 
+def test_an_entry_cached_before_annotated_was_recorded_is_not_taken_as_annotated() -> None:
+    # Entries written before sources recorded meta["annotated"] lack it; an image without
+    # an infection mask must not come back as annotated (its empty boxes would be scored).
+    from covidcxr.preprocess._batch import _cached_record
+    from covidcxr.preprocess._cache import CachedOutput
+
+    pixels = np.zeros((8, 8), np.float32)
+    old = CachedOutput(pixels, (), {"format": "png"})
+    assert _cached_record("a", "normal", None, {}, old).meta["annotated"] is False
+    mask = np.zeros((8, 8), np.uint8)
+    with_mask = CachedOutput(pixels, (), {"infection_mask": mask})
+    assert _cached_record("b", "normal", None, {}, with_mask).meta["annotated"] is True
+
+
 def test_cache_is_keyed_by_parameters(qu_ex_folder: Path, tmp_path: Path) -> None:
     source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Test")
     cache = str(tmp_path / "cache")

@@ -378,6 +378,35 @@ def test_an_entry_point_with_a_misspelled_hook_is_named_with_the_right_spelling(
         covidcxr.plugins.available_detectors()
 
 
+def test_two_distributions_with_one_entry_point_name_leave_the_second_out_naming_it(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution("shared", "covidcxr_first_shared", GOOD_PLUGIN)
+    fake_distribution("shared", "covidcxr_second_shared", GOOD_PLUGIN)
+    with pytest.warns(PluginLoadWarning, match=r"is taken by another.*pip uninstall covidcxr_"):
+        assert "from-entry-point" in covidcxr.plugins.available_detectors()
+
+
+def test_an_installed_plugins_bad_registration_leaves_out_only_its_own_entries(
+    fake_distribution: Callable[..., None],
+) -> None:
+    bad = (
+        GOOD_PLUGIN
+        + """
+@covidcxr.hookimpl
+def covidcxr_register_sources(register):
+    register("my_store", Detector)
+"""
+    )
+    fake_distribution("underscored", "covidcxr_underscored_plugin", bad)
+    with pytest.warns(PluginLoadWarning, match=r"source scheme 'my_store'.*sources were left out"):
+        sources = covidcxr.plugins.available_sources()
+    assert "file" in sources
+    assert "my_store" not in sources
+    # Its detectors were valid: they stay.
+    assert "from-entry-point" in covidcxr.plugins.available_detectors()
+
+
 def test_an_allow_list_naming_no_installed_plugin_warns(
     fake_distribution: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:

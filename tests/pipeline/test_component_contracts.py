@@ -20,6 +20,8 @@ from covidcxr.errors import ComponentOutputError, ConfigurationError, DetectorOu
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.preprocess import preprocess_batch
 
+from .conftest import ShrinkPreprocessor
+
 pytestmark = pytest.mark.usefixtures("module_test_components")
 
 
@@ -172,3 +174,51 @@ def test_a_pipeline_that_save_will_refuse_says_so_before_training(
     assert len(pipeline.predict(scans)) == len(scans)  # it still works
     with pytest.raises(ConfigurationError):
         pipeline.save(tmp_path / "model")
+
+
+class SavableShrink(ShrinkPreprocessor):
+    """A preprocessor with save() and load(): Persistable, but saved by name and options."""
+
+    def save(self, path: Any) -> None:  # pragma: no cover - never called here
+        raise AssertionError
+
+    @classmethod
+    def load(cls, path: Any) -> SavableShrink:  # pragma: no cover - never called here
+        raise AssertionError
+
+
+def test_a_preprocessor_with_save_and_load_is_checked_like_any_preprocessor(
+    module_test_config: dict[str, Any],
+) -> None:
+    # Not registered under a name: save() would refuse it, and fit says so (no KeyError).
+    pipeline = Pipeline(module_test_config, preprocessor=SavableShrink())
+    with pytest.warns(UserWarning, match=r"save\(\) will refuse it"):
+        pipeline.fit(generate_phantoms(6, size=64, seed=0))
+
+
+def test_boxes_inside_the_image_are_kept_exactly_as_given() -> None:
+    from covidcxr._contracts import checked_detections
+
+    image = XRay(np.zeros((32, 32), np.uint8), id="a")
+    answer = [
+        Detection(Box(10.1, 3.3, 20.2, 5.7), "opacity", 0.5),
+        Detection(Box(4, 4, 0, 0), "opacity", 0.4),  # zero-size, but inside: not "outside"
+    ]
+    assert checked_detections(answer, image, object()) == answer
+
+
+class ResizeKeepingAnOldTransform:
+    """Halves the image but leaves the input's earlier (now stale) transform in meta."""
+
+    def __call__(self, xray: XRay) -> XRay:
+        return attrs.evolve(xray, pixels=np.asarray(xray.pixels)[::2, ::2], boxes=())
+
+
+def test_a_stale_transform_does_not_excuse_a_change_of_shape(scans: list[XRay]) -> None:
+    from covidcxr.preprocess import ResizeTransform
+
+    shape = scans[0].shape
+    earlier = ResizeTransform.identity(shape)
+    marked = [attrs.evolve(x, meta={**x.meta, "transform": earlier}) for x in scans]
+    with pytest.raises(ComponentOutputError, match="ending at the output's shape"):
+        list(preprocess_batch(marked, ResizeKeepingAnOldTransform(), workers=0, progress=False))

@@ -968,8 +968,10 @@ class Pipeline:
             if given is None:
                 continue
             try:
-                if key == "classifier" or isinstance(given, Persistable):
-                    self._component_name(key)  # its own files, found again by its name
+                # As save() records them: the classifier and a persistable detector by
+                # name (their own files), anything else by name and options.
+                if key == "classifier" or (key == "detector" and isinstance(given, Persistable)):
+                    self._component_name(key)
                 else:
                     self._describe_component(key, strict=True)
             except ConfigurationError as exc:

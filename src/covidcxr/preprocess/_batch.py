@@ -60,7 +60,7 @@ from covidcxr.preprocess._workers import WorkerPool, borrow_pool
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources._base import CatalogSource
-from covidcxr.sources._items import Entry, RawItem, decode_item, entry_meta
+from covidcxr.sources._items import INFECTION_MASK, Entry, RawItem, decode_item, entry_meta
 
 __all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
 
@@ -382,6 +382,9 @@ def _cached_record(
     masks, transform) comes from the entry.
     """
     merged = {**meta, **cached.meta}
+    # Entries cached before decode_item recorded "annotated" lack it: decide it as
+    # decode_item does (the entry keeps the resized infection mask when there was one).
+    merged.setdefault("annotated", INFECTION_MASK in merged)
     return XRay(
         cached.pixels,
         id=identifier,
