@@ -21,7 +21,14 @@ from covidcxr.errors import ComponentOutputError, DetectorOutputWarning
 from covidcxr.plugins import ENTRY_POINT_GROUP
 from covidcxr.records import Detection, XRay
 
-__all__ = ["checked_detection_batch", "checked_detections", "checked_preprocessed", "who"]
+__all__ = [
+    "checked_detection_batch",
+    "checked_detections",
+    "checked_preprocessed",
+    "checked_source_item",
+    "describe",
+    "who",
+]
 
 
 def _plugin_distributions() -> Mapping[str, str]:
@@ -48,7 +55,14 @@ def who(component: object) -> str:
     return f"{name} (from the distribution {distribution!r})" if distribution else name
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """``value`` in a message: its type and a ``repr`` cut to 80 characters.
+
+    Examples
+    --------
+    >>> describe("scan.png")
+    "str 'scan.png'"
+    """
     text = repr(value)
     return f"{type(value).__name__} {text[:77] + '...' if len(text) > 80 else text}"
 
@@ -77,7 +91,7 @@ def checked_detections(found: object, xray: XRay, component: object) -> list[Det
     """
     if isinstance(found, str | bytes | Mapping) or not isinstance(found, Iterable):
         raise ComponentOutputError(
-            f"{who(component)} returned {_describe(found)} as the detections on "
+            f"{who(component)} returned {describe(found)} as the detections on "
             f"{xray.id!r}; a detector returns a list of covidcxr.Detection (empty when "
             "it finds nothing). This is a bug in that component: report it to its authors"
         )
@@ -85,7 +99,7 @@ def checked_detections(found: object, xray: XRay, component: object) -> list[Det
     for item in items:
         if not isinstance(item, Detection):
             raise ComponentOutputError(
-                f"{who(component)} returned {_describe(item)} among the detections on "
+                f"{who(component)} returned {describe(item)} among the detections on "
                 f"{xray.id!r}; each must be a covidcxr.Detection(box, label, score). This "
                 "is a bug in that component: report it to its authors"
             )
@@ -127,7 +141,7 @@ def checked_detection_batch(
     """
     if isinstance(found, str | bytes | Mapping) or not isinstance(found, Iterable):
         raise ComponentOutputError(
-            f"{who(component)}.detect_batch returned {_describe(found)} for "
+            f"{who(component)}.detect_batch returned {describe(found)} for "
             f"{len(images)} image(s); it returns one list of covidcxr.Detection per image"
         )
     rows = list(found)
@@ -154,7 +168,7 @@ def checked_preprocessed(out: object, xray: XRay, component: object) -> XRay:
     """
     if not isinstance(out, XRay):
         raise ComponentOutputError(
-            f"{who(component)} returned {_describe(out)} for {xray.id!r}; a preprocessor "
+            f"{who(component)} returned {describe(out)} for {xray.id!r}; a preprocessor "
             "returns a new covidcxr.XRay (attrs.evolve(xray, pixels=...) keeps the rest)"
         )
     if out.id != xray.id:
@@ -165,7 +179,7 @@ def checked_preprocessed(out: object, xray: XRay, component: object) -> XRay:
     transform = out.meta.get("transform")
     if transform is not None and not isinstance(transform, ResizeTransform):
         raise ComponentOutputError(
-            f"{who(component)} recorded {_describe(transform)} as the transform of "
+            f"{who(component)} recorded {describe(transform)} as the transform of "
             f"{xray.id!r}; meta['transform'] is a covidcxr.preprocess.ResizeTransform"
         )
     if out.shape != xray.shape and (
@@ -178,3 +192,19 @@ def checked_preprocessed(out: object, xray: XRay, component: object) -> XRay:
             "found on its output could not be carried back to the radiograph"
         )
     return out
+
+
+def checked_source_item(item: object, position: int, source: object) -> XRay:
+    """An item a source yielded, checked to be an :class:`~covidcxr.XRay`.
+
+    Raises
+    ------
+    ComponentOutputError
+        If it is anything else (a path, an array), naming the source and the position.
+    """
+    if not isinstance(item, XRay):
+        raise ComponentOutputError(
+            f"{who(source)} yielded {describe(item)} as item {position}; a dataset source "
+            "yields covidcxr.XRay records"
+        )
+    return item

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, TypeVar, overload
 import numpy as np
 from attrs import define, field
 
+from covidcxr._contracts import describe
 from covidcxr.errors import ConfigurationError
 from covidcxr.evaluate._provenance import DataFingerprint
 from covidcxr.labels import LABELS
@@ -66,8 +67,8 @@ def as_source(source: object, what: str) -> Iterable[XRay]:
             if not isinstance(item, XRay):
                 kind = "paths and records" if isinstance(item, str | os.PathLike) else "records"
                 raise ConfigurationError(
-                    f"{what} mixes {kind}: item {position} is {type(item).__name__} "
-                    f"{_short(item)}; pass covidcxr.XRay records, or paths and URIs only (a "
+                    f"{what} mixes {kind}: item {position} is {describe(item)}; pass "
+                    "covidcxr.XRay records, or paths and URIs only (a "
                     "list of paths is opened as a source)"
                 )
     if isinstance(source, XRay):
@@ -89,11 +90,6 @@ def as_source(source: object, what: str) -> Iterable[XRay]:
             f"{type(source).__name__}{hint}"
         )
     return source
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @define

@@ -52,8 +52,8 @@ import cv2
 import numpy as np
 from attrs import define, field
 
-from covidcxr._contracts import checked_preprocessed, who
-from covidcxr.errors import ComponentOutputError, ConfigurationError, InvalidImageError
+from covidcxr._contracts import checked_preprocessed, checked_source_item
+from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.preprocess._workers import WorkerPool, borrow_pool
@@ -437,12 +437,8 @@ def _inputs(
     if isinstance(items, CatalogSource):
         yield from _source_inputs(items, cache, read_in_workers)
         return
-    for position, xray in enumerate(items):
-        if not isinstance(xray, XRay):
-            raise ComponentOutputError(
-                f"{who(items)} yielded {type(xray).__name__} {str(xray)[:60]!r} as item "
-                f"{position}; a dataset source yields covidcxr.XRay records"
-            )
+    for position, item in enumerate(items):
+        xray = checked_source_item(item, position, items)
         digest = xray_digest(xray) if cache is not None else None
         yield _Input(position, "xray", _payload(xray), digest)
 
