@@ -38,7 +38,7 @@ from covidcxr.files import (
     write_text,
 )
 from covidcxr.plugins import Registration
-from covidcxr.records import ACCEPTED, REJECTED, UNCERTAIN, detection_to_dict
+from covidcxr.records import ACCEPTED, REJECTED, UNCERTAIN, PredictionStatus, detection_to_dict
 
 if TYPE_CHECKING:
     from covidcxr.pipeline import DetectionsTable
@@ -751,7 +751,7 @@ def _prediction_lines(predictions: Sequence[covidcxr.Prediction]) -> list[str]:
     return lines
 
 
-def _status_line(counts: Mapping[str, int]) -> str:
+def _status_line(counts: Mapping[PredictionStatus, int]) -> str:
     """How many radiographs were diagnosed, left uncertain, and rejected by the gate."""
     line = (
         f"{sum(counts.values())} radiograph(s): {counts.get(ACCEPTED, 0)} diagnosed, "
@@ -766,7 +766,7 @@ class _StatusCount:
     """Counts the statuses of the predictions passing through it, on their way to a file."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[PredictionStatus] = Counter()
 
     def __call__(self, predictions: Iterable[covidcxr.Prediction]) -> Iterator[covidcxr.Prediction]:
         for prediction in predictions:

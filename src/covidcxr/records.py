@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "GateDecision",
     "GroundTruth",
     "Prediction",
+    "PredictionStatus",
     "Severity",
     "XRay",
     "detection_to_dict",
@@ -375,6 +376,9 @@ def _as_detection_tuple(value: Iterable[Detection]) -> tuple[Detection, ...]:
     return tuple(value)
 
 
+#: The type of :attr:`Prediction.status`: one of three plain strings, so that a type checker
+#: catches a misspelt comparison and the value is written to JSON and CSV as it is.
+PredictionStatus: TypeAlias = Literal["accepted", "uncertain", "rejected"]
 #: :attr:`Prediction.status` of a radiograph the pipeline diagnosed.
 ACCEPTED: Final = "accepted"
 #: :attr:`Prediction.status` (and label) of an input the input gate refused: no diagnosis.
@@ -382,7 +386,8 @@ REJECTED: Final = "rejected"
 #: :attr:`Prediction.status` (and label) of a radiograph the pipeline is not sure enough
 #: about to name a class (it abstains; the probabilities are still given).
 UNCERTAIN: Final = "uncertain"
-STATUSES: Final = (ACCEPTED, UNCERTAIN, REJECTED)
+#: Every :data:`PredictionStatus`, in order of how much the pipeline says.
+STATUSES: Final[tuple[PredictionStatus, ...]] = (ACCEPTED, UNCERTAIN, REJECTED)
 
 
 @frozen
@@ -492,7 +497,9 @@ class Severity:
         }
 
 
-def _check_status(instance: Prediction, attribute: attrs.Attribute[str], value: str) -> None:
+def _check_status(
+    instance: Prediction, attribute: attrs.Attribute[PredictionStatus], value: PredictionStatus
+) -> None:
     if value not in STATUSES:
         raise InvalidRecordError(f"status must be one of {STATUSES}, got {value!r}")
     if value == REJECTED and (instance.label != REJECTED or instance.probabilities):
@@ -520,7 +527,8 @@ class Prediction:
     detections
         Lesions found, in the pixel coordinates of the radiograph as read from the source.
     status
-        :data:`ACCEPTED`, :data:`UNCERTAIN` or :data:`REJECTED`.
+        :data:`ACCEPTED`, :data:`UNCERTAIN` or :data:`REJECTED` (a
+        :data:`PredictionStatus`).
     ood_score
         The input gate's out-of-distribution score (``None`` without a gate).
     reason
@@ -544,7 +552,7 @@ class Prediction:
         converter=_probabilities, validator=_check_probabilities
     )
     detections: tuple[Detection, ...] = field(default=(), converter=_as_detection_tuple)
-    status: str = field(default=ACCEPTED, validator=_check_status, kw_only=True)
+    status: PredictionStatus = field(default=ACCEPTED, validator=_check_status, kw_only=True)
     ood_score: float | None = field(
         default=None,
         converter=attrs.converters.optional(float),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import typing
 
 import attrs
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from covidcxr import Box, Detection, InvalidImageError, Prediction, XRay
 from covidcxr.errors import CovidCXRError, InvalidRecordError, UnknownLabelError
+from covidcxr.records import ACCEPTED, REJECTED, STATUSES, UNCERTAIN, PredictionStatus
 
 
 def test_box_exposes_corners_and_area() -> None:
@@ -173,3 +175,26 @@ def test_prediction_ood_score_must_be_finite(bad: float) -> None:
     with pytest.raises(InvalidRecordError, match="ood_score"):
         Prediction("a", "normal", {"normal": 1.0}, ood_score=bad)
     assert Prediction("a", "normal", {"normal": 1.0}, ood_score=np.float32(2.5)).ood_score == 2.5
+
+
+def test_prediction_status_constants_are_the_status_type() -> None:
+    # STATUSES is what the validator accepts, PredictionStatus what a type checker does.
+    assert set(STATUSES) == set(typing.get_args(PredictionStatus))
+    assert (ACCEPTED, UNCERTAIN, REJECTED) == STATUSES
+
+
+@pytest.mark.parametrize(
+    ("label", "status", "probabilities", "message"),
+    [
+        ("normal", "acepted", {"normal": 1.0}, "status must be one of"),
+        ("normal", REJECTED, {}, "label 'rejected'"),
+        (REJECTED, REJECTED, {"normal": 1.0}, "no probabilities"),
+        ("normal", UNCERTAIN, {"normal": 1.0}, "label 'uncertain'"),
+        (UNCERTAIN, ACCEPTED, {"normal": 1.0}, "names a class"),
+    ],
+)
+def test_prediction_status_must_agree_with_its_label(
+    label: str, status: str, probabilities: dict[str, float], message: str
+) -> None:
+    with pytest.raises(InvalidRecordError, match=message):
+        Prediction("a", label, probabilities, status=status)  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ from covidcxr.pipeline._prepared import (
     prepare,
 )
 from covidcxr.pipeline._report import annotate, round_robin
-from covidcxr.pipeline._trust import ClassPriors, TrustState, fit_trust
+from covidcxr.pipeline._trust import ClassPriors, TrustState, Verdict, fit_trust
 from covidcxr.plugins import (
     available_classifiers,
     available_detectors,
@@ -259,7 +259,7 @@ class _Scored:
     probabilities: NDArray[np.float32] | None = None
     calibrated: list[float] | None = None
     adjusted: list[float] | None = None
-    verdict: tuple[str, str, str | None] | None = None
+    verdict: Verdict | None = None
     detections: list[Detection] = attrs.Factory(list)
     severity: Severity | None = None
     frame: XRay | None = None
@@ -1641,17 +1641,15 @@ class Pipeline:
                 else self._describe_component("detector", strict=True) or {}
             )
             detector_entry = {**described, "name": self._component_name("detector")}
+        preprocessor_entry = self._describe_component("preprocessor", strict=True)
         names = {
             "classifier": self._component_name("classifier"),
             "detector": detector_entry["name"] if detector_entry else None,
-            "preprocessor": (
-                self.config.preprocessor.name
-                if self.preprocessor is None and self.config.preprocessor is not None
-                else None
-            ),
+            # Given by name or as an object, a saved preprocessor has a registered name.
+            "preprocessor": preprocessor_entry["name"] if preprocessor_entry else None,
         }
         manifest: dict[str, Any] = {
-            "preprocessor": self._describe_component("preprocessor", strict=True),
+            "preprocessor": preprocessor_entry,
             "classifier": {"name": self._component_name("classifier")},
             "evaluation": dict(self.config.evaluation),
             "classes": list(self.classes_),

@@ -10,7 +10,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 import numpy as np
@@ -26,9 +26,12 @@ from covidcxr.evaluate._calibration import (
 )
 from covidcxr.evaluate._priors import adjust_to_priors, priors_as_shares
 from covidcxr.pipeline._config import TrustConfig
-from covidcxr.records import ACCEPTED, UNCERTAIN
+from covidcxr.records import ACCEPTED, UNCERTAIN, PredictionStatus
 
-__all__ = ["ClassPriors", "TrustState", "fit_trust"]
+__all__ = ["ClassPriors", "TrustState", "Verdict", "fit_trust"]
+
+#: What the trust state says about one radiograph: its label, status and reason.
+Verdict: TypeAlias = tuple[str, PredictionStatus, str | None]
 
 # Fewer labelled validation radiographs than this fit no temperature: the estimate
 # would be noise.
@@ -196,9 +199,7 @@ class TrustState:
             )
         return np.asarray(moved, np.float32)
 
-    def decide(
-        self, probabilities: NDArray[Any], classes: Sequence[str]
-    ) -> tuple[str, str, str | None]:
+    def decide(self, probabilities: NDArray[Any], classes: Sequence[str]) -> Verdict:
         """The label, status and reason for one row of calibrated probabilities."""
         return self.decide_rows(np.asarray(probabilities)[None, :], classes)[0]
 
@@ -208,7 +209,7 @@ class TrustState:
         classes: Sequence[str],
         *,
         adjusted: NDArray[Any] | None = None,
-    ) -> list[tuple[str, str, str | None]]:
+    ) -> list[Verdict]:
         """:meth:`decide` for each row of a ``(n, classes)`` array, in one call.
 
         ``adjusted`` are the same rows at the deployment class mix (:meth:`adjust`, which
@@ -226,7 +227,7 @@ class TrustState:
             labels = self.operating_points.apply(rows, adjusted=moved)
         below = self.operating_points.abstain_below if self.operating_points else None
         void = self.contradicted(rows).tolist()
-        verdicts: list[tuple[str, str, str | None]] = []
+        verdicts: list[Verdict] = []
         for label, confidence, lost in zip(labels, moved.max(axis=1).tolist(), void, strict=True):
             if lost:
                 verdicts.append(
