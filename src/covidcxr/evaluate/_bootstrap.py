@@ -5,7 +5,12 @@ each class's F1 and one-vs-rest AUC (accuracy, recall, precision and specificity
 binomial proportions and get Wilson score intervals instead, see
 :mod:`covidcxr.evaluate._metrics`). Intervals come from a *stratified* percentile
 bootstrap: each resample keeps the number of images of each true class, so no class
-vanishes from a resample and every figure stays defined. The resampling is seeded, so the
+vanishes from a resample and recall, F1 and AUC stay defined. A class's *precision* is
+undefined in a resample that never predicts it; macro precision is averaged over the same
+classes in every resample (those the whole sample predicts, as the point figure is), a
+class that a resample never predicts counting 0 there (nothing was correctly called it, as
+scikit-learn's ``zero_division=0``), so that the percentiles are of one figure, not of
+averages over different sets of classes. The resampling is seeded, so the
 same inputs give the same intervals. A bootstrap whose percentile bounds coincide (every
 resample, or nearly every one, gave the same value, as with a perfect classifier) says
 nothing about the uncertainty: its bounds are reported as undefined (``nan``), never as a
@@ -155,16 +160,20 @@ def _headline(
     pred_idx: NDArray[np.intp],
     probabilities: NDArray[np.float64],
     classes: tuple[str, ...],
+    predicted: NDArray[np.bool_],
 ) -> dict[str, NDArray[np.float64]]:
     """The bootstrapped figures for index arrays of shape ``(..., n)``, as arrays of ``(...)``.
 
     Only the figures that are not simple proportions: macro averages, per-class F1 and AUC.
+    Macro precision averages the classes ``predicted`` marks (those the whole sample
+    predicts), an undefined precision counting 0 (see the module's docstring).
     """
     k = len(classes)
     ratios = _scores_from_confusion(_confusion(true_idx, pred_idx, k))
     aucs = np.stack([_rank_auc(probabilities[..., c], true_idx == c) for c in range(k)], axis=-1)
+    precision = np.nan_to_num(ratios["precision"][..., predicted], nan=0.0)
     figures = {
-        "macro_precision": _nanmean(ratios["precision"]),
+        "macro_precision": _nanmean(precision),
         "macro_recall": _nanmean(ratios["recall"]),
         "macro_f1": _nanmean(ratios["f1"]),
         "macro_auc": _nanmean(aucs),
@@ -192,9 +201,10 @@ def _bootstrap_bounds(
     vary.
     """
     rng = np.random.default_rng(seed)
+    predicted = np.bincount(pred_idx, minlength=len(classes)) > 0
     chunks: dict[str, list[NDArray[np.float64]]] = {}
     for rows in _stratified_resamples(true_idx, n_bootstrap, rng):
-        figures = _headline(true_idx[rows], pred_idx[rows], probabilities[rows], classes)
+        figures = _headline(true_idx[rows], pred_idx[rows], probabilities[rows], classes, predicted)
         for name, values in figures.items():
             chunks.setdefault(name, []).append(values)
     resampled = {name: np.concatenate(values) for name, values in chunks.items()}
