@@ -320,6 +320,10 @@ def mean_average_precision(
 ) -> float:
     """COCO-style mAP: :func:`average_precision` averaged over IoU thresholds.
 
+    COCO's thresholds, but each AP integrates the precision-recall curve at every point
+    (as :func:`average_precision` does), where pycocotools samples it at 101 recall levels:
+    the two can differ in the third decimal.
+
     Parameters
     ----------
     truths, detections

@@ -368,7 +368,7 @@ def _tables(report: EvaluationReport) -> list[_Table]:
                     ["Ground-truth boxes", str(detection.n_truths)],
                     ["Detections", str(detection.n_detections)],
                     ["AP@0.5 (VOC, all points)", _num(detection.ap50)],
-                    ["mAP@[0.5:0.95] (COCO)", _num(detection.map_50_95)],
+                    ["mAP@[0.5:0.95] (COCO thresholds, all-point AP)", _num(detection.map_50_95)],
                     ["Precision at IoU 0.5", _pct(detection.precision.get(0.5))],
                     ["Recall at IoU 0.5", _pct(detection.recall.get(0.5))],
                 ],
