@@ -21,6 +21,7 @@ from covidcxr.preprocess import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
     boxes_to_original,
+    exact_uint8,
     fit_resize,
     to_uint8,
     transform_boxes,
@@ -164,6 +165,47 @@ def test_16bit_input_is_windowed_by_percentiles_before_clahe(make: Any) -> None:
     assert out.dtype == np.uint8
     assert np.count_nonzero(out == 255) <= pixels.size * 0.006 + 1
     assert len(np.unique(out)) > 200
+
+
+@pytest.mark.parametrize(
+    "widen",
+    [
+        pytest.param(lambda p: p.astype(np.uint16) * 257, id="times-257"),
+        pytest.param(lambda p: p.astype(np.uint16) << 8, id="shifted-8"),
+        pytest.param(lambda p: p.astype(np.uint16), id="as-is"),
+    ],
+)
+def test_8bit_content_in_a_16bit_png_is_preprocessed_like_the_8bit_file(
+    make: Any, tmp_path: Path, widen: Any
+) -> None:
+    # Percentile-windowed, such a copy came out with different contrast and, with the
+    # shipped model, a different label for 6 % of COVID-QU-Ex Test.
+    eight = make.gradient(96, 80)
+    eight[:4] = 0  # a dark border and a bright label, as real radiographs have
+    eight[-4:, :10] = 250
+    wide = widen(eight)
+    assert cv2.imwrite(str(tmp_path / "eight.png"), eight)
+    assert cv2.imwrite(str(tmp_path / "wide.png"), wide)
+    read_eight = covidcxr.io.read_xray(tmp_path / "eight.png")
+    read_wide = covidcxr.io.read_xray(tmp_path / "wide.png")
+    assert (read_eight.pixels.dtype, read_wide.pixels.dtype) == (
+        np.dtype(np.uint8),
+        np.dtype(np.uint16),
+    )
+    np.testing.assert_array_equal(exact_uint8(read_wide.pixels), eight)
+    preprocess = GaussianClahePreprocessor(output_size=32)
+    np.testing.assert_array_equal(preprocess(read_wide).pixels, preprocess(read_eight).pixels)
+
+
+def test_16bit_content_that_is_not_8bit_is_windowed(make: Any) -> None:
+    wide = make.gradient().astype(np.uint16) * 257
+    wide[5, 5] += 1  # one value off the 8-bit grid: more than 8 bits of information
+    assert exact_uint8(wide) is None
+    assert exact_uint8(make.gradient()) is None  # only uint16 holds a container
+    window = to_uint8(wide)
+    # The percentile window stretches this image; the exact map would not have.
+    assert int(window.max()) == 255
+    assert int((wide // 257).max()) < 255
 
 
 def test_8bit_input_is_not_rewindowed(make: Any) -> None:

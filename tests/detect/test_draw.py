@@ -31,6 +31,14 @@ def test_without_detections_the_radiograph_is_unchanged_grey() -> None:
     assert image.max() == 255  # 16-bit input is stretched, not left nearly black
 
 
+def test_8bit_content_in_16bits_is_drawn_as_the_8bit_image() -> None:
+    eight = (np.arange(64 * 64).reshape(64, 64) % 200 + 20).astype(np.uint8)
+    wide = XRay(eight.astype(np.uint16) * 257, id="wide")
+    np.testing.assert_array_equal(
+        draw_detections(wide, []), draw_detections(XRay(eight, id="e"), [])
+    )
+
+
 def test_box_edge_is_drawn_in_the_detection_colour() -> None:
     box = Box(10, 30, 30, 20)
     image = draw_detections(flat(128), [Detection(box, "opacity", 0.5)], show_scores=False)

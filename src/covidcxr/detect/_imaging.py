@@ -13,18 +13,24 @@ from numpy.typing import NDArray
 
 from covidcxr.boxes import fill_boxes
 from covidcxr.errors import InvalidImageError
+from covidcxr.preprocess import exact_uint8
 from covidcxr.records import XRay
 
 
 def to_uint8(pixels: NDArray[Any]) -> NDArray[np.uint8]:
     """8-bit grey levels for display or upload.
 
-    ``uint8`` passes through; ``float32`` in ``[0, 1]`` (the preprocessors' output) is
-    scaled by 255; anything else is stretched from its own minimum to maximum, so that a
-    12-bit radiograph stored as ``uint16`` is not left nearly black.
+    ``uint8`` passes through, and so does 8-bit content in a ``uint16`` container
+    (:func:`~covidcxr.preprocess.exact_uint8`); ``float32`` in ``[0, 1]`` (the
+    preprocessors' output) is scaled by 255; anything else is stretched from its own
+    minimum to maximum, so that a 12-bit radiograph stored as ``uint16`` is not left
+    nearly black.
     """
     if pixels.dtype == np.uint8:
         return np.ascontiguousarray(pixels)
+    exact = exact_uint8(pixels)
+    if exact is not None:
+        return exact
     values = pixels.astype(np.float64)
     if not np.isfinite(values).all():
         raise InvalidImageError("pixels contain NaN or infinite values")

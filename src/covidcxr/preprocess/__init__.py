@@ -20,6 +20,7 @@ from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, Prep
 from covidcxr.preprocess._gaussian_clahe import (
     GaussianClahePreprocessor,
     IdentityPreprocessor,
+    exact_uint8,
     to_uint8,
 )
 from covidcxr.preprocess._geometry import (
@@ -44,6 +45,7 @@ __all__ = [
     "ResizeTransform",
     "boxes_to_original",
     "compact_pixels",
+    "exact_uint8",
     "expand_pixels",
     "fit_resize",
     "preprocess_batch",
