@@ -728,7 +728,7 @@ def _predict_on_ray(
         f"{result.workers} Ray worker(s), {result.seconds:.1f} s)"
     ]
     if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} unreadable item(s): see _skipped.csv there")
+        lines.append(f"skipped {len(result.skipped)} item(s): see _skipped.csv there")
     _emit(summary, as_json, lines)
 
 

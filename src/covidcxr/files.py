@@ -297,7 +297,7 @@ def write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = Fal
 #: holds nothing else.
 MARKER_NAME: Final = ".covidcxr-output.json"
 
-OutputKind: TypeAlias = Literal["pipeline", "report", "demo"]
+OutputKind: TypeAlias = Literal["pipeline", "report", "demo", "predictions"]
 
 _WRITER: Final = "covidcxr"
 
@@ -398,19 +398,40 @@ def _legacy_demo(directory: Path) -> str | None:
     return None
 
 
+_PARTITION_SUFFIXES: Final = (".parquet", ".csv", ".json")
+
+
+def _legacy_predictions(directory: Path) -> str | None:
+    # A folder of prediction partitions (covidcxr.ray.predict) as written before markers:
+    # partition files beside _summary.json, and _skipped.csv when items were skipped.
+    def allowed(path: str) -> bool:
+        if "/" in path:
+            return False
+        return path in ("_summary.json", "_skipped.csv") or path.endswith(_PARTITION_SUFFIXES)
+
+    foreign = _written_by_others(directory, allowed)
+    if foreign is not None:
+        return foreign
+    if not (directory / "_summary.json").is_file():
+        return "it has neither a covidcxr marker nor a _summary.json"
+    return None
+
+
 _DESCRIPTIONS: Final[Mapping[str, str]] = {
     "pipeline": "saved pipeline",
     "report": "report",
     "demo": "demo",
+    "predictions": "predictions folder",
 }
 _LEGACY: Final[Mapping[str, Callable[[Path], str | None]]] = {
     "pipeline": _legacy_pipeline,
     "report": _legacy_report,
     "demo": _legacy_demo,
+    "predictions": _legacy_predictions,
 }
-# A report or a demo may go into an empty folder made for it; a saved pipeline's folder
-# must not exist yet unless overwrite is given.
-_EMPTY_IS_FREE: Final = frozenset({"report", "demo"})
+# A report, a demo or a predictions folder may go into an empty folder made for it; a
+# saved pipeline's folder must not exist yet unless overwrite is given.
+_EMPTY_IS_FREE: Final = frozenset({"report", "demo", "predictions"})
 
 
 def _not_written_by_us(directory: Path, kind: str) -> str | None:
@@ -430,8 +451,8 @@ def check_output_directory(
 ) -> None:
     """Refuse to write a ``kind`` directory at ``path`` unless it is free or covidcxr's own.
 
-    A path is free when nothing is there (or, for a report or a demo, an empty folder).
-    With ``overwrite``, a directory covidcxr wrote as a ``kind`` (it carries the
+    A path is free when nothing is there (or, for anything but a saved pipeline, an empty
+    folder). With ``overwrite``, a directory covidcxr wrote as a ``kind`` (it carries the
     :data:`MARKER_NAME` marker and nothing else, or it is laid out exactly as covidcxr
     wrote it before markers) may be replaced too. Anything else — a file, a symbolic link,
     a folder holding files covidcxr did not write — is never replaced. Call it before
@@ -446,7 +467,8 @@ def check_output_directory(
     path
         Where the directory is to be written.
     kind
-        ``"pipeline"``, ``"report"`` or ``"demo"``.
+        ``"pipeline"``, ``"report"``, ``"demo"`` or ``"predictions"`` (a folder of
+        prediction partitions, :func:`covidcxr.ray.predict`).
     overwrite
         Whether a ``kind`` directory covidcxr wrote earlier may be replaced.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from covidcxr import InvalidImageError, Pipeline  # noqa: E402
 from covidcxr.cli import main  # noqa: E402
 from covidcxr.errors import ConfigurationError, OutputExistsError  # noqa: E402
 from covidcxr.pipeline._prepared import SourceLike  # noqa: E402
+from covidcxr.ray._cluster import connected  # noqa: E402
 from covidcxr.records import detection_to_dict  # noqa: E402
 from covidcxr.sources import Entry, FolderSource, RawItem  # noqa: E402
 
@@ -53,7 +55,9 @@ def _rows(folder: Path, fmt: str) -> list[dict[str, Any]]:
         "jsonl": pa_json.read_json,
     }[fmt]
     suffix = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".json"}[fmt]
-    parts = sorted(p for p in folder.iterdir() if p.suffix == suffix and not p.name.startswith("_"))
+    parts = sorted(
+        p for p in folder.iterdir() if p.suffix == suffix and not p.name.startswith(("_", "."))
+    )
     assert parts, f"no {fmt} partitions in {folder}"
     rows = [row for part in parts for row in reader(part).to_pylist()]
     return sorted(rows, key=lambda row: row["position"])
@@ -136,21 +140,110 @@ def test_unreadable_items_are_reported_not_retried(
     assert not list(tmp_path.glob(".stopped.*"))
 
 
+def test_on_error_raise_still_raises_where_ray_wraps_worker_errors(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ray without raise_original_map_exception: the workers report the item, and the
+    # driver raises its error once the job is done; nothing is written either way.
+    @contextlib.contextmanager
+    def wrapped(data: Any) -> Iterator[bool]:
+        del data
+        yield False
+
+    monkeypatch.setattr("covidcxr.ray._predict._original_worker_errors", wrapped)
+    folder = tmp_path / "scans"
+    (folder / "COVID").mkdir(parents=True)
+    first = sorted(phantom_folder.rglob("*.png"))[0]
+    (folder / "COVID" / "a.png").write_bytes(first.read_bytes())
+    (folder / "COVID" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    stopped = tmp_path / "stopped"
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        covidcxr.ray.predict(
+            tiny_model, folder, stopped, workers=1, source_options={"layout": "classes"}
+        )
+    assert not stopped.exists()
+    assert not list(tmp_path.glob(".stopped.*"))
+
+
 def test_existing_output_is_refused_before_anything_runs(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "predictions"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    with pytest.raises(OutputExistsError, match="overwrite"):
+    with pytest.raises(OutputExistsError, match="not written by covidcxr"):
         covidcxr.ray.predict(tiny_model, phantom_folder, out)
     assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()  # an empty folder made for the output is free
+    covidcxr.ray.predict(tiny_model, phantom_folder, out, workers=1)
+    with pytest.raises(OutputExistsError, match="overwrite"):  # a finished one is not
+        covidcxr.ray.predict(tiny_model, phantom_folder, out)
     with pytest.raises(ConfigurationError, match="format"):
         covidcxr.ray.predict(tiny_model, phantom_folder, tmp_path / "x", format="xlsx")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="workers"):
         covidcxr.ray.predict(tiny_model, phantom_folder, tmp_path / "x", workers=0)
     with pytest.raises(ConfigurationError, match="cannot be read by Ray workers"):
         covidcxr.ray.predict(tiny_model, [], tmp_path / "x")
+
+
+def test_overwrite_replaces_only_a_predictions_folder_never_your_files(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "predictions"
+    covidcxr.ray.predict(tiny_model, phantom_folder, out, workers=1)
+    first = json.loads((out / "_summary.json").read_text())
+    covidcxr.ray.predict(tiny_model, phantom_folder, out, workers=1, overwrite=True)
+    assert json.loads((out / "_summary.json").read_text())["seconds"] != first["seconds"]
+    assert pq.read_table(out).num_rows == 12
+    # A folder of the user's (here: the very folder being predicted) is never replaced,
+    # overwrite or not; it once was, and deleted.
+    with pytest.raises(OutputExistsError, match="not written by covidcxr"):
+        covidcxr.ray.predict(tiny_model, phantom_folder, phantom_folder, overwrite=True)
+    assert len(list(phantom_folder.rglob("*.png"))) == 12
+    assert not list(tmp_path.glob(".predictions.*"))
+
+
+def test_an_output_that_appears_during_the_job_is_not_replaced(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "predictions"
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        out.mkdir()  # another run, or a person, puts something there while this one runs
+        (out / "mine.txt").write_text("keep me")
+        return connected(*args, **kwargs)
+
+    monkeypatch.setattr("covidcxr.ray._predict.connected", meanwhile)
+    with pytest.raises(OutputExistsError):
+        covidcxr.ray.predict(tiny_model, phantom_folder, out, workers=1)
+    assert [path.name for path in out.iterdir()] == ["mine.txt"]
+    assert not list(tmp_path.glob(".predictions.*"))
+
+
+def test_a_source_read_before_keeps_its_positions_and_reports_what_it_left_out(
+    tiny_model: Path, phantom_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for path in sorted(phantom_folder.rglob("*.png"))[:4]:
+        target = folder / path.relative_to(phantom_folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    broken = folder / "COVID" / "aaa-broken.png"  # sorts first in its class folder
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    source = FolderSource(folder, on_error="skip", layout="classes")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert len(list(source)) == 4  # an earlier pass found the broken file
+    out = tmp_path / "predictions"
+    result = covidcxr.ray.predict(tiny_model, source, out, workers=1)
+    assert result.n_images == 4
+    assert [skipped.path for skipped in result.skipped] == [str(broken)]
+    assert (out / "_skipped.csv").read_text().count(broken.name) == 1
+    rows = sorted(_rows(out, "parquet"), key=lambda row: int(row["position"]))
+    names = [source.record_id(entry) for entry in source.entries]
+    assert [names[int(row["position"])] for row in rows] == [row["id"] for row in rows]
+    assert str(broken) not in [row["id"] for row in rows]
 
 
 class _SlowSource(FolderSource):

@@ -10,14 +10,13 @@ only when the job has finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
-import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -28,8 +27,8 @@ from covidcxr.errors import (
     CovidCXRError,
     DistributedJobError,
     InvalidImageError,
-    OutputExistsError,
 )
+from covidcxr.files import check_output_directory, output_directory
 from covidcxr.pipeline import (
     Pipeline,
     model_note,
@@ -64,8 +63,9 @@ class RayPredictions:
     ----------
     output
         The folder of partitions (``*.parquet``, ``*.csv`` or ``*.json`` files, JSON Lines),
-        with ``_summary.json`` and, when items were skipped, ``_skipped.csv`` (readers of
-        the folder as one table skip names starting with ``_``).
+        with ``_summary.json``, ``_skipped.csv`` when items were skipped, and covidcxr's
+        hidden marker ``.covidcxr-output.json`` (readers of the folder as one table, such
+        as pyarrow's datasets, skip names starting with ``_`` or ``.``).
     format
         ``"parquet"``, ``"csv"`` or ``"jsonl"``.
     n_images
@@ -151,6 +151,7 @@ class _Predictor:
         reader: Callable[[Entry], RawItem],
         decode_options: Mapping[str, int],
         severity: bool,
+        on_error: str = "skip",
     ) -> None:
         import pyarrow as pa  # noqa: PLC0415 - installed with ray[data]
 
@@ -158,6 +159,7 @@ class _Predictor:
         self.reader = reader
         self.decode_options = dict(decode_options)
         self.severity = severity
+        self.on_error = on_error
         self.classes = self.pipeline.classes_
         self.note = model_note(self.pipeline.training_data_)
         kinds = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
@@ -182,8 +184,10 @@ class _Predictor:
             try:
                 xrays.append(decode_item(self.reader(entry), **self.decode_options))
             except InvalidImageError as exc:
-                # Reported as a row, whatever on_error says: an exception raised here
-                # would reach the driver as Ray's text of it, not as itself.
+                if self.on_error == "raise":
+                    # Stops the job; Ray carries the error to the driver as the cause of
+                    # its own, and job_error raises it as itself.
+                    raise
                 rows[place] = {
                     "id": item_id,
                     "status": SKIPPED,
@@ -239,23 +243,27 @@ def open_for_workers(
     return opened, reader
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output} already exists; pass overwrite=True to replace it")
-    if output.exists() and not output.is_dir():
-        raise OutputExistsError(f"{output} is a file; Ray writes a folder of partitions")
-    output.parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _original_worker_errors(data: Any) -> Iterator[bool]:
+    """Let a worker's own exception reach the driver, not Ray Data's wrapper of it.
 
-
-def _put_in_place(partial: Path, output: Path) -> None:
-    """Move the finished folder to ``output``; an old one is removed only after."""
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
-        output.rename(old)
-        partial.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        partial.rename(output)
+    Ray Data wraps an exception raised in a map function in a ``UserCodeException`` whose
+    cause does not cross processes, so an unreadable item's ``InvalidImageError`` (with
+    ``on_error="raise"``) would arrive as text. Its ``raise_original_map_exception``
+    option keeps the original; it is set for this job only. Yields whether this Ray has
+    it (older ones: the workers report the item as a row, and the driver raises once the
+    job is done).
+    """
+    context = data.DataContext.get_current()
+    if not hasattr(context, "raise_original_map_exception"):
+        yield False
+        return
+    before = context.raise_original_map_exception
+    context.raise_original_map_exception = True
+    try:
+        yield True
+    finally:
+        context.raise_original_map_exception = before
 
 
 def job_error(exc: BaseException) -> BaseException:
@@ -274,7 +282,11 @@ def job_error(exc: BaseException) -> BaseException:
 
 
 def _refuse_failures(failed: Sequence[Mapping[str, Any]], on_error: str) -> None:
-    """With ``on_error="raise"``, raise the first unreadable item's error as the worker met it."""
+    """With ``on_error="raise"``, raise the first unreadable item's error as the worker met it.
+
+    Where the workers' own errors cannot reach the driver (see
+    :func:`_original_worker_errors`), the job runs to its end and this raises then.
+    """
     if not failed or on_error != "raise":
         return
     source = failed[0]["error_source"]
@@ -311,8 +323,10 @@ def predict(
     output
         The folder to write: partitions of one row per radiograph with the columns of
         :func:`~covidcxr.pipeline.write_predictions` (``detections`` as JSON text), plus
-        ``position``, the item's place in the source. It appears only once every row is
-        written; an existing one is replaced only with ``overwrite`` (and only then).
+        ``position``, the item's place in the source's catalogue (its ``entries``). It
+        appears only once every row is written. An existing predictions folder is
+        replaced only with ``overwrite``; a folder holding anything else (your files) is
+        never replaced (:func:`covidcxr.files.check_output_directory`).
     format
         ``"parquet"``, ``"csv"`` or ``"jsonl"``.
     workers
@@ -328,9 +342,12 @@ def predict(
     source_options
         Passed to :func:`covidcxr.open_source` (``layout``, ``on_error`` ...). With
         ``on_error="skip"`` (or a source opened so) unreadable items are reported in
-        ``_skipped.csv`` and the result's ``skipped``; with ``"raise"``, the first one
-        stops the job with its :class:`~covidcxr.InvalidImageError`. Either way an item is
-        read once, never retried.
+        ``_skipped.csv`` and the result's ``skipped``, with what the source left out
+        itself (by its layout, or found unreadable by an earlier pass over it); with
+        ``"raise"``, the first one a worker meets stops the job with its
+        :class:`~covidcxr.InvalidImageError` and nothing is written (the workers read in
+        parallel, so it need not be the first in the source). Either way an item is read
+        once, never retried.
     init_options
         Passed to :func:`ray.init` when a cluster is started or connected here.
 
@@ -342,7 +359,9 @@ def predict(
     Raises
     ------
     OutputExistsError
-        If ``output`` exists and ``overwrite`` is false (checked before anything runs).
+        If ``output`` exists and ``overwrite`` is false, or it holds files covidcxr did
+        not write (checked before anything runs, and again before the folder is put in
+        place: a folder that appeared meanwhile is not replaced either).
     ConfigurationError
         For a source the workers cannot read, an unknown format, a bad ``workers``, or
         Ray not installed.
@@ -364,82 +383,84 @@ def predict(
     if batch_size is None:
         raise ConfigurationError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     target = Path(output).expanduser().absolute()
-    _check_output(target, overwrite)
+    # Before anything runs; output_directory checks again when the folder is swapped in.
+    check_output_directory(target, "predictions", overwrite=overwrite)
     dataset, reader = open_for_workers(source, source_options)
     pipeline = load_pipeline(model)  # fails here, before the cluster, on a bad model
     severity = pipeline.measures_severity
-    entries = list(dataset.pending_entries())
+    # Positions are places in the whole catalogue; entries an earlier pass over the source
+    # found unreadable are not read again, and are reported with the rest it left out.
+    pending = {entry.name for entry in dataset.pending_entries()}
     rows = [
         {"position": index, "id": dataset.record_id(entry), "entry": pickle.dumps(entry)}
-        for index, entry in enumerate(entries)
+        for index, entry in enumerate(dataset.entries)
+        if entry.name in pending
     ]
     decode_options = dataset.decode_options
-    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-    with connected(address, **dict(init_options or {})) as ray:
+    with (
+        output_directory(target, "predictions", overwrite=overwrite) as staging,
+        connected(address, **dict(init_options or {})) as ray,
+    ):
         data = import_ray("ray.data")
         actors = count or max(1, int(ray.cluster_resources().get("CPU", 1)))
         blocks = max(1, min(len(rows), -(-len(rows) // batch_size)))
         try:
-            results = (
-                data.from_items(rows, override_num_blocks=blocks)
-                .map_batches(
-                    _Predictor,
-                    fn_constructor_kwargs={
-                        "model": _model_payload(model),
-                        "reader": reader,
-                        "decode_options": decode_options,
-                        "severity": severity,
-                    },
-                    batch_size=batch_size,
-                    batch_format="pyarrow",
-                    compute=data.ActorPoolStrategy(size=actors),
-                    # Ray Data restarts a dead actor and runs its unfinished batches
-                    # again (max_restarts=-1, max_task_retries=-1 are its defaults).
-                    num_cpus=1,
+            with _original_worker_errors(data) as carried:
+                results = (
+                    data.from_items(rows, override_num_blocks=blocks)
+                    .map_batches(
+                        _Predictor,
+                        fn_constructor_kwargs={
+                            "model": _model_payload(model),
+                            "reader": reader,
+                            "decode_options": decode_options,
+                            "severity": severity,
+                            # Without the original errors, stop at the end (below).
+                            "on_error": dataset.on_error if carried else "skip",
+                        },
+                        batch_size=batch_size,
+                        batch_format="pyarrow",
+                        compute=data.ActorPoolStrategy(size=actors),
+                        # Ray Data restarts a dead actor and runs its unfinished batches
+                        # again (max_restarts=-1, max_task_retries=-1 are its defaults).
+                        num_cpus=1,
+                    )
+                    .materialize()
                 )
-                .materialize()
-            )
             failed = results.filter(lambda row: row["status"] == SKIPPED).take_all()
             failed.sort(key=lambda row: int(row["position"]))
             _refuse_failures(failed, dataset.on_error)
             predicted = results.filter(lambda row: row["status"] != SKIPPED).drop_columns(
                 ["error_source"]
             )
-            partial.mkdir()
             writer = {
                 "parquet": predicted.write_parquet,
                 "csv": predicted.write_csv,
                 "jsonl": predicted.write_json,
             }[format]
-            writer(str(partial))
+            writer(str(staging))
         except CovidCXRError:
-            shutil.rmtree(partial, ignore_errors=True)
             raise
         except Exception as exc:
-            shutil.rmtree(partial, ignore_errors=True)
             raise job_error(exc) from exc
-    skipped = tuple(Skipped(str(row["id"]), str(row["reason"])) for row in failed)
-    try:
+        found = tuple(Skipped(str(row["id"]), str(row["reason"])) for row in failed)
+        skipped = dataset.skipped + found
         if skipped:
-            write_skipped(skipped, partial / SKIPPED_NAME)
+            write_skipped(skipped, staging / SKIPPED_NAME)
         summary = {
             "format": format,
-            "n_images": len(rows) - len(skipped),
+            "n_images": len(rows) - len(found),
             "n_skipped": len(skipped),
             "classes": list(pipeline.classes_),
             "workers": actors,
             "source": repr(dataset),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        (partial / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-        _put_in_place(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        (staging / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return RayPredictions(
         output=target,
         format=format,
-        n_images=len(rows) - len(skipped),
+        n_images=len(rows) - len(found),
         skipped=skipped,
         workers=actors,
         seconds=time.perf_counter() - started,
