@@ -76,6 +76,16 @@ def test_an_exported_network_averages_test_time_views_as_keras_does(
     assert not np.allclose(augmented, _probabilities(plain, held_out), atol=1e-6)
 
 
+def test_an_exported_network_checks_its_parameters_as_keras_does(
+    onnx_export: Path, held_out: list[XRay]
+) -> None:
+    exported = Pipeline.load(onnx_export)
+    assert isinstance(exported.classifier_, RuntimeClassifier)
+    exported.classifier_.keras_classifier.set_params(batch_size=0)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        exported.classifier_.predict_proba(held_out)
+
+
 def test_the_export_and_its_guard_figures_are_in_the_manifest_and_card(
     onnx_export: Path, held_out: list[XRay]
 ) -> None:
@@ -350,3 +360,29 @@ def test_an_exported_classifier_reports_what_the_pipeline_checks(onnx_export: Pa
         keras_classifier.input_normalization,
     )
     assert classifier.model_ is keras_classifier.model_
+
+
+def test_int8_calibration_images_are_spread_over_every_class_folder(tmp_path: Path) -> None:
+    # The first 256 of a class-folder source are all of its first class: a biased int8
+    # calibration. They are spread evenly over the source instead.
+    import cv2
+
+    from covidcxr.runtime._export import _spread
+    from covidcxr.sources import FolderSource
+
+    for folder in ("COVID", "NORMAL", "Viral Pneumonia"):
+        (tmp_path / folder).mkdir()
+        for index in range(10):
+            pixels = np.full((64, 64), 20 * index, np.uint8)
+            assert cv2.imwrite(str(tmp_path / folder / f"{index:02d}.png"), pixels)
+    (tmp_path / "NORMAL" / "05.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    source = FolderSource(tmp_path, on_error="skip")
+    chosen = _spread(source, 6)
+    assert [xray.label for xray in chosen].count("covid-19") == 2
+    assert {xray.label for xray in chosen} == {"covid-19", "normal", "pneumonia"}
+    # Only the chosen files are read: the broken one, not among them, is never met.
+    assert source.skipped == ()
+    records = list(FolderSource(tmp_path, on_error="skip"))
+    assert [x.id for x in _spread(records, 3)] == [records[i].id for i in (0, 14, 28)]
+    assert [x.id for x in _spread(iter(records), 3)] == [x.id for x in records[:3]]
+    assert len(_spread(records, 100)) == len(records)

@@ -3,7 +3,7 @@
 :func:`covidcxr.runtime.export` writes a classifier's Keras network as a runtime artifact
 beside the saved Keras model; :class:`RuntimeClassifier` predicts with that artifact. The
 radiographs reach it exactly as they reach the Keras model (the classifier's own
-:mod:`tf.data` input pipeline: resizing, channels, normalisation, batches of
+prediction input, in NumPy: resizing, channels, normalisation, batches of
 ``batch_size``), so only the network's arithmetic changes. The runtime packages are
 optional extras, imported here on first use (``pip install covidcxr[onnx]``,
 ``covidcxr[openvino]`` or ``covidcxr[litert]``).
@@ -303,6 +303,7 @@ class RuntimeClassifier:
     def predict_proba(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
         """Class probabilities from the exported network, columns in :attr:`classes_` order."""
         keras_classifier = self.keras_classifier
+        keras_classifier._check_params()  # as the Keras path: set_params may have changed them
         stats = ScanStats(inputs=InputRecorder())
         batches = keras_classifier._inference_batches(xrays, stats, views=True)
         views = keras_classifier.n_views

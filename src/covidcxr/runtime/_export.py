@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -46,7 +46,12 @@ from covidcxr.classify._runtime import (
 )
 from covidcxr.classify._vgg19 import VGG19Classifier
 from covidcxr.detect._local import LocalDetector
-from covidcxr.errors import AccuracyGuardError, ConfigurationError, SyntheticModelWarning
+from covidcxr.errors import (
+    AccuracyGuardError,
+    ConfigurationError,
+    InvalidImageError,
+    SyntheticModelWarning,
+)
 from covidcxr.files import check_output_directory, output_directory
 from covidcxr.lungs._segmenter import LungSegmenter
 from covidcxr.pipeline import MANIFEST_NAME, MODEL_CARD_NAME, Pipeline
@@ -62,6 +67,7 @@ from covidcxr.runtime._guard import (
     measure_guard,
     measure_mask_guard,
 )
+from covidcxr.sources import CatalogSource, decode_item
 
 if TYPE_CHECKING:
     import keras
@@ -290,11 +296,42 @@ def _write_network(
     _quantise_int8(fp32, target, calibration, scratch)
 
 
+def _spread(source: Iterable[XRay], limit: int) -> list[XRay]:
+    """Up to ``limit`` radiographs spread evenly over ``source``, in its order.
+
+    Not the first ``limit``: sources list their class folders one after the other, and
+    the first 256 of COVID-QU-Ex's Train are all COVID-19, a biased calibration for int8.
+    A catalogued source reads only the radiographs chosen; another one that knows its
+    length is read through, keeping the chosen; one that does not gives its first ones.
+    """
+    if isinstance(source, CatalogSource):
+        entries = list(source.pending_entries())
+        chosen: list[XRay] = []
+        for index in _evenly(len(entries), limit):
+            entry = entries[index]
+            try:
+                chosen.append(decode_item(source.read_item(entry), **source.decode_options))
+            except InvalidImageError as exc:
+                source.report_invalid(entry.name, exc)  # raises, with on_error="raise"
+        return chosen
+    if not isinstance(source, Sized):
+        return list(islice(source, limit))
+    wanted = set(_evenly(len(source), limit))
+    return [xray for position, xray in enumerate(source) if position in wanted]
+
+
+def _evenly(n: int, limit: int) -> list[int]:
+    """``min(n, limit)`` positions spread evenly over ``range(n)``, the first included."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, limit).round()})
+
+
 def _calibration_inputs(
     pipeline: Pipeline, calibration: SourceLike, limit: int
 ) -> tuple[Sequence[XRay], Sequence[XRay]]:
-    """The first ``limit`` calibration radiographs as the lung stage and the classifier see them."""
-    frames = pipeline.preprocessed(list(islice(as_source(calibration, "calibration"), limit)))
+    """``limit`` calibration radiographs, as the lung stage and the classifier see them."""
+    frames = pipeline.preprocessed(_spread(as_source(calibration, "calibration"), limit))
     return frames, pipeline.crop_to_lungs(frames)
 
 
@@ -503,8 +540,8 @@ def export(
         full-integer quantisation or NNCF's for OpenVINO, calibrated on
         ``calibration``); ``"bf16"`` (OpenVINO on CPUs with AVX-512 BF16 or AMX).
     calibration
-        Radiographs drawn from the training data, for int8 (the first
-        ``calibration_limit`` are used).
+        Radiographs drawn from the training data, for int8 (``calibration_limit`` of
+        them, spread evenly over the source, so that every class folder contributes).
     calibration_limit
         The most calibration images used.
     validation_description, calibration_description
@@ -530,7 +567,9 @@ def export(
         attribute holds the classifier's figures.
     ConfigurationError
         If the runtime or precision is unknown or not offered here, its package is not
-        installed, int8 is asked without calibration images, or the images are unusable.
+        installed, int8 is asked without calibration images, the images are unusable, or
+        the pipeline's classifier is not a :class:`~covidcxr.VGG19Classifier` (a
+        plugin's classifier has no exporter).
     ModelFormatError
         If ``pipeline`` is not a saved pipeline this covidcxr can load.
     OutputExistsError
