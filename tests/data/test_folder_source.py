@@ -214,6 +214,36 @@ def test_classes_layout_with_split_folders(tmp_path: Path, make: Any) -> None:
     assert {xray.meta["split"] for xray in source} == {"test"}
 
 
+def test_jpeg_suffixes_beyond_jpg_are_read_not_dropped(tmp_path: Path, make: Any) -> None:
+    # .jfif (what browsers save JPEGs as) was in neither the read list nor the
+    # unread-formats list: left out, and reported nowhere.
+    for folder, name in (("COVID", "a.jfif"), ("COVID", "b.jpe"), ("NORMAL", "c.png")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / name).write_bytes(make.encode(make.gradient(), ".jpg"))
+    source = FolderSource(tmp_path)
+    assert sorted(Path(xray.id).name for xray in source) == ["a.jfif", "b.jpe", "c.png"]
+
+
+def test_an_explicit_classes_layout_reports_images_in_no_class_folder(
+    tmp_path: Path, make: Any
+) -> None:
+    image = make.encode(make.gradient())
+    names = ("flat/COVID/a.png", "flat/NORMAL/b.png", "flat/loose.png")
+    names += ("splits/Test/COVID/c.png", "splits/Test/d.png", "splits/Train/COVID/e.png")
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(image)
+    with pytest.warns(SkippedItemsWarning, match="left out by the layout"):
+        source = FolderSource(tmp_path / "flat", layout="classes")
+    assert [(s.path, s.reason) for s in source.skipped] == [
+        ("loose.png", "not in a class folder, so it has no label")
+    ]
+    with pytest.warns(SkippedItemsWarning, match="left out by the layout"):
+        split = FolderSource(tmp_path / "splits", layout="classes", split="Test")
+    assert [xray.label for xray in split] == ["covid-19"]
+    assert [s.path for s in split.skipped] == ["Test/d.png"]  # not Train's: not asked for
+
+
 def test_qu_ex_layout_reads_splits_masks_and_boxes(qu_ex_folder: Path) -> None:
     source = FolderSource(qu_ex_folder, layout="covid-qu-ex", split="Train")
     assert len(source) == 6
@@ -338,6 +368,14 @@ def test_ieee8023_layout_reads_patients_and_findings(tmp_path: Path, make: Any) 
     reasons = " | ".join(item.reason for item in source.skipped)
     for expected in ("not frontal", "'Todo' has no label", "'CT'", "not found"):
         assert expected in reasons
+
+
+def test_ieee8023_short_row_is_a_source_error_naming_the_row(tmp_path: Path, make: Any) -> None:
+    _write_ieee(tmp_path, make, [{"patientid": "1", "finding": "COVID-19", "filename": "a.png"}])
+    with (tmp_path / "metadata.csv").open("a") as handle:
+        handle.write("2\n")  # a row cut short: no finding, no filename
+    with pytest.raises(SourceError, match=r"metadata\.csv: data row 2 has no finding or filename"):
+        FolderSource(tmp_path, layout="ieee8023")
 
 
 def test_open_source_reaches_folder_sources_with_options(qu_ex_folder: Path) -> None:

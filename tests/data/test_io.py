@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -178,6 +179,34 @@ def test_dicom_monochrome2_is_stretched_to_uint16(make: Any) -> None:
     # A linear stretch keeps the order of the values.
     order = np.argsort(pixels, axis=None, kind="stable")
     assert np.all(np.diff(decoded.ravel()[order].astype(np.int64)) >= 0)
+
+
+def test_signed_8bit_dicom_keeps_its_order_of_grey_levels(make: Any) -> None:
+    # Cast to uint8, -32..31 became 224..255, 0..31: the darkest pixels turned bright.
+    from pydicom import dcmread
+
+    ramp = np.tile(np.arange(-32, 32, dtype=np.int8), (64, 1))
+    data = make.dicom(ramp.view(np.uint8))
+    dataset = dcmread(io.BytesIO(data))
+    dataset.PixelRepresentation = 1
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    decoded = read_image(buffer.getvalue()).astype(np.int64)
+    assert (np.diff(decoded[0]) > 0).all()
+
+
+@pytest.mark.parametrize("cut", [153, 300, 700])
+def test_a_truncated_or_garbled_dicom_is_an_invalid_image_naming_the_file(
+    make: Any, cut: int
+) -> None:
+    # pydicom raised struct.error, NotImplementedError (unknown VR) or
+    # BytesLengthException, lazily, so that on_error="skip" could not skip the file.
+    data = make.dicom(make.gradient(dtype=np.uint16))
+    garbled = bytearray(data[:cut])
+    if cut == 700:
+        garbled[140:148] = b"\x08\x00\x60\x00BS\x02\x00"  # a tag with an unknown VR
+    with pytest.raises(InvalidImageError, match=r"scan\.dcm"):
+        read_image(bytes(garbled), source="scan.dcm")
 
 
 def test_dicom_monochrome1_is_inverted(make: Any) -> None:

@@ -122,6 +122,61 @@ def test_highly_compressed_member_is_refused_as_a_bomb(tmp_path: Path) -> None:
         ZipSource(archive)
 
 
+def test_a_bomb_that_understates_its_size_is_read_with_bounded_memory(tmp_path: Path) -> None:
+    # 64 MiB of zeros whose headers declare 5,000 bytes: the ratio check never fires, and
+    # one read() decompressed all of it before zipfile cut it to the declared size.
+    import resource
+    import struct
+
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        handle.writestr("COVID/bomb.png", b"\0" * (64 << 20))
+    data = bytearray(archive.read_bytes())
+    local = data.index(b"PK\x03\x04")
+    central = data.index(b"PK\x01\x02")
+    struct.pack_into("<I", data, local + 22, 5000)  # uncompressed size, local header
+    struct.pack_into("<I", data, central + 24, 5000)  # and central directory
+    archive.write_bytes(bytes(data))
+    source = ZipSource(archive, on_error="skip")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.warns(SkippedItemsWarning):
+        assert list(source) == []  # the only member fails its CRC check
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 32 << 10  # well under the 64 MiB it would have expanded to
+    assert "CRC" in source.skipped[0].reason
+
+
+def test_bzip2_and_lzma_members_refuse_the_archive(tmp_path: Path, make: Any) -> None:
+    # Their decompressors expand a whole input chunk at once, however far: unboundable.
+    archive = tmp_path / "bz.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_BZIP2) as handle:
+        handle.writestr("COVID/a.png", make.encode(make.gradient()))
+    with pytest.raises(SourceError, match=r"'COVID/a\.png' is compressed with method 12"):
+        ZipSource(archive)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"__MACOSX/cxr/COVID/._a.png": b"\x00\x05\x16\x07"},
+        {".DS_Store": b"\x00\x00\x00\x01Bud1"},
+    ],
+    ids=["macosx-folder", "ds-store"],
+)
+def test_a_zip_made_by_macos_finder_keeps_its_labels(
+    tmp_path: Path, make: Any, extra: dict[str, bytes]
+) -> None:
+    # Finder adds __MACOSX/ and .DS_Store beside the folder it compresses; counted as
+    # top-level entries, they kept the wrapper folder and every label was lost.
+    png = make.encode(make.gradient())
+    archive = _zip_members(
+        tmp_path / "mac.zip", {"cxr/COVID/a.png": png, "cxr/Normal/b.png": png, **extra}
+    )
+    source = ZipSource(archive)
+    assert source.layout == "classes"
+    assert [xray.label for xray in source] == ["covid-19", "normal"]
+
+
 def test_member_count_limit(tmp_path: Path, make: Any) -> None:
     png = make.encode(make.gradient())
     archive = _zip_members(tmp_path / "many.zip", {f"COVID/{i}.png": png for i in range(5)})

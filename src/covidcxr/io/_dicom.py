@@ -82,11 +82,31 @@ def decode_dicom(
             f"{source or 'image'}: reading DICOM needs pydicom; install covidcxr[dicom]"
         ) from exc
 
+    # pydicom's parser raises whatever it meets in a malformed file (struct.error,
+    # NotImplementedError for an unknown VR, BytesLengthException, ValueError ...), and
+    # parses elements lazily, when first read: every such error is a bad image, so that
+    # on_error="skip" can skip the file and name it.
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+    except InvalidDicomError as exc:
         raise InvalidImageError(f"unreadable DICOM file: {exc}", source) from exc
+    except Exception as exc:
+        raise InvalidImageError(
+            f"unreadable DICOM file: {type(exc).__name__}: {exc}", source
+        ) from exc
+    try:
+        return _decode_dataset(dataset, source, max_pixels)
+    except InvalidImageError:
+        raise
+    except Exception as exc:
+        raise InvalidImageError(
+            f"malformed DICOM file: {type(exc).__name__}: {exc}", source
+        ) from exc
 
+
+def _decode_dataset(
+    dataset: Any, source: str | None, max_pixels: int
+) -> tuple[NDArray[Any], Mapping[str, str]]:
     photometric = _check_dataset(dataset, source, max_pixels)
     try:
         stored = dataset.pixel_array
@@ -211,7 +231,15 @@ def _display_values(
     has_modality_lut = "RescaleSlope" in dataset or "ModalityLUTSequence" in dataset
     has_voi_lut = "WindowCenter" in dataset or "VOILUTSequence" in dataset
     bits = int(dataset.get("BitsAllocated", 16))
-    if bits == 8 and not has_modality_lut and not has_voi_lut:
+    # The 8-bit shortcut keeps the stored values as grey levels: only for unsigned values
+    # that use all 8 bits (signed ones would wrap, -1 becoming 255; fewer bits would be
+    # inverted against the wrong maximum).
+    plain_8bit = (
+        bits == 8
+        and int(dataset.get("PixelRepresentation", 0) or 0) == 0
+        and int(dataset.get("BitsStored", 8) or 8) == 8
+    )
+    if plain_8bit and not has_modality_lut and not has_voi_lut:
         pixels8 = stored.astype(np.uint8, copy=False)
         if photometric == "MONOCHROME1":
             pixels8 = np.uint8(255) - pixels8

@@ -41,6 +41,7 @@ __all__ = ["SafeZipArchive", "ZipLimits", "ZipSource"]
 
 _GIB: Final = 1 << 30
 _MIB: Final = 1 << 20
+_READ_METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 # Compression ratios are only meaningful for members large enough to matter.
 _RATIO_CHECK_MIN_SIZE: Final = _MIB
 
@@ -69,7 +70,7 @@ class ZipLimits:
     max_compression_ratio: float = 100.0
 
 
-def _member_problem(info: zipfile.ZipInfo) -> str | None:
+def _member_problem(info: zipfile.ZipInfo) -> str | None:  # noqa: PLR0911 - one per problem
     """Why a member must not be trusted, or ``None``."""
     name = info.filename
     if "\\" in name:
@@ -83,7 +84,21 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "is a symbolic link"
     if info.flag_bits & 0x1:
         return "is encrypted"
+    if info.compress_type not in _READ_METHODS:
+        # bzip2 and LZMA decompress a whole input chunk at once, however far it expands:
+        # a few hundred bytes can become hundreds of megabytes before any limit applies.
+        return (
+            f"is compressed with method {info.compress_type} (not stored or deflate, which "
+            "are what covidcxr reads: the size others expand to cannot be bounded while "
+            "reading); rebuild the archive with deflate, zip's default"
+        )
     return None
+
+
+def _is_apple_extra(name: str) -> bool:
+    """Whether ``name`` is Finder's: ``__MACOSX/...`` resource forks or a hidden file."""
+    parts = PurePosixPath(name).parts
+    return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts))
 
 
 class SafeZipArchive:
@@ -102,8 +117,8 @@ class SafeZipArchive:
     ------
     SourceError
         If the archive is unreadable, a member's name escapes the archive or appears twice,
-        a member is a symbolic link or encrypted, or the limits are exceeded; the message
-        names the member.
+        a member is a symbolic link, encrypted or compressed with a method other than stored
+        or deflate, or the limits are exceeded; the message names the member.
     """
 
     def __init__(
@@ -174,8 +189,10 @@ class SafeZipArchive:
             if not any(name.startswith(prefix) for name in self.members):
                 raise ConfigurationError(f"{self.name}: no member under root {root!r}")
             return prefix
-        tops = {PurePosixPath(name).parts[0] for name in self.members if "/" in name}
-        loose = any("/" not in name for name in self.members)
+        # macOS's Finder adds __MACOSX/ and .DS_Store beside the folder it compresses.
+        names = [name for name in self.members if not _is_apple_extra(name)]
+        tops = {PurePosixPath(name).parts[0] for name in names if "/" in name}
+        loose = any("/" not in name for name in names)
         if len(tops) != 1 or loose:
             return ""
         (top,) = tops
@@ -194,8 +211,13 @@ class SafeZipArchive:
             raise InvalidImageError("no such member in the archive", where)
         try:
             with self._zip.open(info) as handle:
-                # zipfile stops at the declared size, which _check_members bounded.
-                return handle.read()
+                # In chunks: one read() decompresses up to 2 GiB before zipfile cuts it to
+                # the declared size (which _check_members bounded); a chunk at a time,
+                # zipfile stops there having held a chunk more at most.
+                chunks = []
+                while chunk := handle.read(_MIB):
+                    chunks.append(chunk)
+                return b"".join(chunks)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             # zipfile ends some messages with " for file 'NAME'": the member is ``where``.
             detail = str(exc).removesuffix(f" for file {info.filename!r}")
@@ -277,7 +299,8 @@ class ZipSource(CatalogSource):
     root
         The folder inside the archive that holds the dataset. ``None``: if every member
         sits in one top-level folder that is not itself a class or split folder (archives
-        usually wrap the dataset in one), that folder.
+        usually wrap the dataset in one), that folder; the ``__MACOSX/`` folder and hidden
+        files that macOS's Finder adds beside it do not count.
     limits
         See :class:`ZipLimits`.
     name
@@ -287,8 +310,9 @@ class ZipSource(CatalogSource):
     ------
     SourceError
         If the archive is unreadable, or a member's name escapes the archive, appears twice,
-        is a symbolic link or is encrypted, or the limits are exceeded; the message names
-        the member.
+        is a symbolic link, is encrypted or is compressed with a method other than stored or
+        deflate (bzip2 and LZMA cannot be read with bounded memory), or the limits are
+        exceeded; the message names the member.
 
     Examples
     --------

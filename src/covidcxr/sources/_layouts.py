@@ -92,7 +92,9 @@ TERMS: Final[Mapping[str, str]] = {
 QU_EX_SPLITS: Final[tuple[str, ...]] = ("Train", "Val", "Test")
 #: File suffixes (lower case) treated as images; everything else is ignored, except, in a
 #: local folder, files without a suffix that hold an image (see :func:`might_be_dicom`).
-IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".dcm", ".dicom"})
+IMAGE_SUFFIXES: Final = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".webp", ".dcm", ".dicom"}
+)
 
 # Suffixes of image formats covidcxr does not read (lower case): their files are left out
 # and reported as skipped, with the formats it does read, rather than ignored in silence.
@@ -581,6 +583,10 @@ def _classes(
 ) -> Catalog:
     by_split = {name.lower(): name for name in splits} if splits else None
     chosen: list[tuple[str, str, str | None]] = []  # (name, class folder, split)
+    # Images in no class folder have no label: reported, not dropped without a word
+    # (automatic detection refuses such a folder; an explicit layout="classes" reads the
+    # class folders and says what it left).
+    unlabelled: list[Skipped] = []
     for name in names:
         parts = _parts(name)
         if not is_image(name) or _in_mask_folder(name):
@@ -588,14 +594,20 @@ def _classes(
         if by_split is None:
             if len(parts) >= 2:
                 chosen.append((name, parts[0], None))
+            else:
+                unlabelled.append(Skipped(name, "not in a class folder, so it has no label"))
         elif len(parts) >= 3 and parts[0].lower() in by_split:
             chosen.append((name, parts[1], by_split[parts[0].lower()]))
+        elif len(parts) == 2 and parts[0].lower() in by_split:
+            unlabelled.append(
+                Skipped(name, f"in split folder {parts[0]!r} but in no class folder there")
+            )
     labels = _labels_for((folder for _, folder, _ in chosen), aliases, where)
     entries = [
         Entry(name, label=labels[folder], meta={"split": split} if split else {})
         for name, folder, split in sorted(chosen)
     ]
-    return Catalog(tuple(entries), ())
+    return Catalog(tuple(entries), tuple(sorted(unlabelled, key=lambda s: s.path)))
 
 
 def _unlabelled(names: Sequence[str], is_image: Callable[[str], bool]) -> Catalog:
@@ -743,7 +755,13 @@ def _ieee8023(
     entries: list[Entry] = []
     excluded: list[Skipped] = []
     seen: dict[str, int] = defaultdict(int)
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        short = [column for column in ("finding", "filename") if row.get(column) is None]
+        if short:
+            raise SourceError(
+                f"{where}/{_IEEE_METADATA}: data row {number} has no {' or '.join(short)} "
+                "(fewer fields than the header names); fix or remove the row"
+            )
         name = f"{row.get('folder') or 'images'}/{row['filename']}"
         modality = (row.get("modality") or "X-ray").strip()
         view = (row.get("view") or "").strip()
