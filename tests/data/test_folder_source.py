@@ -228,8 +228,8 @@ def test_an_explicit_classes_layout_reports_images_in_no_class_folder(
     tmp_path: Path, make: Any
 ) -> None:
     image = make.encode(make.gradient())
-    names = ("flat/COVID/a.png", "flat/NORMAL/b.png", "flat/loose.png")
-    names += ("splits/Test/COVID/c.png", "splits/Test/d.png", "splits/Train/COVID/e.png")
+    names = ["flat/COVID/a.png", "flat/NORMAL/b.png", "flat/loose.png"]
+    names += ["splits/Test/COVID/c.png", "splits/Test/d.png", "splits/Train/COVID/e.png"]
     for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(image)

@@ -81,6 +81,29 @@ def test_truncated_file_is_refused(make: Any, ext: str) -> None:
         read_image(data[: len(data) * 2 // 3], source=f"cut{ext}")
 
 
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_a_complete_file_with_bytes_after_its_end_is_read(make: Any, ext: str) -> None:
+    # Phones and some exporters append data after IEND / the end-of-image marker; the
+    # picture is whole, and decoders ignore the rest. Cut short, it is still refused.
+    pixels = make.gradient()
+    data = make.encode(pixels, ext)
+    trailer = b"SEFH" + bytes(range(200))
+    np.testing.assert_array_equal(read_image(data + trailer), read_image(data))
+    with pytest.raises(InvalidImageError, match="truncated"):
+        read_image(data[: len(data) * 2 // 3] + trailer, source=f"cut{ext}")
+
+
+def test_a_jpeg_cut_after_its_exif_thumbnail_is_still_truncated(make: Any) -> None:
+    # The thumbnail in APP1 ends with its own end-of-image marker, before the main scan.
+    thumbnail = make.encode(make.gradient(16, 16), ".jpg")
+    app1 = b"Exif\x00\x00" + thumbnail
+    main = make.encode(make.gradient(), ".jpg")
+    data = main[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + main[2:]
+    assert read_image(data).shape == (64, 64)
+    with pytest.raises(InvalidImageError, match="truncated JPEG"):
+        read_image(data[: len(data) - 200], source="cut.jpg")
+
+
 def test_missing_file_is_an_invalid_image_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(InvalidImageError, match=r"nowhere\.png: no such file"):
         read_image(tmp_path / "nowhere.png")

@@ -85,10 +85,24 @@ def png_size(data: bytes, source: str | None = None) -> tuple[int, int]:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise InvalidImageError("truncated or malformed PNG header (no IHDR chunk)", source)
     width, height = struct.unpack(">II", data[16:24])
-    # The last chunk of a complete PNG is IEND: 4 length bytes, the type, 4 CRC bytes.
-    if b"IEND" not in data[-16:]:
+    if not _png_complete(data):
         raise InvalidImageError("truncated PNG: the closing IEND chunk is missing", source)
     return int(height), int(width)
+
+
+def _png_complete(data: bytes) -> bool:
+    """Whether the chunks, walked from the first, reach ``IEND`` within ``data``.
+
+    Walking the chunk lengths, not looking at the last bytes: some writers append data
+    after ``IEND`` (decoders ignore it), and a truncated file ends before it.
+    """
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        if data[offset + 4 : offset + 8] == b"IEND":
+            return True
+        offset += 12 + length  # length, type, data, CRC
+    return False
 
 
 def jpeg_size(data: bytes, source: str | None = None) -> tuple[int, int]:
@@ -100,6 +114,7 @@ def jpeg_size(data: bytes, source: str | None = None) -> tuple[int, int]:
         If no start-of-frame segment is found or the end-of-image marker is missing.
     """
     size: tuple[int, int] | None = None
+    scan = -1  # where the first scan starts: the image's end-of-image marker follows it
     offset = 2
     while offset + 4 <= len(data):
         if data[offset] != 0xFF:
@@ -112,19 +127,21 @@ def jpeg_size(data: bytes, source: str | None = None) -> tuple[int, int]:
             offset += 2
             continue
         (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
-        if marker in _JPEG_SOF_MARKERS:
+        if marker in _JPEG_SOF_MARKERS and size is None:
             if offset + 9 > len(data):
                 break
             height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
             size = (int(height), int(width))
-            break
-        if marker == 0xDA:  # start of scan before any frame header
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            scan = offset
             break
         offset += 2 + length
     if size is None:
         raise InvalidImageError("truncated or malformed JPEG: no frame header found", source)
-    # Encoders may pad after the end-of-image marker; a few bytes of slack allow for it.
-    if b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
+    # The end-of-image marker after the first scan (an EXIF thumbnail, before it, has one
+    # of its own); anything after it, as some cameras and phones append, is ignored.
+    # 0xFF 0xD9 cannot occur inside entropy-coded data, where 0xFF is stuffed as 0xFF00.
+    if scan < 0 or data.find(b"\xff\xd9", scan) < 0:
         raise InvalidImageError("truncated JPEG: the end-of-image marker is missing", source)
     return size
 
