@@ -218,6 +218,43 @@ def test_signed_8bit_dicom_keeps_its_order_of_grey_levels(make: Any) -> None:
     assert (np.diff(decoded[0]) > 0).all()
 
 
+def _edited_dicom(data: bytes, **tags: Any) -> bytes:
+    from pydicom import dcmread
+
+    dataset = dcmread(io.BytesIO(data))
+    for keyword, value in tags.items():
+        setattr(dataset, keyword, value)
+        if keyword == "PixelPaddingValue":
+            dataset[keyword].VR = "US"  # "US or SS": the pixels are unsigned
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_display_tags_written_empty_count_as_absent(make: Any) -> None:
+    # Refused before as "WindowWidth ... is not a number: None".
+    pixels = make.gradient(dtype=np.uint16) // 16
+    plain = read_image(make.dicom(pixels))
+    blank_window = _edited_dicom(make.dicom(pixels, window=(2000.0, 1000.0)), WindowWidth=None)
+    np.testing.assert_array_equal(read_image(blank_window), plain)
+    blank_slope = _edited_dicom(make.dicom(pixels, slope=2.0, intercept=5.0), RescaleSlope=None)
+    np.testing.assert_array_equal(read_image(blank_slope), plain)
+
+
+def test_pixel_padding_is_left_out_of_the_stretch_and_shown_black(make: Any) -> None:
+    # A detector's unexposed border stored as 4095 (PixelPaddingValue) once took part in
+    # the stretch, squashing the anatomy (here 100..1100) into a quarter of the range.
+    pixels = (make.gradient(dtype=np.uint16) // 64 + 100).astype(np.uint16)  # 100..1123
+    padded = pixels.copy()
+    padded[:, :8] = 4095
+    data = _edited_dicom(make.dicom(padded), PixelPaddingValue=4095)
+    decoded = read_image(data)
+    assert (decoded[:, :8] == 0).all()
+    inside = decoded[:, 8:]
+    assert int(inside.min()) == 0
+    assert int(inside.max()) == 65535
+
+
 @pytest.mark.parametrize("cut", [153, 300, 700])
 def test_a_truncated_or_garbled_dicom_is_an_invalid_image_naming_the_file(
     make: Any, cut: int

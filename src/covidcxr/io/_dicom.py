@@ -21,7 +21,7 @@ import io
 import math
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -228,6 +228,7 @@ def _display_values(
     """Apply the modality LUT, the VOI LUT and MONOCHROME1 inversion; keep 16 bits."""
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut  # noqa: PLC0415
 
+    _drop_empty_display_tags(dataset)
     has_modality_lut = "RescaleSlope" in dataset or "ModalityLUTSequence" in dataset
     has_voi_lut = "WindowCenter" in dataset or "VOILUTSequence" in dataset
     bits = int(dataset.get("BitsAllocated", 16))
@@ -239,7 +240,8 @@ def _display_values(
         and int(dataset.get("PixelRepresentation", 0) or 0) == 0
         and int(dataset.get("BitsStored", 8) or 8) == 8
     )
-    if plain_8bit and not has_modality_lut and not has_voi_lut:
+    padding = _padding_mask(stored, dataset)
+    if plain_8bit and not has_modality_lut and not has_voi_lut and padding is None:
         pixels8 = stored.astype(np.uint8, copy=False)
         if photometric == "MONOCHROME1":
             pixels8 = np.uint8(255) - pixels8
@@ -260,11 +262,51 @@ def _display_values(
             "window tags",
             source,
         )
-    low, high = float(values.min()), float(values.max())
+    # Padding (the area outside the detector's field, PixelPaddingValue) is no part of
+    # the image: left out of the stretch, it cannot squash the anatomy into a few grey
+    # levels, and it is shown black.
+    image = values if padding is None else values[~padding]
+    if image.size == 0:
+        raise InvalidImageError("every pixel is padding (PixelPaddingValue)", source)
+    low, high = float(image.min()), float(image.max())
     if photometric == "MONOCHROME1":
         values = high + low - values
     if high > low:
-        scaled = np.rint((values - low) * (65535.0 / (high - low)))
+        scaled = np.clip(np.rint((values - low) * (65535.0 / (high - low))), 0, 65535)
     else:
         scaled = np.zeros_like(values)
+    if padding is not None:
+        scaled[padding] = 0
     return np.ascontiguousarray(scaled.astype(np.uint16))
+
+
+#: Display tags that, present but empty, mean "not given": a window with no width is no
+#: window, a rescale with no slope no rescale.
+_DISPLAY_TAG_GROUPS: Final = (
+    ("RescaleSlope", "RescaleIntercept"),
+    ("WindowCenter", "WindowWidth"),
+)
+
+
+def _drop_empty_display_tags(dataset: Any) -> None:
+    """Delete display tags written empty, with their partner: absent, not malformed."""
+    for group in _DISPLAY_TAG_GROUPS:
+        if any(
+            keyword in dataset and dataset[keyword].value in (None, "", b"") for keyword in group
+        ):
+            for keyword in group:
+                if keyword in dataset:
+                    del dataset[keyword]
+
+
+def _padding_mask(stored: NDArray[Any], dataset: Any) -> NDArray[np.bool_] | None:
+    """The pixels ``PixelPaddingValue`` (and ``PixelPaddingRangeLimit``) mark, or ``None``."""
+    value = dataset.get("PixelPaddingValue")
+    if value is None or value == "" or _is_multi(value):
+        return None
+    limit = dataset.get("PixelPaddingRangeLimit")
+    first = int(value)
+    last = first if limit is None or limit == "" or _is_multi(limit) else int(limit)
+    low, high = min(first, last), max(first, last)
+    mask = (stored >= low) & (stored <= high)
+    return mask if mask.any() else None
