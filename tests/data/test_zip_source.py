@@ -177,6 +177,16 @@ def test_a_zip_made_by_macos_finder_keeps_its_labels(
     assert [xray.label for xray in source] == ["covid-19", "normal"]
 
 
+def test_members_named_with_a_leading_dot_slash_are_read(tmp_path: Path, make: Any) -> None:
+    # "zip -r x.zip ./" names members "./COVID/a.png"; they looked hidden, and the
+    # archive was refused as holding no images.
+    png = make.encode(make.gradient())
+    archive = _zip_members(tmp_path / "dot.zip", {"./COVID/a.png": png, "./Normal/b.png": png})
+    source = ZipSource(archive)
+    assert [xray.label for xray in source] == ["covid-19", "normal"]
+    assert next(xray.id for xray in source).endswith("!/COVID/a.png")
+
+
 def test_member_count_limit(tmp_path: Path, make: Any) -> None:
     png = make.encode(make.gradient())
     archive = _zip_members(tmp_path / "many.zip", {f"COVID/{i}.png": png for i in range(5)})

@@ -150,7 +150,10 @@ class SafeZipArchive:
                 )
             if info.is_dir():
                 continue
-            if info.filename in members:
+            # Archives made as "zip -r x.zip ./" or by tar-minded tools name members
+            # "./COVID/a.png": the same member as "COVID/a.png", not a hidden file.
+            name = info.filename.removeprefix("./")
+            if name in members:
                 # zipfile resolves a name to its last entry, so one of the two would be
                 # read and the other silently lost; which one the author meant is unknowable.
                 raise SourceError(
@@ -175,7 +178,7 @@ class SafeZipArchive:
                     f"{self.name}: members expand to more than the limit of "
                     f"{limits.max_total_size:,} bytes (a zip bomb?)"
                 )
-            members[info.filename] = info
+            members[name] = info
         return members
 
     def find_root(self, root: str | None, label_aliases: Mapping[str, str] | None) -> str:
