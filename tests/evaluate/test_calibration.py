@@ -350,7 +350,7 @@ def test_coverage_sets_the_abstention_threshold_at_the_quantile() -> None:
     assert accuracy > np.mean(probs.argmax(axis=1) == [CLASSES.index(x) for x in labels])
 
 
-def test_abstention_comes_before_the_thresholds() -> None:
+def test_a_threshold_comes_before_the_abstention() -> None:
     points = OperatingPoints.fit(
         [[0.5, 0.3, 0.2], [0.1, 0.8, 0.1]],
         ["covid-19", "normal"],
@@ -358,8 +358,35 @@ def test_abstention_comes_before_the_thresholds() -> None:
         targets={"covid-19": 1.0},
         abstain_below=0.45,
     )
+    assert points.thresholds == {"covid-19": 0.5}
+    # Unsure overall, but at the COVID-19 threshold: COVID-19. Unsure and below it:
+    # uncertain.
+    rows = [[0.44, 0.35, 0.21], [0.5, 0.3, 0.2], [0.40, 0.44, 0.16]]
+    assert points.apply(rows) == [UNCERTAIN, "covid-19", UNCERTAIN]
     assert points.apply([[0.44, 0.35, 0.21], [0.5, 0.3, 0.2]]) == [UNCERTAIN, "covid-19"]
-    assert points.decide([[0.44, 0.35, 0.21]]).tolist() == [-1]
+    unsure_covid = OperatingPoints.fit(
+        [[0.42, 0.3, 0.28], [0.1, 0.8, 0.1]],
+        ["covid-19", "normal"],
+        CLASSES,
+        targets={"covid-19": 1.0},
+        abstain_below=0.45,
+    )
+    assert unsure_covid.apply([[0.42, 0.3, 0.28]]) == ["covid-19"]
+    assert unsure_covid.decide([[0.40, 0.44, 0.16]]).tolist() == [-1]
+
+
+def test_the_recorded_sensitivity_is_that_of_the_decisions_with_abstention() -> None:
+    # Abstention once overrode the thresholds: fitted for 0.9, the decisions on the same
+    # data called only 69 % of COVID-19 radiographs COVID-19, the rest "uncertain".
+    probs, labels = three_class_set(21, n=2000)
+    points = OperatingPoints.fit(probs, labels, CLASSES, targets={"covid-19": 0.9}, coverage=0.8)
+    decided = np.array(points.apply(probs))
+    covid = np.array(labels) == "covid-19"
+    delivered = float(np.mean(decided[covid] == "covid-19"))
+    assert delivered == pytest.approx(points.points[0].sensitivity)
+    assert delivered >= 0.9
+    assert points.fitted_coverage is not None
+    assert points.fitted_coverage >= 0.8
 
 
 def test_coverage_and_abstain_below_together_are_refused() -> None:

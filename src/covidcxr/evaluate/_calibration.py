@@ -698,6 +698,7 @@ def _decide(
     """
     chosen = probs if adjusted is None else adjusted
     decided: NDArray[np.intp] = chosen.argmax(axis=1).astype(np.intp)
+    any_reached = np.zeros(len(decided), dtype=bool)
     if columns.size:
         scores = probs[:, columns]
         reached = scores >= thresholds
@@ -711,7 +712,10 @@ def _decide(
         any_reached = reached.any(axis=1)
         decided[any_reached] = columns[ratio[any_reached].argmax(axis=1)]
     if abstain_below is not None:
-        decided[chosen.max(axis=1) < abstain_below] = -1
+        # A row that reaches a targeted class's threshold is that class, however unsure
+        # the model is overall: the sensitivity the threshold was fitted for is what the
+        # decisions deliver (abstaining on it would miss the cases it is there to catch).
+        decided[(chosen.max(axis=1) < abstain_below) & ~any_reached] = -1
     return decided
 
 
@@ -722,10 +726,14 @@ class OperatingPoints:
     Made by :meth:`fit` on validation probabilities (calibrated ones, when the model is
     calibrated) and applied by :meth:`apply`. The decision for each row:
 
-    1. if its top-label confidence is below :attr:`abstain_below`, :data:`UNCERTAIN`;
-    2. otherwise, if the probability of a targeted class reaches that class's threshold,
-       that class (if several do, the one with the largest ``p[c] / threshold[c]``);
+    1. if the probability of a targeted class reaches that class's threshold, that class
+       (if several do, the one with the largest ``p[c] / threshold[c]``);
+    2. otherwise, if its top-label confidence is below :attr:`abstain_below`,
+       :data:`UNCERTAIN`;
     3. otherwise the most probable class (argmax).
+
+    A threshold comes before the abstention, so that the sensitivity recorded for it is
+    the sensitivity of the decisions, abstention or not.
 
     Parameters
     ----------
