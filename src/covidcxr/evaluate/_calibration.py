@@ -698,7 +698,7 @@ def _decide(
     """
     chosen = probs if adjusted is None else adjusted
     decided: NDArray[np.intp] = chosen.argmax(axis=1).astype(np.intp)
-    any_reached = np.zeros(len(decided), dtype=bool)
+    any_reached: NDArray[np.bool_] = np.zeros(len(decided), dtype=np.bool_)
     if columns.size:
         scores = probs[:, columns]
         reached = scores >= thresholds
@@ -709,7 +709,7 @@ def _decide(
                 thresholds > 0, scores / np.where(thresholds > 0, thresholds, 1), np.inf
             )
         ratio = np.where(reached, ratio, -np.inf)
-        any_reached = reached.any(axis=1)
+        any_reached = np.asarray(reached.any(axis=1), dtype=np.bool_)
         decided[any_reached] = columns[ratio[any_reached].argmax(axis=1)]
     if abstain_below is not None:
         # A row that reaches a targeted class's threshold is that class, however unsure
