@@ -26,7 +26,7 @@ import pytest
 
 import covidcxr
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
-from covidcxr.sources import COSSource, cos_client, upload_folder, upload_folder_as_zip
+from covidcxr.sources import COSSource, ZipLimits, cos_client, upload_folder, upload_folder_as_zip
 from covidcxr.sources import _cos as cos_module
 
 from ..conftest import free_port
@@ -503,6 +503,27 @@ def test_an_object_gone_since_listing_is_that_item_s_error(
     with pytest.warns(covidcxr.sources.SkippedItemsWarning):
         assert len(list(source)) == 4
     assert [skip.path for skip in source.skipped] == [gone]
+
+
+def test_a_loose_object_over_the_size_limit_is_skipped_unread(
+    s3_endpoint: str, bucket: str, classes_folder: Path
+) -> None:
+    # A loose object is read whole into memory to be decoded: one of several gigabytes
+    # named .png would exhaust it before the decoder's pixel limit could refuse it.
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    big = "cxr/COVID/huge.png"
+    cos_client(**_options(s3_endpoint)).put_object(Bucket=bucket, Key=big, Body=b"\0" * 300_000)
+    source = COSSource(
+        f"{bucket}/cxr",
+        on_error="skip",
+        limits=ZipLimits(max_member_size=200_000),
+        **_options(s3_endpoint),
+    )
+    with pytest.warns(covidcxr.sources.SkippedItemsWarning):
+        assert len(list(source)) == 5
+    (skipped,) = source.skipped
+    assert skipped.path == f"cos://{bucket}/{big}"
+    assert "larger than 200,000 bytes" in skipped.reason
 
 
 @pytest.mark.parametrize("backoff", [-1.0, float("nan"), float("inf")])

@@ -460,6 +460,33 @@ class _Objects:
         return error
 
 
+_MIB: Final = 1 << 20
+
+
+def _bounded_body(limit: int, what: str) -> Callable[[Any], bytes]:
+    """Read a response body a MiB at a time, refusing one over ``limit`` bytes.
+
+    A loose object is read whole into memory to be decoded; a 5 GB object named ``.png``
+    would otherwise exhaust it before the decoder's pixel limit could refuse it.
+    """
+
+    def consume(body: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := body.read(_MIB):
+            size += len(chunk)
+            if size > limit:
+                raise InvalidImageError(
+                    f"object larger than {limit:,} bytes, the most read for one radiograph "
+                    "(ZipLimits.max_member_size)",
+                    what,
+                )
+            chunks.append(bytes(chunk))
+        return b"".join(chunks)
+
+    return consume
+
+
 class _RemoteObjectReader:
     """Reads a bucket's entries in another process (a Ray worker) with its own client.
 
@@ -478,10 +505,12 @@ class _RemoteObjectReader:
         endpoint_url: str | None,
         max_attempts: int,
         backoff: float,
+        max_size: int = ZipLimits().max_member_size,
     ) -> None:
         self.bucket, self.prefix, self.uri = bucket, prefix, uri
         self.endpoint_url = endpoint_url
         self.max_attempts, self.backoff = max_attempts, backoff
+        self.max_size = max_size
         self._objects: _Objects | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -502,7 +531,8 @@ class _RemoteObjectReader:
             )
             self._objects = _Objects(client, self.bucket, self.max_attempts, self.backoff)
         key = f"{self.prefix}/{name}" if self.prefix else name
-        return self._objects.fetch(key, self._item_id(name), lambda body: bytes(body.read()))
+        what = self._item_id(name)
+        return self._objects.fetch(key, what, _bounded_body(self.max_size, what))
 
     def __call__(self, entry: Entry) -> RawItem:
         return read_entry(entry, self._read, self._item_id)
@@ -545,7 +575,8 @@ class COSSource(CatalogSource):
         20 s each).
     limits
         Zip-bomb limits for archives (:class:`~covidcxr.sources.ZipLimits`); the download
-        itself is capped at ``limits.max_total_size`` bytes.
+        itself is capped at ``limits.max_total_size`` bytes, and a loose object at
+        ``limits.max_member_size`` (larger ones are refused unread, as bad items).
     spool_dir
         Where an archive larger than 64 MiB spills (default: the system temp folder).
 
@@ -695,7 +726,8 @@ class COSSource(CatalogSource):
         if self._archive is not None:
             return self._archive.read(self._archive_root + name, self._item_id(name))
         key = f"{self.prefix}/{name}" if self.prefix else name
-        return self._fetch(key, self._item_id(name), lambda body: bytes(body.read()))
+        what = self._item_id(name)
+        return self._fetch(key, what, _bounded_body(self._limits.max_member_size, what))
 
     def _item_id(self, name: str) -> str:
         if self._archive is not None:
@@ -718,6 +750,7 @@ class COSSource(CatalogSource):
             endpoint_url=getattr(getattr(self._client, "meta", None), "endpoint_url", None),
             max_attempts=self.max_attempts,
             backoff=self.backoff,
+            max_size=self._limits.max_member_size,
         )
 
     def close(self) -> None:
