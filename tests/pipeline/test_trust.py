@@ -230,6 +230,13 @@ def test_the_trust_table_is_checked() -> None:
         TrustConfig.from_dict({"gate": "yes"})
     config = TrustConfig.from_dict({"gate": {"epochs": 2}, "coverage": 0.9})
     assert TrustConfig.from_dict(config.to_dict()) == config
+    # As OperatingPoints.fit takes them: a target of 1 (catch every validation case of
+    # the class) and full coverage are valid, 0 and above 1 not.
+    every = TrustConfig.from_dict({"sensitivity": {"covid-19": 1.0}, "coverage": 1})
+    assert every.sensitivity == {"covid-19": 1.0}
+    for bad in (0, 1.01, True, "0.9"):
+        with pytest.raises(ConfigurationError, match=r"in \(0, 1\]"):
+            TrustConfig.from_dict({"sensitivity": {"covid-19": bad}})
 
 
 def test_a_target_for_a_class_the_classifier_lacks_is_refused(base: dict[str, Any]) -> None:

@@ -90,12 +90,12 @@ class ComponentSpec:
         return {"name": self.name, **self.options}
 
 
-def _number_in(value: Any, low: float, high: float) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and low < float(value) < high
-    )
+def _number_in(value: Any, low: float, high: float, *, up_to: bool = False) -> bool:
+    """Whether ``value`` is a number in ``(low, high)``, or ``(low, high]`` with ``up_to``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    number = float(value)
+    return low < number < high or (up_to and number == high)
 
 
 @frozen
@@ -160,16 +160,17 @@ class TrustConfig:
             raise ConfigurationError(f"[trust] calibrate must be true or false, got {calibrate!r}")
         sensitivity = table.get("sensitivity", {})
         if not isinstance(sensitivity, Mapping) or not all(
-            isinstance(k, str) and _number_in(v, 0.0, 1.0) for k, v in sensitivity.items()
+            isinstance(k, str) and _number_in(v, 0.0, 1.0, up_to=True)
+            for k, v in sensitivity.items()
         ):
             raise ConfigurationError(
-                "[trust] sensitivity must map class names to target recalls in (0, 1), "
+                "[trust] sensitivity must map class names to target recalls in (0, 1], "
                 f'e.g. {{"covid-19" = 0.95}}; got {sensitivity!r}'
             )
         coverage = option_value(table.get("coverage"))
-        if coverage is not None and not _number_in(coverage, 0.0, 1.0):
+        if coverage is not None and not _number_in(coverage, 0.0, 1.0, up_to=True):
             raise ConfigurationError(
-                f"[trust] coverage must be a share in (0, 1) or none, got {coverage!r}"
+                f"[trust] coverage must be a share in (0, 1] or none, got {coverage!r}"
             )
         return cls(
             dict(gate) if isinstance(gate, Mapping) else gate,
