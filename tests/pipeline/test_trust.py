@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from covidcxr import Pipeline, Prediction, XRay
 from covidcxr.cli import cli
-from covidcxr.errors import ConfigurationError
+from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate import EvaluationReport
 from covidcxr.gate import ChestXrayGate
 from covidcxr.phantoms import generate_phantoms
@@ -134,6 +134,20 @@ def test_a_saved_pipeline_keeps_its_gate_calibration_and_operating_points(
     assert [attrs.evolve(p, ood_score=None).to_dict() for p in after] == [
         attrs.evolve(p, ood_score=None).to_dict() for p in before
     ]
+
+
+def test_operating_points_for_other_classes_are_refused_on_loading(
+    trusted: Pipeline, tmp_path: Path
+) -> None:
+    # Thresholds apply by column: points saved for another class order would be applied
+    # to the wrong class's probability, without a word.
+    trusted.save(tmp_path / "model")
+    manifest_path = tmp_path / "model" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["trust"]["operating_points"]["classes"].reverse()
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="operating points are for classes"):
+        Pipeline.load(tmp_path / "model")
 
 
 def test_the_report_lists_what_the_gate_refused_and_calibration_before_and_after(

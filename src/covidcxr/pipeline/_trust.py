@@ -289,6 +289,14 @@ class TrustState:
             priors = ClassPriors.from_dict(priors_entry, classes) if priors_entry else None
         except (ConfigurationError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFormatError(f"{source}: the trust entry is damaged: {exc}") from exc
+        if points is not None and points.classes != tuple(classes):
+            # Thresholds apply by column: another class order would put them on the wrong
+            # class's probability.
+            raise ModelFormatError(
+                f"{source}: the operating points are for classes {list(points.classes)}, "
+                f"the classifier's are {list(classes)}; the trust entry does not belong "
+                "to this model"
+            )
         validation = {}
         if calibration_entry:
             validation = {
