@@ -35,6 +35,7 @@ from covidcxr.files import (
     check_new_files,
     check_output_directory,
     check_output_location,
+    claim_file,
     write_text,
 )
 from covidcxr.plugins import Registration
@@ -206,6 +207,7 @@ def _report_skipped(skipped: Sequence[Skipped], where: Path | None, *, overwrite
         click.echo(f"skipped {len(skipped)} item(s)", err=True)
         return
     write_skipped(skipped, where, overwrite=overwrite)
+    claim_file(where.parent, where.name)  # in a model or report folder: covidcxr's own
     click.echo(f"skipped {len(skipped)} item(s); listed with reasons in {where}", err=True)
 
 
@@ -324,7 +326,11 @@ def _summary_lines(report: Any) -> list[str]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A pipeline TOML file (components and their options); library defaults otherwise.",
 )
-@click.option("--validation", help="A validation source, for the monitoring curves only.")
+@click.option(
+    "--validation",
+    help="A validation source: it picks the epoch kept, draws the monitoring curves, and "
+    "fits the calibration and the operating points of [trust] (held out of training).",
+)
 @_SOURCE_OPTION
 @_ON_ERROR_OPTION
 @_CACHE_OPTION
@@ -465,7 +471,17 @@ def predict_command(
     (of class subfolders, or of images), a .zip archive or a URI such as
     cos://bucket/prefix; labels are not needed.
     """
-    for name, used in (("--runtime", runtime != "auto"), ("--priors", priors is not None)):
+    # The cache given on the command line (not one set for every command by
+    # COVIDCXR_CACHE_DIR): Ray's workers read and preprocess on their own machines.
+    cache_given = (
+        click.get_current_context().get_parameter_source("cache_dir")
+        is click.core.ParameterSource.COMMANDLINE
+    )
+    for name, used in (
+        ("--runtime", runtime != "auto"),
+        ("--priors", priors is not None),
+        ("--cache-dir", cache_given),
+    ):
         if engine == "ray" and used:  # for Ray, save a model with Pipeline.set_priors
             raise click.UsageError(f"{name} applies to --engine local only")
     mix = _parse_priors(priors)

@@ -49,6 +49,7 @@ __all__ = [
     "check_output_directory",
     "check_output_location",
     "checkpoint_lock",
+    "claim_file",
     "output_directory",
     "recover_output_directory",
     "remove_stale_files",
@@ -965,6 +966,27 @@ def _write_marker(staging: Path, kind: OutputKind) -> None:
         "files": files,
     }
     write_text(staging / MARKER_NAME, json.dumps(marker, indent=2) + "\n", overwrite=True)
+
+
+def claim_file(directory: str | os.PathLike[str], relative: str) -> None:
+    """Add ``relative`` to the files the marker of ``directory`` lists as covidcxr's.
+
+    For a file written into a directory after :func:`output_directory` put it in place
+    (the command line's ``skipped.csv``, listed once the work is done): without it, the
+    directory would hold a file its marker does not name, and ``overwrite`` would refuse
+    to replace it as holding the user's files. A directory without covidcxr's marker is
+    left as it is.
+    """
+    folder = Path(directory)
+    marker = _marker(folder)
+    if marker is None:
+        return
+    listed = marker.get("files")
+    files = set(listed) if isinstance(listed, list) else set()
+    if relative in files:
+        return
+    marker["files"] = sorted({*files, relative})
+    write_text(folder / MARKER_NAME, json.dumps(marker, indent=2) + "\n", overwrite=True)
 
 
 def _make_staging(target: Path, kind: OutputKind) -> Path:

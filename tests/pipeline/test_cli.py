@@ -346,6 +346,16 @@ def test_train_and_evaluate_on_error_skip_list_skips_in_their_output_folders(
     assert code == 0, err
     assert len(read_csv(report / "skipped.csv")) == 1
     assert "skipped 1 item(s)" in err
+    # skipped.csv is covidcxr's own: the folders it is in can be replaced (they were
+    # refused as holding a file covidcxr did not write).
+    code, _, err = run([*train, "--on-error", "skip", "--overwrite"], capsys)
+    assert code == 0, err
+    code, _, err = run(
+        ["evaluate", str(model), str(broken_dir), "--report", str(report), "--on-error", "skip",
+         "--overwrite"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
 
 
 @pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
@@ -362,6 +372,8 @@ def test_demo_on_data_with_on_error_skip_lists_skips(
     code, _, err = run([*argv, "--on-error", "skip"], capsys)
     assert code == 0, err
     assert len(read_csv(out_dir / "skipped.csv")) == 1
+    code, _, err = run([*argv, "--on-error", "skip", "--overwrite"], capsys)
+    assert code == 0, err
 
 
 def test_predict_reads_a_zip_archive(
@@ -431,3 +443,17 @@ def test_predict_needs_a_source(model_dir: Path, capsys: pytest.CaptureFixture[s
     code, _, err = run(["predict", str(model_dir)], capsys)
     assert code == 2
     assert "SOURCE" in err
+
+
+def test_predict_on_ray_refuses_a_cache_given_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ray's workers preprocess on their own machines: the cache was accepted and ignored.
+    args = ["predict", "m", str(tmp_path), "--engine", "ray", "-o", str(tmp_path / "out")]
+    code, _, err = run([*args, "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 2
+    assert "--cache-dir applies to --engine local only" in err
+    # Set for every command in the environment, it is not the user's request for this one.
+    monkeypatch.setenv("COVIDCXR_CACHE_DIR", str(tmp_path / "cache"))
+    code, _, err = run(args, capsys)
+    assert "--cache-dir" not in err
