@@ -63,6 +63,18 @@ def _rows(folder: Path, fmt: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["position"])
 
 
+def _scans_with_a_broken_one(phantom_folder: Path, folder: Path, n: int, name: str) -> Path:
+    """Copy the first ``n`` phantom scans into ``folder``, add ``COVID/name`` broken."""
+    for path in sorted(phantom_folder.rglob("*.png"))[:n]:
+        target = folder / path.relative_to(phantom_folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    broken = folder / "COVID" / name
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return broken
+
+
 def _assert_same_as_single_process(
     rows: list[dict[str, Any]], model: Path, source: SourceLike
 ) -> None:
@@ -101,14 +113,7 @@ def test_unreadable_items_are_reported_not_retried(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "scans"
-    folder.mkdir()
-    for path in sorted(phantom_folder.rglob("*.png"))[:5]:
-        target = folder / path.relative_to(phantom_folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-    broken = folder / "COVID" / "broken.png"
-    broken.parent.mkdir(exist_ok=True)
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    broken = _scans_with_a_broken_one(phantom_folder, folder, 5, "broken.png")
     out = tmp_path / "predictions.csv"
     result = covidcxr.ray.predict(
         tiny_model,
@@ -224,14 +229,8 @@ def test_a_source_read_before_keeps_its_positions_and_reports_what_it_left_out(
     tiny_model: Path, phantom_folder: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "scans"
-    folder.mkdir()
-    for path in sorted(phantom_folder.rglob("*.png"))[:4]:
-        target = folder / path.relative_to(phantom_folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-    broken = folder / "COVID" / "aaa-broken.png"  # sorts first in its class folder
-    broken.parent.mkdir(exist_ok=True)
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    # The broken file's name sorts first in its class folder.
+    broken = _scans_with_a_broken_one(phantom_folder, folder, 4, "aaa-broken.png")
     source = FolderSource(folder, on_error="skip", layout="classes")
     with pytest.warns(UserWarning, match="unreadable"):
         assert len(list(source)) == 4  # an earlier pass found the broken file
