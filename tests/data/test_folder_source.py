@@ -200,6 +200,30 @@ def test_on_error_must_be_raise_or_skip(classes_folder: Path) -> None:
         FolderSource(classes_folder, on_error="ignore")
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_pixels", "abc"),
+        ("max_pixels", 0),
+        ("min_side", -3),
+        ("min_side", 32.5),
+        ("min_lesion_area", 1.5),
+        ("min_lesion_area", -1),
+        ("load_masks", "yes"),
+        ("label_aliases", 5),
+        ("label_aliases", {"COVID": 1}),
+        ("split", 5),
+        ("split", ["Train", 2]),
+        ("layout", 3),
+    ],
+)
+def test_options_of_the_wrong_kind_are_refused_when_the_source_opens(
+    classes_folder: Path, option: str, value: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{option} must be"):
+        FolderSource(classes_folder, **{option: value})
+
+
 def test_hidden_and_non_image_files_are_ignored(classes_folder: Path) -> None:
     (classes_folder / "COVID" / ".DS_Store").write_bytes(b"\0\1")
     (classes_folder / "COVID" / "notes.txt").write_text("hello")

@@ -233,11 +233,49 @@ def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
         ("gamma", -1.5),
         ("working_size", 4),
         ("working_size", 256.5),
+        # Values of the wrong kind, as text options give them: never coerced.
+        ("output_size", "abc"),
+        ("output_size", 64.5),
+        ("kernel_size", 5.0),
+        ("clip_limit", "2"),
+        ("sigma", True),
+        ("tile_grid_size", 8),
+        ("tile_grid_size", (8, "a")),
+        ("percentile_window", "ab"),
+        ("clahe", "false"),
+        ("clahe", 0),
     ],
 )
 def test_invalid_parameters_are_configuration_errors_naming_them(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=option):
         GaussianClahePreprocessor(**{option: value})
+
+
+def test_numpy_scalars_and_lists_are_taken_as_python_values() -> None:
+    preprocessor = GaussianClahePreprocessor(
+        output_size=np.int64(64),
+        clip_limit=np.float32(2.5),
+        tile_grid_size=[4, np.int32(4)],
+        percentile_window=[1, 99],
+        clahe=np.bool_(False),
+    )
+    assert preprocessor.output_size == 64
+    assert type(preprocessor.output_size) is int
+    assert preprocessor.clip_limit == 2.5
+    assert type(preprocessor.clip_limit) is float
+    assert preprocessor.tile_grid_size == (4, 4)
+    assert preprocessor.percentile_window == (1.0, 99.0)
+    assert preprocessor.clahe is False
+    assert (
+        preprocessor.cache_token()
+        == GaussianClahePreprocessor(
+            output_size=64,
+            clip_limit=2.5,
+            tile_grid_size=(4, 4),
+            percentile_window=(1, 99),
+            clahe=False,
+        ).cache_token()
+    )
 
 
 def test_stretch_pad_and_crop_give_square_output(make: Any) -> None:

@@ -79,6 +79,23 @@ def test_the_console_prints_a_warning_in_its_own_words_when_it_has_them() -> Non
     assert stream.getvalue() == "warning: scans: skipped 1 of 4 item(s)\nwarning: plain\n"
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("max_pixels=abc", "max_pixels must be a whole number of at least 1, got 'abc'"),
+        ("label_aliases=5", "label_aliases must be a mapping of folder names to labels, got 5"),
+    ],
+)
+def test_a_source_option_of_the_wrong_kind_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    (tmp_path / "COVID").mkdir()
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", "covid-qu-ex", str(tmp_path), "-s", option])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_an_image_over_the_pixel_limit_is_refused_with_the_option_to_raise_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

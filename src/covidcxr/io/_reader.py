@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,14 +11,22 @@ from typing import Any, Final
 from attrs import frozen
 from numpy.typing import NDArray
 
-from covidcxr.errors import InvalidImageError
+from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.io._dicom import decode_dicom
 from covidcxr.io._raster import decode_raster
 from covidcxr.io._sniff import ImageFormat, jpeg_size, png_size, sniff_format, webp_size
 from covidcxr.labels import canonical_label
 from covidcxr.records import XRay
 
-__all__ = ["MAX_PIXELS", "MIN_SIDE", "DecodedImage", "decode_image", "read_image", "read_xray"]
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "DecodedImage",
+    "check_limits",
+    "decode_image",
+    "read_image",
+    "read_xray",
+]
 
 #: Images declaring more pixels than this are refused before decoding (decompression
 #: bombs). 64 megapixels is four times the largest digital radiography detector.
@@ -49,6 +58,26 @@ class DecodedImage:
     tags: Mapping[str, str]
 
 
+def check_limits(min_side: object, max_pixels: object) -> None:
+    """Refuse size limits that are not whole numbers of at least 1.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the limit and the value given (a string from a command line, a float, 0).
+
+    Examples
+    --------
+    >>> check_limits(32, "abc")
+    Traceback (most recent call last):
+    ...
+    covidcxr.errors.ConfigurationError: max_pixels must be a whole number of at least 1, got 'abc'
+    """
+    for name, value in (("min_side", min_side), ("max_pixels", max_pixels)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
 def decode_image(
     data: bytes,
     source: str | None = None,
@@ -71,6 +100,8 @@ def decode_image(
     ------
     InvalidImageError
         For empty, truncated, mislabelled, too small, too large or corrupt images.
+    ConfigurationError
+        For size limits that are not whole numbers of at least 1.
 
     Examples
     --------
@@ -80,6 +111,7 @@ def decode_image(
     >>> decoded.format, decoded.pixels.shape
     ('png', (64, 48))
     """
+    check_limits(min_side, max_pixels)
     image_format = sniff_format(data, source)
     tags: Mapping[str, str] = {}
     if image_format == "dicom":
@@ -157,6 +189,8 @@ def read_image(
     InvalidImageError
         If the file is missing, empty, truncated, not an image, too small or too large,
         naming the file.
+    ConfigurationError
+        For size limits that are not whole numbers of at least 1.
 
     Examples
     --------

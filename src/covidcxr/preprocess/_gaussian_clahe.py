@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import functools
 import json
+import numbers
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
@@ -179,47 +181,81 @@ def to_uint8(
     return mapped
 
 
+# Options often come from text (``-p KEY=VALUE``, a TOML file). ``int("abc")`` raises an
+# untyped error, ``int(2.7)`` quietly gives 2 and ``bool("false")`` is true, so the
+# converters below only normalise values of the right kind (NumPy scalars to Python
+# ones, lists to tuples) and pass anything else on to the validators, which refuse it
+# with a ConfigurationError that names the option.
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _as_int(value: Any) -> Any:
+    return int(value) if _is_whole(value) else value
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if _is_real(value) else value
+
+
+def _as_flag(value: Any) -> Any:
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
+def _is_pair(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+
+
+def _as_int_pair(value: Any) -> Any:
+    return tuple(_as_int(item) for item in value) if _is_pair(value) else value
+
+
+def _as_float_pair(value: Any) -> Any:
+    return tuple(_as_float(item) for item in value) if _is_pair(value) else value
+
+
+def _refuse(name: str, wanted: str, value: object) -> ConfigurationError:
+    return ConfigurationError(f"{name} must be {wanted}, got {value!r}")
+
+
 def _odd_positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1 or value % 2 == 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive odd integer, got {value}")
+    if not _is_whole(value) or value < 1 or value % 2 == 0:
+        raise _refuse(attribute.name, "a positive odd integer", value)
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0:
-        raise ConfigurationError(f"{attribute.name} must be >= 0, got {value}")
+    if not _is_real(value) or not value >= 0:
+        raise _refuse(attribute.name, "a number >= 0", value)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ConfigurationError(f"{attribute.name} must be > 0, got {value}")
+    if not _is_real(value) or not value > 0:
+        raise _refuse(attribute.name, "a number > 0", value)
 
 
-def _int_pair(value: Any) -> tuple[int, int]:
-    width, height = value
-    return int(width), int(height)
-
-
-def _float_pair(value: Any) -> tuple[float, float]:
-    low, high = value
-    return float(low), float(high)
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise _refuse(attribute.name, "true or false", value)
 
 
 def _check_grid(
     instance: object, attribute: attrs.Attribute[tuple[int, int]], value: tuple[int, int]
 ) -> None:
-    if min(value) < 1:
-        raise ConfigurationError(f"tile_grid_size must be two positive integers, got {value}")
+    if not (_is_pair(value) and all(_is_whole(n) and n >= 1 for n in value)):
+        raise _refuse("tile_grid_size", "two positive integers", value)
 
 
 def _check_output_size(
     instance: object, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
-    if value is not None and value < 1:
-        raise ConfigurationError(f"output_size must be None or >= 1, got {value}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    if value is not None and (not _is_whole(value) or value < 1):
+        raise _refuse("output_size", "None or a whole number >= 1", value)
 
 
 def _check_working_size(
@@ -227,7 +263,7 @@ def _check_working_size(
 ) -> None:
     if value is None:
         return
-    if not _is_int(value) or value < 8:
+    if not _is_whole(value) or value < 8:
         raise ConfigurationError(f"working_size must be None or an integer >= 8, got {value!r}")
     if instance.output_size is None:
         raise ConfigurationError("working_size needs an output_size (the image's own size)")
@@ -246,6 +282,8 @@ def _one_of(choices: tuple[str, ...]) -> Any:
 def _check_window(
     instance: object, attribute: attrs.Attribute[tuple[float, float]], value: tuple[float, float]
 ) -> None:
+    if not (_is_pair(value) and all(_is_real(item) for item in value)):
+        raise _refuse("percentile_window", "two percentiles (low, high)", value)
     low, high = value
     if not 0.0 <= low < high <= 100.0:
         raise ConfigurationError(
@@ -307,21 +345,25 @@ class GaussianClahePreprocessor:
     0.25
     """
 
-    kernel_size: int = field(default=5, converter=int, validator=_odd_positive)
-    sigma: float = field(default=0.0, converter=float, validator=_non_negative)
-    clip_limit: float = field(default=2.0, converter=float, validator=_positive)
+    kernel_size: int = field(default=5, converter=_as_int, validator=_odd_positive)
+    sigma: float = field(default=0.0, converter=_as_float, validator=_non_negative)
+    clip_limit: float = field(default=2.0, converter=_as_float, validator=_positive)
     tile_grid_size: tuple[int, int] = field(
-        default=(8, 8), converter=_int_pair, validator=_check_grid
+        default=(8, 8),
+        converter=_as_int_pair,
+        validator=_check_grid,
     )
-    output_size: int | None = field(default=224, validator=_check_output_size)
+    output_size: int | None = field(default=224, converter=_as_int, validator=_check_output_size)
     resize_mode: str = field(default="stretch", validator=_one_of(RESIZE_MODES))
     output_dtype: str = field(default="float32", validator=_one_of(OUTPUT_DTYPES))
     percentile_window: tuple[float, float] = field(
-        default=(0.5, 99.5), converter=_float_pair, validator=_check_window
+        default=(0.5, 99.5),
+        converter=_as_float_pair,
+        validator=_check_window,
     )
-    clahe: bool = field(default=True, converter=bool)
-    gamma: float = field(default=1.0, converter=float, validator=_positive)
-    working_size: int | None = field(default=None, validator=_check_working_size)
+    clahe: bool = field(default=True, converter=_as_flag, validator=_flag)
+    gamma: float = field(default=1.0, converter=_as_float, validator=_positive)
+    working_size: int | None = field(default=None, converter=_as_int, validator=_check_working_size)
 
     def cache_token(self) -> str:
         """A string that changes whenever the output for a given input could change.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -10,8 +11,8 @@ from typing import Final
 
 import numpy as np
 
-from covidcxr.errors import InvalidImageError, SourceError
-from covidcxr.io._reader import decode_image
+from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
+from covidcxr.io._reader import check_limits, decode_image
 from covidcxr.records import XRay
 from covidcxr.sources._items import Entry, RawItem, decode_item, read_entry
 from covidcxr.sources._layouts import AUTO, CITATIONS, TERMS, Catalog, catalog, detect_layout
@@ -30,6 +31,54 @@ _log = logging.getLogger("covidcxr.sources")
 # How many images of an automatically unlabelled source are looked at to tell
 # segmentation masks from radiographs.
 _MASK_PROBES: Final = 3
+
+
+def _check_options(
+    *,
+    layout: object,
+    split: object,
+    label_aliases: object,
+    load_masks: object,
+    min_side: object,
+    max_pixels: object,
+    min_lesion_area: object,
+) -> None:
+    """Refuse option values of the wrong kind when the source is opened, not while reading.
+
+    Options often come from text (``-s KEY=VALUE`` on the command line, a TOML file): a
+    value of the wrong type would otherwise fail as a ``TypeError`` deep in a read, or,
+    for a flag, be taken as true.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the option and the value given.
+    """
+
+    def refuse(name: str, wanted: str, value: object) -> ConfigurationError:
+        return ConfigurationError(f"{name} must be {wanted}, got {value!r}")
+
+    if not isinstance(layout, str):
+        raise refuse("layout", "a layout name", layout)
+    splits_ok = split is None or isinstance(split, str)
+    if not splits_ok and isinstance(split, Sequence):
+        splits_ok = all(isinstance(name, str) for name in split)
+    if not splits_ok:
+        raise refuse("split", "a split name, a list of them, or None", split)
+    if label_aliases is not None and not (
+        isinstance(label_aliases, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in label_aliases.items())
+    ):
+        raise refuse("label_aliases", "a mapping of folder names to labels", label_aliases)
+    if not isinstance(load_masks, bool):
+        raise refuse("load_masks", "true or false", load_masks)
+    check_limits(min_side, max_pixels)
+    if (
+        isinstance(min_lesion_area, bool)
+        or not isinstance(min_lesion_area, numbers.Integral)
+        or min_lesion_area < 0
+    ):
+        raise refuse("min_lesion_area", "a whole number of pixels, 0 or more", min_lesion_area)
 
 
 class CatalogSource(ABC):
@@ -59,6 +108,15 @@ class CatalogSource(ABC):
     ) -> None:
         self._where = where
         self.on_error: OnError = check_on_error(on_error)
+        _check_options(
+            layout=layout,
+            split=split,
+            label_aliases=label_aliases,
+            load_masks=load_masks,
+            min_side=min_side,
+            max_pixels=max_pixels,
+            min_lesion_area=min_lesion_area,
+        )
         self.min_side = min_side
         self.max_pixels = max_pixels
         self.min_lesion_area = min_lesion_area
