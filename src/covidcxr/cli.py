@@ -36,6 +36,7 @@ from covidcxr.files import (
     check_output_directory,
     check_output_location,
     claim_file,
+    file_batch,
     write_text,
 )
 from covidcxr.plugins import Registration
@@ -1125,10 +1126,11 @@ def detect_command(
         if whole_model
         else _detector_detections(name, options, preprocess, preprocess_options)
     )
-    out.mkdir(parents=True, exist_ok=True)
-
     records: list[dict[str, Any]] = []
+    # The PNGs and detections.json appear together, once every radiograph is done: an
+    # error or Ctrl-C part-way leaves --out as it was (the --output table cleans up too).
     with (
+        file_batch(out, overwrite=overwrite) as staging,
         tqdm(
             total=len(dataset),
             unit="image",
@@ -1144,7 +1146,7 @@ def detect_command(
             queued = png_names.get(image.id)
             png_name = queued.pop(0) if queued else _png_name(image.id, used_names)
             drawn = draw_detections(image, detections, truths=image.boxes if truths else None)
-            _cli_wording(write_png, out / png_name, drawn, overwrite=overwrite)
+            write_png(staging / png_name, drawn)
             height, width = image.shape
             records.append(
                 {
@@ -1157,10 +1159,10 @@ def detect_command(
                 }
             )
             progress.update()
-    source = sources[0] if len(sources) == 1 else list(sources)
-    used = {"model": model} if whole_model else {}
-    document = {"detector": name, **used, "source": source, "images": records}
-    write_text(report_path, json.dumps(document, indent=2) + "\n", overwrite=overwrite)
+        source = sources[0] if len(sources) == 1 else list(sources)
+        used = {"model": model} if whole_model else {}
+        document = {"detector": name, **used, "source": source, "images": records}
+        write_text(staging / report_path.name, json.dumps(document, indent=2) + "\n")
     found = sum(len(r["detections"]) for r in records)
     click.echo(f"{found} lesion(s) in {len(records)} image(s); wrote {out}")
     if whole_model:

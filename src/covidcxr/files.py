@@ -50,6 +50,7 @@ __all__ = [
     "check_output_location",
     "checkpoint_lock",
     "claim_file",
+    "file_batch",
     "output_directory",
     "recover_output_directory",
     "remove_stale_files",
@@ -950,6 +951,97 @@ def staged_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     finally:
         with contextlib.suppress(FileNotFoundError):
             scratch.unlink()
+
+
+_BATCH_PATTERN: Final = re.compile(
+    r"\.covidcxr-batch\.(?P<pid>\d+)@(?P<host>[0-9a-f]{8})\.[0-9a-f]{8}\.new"
+)
+
+
+def _remove_stale_batches(directory: Path) -> None:
+    """Remove the staging folders of :func:`file_batch` whose process is gone."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = _BATCH_PATTERN.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        folder = Path(entry.path)
+        marker = _marker(folder)
+        if marker is None or marker.get("kind") != "batch":
+            continue  # named like one, but not covidcxr's: never removed
+        if _stale_owner(match["pid"], match["host"]):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_batch(directory: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Write several files into ``directory`` together: all of them, or none.
+
+    For outputs written file by file into a folder the user chose, which may hold the
+    user's own files (``covidcxr detect --out``). The ``with`` block writes into a
+    staging folder inside ``directory`` (flat: files only). When it ends without error,
+    every file is checked against ``directory`` again (as :func:`check_new_files`), then
+    moved into place; if it raises (Ctrl-C included), nothing in ``directory`` changes and
+    the staging folder is removed, with ``directory`` itself if this call created it. A
+    killed process leaves a hidden ``.covidcxr-batch.<pid>@<host>.<random>.new`` folder
+    (marked as covidcxr's), removed by the next batch written there.
+
+    Raises
+    ------
+    OutputExistsError
+        If a file to be moved into place exists and ``overwrite`` is false, or is a
+        directory; nothing is moved then.
+    OutputError
+        If the location cannot be written (read-only, full, no permission).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "out"
+    >>> with file_batch(folder) as staging:
+    ...     _ = write_text(staging / "a.txt", "one")
+    ...     _ = write_text(staging / "b.txt", "two")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.txt', 'b.txt']
+    >>> try:
+    ...     with file_batch(folder, overwrite=True) as staging:
+    ...         _ = write_text(staging / "a.txt", "changed")
+    ...         raise KeyboardInterrupt
+    ... except KeyboardInterrupt:
+    ...     pass
+    >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
+    ('one', ['a.txt', 'b.txt'])
+    """
+    target = _absolute(Path(directory))
+    created = not os.path.lexists(target)
+    with _refusals_as_output_errors(target):
+        target.mkdir(parents=True, exist_ok=True)
+        _remove_stale_batches(target)
+        staging = target / f".covidcxr-batch.{_owner_tag()}.{secrets.token_hex(4)}.new"
+        staging.mkdir(mode=0o700)
+    try:
+        with _refusals_as_output_errors(target):
+            marker = {"written_by": _WRITER, "kind": "batch", "state": "staging"}
+            write_text(staging / MARKER_NAME, json.dumps(marker) + "\n")
+            yield staging
+            names = sorted(e.name for e in os.scandir(staging) if e.name != MARKER_NAME)
+            check_new_files([target / name for name in names], overwrite=overwrite)
+            for name in names:
+                if overwrite:
+                    (staging / name).replace(target / name)
+                else:
+                    _link_without_replacing(staging / name, target / name)
+            _fsync_directory(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only if empty: never what others put there meanwhile
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_marker(staging: Path, kind: OutputKind) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import covidcxr.detect as detect_package
 from covidcxr import cli as cli_module
 from covidcxr.cli import cli, main
 from covidcxr.detect import LoopbackWatsonServer
@@ -119,6 +120,61 @@ def test_detect_refuses_to_replace_earlier_output(
     assert "Usage" not in err
     assert "overwrite=True" not in err
     assert run([*args, "--overwrite"]).exit_code == 0
+
+
+def stop_at_second_drawing(monkeypatch: pytest.MonkeyPatch, stop: type[BaseException]) -> None:
+    """Make ``detect`` raise ``stop`` when it draws its second radiograph."""
+    drawing = detect_package.draw_detections  # detect imports it when it runs
+    calls = 0
+
+    def draw_then_stop(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise stop("stopped part-way")
+        return drawing(*args, **kwargs)
+
+    monkeypatch.setattr(detect_package, "draw_detections", draw_then_stop)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_detect_that_stops_part_way_leaves_the_out_folder_as_it_was(
+    server: LoopbackWatsonServer,
+    radiographs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: type[BaseException],
+) -> None:
+    out = tmp_path / "out"
+    args = ["detect", str(radiographs), "--out", str(out), *watson_args(server)]
+    assert run(args).exit_code == 0
+    (out / "mine.txt").write_text("the user's own file")
+    server.objects_for = lambda filename, png, cid: [
+        {
+            "object": "opacity",
+            "score": 0.5,
+            "location": {"left": 1, "top": 1, "width": 9, "height": 9},
+        }
+    ]  # so that a replaced PNG would differ
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    stop_at_second_drawing(monkeypatch, stop)  # the first PNG is written by then
+    result = run([*args, "--overwrite"])
+    assert result.exit_code != 0
+    after = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert after == before  # no new PNG, nothing replaced, no staging folder left
+
+
+def test_detect_into_a_new_folder_that_fails_part_way_leaves_no_folder(
+    server: LoopbackWatsonServer,
+    radiographs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stop_at_second_drawing(monkeypatch, RuntimeError)
+    out = tmp_path / "new" / "out"
+    result = run(["detect", str(radiographs), "--out", str(out), *watson_args(server)])
+    assert result.exit_code != 0
+    assert not out.exists()
 
 
 def test_detect_shows_a_progress_bar_on_a_terminal_unless_told_not_to(

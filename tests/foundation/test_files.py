@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from covidcxr import files
 from covidcxr.errors import OutputError, OutputExistsError
 from covidcxr.files import (
     CHECKPOINT_LOCK_NAME,
     atomic_write,
     checkpoint_lock,
+    file_batch,
     write_bytes,
     write_text,
 )
@@ -146,3 +150,43 @@ def test_a_read_only_folder_or_a_file_system_without_locks_trains_unlocked(
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.warns(UserWarning, match="cannot lock files"), checkpoint_lock(tmp_path):
         pass
+
+
+def test_a_batch_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write_text(out / "a.png", "old a")
+    write_text(out / "mine.txt", "the user's own")
+
+    def write_both(overwrite: bool) -> None:
+        with file_batch(out, overwrite=overwrite) as staging:
+            write_text(staging / "b.png", "new b")
+            write_text(staging / "a.png", "new a")
+
+    with pytest.raises(OutputExistsError, match=r"a\.png already exists"):
+        write_both(overwrite=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "mine.txt"]  # nothing moved
+    write_both(overwrite=True)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "a.png": "new a",
+        "b.png": "new b",
+        "mine.txt": "the user's own",
+    }
+
+
+def test_a_batch_left_by_a_killed_process_is_removed_but_not_a_folder_named_like_one(
+    tmp_path: Path,
+) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    leftover = tmp_path / f".covidcxr-batch.{dead}@{files._HOST}.0123abcd.new"
+    alike = tmp_path / f".covidcxr-batch.{dead}@{files._HOST}.4567abcd.new"
+    with file_batch(tmp_path) as staging:
+        staging.rename(leftover)  # as a kill -9 would leave it
+        staging.mkdir()
+    alike.mkdir()
+    (alike / "thesis.txt").write_text("three years of work")
+    with file_batch(tmp_path) as staging:
+        write_text(staging / "a.png", "a")
+    assert not leftover.exists()
+    assert (alike / "thesis.txt").read_text() == "three years of work"
