@@ -653,6 +653,11 @@ def export_command(
     """
     from covidcxr.runtime import export  # noqa: PLC0415
 
+    if calibration is not None and precision != "int8":
+        raise click.UsageError(
+            f"--calibration applies only to --precision int8 (not {precision}): leave it out, "
+            "or add --precision int8"
+        )
     options = _source_options(source_options, "raise")
     check_output_directory(out_dir, "pipeline", overwrite=overwrite)  # before loading
     _import_tensorflow()

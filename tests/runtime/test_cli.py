@@ -46,6 +46,20 @@ def test_export_then_predict_with_the_onnx_runtime(saved_pipeline: Path, tmp_pat
     assert len(json.loads(result.stdout)) == 6
 
 
+def test_export_refuses_calibration_without_int8_before_loading_the_model(
+    tmp_path: Path,
+) -> None:
+    folder = write_phantom_dataset(tmp_path / "held-out", 1, size=48, seed=11)
+    result = CliRunner().invoke(
+        cli,
+        ["export", str(folder), str(tmp_path / "out"), "--validation", str(folder),
+         "--calibration", str(folder)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--calibration applies only to --precision int8 (not fp32)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_without_runtime_writes_openvino_the_measured_default(
     saved_pipeline: Path, tmp_path: Path
 ) -> None:

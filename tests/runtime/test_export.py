@@ -229,6 +229,14 @@ def test_int8_needs_calibration_images(saved_pipeline: Path, tmp_path: Path) -> 
     assert not (tmp_path / "x").exists()
 
 
+def test_calibration_images_without_int8_are_refused_not_ignored(
+    saved_pipeline: Path, tmp_path: Path, held_out: list[XRay]
+) -> None:
+    with pytest.raises(ConfigurationError, match="only used by precision='int8', not 'fp32'"):
+        export(saved_pipeline, tmp_path / "x", validation=[], calibration=held_out, runtime="onnx")
+    assert not (tmp_path / "x").exists()
+
+
 def test_bf16_is_refused_where_the_runtime_does_not_offer_it(
     saved_pipeline: Path, tmp_path: Path
 ) -> None:

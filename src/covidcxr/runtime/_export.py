@@ -175,6 +175,11 @@ def _check_request(runtime: str, precision: str, calibration: object) -> None:
                 "precision='int8' needs calibration images: pass calibration= a few hundred "
                 "training radiographs (a source, a path or a list of XRay)"
             )
+    elif calibration is not None:
+        raise ConfigurationError(
+            f"calibration images are only used by precision='int8', not {precision!r}: "
+            "leave calibration out, or ask for int8"
+        )
     if precision == "bf16" and (runtime != "openvino" or not openvino_offers_bf16()):
         raise ConfigurationError(
             "bf16 is offered by runtime='openvino' on CPUs with AVX-512 BF16 or AMX; "
@@ -567,7 +572,8 @@ def export(
         attribute holds the classifier's figures.
     ConfigurationError
         If the runtime or precision is unknown or not offered here, its package is not
-        installed, int8 is asked without calibration images, the images are unusable, or
+        installed, int8 is asked without calibration images (or calibration images come
+        without int8), the images are unusable, or
         the pipeline's classifier is not a :class:`~covidcxr.VGG19Classifier` (a
         plugin's classifier has no exporter).
     ModelFormatError
