@@ -861,6 +861,23 @@ def evaluate_command(
     _emit(report.to_dict(), as_json, lines)
 
 
+def _refuse_unused_demo_options(with_data: bool) -> None:
+    """Refuse the options of ``demo`` that do nothing with (or without) ``--data``."""
+    context = click.get_current_context()
+    given = {
+        param.name: param
+        for param in context.command.params
+        if context.get_parameter_source(str(param.name)) is click.core.ParameterSource.COMMANDLINE
+    }
+    unused = ["n_per_class"] if with_data else ["source_options", "on_error", "max_per_class"]
+    flags = [given[name].opts[0] for name in unused if name in given]
+    if flags:
+        raise click.UsageError(
+            f"{', '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only "
+            + ("without --data (to the phantoms)" if with_data else "with --data")
+        )
+
+
 @cli.command("demo")
 @click.option(
     "--data",
@@ -915,6 +932,7 @@ def demo_command(
     from covidcxr.demo import run_demo  # noqa: PLC0415 - see above
     from covidcxr.pipeline import PipelineConfig  # noqa: PLC0415 - see above
 
+    _refuse_unused_demo_options(data is not None)
     check_output_directory(out, "demo", overwrite=overwrite)  # before TensorFlow's import
     _import_tensorflow()
     result = run_demo(

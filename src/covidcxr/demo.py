@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 from attrs import frozen
 
+from covidcxr.errors import ConfigurationError
 from covidcxr.files import check_output_directory, output_directory
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
@@ -231,7 +232,16 @@ def run_demo(
         If ``out_dir`` already holds a demo and ``overwrite`` is false, or holds anything
         covidcxr did not write (checked before any training starts, and again before the
         output is renamed into place).
+    ConfigurationError
+        If ``source_options`` or ``on_error="skip"`` come without ``data`` (the phantoms
+        are not read from a source, so they would do nothing).
     """
+    if data is None and (source_options or on_error != "raise"):
+        given = [*(["source_options"] if source_options else []),
+                 *([f"on_error={on_error!r}"] if on_error != "raise" else [])]  # fmt: skip
+        raise ConfigurationError(
+            f"{' and '.join(given)} apply only to data=: the phantoms are not read from a source"
+        )
     out = Path(out_dir)
     model_dir, report_dir = out / "model", out / "report"
     check_output_directory(out, "demo", overwrite=overwrite)  # before training, not after

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import attrs
 import pytest
+from click.testing import CliRunner
 
 import covidcxr
+from covidcxr.cli import cli
 from covidcxr.demo import PHANTOM_NOTE, demo_config, run_demo, sample_per_class
-from covidcxr.errors import OutputExistsError
+from covidcxr.errors import ConfigurationError, OutputExistsError
 from covidcxr.evaluate import EvaluationReport
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import Pipeline, PipelineConfig
@@ -86,3 +88,30 @@ def test_the_demo_sample_of_class_folders_with_no_annotation_is_not_empty() -> N
     sample = sample_per_class(unannotated, max_per_class=3)
     expected = ["covid-19"] * 3 + ["normal"] * 3 + ["pneumonia"] * 3
     assert sorted(str(x.label) for x in sample) == expected
+
+
+def test_source_options_without_data_are_refused_not_ignored(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="on_error='skip' apply only to data="):
+        run_demo(tmp_path / "demo", on_error="skip")
+    with pytest.raises(ConfigurationError, match="source_options apply only to data="):
+        run_demo(tmp_path / "demo", source_options={"layout": "classes"})
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "layout=classes"], "--source-option applies only with --data"),
+        (["--on-error", "skip", "--max-per-class", "5"],
+         "--on-error, --max-per-class apply only with --data"),
+        (["--data", "scans", "--n-per-class", "3"],
+         "--n-per-class applies only without --data (to the phantoms)"),
+    ],
+)  # fmt: skip
+def test_the_demo_command_refuses_options_that_would_do_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "demo").exists()
