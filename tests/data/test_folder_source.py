@@ -98,7 +98,9 @@ def test_images_in_formats_it_does_not_read_are_reported_not_ignored(
     (classes_folder / "COVID" / "scan.tif").write_bytes(b"II*\x00")  # never opened
     (classes_folder / "NORMAL" / "scan.BMP").write_bytes(b"BM")
     (classes_folder / "NORMAL" / "notes.txt").write_text("not an image, not reported")
-    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 8 item\(s\)") as caught:
+    # Of 7 images found (5 read, 2 not): the notes are not counted, in this warning or in
+    # the one about unreadable images, so the two totals agree.
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 7 item\(s\)") as caught:
         source = FolderSource(classes_folder)
     assert len(source) == 5
     reasons = {item.path: item.reason for item in source.skipped}
@@ -109,8 +111,23 @@ def test_images_in_formats_it_does_not_read_are_reported_not_ignored(
     (warning,) = [w.message for w in caught if isinstance(w.message, SkippedItemsWarning)]
     assert "skipped attribute" in str(warning)
     assert warning.console_text.endswith(
-        "skipped 2 of 8 item(s) (images in formats it does not read, or left out by the layout)"
+        "skipped 2 of 7 item(s) (images in formats it does not read, or left out by the layout)"
     )
+
+
+def test_the_two_skip_warnings_count_out_of_the_same_total(classes_folder: Path) -> None:
+    (classes_folder / "COVID" / "scan.tif").write_bytes(b"II*\x00")
+    (classes_folder / "COVID" / "broken.png").write_text("not a png")
+    (classes_folder / "NORMAL" / "notes.txt").write_text("not an image")
+    with pytest.warns(SkippedItemsWarning) as opened:
+        source = FolderSource(classes_folder, on_error="skip")
+    with pytest.warns(SkippedItemsWarning) as read:
+        list(source)
+    texts = [str(w.message) for w in [*opened, *read] if isinstance(w.message, SkippedItemsWarning)]
+    assert [text.split(" item(s)")[0] for text in texts] == [
+        f"{classes_folder}: skipped 1 of 7",
+        f"{classes_folder}: skipped 1 of 7",
+    ]
 
 
 def test_unread_images_are_reported_only_where_the_layout_would_read_them(

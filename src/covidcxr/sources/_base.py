@@ -153,7 +153,6 @@ class CatalogSource(ABC):
         if self._catalog.excluded:
             self._warn(
                 len(self._catalog.excluded),
-                len(names),
                 "images in formats it does not read, or left out by the layout",
             )
 
@@ -266,7 +265,7 @@ class CatalogSource(ABC):
                 continue
             yield xray
         if new_failures:
-            self._warn(new_failures, len(self._catalog.entries), "unreadable")
+            self._warn(new_failures, "unreadable")
 
     def iter_raw(self) -> Iterator[tuple[Entry, RawItem | InvalidImageError]]:
         """Read items without decoding them, for the batch runner.
@@ -359,9 +358,12 @@ class CatalogSource(ABC):
     def warn_skipped(self, count: int) -> None:
         """Warn that ``count`` items were skipped in an iteration (used by batch runners)."""
         if count:
-            self._warn(count, len(self._catalog.entries), "unreadable")
+            self._warn(count, "unreadable")
 
-    def _warn(self, count: int, total: int, why: str) -> None:
+    def _warn(self, count: int, why: str) -> None:
+        # One total in every warning: the images the source found (catalogued or left out),
+        # not every file listed (notes, masks) nor only the catalogued ones.
+        total = len(self._catalog.entries) + len(self._catalog.excluded)
         warnings.warn(
             SkippedItemsWarning.of(
                 f"{self._where}: skipped {count} of {total} item(s) ({why})",
