@@ -248,8 +248,15 @@ class CatalogSource(ABC):
 
     @property
     def skipped(self) -> tuple[Skipped, ...]:
-        """Items not yielded, with reasons: excluded by the layout, or failed (``skip``)."""
-        return self._skipped_while_listing() + self._catalog.excluded + tuple(self._failed.values())
+        """Items not yielded, with reasons: excluded by the layout, or failed (``skip``).
+
+        Each is named as its record would have been (:meth:`record_id`: the file's path,
+        the archive member or the object's URI), whichever way it was left out.
+        """
+        excluded = tuple(
+            Skipped(self._item_id(item.path), item.reason) for item in self._catalog.excluded
+        )
+        return self._skipped_while_listing() + excluded + tuple(self._failed.values())
 
     def __len__(self) -> int:
         return len(self._catalog.entries) - len(self._failed)
