@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -198,3 +200,42 @@ def test_a_forked_child_starts_its_own_workers(classes_folder: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert workers_module._pools[(2, "spawn")] is parent_pool  # the parent keeps its own
     assert _run(source, start_method="spawn") == expected
+
+
+_KILLED_PARENT = """
+import os, sys
+import numpy as np
+from covidcxr.preprocess import GaussianClahePreprocessor, preprocess_batch
+from covidcxr.preprocess import _batch, _workers
+from covidcxr.records import XRay
+
+if __name__ == "__main__":
+    images = [XRay(id=str(i), pixels=np.full((40, 40), i, np.uint8)) for i in range(4)]
+    list(preprocess_batch(images, GaussianClahePreprocessor(output_size=32), workers=2,
+                          start_method=sys.argv[1], progress=False))
+    pool = _workers._pools[(2, sys.argv[1])]
+    print(" ".join(str(pid) for pid in pool.executor._processes), flush=True)
+    sys.stdin.read()  # kept alive, workers idle, until killed
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", METHOD])
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: str) -> None:
+    """``kill -9`` of a process with a pool leaves no worker waiting for work forever."""
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), method],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert workers, "the parent started no workers"
+        assert not any(_gone(pid) for pid in workers)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert _wait_for(lambda: all(_gone(pid) for pid in workers), 20.0)

@@ -14,12 +14,16 @@ A pool is shared by every run that asks for the same worker count and start meth
 runs that overlap (a ``ProcessPoolExecutor`` takes work from several threads); a run
 waits, when it ends, for the tasks it started, and cancels those not begun. A pool a
 worker died in (killed, out of memory) is broken: it is dropped, and the next run starts a
-new one. A process forked by the caller does not inherit the pools: it starts its own.
+new one. A process forked by the caller does not inherit the pools: it starts its own. A worker
+whose parent dies (``kill -9``, a crash) exits at once instead of lingering, as
+multiprocessing's own workers otherwise would.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -49,6 +53,27 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _exit_with_parent() -> None:
+    """In a worker: wait until the process that started it is gone, then exit.
+
+    A pool's workers are started with a pipe from the parent; when the parent dies,
+    killed or crashed, without shutting its pool down, the pipe's end closes and the
+    worker would otherwise wait for work forever (with its start-up server and
+    multiprocessing's resource tracker).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(1)  # no clean-up to run: the parent that would want the results is gone
+
+
+def _start_worker(initializer: Callable[[], None]) -> None:
+    """A worker's first step: watch for its parent's death, then ``initializer``."""
+    threading.Thread(target=_exit_with_parent, name="covidcxr-parent-watch", daemon=True).start()
+    initializer()
+
+
 class WorkerPool:
     """A process pool of a given size and start method, shared by the runs that use it.
 
@@ -62,7 +87,9 @@ class WorkerPool:
             context.set_forkserver_preload(["covidcxr.preprocess._batch"])
         self.key = (workers, method)
         self.executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=initializer
+            max_workers=workers,
+            mp_context=context,
+            initializer=functools.partial(_start_worker, initializer),
         )
         self.users = 0
         self.broken = False
