@@ -271,8 +271,8 @@ def test_predict_names_the_files_a_source_left_out_without_on_error_skip(
     assert code == 0, err
     left_out = [line for line in err.splitlines() if line.startswith("left out ")]
     assert left_out[0] == (
-        "left out normal/scan0.tiff: TIFF images are not read: convert it to PNG (covidcxr "
-        "reads PNG, JPEG, WebP and DICOM)"
+        f"left out {phantom_dir / 'normal' / 'scan0.tiff'}: TIFF images are not read: "
+        "convert it to PNG (covidcxr reads PNG, JPEG, WebP and DICOM)"
     )
     assert len(left_out) == 6  # five named, then the count and where to find them all
     assert left_out[-1].startswith("left out 7 item(s) in all; --on-error skip lists every")
