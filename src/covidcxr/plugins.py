@@ -427,9 +427,12 @@ def _collect(kind: str) -> dict[str, Registration]:
     manager = get_plugin_manager()
     hook = getattr(manager.hook, f"covidcxr_register_{kind}s")
     found: dict[str, Registration] = {}
-    # pluggy lists implementations in registration order (built-ins first), so a clash is
-    # blamed on the newcomer.
-    for impl in hook.get_hookimpls():
+    # In registration order (built-ins first), so that a clash is blamed on the newcomer.
+    # pluggy's own order is not that: it moves an implementation marked trylast (or
+    # tryfirst) to one end, which would let a plugin claim a built-in's name first.
+    registered = {name: rank for rank, (name, _) in enumerate(manager.list_name_plugin())}
+    impls = sorted(hook.get_hookimpls(), key=lambda impl: registered.get(impl.plugin_name, 0))
+    for impl in impls:
         plugin_name = impl.plugin_name
         # What this plugin registers joins the registry only if all of it is valid.
         mine: dict[str, Registration] = {}

@@ -125,6 +125,24 @@ def test_duplicate_names_name_both_plugins(covidcxr_plugin: Callable[..., str]) 
         covidcxr.plugins.available_detectors()
 
 
+class LateClaimPlugin:
+    """Claims a built-in's name from a hook pluggy calls first (``trylast``)."""
+
+    @covidcxr.hookimpl(trylast=True)
+    def covidcxr_register_detectors(self, register: Register) -> None:
+        register("watson", EchoDetector)
+
+
+def test_a_clash_is_blamed_on_the_plugin_whatever_its_hook_order(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    covidcxr_plugin(LateClaimPlugin(), name="late")
+    with pytest.raises(
+        PluginError, match=r"'late' registered detector 'watson', which plugin 'covidcxr\.detect"
+    ):
+        covidcxr.plugins.available_detectors()
+
+
 def test_a_plugin_name_taken_is_refused_plainly(covidcxr_plugin: Callable[..., str]) -> None:
     covidcxr_plugin(TestPlugin(), name="first")
     with pytest.raises(PluginError, match=r"^a plugin named 'first' is already registered;"):
