@@ -14,6 +14,10 @@ even when the test fails::
         assert "my-detector" in covidcxr.plugins.available_detectors()
 
 Outside pytest, use the :func:`registered_plugin` context manager.
+
+A plugin that is already registered (an installed plugin, loaded from its entry point, is
+registered by the time a test imports it) is used as it is: neither registered again nor
+unregistered afterwards, so the same test works before and after ``pip install``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from contextlib import contextmanager
 
 import pytest
 
-from covidcxr.plugins import register_plugin, unregister_plugin
+from covidcxr.plugins import get_plugin_manager, register_plugin, unregister_plugin
 
 __all__ = ["covidcxr_plugin", "registered_plugin"]
+
+
+def _registered_name(plugin: object) -> str | None:
+    """The name ``plugin`` is registered under already, or ``None``."""
+    manager = get_plugin_manager()
+    return manager.get_name(plugin) if manager.is_registered(plugin) else None
 
 
 @contextmanager
@@ -42,8 +52,13 @@ def registered_plugin(plugin: object, name: str | None = None) -> Iterator[str]:
     Yields
     ------
     str
-        The name the plugin was registered under.
+        The name the plugin was registered under (its own name if it already was; it
+        then stays registered).
     """
+    already = _registered_name(plugin)
+    if already is not None:
+        yield already
+        return
     registered_name = register_plugin(plugin, name=name)
     try:
         yield registered_name
@@ -56,11 +71,15 @@ def covidcxr_plugin() -> Iterator[Callable[..., str]]:
     """Pytest fixture: a function that registers plugins until the test ends.
 
     Call it as ``covidcxr_plugin(plugin, name=None)``; it returns the registered name.
-    Every plugin registered through it is unregistered when the test finishes.
+    Every plugin registered through it is unregistered when the test finishes; one that
+    was registered already (installed, loaded from its entry point) is left as it was.
     """
     registered: list[str] = []
 
     def register(plugin: object, name: str | None = None) -> str:
+        already = _registered_name(plugin)
+        if already is not None:
+            return already
         registered_name = register_plugin(plugin, name=name)
         registered.append(registered_name)
         return registered_name

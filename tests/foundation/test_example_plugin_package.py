@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,20 @@ def test_installed_detector_is_usable_through_create_detector() -> None:
     detector = covidcxr.create_detector("bright-region", percentile=90)
     [detection] = detector.detect(covidcxr.XRay(pixels, id="bright"))
     assert detection.box == covidcxr.Box(10, 4, 10, 4)
+
+
+def test_the_documented_fixture_recipe_works_on_the_installed_plugin(
+    covidcxr_plugin: Callable[..., str],
+) -> None:
+    # docs/plugins.rst, "Testing a plugin": the plugin's own test, run where it is
+    # installed (its entry point registered the module before the test imported it).
+    plugin_module = importlib.import_module("covidcxr_example_plugin")
+    assert covidcxr_plugin(plugin_module) == "example"
+    assert covidcxr.plugins.available_detectors()["bright-region"].plugin == "example"
+
+
+def test_the_installed_plugin_stays_registered_after_a_test_used_the_fixture() -> None:
+    assert "bright-region" in covidcxr.plugins.available_detectors()
 
 
 def test_installed_source_is_usable_through_open_source(tmp_path: Path) -> None:
