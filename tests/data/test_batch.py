@@ -129,10 +129,11 @@ def test_an_entry_cached_before_annotated_was_recorded_is_not_taken_as_annotated
 
     pixels = np.zeros((8, 8), np.float32)
     old = CachedOutput(pixels, (), {"format": "png"})
-    assert _cached_record("a", "normal", None, {}, old).meta["annotated"] is False
+    assert _cached_record("a", "normal", None, {}, old, decoded=True).meta["annotated"] is False
     mask = np.zeros((8, 8), np.uint8)
     with_mask = CachedOutput(pixels, (), {"infection_mask": mask})
-    assert _cached_record("b", "normal", None, {}, with_mask).meta["annotated"] is True
+    restored = _cached_record("b", "normal", None, {}, with_mask, decoded=True)
+    assert restored.meta["annotated"] is True
 
 
 def test_cache_is_keyed_by_parameters(qu_ex_folder: Path, tmp_path: Path) -> None:

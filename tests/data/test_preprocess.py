@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import cv2
 import numpy as np
 import pytest
@@ -129,12 +130,110 @@ def test_a_working_scale_keeps_boxes_in_the_inputs_coordinates() -> None:
     assert working.boxes == plain.boxes
 
 
-def test_a_working_size_needs_an_output_size() -> None:
-    with pytest.raises(ConfigurationError, match="working_size needs an output_size"):
-        GaussianClahePreprocessor(output_size=None, working_size=256)
+def _stripes(height: int, width: int) -> NDArray[np.uint8]:
+    """A smooth pattern of 12 px period: moved by one output pixel, it changes a lot."""
+    y, x = np.mgrid[0:height, 0:width]
+    pattern = 127.5 + 100 * np.sin(2 * np.pi * x / 12) * np.cos(2 * np.pi * y / 12)
+    return np.asarray(pattern, np.uint8)
+
+
+# Shapes whose padding or crop, fitted to the working-scale image on its own, fell one
+# output pixel away from the recorded transform's.
+@pytest.mark.parametrize(("shape", "mode"), [((307, 294), "pad"), ((300, 200), "crop")])
+def test_a_working_scale_puts_the_pixels_where_the_recorded_transform_does(
+    shape: tuple[int, int], mode: str
+) -> None:
+    xray = XRay(_stripes(*shape), id="a")
+    # No blur, no CLAHE: only the geometry differs between the two.
+    options: dict[str, Any] = {
+        "output_size": 224,
+        "resize_mode": mode,
+        "output_dtype": "uint8",
+        "clahe": False,
+        "kernel_size": 1,
+    }
+    direct = GaussianClahePreprocessor(**options)(xray)
+    working = GaussianClahePreprocessor(**options, working_size=256)(xray)
+    assert working.meta["transform"] == direct.meta["transform"]
+    difference = np.abs(working.pixels.astype(float) - direct.pixels.astype(float)).mean()
+    assert difference < 5  # resampled twice: ~2.5 levels; one pixel off: 9 to 14
+
+
+def test_a_working_scale_pads_the_pixels_as_it_pads_boxes_and_masks() -> None:
+    shape = (307, 294)
+    xray = XRay(
+        np.full(shape, 200, np.uint8),
+        id="a",
+        boxes=[Box(0, 0, shape[1], shape[0])],
+        meta={"lung_mask": np.full(shape, 255, np.uint8)},
+    )
+    preprocessor = GaussianClahePreprocessor(
+        output_size=224, working_size=256, resize_mode="pad", output_dtype="uint8", clahe=False
+    )
+    out = preprocessor(xray)
+    columns = np.nonzero(out.pixels.max(axis=0))[0]
+    mask_columns = np.nonzero(out.meta["lung_mask"].max(axis=0))[0]
+    (box,) = out.boxes
+    assert (columns[0], columns[-1]) == (mask_columns[0], mask_columns[-1])
+    assert (columns[0], columns[-1] + 1) == (box.x, box.x2)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 250), (97, 130), (1000, 800)])
+def test_stretch_output_at_a_working_scale_is_what_it_was(shape: tuple[int, int]) -> None:
+    # The shipped models stretch, at working size 256: their input must not move. Before
+    # the working scale followed the recorded transform, the enhanced image was fitted to
+    # the output on its own; in stretch mode that is the same transform, bit for bit.
+    from covidcxr.preprocess import resize_image
+
+    xray = XRay(cv2.resize(_radiograph(256), (shape[1], shape[0])), id="a")
+    for output_size in (256, 128):
+        preprocessor = GaussianClahePreprocessor(output_size=output_size, working_size=256)
+        enhanced = preprocessor.enhance(xray.pixels)
+        before = resize_image(enhanced, preprocessor.transform_for(enhanced.shape[:2]))
+        record, encoding = preprocessor.packed(xray)
+        assert encoding == "u8/255"
+        assert record.pixels.dtype == before.dtype
+        assert record.pixels.tobytes() == before.tobytes()
+
+
+def test_a_working_size_without_an_output_size_keeps_the_input_size() -> None:
+    xray = XRay(_radiograph(512)[:, :400], id="a", boxes=[Box(100, 120, 60, 40)])
+    preprocessor = GaussianClahePreprocessor(
+        output_size=None, working_size=256, output_dtype="uint8"
+    )
+    out = preprocessor(xray)
+    assert out.pixels.shape == xray.shape
+    assert out.boxes == xray.boxes
+    assert out.meta["transform"] == covidcxr.preprocess.ResizeTransform.identity(xray.shape)
+    # Enhanced at the working scale, then scaled back to the radiograph's own size.
+    enhanced = preprocessor.enhance(xray.pixels)
+    assert enhanced.shape == (256, 200)
+    back = cv2.resize(enhanced, (400, 512), interpolation=cv2.INTER_LINEAR)
+    assert out.pixels.tobytes() == back.tobytes()
     assert GaussianClahePreprocessor(output_size=64, working_size=256).working_shape(
         (3000, 2500)
     ) == (256, 213)
+
+
+class _Fitted:
+    """A fitted component that kept its training input's ``meta["preprocessing"]``."""
+
+    def __init__(self, described: dict[str, Any]) -> None:
+        self.preprocessing_ = described
+
+
+def test_a_detector_trained_at_a_working_scale_is_given_its_input_at_its_own_size() -> None:
+    trained = GaussianClahePreprocessor(output_size=224, working_size=256)
+    rebuilt = covidcxr.preprocess.recorded_preprocessor(_Fitted(trained.describe()))
+    assert rebuilt == attrs.evolve(trained, output_size=None)
+    xray = XRay(_radiograph(512), id="a", boxes=[Box(100, 120, 60, 40)])
+    out = rebuilt(xray)
+    # The boxes a detector finds on it are in the radiograph's own pixels...
+    assert out.pixels.shape == xray.shape
+    assert out.boxes == xray.boxes
+    # ... and the image looks as the training input did (enhanced at the working scale).
+    shrunk = cv2.resize(out.pixels, (224, 224), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(shrunk - trained(xray).pixels).mean()) < 0.01
 
 
 def test_blur_comes_before_clahe(make: Any) -> None:

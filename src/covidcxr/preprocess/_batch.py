@@ -39,6 +39,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import pickle
+import re
 import traceback
 import warnings
 from collections import Counter, deque
@@ -52,8 +54,8 @@ import cv2
 import numpy as np
 from attrs import define, field
 
-from covidcxr._contracts import checked_preprocessed, checked_source_item
-from covidcxr.errors import ConfigurationError, InvalidImageError
+from covidcxr._contracts import checked_preprocessed, checked_source_item, who
+from covidcxr.errors import ComponentOutputError, ConfigurationError, InvalidImageError
 from covidcxr.preprocess._cache import CachedOutput, CacheNotFilledWarning, PreprocessCache
 from covidcxr.preprocess._pixels import PackedPixels, compact_pixels, expand_pixels
 from covidcxr.preprocess._workers import WorkerPool, borrow_pool
@@ -89,7 +91,8 @@ _XRayPayload = tuple[
 #  item raised)
 _Result = tuple[Any, ...]
 # How storing a result went: ("pack", the pack's sealed name: written once that exists),
-# ("uncachable", None: metadata that is not plain JSON) or ("failed", why: a full disk).
+# ("uncachable", None: metadata the cache would not give back as it is) or ("failed",
+# why: a full disk).
 _Stored = tuple[Literal["pack", "uncachable", "failed"], str | None]
 
 
@@ -106,7 +109,8 @@ class BatchStats:
     #: Results written to the cache: in packs flushed to disk and sealed when the run
     #: ended (counted then), so readers will find them.
     cache_writes: int = 0
-    #: Results that could not be cached (metadata that is not plain JSON, a full disk),
+    #: Results that could not be cached (metadata that would not come back from the cache
+    #: as it went in, a full disk, a preprocessor whose cache key would change every run),
     #: including those accepted by a pack that could not then be written to the end.
     uncachable: int = 0
     #: Cache entries found damaged (their checksum did not match): not served, computed
@@ -226,7 +230,11 @@ def _process_one(
             for key, value in out_meta.items()
             if key not in input_meta or not _same(value, input_meta[key])
         }
-        stored = _store(cache, digest, packed, out.boxes, derived_meta)
+        # ... so what it removed must be recorded, or a hit would bring it back. Against
+        # the record the preprocessor was given: a decoded item's too (its format, tags
+        # and "annotated" are added back on a hit otherwise).
+        removed = [key for key in xray.meta if key not in out_meta]
+        stored = _store(cache, digest, packed, out.boxes, derived_meta, removed=removed)
     boxes_out = tuple((b.x, b.y, b.width, b.height) for b in out.boxes)
     if not compact and packed[0] != "raw":
         packed = ("raw", expand_pixels(*packed))  # in this process: nothing to send
@@ -240,8 +248,10 @@ def _store(
     packed: PackedPixels,
     boxes: tuple[Box, ...],
     meta: Mapping[str, Any],
+    *,
+    removed: list[str],
 ) -> _Stored:
-    if cache.store(digest, packed[1], boxes, meta, packed=packed):
+    if cache.store(digest, packed[1], boxes, meta, packed=packed, removed=removed):
         return ("pack", cache.sealed_path)
     if cache.write_error is not None:
         return ("failed", _reason(cache.write_error))
@@ -276,7 +286,7 @@ def _packer(preprocessor: Preprocessor) -> Callable[[XRay], tuple[XRay, str]] | 
 
 
 def _cached_result(raw: RawItem, cached: CachedOutput, digest: str, damaged: bool) -> _Result:
-    xray = _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
+    xray = _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached, decoded=True)
     boxes = tuple((b.x, b.y, b.width, b.height) for b in xray.boxes)
     packed = compact_pixels(np.asarray(xray.pixels))
     record = (xray.id, xray.label, xray.patient_id, packed, boxes, dict(xray.meta))
@@ -311,14 +321,52 @@ def _process_chunk(
         except Exception as exc:  # noqa: BLE001 - re-raised in order by the main process
             # One item's failure must not take the items before it down with it: the
             # error is raised when the runner reaches this item's place in the input.
+            error: Exception = exc
             if compact:  # it crosses to the main process, which loses the traceback
-                exc.add_note(f"Raised in a worker process:\n{traceback.format_exc()}")
-            results.append(("error", exc))
+                formatted = traceback.format_exc()
+                exc.add_note(f"Raised in a worker process:\n{formatted}")
+                error = _sendable(exc, preprocessor, _task_id(kind, task), formatted)
+            results.append(("error", error))
     if compact and cache is not None:
         # In a worker, which outlives the run: seal what this task wrote, so that it is in
         # the cache (and counted) when the main process receives the results.
         cache.close()
     return results
+
+
+def _task_id(kind: _Kind, task: Any) -> str:
+    """The id of the item a worker task is about (an entry's name before it is read)."""
+    if kind == "entry":
+        return str(task.name)
+    if kind == "raw":
+        return str(task.id)
+    return str(task[0])
+
+
+def _sendable(
+    exc: Exception, preprocessor: Preprocessor, identifier: str, formatted: str
+) -> Exception:
+    """``exc``, or an error that says what it was if it cannot reach the main process.
+
+    The results travel pickled, and an exception that pickles but does not unpickle (a
+    class whose ``__init__`` takes other arguments than it gives ``Exception``) fails in
+    the pool's result thread, which then breaks the whole pool (``BrokenProcessPool``,
+    naming neither the item nor the error). So the round trip is tried here, in the
+    worker, where the failure can still be reported.
+    """
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, made just above
+    except Exception as why:  # noqa: BLE001 - any failure means it cannot be sent
+        error = ComponentOutputError(
+            f"{who(preprocessor)} failed on {identifier!r} with {exc!r}, an exception a "
+            f"worker process cannot send back ({type(why).__name__}: {why}). Its class, "
+            f"{type(exc).__module__}.{type(exc).__qualname__}, must survive pickling (an "
+            "__init__ that takes other arguments than it passes to Exception.__init__ "
+            "needs a __reduce__); workers=0 raises it as it is"
+        )
+        error.add_note(f"Raised in a worker process:\n{formatted}")
+        return error
+    return exc
 
 
 @define
@@ -375,21 +423,32 @@ def _cached_record(
     patient_id: str | None,
     meta: Mapping[str, Any],
     cached: CachedOutput,
+    *,
+    decoded: bool,
 ) -> XRay:
     """The record a cache entry restores.
 
     Identity and metadata come from the input; what preprocessing derived (pixels, boxes,
-    masks, transform) comes from the entry.
+    masks, transform) comes from the entry, and the keys it removed are left out.
+    ``decoded``: the input is a source's item, which :func:`decode_item` would have
+    turned into the record the preprocessor was given; an :class:`~covidcxr.XRay` was
+    given as it is, and gets nothing decode_item adds.
     """
     merged = {**meta, **cached.meta}
-    # Entries cached before decode_item recorded "annotated" lack it: decide it as
-    # decode_item does (the entry keeps the resized infection mask when there was one).
-    merged.setdefault("annotated", INFECTION_MASK in merged)
+    if decoded:
+        # What decode_item derives from the file, which a hit does not decode: the
+        # patient from the DICOM tags (cached with the entry's metadata), and, for
+        # entries cached before decode_item recorded "annotated", that word, decided as
+        # decode_item does (the entry keeps the resized infection mask when there was one).
+        patient_id = patient_id or merged.get("dicom_patient_id")
+        merged.setdefault("annotated", INFECTION_MASK in merged)
+    for key in cached.removed:
+        merged.pop(key, None)
     return XRay(
         cached.pixels,
         id=identifier,
         label=label,
-        patient_id=patient_id or merged.get("dicom_patient_id"),
+        patient_id=patient_id,
         boxes=cached.boxes,
         meta=merged,
     )
@@ -398,7 +457,7 @@ def _cached_record(
 def _from_cache(source: CatalogSource, entry: Entry, cached: CachedOutput) -> XRay:
     identifier = source.record_id(entry)
     meta = entry_meta(entry, identifier)
-    return _cached_record(identifier, entry.label, entry.patient_id, meta, cached)
+    return _cached_record(identifier, entry.label, entry.patient_id, meta, cached, decoded=True)
 
 
 def _source_inputs(
@@ -535,6 +594,31 @@ def preprocess_batch(
     return runner.run(xrays_or_source, progress)
 
 
+# A repr that holds a memory address ("<mod.Class object at 0x7f...>", or a parameter
+# shown as "<function f at 0x...>") changes every run.
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _unkeyable(preprocessor: Preprocessor) -> str | None:
+    """Why ``preprocessor`` cannot key a cache (``None``: it can).
+
+    Without ``cache_token()`` its ``repr`` keys the cache. The default ``repr`` holds the
+    object's memory address: every run would write under a new key and no run would read
+    another's entries, so the cache would only grow.
+    """
+    if callable(getattr(preprocessor, "cache_token", None)):
+        return None
+    shown = repr(preprocessor)
+    if _ADDRESS.search(shown) is None:
+        return None
+    return (
+        f"{who(preprocessor)} has no cache_token() and its repr, {shown}, holds a memory "
+        "address, which changes from run to run, so no later run would find what this one "
+        "wrote. Give it a cache_token() method that returns a string which changes "
+        "whenever its output could (or a repr made of its parameters)"
+    )
+
+
 def _cache_token(
     preprocessor: Preprocessor, decode_options: Mapping[str, int] | None = None
 ) -> str:
@@ -585,6 +669,8 @@ class _Runner:
         # Results each pack accepted: they are in the cache once it is sealed.
         self.pending_writes: Counter[str] = Counter()
         self.warned_not_filled = False
+        # A cache_dir was given but the preprocessor cannot key it: nothing is cached.
+        self.uncachable = False
 
     def run(self, items: Iterable[XRay] | CatalogSource, progress: bool) -> Iterator[XRay]:
         from tqdm.auto import tqdm  # noqa: PLC0415 - only needed once a run starts
@@ -595,7 +681,12 @@ class _Runner:
             # Where the source can be read from another process, the workers read the
             # files themselves: the bytes never pass through this process.
             self.reader = source.item_reader()
-        if self.cache_dir is not None:
+        unkeyable = _unkeyable(self.preprocessor) if self.cache_dir is not None else None
+        if unkeyable is not None:
+            self.uncachable = True
+            # Called by the first next() of whoever iterates over the run.
+            self._warn_not_filled(unkeyable, stacklevel=3, advice="")
+        elif self.cache_dir is not None:
             # How files are decoded (the size limits, the smallest lesion that gets a box)
             # changes the result as much as the preprocessor's own parameters do.
             token = _cache_token(self.preprocessor, self.decode_options)
@@ -668,9 +759,9 @@ class _Runner:
         self._remember(item, item.digest)
         if item.kind == "raw":
             raw: RawItem = item.task
-            return _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached)
+            return _cached_record(raw.id, raw.label, raw.patient_id, raw.meta, cached, decoded=True)
         identifier, label, patient_id, _, _, meta = item.task
-        return _cached_record(identifier, label, patient_id, meta, cached)
+        return _cached_record(identifier, label, patient_id, meta, cached, decoded=False)
 
     def _chunk_target(self) -> int:
         """How many items the chunk being filled should hold."""
@@ -736,7 +827,12 @@ class _Runner:
         stats = self.stats
         status = result[0]
         if status == "error":
-            raise result[1]
+            error: Exception = result[1]
+            error.add_note(
+                f"While preprocessing {self._item_id(item, source)!r}, item {item.position} "
+                "of the input (counting from 0)"
+            )
+            raise error
         if status == "invalid":
             message, where = result[1], result[2]
             prefix = f"{where}: "
@@ -759,6 +855,8 @@ class _Runner:
         stats.cache_damaged += int(item.damaged or damaged)
         if hit:
             stats.cache_hits += 1
+        elif self.uncachable:
+            stats.uncachable += 1
         elif stored is not None:
             outcome, detail = stored
             if outcome == "pack" and detail is not None:
@@ -775,6 +873,14 @@ class _Runner:
             boxes=tuple(Box(*values) for values in boxes),
             meta=meta,
         )
+
+    @staticmethod
+    def _item_id(item: _Input, source: CatalogSource | None) -> str:
+        if item.entry is not None and source is not None:
+            return source.record_id(item.entry)
+        if item.kind == "xray":
+            return str(item.task[0])
+        return str(getattr(item.task, "id", "?"))  # a RawItem, or a cached XRay
 
     def _count_sealed_writes(self) -> None:
         """Count the results in packs that were sealed; warn if some were not.
@@ -799,7 +905,13 @@ class _Runner:
                 stacklevel=4,
             )
 
-    def _warn_not_filled(self, reason: str | None, *, stacklevel: int) -> None:
+    def _warn_not_filled(
+        self,
+        reason: str | None,
+        *,
+        stacklevel: int,
+        advice: str = "; free space there or pass another cache_dir",
+    ) -> None:
         """Warn, once a run, that the cache is not being written.
 
         ``stacklevel`` counts from here to the code iterating over the run.
@@ -810,7 +922,7 @@ class _Runner:
         warnings.warn(
             f"the preprocessing cache in {self.cache_dir} is not being filled: {reason}. "
             "Preprocessing goes on without writing to it (results are unchanged, but the "
-            "next pass computes them again); free space there or pass another cache_dir",
+            f"next pass computes them again){advice}",
             CacheNotFilledWarning,
             stacklevel=stacklevel,
         )
@@ -853,10 +965,14 @@ def fill_cache(
     -------
     list of tuple
         Per item, in order: ``"cached"`` (found, not recomputed), ``"written"``,
-        ``"uncachable"`` (metadata the cache cannot hold, or a full disk) or ``"skipped"``
+        ``"uncachable"`` (metadata the cache cannot hold, a full disk, or a preprocessor
+        whose key would change every run: see ``_unkeyable``) or ``"skipped"``
         (unreadable), with the reason for the last two (``None`` otherwise). Written
         entries are sealed before this returns.
     """
+    unkeyable = _unkeyable(preprocessor)
+    if unkeyable is not None:  # what it wrote no later run would find: write nothing
+        return [("uncachable", unkeyable) for _ in items]
     cache = PreprocessCache(cache_dir, _cache_token(preprocessor, decode_options))
     outcomes: list[tuple[FillOutcome, str | None]] = []
     try:

@@ -36,7 +36,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -55,7 +55,9 @@ __all__ = ["CacheNotFilledWarning", "CachedOutput", "PreprocessCache"]
 _TRANSFORM_TAG: Final = "__resize_transform__"
 # Part of every entry address: bump when the entry format changes.
 # cxrpack-2: records carry a checksum. Entries of cxrpack-1 are in other folders, unread.
-_FORMAT: Final = "cxrpack-2"
+# cxrpack-3: records list the input's metadata keys preprocessing removed, and hold only
+# values that come back as they went in (cxrpack-2 entries may hold neither rightly).
+_FORMAT: Final = "cxrpack-3"
 _CACHEDIR_TAG: Final = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by covidcxr.\n"
@@ -69,17 +71,25 @@ class CacheNotFilledWarning(UserWarning):
     Results are still computed and correct; they are only not cached, so the next pass
     computes them again. The message names the cache folder and the reason (such as
     ``ENOSPC``); :attr:`BatchStats.uncachable <covidcxr.preprocess.BatchStats.uncachable>`
-    counts the results that were not kept.
+    counts the results that were not kept. Also issued, and nothing cached, for a
+    preprocessor without ``cache_token()`` whose ``repr`` holds a memory address (the
+    default ``<... object at 0x...>``): its key would change every run, so no run would
+    ever read what another wrote.
     """
 
 
 @frozen
 class CachedOutput:
-    """What a cache entry restores: the content-derived part of a preprocessed record."""
+    """What a cache entry restores: the content-derived part of a preprocessed record.
+
+    ``removed`` names the input's metadata keys that preprocessing removed: a record
+    rebuilt from the input's metadata and this entry's leaves them out.
+    """
 
     pixels: np.ndarray[Any, Any]
     boxes: tuple[Box, ...]
     meta: Mapping[str, Any]
+    removed: tuple[str, ...] = ()
 
 
 def _encode_value(value: Any) -> Any:
@@ -94,8 +104,49 @@ def _encode_value(value: Any) -> Any:
                 list(value.output_shape),
             ]
         }
-    json.dumps(value)  # raises TypeError for anything that is not plain JSON
+    if not _survives_json(value):
+        # A tuple would come back a list, an int key a str, a float subclass a float: a
+        # hit would then differ from the computed result, so such a result is not cached.
+        raise TypeError(f"{type(value).__name__} does not come back from JSON as it went in")
     return value
+
+
+def _survives_json(value: Any) -> bool:
+    """Whether ``value`` comes back from a JSON round trip equal, with the same types."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or a circular reference
+        return False
+    return _same_plain(json.loads(text), value)
+
+
+def _same_plain(decoded: Any, value: Any) -> bool:
+    if type(decoded) is not type(value):
+        return False
+    if type(value) is dict:
+        return len(decoded) == len(value) and all(
+            key in decoded and _same_plain(decoded[key], item) for key, item in value.items()
+        )
+    if type(value) is list:
+        return len(decoded) == len(value) and all(
+            _same_plain(back, item) for back, item in zip(decoded, value, strict=True)
+        )
+    return bool(decoded == value)  # NaN is not equal to itself: not cached, which is safe
+
+
+def _cachable_array(array: np.ndarray[Any, Any]) -> bool:
+    """Whether the cache gives ``array`` back as it is: its bytes and dtype say it all.
+
+    Object arrays hold references, not values; structured dtypes lose their field names
+    in ``dtype.str``; subclasses (masked arrays) would come back as plain arrays.
+    """
+    dtype = array.dtype
+    return (
+        type(array) is np.ndarray
+        and not dtype.hasobject
+        and dtype.fields is None
+        and np.dtype(dtype.str) == dtype
+    )
 
 
 def _decode_value(value: Any) -> Any:
@@ -194,6 +245,7 @@ class PreprocessCache:
         meta: Mapping[str, Any],
         *,
         packed: PackedPixels | None = None,
+        removed: Collection[str] = (),
     ) -> bool:
         """Write an entry.
 
@@ -207,23 +259,35 @@ class PreprocessCache:
             The metadata preprocessing added or changed: arrays and plain JSON values.
         packed
             ``compact_pixels(pixels)``, when the caller has it already.
+        removed
+            The input's metadata keys that preprocessing removed
+            (:attr:`CachedOutput.removed`).
 
         Returns
         -------
         bool
-            ``False`` (nothing written) if a metadata value is neither an array nor plain
-            JSON (such results are recomputed on every pass rather than cached wrongly),
-            or if the entry could not be written (a full disk: the cache then stops
-            writing for this run, and :attr:`write_error` says why). ``True`` when the
-            entry was appended to the pack being written: it is in the cache once that
-            pack is sealed (:attr:`sealed_path` exists), which a later failure prevents.
+            ``False`` (nothing written) if a metadata value is neither an array of plain
+            values nor plain JSON that comes back as it went in (a tuple would come back
+            a list), or a key is not a string: such results are recomputed on every pass
+            rather than cached wrongly. ``False`` too if the entry could not be written
+            (a full disk: the cache then stops writing for this run, and
+            :attr:`write_error` says why). ``True`` when the entry was appended to the
+            pack being written: it is in the cache once that pack is sealed
+            (:attr:`sealed_path` exists), which a later failure prevents.
         """
         encoding, stored = packed if packed is not None else compact_pixels(np.asarray(pixels))
+        if not _cachable_array(np.asarray(stored)):
+            return False
         arrays: dict[str, np.ndarray[Any, Any]] = {"pixels": np.ascontiguousarray(stored)}
         plain: dict[str, Any] = {}
+        removed = list(removed)
+        if not all(type(key) is str for key in [*meta, *removed]):
+            return False  # JSON would bring a key back as another type
         try:
             for key, value in meta.items():
                 if isinstance(value, np.ndarray):
+                    if not _cachable_array(value):
+                        return False
                     arrays[f"meta:{key}"] = np.ascontiguousarray(value)
                 else:
                     plain[key] = _encode_value(value)
@@ -240,6 +304,7 @@ class PreprocessCache:
                 "boxes": [[box.x, box.y, box.width, box.height] for box in boxes],
                 "meta": plain,
                 "pixels": encoding,
+                "removed": sorted(removed),
             }
         ).encode()
         body = [array.reshape(-1).view(np.uint8).data for array in arrays.values()]
@@ -306,6 +371,7 @@ class _Header:
     #: The keys of ``meta`` whose values are dicts or lists: every record gets its own copy.
     mutable: tuple[str, ...]
     encoding: str
+    removed: tuple[str, ...]
 
     @classmethod
     def parse(cls, header_bytes: bytes) -> _Header:
@@ -320,6 +386,7 @@ class _Header:
             meta=MappingProxyType(meta),
             mutable=tuple(key for key, value in meta.items() if type(value) in (dict, list)),
             encoding=str(header["pixels"]),
+            removed=tuple(str(key) for key in header["removed"]),
         )
 
     def fresh_meta(self) -> dict[str, Any]:
@@ -362,5 +429,8 @@ def _parse(header_bytes: bytes, body: memoryview) -> CachedOutput:
     meta = header.fresh_meta()
     meta.update(arrays_meta)
     return CachedOutput(
-        pixels=expand_pixels(header.encoding, pixels), boxes=header.boxes, meta=meta
+        pixels=expand_pixels(header.encoding, pixels),
+        boxes=header.boxes,
+        meta=meta,
+        removed=header.removed,
     )

@@ -38,8 +38,8 @@ The steps and their order follow the published method:
    :mod:`covidcxr.preprocess._geometry`). Boxes and every ``*_mask`` array in ``meta`` go
    through the same geometric transform (masks with nearest-neighbour interpolation), and
    ``meta["transform"]`` records it (from the input's own pixels: with a working scale the
-   image is resized twice, which agrees with the recorded transform to within half a
-   working-scale pixel).
+   enhanced image is scaled to the recorded transform's scaled size and padded or cropped
+   at its offsets, so pixels, boxes and masks stay in register).
 7. **dtype**: ``float32`` scaled to ``[0, 1]``, or ``uint8``.
 
 Same input and parameters give byte-identical output.
@@ -88,7 +88,9 @@ MASK_SUFFIX: Final = "_mask"
 # bumps only _CACHE_REVISION, so that models trained before it do not warn.
 _ALGORITHM_VERSION: Final = 2
 # 1: 16-bit containers of 8-bit content map to those 8-bit values exactly.
-_CACHE_REVISION: Final = 1
+# 2: at a working scale, pad and crop place the pixels at the recorded transform's offsets
+#    (they could sit one output pixel away from the boxes and masks); stretch unchanged.
+_CACHE_REVISION: Final = 2
 
 
 def exact_uint8(pixels: NDArray[Any]) -> NDArray[np.uint8] | None:
@@ -261,12 +263,8 @@ def _check_output_size(
 def _check_working_size(
     instance: GaussianClahePreprocessor, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
-    if value is None:
-        return
-    if not _is_whole(value) or value < 8:
+    if value is not None and (not _is_whole(value) or value < 8):
         raise ConfigurationError(f"working_size must be None or an integer >= 8, got {value!r}")
-    if instance.output_size is None:
-        raise ConfigurationError("working_size needs an output_size (the image's own size)")
 
 
 def _one_of(choices: tuple[str, ...]) -> Any:
@@ -324,9 +322,13 @@ class GaussianClahePreprocessor:
         Scale each radiograph so that its longer side has this many pixels before the
         blur and CLAHE (area interpolation to shrink, cubic to enlarge), so that they act
         at one scale whatever the input's size; ``None`` (the default, the published
-        method) enhances at the input's own size. Needs ``output_size``. Parameters left
-        at their defaults (``clahe``, ``gamma``, ``working_size``) are not written into
-        :meth:`describe`, so models saved before they existed still match.
+        method) enhances at the input's own size. With ``output_size=None`` the enhanced
+        image is scaled back to the input's size: the intensities of a model's training
+        input in the radiograph's own pixels (what
+        :func:`~covidcxr.preprocess.recorded_preprocessor` rebuilds for ``covidcxr
+        detect``). Parameters left at their defaults (``clahe``, ``gamma``,
+        ``working_size``) are not written into :meth:`describe`, so models saved before
+        they existed still match.
 
     Raises
     ------
@@ -486,12 +488,7 @@ class GaussianClahePreprocessor:
             )
         transform = self.transform_for(xray.shape)
         enhanced = self.enhance(xray.pixels)
-        # At a working scale the enhanced image is smaller or larger than the input; it
-        # is brought to the output as the input would be (same mode, same output shape).
-        resized = resize_image(
-            enhanced,
-            transform if enhanced.shape == xray.shape else self.transform_for(enhanced.shape),
-        )
+        resized = resize_image(enhanced, _pixel_transform(transform, enhanced.shape[:2]))
         meta = dict(xray.meta)
         for key, value in xray.meta.items():
             if key.endswith(MASK_SUFFIX) and isinstance(value, np.ndarray) and value.ndim == 2:
@@ -510,6 +507,30 @@ class GaussianClahePreprocessor:
             xray, pixels=resized, boxes=transform_boxes(xray.boxes, transform), meta=meta
         )
         return out, (UINT8_OVER_255 if self.output_dtype == "float32" else "raw")
+
+
+def _pixel_transform(recorded: ResizeTransform, shape: tuple[int, int]) -> ResizeTransform:
+    """The transform that brings an enhanced image of ``shape`` where ``recorded`` says.
+
+    At a working scale the enhanced image is smaller or larger than the input, whose
+    geometry ``recorded`` (and so the boxes and masks) describes. Fitting the enhanced
+    image to the output on its own would round its scaled size and its padding or crop
+    from its own sides, and put its pixels up to one output pixel away from the boxes
+    and masks; it is scaled to the recorded scaled size instead and placed at the recorded
+    offsets. In stretch mode (the shipped models') this is the transform fitted to the
+    enhanced image, so that output is what it always was.
+    """
+    if shape == recorded.input_shape:
+        return recorded
+    (height, width), (new_height, new_width) = shape, recorded.resized_shape
+    return ResizeTransform(
+        new_width / width,
+        new_height / height,
+        recorded.offset_x,
+        recorded.offset_y,
+        shape,
+        recorded.output_shape,
+    )
 
 
 @functools.lru_cache(maxsize=64)

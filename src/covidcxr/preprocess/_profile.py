@@ -415,6 +415,11 @@ def recorded_preprocessor(component: object) -> Preprocessor | None:
         )
     options = {key: value for key, value in recorded.items() if key not in ("name", "version")}
     if "output_size" in options:
+        # ``covidcxr detect`` draws and reports the boxes on what this returns, in the
+        # radiograph's own pixels: no resize. A recorded ``working_size`` is kept, not
+        # dropped: without it a large film would be blurred and equalised at its own
+        # scale, sharper than the training input, which is what working_size prevents
+        # (gaussian-clahe then scales the enhanced image back to the input's size).
         options["output_size"] = None
     rebuilt: object = create_preprocessor(recorded["name"], **options)
     differences = (
