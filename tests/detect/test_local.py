@@ -244,6 +244,43 @@ def test_input_size_must_suit_the_network_depth() -> None:
         LocalDetector(input_size=100, depth=3)
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"mask_threshold": 0.0},
+        {"mask_threshold": 1.0},
+        {"mask_threshold": float("nan")},
+        {"min_area_fraction": -0.1},
+        {"min_area_fraction": float("nan")},
+        {"label": ""},
+        {"input_size": 100},
+    ],
+)
+def test_set_params_refuses_what_init_refuses(params: dict[str, object]) -> None:
+    # create_detector("local", model=..., mask_threshold=...) sets a loaded detector's
+    # parameters this way; a threshold of 0 made one box over every image.
+    detector = LocalDetector()
+    before = detector.get_params()
+    with pytest.raises(ConfigurationError, match=next(iter(params))):
+        LocalDetector(**params)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=next(iter(params))):
+        detector.set_params(**params)
+    assert detector.get_params() == before
+
+
+def test_post_processing_set_as_an_attribute_is_checked_when_used() -> None:
+    detector = LocalDetector()
+    detector.mask_threshold = 0.0
+    maps = np.zeros((1, 16, 16), np.float32)  # the network sees no lesion at all
+    with pytest.raises(ConfigurationError, match="mask_threshold"):
+        detector.masks_to_detections(maps, [phantom(1)])
+
+
+def test_set_params_still_sets_valid_post_processing() -> None:
+    detector = LocalDetector().set_params(mask_threshold=0.7, label="lesion")
+    assert (detector.mask_threshold, detector.label) == (0.7, "lesion")
+
+
 def test_registered_as_the_local_detector() -> None:
     detector = covidcxr.create_detector("local", input_size=64)
     assert isinstance(detector, LocalDetector)

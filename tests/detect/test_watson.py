@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
 
@@ -310,7 +311,17 @@ def test_missing_collection_ids_is_a_configuration_error(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(
     "options",
-    [{"threshold": 1.5}, {"batch_size": 21}, {"batch_size": 0}, {"on_error": "ignore"}],
+    [
+        {"threshold": 1.5},
+        {"batch_size": 21},
+        {"batch_size": 0},
+        {"on_error": "ignore"},
+        {"backoff": -1.0},
+        {"backoff": float("inf")},
+        {"max_wait": -1.0},
+        {"max_wait": float("nan")},
+        {"timeout": float("inf")},
+    ],
 )
 def test_invalid_options_are_rejected(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
@@ -571,3 +582,209 @@ def test_a_slow_but_steady_answer_within_the_timeout_is_read(
     server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]
     detector = make_detector(server, collection_ids=server.add_collection(), timeout=30.0)
     assert len(detector.detect(xray())) == 1
+
+
+# --- review C: dropped answers, IAM failures, duplicates, thresholds --------------------
+
+
+def _token_manager(detector: WatsonDetector) -> Any:
+    return detector._service.authenticator.token_manager
+
+
+def test_a_connection_dropped_mid_answer_is_retried(server: LoopbackWatsonServer) -> None:
+    server.drop_next(path_prefix="/v4/analyze")
+    server.objects_for = lambda filename, png, cid: [lesion(0.7, 1, 1, 3, 3)]
+    detections = make_detector(server, collection_ids=server.add_collection()).detect(xray())
+    assert len(detections) == 1
+    assert len(server.requests_to("/v4/analyze")) == 2
+
+
+def test_connections_dropped_every_time_end_in_a_detector_service_error(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.drop_next(times=10, path_prefix="/v4/analyze")
+    detector = make_detector(server, collection_ids=server.add_collection(), max_retries=1)
+    with pytest.raises(
+        DetectorServiceError, match=r"no answer.*ChunkedEncodingError.*after 2 attempts"
+    ):
+        detector.detect(xray())
+    assert len(server.requests_to("/v4/analyze")) == 2
+
+
+def test_a_failed_token_request_does_not_hold_the_next_one(server: LoopbackWatsonServer) -> None:
+    # The SDK's pacing keeps a failed request's start time and makes every token request
+    # in the next 60 s wait for it; it must be cleared, so the next attempt asks at once.
+    server.fail_next(503, path_prefix="/identity/token")
+    detector = make_detector(server, collection_ids=server.add_collection(), max_retries=0)
+    with pytest.raises(DetectorServiceError) as raised:
+        detector.detect(xray())
+    assert _token_manager(detector).request_time == 0
+    assert server.requests_to("/v4/analyze") == []
+    assert "(HTTP 503): the IAM token request failed" in str(raised.value)
+
+
+def test_a_failed_token_request_is_retried_and_logged_as_such(
+    server: LoopbackWatsonServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.fail_next(503, path_prefix="/identity/token")
+    detector = make_detector(server, collection_ids=server.add_collection())
+    with caplog.at_level(logging.WARNING):
+        assert detector.detect(xray()) == []
+    assert len(server.requests_to("/identity/token")) == 2
+    assert len(server.requests_to("/v4/analyze")) == 1
+    assert "analyze: the IAM token request failed (HTTP 503)" in caplog.text
+    assert "analyze: HTTP 503" not in caplog.text
+
+
+def test_the_token_request_is_bounded_by_timeout(server: LoopbackWatsonServer) -> None:
+    # ~350 bytes, one every 0.03 s: well within each read's timeout, ~10 s in all.
+    server.drip_path_prefix = "/identity/token"
+    server.drip_interval = 0.03
+    detector = make_detector(
+        server, collection_ids=server.add_collection(), timeout=0.5, max_retries=1
+    )
+    with pytest.raises(
+        DetectorServiceError,
+        match=r"IAM token request failed: Timeout: .*within 0.5 s.*after 2 attempts",
+    ):
+        detector.detect(xray())
+    assert len(server.requests_to("/identity/token")) == 2
+    assert server.requests_to("/v4/analyze") == []
+
+
+def test_the_token_answer_is_bounded_by_max_response_bytes(
+    server: LoopbackWatsonServer,
+) -> None:
+    detector = make_detector(server, collection_ids=server.add_collection(), max_response_bytes=10)
+    with pytest.raises(DetectorServiceError, match=r"/identity/token is larger than"):
+        detector.detect(xray())
+    assert server.requests_to("/v4/analyze") == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["maintenance", {}, {"access_token": "abc", "expires_in": 3600, "expiration": 0}],
+    ids=["not an object", "no access_token", "not a JWT"],
+)
+def test_a_token_answer_of_the_wrong_shape_is_a_detector_service_error(
+    server: LoopbackWatsonServer, monkeypatch: pytest.MonkeyPatch, payload: Any
+) -> None:
+    monkeypatch.setattr(server, "_token_answer", lambda request: (200, payload, {}))
+    detector = make_detector(server, collection_ids=server.add_collection())
+    with pytest.raises(DetectorServiceError, match="not an access token") as raised:
+        detector.detect(xray())
+    assert APIKEY not in str(raised.value)
+    assert len(server.requests_to("/identity/token")) == 1
+    assert _token_manager(detector).request_time == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ({"images": [{"source": {"filename": "image-00.png"}}]}, r"images\[0\].image_id"),
+        ({"images": ["oops"]}, r"images\[0\] should be a JSON object"),
+        ({"images": [{"errors": "quota exceeded"}]}, r"images\[0\].errors should be"),
+        ({"images": [{"errors": ["quota"]}]}, r"images\[0\].errors\[0\]"),
+        ({"images": {}}, "'images' should be a JSON array"),
+        (["not", "an", "object"], "the add images answer"),
+        ({"images": []}, "returned no image"),
+    ],
+)
+def test_add_images_answers_of_the_wrong_shape_are_detector_service_errors(
+    server: LoopbackWatsonServer, monkeypatch: pytest.MonkeyPatch, answer: Any, named: str
+) -> None:
+    collection = server.add_collection()
+    monkeypatch.setattr(server, "_add_images", lambda collection, request: (200, answer, {}))
+    detector = make_detector(server)
+    with pytest.raises(DetectorServiceError, match=named):
+        detector.add_training_images(collection, [xray(0, boxes=(Box(1, 1, 5, 5),))])
+
+
+def test_an_object_with_an_empty_name_is_a_malformed_answer(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.objects_for = lambda filename, png, cid: [{**lesion(0.9, 1, 1, 5, 5), "object": ""}]
+    detector = make_detector(server, collection_ids=server.add_collection(), on_error="skip")
+    with pytest.raises(DetectorServiceError, match=r"malformed .*objects\[0\].*label"):
+        detector.detect(xray())
+
+
+def test_a_threshold_of_zero_is_sent(server: LoopbackWatsonServer) -> None:
+    # Left out, the endpoint's default (0.5 here, as Watson's) would drop the lesion.
+    server.objects_for = lambda filename, png, cid: [lesion(0.3, 1, 1, 5, 5)]
+    detector = make_detector(server, collection_ids=server.add_collection(), threshold=0)
+    assert len(detector.detect(xray())) == 1
+    (request,) = server.requests_to("/v4/analyze")
+    assert [float(value) for value in request.values("threshold")] == [0.0]
+
+
+def test_a_collection_is_not_created_twice_when_its_answer_is_lost(
+    server: LoopbackWatsonServer,
+) -> None:
+    server.drop_next(path_prefix="/v4/collections")
+    detector = make_detector(server)
+    with pytest.raises(DetectorServiceError, match=r"not sent again.*duplicate"):
+        detector.create_collection("c")
+    assert len(server.requests_to("/v4/collections")) == 1
+    assert len(server.collections) == 1
+
+
+@pytest.mark.parametrize("failure", ["503", "timeout", "dropped"])
+def test_a_training_image_is_not_uploaded_twice_after_it_may_have_arrived(
+    server: LoopbackWatsonServer, failure: str
+) -> None:
+    collection = server.add_collection()
+    path = f"/v4/collections/{collection}/images"
+    options: dict[str, Any] = {}
+    if failure == "503":
+        server.fail_next(503, path_prefix=path)
+    elif failure == "timeout":
+        server.response_delay = 1.0
+        options["timeout"] = 0.3
+    else:
+        server.drop_next(path_prefix=path)
+    detector = make_detector(server, **options)
+    with pytest.raises(DetectorServiceError, match="not sent again"):
+        detector.add_training_images(collection, [xray(0, boxes=(Box(1, 1, 5, 5),))])
+    assert len(server.requests_to(path)) == 1
+    assert server.collections[collection]["image_count"] == (0 if failure == "503" else 1)
+
+
+def test_uploads_are_retried_after_429_and_failed_token_requests(
+    server: LoopbackWatsonServer,
+) -> None:
+    # Neither reached the operation: the service cannot have acted on it.
+    collection = server.add_collection()
+    path = f"/v4/collections/{collection}/images"
+    server.fail_next(429, retry_after="0", path_prefix=path)
+    server.fail_next(503, path_prefix="/identity/token")
+    detector = make_detector(server)
+    (image_id,) = detector.add_training_images(collection, [xray(0, boxes=(Box(1, 1, 5, 5),))])
+    assert image_id
+    assert len(server.requests_to("/identity/token")) == 2
+    assert len(server.requests_to(path)) == 2
+    assert server.collections[collection]["image_count"] == 1
+
+
+def test_creating_a_collection_is_retried_when_no_connection_was_made() -> None:
+    from ibm_cloud_sdk_core.authenticators import NoAuthAuthenticator
+
+    with LoopbackWatsonServer() as closed:
+        url = closed.url
+    detector = WatsonDetector(
+        url=url, authenticator=NoAuthAuthenticator(), max_retries=1, backoff=0.01
+    )
+    with pytest.raises(DetectorServiceError, match=r"ConnectionError.*after 2 attempts"):
+        detector.create_collection("c")
+
+
+def test_the_documented_retry_statuses_are_the_retried_ones() -> None:
+    from covidcxr.detect._watson_service import _RETRY_STATUSES
+
+    docs = Path(__file__).parents[2] / "docs" / "detection.rst"
+    for text in (WatsonDetector.__doc__ or "", docs.read_text(encoding="utf-8")):
+        flat = " ".join(text.split())
+        assert "429 and 5xx" not in flat
+        assert "429 or 5xx" not in flat
+        for status in sorted(_RETRY_STATUSES):
+            assert str(status) in flat

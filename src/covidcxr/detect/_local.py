@@ -9,6 +9,7 @@ configured. Keras 3 on TensorFlow is imported only when a model is built or load
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,6 +59,26 @@ _PARAMS: Final = (
 )
 # What a saved detector holds: not run-time wiring (``on_epoch_end``).
 _SAVED: Final = tuple(name for name in _PARAMS if name not in ("on_epoch_end", "checkpoint_dir"))
+
+
+def _check_inference_params(mask_threshold: float, min_area_fraction: float, label: object) -> None:
+    """Refuse post-processing parameters that cannot give meaningful boxes.
+
+    A ``mask_threshold`` of 0 or less marks every pixel as lesion, so an all-zero map
+    becomes one box over the whole image; 1 or more marks none.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``mask_threshold`` is not in ``(0, 1)``, ``min_area_fraction`` is not a finite
+        fraction in ``[0, 1]``, or ``label`` is not a non-empty string.
+    """
+    if not 0.0 < mask_threshold < 1.0:
+        raise ConfigurationError(f"mask_threshold must be in (0, 1), got {mask_threshold!r}")
+    if not (0.0 <= min_area_fraction <= 1.0 and math.isfinite(min_area_fraction)):
+        raise ConfigurationError(f"min_area_fraction must be in [0, 1], got {min_area_fraction!r}")
+    if not isinstance(label, str) or not label:
+        raise ConfigurationError(f"label must be a non-empty string, got {label!r}")
 
 
 def mask_to_detections(
@@ -196,8 +217,7 @@ class LocalDetector(UNetEstimator):
         checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
-        if not 0.0 < mask_threshold < 1.0:
-            raise ConfigurationError(f"mask_threshold must be in (0, 1), got {mask_threshold!r}")
+        _check_inference_params(mask_threshold, min_area_fraction, label)
         self.input_size = input_size
         self.base_filters = base_filters
         self.depth = depth
@@ -215,6 +235,32 @@ class LocalDetector(UNetEstimator):
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
         self.checkpoint_dir = checkpoint_dir
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters by name, checked as ``__init__`` checks them.
+
+        ``create_detector("local", model=..., mask_threshold=...)`` sets a loaded
+        detector's post-processing this way.
+
+        Raises
+        ------
+        ConfigurationError
+            For an unknown name, or a value ``__init__`` would refuse (then nothing is
+            changed).
+        """
+        current = self.get_params(deep=False)
+        merged = {**current, **{k: v for k, v in params.items() if k in current}}
+        self.check_network_params(
+            merged["input_size"],
+            merged["base_filters"],
+            merged["depth"],
+            merged["epochs"],
+            merged["batch_size"],
+        )
+        _check_inference_params(
+            merged["mask_threshold"], merged["min_area_fraction"], merged["label"]
+        )
+        return super().set_params(**params)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -343,7 +389,14 @@ class LocalDetector(UNetEstimator):
         Each map's connected components at :attr:`mask_threshold` become detections in
         its radiograph's own pixel coordinates. A pipeline with a lung stage first sets
         the maps to 0 outside the lungs.
+
+        Raises
+        ------
+        ConfigurationError
+            If :attr:`mask_threshold`, :attr:`min_area_fraction` or :attr:`label` was set
+            (as an attribute) to a value ``__init__`` would refuse.
         """
+        _check_inference_params(self.mask_threshold, self.min_area_fraction, self.label)
         images = list(xrays)
         return [
             mask_to_detections(

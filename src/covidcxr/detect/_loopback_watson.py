@@ -4,8 +4,9 @@ IBM retired Watson Visual Recognition on 2021-12-01, so :class:`~covidcxr.Watson
 can no longer be exercised against IBM. This server speaks the part of the v4 REST protocol
 the detector uses (``analyze``, collections, images with training data, ``train``,
 ``get_collection``) plus an IAM token endpoint, records every request it receives, and
-can be told to fail (HTTP status, ``Retry-After``, per-image errors) so that error paths
-can be tested with the real SDK. It binds to the loopback interface only.
+can be told to fail (HTTP status, ``Retry-After``, per-image errors, a connection dropped
+mid-answer) so that error paths can be tested with the real SDK. It binds to the loopback
+interface only.
 
 Its "model" is a lookup: ``analyze`` answers with the training boxes of the identical
 image in the queried collections (score 0.95), or with whatever :attr:`objects_for`
@@ -159,9 +160,12 @@ class LoopbackWatsonServer:
     response_delay
         Seconds to wait before answering any ``/v4/`` request (to test timeouts).
     drip_interval
-        Seconds between the bytes of each ``/v4/`` answer's body, sent one at a time after
-        the headers (to test that a timeout bounds the whole request, not each read);
-        ``0`` (the default) sends the body at once.
+        Seconds between the bytes of each answer's body under :attr:`drip_path_prefix`,
+        sent one at a time after the headers (to test that a timeout bounds the whole
+        request, not each read); ``0`` (the default) sends the body at once.
+    drip_path_prefix
+        The paths whose answers :attr:`drip_interval` slows: ``"/v4/"`` (the default), or
+        ``"/identity/token"`` for the IAM token endpoint.
     honour_threshold
         Drop objects scoring under the request's ``threshold`` (the default); set it to
         ``False`` to act as a lenient endpoint that ignores it.
@@ -184,9 +188,11 @@ class LoopbackWatsonServer:
         self.honour_threshold = True
         self.response_delay = 0.0
         self.drip_interval = 0.0
+        self.drip_path_prefix = "/v4/"
         self.rewrite_analysis: Callable[[dict[str, Any]], Any] | None = None
         self._images: dict[str, dict[str, Any]] = {}
         self._failures: deque[_Failure] = deque()
+        self._drops: deque[_Failure] = deque()
         self._polls_left: dict[str, int] = {}
         self._lock = threading.Lock()
         self._token = _make_jwt()
@@ -233,6 +239,16 @@ class LoopbackWatsonServer:
         """Answer the next ``times`` requests under ``path_prefix`` with ``status``."""
         body = {"errors": [{"code": HTTPStatus(status).phrase, "message": message}]}
         self._failures.append(_Failure(status, retry_after, path_prefix, times, body))
+
+    def drop_next(self, *, times: int = 1, path_prefix: str = "/v4/") -> None:
+        """Drop the connection mid-answer for the next ``times`` requests under ``path_prefix``.
+
+        Each request is carried out as usual (a collection or image is stored), then its
+        answer is cut off: the status line, the headers with the full ``Content-Length``
+        and half of the body are sent, and the connection is closed, as when a proxy or
+        the network fails while the answer is on its way.
+        """
+        self._drops.append(_Failure(200, None, path_prefix, times, {}))
 
     def add_collection(self, name: str = "collection") -> str:
         """Create a trained, empty collection directly; returns its id."""
@@ -305,6 +321,7 @@ class LoopbackWatsonServer:
                 with server._lock:
                     server.requests.append(request)
                     status, payload, headers = server._answer(request)
+                    dropped = server._take_drop(request.path)
                 if server.response_delay and request.path.startswith("/v4/"):
                     time.sleep(server.response_delay)
                 data = json.dumps(payload).encode()
@@ -315,7 +332,11 @@ class LoopbackWatsonServer:
                     for key, value in headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    if server.drip_interval and request.path.startswith("/v4/"):
+                    if dropped:
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                    elif server.drip_interval and request.path.startswith(server.drip_path_prefix):
                         self._drip(data, server.drip_interval)
                     else:
                         self.wfile.write(data)
@@ -331,6 +352,15 @@ class LoopbackWatsonServer:
                     self.wfile.flush()
 
         return Handler
+
+    def _take_drop(self, path: str) -> bool:
+        for drop in self._drops:
+            if path.startswith(drop.path_prefix):
+                drop.remaining -= 1
+                if drop.remaining <= 0:
+                    self._drops.remove(drop)
+                return True
+        return False
 
     # A flat routing table reads better here than a dispatch dictionary of small functions.
     def _answer(  # noqa: PLR0911, PLR0912

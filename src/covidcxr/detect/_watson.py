@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import threading
 import time
@@ -95,19 +96,26 @@ class WatsonDetector(_ServiceConnection):
         The IAM token server for ``apikey`` (private or staging deployments); falls back
         to ``$COVIDCXR_WATSON_IAM_URL``, then the SDK's default.
     max_retries
-        Extra attempts after an HTTP 429 or 5xx answer, a timeout or a dropped connection.
+        Extra attempts after an HTTP 429, 500, 502, 503 or 504 answer (other statuses,
+        501 and 507 included, fail at once), a timeout or a dropped connection. A request
+        that creates something (:meth:`create_collection`, :meth:`add_training_images`)
+        is sent again only when the service cannot have acted on it: after HTTP 429 or a
+        failure to connect. After a 5xx answer, a timeout or a connection dropped once it
+        was sent, it fails with :class:`~covidcxr.errors.DetectorServiceError` instead of
+        risking a duplicate collection or image.
     timeout
         The longest one HTTP request may take, in seconds: from sending it to the last
         byte of the answer (not only each read, so a server that trickles its answer
-        cannot hold the call). A request that overruns it is abandoned and retried like
-        a dropped connection.
+        cannot hold the call), IAM token requests included. A request that overruns it
+        is abandoned and retried like a dropped connection.
     batch_size
         Images per ``analyze`` request, 1 to 20 (the service's limit).
     backoff
         First wait, in seconds, between attempts when the service gives no ``Retry-After``;
-        it doubles with each attempt.
+        it doubles with each attempt. Finite and ``>= 0``.
     max_wait
-        The longest single wait between attempts, ``Retry-After`` included.
+        The longest single wait between attempts, ``Retry-After`` included. Finite and
+        ``>= 0``.
     on_error
         What to do when the service reports an error for one image of a batch:
         ``"raise"`` a :class:`~covidcxr.errors.DetectorServiceError`, or ``"skip"`` the image (it
@@ -163,8 +171,15 @@ apikey='***', authenticator=None)
             )
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
-        if not timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigurationError(
+                f"timeout must be a finite number > 0 seconds, got {timeout!r}"
+            )
+        for name, wait in (("backoff", backoff), ("max_wait", max_wait)):
+            if not (wait >= 0 and math.isfinite(wait)):
+                raise ConfigurationError(
+                    f"{name} must be a finite number >= 0 seconds, got {wait!r}"
+                )
         if on_error not in ("raise", "skip"):
             raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if max_detections < 1:
@@ -260,8 +275,9 @@ apikey='***', authenticator=None)
                 collection_ids=list(collection_ids),
                 features=["objects"],
                 images_file=[upload.as_file() for upload in uploads],
-                # The SDK drops a threshold of 0 (falsy), which is also the service default.
-                threshold=self.threshold or None,
+                # Always sent, as text: the SDK drops a falsy threshold (0.0), and the
+                # endpoint's default (0.5 for Watson) would then apply.
+                threshold=str(self.threshold),
             )
             results.extend(self._parse_analysis(answer, chunk, uploads))
         return results
@@ -342,12 +358,14 @@ apikey='***', authenticator=None)
             try:
                 label = str(found["object"])
                 box = to_xray.map_box(box_from_location(found["location"]))
+                # Inside the try: Detection refuses an empty label (InvalidRecordError, a
+                # ValueError), which is the service's malformed answer, not a caller's.
+                if box is not None:
+                    detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 raise DetectorServiceError(
                     f"Watson returned a malformed {_object_name(index, position)}{where}: {exc!r}"
                 ) from None
-            if box is not None:
-                detections.append(Detection(box, label, min(max(score, 0.0), 1.0)))
         detections.sort(key=lambda detection: -detection.score)
         return detections
 
@@ -364,6 +382,7 @@ apikey='***', authenticator=None)
         answer = self._call(
             "create collection",
             self._client().create_collection,
+            idempotent=False,
             name=name,
             description=description,
         )
@@ -377,12 +396,19 @@ apikey='***', authenticator=None)
         One image per request: the service accepts ``training_data`` only for a single
         image. Images without boxes are uploaded without training data. Each box is sent
         as the smallest whole-pixel rectangle covering it, clipped to the image; a box of
-        zero area marks no pixel and is left out.
+        zero area marks no pixel and is left out. An upload is not repeated once it may
+        have reached the service (see ``max_retries``).
 
         Returns
         -------
         list of str
             The service's image ids, in input order.
+
+        Raises
+        ------
+        DetectorServiceError
+            If the service refuses an image, answers with a document of the wrong shape,
+            or fails in a way that leaves unknown whether it stored the image.
         """
         if not object_name or len(object_name) > 32 or object_name.startswith("sys-"):
             raise ConfigurationError(
@@ -400,23 +426,12 @@ apikey='***', authenticator=None)
             answer = self._call(
                 "add images",
                 service.add_images,
+                idempotent=False,
                 collection_id=collection_id,
                 images_file=[upload.as_file()],
                 training_data=json.dumps({"objects": objects}) if objects else None,
             )
-            try:
-                image = answer["images"][0]
-            except (KeyError, IndexError, TypeError):
-                raise DetectorServiceError(
-                    f"Watson add images returned no image for {xray.id!r}"
-                ) from None
-            if image.get("errors"):
-                first = image["errors"][0]
-                raise DetectorServiceError(
-                    f"Watson refused training image {xray.id!r}: "
-                    f"{first.get('code', 'error')}: {first.get('message', first)}"
-                )
-            image_ids.append(str(image["image_id"]))
+            image_ids.append(_added_image_id(answer, xray))
         return image_ids
 
     def train(self, collection_id: str) -> None:
@@ -497,25 +512,48 @@ def _object_name(collection: int, position: int) -> str:
     return f"objects.collections[{collection}].objects[{position}]"
 
 
-def _object(value: Any, what: str, where: str) -> Mapping[str, Any]:
+def _object(value: Any, what: str, where: str, action: str = "analyze") -> Mapping[str, Any]:
     """``value`` if it is a JSON object, else a DetectorServiceError naming ``what``."""
     if isinstance(value, Mapping):
         return value
-    raise _malformed(what, "a JSON object", value, where)
+    raise _malformed(what, "a JSON object", value, where, action)
 
 
-def _array(value: Any, what: str, where: str) -> list[Any]:
+def _array(value: Any, what: str, where: str, action: str = "analyze") -> list[Any]:
     """``value`` if it is a JSON array, else a DetectorServiceError naming ``what``."""
     if isinstance(value, list):
         return value
-    raise _malformed(what, "a JSON array", value, where)
+    raise _malformed(what, "a JSON array", value, where, action)
 
 
-def _malformed(what: str, expected: str, value: Any, where: str) -> DetectorServiceError:
+def _malformed(
+    what: str, expected: str, value: Any, where: str, action: str = "analyze"
+) -> DetectorServiceError:
     return DetectorServiceError(
-        f"Watson analyze returned a malformed document: {what} should be {expected}, "
+        f"Watson {action} returned a malformed document: {what} should be {expected}, "
         f"got {type(value).__name__}{where}"
     )
+
+
+def _added_image_id(answer: Any, xray: XRay) -> str:
+    """The image id in an ``add_images`` answer for one image, checked as analyze's are."""
+    action, where = "add images", f" for {xray.id!r}"
+    document = _object(answer, "the add images answer", where, action)
+    images = _array(document.get("images"), "'images'", where, action)
+    if not images:
+        raise DetectorServiceError(f"Watson add images returned no image for {xray.id!r}")
+    image = _object(images[0], "images[0]", where, action)
+    errors = _array(image.get("errors") or [], "images[0].errors", where, action)
+    if errors:
+        first = _object(errors[0], "images[0].errors[0]", where, action)
+        raise DetectorServiceError(
+            f"Watson refused training image {xray.id!r}: "
+            f"{first.get('code', 'error')}: {first.get('message', first)}"
+        )
+    image_id = image.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise _malformed("images[0].image_id", "a non-empty string", image_id, where, action)
+    return image_id
 
 
 def _collection_id(answer: Any) -> str:

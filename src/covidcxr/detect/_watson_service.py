@@ -2,10 +2,12 @@
 
 :class:`_ServiceConnection` is the part of :class:`~covidcxr.WatsonDetector` that
 talks HTTP: it builds the ``ibm_watson.VisualRecognitionV4`` client (imported only when a
-request is made), authenticates, and runs each SDK operation with retries on HTTP 429 and
-5xx answers, timeouts and dropped connections, honouring ``Retry-After``. Images are
-uploaded as PNG, resized into the range of sizes the service accepts
-(:func:`_prepare_upload`); the record of that resize maps the service's boxes back.
+request is made), authenticates, and runs each SDK operation with retries on HTTP 429,
+500, 502, 503 and 504 answers, timeouts and dropped connections, honouring
+``Retry-After``; an operation that is not idempotent (creating a collection, adding
+images) is retried only when the service cannot have acted on it (HTTP 429, or no
+connection made). Images are uploaded as PNG, resized into the range of sizes the service
+accepts (:func:`_prepare_upload`); the record of that resize maps the service's boxes back.
 """
 
 from __future__ import annotations
@@ -68,7 +70,12 @@ _READ_CHUNK: Final = 1 << 16
 _MIN_SERVICE_SIDE: Final = 30
 _MIN_UPLOAD_SIDE: Final = 32
 _MAX_SERVICE_SIDE: Final = 5400
+#: Answers worth another attempt: overload and transient gateway or server failures. Other
+#: 5xx answers (501 Not Implemented, 507 Insufficient Storage ...) would answer the same.
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+#: The one answer that says the service did not act on the request, so that even an
+#: operation that is not idempotent can be sent again.
+_NOT_ACTED_STATUSES: Final = frozenset({429})
 
 # redirect_stdout swaps the process-wide sys.stdout; serialise the clients that need it.
 _SDK_PRINT_LOCK = threading.Lock()
@@ -192,6 +199,7 @@ class _ServiceConnection:
             service.get_http_client().hooks["response"].append(
                 _bounded_body(self.max_response_bytes, self.timeout)
             )
+            _bound_token_requests(service.authenticator, self.max_response_bytes, self.timeout)
             self._service = service
             return service
 
@@ -199,10 +207,15 @@ class _ServiceConnection:
         # Every encoding: an IAM error may echo the form body, with the apikey URL-encoded.
         return Redactor([self._apikey])(text)
 
-    def _failure_message(self, action: str, status: int | None, detail: str, where: str) -> str:
+    def _failure_message(
+        self, action: str, status: int | None, detail: str, where: str, *, token: bool = False
+    ) -> str:
         ids = ", ".join(self.collection_ids) or "none"
-        if where.rstrip("/").endswith("/identity/token"):
-            hint = "the IAM token server refused the apikey; check apikey= and iam_url="
+        if token or where.rstrip("/").endswith("/identity/token"):
+            if status in (400, 401, 403):
+                hint = "the IAM token server refused the apikey; check apikey= and iam_url="
+            else:
+                hint = "no access token was issued; check iam_url= (or try again later)"
         elif status == 401:
             hint = f"the credentials were rejected; check apikey= (or ${ENV_APIKEY}) and iam_url="
         elif status == 403:
@@ -215,8 +228,54 @@ class _ServiceConnection:
         message = f"Watson {action} failed ({code}): {detail}"
         return self._scrub(f"{message}; {hint}" if hint else message)
 
-    def _call(self, action: str, operation: Callable[..., Any], **arguments: Any) -> Any:
-        """Run one SDK operation, retrying 429/5xx/timeouts; return the JSON result."""
+    def _token_manager(self) -> Any:
+        """The client's token manager (IAM, Cloud Pak ...), or ``None`` for other schemes."""
+        authenticator = getattr(self._service, "authenticator", None)
+        manager = getattr(authenticator, "token_manager", None)
+        return manager if callable(getattr(manager, "get_token", None)) else None
+
+    def _token_label(self) -> str:
+        # An apikey is exchanged at IAM; a given authenticator may use another token server.
+        return "IAM token request" if self.authenticator is None else "token request"
+
+    def _fetch_token(self) -> None:
+        """Get (or reuse) the access token, so that its failures are told apart."""
+        manager = self._token_manager()
+        if manager is not None:
+            manager.get_token()
+
+    def _reset_token_pacing(self) -> None:
+        """Let the next attempt request a token at once.
+
+        ibm-cloud-sdk-core's ``TokenManager.paced_request_token`` records when a token
+        request starts and clears the record only when it succeeds; while the record is
+        under 60 s old, every other request for a token sleeps, taking it for a request in
+        flight. After a failed token request that held the retry for a minute whatever
+        ``backoff`` and ``timeout`` said.
+        """
+        manager = self._token_manager()
+        if manager is None or not hasattr(manager, "request_time"):
+            return
+        lock = getattr(manager, "lock", None)
+        with lock if lock is not None else contextlib.nullcontext():
+            manager.request_time = 0
+
+    def _call(
+        self,
+        action: str,
+        operation: Callable[..., Any],
+        *,
+        idempotent: bool = True,
+        **arguments: Any,
+    ) -> Any:
+        """Run one SDK operation, retrying 429/500/502/503/504/timeouts; return the JSON result.
+
+        An operation that is not ``idempotent`` (one that creates something) is sent again
+        only when the service cannot have acted on it: after HTTP 429, a failure to connect,
+        or a failure to get the access token (sent before the operation itself). After a
+        5xx answer, a timeout or a connection dropped once the request went out, it may
+        have been carried out, and a second one could store a duplicate.
+        """
         # Hand-written on purpose. ibm-cloud-sdk-core's BaseService.enable_retries (3.28:
         # urllib3 Retry on the session; 429/500/502/503/504, POST included, Retry-After
         # honoured) would retry the same requests, but: when it gives up it raises
@@ -225,13 +284,24 @@ class _ServiceConnection:
         # Retry-After (urllib3's retry_after_max, 6 h, is left as is), so max_wait is lost;
         # its backoff factor is fixed at 1 s with an immediate first retry, so backoff is
         # lost; it logs retries only at DEBUG; a timeout that exhausts it surfaces as a
-        # ConnectionError; and IAM token requests bypass the session, so are not retried.
+        # ConnectionError; it retries a POST that created something; and IAM token requests
+        # bypass the session, so are not retried.
         from ibm_cloud_sdk_core import ApiException  # noqa: PLC0415
-        from requests.exceptions import ConnectionError as ConnectionFailed  # noqa: PLC0415
-        from requests.exceptions import Timeout  # noqa: PLC0415
+        from requests import exceptions  # noqa: PLC0415
 
+        # A dropped connection surfaces as ConnectionError before the answer's head, as
+        # ChunkedEncodingError (or ContentDecodingError, when compressed) within its body.
+        dropped = (
+            exceptions.Timeout,
+            exceptions.ConnectionError,
+            exceptions.ChunkedEncodingError,
+            exceptions.ContentDecodingError,
+        )
         for attempt in itertools.count(1):
+            token_step = True
             try:
+                self._fetch_token()
+                token_step = False
                 return operation(**arguments).get_result()
             except ApiException as exc:
                 status: int | None = exc.status_code
@@ -240,13 +310,43 @@ class _ServiceConnection:
                 detail = str(exc.message)
                 headers: Mapping[str, str] = response.headers if response is not None else {}
                 retryable = status in _RETRY_STATUSES
-            except (Timeout, ConnectionFailed) as exc:
+                acted = status not in _NOT_ACTED_STATUSES
+            except dropped as exc:
                 status, where, headers, retryable = None, "", {}, True
                 detail = f"{type(exc).__name__}: {exc}"
-            if not retryable or attempt > self.max_retries:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                acted = not _never_sent(exc)
+            except DetectorServiceError:
+                self._reset_token_pacing()
+                raise
+            except Exception as exc:
+                if not token_step:
+                    raise
+                # A token answer of the wrong shape (not an object, no access_token, not a
+                # JWT) fails inside the SDK with AttributeError, KeyError, jwt's DecodeError.
+                self._reset_token_pacing()
                 raise DetectorServiceError(
-                    self._failure_message(action, status, detail + tries, where), status
+                    self._scrub(
+                        f"Watson {action} failed: the {self._token_label()} returned an "
+                        f"answer that is not an access token ({type(exc).__name__}: {exc}); "
+                        "check iam_url="
+                    )
+                ) from None
+            self._reset_token_pacing()
+            reason = f"HTTP {status}" if status is not None else self._scrub(detail)
+            if token_step:
+                reason = f"the {self._token_label()} failed ({reason})"
+                detail = f"the {self._token_label()} failed: {detail}"
+            may_repeat = retryable and (token_step or idempotent or not acted)
+            if not may_repeat or attempt > self.max_retries:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                if retryable and not may_repeat:
+                    tries += (
+                        "; not sent again, as the service may have carried it out: check "
+                        "for a duplicate before repeating it"
+                    )
+                raise DetectorServiceError(
+                    self._failure_message(action, status, detail + tries, where, token=token_step),
+                    status,
                 ) from None
             wait = _retry_after_seconds(headers.get("Retry-After"))
             if wait is None:
@@ -255,13 +355,46 @@ class _ServiceConnection:
             logger.warning(
                 "Watson %s: %s; attempt %d of %d, retrying in %.1f s",
                 action,
-                f"HTTP {status}" if status is not None else self._scrub(detail),
+                reason,
                 attempt,
                 self.max_retries + 1,
                 wait,
             )
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a requests failure happened before the request left (no connection made)."""
+    from requests.exceptions import ConnectTimeout  # noqa: PLC0415
+    from urllib3.exceptions import ConnectTimeoutError  # noqa: PLC0415
+
+    if isinstance(exc, ConnectTimeout):
+        return True
+    # requests wraps urllib3's MaxRetryError, whose reason is the underlying failure;
+    # NewConnectionError (refused, unreachable, name not resolved) is a ConnectTimeoutError.
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), ConnectTimeoutError)
+
+
+def _bound_token_requests(authenticator: Any, limit: int, timeout: float) -> None:
+    """Give the authenticator's token requests the deadline and size cap of the others.
+
+    ibm-cloud-sdk-core's token managers send with ``requests.request`` (a session of its
+    own each time), passing their ``http_config`` on as keyword arguments, so a ``hooks``
+    entry there runs :func:`_bounded_body` on the token server's answer too. The
+    manager gets a dict of its own: ``set_http_config`` shares the service's, which must
+    not carry the hook a second time.
+    """
+    manager = getattr(authenticator, "token_manager", None)
+    config = getattr(manager, "http_config", None)
+    if manager is None or not isinstance(config, dict):
+        return
+    manager.http_config = {
+        **config,
+        "timeout": timeout,
+        "hooks": {"response": [_bounded_body(limit, timeout)]},
+    }
 
 
 def _bounded_body(limit: int, timeout: float) -> Callable[..., Any]:
