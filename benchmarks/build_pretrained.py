@@ -9,7 +9,12 @@ weights, SHA-256 per file, the command below as its rebuild command) with
 :func:`covidcxr.pretrained.package`, checking the float16 copy against the trained model
 on Val.
 
-    nice -n 5 python benchmarks/build_pretrained.py covidqu-lungs-vgg19-64
+    nice -n 5 python benchmarks/build_pretrained.py covidqu-lungs-vgg19-64 --force
+
+A model of that name already in the package is replaced only with ``--force``; the name,
+its aliases and ``--force`` are checked before training starts. The recorded rebuild
+command always carries ``--force`` (rebuilding a shipped model replaces it), so it works
+as recorded.
 
 ``--limit N`` (a smoke run on N images per split, one epoch each) writes to a scratch
 registry instead of the package, never into ``src/``.
@@ -42,7 +47,7 @@ from bench_shortcuts import LUNGS_REMOVED_SOURCE, MARGIN, altered, split_images
 
 from covidcxr import Pipeline, XRay, open_source
 from covidcxr.pipeline import PipelineConfig, record_evaluation
-from covidcxr.pretrained import package
+from covidcxr.pretrained import check_packaging, package
 
 RECIPES = REPO / "src" / "covidcxr" / "pretrained" / "recipes"
 SUMMARIES = {
@@ -150,14 +155,38 @@ def source_revision() -> str | None:
     return f"{commit} (with local changes)" if changed else commit
 
 
+def rebuild_command(argv: list[str]) -> str:
+    """The command recorded as the model's rebuild command: this one, with ``--force``.
+
+    Rebuilding a shipped model replaces it, and the model is in the package when anyone
+    runs its recorded command; without ``--force`` that command would train for hours
+    and then be refused.
+    """
+    recorded = argv if "--force" in argv else [*argv, "--force"]
+    return "python benchmarks/build_pretrained.py " + shlex.join(recorded)
+
+
 def main() -> int:
     args = parse_args()
     require_data(args.data)
     configure_tensorflow(args.threads)
     recipe = RECIPES / f"{args.name}.toml"
     config = PipelineConfig.from_toml(recipe)
-    command = "python benchmarks/build_pretrained.py " + shlex.join(sys.argv[1:])
+    command = rebuild_command(sys.argv[1:])
     revision = source_revision()  # before training: the code that trains
+    root = (args.work / "smoke-registry") if args.limit else None
+    force = args.force or bool(args.limit)
+    aliases = ALIASES.get(args.name, ())
+    # What packaging would refuse (a model of that name without --force, an alias of
+    # another model), refused now: not after hours of training.
+    check_packaging(
+        args.name,
+        build_command=command,
+        root=root,
+        force=force,
+        aliases=aliases,
+        revision=revision,
+    )
     run = f"{args.name}-limit-{args.limit}" if args.limit else args.name
     checkpoints = args.work / "checkpoints" / run
     pipeline = Pipeline(
@@ -186,11 +215,11 @@ def main() -> int:
         model_dir,
         build_command=command,
         summary=SUMMARIES[args.name],
-        root=(args.work / "smoke-registry") if args.limit else None,
-        force=args.force or bool(args.limit),
+        root=root,
+        force=force,
         check_images=split(args.data, "Val", args.limit or 300),
         check_description="COVID-QU-Ex Val",
-        aliases=ALIASES.get(args.name, ()),
+        aliases=aliases,
         precision=PRECISIONS.get(args.name, "float16"),
         revision=revision,
     )

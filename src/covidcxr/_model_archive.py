@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +48,20 @@ __all__ = [
 
 MODEL_MEMBER: Final = "model.keras"
 METADATA_MEMBER: Final = "covidcxr.json"
+
+# What :mod:`zipfile` raises reading a damaged archive: BadZipFile (a bad CRC or header),
+# RuntimeError (a member flagged as encrypted), NotImplementedError (an unknown compression
+# method), zlib.error (corrupt deflated data), EOFError (truncated compressed data),
+# OSError (a read that fails), ValueError (JSON and UTF-8 errors in the metadata).
+_DAMAGED_ARCHIVE_ERRORS: Final = (
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+)
 
 
 @frozen
@@ -94,7 +109,7 @@ def is_archive_of(path: Path, archive_format: ArchiveFormat) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             metadata = json.loads(archive.read(METADATA_MEMBER))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except (*_DAMAGED_ARCHIVE_ERRORS, KeyError):
         return False
     return isinstance(metadata, dict) and metadata.get("format") == archive_format.name
 
@@ -171,7 +186,9 @@ def read_model_archive(
     Raises
     ------
     ModelFormatError
-        If the file is missing, not an archive, lacks a member, or fails the checks.
+        If the file is missing, not an archive, lacks a member, cannot be read (a damaged
+        member: a bad checksum, corrupt compressed data, an encrypted or unknown
+        compression flag), or fails the checks.
     """
     source = Path(path)
     what = archive_format.description
@@ -179,18 +196,26 @@ def read_model_archive(
     if not source.is_file():
         raise ModelFormatError(f"{source}: no saved {what} at this path")
     try:
-        with zipfile.ZipFile(source) as archive:
-            missing = {METADATA_MEMBER, MODEL_MEMBER} - set(archive.namelist())
-            if missing:
-                raise ModelFormatError(
-                    f"{source}: not a saved {what} (missing {', '.join(sorted(missing))})"
-                )
-            metadata = json.loads(archive.read(METADATA_MEMBER))
-            extracted = Path(archive.extract(MODEL_MEMBER, scratch))
-    except (zipfile.BadZipFile, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
-        raise ModelFormatError(f"{source}: corrupt {what} archive ({exc})") from exc
+        found = _read_members(source, scratch)
+    except _DAMAGED_ARCHIVE_ERRORS as exc:
+        raise ModelFormatError(
+            f"{source}: corrupt or unreadable {what} archive ({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(found, set):
+        raise ModelFormatError(f"{source}: not a saved {what} (missing {', '.join(sorted(found))})")
+    metadata, extracted = found
     check_metadata(metadata, archive_format, source)
     return metadata, extracted
+
+
+def _read_members(source: Path, scratch: Path) -> tuple[Any, Path] | set[str]:
+    """The parsed metadata and the extracted model, or the names of the missing members."""
+    with zipfile.ZipFile(source) as archive:
+        missing = {METADATA_MEMBER, MODEL_MEMBER} - set(archive.namelist())
+        if missing:
+            return missing
+        metadata = json.loads(archive.read(METADATA_MEMBER))
+        return metadata, Path(archive.extract(MODEL_MEMBER, scratch))
 
 
 def _is_str_map(value: Any) -> bool:

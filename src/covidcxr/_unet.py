@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from covidcxr._model_archive import (
+    METADATA_MEMBER,
     ArchiveFormat,
     all_finite,
     check_params,
@@ -400,7 +401,8 @@ def load_unet_model(
     ------
     ModelFormatError
         If the file is not an archive of ``archive_format``, is corrupt, names unknown
-        parameters, or holds a network of another input size.
+        parameters or parameters ``cls`` refuses (a wrong type or value), or holds a
+        network of another input size.
     """
     with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
         metadata, keras_file = read_model_archive(path, archive_format, Path(scratch))
@@ -410,7 +412,13 @@ def load_unet_model(
                 f"{path}: metadata sets parameters a saved model does not record "
                 f"({', '.join(sorted(set(saved) - set(params)))})"
             )
-        owner = cls(**saved)
+        try:
+            owner = cls(**saved)
+        except (TypeError, ValueError) as exc:  # ConfigurationError is a ValueError
+            raise ModelFormatError(
+                f"{path}: {METADATA_MEMBER} records parameters {cls.__name__} refuses "
+                f"({exc}); the file is damaged or was edited by hand: save the model again"
+            ) from exc
         fitted: Any = owner  # a LocalDetector or LungSegmenter: the attributes below
         keras = keras_module(fitted.threads)
         model = load_unet(keras, keras_file, path, fitted.input_size)

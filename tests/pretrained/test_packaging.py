@@ -399,6 +399,26 @@ def test_a_missing_build_command_is_refused(saved_pipeline: Path, tmp_path: Path
         package("tiny", saved_pipeline, build_command="  ", root=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "covidcxr train https://alice:s3cr3t-token@data.example.org/cxr.zip --out tiny",
+        "covidcxr train s3://bucket/cxr --token=s3cr3t-token --out tiny",
+        "covidcxr train data/ -s password=s3cr3t-token --out tiny",
+    ],
+    ids=["url-user-info", "token-option", "password-option"],
+)
+def test_a_build_command_carrying_credentials_is_refused_and_never_written(
+    saved_pipeline: Path, tmp_path: Path, command: str
+) -> None:
+    # The build command goes into shipped.json, pipeline.json, the card and ModelInfo's
+    # repr: a credential in it would ship with the model.
+    with pytest.raises(ConfigurationError, match="must not carry credentials") as refused:
+        package("tiny", saved_pipeline, build_command=command, root=tmp_path)
+    assert "s3cr3t-token" not in str(refused.value)
+    assert not any(tmp_path.iterdir())
+
+
 def test_predictions_that_move_too_far_are_refused_and_nothing_is_left(
     saved_pipeline: Path, tmp_path: Path, check_images: list[XRay]
 ) -> None:

@@ -239,6 +239,9 @@ def test_a_listed_file_that_became_a_folder_is_refused(registry_copy: Path) -> N
         (lambda m: m.update(precisions={"nosuchfile": "float16"}), "mapping of listed files"),
         (lambda m: m["precisions"].update(classifier="float8"), "mapping of listed files"),
         (lambda m: m.update(precision="bogus"), "'precision' is 'bogus', not a precision"),
+        (lambda m: m.update(left_out=5), "'left_out' is not a list of strings"),
+        (lambda m: m.update(left_out="skipped.csv"), "'left_out' is not a list of strings"),
+        (lambda m: m.update(left_out=[1]), "'left_out' is not a list of strings"),
     ],
 )
 def test_a_damaged_manifest_is_refused(registry_copy: Path, change: object, message: str) -> None:
@@ -265,6 +268,10 @@ def test_card_gives_metadata_and_text_with_the_build_command(models_root: Path) 
     assert BUILD_COMMAND in last["description"]
     assert "## Shipped with covidcxr" in model_card.text
     assert f"$ {BUILD_COMMAND}" in model_card.text
+    # Rebuilding a shipped model replaces it: the card says what its command does.
+    assert "run as recorded, the command replaces this model with the rebuilt one" in (
+        " ".join(model_card.text.split())
+    )
     assert model_card.text.rstrip().endswith("are in `metadata.json`.")
     assert model_card.metadata["synthetic"] is True
 

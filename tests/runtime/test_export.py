@@ -344,12 +344,31 @@ def test_a_fitted_pipeline_object_can_be_exported(
     assert isinstance(Pipeline.load(tmp_path / "from-object").classifier_, RuntimeClassifier)
 
 
-def test_saving_a_pipeline_loaded_with_a_runtime_writes_the_keras_model(
-    onnx_export: Path, tmp_path: Path, held_out: list[XRay]
+@pytest.mark.parametrize("runtime", [None, "tensorflow"])
+def test_saving_a_pipeline_loaded_from_an_export_says_the_export_is_dropped(
+    onnx_export: Path, tmp_path: Path, runtime: str | None
 ) -> None:
-    saved = Pipeline.load(onnx_export).save(tmp_path / "again")
-    assert "export" not in json.loads((saved / "pipeline.json").read_text())
-    assert isinstance(Pipeline.load(saved).classifier_, VGG19Classifier)
+    # A save writes the Keras models only: the saved copy runs TensorFlow. It must not
+    # do so silently, nor keep a card that claims the export.
+    with pytest.warns(RuntimeFallbackWarning, match=r"loaded from an export for onnx \(fp32\)"):
+        saved = Pipeline.load(onnx_export, runtime=runtime).save(tmp_path / "again")
+    manifest = json.loads((saved / "pipeline.json").read_text())
+    assert "export" not in manifest
+    events = [entry["event"] for entry in manifest["changelog"]]
+    assert events[-3:] == ["exported", "export dropped", "saved"]
+    assert "export dropped: saved without the onnx (fp32) export" in (
+        (saved / "model_card.md").read_text()
+    )
+    assert "## Exported networks" not in (saved / "model_card.md").read_text()
+    reloaded = Pipeline.load(saved)
+    assert isinstance(reloaded.classifier_, VGG19Classifier)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeFallbackWarning)  # said once, not again
+        again = reloaded.save(tmp_path / "third")
+    events = [
+        entry["event"] for entry in json.loads((again / "pipeline.json").read_text())["changelog"]
+    ]
+    assert events.count("export dropped") == 1
 
 
 def test_an_exported_classifier_reports_what_the_pipeline_checks(onnx_export: Path) -> None:

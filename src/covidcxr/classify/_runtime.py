@@ -75,8 +75,10 @@ class RuntimeFallbackWarning(UserWarning):
     """A pipeline exported for a runtime is run by TensorFlow (its Keras model) instead.
 
     Issued by :meth:`covidcxr.Pipeline.load` without an explicit ``runtime`` when the
-    pipeline was exported for a runtime whose package is not installed. The Keras model
-    computes in float32, so an int8 or bf16 export's figures do not apply to it.
+    pipeline was exported for a runtime whose package is not installed, and by
+    :meth:`covidcxr.Pipeline.save` of a pipeline loaded from an export: a save writes the
+    Keras models only, so the saved copy runs TensorFlow. The Keras model computes in
+    float32, so an int8 or bf16 export's figures do not apply to it.
     """
 
 
@@ -370,6 +372,11 @@ def resolve_runtime(
             f"{directory} was not exported for {runtime!r}: export it with "
             f"covidcxr.runtime.export(..., runtime={runtime!r}), or load it with "
             "runtime='tensorflow'"
+        )
+    if not isinstance(export_entry, Mapping):
+        raise ModelFormatError(
+            f"{manifest_path}: the 'export' entry is damaged ({export_entry!r:.80}); export "
+            "the pipeline again"
         )
     exported = export_entry.get("runtime")
     artifacts = export_entry.get("artifacts")

@@ -37,14 +37,33 @@ def _watson(**options: Any) -> LesionDetector:
     return WatsonDetector(**options)
 
 
+#: The parameters of a :class:`LocalDetector`'s network: fixed by a saved model's weights.
+_NETWORK_PARAMS = ("input_size", "base_filters", "depth")
+
+
 def _local(**options: Any) -> LesionDetector:
-    """A new :class:`LocalDetector`, or a saved one with ``model=path``."""
+    """A new :class:`LocalDetector`, or a saved one with ``model=path``.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``model=path`` comes with a parameter of the network (``input_size``,
+        ``base_filters``, ``depth``): the saved weights fix those.
+    """
     from covidcxr.detect._local import LocalDetector  # noqa: PLC0415
 
     model = options.pop("model", None)
     if model is not None:
         # Post-processing options (mask_threshold, min_area_fraction, label ...) may be
         # changed on a loaded model; the network's own are fixed by its weights.
+        fixed = [name for name in _NETWORK_PARAMS if name in options]
+        if fixed:
+            raise ConfigurationError(
+                f"a saved local detector's network parameters are fixed by its weights: "
+                f"{', '.join(map(repr, fixed))} cannot be set on it (post-processing options "
+                "such as mask_threshold, min_area_fraction and label can); train a new "
+                "detector for another network"
+            )
         detector = LocalDetector.load(model).set_params(**options)
         return detector
     return LocalDetector(**options)

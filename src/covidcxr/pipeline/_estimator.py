@@ -19,7 +19,12 @@ from numpy.typing import NDArray
 from covidcxr._contracts import checked_detection_batch, checked_detections
 from covidcxr._unet import RunsNetwork
 from covidcxr.boxes import ResizeTransform
-from covidcxr.classify._runtime import exported_network, resolve_runtime, with_runtime
+from covidcxr.classify._runtime import (
+    RuntimeFallbackWarning,
+    exported_network,
+    resolve_runtime,
+    with_runtime,
+)
 from covidcxr.errors import (
     ConfigurationError,
     ModelFormatError,
@@ -276,6 +281,14 @@ def _configured_gate(config: PipelineConfig) -> InputGate | None:
         raise ConfigurationError(f"[trust] gate: {exc}; the gate's options are {known}") from exc
 
 
+def _damaged_manifest(manifest_path: Path, exc: Exception) -> ModelFormatError:
+    """A saved option a component refuses: the manifest is damaged or was edited by hand."""
+    return ModelFormatError(
+        f"{manifest_path}: a saved option is refused ({exc}); the file is damaged or was "
+        "edited by hand: save the pipeline again"
+    )
+
+
 def _saved_trust_config(manifest: Mapping[str, Any], has_gate: bool) -> TrustConfig:
     """The ``[trust]`` table a saved pipeline was fitted with; its gate only if one was saved."""
     saved = (manifest.get("trust") or {}).get("config") or {}
@@ -407,6 +420,8 @@ class Pipeline:
     _card_records: dict[str, list[Any]]
     # A loaded pipeline's registered component names, from its manifest.
     _loaded_names: dict[str, str]
+    # The runtime and precision of the export a pipeline was loaded from (a save drops it).
+    _loaded_export: dict[str, str] | None
     data_stats_: DataPass
     validation_data_stats_: DataPass
 
@@ -1621,6 +1636,17 @@ class Pipeline:
         half-written model where a good one was. Options that look like credentials
         (``apikey``, ``password``, ``token`` …) are never written.
 
+        A save writes the Keras models only. A pipeline loaded from a folder that
+        :func:`covidcxr.runtime.export` wrote is saved without its exported networks
+        (loading the saved copy runs TensorFlow): the save warns, and the card's
+        changelog gains an "export dropped" line; export the saved copy again to run it
+        with that runtime.
+
+        Warns
+        -----
+        RuntimeFallbackWarning
+            If the pipeline was loaded from an export, which the save leaves out.
+
         Raises
         ------
         OutputExistsError
@@ -1631,6 +1657,10 @@ class Pipeline:
             If a component given as an object is not registered under a name.
         """
         self._check_fitted()
+        records = dict(getattr(self, "_card_records", {}))
+        dropped = self._dropped_export(records.get("changelog") or [])
+        if dropped is not None:
+            records["changelog"] = [*(records.get("changelog") or []), dropped]
         detector_entry = None
         if self.detector_ is not None:
             # A persistable detector saves its model; any other is rebuilt by name and
@@ -1671,7 +1701,7 @@ class Pipeline:
             # Which plugin distributions the components came from: loading elsewhere
             # without them then says what to install.
             "plugins": self._plugin_provenance(names),
-            **getattr(self, "_card_records", {}),
+            **records,
         }
         return write_pipeline(
             Path(directory),
@@ -1682,6 +1712,41 @@ class Pipeline:
             gate=self.gate_,
             lungs=self.lungs_.segmenter if self.lungs_ is not None else None,
             overwrite=overwrite,
+        )
+
+    def _dropped_export(self, changelog: Sequence[Any]) -> dict[str, str] | None:
+        """The changelog line of a save that leaves out the export it was loaded from.
+
+        A save writes the Keras models only: the exported networks of a pipeline loaded
+        from :func:`covidcxr.runtime.export`'s folder are not carried over, so the saved
+        copy runs TensorFlow. While the card still says "exported" (a fit starts a new
+        card), the save warns (:class:`~covidcxr.runtime.RuntimeFallbackWarning`) and
+        its changelog says that the export was dropped; ``None`` otherwise.
+        """
+        loaded = getattr(self, "_loaded_export", None)
+        if loaded is None:
+            return None
+        events = [
+            entry.get("event")
+            for entry in changelog
+            if isinstance(entry, Mapping) and entry.get("event") in ("exported", "export dropped")
+        ]
+        if not events or events[-1] != "exported":
+            return None
+        runtime, precision = loaded.get("runtime"), loaded.get("precision")
+        warnings.warn(
+            f"this pipeline was loaded from an export for {runtime} ({precision}), but a save "
+            "writes the Keras models only: the saved copy holds no exported network and "
+            "loading it runs TensorFlow (float32). Export the saved copy again with "
+            f"covidcxr.runtime.export(..., runtime={runtime!r}) to run it with {runtime}",
+            RuntimeFallbackWarning,
+            stacklevel=3,
+        )
+        return changelog_entry(
+            "export dropped",
+            f"saved without the {runtime} ({precision}) export it was loaded from: the "
+            "exported networks were not carried over and loading runs the Keras models "
+            "in TensorFlow; export it again to run it with that runtime",
         )
 
     @staticmethod
@@ -1768,21 +1833,25 @@ class Pipeline:
         """
         saved = read_pipeline(directory, detector_options or {})
         manifest = saved.manifest
+        manifest_path = Path(directory) / MANIFEST_NAME
         export_entry = manifest.get("export")
         resolved = resolve_runtime(Path(directory), export_entry, runtime)
         classifier = with_runtime(saved.classifier, Path(directory), export_entry, resolved)
         preprocessor_entry = manifest.get("preprocessor")
         detector_entry = manifest.get("detector")
-        config = PipelineConfig(
-            preprocessor=ComponentSpec.parse(preprocessor_entry, "preprocessor")
-            if preprocessor_entry
-            else None,
-            classifier=ComponentSpec(manifest["classifier"]["name"]),
-            detector=ComponentSpec(detector_entry["name"]) if detector_entry else None,
-            evaluation=manifest.get("evaluation", {}),
-            trust=_saved_trust_config(manifest, saved.gate is not None),
-            lungs=saved.lung_options,
-        )
+        try:
+            config = PipelineConfig(
+                preprocessor=ComponentSpec.parse(preprocessor_entry, "preprocessor")
+                if preprocessor_entry
+                else None,
+                classifier=ComponentSpec(manifest["classifier"]["name"]),
+                detector=ComponentSpec(detector_entry["name"]) if detector_entry else None,
+                evaluation=manifest.get("evaluation", {}),
+                trust=_saved_trust_config(manifest, saved.gate is not None),
+                lungs=saved.lung_options,
+            )
+        except (ConfigurationError, TypeError) as exc:
+            raise _damaged_manifest(manifest_path, exc) from exc
         pipeline = cls(
             config,
             classifier=classifier,
@@ -1802,7 +1871,11 @@ class Pipeline:
             for key, spec in (("classifier", config.classifier), ("detector", config.detector))
             if spec is not None
         }
-        pipeline._build()
+        try:
+            # The saved component options (the preprocessor's) are checked here.
+            pipeline._build()
+        except (ConfigurationError, TypeError) as exc:
+            raise _damaged_manifest(manifest_path, exc) from exc
         for name, network in (
             ("lungs", pipeline.lungs_.segmenter if pipeline.lungs_ is not None else None),
             ("detector", pipeline.detector_),
@@ -1828,6 +1901,15 @@ class Pipeline:
         pipeline._card_records = {
             key: list(manifest.get(key) or []) for key in ("evaluations", "changelog")
         }
+        # A save writes the Keras models only: it says so while the card claims the export.
+        pipeline._loaded_export = (
+            {
+                "runtime": str(export_entry.get("runtime")),
+                "precision": str(export_entry.get("precision")),
+            }
+            if export_entry is not None
+            else None
+        )
         expected = tuple(manifest.get("classes", ()))
         if expected and tuple(pipeline.classes_) != expected:
             raise ModelFormatError(

@@ -138,6 +138,12 @@ _MANIFEST_SHAPES: Final[dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "plugins": ("an object", _is_object),
     "evaluations": ("a list of objects", _is_list_of_objects),
     "changelog": ("a list of objects", _is_list_of_objects),
+    "export": ("null or an object", _optional(_is_object)),
+}
+
+# Fields inside those objects that loading reads: (object, field) -> shape.
+_NESTED_SHAPES: Final[dict[tuple[str, str], tuple[str, Callable[[Any], bool]]]] = {
+    ("trust", "gate"): ("null or an object", _optional(_is_object)),
 }
 
 
@@ -168,6 +174,15 @@ def _check_manifest_shape(manifest: dict[str, Any], manifest_path: Path) -> None
                 f"{manifest_path}: field {field!r} should be {expected}, not "
                 f"{type(manifest[field]).__name__} {manifest[field]!r:.60}; the file is "
                 "damaged or was edited by hand: save the pipeline again"
+            )
+    for (outer, field), (expected, matches) in _NESTED_SHAPES.items():
+        container = manifest.get(outer)
+        if isinstance(container, dict) and field in container and not matches(container[field]):
+            value = container[field]
+            raise ModelFormatError(
+                f"{manifest_path}: field '{outer}.{field}' should be {expected}, not "
+                f"{type(value).__name__} {value!r:.60}; the file is damaged or was edited by "
+                "hand: save the pipeline again"
             )
 
 
@@ -302,7 +317,15 @@ def _load_gate(manifest_path: Path, entry: Mapping[str, Any]) -> InputGate:
 def _load_detector(
     manifest_path: Path, entry: Mapping[str, Any], detector_options: Mapping[str, Any]
 ) -> LesionDetector:
-    """Rebuild the detector a manifest names: from its saved model, or by name and options."""
+    """Rebuild the detector a manifest names: from its saved model, or by name and options.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``detector_options`` sets ``model`` for a saved detector (the pipeline's own
+        saved model is the detector), or an option the detector refuses (a saved local
+        detector's network parameters, which its weights fix).
+    """
     name = entry["name"]
     if not entry.get("saved"):
         options = {k: v for k, v in entry.items() if k not in ("name", "saved")}
@@ -314,6 +337,12 @@ def _load_detector(
             "provides it"
         )
     saved = manifest_path.parent / "detector"
+    if "model" in detector_options:
+        raise ConfigurationError(
+            f"detector_options cannot set 'model': the detector of {manifest_path.parent} "
+            "is its own saved model; give options of that detector (a local detector's "
+            "mask_threshold, min_area_fraction, label) or build a pipeline with another"
+        )
     factory: object = registry[name].factory
     if isinstance(factory, type) and isinstance(factory, Persistable):
         loaded: object = factory.load(saved)

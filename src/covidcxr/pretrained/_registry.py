@@ -353,6 +353,14 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
     aliases = manifest.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise ModelFormatError(f"{path}: field 'aliases' is not a list of names")
+    left_out = manifest.get("left_out", [])
+    if left_out is None:
+        left_out = []
+    if not isinstance(left_out, list) or not all(isinstance(item, str) for item in left_out):
+        raise ModelFormatError(
+            f"{path}: field 'left_out' is not a list of strings (it is {left_out!r:.60}); "
+            "the file is damaged: reinstall covidcxr (or package the model again)"
+        )
     check = manifest.get("check")
     revision = manifest.get("revision")
     if revision is not None and not isinstance(revision, str):
@@ -382,7 +390,7 @@ def read_model_manifest(folder: str | os.PathLike[str]) -> ModelInfo:
         check=dict(check) if isinstance(check, Mapping) else {},
         files=files,
         path=folder,
-        left_out=tuple(str(name) for name in manifest.get("left_out") or ()),
+        left_out=tuple(left_out),
         aliases=tuple(aliases),
         revision=revision,
         precisions=precisions,

@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "PrecisionCheck",
     "ShippableCopy",
+    "check_packaging",
     "compare_predictions",
     "package",
     "set_aliases",
@@ -617,7 +618,8 @@ def _shipping_section(name: str, manifest: Mapping[str, Any]) -> str:
             "- Every file's SHA-256 is in `shipped.json` beside this folder and is checked "
             "before the model is loaded.",
             "",
-            "Rebuild it from the shared data with covidcxr's own training code:",
+            "Rebuild it from the shared data with covidcxr's own training code; run as "
+            "recorded, the command replaces this model with the rebuilt one:",
             "",
             "```console",
             f"$ {manifest['build_command']}",
@@ -808,7 +810,10 @@ def package(
         A directory :meth:`~covidcxr.Pipeline.save` wrote.
     build_command
         The exact command that rebuilds the model from the shared data with covidcxr's own
-        training code; it goes into the manifest and the card.
+        training code; it goes into the manifest and the card, so it must carry no
+        credentials (they are refused, see :func:`check_packaging`). :func:`package`
+        checks its arguments before any work; a build that trains first calls
+        :func:`check_packaging` before training.
     summary
         What the model is, in one line; by default the card's task and training data.
     root
@@ -846,8 +851,8 @@ def package(
     Raises
     ------
     ConfigurationError
-        If the name, the build command or the precision is unusable, or the predictions
-        moved by more than ``tolerance``.
+        If the name, the build command (more than one line, or carrying credentials) or
+        the precision is unusable, or the predictions moved by more than ``tolerance``.
     OutputExistsError
         If a model of that name exists and ``force`` is false, or ``root/name`` is a
         folder that holds no shipped model.
@@ -857,32 +862,17 @@ def package(
     """
     from covidcxr.pipeline import Pipeline
 
-    _check_name(name)
     aliases = tuple(dict.fromkeys(aliases))
-    for alias in aliases:
-        _check_name(alias)
-    if not build_command.strip() or "\n" in build_command:
-        raise ConfigurationError(
-            "build_command must be the one-line command that rebuilds the model"
-        )
-    if revision is not None and (not revision.strip() or "\n" in revision):
-        raise ConfigurationError("revision must be one line, such as a git commit")
+    target = check_packaging(
+        name,
+        build_command=build_command,
+        root=root,
+        force=force,
+        aliases=aliases,
+        revision=revision,
+    )
     check_tolerance(tolerance)
-    base = Path(root) if root is not None else default_root()
-    target = base / name
-    _recover_interrupted(target)
-    if target.exists() and not (target / SHIPPED_MANIFEST).is_file():
-        # force replaces a model, never a folder of someone's own files.
-        raise OutputExistsError(
-            f"{target} exists and is not a shipped model (no {SHIPPED_MANIFEST}); covidcxr "
-            "replaces only a model it packaged: choose another name or move that folder"
-        )
-    _check_aliases_free(name, aliases, base)
-    if target.exists() and not force:
-        raise OutputExistsError(
-            f"{target}: a model named {name!r} is already there; pass force=True (--force) "
-            "to replace it"
-        )
+    base = target.parent
     original = Pipeline.load(pipeline_dir)
     if check_images is None:
         check_images, check_description = _default_check_images()
@@ -903,6 +893,80 @@ def package(
             revision=revision.strip() if revision is not None else None,
         )
     return read_model_manifest(target)
+
+
+def check_packaging(
+    name: str,
+    *,
+    build_command: str,
+    root: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    aliases: Sequence[str] = (),
+    revision: str | None = None,
+) -> Path:
+    """Refuse, before any work, what :func:`package` would refuse of these arguments.
+
+    A build that trains a model for hours calls it first (``build_pretrained.py`` does),
+    so that a name already taken, an alias of another model, a missing ``force`` or a
+    build command carrying credentials is refused before training, not after it. It puts
+    back a model that a killed replacement left aside (as :func:`package` does).
+
+    Parameters
+    ----------
+    name, build_command, root, force, aliases, revision
+        As for :func:`package`.
+
+    Returns
+    -------
+    Path
+        The model's folder, ``root/name``.
+
+    Raises
+    ------
+    ConfigurationError
+        If the name, an alias, the build command or the revision is unusable: the build
+        command must be one line and carry no credentials (``user:password@`` in a URL, a
+        ``token=``, ``password=`` or ``apikey=`` value): it is written into
+        ``shipped.json`` and the model card.
+    OutputExistsError
+        If a model of that name exists and ``force`` is false, or ``root/name`` is a
+        folder that holds no shipped model.
+    """
+    from covidcxr.pipeline._card import _redacted
+
+    _check_name(name)
+    aliases = tuple(dict.fromkeys(aliases))
+    for alias in aliases:
+        _check_name(alias)
+    if not build_command.strip() or "\n" in build_command:
+        raise ConfigurationError(
+            "build_command must be the one-line command that rebuilds the model"
+        )
+    if _redacted(build_command) != build_command:
+        # Never repeated: the message names what kind of text is refused, not the text.
+        raise ConfigurationError(
+            "build_command must not carry credentials (user:password@ in a URL, or a "
+            "token=, password=, apikey= value): it is written into shipped.json and the "
+            "model card; pass them through environment variables instead"
+        )
+    if revision is not None and (not revision.strip() or "\n" in revision):
+        raise ConfigurationError("revision must be one line, such as a git commit")
+    base = Path(root) if root is not None else default_root()
+    target = base / name
+    _recover_interrupted(target)
+    if target.exists() and not (target / SHIPPED_MANIFEST).is_file():
+        # force replaces a model, never a folder of someone's own files.
+        raise OutputExistsError(
+            f"{target} exists and is not a shipped model (no {SHIPPED_MANIFEST}); covidcxr "
+            "replaces only a model it packaged: choose another name or move that folder"
+        )
+    _check_aliases_free(name, aliases, base)
+    if target.exists() and not force:
+        raise OutputExistsError(
+            f"{target}: a model named {name!r} is already there; pass force=True (--force) "
+            "to replace it"
+        )
+    return target
 
 
 def _fill_staging(
