@@ -571,16 +571,31 @@ def _html_table(table: _Table) -> list[str]:
     return parts
 
 
+# Every character a Markdown reader may take for a line break.
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _md_text(text: str) -> str:
+    """``text`` as one line of Markdown that shows as written, never as HTML.
+
+    Line breaks become spaces (a carriage return in an image id would end a table row),
+    and backslashes, ``<`` and ``>`` are backslash-escaped, so an id or a label such as
+    ``<img onerror=...>`` shows as text instead of passing into the rendered page as HTML.
+    """
+    flat = _LINE_BREAK.sub(" ", text)
+    return flat.replace("\\", "\\\\").replace("<", "\\<").replace(">", "\\>")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|")
 
 
 def _markdown(
     report: EvaluationReport, title: str, notes: Sequence[str], figures: Sequence[_Figure]
 ) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md_text(title)}", ""]
     for note in notes:
-        lines += [f"> {note}", ""]
+        lines += [f"> {_md_text(note)}", ""]
     tables = _tables(report)
     configuration = tables.pop()
     for table in tables:
@@ -588,21 +603,23 @@ def _markdown(
     if figures:
         lines += ["## Figures", ""]
     for figure in figures:
-        lines += [f"![{figure.caption}]({_FIGURES_DIR}/{figure.name}.png)", ""]
-        lines += [f"*{figure.caption}.*" + (
-            f" Boxes: {_legend_text(figure.legend)}." if figure.legend else ""), ""]  # fmt: skip
+        caption = _md_text(figure.caption)
+        alt = caption.replace("[", "\\[").replace("]", "\\]")
+        lines += [f"![{alt}]({_FIGURES_DIR}/{figure.name}.png)", ""]
+        legend = _md_text(_legend_text(figure.legend))
+        lines += [f"*{caption}.*" + (f" Boxes: {legend}." if figure.legend else ""), ""]
     lines += _markdown_table(configuration)
     return "\n".join(lines)
 
 
 def _markdown_table(table: _Table) -> list[str]:
-    lines = [f"## {table.title}", ""]
+    lines = [f"## {_md_text(table.title)}", ""]
     lines.append("| " + " | ".join(_md_cell(c) for c in table.header) + " |")
     lines.append("|" + "---|" * len(table.header))
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
     lines.append("")
     if table.note:
-        lines += [f"*{table.note}*", ""]
+        lines += [f"*{_md_text(table.note)}*", ""]
     return lines
 
 

@@ -22,6 +22,11 @@ and, from a pipeline that measures severity, ``severity_right``,
 record's own JSON form (:meth:`~covidcxr.Prediction.to_dict`), as ``--json`` prints it.
 Predictions of a model trained on synthetic phantoms carry one more column (or key),
 ``model_note``, which says so (see :func:`~covidcxr.pipeline.model_note`).
+
+A CSV text cell that a spreadsheet would run as a formula (one starting with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return: a file named ``=HYPERLINK(...).png``) is written
+with a leading ``'``, so the spreadsheet shows it as text; JSON Lines and Parquet hold
+every value as it is.
 """
 
 from __future__ import annotations
@@ -132,6 +137,33 @@ def _pyarrow() -> Any:
     return pa
 
 
+# Characters that open a formula when a spreadsheet (Excel, LibreOffice, Sheets) opens a
+# CSV: a file name such as ``=HYPERLINK(...).png`` would run as one (CSV injection).
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+# Characters that JSON leaves as they are with ensure_ascii=False but that many line
+# readers (Python's str.splitlines, JavaScript before ES2019) take for line breaks: escaped,
+# so that one JSON Lines row stays one line.
+_JSON_LINE_BREAKS: Final = str.maketrans(
+    {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+)
+
+
+def _csv_cell(value: Any, kind: _Kind) -> Any:
+    """``value`` as a CSV cell: detections as JSON, text that would open a formula quoted.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+    leading ``'``, the usual guard against CSV injection: a spreadsheet shows the text
+    instead of evaluating it.
+    """
+    if value is None:
+        return None
+    if kind == "detections":
+        return json.dumps(value)
+    if kind == "string" and isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 class _Table:
     """One open output table; :meth:`write` adds a row (flat) or a document (JSON Lines)."""
 
@@ -157,17 +189,11 @@ class _Table:
 
     def write(self, row: Mapping[str, Any], document: Mapping[str, Any]) -> None:
         if self.format == "jsonl":
-            self._handle.write(json.dumps(document, ensure_ascii=False).encode("utf-8"))
+            text = json.dumps(document, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
+            self._handle.write(text.encode("utf-8"))
             self._handle.write(b"\n")
         elif self.format == "csv":
-            self._csv.writerow(
-                [
-                    json.dumps(row[name])
-                    if kind == "detections" and row[name] is not None
-                    else row[name]
-                    for name, kind in self.columns
-                ]
-            )
+            self._csv.writerow([_csv_cell(row[name], kind) for name, kind in self.columns])
         else:
             self._pending.append(dict(row))
             if len(self._pending) >= _ROW_GROUP:
