@@ -574,6 +574,7 @@ class ChestXrayGate(Estimator):
         scored too, although :meth:`assess` refuses them before looking.
         """
         self._check_fitted()
+        self._check_params()  # set_params may have changed them since fit
         if not xrays:
             return np.zeros(0, np.float64)
         return self._scores(np.stack([_small(x.pixels, self.input_size) for x in xrays]))[0]
@@ -581,11 +582,18 @@ class ChestXrayGate(Estimator):
     def assess(self, xrays: Sequence[XRay]) -> list[GateDecision]:
         """Accept or refuse each prepared image, with the reason for a refusal.
 
+        Raises
+        ------
+        ConfigurationError
+            If the gate is not fitted, or a parameter set since (``set_params``) is out
+            of range.
+
         Examples
         --------
         See :doc:`/trust`.
         """
         self._check_fitted()
+        self._check_params()  # set_params may have changed them since fit
         if not xrays:
             return []
         images = np.stack([_small(x.pixels, self.input_size) for x in xrays])

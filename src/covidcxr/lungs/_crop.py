@@ -251,7 +251,9 @@ class LungCrop:
             pixels = np.where(inside, pixels, np.zeros_like(pixels))
         meta = dict(xray.meta)
         for key, value in xray.meta.items():
-            if key.endswith(_MASK_SUFFIX) and isinstance(value, np.ndarray) and value.ndim == 2:
+            if key.endswith(_MASK_SUFFIX) and isinstance(value, np.ndarray):
+                # Any other shape (another size, a channel axis, a flat array) would be
+                # left uncut beside the cropped pixels.
                 if value.shape != shape:
                     raise InvalidImageError(
                         f"meta[{key!r}] has shape {value.shape}, the image {shape}; masks "

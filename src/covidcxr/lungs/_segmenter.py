@@ -209,6 +209,39 @@ def lung_labels(
     return labels
 
 
+def _check_segmenter_params(
+    *,
+    input_size: int,
+    base_filters: int,
+    depth: int,
+    epochs: int,
+    batch_size: int,
+    threshold: float,
+    min_component_fraction: float,
+) -> None:
+    """Refuse segmenter parameters it cannot train or segment with.
+
+    Raises
+    ------
+    ConfigurationError
+        For a network shape or schedule that cannot train, or a threshold or component
+        fraction out of range.
+    """
+    UNetEstimator.check_network_params(input_size, base_filters, depth, epochs, batch_size)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
+    if not 0.0 <= min_component_fraction < 0.5:
+        raise ConfigurationError(
+            f"min_component_fraction must be in [0, 0.5), got {min_component_fraction!r}"
+        )
+
+
+def _featureless(pixels: NDArray[Any]) -> bool:
+    """Whether every pixel has the same value (nothing to find lungs in)."""
+    array = np.asarray(pixels)
+    return bool(array.size == 0 or np.all(array == array.flat[0]))
+
+
 class LungSegmenter(UNetEstimator):
     """Find the lung fields of frontal chest radiographs: a small U-Net and clean-up.
 
@@ -277,13 +310,15 @@ class LungSegmenter(UNetEstimator):
         on_epoch_end: EpochCallback | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.check_network_params(input_size, base_filters, depth, epochs, batch_size)
-        if not 0.0 < threshold < 1.0:
-            raise ConfigurationError(f"threshold must be in (0, 1), got {threshold!r}")
-        if not 0.0 <= min_component_fraction < 0.5:
-            raise ConfigurationError(
-                f"min_component_fraction must be in [0, 0.5), got {min_component_fraction!r}"
-            )
+        _check_segmenter_params(
+            input_size=input_size,
+            base_filters=base_filters,
+            depth=depth,
+            epochs=epochs,
+            batch_size=batch_size,
+            threshold=threshold,
+            min_component_fraction=min_component_fraction,
+        )
         self.input_size = input_size
         self.base_filters = base_filters
         self.depth = depth
@@ -299,6 +334,33 @@ class LungSegmenter(UNetEstimator):
         self.verbose = verbose
         self.on_epoch_end = on_epoch_end
         self.checkpoint_dir = checkpoint_dir
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters by name, checked as the constructor checks them.
+
+        Raises
+        ------
+        ConfigurationError
+            For an unknown name or a value the constructor would refuse; the segmenter
+            is then left as it was.
+        """
+        before = self.get_params(deep=False)
+        super().set_params(**params)
+        try:
+            _check_segmenter_params(
+                input_size=self.input_size,
+                base_filters=self.base_filters,
+                depth=self.depth,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                threshold=self.threshold,
+                min_component_fraction=self.min_component_fraction,
+            )
+        except ConfigurationError:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+        return self
 
     # -- data ------------------------------------------------------------------------------
 
@@ -426,6 +488,9 @@ class LungSegmenter(UNetEstimator):
     def segment(self, xrays: Sequence[XRay]) -> list[LungFields]:
         """The lung fields of each radiograph, in its own pixel coordinates.
 
+        A featureless image (every pixel the same value: a blank frame) has no lung
+        fields, whatever the network answers on it, so it counts as not found.
+
         Examples
         --------
         >>> fields = LungSegmenter.load("lungs.zip").segment([xray])  # doctest: +SKIP
@@ -435,7 +500,9 @@ class LungSegmenter(UNetEstimator):
         maps = self.predict_maps(xrays)
         return [
             LungFields(
-                lung_labels(
+                np.zeros(xray.shape, np.uint8)
+                if _featureless(xray.pixels)
+                else lung_labels(
                     probabilities,
                     xray.shape,
                     threshold=self.threshold,
