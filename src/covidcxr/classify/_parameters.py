@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Final
 from covidcxr._plain import plain_data
 from covidcxr.classify._inputs import Normalization
 from covidcxr.errors import ConfigurationError
+from covidcxr.labels import LABELS
 
 __all__ = [
     "FROM_SCRATCH",
@@ -92,7 +94,7 @@ def resolve_normalization(normalization: Any, weights: Any) -> Normalization:
     return "symmetric" if weights is None else "imagenet"
 
 
-def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per parameter
+def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912, PLR0915 - one check per parameter
     """Refuse invalid parameters (``p`` as ``get_params()`` returns them).
 
     Values are checked as ``Any``: callers (and loaded metadata) may pass anything.
@@ -106,25 +108,48 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
     def fail(message: str) -> None:
         raise ConfigurationError(f"VGG19Classifier: {message}")
 
-    if not isinstance(p["input_size"], int) or p["input_size"] < 32:
+    def integer(value: Any) -> bool:
+        # bool is an int subclass, but True is no epoch count, batch size or seed.
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    def number(value: Any) -> bool:
+        # A finite real number: comparing a string (or NaN) would raise TypeError or pass.
+        return (
+            not isinstance(value, bool)
+            and isinstance(value, numbers.Real)
+            and math.isfinite(float(value))
+        )
+
+    if not integer(p["input_size"]) or p["input_size"] < 32:
         fail(f"input_size must be an integer >= 32, got {p['input_size']!r}")
+    weights = p["weights"]
+    if weights is not None and not isinstance(weights, str | os.PathLike):
+        fail(f"weights must be 'imagenet', None or the path of an .h5 file, got {weights!r}")
     if p["trainable_blocks"] not in ("all", "auto") and (
-        not isinstance(p["trainable_blocks"], int) or not 0 <= p["trainable_blocks"] <= N_BLOCKS
+        not integer(p["trainable_blocks"]) or not 0 <= p["trainable_blocks"] <= N_BLOCKS
     ):
         fail(f"trainable_blocks must be 0-5, 'all' or 'auto', got {p['trainable_blocks']!r}")
-    if not (isinstance(p["epochs"], int) and p["epochs"] >= 1):
+    if not (integer(p["epochs"]) and p["epochs"] >= 1):
         fail(f"epochs must be a positive integer, got {p['epochs']!r}")
-    if not (isinstance(p["batch_size"], int) and p["batch_size"] >= 1):
+    if not (integer(p["batch_size"]) and p["batch_size"] >= 1):
         fail(f"batch_size must be a positive integer, got {p['batch_size']!r}")
-    if not p["learning_rate"] > 0:
-        fail(f"learning_rate must be > 0, got {p['learning_rate']!r}")
+    if not (integer(p["seed"]) and p["seed"] >= 0):
+        fail(f"seed must be a non-negative integer, got {p['seed']!r}")
+    if not (number(p["learning_rate"]) and p["learning_rate"] > 0):
+        fail(f"learning_rate must be a finite number > 0, got {p['learning_rate']!r}")
+    if not (number(p["momentum"]) and 0 <= p["momentum"] <= 1):
+        fail(f"momentum must be a number in [0, 1], got {p['momentum']!r}")
+    if not (integer(p["dense_units"]) and p["dense_units"] >= 1):
+        fail(f"dense_units must be a positive integer, got {p['dense_units']!r}")
     if p["optimizer"] not in ("sgd", "adam"):
         fail(f"optimizer must be 'sgd' or 'adam', got {p['optimizer']!r}")
     if p["lr_schedule"] not in ("constant", "cosine"):
         fail(f"lr_schedule must be 'constant' or 'cosine', got {p['lr_schedule']!r}")
-    if not (isinstance(p["warmup_epochs"], int) and 0 <= p["warmup_epochs"] < p["epochs"]):
+    if not (integer(p["warmup_epochs"]) and 0 <= p["warmup_epochs"] < p["epochs"]):
         fail(f"warmup_epochs must be an integer in [0, epochs), got {p['warmup_epochs']!r}")
-    if p["augmentation"] is not None and not 0 <= p["augmentation"] <= 180:
+    if p["augmentation"] is not None and not (
+        number(p["augmentation"]) and 0 <= p["augmentation"] <= 180
+    ):
         fail(f"augmentation must be None or degrees in [0, 180], got {p['augmentation']!r}")
     for name, upper in (
         ("augmentation_scale", 0.5),
@@ -132,25 +157,27 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
         ("augmentation_contrast", 1.0),
     ):
         value = p[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < upper:
+        if not (number(value) and 0 <= value < upper):
             fail(f"{name} must be a number in [0, {upper}), got {value!r}")
     rotations = p["test_time_rotations"]
     if isinstance(rotations, str | bytes) or not all(
-        isinstance(angle, int | float) and -180 <= angle <= 180
-        for angle in (rotations if isinstance(rotations, Sequence) else [None])
+        number(angle) and -180 <= angle <= 180
+        for angle in (rotations if isinstance(rotations, Sequence) else [math.nan])
     ):
         fail(f"test_time_rotations must be a sequence of degrees in [-180, 180], got {rotations!r}")
-    if not (isinstance(p["augmentation_views"], int) and p["augmentation_views"] >= 1):
+    if not (integer(p["augmentation_views"]) and p["augmentation_views"] >= 1):
         fail(f"augmentation_views must be a positive integer, got {p['augmentation_views']!r}")
     if p["early_stopping"] is not None and not (
-        isinstance(p["early_stopping"], int) and p["early_stopping"] >= 1
+        integer(p["early_stopping"]) and p["early_stopping"] >= 1
     ):
         fail(f"early_stopping must be None or a patience >= 1, got {p['early_stopping']!r}")
-    if not p["width_multiplier"] > 0:
-        fail(f"width_multiplier must be > 0, got {p['width_multiplier']!r}")
-    if not 0 <= p["dropout"] < 1:
+    if not (number(p["width_multiplier"]) and p["width_multiplier"] > 0):
+        fail(f"width_multiplier must be a finite number > 0, got {p['width_multiplier']!r}")
+    if not (number(p["dropout"]) and 0 <= p["dropout"] < 1):
         fail(f"dropout must be in [0, 1), got {p['dropout']!r}")
-    if p["weight_averaging"] is not None and not 0 <= p["weight_averaging"] < 1:
+    if p["weight_averaging"] is not None and not (
+        number(p["weight_averaging"]) and 0 <= p["weight_averaging"] < 1
+    ):
         fail(f"weight_averaging must be None or in [0, 1), got {p['weight_averaging']!r}")
     if p["normalization"] not in ("auto", "imagenet", "symmetric"):
         fail(f"normalization must be 'auto', 'imagenet' or 'symmetric', got {p['normalization']!r}")
@@ -158,11 +185,16 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912 - one check per
         fail(
             f"class_weight must be None, 'balanced' or {{label: weight}}, got {p['class_weight']!r}"
         )
-    if isinstance(p["class_weight"], Mapping) and not all(
-        isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf
-        for w in p["class_weight"].values()
+    class_weight = p["class_weight"]
+    if class_weight is not None and not isinstance(class_weight, str | Mapping):
+        fail(f"class_weight must be None, 'balanced' or {{label: weight}}, got {class_weight!r}")
+    if isinstance(class_weight, Mapping) and not all(
+        number(w) and w > 0 for w in class_weight.values()
     ):
-        fail(f"class_weight's weights must be numbers > 0, got {dict(p['class_weight'])!r}")
+        fail(f"class_weight's weights must be numbers > 0, got {dict(class_weight)!r}")
+    if isinstance(class_weight, Mapping) and not set(class_weight) <= set(LABELS):
+        unknown = sorted(map(repr, set(class_weight) - set(LABELS)))
+        fail(f"class_weight names {', '.join(unknown)}, which are not labels; known: {LABELS}")
     if (
         isinstance(p["weights"], str)
         and p["weights"] == "imagenet"

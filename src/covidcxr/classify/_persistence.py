@@ -155,6 +155,7 @@ def load_classifier(cls: type[_Classifier], path: str | os.PathLike[str]) -> _Cl
         )
     estimator.model_ = model
     estimator.classes_ = classes
+    estimator.fitted_normalization_ = estimator.input_normalization
     estimator.history_ = history
     estimator.fingerprint_ = metadata.get("data_fingerprint", {})
     estimator.preprocessing_ = metadata.get("preprocessing")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "average_views",
     "check_fitted",
+    "check_fitted_input",
     "model_input",
     "predict_probabilities",
     "warn_if_unlike_training",
@@ -50,8 +51,36 @@ def check_fitted(estimator: VGG19Classifier) -> None:
         )
 
 
+def check_fitted_input(estimator: VGG19Classifier) -> None:
+    """Refuse input parameters changed (``set_params``) since ``fit`` or ``load``.
+
+    The model was trained on ``input_size`` images normalised as ``input_normalization``
+    said then; other input would give a TensorFlow error (another size) or silently wrong
+    probabilities (another normalisation).
+
+    Raises
+    ------
+    ConfigurationError
+        If ``input_size`` or the resolved normalisation differ from the fitted model's.
+    """
+    if not hasattr(estimator, "model_"):
+        return
+    size = estimator.model_.input_shape[1]
+    normalization = getattr(estimator, "fitted_normalization_", None)
+    if estimator.input_size != size or (
+        normalization is not None and estimator.input_normalization != normalization
+    ):
+        raise ConfigurationError(
+            f"this VGG19Classifier was fitted for input_size={size}, normalization "
+            f"{normalization!r}, but now has input_size={estimator.input_size!r}, "
+            f"normalization {estimator.input_normalization!r} (changed by set_params?); "
+            "set them back, or fit again"
+        )
+
+
 def model_input(estimator: VGG19Classifier, xrays: Iterable[XRay]) -> NDArray[np.float32]:
     """The exact input the model receives for ``xrays`` (see ``prepare_batch``)."""
+    check_fitted_input(estimator)
     stats = ScanStats()
     batches = list(estimator._inference_batches(xrays, stats))
     stats.warn(stacklevel=4)  # one frame deeper than the method that calls this
@@ -72,6 +101,7 @@ def predict_probabilities(
 
     check_fitted(estimator)
     estimator._check_params()  # set_params may have changed test_time_rotations since
+    check_fitted_input(estimator)
     if getattr(estimator, "_predict_function", None) is None:
         model = estimator.model_
         estimator._predict_function = tf.function(

@@ -192,6 +192,10 @@ class VGG19Classifier(Estimator):
         ``val_accuracy``.
     fingerprint_ : dict[str, Any]
         sha256 digests and sizes of the training and validation data.
+    fitted_normalization_ : str
+        :attr:`input_normalization` when fitted (or saved). Prediction refuses, with a
+        :class:`~covidcxr.errors.ConfigurationError`, an ``input_size`` or normalisation
+        changed by ``set_params`` since: the model was trained for the old input.
 
     Examples
     --------
@@ -597,6 +601,7 @@ class VGG19Classifier(Estimator):
         ).run(run_epoch, validate, monitor="val_loss" if valid is not None else "loss")
         self.model_ = model
         self.classes_ = classes
+        self.fitted_normalization_ = self.input_normalization
         self.fingerprint_ = fingerprint
         self.preprocessing_ = plain_data((stats.first_meta or {}).get("preprocessing"))
         self.input_profile_ = stats.inputs.profile() if stats.inputs is not None else None
@@ -676,6 +681,7 @@ class VGG19Classifier(Estimator):
     model_: keras.Model
     history_: dict[str, list[float]]
     fingerprint_: dict[str, Any]
+    fitted_normalization_: Normalization
     preprocessing_: Any
     input_profile_: InputProfile | None
     _predict_function: Callable[[Any], Any] | None
