@@ -8,7 +8,7 @@ canonical labels, case- and punctuation-insensitively.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Final, Literal
 
@@ -26,7 +26,9 @@ PNEUMONIA: Final = "pneumonia"
 LABELS: Final[tuple[str, ...]] = (COVID19, NORMAL, PNEUMONIA)
 
 # Keys are "squashed": lower case with everything but letters and digits removed, so
-# "COVID-19", "Covid 19" and "covid_19" all meet at "covid19".
+# "COVID-19", "Covid 19" and "covid_19" all meet at "covid19". Letters outside ASCII are
+# kept (only punctuation, spaces and marks go), so "\u975eCOVID" ("non-COVID") or
+# "Normal" spelt with a Cyrillic "o" do not pass for "COVID" or "Normal".
 _ALIASES: Final[Mapping[str, str]] = {
     "covid": COVID19,
     "covid19": COVID19,
@@ -45,7 +47,9 @@ _ALIASES: Final[Mapping[str, str]] = {
 
 
 def _squash(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    # NFKC folds compatibility forms (full-width letters and digits, ligatures) into plain letters.
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(char for char in folded if char.isalnum())
 
 
 def canonical_label(name: str, aliases: Mapping[str, str] | None = None) -> str:
@@ -67,8 +71,8 @@ def canonical_label(name: str, aliases: Mapping[str, str] | None = None) -> str:
     Raises
     ------
     UnknownLabelError
-        If ``name`` matches no known spelling, or ``aliases`` maps to a label that is not
-        canonical.
+        If ``name`` is not a string or matches no known spelling, or ``aliases`` maps to a
+        label that is not canonical.
 
     Examples
     --------
@@ -79,6 +83,9 @@ def canonical_label(name: str, aliases: Mapping[str, str] | None = None) -> str:
     >>> canonical_label("Lung_Opacity", aliases={"Lung_Opacity": "normal"})
     'normal'
     """
+    if not isinstance(name, str):
+        # A missing CSV cell arrives as None or NaN; it names no class.
+        raise UnknownLabelError(f"class name must be a string, got {name!r}")
     table = dict(_ALIASES)
     for alias, label in (aliases or {}).items():
         if label not in LABELS:

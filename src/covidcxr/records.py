@@ -51,6 +51,34 @@ PIXEL_DTYPES: tuple[np.dtype[Any], ...] = (
 _EDGE_TOLERANCE = 1e-3
 
 
+def _number(value: Any, owner: str) -> float:
+    """``float(value)``, refusing booleans with an error that names ``owner``.
+
+    ``float(True)`` is ``1.0``: a flag passed where a coordinate, score or share belongs
+    is a mistake, not a number.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise InvalidRecordError(f"{owner} must be a number, got the boolean {value!r}")
+    return float(value)
+
+
+# Named converters, one per record, as the attrs mypy plugin wants them.
+def _box_number(value: Any) -> float:
+    return _number(value, "Box coordinates and sizes")
+
+
+def _score_number(value: Any) -> float:
+    return _number(value, "Detection.score")
+
+
+def _share_number(value: Any) -> float:
+    return _number(value, "Severity shares")
+
+
+def _ood_score_number(value: Any) -> float | None:
+    return None if value is None else _number(value, "Prediction.ood_score")
+
+
 def _finite_non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not math.isfinite(value) or value < 0:
         raise InvalidRecordError(f"Box.{attribute.name} must be finite and >= 0, got {value!r}")
@@ -74,10 +102,10 @@ class Box:
     (40.0, 60.0, 1200.0)
     """
 
-    x: float = field(converter=float, validator=_finite_non_negative)
-    y: float = field(converter=float, validator=_finite_non_negative)
-    width: float = field(converter=float, validator=_finite_non_negative)
-    height: float = field(converter=float, validator=_finite_non_negative)
+    x: float = field(converter=_box_number, validator=_finite_non_negative)
+    y: float = field(converter=_box_number, validator=_finite_non_negative)
+    width: float = field(converter=_box_number, validator=_finite_non_negative)
+    height: float = field(converter=_box_number, validator=_finite_non_negative)
 
     @property
     def x2(self) -> float:
@@ -143,7 +171,7 @@ class Detection:
 
     box: Box = field(validator=attrs.validators.instance_of(Box))
     label: str = field(validator=[attrs.validators.instance_of(str), _non_empty])
-    score: float = field(converter=float, validator=_score_in_unit_interval)
+    score: float = field(converter=_score_number, validator=_score_in_unit_interval)
 
 
 def detection_to_dict(detection: Detection) -> dict[str, Any]:
@@ -344,7 +372,9 @@ class GroundTruth:
 
 
 def _probabilities(value: Mapping[str, float]) -> Mapping[str, float]:
-    return MappingProxyType({str(k): float(v) for k, v in value.items()})
+    return MappingProxyType(
+        {str(k): _number(v, f"Prediction.probabilities[{str(k)!r}]") for k, v in value.items()}
+    )
 
 
 #: How far a probability may stray outside [0, 1] by float32 rounding (softmax, sums).
@@ -468,9 +498,9 @@ class Severity:
     3
     """
 
-    right: float = field(converter=float, validator=_share)
-    left: float = field(converter=float, validator=_share)
-    total: float = field(converter=float, validator=_share)
+    right: float = field(converter=_share_number, validator=_share)
+    left: float = field(converter=_share_number, validator=_share)
+    total: float = field(converter=_share_number, validator=_share)
 
     @property
     def right_grade(self) -> int:
@@ -555,7 +585,7 @@ class Prediction:
     status: PredictionStatus = field(default=ACCEPTED, validator=_check_status, kw_only=True)
     ood_score: float | None = field(
         default=None,
-        converter=attrs.converters.optional(float),
+        converter=_ood_score_number,
         validator=_check_optional_finite,
         kw_only=True,
     )

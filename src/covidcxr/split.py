@@ -244,8 +244,8 @@ def split_dataset(
         Seeds the order in which groups are placed; the same input and seed give the same
         split.
     group_by_patient
-        Keep every image of one ``patient_id`` in one split (images without a patient id
-        are their own group).
+        Keep every image of one ``patient_id`` in one split (images without a patient id,
+        or with a blank one, are their own group; surrounding whitespace is ignored).
     dedup
         Keep near-duplicate images (perceptual hash within ``max_hash_distance`` bits) in
         one split, and report them in :attr:`DatasetSplit.duplicates`.
@@ -288,8 +288,9 @@ def split_dataset(
     if group_by_patient:
         first_of_patient: dict[str, int] = {}
         for index, xray in enumerate(items):
-            if xray.patient_id is not None:
-                union.union(first_of_patient.setdefault(xray.patient_id, index), index)
+            patient = _patient_key(xray.patient_id)
+            if patient is not None:
+                union.union(first_of_patient.setdefault(patient, index), index)
     duplicates: list[DuplicateGroup] = []
     if dedup:
         hashes = [perceptual_hash(xray.pixels) for xray in items]
@@ -315,6 +316,19 @@ def split_dataset(
         duplicates=tuple(duplicates),
         seed=seed,
     )
+
+
+def _patient_key(patient_id: str | None) -> str | None:
+    """The id that groups a patient's images: surrounding blanks dropped, blank is none.
+
+    A blank id (``""``, ``"  "``, as an empty CSV cell gives) names no patient; kept, it
+    would chain every such image into one group and split them as a block. ``"p1 "`` and
+    ``"p1"`` are one patient, not two that may land in different splits.
+    """
+    if patient_id is None:
+        return None
+    stripped = str(patient_id).strip()
+    return stripped or None
 
 
 def _assign_groups(

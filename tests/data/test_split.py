@@ -134,3 +134,29 @@ def test_real_split_separates_known_copies(covid_qu_ex_dir: Path) -> None:
     assert any({xrays[0].id, "jpeg-copy"} <= set(group.ids) for group in split.duplicates)
     train_ids = {x.id for x in split.train}
     assert (xrays[0].id in train_ids) == ("jpeg-copy" in train_ids)
+
+
+def test_blank_patient_ids_name_no_patient() -> None:
+    # An empty CSV cell is no patient id: such images must not chain into one group that
+    # lands in a single split as a block.
+    xrays = [
+        XRay(x.pixels, id=x.id, label=x.label, patient_id=("", "  ")[index % 2])
+        for index, x in enumerate(_dataset(40))
+    ]
+    split = split_dataset(xrays, test_size=0.25, seed=0, dedup=False)
+    assert len(split.test) in (9, 10)  # a quarter of 40, as whole classes allow
+
+
+def test_patient_ids_differing_only_in_whitespace_stay_together() -> None:
+    xrays = [
+        XRay(x.pixels, id=x.id, label=x.label, patient_id=f"p{index // 2}" + " " * (index % 2))
+        for index, x in enumerate(_dataset(40))
+    ]
+    for seed in range(3):
+        split = split_dataset(xrays, test_size=0.25, val_size=0.25, seed=seed, dedup=False)
+        patients = [
+            {str(x.patient_id).strip() for x in part}
+            for part in (split.train, split.val, split.test)
+        ]
+        for first, second in itertools.combinations(patients, 2):
+            assert not first & second
