@@ -92,20 +92,13 @@ _GENERAL_LIMITATIONS: Final = (
 )
 
 _URL_USER_INFO: Final = re.compile(r"(?<=://)[^/@\s'\"]+@")
+# A credential-like key (bare, or quoted as in a dict's repr: ``'api_key': ...``) and its
+# whole value: a quoted string (spaces and commas included), a bracketed tuple or list, or
+# a bare word.
 _SECRET_VALUE: Final = re.compile(
-    rf"(?i)(\b\w*(?:{'|'.join(_SECRET_WORDS)})\w*\s*[=:]\s*)(['\"]?)[^'\"\s,&)]+\2"
+    rf"(?i)(\b\w*(?:{'|'.join(_SECRET_WORDS)})\w*['\"]?\s*[=:]\s*)"
+    r"(?:'[^']*'|\"[^\"]*\"|\([^)]*\)|\[[^\]]*\]|[^'\"\s,&)}\]]+)"
 )
-
-
-@runtime_checkable
-class _Cited(Protocol):
-    """A source of a public dataset that knows the reference to cite for it, and its terms."""
-
-    @property
-    def citation(self) -> str | None: ...
-
-    @property
-    def terms(self) -> str | None: ...
 
 
 @runtime_checkable
@@ -128,9 +121,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _home_shortened(text: str) -> str:
+    """``text`` with the user's home folder written ``~``: a card names no user account."""
+    try:
+        home = str(Path.home())
+    except (RuntimeError, KeyError):  # no home folder known
+        return text
+    if len(home.strip("/\\")) == 0:
+        return text
+    return re.sub(re.escape(home) + r"(?=[/\\'\"\s,)]|$)", "~", text)
+
+
 def _redacted(text: str) -> str:
-    """``text`` without URL user info or values of credential-like ``key=value`` pairs."""
-    return _SECRET_VALUE.sub(r"\1***", _URL_USER_INFO.sub("***@", text))
+    """``text`` without credentials or the user's home folder.
+
+    URL user info and values of credential-like ``key=value`` (or ``'key': value``) pairs
+    become ``***``; the home folder is written ``~``.
+    """
+    return _home_shortened(_SECRET_VALUE.sub(r"\1***", _URL_USER_INFO.sub("***@", text)))
 
 
 def _describe_source(source: object) -> str:
@@ -143,6 +151,12 @@ def _describe_source(source: object) -> str:
     if isinstance(source, Sequence):
         return f"{len(source)} radiographs given in memory"
     return _redacted(f"a {type(source).__name__}")
+
+
+def _text_attribute(source: object, name: str) -> str | None:
+    """``source.<name>`` when it is a non-empty string, else ``None``."""
+    value = getattr(source, name, None)
+    return value if isinstance(value, str) and value else None
 
 
 def training_data_facts(
@@ -167,8 +181,9 @@ def training_data_facts(
     split = source.split if isinstance(source, _Split) else None
     return {
         "source": _describe_source(source),
-        "citation": source.citation if isinstance(source, _Cited) else None,
-        "terms": source.terms if isinstance(source, _Cited) else None,
+        # Each on its own: a source that knows its citation but not its terms is cited.
+        "citation": _text_attribute(source, "citation"),
+        "terms": _text_attribute(source, "terms"),
         "split": [split] if isinstance(split, str) else (list(split) if split else None),
         "fingerprint": fingerprint,
         "n_items": n_items,

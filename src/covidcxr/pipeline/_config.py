@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Self
 
 import attrs
 from attrs import field, frozen
 
-from covidcxr._plain import NONE, option_value, plain_data
+from covidcxr._plain import option_value, plain_data
 from covidcxr.errors import ConfigurationError, UnknownNameError
 from covidcxr.lungs import LungCrop
 from covidcxr.plugins import Registration, check_options, did_you_mean
@@ -48,7 +48,7 @@ def _lung_options(value: Any) -> Mapping[str, Any] | None:
             f"[lungs] must be a table of options, true or false; got {type(value).__name__}"
         )
     name = value.get("name", "unet")
-    if name == NONE:
+    if isinstance(name, str) and option_value(name) is None:  # "none" in any case
         return None
     if name != "unet":
         raise ConfigurationError(
@@ -250,17 +250,22 @@ class PipelineConfig:
         ------
         ConfigurationError
             For an unknown table, component option or evaluation option (the message
-            names the table and the key and suggests the closest valid one), or a table
-            without ``name``.
+            names the table and the key and suggests the closest valid one), a table
+            without ``name``, or an ``[evaluation]`` value of the wrong type or range (a
+            string where a number belongs).
         UnknownNameError
             For a component name that no plugin registered (the closest is suggested).
         """
-        unknown = sorted(set(data) - _CONFIG_KEYS)
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(
+                f"a configuration must be a table of tables, got {type(data).__name__}"
+            )
+        unknown = sorted(set(data) - _CONFIG_KEYS, key=str)
         if unknown:
             tables = ", ".join(f"[{key}]" for key in sorted(_CONFIG_KEYS))
             raise ConfigurationError(
                 f"unknown configuration table [{unknown[0]}]."
-                f"{did_you_mean(unknown[0], _CONFIG_KEYS)} The tables are {tables}"
+                f"{did_you_mean(str(unknown[0]), _CONFIG_KEYS)} The tables are {tables}"
             )
         defaults = cls()
         specs: dict[str, ComponentSpec | None] = {}
@@ -269,20 +274,19 @@ class PipelineConfig:
                 specs[key] = getattr(defaults, key)
                 continue
             table = data[key]
-            if table is None or (isinstance(table, Mapping) and table.get("name") == NONE):
+            # "none" in any case, as every option reads it (covidcxr._plain.option_value).
+            if table is None or (
+                isinstance(table, Mapping)
+                and "name" in table
+                and option_value(table["name"]) is None
+            ):
                 if key == "classifier":
                     raise ConfigurationError("[classifier] cannot be 'none': a pipeline classifies")
                 specs[key] = None
             else:
                 specs[key] = spec = ComponentSpec.parse(table, key)
                 _check_component(key, spec)
-        evaluation = dict(data.get("evaluation", {}))
-        bad = sorted(set(evaluation) - _EVALUATION_KEYS)
-        if bad:
-            raise ConfigurationError(
-                f"[evaluation] has no option {bad[0]!r}.{did_you_mean(bad[0], _EVALUATION_KEYS)}"
-                f" Its options: {', '.join(sorted(_EVALUATION_KEYS))}"
-            )
+        evaluation = _evaluation_options(data.get("evaluation", {}))
         classifier = specs["classifier"]
         if classifier is None:  # pragma: no cover - refused above
             raise ConfigurationError("[classifier] is required")
@@ -328,6 +332,45 @@ class PipelineConfig:
             "trust": self.trust.to_dict(),
             "lungs": plain_data(dict(self.lungs)) if self.lungs is not None else None,
         }
+
+
+def _is_integer(value: Any, low: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# What each [evaluation] option must be, checked when the configuration is read, not after
+# training when the evaluator first uses it.
+_EVALUATION_CHECKS: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "n_bootstrap": (lambda v: _is_integer(v, 0), "an integer >= 0 (0 skips the bootstrap)"),
+    "confidence_level": (lambda v: _number_in(v, 0.0, 1.0), "a number in (0, 1), e.g. 0.95"),
+    "n_bins": (lambda v: _is_integer(v, 1), "an integer >= 1"),
+    "seed": (lambda v: _is_integer(v, 0), "an integer >= 0"),
+}
+
+
+def _evaluation_options(table: Any) -> dict[str, Any]:
+    """Read an ``[evaluation]`` table, checking every key and the type of every value.
+
+    Raises
+    ------
+    ConfigurationError
+        For a table that is not one, an unknown option (with the closest valid one) or a
+        value of the wrong type or range (a string where a number belongs, say).
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"[evaluation] must be a table, got {type(table).__name__}")
+    bad = sorted(set(table) - _EVALUATION_KEYS, key=str)
+    if bad:
+        raise ConfigurationError(
+            f"[evaluation] has no option {bad[0]!r}.{did_you_mean(str(bad[0]), _EVALUATION_KEYS)}"
+            f" Its options: {', '.join(sorted(_EVALUATION_KEYS))}"
+        )
+    for key, value in table.items():
+        valid, expected = _EVALUATION_CHECKS[key]
+        if not valid(value):
+            raise ConfigurationError(f"[evaluation] {key} must be {expected}, got {value!r}")
+    return dict(table)
 
 
 def _check_component(table: str, spec: ComponentSpec) -> None:
