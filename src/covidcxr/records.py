@@ -420,6 +420,25 @@ UNCERTAIN: Final = "uncertain"
 STATUSES: Final[tuple[PredictionStatus, ...]] = (ACCEPTED, UNCERTAIN, REJECTED)
 
 
+def _as_flag(value: Any) -> Any:
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
+def _check_flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    # bool("False") is True: only a real flag says whether an image was accepted.
+    if not isinstance(value, bool):
+        raise InvalidRecordError(f"GateDecision.{attribute.name} must be a bool, got {value!r}")
+
+
+def _gate_number(value: Any) -> float:
+    return _number(value, "GateDecision scores")
+
+
+def _not_nan(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if math.isnan(value):
+        raise InvalidRecordError(f"GateDecision.{attribute.name} must be a number, got nan")
+
+
 @frozen
 class GateDecision:
     """What the input gate says about one image, before any diagnosis.
@@ -443,10 +462,19 @@ class GateDecision:
     'blank image'
     """
 
-    accepted: bool = field(converter=bool)
-    score: float = field(converter=float)
-    threshold: float = field(converter=float)
+    accepted: bool = field(converter=_as_flag, validator=_check_flag)
+    score: float = field(converter=_gate_number, validator=_not_nan)
+    threshold: float = field(converter=_gate_number, validator=_not_nan)
     reason: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # An accepted image has a score at or under the threshold; a verdict that says
+        # otherwise would report one thing and do another.
+        if self.accepted and not self.score <= self.threshold:
+            raise InvalidRecordError(
+                f"GateDecision accepts an image scored {self.score!r} above its threshold "
+                f"{self.threshold!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data."""

@@ -11,7 +11,7 @@ import pytest
 from covidcxr import Box, Detection, Prediction
 from covidcxr.errors import InvalidRecordError, UnknownLabelError
 from covidcxr.labels import canonical_label
-from covidcxr.records import Severity
+from covidcxr.records import GateDecision, Severity
 
 _BOOLEAN_NUMBERS: list[tuple[str, Callable[[Any], object]]] = [
     ("Box", lambda flag: Box(flag, 0, 1, 1)),
@@ -72,3 +72,24 @@ def test_a_missing_class_name_is_an_unknown_label(name: Any) -> None:
 
 def test_aliases_with_non_ascii_letters_match_themselves() -> None:
     assert canonical_label("Neumon\u00eda", aliases={"neumon\u00eda": "pneumonia"}) == "pneumonia"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("False", 0.1, 0.5), "accepted must be a bool"),
+        ((1, 0.1, 0.5), "accepted must be a bool"),
+        ((True, float("nan"), 0.5), "score must be a number, got nan"),
+        ((True, 0.9, 0.5), "accepts an image scored 0.9 above its threshold 0.5"),
+        ((False, True, 0.5), "must be a number, got the boolean"),
+    ],
+)
+def test_a_gate_decision_must_say_what_it_did(arguments: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(InvalidRecordError, match=message):
+        GateDecision(*arguments)
+
+
+def test_a_gate_decision_takes_numpy_values() -> None:
+    decision = GateDecision(np.bool_(True), np.float32(0.25), np.float64(0.5))
+    assert decision.accepted is True
+    assert decision.score == 0.25

@@ -47,3 +47,17 @@ def test_parameters_set_after_fitting_are_checked_when_assessing(bad: dict[str, 
         gate.assess([_radiograph()])
     with pytest.raises(ConfigurationError):
         gate.score([_radiograph()])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_score_that_is_not_a_finite_number_is_refused_not_taken_as_low(bad: float) -> None:
+    gate = _fitted_stand_in()
+    gate._scores = lambda images: (  # type: ignore[method-assign]
+        np.full(len(images), bad),
+        np.eye(1, n_versions(), dtype=np.float32).repeat(len(images), axis=0),
+    )
+    [decision] = gate.assess([_radiograph()])
+    assert not decision.accepted
+    assert decision.score == float("inf")
+    assert decision.reason is not None
+    assert "could not score it" in decision.reason

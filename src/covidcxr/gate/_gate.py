@@ -69,6 +69,8 @@ _WHAT_IT_LOOKS_LIKE: Final = {
     7: "it looks inverted and rotated",
 }
 _NOT_A_CXR: Final = "not a frontal chest radiograph like the training ones"
+#: Why an image is refused whose score came out NaN or infinite (a network fault).
+_UNSCORED: Final = "the input gate could not score it (its score is not a finite number)"
 _MIRRORED: Final = (
     "it looks mirrored left to right (the heart on the image's left); check the film's "
     "side marker (a patient with dextrocardia is refused too)"
@@ -604,12 +606,16 @@ class ChestXrayGate(Estimator):
         decisions = []
         for index, (score, pixel_problem) in enumerate(zip(scores, problems, strict=True)):
             reason = pixel_problem
-            if reason is None and score > self.threshold_:
+            if reason is None and not np.isfinite(score):
+                # A NaN compares false with the threshold: it must not pass for a low score.
+                reason = _UNSCORED
+            elif reason is None and score > self.threshold_:
                 looks_like = looks.get(index)
                 reason = f"{_NOT_A_CXR}: {looks_like}" if looks_like else _NOT_A_CXR
             elif reason is None and mirrored[index]:
                 reason = f"{_NOT_A_CXR}: {_MIRRORED}"
-            decisions.append(GateDecision(reason is None, score, self.threshold_, reason))
+            shown = float(score) if np.isfinite(score) else math.inf
+            decisions.append(GateDecision(reason is None, shown, self.threshold_, reason))
         return decisions
 
     def _looks_mirrored(self, images: NDArray[np.float32]) -> NDArray[np.bool_]:
