@@ -27,20 +27,7 @@ from covidcxr.sources import FolderSource
 from covidcxr.sources import _folder as folder_module
 from covidcxr.sources._items import Entry
 
-
-def _signature(xray: XRay) -> tuple[Any, ...]:
-    """Everything a record holds; metadata by ``repr``, so a list is no tuple."""
-    arrays = tuple(
-        (key, value.dtype.str, value.shape, value.tolist())
-        for key, value in sorted(xray.meta.items())
-        if isinstance(value, np.ndarray)
-    )
-    plain = tuple(
-        (key, repr(value))
-        for key, value in sorted(xray.meta.items())
-        if not isinstance(value, np.ndarray)
-    )
-    return (xray.id, xray.label, xray.patient_id, xray.pixels.tobytes(), xray.boxes, arrays, plain)
+from .test_batch import _signature
 
 
 def _passes(
