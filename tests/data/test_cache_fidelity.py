@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import cv2
 import numpy as np
 import pytest
 
@@ -22,10 +23,11 @@ from covidcxr.preprocess import (
     PreprocessCache,
     preprocess_batch,
 )
+from covidcxr.preprocess import _batch as batch_module
 from covidcxr.records import XRay
 from covidcxr.sources import FolderSource
 from covidcxr.sources import _folder as folder_module
-from covidcxr.sources._items import Entry
+from covidcxr.sources._items import DECODE_REVISION, Entry
 
 from .test_batch import _signature
 
@@ -338,3 +340,27 @@ def test_a_preprocessor_with_a_repr_of_its_parameters_is_cached(tmp_path: Path) 
         _passes(_xrays, _Invert(), tmp_path)
         _passes(_xrays, _Invert(), tmp_path, stats)
     assert stats.cache_hits == 4
+
+
+def test_files_decoded_by_another_decoder_revision_are_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade that decodes files differently is not served the older pixels."""
+    folder = tmp_path / "scans"
+    (folder / "COVID").mkdir(parents=True)
+    for index in range(3):
+        pixels = np.full((40, 40), 40 * index, np.uint8)
+        pixels[10:20, 10:20] = 255
+        cv2.imwrite(str(folder / "COVID" / f"{index}.png"), pixels)
+    cache = tmp_path / "cache"
+    preprocessor = GaussianClahePreprocessor(output_size=32)
+    first = BatchStats()
+    _passes(FolderSource(folder), preprocessor, cache, first)
+    assert first.cache_writes == 3
+    same = BatchStats()
+    _passes(FolderSource(folder), preprocessor, cache, same)
+    assert same.cache_hits == 3
+    monkeypatch.setattr(batch_module, "DECODE_REVISION", DECODE_REVISION + 1)
+    upgraded = BatchStats()
+    _passes(FolderSource(folder), preprocessor, cache, upgraded)
+    assert (upgraded.cache_hits, upgraded.cache_writes) == (0, 3)

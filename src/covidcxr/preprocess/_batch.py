@@ -62,7 +62,14 @@ from covidcxr.preprocess._workers import WorkerPool, borrow_pool
 from covidcxr.protocols import Preprocessor
 from covidcxr.records import Box, XRay
 from covidcxr.sources._base import CatalogSource
-from covidcxr.sources._items import INFECTION_MASK, Entry, RawItem, decode_item, entry_meta
+from covidcxr.sources._items import (
+    DECODE_REVISION,
+    INFECTION_MASK,
+    Entry,
+    RawItem,
+    decode_item,
+    entry_meta,
+)
 
 __all__ = ["BatchStats", "preprocess_batch", "xray_digest"]
 
@@ -631,7 +638,10 @@ def _cache_token(
     if decode_options:
         # How a source's files are decoded (the size limits, the smallest lesion that gets
         # a box) changes the result as much as the preprocessor's own parameters do.
+        # So does the decoder itself: files cached by a covidcxr that decoded them
+        # differently (DECODE_REVISION) are misses, not stale pixels.
         key += "|decode:" + json.dumps(dict(decode_options), sort_keys=True)
+        key += f"|decoder:{DECODE_REVISION}"
     return key
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from attrs import field, frozen
 
@@ -19,6 +19,7 @@ from covidcxr.records import Box, XRay
 from covidcxr.sources._masks import binary_mask, mask_boxes
 
 __all__ = [
+    "DECODE_REVISION",
     "INFECTION_MASK",
     "LUNG_MASK",
     "Entry",
@@ -29,6 +30,13 @@ __all__ = [
 ]
 
 #: ``XRay.meta`` key of the infection (lesion) mask; its components become ``XRay.boxes``.
+#: Changes whenever :func:`decode_item` turns the same file into other pixels, masks or
+#: boxes. The preprocessing cache keys decoded files on it: an upgrade that decodes
+#: differently must not be served what an older covidcxr decoded.
+#: 1: DICOM signed 8-bit pixels, PixelPaddingValue left out of the stretch, empty display
+#: tags; PNG/JPEG with trailing bytes read (all in 0.1.0's later revisions).
+DECODE_REVISION: Final = 1
+
 INFECTION_MASK = "infection_mask"
 #: ``XRay.meta`` key of the lung-field mask.
 LUNG_MASK = "lung_mask"
