@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,26 @@ def test_a_detector_factory_taking_any_options_still_suggests_the_closest() -> N
 def test_an_unknown_registered_name_suggests_the_closest() -> None:
     with pytest.raises(UnknownNameError, match=r"Did you mean 'local'\?"):
         covidcxr.create_detector("locl")
+
+
+def _never_read() -> Iterator[covidcxr.XRay]:
+    yield from ()  # a generator: the error comes when fit starts reading
+    raise AssertionError("the training images were read before the options were checked")
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ({"epochs": "abc"}, r"\[trust\] gate: ChestXrayGate: epochs must be a whole number"),
+        ({"min_contrast": "x"}, r"\[trust\] gate: ChestXrayGate: min_contrast must be"),
+        ({"epoch": 3}, r"\[trust\] gate: .*the gate's options are"),
+    ],
+)
+def test_gate_options_are_checked_before_any_image_is_read(
+    gate: dict[str, object], message: str
+) -> None:
+    config = PipelineConfig.from_dict(
+        {"preprocessor": {"name": "none"}, "detector": {"name": "none"}, "trust": {"gate": gate}}
+    )
+    with pytest.raises(ConfigurationError, match=message):
+        Pipeline(config).fit(_never_read())

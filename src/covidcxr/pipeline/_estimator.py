@@ -275,10 +275,17 @@ def _configured_gate(config: PipelineConfig) -> InputGate | None:
     if options is None:
         return None
     try:
-        return ChestXrayGate(**options)
+        gate = ChestXrayGate(**options)
     except TypeError as exc:
         known = ", ".join(ChestXrayGate().get_params())
         raise ConfigurationError(f"[trust] gate: {exc}; the gate's options are {known}") from exc
+    try:
+        # Checked now, when the pipeline is built: the gate is fitted after the classifier,
+        # and a value of the wrong kind would otherwise fail only after hours of training.
+        gate._check_params()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"[trust] gate: {exc}") from None
+    return gate
 
 
 def _damaged_manifest(manifest_path: Path, exc: Exception) -> ModelFormatError:
