@@ -43,6 +43,10 @@ INVALID: list[tuple[str, Any]] = [
     ("class_weight", ["normal"]),
     ("class_weight", {"bogus": 2.0}),
     ("class_weight", {"normal": True}),
+    ("batch_norm", "false"),
+    ("feature_cache", 0),
+    ("verbose", -1),
+    ("verbose", "loud"),
 ]
 
 

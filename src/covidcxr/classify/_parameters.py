@@ -179,6 +179,12 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912, PLR0915 - one 
         number(p["weight_averaging"]) and 0 <= p["weight_averaging"] < 1
     ):
         fail(f"weight_averaging must be None or in [0, 1), got {p['weight_averaging']!r}")
+    for flag in ("batch_norm", "feature_cache"):
+        # bool("false") is True: a flag given as text would be taken as on.
+        if not isinstance(p[flag], bool):
+            fail(f"{flag} must be true or false, got {p[flag]!r}")
+    if not (integer(p["verbose"]) and p["verbose"] >= 0):
+        fail(f"verbose must be an integer >= 0, got {p['verbose']!r}")
     if p["normalization"] not in ("auto", "imagenet", "symmetric"):
         fail(f"normalization must be 'auto', 'imagenet' or 'symmetric', got {p['normalization']!r}")
     if isinstance(p["class_weight"], str) and p["class_weight"] != "balanced":
