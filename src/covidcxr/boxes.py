@@ -30,6 +30,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr.errors import InvalidRecordError
 from covidcxr.records import Box
 
 __all__ = [
@@ -52,12 +53,20 @@ __all__ = [
 
 def _positive_finite(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"ResizeTransform.{attribute.name} must be finite and > 0, got {value!r}")
+        raise InvalidRecordError(
+            f"ResizeTransform.{attribute.name} must be finite and > 0, got {value!r}"
+        )
 
 
 def _finite(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not math.isfinite(value):
-        raise ValueError(f"ResizeTransform.{attribute.name} must be finite, got {value!r}")
+        raise InvalidRecordError(f"ResizeTransform.{attribute.name} must be finite, got {value!r}")
+
+
+def _check_extent(what: str, height: float, width: float) -> None:
+    # A transform onto or from nothing has no scale (it would divide by zero).
+    if not (height > 0 and width > 0):
+        raise InvalidRecordError(f"ResizeTransform: the {what} is empty ({height} x {width})")
 
 
 def _clipped(x1: float, y1: float, x2: float, y2: float, shape: tuple[int, int]) -> Box | None:
@@ -125,6 +134,8 @@ class ResizeTransform:
         (Box(x=4.0, y=2.0, width=8.0, height=4.0),)
         """
         (in_height, in_width), (out_height, out_width) = input_shape, output_shape
+        _check_extent("input", in_height, in_width)
+        _check_extent("output", out_height, out_width)
         return cls(
             out_width / in_width, out_height / in_height, 0.0, 0.0, input_shape, output_shape
         )
@@ -142,6 +153,8 @@ class ResizeTransform:
         (Box(x=0.0, y=0.0, width=10.0, height=5.0),)
         """
         out_height, out_width = output_shape
+        _check_extent("crop window", window.height, window.width)
+        _check_extent("output", out_height, out_width)
         scale_x, scale_y = out_width / window.width, out_height / window.height
         return cls(
             scale_x, scale_y, -window.x * scale_x, -window.y * scale_y, input_shape, output_shape

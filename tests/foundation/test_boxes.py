@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from covidcxr.boxes import (
     scale_box,
     transform_boxes,
 )
+from covidcxr.errors import InvalidRecordError
 from covidcxr.records import Box
 
 sides = st.integers(1, 400)
@@ -134,8 +136,22 @@ def test_identity_changes_no_box() -> None:
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, math.inf, math.nan])
 def test_transform_refuses_a_scale_it_could_not_invert(scale: float) -> None:
-    with pytest.raises(ValueError, match="scale_x"):
+    with pytest.raises(InvalidRecordError, match="scale_x"):
         ResizeTransform(scale, 1.0, 0.0, 0.0, (4, 4), (4, 4))
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda: ResizeTransform.stretch((0, 8), (4, 4)), "input"),
+        (lambda: ResizeTransform.stretch((8, 8), (4, 0)), "output"),
+        (lambda: ResizeTransform.crop(Box(1, 1, 0, 3), (8, 8), (4, 4)), "crop window"),
+        (lambda: ResizeTransform.crop(Box(1, 1, 2, 3), (8, 8), (0, 4)), "output"),
+    ],
+)
+def test_a_transform_onto_or_from_nothing_is_refused(make: Any, what: str) -> None:
+    with pytest.raises(InvalidRecordError, match=f"the {what} is empty"):
+        make()
 
 
 # --- scaling and clipping -----------------------------------------------------------------
