@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from covidcxr._plain import plain_data
+from covidcxr._values import is_finite_real, is_whole
 from covidcxr.classify._inputs import Normalization
 from covidcxr.errors import ConfigurationError
 from covidcxr.labels import LABELS
@@ -108,17 +108,9 @@ def check_params(p: Mapping[str, Any]) -> None:  # noqa: PLR0912, PLR0915 - one 
     def fail(message: str) -> None:
         raise ConfigurationError(f"VGG19Classifier: {message}")
 
-    def integer(value: Any) -> bool:
-        # bool is an int subclass, but True is no epoch count, batch size or seed.
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-    def number(value: Any) -> bool:
-        # A finite real number: comparing a string (or NaN) would raise TypeError or pass.
-        return (
-            not isinstance(value, bool)
-            and isinstance(value, numbers.Real)
-            and math.isfinite(float(value))
-        )
+    # True is no epoch count, batch size or seed; comparing a string (or NaN) would raise
+    # TypeError or pass.
+    integer, number = is_whole, is_finite_real
 
     if not integer(p["input_size"]) or p["input_size"] < 32:
         fail(f"input_size must be an integer >= 32, got {p['input_size']!r}")

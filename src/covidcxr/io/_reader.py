@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Final
 from attrs import frozen
 from numpy.typing import NDArray
 
+from covidcxr._values import is_whole
 from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.io._dicom import decode_dicom
 from covidcxr.io._raster import decode_raster
@@ -74,7 +74,7 @@ def check_limits(min_side: object, max_pixels: object) -> None:
     covidcxr.errors.ConfigurationError: max_pixels must be a whole number of at least 1, got 'abc'
     """
     for name, value in (("min_side", min_side), ("max_pixels", max_pixels)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not is_whole(value) or value < 1:  # type: ignore[operator]
             raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 

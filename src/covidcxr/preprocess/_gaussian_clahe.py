@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import functools
 import json
-import numbers
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -59,6 +58,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr._values import is_real, is_whole
 from covidcxr.errors import ConfigurationError, InvalidImageError
 from covidcxr.preprocess._geometry import (
     RESIZE_MODES,
@@ -190,20 +190,12 @@ def to_uint8(
 # with a ConfigurationError that names the option.
 
 
-def _is_whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
 def _as_int(value: Any) -> Any:
-    return int(value) if _is_whole(value) else value
+    return int(value) if is_whole(value) else value
 
 
 def _as_float(value: Any) -> Any:
-    return float(value) if _is_real(value) else value
+    return float(value) if is_real(value) else value
 
 
 def _as_flag(value: Any) -> Any:
@@ -227,17 +219,17 @@ def _refuse(name: str, wanted: str, value: object) -> ConfigurationError:
 
 
 def _odd_positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not _is_whole(value) or value < 1 or value % 2 == 0:
+    if not is_whole(value) or value < 1 or value % 2 == 0:
         raise _refuse(attribute.name, "a positive odd integer", value)
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not _is_real(value) or not value >= 0:
+    if not is_real(value) or not value >= 0:
         raise _refuse(attribute.name, "a number >= 0", value)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not _is_real(value) or not value > 0:
+    if not is_real(value) or not value > 0:
         raise _refuse(attribute.name, "a number > 0", value)
 
 
@@ -249,21 +241,21 @@ def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> No
 def _check_grid(
     instance: object, attribute: attrs.Attribute[tuple[int, int]], value: tuple[int, int]
 ) -> None:
-    if not (_is_pair(value) and all(_is_whole(n) and n >= 1 for n in value)):
+    if not (_is_pair(value) and all(is_whole(n) and n >= 1 for n in value)):
         raise _refuse("tile_grid_size", "two positive integers", value)
 
 
 def _check_output_size(
     instance: object, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
-    if value is not None and (not _is_whole(value) or value < 1):
+    if value is not None and (not is_whole(value) or value < 1):
         raise _refuse("output_size", "None or a whole number >= 1", value)
 
 
 def _check_working_size(
     instance: GaussianClahePreprocessor, attribute: attrs.Attribute[Any], value: int | None
 ) -> None:
-    if value is not None and (not _is_whole(value) or value < 8):
+    if value is not None and (not is_whole(value) or value < 8):
         raise ConfigurationError(f"working_size must be None or an integer >= 8, got {value!r}")
 
 
@@ -280,7 +272,7 @@ def _one_of(choices: tuple[str, ...]) -> Any:
 def _check_window(
     instance: object, attribute: attrs.Attribute[tuple[float, float]], value: tuple[float, float]
 ) -> None:
-    if not (_is_pair(value) and all(_is_real(item) for item in value)):
+    if not (_is_pair(value) and all(is_real(item) for item in value)):
         raise _refuse("percentile_window", "two percentiles (low, high)", value)
     low, high = value
     if not 0.0 <= low < high <= 100.0:

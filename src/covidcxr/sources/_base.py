@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Final
 
 import numpy as np
 
+from covidcxr._values import is_whole
 from covidcxr.errors import ConfigurationError, InvalidImageError, SourceError
 from covidcxr.io._reader import check_limits, decode_image
 from covidcxr.records import XRay
@@ -73,11 +73,7 @@ def _check_options(
     if not isinstance(load_masks, bool):
         raise refuse("load_masks", "true or false", load_masks)
     check_limits(min_side, max_pixels)
-    if (
-        isinstance(min_lesion_area, bool)
-        or not isinstance(min_lesion_area, numbers.Integral)
-        or min_lesion_area < 0
-    ):
+    if not is_whole(min_lesion_area) or min_lesion_area < 0:  # type: ignore[operator]
         raise refuse("min_lesion_area", "a whole number of pixels, 0 or more", min_lesion_area)
 
 
