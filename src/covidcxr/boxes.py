@@ -15,7 +15,8 @@ A :class:`ResizeTransform` records such a map (the preprocessors store theirs in
 
 Every mapping clips to the destination image and drops a box with nothing left.
 This module sits right after :mod:`covidcxr.records`: it depends on nothing else in
-covidcxr, and everything that moves, compares or rasterises boxes calls it.
+covidcxr but its errors and private value checks, and everything that moves, compares
+or rasterises boxes calls it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
+from covidcxr._values import is_real
 from covidcxr.errors import InvalidRecordError
 from covidcxr.records import Box
 
@@ -39,6 +41,7 @@ __all__ = [
     "box_to_location",
     "boxes_to_original",
     "clip_box",
+    "clip_location",
     "corners_array",
     "fill_boxes",
     "iou",
@@ -514,6 +517,45 @@ def box_from_location(location: Mapping[str, Any]) -> Box:
         float(location["width"]),
         float(location["height"]),
     )
+
+
+def clip_location(location: Mapping[str, Any], shape: tuple[int, int]) -> Box | None:
+    """A Watson ``location`` cut to an image of ``shape`` (``(height, width)``).
+
+    A service may place a box partly outside the image it was sent (a ``left`` or
+    ``top`` below zero, or a right edge past the width): only the part inside the image
+    is kept, as :meth:`ResizeTransform.map_box` keeps it. ``None`` when nothing of the
+    box is inside.
+
+    Raises
+    ------
+    KeyError
+        For a missing key.
+    TypeError
+        For a value that is not a number (booleans and text included).
+    ValueError
+        For a value that is not finite, or a negative ``width`` or ``height``.
+
+    Examples
+    --------
+    >>> clip_location({"left": -4, "top": 6, "width": 10, "height": 8}, (32, 32))
+    Box(x=0.0, y=6.0, width=6.0, height=8.0)
+    >>> clip_location({"left": 40, "top": 6, "width": 10, "height": 8}, (32, 32)) is None
+    True
+    """
+    values: dict[str, float] = {}
+    for key in ("left", "top", "width", "height"):
+        value = location[key]
+        if not is_real(value):
+            raise TypeError(f"location {key!r} should be a number, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"location {key!r} should be finite, got {value!r}")
+        if key in ("width", "height") and number < 0:
+            raise ValueError(f"location {key!r} should be >= 0, got {value!r}")
+        values[key] = number
+    left, top = values["left"], values["top"]
+    return _clipped(left, top, left + values["width"], top + values["height"], shape)
 
 
 def box_to_location(box: Box) -> dict[str, int]:

@@ -529,6 +529,61 @@ def test_max_detections_is_configurable_and_validated(server: LoopbackWatsonServ
         make_detector(server, max_detections=0)
 
 
+def test_a_box_partly_outside_the_image_is_cut_to_it_not_a_malformed_batch(
+    server: LoopbackWatsonServer,
+) -> None:
+    # Watson may place a box past the image's edge; the other images of the batch and
+    # the part of the box inside the image both stay.
+    server.objects_for = lambda filename, png, cid: [
+        lesion(0.9, -4, -2, 10, 8),
+        lesion(0.8, 60, 40, 10, 10),
+    ]
+    detections = make_detector(server, collection_ids=server.add_collection()).detect_batch(
+        [xray(0), xray(1)]
+    )
+    expected = [Box(0, 0, 6, 6), Box(60, 40, 4, 8)]
+    assert [[d.box for d in found] for found in detections] == [expected, expected]
+
+
+def test_boxes_wholly_outside_the_image_do_not_count_towards_max_detections(
+    server: LoopbackWatsonServer,
+) -> None:
+    # The two highest scores lie outside the 48x64 image: the cap keeps the boxes that
+    # are inside, not fewer.
+    server.objects_for = lambda filename, png, cid: [
+        lesion(0.99, 100, 100, 5, 5),
+        lesion(0.98, -20, 0, 5, 5),
+        lesion(0.7, 1, 1, 5, 5),
+        lesion(0.6, 10, 10, 5, 5),
+        lesion(0.5, 20, 20, 5, 5),
+    ]
+    detector = make_detector(server, collection_ids=server.add_collection(), max_detections=2)
+    with pytest.warns(RuntimeWarning, match="3 detections.*kept the 2"):
+        detections = detector.detect(xray())
+    assert [d.score for d in detections] == [0.7, 0.6]
+
+
+@pytest.mark.parametrize(
+    ("location", "named"),
+    [
+        ({"left": True, "top": 1, "width": 5, "height": 5}, "should be a number"),
+        ({"left": "1", "top": 1, "width": 5, "height": 5}, "should be a number"),
+        ({"left": 1, "top": 1, "width": float("nan"), "height": 5}, "finite"),
+        ({"left": 1, "top": 1, "width": -5, "height": 5}, ">= 0"),
+        ({"left": 1, "top": 1, "width": 5}, "height"),
+    ],
+)
+def test_a_location_that_is_not_numbers_is_a_malformed_answer(
+    server: LoopbackWatsonServer, location: dict[str, Any], named: str
+) -> None:
+    server.objects_for = lambda filename, png, cid: [
+        {"object": "opacity", "score": 0.9, "location": location}
+    ]
+    detector = make_detector(server, collection_ids=server.add_collection())
+    with pytest.raises(DetectorServiceError, match=rf"malformed .*objects\[0\].*{named}"):
+        detector.detect(xray())
+
+
 def test_an_answer_larger_than_max_response_bytes_is_abandoned(
     server: LoopbackWatsonServer,
 ) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 from attrs import frozen
 
 from covidcxr._secrets import refuse_url_credentials
-from covidcxr.boxes import box_from_location, box_to_location
+from covidcxr.boxes import box_to_location, clip_location
 from covidcxr.detect._watson_service import (
     _SDK_ENV_APIKEY,
     _SDK_ENV_URL,
@@ -125,7 +125,8 @@ class WatsonDetector(_ServiceConnection):
         The API version date sent with every request.
     max_detections
         The most detections kept per image. When the service returns more (at or above
-        ``threshold``), the ``max_detections`` highest-scoring are kept and a
+        ``threshold`` and not wholly outside the image: a box partly outside is cut to
+        the image), the ``max_detections`` highest-scoring are kept and a
         :class:`RuntimeWarning` names the image and how many were dropped: a chest
         radiograph has a handful of lesions, so a flood of boxes means a misconfigured
         collection or endpoint, and must not exhaust memory downstream.
@@ -344,20 +345,16 @@ apikey='***', authenticator=None)
                     ) from None
                 if score >= self.threshold:
                     candidates.append((score, index, position, found))
-        if len(candidates) > self.max_detections:
-            warnings.warn(
-                f"Watson returned {len(candidates)} detections at or above the threshold "
-                f"for {xray.id!r}; kept the {self.max_detections} highest-scoring "
-                "(max_detections)",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-            candidates = heapq.nlargest(self.max_detections, candidates, key=lambda c: c[0])
+        # Boxes first, then the cap: a box wholly outside the uploaded image is dropped
+        # before it can take the place of one that is kept.
         detections: list[Detection] = []
         for score, index, position, found in candidates:
             try:
                 label = str(found["object"])
-                box = to_xray.map_box(box_from_location(found["location"]))
+                # Cut to the uploaded image first: Watson may place a box partly outside
+                # it (a negative left), which is no reason to lose the batch.
+                inside = clip_location(found["location"], upload.transform.output_shape)
+                box = None if inside is None else to_xray.map_box(inside)
                 # Inside the try: Detection refuses an empty label (InvalidRecordError, a
                 # ValueError), which is the service's malformed answer, not a caller's.
                 if box is not None:
@@ -366,6 +363,17 @@ apikey='***', authenticator=None)
                 raise DetectorServiceError(
                     f"Watson returned a malformed {_object_name(index, position)}{where}: {exc!r}"
                 ) from None
+        if len(detections) > self.max_detections:
+            warnings.warn(
+                f"Watson returned {len(detections)} detections at or above the threshold "
+                f"for {xray.id!r}; kept the {self.max_detections} highest-scoring "
+                "(max_detections)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            detections = heapq.nlargest(
+                self.max_detections, detections, key=lambda detection: detection.score
+            )
         detections.sort(key=lambda detection: -detection.score)
         return detections
 
