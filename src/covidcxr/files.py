@@ -51,6 +51,7 @@ __all__ = [
     "checkpoint_lock",
     "claim_file",
     "file_batch",
+    "new_file_mode",
     "output_directory",
     "recover_output_directory",
     "remove_stale_files",
@@ -163,13 +164,44 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, and for that moment every file another
+    thread creates gets the wrong mode; Linux reports it in ``/proc/self/status``.
+    """
+    try:
+        with Path("/proc/self/status").open(encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # the strictest moment, should another thread create a file
+    os.umask(umask)
+    return umask
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from :func:`open`: ``0o666`` less the process's umask.
+
+    :func:`tempfile.mkstemp` creates its file ``0o600``; a file written through one and
+    renamed into place (a cache entry, a saved model) is given this mode instead, so that
+    it is as readable as any other file the user creates there.
+
+    Examples
+    --------
+    >>> new_file_mode() & ~0o666
+    0
+    """
+    return 0o666 & ~_current_umask()
+
+
 def _file_mode(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return new_file_mode()
 
 
 def _link_without_replacing(temporary: Path, target: Path) -> None:
@@ -536,9 +568,7 @@ def _directory_mode(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o777 & ~umask
+        return 0o777 & ~_current_umask()
 
 
 # -- staging beside the target, and recovering from a crash ----------------------------

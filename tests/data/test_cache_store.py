@@ -445,3 +445,25 @@ def test_a_sealing_failure_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
     assert store.error.errno == 28
     assert not Path(sealed).exists()
     assert store.sealed_path is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_cache_files_get_the_mode_of_any_new_file_not_mkstemps_0600(
+    tmp_path: Path, umask: int
+) -> None:
+    # A cache folder shared by a group (umask 002) must be readable by the group, or
+    # every other user misses on every entry; a private umask stays private.
+    previous = os.umask(umask)
+    try:
+        store = PackStore(tmp_path)
+        store.put(_key(1), b"h", [b"b"])
+        store.close()
+        memo = DigestMemo(tmp_path)
+        memo.add("a", "0" * 40)
+        memo.flush()
+    finally:
+        os.umask(previous)
+    written = [*tmp_path.glob("*.cxrpack"), *tmp_path.glob("*.digests")]
+    assert len(written) == 2
+    assert {path.stat().st_mode & 0o777 for path in written} == {0o666 & ~umask}

@@ -307,3 +307,23 @@ def test_a_file_system_without_the_exchange_falls_back_to_two_renames(
     assert moved_aside[0].endswith(".old")
     assert (target / "report.md").read_text() == "# New"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_new_file_mode_follows_the_umask_with_or_without_proc(
+    umask: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = os.umask(umask)
+    try:
+        assert files.new_file_mode() == 0o666 & ~umask
+        # Without /proc (macOS, BSD): the umask is read by setting it, and restored.
+        monkeypatch.setattr(
+            files,
+            "Path",
+            lambda name: Path("/nonexistent/proc" if name == "/proc/self/status" else name),
+        )
+        assert files.new_file_mode() == 0o666 & ~umask
+        assert os.umask(umask) == umask
+    finally:
+        os.umask(previous)

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from covidcxr.files import new_file_mode
+
 __all__ = ["DigestMemo"]
 
 # Part of every key: bump when RawItem.digest() changes, so old memos are never used.
@@ -105,6 +107,8 @@ class DigestMemo:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide it from other users
+                os.fchmod(descriptor, new_file_mode())
             with os.fdopen(descriptor, "w", encoding="ascii") as handle:
                 handle.writelines(f"{key} {digest}\n" for key, digest in lines.items())
             final = self.folder / f"{Path(temporary).name.removeprefix('.tmp-')}{_SUFFIX}"

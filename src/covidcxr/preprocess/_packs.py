@@ -44,6 +44,8 @@ from multiprocessing import util as multiprocessing_util
 from pathlib import Path
 from typing import IO, Final
 
+from covidcxr.files import new_file_mode
+
 __all__ = ["KEY_SIZE", "STALE_OPEN_SECONDS", "PackStore", "scan_pack"]
 
 # "CXPK" was the format without checksums: readers stop at such a record, so packs of that
@@ -267,6 +269,10 @@ class PackStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_open_packs(self.folder)
         descriptor, path = tempfile.mkstemp(dir=self.folder, prefix="pack-", suffix=_OPEN_SUFFIX)
+        # mkstemp's 0600 would make a cache shared between users miss for all but one.
+        if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
+            with contextlib.suppress(OSError):
+                os.fchmod(descriptor, new_file_mode())
         self._writer = _Writer(descriptor, path, os.getpid())
         # Seal when this store is garbage-collected, or at a normal exit of the process:
         # worker processes have no other moment to do it (multiprocessing runs these
