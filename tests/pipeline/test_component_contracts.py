@@ -126,6 +126,37 @@ def test_a_preprocessor_answer_that_breaks_the_contract_is_refused(
         list(preprocess_batch(scans, preprocessor, workers=0, progress=False))  # type: ignore[arg-type]
 
 
+class Scores:
+    """A classifier whose ``predict_proba`` gives per-class scores, not a distribution."""
+
+    def __init__(self, classes: tuple[str, ...], row: list[float]) -> None:
+        self.classes_ = classes
+        self.row = row
+
+    def predict_proba(self, xrays: list[XRay]) -> np.ndarray[Any, Any]:
+        return np.tile(np.asarray(self.row, np.float32), (len(xrays), 1))
+
+
+@pytest.mark.parametrize(
+    "row", [[0.9, 0.8, 0.1], [0.2, 0.1, 0.1], [1.2, -0.1, -0.1]], ids=["over", "under", "negative"]
+)
+def test_classifier_scores_that_are_not_probabilities_are_refused_naming_it(
+    pipeline: Pipeline, scans: list[XRay], row: list[float]
+) -> None:
+    # Sigmoid scores in [0, 1] passed for probabilities: evaluate (and calibration)
+    # refused them, but predict gave them out, their "confidence" and all.
+    built = pipeline.classifier_
+    pipeline.classifier_ = Scores(built.classes_, row)  # type: ignore[assignment]
+    try:
+        with pytest.raises(ComponentOutputError, match=r"test_component_contracts\.Scores"):
+            pipeline.predict(scans)
+        with pytest.raises(ComponentOutputError, match="sum to 1"):
+            pipeline.evaluate(scans)
+    finally:
+        pipeline.classifier_ = built
+    assert pipeline.predict(scans)  # the real classifier's rows pass
+
+
 class PathYieldingSource:
     def __iter__(self) -> Iterator[object]:
         yield "scan.png"

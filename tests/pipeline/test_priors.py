@@ -298,7 +298,9 @@ def test_refitting_calibration_keeps_the_mix_and_fitting_again_drops_it(
     pipeline.set_priors(CLINIC)
     pipeline.fit_trust(validation=generate_phantoms(10, size=64, seed=4))
     assert pipeline.trust_.priors is not None
-    pipeline.fit(generate_phantoms(40, size=64, seed=5))
+    pipeline.fit(
+        generate_phantoms(40, size=64, seed=5), validation=generate_phantoms(10, size=64, seed=6)
+    )
     assert pipeline.trust_.priors is None
 
 

@@ -263,6 +263,20 @@ def test_a_target_for_a_class_the_classifier_lacks_is_refused(base: dict[str, An
         )
 
 
+@pytest.mark.parametrize("trust", [{"sensitivity": {"covid-19": 0.95}}, {"coverage": 0.9}])
+def test_operating_points_without_validation_radiographs_are_refused_before_training(
+    base: dict[str, Any], trust: dict[str, Any]
+) -> None:
+    # Without validation radiographs no operating point can be set: the pipeline would
+    # answer with the most probable class instead of the sensitivity it was asked for.
+    config = copy.deepcopy(base)
+    config["trust"] = {"gate": False, **trust}
+    pipeline = Pipeline(config)
+    with pytest.raises(ConfigurationError, match="validation"):
+        pipeline.fit(generate_phantoms(10, size=64, seed=0))
+    assert not hasattr(pipeline, "classifier_")  # refused before any training
+
+
 def test_a_prediction_s_status_matches_its_label() -> None:
     with pytest.raises(ValueError, match="rejected"):
         Prediction("a", REJECTED, {"normal": 1.0}, status=REJECTED)

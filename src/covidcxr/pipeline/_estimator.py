@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
-from covidcxr._contracts import checked_detection_batch, checked_detections
+from covidcxr._contracts import checked_detection_batch, checked_detections, who
 from covidcxr._unet import RunsNetwork
 from covidcxr.boxes import ResizeTransform
 from covidcxr.classify._runtime import (
@@ -26,6 +26,7 @@ from covidcxr.classify._runtime import (
     with_runtime,
 )
 from covidcxr.errors import (
+    ComponentOutputError,
     ConfigurationError,
     ModelFormatError,
     SyntheticModelWarning,
@@ -129,6 +130,9 @@ _CHUNK_PIXELS: Final = 16 * 2**20
 _CHUNK_ITEMS: Final = 256
 # Fewer radiographs than this give a class-mix estimate too rough to rely on unwarned.
 _FEW_FOR_PRIORS: Final = 100
+# How far a classifier's probability row may stray from summing to 1 (float32 softmax, a
+# quantised network): as far as calibration and the evaluator allow.
+_ROW_SUM_TOLERANCE: Final = 1e-3
 _NO_LUNGS_REASON: Final = (
     "no lung fields found: classified on the whole frame, which the classifier was not trained on"
 )
@@ -429,6 +433,10 @@ class Pipeline:
     _loaded_names: dict[str, str]
     # The runtime and precision of the export a pipeline was loaded from (a save drops it).
     _loaded_export: dict[str, str] | None
+    # The configuration a fit started from, and the one it left: a fit drops a default
+    # stage its data cannot train (the gate, the detector) from ``config``, and the next
+    # fit starts again from the configuration as given, unless ``config`` was set since.
+    _fit_configs: tuple[PipelineConfig, PipelineConfig]
     data_stats_: DataPass
     validation_data_stats_: DataPass
 
@@ -803,6 +811,20 @@ class Pipeline:
                 f"{int(broken.sum())} of {len(prepared)} image(s) (the first: {first!r}): its "
                 "weights are damaged or overflowed; load it again from a verified copy"
             )
+        sums = probabilities.sum(axis=1, dtype=np.float64)
+        negative = (probabilities < -_ROW_SUM_TOLERANCE).any(axis=1)
+        off = negative | (np.abs(sums - 1.0) > _ROW_SUM_TOLERANCE)
+        if off.any():
+            # Scores (a sigmoid per class, say) read as probabilities would give wrong
+            # confidences and thresholds; evaluation and calibration refuse them too.
+            row = int(np.argmax(off))
+            raise ComponentOutputError(
+                f"{who(self.classifier_)} returned rows that are not probabilities for "
+                f"{int(off.sum())} of {len(prepared)} image(s) (the first, "
+                f"{prepared[row].id!r}: {probabilities[row].tolist()}); predict_proba "
+                "must give each image probabilities of 0 to 1 that sum to 1. This is a bug in "
+                "that component: report it to its authors"
+            )
         return probabilities
 
     def _score_chunk(self, prepared: Sequence[XRay], *, detect: bool = True) -> list[_Scored]:
@@ -944,7 +966,42 @@ class Pipeline:
         -------
         Pipeline
             ``self``.
+
+        Raises
+        ------
+        ConfigurationError
+            Before any work, if ``[trust]`` asks for operating points (``sensitivity`` or
+            ``coverage``), which are set on the validation radiographs, and there are none.
         """
+        configured = self._configuration_as_given()
+        self.config = configured
+        try:
+            return self._fit(train, validation)
+        finally:
+            self._fit_configs = (configured, self.config)
+
+    def _configuration_as_given(self) -> PipelineConfig:
+        """The configuration before the last fit dropped a default stage for its data.
+
+        A fit on a toy data set drops the default input gate, and one on radiographs
+        without lesion annotations the default detector, recording that in
+        :attr:`config`; a fit on other data decides afresh, as a new pipeline would. A
+        configuration set since the last fit is the user's own, and is kept.
+        """
+        fitted: tuple[PipelineConfig, PipelineConfig] | None = getattr(self, "_fit_configs", None)
+        if fitted is not None and self.config is fitted[1]:
+            return fitted[0]
+        return self.config
+
+    def _fit(self, train: SourceLike, validation: SourceLike | None) -> Self:
+        """:meth:`fit`, from the configuration as given."""
+        trust = self.config.trust
+        if validation is None and (trust.sensitivity or trust.coverage is not None):
+            raise ConfigurationError(
+                "[trust] sensitivity and coverage set operating points on the validation "
+                "radiographs, and fit was given none: pass validation=..., or configure "
+                "no operating points (without them the most probable class is the answer)"
+            )
         self._build()
         self._warn_if_unsavable()
         train = as_source(train, "train")
