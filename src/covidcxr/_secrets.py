@@ -3,7 +3,9 @@
 A service that echoes a request back in its error (an IAM token server repeating the form
 body, a proxy repeating a URL, an SDK printing a Basic ``Authorization`` header) shows a
 secret *encoded*: URL-encoded (``+`` as ``%2B``, ``/`` as ``%2F``, ``=`` as ``%3D``,
-either case of hex digit), or in base64, alone or inside a longer base64 text.
+either case of hex digit), or in base64, alone or inside a longer base64 text; a message
+that quotes a value shows it escaped, as ``repr`` (of the text or of its bytes) or JSON
+writes it (a token read from a file with its newline, a password with an accent).
 :class:`Redactor` replaces all of these. :func:`refuse_url_credentials` refuses URLs
 that carry ``user:password@`` before they can reach a repr or an error message.
 """
@@ -11,6 +13,7 @@ that carry ``user:password@`` before they can reach a repr or an error message.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -25,11 +28,24 @@ MASK: Final = "***"
 # Shorter base64 fragments could match unrelated text.
 _MIN_FRAGMENT: Final = 8
 _PERCENT: Final = re.compile(r"%([0-9A-F]{2})")
-_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# What comes before the authority: "scheme://", or "//" alone (a scheme-relative URL).
+_SCHEME: Final = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?//")
 
 
 def _url_encodings(secret: str) -> set[str]:
     return {quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")}
+
+
+def _escaped_forms(secret: str) -> set[str]:
+    """``secret`` between the quotes of its ``repr``, its bytes' ``repr`` or a JSON string."""
+    as_json = json.dumps(secret)[1:-1]
+    return {
+        repr(secret)[1:-1],
+        repr(secret.encode())[2:-1],
+        as_json,
+        as_json.replace("/", "\\/"),  # some JSON writers escape "/" too
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
 
 
 def _base64_fragments(secret: str) -> set[str]:
@@ -73,6 +89,8 @@ class Redactor:
     >>> redact = Redactor(["a+b/c=d"])
     >>> redact("apikey=a%2Bb%2Fc%3Dd and a+b/c=d")
     'apikey=*** and ***'
+    >>> Redactor(["pässwörd"])(repr("pässwörd".encode()))
+    "b'***'"
     """
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
@@ -80,6 +98,7 @@ class Redactor:
         for secret in secrets:
             if secret:
                 forms |= {secret} | _url_encodings(secret) | _base64_fragments(secret)
+                forms |= _escaped_forms(secret)
         ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_pattern_for, ordered))) if ordered else None
 

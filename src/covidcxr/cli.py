@@ -155,12 +155,21 @@ _ON_ERROR_OPTION = click.option(
 )
 
 
-def _parse_source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parse_source_options(
+    pairs: tuple[str, ...], option: str = "--source-option"
+) -> dict[str, Any]:
+    """``KEY=VALUE`` texts as options; ``option`` names the command-line option in errors."""
     options: dict[str, Any] = {}
-    for pair in pairs:
+    for number, pair in enumerate(pairs, start=1):
         key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--source-option")
+        if not sep or not key.strip().isidentifier():
+            # Not repeated, nor its KEY: with a ":" typed for the "=", the secret is in
+            # what would be echoed (up to a "=" of its own), and errors are logged.
+            raise click.BadParameter(
+                f"value {number} of {len(pairs)} is not KEY=VALUE with KEY an option's name "
+                "(it is not repeated here, as it may hold a secret)",
+                param_hint=option,
+            )
         options[key.strip()] = option_from_text(raw)
     return options
 
@@ -1112,7 +1121,7 @@ def detect_command(
         },
     )
     name = "local" if whole_model else (detector_name or default_detector_name())
-    options = _parse_source_options(detector_options)
+    options = _parse_source_options(detector_options, "--detector-option")
     if model is not None and not whole_model:
         try:
             covidcxr.plugins.check_options("detector", name, {"model": model})
@@ -1252,7 +1261,9 @@ def _detector_detections(
     """
     detector = covidcxr.create_detector(name, **options)
     enhance = (
-        covidcxr.create_preprocessor(preprocess, **_parse_source_options(preprocess_options))
+        covidcxr.create_preprocessor(
+            preprocess, **_parse_source_options(preprocess_options, "--preprocess-option")
+        )
         if preprocess
         else covidcxr.preprocess.recorded_preprocessor(detector)
     )

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import traceback
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -47,6 +48,8 @@ class FaultProxy:
         self.fail_status = 503
         self.fail_code = "SlowDown"
         self.always: tuple[int, str] | None = None
+        # Whether an injected error's message repeats the request's Authorization header.
+        self.echo_authorization = False
         # Answers to cut short: headers with the full Content-Length, half the body, close.
         self.drop_next = 0
         # Faults apply only to requests whose path starts with this (``/bucket/`` is every
@@ -69,9 +72,12 @@ class FaultProxy:
                 if fault is not None:
                     proxy.injected += 1
                     status, code = fault
+                    message = f"injected {code}"
+                    if proxy.echo_authorization:
+                        message += f" for {self.headers.get('Authorization')}"
                     payload = (
                         f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-                        f"<Message>injected {code}</Message></Error>"
+                        f"<Message>{message}</Message></Error>"
                     ).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
@@ -365,6 +371,66 @@ def test_an_error_echoing_the_secret_url_encoded_does_not_leak_it(
         assert encoded not in text
 
 
+def _everything_shown(error: BaseException) -> str:
+    """The traceback of ``error``, and the text and repr of every error chained to it."""
+    texts = ["".join(traceback.format_exception(error))]
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        texts += [str(current), repr(current)]
+        pending += [current.__cause__, current.__context__]
+    return "\n".join(texts)
+
+
+def _upload_behind(proxy: FaultProxy, bucket: str, classes_folder: Path) -> None:
+    options = _options(proxy.url, aws_secret_access_key=PLUS_SECRET, max_attempts=1)
+    upload_folder(classes_folder, f"{bucket}/new", overwrite=True, **options)
+
+
+def _zip_upload_behind(proxy: FaultProxy, bucket: str, classes_folder: Path) -> None:
+    options = _options(proxy.url, aws_secret_access_key=PLUS_SECRET, max_attempts=1)
+    upload_folder_as_zip(classes_folder, f"{bucket}/new.zip", overwrite=True, **options)
+
+
+def _listing_behind(proxy: FaultProxy, bucket: str, classes_folder: Path) -> None:
+    options = _options(proxy.url, aws_secret_access_key=PLUS_SECRET, max_attempts=1)
+    COSSource(f"{bucket}/cxr", **options)
+
+
+def _object_behind(proxy: FaultProxy, bucket: str, classes_folder: Path) -> None:
+    options = _options(proxy.url, aws_secret_access_key=PLUS_SECRET, max_attempts=1)
+    source = COSSource(f"{bucket}/cxr", **options)
+    proxy.fault_prefix = f"/{bucket}/cxr/"  # the objects, not the listing
+    list(source)
+
+
+@pytest.mark.parametrize(
+    "act",
+    [_listing_behind, _object_behind, _upload_behind, _zip_upload_behind],
+    ids=["listing", "object", "upload", "zip upload"],
+)
+def test_an_sdk_error_echoing_the_secret_is_not_chained_to_the_source_error(
+    act: Callable[[FaultProxy, str, Path], None],
+    proxy: FaultProxy,
+    s3_endpoint: str,
+    bucket: str,
+    classes_folder: Path,
+) -> None:
+    # The message is redacted; the SDK's own error, with the secret as the service echoed
+    # it, must not come along as __cause__ or __context__ (a traceback prints them).
+    upload_folder(classes_folder, f"{bucket}/cxr", **_options(s3_endpoint))
+    proxy.always = (500, f"Echo{quote_plus(PLUS_SECRET)}")
+    with pytest.raises(SourceError, match=r"Echo\*\*\*") as raised:
+        act(proxy, bucket, classes_folder)
+    shown = _everything_shown(raised.value)
+    for encoded in (PLUS_SECRET, quote_plus(PLUS_SECRET), quote(PLUS_SECRET, safe="")):
+        assert encoded not in shown
+
+
 # --- network failures are retried, never taken for bad images (issue 12, item 9) --------
 
 
@@ -538,20 +604,28 @@ API_KEY = "iam+ApiKey/Do=Not-Leak-0c1d"
 
 
 class LoopbackIAM:
-    """A loopback IAM token server: HTTP 503 for the first ``fail_next`` requests."""
+    """A loopback IAM token server: ``fail_status`` for the first ``fail_next`` requests.
+
+    With ``echo_form``, a failure's ``errorMessage`` repeats the request's form, API key
+    included (URL-encoded), as a careless token server might.
+    """
 
     def __init__(self) -> None:
         self.fail_next = 0
+        self.fail_status = 503
+        self.echo_form = False
         self.requests = 0
         iam = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 iam.requests += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 if iam.fail_next > 0:
                     iam.fail_next -= 1
-                    status, payload = 503, b'{"errorMessage": "try later"}'
+                    message = f"bad form: {form}" if iam.echo_form else "try later"
+                    status = iam.fail_status
+                    payload = json.dumps({"errorMessage": message}).encode()
                 else:
                     status, payload = (
                         200,
@@ -638,6 +712,35 @@ def test_a_busy_iam_endpoint_that_stays_busy_is_a_source_error(
     with pytest.raises(SourceError, match=r"IAM token endpoint .*HttpCode\(503\).*after 2"):
         COSSource("some-bucket/cxr", **options)
     assert iam.requests == 2
+
+
+@pytest.mark.parametrize("status", [400, 503], ids=["key refused", "endpoint busy"])
+def test_an_iam_answer_echoing_the_api_key_leaks_it_nowhere(
+    s3_endpoint: str, iam: LoopbackIAM, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # The SDK logs the token request's failure with its traceback (ibm_botocore.credentials,
+    # WARNING: in the log of any application that configures logging) before covidcxr sees
+    # it; the error must be redacted before it reaches the SDK, and chain nothing.
+    caplog.set_level(logging.DEBUG)
+    iam.fail_next, iam.fail_status, iam.echo_form = 100, status, True
+    options = _iam_options(s3_endpoint, iam.url, max_attempts=2, backoff=0.01)
+    with pytest.raises(SourceError, match=rf"HttpCode\({status}\).*apikey=\*\*\*") as raised:
+        COSSource("some-bucket/cxr", **options)
+    assert "Problem fetching initial IAM token" in caplog.text  # the SDK's own log line
+    shown = _everything_shown(raised.value) + caplog.text
+    for encoded in (API_KEY, quote(API_KEY, safe=""), quote_plus(API_KEY)):
+        assert encoded not in shown
+
+
+def test_an_error_echoing_the_iam_token_does_not_leak_it(
+    proxy: FaultProxy, iam: LoopbackIAM
+) -> None:
+    # The API key is exchanged for a token, sent as "Authorization: Bearer <token>".
+    proxy.always, proxy.echo_authorization = (500, "InternalError"), True
+    with pytest.raises(SourceError, match=r"injected InternalError for Bearer \*\*\*") as raised:
+        COSSource("some-bucket/cxr", **_iam_options(proxy.url, iam.url, max_attempts=1))
+    assert iam.requests == 1
+    assert "loopback-token" not in _everything_shown(raised.value)
 
 
 # --- the spooled archive is released (issue 12, item 20) ---------------------------------

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -489,9 +490,89 @@ def test_an_iam_error_echoing_the_apikey_encoded_does_not_leak_it(echo: Any) -> 
     assert "k3y" not in text
 
 
+BEARER_TOKEN = "bearer+Token/Do=Not-Leak-5e6f"
+PASSWORD = "pass+Word/Do=Not-Leak-9a8b"
+
+
+def _credentials(kind: str) -> dict[str, Any]:
+    from ibm_cloud_sdk_core.authenticators import BasicAuthenticator, BearerTokenAuthenticator
+
+    if kind == "bearer token":
+        return {"apikey": None, "authenticator": BearerTokenAuthenticator(BEARER_TOKEN)}
+    if kind == "basic password":
+        return {"apikey": None, "authenticator": BasicAuthenticator("vr-user", PASSWORD)}
+    return {}  # the apikey, exchanged at IAM for a token
+
+
+@pytest.mark.parametrize("kind", ["bearer token", "basic password", "issued IAM token"])
+def test_a_service_error_echoing_the_authorization_header_does_not_leak_it(
+    server: LoopbackWatsonServer, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    answer = server._answer
+
+    def echo(request: Any) -> tuple[int, Any, dict[str, str]]:
+        if request.path != "/v4/analyze":
+            return answer(request)
+        header = request.headers.get("authorization", "")
+        return 401, {"errors": [{"code": "Unauthorized", "message": f"sent: {header}"}]}, {}
+
+    monkeypatch.setattr(server, "_answer", echo)
+    detector = make_detector(server, collection_ids=server.add_collection(), **_credentials(kind))
+    with pytest.raises(DetectorServiceError, match=r"HTTP 401.*sent: \w+ \*\*\*") as raised:
+        detector.detect(xray())
+    sent = server.requests_to("/v4/analyze")[-1].headers["authorization"].split()[1]
+    text = str(raised.value) + repr(raised.value)
+    # The token, or base64 of user:password, as sent; and the given secret in any encoding.
+    assert sent not in text
+    secret = {"bearer token": BEARER_TOKEN, "basic password": PASSWORD}.get(kind, sent)
+    for encoded in _encodings(secret):
+        assert encoded not in text
+
+
+def test_a_token_that_requests_will_not_send_is_refused_without_showing_it(
+    server: LoopbackWatsonServer,
+) -> None:
+    from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator
+
+    # Read from a file with its newline: requests refuses the header, quoting it (repr).
+    authenticator = BearerTokenAuthenticator(BEARER_TOKEN + "\n")
+    detector = make_detector(
+        server, collection_ids=server.add_collection(), apikey=None, authenticator=authenticator
+    )
+    with pytest.raises(
+        DetectorServiceError, match=r"not sent: InvalidHeader.*'Bearer \*\*\*'"
+    ) as raised:
+        detector.detect(xray())
+    assert server.requests_to("/v4/analyze") == []
+    shown = "".join(traceback.format_exception(raised.value))
+    for encoded in _encodings(BEARER_TOKEN):
+        assert encoded not in shown
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        repr,
+        lambda secret: repr(secret.encode()),
+        json.dumps,
+        lambda secret: json.dumps(secret).replace("/", "\\/"),
+    ],
+    ids=["repr", "repr of bytes", "JSON", "JSON with escaped slashes"],
+)
+def test_a_secret_quoted_with_escapes_is_redacted(escape: Any) -> None:
+    from covidcxr._secrets import Redactor
+
+    secret = 'pässwörd/with"quote\\and\nnewline'
+    text = f"echo: {escape(secret)}"
+    assert Redactor([secret])(text) == f"echo: {escape('***')}"
+
+
+@pytest.mark.parametrize("scheme", ["https:", ""], ids=["https", "scheme-relative"])
 @pytest.mark.parametrize("option", ["url", "iam_url"])
-def test_urls_carrying_credentials_are_refused_without_echoing_them(option: str) -> None:
-    options: dict[str, Any] = {option: "https://user:pa%2Bss%2Fword@vr.example.org"}
+def test_urls_carrying_credentials_are_refused_without_echoing_them(
+    option: str, scheme: str
+) -> None:
+    options: dict[str, Any] = {option: f"{scheme}//user:pa%2Bss%2Fword@vr.example.org"}
     with pytest.raises(ConfigurationError, match="must not carry credentials") as raised:
         WatsonDetector(**options, apikey="k")
     assert "pa%2Bss" not in str(raised.value)

@@ -96,6 +96,27 @@ def test_a_source_option_of_the_wrong_kind_is_one_error_line(
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+@pytest.mark.parametrize(
+    ("flag", "option", "pair"),
+    [
+        ("-s", "--source-option", "aws_secret_access_key:s3cr3t+Do/Not=Leak"),
+        ("-s", "--source-option", "=s3cr3t+Do/Not=Leak"),
+        ("-d", "--detector-option", "apikey:s3cr3t+Do/Not=Leak"),
+    ],
+)
+def test_an_option_that_is_not_key_value_is_refused_without_repeating_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, option: str, pair: str
+) -> None:
+    # A ":" typed for "=" puts the secret in what would be echoed, on stderr and in logs.
+    argv = ["detect", str(tmp_path), "--out", str(tmp_path / "out"), "--detector", "watson"]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, flag, "layout=classes", flag, pair])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"Invalid value for {option}: value 2 of 2 is not KEY=VALUE with KEY" in err
+    assert "s3cr3t" not in err
+
+
 def test_an_image_over_the_pixel_limit_is_refused_with_the_option_to_raise_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

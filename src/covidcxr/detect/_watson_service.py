@@ -77,6 +77,17 @@ _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 #: operation that is not idempotent can be sent again.
 _NOT_ACTED_STATUSES: Final = frozenset({429})
 
+#: Where ibm-cloud-sdk-core's authenticators and token managers keep credentials: given
+#: ones (an apikey, a password, a bearer token, a client secret) and issued ones (tokens).
+_CREDENTIAL_ATTRIBUTES: Final = (
+    "apikey",
+    "password",
+    "bearer_token",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+)
+
 # redirect_stdout swaps the process-wide sys.stdout; serialise the clients that need it.
 _SDK_PRINT_LOCK = threading.Lock()
 
@@ -205,7 +216,28 @@ class _ServiceConnection:
 
     def _scrub(self, text: str) -> str:
         # Every encoding: an IAM error may echo the form body, with the apikey URL-encoded.
-        return Redactor([self._apikey])(text)
+        return Redactor(self._credentials())(text)
+
+    def _credentials(self) -> list[str | None]:
+        """The apikey, and what the authenticator holds: a service may echo any of them.
+
+        A service that repeats a request's ``Authorization`` header shows the bearer token
+        (given, or issued for the apikey) or the Basic password, as it was sent.
+        """
+        authenticator = getattr(self._service, "authenticator", None) or self.authenticator
+        manager = getattr(authenticator, "token_manager", None)
+        # IAMAssumeAuthenticator's manager asks a delegate, which holds the apikey.
+        holders = (authenticator, manager, getattr(manager, "iam_delegate", None))
+        found: list[str | None] = [self._apikey]
+        for holder in holders:
+            values = (getattr(holder, name, None) for name in _CREDENTIAL_ATTRIBUTES)
+            found += [value for value in values if isinstance(value, str)]
+        # BasicAuthenticator's "Basic <base64 of user:password>", whole: a short password
+        # leaves too few characters of its own in the base64 to be recognised there.
+        header = getattr(authenticator, "authorization_header", None)
+        if isinstance(header, str):
+            found.append(header.rpartition(" ")[2])
+        return found
 
     def _failure_message(
         self, action: str, status: int | None, detail: str, where: str, *, token: bool = False
@@ -315,6 +347,11 @@ class _ServiceConnection:
                 status, where, headers, retryable = None, "", {}, True
                 detail = f"{type(exc).__name__}: {exc}"
                 acted = not _never_sent(exc)
+            except exceptions.RequestException as exc:
+                # Refused before sending (InvalidHeader: a token read from a file with its
+                # newline); the message quotes the header, so it is scrubbed like the others.
+                status, where, headers, retryable, acted = None, "", {}, False, False
+                detail = f"not sent: {type(exc).__name__}: {exc}"
             except DetectorServiceError:
                 self._reset_token_pacing()
                 raise

@@ -145,25 +145,27 @@ def _retrying(
     Raises
     ------
     SourceError
-        When the last attempt fails with a transient error; it names ``what``.
+        When the last attempt fails with a transient error; it names ``what``. It chains
+        no error: the SDK's, which may repeat a secret, is kept only as redacted text.
     """
     for attempt in range(1, attempts + 1):
         try:
             return operation()
         except transient as exc:
             reason = redact(f"{type(exc).__name__}: {exc}")
-            if attempt >= attempts:
-                raise SourceError(f"{what}: {reason} {_GAVE_UP.format(attempts=attempts)}") from exc
-            wait = _wait(backoff, attempt)
-            _log.warning(
-                "%s: %s (attempt %d of %d); trying again in %.2g s",
-                what,
-                reason,
-                attempt,
-                attempts,
-                wait,
-            )
-            time.sleep(wait)
+        if attempt >= attempts:
+            # Raised outside the except clause, so not even __context__ holds the SDK's error.
+            raise SourceError(f"{what}: {reason} {_GAVE_UP.format(attempts=attempts)}") from None
+        wait = _wait(backoff, attempt)
+        _log.warning(
+            "%s: %s (attempt %d of %d); trying again in %.2g s",
+            what,
+            reason,
+            attempt,
+            attempts,
+            wait,
+        )
+        time.sleep(wait)
     raise AssertionError("attempts must be >= 1")  # pragma: no cover - checked by callers
 
 
@@ -256,10 +258,15 @@ def _iam_token_manager(
             try:
                 return self._default_auth_function()
             except CredentialRetrievalError as exc:
-                status = _IAM_HTTP_CODE.search(str(exc))
-                if status is not None and int(status.group(1)) in _TRANSIENT_STATUS:
-                    raise _TransientIAMError(str(exc)) from exc
-                raise
+                # IAM's answer, in the message, may echo the API key, and the SDK logs what
+                # this raises with its traceback: only a redacted copy leaves, unchained.
+                redacted = CredentialRetrievalError(
+                    **{key: redact(str(value)) for key, value in exc.kwargs.items()}
+                )
+            status = _IAM_HTTP_CODE.search(str(redacted))
+            if status is not None and int(status.group(1)) in _TRANSIENT_STATUS:
+                raise _TransientIAMError(str(redacted)) from None
+            raise redacted from None
 
     return RetryingTokenManager()
 
@@ -345,11 +352,12 @@ def cos_client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    redactor = Redactor([options[key] for key in _SECRET_OPTIONS])
+    secrets = [options[key] for key in _SECRET_OPTIONS]
+    redactor: Callable[[str], str] = Redactor(secrets)
     kwargs: dict[str, Any] = {"endpoint_url": options["endpoint_url"], "config": config}
     if use_api_key:
         kwargs["ibm_service_instance_id"] = options["ibm_service_instance_id"]
-        kwargs["token_manager"] = _iam_token_manager(
+        kwargs["token_manager"] = token_manager = _iam_token_manager(
             api_key_id=str(options["ibm_api_key_id"]),
             service_instance_id=options["ibm_service_instance_id"],
             auth_endpoint=options["ibm_auth_endpoint"],
@@ -357,12 +365,27 @@ def cos_client(
             backoff=backoff,
             redact=redactor,
         )
+        # The requests' errors also redact the IAM tokens, which a service echoing the
+        # Authorization header ("Bearer <token>") would show.
+        redactor = _with_tokens(secrets, token_manager)
     else:
         kwargs["aws_access_key_id"] = options["aws_access_key_id"]
         kwargs["aws_secret_access_key"] = options["aws_secret_access_key"]
     client = ibm_boto3.client("s3", **kwargs)
     client._covidcxr_redact = redactor
     return client
+
+
+def _with_tokens(secrets: Sequence[str | None], token_manager: Any) -> Callable[[str], str]:
+    """Redact ``secrets`` and the access and refresh tokens ``token_manager`` holds now."""
+
+    def redact(text: str) -> str:
+        # Where the SDK's DefaultTokenManager keeps them; its _get_cache_token() would hide
+        # an expired token, which a service may still echo, and takes a lock.
+        tokens = (getattr(token_manager, name, None) for name in ("_token", "_refresh_token"))
+        return Redactor([*secrets, *(token for token in tokens if isinstance(token, str))])(text)
+
+    return redact
 
 
 def _check_retry_options(max_attempts: int, backoff: float) -> None:
@@ -379,6 +402,11 @@ def _redact(client: Any, text: str) -> str:
 
 def _client_error(client: Any, exc: Exception, what: str) -> SourceError:
     """Turn an SDK error into a :class:`SourceError` that says what to do, without secrets."""
+    from ibm_boto3.exceptions import S3UploadFailedError  # noqa: PLC0415
+    from ibm_botocore.exceptions import ClientError  # noqa: PLC0415
+
+    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+        exc = exc.__context__  # upload_file's wrapper of the service's answer
     response = getattr(exc, "response", None) or {}
     error = response.get("Error", {}) if isinstance(response, dict) else {}
     code = str(error.get("Code", ""))
@@ -404,9 +432,25 @@ def _client_error(client: Any, exc: Exception, what: str) -> SourceError:
 
 
 def _sdk_errors() -> tuple[type[Exception], ...]:
+    from ibm_boto3.exceptions import Boto3Error  # noqa: PLC0415
     from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    return (ClientError, BotoCoreError)
+    # Boto3Error: upload_file reports a refused upload as S3UploadFailedError.
+    return (ClientError, BotoCoreError, Boto3Error)
+
+
+def _unchained(operation: Callable[[], _T], convert: Callable[[Exception], Exception]) -> _T:
+    """``operation()``; an SDK error is replaced by ``convert(error)``.
+
+    The replacement chains nothing: raised outside the except clause and ``from None``, it
+    holds the SDK's error, whose text may repeat a secret unredacted, in neither
+    ``__cause__`` nor ``__context__`` (nor so in a traceback or a logged exception).
+    """
+    try:
+        return operation()
+    except _sdk_errors() as exc:
+        error = convert(exc)
+    raise error from None
 
 
 class _Objects:
@@ -427,10 +471,10 @@ class _Objects:
         """
 
         def attempt() -> _T:
-            try:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except _sdk_errors() as exc:
-                raise self.request_error(exc, what) from exc
+            body = _unchained(
+                lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"],
+                lambda exc: self.request_error(exc, what),
+            )
             try:
                 return consume(body)
             finally:
@@ -664,9 +708,6 @@ class COSSource(CatalogSource):
     def _request_error(self, exc: Exception, what: str) -> Exception:
         return self._objects.request_error(exc, what)
 
-    def _sdk_errors(self) -> tuple[type[Exception], ...]:
-        return _sdk_errors()
-
     def _download(self, key: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by close() or on failure
             max_size=_SPOOL_IN_MEMORY, dir=None if spool_dir is None else os.fspath(spool_dir)
@@ -686,7 +727,7 @@ class COSSource(CatalogSource):
             self._fetch(key, self.uri, copy)
         except InvalidImageError as exc:
             spool.close()
-            raise SourceError(str(exc)) from exc
+            raise SourceError(str(exc)) from None
         except BaseException:
             spool.close()
             raise
@@ -708,7 +749,8 @@ class COSSource(CatalogSource):
             )
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
-        try:
+
+        def list_names() -> None:
             # A listing page cut short is a ConnectionClosedError the SDK retries itself.
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -716,8 +758,8 @@ class COSSource(CatalogSource):
                     key = item["Key"]
                     if not key.endswith("/"):
                         names.append(key[len(prefix) :])
-        except self._sdk_errors() as exc:
-            raise self._request_error(exc, self.uri) from exc
+
+        _unchained(list_names, lambda exc: self._request_error(exc, self.uri))
         if not names:
             raise SourceError(f"{self.uri}: no objects under this prefix")
         return sorted(names)
@@ -772,14 +814,13 @@ def _close_all(resources: list[SafeZipArchive | IO[bytes]]) -> None:
 
 
 def _existing_keys(client: Any, bucket: str, prefix: str, what: str) -> set[str]:
-    from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
     keys: set[str] = set()
-    try:
+
+    def list_keys() -> None:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.update(item["Key"] for item in page.get("Contents", []))
-    except (ClientError, BotoCoreError) as exc:
-        raise _client_error(client, exc, what) from exc
+
+    _unchained(list_keys, lambda exc: _client_error(client, exc, what))
     return keys
 
 
@@ -824,8 +865,6 @@ def upload_folder(
     SourceError
         If the folder does not exist, an object exists (``overwrite=False``), or COS refuses.
     """
-    from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
     root = Path(folder)
     if not root.is_dir():
         raise SourceError(f"{root}: no such folder")
@@ -841,11 +880,12 @@ def upload_folder(
                 f"cos://{bucket}/{clashes[0]} already exists ({len(clashes)} object(s) would "
                 "be replaced); pass overwrite=True to replace them"
             )
-    try:
+
+    def upload() -> None:
         for path, key in uploads:
             client.upload_file(str(path), bucket, key)
-    except (ClientError, BotoCoreError) as exc:
-        raise _client_error(client, exc, f"cos://{bucket}/{prefix}") from exc
+
+    _unchained(upload, lambda exc: _client_error(client, exc, f"cos://{bucket}/{prefix}"))
     return sorted(key for _, key in uploads)
 
 
@@ -890,8 +930,6 @@ def upload_folder_as_zip(
     ConfigurationError
         If ``bucket_key`` does not end in ``.zip``.
     """
-    from ibm_botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
     root = Path(folder)
     if not root.is_dir():
         raise SourceError(f"{root}: no such folder")
@@ -916,8 +954,8 @@ def upload_folder_as_zip(
                     path, PurePosixPath(path.relative_to(root).as_posix()).as_posix(), compression
                 )
         spool.seek(0)
-        try:
-            client.upload_fileobj(spool, bucket, key)
-        except (ClientError, BotoCoreError) as exc:
-            raise _client_error(client, exc, uri) from exc
+        _unchained(
+            lambda: client.upload_fileobj(spool, bucket, key),
+            lambda exc: _client_error(client, exc, uri),
+        )
     return key
