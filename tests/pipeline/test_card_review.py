@@ -33,6 +33,7 @@ def tiny_report() -> EvaluationReport:
         ('Src(password="two words s3cr3t")', "s3cr3t"),
         ("Src(api_key='abc,s3cr3t')", "s3cr3t"),
         ("Src(credentials=('alice', 's3cr3t'))", "s3cr3t"),
+        ("COSSource(aws_access_key_id='s3cr3t')", "s3cr3t"),
     ],
 )
 def test_credentials_in_quoted_or_structured_values_are_masked(source: str, secret: str) -> None:

@@ -405,8 +405,9 @@ def test_a_missing_build_command_is_refused(saved_pipeline: Path, tmp_path: Path
         "covidcxr train https://alice:s3cr3t-token@data.example.org/cxr.zip --out tiny",
         "covidcxr train s3://bucket/cxr --token=s3cr3t-token --out tiny",
         "covidcxr train data/ -s password=s3cr3t-token --out tiny",
+        "covidcxr train cos://bucket/cxr -s aws_access_key_id=s3cr3t-token --out tiny",
     ],
-    ids=["url-user-info", "token-option", "password-option"],
+    ids=["url-user-info", "token-option", "password-option", "hmac-key-id"],
 )
 def test_a_build_command_carrying_credentials_is_refused_and_never_written(
     saved_pipeline: Path, tmp_path: Path, command: str

@@ -23,7 +23,18 @@ from covidcxr.plugins import Registration, check_options, did_you_mean
 __all__ = ["ComponentSpec", "PipelineConfig", "TrustConfig"]
 
 # Options that look like secrets are never written into a saved pipeline.
-_SECRET_WORDS: Final = ("apikey", "api_key", "password", "secret", "token", "credential", "auth")
+# An option whose name holds one of these is a credential. "access_key" is for an HMAC
+# key's id (aws_access_key_id), half of the pair, which the COS source keeps secret too.
+_SECRET_WORDS: Final = (
+    "apikey",
+    "api_key",
+    "access_key",
+    "password",
+    "secret",
+    "token",
+    "credential",
+    "auth",
+)
 # Options that say where a run writes its progress on the machine that trained: not what the
 # model is, and a path that means nothing (or the wrong thing) anywhere else.
 _RUN_WIRING: Final = frozenset({"checkpoint_dir", "on_epoch_end"})
