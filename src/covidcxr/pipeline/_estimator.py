@@ -274,6 +274,18 @@ class _Scored:
     frame: XRay | None = None
 
 
+def _preprocessor_text(preprocessor: object | None) -> str:
+    """A preprocessor named with its options, for messages."""
+    if preprocessor is None:
+        return "none"
+    try:
+        options = object_options(preprocessor, "preprocessor")
+    except ConfigurationError:
+        return type(preprocessor).__name__
+    shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+    return f"{type(preprocessor).__name__}({shown})"
+
+
 def _configured_gate(config: PipelineConfig) -> InputGate | None:
     options = config.trust.gate_options()
     if options is None:
@@ -1721,6 +1733,7 @@ class Pipeline:
             If a component given as an object is not registered under a name.
         """
         self._check_fitted()
+        self._check_preprocessor_unchanged()
         records = dict(getattr(self, "_card_records", {}))
         dropped = self._dropped_export(records.get("changelog") or [])
         if dropped is not None:
@@ -1777,6 +1790,41 @@ class Pipeline:
             lungs=self.lungs_.segmenter if self.lungs_ is not None else None,
             overwrite=overwrite,
         )
+
+    def _check_preprocessor_unchanged(self) -> None:
+        """Refuse to save a preprocessor other than the one the pipeline was fitted with.
+
+        A save records the preprocessor from :attr:`preprocessor` or :attr:`config`,
+        while predictions use :attr:`preprocessor_`; set since the fit to another, it
+        would be saved in place of the fitted one and the loaded copy would be another
+        model, not always detectably (a classifier that records its preprocessing is
+        checked at load; another is not).
+        """
+        fitted = self.preprocessor_
+        spec = self.config.preprocessor
+        if self.preprocessor is not None:
+            given: object | None = self.preprocessor
+        elif spec is not None:
+            given = create_preprocessor(spec.name, **spec.options)
+        else:
+            given = None
+        if given is fitted:
+            return
+        same = given is not None and fitted is not None and type(given) is type(fitted)
+        if same:
+            try:
+                same = object_options(given, "preprocessor") == object_options(
+                    fitted, "preprocessor"
+                )
+            except ConfigurationError:  # neither get_params() nor attrs: compare as objects
+                same = given == fitted
+        if not same:
+            raise ConfigurationError(
+                f"the preprocessor was changed since the fit ({_preprocessor_text(fitted)} "
+                f"then, {_preprocessor_text(given)} now): a save would record one the model "
+                "was not trained with. Fit again, or set back the preprocessor it was "
+                "fitted with"
+            )
 
     def _dropped_export(self, changelog: Sequence[Any]) -> dict[str, str] | None:
         """The changelog line of a save that leaves out the export it was loaded from.
