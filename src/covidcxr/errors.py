@@ -236,8 +236,8 @@ class PreprocessingMismatchWarning(UserWarning):
     preprocessing than its training images did, or whose input's intensity statistics
     (brightness, contrast, local contrast, saturation) clearly differ from the training
     images': raw pixels fed to a model trained on Gaussian + CLAHE output, or CLAHE with
-    another clip limit. Such a model still answers, but worse (on frontal radiographs
-    from other hospitals, raw pixels cost a classifier 18 points of accuracy). Prepare
+    another clip limit. Such a model still answers, but worse, and nothing in its answer
+    says so. Prepare
     the input as the model's training input was; a :class:`~covidcxr.Pipeline` refuses
     outright to pair a model with a preprocessor other than the one it was trained with.
     """

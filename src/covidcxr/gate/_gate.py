@@ -225,9 +225,9 @@ class ChestXrayGate(Estimator):
     acceptance
         The share of held-out training radiographs the threshold accepts (0.99: refuse
         the most unusual 1 %). The default leaves a margin above the 98 % of in-
-        distribution radiographs a gate must accept; at 0.995 the gate accepted 99.9 %
-        of COVID-QU-Ex Test but let through a third of tiled radiographs
-        (``benchmarks/bench_trust.py``).
+        distribution radiographs a gate must accept; a higher acceptance admits more
+        of them and more of what is not a chest radiograph
+        (``benchmarks/bench_trust.py`` measures both, ``results/trust.md``).
     holdout
         The share of training radiographs held out from the network's training to set the
         threshold on.

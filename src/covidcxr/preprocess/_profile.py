@@ -1,8 +1,7 @@
 """What a model was trained on, and whether its input still looks like it.
 
 A model trained on Gaussian + CLAHE output and fed raw pixels (or CLAHE with another clip
-limit) predicts worse, silently: on frontal radiographs from other hospitals, raw pixels
-cost a saved classifier 18 points of accuracy. Two records let a model notice:
+limit) predicts worse, silently. Two records let a model notice:
 
 * the **preprocessing** its training images recorded in ``meta["preprocessing"]``
   (:meth:`~covidcxr.GaussianClahePreprocessor.describe`), compared with what its input
