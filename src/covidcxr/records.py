@@ -278,7 +278,11 @@ class XRay:
 
     Instances compare and hash by identity: two radiographs with equal pixels are still two
     images (the near-duplicate guard in :mod:`covidcxr.split` is the place to compare
-    content). The pixel array is stored as a read-only view.
+    content). The pixel array is stored as a read-only view, without a copy: it shares
+    memory with the array given, as :func:`numpy.asarray` would. Pass an array that is
+    not changed afterwards (a buffer reused for the next image would change this one
+    too), or ``array.copy()``. The view's read-only flag guards against accidents, not
+    against setting it back on purpose.
 
     Parameters
     ----------
