@@ -18,8 +18,8 @@ stored five ways:
     What the library did with the x257 copy before ``exact_uint8``: the percentile window
     applied to it (computed here, and handed on as the 8-bit image it gives).
 ``16-bit with low-bit detail``
-    The x257 copy plus seeded uniform noise below one 8-bit step (``0..256``), standing for
-    genuine 16-bit data: the percentile window applies, as for DICOM.
+    The shifted copy (x256) plus seeded uniform noise below one 8-bit step (``0..255``),
+    standing for genuine 16-bit data: the percentile window applies, as for DICOM.
 
 Figures per encoding: accuracy, each class's recall, the share admitted by the input gate,
 and the share of radiographs whose label differs from the 8-bit one.

@@ -564,7 +564,13 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "val_accuracy_max_swing": spread([s["val_accuracy_max_swing"] for s in seeds]),
         "val_accuracy_max_drop": spread([s["val_accuracy_max_drop"] for s in seeds]),
-        "fit_seconds": spread([s["wall_seconds"]["fit"] for s in seeds]),
+        # A seed that resumed epochs from a checkpoint did not time them: left out.
+        "fit_seconds": spread(
+            [
+                None if s["epochs_resumed_from_checkpoint"] else s["wall_seconds"]["fit"]
+                for s in seeds
+            ]
+        ),
     }
     accuracy = summary["test_accuracy"]["mean"]
     covid = summary["covid_19_recall"]["mean"]
@@ -939,7 +945,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"**Seeds {resumed} resumed epochs from a checkpoint: their fit times do not cover "
-            "those epochs.**",
+            "those epochs, and the mean fit time leaves them out.**",
         ]
     env = result["environment"]
     lines += [

@@ -276,7 +276,9 @@ def markdown(result: dict[str, Any]) -> str:
     val = result["val"]
     trained = {
         "local": f"trained on {result['n_fit']} Train images",
-        "gradcam": f"classifier {result['run'].get('classifier')} (class labels only)",
+        # GradCAMDetector keeps each map inside meta["lung_mask"]: here the dataset's own.
+        "gradcam": f"classifier {result['run'].get('classifier')} (class labels only); "
+        "its maps kept inside each image's ground-truth lung mask",
     }.get(result["detector"], "no training (baseline)")
     lines = [
         f"# Detector benchmark: {result['name']}",

@@ -168,7 +168,7 @@ def markdown(args: argparse.Namespace, result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "Per Val class (seed 0): "
+        f"Per Val class (seed {runs[0]['seed']}): "
         + "; ".join(
             f"{label} Dice {d['dice']:.4f}, IoU {d['iou']:.4f}"
             for label, d in runs[0]["val_by_class"].items()

@@ -41,7 +41,8 @@ run, interleaved over ``--rounds`` rounds after an untimed warm-up of every conf
     fit's data pass alone (read, preprocess, collect the prepared set), on a fresh cache folder and
     then again on it.
 
-For each: images/s, seconds, CPU ms per image and run-queue wait per image, peak RSS
+For each: images/s, seconds, CPU ms per image and run-queue wait per image (main threads
+only: see :class:`bench_preprocess.TreeMonitor`), peak RSS
 summed over the process tree (sampled from ``/proc``: :class:`bench_preprocess.TreeMonitor`),
 and, for the pipeline's passes, ``data_stats_`` (items, files read, cache hits, memo hits,
 cache writes) with reads per item. Medians over the rounds are reported; ratios (the whole
@@ -453,7 +454,7 @@ def markdown(result: dict[str, Any]) -> str:
     rows = [
         "| run (median round) | images | seconds | images/s | images/s, every round "
         "| x its reference (median of rounds) | reads / item | cache hits (memo) | cache writes "
-        "| CPU ms / image | run-queue wait ms / image | peak RSS, tree (MiB) |",
+        "| CPU ms / image | run-queue wait ms / image (main threads) | peak RSS, tree (MiB) |",
         "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figure in figures.items():

@@ -32,8 +32,10 @@ between runs are not charged to the runs that do not use them); this process's o
 also records the pipeline's ``data_stats_``: items, files read (reads per item: 1 on a
 cold pass, 0 on a warm one, which answers from remembered digests), cache hits and writes.
 
-The machine is shared, so each run also records CPU time per image and run-queue wait
-per image (``/proc/<pid>/schedstat``: time runnable but waiting for a core), and the
+The machine is shared, so each run also records CPU time per image (every thread) and
+run-queue wait per image (``/proc/<pid>/schedstat``: time runnable but waiting for a core,
+of each process's main thread only, so TensorFlow's and OpenCV's own threads are not
+counted), and the
 configurations are interleaved over ``--rounds`` rounds; medians are reported, ratios
 being taken within each round. Note that the plain loop is not strictly single-core
 either: OpenCV parallelises CLAHE, blur and resize internally.
@@ -217,7 +219,10 @@ class TreeMonitor:
 
     @property
     def runqueue_wait_seconds(self) -> float:
-        """Seconds the tree's processes were runnable but waiting for a CPU (contention)."""
+        """Seconds the tree's processes' main threads were runnable but waiting for a CPU.
+
+        ``/proc/<pid>/schedstat`` is the main thread's alone; other threads are not counted.
+        """
         return sum(self._last_wait[pid] - self._first_wait[pid] for pid in self._last_wait)
 
     @property
@@ -558,7 +563,7 @@ def markdown(payload: dict[str, Any]) -> str:
     rows = [
         "| run (median round) | images | seconds | images/s | images/s, every round "
         "| reads / item | cache hits (memo) | cache writes "
-        "| CPU ms / image | run-queue wait ms / image | peak RSS, process tree (MiB) |",
+        "| CPU ms / image | run-queue wait ms / image (main threads) | peak RSS, process tree (MiB) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figure in figures.items():
@@ -603,9 +608,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "`data_stats_.reads / items`: 0 on a warm cache, which answers from remembered "
         "digests (memo hits) without opening the files.\n\n"
         f"- pipeline with {env['workers']} workers / plain loop: **{summary['workers_over_plain']}x** "
-        f"(by round: {summary['workers_over_plain_by_round']}); its processes waited "
+        f"(by round: {summary['workers_over_plain_by_round']}); its processes' main threads waited "
         f"{summary['workers_runqueue_wait_per_cpu_second']} s in the run queue per CPU-second "
-        "they ran (near 0 when nothing else runs)\n"
+        "the processes ran (near 0 when nothing else runs)\n"
         f"- what bounds that ratio here: the plain loop kept {summary['plain_loop_cores_busy']} "
         f"of {summary['cores']} cores busy (OpenCV threads its filters), and at the workers' "
         f"{figures['pipeline_workers']['cpu_ms_per_image']} CPU ms per image, "

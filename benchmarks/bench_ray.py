@@ -59,6 +59,9 @@ import covidcxr.ray
 from covidcxr import Pipeline, open_source
 from covidcxr.pipeline import write_predictions
 
+#: TensorFlow's intra-op threads in this process, which runs ``single``: the CPUs it bills.
+SINGLE_THREADS = 2
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,7 +142,7 @@ def render(path: Path) -> None:
 def main() -> int:
     args = parse_args()
     require_data(args.data)
-    configure_tensorflow(2)
+    configure_tensorflow(SINGLE_THREADS)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -230,6 +233,7 @@ def main() -> int:
             name: round(max(values) / 2**20, 1) for name, values in peaks.items() if values
         },
         "price_per_vcpu_hour": args.price_per_vcpu_hour,
+        "single_process_threads": SINGLE_THREADS,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "environment": library_environment(),
@@ -295,6 +299,8 @@ def markdown(result: dict[str, Any]) -> str:
     ips = result["images_per_s"]
     rss = result["worker_peak_rss_mib"]
     price = result["price_per_vcpu_hour"]
+    # Results written before the field existed ran single with the same 2 threads.
+    single_cpus = result.get("single_process_threads", 2)
 
     def cost(seconds: float, cpus: int, images: int) -> str:
         return f"${seconds * cpus / 3600 * price / images * 1000:.5f}"
@@ -312,7 +318,7 @@ def markdown(result: dict[str, Any]) -> str:
         *loaded_note(result),
         "| configuration | seconds | images/s | vs single process | peak RSS per worker (MiB) | cost per 1,000 images |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| single process (`covidcxr predict ... --output x.parquet`) | {med['single']:.1f} | {ips['single']:.1f} | 1.00x | (driver, in-process) | {cost(med['single'], 1, n)} (1 vCPU) |",
+        f"| single process (`covidcxr predict ... --output x.parquet`) | {med['single']:.1f} | {ips['single']:.1f} | 1.00x | (driver, in-process) | {cost(med['single'], single_cpus, n)} ({single_cpus} vCPU: TensorFlow's threads) |",
         f"| Ray, 1 worker | {med['ray_1']:.1f} | {ips['ray_1']:.1f} | {result['speed_vs_single']['ray_1']:.2f}x | {rss.get('ray_1', float('nan')):.0f} | {cost(med['ray_1'], 1, n)} (1 vCPU) |",
         f"| Ray, 2 workers | {med['ray_2']:.1f} | {ips['ray_2']:.1f} | {result['speed_vs_single']['ray_2']:.2f}x | {rss.get('ray_2', float('nan')):.0f} | {cost(med['ray_2'], 2, n)} (2 vCPU) |",
         f"| Ray, 1 worker, 16 images (the fixed cost of a job) | {med['ray_1_small']:.1f} | - | - | {rss.get('ray_1_small', float('nan')):.0f} | - |",
