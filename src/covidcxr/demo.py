@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 from attrs import frozen
 
+from covidcxr._values import is_whole
 from covidcxr.errors import ConfigurationError
 from covidcxr.files import check_output_directory, output_directory
 from covidcxr.phantoms import generate_phantoms
@@ -134,6 +135,12 @@ class DemoResult:
     skipped: tuple[Skipped, ...] = ()
 
 
+def _check_count(name: str, value: object) -> None:
+    """Refuse a count that is not a whole number of at least one."""
+    if not is_whole(value) or value < 1:  # type: ignore[operator]
+        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _is_covid_qu_ex(path: Path) -> bool:
     return path.is_dir() and all((path / split).is_dir() for split in _QU_EX_SPLITS)
 
@@ -146,6 +153,11 @@ def sample_per_class(source: Iterable[XRay], max_per_class: int, seed: int = 0) 
     is sampled whole. Memory holds at most ``2 * max_per_class`` images per class. The
     result keeps the source's order.
 
+    Raises
+    ------
+    ConfigurationError
+        If ``max_per_class`` is not an integer >= 1.
+
     Examples
     --------
     >>> from covidcxr.phantoms import generate_phantoms
@@ -153,6 +165,7 @@ def sample_per_class(source: Iterable[XRay], max_per_class: int, seed: int = 0) 
     >>> sorted(x.label for x in sample)
     ['covid-19', 'covid-19', 'normal', 'normal', 'pneumonia', 'pneumonia']
     """
+    _check_count("max_per_class", max_per_class)
     rng = np.random.default_rng(seed)
     # Two reservoirs, one of every image and one of the annotated ones (the same random
     # key in both): which is used is known only at the end of the one pass.
@@ -234,8 +247,11 @@ def run_demo(
         output is renamed into place).
     ConfigurationError
         If ``source_options`` or ``on_error="skip"`` come without ``data`` (the phantoms
-        are not read from a source, so they would do nothing).
+        are not read from a source, so they would do nothing), or ``n_per_class`` or
+        ``max_per_class`` is not an integer >= 1.
     """
+    _check_count("n_per_class", n_per_class)
+    _check_count("max_per_class", max_per_class)
     if data is None and (source_options or on_error != "raise"):
         given = [*(["source_options"] if source_options else []),
                  *([f"on_error={on_error!r}"] if on_error != "raise" else [])]  # fmt: skip

@@ -115,3 +115,24 @@ def test_the_demo_command_refuses_options_that_would_do_nothing(
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("max_per_class", [0, -1, 1.5, "2", True])
+def test_the_demo_sample_refuses_a_cap_that_is_not_a_positive_integer(
+    max_per_class: object,
+) -> None:
+    with pytest.raises(ConfigurationError, match="max_per_class"):
+        sample_per_class(generate_phantoms(2, size=32), max_per_class)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_per_class": 1.5}, "n_per_class"),
+    ({"n_per_class": "40"}, "n_per_class"),
+    ({"data": "no-such-folder", "max_per_class": 0}, "max_per_class"),
+])  # fmt: skip
+def test_demo_counts_of_the_wrong_kind_are_refused_before_any_work(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        run_demo(tmp_path / "demo", size=32, **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "demo").exists()

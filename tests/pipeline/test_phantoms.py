@@ -146,3 +146,34 @@ def test_overwrite_rewrites_an_earlier_phantom_dataset(tmp_path: Path) -> None:
     write_phantom_dataset(tmp_path, n_per_class=1, size=32)
     write_phantom_dataset(tmp_path, n_per_class=1, size=32, seed=1, overwrite=True)
     assert "seed=1" in (tmp_path / "README.txt").read_text()
+
+
+def test_overwrite_leaves_no_phantom_of_the_earlier_dataset(tmp_path: Path) -> None:
+    write_phantom_dataset(tmp_path, n_per_class=3, size=32, seed=0)
+    (tmp_path / "normal" / "notes.txt").write_text("mine")
+    write_phantom_dataset(tmp_path, n_per_class=1, size=32, seed=1, overwrite=True)
+    for label in covidcxr.LABELS:
+        assert [p.name for p in (tmp_path / label).glob("*.png")] == [f"phantom-{label}-1-0000.png"]
+    assert (tmp_path / "normal" / "notes.txt").read_text() == "mine"  # not a phantom: kept
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"size": 64.0}, {"size": "64"}, {"seed": -1}, {"seed": 1.5}, {"seed": "1"}, {"seed": True},
+    {"seed": 2**32}, {"index": -1}, {"index": 1.0},
+])  # fmt: skip
+def test_arguments_of_the_wrong_kind_are_configuration_errors(kwargs: dict[str, object]) -> None:
+    name = next(iter(kwargs))
+    with pytest.raises(ConfigurationError, match=name):
+        generate_phantom("normal", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_seed_beyond_32_bits_is_refused_not_drawn_as_another_phantom() -> None:
+    # Entropy [2**32 + 7, 1, 0] is the words [7, 1, 1, 0]: seed 7's normal phantom no. 1.
+    with pytest.raises(ConfigurationError, match="seed"):
+        generate_phantom("normal", size=32, seed=2**32 + 7, index=0)
+
+
+@pytest.mark.parametrize("n_per_class", [2.5, "2", True, 0, -1])
+def test_a_count_that_is_not_a_positive_integer_is_refused(n_per_class: object) -> None:
+    with pytest.raises(ConfigurationError, match="n_per_class"):
+        generate_phantoms(n_per_class, size=32)  # type: ignore[arg-type]

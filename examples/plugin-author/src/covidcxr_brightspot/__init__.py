@@ -58,7 +58,7 @@ class NpyFolderSource:
     Parameters
     ----------
     location
-        The root folder (what follows ``npy://`` in the URI).
+        The root folder (what follows ``npy-folder://`` in the URI).
     """
 
     def __init__(self, location: str) -> None:
@@ -93,5 +93,5 @@ def covidcxr_register_detectors(register: Register) -> None:
 
 @covidcxr.hookimpl
 def covidcxr_register_sources(register: Register) -> None:
-    """Provide the ``npy://`` source."""
+    """Provide the ``npy-folder://`` source."""
     register("npy-folder", NpyFolderSource)
