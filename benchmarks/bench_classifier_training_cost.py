@@ -30,7 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--uncached-epochs", type=int, default=2)
+    parser.add_argument("--uncached-epochs", type=int, default=3)
     args = parser.parse_args()
     configure_tensorflow(args.threads)
     from covidcxr.classify import VGG19Classifier
