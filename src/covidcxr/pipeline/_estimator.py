@@ -496,16 +496,16 @@ class Pipeline:
 
     # -- building ---------------------------------------------------------------------
 
+    def _configured_preprocessor(self) -> Preprocessor | None:
+        """The preprocessor :attr:`preprocessor` or :attr:`config` names, built now."""
+        if self.preprocessor is not None:
+            return self.preprocessor
+        spec = self.config.preprocessor
+        return None if spec is None else create_preprocessor(spec.name, **spec.options)
+
     def _build(self) -> None:
         config = self.config
-        if self.preprocessor is not None:
-            self.preprocessor_ = self.preprocessor
-        elif config.preprocessor is not None:
-            self.preprocessor_ = create_preprocessor(
-                config.preprocessor.name, **config.preprocessor.options
-            )
-        else:
-            self.preprocessor_ = None
+        self.preprocessor_ = self._configured_preprocessor()
         if self.classifier is not None:
             self.classifier_ = self.classifier
         else:
@@ -1801,13 +1801,7 @@ class Pipeline:
         checked at load; another is not).
         """
         fitted = self.preprocessor_
-        spec = self.config.preprocessor
-        if self.preprocessor is not None:
-            given: object | None = self.preprocessor
-        elif spec is not None:
-            given = create_preprocessor(spec.name, **spec.options)
-        else:
-            given = None
+        given = self._configured_preprocessor()
         if given is fitted:
             return
         same = given is not None and fitted is not None and type(given) is type(fitted)
