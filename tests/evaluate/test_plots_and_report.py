@@ -374,6 +374,29 @@ def test_report_shows_ece_before_and_after_calibration(tmp_path: Path) -> None:
     assert data["calibration"]["before"]["counts"] == list(report.calibration.before.counts)
 
 
+def test_report_shows_the_class_biases_of_a_bias_corrected_calibration(tmp_path: Path) -> None:
+    report = small_report(detections=False)
+    assert report.calibration is not None
+    classes = ["covid-19", "normal", "pneumonia"]
+    rows = np.full((report.calibration.after.n_items, 3), 1 / 3)
+    labels = [classes[i % 3] for i in range(len(rows))]
+    biased = report.with_calibration_before(
+        rows, labels, classes=classes, temperature=1.2, biases=[0.0, -0.52, 0.25]
+    )
+    assert biased.calibration is not None
+    assert biased.calibration.biases == {"covid-19": 0.0, "normal": -0.52, "pneumonia": 0.25}
+    files = write_report(biased, tmp_path / "out")
+    markdown = files.markdown.read_text()
+    assert "| Class biases | 0 (none) | covid-19 +0.000, normal -0.520, pneumonia +0.250 |" in (
+        markdown
+    )
+    assert json.loads(files.json.read_text())["calibration"]["biases"]["normal"] == -0.52
+    # A plain temperature adds no biases entry to the JSON.
+    assert "biases" not in report.to_dict()["calibration"]
+    with pytest.raises(ConfigurationError, match="2 class bias"):
+        report.with_calibration_before(rows, labels, classes=classes, biases=[0.0, 1.0])
+
+
 def test_report_without_a_before_curve_says_so_and_draws_no_comparison(
     undetected_report_files: ReportFiles,
 ) -> None:

@@ -27,7 +27,12 @@ from click.testing import CliRunner
 from covidcxr import Pipeline, Prediction, XRay
 from covidcxr.cli import cli
 from covidcxr.errors import ConfigurationError, ModelFormatError
-from covidcxr.evaluate import EvaluationReport
+from covidcxr.evaluate import (
+    BiasCorrectedTemperatureScaling,
+    CalibrationWarning,
+    EvaluationReport,
+    TemperatureScaling,
+)
 from covidcxr.gate import ChestXrayGate
 from covidcxr.phantoms import generate_phantoms
 from covidcxr.pipeline import MANIFEST_NAME, PipelineConfig, TrustConfig
@@ -198,6 +203,60 @@ def test_fit_trust_gives_a_pipeline_without_a_gate_one(base: dict[str, Any]) -> 
     assert all(p.status == REJECTED for p in pipeline.predict(strangers()))
 
 
+def test_bias_corrected_calibration_is_fitted_applied_saved_and_carded(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    config = copy.deepcopy(base)
+    config["trust"] = {"gate": False, "calibrate": "bias-corrected"}
+    train = generate_phantoms(40, size=64, seed=0)
+    pipeline = Pipeline(config).fit(train, validation=generate_phantoms(12, size=64, seed=2))
+    calibration = pipeline.trust_.calibration
+    assert isinstance(calibration, BiasCorrectedTemperatureScaling)
+    assert len(calibration.biases_) == 3
+    radiographs = generate_phantoms(4, size=64, seed=8)
+    raw = pipeline.classifier_.predict_proba(pipeline.preprocessor_(x) for x in radiographs)  # type: ignore[misc]
+    expected = calibration.transform(raw)
+    predictions = pipeline.predict(radiographs)
+    for prediction, row in zip(predictions, expected, strict=True):
+        assert list(prediction.probabilities.values()) == pytest.approx(list(row), abs=1e-5)
+        # The label is the calibrated argmax: the biases may move it off the raw one.
+        assert prediction.label == pipeline.classes_[int(row.argmax())]
+    report = pipeline.evaluate(generate_phantoms(4, size=64, seed=11))
+    assert isinstance(report, EvaluationReport)
+    assert report.calibration is not None
+    assert report.calibration.biases == dict(
+        zip(pipeline.classes_, calibration.biases_, strict=True)
+    )
+    pipeline.save(tmp_path / "model")
+    manifest = json.loads((tmp_path / "model" / MANIFEST_NAME).read_text())
+    assert manifest["trust"]["calibration"]["method"] == "bias-corrected-temperature"
+    assert manifest["trust"]["config"]["calibrate"] == "bias-corrected"
+    card = (tmp_path / "model" / "model_card.md").read_text()
+    assert "bias-corrected-temperature" in card
+    assert "class biases covid-19 0.000, normal" in card
+    loaded = Pipeline.load(tmp_path / "model")
+    assert isinstance(loaded.trust_.calibration, BiasCorrectedTemperatureScaling)
+    assert loaded.trust_.calibration.biases_ == calibration.biases_
+    assert [p.to_dict() for p in loaded.predict(radiographs)] == [p.to_dict() for p in predictions]
+    # Biases for other classes than the classifier's are another model's.
+    manifest["trust"]["calibration"]["biases"] = [0.0, 1.0]
+    (tmp_path / "model" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="2 class biases"):
+        Pipeline.load(tmp_path / "model")
+
+
+def test_bias_corrected_calibration_falls_back_to_a_temperature_without_every_class(
+    base: dict[str, Any],
+) -> None:
+    config = copy.deepcopy(base)
+    config["trust"] = {"gate": False, "calibrate": "bias-corrected"}
+    validation = generate_phantoms(12, size=64, seed=2, classes=("covid-19", "normal"))
+    with pytest.warns(CalibrationWarning, match=r"of 'pneumonia': their bias cannot be fitted"):
+        pipeline = Pipeline(config).fit(generate_phantoms(40, size=64, seed=0), validation)
+    calibration = pipeline.trust_.calibration
+    assert type(calibration) is TemperatureScaling
+
+
 def test_the_default_gate_is_dropped_with_a_notice_on_a_toy_data_set(
     base: dict[str, Any],
 ) -> None:
@@ -242,6 +301,16 @@ def test_the_trust_table_is_checked() -> None:
         TrustConfig.from_dict({"coverage": 0})
     with pytest.raises(ConfigurationError, match="gate"):
         TrustConfig.from_dict({"gate": "yes"})
+    for wrong in ("yes", "platt", 1, None):
+        with pytest.raises(ConfigurationError, match="calibrate must be true, false"):
+            TrustConfig.from_dict({"calibrate": wrong})
+    with pytest.raises(ConfigurationError, match="calibrate must be true, false"):
+        TrustConfig(calibrate="Temperature")
+    for given, method in ((True, "temperature"), ("temperature", "temperature"),
+                          ("bias-corrected", "bias-corrected"), (False, None)):  # fmt: skip
+        read = TrustConfig.from_dict({"calibrate": given})
+        assert read.calibration_method() == method
+        assert TrustConfig.from_dict(read.to_dict()) == read
     config = TrustConfig.from_dict({"gate": {"epochs": 2}, "coverage": 0.9})
     assert TrustConfig.from_dict(config.to_dict()) == config
     # As OperatingPoints.fit takes them: a target of 1 (catch every validation case of

@@ -2,6 +2,7 @@
 
 from covidcxr.evaluate._calibration import (
     UNCERTAIN,
+    BiasCorrectedTemperatureScaling,
     CalibrationSummary,
     CalibrationWarning,
     ClassOperatingPoint,
@@ -73,6 +74,7 @@ __all__ = [
     "DRAWN_BOX_LEGEND",
     "UNCERTAIN",
     "AveragedScores",
+    "BiasCorrectedTemperatureScaling",
     "Calibration",
     "CalibrationSummary",
     "CalibrationWarning",

@@ -255,6 +255,7 @@ class EvaluationReport:
         *,
         classes: Sequence[str],
         temperature: float | None = None,
+        biases: Sequence[float] | None = None,
     ) -> EvaluationReport:
         """A copy with the reliability curve of the same items before calibration added.
 
@@ -271,6 +272,9 @@ class EvaluationReport:
             The class of each column.
         temperature
             The calibration's temperature, shown in the report.
+        biases
+            The calibration's class biases, one per class in ``classes`` order, when it
+            has them; shown in the report.
 
         Raises
         ------
@@ -304,9 +308,18 @@ class EvaluationReport:
                 "radiograph(s); give one row per evaluated radiograph, in order"
             )
         before = reliability_curve(probabilities, true_labels, len(after.counts), classes=classes)
+        by_class = None
+        if biases is not None:
+            if len(biases) != len(classes):
+                raise ConfigurationError(
+                    f"{len(biases)} class bias(es) for {len(classes)} classes; give one per class"
+                )
+            by_class = {str(c): float(b) for c, b in zip(classes, biases, strict=True)}
         return attrs.evolve(
             self,
-            calibration=attrs.evolve(self.calibration, before=before, temperature=temperature),
+            calibration=attrs.evolve(
+                self.calibration, before=before, temperature=temperature, biases=by_class
+            ),
         )
 
     def to_json(self, indent: int | None = 2) -> str:

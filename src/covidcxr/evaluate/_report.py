@@ -200,6 +200,9 @@ def _calibration_table(summary: CalibrationSummary) -> _Table:
     rows = [[name, b, a] for name, b, a in zip(names, before, after, strict=True)]
     temperature = "n/a" if summary.temperature is None else f"{summary.temperature:.3f}"
     rows.append(["Temperature", "1 (none)", temperature])
+    if summary.biases is not None:
+        biases = ", ".join(f"{label} {bias:+.3f}" for label, bias in summary.biases.items())
+        rows.append(["Class biases", "0 (none)", biases])
     missing = (
         " Before: n/a, the probabilities before calibration were not supplied with this "
         "evaluation (an uncalibrated model, or a report made by the evaluator alone)."

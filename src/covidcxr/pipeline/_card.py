@@ -849,12 +849,18 @@ def _metric_lines(metadata: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _calibration_lines(calibration: Any) -> list[str]:
+def _calibration_lines(calibration: Any, classes: Any) -> list[str]:
     if not isinstance(calibration, Mapping):
         return [_NOT_FITTED.capitalize() + ": probabilities are the network's softmax."]
+    biases = calibration.get("biases")
+    bias_text = ""
+    if isinstance(biases, list) and isinstance(classes, list) and len(classes) == len(biases):
+        bias_text = "; class biases " + ", ".join(
+            f"{label} {_fmt(b)}" for label, b in zip(classes, biases, strict=True)
+        )
     return [
         f"- Method: {calibration.get('method', 'n/a')}; temperature "
-        f"{_fmt(calibration.get('temperature'))}",
+        f"{_fmt(calibration.get('temperature'))}{bias_text}",
         f"- ECE on validation: {_fmt(calibration.get('ece_before'))} before, "
         f"{_fmt(calibration.get('ece_after'))} after",
         f"- Fitted on {_fmt(calibration.get('n_fitted'))} images",
@@ -989,7 +995,7 @@ def render_model_card(metadata: Mapping[str, Any]) -> str:
         "",
         "## Calibration",
         "",
-        *_calibration_lines(metadata.get("calibration")),
+        *_calibration_lines(metadata.get("calibration"), metadata.get("classes")),
         "",
         "## Input gate",
         "",

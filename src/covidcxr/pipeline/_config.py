@@ -109,6 +109,18 @@ def _number_in(value: Any, low: float, high: float, *, up_to: bool = False) -> b
     return low < number < high or (up_to and number == high)
 
 
+#: The calibration methods ``[trust] calibrate`` names (``true`` is the first).
+CALIBRATION_METHODS: Final = ("temperature", "bias-corrected")
+
+
+def _check_calibrate(value: object) -> None:
+    if isinstance(value, bool) or value in CALIBRATION_METHODS:
+        return
+    raise ConfigurationError(
+        f"[trust] calibrate must be true, false, 'temperature' or 'bias-corrected', got {value!r}"
+    )
+
+
 @frozen
 class TrustConfig:
     """How a pipeline earns trust: the input gate, calibration, operating points.
@@ -123,7 +135,12 @@ class TrustConfig:
         ``True`` (the default) fits :class:`~covidcxr.gate.ChestXrayGate` with its default
         options, a table fits it with those options, ``False`` fits no gate.
     calibrate
-        Fit temperature scaling on the validation radiographs (default ``True``).
+        How the probabilities are calibrated on the validation radiographs: ``True`` (the
+        default) or ``"temperature"`` fits temperature scaling
+        (:class:`~covidcxr.evaluate.TemperatureScaling`, which never changes a predicted
+        class); ``"bias-corrected"`` fits a temperature and one bias per class
+        (:class:`~covidcxr.evaluate.BiasCorrectedTemperatureScaling`, which can);
+        ``False`` fits none.
     sensitivity
         Per-class operating points: ``{"covid-19": 0.95}`` sets the smallest probability
         at which COVID-19 is called so that validation recall reaches 0.95.
@@ -137,10 +154,12 @@ class TrustConfig:
     {'covid-19': 0.95}
     >>> TrustConfig.from_dict({"gate": False}).gate_options() is None
     True
+    >>> TrustConfig.from_dict({"calibrate": "bias-corrected"}).calibration_method()
+    'bias-corrected'
     """
 
     gate: bool | Mapping[str, Any] = True
-    calibrate: bool = True
+    calibrate: bool | str = field(default=True, validator=lambda _, __, v: _check_calibrate(v))
     sensitivity: Mapping[str, float] = field(factory=dict, converter=_frozen_options)
     coverage: float | None = None
 
@@ -167,8 +186,7 @@ class TrustConfig:
                 f"[trust] gate must be true, false or a table of options, got {gate!r}"
             )
         calibrate = table.get("calibrate", True)
-        if not isinstance(calibrate, bool):
-            raise ConfigurationError(f"[trust] calibrate must be true or false, got {calibrate!r}")
+        _check_calibrate(calibrate)
         sensitivity = table.get("sensitivity", {})
         if not isinstance(sensitivity, Mapping) or not all(
             isinstance(k, str) and _number_in(v, 0.0, 1.0, up_to=True)
@@ -189,6 +207,12 @@ class TrustConfig:
             {k: float(v) for k, v in sensitivity.items()},
             None if coverage is None else float(coverage),
         )
+
+    def calibration_method(self) -> str | None:
+        """``"temperature"``, ``"bias-corrected"``, or ``None`` for no calibration."""
+        if self.calibrate is False:
+            return None
+        return "temperature" if self.calibrate is True else str(self.calibrate)
 
     def gate_options(self) -> dict[str, Any] | None:
         """The options of the gate to fit, or ``None`` for no gate."""

@@ -1638,6 +1638,7 @@ class Pipeline:
                 labels,
                 classes=self.classes_,
                 temperature=calibrator.temperature_,
+                biases=getattr(calibrator, "biases_", None),
             )
         return report
 

@@ -19,9 +19,11 @@ from numpy.typing import NDArray
 
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.evaluate._calibration import (
+    BiasCorrectedTemperatureScaling,
     CalibrationWarning,
     OperatingPoints,
     TemperatureScaling,
+    calibration_from_dict,
     expected_calibration_error,
 )
 from covidcxr.evaluate._priors import adjust_to_priors, priors_as_shares
@@ -145,7 +147,8 @@ class TrustState:
     Parameters
     ----------
     calibration
-        Temperature scaling fitted on the validation radiographs, or ``None``.
+        Temperature scaling (with class biases, when so configured) fitted on the
+        validation radiographs, or ``None``.
     operating_points
         Per-class thresholds and the abstention threshold, or ``None`` (argmax).
     validation
@@ -280,15 +283,19 @@ class TrustState:
         """
         try:
             calibration_entry = data.get("calibration")
-            calibration = (
-                TemperatureScaling.from_dict(calibration_entry) if calibration_entry else None
-            )
+            calibration = calibration_from_dict(calibration_entry) if calibration_entry else None
             points_entry = data.get("operating_points")
             points = OperatingPoints.from_dict(points_entry) if points_entry else None
             priors_entry = data.get("priors")
             priors = ClassPriors.from_dict(priors_entry, classes) if priors_entry else None
         except (ConfigurationError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFormatError(f"{source}: the trust entry is damaged: {exc}") from exc
+        biases = getattr(calibration, "biases_", None)
+        if biases is not None and len(biases) != len(classes):
+            raise ModelFormatError(
+                f"{source}: the calibration has {len(biases)} class biases, the classifier "
+                f"{len(classes)} classes; the trust entry does not belong to this model"
+            )
         if points is not None and points.classes != tuple(classes):
             # Thresholds apply by column: another class order would put them on the wrong
             # class's probability.
@@ -343,13 +350,16 @@ def fit_trust(
         )
         if wants_points:
             raise ConfigurationError(message)
-        if config.calibrate:
+        if config.calibration_method() is not None:
             warnings.warn(f"{message}; the probabilities are left as the classifier gives them",
                           CalibrationWarning, stacklevel=3)  # fmt: skip
         return state
-    if config.calibrate:
+    method = config.calibration_method()
+    if method is not None:
         before = expected_calibration_error(probs, labels, classes=classes)
-        state.calibration = TemperatureScaling().fit(probs, labels, classes=classes)
+        state.calibration = _calibration(method, labels, classes).fit(
+            probs, labels, classes=classes
+        )
         probs = np.asarray(state.calibration.transform(probs), np.float64)
         after = expected_calibration_error(probs, labels, classes=classes)
         state.validation.update(ece_before=float(before), ece_after=float(after))
@@ -362,3 +372,23 @@ def fit_trust(
             coverage=config.coverage,
         )
     return state
+
+
+def _calibration(method: str, labels: Sequence[str], classes: Sequence[str]) -> TemperatureScaling:
+    """An unfitted calibration of ``method``; temperature alone when a class has no label.
+
+    A class without labelled validation radiographs leaves its bias undetermined, so
+    bias-corrected calibration falls back to a temperature, with a warning.
+    """
+    if method != "bias-corrected":
+        return TemperatureScaling()
+    missing = [label for label in classes if label not in set(labels)]
+    if not missing:
+        return BiasCorrectedTemperatureScaling()
+    warnings.warn(
+        f"no labelled validation radiographs of {', '.join(map(repr, missing))}: their bias "
+        "cannot be fitted, so the probabilities are calibrated by a temperature alone",
+        CalibrationWarning,
+        stacklevel=4,
+    )
+    return TemperatureScaling()
