@@ -51,6 +51,12 @@ different things (the whole frame, the lung crop) err on different radiographs.
 figure of the recipe "train one model of each arm", comparable with an arm's own
 mean over seeds, where the pooled ensemble is one figure of a larger model set.
 
+``recalibrate --arms A [--method bias-corrected]`` calibrates every saved pipeline of
+the arm's seeds again on Val by another method (``Pipeline.fit_trust``; the models and
+gates stay as they are), scores Test again, and scores the recalibrated seeds as one
+ensemble (``results/classifier_study/<arm>_calibrated-<method>.json``): a bias-corrected
+calibration can change decisions, so its accuracy and recalls are figures of their own.
+
 ``run`` runs the arms named (all by default) one after the other, each into
 ``results/classifier_study/<arm>.json``/``.md``, and runs only the seeds an arm's results
 do not hold yet (``--append``), so an arm can be spread over sessions. Within a session an
@@ -84,6 +90,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,6 +185,17 @@ def parse_args() -> argparse.Namespace:
     ensemble.add_argument("--n-bootstrap", type=int, default=1000)
     ensemble.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ensemble.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    recalibrate = commands.add_parser(
+        "recalibrate",
+        help="calibrate the arms' saved pipelines again on Val, by another method, and score Test",
+    )
+    recalibrate.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
+    recalibrate.add_argument(
+        "--method", choices=["temperature", "bias-corrected"], default="bias-corrected"
+    )
+    recalibrate.add_argument("--n-bootstrap", type=int, default=1000)
+    recalibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    recalibrate.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     table = commands.add_parser("table", help="one table from the arms' results")
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args()
@@ -314,6 +332,139 @@ def cross_arm_ensemble(args: argparse.Namespace) -> int:
         args.results / ensemble_name(args.arms, args.tta), result, "\n".join(lines) + "\n"
     )
     print("\n".join(lines))
+    return 0
+
+
+def recalibrated_name(arm: str, method: str) -> str:
+    """The results stem of an arm calibrated again: ``<arm>_calibrated-<method>``."""
+    return f"{arm}_calibrated-{method}"
+
+
+def recalibrate_seed(seed: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Calibrate one seed's saved pipeline again on Val by ``args.method``; score it on Test.
+
+    Through the public API: ``Pipeline.load``, ``fit_trust(validation=Val, trust=...)``
+    (the classifier and the gate stay as they are), ``evaluate`` on Test. The recalibrated
+    pipeline is saved beside the original (``pipeline-calibrated-<method>``), so the seeds'
+    ensemble can be scored from it.
+    """
+    from bench_classifier_real import test_figures
+
+    from covidcxr import Pipeline, open_source
+
+    saved = Path(seed["saved_pipeline"])
+    lungs = "lungs" in json.loads((saved / "pipeline.json").read_text())
+
+    def source(split: str) -> Any:
+        return open_source(args.data, layout="covid-qu-ex", split=split, load_masks=lungs)
+
+    started = time.perf_counter()
+    pipeline = Pipeline.load(saved)
+    trust = {**pipeline.config.trust.to_dict(), "calibrate": args.method}
+    pipeline.fit_trust(validation=source("Val"), trust=trust)
+    report = pipeline.evaluate(source("Test"))
+    out = saved.with_name(f"pipeline-calibrated-{args.method}")
+    pipeline.save(out, overwrite=True)
+    calibration = pipeline.trust_.calibration
+    return {
+        "seed": seed["seed"],
+        "saved_pipeline": str(out),
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "validation": dict(pipeline.trust_.validation),
+        "test": test_figures(report),
+        "test_as_trained": seed["test"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def recalibrate(args: argparse.Namespace) -> int:
+    """Calibrate every saved seed of the named arms again, by ``--method``; one file per arm.
+
+    The same models, gates and Test images: only the calibration fitted on Val changes.
+    A bias-corrected calibration (a temperature and one bias per class, fitted on Val by
+    likelihood) can change decisions, so accuracy and recalls are scored again, beside
+    the figures as trained; with several seeds, their recalibrated pipelines are also
+    scored as one ensemble.
+    """
+    from bench_classifier_real import seed_ensemble
+
+    labels = [COVID, "normal", "pneumonia"]
+    for arm in args.arms:
+        path = args.results / f"{arm}.json"
+        if not path.is_file():
+            print(f"{arm} has no results at {path}", file=sys.stderr)
+            return 1
+        seeds = [
+            seed
+            for seed in json.loads(path.read_text())["per_seed"]
+            if Path(seed["saved_pipeline"], "pipeline.json").is_file()
+        ]
+        if not seeds:
+            print(f"{arm}: no saved pipeline is left to calibrate", file=sys.stderr)
+            return 1
+        per_seed = []
+        for seed in seeds:
+            print(f"{arm} seed {seed['seed']}: calibrating by {args.method}", flush=True)
+            per_seed.append(recalibrate_seed(seed, args))
+
+        def summary(key: str, rows: list[dict[str, Any]] = per_seed) -> dict[str, Any]:
+            return {
+                "accuracy": spread([row[key]["accuracy"] for row in rows]),
+                "recall": {
+                    label: spread([row[key]["per_class"][label]["recall"] for row in rows])
+                    for label in labels
+                },
+                "expected_calibration_error": spread(
+                    [row[key]["expected_calibration_error"] for row in rows]
+                ),
+            }
+
+        recalibrated, as_trained = summary("test"), summary("test_as_trained")
+        ensemble = seed_ensemble(per_seed, args.data, args) if len(per_seed) > 1 else None
+        command = (
+            f"python benchmarks/classifier_study.py recalibrate --arms {arm} --method {args.method}"
+        )
+        result = {
+            "benchmark": "classifier_study_recalibrated",
+            "arm": arm,
+            "method": args.method,
+            "seeds": [row["seed"] for row in per_seed],
+            "summary": {"recalibrated": recalibrated, "as_trained": as_trained},
+            "ensemble": ensemble,
+            "per_seed": per_seed,
+            "command": command,
+        }
+        lines = [
+            f"# `{arm}` calibrated again on Val: {args.method}",
+            "",
+            "The arm's saved pipelines (same classifier, gate and Test images), calibrated "
+            "again on COVID-QU-Ex Val with `Pipeline.fit_trust(validation=..., "
+            f'trust={{"calibrate": "{args.method}"}})` and scored on Test with '
+            "`Pipeline.evaluate`. Mean ± sample std over the seeds; ECE is on Test.",
+            "",
+            "| calibration | seeds | accuracy | "
+            + " | ".join(f"recall {label}" for label in labels)
+            + " | Test ECE |",
+            "|---|---|---|" + "---|" * len(labels) + "---|",
+        ]
+        for name, figures in (("as trained", as_trained), (args.method, recalibrated)):
+            lines.append(
+                f"| {name} | {result['seeds']} | {_ms(figures['accuracy'])} | "
+                + " | ".join(_ms(figures["recall"][label]) for label in labels)
+                + f" | {_ms(figures['expected_calibration_error'])} |"
+            )
+        if ensemble is not None:
+            lines.append(
+                f"| {args.method}, ensemble of the seeds | {ensemble['members']} | "
+                f"{_f(ensemble['accuracy'])} | "
+                + " | ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
+                + f" | {_f(ensemble['expected_calibration_error'])} |"
+            )
+        lines += ["", f"Command: `{command}`"]
+        write_outputs(
+            args.results / recalibrated_name(arm, args.method), result, "\n".join(lines) + "\n"
+        )
+        print("\n".join(lines), flush=True)
     return 0
 
 
@@ -460,6 +611,44 @@ def _ensemble_table_head(intro: str, count: str, labels: list[str]) -> list[str]
     ]
 
 
+def _recalibrated_lines(recalibrated: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """The table of arms calibrated again (``recalibrate``), or nothing without any."""
+    if not recalibrated:
+        return []
+    lines = [
+        "",
+        "Calibrated again on Val (`classifier_study.py recalibrate`: the same saved "
+        "models and gates, `Pipeline.fit_trust` with another `[trust] calibrate`; a "
+        "bias-corrected calibration can change decisions). Mean ± std over the seeds "
+        "that still have a saved pipeline, beside the same seeds as trained; ECE on Test:",
+        "",
+        "| arm | calibration | seeds | accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " | Test ECE | ensemble accuracy | ensemble recalls (C / N / P) |",
+        "|---|---|---|---|" + "---|" * len(labels) + "---|---|---|",
+    ]
+    for result in recalibrated:
+        ensemble = result["ensemble"]
+        for name, figures in (
+            ("as trained (temperature)", result["summary"]["as_trained"]),
+            (result["method"], result["summary"]["recalibrated"]),
+        ):
+            lines.append(
+                f"| `{result['arm']}` | {name} | {result['seeds']} | "
+                f"{_ms(figures['accuracy'])} | "
+                + " | ".join(_ms(figures["recall"][label]) for label in labels)
+                + f" | {_ms(figures['expected_calibration_error'])} | "
+                + (
+                    f"{_f(ensemble['accuracy'])} | "
+                    + " / ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
+                    if ensemble is not None and name == result["method"]
+                    else "n/a | n/a"
+                )
+                + " |"
+            )
+    return lines
+
+
 def table(args: argparse.Namespace) -> int:
     rows = []
     for arm in ARMS:
@@ -546,12 +735,17 @@ def table(args: argparse.Namespace) -> int:
                 + " | ".join(_ms(summary["recall"][label]) for label in labels)
                 + " |"
             )
+    recalibrated = [
+        json.loads(path.read_text()) for path in sorted(args.results.glob("*_calibrated-*.json"))
+    ]
+    lines += _recalibrated_lines(recalibrated, labels)
     lines += ["", "Commands:", ""]
     lines += [
         f"- `{row['arm']}`: " + "; then ".join(f"`{command}`" for command in row["commands"])
         for row in rows
     ]
     lines += [f"- ensemble: `{result['command']}`" for result in ensembles + paired]
+    lines += [f"- calibrated again: `{result['command']}`" for result in recalibrated]
     missing = [arm for arm in ARMS if arm not in {row["arm"] for row in rows}]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{arm}`' for arm in missing)}."]
@@ -573,6 +767,17 @@ def table(args: argparse.Namespace) -> int:
                 }
                 for r in paired
             ],
+            "recalibrated": [
+                {
+                    "arm": r["arm"],
+                    "method": r["method"],
+                    "seeds": r["seeds"],
+                    "command": r["command"],
+                    **r["summary"],
+                    "ensemble": r["ensemble"],
+                }
+                for r in recalibrated
+            ],
             "not_run": missing,
         },
         "\n".join(lines) + "\n",
@@ -583,7 +788,12 @@ def table(args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
-    commands = {"run": run, "ensemble": cross_arm_ensemble, "table": table}
+    commands = {
+        "run": run,
+        "ensemble": cross_arm_ensemble,
+        "recalibrate": recalibrate,
+        "table": table,
+    }
     return commands[args.command](args)
 
 
