@@ -15,7 +15,7 @@ class probabilities), ``prepare_batch(xrays)`` and ``feature_layer_name``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -35,6 +35,23 @@ class CamClassifier(Protocol):
 
     classes_: tuple[str, ...]
     model_: Any
+
+    @property
+    def feature_layer_name(self) -> str:
+        """Name of the last convolutional layer of ``model_``."""
+        ...
+
+    def prepare_batch(self, xrays: Iterable[XRay]) -> NDArray[np.float32]:
+        """The model's input for these radiographs."""
+        ...
+
+
+@runtime_checkable
+class _OneNetwork(Protocol):
+    """What a :class:`CamClassifier` has before it is fitted: one network's input and layer.
+
+    An :class:`~covidcxr.classify.EnsembleClassifier` has several networks and neither.
+    """
 
     @property
     def feature_layer_name(self) -> str:
@@ -139,6 +156,12 @@ class GradCAMDetector:
     batch_size
         Radiographs per gradient computation.
 
+    Raises
+    ------
+    ConfigurationError
+        If an option is out of range, or the classifier has no one network to map (an
+        :class:`~covidcxr.classify.EnsembleClassifier`: map one of its ``members_``).
+
     Examples
     --------
     >>> from covidcxr.classify import VGG19Classifier  # doctest: +SKIP
@@ -165,6 +188,13 @@ class GradCAMDetector:
             raise ConfigurationError(f"min_probability must be in [0, 1], got {min_probability!r}")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size!r}")
+        if not isinstance(classifier, _OneNetwork):
+            raise ConfigurationError(
+                "GradCAMDetector maps the features of one network, and "
+                f"{type(classifier).__name__} offers none (it has no prepare_batch and "
+                "feature_layer_name): pass a VGG19Classifier, or one member of an "
+                "EnsembleClassifier (ensemble.members_[0])"
+            )
         self.classifier = classifier
         self.target_label = target_label
         self.cam_threshold = cam_threshold

@@ -11,9 +11,10 @@ complete, or not at all.
 
 Keras weights are found by content, not by a list of components: a file that is a
 ``.keras`` archive (``config.json`` and ``model.weights.h5``), a covidcxr model archive
-holding one (:mod:`covidcxr._model_archive`: ``covidcxr.json`` and ``model.keras``), or
-an HDF5 file named ``*.weights.h5`` (``Model.save_weights``) is rewritten; every other
-file is copied byte for byte. Keras casts float16 values to the float32 of its
+holding one (:mod:`covidcxr._model_archive`: ``covidcxr.json`` and ``model.keras``), a
+covidcxr archive holding such archives (an ensemble classifier's), or an HDF5 file named
+``*.weights.h5`` (``Model.save_weights``) is rewritten; every other file is copied byte
+for byte. Keras casts float16 values to the float32 of its
 variables when it loads them, so a shipped model computes in float32 as it was trained.
 """
 
@@ -307,20 +308,55 @@ def _shippable_bytes(path: Path, *, precision: Precision) -> bytes | None:
             raise ModelFormatError(f"{path}: could not rewrite its Keras weights: {exc}") from exc
     if not zipfile.is_zipfile(path):
         return None
-    data = path.read_bytes()
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
-            inner = archive.read(_ARCHIVE_MODEL) if _is_model_archive(names) else None
-        if inner is not None and zipfile.is_zipfile(io.BytesIO(inner)):
-            with zipfile.ZipFile(io.BytesIO(inner)) as model:
-                if _is_keras_file(model.namelist()):
-                    return _shippable_archive(data, precision=precision)
-        elif _is_keras_file(names):
-            return _shippable_keras(data, precision=precision)
+        return _shippable_zip(path.read_bytes(), precision=precision)
     except (zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
         raise ModelFormatError(f"{path}: could not rewrite its Keras weights: {exc}") from exc
+
+
+def _shippable_zip(data: bytes, *, precision: Precision) -> bytes | None:
+    """A zip file's shippable bytes when it holds Keras weights, else ``None``."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        inner = archive.read(_ARCHIVE_MODEL) if _is_model_archive(names) else None
+    if inner is not None and zipfile.is_zipfile(io.BytesIO(inner)):
+        with zipfile.ZipFile(io.BytesIO(inner)) as model:
+            if _is_keras_file(model.namelist()):
+                return _shippable_archive(data, precision=precision)
+    elif _is_keras_file(names):
+        return _shippable_keras(data, precision=precision)
+    elif _ARCHIVE_METADATA in names:
+        return _shippable_archive_of_models(data, precision=precision)
     return None
+
+
+def _shippable_archive_of_models(data: bytes, *, precision: Precision) -> bytes | None:
+    """A covidcxr archive of saved models (an ensemble classifier's), each made shippable.
+
+    ``None`` when none of the models it holds has Keras weights.
+    """
+    members: list[tuple[zipfile.ZipInfo, bytes]] = []
+    rewritten = False
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        for info in source.infolist():
+            member = source.read(info)
+            if info.filename != _ARCHIVE_METADATA and zipfile.is_zipfile(io.BytesIO(member)):
+                shippable = _shippable_zip(member, precision=precision)
+                if shippable is not None:
+                    member, rewritten = shippable, True
+            members.append((info, member))
+    if not rewritten:
+        return None
+    output = io.BytesIO()
+    with zipfile.ZipFile(output, "w") as target:
+        for info, member in members:
+            written = member
+            if info.filename == _ARCHIVE_METADATA:
+                metadata = json.loads(member)
+                metadata["weights_stored_as"] = precision
+                written = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+            target.writestr(info, written)
+    return output.getvalue()
 
 
 def _saved_files(source: Path) -> set[str] | None:

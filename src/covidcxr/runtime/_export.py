@@ -575,7 +575,8 @@ def export(
         installed, int8 is asked without calibration images (or calibration images come
         without int8), the images are unusable, or
         the pipeline's classifier is not a :class:`~covidcxr.VGG19Classifier` (a
-        plugin's classifier has no exporter).
+        plugin's classifier has no exporter; nor has an
+        :class:`~covidcxr.classify.EnsembleClassifier`).
     ModelFormatError
         If ``pipeline`` is not a saved pipeline this covidcxr can load.
     OutputExistsError
@@ -598,6 +599,8 @@ def export(
         if not isinstance(keras_classifier, VGG19Classifier):
             raise ConfigurationError(
                 f"only a VGG19Classifier can be exported, not a {type(keras_classifier).__name__}"
+                " (a plugin's classifier has no exporter, and an ensemble's several networks "
+                "are not exported as one); export a pipeline whose [classifier] is 'vgg19'"
             )
         networks = _segmentation_networks(reference)
         with warnings.catch_warnings():
