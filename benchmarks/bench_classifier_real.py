@@ -541,6 +541,7 @@ def test_figures(report: Any) -> dict[str, Any]:
         },
         "intervals_95": {name: ci.to_dict() for name, ci in metrics.intervals.items()},
         "expected_calibration_error": finite(metrics.calibration.expected_calibration_error),
+        "brier_score": finite(metrics.calibration.brier_score),
         "data_fingerprint": report.data_fingerprint,
     }
 

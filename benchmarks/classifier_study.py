@@ -360,6 +360,8 @@ def recalibrate_seed(seed: Mapping[str, Any], args: argparse.Namespace) -> dict[
 
     started = time.perf_counter()
     pipeline = Pipeline.load(saved)
+    # Scored again as loaded, by the same code in the same run, for a like-for-like pair.
+    as_trained = pipeline.evaluate(source("Test"))
     trust = {**pipeline.config.trust.to_dict(), "calibrate": args.method}
     pipeline.fit_trust(validation=source("Val"), trust=trust)
     report = pipeline.evaluate(source("Test"))
@@ -372,7 +374,7 @@ def recalibrate_seed(seed: Mapping[str, Any], args: argparse.Namespace) -> dict[
         "calibration": calibration.to_dict() if calibration is not None else None,
         "validation": dict(pipeline.trust_.validation),
         "test": test_figures(report),
-        "test_as_trained": seed["test"],
+        "test_as_trained": test_figures(as_trained),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -417,6 +419,7 @@ def recalibrate(args: argparse.Namespace) -> int:
                 "expected_calibration_error": spread(
                     [row[key]["expected_calibration_error"] for row in rows]
                 ),
+                "brier_score": spread([row[key]["brier_score"] for row in rows]),
             }
 
         recalibrated, as_trained = summary("test"), summary("test_as_trained")
@@ -440,25 +443,28 @@ def recalibrate(args: argparse.Namespace) -> int:
             "The arm's saved pipelines (same classifier, gate and Test images), calibrated "
             "again on COVID-QU-Ex Val with `Pipeline.fit_trust(validation=..., "
             f'trust={{"calibrate": "{args.method}"}})` and scored on Test with '
-            "`Pipeline.evaluate`. Mean ± sample std over the seeds; ECE is on Test.",
+            "`Pipeline.evaluate`, as loaded and again after, in the same run. Mean ± sample "
+            "std over the seeds; ECE and the Brier score (both lower is better) are on Test.",
             "",
             "| calibration | seeds | accuracy | "
             + " | ".join(f"recall {label}" for label in labels)
-            + " | Test ECE |",
-            "|---|---|---|" + "---|" * len(labels) + "---|",
+            + " | Test ECE | Test Brier |",
+            "|---|---|---|" + "---|" * len(labels) + "---|---|",
         ]
         for name, figures in (("as trained", as_trained), (args.method, recalibrated)):
             lines.append(
                 f"| {name} | {result['seeds']} | {_ms(figures['accuracy'])} | "
                 + " | ".join(_ms(figures["recall"][label]) for label in labels)
-                + f" | {_ms(figures['expected_calibration_error'])} |"
+                + f" | {_ms(figures['expected_calibration_error'])} "
+                f"| {_ms(figures['brier_score'])} |"
             )
         if ensemble is not None:
             lines.append(
                 f"| {args.method}, ensemble of the seeds | {ensemble['members']} | "
                 f"{_f(ensemble['accuracy'])} | "
                 + " | ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
-                + f" | {_f(ensemble['expected_calibration_error'])} |"
+                + f" | {_f(ensemble['expected_calibration_error'])} "
+                f"| {_f(ensemble['brier_score'])} |"
             )
         lines += ["", f"Command: `{command}`"]
         write_outputs(
@@ -620,12 +626,12 @@ def _recalibrated_lines(recalibrated: list[dict[str, Any]], labels: list[str]) -
         "Calibrated again on Val (`classifier_study.py recalibrate`: the same saved "
         "models and gates, `Pipeline.fit_trust` with another `[trust] calibrate`; a "
         "bias-corrected calibration can change decisions). Mean ± std over the seeds "
-        "that still have a saved pipeline, beside the same seeds as trained; ECE on Test:",
+        "that still have a saved pipeline, beside the same seeds as loaded, scored in the same run; ECE and Brier score on Test:",
         "",
         "| arm | calibration | seeds | accuracy | "
         + " | ".join(f"recall {label}" for label in labels)
-        + " | Test ECE | ensemble accuracy | ensemble recalls (C / N / P) |",
-        "|---|---|---|---|" + "---|" * len(labels) + "---|---|---|",
+        + " | Test ECE | Test Brier | ensemble accuracy | ensemble recalls (C / N / P) |",
+        "|---|---|---|---|" + "---|" * len(labels) + "---|---|---|---|",
     ]
     for result in recalibrated:
         ensemble = result["ensemble"]
@@ -638,6 +644,7 @@ def _recalibrated_lines(recalibrated: list[dict[str, Any]], labels: list[str]) -
                 f"{_ms(figures['accuracy'])} | "
                 + " | ".join(_ms(figures["recall"][label]) for label in labels)
                 + f" | {_ms(figures['expected_calibration_error'])} | "
+                + f"{_ms(figures.get('brier_score'))} | "
                 + (
                     f"{_f(ensemble['accuracy'])} | "
                     + " / ".join(_f(ensemble["per_class"][label]["recall"]) for label in labels)
