@@ -362,8 +362,8 @@ def recalibrate_seed(seed: Mapping[str, Any], args: argparse.Namespace) -> dict[
     pipeline = Pipeline.load(saved)
     # Scored again as loaded, by the same code in the same run, for a like-for-like pair.
     as_trained = pipeline.evaluate(source("Test"))
-    trust = {**pipeline.config.trust.to_dict(), "calibrate": args.method}
-    pipeline.fit_trust(validation=source("Val"), trust=trust)
+    # A mapping changes only the options it names: the gate and operating points stay.
+    pipeline.fit_trust(validation=source("Val"), trust={"calibrate": args.method})
     report = pipeline.evaluate(source("Test"))
     out = saved.with_name(f"pipeline-calibrated-{args.method}")
     pipeline.save(out, overwrite=True)

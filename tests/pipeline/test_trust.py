@@ -245,6 +245,25 @@ def test_bias_corrected_calibration_is_fitted_applied_saved_and_carded(
         Pipeline.load(tmp_path / "model")
 
 
+def test_fit_trust_with_a_mapping_changes_only_the_options_it_names(trusted: Pipeline) -> None:
+    recalibrated = copy.copy(trusted)
+    validation = generate_phantoms(12, size=64, seed=2)
+    recalibrated.fit_trust(validation=validation, trust={"calibrate": "bias-corrected"})
+    trust = recalibrated.config.trust
+    assert trust.calibrate == "bias-corrected"
+    # The operating point's target and the gate's options are kept, not reset.
+    assert trust.sensitivity == {"covid-19": 0.95}
+    assert trust.gate == trusted.config.trust.gate
+    assert isinstance(recalibrated.trust_.calibration, BiasCorrectedTemperatureScaling)
+    points = recalibrated.trust_.operating_points
+    assert points is not None
+    assert set(points.thresholds) == {"covid-19"}
+    # A TrustConfig replaces the whole table.
+    recalibrated.fit_trust(validation=validation, trust=TrustConfig(gate=False))
+    assert recalibrated.config.trust == TrustConfig(gate=False)
+    assert recalibrated.trust_.operating_points is None
+
+
 def test_bias_corrected_calibration_falls_back_to_a_temperature_without_every_class(
     base: dict[str, Any],
 ) -> None:

@@ -1098,8 +1098,11 @@ class Pipeline:
             Labelled radiographs the classifier was not trained on, to fit calibration and
             operating points on (those are kept as they are without them).
         trust
-            The ``[trust]`` options to use from now on (see
-            :class:`~covidcxr.pipeline.TrustConfig`); by default the configured ones.
+            The ``[trust]`` options to use from now on: a
+            :class:`~covidcxr.pipeline.TrustConfig` replaces the configured ones; a mapping
+            changes only the options it names (``{"calibrate": "bias-corrected"}`` keeps
+            the gate and the operating points' targets as configured). By default the
+            configured ones.
 
         Returns
         -------
@@ -1108,7 +1111,8 @@ class Pipeline:
         """
         self._check_fitted()
         if trust is not None:
-            trust = trust if isinstance(trust, TrustConfig) else TrustConfig.from_dict(trust)
+            if not isinstance(trust, TrustConfig):
+                trust = TrustConfig.from_dict({**self.config.trust.to_dict(), **trust})
             self.config = attrs.evolve(self.config, trust=trust)
         if train is not None:
             if self.gate is None:
