@@ -196,6 +196,22 @@ def parse_args() -> argparse.Namespace:
     recalibrate.add_argument("--n-bootstrap", type=int, default=1000)
     recalibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
     recalibrate.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    assemble = commands.add_parser(
+        "assemble",
+        help="fit an EnsembleClassifier pipeline of an arm's seeds, resumed from their checkpoints",
+    )
+    assemble.add_argument("--arm", choices=list(ARMS), required=True)
+    assemble.add_argument("--seeds", type=int, nargs="+", required=True)
+    assemble.add_argument("--n-bootstrap", type=int, default=1000)
+    assemble.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    assemble.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    assemble.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        help="a folder for the ensemble's checkpoints (copies of the seeds') and its saved "
+        "pipeline",
+    )
     table = commands.add_parser("table", help="one table from the arms' results")
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args()
@@ -474,6 +490,137 @@ def recalibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def assembled_name(arm: str, seeds: list[int]) -> str:
+    """The results stem of an assembled ensemble: ``<arm>_ensemble-<seed>-<seed>...``."""
+    return f"{arm}_ensemble-" + "-".join(map(str, seeds))
+
+
+def assemble(args: argparse.Namespace) -> int:
+    """Fit a ``Pipeline`` whose classifier is an ``EnsembleClassifier`` of the arm's seeds.
+
+    The pipeline is the arm's recipe with ``[classifier] name = "ensemble"``, its member
+    the arm's classifier and ``seeds`` the arm's seeds, fitted by ``Pipeline.fit`` on
+    Train with Val, as a user would. Training the members again would cost an hour each on
+    two cores, so each member's checkpoint folder starts as a copy of the arm's finished
+    checkpoint of that seed: the library resumes a member from it (the run key, made of
+    the member's parameters and the training data, must match, or the fit refuses), so the
+    members are the arm's models, and what the pipeline fits afresh is what an ensemble
+    changes: the input gate, and the calibration on the averaged probabilities. Scored on
+    Test with ``Pipeline.evaluate`` twice in one run: with the default calibration (a
+    temperature), then after ``fit_trust(trust={"calibrate": "bias-corrected"})``.
+    """
+    import shutil
+
+    from bench_classifier_real import test_figures
+
+    from covidcxr import Pipeline, open_source
+
+    path = args.results / f"{args.arm}.json"
+    if not path.is_file():
+        print(f"{args.arm} has no results at {path}", file=sys.stderr)
+        return 1
+    result = json.loads(path.read_text())
+    by_seed = {seed["seed"]: seed for seed in result["per_seed"]}
+    missing = [seed for seed in args.seeds if seed not in by_seed]
+    if missing:
+        print(f"{args.arm} has no seeds {missing}", file=sys.stderr)
+        return 1
+    config = result["config"]
+    if "lungs" in config:
+        print("assemble: arms with a lung stage are not supported yet", file=sys.stderr)
+        return 1
+    work = args.work.resolve()
+    checkpoints = work / "checkpoints"
+    for index, seed in enumerate(args.seeds):
+        source = Path(by_seed[seed]["saved_pipeline"]).parent / "checkpoint"
+        if not (source / "checkpoint.npz").is_file():
+            print(f"seed {seed}: no checkpoint at {source}", file=sys.stderr)
+            return 1
+        target = checkpoints / f"member-{index}-seed-{seed}"
+        if not target.exists():
+            # A copy: resuming writes to the folder, and the arm's own must stay as it is.
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(".covidcxr-*"))
+    member = dict(config["classifier"])
+    ensemble_config = {
+        **config,
+        "classifier": {
+            "name": "ensemble",
+            "member": member,
+            "n_members": len(args.seeds),
+            "seeds": list(args.seeds),
+            "checkpoint_dir": str(checkpoints),
+        },
+        "evaluation": {"n_bootstrap": args.n_bootstrap, "seed": 0},
+    }
+
+    def split(name: str) -> Any:
+        return open_source(args.data, layout="covid-qu-ex", split=name)
+
+    started = time.perf_counter()
+    pipeline = Pipeline(ensemble_config)
+    pipeline.fit(split("Train"), validation=split("Val"))
+    fit_seconds = time.perf_counter() - started
+    temperature = test_figures(pipeline.evaluate(split("Test")))
+    calibration_temperature = pipeline.trust_.calibration
+    pipeline.fit_trust(validation=split("Val"), trust={"calibrate": "bias-corrected"})
+    corrected = test_figures(pipeline.evaluate(split("Test")))
+    calibration_corrected = pipeline.trust_.calibration
+    saved = pipeline.save(work / "pipeline", overwrite=True)
+    labels = [COVID, "normal", "pneumonia"]
+    command = (
+        f"python benchmarks/classifier_study.py assemble --arm {args.arm} --seeds "
+        + " ".join(map(str, args.seeds))
+        + " --work WORK"
+    )
+    output = {
+        "benchmark": "classifier_study_assembled_ensemble",
+        "arm": args.arm,
+        "seeds": list(args.seeds),
+        "pipeline_config": {
+            **ensemble_config,
+            "classifier": {**ensemble_config["classifier"], "checkpoint_dir": "WORK/checkpoints"},
+        },
+        "test": {"temperature": temperature, "bias-corrected": corrected},
+        "calibration": {
+            "temperature": calibration_temperature.to_dict() if calibration_temperature else None,
+            "bias-corrected": calibration_corrected.to_dict() if calibration_corrected else None,
+        },
+        "fit_seconds": round(fit_seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "saved_pipeline": str(saved),
+        "command": command,
+    }
+    lines = [
+        f"# `{args.arm}`: an EnsembleClassifier pipeline of seeds {args.seeds}",
+        "",
+        'A `Pipeline` with `[classifier] name = "ensemble"` (member: the arm\'s classifier, '
+        f"seeds {args.seeds}), fitted by `Pipeline.fit` on COVID-QU-Ex Train with Val. Each "
+        "member resumed from a copy of the arm's finished checkpoint of its seed (so the "
+        "members are the arm's models); the input gate and the calibration of the averaged "
+        "probabilities were fitted by this run. Scored on Test by `Pipeline.evaluate`, with "
+        "the default calibration and again after "
+        '`fit_trust(trust={"calibrate": "bias-corrected"})`.',
+        "",
+        "| calibration | images | accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " | Test ECE | Test Brier |",
+        "|---|---|---|" + "---|" * len(labels) + "---|---|",
+    ]
+    for name, figures in (("temperature", temperature), ("bias-corrected", corrected)):
+        lines.append(
+            f"| {name} | {figures['n_images']} | {_f(figures['accuracy'])} | "
+            + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
+            + f" | {_f(figures['expected_calibration_error'])} | {_f(figures['brier_score'])} |"
+        )
+    lines += ["", f"Fit {output['fit_seconds']} s; in all {output['seconds']} s.", ""]
+    lines += [f"Command: `{command}`"]
+    write_outputs(
+        args.results / assembled_name(args.arm, list(args.seeds)), output, "\n".join(lines) + "\n"
+    )
+    print("\n".join(lines), flush=True)
+    return 0
+
+
 def _mean_at_least(figure: Mapping[str, Any], target: float) -> bool:
     """Whether a :func:`spread` figure's mean reaches ``target`` (never, without one)."""
     return figure["mean"] is not None and bool(figure["mean"] >= target)
@@ -656,6 +803,32 @@ def _recalibrated_lines(recalibrated: list[dict[str, Any]], labels: list[str]) -
     return lines
 
 
+def _assembled_lines(assembled: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """The table of ``EnsembleClassifier`` pipelines (``assemble``), or nothing without any."""
+    if not assembled:
+        return []
+    lines = [
+        "",
+        "`EnsembleClassifier` pipelines (`classifier_study.py assemble`: `[classifier] name = "
+        '"ensemble"` fitted by `Pipeline.fit`, each member resumed from its seed\'s '
+        "checkpoint; the gate and the calibration of the averaged probabilities fitted "
+        "afresh; one figure each):",
+        "",
+        "| arm | seeds | calibration | accuracy | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " | Test ECE | Test Brier |",
+        "|---|---|---|---|" + "---|" * len(labels) + "---|---|",
+    ]
+    for result in assembled:
+        for name, figures in result["test"].items():
+            lines.append(
+                f"| `{result['arm']}` | {result['seeds']} | {name} | {_f(figures['accuracy'])} | "
+                + " | ".join(_f(figures["per_class"][label]["recall"]) for label in labels)
+                + f" | {_f(figures['expected_calibration_error'])} | {_f(figures['brier_score'])} |"
+            )
+    return lines
+
+
 def table(args: argparse.Namespace) -> int:
     rows = []
     for arm in ARMS:
@@ -746,6 +919,10 @@ def table(args: argparse.Namespace) -> int:
         json.loads(path.read_text()) for path in sorted(args.results.glob("*_calibrated-*.json"))
     ]
     lines += _recalibrated_lines(recalibrated, labels)
+    assembled = [
+        json.loads(path.read_text()) for path in sorted(args.results.glob("*_ensemble-*.json"))
+    ]
+    lines += _assembled_lines(assembled, labels)
     lines += ["", "Commands:", ""]
     lines += [
         f"- `{row['arm']}`: " + "; then ".join(f"`{command}`" for command in row["commands"])
@@ -753,6 +930,7 @@ def table(args: argparse.Namespace) -> int:
     ]
     lines += [f"- ensemble: `{result['command']}`" for result in ensembles + paired]
     lines += [f"- calibrated again: `{result['command']}`" for result in recalibrated]
+    lines += [f"- assembled: `{result['command']}`" for result in assembled]
     missing = [arm for arm in ARMS if arm not in {row["arm"] for row in rows}]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{arm}`' for arm in missing)}."]
@@ -785,6 +963,10 @@ def table(args: argparse.Namespace) -> int:
                 }
                 for r in recalibrated
             ],
+            "assembled": [
+                {"arm": r["arm"], "seeds": r["seeds"], "command": r["command"], "test": r["test"]}
+                for r in assembled
+            ],
             "not_run": missing,
         },
         "\n".join(lines) + "\n",
@@ -799,6 +981,7 @@ def main() -> int:
         "run": run,
         "ensemble": cross_arm_ensemble,
         "recalibrate": recalibrate,
+        "assemble": assemble,
         "table": table,
     }
     return commands[args.command](args)

@@ -674,6 +674,10 @@ def test_a_saved_ensemble_pipeline_loads_and_predicts_the_same(
     assert "- Classifier: `ensemble` with " in card
     assert "`n_members=2`" in card
     assert "- Epochs run: 2" in card  # the members' mean curves
+    # Not "last epoch" of one network: each member kept its own weights.
+    assert "weights kept: each member's own last epoch (the curves here are the members' mean)" in (
+        card
+    )
     metadata = json.loads((saved_pipeline / "metadata.json").read_text())
     image = metadata["network_data_format"]["inputs"]["image"]
     assert image["spatial_shape"] == [TINY["input_size"]] * 2  # the members' input

@@ -361,10 +361,15 @@ def _training(manifest: Mapping[str, Any], classifier_options: Mapping[str, Any]
     if monitor is not None:
         values = [v if _number(v) is not None else math.inf for v in series[monitor]]
         best = values.index(min(values)) + 1
-    early = classifier_options.get("early_stopping")
+    # An ensemble's history is its members' mean curve; each member kept its own weights.
+    member = classifier_options.get("member")
+    options = member if isinstance(member, Mapping) else classifier_options
+    early = options.get("early_stopping")
     kept = None
     if epochs is not None:
         kept = "best epoch" if early is not None and monitor is not None else "last epoch"
+        if isinstance(member, Mapping):
+            kept = f"each member's own {kept} (the curves here are the members' mean)"
     return {
         "epochs_run": epochs,
         "best_epoch": best,
