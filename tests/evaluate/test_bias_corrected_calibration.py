@@ -187,3 +187,31 @@ def test_parameters_follow_scikit_learns_conventions() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "biases_" not in repr(scaler)
+
+
+@pytest.mark.parametrize("max_bias", [np.float32(4.0), np.int64(4)])
+def test_a_numpy_max_bias_is_a_number(max_bias: object) -> None:
+    probs, labels = distorted(300, 1.0, (0.0, 0.5, 0.0), seed=13)
+    scaler = BiasCorrectedTemperatureScaling(max_bias=max_bias).fit(probs, labels)  # type: ignore[arg-type]
+    assert json.loads(json.dumps(scaler.to_dict()))["max_bias"] == 4.0
+
+
+@pytest.mark.parametrize("bounds", [(1.0,), (0.1, 2.0, 3.0), ("a", "b"), 5.0, None])
+def test_malformed_bounds_are_a_configuration_error(bounds: object) -> None:
+    probs, labels = distorted(100, 1.0, (0.0, 0.0, 0.0), seed=14)
+    with pytest.raises(ConfigurationError, match="bounds"):
+        BiasCorrectedTemperatureScaling(bounds=bounds).fit(probs, labels)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="bounds"):
+        TemperatureScaling(bounds=bounds).fit(probs, labels)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_bias", [None, "x", [1.0]])
+def test_a_damaged_saved_max_bias_is_a_configuration_error(max_bias: object) -> None:
+    entry = {
+        "method": "bias-corrected-temperature",
+        "temperature": 1.0,
+        "biases": [0.0, 1.0],
+        "max_bias": max_bias,
+    }
+    with pytest.raises(ConfigurationError, match="max_bias"):
+        calibration_from_dict(entry)

@@ -31,6 +31,7 @@ Definitions, written once so that the report, the docs and the tests agree:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -377,6 +378,29 @@ def _log_probabilities(probs: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.log(np.clip(probs, _EPSILON, 1.0))
 
 
+def _search_bounds(bounds: object) -> tuple[float, float]:
+    """``bounds`` as two floats ``0 < low < high``, or a :class:`ConfigurationError`."""
+    try:
+        low, high = (float(b) for b in bounds)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"bounds must be two numbers 0 < low < high, got {bounds!r}"
+        ) from None
+    if not 0.0 < low < high or not math.isfinite(high):
+        raise ConfigurationError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    return low, high
+
+
+def _positive_number(value: object) -> bool:
+    """Whether ``value`` is a finite number above 0 (a NumPy scalar too; not a bool)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(float(value))
+        and float(value) > 0
+    )
+
+
 def _nll(log_p: NDArray[np.float64], truth: NDArray[np.intp], temperature: float) -> float:
     scaled = log_softmax(log_p / temperature, axis=1)
     return float(-scaled[np.arange(truth.size), truth].mean())
@@ -486,9 +510,7 @@ class TemperatureScaling(Estimator):
             If fewer than 50 items or only one class were given (the temperature is
             poorly determined), or the fitted temperature is at an end of ``bounds``.
         """
-        low, high = (float(b) for b in self.bounds)
-        if not 0.0 < low < high or not math.isfinite(high):
-            raise ConfigurationError(f"bounds must satisfy 0 < low < high, got {self.bounds}")
+        low, high = _search_bounds(self.bounds)
         probs = _check_probabilities(probabilities)
         truth = _label_indices(labels, probs.shape[0], probs.shape[1], classes)
         n = truth.size
@@ -737,14 +759,10 @@ class BiasCorrectedTemperatureScaling(TemperatureScaling):
         CalibrationWarning
             If fewer than 50 items were given, or the fit ends at a bound.
         """
-        low, high = (float(b) for b in self.bounds)
-        if not 0.0 < low < high or not math.isfinite(high):
-            raise ConfigurationError(f"bounds must satisfy 0 < low < high, got {self.bounds}")
-        max_bias = self.max_bias
-        if isinstance(max_bias, bool) or not isinstance(max_bias, int | float):
-            raise ConfigurationError(f"max_bias must be a positive number, got {max_bias!r}")
-        if not (math.isfinite(max_bias) and max_bias > 0):
-            raise ConfigurationError(f"max_bias must be a positive number, got {max_bias!r}")
+        low, high = _search_bounds(self.bounds)
+        if not _positive_number(self.max_bias):
+            raise ConfigurationError(f"max_bias must be a positive number, got {self.max_bias!r}")
+        max_bias = float(self.max_bias)
         probs = _check_probabilities(probabilities)
         truth = _label_indices(labels, probs.shape[0], probs.shape[1], classes)
         n, n_classes = truth.size, probs.shape[1]
@@ -841,7 +859,7 @@ class BiasCorrectedTemperatureScaling(TemperatureScaling):
             **super().to_dict(),
             "method": BIAS_CORRECTED,
             "biases": list(self.biases_),
-            "max_bias": self.max_bias,
+            "max_bias": float(self.max_bias),
         }
 
     @classmethod
@@ -879,9 +897,15 @@ class BiasCorrectedTemperatureScaling(TemperatureScaling):
             )
         if len(biases) < 2 or not all(math.isfinite(b) for b in biases):
             raise ConfigurationError(f"biases must be two or more finite numbers, got {biases}")
+        max_bias = data.get("max_bias", 10.0)
+        if not _positive_number(max_bias):
+            raise ConfigurationError(
+                f"a bias-corrected temperature scaling needs a positive 'max_bias', got "
+                f"{max_bias!r}"
+            )
         scaler = cls(
             bounds=temperature.bounds,
-            max_bias=float(data.get("max_bias", 10.0)),
+            max_bias=float(max_bias),
             min_items=temperature.min_items,
         )
         scaler.temperature_ = temperature.temperature_
