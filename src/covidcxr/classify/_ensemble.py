@@ -51,6 +51,7 @@ from covidcxr._params import Estimator
 from covidcxr._plain import option_value, plain_data
 from covidcxr._values import is_whole
 from covidcxr._version import __version__
+from covidcxr.classify._inputs import reiterable
 from covidcxr.errors import (
     ComponentOutputError,
     ConfigurationError,
@@ -90,12 +91,6 @@ class _Plan:
     name: str
     options: Mapping[str, Any]
     seeds: tuple[int, ...]
-
-
-def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
-    # Every member passes over the data: a one-shot iterator is kept as the records it
-    # yields, once. Sources and lists pass through (a source is read again by each member).
-    return list(xrays) if iter(xrays) is xrays else xrays
 
 
 def _fail(message: str) -> NoReturn:
@@ -463,8 +458,8 @@ class EnsembleClassifier(Estimator):
         """
         plan = self._plan()
         members = [self._member(plan, index) for index in range(len(plan.seeds))]
-        train = _reiterable(xrays)
-        valid = _reiterable(validation) if validation is not None else None
+        train = reiterable(xrays)
+        valid = reiterable(validation) if validation is not None else None
         per_member = getattr(members[0], "epochs", None)
         for index, member in enumerate(members):
             _log.info(
@@ -538,7 +533,7 @@ class EnsembleClassifier(Estimator):
             If a member returns probabilities of the wrong shape.
         """
         self._check_fitted()
-        data = _reiterable(xrays)
+        data = reiterable(xrays)
         total: NDArray[np.float64] | None = None
         for index, member in enumerate(self.members_):
             rows = np.asarray(member.predict_proba(data), np.float64)

@@ -53,9 +53,21 @@ __all__ = [
     "make_dataset",
     "original_errors",
     "pixel_range_problem",
+    "reiterable",
 ]
 
 Normalization = Literal["imagenet", "symmetric"]
+
+
+def reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
+    """``xrays`` in a form that can be read more than once.
+
+    Training passes over the data more than once (an ensemble, once per member): a
+    one-shot iterator is kept as the XRay records it yields (native dtype, not float32),
+    once. Sources and lists pass through, and are read again on each pass.
+    """
+    return list(xrays) if iter(xrays) is xrays else xrays
+
 
 #: ImageNet channel means on the 0-255 scale, in the BGR order VGG19's weights expect.
 IMAGENET_BGR_MEAN: Final[tuple[float, float, float]] = (103.939, 116.779, 123.68)

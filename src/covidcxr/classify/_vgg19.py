@@ -38,6 +38,7 @@ from covidcxr.classify._inputs import (
     inference_batches,
     make_dataset,
     original_errors,
+    reiterable,
 )
 from covidcxr.classify._parameters import (
     FROM_SCRATCH,
@@ -62,12 +63,6 @@ _log = logging.getLogger(__name__)
 
 #: Images held by the shuffle buffer when the training input cannot be indexed.
 SHUFFLE_BUFFER = 1024
-
-
-def _reiterable(xrays: Iterable[XRay]) -> Iterable[XRay]:
-    # Training passes over the data more than once; a one-shot iterator is kept as the
-    # XRay records it yields (native dtype, not float32). Sources and lists pass through.
-    return list(xrays) if iter(xrays) is xrays else xrays
 
 
 class VGG19Classifier(Estimator):
@@ -448,8 +443,8 @@ class VGG19Classifier(Estimator):
     ) -> Self:
         from covidcxr.classify._network import attach_head, head_model
 
-        train = _reiterable(xrays)
-        valid = _reiterable(validation) if validation is not None else None
+        train = reiterable(xrays)
+        valid = reiterable(validation) if validation is not None else None
         backbone = build_backbone(self)
 
         if self.uses_feature_cache:
