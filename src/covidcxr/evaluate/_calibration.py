@@ -652,9 +652,11 @@ class BiasCorrectedTemperatureScaling(TemperatureScaling):
     (it only sharpens or softens every row). Because of them, **the most probable class of
     a row can change**: this calibration moves decisions, where temperature scaling never
     does. Alexandari, Kundaje and Shrikumar (2020, *Maximum Likelihood with
-    Bias-Corrected Calibration is Hard-To-Beat at Label Shift Adaptation*) found it gives
-    better calibrated probabilities than a temperature alone, and the probabilities that
-    estimating a new class mix (:func:`~covidcxr.evaluate.estimate_priors`) needs.
+    Bias-Corrected Calibration is Hard-To-Beat at Label Shift Adaptation*) found, in their
+    experiments, better calibrated probabilities than with a temperature alone, and the
+    probabilities that estimating a new class mix
+    (:func:`~covidcxr.evaluate.estimate_priors`) needs; on COVID-QU-Ex it helped some of
+    covidcxr's models and not others (see the trust docs).
 
     The biases are identified up to a constant (which the softmax ignores): they are
     reported with the first class's at 0. Fitting needs labelled items of every class, or
