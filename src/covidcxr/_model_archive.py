@@ -38,6 +38,7 @@ __all__ = [
     "MODEL_MEMBER",
     "ArchiveFormat",
     "all_finite",
+    "check_format",
     "check_metadata",
     "check_params",
     "is_archive_of",
@@ -322,8 +323,11 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -> None:
-    """Refuse metadata of another format, format version, or Keras major.minor version.
+def check_format(metadata: Any, archive_format: ArchiveFormat, source: Path) -> None:
+    """Refuse metadata of another format or format version, or of the wrong shape.
+
+    What every covidcxr archive checks; :func:`check_metadata` adds the Keras version of
+    archives that hold a Keras model.
 
     Raises
     ------
@@ -332,8 +336,11 @@ def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -
     """
     what = archive_format.description
     if not isinstance(metadata, dict) or metadata.get("format") != archive_format.name:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        kind = f" (its format is {found!r})" if isinstance(found, str) else ""
         raise ModelFormatError(
-            f"{source}: {METADATA_MEMBER} does not describe a {what}: it is not {what} metadata"
+            f"{source}: {METADATA_MEMBER} does not describe a {what}{kind}: it is not {what} "
+            "metadata"
         )
     check_metadata_shape(metadata, source)
     if metadata.get("format_version") != archive_format.version:
@@ -343,6 +350,17 @@ def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -
             f"this covidcxr reads version {archive_format.version}; load it with the covidcxr "
             f"version that saved it ({saved_by})"
         )
+
+
+def check_metadata(metadata: Any, archive_format: ArchiveFormat, source: Path) -> None:
+    """Refuse metadata of another format, format version, or Keras major.minor version.
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the file, the mismatch, and what to do.
+    """
+    check_format(metadata, archive_format, source)
     saved = metadata.get("versions", {})
     if not isinstance(saved, dict) or "keras" not in saved:
         raise ModelFormatError(f"{source}: metadata lacks the Keras version it was saved with")

@@ -43,7 +43,7 @@ from covidcxr._model_archive import (
     _DAMAGED_ARCHIVE_ERRORS,
     METADATA_MEMBER,
     ArchiveFormat,
-    check_metadata_shape,
+    check_format,
     check_params,
     is_archive_of,
 )
@@ -661,7 +661,7 @@ class EnsembleClassifier(Estimator):
             ) from exc
         if raw is None:
             raise ModelFormatError(f"{source}: not a saved {what} (missing {METADATA_MEMBER})")
-        _check_metadata(metadata, source)
+        check_format(metadata, FORMAT, source)
         entries = _member_entries(metadata, names, source)
         with tempfile.TemporaryDirectory(prefix="covidcxr-load-") as scratch:
             try:
@@ -706,23 +706,6 @@ class EnsembleClassifier(Estimator):
     seeds_: tuple[int, ...]
     member_name_: str
     history_: dict[str, list[float]]
-
-
-def _check_metadata(metadata: Any, source: Path) -> None:
-    """Refuse metadata of another format or format version, or of the wrong shape."""
-    what = FORMAT.description
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT.name:
-        found = metadata.get("format") if isinstance(metadata, dict) else None
-        kind = f" (its format is {found!r})" if isinstance(found, str) else ""
-        raise ModelFormatError(f"{source}: {METADATA_MEMBER} does not describe a {what}{kind}")
-    check_metadata_shape(metadata, source)
-    if metadata.get("format_version") != FORMAT.version:
-        saved_by = metadata.get("versions", {}).get("covidcxr", "unknown")
-        raise ModelFormatError(
-            f"{source}: saved in {what} format version {metadata.get('format_version')!r}, "
-            f"this covidcxr reads version {FORMAT.version}; load it with the covidcxr "
-            f"version that saved it ({saved_by})"
-        )
 
 
 def _member_entries(metadata: dict[str, Any], names: set[str], source: Path) -> list[Any]:
