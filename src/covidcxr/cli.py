@@ -555,10 +555,19 @@ def predict_command(
             severity=pipeline.measures_severity,
         )
         statuses = {status: tally.counts[status] for status in (ACCEPTED, UNCERTAIN, REJECTED)}
-        summary = {"output": str(output), "n_images": count, "status": statuses}
+        skipped = _skipped_items(source)
+        # The same keys as the Ray summary: a script reading stdout sees what was left out.
+        summary: dict[str, Any] = {
+            "output": str(output),
+            "n_images": count,
+            "n_skipped": len(skipped),
+            "status": statuses,
+        }
+        if skipped_file is not None:
+            summary["skipped_file"] = str(skipped_file)
         lines = [f"wrote {count} prediction(s) to {output}", _status_line(tally.counts)]
         _emit(summary, as_json, lines)
-        _report_skips(options, _skipped_items(source), skipped_file, overwrite=overwrite)
+        _report_skips(options, skipped, skipped_file, overwrite=overwrite)
         return
     predictions = pipeline.predict(source)
     noted = {"model_note": note} if note is not None else {}

@@ -192,7 +192,12 @@ def test_predict_writes_one_row_per_image_to_the_output_table(
     )
     assert code == 0, err
     summary = json.loads(out)
-    assert summary == {"output": str(output), "n_images": 18, "status": summary["status"]}
+    assert summary == {
+        "output": str(output),
+        "n_images": 18,
+        "n_skipped": 0,
+        "status": summary["status"],
+    }
     assert summary["status"].keys() == {"accepted", "uncertain", "rejected"}
     assert sum(summary["status"].values()) == 18
     if suffix == ".csv":
@@ -297,10 +302,8 @@ def test_predict_on_error_skip_leaves_it_out_and_lists_it_beside_the_output(
     model_dir: Path, broken_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "out" / "predictions.csv"
-    code, out, err = run(
-        ["predict", str(model_dir), str(broken_dir), "-o", str(output), "--on-error", "skip"],
-        capsys,
-    )
+    args = ["predict", str(model_dir), str(broken_dir), "-o", str(output), "--on-error", "skip"]
+    code, out, err = run(args, capsys)
     assert code == 0, err
     assert "wrote 9 prediction(s)" in out
     assert len(read_csv(output)) == 9
@@ -308,6 +311,13 @@ def test_predict_on_error_skip_leaves_it_out_and_lists_it_beside_the_output(
     assert [row["path"] for row in skipped] == [str(broken_dir / "normal" / "broken.png")]
     assert "PNG" in skipped[0]["reason"]
     assert "skipped 1 item(s)" in err
+    # The JSON summary on stdout says so too, and where the list is.
+    code, out, err = run([*args, "--overwrite", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n_images"] == 9
+    assert summary["n_skipped"] == 1
+    assert summary["skipped_file"] == str(tmp_path / "out" / "predictions.skipped.csv")
 
 
 @pytest.mark.filterwarnings("ignore::covidcxr.sources.SkippedItemsWarning")
