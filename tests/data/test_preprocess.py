@@ -26,6 +26,7 @@ from covidcxr.preprocess import (
     fit_resize,
     to_uint8,
     transform_boxes,
+    window_levels_of,
 )
 from covidcxr.records import Box, XRay
 from covidcxr.sources import FolderSource, mask_boxes
@@ -88,6 +89,13 @@ def test_parameters_at_their_neutral_value_leave_the_description_as_models_saved
         GaussianClahePreprocessor().describe()
     )
     assert GaussianClahePreprocessor(working_size=256).describe()["working_size"] == 256
+    assert GaussianClahePreprocessor(window_levels=(0, 255)).describe() == (
+        GaussianClahePreprocessor().describe()
+    )
+    assert GaussianClahePreprocessor(window_levels=(0, 228)).describe()["window_levels"] == [
+        0,
+        228,
+    ]
 
 
 def _radiograph(size: int) -> NDArray[np.uint8]:
@@ -310,6 +318,57 @@ def test_16bit_content_that_is_not_8bit_is_windowed(make: Any) -> None:
 def test_8bit_input_is_not_rewindowed(make: Any) -> None:
     pixels = make.gradient()
     assert to_uint8(pixels) is pixels
+    assert to_uint8(pixels, levels=(0, 228)) is pixels
+    preprocess = GaussianClahePreprocessor(output_size=None, output_dtype="uint8")
+    xray = _xray(make)
+    np.testing.assert_array_equal(
+        attrs.evolve(preprocess, window_levels=(10, 200))(xray).pixels, preprocess(xray).pixels
+    )
+
+
+def test_window_levels_map_a_16bit_radiograph_onto_the_8bit_one_it_stands_for() -> None:
+    # An 8-bit radiograph like COVID-QU-Ex's (a black border, its 99.5th percentile near
+    # 228, a brighter label above it), and the same picture with detail below one 8-bit step, as a
+    # genuine 16-bit radiograph has.
+    rng = np.random.default_rng(0)
+    eight = np.clip(rng.normal(120, 45, (128, 128)), 0, 228).astype(np.uint8)
+    eight[:, :3] = 0  # a black border
+    eight[:3, 10:30] = 255  # a burnt-in label
+    wide = eight.astype(np.uint16) * 256 + rng.integers(0, 256, eight.shape, dtype=np.uint16)
+    levels = window_levels_of([eight])
+    assert levels[0] == 0
+    assert 220 <= levels[1] <= 228
+    onto_255 = to_uint8(wide).astype(int)
+    onto_levels = to_uint8(wide, levels=levels).astype(int)
+    # Onto 0..255 the picture comes out with more contrast than the 8-bit one; onto the
+    # measured levels within a grey level or two of it.
+    assert np.median(np.abs(onto_255 - eight)) >= 5
+    assert np.median(np.abs(onto_levels - eight)) <= 2
+    out = GaussianClahePreprocessor(output_size=None, window_levels=levels)
+    assert np.abs(out.enhance(wide).astype(int) - out.enhance(eight).astype(int)).mean() < 3
+
+
+def test_window_levels_of_takes_the_median_over_8bit_radiographs_only(make: Any) -> None:
+    dim = np.tile(np.arange(0, 201, dtype=np.uint8), (201, 1))  # 0..200, evenly
+    bright = np.tile(np.arange(40, 256, dtype=np.uint8), (216, 1))
+    wide = make.gradient(dtype=np.uint16) // 4 + 1000  # genuine 16 bits: not counted
+    xray = XRay(dim, id="a")
+    assert window_levels_of([xray, dim, bright, wide]) == window_levels_of([dim, dim, bright])
+    assert window_levels_of([dim]) == (1, 199)
+    assert window_levels_of([dim.astype(np.uint16) * 257]) == (1, 199)  # 8-bit content
+    assert window_levels_of([dim], (0.0, 100.0)) == (0, 200)
+    with pytest.raises(ConfigurationError, match="needs 8-bit radiographs"):
+        window_levels_of([wide])
+    with pytest.raises(ConfigurationError, match="one grey level"):
+        window_levels_of([np.full((8, 8), 7, np.uint8)])
+    with pytest.raises(ConfigurationError, match="percentile_window"):
+        window_levels_of([dim], (99.0, 1.0))
+
+
+@pytest.mark.parametrize("levels", [(200, 100), (0, 256), (-1, 255), (0.5, 255), "ab", 7])
+def test_to_uint8_refuses_levels_it_cannot_map_onto(make: Any, levels: Any) -> None:
+    with pytest.raises(ConfigurationError, match="window_levels"):
+        to_uint8(make.gradient(dtype=np.uint16), levels=levels)
 
 
 def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
@@ -332,6 +391,10 @@ def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:
         ("gamma", -1.5),
         ("working_size", 4),
         ("working_size", 256.5),
+        ("window_levels", (228, 0)),
+        ("window_levels", (0, 300)),
+        ("window_levels", (0.5, 228)),
+        ("window_levels", "ab"),
         # Values of the wrong kind, as text options give them: never coerced.
         ("output_size", "abc"),
         ("output_size", 64.5),
@@ -479,6 +542,8 @@ def test_cache_token_changes_with_every_parameter() -> None:
     assert GaussianClahePreprocessor(gamma=0.8).cache_token() != base
     assert GaussianClahePreprocessor(clahe=False).cache_token() != base
     assert GaussianClahePreprocessor(working_size=256).cache_token() != base
+    assert GaussianClahePreprocessor(window_levels=(0, 228)).cache_token() != base
+    assert GaussianClahePreprocessor(window_levels=[0, 255]).cache_token() == base
     assert GaussianClahePreprocessor().cache_token() == base
 
 

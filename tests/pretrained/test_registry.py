@@ -10,12 +10,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
 from covidcxr import VGG19Classifier, XRay
 from covidcxr.errors import ConfigurationError, ModelFormatError
 from covidcxr.pipeline import METADATA_SCHEMA, Pipeline
+from covidcxr.preprocess import window_levels_of
 from covidcxr.pretrained import (
     SHIPPED_MANIFEST,
     ModelInfo,
@@ -361,3 +363,51 @@ def test_a_working_size_set_on_a_saved_model_changes_nothing_at_its_training_siz
     assert "enhanced at another scale (set `working_size`)" in plain
     with pytest.raises(ConfigurationError, match="working size 48 already"):
         loaded.set_working_size(256)
+
+
+def test_window_levels_set_on_a_saved_model_change_16bit_input_only(
+    saved_pipeline: Path, check_images: list[XRay], tmp_path: Path
+) -> None:
+    # The tiny model was trained on 8-bit phantoms: the window never touched them.
+    levels = window_levels_of(check_images)
+    assert levels != (0, 255)
+    original = Pipeline.load(saved_pipeline)
+    leveled = Pipeline.load(saved_pipeline).set_window_levels(levels)
+    assert [p.to_dict() for p in leveled.predict(check_images)] == [
+        p.to_dict() for p in original.predict(check_images)
+    ]
+    # The same phantoms with detail below one 8-bit step: through the measured levels the
+    # model sees them (nearly) as the 8-bit ones; through 0..255, with more contrast.
+    rng = np.random.default_rng(0)
+    wide = [
+        attrs.evolve(
+            x,
+            pixels=np.asarray(x.pixels, np.uint16) * 256
+            + rng.integers(0, 256, np.shape(x.pixels), dtype=np.uint16),
+        )
+        for x in check_images
+    ]
+
+    def probabilities(pipeline: Pipeline, images: list[XRay]) -> np.ndarray:
+        predicted = pipeline.predict(images)
+        return np.array([[p.probabilities[c] for c in pipeline.classes_] for p in predicted])
+
+    def gap(pipeline: Pipeline) -> float:
+        moved = probabilities(pipeline, wide) - probabilities(original, check_images)
+        return float(np.abs(moved).mean())
+
+    assert gap(leveled) < gap(original)
+    loaded = Pipeline.load(leveled.save(tmp_path / "leveled"))
+    assert loaded.preprocessor_.window_levels == levels  # type: ignore[union-attr]
+    changelog = json.loads((tmp_path / "leveled" / "metadata.json").read_text())["changelog"]
+    assert changelog[-2]["event"] == "window levels set"
+    card_text = (tmp_path / "leveled" / "model_card.md").read_text()
+    assert f"mapped onto grey levels {levels[0]} to {levels[1]}" in card_text
+    plain = (Pipeline.load(saved_pipeline).save(tmp_path / "plain") / "model_card.md").read_text()
+    assert "measure yours with `covidcxr.preprocess.window_levels_of`" in plain
+    with pytest.raises(ConfigurationError, match="window_levels"):
+        loaded.set_window_levels((200, 100))
+    # Back to the default: recorded as the model was saved before.
+    loaded.set_window_levels((0, 255))
+    np.testing.assert_allclose(probabilities(loaded, wide), probabilities(original, wide))
+    assert "window_levels" not in loaded.classifier_.preprocessing_  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ COVID-QU-Ex Test radiographs per class when the shared data is beside the reposi
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def test_a_shipped_model_verifies_and_answers_to_each_of_its_names(name: str) ->
     assert info.files
     assert info.size_bytes > 0
     assert info.build_command.startswith("python benchmarks/build_pretrained.py")
+    # The card says the recorded command replaces the model: only with --force does it.
+    assert "--force" in info.build_command.split()
     for alias in info.aliases:
         assert model_info(alias).name == name
 
@@ -65,6 +68,16 @@ def test_a_shipped_model_verifies_and_answers_to_each_of_its_names(name: str) ->
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_a_shipped_model_has_the_recipe_its_build_command_trains(name: str) -> None:
     assert (RECIPES / f"{name}.toml").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_model_is_preprocessed_as_its_recipe_says(name: str) -> None:
+    # A rebuild must give the model that ships: its preprocessing (working size, the
+    # 16-bit window's levels) included, not only its networks.
+    recipe = PipelineConfig.from_toml(RECIPES / f"{name}.toml").to_dict()["preprocessor"]
+    saved = json.loads((SHIPPED[name].path / "pipeline" / "pipeline.json").read_text())
+    assert saved["preprocessor"] == recipe
+    assert recipe["window_levels"] == [0, 228]  # COVID-QU-Ex Train's (window_levels_of)
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.toml")), ids=lambda path: path.stem)

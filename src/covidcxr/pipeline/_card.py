@@ -767,6 +767,8 @@ def _input_lines(metadata: Mapping[str, Any]) -> list[str]:
         if pre
         else "- Preprocessor: none (images reach the classifier as read).",
     ]
+    if pre and pre.get("name") == "gaussian-clahe":
+        lines.append(_bit_depth_line(pre["options"]))
     if image.get("spatial_shape"):
         height, width = image["spatial_shape"]
         lines.append(
@@ -781,6 +783,24 @@ def _input_lines(metadata: Mapping[str, Any]) -> list[str]:
             "[0, 1] before it)."
         )
     return lines
+
+
+def _bit_depth_line(options: Mapping[str, Any]) -> str:
+    low_pct, high_pct = options.get("percentile_window", (0.5, 99.5))
+    window = f"its {low_pct:g}th to {high_pct:g}th percentiles"
+    levels = options.get("window_levels")
+    if levels and tuple(levels) != (0, 255):
+        return (
+            f"- 16-bit input (DICOM, 16-bit PNG): {window} mapped onto grey levels "
+            f"{levels[0]} to {levels[1]}, where the 8-bit training radiographs have them; "
+            "8-bit input is used as it is."
+        )
+    return (
+        f"- 16-bit input (DICOM, 16-bit PNG): {window} mapped onto 0 to 255. A model "
+        "trained on 8-bit radiographs may have learned other levels there (COVID-QU-Ex: "
+        "0 to 228): measure yours with `covidcxr.preprocess.window_levels_of` and set "
+        "`window_levels`."
+    )
 
 
 def _training_lines(metadata: Mapping[str, Any]) -> list[str]:

@@ -1260,20 +1260,75 @@ class Pipeline:
             If the pipeline is not fitted, its preprocessor is not a
             ``GaussianClahePreprocessor``, or already enhances at another working size.
         """
+        preprocessor = self._gaussian_clahe("set_working_size")
+        if preprocessor.working_size not in (None, size):
+            raise ConfigurationError(
+                f"this pipeline enhances at working size {preprocessor.working_size} already; "
+                "a model trained so cannot be moved to another without training again"
+            )
+        self._set_preprocessing(preprocessor, "working_size", size)
+        self._log_card_change(
+            "working size set",
+            f"every radiograph enhanced with its longer side at {size} px, the training "
+            "radiographs' size",
+        )
+        return self
+
+    def set_window_levels(self, levels: tuple[int, int]) -> Self:
+        """Window 16-bit radiographs onto the grey levels of 8-bit training radiographs.
+
+        Sets the :class:`~covidcxr.preprocess.GaussianClahePreprocessor`'s
+        ``window_levels``, the grey levels that a 16-bit radiograph's 0.5th and 99.5th
+        percentiles (its ``percentile_window``) map to, and records them as part of what
+        the classifier, detector and lung segmenter were trained on. 8-bit radiographs are
+        not windowed, so that record is true for a model trained on 8-bit radiographs
+        only: measure their levels with :func:`~covidcxr.preprocess.window_levels_of`
+        (COVID-QU-Ex: ``(0, 228)``). A model trained on 16-bit radiographs learned the
+        window it was trained with; train it again with ``[preprocessor] window_levels``
+        instead.
+
+        Parameters
+        ----------
+        levels
+            ``(low, high)``, ``0 <= low < high <= 255``.
+
+        Returns
+        -------
+        Pipeline
+            ``self``.
+
+        Raises
+        ------
+        ConfigurationError
+            If the pipeline is not fitted, its preprocessor is not a
+            ``GaussianClahePreprocessor``, or the levels are invalid.
+        """
+        preprocessor = self._gaussian_clahe("set_window_levels")
+        checked = attrs.evolve(preprocessor, window_levels=levels).window_levels
+        self._set_preprocessing(preprocessor, "window_levels", list(checked))
+        low, high = checked
+        self._log_card_change(
+            "window levels set",
+            f"16-bit radiographs windowed onto grey levels {low} to {high}, where the 8-bit "
+            "training radiographs have their window's percentiles",
+        )
+        return self
+
+    def _gaussian_clahe(self, method: str) -> Any:
+        """The fitted ``GaussianClahePreprocessor``, or a typed error naming ``method``."""
         from covidcxr.preprocess import GaussianClahePreprocessor  # noqa: PLC0415
 
         self._check_fitted()
         preprocessor = self.preprocessor_
         if not isinstance(preprocessor, GaussianClahePreprocessor):
             raise ConfigurationError(
-                f"set_working_size needs a gaussian-clahe preprocessor, not {preprocessor!r}"
+                f"{method} needs a gaussian-clahe preprocessor, not {preprocessor!r}"
             )
-        if preprocessor.working_size not in (None, size):
-            raise ConfigurationError(
-                f"this pipeline enhances at working size {preprocessor.working_size} already; "
-                "a model trained so cannot be moved to another without training again"
-            )
-        updated = attrs.evolve(preprocessor, working_size=size)
+        return preprocessor
+
+    def _set_preprocessing(self, preprocessor: Any, name: str, value: Any) -> None:
+        """Set an option of this pipeline's ``preprocessor``, recorded as trained with."""
+        updated = attrs.evolve(preprocessor, **{name: value})
         self.preprocessor_ = updated
         if self.preprocessor is not None:
             self.preprocessor = updated
@@ -1281,21 +1336,21 @@ class Pipeline:
             spec = self.config.preprocessor
             self.config = attrs.evolve(
                 self.config,
-                preprocessor=ComponentSpec(spec.name, {**spec.options, "working_size": size}),
+                preprocessor=ComponentSpec(spec.name, {**spec.options, name: value}),
             )
+        # Recorded as the preprocessor describes itself: a value that leaves every output
+        # as it was (window_levels (0, 255)) is not in its description, so not recorded.
+        described = updated.describe()
         segmenter = self.lungs_.segmenter if self.lungs_ is not None else None
         for component in (self.classifier_, self.detector_, segmenter):
             if isinstance(component, RecordsPreprocessing) and isinstance(
                 component.preprocessing_, Mapping
             ):
-                component.preprocessing_ = {**component.preprocessing_, "working_size": size}
+                recorded = {k: v for k, v in component.preprocessing_.items() if k != name}
+                if name in described:
+                    recorded[name] = described[name]
+                component.preprocessing_ = recorded
         self._check_preprocessing()
-        self._log_card_change(
-            "working size set",
-            f"every radiograph enhanced with its longer side at {size} px, the training "
-            "radiographs' size",
-        )
-        return self
 
     def set_priors(self, priors: Mapping[str, float] | None, *, source: str = "given") -> Self:
         """Use the model where the classes occur in other proportions than in training.

@@ -22,6 +22,7 @@ from covidcxr.preprocess._gaussian_clahe import (
     IdentityPreprocessor,
     exact_uint8,
     to_uint8,
+    window_levels_of,
 )
 from covidcxr.preprocess._geometry import (
     ResizeTransform,
@@ -54,5 +55,6 @@ __all__ = [
     "resize_image",
     "to_uint8",
     "transform_boxes",
+    "window_levels_of",
     "xray_digest",
 ]

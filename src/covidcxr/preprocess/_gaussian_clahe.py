@@ -4,7 +4,8 @@ The steps and their order follow the published method:
 
 1. **16 → 8 bits.** CLAHE works on 8-bit histograms. 16-bit input (DICOM, 16-bit PNG) is
    mapped by a *percentile window*: the values at the lower and upper percentiles (0.5 and
-   99.5 by default) become 0 and 255, linearly in between, clipped outside. Percentiles,
+   99.5 by default) become the grey levels ``window_levels`` (0 and 255 by default),
+   linearly in between, clipped outside. Percentiles,
    not the minimum and maximum, because collimator edges, burnt-in labels and dead pixels
    put a few values far outside the anatomy's range. 8-bit input is left as it is: it has
    already been windowed by whoever wrote it. So is 8-bit content in a 16-bit container
@@ -13,9 +14,11 @@ The steps and their order follow the published method:
    (:func:`exact_uint8`). Windowed by percentiles instead, the same radiograph came out
    with more contrast than the training radiographs have, and 10 % of 870 COVID-QU-Ex
    Test radiographs got another label from the shipped model (accuracy 0.867 as 8-bit,
-   0.820 as 16-bit; ``benchmarks/bench_bit_depth.py``). Genuine 16-bit input still pays
-   that price: the window stretches the 99.5th percentile to 255, where COVID-QU-Ex's
-   8-bit radiographs have it near 228 (median).
+   0.820 as 16-bit; ``benchmarks/bench_bit_depth.py``). Genuine 16-bit input paid that
+   price too: the default window stretches the 99.5th percentile to 255, where
+   COVID-QU-Ex's 8-bit radiographs have it near 228 (median). A model trained on 8-bit
+   radiographs should map the window onto the grey levels its training radiographs have
+   at those percentiles (:func:`window_levels_of`; the shipped models use 0 and 228).
 2. **Working scale**, optional (``working_size``, off by default): the image is scaled,
    keeping its aspect, until its longer side is ``working_size`` pixels. A 5x5 blur is a
    fixed number of pixels, so on a 2,500 px film it blurs a tenth as much anatomy as on
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -77,6 +80,7 @@ __all__ = [
     "IdentityPreprocessor",
     "exact_uint8",
     "to_uint8",
+    "window_levels_of",
 ]
 
 OUTPUT_DTYPES: Final[tuple[str, ...]] = ("float32", "uint8")
@@ -130,7 +134,9 @@ def exact_uint8(pixels: NDArray[Any]) -> NDArray[np.uint8] | None:
 
 
 def to_uint8(
-    pixels: NDArray[Any], percentile_window: tuple[float, float] = (0.5, 99.5)
+    pixels: NDArray[Any],
+    percentile_window: tuple[float, float] = (0.5, 99.5),
+    levels: tuple[int, int] = (0, 255),
 ) -> NDArray[np.uint8]:
     """Map a radiograph to 8 bits: ``uint8`` unchanged, ``uint16`` by a percentile window.
 
@@ -138,8 +144,9 @@ def to_uint8(
     those 8-bit values instead.
 
     The window's ends are the smallest values whose cumulative share of pixels reaches
-    each percentile; values map linearly from them to ``[0, 255]``, rounded, and clipped.
-    Computed from a histogram, so it is exact, fast and deterministic.
+    each percentile; values map linearly from them to the grey levels ``levels``,
+    rounded, and clipped to ``[0, 255]``. Computed from a histogram, so it is exact, fast
+    and deterministic.
 
     Parameters
     ----------
@@ -147,6 +154,11 @@ def to_uint8(
         2-D ``uint8`` or ``uint16``.
     percentile_window
         ``(low, high)`` percentiles, ``0 <= low < high <= 100``.
+    levels
+        ``(low, high)`` grey levels the window's ends map to, ``0 <= low < high <= 255``:
+        the levels a model's 8-bit training radiographs have at those percentiles
+        (:func:`window_levels_of`), so that 16-bit input reaches it with the contrast
+        it learned from.
 
     Raises
     ------
@@ -160,6 +172,8 @@ def to_uint8(
     >>> out = to_uint8(ramp, (0.0, 100.0))
     >>> int(out.min()), int(out.max()), out.dtype
     (0, 255, dtype('uint8'))
+    >>> int(to_uint8(ramp, (0.0, 100.0), levels=(0, 228)).max())
+    228
     """
     if pixels.dtype == np.uint8:
         return pixels
@@ -171,16 +185,88 @@ def to_uint8(
     exact = exact_uint8(pixels)
     if exact is not None:
         return exact
+    _check_levels(levels)
+    low, high = _window_ends(pixels, percentile_window, 65536)
+    high = max(high, low + 1)
+    first, last = levels
+    ramp = first + (np.arange(65536) - low) * ((last - first) / (high - low))
+    lut = np.clip(np.rint(ramp), 0, 255)
+    mapped: NDArray[np.uint8] = lut.astype(np.uint8)[pixels]
+    return mapped
+
+
+def _window_ends(
+    pixels: NDArray[Any], percentile_window: tuple[float, float], n_values: int
+) -> tuple[int, int]:
+    """The smallest values whose cumulative share of pixels reaches each percentile."""
     low_pct, high_pct = percentile_window
-    counts = np.bincount(pixels.ravel(), minlength=65536)
-    cumulative = np.cumsum(counts)
+    cumulative = np.cumsum(np.bincount(pixels.ravel(), minlength=n_values))
     total = int(cumulative[-1])
     low = int(np.searchsorted(cumulative, max(1.0, total * low_pct / 100.0)))
     high = int(np.searchsorted(cumulative, max(1.0, total * high_pct / 100.0)))
-    high = max(high, low + 1)
-    lut = np.clip(np.rint((np.arange(65536) - low) * (255.0 / (high - low))), 0, 255)
-    mapped: NDArray[np.uint8] = lut.astype(np.uint8)[pixels]
-    return mapped
+    return low, high
+
+
+def window_levels_of(
+    radiographs: Iterable[XRay | NDArray[Any]],
+    percentile_window: tuple[float, float] = (0.5, 99.5),
+) -> tuple[int, int]:
+    """The grey levels 8-bit radiographs have at the window's percentiles (medians).
+
+    A model learns the contrast of its training radiographs. When those are 8-bit, the
+    preprocessor's ``window_levels`` should be these levels, so that the window maps a
+    16-bit radiograph (DICOM, 16-bit PNG) onto the same grey levels: COVID-QU-Ex's
+    radiographs have their 0.5th and 99.5th percentiles at 0 and 228 (medians), and
+    windowed onto 0 and 255 instead, the same radiographs changed label one time in ten
+    (``benchmarks/bench_bit_depth.py``).
+
+    Parameters
+    ----------
+    radiographs
+        The training radiographs (:class:`~covidcxr.XRay` or arrays) as read, before
+        preprocessing. Only 8-bit ones count (and 16-bit copies of 8-bit images, see
+        :func:`exact_uint8`): the window sets the others' levels itself.
+    percentile_window
+        The preprocessor's ``percentile_window``.
+
+    Returns
+    -------
+    tuple of int
+        ``(low, high)``, the median over the radiographs of the grey level at each
+        percentile, rounded, for ``GaussianClahePreprocessor(window_levels=...)``.
+
+    Raises
+    ------
+    ConfigurationError
+        If no radiograph is 8-bit, or the window is invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dim = [np.tile(np.arange(0, 200, dtype=np.uint8), (200, 1)) for _ in range(3)]
+    >>> window_levels_of(dim)
+    (1, 198)
+    """
+    _check_window(None, None, percentile_window)
+    ends: list[tuple[int, int]] = []
+    for radiograph in radiographs:
+        pixels = np.asarray(radiograph.pixels if isinstance(radiograph, XRay) else radiograph)
+        eight = pixels if pixels.dtype == np.uint8 else exact_uint8(pixels)
+        if eight is None or eight.ndim != 2:
+            continue
+        ends.append(_window_ends(eight, percentile_window, 256))
+    if not ends:
+        raise ConfigurationError(
+            "window_levels_of needs 8-bit radiographs (the levels of 16-bit ones are what "
+            "the window makes them); none was given"
+        )
+    low, high = (int(np.rint(np.median(column))) for column in zip(*ends, strict=True))
+    if high <= low:
+        raise ConfigurationError(
+            f"these radiographs have one grey level ({low}) across the percentile window "
+            f"{percentile_window}: they cannot set the window's levels"
+        )
+    return low, high
 
 
 # Options often come from text (``-p KEY=VALUE``, a TOML file). ``int("abc")`` raises an
@@ -269,9 +355,26 @@ def _one_of(choices: tuple[str, ...]) -> Any:
     return check
 
 
-def _check_window(
-    instance: object, attribute: attrs.Attribute[tuple[float, float]], value: tuple[float, float]
-) -> None:
+def _check_levels(value: object) -> None:
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 2
+        or not all(is_whole(item) for item in value)
+    ):
+        raise _refuse("window_levels", "two grey levels (low, high)", value)
+    low, high = value
+    if not 0 <= low < high <= 255:
+        raise ConfigurationError(
+            f"window_levels must satisfy 0 <= low < high <= 255, got {(low, high)}"
+        )
+
+
+def _check_window_levels(instance: object, attribute: object, value: object) -> None:
+    _check_levels(value)
+
+
+def _check_window(instance: object, attribute: object, value: tuple[float, float]) -> None:
     if not (_is_pair(value) and all(is_real(item) for item in value)):
         raise _refuse("percentile_window", "two percentiles (low, high)", value)
     low, high = value
@@ -305,6 +408,12 @@ class GaussianClahePreprocessor:
         ``"float32"`` (scaled to ``[0, 1]``) or ``"uint8"``.
     percentile_window
         The ``(low, high)`` percentiles that map 16-bit input to 8 bits.
+    window_levels
+        The ``(low, high)`` grey levels the window's percentiles map to (``(0, 255)`` by
+        default). For a model trained on 8-bit radiographs, the levels those have at the
+        percentiles (:func:`~covidcxr.preprocess.window_levels_of`; COVID-QU-Ex: 0 and
+        228), so that 16-bit input reaches it with the contrast it learned from. 8-bit
+        input is not windowed, so this changes nothing for it.
     clahe
         Apply CLAHE (the published method does).
     gamma
@@ -318,9 +427,9 @@ class GaussianClahePreprocessor:
         image is scaled back to the input's size: the intensities of a model's training
         input in the radiograph's own pixels (what
         :func:`~covidcxr.preprocess.recorded_preprocessor` rebuilds for ``covidcxr
-        detect``). Parameters left at their defaults (``clahe``, ``gamma``,
-        ``working_size``) are not written into :meth:`describe`, so models saved before
-        they existed still match.
+        detect``). Parameters left at their defaults (``window_levels``, ``clahe``,
+        ``gamma``, ``working_size``) are not written into :meth:`describe`, so models
+        saved before they existed still match.
 
     Raises
     ------
@@ -354,6 +463,11 @@ class GaussianClahePreprocessor:
         default=(0.5, 99.5),
         converter=_as_float_pair,
         validator=_check_window,
+    )
+    window_levels: tuple[int, int] = field(
+        default=(0, 255),
+        converter=_as_int_pair,
+        validator=_check_window_levels,
     )
     clahe: bool = field(default=True, converter=_as_flag, validator=_flag)
     gamma: float = field(default=1.0, converter=_as_float, validator=_positive)
@@ -395,7 +509,7 @@ class GaussianClahePreprocessor:
         The output has the input's shape unless :attr:`working_size` is set; then it has
         the working scale's (see :meth:`working_shape`).
         """
-        image = to_uint8(pixels, self.percentile_window)
+        image = to_uint8(pixels, self.percentile_window, self.window_levels)
         working = self.working_shape(image.shape[:2])
         if working != image.shape[:2]:
             shrinking = working[0] * working[1] < image.shape[0] * image.shape[1]
@@ -541,7 +655,12 @@ def _description(preprocessor: GaussianClahePreprocessor) -> dict[str, Any]:
 #: Parameters added after models were first saved, with the value that leaves the output
 #: as it was: at that value they are left out of descriptions and cache tokens, so older
 #: models, caches and shipped models keep matching.
-_ADDED_LATER: Final[dict[str, object]] = {"clahe": True, "gamma": 1.0, "working_size": None}
+_ADDED_LATER: Final[dict[str, object]] = {
+    "clahe": True,
+    "gamma": 1.0,
+    "working_size": None,
+    "window_levels": (0, 255),
+}
 _UNSET: Final = object()
 
 
