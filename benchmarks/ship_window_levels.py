@@ -131,7 +131,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{low} and {high} (medians, `covidcxr.preprocess.window_levels_of`). Each shipped "
         "model was given them with `Pipeline.set_window_levels` and packaged again; the "
         "check compares the new copy with the previous one loaded as float32 on 300 Val "
-        f"radiographs (8-bit, so not windowed). `{result['command']}` ({result['seconds']} s)",
+        "radiographs. Those are 8-bit and never windowed, so a change of 0 says only that "
+        "nothing else changed; what the levels do to 16-bit input is measured in "
+        f"`bit_depth.md`. `{result['command']}` ({result['seconds']} s)",
         "",
         "| model | size before | size | largest probability change | decisions changed |",
         "|---|---|---|---|---|",

@@ -566,8 +566,8 @@ def predict_command(
         if skipped_file is not None:
             summary["skipped_file"] = str(skipped_file)
         lines = [f"wrote {count} prediction(s) to {output}", _status_line(tally.counts)]
+        _report_skips(options, skipped, skipped_file, overwrite=overwrite)  # before naming it
         _emit(summary, as_json, lines)
-        _report_skips(options, skipped, skipped_file, overwrite=overwrite)
         return
     predictions = pipeline.predict(source)
     noted = {"model_note": note} if note is not None else {}
@@ -763,6 +763,8 @@ def _predict_on_ray(
         "n_skipped": len(result.skipped),
         "workers": result.workers,
     }
+    if result.skipped:  # listed beside the partitions, as RayPredictions says
+        summary["skipped_file"] = str(result.output / "_skipped.csv")
     lines = [
         f"wrote {result.n_images} prediction(s) to {result.output} ({result.format}, "
         f"{result.workers} Ray worker(s), {result.seconds:.1f} s)"

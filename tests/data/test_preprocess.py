@@ -366,9 +366,10 @@ def test_window_levels_of_takes_the_median_over_8bit_radiographs_only(make: Any)
 
 
 @pytest.mark.parametrize("levels", [(200, 100), (0, 256), (-1, 255), (0.5, 255), "ab", 7])
-def test_to_uint8_refuses_levels_it_cannot_map_onto(make: Any, levels: Any) -> None:
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8])
+def test_to_uint8_refuses_levels_it_cannot_map_onto(make: Any, levels: Any, dtype: Any) -> None:
     with pytest.raises(ConfigurationError, match="window_levels"):
-        to_uint8(make.gradient(dtype=np.uint16), levels=levels)
+        to_uint8(make.gradient(dtype=dtype), levels=levels)
 
 
 def test_float_input_is_refused_as_already_preprocessed(make: Any) -> None:

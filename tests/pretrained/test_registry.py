@@ -411,3 +411,25 @@ def test_window_levels_set_on_a_saved_model_change_16bit_input_only(
     loaded.set_window_levels((0, 255))
     np.testing.assert_allclose(probabilities(loaded, wide), probabilities(original, wide))
     assert "window_levels" not in loaded.classifier_.preprocessing_  # type: ignore[attr-defined]
+    assert "window_levels" not in loaded.config.to_dict()["preprocessor"]
+    reset = json.loads((loaded.save(tmp_path / "reset") / "metadata.json").read_text())
+    assert reset["changelog"][-2]["description"].endswith("0 to 255, the default")
+
+
+def test_a_preprocessing_option_that_fails_its_check_leaves_the_pipeline_as_it_was(
+    saved_pipeline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline.load(saved_pipeline)
+    config, preprocessor = pipeline.config, pipeline.preprocessor_
+    records = pipeline.classifier_.preprocessing_  # type: ignore[attr-defined]
+
+    def refuse(self: Pipeline) -> None:
+        raise ConfigurationError("refused for the test")
+
+    monkeypatch.setattr(Pipeline, "_check_preprocessing", refuse)
+    with pytest.raises(ConfigurationError, match="refused for the test"):
+        pipeline.set_window_levels((0, 228))
+    with pytest.raises(ConfigurationError, match="refused for the test"):
+        pipeline.set_working_size(48)
+    assert (pipeline.config, pipeline.preprocessor_) == (config, preprocessor)
+    assert pipeline.classifier_.preprocessing_ == records  # type: ignore[attr-defined]

@@ -318,20 +318,25 @@ def test_cli_predict_engine_ray_on_a_zip_archive(
     with zipfile.ZipFile(archive, "w") as written:
         for path in sorted(phantom_folder.rglob("*.png")):
             written.write(path, path.relative_to(phantom_folder).as_posix())
+        # Last in the listing, so the other items keep their positions.
+        written.writestr("pneumonia/zz-broken.png", b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "preds.jsonl"  # the folder's suffix gives the format
     main_args = ["predict", str(tiny_model), str(archive), "--output", str(out)]
-    assert _run(main, [*main_args, "--engine", "ray", "--workers", "2", "--json"]) == 0
+    ray_args = [*main_args, "--engine", "ray", "--workers", "2", "--on-error", "skip", "--json"]
+    assert _run(main, ray_args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary == {
         "output": str(out.absolute()),
         "format": "jsonl",
         "n_images": 12,
-        "n_skipped": 0,
+        "n_skipped": 1,
         "workers": 2,
+        "skipped_file": str(out.absolute() / "_skipped.csv"),
     }
+    assert "zz-broken.png" in Path(summary["skipped_file"]).read_text()
     rows = _rows(out, "jsonl")
     assert all(row["id"].startswith(f"{archive}!/") for row in rows)
-    _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive))
+    _assert_same_as_single_process(rows, tiny_model, covidcxr.open_source(archive, on_error="skip"))
     assert _run(main, [*main_args, "--workers", "2"]) == 2
     assert "--workers applies to --engine ray only" in capsys.readouterr().err
 

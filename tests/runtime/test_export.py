@@ -389,6 +389,22 @@ def test_an_exported_classifier_reports_what_the_pipeline_checks(onnx_export: Pa
     assert classifier.model_ is keras_classifier.model_
 
 
+def test_an_exported_pipeline_takes_window_levels_and_a_working_size(
+    onnx_export: Path, held_out: list[XRay]
+) -> None:
+    # Both record a preprocessing option as trained with, the exported classifier's too
+    # (the Keras classifier's record, which the export was made from).
+    exported = Pipeline.load(onnx_export)
+    before = _probabilities(exported, held_out)
+    exported.set_window_levels((0, 228)).set_working_size(48)
+    classifier = exported.classifier_
+    assert isinstance(classifier, RuntimeClassifier)
+    assert classifier.preprocessing_["window_levels"] == [0, 228]
+    assert classifier.keras_classifier.preprocessing_["working_size"] == 48
+    # The phantoms are 8-bit and 48 px: neither option changes what the network sees.
+    np.testing.assert_allclose(_probabilities(exported, held_out), before, atol=1e-6)
+
+
 def test_int8_calibration_images_are_spread_over_every_class_folder(tmp_path: Path) -> None:
     # The first 256 of a class-folder source are all of its first class: a biased int8
     # calibration. They are spread evenly over the source instead.

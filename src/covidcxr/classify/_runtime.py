@@ -259,6 +259,12 @@ class RuntimeClassifier:
         """The preprocessing of the training images (the Keras classifier's)."""
         return self.keras_classifier.preprocessing_
 
+    @preprocessing_.setter
+    def preprocessing_(self, value: Any) -> None:
+        # Pipeline.set_working_size and set_window_levels record a preprocessing option
+        # as trained with: the exported network was exported from the Keras one.
+        self.keras_classifier.preprocessing_ = value
+
     @property
     def input_profile_(self) -> Any:
         """The training images' intensity statistics (the Keras classifier's)."""

@@ -1309,8 +1309,10 @@ class Pipeline:
         low, high = checked
         self._log_card_change(
             "window levels set",
-            f"16-bit radiographs windowed onto grey levels {low} to {high}, where the 8-bit "
-            "training radiographs have their window's percentiles",
+            "16-bit radiographs windowed onto grey levels 0 to 255, the default"
+            if checked == (0, 255)
+            else f"16-bit radiographs windowed onto grey levels {low} to {high}, where the "
+            "8-bit training radiographs have their window's percentiles",
         )
         return self
 
@@ -1327,30 +1329,52 @@ class Pipeline:
         return preprocessor
 
     def _set_preprocessing(self, preprocessor: Any, name: str, value: Any) -> None:
-        """Set an option of this pipeline's ``preprocessor``, recorded as trained with."""
+        """Set an option of this pipeline's ``preprocessor``, recorded as trained with.
+
+        All or nothing: if a record cannot be written, or the result fails the
+        preprocessing check, the pipeline is left as it was.
+        """
         updated = attrs.evolve(preprocessor, **{name: value})
-        self.preprocessor_ = updated
-        if self.preprocessor is not None:
-            self.preprocessor = updated
-        elif self.config.preprocessor is not None:
-            spec = self.config.preprocessor
-            self.config = attrs.evolve(
-                self.config,
-                preprocessor=ComponentSpec(spec.name, {**spec.options, name: value}),
-            )
         # Recorded as the preprocessor describes itself: a value that leaves every output
-        # as it was (window_levels (0, 255)) is not in its description, so not recorded.
+        # as it was (window_levels (0, 255)) is not in its description, nor recorded.
         described = updated.describe()
         segmenter = self.lungs_.segmenter if self.lungs_ is not None else None
-        for component in (self.classifier_, self.detector_, segmenter):
-            if isinstance(component, RecordsPreprocessing) and isinstance(
-                component.preprocessing_, Mapping
-            ):
+        recording = [
+            component
+            for component in (self.classifier_, self.detector_, segmenter)
+            if isinstance(component, RecordsPreprocessing)
+            and isinstance(component.preprocessing_, Mapping)
+        ]
+        saved = (
+            self.preprocessor_,
+            self.preprocessor,
+            self.config,
+            [component.preprocessing_ for component in recording],
+        )
+        try:
+            self.preprocessor_ = updated
+            if self.preprocessor is not None:
+                self.preprocessor = updated
+            elif self.config.preprocessor is not None:
+                spec = self.config.preprocessor
+                options = {k: v for k, v in spec.options.items() if k != name}
+                if name in described:
+                    options[name] = value
+                self.config = attrs.evolve(
+                    self.config, preprocessor=ComponentSpec(spec.name, options)
+                )
+            for component in recording:
                 recorded = {k: v for k, v in component.preprocessing_.items() if k != name}
                 if name in described:
                     recorded[name] = described[name]
                 component.preprocessing_ = recorded
-        self._check_preprocessing()
+            self._check_preprocessing()
+        except BaseException:
+            self.preprocessor_, self.preprocessor, self.config, records = saved
+            for component, record in zip(recording, records, strict=True):
+                with contextlib.suppress(Exception):
+                    component.preprocessing_ = record
+            raise
 
     def set_priors(self, priors: Mapping[str, float] | None, *, source: str = "given") -> Self:
         """Use the model where the classes occur in other proportions than in training.

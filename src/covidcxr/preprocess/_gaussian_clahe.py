@@ -5,7 +5,8 @@ The steps and their order follow the published method:
 1. **16 → 8 bits.** CLAHE works on 8-bit histograms. 16-bit input (DICOM, 16-bit PNG) is
    mapped by a *percentile window*: the values at the lower and upper percentiles (0.5 and
    99.5 by default) become the grey levels ``window_levels`` (0 and 255 by default),
-   linearly in between, clipped outside. Percentiles,
+   and every value maps on the same straight line, clipped to 0..255 (so with levels 0
+   and 228, a burnt-in label above the window stays brighter than the lungs). Percentiles,
    not the minimum and maximum, because collimator edges, burnt-in labels and dead pixels
    put a few values far outside the anatomy's range. 8-bit input is left as it is: it has
    already been windowed by whoever wrote it. So is 8-bit content in a 16-bit container
@@ -144,9 +145,9 @@ def to_uint8(
     those 8-bit values instead.
 
     The window's ends are the smallest values whose cumulative share of pixels reaches
-    each percentile; values map linearly from them to the grey levels ``levels``,
-    rounded, and clipped to ``[0, 255]``. Computed from a histogram, so it is exact, fast
-    and deterministic.
+    each percentile; they map to the grey levels ``levels``, and every value on the same
+    straight line, rounded, and clipped to ``[0, 255]``. Computed from a histogram, so it
+    is exact, fast and deterministic.
 
     Parameters
     ----------
@@ -175,6 +176,7 @@ def to_uint8(
     >>> int(to_uint8(ramp, (0.0, 100.0), levels=(0, 228)).max())
     228
     """
+    _check_levels(levels)
     if pixels.dtype == np.uint8:
         return pixels
     if pixels.dtype != np.uint16:
@@ -185,7 +187,6 @@ def to_uint8(
     exact = exact_uint8(pixels)
     if exact is not None:
         return exact
-    _check_levels(levels)
     low, high = _window_ends(pixels, percentile_window, 65536)
     high = max(high, low + 1)
     first, last = levels
@@ -243,9 +244,9 @@ def window_levels_of(
     Examples
     --------
     >>> import numpy as np
-    >>> dim = [np.tile(np.arange(0, 200, dtype=np.uint8), (200, 1)) for _ in range(3)]
+    >>> dim = [np.tile(np.arange(0, 201, dtype=np.uint8), (201, 1)) for _ in range(3)]
     >>> window_levels_of(dim)
-    (1, 198)
+    (1, 199)
     """
     _check_window(None, None, percentile_window)
     ends: list[tuple[int, int]] = []
